@@ -1,0 +1,141 @@
+"""The detector contract: observe records in event-time order, advance with the watermark.
+
+A detector is one module, ``detectors/<rule_id>.py``, holding one class that
+subclasses :class:`Detector` with:
+
+- ``rule_id`` — the rule's name, also the module's name;
+- ``severity`` — its default severity;
+- ``Config`` — a frozen pydantic model: every threshold with a default, units in names;
+- ``examples()`` — must-alert and must-not-alert cases, run by one shared test.
+
+The engine calls, always in event-time order and from one thread:
+
+- ``observe_event(event)`` for every parsed event (gateway and app);
+- ``observe_transaction(txn)`` when the correlator closes a request's records;
+- ``advance(watermark)`` when event time has moved on to ``watermark``: no
+  record older than it will arrive, so windows ending before it may close.
+
+Each returns findings. Detectors never read the wall clock, never import a
+client library, and must not raise on odd input (the engine counts and skips
+an exception, but that loses the detector's view of that record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from detectors.trust import TrustPolicy
+from ingest.records import Event, Transaction
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One piece of evidence that a rule fired for an entity at event time ``ts``.
+
+    The alert book folds findings for the same (rule, entity) within a
+    suppression window into one alert.
+    """
+
+    rule: str
+    severity: Severity
+    entity_type: str
+    entity_value: str
+    ts: float
+    summary: str
+    request_ids: tuple[str, ...] = ()
+    reason: str | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+class DetectorConfig(BaseModel):
+    """Base of every detector's ``Config``: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A detector's own test case: records in, the entities that must (not) alert.
+
+    ``records`` are events and transactions fed in order; ``alerts`` is the set
+    of entity values that must raise a finding (empty for a benign look-alike).
+    """
+
+    name: str
+    records: tuple[Event | Transaction, ...]
+    alerts: frozenset[str]
+    reason: str | None = None
+
+
+class Detector:
+    """Base class: override what the rule needs; the defaults observe nothing."""
+
+    rule_id: ClassVar[str]
+    severity: ClassVar[Severity]
+    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+
+    def __init__(self, config: DetectorConfig, context: "DetectorContext") -> None:
+        self.config = config
+        self.context = context
+
+    def observe_event(self, event: Event) -> Iterable[Finding]:
+        return ()
+
+    def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
+        return ()
+
+    def advance(self, watermark: float) -> Iterable[Finding]:
+        return ()
+
+    @classmethod
+    def examples(cls) -> Iterable[Example]:
+        return ()
+
+    def finding(
+        self,
+        entity_type: str,
+        entity_value: str,
+        ts: float,
+        summary: str,
+        request_ids: Iterable[str | None] = (),
+        reason: str | None = None,
+        details: Mapping[str, object] | None = None,
+        severity: Severity | None = None,
+    ) -> Finding:
+        return Finding(
+            rule=self.rule_id,
+            severity=severity or self.severity,
+            entity_type=entity_type,
+            entity_value=entity_value,
+            ts=ts,
+            summary=summary,
+            request_ids=tuple(r for r in request_ids if r),
+            reason=reason,
+            details=details or {},
+        )
+
+
+@dataclass(frozen=True)
+class DetectorContext:
+    """Deployment facts shared by detectors: who the gateway is, revoked tokens.
+
+    ``revoked`` maps a token's ``jti`` to its revocation time (epoch seconds).
+    """
+
+    trust: TrustPolicy
+    revoked: Mapping[str, float] = field(default_factory=dict)
+

@@ -1,0 +1,71 @@
+"""Run every enabled detector over the ordered stream and fold findings into alerts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+
+from detectors import registry
+from detectors.alerts import Alert, AlertBook
+from detectors.base import Detector, DetectorConfig, DetectorContext, Finding
+from ingest.records import Event, Transaction
+
+log = logging.getLogger(__name__)
+
+
+class DetectorSet:
+    """All enabled detectors and the alert book they feed.
+
+    A detector that raises skips only that record: the error is counted in
+    ``errors`` and logged at most once a minute per rule, and the others go on.
+    Every method returns the alerts that were opened or grew.
+    """
+
+    def __init__(
+        self,
+        configs: Mapping[str, DetectorConfig],
+        context: DetectorContext,
+        alert_book: AlertBook,
+    ) -> None:
+        self.detectors: list[Detector] = [
+            cls(configs[rule_id], context)
+            for rule_id, cls in registry().items()
+            if configs[rule_id].enabled
+        ]
+        self.alert_book = alert_book
+        self.errors: Counter[str] = Counter()
+        self.findings: Counter[str] = Counter()
+        self._last_logged: dict[str, float] = {}
+
+    def observe_event(self, event: Event) -> list[Alert]:
+        return self._run(lambda d: d.observe_event(event))
+
+    def observe_transaction(self, txn: Transaction) -> list[Alert]:
+        return self._run(lambda d: d.observe_transaction(txn))
+
+    def advance(self, watermark: float) -> list[Alert]:
+        alerts = self._run(lambda d: d.advance(watermark))
+        self.alert_book.expire(watermark)
+        return alerts
+
+    def _run(self, call: Callable[[Detector], Iterable[Finding]]) -> list[Alert]:
+        alerts: list[Alert] = []
+        for detector in self.detectors:
+            try:
+                findings = call(detector)
+                if findings:
+                    for finding in findings:
+                        self.findings[finding.rule] += 1
+                        alerts.append(self.alert_book.add(finding))
+            except Exception:
+                self._record_error(detector.rule_id)
+        return alerts
+
+    def _record_error(self, rule_id: str) -> None:
+        self.errors[rule_id] += 1
+        now = time.monotonic()
+        if now - self._last_logged.get(rule_id, float("-inf")) >= 60.0:
+            self._last_logged[rule_id] = now
+            log.exception("detector_error rule=%s errors_total=%d", rule_id, self.errors[rule_id])

@@ -1,0 +1,86 @@
+"""Who the gateway is, and which callers and paths may reach the app without it."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ingest.records import Event
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """The deployment's trust facts, from the ``trust`` config section.
+
+    ``gateway_identities`` are mTLS identities (SPIFFE ids / URI SANs) of the
+    gateway pods; ``gateway_networks`` are the CIDRs they connect from.
+    ``internal_callers`` are identities or CIDRs allowed to call the app directly.
+    """
+
+    gateway_identities: frozenset[str] = frozenset()
+    gateway_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowlist_paths: frozenset[str] = frozenset({"/healthz", "/readyz", "/livez", "/metrics"})
+    internal_identities: frozenset[str] = frozenset()
+    internal_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        gateway_identities: Iterable[str] = (),
+        gateway_networks: Iterable[str] = (),
+        allowlist_paths: Iterable[str] = ("/healthz", "/readyz", "/livez", "/metrics"),
+        internal_callers: Iterable[str] = (),
+    ) -> TrustPolicy:
+        internal = list(internal_callers)
+        return cls(
+            gateway_identities=frozenset(gateway_identities),
+            gateway_networks=tuple(ipaddress.ip_network(n, strict=False) for n in gateway_networks),
+            allowlist_paths=frozenset(allowlist_paths),
+            internal_identities=frozenset(c for c in internal if not _is_network(c)),
+            internal_networks=tuple(ipaddress.ip_network(c, strict=False) for c in internal if _is_network(c)),
+        )
+
+    def peer_is_gateway(self, event: Event) -> bool:
+        """Whether the app's peer for ``event`` is the gateway.
+
+        With identities configured, an mTLS identity decides; without one, the
+        peer address must lie in a gateway network.
+        """
+        if event.peer_identity is not None and self.gateway_identities:
+            return event.peer_identity in self.gateway_identities
+        return _in_networks(event.source_ip, self.gateway_networks)
+
+    def is_internal_caller(self, event: Event) -> bool:
+        if event.peer_identity is not None and event.peer_identity in self.internal_identities:
+            return True
+        return _in_networks(event.source_ip, self.internal_networks)
+
+    def is_allowlisted_path(self, path: str | None) -> bool:
+        if path is None:
+            return False
+        return path.split("?", 1)[0] in self.allowlist_paths
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_networks(address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    if not address or not networks:
+        return False
+    ip = _parse_ip(address)
+    return ip is not None and any(ip in network for network in networks)
+
+
+@lru_cache(maxsize=65536)
+def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None

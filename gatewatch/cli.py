@@ -1,0 +1,117 @@
+"""The ``gatewatch`` command: replay, demo, serve, schema.
+
+The command names and flags here are a contract other tools rely on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from gatewatch.errors import GatewatchError
+
+console = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except GatewatchError as error:
+        console.print(f"[red]error:[/red] {error}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatewatch", description="Security log pipeline for Envoy/Ambassador.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    replay = commands.add_parser("replay", help="run the pipeline over log files (plain or .gz)")
+    replay.add_argument("--config", type=Path, help="YAML config file (default: all defaults)")
+    replay.add_argument("--gateway", type=Path, nargs="+", default=[], metavar="PATH", help="gateway access logs")
+    replay.add_argument("--app", type=Path, nargs="+", default=[], metavar="PATH", help="Billing app logs")
+    replay.add_argument("--alerts-out", type=Path, required=True, metavar="FILE", help="alerts as NDJSON")
+    replay.add_argument(
+        "--dead-letters",
+        type=Path,
+        metavar="FILE",
+        help="unparseable records as NDJSON (default: next to --alerts-out, *.dead-letters.ndjson)",
+    )
+    replay.add_argument("--store", help="duckdb:PATH, elasticsearch:URL, opensearch:URL or none (default: config)")
+    replay.set_defaults(run=_run_replay)
+
+    demo = commands.add_parser("demo", help="generate traffic with injected attacks and detect them")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for logs, store and alerts")
+    demo.add_argument("--minutes", type=float, default=30.0, help="minutes of traffic to generate")
+    demo.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--format", choices=("text", "json", "default"), default="text", help="gateway log format")
+    demo.set_defaults(run=_run_demo)
+
+    serve = commands.add_parser("serve", help="consume Kafka, store and detect until stopped")
+    serve.add_argument("--config", type=Path, help="YAML config file")
+    serve.add_argument("--store", help="elasticsearch:URL, opensearch:URL, duckdb:PATH or none (default: config)")
+    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for /healthz, /readyz, /metrics")
+    serve.set_defaults(run=_run_serve)
+
+    schema = commands.add_parser("schema", help="print the config JSON schema (schemas/config.schema.json)")
+    schema.set_defaults(run=_run_schema)
+    return parser
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from gatewatch.config import load_config
+    from gatewatch.replay import replay
+    from gatewatch.report import print_summary
+    from gatewatch.stores import open_store
+    from ingest.sinks.ndjson import AlertFile, DeadLetterFile
+
+    if not args.gateway and not args.app:
+        raise GatewatchError("nothing to replay: give --gateway PATH... and/or --app PATH...")
+    config = load_config(args.config)
+    dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
+    store = open_store(args.store or config.store.url, config)
+    alert_file = AlertFile(args.alerts_out)
+    sinks = [s for s in (store, alert_file, DeadLetterFile(dead_letters)) if s is not None]
+    try:
+        stats = replay(config, args.gateway, args.app, sinks)
+    finally:
+        for sink in sinks:
+            sink.close()
+    print_summary(console, stats, alert_file.alerts.values(), dead_letters)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from gatewatch.demo.run import run_demo
+
+    return run_demo(console, args.out, args.minutes, args.rate, args.seed, args.format)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from gatewatch.config import load_config
+    from gatewatch.serve import serve
+
+    config = load_config(args.config)
+    return serve(config, args.store or config.store.url, args.listen)
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from gatewatch.schema import config_schema_text
+
+    sys.stdout.write(config_schema_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""The run summary printed after a replay or demo."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from detectors.alerts import Alert
+from gatewatch.topology import RunStats
+
+
+def alerts_table(alerts: Iterable[Alert], title: str = "Alerts") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("rule", "severity", "entity", "count", "summary"):
+        table.add_column(column, overflow="fold")
+    for alert in sorted(alerts, key=lambda a: (a.rule, a.first_seen)):
+        table.add_row(
+            alert.rule,
+            str(alert.severity),
+            f"{alert.entity_type}={alert.entity_value}",
+            str(alert.count),
+            alert.summary,
+        )
+    return table
+
+
+def print_summary(console: Console, stats: RunStats, alerts: Iterable[Alert], dead_letter_path: Path) -> None:
+    alerts = list(alerts)
+    console.print(alerts_table(alerts))
+    by_rule = Counter(a.rule for a in alerts)
+    console.print(
+        f"records {stats.records_in}  events {stats.events}  transactions {stats.transactions}  "
+        f"late {stats.late_events}  alerts {len(alerts)} ({', '.join(f'{r} {n}' for r, n in sorted(by_rule.items()))})"
+    )
+    if stats.dead_letters:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dead_letter_reasons.items()))
+        console.print(f"dead letters {stats.dead_letters} ({reasons}) -> {dead_letter_path}")
+    if stats.detector_errors:
+        errors = ", ".join(f"{rule} {n}" for rule, n in sorted(stats.detector_errors.items()))
+        console.print(f"[yellow]detector errors[/yellow] {errors} (see the log)")

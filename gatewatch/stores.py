@@ -1,0 +1,30 @@
+"""Open the store a ``--store`` URL names: ``duckdb:PATH``, ``elasticsearch:URL``, ``opensearch:URL`` or ``none``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gatewatch.errors import ConfigError
+from ingest.sinks.base import Sink
+
+STORE_KINDS = ("duckdb", "elasticsearch", "opensearch", "none")
+
+
+def open_store(url: str, config: Any) -> Sink | None:
+    """The sink for ``url``, or None for ``none``."""
+    kind, _, target = url.partition(":")
+    if kind == "none" and not target:
+        return None
+    if kind not in STORE_KINDS or not target:
+        raise ConfigError(
+            f"store {url!r} is not one of duckdb:PATH, elasticsearch:URL, opensearch:URL or none "
+            "(e.g. --store duckdb:gatewatch.duckdb)"
+        )
+    if kind == "duckdb":
+        from ingest.sinks.duckdb import DuckDBSink
+
+        return DuckDBSink(Path(target))
+    from ingest.sinks.search import SearchSink
+
+    return SearchSink.connect(kind, target, config.store)

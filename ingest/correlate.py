@@ -1,0 +1,75 @@
+"""Correlate: join gateway and app records of one request id in event time.
+
+Records arrive from :mod:`ingest.order` in event-time order. A request's group
+stays open until event time passes its last record by ``join_window_secs``
+(a session gap): long enough for retries, for the app's lines written while
+the request runs, and for clock skew between hosts of a few seconds. Then the
+group leaves memory as one :class:`Transaction` — joined, gateway-only or
+app-only. Closing happens at deterministic points of event time, in
+``(deadline, request_id)`` order, so the output does not depend on how the
+inputs were read.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ingest.records import Event, Transaction
+
+
+@dataclass(slots=True)
+class _Group:
+    gateway: list[Event] = field(default_factory=list)
+    app: list[Event] = field(default_factory=list)
+    deadline: float = 0.0
+
+
+class Correlator:
+    """Open request groups keyed by request id, closed by event time."""
+
+    def __init__(self, join_window_secs: float) -> None:
+        self.join_window_secs = join_window_secs
+        self._groups: dict[str, _Group] = {}
+        self._deadlines: list[tuple[float, str]] = []  # lazy: stale entries skipped on pop
+
+    def add(self, event: Event, now: float) -> None:
+        """Add a record with a request id; ``now`` is the order's clock (for late records)."""
+        request_id = event.request_id
+        assert request_id is not None
+        group = self._groups.get(request_id)
+        if group is None:
+            group = self._groups[request_id] = _Group()
+        (group.gateway if event.is_gateway else group.app).append(event)
+        deadline = max(event.ts, now) + self.join_window_secs
+        if deadline > group.deadline:
+            group.deadline = deadline
+            heapq.heappush(self._deadlines, (deadline, request_id))
+
+    def close_until(self, ts: float) -> Iterator[Transaction]:
+        """Close and yield every group whose deadline is at or before ``ts``."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= ts:
+            deadline, request_id = heapq.heappop(deadlines)
+            group = self._groups.get(request_id)
+            if group is None or group.deadline != deadline:
+                continue  # superseded by a later record of the same request
+            del self._groups[request_id]
+            yield Transaction(request_id, _in_order(group.gateway), _in_order(group.app))
+
+    def close_all(self) -> Iterator[Transaction]:
+        return self.close_until(float("inf"))
+
+    def pending(self) -> Iterator[Event]:
+        for group in self._groups.values():
+            yield from group.gateway
+            yield from group.app
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+
+def _in_order(events: list[Event]) -> tuple[Event, ...]:
+    # Late records are appended when they arrive; keep each side in event time.
+    return tuple(sorted(events, key=lambda e: (e.ts, e.id)))

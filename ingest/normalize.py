@@ -1,0 +1,146 @@
+"""Normalize: turn a parser's field mapping into a typed :class:`Event`.
+
+Parsers only find values; they hand over a dict keyed by :class:`Event` field
+names whose values are strings as logged (or numbers, from typed JSON). This
+stage owns every type coercion and the few derivations both log kinds share, so
+a new log format is one new parser and never a second copy of these rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from ingest.records import Dataset, DeadLetter, Event, Origin, record_id
+
+
+class InvalidValueError(ValueError):
+    """A field's value cannot be read as its type; the record becomes a dead letter."""
+
+
+def parse_timestamp(value: Any) -> float:
+    """Seconds since the epoch from ISO 8601 text (any fraction, ``Z`` or offset) or a number.
+
+    A naive timestamp is taken as UTC, which is what Envoy and most app loggers
+    write; numbers above 1e11 are epoch milliseconds.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        return seconds / 1000.0 if seconds > 1e11 else seconds
+    if not isinstance(value, str):
+        raise InvalidValueError(f"timestamp {value!r} is not text or a number")
+    return _parse_iso(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_iso(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return parse_timestamp(float(text))
+        except ValueError:
+            raise InvalidValueError(f"timestamp {text!r} is not ISO 8601") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidValueError(f"{value!r} is not a number")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidValueError(f"{value!r} is not a whole number") from None
+        if not number.is_integer():
+            raise InvalidValueError(f"{value!r} is not a whole number") from None
+        return int(number)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise InvalidValueError(f"{value!r} is not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidValueError(f"{value!r} is not a number") from None
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        raise InvalidValueError(f"{value!r} is not a scalar")
+    return str(value)
+
+
+def _to_flags(value: Any) -> tuple[str, ...]:
+    # Envoy joins several response flags with commas ("UF,URX"); unknown
+    # (custom or newer) flags are kept as they are.
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_str(v) for v in value)
+    return tuple(flag for flag in _to_str(value).split(",") if flag and flag != "-")
+
+
+def _to_epoch(value: Any) -> float:
+    return parse_timestamp(value)
+
+
+_COERCE: dict[str, Callable[[Any], Any]] = {
+    "status": _to_int,
+    "bytes_received": _to_int,
+    "bytes_sent": _to_int,
+    "duration_ms": _to_float,
+    "upstream_service_time_ms": _to_float,
+    "token_exp": _to_epoch,
+    "token_iat": _to_epoch,
+    "response_flags": _to_flags,
+}
+_EVENT_FIELDS = frozenset(Event.__slots__) - {"id", "dataset", "ts", "origin", "labels"}
+for _name in _EVENT_FIELDS - _COERCE.keys():
+    _COERCE[_name] = _to_str
+
+
+def normalize(fields: dict[str, Any], origin: Origin, raw: bytes) -> Event | DeadLetter:
+    """Build the event for ``fields`` read from the record at ``origin``.
+
+    ``fields`` holds Event field names; ``ts`` is required. Keys that are not
+    Event fields are kept as string ``labels`` (custom headers and operators).
+    Absent values are simply missing keys or ``None``.
+    """
+    try:
+        ts = parse_timestamp(fields.pop("ts"))
+    except KeyError:
+        return DeadLetter(origin, "missing_timestamp", "record has no timestamp", raw)
+    except InvalidValueError as error:
+        return DeadLetter(origin, "invalid_value", f"ts: {error}", raw)
+    values: dict[str, Any] = {}
+    labels: list[tuple[str, str]] = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        coerce = _COERCE.get(name)
+        try:
+            if coerce is None:
+                labels.append((name, _to_str(value)))
+            else:
+                values[name] = coerce(value)
+        except InvalidValueError as error:
+            return DeadLetter(origin, "invalid_value", f"{name}: {error}", raw)
+    if origin.dataset is Dataset.GATEWAY:
+        # RESPONSE_CODE 0: Envoy never started a response (downstream reset).
+        if values.get("status") == 0:
+            values["status"] = None
+        if "source_ip" not in values and "forwarded_for" in values:
+            values["source_ip"] = values["forwarded_for"].split(",", 1)[0].strip()
+    if labels:
+        values["labels"] = tuple(sorted(labels))
+    return Event(id=record_id(origin), dataset=origin.dataset, ts=ts, origin=origin, **values)

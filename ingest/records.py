@@ -1,0 +1,184 @@
+"""The typed values that flow between the pipeline's stages.
+
+source -> RawRecord -> parse -> Event | DeadLetter -> correlate -> Transaction
+
+Every value is immutable. Times are float seconds since the Unix epoch (UTC):
+cheap to compare on the hot path, and turned into ISO 8601 only at the edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Dataset(StrEnum):
+    """Which side of a request a record was written by."""
+
+    GATEWAY = "envoy.access"
+    APP = "billing.app"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a record came from: a file and line number, or a topic-partition and offset.
+
+    ``stream`` names one ordered input (``/var/log/envoy.log`` or ``gw-gateway/3``);
+    ``offset`` is the record's position in it. Together they identify the record,
+    so ids derived from them are stable across re-reads.
+    """
+
+    dataset: Dataset
+    stream: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One undecoded log line, as a source read it."""
+
+    origin: Origin
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be parsed, kept with a low-cardinality reason.
+
+    Reasons: ``invalid_utf8``, ``truncated``, ``oversized``, ``format_mismatch``,
+    ``invalid_json``, ``invalid_value``, ``not_an_object``.
+    """
+
+    origin: Origin
+    reason: str
+    detail: str
+    line: bytes
+
+    @property
+    def id(self) -> str:
+        return record_id(self.origin)
+
+
+def record_id(origin: Origin) -> str:
+    """Deterministic id of the record at ``origin``: a replay writes the same id again."""
+    key = f"{origin.dataset}\x1f{origin.stream}\x1f{origin.offset}".encode()
+    return hashlib.blake2b(key, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One parsed and normalized log record, from the gateway or from the app.
+
+    ``source_ip`` is the client the writer saw: for the gateway the downstream
+    client (Envoy's remote address, else the first X-Forwarded-For hop); for the
+    app the peer that connected to it (for proxied requests, the gateway pod).
+    ``peer_identity`` is the mTLS identity of that peer (URI SAN / SPIFFE id).
+    Fields a format does not carry are ``None``.
+    """
+
+    id: str
+    dataset: Dataset
+    ts: float
+    origin: Origin
+    request_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+    protocol: str | None = None
+    status: int | None = None
+    response_flags: tuple[str, ...] = ()
+    response_code_details: str | None = None
+    bytes_received: int | None = None
+    bytes_sent: int | None = None
+    duration_ms: float | None = None
+    upstream_service_time_ms: float | None = None
+    upstream_host: str | None = None
+    upstream_cluster: str | None = None
+    route_name: str | None = None
+    authority: str | None = None
+    user_agent: str | None = None
+    forwarded_for: str | None = None
+    source_ip: str | None = None
+    peer_identity: str | None = None
+    tls_version: str | None = None
+    user_id: str | None = None
+    org_id: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    level: str | None = None
+    message: str | None = None
+    token_jti: str | None = None
+    token_sub: str | None = None
+    token_org: str | None = None
+    token_exp: float | None = None
+    token_iat: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.dataset is Dataset.GATEWAY
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """All records of one request id: the gateway's attempts and the app's lines.
+
+    ``gateway`` holds one event per attempt (Envoy retries log one line each);
+    either side may be empty: a gateway-only transaction is normal for a request
+    the gateway rejected, an app-only one means the app served a request the
+    gateway never saw.
+    """
+
+    request_id: str
+    gateway: tuple[Event, ...]
+    app: tuple[Event, ...]
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(self.request_id.encode(), digest_size=12)
+        for event in sorted(self.gateway + self.app, key=lambda e: e.id):
+            digest.update(event.id.encode())
+        object.__setattr__(self, "id", digest.hexdigest())
+
+    @property
+    def kind(self) -> str:
+        if self.gateway and self.app:
+            return "joined"
+        return "gateway_only" if self.gateway else "app_only"
+
+    @property
+    def first_ts(self) -> float:
+        return min(e.ts for e in self.gateway + self.app)
+
+    @property
+    def last_ts(self) -> float:
+        return max(e.ts for e in self.gateway + self.app)
+
+    @property
+    def client_ip(self) -> str | None:
+        """The client address: what the gateway saw, else the peer the app saw."""
+        for event in self.gateway:
+            if event.source_ip:
+                return event.source_ip
+        for event in self.app:
+            if event.source_ip:
+                return event.source_ip
+        return None
+
+    @property
+    def gateway_status(self) -> int | None:
+        """The status the gateway answered on its last attempt."""
+        return self.gateway[-1].status if self.gateway else None
+
+    @property
+    def app_status(self) -> int | None:
+        """The last status the app logged for the request."""
+        return next((e.status for e in reversed(self.app) if e.status is not None), None)
+
+    def first(self, attribute: str) -> object | None:
+        """The first non-empty value of ``attribute`` over gateway, then app records."""
+        for event in self.gateway + self.app:
+            value = getattr(event, attribute)
+            if value is not None:
+                return value
+        return None

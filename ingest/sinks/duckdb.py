@@ -1,0 +1,220 @@
+"""DuckDB: the embedded store, for a laptop or a notebook with no cluster around.
+
+Four tables — ``events``, ``transactions``, ``alerts``, ``dead_letters`` — with
+snake_case columns named after the :class:`~ingest.records.Event` fields, so
+``duckdb.connect(path).sql("select * from alerts").df()`` is all an analyst
+needs. Rows are keyed by their deterministic ids: a re-read record is ignored,
+a grown alert replaces its earlier version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pandas as pd
+
+from gatewatch.errors import StoreError
+from ingest.records import Event
+from ingest.sinks.base import Batch
+
+_EVENT_COLUMNS: dict[str, str] = {
+    "id": "VARCHAR PRIMARY KEY",
+    "dataset": "VARCHAR",
+    "ts": "TIMESTAMPTZ",
+    "stream": "VARCHAR",
+    "stream_offset": "BIGINT",
+    "request_id": "VARCHAR",
+    "method": "VARCHAR",
+    "path": "VARCHAR",
+    "protocol": "VARCHAR",
+    "status": "INTEGER",
+    "response_flags": "VARCHAR[]",
+    "response_code_details": "VARCHAR",
+    "bytes_received": "BIGINT",
+    "bytes_sent": "BIGINT",
+    "duration_ms": "DOUBLE",
+    "upstream_service_time_ms": "DOUBLE",
+    "upstream_host": "VARCHAR",
+    "upstream_cluster": "VARCHAR",
+    "route_name": "VARCHAR",
+    "authority": "VARCHAR",
+    "user_agent": "VARCHAR",
+    "forwarded_for": "VARCHAR",
+    "source_ip": "VARCHAR",
+    "peer_identity": "VARCHAR",
+    "tls_version": "VARCHAR",
+    "user_id": "VARCHAR",
+    "org_id": "VARCHAR",
+    "action": "VARCHAR",
+    "outcome": "VARCHAR",
+    "level": "VARCHAR",
+    "message": "VARCHAR",
+    "token_jti": "VARCHAR",
+    "token_sub": "VARCHAR",
+    "token_org": "VARCHAR",
+    "token_exp": "TIMESTAMPTZ",
+    "token_iat": "TIMESTAMPTZ",
+    "labels": "JSON",
+}
+_TIME_COLUMNS = {"ts", "token_exp", "token_iat"}
+_COPIED = [c for c in _EVENT_COLUMNS if c not in {"dataset", "stream", "stream_offset", "labels", "response_flags"}]
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events ({", ".join(f"{c} {t}" for c, t in _EVENT_COLUMNS.items())});
+CREATE TABLE IF NOT EXISTS transactions (
+    id VARCHAR PRIMARY KEY, request_id VARCHAR, kind VARCHAR, first_ts TIMESTAMPTZ, last_ts TIMESTAMPTZ,
+    gateway_attempts INTEGER, app_records INTEGER, client_ip VARCHAR, method VARCHAR, path VARCHAR,
+    route_name VARCHAR, user_id VARCHAR, org_id VARCHAR, token_jti VARCHAR, token_sub VARCHAR,
+    gateway_status INTEGER, app_status INTEGER, event_ids VARCHAR[]);
+CREATE TABLE IF NOT EXISTS alerts (
+    id VARCHAR PRIMARY KEY, rule VARCHAR, severity VARCHAR, entity_type VARCHAR, entity_value VARCHAR,
+    first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, count BIGINT, request_ids VARCHAR[], summary VARCHAR,
+    reason VARCHAR, details JSON);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id VARCHAR PRIMARY KEY, reason VARCHAR, detail VARCHAR, dataset VARCHAR, stream VARCHAR,
+    stream_offset BIGINT, line VARCHAR);
+"""
+
+
+class DuckDBSink:
+    """Writes batches to a DuckDB file; each batch is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = duckdb.connect(str(path))
+            self.connection.execute(_SCHEMA)
+        except (OSError, duckdb.Error) as error:
+            raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
+        self.path = path
+
+    def write(self, batch: Batch) -> None:
+        con = self.connection
+        try:
+            con.execute("BEGIN")
+            if batch.events:
+                self._insert("events", _event_frame(batch.events), _EVENT_SELECT, "OR IGNORE")
+            if batch.transactions:
+                self._insert("transactions", _transaction_frame(batch), _TXN_SELECT, "OR IGNORE")
+            if batch.alerts:
+                self._insert("alerts", _alert_frame(batch), _ALERT_SELECT, "OR REPLACE")
+            if batch.dead_letters:
+                self._insert("dead_letters", _dead_letter_frame(batch), "SELECT * FROM frame", "OR IGNORE")
+            con.execute("COMMIT")
+        except duckdb.Error as error:
+            con.execute("ROLLBACK")
+            raise StoreError(f"DuckDB write to {self.path} failed: {error}") from None
+
+    def _insert(self, table: str, frame: pd.DataFrame, select: str, conflict: str) -> None:
+        self.connection.register("frame", frame)
+        try:
+            self.connection.execute(f"INSERT {conflict} INTO {table} {select}")
+        finally:
+            self.connection.unregister("frame")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _seconds_to_timestamp(column: str) -> str:
+    return f"to_timestamp({column})"
+
+
+_EVENT_SELECT = "SELECT " + ", ".join(
+    _seconds_to_timestamp(c) if c in _TIME_COLUMNS else c for c in _EVENT_COLUMNS
+) + " FROM frame"
+_TXN_SELECT = (
+    "SELECT id, request_id, kind, to_timestamp(first_ts), to_timestamp(last_ts), gateway_attempts, app_records,"
+    " client_ip, method, path, route_name, user_id, org_id, token_jti, token_sub, gateway_status, app_status,"
+    " event_ids FROM frame"
+)
+_ALERT_SELECT = (
+    "SELECT id, rule, severity, entity_type, entity_value, to_timestamp(first_seen), to_timestamp(last_seen),"
+    " count, request_ids, summary, reason, details FROM frame"
+)
+
+
+def _event_frame(events: list[Event]) -> pd.DataFrame:
+    columns: dict[str, list[Any]] = {name: [getattr(e, name) for e in events] for name in _COPIED}
+    columns["dataset"] = [str(e.dataset) for e in events]
+    columns["stream"] = [e.origin.stream for e in events]
+    columns["stream_offset"] = [e.origin.offset for e in events]
+    columns["response_flags"] = [list(e.response_flags) for e in events]
+    columns["labels"] = [orjson.dumps(dict(e.labels)).decode() if e.labels else None for e in events]
+    frame = pd.DataFrame(columns)
+    for name in ("status", "bytes_received", "bytes_sent"):
+        frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def _transaction_frame(batch: Batch) -> pd.DataFrame:
+    rows = []
+    for txn in batch.transactions:
+        rows.append(
+            {
+                "id": txn.id,
+                "request_id": txn.request_id,
+                "kind": txn.kind,
+                "first_ts": txn.first_ts,
+                "last_ts": txn.last_ts,
+                "gateway_attempts": len(txn.gateway),
+                "app_records": len(txn.app),
+                "client_ip": txn.client_ip,
+                "method": txn.first("method"),
+                "path": txn.first("path"),
+                "route_name": txn.first("route_name"),
+                "user_id": txn.first("user_id"),
+                "org_id": txn.first("org_id"),
+                "token_jti": txn.first("token_jti"),
+                "token_sub": txn.first("token_sub"),
+                "gateway_status": txn.gateway_status,
+                "app_status": txn.app_status,
+                "event_ids": [e.id for e in txn.gateway + txn.app],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for name in ("gateway_status", "app_status"):
+        frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def _alert_frame(batch: Batch) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": a.id,
+                "rule": a.rule,
+                "severity": str(a.severity),
+                "entity_type": a.entity_type,
+                "entity_value": a.entity_value,
+                "first_seen": a.first_seen,
+                "last_seen": a.last_seen,
+                "count": a.count,
+                "request_ids": list(a.request_ids),
+                "summary": a.summary,
+                "reason": a.reason,
+                "details": orjson.dumps(a.details, default=str).decode(),
+            }
+            for a in batch.alerts.values()
+        ]
+    )
+
+
+def _dead_letter_frame(batch: Batch) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": d.id,
+                "reason": d.reason,
+                "detail": d.detail,
+                "dataset": str(d.origin.dataset),
+                "stream": d.origin.stream,
+                "stream_offset": d.origin.offset,
+                "line": d.line.decode("utf-8", errors="backslashreplace"),
+            }
+            for d in batch.dead_letters
+        ]
+    )

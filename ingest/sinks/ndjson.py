@@ -1,0 +1,49 @@
+"""NDJSON files: alerts (one object a line) and dead letters, for replay runs and SIEM pickup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from detectors.alerts import Alert
+from ingest.ecs import dead_letter_document
+from ingest.sinks.base import Batch
+
+
+class AlertFile:
+    """Collects the latest version of every alert and writes them on close, oldest first.
+
+    A replay's alerts keep growing until the input ends, so the file is written
+    once, whole, with alerts ordered by (first_seen, rule, entity).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.alerts: dict[str, Alert] = {}
+
+    def write(self, batch: Batch) -> None:
+        self.alerts.update(batch.alerts)
+
+    def close(self) -> None:
+        ordered = sorted(self.alerts.values(), key=lambda a: (a.first_seen, a.rule, a.entity_type, a.entity_value))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("wb") as handle:
+            for alert in ordered:
+                handle.write(orjson.dumps(alert.to_document()) + b"\n")
+
+
+class DeadLetterFile:
+    """Appends each dead letter as it comes: reason, detail, origin and the original line."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = path.open("wb")
+
+    def write(self, batch: Batch) -> None:
+        for letter in batch.dead_letters:
+            self._handle.write(orjson.dumps(dead_letter_document(letter)) + b"\n")
+
+    def close(self) -> None:
+        self._handle.close()

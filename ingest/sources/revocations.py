@@ -1,0 +1,32 @@
+"""The token revocation list: a CSV of ``jti,revoked_at``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from gatewatch.errors import SourceError
+from ingest.normalize import InvalidValueError, parse_timestamp
+
+
+def load_revocations(path: Path) -> dict[str, float]:
+    """Map each revoked ``jti`` to its revocation time (epoch seconds); the earliest wins."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"jti", "revoked_at"} <= set(reader.fieldnames):
+                raise SourceError(f"{path}: the revocation list needs a header line 'jti,revoked_at'")
+            revoked: dict[str, float] = {}
+            for line_number, row in enumerate(reader, start=2):
+                try:
+                    at = parse_timestamp(row["revoked_at"].strip())
+                except (InvalidValueError, AttributeError):
+                    raise SourceError(
+                        f"{path}:{line_number}: revoked_at {row['revoked_at']!r} is not ISO 8601 or epoch seconds"
+                    ) from None
+                jti = (row["jti"] or "").strip()
+                if jti:
+                    revoked[jti] = min(at, revoked.get(jti, at))
+            return revoked
+    except OSError as error:
+        raise SourceError(f"cannot read the revocation list {path}: {error.strerror}") from None

@@ -1,0 +1,59 @@
+"""Every detector's own examples: must-alert cases alert, benign look-alikes stay quiet."""
+
+from __future__ import annotations
+
+import pytest
+
+from detectors import registry
+from detectors.base import Detector, DetectorContext, Example, Finding
+from detectors.trust import TrustPolicy
+from ingest.records import Event
+
+EXAMPLE_CONTEXT = DetectorContext(
+    trust=TrustPolicy.build(
+        gateway_identities=["spiffe://billing.example/ns/edge/sa/ambassador"],
+        gateway_networks=["10.0.0.0/24"],
+        internal_callers=["spiffe://billing.example/ns/ops/sa/reconciler"],
+    ),
+    revoked={"jti-revoked": 1_767_225_600.0 + 100},
+)
+
+
+def run_example(detector: Detector, example: Example) -> list[Finding]:
+    findings: list[Finding] = []
+    last_ts = float("-inf")
+    for record in example.records:
+        ts = record.ts if isinstance(record, Event) else record.last_ts
+        assert ts >= last_ts, f"{example.name}: examples must be in event-time order"
+        last_ts = ts
+        findings += detector.advance(ts)
+        if isinstance(record, Event):
+            findings += detector.observe_event(record)
+        else:
+            findings += detector.observe_transaction(record)
+    findings += detector.advance(float("inf"))
+    return findings
+
+
+CASES = [
+    pytest.param(cls, example, id=f"{rule_id}:{example.name}")
+    for rule_id, cls in registry().items()
+    for example in cls.examples()
+]
+
+
+def test_every_rule_has_an_alerting_and_a_benign_example() -> None:
+    for rule_id, cls in registry().items():
+        examples = list(cls.examples())
+        assert any(e.alerts for e in examples), f"{rule_id} has no must-alert example"
+        assert any(not e.alerts for e in examples), f"{rule_id} has no benign look-alike"
+
+
+@pytest.mark.parametrize(("cls", "example"), CASES)
+def test_example(cls: type[Detector], example: Example) -> None:
+    detector = cls(cls.Config(), EXAMPLE_CONTEXT)
+    findings = run_example(detector, example)
+    assert {f.entity_value for f in findings} == set(example.alerts)
+    assert all(f.rule == cls.rule_id for f in findings)
+    if example.reason is not None:
+        assert {f.reason for f in findings} == {example.reason}

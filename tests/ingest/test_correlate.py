@@ -1,0 +1,163 @@
+"""Correlation by request id: retries, several app lines, late and out-of-order records, skew."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.sample import app_event, gateway_event
+from ingest.correlate import Correlator
+from ingest.order import EventOrder
+from ingest.records import Event, Transaction
+
+LATENESS_SECS = 120.0
+WINDOW_SECS = 30.0
+
+
+def correlate(streams: dict[str, Sequence[Event]], read_chunk: int = 3) -> list[Transaction]:
+    """Drive order + correlation the way the pipeline does: interleaved chunks, whole-second ticks."""
+    order = EventOrder(LATENESS_SECS)
+    correlator = Correlator(WINDOW_SECS)
+    out: list[Transaction] = []
+    tick: list[float] = []
+
+    def process(event: Event) -> None:
+        second = math.floor(event.ts)
+        if not tick:
+            tick.append(second)
+        while tick[0] < second:
+            tick[0] += 1
+            out.extend(correlator.close_until(tick[0]))
+        if event.request_id:
+            correlator.add(event, order.clock)
+
+    cursors = {name: 0 for name in streams}
+    for name in streams:
+        order.open_stream(name)
+    while cursors:
+        name = min(cursors, key=order.stream_clock)
+        start = cursors[name]
+        chunk = streams[name][start : start + read_chunk]
+        if not chunk:
+            del cursors[name]
+            order.close_stream(name)
+        cursors_value = start + len(chunk)
+        if name in cursors:
+            cursors[name] = cursors_value
+        for event in chunk:
+            if not order.add(name, event):
+                process(event)
+        for event in order.release():
+            process(event)
+    for event in order.release(float("inf")):
+        process(event)
+    out.extend(correlator.close_all())
+    return out
+
+
+def shape(transactions: list[Transaction]) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    return [(t.request_id, t.kind, tuple(e.id for e in t.gateway), tuple(e.id for e in t.app)) for t in transactions]
+
+
+def traffic(skew_secs: float = 0.0) -> tuple[list[Event], list[Event]]:
+    gateway, app = [], []
+    for i in range(40):
+        rid = f"r{i:03d}"
+        ts = i * 2.0
+        gateway.append(gateway_event(ts, request_id=rid, status=200))
+        if i % 5 == 0:  # a retried request: two gateway attempts
+            gateway.append(gateway_event(ts + 0.8, request_id=rid, status=200))
+        if i % 7 != 0:  # every 7th request was rejected at the gateway
+            app.append(app_event(ts + 0.1 + skew_secs, request_id=rid, message="received"))
+            app.append(app_event(ts + 0.4 + skew_secs, request_id=rid, message="charge created"))
+    app.append(app_event(90.0, request_id="bypass-1", message="received"))
+    gateway.sort(key=lambda e: e.ts)
+    app.sort(key=lambda e: e.ts)
+    return gateway, app
+
+
+def late_delivery(events: list[Event], delay_secs: float) -> list[Event]:
+    """Deliver every third event ``delay_secs`` after its time (the file order is delivery order)."""
+    return sorted(events, key=lambda e: e.ts + (delay_secs if e.origin.offset % 3 == 0 else 0.0))
+
+
+ORDERINGS: dict[str, Callable[[list[Event], list[Event]], dict[str, list[Event]]]] = {
+    "in_order": lambda g, a: {"gateway": g, "app": a},
+    "sources_swapped": lambda g, a: {"app": a, "gateway": g},
+    "app_late_60s": lambda g, a: {"gateway": g, "app": late_delivery(a, 60.0)},
+    "gateway_late_60s": lambda g, a: {"gateway": late_delivery(g, 60.0), "app": a},
+    "shuffled_within_lateness": lambda g, a: {
+        "gateway": sorted(g, key=lambda e: e.ts + random.Random(e.id).uniform(0, 90)),
+        "app": sorted(a, key=lambda e: e.ts + random.Random(e.id).uniform(0, 90)),
+    },
+    "split_streams": lambda g, a: {"gateway-0": g[::2], "gateway-1": g[1::2], "app": a},
+}
+
+
+@pytest.fixture(params=sorted(ORDERINGS))
+def record_order(request: pytest.FixtureRequest) -> Callable[[list[Event], list[Event]], dict[str, list[Event]]]:
+    return ORDERINGS[request.param]
+
+
+def test_joins_retries_and_app_lines(record_order) -> None:
+    gateway, app = traffic()
+    result = {t.request_id: t for t in correlate(record_order(gateway, app))}
+    assert len(result) == 41
+    assert result["r005"].kind == "joined"
+    assert len(result["r005"].gateway) == 2 and len(result["r005"].app) == 2
+    assert result["r007"].kind == "gateway_only"
+    assert result["bypass-1"].kind == "app_only"
+    assert sum(t.kind == "joined" for t in result.values()) == 40 - 6
+
+
+def test_result_does_not_depend_on_read_order(record_order) -> None:
+    gateway, app = traffic()
+    assert shape(correlate(record_order(gateway, app))) == shape(correlate(ORDERINGS["in_order"](gateway, app)))
+
+
+@pytest.mark.parametrize("skew_secs", [-4.0, 3.0, 8.0])
+def test_clock_skew_of_a_few_seconds_still_joins(skew_secs: float) -> None:
+    gateway, app = traffic(skew_secs=skew_secs)
+    result = {t.request_id: t for t in correlate({"gateway": gateway, "app": app})}
+    assert result["r001"].kind == "joined"
+    assert sum(t.kind == "app_only" for t in result.values()) == 1  # only the real bypass
+
+
+def test_groups_leave_memory_when_the_window_closes() -> None:
+    correlator = Correlator(WINDOW_SECS)
+    for i in range(1000):
+        event = gateway_event(float(i), request_id=f"r{i}")
+        correlator.add(event, now=event.ts)
+        list(correlator.close_until(event.ts))
+    assert len(correlator) <= WINDOW_SECS + 1
+
+
+def test_a_late_record_of_a_closed_request_starts_a_new_group() -> None:
+    correlator = Correlator(WINDOW_SECS)
+    gateway = gateway_event(0.0, request_id="r")
+    correlator.add(gateway, now=gateway.ts)
+    now = gateway.ts + 100.0
+    (first,) = correlator.close_until(now)
+    correlator.add(app_event(1.0, request_id="r"), now=now)  # arrives after the window closed
+    assert list(correlator.close_until(now + WINDOW_SECS - 1)) == []
+    (second,) = correlator.close_until(now + WINDOW_SECS)
+    assert (first.kind, second.kind) == ("gateway_only", "app_only")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 50), delay=st.floats(0, LATENESS_SECS - 1))
+def test_order_independence_property(seed: int, chunk: int, delay: float) -> None:
+    gateway, app = traffic()
+    rng = random.Random(seed)
+    streams = {
+        "gateway": sorted(gateway, key=lambda e: e.ts + rng.uniform(0, delay)),
+        "app": sorted(app, key=lambda e: e.ts + rng.uniform(0, delay)),
+    }
+    if rng.random() < 0.5:
+        streams = dict(reversed(list(streams.items())))
+    assert shape(correlate(streams, read_chunk=chunk)) == shape(correlate({"gateway": gateway, "app": app}))
