@@ -1,0 +1,176 @@
+"""gateway_bypass: Billing served a request that never passed the gateway.
+
+Three ways to tell, each a ``reason``:
+
+- ``untrusted_peer`` (app event): the peer that connected to the app is not
+  the gateway (mTLS identity, else gateway network). Reported once per
+  (request id, peer): a request writes several app lines.
+- ``no_request_id`` (app event): a served request without a request id from a
+  peer that is not the gateway — Envoy sets ``x-request-id`` on every request
+  it proxies, so its absence from a gateway peer is a logging gap, not a bypass.
+  Lines without a request id cannot be grouped: one finding per line.
+- ``no_gateway_record`` (transaction): an app-only transaction whose peer is the
+  gateway, or is not logged: the gateway never wrote a line for the request.
+  One with a known non-gateway peer was already reported as ``untrusted_peer``.
+
+An app line counts as a served request when it has a status, a method or a
+path; lines without any ("cache warmed") are the app talking to itself.
+Allowlisted paths (health checks) and internal callers are skipped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
+from detectors.sample import app_event, gateway_event, transaction
+from ingest.records import Event, Transaction
+
+
+class GatewayBypass(Detector):
+    """A request served by the app without passing the gateway."""
+
+    rule_id = "gateway_bypass"
+    severity = Severity.HIGH
+
+    class Config(DetectorConfig):
+        # how long an untrusted_peer (request id, peer) stays reported; a request's lines are seconds apart
+        dedupe_window_secs: float = 300.0
+        max_remembered_requests: int = 100_000
+
+    config: Config
+
+    def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
+        super().__init__(config, context)
+        # (request id, peer) -> ts reported; insertion order is event-time order
+        self._reported: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def observe_event(self, event: Event) -> Iterable[Finding]:
+        if event.is_gateway or not _is_served(event):
+            return ()
+        trust = self.context.trust
+        if trust.peer_is_gateway(event) or trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
+            return ()
+        peer = _peer(event)
+        if not event.request_id:
+            return (self._finding(event, peer, "no_request_id", event.ts, ()),)
+        if peer is None:
+            return ()  # cannot judge an unlogged peer; the app-only transaction will tell
+        key = (event.request_id, peer[1])
+        if key in self._reported:
+            return ()
+        self._reported[key] = event.ts
+        if len(self._reported) > self.config.max_remembered_requests:
+            self._reported.popitem(last=False)
+        return (self._finding(event, peer, "untrusted_peer", event.ts, (event.request_id,)),)
+
+    def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
+        if txn.gateway or not txn.app:
+            return ()
+        trust = self.context.trust
+        served = [e for e in txn.app if _is_served(e)]
+        if not served:
+            return ()
+        for event in served:
+            if trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
+                return ()
+            if _peer(event) is not None and not trust.peer_is_gateway(event):
+                return ()  # reported as untrusted_peer
+        first = served[0]
+        return (self._finding(first, _peer(first), "no_gateway_record", txn.first_ts, (txn.request_id,)),)
+
+    def advance(self, watermark: float) -> Iterable[Finding]:
+        horizon = watermark - self.config.dedupe_window_secs
+        reported = self._reported
+        while reported and next(iter(reported.values())) < horizon:
+            reported.popitem(last=False)
+        return ()
+
+    def _finding(
+        self, event: Event, peer: tuple[str, str] | None, reason: str, ts: float, request_ids: tuple[str, ...]
+    ) -> Finding:
+        entity_type, entity = peer or ("event.dataset", str(event.dataset))
+        who = {
+            "untrusted_peer": f"from peer {_describe(event)}, which is not the gateway",
+            "no_request_id": f"without a request id, which Envoy sets on every request it proxies, "
+            f"from peer {_describe(event)}",
+            "no_gateway_record": f"from peer {_describe(event)}, but the gateway logged no record of request "
+            f"{request_ids[0] if request_ids else '?'}",
+        }[reason]
+        return self.finding(
+            entity_type,
+            entity,
+            ts,
+            f"Billing served {event.method or '?'} {event.path or '?'} ({event.status or 'no status'}) {who}.",
+            request_ids,
+            reason=reason,
+            details={
+                "peer_ip": event.source_ip,
+                "peer_identity": event.peer_identity,
+                "method": event.method,
+                "path": event.path,
+                "status": event.status,
+            },
+        )
+
+    @classmethod
+    def examples(cls) -> Iterable[Example]:
+        gw = {"source_ip": "10.0.0.5", "peer_identity": "spiffe://billing.example/ns/edge/sa/ambassador"}
+        rogue = {"source_ip": "10.9.9.9", "peer_identity": "spiffe://billing.example/ns/dev/sa/debug-shell"}
+        invoices = {"method": "GET", "path": "/v1/invoices", "status": 200}
+        direct = (
+            app_event(10, request_id="r-1", **invoices, **rogue),
+            app_event(10.2, request_id="r-1", path="/v1/invoices", message="invoices listed", **rogue),
+        )
+        yield Example(
+            "served a request from a peer that is not the gateway",
+            (*direct, transaction("r-1", app=direct)),
+            alerts=frozenset({"10.9.9.9"}),
+            reason="untrusted_peer",
+        )
+        yield Example(
+            "served a request without a request id",
+            (app_event(10, method="POST", path="/v1/charges", status=201, source_ip="10.9.9.9"),),
+            alerts=frozenset({"10.9.9.9"}),
+            reason="no_request_id",
+        )
+        orphan = app_event(10, request_id="r-2", **invoices, **gw)
+        yield Example(
+            "gateway peer, but the gateway never logged the request",
+            (orphan, transaction("r-2", app=(orphan,))),
+            alerts=frozenset({"10.0.0.5"}),
+            reason="no_gateway_record",
+        )
+        probe = app_event(10, request_id="r-3", method="GET", path="/healthz", status=200, source_ip="10.1.2.3")
+        yield Example("kubelet health check", (probe, transaction("r-3", app=(probe,))), alerts=frozenset())
+        internal = app_event(
+            10, request_id="r-4", method="POST", path="/v1/reconcile", status=200,
+            source_ip="10.2.0.8", peer_identity="spiffe://billing.example/ns/ops/sa/reconciler",
+        )  # fmt: skip
+        yield Example("internal reconciler", (internal, transaction("r-4", app=(internal,))), alerts=frozenset())
+        edge = gateway_event(10, request_id="r-5", source_ip="203.0.113.7", **invoices)
+        proxied = app_event(10.05, request_id="r-5", **invoices, **gw)
+        yield Example(
+            "normal proxied request", (edge, proxied, transaction("r-5", (edge,), (proxied,))), alerts=frozenset()
+        )
+        refused = gateway_event(10, request_id="r-6", source_ip="203.0.113.7", method="GET", path="/v1/x", status=401)
+        yield Example("rejected at the gateway", (refused, transaction("r-6", (refused,))), alerts=frozenset())
+        yield Example("app's own log line", (app_event(10, level="info", message="cache warmed"),), alerts=frozenset())
+
+
+def _is_served(event: Event) -> bool:
+    return event.status is not None or event.method is not None or event.path is not None
+
+
+def _peer(event: Event) -> tuple[str, str] | None:
+    if event.source_ip:
+        return ("source.ip", event.source_ip)
+    if event.peer_identity:
+        return ("peer.identity", event.peer_identity)
+    return None
+
+
+def _describe(event: Event) -> str:
+    parts = [p for p in (event.source_ip, event.peer_identity) if p]
+    return " / ".join(parts) if parts else "(not logged)"

@@ -1,0 +1,167 @@
+"""http_4xx_burst: one client draws many client errors in a short time.
+
+Credential stuffing (401), authorization probing (403), path and id scanning
+(404) and ignored rate limits (429) all look like this from the gateway. The
+client is the token's subject when the request carried one (an authenticated
+user may move between addresses), else the address the gateway saw.
+
+Each client keeps a sliding window of its recent 4xx: a deque of
+(ts, status, request id), trimmed to ``window_secs`` on every new error and
+capped at ``max_tracked_errors`` entries, so a flood costs bounded memory (the
+count then saturates at the cap; the decision is unchanged as long as the cap
+is at least ``min_errors``). Idle clients are dropped in ``advance``.
+
+A finding is raised on every error while the count is at or above ``min_errors``;
+the alert book folds them into one alert per client.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from itertools import islice
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
+from detectors.sample import gateway_event
+from ingest.records import Event
+
+
+class _Client:
+    __slots__ = ("errors", "statuses")
+
+    def __init__(self) -> None:
+        self.errors: deque[tuple[float, int, str | None]] = deque()  # (ts, status, request_id)
+        self.statuses: dict[int, int] = {}  # status -> count over ``errors``
+
+
+class Http4xxBurst(Detector):
+    """≥ ``min_errors`` responses 400–499 to one client within ``window_secs``."""
+
+    rule_id = "http_4xx_burst"
+    severity = Severity.MEDIUM
+
+    class Config(DetectorConfig):
+        window_secs: float = Field(60.0, gt=0)
+        min_errors: int = Field(30, ge=1)
+        max_request_ids: int = Field(20, ge=0)
+        max_tracked_errors: int = Field(1000, ge=1)
+
+        @model_validator(mode="after")
+        def _cap_covers_threshold(self) -> Self:
+            if self.max_tracked_errors < self.min_errors:
+                raise ValueError("max_tracked_errors must be at least min_errors")
+            return self
+
+    config: Config
+
+    def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
+        super().__init__(config, context)
+        self._clients: dict[tuple[str, str], _Client] = {}
+        self._next_sweep = -math.inf
+
+    def observe_event(self, event: Event) -> Iterable[Finding]:
+        status = event.status
+        if status is None or status < 400 or status > 499 or not event.is_gateway:
+            return ()
+        if event.token_sub:
+            key = ("token.sub", event.token_sub)
+        elif event.source_ip:
+            key = ("source.ip", event.source_ip)
+        else:
+            return ()
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = _Client()
+        cfg = self.config
+        ts = event.ts
+        errors, statuses = client.errors, client.statuses
+        horizon = ts - cfg.window_secs
+        while errors and (errors[0][0] <= horizon or len(errors) >= cfg.max_tracked_errors):
+            old = errors.popleft()[1]
+            left = statuses[old] - 1
+            if left:
+                statuses[old] = left
+            else:
+                del statuses[old]
+        errors.append((ts, status, event.request_id))
+        statuses[status] = statuses.get(status, 0) + 1
+        if len(errors) < cfg.min_errors:
+            return ()
+        return (self._finding(key, client, ts),)
+
+    def advance(self, watermark: float) -> Iterable[Finding]:
+        if watermark < self._next_sweep:
+            return ()
+        if not math.isfinite(watermark):
+            self._clients.clear()  # end of the replay: no record will follow
+            return ()
+        # a full scan once per window: an idle client lingers at most two windows
+        horizon = watermark - self.config.window_secs
+        for key in [k for k, client in self._clients.items() if client.errors[-1][0] <= horizon]:
+            del self._clients[key]
+        self._next_sweep = watermark + self.config.window_secs
+        return ()
+
+    def _finding(self, key: tuple[str, str], client: _Client, ts: float) -> Finding:
+        cfg = self.config
+        count = len(client.errors)
+        shown = f"{count}+" if count >= cfg.max_tracked_errors else str(count)
+        by_count = sorted(client.statuses.items(), key=lambda item: (-item[1], item[0]))
+        recent = [e[2] for e in islice(reversed(client.errors), cfg.max_request_ids)]
+        return self.finding(
+            key[0],
+            key[1],
+            ts,
+            f"{key[1]} got {shown} client errors in {cfg.window_secs:g} s "
+            f"({', '.join(f'{s}×{n}' for s, n in by_count[:3])})",
+            recent[::-1],
+            reason=_reason(client.statuses, count),
+            details={
+                "count": count,
+                "window_secs": cfg.window_secs,
+                "statuses": {str(s): n for s, n in sorted(client.statuses.items())},
+            },
+        )
+
+    @classmethod
+    def examples(cls) -> Iterable[Example]:
+        yield Example("credential_stuffing", tuple(
+            gateway_event(i * 0.8, request_id=f"cs-{i}", status=401, method="POST", path="/v1/login",
+                          source_ip="203.0.113.50")
+            for i in range(40)
+        ), frozenset({"203.0.113.50"}), reason="auth_failures")
+        yield Example("path_scan", tuple(
+            gateway_event(i * 0.3, request_id=f"ps-{i}", status=404, path=f"/{word}",
+                          source_ip="198.51.100.7")
+            for i, word in enumerate(f"{w}{n}" for w in ("admin", ".env", "backup", "wp-login") for n in range(15))
+        ), frozenset({"198.51.100.7"}), reason="not_found")
+        # a logged-in user walking other people's invoices, from two addresses
+        yield Example("invoice_enumeration_by_token", tuple(
+            gateway_event(i * 1.5, request_id=f"ie-{i}", status=403, path=f"/v1/invoices/{1000 + i}",
+                          token_sub="user-4711", source_ip=f"192.0.2.{10 + i % 2}")
+            for i in range(35)
+        ), frozenset({"user-4711"}), reason="auth_failures")
+        yield Example("occasional_404s", tuple(
+            gateway_event(i * 15.0, request_id=f"o-{i}", status=404, path="/favicon.ico", source_ip="192.0.2.99")
+            for i in range(40)
+        ), frozenset())
+        yield Example("many_clients_few_404s", tuple(
+            gateway_event(i * 0.3, request_id=f"m-{i}", status=404, path="/v1/old",
+                          source_ip=f"198.51.100.{100 + i % 60}")
+            for i in range(180)
+        ), frozenset())
+
+
+def _reason(statuses: dict[int, int], count: int) -> str:
+    """Which kind of 4xx makes up at least half: a low-cardinality label for triage."""
+    if 2 * (statuses.get(401, 0) + statuses.get(403, 0)) >= count:
+        return "auth_failures"
+    if 2 * statuses.get(404, 0) >= count:
+        return "not_found"
+    if 2 * statuses.get(429, 0) >= count:
+        return "rate_limited"
+    return "client_errors"

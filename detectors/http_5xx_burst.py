@@ -1,0 +1,207 @@
+"""http_5xx_burst: a route's 5xx rate jumps well above its own history.
+
+Per route, requests and 5xx responses are counted in ``bucket_secs`` buckets;
+the window is the last ``window_secs / bucket_secs`` buckets (the current one
+included). A bucket enters the route's baseline only once it has left the
+window, so a storm cannot raise its own bar while it is being judged.
+
+The baseline is an exponentially decayed ratio, errors over requests, each sum
+halving every ``baseline_half_life_secs`` of event time: busy buckets weigh more
+than a bucket with one request, and a route's first bucket is already an
+unbiased estimate (no warm-up from zero). A route with no history at all is
+judged against ``min_baseline_rate``, so a route that is chronically failing
+when the detector starts alerts until its first buckets leave the window.
+
+Findings are rate-limited to one per route per bucket while the condition holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from pydantic import Field
+
+from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
+from detectors.sample import gateway_event
+from ingest.records import Event
+
+
+def route_key(event: Event) -> str | None:
+    """Route name, else upstream cluster, else ``authority/first-path-segment``."""
+    if event.route_name:
+        return event.route_name
+    if event.upstream_cluster:
+        return event.upstream_cluster
+    if not event.authority:
+        return None
+    segment = (event.path or "/").split("?", 1)[0].lstrip("/").split("/", 1)[0]
+    return f"{event.authority.lower()}/{segment}"
+
+
+class _Route:
+    __slots__ = ("buckets", "win_requests", "win_errors", "base_requests", "base_errors",
+                 "base_ts", "last_ts", "fired_bucket", "recent_ids")
+
+    def __init__(self) -> None:
+        self.buckets: deque[list] = deque()  # [bucket_start, requests, errors], in the window
+        self.win_requests = 0
+        self.win_errors = 0
+        self.base_requests = 0.0  # decayed sums of buckets that left the window
+        self.base_errors = 0.0
+        self.base_ts: float | None = None  # start of the last bucket folded into the baseline
+        self.last_ts = 0.0
+        self.fired_bucket = -math.inf
+        self.recent_ids: deque[str | None] = deque(maxlen=20)  # request ids of the latest 5xx
+
+
+class Http5xxBurst(Detector):
+    """≥ ``min_errors`` 5xx on a route in ``window_secs``, at ≥ ``rate_factor`` × its baseline rate."""
+
+    rule_id = "http_5xx_burst"
+    severity = Severity.MEDIUM
+
+    class Config(DetectorConfig):
+        window_secs: float = Field(120.0, gt=0)
+        bucket_secs: float = Field(10.0, gt=0)
+        min_errors: int = Field(20, ge=1)
+        rate_factor: float = Field(5.0, gt=0)
+        baseline_half_life_secs: float = Field(1800.0, gt=0)
+        min_baseline_rate: float = Field(0.01, ge=0, le=1)
+        # forget a route unseen this long: its history would weigh 2**-12 against new traffic
+        route_idle_secs: float = Field(21600.0, gt=0)
+
+    config: Config
+
+    def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
+        super().__init__(config, context)
+        self._routes: dict[str, _Route] = {}
+        self._next_sweep = -math.inf
+
+    def observe_event(self, event: Event) -> Iterable[Finding]:
+        status = event.status
+        if status is None or status < 100 or not event.is_gateway:
+            return ()  # Envoy logs status 0 when no response was sent: not a request outcome
+        key = route_key(event)
+        if key is None:
+            return ()
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = _Route()
+        cfg = self.config
+        ts = event.ts
+        start = ts - ts % cfg.bucket_secs
+        buckets = route.buckets
+        if not buckets or start > buckets[-1][0]:  # a slightly late record counts in the current bucket
+            self._slide(route, start)
+            buckets.append([start, 0, 0])
+        bucket = buckets[-1]
+        bucket[1] += 1
+        route.win_requests += 1
+        route.last_ts = ts
+        if status < 500 or status > 599:
+            return ()
+        bucket[2] += 1
+        route.win_errors += 1
+        route.recent_ids.append(event.request_id)
+        if route.win_errors < cfg.min_errors or route.fired_bucket == bucket[0]:
+            return ()
+        learned = route.base_errors / route.base_requests if route.base_requests else 0.0
+        baseline = max(learned, cfg.min_baseline_rate)
+        rate = route.win_errors / route.win_requests
+        if rate < cfg.rate_factor * baseline:
+            return ()
+        route.fired_bucket = bucket[0]
+        return (self._finding(key, route, ts, rate, baseline, learned),)
+
+    def advance(self, watermark: float) -> Iterable[Finding]:
+        if watermark < self._next_sweep:
+            return ()
+        if not math.isfinite(watermark):
+            self._routes.clear()  # end of the replay: no record will follow
+            return ()
+        cfg = self.config
+        start = watermark - watermark % cfg.bucket_secs
+        idle_before = watermark - cfg.route_idle_secs
+        for key in [k for k, route in self._routes.items() if route.last_ts < idle_before]:
+            del self._routes[key]
+        for route in self._routes.values():
+            self._slide(route, start)  # quiet routes fold their old buckets too
+        self._next_sweep = start + cfg.bucket_secs
+        return ()
+
+    def _slide(self, route: _Route, start: float) -> None:
+        """Fold the buckets that are out of the window ending with bucket ``start`` into the baseline."""
+        cfg = self.config
+        buckets = route.buckets
+        while buckets and buckets[0][0] <= start - cfg.window_secs:
+            bucket_start, requests, errors = buckets.popleft()
+            if route.base_ts is not None:
+                decay = 0.5 ** ((bucket_start - route.base_ts) / cfg.baseline_half_life_secs)
+                route.base_requests *= decay
+                route.base_errors *= decay
+            route.base_requests += requests
+            route.base_errors += errors
+            route.base_ts = bucket_start
+            route.win_requests -= requests
+            route.win_errors -= errors
+
+    def _finding(
+        self, key: str, route: _Route, ts: float, rate: float, baseline: float, learned: float
+    ) -> Finding:
+        cfg = self.config
+        return self.finding(
+            "route",
+            key,
+            ts,
+            f"route {key}: {route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
+            f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}",
+            route.recent_ids,
+            details={
+                "errors": route.win_errors,
+                "requests": route.win_requests,
+                "error_rate": round(rate, 4),
+                "baseline_rate": round(baseline, 4),  # learned_rate, or min_baseline_rate if higher
+                "learned_rate": round(learned, 4),
+                "rate_factor": cfg.rate_factor,
+                "window_secs": cfg.window_secs,
+            },
+        )
+
+    @classmethod
+    def examples(cls) -> Iterable[Example]:
+        yield Example("storm_on_one_route", _traffic(
+            ("billing-invoices", 0, 720, 5, lambda i, t: 503 if t >= 600 and i % 5 < 2 else _every(i, 200)),
+            ("billing-payments", 0, 720, 5, lambda i, t: _every(i, 200)),
+        ), frozenset({"billing-invoices"}))
+        # rate constant at 2 %: more errors per window as traffic grows, never more per request
+        yield Example("traffic_ramp_constant_rate", _traffic(
+            *(("billing-invoices", m * 60, m * 60 + 60, 1 + m // 2, lambda i, t: _every(i, 50)) for m in range(20)),
+        ), frozenset())
+        yield Example("isolated_blip", _traffic(
+            ("billing-invoices", 0, 300, 0.2, lambda i, t: 502 if 20 <= i < 24 else 200),
+        ), frozenset())
+        # 25 % errors is this route's normal; learned at night, when 25 % of 12 requests stays under min_errors
+        yield Example("high_steady_baseline", _traffic(
+            ("legacy-export", 0, 900, 0.1, lambda i, t: _every(i, 4)),
+            ("legacy-export", 900, 1500, 5, lambda i, t: _every(i, 4)),
+        ), frozenset())
+
+
+def _every(i: int, n: int) -> int:
+    return 500 if i % n == n - 1 else 200
+
+
+def _traffic(*flows: tuple) -> tuple[Event, ...]:
+    """Flows of (route, start, end, requests per second, status(i, t)), merged in time order."""
+    rows = []
+    for route, begin, end, per_sec, status in flows:
+        for i in range(int((end - begin) * per_sec)):
+            t = begin + i / per_sec
+            rows.append((t, route, status(i, t)))
+    rows.sort(key=lambda row: row[0])
+    return tuple(
+        gateway_event(t, request_id=f"{route}-{n}", route_name=route, status=code, path="/v1/x")
+        for n, (t, route, code) in enumerate(rows)
+    )

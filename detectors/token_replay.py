@@ -1,0 +1,182 @@
+"""token_replay: one token presented from several client addresses within its lifetime.
+
+A short-lived JWT is bound to the client that obtained it; the same ``jti``
+arriving from a second address means the token was copied. The client address
+is what the gateway saw; for an app-only transaction it is the app's peer,
+unless that peer is the gateway itself (Billing sees the gateway pod as the
+peer of every proxied request, which says nothing about the client).
+
+Each ``jti`` is remembered until ``exp + skew_allowance_secs`` (or
+``default_token_lifetime_secs`` after first use when ``exp`` is unknown), plus
+``late_transaction_allowance_secs``: transactions reach detectors a join window
+after their records, so the watermark runs ahead of them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from detectors.alerts import iso
+from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
+from detectors.sample import T0, app_event, gateway_event, transaction
+from ingest.records import Transaction
+
+
+@dataclass(slots=True)
+class _Token:
+    until: float  # uses after this are outside the token's lifetime
+    seq: int  # tells this entry from a replaced one in the eviction heap
+    distinct_addresses: int = 0
+    # address -> (first_seen, first request id); at most max_addresses_per_token
+    addresses: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+
+class TokenReplay(Detector):
+    """One ``jti`` from ``min_distinct_addresses`` or more client addresses within its lifetime."""
+
+    rule_id = "token_replay"
+    severity = Severity.HIGH
+
+    class Config(DetectorConfig):
+        min_distinct_addresses: int = 2
+        skew_allowance_secs: float = 30.0
+        default_token_lifetime_secs: float = 3600.0
+        # must be at least the correlator's join window (how late a transaction arrives)
+        late_transaction_allowance_secs: float = 120.0
+        max_addresses_per_token: int = 16
+        max_tracked_tokens: int = 1_000_000
+
+    config: Config
+
+    def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
+        super().__init__(config, context)
+        self._tokens: dict[str, _Token] = {}
+        self._expiry: list[tuple[float, int, str]] = []  # (until, seq, jti) min-heap
+        self._seq = 0
+
+    def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
+        jti = txn.first("token_jti")
+        if not isinstance(jti, str) or not jti:
+            return ()
+        address = self._client_address(txn)
+        if address is None:
+            return ()
+        cfg = self.config
+        ts = txn.first_ts
+        entry = self._tokens.get(jti)
+        if entry is None or ts > entry.until:
+            exp = txn.first("token_exp")
+            if isinstance(exp, (int, float)):
+                until = exp + cfg.skew_allowance_secs
+                if ts > until:
+                    return ()  # a dead token: token_expired_accepted's business, not replay
+            else:
+                until = ts + cfg.default_token_lifetime_secs
+            entry = self._track(jti, until)
+        if address in entry.addresses:
+            return ()
+        entry.distinct_addresses += 1
+        if len(entry.addresses) < cfg.max_addresses_per_token:
+            entry.addresses[address] = (ts, txn.request_id)
+        if entry.distinct_addresses < cfg.min_distinct_addresses:
+            return ()
+        return (self._finding(jti, address, ts, txn, entry),)
+
+    def advance(self, watermark: float) -> Iterable[Finding]:
+        horizon = watermark - self.config.late_transaction_allowance_secs
+        while self._expiry and self._expiry[0][0] < horizon:
+            self._forget_oldest()
+        return ()
+
+    def _client_address(self, txn: Transaction) -> str | None:
+        for event in txn.gateway:
+            if event.source_ip:
+                return event.source_ip
+        for event in txn.app:
+            if event.source_ip and not self.context.trust.peer_is_gateway(event):
+                return event.source_ip
+        return None
+
+    def _track(self, jti: str, until: float) -> _Token:
+        self._seq += 1
+        entry = self._tokens[jti] = _Token(until=until, seq=self._seq)
+        heapq.heappush(self._expiry, (until, self._seq, jti))
+        while len(self._tokens) > self.config.max_tracked_tokens:
+            self._forget_oldest()  # a flood of tokens: drop the ones closest to expiry first
+        return entry
+
+    def _forget_oldest(self) -> None:
+        _, seq, jti = heapq.heappop(self._expiry)
+        entry = self._tokens.get(jti)
+        if entry is not None and entry.seq == seq:
+            del self._tokens[jti]
+
+    def _finding(self, jti: str, address: str, ts: float, txn: Transaction, entry: _Token) -> Finding:
+        listed = sorted(entry.addresses.items(), key=lambda item: item[1])
+        truncated = entry.distinct_addresses > len(listed)
+        sub = txn.first("token_sub")
+        return self.finding(
+            "token.jti",
+            jti,
+            ts,
+            f"Token {jti}{f' (sub {sub})' if sub else ''} was presented from "
+            f"{entry.distinct_addresses} distinct client addresses within its lifetime "
+            f"({', '.join(a for a, _ in listed)}{', …' if truncated else ''}); newest: {address}.",
+            dict.fromkeys([rid for _, (_, rid) in listed] + [txn.request_id]),
+            details={
+                "distinct_addresses": entry.distinct_addresses,
+                "addresses": [a for a, _ in listed],
+                "addresses_truncated": truncated,
+                "first_seen": {a: iso(first) for a, (first, _) in listed},
+                "new_address": address,
+                "token_sub": sub,
+            },
+        )
+
+    @classmethod
+    def examples(cls) -> Iterable[Example]:
+        exp = T0 + 900
+        gw_peer = {"source_ip": "10.0.0.5", "peer_identity": "spiffe://billing.example/ns/edge/sa/ambassador"}
+
+        def used(rid: str, ts: float, client: str, jti: str, app_peer: dict[str, str] | None = None) -> Transaction:
+            token = {"token_jti": jti, "token_sub": "user-1", "token_exp": exp}
+            return transaction(
+                rid,
+                gateway=(gateway_event(ts, request_id=rid, source_ip=client, status=200, **token),),
+                app=(app_event(ts + 0.05, request_id=rid, status=200, **(app_peer or gw_peer), **token),),
+            )
+
+        def app_only(rid: str, ts: float, peer: dict[str, str], jti: str) -> Transaction:
+            token = {"token_jti": jti, "token_exp": exp}
+            return transaction(rid, app=(app_event(ts, request_id=rid, status=200, **peer, **token),))
+
+        yield Example(
+            "same token from a second client address",
+            (used("r-1", 10, "203.0.113.7", "jti-stolen"), used("r-2", 40, "198.51.100.23", "jti-stolen")),
+            alerts=frozenset({"jti-stolen"}),
+        )
+        yield Example(
+            "same token sent straight to the app from another host",
+            (
+                used("r-1", 10, "203.0.113.7", "jti-stolen"),
+                app_only("r-2", 40, {"source_ip": "10.9.9.9"}, "jti-stolen"),
+            ),
+            alerts=frozenset({"jti-stolen"}),
+        )
+        yield Example(
+            "many users behind one NAT address",
+            tuple(used(f"r-{i}", 10 + i, "198.51.100.1", f"jti-{i}") for i in range(5)),
+            alerts=frozenset(),
+        )
+        yield Example(
+            "one client retrying with its token",
+            (used("r-1", 10, "203.0.113.7", "jti-a"), used("r-2", 11, "203.0.113.7", "jti-a")),
+            alerts=frozenset(),
+        )
+        yield Example(
+            "app-only line whose peer is the gateway pod is not a second client",
+            (used("r-1", 10, "203.0.113.7", "jti-a"), app_only("r-2", 40, gw_peer, "jti-a")),
+            alerts=frozenset(),
+        )

@@ -1,0 +1,136 @@
+"""gateway_bypass edges: trust by address only, per-request dedupe and its memory, no double reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.base import DetectorContext, Example, Finding
+from detectors.gateway_bypass import GatewayBypass
+from detectors.sample import T0, app_event, gateway_event, transaction
+from detectors.trust import TrustPolicy
+from ingest.records import Event, Transaction
+from tests.detectors.test_examples import EXAMPLE_CONTEXT, run_example
+
+GATEWAY_ID = "spiffe://billing.example/ns/edge/sa/ambassador"
+# no identities: the gateway and internal callers are known by address only
+BY_ADDRESS = DetectorContext(
+    trust=TrustPolicy.build(gateway_networks=["10.0.0.0/24"], internal_callers=["10.3.0.0/16"])
+)
+
+
+def feed(
+    records: list[Event | Transaction], context: DetectorContext = EXAMPLE_CONTEXT, **config: Any
+) -> list[Finding]:
+    detector = GatewayBypass(GatewayBypass.Config(**config), context)
+    return run_example(detector, Example("test", tuple(records), frozenset()))
+
+
+def served(ts: float, rid: str | None = "r-1", **fields: Any) -> Event:
+    return app_event(ts, request_id=rid, method="GET", path="/v1/invoices", status=200, **fields)
+
+
+def summary(findings: list[Finding]) -> list[tuple[str | None, str, str, tuple[str, ...]]]:
+    return [(f.reason, f.entity_type, f.entity_value, f.request_ids) for f in findings]
+
+
+def test_untrusted_peer_by_address_when_no_identity_is_logged() -> None:
+    assert feed([served(10, source_ip="10.0.0.7")], BY_ADDRESS) == []
+    assert summary(feed([served(10, source_ip="192.168.4.4")], BY_ADDRESS)) == [
+        ("untrusted_peer", "source.ip", "192.168.4.4", ("r-1",))
+    ]
+
+
+def test_identity_decides_over_a_gateway_address() -> None:
+    # a pod inside the gateway network presenting another workload's identity is not the gateway
+    rogue = served(10, source_ip="10.0.0.7", peer_identity="spiffe://billing.example/ns/dev/sa/debug")
+    assert summary(feed([rogue])) == [("untrusted_peer", "source.ip", "10.0.0.7", ("r-1",))]
+
+
+def test_identity_only_peer_is_the_entity() -> None:
+    debug = "spiffe://billing.example/ns/dev/sa/debug"
+    findings = feed([served(10, peer_identity=debug)])
+    assert summary(findings) == [("untrusted_peer", "peer.identity", debug, ("r-1",))]
+    assert findings[0].severity == "high"
+
+
+def test_one_finding_per_request_and_peer() -> None:
+    lines = [served(10 + i * 0.1, source_ip="10.9.9.9") for i in range(5)]
+    assert len(feed(lines)) == 1
+    # the same request id from a second untrusted peer is a second finding
+    assert len(feed([*lines, served(11, source_ip="10.9.9.10")])) == 2
+
+
+def test_dedupe_memory_is_evicted_and_capped() -> None:
+    detector = GatewayBypass(GatewayBypass.Config(dedupe_window_secs=60), EXAMPLE_CONTEXT)
+    for i in range(100):
+        detector.observe_event(served(i * 0.1, rid=f"r-{i}", source_ip="10.9.9.9"))
+    assert len(detector._reported) == 100
+    detector.advance(T0 + 60)  # all reported within [0, 10) s: still inside the window
+    assert len(detector._reported) == 100
+    detector.advance(T0 + 70)
+    assert len(detector._reported) == 0
+    capped = GatewayBypass(GatewayBypass.Config(max_remembered_requests=10), EXAMPLE_CONTEXT)
+    for i in range(100):
+        capped.observe_event(served(i * 0.1, rid=f"r-{i}", source_ip="10.9.9.9"))
+    assert len(capped._reported) == 10
+
+
+def test_no_request_id_only_from_a_non_gateway_peer() -> None:
+    findings = feed([served(10, rid=None, source_ip="10.9.9.9")])
+    assert summary(findings) == [("no_request_id", "source.ip", "10.9.9.9", ())]
+    # Envoy always sets x-request-id: a gateway peer's line without one is a logging gap
+    assert feed([served(10, rid=None, source_ip="10.0.0.5", peer_identity=GATEWAY_ID)]) == []
+    # peer not logged at all: the app itself is the entity
+    assert summary(feed([served(10, rid=None)])) == [("no_request_id", "event.dataset", "billing.app", ())]
+
+
+def test_lines_without_request_context_are_not_served_requests() -> None:
+    quiet = app_event(10, level="info", message="cache warmed", source_ip="10.9.9.9")
+    assert feed([quiet, transaction("r-1", app=(app_event(10, request_id="r-1", message="job ran"),))]) == []
+    # a status alone is enough
+    assert len(feed([app_event(10, request_id="r-1", status=500, source_ip="10.9.9.9")])) == 1
+
+
+def test_app_only_transaction_from_untrusted_peer_is_reported_once() -> None:
+    line = served(10, source_ip="10.9.9.9")
+    assert [f.reason for f in feed([line, transaction("r-1", app=(line,))])] == ["untrusted_peer"]
+
+
+def test_app_only_transaction_with_unlogged_peer_has_no_gateway_record() -> None:
+    line = served(10)
+    findings = feed([line, transaction("r-1", app=(line,))])
+    assert summary(findings) == [("no_gateway_record", "event.dataset", "billing.app", ("r-1",))]
+
+
+def test_app_only_transaction_with_gateway_peer_by_address() -> None:
+    line = served(10, source_ip="10.0.0.5")
+    findings = feed([line, transaction("r-1", app=(line,))], BY_ADDRESS)
+    assert summary(findings) == [("no_gateway_record", "source.ip", "10.0.0.5", ("r-1",))]
+    assert findings[0].ts == T0 + 10
+
+
+def test_allowlisted_and_internal_are_skipped_on_both_paths() -> None:
+    probe = app_event(10, request_id="r-1", method="GET", path="/readyz?full=1", status=200, source_ip="10.0.0.5")
+    assert feed([probe, transaction("r-1", app=(probe,))], BY_ADDRESS) == []
+    internal = served(10, source_ip="10.3.4.5")
+    assert feed([internal, transaction("r-1", app=(internal,))], BY_ADDRESS) == []
+
+
+def test_joined_and_gateway_only_are_quiet() -> None:
+    edge = gateway_event(10, request_id="r-1", source_ip="203.0.113.7", status=200)
+    proxied = served(10.05, source_ip="10.0.0.5")
+    refused = gateway_event(11, request_id="r-2", source_ip="203.0.113.7", status=401)
+    records = [edge, proxied, transaction("r-1", (edge,), (proxied,)), refused, transaction("r-2", (refused,))]
+    assert feed(records, BY_ADDRESS) == []
+
+
+def test_deterministic() -> None:
+    records: list[Event | Transaction] = []
+    for i in range(30):
+        line = served(10 + i, rid=f"r-{i}" if i % 5 else None, source_ip=f"10.{i % 2}.0.{i % 7}")
+        records.append(line)
+        if line.request_id:
+            records.append(transaction(line.request_id, app=(line,)))
+    first, second = feed(records, BY_ADDRESS), feed(records, BY_ADDRESS)
+    assert first == second
+    assert {f.reason for f in first} == {"untrusted_peer", "no_request_id", "no_gateway_record"}

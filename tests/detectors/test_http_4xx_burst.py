@@ -1,0 +1,135 @@
+"""http_4xx_burst: the threshold and window edges, client keys, repeats, bounded state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pytest
+from pydantic import ValidationError
+
+from detectors.base import Finding
+from detectors.http_4xx_burst import Http4xxBurst
+from detectors.sample import T0, app_event, gateway_event
+from ingest.records import Event
+from tests.detectors.test_examples import EXAMPLE_CONTEXT
+
+
+def detector(**overrides: object) -> Http4xxBurst:
+    return Http4xxBurst(Http4xxBurst.Config(**overrides), EXAMPLE_CONTEXT)
+
+
+def run(det: Http4xxBurst, events: Iterable[Event], end: bool = True) -> list[Finding]:
+    """Feed events as the engine does: integer-second watermarks before each record."""
+    findings: list[Finding] = []
+    for event in events:
+        findings += det.advance(math.floor(event.ts))
+        findings += det.observe_event(event)
+    if end:
+        findings += det.advance(math.inf)
+    return findings
+
+
+def errors(
+    count: int, every_secs: float = 1.0, start: float = 0.0, status: int | None = 401, **fields: object
+) -> list[Event]:
+    fields.setdefault("source_ip", "203.0.113.50")
+    return [
+        gateway_event(start + i * every_secs, request_id=f"e-{start + i * every_secs:g}", status=status, **fields)
+        for i in range(count)
+    ]
+
+
+def test_fires_at_exactly_min_errors_not_below() -> None:
+    assert run(detector(), errors(29)) == []
+    findings = run(detector(), errors(30))
+    assert len(findings) == 1
+    (finding,) = findings
+    assert (finding.entity_type, finding.entity_value, finding.ts) == ("source.ip", "203.0.113.50", T0 + 29)
+    assert finding.summary == "203.0.113.50 got 30 client errors in 60 s (401×30)"
+    assert finding.reason == "auth_failures"
+    assert finding.details == {"count": 30, "window_secs": 60.0, "statuses": {"401": 30}}
+    assert finding.request_ids == tuple(f"e-{i}" for i in range(10, 30))  # the latest 20, oldest first
+
+
+def test_every_further_error_above_the_threshold_is_a_finding() -> None:
+    findings = run(detector(), errors(35))
+    assert [f.details["count"] for f in findings] == [30, 31, 32, 33, 34, 35]
+
+
+def test_window_is_half_open() -> None:
+    # first and 30th error exactly window_secs apart: the first has left the window
+    assert run(detector(), errors(29) + errors(1, start=60.0)) == []
+    assert len(run(detector(), errors(29) + errors(1, start=59.9))) == 1
+
+
+def test_errors_slide_out_of_the_window() -> None:
+    det = detector()
+    run(det, errors(29), end=False)
+    # at t=100 every earlier error is older than the window
+    assert run(det, errors(1, start=100.0), end=False) == []
+    assert len(det._clients[("source.ip", "203.0.113.50")].errors) == 1
+
+
+def test_token_subject_is_the_client_when_present() -> None:
+    spread = [
+        gateway_event(i, request_id=f"t-{i}", status=403, token_sub="user-4711", source_ip=f"192.0.2.{i}")
+        for i in range(30)
+    ]
+    (finding,) = run(detector(), spread)
+    assert (finding.entity_type, finding.entity_value) == ("token.sub", "user-4711")
+
+
+def test_only_gateway_4xx_with_a_client_count() -> None:
+    ignored = errors(40, status=500) + errors(40, start=0.5, status=399) + errors(40, start=0.25, status=None)
+    ignored += [app_event(i, status=401, source_ip="203.0.113.50") for i in range(40)]
+    ignored += [gateway_event(i, status=401) for i in range(40)]  # no token, no address
+    ignored.sort(key=lambda e: e.ts)
+    det = detector()
+    assert run(det, ignored, end=False) == []
+    assert det._clients == {}
+
+
+def test_reason_and_histogram_follow_the_mix() -> None:
+    mixed = errors(10, status=404) + errors(10, start=0.3, status=400) + errors(10, start=0.6, status=422)
+    mixed.sort(key=lambda e: e.ts)
+    (finding,) = run(detector(), mixed)
+    assert finding.reason == "client_errors"
+    assert finding.details["statuses"] == {"400": 10, "404": 10, "422": 10}
+    assert finding.summary.endswith("(400×10, 404×10, 422×10)")
+    (limited,) = run(detector(), errors(30, status=429))
+    assert limited.reason == "rate_limited"
+
+
+def test_a_flood_is_capped_and_still_alerts() -> None:
+    det = detector(max_tracked_errors=50)
+    findings = run(det, errors(500, every_secs=0.01), end=False)
+    assert len(findings) == 471
+    assert len(det._clients[("source.ip", "203.0.113.50")].errors) == 50
+    assert findings[-1].details["count"] == 50
+    assert findings[-1].details["statuses"] == {"401": 50}
+    assert "got 50+ client errors" in findings[-1].summary
+
+
+def test_cap_below_threshold_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="max_tracked_errors"):
+        Http4xxBurst.Config(min_errors=30, max_tracked_errors=29)
+
+
+def test_idle_clients_are_evicted() -> None:
+    det = detector()
+    many = [gateway_event(i * 0.01, status=404, source_ip=f"198.51.{i // 250}.{i % 250}") for i in range(5000)]
+    run(det, many, end=False)
+    assert len(det._clients) == 5000
+    det.advance(T0 + 120)  # the sweep runs once per window_secs: all are a window old by now
+    assert det._clients == {}
+    run(det, errors(3, start=200), end=False)
+    det.advance(math.inf)
+    assert det._clients == {}
+
+
+def test_same_input_twice_gives_identical_findings() -> None:
+    events = errors(40, every_secs=0.5) + errors(40, every_secs=0.5, start=0.25, status=404, source_ip="198.51.100.7")
+    events.sort(key=lambda e: e.ts)
+    first, second = run(detector(), events), run(detector(), events)
+    assert len(first) == 22 and first == second

@@ -1,0 +1,141 @@
+"""token_replay edges: lifetime boundaries, late transactions, eviction, NAT, caps, determinism."""
+
+from __future__ import annotations
+
+from detectors.base import DetectorContext, Example, Finding
+from detectors.sample import T0, app_event, gateway_event, transaction
+from detectors.token_replay import TokenReplay
+from detectors.trust import TrustPolicy
+from ingest.records import Event, Transaction
+from tests.detectors.test_examples import EXAMPLE_CONTEXT, run_example
+
+EXP = T0 + 600  # token_exp of the tokens below, unless a test says otherwise
+
+
+def use(rid: str, ts: float, client: str, jti: str = "jti-1", exp: float | None = EXP) -> Transaction:
+    return transaction(
+        rid, gateway=(gateway_event(ts, request_id=rid, source_ip=client, status=200, token_jti=jti, token_exp=exp),)
+    )
+
+
+def feed(records: list[Event | Transaction], detector: TokenReplay | None = None) -> list[Finding]:
+    detector = detector or TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT)
+    return run_example(detector, Example("test", tuple(records), frozenset()))
+
+
+def test_second_address_fires_once_with_details() -> None:
+    findings = feed([use("r-1", 10, "203.0.113.7"), use("r-2", 20, "198.51.100.23"), use("r-3", 30, "198.51.100.23")])
+    assert len(findings) == 1
+    f = findings[0]
+    assert (f.rule, f.severity, f.entity_type, f.entity_value, f.ts) == (
+        "token_replay", "high", "token.jti", "jti-1", T0 + 20,
+    )  # fmt: skip
+    assert f.request_ids == ("r-1", "r-2")
+    assert f.details["addresses"] == ["203.0.113.7", "198.51.100.23"]
+    assert f.details["first_seen"] == {
+        "203.0.113.7": "2026-01-01T00:00:10.000Z",
+        "198.51.100.23": "2026-01-01T00:00:20.000Z",
+    }
+    assert f.details["distinct_addresses"] == 2
+    assert f.details["addresses_truncated"] is False
+
+
+def test_each_new_address_beyond_threshold_fires() -> None:
+    detector = TokenReplay(TokenReplay.Config(min_distinct_addresses=3), EXAMPLE_CONTEXT)
+    clients = ["203.0.113.1", "203.0.113.2", "203.0.113.2", "203.0.113.1", "203.0.113.3", "203.0.113.4"]
+    findings = feed([use(f"r-{i}", 10 + i, c) for i, c in enumerate(clients)], detector)
+    assert [f.details["new_address"] for f in findings] == ["203.0.113.3", "203.0.113.4"]
+    assert [f.details["distinct_addresses"] for f in findings] == [3, 4]
+
+
+def test_nat_many_tokens_one_address_is_quiet() -> None:
+    assert feed([use(f"r-{i}", 10 + i, "198.51.100.1", jti=f"jti-{i}") for i in range(50)]) == []
+
+
+def test_use_exactly_at_exp_plus_skew_counts_and_just_after_does_not() -> None:
+    at_boundary = feed([use("r-1", 10, "203.0.113.7"), use("r-2", EXP + 30 - T0, "198.51.100.23")])
+    assert [f.entity_value for f in at_boundary] == ["jti-1"]
+    past = feed([use("r-1", 10, "203.0.113.7"), use("r-2", EXP + 30.001 - T0, "198.51.100.23")])
+    assert past == []
+
+
+def test_unknown_exp_uses_default_lifetime_from_first_use() -> None:
+    inside = feed([use("r-1", 0, "203.0.113.7", exp=None), use("r-2", 3600, "198.51.100.23", exp=None)])
+    assert len(inside) == 1
+    # after the default lifetime the token's window starts over at that use
+    after = feed([use("r-1", 0, "203.0.113.7", exp=None), use("r-2", 3600.5, "198.51.100.23", exp=None)])
+    assert after == []
+
+
+def test_transaction_arriving_after_the_watermark_passed_exp_still_counts() -> None:
+    # The correlator emits a transaction a join window after its records, so the
+    # watermark may be past exp + skew when a use made before exp arrives.
+    detector = TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT)
+    assert list(detector.observe_transaction(use("r-1", 590, "203.0.113.7"))) == []
+    assert list(detector.advance(EXP + 30 + 100)) == []
+    findings = list(detector.observe_transaction(use("r-2", 595, "198.51.100.23")))
+    assert [f.entity_value for f in findings] == ["jti-1"]
+
+
+def test_eviction_after_lifetime_keeps_state_bounded() -> None:
+    detector = TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT)
+    for i in range(1000):
+        detector.observe_transaction(use(f"r-{i}", i * 0.1, "198.51.100.1", jti=f"jti-{i}", exp=T0 + 300))
+    assert len(detector._tokens) == 1000
+    # kept through exp + skew + late-transaction allowance (300 + 30 + 120) ...
+    detector.advance(T0 + 450)
+    assert len(detector._tokens) == 1000
+    # ... and gone after it, heap included
+    detector.advance(T0 + 451)
+    assert len(detector._tokens) == 0
+    assert detector._expiry == []
+
+
+def test_max_tracked_tokens_caps_state() -> None:
+    detector = TokenReplay(TokenReplay.Config(max_tracked_tokens=10), EXAMPLE_CONTEXT)
+    for i in range(25):
+        detector.observe_transaction(use(f"r-{i}", i, "198.51.100.1", jti=f"jti-{i}", exp=T0 + 600 + i))
+    assert len(detector._tokens) == 10
+    assert set(detector._tokens) == {f"jti-{i}" for i in range(15, 25)}  # the latest-expiring survive
+
+
+def test_address_list_is_capped_but_counting_goes_on() -> None:
+    detector = TokenReplay(TokenReplay.Config(max_addresses_per_token=2), EXAMPLE_CONTEXT)
+    findings = feed([use(f"r-{i}", 10 + i, f"203.0.113.{i}") for i in range(4)], detector)
+    assert [f.details["distinct_addresses"] for f in findings] == [2, 3, 4]
+    assert findings[-1].details["addresses"] == ["203.0.113.0", "203.0.113.1"]
+    assert findings[-1].details["addresses_truncated"] is True
+
+
+def test_app_only_peer_counts_unless_it_is_the_gateway_by_network() -> None:
+    context = DetectorContext(trust=TrustPolicy.build(gateway_networks=["10.0.0.0/24"]))
+
+    def app_only(rid: str, ts: float, peer: str) -> Transaction:
+        return transaction(rid, app=(app_event(ts, request_id=rid, status=200, source_ip=peer, token_jti="jti-1"),))
+
+    def detector() -> TokenReplay:
+        return TokenReplay(TokenReplay.Config(), context)
+
+    assert feed([use("r-1", 10, "203.0.113.7"), app_only("r-2", 20, "10.0.0.9")], detector()) == []
+    loud = feed([use("r-1", 10, "203.0.113.7"), app_only("r-2", 20, "10.8.0.9")], detector())
+    assert [f.details["new_address"] for f in loud] == ["10.8.0.9"]
+
+
+def test_joined_transaction_uses_the_gateway_client_not_the_app_peer() -> None:
+    def joined(rid: str, ts: float, client: str) -> Transaction:
+        return transaction(
+            rid,
+            gateway=(gateway_event(ts, request_id=rid, source_ip=client, token_jti="jti-1", token_exp=EXP),),
+            app=(app_event(ts + 0.1, request_id=rid, source_ip="10.9.9.9", token_jti="jti-1"),),
+        )
+
+    assert feed([joined("r-1", 10, "203.0.113.7"), joined("r-2", 20, "203.0.113.7")]) == []
+
+
+def test_deterministic() -> None:
+    records: list[Event | Transaction] = [
+        use(f"r-{i}", 10 + i, f"203.0.113.{i % 3}", jti=f"jti-{i % 4}") for i in range(40)
+    ]
+    first, second = feed(records), feed(records)
+    assert first == second
+    assert len(first) == 8  # each of 4 tokens sees 3 addresses: fires at the 2nd and 3rd
