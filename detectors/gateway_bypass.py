@@ -15,7 +15,9 @@ Three ways to tell, each a ``reason``:
 
 An app line counts as a served request when it has a status, a method or a
 path; lines without any ("cache warmed") are the app talking to itself.
-Allowlisted paths (health checks) and internal callers are skipped.
+Allowlisted paths (health checks) and internal callers are skipped. Without
+any configured gateway identity or network the peer-based reasons stay silent
+(every peer would look foreign); ``no_gateway_record`` still works.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class GatewayBypass(Detector):
         if event.is_gateway or not _is_served(event):
             return ()
         trust = self.context.trust
+        if not trust.knows_gateway:
+            return ()  # no trust.gateway_identities / gateway_networks: every peer would look foreign
         if trust.peer_is_gateway(event) or trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
             return ()
         peer = _peer(event)
@@ -75,7 +79,7 @@ class GatewayBypass(Detector):
         for event in served:
             if trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
                 return ()
-            if _peer(event) is not None and not trust.peer_is_gateway(event):
+            if trust.knows_gateway and _peer(event) is not None and not trust.peer_is_gateway(event):
                 return ()  # reported as untrusted_peer
         first = served[0]
         return (self._finding(first, _peer(first), "no_gateway_record", txn.first_ts, (txn.request_id,)),)

@@ -42,6 +42,11 @@ class TrustPolicy:
             internal_networks=tuple(ipaddress.ip_network(c, strict=False) for c in internal if _is_network(c)),
         )
 
+    @property
+    def knows_gateway(self) -> bool:
+        """Whether any gateway identity or network is configured, so peers can be judged at all."""
+        return bool(self.gateway_identities or self.gateway_networks)
+
     def peer_is_gateway(self, event: Event) -> bool:
         """Whether the app's peer for ``event`` is the gateway.
 

@@ -14,7 +14,9 @@ however the input was batched.
 
 from __future__ import annotations
 
+import logging
 import math
+import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,8 @@ from ingest.parsers import Parser, build_app_parser, build_gateway_parser
 from ingest.records import Dataset, Event, Origin, RawRecord, Transaction
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
+
+log = logging.getLogger(__name__)
 
 # A gap in event time longer than this is crossed in one step instead of one
 # tick a second (a replay of logs with a day missing would otherwise spin).
@@ -63,6 +67,11 @@ class Pipeline:
             allowlist_paths=config.trust.allowlist_paths,
             internal_callers=config.trust.internal_callers,
         )
+        if not trust.knows_gateway:
+            log.warning(
+                "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
+                "until then gateway_bypass cannot tell the gateway's peers from others"
+            )
         revoked = load_revocations(config.tokens.revoked) if config.tokens.revoked else {}
         self.detectors = DetectorSet(
             {rule_id: getattr(config.detectors, rule_id) for rule_id in type(config.detectors).model_fields},
@@ -128,6 +137,23 @@ class Pipeline:
         self.stats.late_events = self.order.late_events
         self.stats.detector_errors = dict(self.detectors.errors)
         return batch
+
+    def snapshot(self) -> bytes:
+        """All event-time state (order buffer, open requests, detectors, alert book) as bytes.
+
+        Taken right after :meth:`drain`, together with the input offsets it
+        covers, it lets a restarted process continue exactly where this one was.
+        """
+        return pickle.dumps(
+            (self.order, self.correlator, self.detectors.detectors, self.detectors.alert_book, self._tick),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def restore(self, snapshot: bytes) -> None:
+        """Continue from a :meth:`snapshot` taken by a pipeline with the same config."""
+        order, correlator, detectors, alert_book, tick = pickle.loads(snapshot)  # noqa: S301 (our own topic)
+        self.order, self.correlator, self._tick = order, correlator, tick
+        self.detectors.detectors, self.detectors.alert_book = detectors, alert_book
 
     def pending_origins(self) -> Iterable[Origin]:
         """Origins of records still held in memory: a restart must re-read from the oldest."""

@@ -32,7 +32,7 @@ def open_log(path: Path) -> BinaryIO:
 
 
 def read_lines(path: Path, dataset: Dataset, max_line_bytes: int) -> Iterator[RawRecord]:
-    """Yield every line of ``path`` (without its newline) as a raw record."""
+    """Yield every line of ``path`` (without its line ending) as a raw record."""
     stream = str(path)
     limit = max_line_bytes + 1
     with open_log(path) as handle:
@@ -50,7 +50,7 @@ def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[bytes]:
         if not line:
             return
         if line.endswith(b"\n"):
-            yield line
+            yield line.rstrip(b"\r\n")
             continue
         if len(line) < limit:
             yield line  # last line, no newline

@@ -134,3 +134,16 @@ def test_deterministic() -> None:
     first, second = feed(records, BY_ADDRESS), feed(records, BY_ADDRESS)
     assert first == second
     assert {f.reason for f in first} == {"untrusted_peer", "no_request_id", "no_gateway_record"}
+
+
+def test_without_trust_config_peers_are_not_judged_but_missing_gateway_records_are() -> None:
+    from detectors.base import DetectorContext
+    from detectors.gateway_bypass import GatewayBypass
+    from detectors.sample import app_event, transaction
+    from detectors.trust import TrustPolicy
+
+    detector = GatewayBypass(GatewayBypass.Config(), DetectorContext(trust=TrustPolicy.build()))
+    served = app_event(10, request_id="r-9", method="GET", path="/v1/invoices", status=200, source_ip="10.0.0.5")
+    assert list(detector.observe_event(served)) == []
+    (finding,) = detector.observe_transaction(transaction("r-9", app=(served,)))
+    assert finding.reason == "no_gateway_record"
