@@ -1,0 +1,92 @@
+"""What every parser shares: the parser type and turning a raw line into text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ingest.records import DeadLetter, Event, RawRecord
+
+Parser = Callable[[RawRecord], Event | DeadLetter]
+"""A compiled parser: one raw line in, one event or one dead letter out; never raises."""
+
+DEFAULT_MAX_LINE_BYTES = 65_536
+"""Longest record a parser reads, line ending included.
+
+Envoy lines carrying a JWT payload or long URLs run to a few KiB; anything far
+beyond that is corruption (two lines glued together) or abuse.
+"""
+
+
+def decode_line(record: RawRecord, max_line_bytes: int) -> str | DeadLetter:
+    """The text of ``record`` without its line ending, or the reason it has none.
+
+    - longer than ``max_line_bytes`` (counted on the raw bytes, line ending
+      included, so the check costs nothing): ``oversized``;
+    - not UTF-8: ``invalid_utf8``;
+    - empty once trailing ``\\r`` / ``\\n`` are stripped: ``format_mismatch`` -- a blank
+      line matches no format; it is not cut short (``truncated``), there is
+      nothing to cut.
+
+    The dead letter keeps the record's bytes unchanged.
+    """
+    line = record.line
+    if len(line) > max_line_bytes:
+        return _oversized(record, max_line_bytes)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return DeadLetter(record.origin, "invalid_utf8", f"byte {error.start}: {error.reason}", line)
+    text = text.rstrip("\r\n")
+    if not text:
+        return DeadLetter(record.origin, "format_mismatch", "empty line", line)
+    return text
+
+
+def decode_json_object(record: RawRecord, max_line_bytes: int) -> dict[str, Any] | DeadLetter:
+    """The JSON object on the line ``record``, or why there is none.
+
+    orjson reads the raw bytes (and checks UTF-8 itself), so a good line is
+    never decoded twice; only a failure is run through :func:`decode_line` to
+    name the reason: ``oversized``, ``invalid_utf8``, ``truncated`` (an object
+    still open where the data ends), ``invalid_json`` or ``not_an_object``.
+    """
+    line = record.line
+    if len(line) > max_line_bytes:
+        return _oversized(record, max_line_bytes)
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        value = _after_access_prefix(line)
+        if value is None:
+            return _not_json(record, max_line_bytes, error)
+    if type(value) is not dict:
+        return DeadLetter(record.origin, "not_an_object", f"JSON {type(value).__name__}, not an object", line)
+    return value
+
+
+def _oversized(record: RawRecord, max_line_bytes: int) -> DeadLetter:
+    size = len(record.line)
+    return DeadLetter(record.origin, "oversized", f"{size} bytes > max_line_bytes {max_line_bytes}", record.line)
+
+
+def _after_access_prefix(line: bytes) -> Any:
+    # Ambassador prefixes its text lines with "ACCESS "; tolerate it before JSON too.
+    if not line.startswith(b"ACCESS {"):
+        return None
+    try:
+        return orjson.loads(line[len(b"ACCESS "):])
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _not_json(record: RawRecord, max_line_bytes: int, error: orjson.JSONDecodeError) -> DeadLetter:
+    text = decode_line(record, max_line_bytes)
+    if isinstance(text, DeadLetter):
+        return text
+    # An object that was still open when the data ran out was cut short.
+    if text.lstrip().startswith("{") and error.pos >= len(text.rstrip()):
+        return DeadLetter(record.origin, "truncated", f"JSON object cut short: {error}", record.line)
+    return DeadLetter(record.origin, "invalid_json", str(error), record.line)

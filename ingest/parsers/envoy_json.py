@@ -1,0 +1,134 @@
+"""Envoy JSON access logs: ``json_format`` (all strings, unset ``"-"``) and
+``typed_json_format`` (numbers stay numbers, unset ``null``), by one parser.
+
+The mapping is compiled once into (key path, reader) pairs. A value that is a
+single ``%OPERATOR%`` is read straight from the key; a value mixing text and
+operators (``"%REQ(:METHOD)% %REQ(:PATH)%"``) is read by the text compiler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ingest.normalize import InvalidValueError, normalize
+from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
+from ingest.parsers.envoy_format import Command, tokenize
+from ingest.parsers.envoy_operators import Slot, resolve
+from ingest.parsers.envoy_text import TextPattern, compile_text_pattern
+from ingest.records import DeadLetter, Event, RawRecord
+
+__all__ = ["compile_json_format"]
+
+_Reader = Callable[[Any, dict[str, Any]], None]
+
+
+class _Mismatch(Exception):
+    """A text value did not fit the format of its key."""
+
+
+def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
+    """A parser for access logs written with the Envoy ``json_format`` / ``typed_json_format`` ``mapping``.
+
+    Nested mappings are nested objects in the line. Values without an operator
+    (constants) are ignored. Raises ``ValueError`` naming the key of a broken
+    format string.
+    """
+    top: list[tuple[str, str]] = []  # the common case: one key, value copied as is
+    nested: list[tuple[tuple[str, ...], _Reader]] = []
+    for path, value in _leaves(mapping, ()):
+        try:
+            compiled = _compile_value(value)
+        except ValueError as error:
+            raise ValueError(f"json_format {'.'.join(path)}: {error}") from None
+        if compiled is None:
+            continue
+        if isinstance(compiled, Slot) and len(path) == 1 and compiled.apply is None and not compiled.is_label:
+            top.append((path[0], compiled.field))
+        else:
+            nested.append((path, _reader(compiled, path)))
+
+    def parse(record: RawRecord) -> Event | DeadLetter:
+        obj = decode_json_object(record, max_line_bytes)
+        if isinstance(obj, DeadLetter):
+            return obj
+        get = obj.get
+        fields: dict[str, Any] = {}
+        for key, field in top:
+            value = get(key)
+            if value is not None and value != "-" and value != "":
+                fields[field] = value
+        try:
+            for path, read in nested:
+                value = _lookup(obj, path)
+                if value is not None and value != "-" and value != "":
+                    read(value, fields)
+        except InvalidValueError as error:
+            return DeadLetter(record.origin, "invalid_value", str(error), record.line)
+        except _Mismatch as error:
+            return DeadLetter(record.origin, "format_mismatch", str(error), record.line)
+        return normalize(fields, record.origin, record.line)
+
+    return parse
+
+
+def _leaves(mapping: Mapping[str, Any], prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    leaves: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            leaves.extend(_leaves(value, (*prefix, str(key))))
+        else:
+            leaves.append(((*prefix, str(key)), value))
+    return leaves
+
+
+def _compile_value(value: Any) -> Slot | TextPattern | None:
+    if not isinstance(value, str):
+        return None  # a typed constant (number, bool): nothing to read
+    tokens = tokenize(value)
+    commands = [token for token in tokens if isinstance(token, Command)]
+    if not commands:
+        return None
+    if len(tokens) == 1:
+        return resolve(commands[0])
+    return compile_text_pattern(value, whole_line=False)
+
+
+def _reader(compiled: Slot | TextPattern, path: tuple[str, ...]) -> _Reader:
+    if isinstance(compiled, TextPattern):
+        extract = compiled.extract
+        where = ".".join(path)
+
+        def read_text(value: Any, fields: dict[str, Any]) -> None:
+            found = extract(value if isinstance(value, str) else str(value))
+            if found is None:
+                raise _Mismatch(f"{where}: value does not fit {compiled.format!r}")
+            fields.update(found)
+
+        return read_text
+    field, apply = compiled.field, compiled.apply
+    if apply is not None:
+        return lambda value, fields: apply(field, value, fields)
+    if compiled.is_label:
+
+        def read_label(value: Any, fields: dict[str, Any]) -> None:
+            # typed_json_format writes metadata and filter state as objects.
+            fields[field] = orjson.dumps(value).decode() if isinstance(value, (dict, list, bool)) else value
+
+        return read_label
+
+    def read_value(value: Any, fields: dict[str, Any]) -> None:
+        fields[field] = value
+
+    return read_value
+
+
+def _lookup(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = obj
+    for key in path:
+        if type(value) is not dict:
+            return None
+        value = value.get(key)
+    return value

@@ -1,0 +1,284 @@
+"""The one table of Envoy command operators gatewatch reads, and how each is read.
+
+A row maps an operator to the :class:`~ingest.records.Event` field it fills and
+the :class:`Kind` of text it writes; both the text and the JSON parsers compile
+from these rows. An operator with no row is kept as a label named after it
+(``%UPSTREAM_LOCAL_ADDRESS%`` -> ``upstream_local_address``,
+``%REQ(X-TENANT)%`` -> ``req.x-tenant``), so a new format never fails to
+compile for naming an operator gatewatch does not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+import orjson
+
+from ingest.parsers.envoy_format import Command
+from ingest.parsers.envoy_time import DEFAULT_START_TIME, compile_start_time
+from ingest.records import Event
+
+
+class Kind(Enum):
+    """How an operator's value looks in a text line: ``(unquoted, quoted, cut short)`` regexes.
+
+    The third fragment matches a value cut off by the end of a truncated line.
+    No fragment has a capturing group, nor matches Envoy's ``-`` for "not set"
+    specially: the text compiler adds that alternative.
+    """
+
+    NUMBER = (r"\d+", r"\d+", r"\d*")
+    TEXT = (r"\S+", r'[^"]*', r"\S*")
+    TIME = (DEFAULT_START_TIME, DEFAULT_START_TIME, r"[\dT:.+\-Z]*")
+    # Dynamic metadata prints objects as JSON, quotes and all.
+    JSON = (r"\{.*?\}|\S+", r'\{.*?\}|[^"]*', r".*")
+
+
+Apply = Callable[[str, Any, dict[str, Any]], None]
+"""Per-line reader for a value that needs more than a copy: ``(field, value, fields)``."""
+
+
+class Operator(NamedTuple):
+    """A row: the Event field filled (``None``: a label named after the operator)."""
+
+    field: str | None
+    kind: Kind = Kind.TEXT
+    apply: Apply | None = None
+
+
+def converted(convert: Callable[[Any], Any]) -> Apply:
+    """An :data:`Apply` storing ``convert(value)`` under the slot's field."""
+
+    def apply(field: str, value: Any, fields: dict[str, Any]) -> None:
+        fields[field] = convert(value)
+
+    return apply
+
+
+def without_port(address: Any) -> str:
+    """``10.0.0.1:443`` -> ``10.0.0.1``, ``[::1]:443`` -> ``::1``; anything else unchanged."""
+    text = str(address)
+    if text.startswith("["):
+        end = text.find("]")
+        return text[1:end] if end > 0 else text
+    host, colon, port = text.rpartition(":")
+    # One colon only: a bare IPv6 address has several and no port.
+    return host if colon and port.isdigit() and ":" not in host else text
+
+
+# Envoy's long response flag names (RESPONSE_FLAGS_LONG), stored as the short
+# codes so detectors see one spelling; unknown (custom) flags are kept as logged.
+LONG_FLAGS: dict[str, str] = {
+    "DownstreamConnectionTermination": "DC",
+    "FailedLocalHealthCheck": "LH",
+    "NoHealthyUpstream": "UH",
+    "UpstreamRequestTimeout": "UT",
+    "LocalReset": "LR",
+    "UpstreamRemoteReset": "UR",
+    "UpstreamConnectionFailure": "UF",
+    "UpstreamConnectionTermination": "UC",
+    "UpstreamOverflow": "UO",
+    "UpstreamRetryLimitExceeded": "URX",
+    "NoRouteFound": "NR",
+    "DelayInjected": "DI",
+    "FaultInjected": "FI",
+    "RateLimited": "RL",
+    "UnauthorizedExternalService": "UAEX",
+    "RateLimitServiceError": "RLSE",
+    "StreamIdleTimeout": "SI",
+    "InvalidEnvoyRequestHeaders": "IH",
+    "DownstreamProtocolError": "DPE",
+    "UpstreamMaxStreamDurationReached": "UMSDR",
+    "ResponseFromCacheFilter": "RFCF",
+    "NoFilterConfigFound": "NFCF",
+    "DurationTimeout": "DT",
+    "UpstreamProtocolError": "UPE",
+    "NoClusterFound": "NC",
+    "OverloadManagerTerminated": "OM",
+    "DnsResolutionFailed": "DF",
+    "DropOverload": "DO",
+    "DownstreamRemoteReset": "DR",
+}
+
+
+def short_flags(value: Any) -> str:
+    """``UpstreamConnectionFailure,UpstreamRetryLimitExceeded`` -> ``UF,URX``."""
+    return ",".join(LONG_FLAGS.get(flag, flag) for flag in str(value).split(","))
+
+
+OPERATORS: dict[str, Operator] = {
+    "START_TIME": Operator("ts", Kind.TIME),
+    "PROTOCOL": Operator("protocol"),
+    "RESPONSE_CODE": Operator("status", Kind.NUMBER),
+    "RESPONSE_FLAGS": Operator("response_flags"),
+    "RESPONSE_FLAGS_LONG": Operator("response_flags", apply=converted(short_flags)),
+    "RESPONSE_CODE_DETAILS": Operator("response_code_details"),
+    "BYTES_RECEIVED": Operator("bytes_received", Kind.NUMBER),
+    "BYTES_SENT": Operator("bytes_sent", Kind.NUMBER),
+    "DURATION": Operator("duration_ms", Kind.NUMBER),
+    "UPSTREAM_HOST": Operator("upstream_host"),
+    "UPSTREAM_CLUSTER": Operator("upstream_cluster"),
+    "ROUTE_NAME": Operator("route_name"),
+    "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=converted(without_port)),
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip"),
+    # The TCP peer, not the client: Envoy may have taken the remote address from XFF.
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": Operator(None),
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": Operator(None),
+    "DOWNSTREAM_PEER_URI_SAN": Operator("peer_identity"),
+    "DOWNSTREAM_TLS_VERSION": Operator("tls_version"),
+}
+"""Operators without an argument (and START_TIME's default form)."""
+
+HEADERS: dict[tuple[str, str], str] = {
+    ("REQ", ":method"): "method",
+    ("REQ", "x-envoy-original-path?:path"): "path",
+    ("REQ", ":path"): "path",
+    ("REQ", "x-request-id"): "request_id",
+    ("REQ", ":authority"): "authority",
+    ("REQ", "host"): "authority",  # Envoy serves Host from :authority
+    ("REQ", "user-agent"): "user_agent",
+    ("REQ", "x-forwarded-for"): "forwarded_for",
+    ("RESP", "x-envoy-upstream-service-time"): "upstream_service_time_ms",
+}
+"""``%REQ(X)%`` / ``%RESP(X)%`` / ``%TRAILER(X)%`` by (operator, header lowercased) -> field."""
+
+JWT_NAMESPACE = "envoy.filters.http.jwt_authn"
+JWT_CLAIMS: dict[str, str] = {
+    "jti": "token_jti",
+    "sub": "token_sub",
+    "org": "token_org",
+    "org_id": "token_org",
+    "exp": "token_exp",
+    "iat": "token_iat",
+}
+"""JWT claim -> field, for ``%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:<payload>[:<claim>])%``."""
+
+_HEADER_OPERATORS = frozenset({"REQ", "RESP", "TRAILER"})
+_EVENT_FIELDS = frozenset(Event.__slots__)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One compiled operator: which field its value fills and how to find and read it."""
+
+    command: str
+    field: str
+    kind: Kind
+    apply: Apply | None = None
+    pattern: str | None = None  # replaces the kind's fragments (START_TIME with a strftime)
+    is_label: bool = False
+
+    def fragment(self, quoted: bool) -> str:
+        """The regex matching this operator's value, enclosed in double quotes or not."""
+        if self.pattern is not None:
+            return self.pattern
+        return self.kind.value[1] if quoted else self.kind.value[0]
+
+    @property
+    def partial(self) -> str:
+        """The regex matching this operator's value cut short by the end of the line."""
+        return r"[\w:./+\- ]*" if self.pattern is not None else self.kind.value[2]
+
+
+def resolve(command: Command) -> Slot:
+    """The slot for ``command``; raises ``ValueError`` for a malformed argument."""
+    name, arg = command.name, command.arg
+    if name in _HEADER_OPERATORS:
+        header = _header(command)
+        field = HEADERS.get((name, header))
+        if field is None:
+            return Slot(command.text, _label(f"{name.lower()}.{header}"), Kind.TEXT, is_label=True)
+        return Slot(command.text, field, Kind.TEXT)
+    if name == "DYNAMIC_METADATA":
+        return _metadata(command, _required(command))
+    if name == "METADATA" and (arg or "").startswith("DYNAMIC:"):
+        return _metadata(command, (arg or "")[len("DYNAMIC:"):])
+    if name == "START_TIME" and arg:
+        try:
+            pattern, read = compile_start_time(arg)
+        except ValueError as error:
+            raise ValueError(f"format: {error} at position {command.position}") from None
+        return Slot(command.text, "ts", Kind.TIME, converted(read), pattern)
+    operator = OPERATORS.get(name)
+    if operator is None or operator.field is None:
+        label = name.lower() if arg is None else f"{name.lower()}.{arg.lower()}"
+        return Slot(command.text, _label(label), Kind.TEXT, is_label=True)
+    return Slot(command.text, operator.field, operator.kind, operator.apply)
+
+
+def jwt_claims(field: str, value: Any, fields: dict[str, Any]) -> None:
+    """Fill token fields from a JWT payload logged as a JSON object.
+
+    A payload that is not an object (cut by ``:Z``, say) is kept as a label.
+    """
+    payload = value
+    if isinstance(value, str):
+        try:
+            payload = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            payload = None
+    if not isinstance(payload, dict):
+        fields[field] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        return
+    claims = _claims(payload)
+    if not claims:  # the whole namespace: {"<payload key>": {claims}}
+        for nested in payload.values():
+            if isinstance(nested, dict) and (claims := _claims(nested)):
+                break
+    fields.update(claims)
+
+
+def _claims(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        JWT_CLAIMS[claim]: value
+        for claim, value in payload.items()
+        if claim in JWT_CLAIMS and isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    }
+
+
+def _scalar_claim(label: str) -> Apply:
+    # typed_json_format renders a structured claim ({"id": ..}) as an object:
+    # not a token field, but no reason to lose the record either.
+    def apply(field: str, value: Any, fields: dict[str, Any]) -> None:
+        if isinstance(value, (dict, list, bool)):
+            fields[label] = orjson.dumps(value).decode()
+        else:
+            fields[field] = value
+
+    return apply
+
+
+def _metadata(command: Command, arg: str) -> Slot:
+    namespace, _, path = arg.partition(":")
+    keys = path.split(":") if path else []
+    label = _label(f"{command.name.lower()}.{arg.lower()}")
+    if namespace == JWT_NAMESPACE:
+        if len(keys) >= 2 and keys[-1] in JWT_CLAIMS:
+            return Slot(command.text, JWT_CLAIMS[keys[-1]], Kind.TEXT, _scalar_claim(label))
+        if len(keys) <= 1:
+            return Slot(command.text, label, Kind.JSON, jwt_claims, is_label=True)
+    return Slot(command.text, label, Kind.JSON, is_label=True)
+
+
+def _header(command: Command) -> str:
+    header = _required(command).lower()
+    names = header.split("?")
+    if len(names) > 2 or not all(names):
+        raise ValueError(
+            f"format: {command.text} at position {command.position}: expected HEADER or HEADER?ALTERNATIVE"
+        )
+    return header
+
+
+def _required(command: Command) -> str:
+    if not command.arg:
+        raise ValueError(f"format: {command.name} at position {command.position} needs an argument")
+    return command.arg
+
+
+def _label(name: str) -> str:
+    # A label must never be read back as an Event field by normalize().
+    return f"envoy.{name}" if name in _EVENT_FIELDS else name

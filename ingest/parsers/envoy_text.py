@@ -1,0 +1,239 @@
+"""Envoy text access logs: a format string compiled once into one anchored regex.
+
+Per line the parser runs one ``fullmatch`` and builds one dict; only a line
+that fails pays for a second, more lenient match and for telling a line cut
+short (``truncated``) from one that never fit the format (``format_mismatch``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ingest.normalize import InvalidValueError, normalize
+from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
+from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
+from ingest.parsers.envoy_operators import Apply, Kind, Slot, resolve
+from ingest.records import DeadLetter, Event, RawRecord
+
+__all__ = ["ENVOY_DEFAULT_FORMAT", "TextPattern", "compile_text_format", "compile_text_pattern"]
+
+# Ambassador / Emissary print their (Envoy default) format after "ACCESS ".
+_LINE_PREFIX = "(?:ACCESS )?"
+_DETAILS = {
+    "truncated": "line ends before the format does",
+    "format_mismatch": "line does not fit the format",
+}
+_Match = Callable[[str], "re.Match[str] | None"]
+
+
+class TextPattern:
+    """A compiled Envoy format string: finds each operator's value in one text."""
+
+    def __init__(self, fmt: str, *, whole_line: bool) -> None:
+        tokens = tokenize(fmt)
+        if whole_line and tokens and isinstance(tokens[-1], Literal):
+            # Sources hand over lines with or without their ending; decode_line strips it.
+            last = tokens[-1].text.rstrip("\r\n")
+            tokens = tokens[:-1] + ([Literal(last)] if last else [])
+        self.format = fmt
+        self.slots: tuple[Slot, ...] = tuple(resolve(t) for t in tokens if isinstance(t, Command))
+        if not self.slots:
+            raise ValueError(f"format: no command operator in {fmt!r}")
+        prefix = _LINE_PREFIX if whole_line else ""
+        strict, lenient, cut, all_absent_matched = _pieces(tokens, self.slots)
+        self._strict: _Match = re.compile(prefix + "".join(strict), re.DOTALL).fullmatch
+        self._lenient: _Match | None = (
+            re.compile(prefix + "".join(lenient), re.DOTALL).fullmatch if lenient != strict else None
+        )
+        self._cut_short = re.compile(prefix + _nested(cut), re.DOTALL).fullmatch
+        # A value that needs a reader is parked under a private key, then read.
+        self._keys = tuple(
+            f"\x00{index}" if slot.apply else slot.field for index, slot in enumerate(self.slots)
+        )
+        self._applied: tuple[tuple[str, str, Apply], ...] = tuple(
+            (f"\x00{index}", slot.field, slot.apply)
+            for index, slot in enumerate(self.slots)
+            if slot.apply is not None
+        )
+        # When the regex itself leaves every "-" uncaptured (None) and no two
+        # operators fill one field, the dict is built by zip alone, in C.
+        self._zip_only = all_absent_matched and len(set(self._keys)) == len(self._keys)
+
+    def extract(self, text: str) -> dict[str, Any] | None:
+        """The fields found in ``text``, ``None`` if it does not fit the format.
+
+        Envoy's ``-`` ("not set") is left out or ``None``, which normalize
+        treats alike. Raises ``InvalidValueError`` when a value cannot be read
+        (an impossible date).
+        """
+        match = self._strict(text)
+        if match is None and self._lenient is not None:
+            match = self._lenient(text)
+        if match is None:
+            return None
+        if self._zip_only:
+            fields = dict(zip(self._keys, match.groups()))
+        else:
+            fields = {
+                key: value
+                for key, value in zip(self._keys, match.groups())
+                if value is not None and value != "-"
+            }
+        for key, field, apply in self._applied:
+            value = fields.pop(key, None)
+            if value is not None:
+                apply(field, value, fields)
+        return fields
+
+    def diagnose(self, text: str) -> str:
+        """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
+        return "truncated" if self._cut_short(text) else "format_mismatch"
+
+
+def compile_text_pattern(fmt: str, *, whole_line: bool = True) -> TextPattern:
+    """Compile ``fmt``; ``whole_line`` allows Ambassador's ``ACCESS`` prefix and a line ending.
+
+    Raises ``ValueError`` naming the operator and position of a broken format.
+    """
+    return TextPattern(fmt, whole_line=whole_line)
+
+
+def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
+    """A parser for access logs written with the Envoy format string ``fmt``."""
+    pattern = compile_text_pattern(fmt, whole_line=True)
+    extract = pattern.extract
+
+    def parse(record: RawRecord) -> Event | DeadLetter:
+        text = decode_line(record, max_line_bytes)
+        if isinstance(text, DeadLetter):
+            return text
+        try:
+            fields = extract(text)
+        except InvalidValueError as error:
+            return DeadLetter(record.origin, "invalid_value", str(error), record.line)
+        if fields is None:
+            reason = pattern.diagnose(text)
+            return DeadLetter(record.origin, reason, _DETAILS[reason], record.line)
+        return normalize(fields, record.origin, record.line)
+
+    return parse
+
+
+def _pieces(
+    tokens: list[Token], slots: tuple[Slot, ...]
+) -> tuple[list[str], list[str], list[tuple[str, str]], bool]:
+    """Per token: strict regex, lenient regex, and (non-capturing, cut-short) regexes.
+
+    The last item tells whether every operator's ``-`` is matched outside its
+    capturing group, which needs the character that follows it to be known.
+    """
+    strict: list[str] = []
+    lenient: list[str] = []
+    cut: list[tuple[str, str]] = []
+    all_absent_matched = True
+    commands = iter(slots)
+    for index, token in enumerate(tokens):
+        if isinstance(token, Literal):
+            escaped = re.escape(token.text)
+            strict.append(escaped)
+            lenient.append(escaped)
+            cut.append((escaped, _prefixes(token.text[:-1])))
+            continue
+        slot = next(commands)
+        before = tokens[index - 1] if index > 0 else None
+        after = tokens[index + 1] if index + 1 < len(tokens) else None
+        quoted = (
+            isinstance(before, Literal) and before.text.endswith('"')
+            and isinstance(after, Literal) and after.text.startswith('"')
+        )
+        fragment = slot.fragment(quoted)
+        if after is None:
+            follows: str | None = r"\Z"
+            next_char: str | None = None
+        elif isinstance(after, Literal):
+            follows = re.escape(after.text[0])
+            next_char = after.text[0]
+        else:  # two operators back to back: "-" is captured and filtered per line
+            follows = next_char = None
+            all_absent_matched = False
+        strict.append(_capture(_possessive(fragment, next_char, after is None), follows))
+        loose = _quoted_value(slot, tokens, index) if quoted else None
+        lenient.append(_capture(loose, follows) if loose else strict[-1])
+        cut.append((f"(?:-|{fragment})", slot.partial))
+    return strict, lenient, cut, all_absent_matched
+
+
+def _capture(fragment: str, follows: str | None) -> str:
+    # "-" followed by what follows the operator is "not set": matched, not captured.
+    return f"(?:-(?={follows})|({fragment}))" if follows else f"(-|{fragment})"
+
+
+# A fragment that is one repeated character class, its possessive form, and
+# that class: possessive is safe (and twice as fast) when the next character
+# cannot belong to the value, so giving characters back could never help.
+_POSSESSIVE = {
+    r"\d+": (r"\d++", re.compile(r"\d")),
+    r"\S+": (r"\S++", re.compile(r"\S")),
+    '[^"]*': ('[^"]*+', re.compile('[^"]')),
+}
+
+
+def _possessive(fragment: str, next_char: str | None, at_end: bool) -> str:
+    known = _POSSESSIVE.get(fragment)
+    if known is None:
+        return fragment
+    possessive, char_class = known
+    if at_end or (next_char is not None and not char_class.fullmatch(next_char)):
+        return possessive
+    return fragment
+
+
+def _quoted_value(slot: Slot, tokens: list[Token], index: int) -> str | None:
+    """A quoted value that may itself hold quotes, except where the closing quote is.
+
+    Deterministic on purpose: a quote is part of the value unless what follows
+    it is the rest of the closing literal (or ``" "``), so a user agent full of
+    quotes costs a linear scan, not a backtracking search.
+    """
+    if slot.pattern is not None or slot.kind not in (Kind.TEXT, Kind.JSON):
+        return None
+    closing = tokens[index + 1]
+    assert isinstance(closing, Literal)
+    rest = closing.text[1:]
+    if rest:
+        follow = re.escape(rest)
+    elif index + 2 == len(tokens):
+        follow = r"\Z"
+    else:  # "%A%"%B%: the quote is followed by another value; keep it strict
+        return None
+    # `" "` is how quoted fields are usually separated: never inside a value,
+    # so the last field cannot swallow the fields before it either.
+    stops = "|".join(sorted({follow, r'\ "'}))
+    value = f'(?:[^"]|"(?!{stops}))*'
+    return rf"\{{.*?\}}|{value}" if slot.kind is Kind.JSON else value
+
+
+def _prefixes(text: str) -> str:
+    """A regex matching any non-empty prefix of ``text`` ('' if there is none)."""
+    pattern = ""
+    for char in reversed(text):
+        pattern = f"{re.escape(char)}(?:{pattern})?" if pattern else re.escape(char)
+    return pattern
+
+
+def _nested(pieces: list[tuple[str, str]]) -> str:
+    """A regex matching the start of a line of this format that ends early.
+
+    Piece by piece: the piece then the rest (or the end), or the piece cut short
+    at the end. Only run on lines that failed the full match.
+    """
+    tail = ""
+    for full, partial in reversed(pieces):
+        after = rf"(?:{tail}|\Z)" if tail else r"\Z"
+        alternatives = [f"{full}{after}"]
+        if partial:
+            alternatives.append(rf"(?:{partial})\Z")
+        tail = "(?:" + "|".join(alternatives) + ")"
+    return tail or r"\Z"

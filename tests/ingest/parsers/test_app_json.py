@@ -1,0 +1,192 @@
+"""The Billing app's JSON log lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.parsers import DEFAULT_APP_FIELDS, Parser, build_app_parser, compile_app_parser
+from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+
+ORIGIN = Origin(Dataset.APP, "/var/log/billing/app.log", 1001)
+
+BILLING_LINE = orjson.dumps({
+    "ts": "2024-03-01T12:00:00.250+01:00",
+    "level": "info",
+    "msg": "invoice created",
+    "logger": "billing.invoices",
+    "request_id": "5f0c8a36-4f86-4a5e-9d1e-0b7d4f2d9a11",
+    "method": "POST",
+    "path": "/v1/invoices",
+    "status": 201,
+    "latency_ms": 12.5,
+    "user_id": "user-17",
+    "org_id": "org-42",
+    "action": "invoice.create",
+    "outcome": "success",
+    "token": {"jti": "a1b2", "sub": "user-17", "org": "org-42", "exp": 1709290800, "iat": 1709287200},
+    "peer": {"ip": "10.1.0.12", "port": 40112, "spiffe_id": "spiffe://cluster.local/ns/edge/sa/ambassador"},
+}) + b"\n"
+
+
+def record(line: bytes | str) -> RawRecord:
+    return RawRecord(ORIGIN, line.encode() if isinstance(line, str) else line)
+
+
+def event(parser: Parser, line: bytes | str) -> Event:
+    result = parser(record(line))
+    assert isinstance(result, Event), result
+    return result
+
+
+def dead(parser: Parser, line: bytes | str) -> DeadLetter:
+    result = parser(record(line))
+    assert isinstance(result, DeadLetter), result
+    return result
+
+
+@pytest.fixture(scope="module")
+def billing() -> Parser:
+    return build_app_parser({})
+
+
+def test_default_fields(billing: Parser) -> None:
+    e = event(billing, BILLING_LINE)
+    assert e.dataset is Dataset.APP and e.origin == ORIGIN
+    assert e.ts == 1709290800.25
+    assert (e.level, e.message) == ("info", "invoice created")
+    assert e.request_id == "5f0c8a36-4f86-4a5e-9d1e-0b7d4f2d9a11"
+    assert (e.method, e.path, e.status, e.duration_ms) == ("POST", "/v1/invoices", 201, 12.5)
+    assert (e.user_id, e.org_id, e.action, e.outcome) == ("user-17", "org-42", "invoice.create", "success")
+    assert (e.token_jti, e.token_sub, e.token_org) == ("a1b2", "user-17", "org-42")
+    assert (e.token_exp, e.token_iat) == (1709290800.0, 1709287200.0)
+    assert (e.source_ip, e.peer_identity) == ("10.1.0.12", "spiffe://cluster.local/ns/edge/sa/ambassador")
+    assert e.labels == ()  # keys not mapped ("logger", "peer.port") are not kept
+
+
+def test_a_literal_dotted_key_wins_over_nesting(billing: Parser) -> None:
+    e = event(billing, b'{"ts": 1709290800, "token.jti": "flat", "token": {"jti": "nested", "sub": "s"}}')
+    assert (e.token_jti, e.token_sub) == ("flat", "s")
+
+
+def test_nesting_is_used_when_no_literal_key(billing: Parser) -> None:
+    e = event(billing, b'{"ts": 1709290800, "token": {"jti": "nested"}, "peer": "not an object"}')
+    assert (e.token_jti, e.source_ip) == ("nested", None)
+
+
+def test_overrides_merge_with_the_defaults() -> None:
+    parser = compile_app_parser({
+        "duration_ms": "elapsed_ms",
+        "user_id": "actor.id",
+        "tenant": "ctx.tenant.name",  # not an Event field: a label
+        "message": "",  # dropped
+    })
+    line = (b'{"ts": "2024-03-01T11:00:00Z", "elapsed_ms": 7, "latency_ms": 99, "actor": {"id": "u-9"}, '
+            b'"ctx": {"tenant": {"name": "acme"}}, "msg": "hidden", "status": "503"}')
+    e = event(parser, line)
+    assert (e.duration_ms, e.user_id, e.message, e.status) == (7.0, "u-9", None, 503)
+    assert e.labels == (("tenant", "acme"),)
+    assert DEFAULT_APP_FIELDS["duration_ms"] == "latency_ms"  # the defaults are untouched
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ('"2024-03-01T11:00:00Z"', 1709290800.0),
+        ('"2024-03-01T12:00:00.5+01:00"', 1709290800.5),
+        ('"2024-03-01T11:00:00.123456"', 1709290800.123456),
+        ("1709290800", 1709290800.0),
+        ("1709290800.75", 1709290800.75),
+        ("1709290800750", 1709290800.75),  # epoch milliseconds
+        ('"1709290800"', 1709290800.0),
+    ],
+)
+def test_timestamps(billing: Parser, ts: str, expected: float) -> None:
+    assert event(billing, f'{{"ts": {ts}}}').ts == expected
+
+
+def test_nulls_and_empty_strings_are_absent(billing: Parser) -> None:
+    e = event(billing, b'{"ts": 1709290800, "status": null, "user_id": "", "token": {"sub": null}}')
+    assert (e.status, e.user_id, e.token_sub) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"ts": "2024-03-01T11:00:00Z", "level": "info", "msg": "invoice cre', "truncated"),
+        (b"2024-03-01 11:00:00 INFO invoice created", "invalid_json"),
+        (b'[{"ts": 1709290800}]', "not_an_object"),
+        (b'{"ts": 1709290800, "msg": "caf\xe9"}', "invalid_utf8"),
+        (b'{"level": "info", "msg": "no time"}', "missing_timestamp"),
+        (b'{"ts": "last tuesday"}', "invalid_value"),
+        (b'{"ts": 1709290800, "status": "created"}', "invalid_value"),
+        (b'{"ts": 1709290800, "user_id": {"id": 1}}', "invalid_value"),
+        (b'{"ts": 1709290800, "msg": "' + b"x" * 300 + b'"}', "oversized"),
+        (b"", "format_mismatch"),
+    ],
+)
+def test_dead_letters(line: bytes, reason: str) -> None:
+    letter = dead(compile_app_parser({}, max_line_bytes=256), line)
+    assert (letter.reason, letter.origin, letter.line) == (reason, ORIGIN, line)
+
+
+# ---- properties -------------------------------------------------------------
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=30)
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(
+    seconds=st.integers(946684800, 4102444799),
+    status=st.one_of(st.none(), st.integers(100, 599)),
+    latency=st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False)),
+    user=st.one_of(st.none(), _TEXT),
+    jti=st.one_of(st.none(), _TEXT),
+    exp=st.one_of(st.none(), st.integers(0, 10**10)),
+    flat_token=st.booleans(),
+)
+def test_round_trip(
+    seconds: int, status: int | None, latency: float | None, user: str | None,
+    jti: str | None, exp: int | None, flat_token: bool,
+) -> None:
+    token = {"jti": jti, "exp": exp}
+    obj: dict[str, Any] = {"ts": seconds, "status": status, "latency_ms": latency, "user_id": user}
+    if flat_token:
+        obj.update({f"token.{key}": value for key, value in token.items()})
+    else:
+        obj["token"] = token
+    e = event(build_app_parser({}), orjson.dumps(obj))
+    assert e.ts == float(seconds)
+    assert e.status == status
+    assert e.duration_ms == latency
+    assert e.user_id == user
+    assert e.token_jti == jti
+    assert e.token_exp == (None if exp is None else float(exp))
+
+
+_JSONISH = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.sampled_from(["jti", "exp", "ip", "x"]), children)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(database=None, max_examples=400, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.dictionaries(st.sampled_from([*DEFAULT_APP_FIELDS.values(), "token", "peer", "other"]), _JSONISH).map(
+        orjson.dumps
+    ),
+))
+def test_arbitrary_input_never_raises(line: bytes) -> None:
+    result = build_app_parser({})(record(line))
+    assert isinstance(result, (Event, DeadLetter))

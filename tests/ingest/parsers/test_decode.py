@@ -1,0 +1,117 @@
+"""decode_line / decode_json_object: the checks every parser runs before its format."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.parsers import decode_json_object, decode_line
+from ingest.records import Dataset, DeadLetter, Origin, RawRecord
+
+ORIGIN = Origin(Dataset.GATEWAY, "/var/log/envoy/access.log", 7)
+
+
+def record(line: bytes) -> RawRecord:
+    return RawRecord(ORIGIN, line)
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        (b"abc", "abc"),
+        (b"abc\n", "abc"),
+        (b"abc\r\n", "abc"),
+        (b"abc\r", "abc"),
+        (b"ACCESS [x] \"y\"\n", 'ACCESS [x] "y"'),
+        ("user agent \u00e9\u4e2d\n".encode(), "user agent \u00e9\u4e2d"),
+        (b"  spaces kept  \n", "  spaces kept  "),
+    ],
+)
+def test_decode_line_strips_only_the_line_ending(line: bytes, text: str) -> None:
+    assert decode_line(record(line), 1024) == text
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"\xff\xfe[2016-04-15T20:17:00.310Z]", "invalid_utf8"),
+        (b"caf\xc3", "invalid_utf8"),  # a UTF-8 sequence cut in half
+        (b"\xed\xa0\x80", "invalid_utf8"),  # an encoded surrogate
+        (b"", "format_mismatch"),
+        (b"\n", "format_mismatch"),
+        (b"\r\n", "format_mismatch"),
+        (b"x" * 1025, "oversized"),
+    ],
+)
+def test_decode_line_dead_letters(line: bytes, reason: str) -> None:
+    letter = decode_line(record(line), 1024)
+    assert isinstance(letter, DeadLetter)
+    assert (letter.reason, letter.origin, letter.line) == (reason, ORIGIN, line)
+
+
+def test_max_line_bytes_counts_the_raw_record_line_ending_included() -> None:
+    assert decode_line(record(b"x" * 9 + b"\n"), 10) == "x" * 9
+    letter = decode_line(record(b"x" * 10 + b"\n"), 10)
+    assert isinstance(letter, DeadLetter) and letter.reason == "oversized"
+    assert letter.detail == "11 bytes > max_line_bytes 10"
+
+
+def test_oversized_is_checked_before_decoding() -> None:
+    letter = decode_line(record(b"\xff" * 2000), 1024)
+    assert isinstance(letter, DeadLetter) and letter.reason == "oversized"
+
+
+def test_decode_json_object_reads_an_object() -> None:
+    assert decode_json_object(record(b'{"a": {"b": 1}, "c": "-"}\n'), 1024) == {"a": {"b": 1}, "c": "-"}
+
+
+def test_decode_json_object_tolerates_ambassadors_access_prefix() -> None:
+    assert decode_json_object(record(b'ACCESS {"a": 1}'), 1024) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"protocol": "HTTP/1.1", "duration": "12', "truncated"),
+        (b'{"protocol": "HTTP/1.1", ', "truncated"),
+        (b"[1, 2, 3]", "not_an_object"),
+        (b'"a string"', "not_an_object"),
+        (b"42", "not_an_object"),
+        (b"null", "not_an_object"),
+        (b"not json at all", "invalid_json"),
+        (b'{"a": 1} trailing', "invalid_json"),
+        (b"{'single': 'quotes'}", "invalid_json"),
+        (b'{"a": "\xff"}', "invalid_utf8"),
+        (b"", "format_mismatch"),
+        (b'{"pad": "' + b"x" * 2000 + b'"}', "oversized"),
+    ],
+)
+def test_decode_json_object_dead_letters(line: bytes, reason: str) -> None:
+    letter = decode_json_object(record(line), 1024)
+    assert isinstance(letter, DeadLetter)
+    assert (letter.reason, letter.line) == (reason, line)
+
+
+def test_access_prefix_before_broken_json_keeps_the_original_line() -> None:
+    letter = decode_json_object(record(b"ACCESS {broken"), 1024)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason == "invalid_json"
+    assert letter.line == b"ACCESS {broken"
+
+
+def test_many_access_prefixes_do_not_recurse() -> None:
+    line = b"ACCESS " * 5000 + b"{}"
+    letter = decode_json_object(record(line), len(line))
+    assert isinstance(letter, DeadLetter) and letter.reason == "invalid_json"
+
+
+@settings(database=None, max_examples=300)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(line: bytes) -> None:
+    text = decode_line(record(line), 200)
+    assert isinstance(text, (str, DeadLetter))
+    if isinstance(text, str):
+        assert text and not text.endswith(("\n", "\r"))
+    obj = decode_json_object(record(line), 200)
+    assert isinstance(obj, (dict, DeadLetter))

@@ -1,0 +1,618 @@
+"""Envoy text access logs, with lines from Envoy's, Istio's and Ambassador's documentation."""
+
+from __future__ import annotations
+
+import calendar
+import string
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from ingest.parsers import ENVOY_DEFAULT_FORMAT, Parser, build_gateway_parser, compile_text_format
+from ingest.parsers.envoy_text import compile_text_pattern
+from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+
+ORIGIN = Origin(Dataset.GATEWAY, "/var/log/envoy/access.log", 42)
+
+# Istio's default text format (istio.io, "Envoy Access Logs").
+ISTIO_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" '
+    '"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% '
+    "%DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
+)
+
+# A security-minded gateway format: mTLS peer, JWT claims from jwt_authn's payload_in_metadata.
+JWT = "envoy.filters.http.jwt_authn:jwt_payload"
+SECURITY_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" %DOWNSTREAM_REMOTE_ADDRESS% '
+    '"%DOWNSTREAM_PEER_URI_SAN%" %DOWNSTREAM_TLS_VERSION% '
+    f"%DYNAMIC_METADATA({JWT}:jti)% %DYNAMIC_METADATA({JWT}:sub)% "
+    f"%DYNAMIC_METADATA({JWT}:org_id)% %DYNAMIC_METADATA({JWT}:exp)% %DYNAMIC_METADATA({JWT}:iat)% "
+    "%UPSTREAM_CLUSTER% %ROUTE_NAME% %REQ(X-TENANT)%\n"
+)
+
+# Envoy's documented example of its default format.
+ENVOY_DOC_LINE = (
+    '[2016-04-15T20:17:00.310Z] "POST /api/v1/locations HTTP/2" 204 - 154 0 226 100 "10.0.35.28" '
+    '"nsq2http" "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2" "locations" "tcp://10.0.2.1:80"\n'
+)
+T_2016_04_15_20_17_00 = 1460751420
+
+
+def record(line: str | bytes) -> RawRecord:
+    return RawRecord(ORIGIN, line.encode() if isinstance(line, str) else line)
+
+
+def event(parser: Parser, line: str | bytes) -> Event:
+    result = parser(record(line))
+    assert isinstance(result, Event), result
+    return result
+
+
+def dead(parser: Parser, line: str | bytes) -> DeadLetter:
+    result = parser(record(line))
+    assert isinstance(result, DeadLetter), result
+    return result
+
+
+@pytest.fixture(scope="module")
+def default() -> Parser:
+    return build_gateway_parser()
+
+
+def test_envoy_documentation_example(default: Parser) -> None:
+    e = event(default, ENVOY_DOC_LINE)
+    assert e.ts == 1460751420.31
+    assert e.dataset is Dataset.GATEWAY and e.origin == ORIGIN
+    assert (e.method, e.path, e.protocol, e.status) == ("POST", "/api/v1/locations", "HTTP/2", 204)
+    assert e.response_flags == ()
+    assert (e.bytes_received, e.bytes_sent, e.duration_ms, e.upstream_service_time_ms) == (154, 0, 226.0, 100.0)
+    assert e.forwarded_for == "10.0.35.28"
+    assert e.source_ip == "10.0.35.28"  # normalize: first X-Forwarded-For hop
+    assert e.user_agent == "nsq2http"
+    assert e.request_id == "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"
+    assert e.authority == "locations"
+    assert e.upstream_host == "tcp://10.0.2.1:80"
+    assert e.labels == ()
+
+
+def test_default_format_constant_is_envoys() -> None:
+    assert ENVOY_DEFAULT_FORMAT.startswith('[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% ')
+    assert ENVOY_DEFAULT_FORMAT.endswith('"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"\n')
+
+
+def test_without_line_ending_and_with_crlf(default: Parser) -> None:
+    assert event(default, ENVOY_DOC_LINE.rstrip("\n")).request_id == "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"
+    assert event(default, ENVOY_DOC_LINE.rstrip("\n") + "\r\n").upstream_host == "tcp://10.0.2.1:80"
+
+
+@pytest.mark.parametrize(
+    ("line", "ts", "status", "flags", "upstream_service_time_ms", "upstream_host"),
+    [
+        # Ambassador's blog, "Understanding Envoy Proxy HTTP Access Logs".
+        (
+            'ACCESS [2019-08-22T09:14:59.499Z] "GET /.ambassador-internal/openapi-docs HTTP/1.1" 200 - 0 989 5 1 '
+            '"10.52.2.21" "Go-http-client/1.1" "bc391742-0ad4-4f0d-9e00-6e81266a1480" "ambassador" '
+            '"10.55.253.138:5000"',
+            1566465299.499, 200, (), 1.0, "10.55.253.138:5000",
+        ),
+        (
+            'ACCESS [2019-08-22T09:14:59.506Z] "GET /callback/.ambassador-internal/openapi-docs HTTP/1.1" 503 UH 0 19 '
+            '3 - "10.52.2.21" "Go-http-client/1.1" "c8d23a4b-c203-468a-abfb-ef47aca58e23" "ambassador" "-"',
+            1566465299.506, 503, ("UH",), None, None,
+        ),
+    ],
+)
+def test_ambassador_access_prefix(
+    default: Parser, line: str, ts: float, status: int, flags: tuple[str, ...],
+    upstream_service_time_ms: float | None, upstream_host: str | None,
+) -> None:
+    e = event(default, line)
+    assert (e.ts, e.status, e.response_flags) == (ts, status, flags)
+    assert (e.upstream_service_time_ms, e.upstream_host) == (upstream_service_time_ms, upstream_host)
+    assert (e.forwarded_for, e.source_ip, e.user_agent, e.authority) == (
+        "10.52.2.21", "10.52.2.21", "Go-http-client/1.1", "ambassador",
+    )
+
+
+def _doc_line(status: str, flags: str, **changes: str) -> str:
+    line = ENVOY_DOC_LINE.replace('HTTP/2" 204 - ', f'HTTP/2" {status} {flags} ')
+    for old, new in changes.items():
+        line = line.replace(old, new)
+    return line
+
+
+@pytest.mark.parametrize(
+    ("status", "flags", "expected_status", "expected_flags"),
+    [
+        ("0", "DC", None, ("DC",)),  # the client went away before a response began
+        ("503", "UF,URX", 503, ("UF", "URX")),
+        ("503", "UH", 503, ("UH",)),
+        ("429", "RL", 429, ("RL",)),
+        ("403", "UAEX", 403, ("UAEX",)),
+        ("401", "XYZ", 401, ("XYZ",)),  # a custom flag registered by an extension
+        ("503", "UF,XYZ,URX", 503, ("UF", "XYZ", "URX")),
+        ("-", "-", None, ()),  # TCP: no response code
+    ],
+)
+def test_response_codes_and_flags(
+    default: Parser, status: str, flags: str, expected_status: int | None, expected_flags: tuple[str, ...]
+) -> None:
+    e = event(default, _doc_line(status, flags))
+    assert (e.status, e.response_flags) == (expected_status, expected_flags)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "ts"),
+    [
+        ("2016-04-15T20:17:00.310Z", 1460751420.31),
+        ("2016-04-15T20:17:00Z", 1460751420.0),
+        ("2016-04-15T22:17:00.310+02:00", 1460751420.31),
+        ("2016-04-15T22:17:00+0200", 1460751420.0),
+        ("2016-04-15T15:17:00.310123-05:00", 1460751420.310123),
+        ("2016-04-15T20:17:00.3Z", 1460751420.3),
+        ("2016-04-15T20:17:00.310", 1460751420.31),  # naive: taken as UTC
+    ],
+)
+def test_start_time_fractions_and_offsets(default: Parser, stamp: str, ts: float) -> None:
+    assert event(default, ENVOY_DOC_LINE.replace("2016-04-15T20:17:00.310Z", stamp)).ts == ts
+
+
+ISTIO_SLEEP = (
+    '[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 4 4 "-" "curl/7.73.0-DEV" '
+    '"84961386-6d84-929d-98bd-c5aee93b5c88" "httpbin:8000" "10.44.1.27:80" '
+    "outbound|8000||httpbin.foo.svc.cluster.local 10.44.1.23:37652 10.0.45.184:8000 10.44.1.23:46520 - default"
+)
+ISTIO_HTTPBIN = (
+    '[2020-11-25T21:26:18.409Z] "GET /status/418 HTTP/1.1" 418 - via_upstream - "-" 0 135 3 1 "-" "curl/7.73.0-DEV" '
+    '"84961386-6d84-929d-98bd-c5aee93b5c88" "httpbin:8000" "127.0.0.1:80" inbound|8000|| 127.0.0.1:41854 '
+    "10.44.1.27:80 10.44.1.23:37652 outbound_.8000_._.httpbin.foo.svc.cluster.local default"
+)
+# Istio ingress lines published in a public repository (fredcoq/kubefrog-kvmserver).
+ISTIO_EXT_AUTHZ = (
+    '[2024-06-02T13:35:27.054Z] "GET / HTTP/2" 302 UAEX ext_authz_denied - "-" 0 387 16 - "192.168.0.24" '
+    '"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0" '
+    '"1d3ec87f-d974-4521-b5ac-23404817a56a" "kubeflow.kubefrog.fr" "-" '
+    "outbound|80||centraldashboard.kubeflow.svc.cluster.local - 10.0.0.196:8443 192.168.0.24:41604 "
+    "kubeflow.kubefrog.fr -"
+)
+# The published line stops before ROUTE_NAME; completed with "-".
+ISTIO_RESET = (
+    '[2024-06-02T13:24:57.930Z] "GET /resources/ik3tm/welcome/keycloak/img/favicon.ico HTTP/2" 0 - '
+    'http2.remote_reset - "-" 0 0 0 - "192.168.0.24" '
+    '"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0" '
+    '"9f69865b-eed1-409b-8c12-12436234a191" "auth.kubefrog.fr" "10.0.0.159:8080" '
+    "outbound|80||keycloak.auth.svc.cluster.local 10.0.1.244:35794 10.0.1.244:8443 192.168.0.24:8459 "
+    "auth.kubefrog.fr -"
+)
+
+
+@pytest.fixture(scope="module")
+def istio() -> Parser:
+    return compile_text_format(ISTIO_FORMAT)
+
+
+def test_istio_documentation_example(istio: Parser) -> None:
+    sleep, httpbin = event(istio, ISTIO_SLEEP), event(istio, ISTIO_HTTPBIN)
+    assert sleep.ts == httpbin.ts == 1606339578.409
+    assert (sleep.status, sleep.response_code_details, sleep.response_flags) == (418, "via_upstream", ())
+    assert (sleep.duration_ms, sleep.upstream_service_time_ms) == (4.0, 4.0)
+    assert sleep.upstream_cluster == "outbound|8000||httpbin.foo.svc.cluster.local"
+    assert sleep.source_ip == "10.44.1.23"  # DOWNSTREAM_REMOTE_ADDRESS without its port
+    assert sleep.forwarded_for is None
+    assert sleep.route_name == "default"
+    assert sleep.labels == (
+        ("downstream_local_address", "10.0.45.184:8000"),
+        ("upstream_local_address", "10.44.1.23:37652"),
+    )
+    assert httpbin.upstream_cluster == "inbound|8000||"
+    assert dict(httpbin.labels)["requested_server_name"] == "outbound_.8000_._.httpbin.foo.svc.cluster.local"
+
+
+def test_istio_ext_authz_denial(istio: Parser) -> None:
+    e = event(istio, ISTIO_EXT_AUTHZ)
+    assert (e.ts, e.status, e.response_flags) == (1717335327.054, 302, ("UAEX",))
+    assert e.response_code_details == "ext_authz_denied"
+    assert e.upstream_host is None and e.route_name is None
+    assert e.source_ip == "192.168.0.24"
+    assert e.user_agent == "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0"
+
+
+def test_istio_downstream_reset_has_no_status(istio: Parser) -> None:
+    e = event(istio, ISTIO_RESET)
+    assert e.status is None  # RESPONSE_CODE 0
+    assert e.response_code_details == "http2.remote_reset"
+    assert (e.bytes_received, e.bytes_sent, e.duration_ms) == (0, 0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def security() -> Parser:
+    return compile_text_format(SECURITY_FORMAT)
+
+
+SECURITY_LINE = (
+    '[2024-03-01T12:00:00.250+01:00] "POST /v1/invoices HTTP/2" 401 - jwt_authn_access_denied{Jwt_is_expired} '
+    '120 48 3 "5f0c8a36-4f86-4a5e-9d1e-0b7d4f2d9a11" "billing.example.com" [2001:db8::7]:51234 '
+    '"spiffe://cluster.local/ns/edge/sa/client" TLSv1.3 '
+    "3f1d2c8e-jti 7c9e6679-sub org-42 1709290800 1709287200 billing_cluster billing_route acme\n"
+)
+
+
+def test_security_format_with_jwt_claims(security: Parser) -> None:
+    e = event(security, SECURITY_LINE)
+    assert e.ts == 1709290800.25
+    assert (e.method, e.path, e.status) == ("POST", "/v1/invoices", 401)
+    assert e.response_code_details == "jwt_authn_access_denied{Jwt_is_expired}"
+    assert e.source_ip == "2001:db8::7"
+    assert e.peer_identity == "spiffe://cluster.local/ns/edge/sa/client"
+    assert e.tls_version == "TLSv1.3"
+    assert (e.token_jti, e.token_sub, e.token_org) == ("3f1d2c8e-jti", "7c9e6679-sub", "org-42")
+    assert (e.token_exp, e.token_iat) == (1709290800.0, 1709287200.0)
+    assert (e.upstream_cluster, e.route_name) == ("billing_cluster", "billing_route")
+    assert e.labels == (("req.x-tenant", "acme"),)
+
+
+def test_security_format_without_a_token(security: Parser) -> None:
+    line = SECURITY_LINE.replace("3f1d2c8e-jti 7c9e6679-sub org-42 1709290800 1709287200", "- - - - -")
+    e = event(security, line.replace('"spiffe://cluster.local/ns/edge/sa/client"', '"-"'))
+    assert (e.token_jti, e.token_sub, e.token_org, e.token_exp, e.token_iat) == (None,) * 5
+    assert e.peer_identity is None
+
+
+@pytest.mark.parametrize(
+    ("address", "source_ip"),
+    [
+        ("10.44.1.23:46520", "10.44.1.23"),
+        ("[::1]:443", "::1"),
+        ("[2001:db8::7]:51234", "2001:db8::7"),
+        ("/var/run/envoy.sock", "/var/run/envoy.sock"),  # a pipe address has no port
+    ],
+)
+def test_downstream_remote_address_loses_its_port(address: str, source_ip: str) -> None:
+    parser = compile_text_format("[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%")
+    e = event(parser, f"[2016-04-15T20:17:00.310Z] {address} 10.0.0.9:1234")
+    assert e.source_ip == source_ip
+    assert e.labels == (("downstream_direct_remote_address", "10.0.0.9:1234"),)
+
+
+def test_jwt_payload_logged_as_json_object() -> None:
+    parser = compile_text_format(f"[%START_TIME%] %RESPONSE_CODE% %DYNAMIC_METADATA({JWT})% %UPSTREAM_HOST%")
+    payload = (
+        '{"iss":"https://auth.example.com","sub":"user-17","org_id":"org-42","jti":"a1b2",'
+        '"exp":1709290800,"iat":1709287200,"aud":["billing"],"scope":"invoices:write"}'
+    )
+    e = event(parser, f"[2024-03-01T11:00:00Z] 200 {payload} 10.0.2.1:80")
+    assert (e.token_sub, e.token_org, e.token_jti) == ("user-17", "org-42", "a1b2")
+    assert (e.token_exp, e.token_iat) == (1709290800.0, 1709287200.0)
+    assert e.upstream_host == "10.0.2.1:80"
+    assert e.labels == ()
+
+
+def test_jwt_payload_quoted_with_spaces_and_whole_namespace() -> None:
+    parser = compile_text_format(
+        '[%START_TIME%] "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn)%" "%REQ(USER-AGENT)%"'
+    )
+    metadata = '{"jwt_payload": {"sub": "user 17", "org": "org-42", "exp": 1709290800}}'
+    e = event(parser, f'[2024-03-01T11:00:00Z] "{metadata}" "curl/8.4.0"')
+    assert (e.token_sub, e.token_org, e.token_exp) == ("user 17", "org-42", 1709290800.0)
+    assert e.user_agent == "curl/8.4.0"
+
+
+def test_jwt_payload_cut_by_max_length_is_kept_as_a_label() -> None:
+    parser = compile_text_format(f"[%START_TIME%] %DYNAMIC_METADATA({JWT}):20% %RESPONSE_CODE%")
+    e = event(parser, '[2024-03-01T11:00:00Z] {"sub":"user-17","ex 200')
+    assert e.token_sub is None and e.status == 200
+    assert e.labels == ((f"dynamic_metadata.{JWT}", '{"sub":"user-17","ex'),)
+
+
+def test_other_operators_become_labels_named_after_them() -> None:
+    parser = compile_text_format(
+        "[%START_TIME%] %REQ(X-TENANT)% %RESP(CONTENT-TYPE)% %TRAILER(GRPC-STATUS)% %HOSTNAME% "
+        "%ENVIRONMENT(POD_NAME)% %DYNAMIC_METADATA(com.test.my_filter:test_key)% %REQ(X-ENVOY-ORIGINAL-PATH)%"
+    )
+    e = event(parser, "[2016-04-15T20:17:00.310Z] acme application/json 0 gw-7f9 gw-pod-1 foo /orig")
+    assert e.labels == (
+        ("dynamic_metadata.com.test.my_filter:test_key", "foo"),
+        ("environment.pod_name", "gw-pod-1"),
+        ("hostname", "gw-7f9"),
+        ("req.x-envoy-original-path", "/orig"),
+        ("req.x-tenant", "acme"),
+        ("resp.content-type", "application/json"),
+        ("trailer.grpc-status", "0"),
+    )
+
+
+def test_long_response_flags_are_stored_as_short_codes() -> None:
+    parser = compile_text_format("[%START_TIME%] %RESPONSE_FLAGS_LONG%")
+    e = event(parser, "[2016-04-15T20:17:00Z] UpstreamConnectionFailure,UpstreamRetryLimitExceeded,MyCustomFlag")
+    assert e.response_flags == ("UF", "URX", "MyCustomFlag")
+
+
+def test_header_max_length_and_alternatives() -> None:
+    parser = compile_text_format("[%START_TIME%] %REQ(:PATH?X-ENVOY-ORIGINAL-PATH):10% %REQ(HOST)%")
+    e = event(parser, "[2016-04-15T20:17:00Z] /api/v1/lo example.com")
+    assert e.labels == (("req.:path?x-envoy-original-path", "/api/v1/lo"),)
+    assert e.authority == "example.com"
+
+
+def test_percent_literal_and_adjacent_operators() -> None:
+    parser = compile_text_format("[%START_TIME%] 100%% %RESPONSE_CODE%%PROTOCOL% %BYTES_SENT%")
+    e = event(parser, "[2016-04-15T20:17:00Z] 100% 200HTTP/1.1 12")
+    assert (e.status, e.protocol, e.bytes_sent) == (200, "HTTP/1.1", 12)
+    e = event(parser, "[2016-04-15T20:17:00Z] 100% -- 12")
+    assert (e.status, e.protocol) == (None, None)
+
+
+def test_the_same_field_twice_keeps_the_value_that_is_set() -> None:
+    parser = compile_text_format("[%START_TIME%] %REQ(:PATH)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%")
+    assert event(parser, "[2016-04-15T20:17:00Z] /a -").path == "/a"
+    assert event(parser, "[2016-04-15T20:17:00Z] - /b").path == "/b"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "ts"),
+    [
+        ("%START_TIME(%Y/%m/%dT%H:%M:%S%z)%", "2016/04/15T22:17:00+0200", 1460751420.0),
+        ("%START_TIME(%Y/%m/%dT%H:%M:%S%z)%", "2016/04/15T14:47:00-0530", 1460751420.0),
+        ("%START_TIME(%s)%", "1527590590", 1527590590.0),
+        ("%START_TIME(%s.%3f)%", "1527590590.528", 1527590590.528),  # Envoy's doc example
+        ("%START_TIME(%s.%6f)%", "1527590590.528123", 1527590590.528123),
+        ("%START_TIME(%s.%9f)%", "1527590590.528123456", 1527590590.528123456),
+        ("%START_TIME(%Y/%m/%dT%H:%M:%S%z %s)%", "2018/05/29T10:43:10+0000 1527590590", 1527590590.0),
+        ("%START_TIME(%Y-%m-%dT%H:%M:%S.%f%z)%", "2018-05-29T10:43:10.528000000+0000", 1527590590.528),
+        ("%START_TIME(%Y-%m-%dT%H:%M:%E3SZ)%", "2018-05-29T10:43:10.528Z", 1527590590.528),
+        ("%START_TIME(%d/%b/%Y:%H:%M:%S %z)%", "29/May/2018:12:43:10 +0200", 1527590590.0),
+        ("%START_TIME(%F %T)%", "2018-05-29 10:43:10", 1527590590.0),
+    ],
+)
+def test_start_time_with_a_strftime_format(fmt: str, value: str, ts: float) -> None:
+    parser = compile_text_format(f"[{fmt}] %RESPONSE_CODE%")
+    e = event(parser, f"[{value}] 200")
+    assert (e.ts, e.status) == (ts, 200)
+
+
+def test_impossible_start_time_is_an_invalid_value() -> None:
+    parser = compile_text_format("[%START_TIME(%Y/%m/%dT%H:%M:%S)%] %RESPONSE_CODE%")
+    letter = dead(parser, "[2016/13/45T20:17:00] 200")
+    assert letter.reason == "invalid_value"
+    assert "START_TIME" in letter.detail
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        ("[%START_TIME%] %REQ%", "REQ at position 15 needs an argument"),
+        ("[%START_TIME%] %REQ()%", "REQ at position 15 needs an argument"),
+        ("[%START_TIME%] %REQ(A?B?C)%", "REQ(A?B?C) at position 15"),
+        ("[%START_TIME%] %RESPONSE_CODE", "no valid command operator at position 15"),
+        ("[%START_TIME%] 100% done", "no valid command operator at position 18"),
+        ("[%START_TIME%] %response_code%", "no valid command operator at position 15"),
+        ("[%START_TIME(%Q)%] %RESPONSE_CODE%", "unsupported specifier %Q"),
+        ("[%START_TIME(%H:%M:%S)%]", "names no date"),
+        ("%DYNAMIC_METADATA%", "DYNAMIC_METADATA at position 0 needs an argument"),
+        ("plain text only\n", "no command operator"),
+        ("", "no command operator"),
+    ],
+)
+def test_broken_formats_raise_at_compile_time(fmt: str, message: str) -> None:
+    with pytest.raises(ValueError, match="format") as error:
+        compile_text_format(fmt)
+    assert message in str(error.value)
+
+
+def test_unknown_operators_never_break_compilation() -> None:
+    compile_text_format("%START_TIME% %SOME_FUTURE_OPERATOR(arg:x):12% %UPSTREAM_PEER_CERT_V_END(%Y)%")
+
+
+def test_build_gateway_parser_rejects_two_formats() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        build_gateway_parser(format=ENVOY_DEFAULT_FORMAT, json_format={"ts": "%START_TIME%"})
+
+
+def test_build_gateway_parser_honours_max_line_bytes() -> None:
+    parser = build_gateway_parser(ENVOY_DEFAULT_FORMAT, None, 100)
+    assert dead(parser, ENVOY_DOC_LINE).reason == "oversized"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (ENVOY_DOC_LINE[:60], "truncated"),
+        (ENVOY_DOC_LINE[:120], "truncated"),
+        (ENVOY_DOC_LINE[:10], "truncated"),  # inside START_TIME
+        ("ACCESS " + ENVOY_DOC_LINE[:90], "truncated"),
+        ("garbage", "format_mismatch"),
+        ("GET /index.html 200", "format_mismatch"),
+        (ENVOY_DOC_LINE.replace(" 154 0 ", " many 0 "), "format_mismatch"),
+        ('{"start_time": "2016-04-15T20:17:00.310Z"}', "format_mismatch"),
+        (ENVOY_DOC_LINE.rstrip("\n") + " extra", "format_mismatch"),
+        (b"\xff\xfe\xfd", "invalid_utf8"),
+        ("\n", "format_mismatch"),
+    ],
+)
+def test_dead_letters(default: Parser, line: str | bytes, reason: str) -> None:
+    letter = dead(default, line)
+    assert letter.reason == reason
+    assert letter.origin == ORIGIN
+    assert letter.line == (line.encode() if isinstance(line, str) else line)
+
+
+def test_user_agent_with_quotes_falls_back_to_the_lenient_match(default: Parser) -> None:
+    e = event(default, ENVOY_DOC_LINE.replace('"nsq2http"', '"Mozilla/5.0 "quoted" (compatible; x"y)"'))
+    assert e.user_agent == 'Mozilla/5.0 "quoted" (compatible; x"y)'
+    assert e.request_id == "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"
+
+
+def test_quote_storm_in_user_agent_stays_linear(default: Parser) -> None:
+    # Every quote followed by a space would make a backtracking pattern try
+    # each split; the lenient pattern never consumes `" "`, so this fails fast.
+    line = ENVOY_DOC_LINE.replace('"nsq2http"', '"' + '" "' * 2000 + '"')
+    assert dead(default, line).reason == "format_mismatch"
+
+
+# ---- properties -------------------------------------------------------------
+
+_TOKEN = st.text(alphabet=string.ascii_letters + string.digits + "-._~/%?&=:;+!*'()\"", min_size=1, max_size=30)
+_QUOTED = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters='"'), min_size=1, max_size=40
+)
+_IPV4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda parts: ".".join(map(str, parts)))
+_NUMBER = st.one_of(st.just("-"), st.integers(0, 10**12).map(str))
+_FLAGS = st.one_of(
+    st.just("-"),
+    st.lists(st.sampled_from(["UF", "URX", "UH", "RL", "UAEX", "NR", "DC", "XYZ"]), min_size=1, max_size=3).map(
+        ",".join
+    ),
+)
+
+
+@st.composite
+def default_values(draw: st.DrawFn) -> dict[str, str]:
+    moment = draw(st.tuples(
+        st.integers(2000, 2099), st.integers(1, 12), st.integers(1, 28),
+        st.integers(0, 23), st.integers(0, 59), st.integers(0, 59), st.integers(0, 999),
+    ))
+    return {
+        "%START_TIME%": "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.{:03d}Z".format(*moment),
+        "%REQ(:METHOD)%": draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "-"])),
+        "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%": "/" + draw(_TOKEN),
+        "%PROTOCOL%": draw(st.sampled_from(["HTTP/1.1", "HTTP/2", "HTTP/3", "-"])),
+        "%RESPONSE_CODE%": draw(st.one_of(st.just("-"), st.integers(0, 599).map(str))),
+        "%RESPONSE_FLAGS%": draw(_FLAGS),
+        "%BYTES_RECEIVED%": draw(_NUMBER),
+        "%BYTES_SENT%": draw(_NUMBER),
+        "%DURATION%": draw(_NUMBER),
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%": draw(_NUMBER),
+        "%REQ(X-FORWARDED-FOR)%": draw(st.one_of(st.just("-"), st.lists(_IPV4, min_size=1, max_size=3).map(", ".join))),
+        "%REQ(USER-AGENT)%": draw(_QUOTED),
+        "%REQ(X-REQUEST-ID)%": str(draw(st.uuids())),
+        "%REQ(:AUTHORITY)%": draw(st.sampled_from(["billing.example.com", "localhost:8080", "-"])),
+        "%UPSTREAM_HOST%": draw(st.one_of(st.just("-"), _IPV4.map(lambda ip: f"{ip}:8080"))),
+        "_moment": moment,  # type: ignore[dict-item]
+    }
+
+
+def _render(fmt: str, values: dict[str, Any]) -> str:
+    for operator, value in values.items():
+        if operator.startswith("%"):
+            fmt = fmt.replace(operator, value)
+    return fmt
+
+
+def _int(value: str) -> int | None:
+    return None if value == "-" else int(value)
+
+
+def _text(value: str) -> str | None:
+    return None if value == "-" else value
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(default_values(), st.booleans())
+def test_default_format_round_trip(values: dict[str, Any], ambassador: bool) -> None:
+    line = ("ACCESS " if ambassador else "") + _render(ENVOY_DEFAULT_FORMAT, values)
+    e = event(build_gateway_parser(), line)
+    year, month, day, hour, minute, second, millis = values["_moment"]
+    assert e.ts == float(f"{calendar.timegm((year, month, day, hour, minute, second))}.{millis:03d}")
+    assert e.method == _text(values["%REQ(:METHOD)%"])
+    assert e.path == values["%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"]
+    assert e.protocol == _text(values["%PROTOCOL%"])
+    status = _int(values["%RESPONSE_CODE%"])
+    assert e.status == (None if status == 0 else status)
+    flags = values["%RESPONSE_FLAGS%"]
+    assert e.response_flags == (() if flags == "-" else tuple(flags.split(",")))
+    assert e.bytes_received == _int(values["%BYTES_RECEIVED%"])
+    assert e.bytes_sent == _int(values["%BYTES_SENT%"])
+    duration = _int(values["%DURATION%"])
+    assert e.duration_ms == (None if duration is None else float(duration))
+    upstream_time = _int(values["%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"])
+    assert e.upstream_service_time_ms == (None if upstream_time is None else float(upstream_time))
+    xff = _text(values["%REQ(X-FORWARDED-FOR)%"])
+    assert e.forwarded_for == xff
+    assert e.source_ip == (None if xff is None else xff.split(",")[0])
+    assert e.user_agent == _text(values["%REQ(USER-AGENT)%"])
+    assert e.request_id == values["%REQ(X-REQUEST-ID)%"]
+    assert e.authority == _text(values["%REQ(:AUTHORITY)%"])
+    assert e.upstream_host == _text(values["%UPSTREAM_HOST%"])
+    assert e.labels == ()
+
+
+@settings(database=None, max_examples=200, deadline=None)
+@given(
+    st.integers(946684800, 4102444799),
+    st.integers(0, 999),
+    st.one_of(_IPV4.map(lambda ip: (ip, ip)), st.just(("[2001:db8::7]", "2001:db8::7"))),
+    st.integers(1, 65535),
+    st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=20),
+    st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zs"), blacklist_characters='"'), min_size=2),
+    # Realistic (10-digit) exp: normalize reads 8-digit text as an ISO date (19700101)
+    # and numbers above 1e11 as epoch milliseconds.
+    st.integers(10**9, 10**10 - 1),
+)
+def test_custom_format_round_trip(
+    seconds: int, millis: int, address: tuple[str, str], port: int, jti: str, sub: str, exp: int
+) -> None:
+    parser = compile_text_format(
+        f'%START_TIME(%s.%3f)% %DOWNSTREAM_REMOTE_ADDRESS% "%DYNAMIC_METADATA({JWT}:sub)%" '
+        f"%DYNAMIC_METADATA({JWT}:jti)% %DYNAMIC_METADATA({JWT}:exp)%\n"
+    )
+    shown, ip = address
+    e = event(parser, f'{seconds}.{millis:03d} {shown}:{port} "{sub}" {jti} {exp}\n')
+    assert e.ts == float(f"{seconds}.{millis:03d}")
+    assert e.source_ip == ip
+    assert e.token_sub == sub
+    assert e.token_jti == (None if jti == "-" else jti)
+    assert e.token_exp == float(exp)
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(default_values(), st.data())
+def test_every_cut_of_a_line_is_truncated(values: dict[str, Any], data: st.DataObject) -> None:
+    line = _render(ENVOY_DEFAULT_FORMAT, values).rstrip("\n")
+    cut = data.draw(st.integers(1, len(line) - 1))
+    assume(line[:cut].rstrip("\r\n"))
+    assert dead(build_gateway_parser(), line[:cut]).reason == "truncated"
+
+
+_PARSERS = [
+    build_gateway_parser(),
+    compile_text_format(ISTIO_FORMAT),
+    compile_text_format(SECURITY_FORMAT),
+    compile_text_format(f"%START_TIME(%s.%3f)% %DYNAMIC_METADATA({JWT})% %RESPONSE_CODE%%PROTOCOL%"),
+]
+
+
+_DOC_LINE_STARTS = [ENVOY_DOC_LINE[:k] for k in range(len(ENVOY_DOC_LINE))]
+
+
+@settings(database=None, max_examples=500, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=400),
+    st.text(max_size=300).map(str.encode),
+    # a real line's start followed by anything: the partial-match paths
+    st.builds(lambda start, rest: (start + rest).encode(), st.sampled_from(_DOC_LINE_STARTS), st.text(max_size=50)),
+))
+def test_arbitrary_input_never_raises(line: bytes) -> None:
+    for parser in _PARSERS:
+        result = parser(record(line))
+        assert isinstance(result, (Event, DeadLetter))
+        if isinstance(result, DeadLetter):
+            assert result.reason in {
+                "invalid_utf8", "truncated", "oversized", "format_mismatch", "invalid_value", "missing_timestamp",
+            }
+
+
+def test_compiled_pattern_exposes_its_slots() -> None:
+    pattern = compile_text_pattern(ENVOY_DEFAULT_FORMAT)
+    assert [slot.field for slot in pattern.slots] == [
+        "ts", "method", "path", "protocol", "status", "response_flags", "bytes_received", "bytes_sent",
+        "duration_ms", "upstream_service_time_ms", "forwarded_for", "user_agent", "request_id", "authority",
+        "upstream_host",
+    ]
