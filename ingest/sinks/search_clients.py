@@ -1,0 +1,229 @@
+"""Elasticsearch and OpenSearch clients behind the same few calls, with errors in two kinds.
+
+The official ``elasticsearch`` client refuses servers that are not Elasticsearch,
+so OpenSearch gets ``opensearch-py``. Each adapter raises :class:`Unreachable`
+(no answer) or :class:`Refused` (an error status) and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+import re
+from typing import Any, Protocol
+
+import orjson
+
+from gatewatch.errors import ConfigError, StoreError
+
+FLAVORS = ("elasticsearch", "opensearch")
+DETAIL_MAX_CHARS = 4096
+_STORE_SIDE_STATUSES = frozenset({401, 403, 404, 408, 409, 429})
+_STORE_SIDE_ERRORS = frozenset({"cluster_block_exception", "index_closed_exception", "index_not_found_exception"})
+_BULK_FILTER = "errors,items.*.status,items.*.error"
+def is_content_rejection(status: int, error_type: str) -> bool:
+    """True when a bulk item's refusal is about the document itself, so re-sending cannot help."""
+    return 400 <= status < 500 and status not in _STORE_SIDE_STATUSES and error_type not in _STORE_SIDE_ERRORS
+
+
+
+class Unreachable(Exception):
+    """No answer: connection refused or reset, timeout, TLS failure."""
+
+
+class Refused(Exception):
+    """The server answered with an error status."""
+
+    def __init__(self, status: int, error_type: str, reason: str) -> None:
+        super().__init__(f"{status} {error_type}: {reason}"[:DETAIL_MAX_CHARS])
+        self.status = status
+        self.error_type = error_type
+        self.reason = reason
+
+    @property
+    def retryable(self) -> bool:
+        return not is_content_rejection(self.status, self.error_type)
+
+    @property
+    def api_missing(self) -> bool:
+        """The endpoint does not exist here (a plugin or module the distribution lacks)."""
+        return "no handler found" in self.reason or self.status in (405, 410, 501)
+
+
+def error_parts(body: Any) -> tuple[str, str]:
+    error = body.get("error") if isinstance(body, Mapping) else body
+    if isinstance(error, Mapping):
+        return str(error.get("type", "")), str(error.get("reason", error))
+    return "", str(error if error is not None else body)
+
+
+class SearchClient(Protocol):
+    """The calls the sink makes, identical for both flavors; raise ``Unreachable`` / ``Refused``."""
+
+    flavor: str
+
+    def health(self) -> Mapping[str, Any]: ...
+    def bulk(self, body: bytes) -> Mapping[str, Any]: ...
+    def put_index_template(self, name: str, body: Mapping[str, Any]) -> None: ...
+    def put_retention_policy(self, name: str, days: int, patterns: list[str]) -> None: ...
+    def list_indices(self, pattern: str) -> list[str]: ...
+    def delete_indices(self, names: Sequence[str]) -> None: ...
+    def refresh(self, pattern: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class _ElasticsearchClient:
+    flavor = "elasticsearch"
+
+    def __init__(self, url: str, timeout_secs: float) -> None:
+        from elasticsearch import Elasticsearch
+        from elasticsearch.serializer import OrjsonSerializer
+
+        self._es = Elasticsearch(
+            url, request_timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=OrjsonSerializer()
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        from elastic_transport import TransportError
+        from elasticsearch import ApiError, UnsupportedProductError
+
+        try:
+            yield
+        except UnsupportedProductError as error:
+            raise StoreError(f"not an Elasticsearch server (use opensearch:URL for OpenSearch): {error}") from None
+        except ApiError as error:
+            raise Refused(error.meta.status, *error_parts(error.body)) from None
+        except TransportError as error:
+            raise Unreachable(str(error)) from None
+
+    def health(self) -> Mapping[str, Any]:
+        with self._errors():
+            return self._es.cluster.health().body
+
+    def bulk(self, body: bytes) -> Mapping[str, Any]:
+        with self._errors():  # bytes go out as they are: no second serialization
+            return self._es.bulk(operations=body, filter_path=_BULK_FILTER).body
+
+    def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
+        with self._errors():
+            self._es.indices.put_index_template(name=name, body=dict(body))
+
+    def put_retention_policy(self, name: str, days: int, patterns: list[str]) -> None:
+        # ILM: attached by the templates' index.lifecycle.name (patterns unused)
+        phases = {"hot": {"actions": {}}, "delete": {"min_age": f"{days}d", "actions": {"delete": {}}}}
+        with self._errors():
+            self._es.ilm.put_lifecycle(name=name, policy={"phases": phases})
+
+    def list_indices(self, pattern: str) -> list[str]:
+        with self._errors():
+            rows = self._es.cat.indices(index=pattern, h="index", format="json", expand_wildcards="open,closed")
+        return [row["index"] for row in rows.body]
+
+    def delete_indices(self, names: Sequence[str]) -> None:
+        with self._errors():
+            self._es.indices.delete(index=",".join(names), ignore_unavailable=True)
+
+    def refresh(self, pattern: str) -> None:
+        with self._errors():
+            self._es.indices.refresh(index=pattern)
+
+    def close(self) -> None:
+        self._es.close()
+
+
+class _OpenSearchClient:
+    flavor = "opensearch"
+
+    def __init__(self, url: str, timeout_secs: float) -> None:
+        from opensearchpy import OpenSearch
+        from opensearchpy.serializer import JSONSerializer
+
+        class _OrjsonLoads(JSONSerializer):  # responses of thousands of bulk items: parse fast
+            def loads(self, s: str) -> Any:
+                return orjson.loads(s)
+
+        self._os = OpenSearch(
+            hosts=[url], timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=_OrjsonLoads()
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        from opensearchpy.exceptions import ConnectionError as OSConnectionError
+        from opensearchpy.exceptions import TransportError
+
+        try:
+            yield
+        except OSConnectionError as error:
+            raise Unreachable(str(error)) from None
+        except TransportError as error:
+            status = error.status_code if isinstance(error.status_code, int) else 0
+            error_type, reason = error_parts(error.info)
+            raise Refused(status, error_type or str(error.error), reason) from None
+
+    def health(self) -> Mapping[str, Any]:
+        with self._errors():
+            return self._os.cluster.health()
+
+    def bulk(self, body: bytes) -> Mapping[str, Any]:
+        with self._errors():
+            return self._os.bulk(body=body, params={"filter_path": _BULK_FILTER})
+
+    def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
+        with self._errors():
+            self._os.indices.put_index_template(name=name, body=dict(body))
+
+    def put_retention_policy(self, name: str, days: int, patterns: list[str]) -> None:
+        # ISM: attached to new indices matching the policy's own ism_template
+        ism = self._os.plugins.index_management
+        hot = {"name": "hot", "actions": [],
+               "transitions": [{"state_name": "delete", "conditions": {"min_index_age": f"{days}d"}}]}
+        policy = {"policy": {
+            "description": f"gatewatch: delete indices {days} days after creation",
+            "default_state": "hot",
+            "states": [hot, {"name": "delete", "actions": [{"delete": {}}], "transitions": []}],
+            "ism_template": [{"index_patterns": patterns, "priority": 100}],
+        }}
+        params: dict[str, Any] = {}
+        try:
+            with self._errors():
+                current = ism.get_policy(policy=name)
+            # Replacing an ISM policy needs the version just read (optimistic concurrency).
+            params = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
+        except Refused as error:
+            if error.status != 404 or error.api_missing:
+                raise
+        with self._errors():
+            ism.put_policy(policy=name, body=policy, params=params)
+
+    def list_indices(self, pattern: str) -> list[str]:
+        with self._errors():
+            rows = self._os.cat.indices(index=pattern, params={"h": "index", "format": "json",
+                                                                "expand_wildcards": "open,closed"})
+        return [row["index"] for row in rows]
+
+    def delete_indices(self, names: Sequence[str]) -> None:
+        with self._errors():
+            self._os.indices.delete(index=",".join(names), params={"ignore_unavailable": "true"})
+
+    def refresh(self, pattern: str) -> None:
+        with self._errors():
+            self._os.indices.refresh(index=pattern)
+
+    def close(self) -> None:
+        self._os.close()
+
+
+def make_client(flavor: str, url: str, timeout_secs: float = 30.0) -> SearchClient:
+    """The client adapter for ``flavor`` (``elasticsearch`` or ``opensearch``); connects lazily."""
+    if not re.match(r"^https?://[^/:]+", url):
+        example = f"{flavor}:http://127.0.0.1:9200"
+        raise ConfigError(f"store.url: {flavor}:{url} needs an http:// or https:// URL, e.g. {example}")
+    if flavor == "elasticsearch":
+        return _ElasticsearchClient(url, timeout_secs)
+    if flavor == "opensearch":
+        return _OpenSearchClient(url, timeout_secs)
+    raise ConfigError(f"store kind {flavor!r} is not one of {', '.join(FLAVORS)}")
+
+
+# -- the sink ---------------------------------------------------------------------------------

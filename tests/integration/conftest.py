@@ -1,0 +1,53 @@
+"""Real servers for integration tests: Kafka, Elasticsearch and OpenSearch on loopback.
+
+The README's test command starts them with ``services/up.sh`` and exports their
+addresses (``.cache/run/services.env``). Run alone, these fixtures start what is
+missing the same way. They never fall back to a mock: if a server cannot be
+started, the tests that need it fail with the script's message.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ENV_FILE = REPO / ".cache" / "run" / "services.env"
+
+
+def _service_address(variable: str, service: str) -> str:
+    if variable in os.environ:
+        return os.environ[variable]
+    result = subprocess.run([str(REPO / "services" / "up.sh"), service], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"services/up.sh {service} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    for line in ENV_FILE.read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name == variable:
+            os.environ[variable] = value
+            return value
+    pytest.fail(f"services/up.sh {service} did not write {variable} to {ENV_FILE}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return _service_address("GW_KAFKA_BOOTSTRAP", "kafka")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> str:
+    return _service_address("GW_ELASTICSEARCH_URL", "elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    return _service_address("GW_OPENSEARCH_URL", "opensearch")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
