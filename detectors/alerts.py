@@ -101,7 +101,6 @@ class AlertBook:
             alert = replace(
                 current,
                 severity=severity,
-                first_seen=min(current.first_seen, finding.ts),
                 last_seen=max(current.last_seen, finding.ts),
                 count=current.count + 1,
                 request_ids=evidence,

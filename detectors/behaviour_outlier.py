@@ -29,7 +29,6 @@ the median and a per-feature floor, so one 5xx on an all-zero feature is not
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import numpy as np

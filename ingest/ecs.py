@@ -9,6 +9,7 @@ these documents; a test checks documents built here against them.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from ingest.records import DeadLetter, Event, Transaction
@@ -71,8 +72,15 @@ EVENT_FIELDS: dict[str, str] = {
 
 def iso(ts: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds and a ``Z``."""
-    moment = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    milliseconds = round(ts * 1000)
+    seconds, fraction = divmod(milliseconds, 1000)
+    return f"{_iso_second(seconds)}.{fraction:03d}Z"
+
+
+@lru_cache(maxsize=8192)
+def _iso_second(seconds: int) -> str:
+    # Formatting dominates document building; consecutive records share their second.
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def event_document(event: Event) -> dict[str, Any]:

@@ -8,6 +8,7 @@ a new log format is one new parser and never a second copy of these rules.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -28,6 +29,8 @@ def parse_timestamp(value: Any) -> float:
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
+        if not math.isfinite(seconds):
+            raise InvalidValueError(f"timestamp {value!r} is not finite")
         return seconds / 1000.0 if seconds > 1e11 else seconds
     if not isinstance(value, str):
         raise InvalidValueError(f"timestamp {value!r} is not text or a number")
@@ -36,16 +39,21 @@ def parse_timestamp(value: Any) -> float:
 
 @lru_cache(maxsize=4096)
 def _parse_iso(text: str) -> float:
+    # All digits is an epoch number, not a compact ISO date ("14640601" is not 1464-06-01).
+    if text.isdigit() or _looks_decimal(text):
+        return parse_timestamp(float(text))
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        try:
-            return parse_timestamp(float(text))
-        except ValueError:
-            raise InvalidValueError(f"timestamp {text!r} is not ISO 8601") from None
+        raise InvalidValueError(f"timestamp {text!r} is not ISO 8601 or epoch seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
+
+
+def _looks_decimal(text: str) -> bool:
+    whole, dot, fraction = text.partition(".")
+    return bool(dot) and whole.isdigit() and fraction.isdigit()
 
 
 def _to_int(value: Any) -> int:
@@ -53,6 +61,10 @@ def _to_int(value: Any) -> int:
         raise InvalidValueError(f"{value!r} is not a number")
     if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidValueError(f"{value!r} is not a whole number")
+        return int(value)
     try:
         return int(value)
     except (TypeError, ValueError):
