@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=30.0, help="minutes of traffic to generate")
     demo.add_argument("--rate", type=float, default=50.0, help="requests per second")
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--format", choices=("text", "json", "default"), default="text", help="gateway log format")
+    demo.add_argument("--format", choices=("text", "json", "json_strings", "default"), default="text", help="gateway log format")
     demo.set_defaults(run=_run_demo)
 
     serve = commands.add_parser("serve", help="consume Kafka, store and detect until stopped")

@@ -106,6 +106,7 @@ def _to_epoch(value: Any) -> float:
     return parse_timestamp(value)
 
 
+# Fields that are not plain text, and how to read them; every other Event field is text.
 _COERCE: dict[str, Callable[[Any], Any]] = {
     "status": _to_int,
     "bytes_received": _to_int,
@@ -116,9 +117,7 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
     "token_iat": _to_epoch,
     "response_flags": _to_flags,
 }
-_EVENT_FIELDS = frozenset(Event.__slots__) - {"id", "dataset", "ts", "origin", "labels"}
-for _name in _EVENT_FIELDS - _COERCE.keys():
-    _COERCE[_name] = _to_str
+_TEXT_FIELDS = frozenset(Event.__slots__) - {"id", "dataset", "ts", "origin", "labels"} - _COERCE.keys()
 
 
 def normalize(fields: dict[str, Any], origin: Origin, raw: bytes) -> Event | DeadLetter:
@@ -139,12 +138,13 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes) -> Event | Dea
     for name, value in fields.items():
         if value is None:
             continue
-        coerce = _COERCE.get(name)
         try:
-            if coerce is None:
-                labels.append((name, _to_str(value)))
-            else:
+            if name in _TEXT_FIELDS:
+                values[name] = value if type(value) is str else _to_str(value)
+            elif (coerce := _COERCE.get(name)) is not None:
                 values[name] = coerce(value)
+            else:
+                labels.append((name, _to_str(value)))
         except InvalidValueError as error:
             return DeadLetter(origin, "invalid_value", f"{name}: {error}", raw)
     if origin.dataset is Dataset.GATEWAY:

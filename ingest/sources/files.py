@@ -23,10 +23,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def open_log(path: Path) -> BinaryIO:
     """Open ``path`` for binary reading, gunzipping it if it is gzip (by content, not name)."""
     try:
-        handle = path.open("rb")
-        if handle.peek(2)[:2] == _GZIP_MAGIC:  # type: ignore[attr-defined]
-            return gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
-        return handle
+        with path.open("rb") as probe:
+            compressed = probe.read(2) == _GZIP_MAGIC
+        return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
     except OSError as error:
         raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
 
