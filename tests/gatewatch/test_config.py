@@ -1,0 +1,59 @@
+"""The config model: defaults, validation messages that name the key, and the shipped schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatewatch.config import load_config, parse_config
+from gatewatch.errors import ConfigError
+from gatewatch.schema import config_schema_text
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.json"
+
+
+def test_every_key_has_a_default() -> None:
+    config = parse_config({})
+    assert config.correlate.join_window_secs == 30.0
+    assert config.alerts.suppression_window_secs == 600.0
+    assert config.trust.allowlist_paths == ["/healthz", "/readyz", "/livez", "/metrics"]
+    assert config.detectors.http_4xx_burst.min_errors == 30
+    assert config.detectors.token_expired_accepted.skew_allowance_secs == 30.0
+
+
+def test_the_shipped_schema_matches_the_model() -> None:
+    assert SCHEMA_FILE.read_text() == config_schema_text(), "run: gatewatch schema > schemas/config.schema.json"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"detectors": {"http_5xx_burst": {"min_errors": "lots"}}}, "detectors.http_5xx_burst.min_errors"),
+        ({"trust": {"gateway_networks": ["10.0.0.0/33"]}}, "trust.gateway_networks"),
+        ({"correlate": {"join_window_secs": -1}}, "correlate.join_window_secs"),
+        ({"gatway": {}}, "gatway: unknown key"),
+        ({"detectors": {"no_such_rule": {}}}, "detectors.no_such_rule: unknown key"),
+        ({"gateway": {"format": "%START_TIME%", "json_format": {"t": "%START_TIME%"}}}, "not both"),
+    ],
+)
+def test_invalid_values_name_the_dotted_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert message in str(caught.value)
+
+
+def test_revocation_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    config_file = tmp_path / "conf" / "gw.yaml"
+    config_file.write_text("tokens:\n  revoked: lists/revoked.csv\n")
+    assert load_config(config_file).tokens.revoked == tmp_path / "conf" / "lists" / "revoked.csv"
+
+
+def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(listy)

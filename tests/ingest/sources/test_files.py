@@ -1,0 +1,50 @@
+"""Files source: plain and gzip, line numbers as origins, oversized lines kept bounded."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from gatewatch.errors import SourceError
+from ingest.records import Dataset
+from ingest.sources.files import read_lines
+from ingest.sources.revocations import load_revocations
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_lines_and_origins(tmp_path: Path, compress: bool) -> None:
+    data = b"first\r\nsecond\n\nlast-without-newline"
+    path = tmp_path / "a.log"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    records = list(read_lines(path, Dataset.APP, max_line_bytes=100))
+    assert [r.line for r in records] == [b"first", b"second", b"", b"last-without-newline"]
+    assert [r.origin.offset for r in records] == [1, 2, 3, 4]
+    assert {r.origin.stream for r in records} == {str(path)}
+
+
+def test_oversized_line_is_cut_to_its_head_and_the_next_line_survives(tmp_path: Path) -> None:
+    path = tmp_path / "big.log"
+    path.write_bytes(b"x" * 5_000_000 + b"\nnext\n")
+    first, second = read_lines(path, Dataset.GATEWAY, max_line_bytes=1000)
+    assert len(first.line) == 1001 and second.line == b"next" and second.origin.offset == 2
+
+
+def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot open log file"):
+        list(read_lines(tmp_path / "nope.log", Dataset.APP, 100))
+
+
+def test_revocation_list(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.csv"
+    path.write_text("jti,revoked_at\nj1,2026-01-01T00:00:00Z\nj2,1767225700\nj1,2026-01-01T00:01:00Z\n")
+    assert load_revocations(path) == {"j1": 1_767_225_600.0, "j2": 1_767_225_700.0}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,when\nj1,x\n")
+    with pytest.raises(SourceError, match="jti,revoked_at"):
+        load_revocations(bad)
+    worse = tmp_path / "worse.csv"
+    worse.write_text("jti,revoked_at\nj1,yesterday\n")
+    with pytest.raises(SourceError, match=":2: revoked_at"):
+        load_revocations(worse)
