@@ -46,6 +46,7 @@ class RunStats:
     dead_letters: int = 0
     transactions: int = 0
     late_events: int = 0
+    redelivered: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     detector_errors: dict[str, int] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ class Pipeline:
         self.order = EventOrder(config.correlate.allowed_lateness_secs)
         self.correlator = Correlator(config.correlate.join_window_secs)
         self.stats = RunStats()
+        self.stream_offsets: dict[str, int] = {}  # highest offset ordered, per input
         self._tick: float | None = None
         self._batch = Batch()
 
@@ -100,25 +102,50 @@ class Pipeline:
         parsers = self._parsers
         batch = self._batch
         stats = self.stats
-        order = self.order
+        events: list[Event] = []
         for record in records:
             stats.records_in += 1
             result = parsers[record.origin.dataset](record)
             if type(result) is Event:
-                batch.events.append(result)
-                if not order.add(record.origin.stream, result):
-                    self._process_event(result)
+                events.append(result)
             else:
                 batch.dead_letters.append(result)
                 reasons = stats.dead_letter_reasons
                 reasons[result.reason] = reasons.get(result.reason, 0) + 1
+        batch.events.extend(events)
+        self.order_events(events)
+
+    def order_events(self, events: Iterable[Event]) -> None:
+        """Queue parsed events (each input's in offset order) for event-time processing.
+
+        An event at or below the highest offset already seen on its input is a
+        re-delivery (a restarted producer re-sending) and is skipped, so state
+        is never fed the same record twice.
+        """
+        order = self.order
+        offsets = self.stream_offsets
+        for event in events:
+            stream, offset = event.origin.stream, event.origin.offset
+            if offset <= offsets.get(stream, -1):
+                self.stats.redelivered += 1
+                continue
+            offsets[stream] = offset
+            if not order.add(stream, event):
+                self._process_event(event)
 
     # -- processing -----------------------------------------------------------
 
     def process(self) -> None:
-        """Move every event the watermark releases through correlation and detection."""
+        """Move every event the watermark releases through correlation and detection.
+
+        Event time then advances to the watermark even without events, so
+        requests close and windows end on a quiet stream too.
+        """
         for event in self.order.release():
             self._process_event(event)
+        watermark = self.order.watermark
+        if self._tick is not None and watermark != float("inf") and watermark >= self._tick + 1:
+            self._advance_to(math.floor(watermark))
 
     def finish(self) -> None:
         """End of input: release and close everything, then let every window end."""
@@ -145,14 +172,21 @@ class Pipeline:
         covers, it lets a restarted process continue exactly where this one was.
         """
         return pickle.dumps(
-            (self.order, self.correlator, self.detectors.detectors, self.detectors.alert_book, self._tick),
+            (
+                self.order,
+                self.correlator,
+                self.detectors.detectors,
+                self.detectors.alert_book,
+                self._tick,
+                self.stream_offsets,
+            ),
             protocol=pickle.HIGHEST_PROTOCOL,
         )
 
     def restore(self, snapshot: bytes) -> None:
         """Continue from a :meth:`snapshot` taken by a pipeline with the same config."""
-        order, correlator, detectors, alert_book, tick = pickle.loads(snapshot)  # noqa: S301 (our own topic)
-        self.order, self.correlator, self._tick = order, correlator, tick
+        order, correlator, detectors, alert_book, tick, offsets = pickle.loads(snapshot)  # noqa: S301 (own topic)
+        self.order, self.correlator, self._tick, self.stream_offsets = order, correlator, tick, offsets
         self.detectors.detectors, self.detectors.alert_book = detectors, alert_book
 
     def pending_origins(self) -> Iterable[Origin]:
