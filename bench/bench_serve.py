@@ -1,0 +1,275 @@
+"""How fast does ``gatewatch serve`` consume, next to a bare kafka-python consumer?
+
+    services/up.sh kafka
+    PYTHONPATH=. .venv/bin/python bench/bench_serve.py --requests 100000
+
+Produces ``--requests`` requests (one gateway line + one app line each, both
+JSON, keyed by request id) to two fresh 4-partition topics, then measures on
+the same records:
+
+1. bare: a tuned kafka-python consumer (the settings serve uses) reading every
+   record and ``orjson.loads``-ing its value;
+2. serve: ``gatewatch serve --store none`` as a subprocess, timed from its
+   first received record to its last (read from /metrics), plus its
+   checkpoint size and time;
+3. restart: ``kill -9`` halfway through a second group's run, then the time
+   until the restarted process resumed from its checkpoint and caught up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gatewatch.demo.render import DEMO_JSON_FORMAT, JWT_JTI, JWT_ORG, JWT_SUB, render_json  # noqa: E402
+from ingest.sources.kafka import consumer_settings  # noqa: E402
+
+T0 = 1772442000.0  # 2026-03-02T09:00:00Z
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def traffic(requests: int, rate_per_sec: float) -> list[tuple[str, bytes, bytes]]:
+    """(side, key, value) in time order: one gateway and one app record per request."""
+    out: list[tuple[str, bytes, bytes]] = []
+    for i in range(requests):
+        ts = T0 + i / rate_per_sec
+        rid = f"{uuid.UUID(int=i * 7919 + 1)}"
+        status = 503 if i % 97 == 0 else 200
+        org = f"org-{i % 13}"
+        gw = {
+            "START_TIME": iso(ts), "REQ(:METHOD)": "GET", "REQ(X-ENVOY-ORIGINAL-PATH?:PATH)": f"/v1/invoices/{i}",
+            "PROTOCOL": "HTTP/1.1", "RESPONSE_CODE": status, "RESPONSE_FLAGS": "-", "BYTES_RECEIVED": 0,
+            "BYTES_SENT": 512, "DURATION": 12, "RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)": 10,
+            "REQ(X-FORWARDED-FOR)": f"203.0.113.{i % 250}", "REQ(USER-AGENT)": "billing-sdk-go/1.14.0",
+            "REQ(X-REQUEST-ID)": rid, "REQ(:AUTHORITY)": "api.billing.example", "UPSTREAM_HOST": "10.1.0.20:8080",
+            "UPSTREAM_CLUSTER": "cluster_billing_default", "ROUTE_NAME": "invoices",
+            "DOWNSTREAM_REMOTE_ADDRESS": f"203.0.113.{i % 250}:5{i % 1000:04d}",
+            JWT_JTI: f"jti-{i % 5000}", JWT_SUB: f"user-{i % 5000}", JWT_ORG: org,
+        }  # fmt: skip
+        app = {
+            "ts": iso(ts + 0.004), "level": "info", "msg": "invoice fetched", "request_id": rid, "method": "GET",
+            "path": f"/v1/invoices/{i}", "status": status, "latency_ms": 9.5, "user_id": f"user-{i % 5000}",
+            "org_id": org, "action": "invoice.read", "outcome": "success",
+            "peer": {"ip": "10.0.0.10", "spiffe_id": "spiffe://billing.example/ns/edge/sa/ambassador"},
+            "token": {"jti": f"jti-{i % 5000}", "sub": f"user-{i % 5000}", "org": org},
+        }  # fmt: skip
+        out.append(("gateway", rid.encode(), render_json(gw, DEMO_JSON_FORMAT)))
+        out.append(("app", rid.encode(), orjson.dumps(app)))
+    return out
+
+
+def produce(bootstrap: str, topics: dict[str, str], records: list[tuple[str, bytes, bytes]]) -> float:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({t: {"num_partitions": 4} for t in topics.values()}, wait_for_metadata=True)
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20, compression_type=None)
+    started = time.perf_counter()
+    for side, key, value in records:
+        producer.send(topics[side], key=key, value=value)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - started
+
+
+class _Kafka:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap_servers = [bootstrap]
+        self.security: dict[str, str] = {}
+
+
+def bare_consume(bootstrap: str, topics: dict[str, str], total: int) -> float:
+    consumer = KafkaConsumer(group_id=None, **consumer_settings(_Kafka(bootstrap)))
+    partitions = [TopicPartition(t, p) for t in topics.values() for p in range(4)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    seen = 0
+    started = None
+    while seen < total:
+        for messages in consumer.poll(timeout_ms=1000).values():
+            if started is None:
+                started = time.perf_counter()
+            for message in messages:
+                orjson.loads(message.value)
+            seen += len(messages)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def start_serve(config_path: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config_path), "--store", "none",
+         "--listen", f"127.0.0.1:{port}"],
+        cwd=REPO, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def write_config(directory: Path, bootstrap: str, topics: dict[str, str], group: str) -> Path:
+    path = directory / f"{group}.yaml"
+    config = {
+        "gateway": {"json_format": DEMO_JSON_FORMAT},
+        "trust": {"gateway_networks": ["10.0.0.0/24"]},
+        "kafka": {"bootstrap_servers": [bootstrap], "group_id": group,
+                  "topics": {"gateway": topics["gateway"], "app": topics["app"], "alerts": f"{group}-alerts"}},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_serve(directory: Path, bootstrap: str, topics: dict[str, str], total: int) -> dict[str, float]:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    launched = time.perf_counter()
+    proc = start_serve(write_config(directory, bootstrap, topics, group), port, directory / f"{group}.log")
+    first = last = None
+    received = 0.0
+    try:
+        while received < total:
+            text = scrape(port)
+            received = metric(text, "component_received_events_total")
+            now = time.perf_counter()
+            if received and first is None:
+                first = now
+            if proc.poll() is not None:
+                raise SystemExit(f"serve exited: {(directory / f'{group}.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        last = time.perf_counter()
+        time.sleep(CHECKPOINT_WAIT_SECS)
+        text = scrape(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert first is not None
+    return {
+        "startup_secs": first - launched,
+        "consume_secs": last - first,
+        "checkpoint_bytes": metric(text, "gatewatch_checkpoint_bytes"),
+        "checkpoint_secs": metric(text, "gatewatch_checkpoint_duration_seconds_sum")
+        / max(1.0, metric(text, "gatewatch_checkpoint_duration_seconds_count")),
+        "checkpoints": metric(text, "gatewatch_checkpoint_duration_seconds_count"),
+    }
+
+
+CHECKPOINT_WAIT_SECS = 6.0
+
+
+def run_restart(directory: Path, bootstrap: str, topics: dict[str, str], total: int) -> dict[str, float]:
+    """kill -9 once a checkpoint covers part of the input; time the restart."""
+    group = f"bench-kill-{uuid.uuid4().hex[:8]}"
+    config_path = write_config(directory, bootstrap, topics, group)
+    port = free_port()
+    proc = start_serve(config_path, port, directory / f"{group}-1.log")
+    try:
+        while metric(scrape(port), "gatewatch_checkpoint_duration_seconds_count") < 1:
+            time.sleep(0.05)
+        received_before = metric(scrape(port), "component_received_events_total")
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = time.perf_counter()
+    log2 = directory / f"{group}-2.log"
+    proc = start_serve(config_path, port, log2)
+    resumed = caught_up = None
+    remaining = total
+    try:
+        while caught_up is None:
+            text = scrape(port)
+            if resumed is None:
+                match = re.search(r"event=resumed how=checkpoint .*offsets=(\S+)", log2.read_text())
+                if match:
+                    resumed = time.perf_counter()
+                    remaining = total - sum(int(item.rsplit("@", 1)[1]) for item in match.group(1).split(","))
+            if resumed is not None and metric(text, "component_received_events_total") >= remaining:
+                caught_up = time.perf_counter()
+            if proc.poll() is not None:
+                raise SystemExit(f"serve exited: {log2.read_text()[-2000:]}")
+            time.sleep(0.05)
+        loaded = re.search(r"event=checkpoint_loaded .*bytes=(\d+) .*read_secs=(\S+)", log2.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return {
+        "received_before_kill": received_before,
+        "restart_to_resumed_secs": (resumed or killed) - killed,
+        "restart_to_caught_up_secs": caught_up - killed,
+        "checkpoint_read_secs": float(loaded.group(2)) if loaded else float("nan"),
+        "checkpoint_state_bytes": float(loaded.group(1)) if loaded else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default=os.environ.get("GW_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    parser.add_argument("--requests", type=int, default=100_000, help="requests (2 records each)")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second of event time")
+    parser.add_argument("--skip-restart", action="store_true")
+    args = parser.parse_args()
+
+    run = uuid.uuid4().hex[:8]
+    topics = {"gateway": f"bench-{run}-gateway", "app": f"bench-{run}-app"}
+    records = traffic(args.requests, args.rate)
+    total = len(records)
+    size = sum(len(v) for _, _, v in records)
+    produce_secs = produce(args.bootstrap, topics, records)
+    print(f"records {total:,} ({size / total:.0f} B avg, {size / 2**20:.1f} MiB) produced in {produce_secs:.1f}s")
+
+    bare_secs = bare_consume(args.bootstrap, topics, total)
+    with tempfile.TemporaryDirectory() as tmp:
+        serve = run_serve(Path(tmp), args.bootstrap, topics, total)
+        restart = None if args.skip_restart else run_restart(Path(tmp), args.bootstrap, topics, total)
+    serve_secs = serve["consume_secs"]
+    print(f"{'':34}{'seconds':>10}{'records/s':>12}")
+    print(f"{'bare kafka-python + orjson.loads':34}{bare_secs:10.2f}{total / bare_secs:12,.0f}")
+    print(f"{'gatewatch serve --store none':34}{serve_secs:10.2f}{total / serve_secs:12,.0f}"
+          f"   ({bare_secs / serve_secs:.0%} of bare)")  # fmt: skip
+    print(f"serve startup (launch to first record) {serve['startup_secs']:.2f}s")
+    print(f"checkpoint: state {serve['checkpoint_bytes'] / 1024:,.0f} KiB (last), "
+          f"{serve['checkpoint_secs'] * 1000:.0f} ms mean over {serve['checkpoints']:.0f} saves")  # fmt: skip
+    if restart:
+        print(f"kill -9 after {restart['received_before_kill']:,.0f} records: resumed from checkpoint "
+              f"{restart['restart_to_resumed_secs']:.2f}s after the kill (checkpoint read "
+              f"{restart['checkpoint_read_secs']:.2f}s, {restart['checkpoint_state_bytes'] / 1024:,.0f} KiB), "
+              f"caught up {restart['restart_to_caught_up_secs']:.2f}s after")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Durable checkpoints of the pipeline's event-time state, in a compacted Kafka topic.
+
+A checkpoint pairs ``Pipeline.snapshot()`` (reorder buffer, open requests,
+detector windows, alert book) with the input offsets it covers — the Flink /
+Bytewax shape. The serve loop saves one, *then* commits the same offsets to
+the consumer group; a restarted process with the same assignment restores the
+state and seeks to those offsets, so it re-reads only what came after.
+
+Topic ``<group_id>-checkpoints``: one partition, ``cleanup.policy=compact``,
+``retention.ms=-1``, ``max.message.bytes`` 64 MiB. The key is the group id
+and a stable hash of the assignment (sorted ``topic/partition`` list), so each
+assignment keeps its own latest checkpoint and compaction drops the older ones.
+
+Large snapshots are split into chunks. A checkpoint is written as::
+
+    <key>/<slot>/<i>   chunk i: 16-byte checkpoint id + a slice of the state
+    <key>              manifest (JSON): id, slot, chunk count, sha256, offsets, ...
+
+The chunks go to the slot ("a" or "b") the current manifest does *not* name,
+and the manifest is written last: a process killed halfway leaves the previous
+checkpoint whole. ``load`` reads the topic from the beginning to its end; the
+last value of each key wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from gatewatch.errors import SourceError
+
+__all__ = ["Checkpoint", "CheckpointStore", "assignment_key", "config_digest", "ensure_topic"]
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHUNK_BYTES = 16 * 1024 * 1024  # well under MAX_MESSAGE_BYTES: headroom for key, headers, batch overhead
+_ID_BYTES = 16
+_FORMAT_VERSION = 1
+_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The pipeline state and the offsets it covers, for one assignment."""
+
+    assignment: tuple[str, ...]  # sorted "topic/partition" streams
+    offsets: dict[str, int]  # stream -> next offset to read (last consumed + 1)
+    snapshot: bytes  # Pipeline.snapshot()
+    created_at: float  # Unix seconds
+    config_digest: str = ""  # config_digest() of the pipeline that took it
+
+
+def assignment_key(group_id: str, assignment: tuple[str, ...] | list[str]) -> str:
+    """``<group_id>/<hash of the sorted assignment>``: the same partitions always give the same key."""
+    digest = hashlib.sha256("\n".join(sorted(assignment)).encode()).hexdigest()[:20]
+    return f"{group_id}/{digest}"
+
+
+def config_digest(config: Any) -> str:
+    """A hash of every config section the pipeline's state depends on (and the revocation list's content).
+
+    A snapshot holds detectors built from their config; restoring one under a
+    different config would silently keep the old settings, so it is refused.
+    """
+    sections = config.model_dump(mode="json", include={"gateway", "app", "trust", "tokens", "correlate", "alerts"})
+    sections["detectors"] = config.detectors.model_dump(mode="json")
+    digest = hashlib.sha256(orjson.dumps(sections, option=orjson.OPT_SORT_KEYS))
+    revoked = config.tokens.revoked
+    if revoked is not None:
+        try:
+            digest.update(revoked.read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()[:32]
+
+
+def ensure_topic(kafka: Any, topic: str, partitions: int = -1, configs: dict[str, str] | None = None) -> bool:
+    """Create ``topic`` unless it exists (-1 partitions: the broker's default); True if it was created."""
+    admin = KafkaAdminClient(
+        client_id=f"gatewatch-{kafka.group_id}-admin",
+        bootstrap_servers=list(kafka.bootstrap_servers),
+        **dict(kafka.security),
+    )
+    try:
+        if topic in admin.list_topics():
+            return False
+        admin.create_topics(
+            {topic: {"num_partitions": partitions, "configs": configs or {}}},
+            timeout_ms=_TIMEOUT_MS,
+            wait_for_metadata=True,
+        )
+        log.info("event=topic_created topic=%s partitions=%s", topic, partitions if partitions > 0 else "default")
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+
+
+class CheckpointStore:
+    """Saves and loads checkpoints in ``<group_id>-checkpoints``; creates the topic if it is missing."""
+
+    def __init__(self, kafka: Any, compress: bool = True) -> None:
+        self.group_id: str = kafka.group_id
+        self.topic = f"{kafka.group_id}-checkpoints"
+        self._kafka = kafka
+        self._compress = compress
+        self._slots: dict[str, str] = {}  # key -> slot of its current manifest
+        common = {"bootstrap_servers": list(kafka.bootstrap_servers), **dict(kafka.security)}
+        self._common = common
+        try:
+            self._ensure_topic()
+            self._producer = KafkaProducer(
+                client_id=f"gatewatch-{self.group_id}-checkpoints",
+                max_request_size=MAX_MESSAGE_BYTES,
+                acks="all",
+                linger_ms=0,
+                **common,
+            )
+        except KafkaError as error:
+            raise SourceError(f"cannot open the checkpoint topic {self.topic}: {error}") from None
+
+    def _ensure_topic(self) -> None:
+        configs = {"cleanup.policy": "compact", "retention.ms": "-1", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+        ensure_topic(self._kafka, self.topic, partitions=1, configs=configs)
+
+    # -- save -------------------------------------------------------------------
+
+    def save(self, checkpoint: Checkpoint) -> int:
+        """Write ``checkpoint`` durably (acks=all); return the bytes of state written. Raises SourceError."""
+        key = assignment_key(self.group_id, checkpoint.assignment)
+        slot = "b" if self._slots.get(key) == "a" else "a"
+        payload = zlib.compress(checkpoint.snapshot, 1) if self._compress else checkpoint.snapshot
+        checkpoint_id = uuid.uuid4().bytes
+        chunks = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
+        manifest = {
+            "version": _FORMAT_VERSION,
+            "id": checkpoint_id.hex(),
+            "slot": slot,
+            "chunks": len(chunks),
+            "encoding": "zlib" if self._compress else "raw",
+            "bytes": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "assignment": sorted(checkpoint.assignment),
+            "offsets": checkpoint.offsets,
+            "created_at": checkpoint.created_at,
+            "config_digest": checkpoint.config_digest,
+        }
+        try:
+            futures = [
+                self._producer.send(self.topic, key=f"{key}/{slot}/{i}".encode(), value=checkpoint_id + chunk)
+                for i, chunk in enumerate(chunks)
+            ]
+            self._producer.flush(timeout=_TIMEOUT_MS / 1000)
+            for future in futures:
+                future.get(timeout=0)
+            # Only now that every chunk is durable does the manifest point at them.
+            self._producer.send(self.topic, key=key.encode(), value=orjson.dumps(manifest)).get(
+                timeout=_TIMEOUT_MS / 1000
+            )
+        except KafkaError as error:
+            raise SourceError(f"checkpoint write to {self.topic} failed: {error}") from None
+        self._slots[key] = slot
+        return len(payload)
+
+    # -- load -------------------------------------------------------------------
+
+    def load(self, assignment: tuple[str, ...] | list[str]) -> Checkpoint | None:
+        """The latest whole checkpoint for ``assignment``, or None. Raises SourceError if Kafka fails."""
+        key = assignment_key(self.group_id, list(assignment))
+        prefix = key.encode()
+        values: dict[bytes, bytes] = {}
+        started = time.monotonic()
+        consumer = KafkaConsumer(
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"gatewatch-{self.group_id}-checkpoint-reader",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=MAX_MESSAGE_BYTES,
+            check_crcs=False,
+            **self._common,
+        )
+        try:
+            partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))]
+            if not partitions:
+                return None
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            end = consumer.end_offsets(partitions, timeout_ms=_TIMEOUT_MS)
+            deadline = time.monotonic() + _TIMEOUT_MS / 1000
+            while any(consumer.position(tp) < end[tp] for tp in partitions):
+                if time.monotonic() > deadline:
+                    raise SourceError(f"reading {self.topic} did not reach its end in {_TIMEOUT_MS / 1000:.0f}s")
+                for messages in consumer.poll(timeout_ms=500).values():
+                    for message in messages:
+                        if message.key is None or not message.key.startswith(prefix):
+                            continue
+                        if message.value is None:  # tombstone
+                            values.pop(message.key, None)
+                        else:
+                            values[message.key] = message.value
+        except KafkaError as error:
+            raise SourceError(f"cannot read checkpoints from {self.topic}: {error}") from None
+        finally:
+            consumer.close(autocommit=False)
+        checkpoint = self._assemble(key, values)
+        if checkpoint is not None:
+            log.info(
+                "event=checkpoint_loaded key=%s bytes=%d age_secs=%.1f read_secs=%.3f",
+                key, len(checkpoint.snapshot), time.time() - checkpoint.created_at, time.monotonic() - started,
+            )  # fmt: skip
+        return checkpoint
+
+    def _assemble(self, key: str, values: dict[bytes, bytes]) -> Checkpoint | None:
+        raw = values.get(key.encode())
+        if raw is None:
+            return None
+        try:
+            manifest = orjson.loads(raw)
+            if manifest.get("version") != _FORMAT_VERSION:
+                log.warning("event=checkpoint_ignored key=%s reason=unknown_version", key)
+                return None
+            checkpoint_id = bytes.fromhex(manifest["id"])
+            slot = manifest["slot"]
+            parts = []
+            for i in range(manifest["chunks"]):
+                chunk = values.get(f"{key}/{slot}/{i}".encode())
+                if chunk is None or chunk[:_ID_BYTES] != checkpoint_id:
+                    log.warning("event=checkpoint_ignored key=%s reason=missing_chunk chunk=%d", key, i)
+                    return None
+                parts.append(chunk[_ID_BYTES:])
+            payload = b"".join(parts)
+            if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
+                log.warning("event=checkpoint_ignored key=%s reason=checksum_mismatch", key)
+                return None
+            snapshot = zlib.decompress(payload) if manifest["encoding"] == "zlib" else payload
+            self._slots[key] = slot
+            return Checkpoint(
+                assignment=tuple(manifest["assignment"]),
+                offsets={stream: int(offset) for stream, offset in manifest["offsets"].items()},
+                snapshot=snapshot,
+                created_at=float(manifest["created_at"]),
+                config_digest=manifest.get("config_digest", ""),
+            )
+        except (KeyError, TypeError, ValueError, zlib.error) as error:
+            log.warning("event=checkpoint_ignored key=%s reason=malformed error=%r", key, str(error))
+            return None
+
+    def close(self) -> None:
+        try:
+            self._producer.close(timeout=5)
+        except KafkaError:
+            pass

@@ -1,0 +1,223 @@
+"""Prometheus metrics of ``gatewatch serve``, named in Vector's vocabulary, and its HTTP endpoint.
+
+Every metric lives in its own :class:`~prometheus_client.CollectorRegistry`
+(not the process-wide default), so a test can build several services in one
+process. The serve loop is the only writer; the HTTP thread only renders.
+
+=========================================  ==========================================================
+metric                                     meaning
+=========================================  ==========================================================
+component_received_events_total            records read from Kafka {component, topic}
+component_received_bytes_total             their message value bytes {component, topic}
+component_sent_events_total                outputs the store acknowledged {kind: events, transactions,
+                                           alerts, dead_letters}; alerts also count versions sent to
+                                           the alerts topic (kind=alerts, component=kafka_alerts)
+component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
+                                           kafka, unwrap, detect
+component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
+                                           become dead letters, nothing is dropped
+gatewatch_dead_letters_total               dead letters {reason}
+gatewatch_late_events_total                events that arrived behind the watermark
+gatewatch_alerts_total                     distinct alerts raised {rule}
+kafka_consumer_lag                         messages behind the partition's end {topic, partition}
+store_bulk_duration_seconds                one batch written to the store (histogram)
+gatewatch_checkpoint_duration_seconds      one state checkpoint saved (histogram)
+gatewatch_checkpoint_bytes                 size of the last checkpoint's state
+gatewatch_watermark_seconds                event-time watermark, Unix seconds
+gatewatch_backpressure                     1 while partitions are paused for a store that is down
+=========================================  ==========================================================
+
+:class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gatewatch.errors import ConfigError
+from ingest.sinks.base import Batch
+
+__all__ = ["CONTENT_TYPE_LATEST", "HealthServer", "ServeMetrics"]
+
+_BULK_BUCKETS_SECS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Alert ids remembered to count each alert once however many versions it grows
+# through; an alert older than this many newer ones would be counted again.
+_SEEN_ALERT_IDS = 100_000
+
+
+class ServeMetrics:
+    """The serve loop's counters and gauges, in one private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received_events = Counter(
+            "component_received_events_total", "Records read from the source.", ["component", "topic"], registry=r
+        )
+        self.received_bytes = Counter(
+            "component_received_bytes_total", "Bytes of the records read.", ["component", "topic"], registry=r
+        )
+        self.sent_events = Counter(
+            "component_sent_events_total",
+            "Outputs delivered (acknowledged by the store or the alerts topic).",
+            ["component", "kind"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "component_errors_total", "Errors by pipeline stage and type.", ["stage", "error_type"], registry=r
+        )
+        self.discarded = Counter(
+            "component_discarded_events_total", "Records dropped without output.", ["intentional"], registry=r
+        )
+        self.dead_letters = Counter(
+            "gatewatch_dead_letters_total", "Records that could not be parsed.", ["reason"], registry=r
+        )
+        self.late_events = Counter(
+            "gatewatch_late_events_total", "Events that arrived behind the watermark.", registry=r
+        )
+        self.alerts = Counter("gatewatch_alerts_total", "Distinct alerts raised.", ["rule"], registry=r)
+        self.consumer_lag = Gauge(
+            "kafka_consumer_lag", "Messages between the consumer's position and the end.", ["topic", "partition"],
+            registry=r,
+        )  # fmt: skip
+        self.bulk_duration = Histogram(
+            "store_bulk_duration_seconds", "Time to write one batch to the store.", buckets=_BULK_BUCKETS_SECS,
+            registry=r,
+        )  # fmt: skip
+        self.checkpoint_duration = Histogram(
+            "gatewatch_checkpoint_duration_seconds", "Time to save one state checkpoint.",
+            buckets=_BULK_BUCKETS_SECS, registry=r,
+        )  # fmt: skip
+        self.checkpoint_bytes = Gauge("gatewatch_checkpoint_bytes", "Size of the last checkpoint.", registry=r)
+        self.watermark = Gauge("gatewatch_watermark_seconds", "Event-time watermark (Unix seconds).", registry=r)
+        self.backpressure = Gauge(
+            "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
+        )
+        # Present from the start at 0, so a dashboard can alert on any increase.
+        for intentional in ("true", "false"):
+            self.discarded.labels(intentional=intentional)
+        for kind in ("events", "transactions", "alerts", "dead_letters"):
+            self.sent_events.labels(component="store", kind=kind)
+        self._seen_alerts: OrderedDict[str, None] = OrderedDict()
+        self._dead_letter_counts: dict[str, int] = {}
+        self._late_count = 0
+
+    def record_received(self, topic: str, count: int, value_bytes: int) -> None:
+        self.received_events.labels(component="kafka", topic=topic).inc(count)
+        self.received_bytes.labels(component="kafka", topic=topic).inc(value_bytes)
+
+    def record_stored(self, batch: Batch, component: str = "store") -> None:
+        """Count a batch the store acknowledged, and the alerts it raised for the first time."""
+        sent = self.sent_events
+        for kind, count in (
+            ("events", len(batch.events)),
+            ("transactions", len(batch.transactions)),
+            ("alerts", len(batch.alerts)),
+            ("dead_letters", len(batch.dead_letters)),
+        ):
+            if count:
+                sent.labels(component=component, kind=kind).inc(count)
+        seen = self._seen_alerts
+        for alert_id, alert in batch.alerts.items():
+            if alert_id in seen:
+                seen.move_to_end(alert_id)
+                continue
+            seen[alert_id] = None
+            if len(seen) > _SEEN_ALERT_IDS:
+                seen.popitem(last=False)
+            self.alerts.labels(rule=alert.rule).inc()
+
+    def record_alerts_forwarded(self, count: int) -> None:
+        if count:
+            self.sent_events.labels(component="kafka_alerts", kind="alerts").inc(count)
+
+    def record_error(self, stage: str, error_type: str, count: int = 1) -> None:
+        self.errors.labels(stage=stage, error_type=error_type).inc(count)
+
+    def sync_pipeline_stats(self, dead_letter_reasons: dict[str, int], late_events: int) -> None:
+        """Move the counters to the pipeline's running totals (which only grow)."""
+        seen = self._dead_letter_counts
+        for reason, total in dead_letter_reasons.items():
+            delta = total - seen.get(reason, 0)
+            if delta > 0:
+                self.dead_letters.labels(reason=reason).inc(delta)
+                seen[reason] = total
+        if late_events > self._late_count:
+            self.late_events.inc(late_events - self._late_count)
+            self._late_count = late_events
+
+    def reset_pipeline_baseline(self, late_events: int = 0) -> None:
+        """A new pipeline's totals start again: dead letters at 0, late events where its state left them."""
+        self._dead_letter_counts = {}
+        self._late_count = late_events
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """FastAPI on uvicorn in a daemon thread: /healthz, /readyz, /metrics."""
+
+    def __init__(
+        self,
+        listen: str,
+        metrics: ServeMetrics,
+        health: Callable[[], tuple[bool, bool, dict[str, Any]]],
+        start_timeout_secs: float = 10.0,
+    ) -> None:
+        """Serve on ``listen`` (HOST:PORT); ``health()`` -> (alive, ready, details) is called per request."""
+        import uvicorn
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse, Response
+
+        host, port = _parse_listen(listen)
+        app = FastAPI(title="gatewatch serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/healthz")
+        def healthz() -> JSONResponse:
+            alive, _, details = health()
+            return JSONResponse({"status": "ok" if alive else "stalled", **details}, status_code=200 if alive else 503)
+
+        @app.get("/readyz")
+        def readyz() -> JSONResponse:
+            _, ready, details = health()
+            return JSONResponse({"status": "ready" if ready else "not_ready", **details},
+                                status_code=200 if ready else 503)  # fmt: skip
+
+        @app.get("/metrics")
+        def prometheus() -> Response:
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+        )
+        self._thread = threading.Thread(target=self._server.run, name="gatewatch-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + start_timeout_secs
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"--listen {listen}: cannot serve HTTP there (address in use or not local?)")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not host or not 0 <= number <= 65535:
+        raise ConfigError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8080 or [::]:8080)")
+    return host.strip("[]"), number

@@ -1,0 +1,319 @@
+"""Kafka: read the gateway and app topics as raw records, one message each.
+
+A message's origin is its topic-partition (the stream, ``"<topic>/<partition>"``)
+and its offset, so a re-read yields the same record ids. Offsets are never
+committed automatically: the serve loop commits them only after the store has
+the outputs *and* a state checkpoint covers them.
+
+Log shippers often wrap the line in a JSON record (Fluent Bit's ``kafka``
+output, Fluentd's ``out_kafka2``: ``{"log": "<line>", "stream": ..., ...}``).
+With ``kafka.unwrap.<side>`` set to that key, the line is the key's value; a
+message that is not such a record is passed through as it is, so the parser
+turns it into a dead letter with its origin instead of it being dropped.
+
+Rebalances: kafka-python calls the listener on its own IO thread, in the
+middle of the serve loop's ``poll``. The listener therefore only pauses the
+partitions it was given (nothing may be fetched before the loop has decided
+where to resume them) and records what happened; the loop picks that up with
+:meth:`KafkaSource.take_rebalance` once ``poll`` has returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from gatewatch.errors import ConfigError, SourceError
+from ingest.records import Dataset, Origin, RawRecord
+
+__all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "consumer_settings", "stream_name"]
+
+MAX_POLL_RECORDS = 20_000
+FETCH_MAX_BYTES = 64 * 1024 * 1024
+MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+REQUEST_TIMEOUT_MS = 30_000
+SESSION_TIMEOUT_MS = 10_000
+
+
+def stream_name(partition: TopicPartition) -> str:
+    """The pipeline's name for a partition: ``"<topic>/<partition>"`` (also the records' ``origin.stream``)."""
+    return f"{partition.topic}/{partition.partition}"
+
+
+def consumer_settings(kafka: Any, **overrides: Any) -> dict[str, Any]:
+    """kafka-python consumer settings tuned for throughput, with ``kafka.security`` passed through."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": MAX_POLL_RECORDS,
+        "fetch_max_bytes": FETCH_MAX_BYTES,
+        "max_partition_fetch_bytes": MAX_PARTITION_FETCH_BYTES,
+        "check_crcs": False,  # TCP and the broker already check; CRC32C in Python costs ~15% of a poll
+        "request_timeout_ms": REQUEST_TIMEOUT_MS,
+        # A member killed without leaving holds its partitions this long: a restart after
+        # kill -9 waits for it. 10 s is the broker's minimum-safe order (default 45 s).
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+        **dict(kafka.security),
+    }
+    settings.update(overrides)
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """What changed since the last :meth:`KafkaSource.take_rebalance`.
+
+    ``assigned`` is the whole assignment now (all of it paused until the loop
+    seeks and resumes it), ``revoked`` every partition given up in between.
+    """
+
+    revoked: frozenset[TopicPartition]
+    assigned: frozenset[TopicPartition]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPoll:
+    """One partition's share of the last poll."""
+
+    count: int
+    next_offset: int  # last returned offset + 1
+    value_bytes: int
+
+
+def _release_parked_fetches(consumer: KafkaConsumer) -> None:
+    """Work around kafka-python 3.0.x losing resumed partitions forever.
+
+    Since its KAFKA-7548 port, data fetched for a partition that gets paused is
+    parked and handed back after ``resume`` -- but only while the fetcher's
+    ``_next_partition_records`` is None, and the fetcher leaves an exhausted
+    (falsy) one there instead. Parked partitions are also never fetched again,
+    so every pause (back-pressure, alignment, the rebalance listener) could
+    stall its partitions for good. Clearing the exhausted slot, as the fetcher
+    itself does when it parks, lets the restore run. Called on the poll thread,
+    between polls, like the fetcher's own bookkeeping.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current and getattr(fetcher, "_paused_partition_records", None):
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = set(revoked)
+        if revoked:
+            self._source._note_rebalance(revoked)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = set(assigned)
+        if assigned:
+            # Runs before the first fetch of the new assignment: hold it until
+            # the loop has restored state and sought every partition.
+            self._source.consumer.pause(*assigned)
+            self._source._note_rebalance(set())
+
+
+def unwrap(value: bytes, key: str) -> bytes | None:
+    """The log line under ``key`` of a shipper's JSON record (Fluent Bit ``kafka``, Fluentd
+    ``out_kafka2``), or None when ``value`` is not such a record: the caller then passes the
+    raw value on, and the parser dead-letters it with its origin."""
+    # Cheap test first: a shipper's record is a JSON object.
+    if value[:1] == b"{":
+        try:
+            wrapper = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        if type(wrapper) is dict:
+            line = wrapper.get(key)
+            if type(line) is str:
+                return line.encode()
+            if type(line) is dict:  # the shipper already parsed a JSON line into a map
+                return orjson.dumps(line)
+    return None
+
+
+class KafkaSource:
+    """A consumer-group member reading the gateway and app topics.
+
+    All methods are called from one thread (the serve loop). ``poll`` raises
+    :class:`~gatewatch.errors.SourceError` when the client fails; a broker that
+    is merely unreachable makes ``poll`` return nothing until it is back.
+    """
+
+    def __init__(self, kafka: Any, consumer: KafkaConsumer | None = None) -> None:
+        topics = kafka.topics
+        if topics.gateway == topics.app:
+            raise ConfigError(f"kafka.topics.gateway and kafka.topics.app are both {topics.gateway!r}: use two topics")
+        self._datasets = {topics.gateway: Dataset.GATEWAY, topics.app: Dataset.APP}
+        self._unwrap: dict[str, str | None] = {topics.gateway: kafka.unwrap.gateway, topics.app: kafka.unwrap.app}
+        self._lock = threading.Lock()
+        self._pending_revoked: set[TopicPartition] = set()
+        self._pending = False
+        self._positions: dict[TopicPartition, int] = {}
+        self.unwrap_misses = 0  # messages passed through because they were not the configured JSON record
+        self.last_poll: dict[TopicPartition, PartitionPoll] = {}
+        try:
+            self.consumer = consumer or KafkaConsumer(
+                group_id=kafka.group_id, client_id=f"gatewatch-{kafka.group_id}", **consumer_settings(kafka)
+            )
+            self.consumer.subscribe([topics.gateway, topics.app], listener=_Listener(self))
+        except KafkaError as error:
+            raise SourceError(f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}") from None
+
+    # -- reading ----------------------------------------------------------------
+
+    def poll(self, timeout_secs: float, max_records: int | None = None) -> list[RawRecord]:
+        """Up to ``max_records`` (default ``MAX_POLL_RECORDS``) records of the resumed partitions.
+
+        ``last_poll`` then tells how many came from each partition.
+        """
+        _release_parked_fetches(self.consumer)
+        try:
+            # First without waiting: data parked while its partition was paused is handed back
+            # only at the start of a poll, and an empty waiting poll would sleep 100 ms first.
+            polled = self.consumer.poll(timeout_ms=0, max_records=max_records)
+            if not polled:
+                _release_parked_fetches(self.consumer)
+                polled = self.consumer.poll(timeout_ms=int(timeout_secs * 1000), max_records=max_records)
+        except KafkaError as error:
+            raise SourceError(f"Kafka poll failed: {error}") from None
+        records: list[RawRecord] = []
+        summary: dict[TopicPartition, PartitionPoll] = {}
+        positions = self._positions
+        for tp, messages in polled.items():
+            expected = positions.get(tp)
+            if expected is None:
+                continue  # not sought yet (assigned during this poll): re-fetched after the seek
+            if messages[0].offset < expected:
+                # Buffered before a seek back or forward: already covered by the restored state.
+                messages = [m for m in messages if m.offset >= expected]
+                if not messages:
+                    continue
+            dataset = self._datasets[tp.topic]
+            stream = stream_name(tp)
+            unwrap = self._unwrap[tp.topic]
+            size = 0
+            if unwrap is None:
+                for m in messages:
+                    value = m.value or b""
+                    size += len(value)
+                    records.append(RawRecord(Origin(dataset, stream, m.offset), value))
+            else:
+                for m in messages:
+                    value = m.value or b""
+                    size += len(value)
+                    records.append(RawRecord(Origin(dataset, stream, m.offset), self._unwrapped(value, unwrap)))
+            last = messages[-1].offset + 1
+            positions[tp] = last
+            summary[tp] = PartitionPoll(len(messages), last, size)
+        self.last_poll = summary
+        return records
+
+    def _unwrapped(self, value: bytes, key: str) -> bytes:
+        line = unwrap(value, key)
+        if line is None:
+            self.unwrap_misses += 1
+            return value
+        return line
+
+    # -- group membership -------------------------------------------------------
+
+    def _note_rebalance(self, revoked: set[TopicPartition]) -> None:
+        with self._lock:
+            self._pending_revoked |= revoked
+            self._pending = True
+
+    @property
+    def rebalance_pending(self) -> bool:
+        """A rebalance happened during the last ``poll``: its records must not be used (positions reset)."""
+        return self._pending
+
+    def take_rebalance(self) -> Rebalance | None:
+        """The assignment change since the last call, or None."""
+        with self._lock:
+            if not self._pending:
+                return None
+            revoked, self._pending_revoked, self._pending = frozenset(self._pending_revoked), set(), False
+        assigned = frozenset(self.consumer.assignment())
+        # Every partition must be sought again before its records are handed out.
+        self._positions.clear()
+        return Rebalance(revoked=revoked, assigned=assigned)
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self.consumer.assignment())
+
+    # -- positions --------------------------------------------------------------
+
+    def seek(self, offsets: dict[TopicPartition, int]) -> None:
+        """Continue each partition at its offset (the next record to read)."""
+        for tp, offset in offsets.items():
+            self.consumer.seek(tp, offset)
+            self._positions[tp] = offset
+
+    def pause(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Stop fetching (all assigned partitions by default); ``poll`` keeps the membership alive."""
+        targets = list(self.consumer.assignment() if partitions is None else partitions)
+        if targets:
+            self.consumer.pause(*targets)
+
+    def resume(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Fetch again (only partitions that were sought, by default all of those)."""
+        targets = [tp for tp in (self._positions if partitions is None else partitions) if tp in self._positions]
+        if targets:
+            self.consumer.resume(*targets)
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (next record to read) to the group; raises SourceError on failure."""
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+        except KafkaError as error:
+            raise SourceError(f"offset commit failed: {error}") from None
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offset per partition (None: never committed)."""
+        try:
+            return {tp: self.consumer.committed(tp, timeout_ms=REQUEST_TIMEOUT_MS) for tp in partitions}
+        except KafkaError as error:
+            raise SourceError(f"cannot read committed offsets: {error}") from None
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        try:
+            return dict(self.consumer.beginning_offsets(list(partitions), timeout_ms=REQUEST_TIMEOUT_MS))
+        except KafkaError as error:
+            raise SourceError(f"cannot read beginning offsets: {error}") from None
+
+    def end_offsets(self, partitions: Iterable[TopicPartition], timeout_secs: float = 5.0) -> dict[TopicPartition, int]:
+        """Each partition's end (the offset the next message will get): lag = end - position."""
+        try:
+            return dict(self.consumer.end_offsets(list(partitions), timeout_ms=int(timeout_secs * 1000)))
+        except KafkaError as error:
+            raise SourceError(f"cannot read end offsets: {error}") from None
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The end as of the last fetch response (no request; None before the first fetch)."""
+        try:
+            return self.consumer.highwater(partition)
+        except KafkaError:
+            return None
+
+    def position(self, partition: TopicPartition) -> int | None:
+        """The next offset ``poll`` hands out for ``partition`` (None before it was sought)."""
+        return self._positions.get(partition)
+
+    def close(self) -> None:
+        """Leave the group at once, without committing anything."""
+        try:
+            self.consumer.close(autocommit=False)
+        except KafkaError:
+            pass

@@ -1,0 +1,102 @@
+"""The serve metrics: Vector's names in the Prometheus text format, and counts that move."""
+
+from __future__ import annotations
+
+import re
+
+from detectors.alerts import Alert
+from detectors.base import Severity
+from gatewatch.metrics import ServeMetrics
+from ingest.records import Dataset, DeadLetter, Origin
+from ingest.sinks.base import Batch
+
+
+def _value(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return None
+
+
+def _alert(alert_id: str, rule: str, count: int = 1) -> Alert:
+    return Alert(alert_id, rule, Severity.HIGH, "source.ip", "10.9.9.9", 10.0, 10.0, count, ("r-1",), "bypass")
+
+
+def test_names_are_exposed_before_anything_happens() -> None:
+    text = ServeMetrics().exposition().decode()
+    for name in (
+        "component_received_events_total",
+        "component_received_bytes_total",
+        "component_sent_events_total",
+        "component_errors_total",
+        "component_discarded_events_total",
+        "gatewatch_dead_letters_total",
+        "gatewatch_late_events_total",
+        "gatewatch_alerts_total",
+        "kafka_consumer_lag",
+        "store_bulk_duration_seconds",
+        "gatewatch_checkpoint_duration_seconds",
+        "gatewatch_watermark_seconds",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')} " in text or f"# TYPE {name} " in text, name
+    # Discards start at an explicit 0 so that a dashboard can alert on any increase.
+    assert _value(text, "component_discarded_events_total", intentional="false") == 0.0
+
+
+def test_counts_move() -> None:
+    metrics = ServeMetrics()
+    metrics.record_received("gw-gateway", 3, 300)
+    metrics.record_received("gw-gateway", 2, 200)
+    dead = DeadLetter(Origin(Dataset.GATEWAY, "gw-gateway/0", 7), "format_mismatch", "no match", b"garbage")
+    batch = Batch(dead_letters=[dead], alerts={"a1": _alert("a1", "gateway_bypass")})
+    metrics.record_stored(batch)
+    # A grown version of the same alert is sent again but counts as one alert.
+    metrics.record_stored(Batch(alerts={"a1": _alert("a1", "gateway_bypass", count=2)}))
+    metrics.record_alerts_forwarded(2)
+    metrics.record_error("store", "unavailable")
+    metrics.sync_pipeline_stats({"format_mismatch": 1}, late_events=4)
+    metrics.sync_pipeline_stats({"format_mismatch": 3, "invalid_json": 1}, late_events=5)
+    metrics.consumer_lag.labels(topic="gw-gateway", partition="0").set(42)
+    metrics.bulk_duration.observe(0.2)
+    metrics.checkpoint_duration.observe(0.05)
+    metrics.watermark.set(1772442000.0)
+
+    text = metrics.exposition().decode()
+    assert _value(text, "component_received_events_total", component="kafka", topic="gw-gateway") == 5
+    assert _value(text, "component_received_bytes_total", topic="gw-gateway") == 500
+    assert _value(text, "component_sent_events_total", component="store", kind="dead_letters") == 1
+    assert _value(text, "component_sent_events_total", component="store", kind="alerts") == 2
+    assert _value(text, "component_sent_events_total", component="kafka_alerts", kind="alerts") == 2
+    assert _value(text, "gatewatch_alerts_total", rule="gateway_bypass") == 1
+    assert _value(text, "component_errors_total", stage="store", error_type="unavailable") == 1
+    assert _value(text, "gatewatch_dead_letters_total", reason="format_mismatch") == 3
+    assert _value(text, "gatewatch_dead_letters_total", reason="invalid_json") == 1
+    assert _value(text, "gatewatch_late_events_total") == 5
+    assert _value(text, "kafka_consumer_lag", topic="gw-gateway", partition="0") == 42
+    assert _value(text, "store_bulk_duration_seconds_count") == 1
+    assert _value(text, "store_bulk_duration_seconds_bucket", le="0.25") == 1
+    assert _value(text, "gatewatch_checkpoint_duration_seconds_sum") == 0.05
+    assert _value(text, "gatewatch_watermark_seconds") == 1772442000.0
+
+
+def test_a_new_pipeline_does_not_count_twice() -> None:
+    metrics = ServeMetrics()
+    metrics.sync_pipeline_stats({"truncated": 2}, late_events=3)
+    # After a rebalance the pipeline restored from a checkpoint already counted 3 late events.
+    metrics.reset_pipeline_baseline(late_events=3)
+    metrics.sync_pipeline_stats({"truncated": 1}, late_events=4)
+    text = metrics.exposition().decode()
+    assert _value(text, "gatewatch_dead_letters_total", reason="truncated") == 3
+    assert _value(text, "gatewatch_late_events_total") == 4
+
+
+def test_registries_are_independent() -> None:
+    first, second = ServeMetrics(), ServeMetrics()
+    first.record_received("t", 1, 1)
+    assert _value(second.exposition().decode(), "component_received_events_total", topic="t") is None
