@@ -28,7 +28,7 @@ from detectors.trust import TrustPolicy
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
-from ingest.records import Dataset, Event, Origin, RawRecord, Transaction
+from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transaction
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
 
@@ -51,17 +51,37 @@ class RunStats:
     detector_errors: dict[str, int] = field(default_factory=dict)
 
 
+def build_parsers(config: Any) -> dict[Dataset, Parser]:
+    """The gateway and app parsers the config describes, compiled once."""
+    return {
+        Dataset.GATEWAY: build_gateway_parser(
+            config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes
+        ),
+        Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
+    }
+
+
+def parse_records(
+    parsers: dict[Dataset, Parser], records: Iterable[RawRecord]
+) -> tuple[list[Event], list[DeadLetter]]:
+    """Parse and normalize raw records: the stateless first stage, safe to split across processes."""
+    events: list[Event] = []
+    dead_letters: list[DeadLetter] = []
+    for record in records:
+        result = parsers[record.origin.dataset](record)
+        if type(result) is Event:
+            events.append(result)
+        else:
+            dead_letters.append(result)
+    return events, dead_letters
+
+
 class Pipeline:
     """Parse, order, correlate and detect; everything in event time."""
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self._parsers: dict[Dataset, Parser] = {
-            Dataset.GATEWAY: build_gateway_parser(
-                config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes
-            ),
-            Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
-        }
+        self._parsers = build_parsers(config)
         trust = TrustPolicy.build(
             gateway_identities=config.trust.gateway_identities,
             gateway_networks=config.trust.gateway_networks,
@@ -99,20 +119,13 @@ class Pipeline:
 
     def feed(self, records: Iterable[RawRecord]) -> None:
         """Parse records of one or more inputs and queue their events for ordering."""
-        parsers = self._parsers
-        batch = self._batch
+        events, dead_letters = parse_records(self._parsers, records)
         stats = self.stats
-        events: list[Event] = []
-        for record in records:
-            stats.records_in += 1
-            result = parsers[record.origin.dataset](record)
-            if type(result) is Event:
-                events.append(result)
-            else:
-                batch.dead_letters.append(result)
-                reasons = stats.dead_letter_reasons
-                reasons[result.reason] = reasons.get(result.reason, 0) + 1
-        batch.events.extend(events)
+        stats.records_in += len(events) + len(dead_letters)
+        for letter in dead_letters:
+            stats.dead_letter_reasons[letter.reason] = stats.dead_letter_reasons.get(letter.reason, 0) + 1
+        self._batch.events.extend(events)
+        self._batch.dead_letters.extend(dead_letters)
         self.order_events(events)
 
     def order_events(self, events: Iterable[Event]) -> None:
@@ -187,7 +200,16 @@ class Pipeline:
         """Continue from a :meth:`snapshot` taken by a pipeline with the same config."""
         order, correlator, detectors, alert_book, tick, offsets = pickle.loads(snapshot)  # noqa: S301 (own topic)
         self.order, self.correlator, self._tick, self.stream_offsets = order, correlator, tick, offsets
-        self.detectors.detectors, self.detectors.alert_book = detectors, alert_book
+        current = {d.rule_id: d for d in self.detectors.detectors}
+        for detector in detectors:
+            # Windows and memories come from the snapshot; settings and the revocation
+            # list from this process's config, which may have changed since.
+            if detector.rule_id in current:
+                detector.config = current[detector.rule_id].config
+                detector.context = current[detector.rule_id].context
+        restored = {d.rule_id: d for d in detectors if d.rule_id in current}
+        self.detectors.detectors = [restored.get(rule_id, fresh) for rule_id, fresh in current.items()]
+        self.detectors.alert_book = alert_book
 
     def pending_origins(self) -> Iterable[Origin]:
         """Origins of records still held in memory: a restart must re-read from the oldest."""
