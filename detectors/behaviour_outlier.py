@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 from pydantic import Field
-from sklearn.ensemble import IsolationForest
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
@@ -79,6 +78,8 @@ def outlier_scores(matrix: np.ndarray, random_state: int = 7) -> np.ndarray:
     """IsolationForest ``decision_function`` per row: below 0 is more isolated than usual."""
     model_input = matrix.copy()
     model_input[:, _LOG_COLUMNS] = np.log1p(model_input[:, _LOG_COLUMNS])  # heavy tails: busy but ordinary clients
+    from sklearn.ensemble import IsolationForest  # 2 s to import: only once a window is scored
+
     forest = IsolationForest(n_estimators=100, contamination="auto", random_state=random_state)
     return forest.fit(model_input).decision_function(model_input)
 

@@ -21,7 +21,8 @@ console = Console(stderr=True)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    verbose = args.verbose or getattr(args, "service", False)  # a service logs what it does
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(args.run(args) or 0)
     except GatewatchError as error:
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file")
     serve.add_argument("--store", help="elasticsearch:URL, opensearch:URL, duckdb:PATH or none (default: config)")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for /healthz, /readyz, /metrics")
-    serve.set_defaults(run=_run_serve)
+    serve.set_defaults(run=_run_serve, service=True)
 
     schema = commands.add_parser("schema", help="print the config JSON schema (schemas/config.schema.json)")
     schema.set_defaults(run=_run_schema)
