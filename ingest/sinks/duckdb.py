@@ -59,7 +59,7 @@ _EVENT_COLUMNS: dict[str, str] = {
     "token_iat": "TIMESTAMPTZ",
     "labels": "JSON",
 }
-_TIME_COLUMNS = {"ts", "token_exp", "token_iat"}
+_TIME_COLUMNS = {"ts", "token_exp", "token_iat", "first_ts", "last_ts", "first_seen", "last_seen"}
 _COPIED = [c for c in _EVENT_COLUMNS if c not in {"dataset", "stream", "stream_offset", "labels", "response_flags"}]
 
 _SCHEMA = f"""
@@ -106,14 +106,13 @@ class DuckDBSink:
             con.execute("COMMIT")
         except duckdb.Error as error:
             con.execute("ROLLBACK")
+            con.unregister("frame")
             raise StoreError(f"DuckDB write to {self.path} failed: {error}") from None
 
     def _insert(self, table: str, frame: pd.DataFrame, select: str, conflict: str) -> None:
         self.connection.register("frame", frame)
-        try:
-            self.connection.execute(f"INSERT {conflict} INTO {table} {select}")
-        finally:
-            self.connection.unregister("frame")
+        self.connection.execute(f"INSERT {conflict} INTO {table} {select}")
+        self.connection.unregister("frame")
 
     def close(self) -> None:
         self.connection.close()
@@ -123,17 +122,35 @@ def _seconds_to_timestamp(column: str) -> str:
     return f"to_timestamp({column})"
 
 
-_EVENT_SELECT = "SELECT " + ", ".join(
-    _seconds_to_timestamp(c) if c in _TIME_COLUMNS else c for c in _EVENT_COLUMNS
-) + " FROM frame"
-_TXN_SELECT = (
-    "SELECT id, request_id, kind, to_timestamp(first_ts), to_timestamp(last_ts), gateway_attempts, app_records,"
-    " client_ip, method, path, route_name, user_id, org_id, token_jti, token_sub, gateway_status, app_status,"
-    " event_ids FROM frame"
+def _text_list(column: str) -> str:
+    # Lists travel as text joined by a unit separator: DuckDB types a frame's list column
+    # from a sample of its rows, and a sample of empty lists makes it NULL[] (then the
+    # first non-empty list fails the insert).
+    return f"CASE WHEN {column} = '' THEN []::VARCHAR[] ELSE string_split({column}, '\x1f') END"
+
+
+_LIST_COLUMNS = {"response_flags", "event_ids", "request_ids"}
+
+
+def _select(columns: list[str]) -> str:
+    parts = []
+    for column in columns:
+        if column in _TIME_COLUMNS:
+            parts.append(_seconds_to_timestamp(column))
+        elif column in _LIST_COLUMNS:
+            parts.append(_text_list(column))
+        else:
+            parts.append(column)
+    return "SELECT " + ", ".join(parts) + " FROM frame"
+
+
+_EVENT_SELECT = _select(list(_EVENT_COLUMNS))
+_TXN_SELECT = _select(
+    "id request_id kind first_ts last_ts gateway_attempts app_records client_ip method path route_name user_id"
+    " org_id token_jti token_sub gateway_status app_status event_ids".split()
 )
-_ALERT_SELECT = (
-    "SELECT id, rule, severity, entity_type, entity_value, to_timestamp(first_seen), to_timestamp(last_seen),"
-    " count, request_ids, summary, reason, details FROM frame"
+_ALERT_SELECT = _select(
+    "id rule severity entity_type entity_value first_seen last_seen count request_ids summary reason details".split()
 )
 
 
@@ -142,7 +159,7 @@ def _event_frame(events: list[Event]) -> pd.DataFrame:
     columns["dataset"] = [str(e.dataset) for e in events]
     columns["stream"] = [e.origin.stream for e in events]
     columns["stream_offset"] = [e.origin.offset for e in events]
-    columns["response_flags"] = [list(e.response_flags) for e in events]
+    columns["response_flags"] = ["\x1f".join(e.response_flags) for e in events]
     columns["labels"] = [orjson.dumps(dict(e.labels)).decode() if e.labels else None for e in events]
     frame = pd.DataFrame(columns)
     for name in ("status", "bytes_received", "bytes_sent"):
@@ -172,7 +189,7 @@ def _transaction_frame(batch: Batch) -> pd.DataFrame:
                 "token_sub": txn.first("token_sub"),
                 "gateway_status": txn.gateway_status,
                 "app_status": txn.app_status,
-                "event_ids": [e.id for e in txn.gateway + txn.app],
+                "event_ids": "\x1f".join(e.id for e in txn.gateway + txn.app),
             }
         )
     frame = pd.DataFrame(rows)
@@ -193,7 +210,7 @@ def _alert_frame(batch: Batch) -> pd.DataFrame:
                 "first_seen": a.first_seen,
                 "last_seen": a.last_seen,
                 "count": a.count,
-                "request_ids": list(a.request_ids),
+                "request_ids": "\x1f".join(a.request_ids),
                 "summary": a.summary,
                 "reason": a.reason,
                 "details": orjson.dumps(a.details, default=str).decode(),

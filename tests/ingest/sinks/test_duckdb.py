@@ -1,0 +1,44 @@
+"""The embedded store: idempotent writes, lists that survive DuckDB's type sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from detectors.alerts import AlertBook
+from detectors.base import Finding, Severity
+from detectors.sample import app_event, gateway_event, transaction
+from ingest.sinks.base import Batch
+from ingest.sinks.duckdb import DuckDBSink
+
+
+def test_a_rare_non_empty_list_among_thousands_of_empty_ones(tmp_path: Path) -> None:
+    # DuckDB types a frame's list column from a sample of rows; all-empty samples used to fail the batch.
+    events = [gateway_event(float(i), request_id=f"r{i}", status=200) for i in range(5000)]
+    events[4321] = gateway_event(1.0, request_id="retried", status=503, response_flags=("UF", "URX"))
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=events))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    rows = con.execute("select response_flags, count(*) from events group by 1 order by 2").fetchall()
+    assert rows == [(["UF", "URX"], 1), ([], 4999)]
+
+
+def test_writes_are_idempotent_and_alerts_upsert(tmp_path: Path) -> None:
+    gw = gateway_event(1.0, request_id="r1", status=200, source_ip="203.0.113.7")
+    app = app_event(1.2, request_id="r1", status=200)
+    book = AlertBook()
+    finding = Finding("gateway_bypass", Severity.HIGH, "source.ip", "10.9.9.9", gw.ts, "s", ("r1",))
+    first = book.add(finding)
+    grown = book.add(finding)
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    batch = Batch(events=[gw, app], transactions=[transaction("r1", (gw,), (app,))], alerts={first.id: first})
+    sink.write(batch)
+    sink.write(batch)
+    sink.write(Batch(alerts={grown.id: grown}))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select count(*) from events").fetchone() == (2,)
+    assert con.execute("select kind, event_ids from transactions").fetchall() == [("joined", [gw.id, app.id])]
+    assert con.execute("select count, request_ids from alerts").fetchall() == [(2, ["r1"])]
