@@ -102,8 +102,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     from gatewatch.config import load_config
     from gatewatch.serve import serve
+    from gatewatch.topology import tune_gc_for_streaming
 
     config = load_config(args.config)
+    tune_gc_for_streaming()
     return serve(config, args.store or config.store.url, args.listen)
 
 

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from gatewatch.topology import Pipeline, RunStats
+from gatewatch.topology import Pipeline, RunStats, tune_gc_for_streaming
 from ingest.records import Dataset, RawRecord
 from ingest.sinks.base import Sink
 from ingest.sources.files import read_lines
@@ -29,6 +29,7 @@ def replay(
     on_progress: Callable[[int], None] | None = None,
 ) -> RunStats:
     """Read every file to its end, write all outputs to ``sinks``, and return the run's counts."""
+    tune_gc_for_streaming()
     pipeline = Pipeline(config)
     readers: dict[str, Iterator[RawRecord]] = {}
     for dataset, paths, max_line_bytes in (
