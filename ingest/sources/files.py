@@ -33,30 +33,44 @@ def open_log(path: Path) -> BinaryIO:
 def read_lines(path: Path, dataset: Dataset, max_line_bytes: int) -> Iterator[RawRecord]:
     """Yield every line of ``path`` (without its line ending) as a raw record."""
     stream = str(path)
-    limit = max_line_bytes + 1
     with open_log(path) as handle:
         try:
-            for number, line in enumerate(_bounded_lines(handle, limit), start=1):
+            number = 0
+            for line in _bounded_lines(handle, max_line_bytes + 1):
+                number += 1
                 yield RawRecord(Origin(dataset, stream, number), line)
         except (OSError, EOFError, gzip.BadGzipFile) as error:
             raise SourceError(f"error reading {path}: {error}") from None
 
 
+_BLOCK_BYTES = 1 << 20
+
+
 def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[bytes]:
-    readline = handle.readline
-    while True:
-        line = readline(limit)
-        if not line:
-            return
-        if line.endswith(b"\n"):
-            yield line.rstrip(b"\r\n")
-            continue
-        if len(line) < limit:
-            yield line  # last line, no newline
-            return
-        # Oversized: keep the head, skip the rest of the line.
-        while True:
-            rest = readline(1 << 20)
-            if not rest or rest.endswith(b"\n"):
-                break
-        yield line
+    """Lines of at most ``limit`` bytes: a longer line is cut to its head, the rest skipped.
+
+    Reads whole blocks and splits them in C: a readline() call per line cost
+    more than parsing it.
+    """
+    head = b""  # start of a line that continues in the next block
+    cut = False  # the line in ``head`` is already longer than ``limit``
+    while block := handle.read(_BLOCK_BYTES):
+        lines = block.split(b"\n")
+        tail = lines.pop()
+        if lines:
+            first = lines[0]
+            lines[0] = head if cut else head + first
+            for line in lines:
+                if len(line) >= limit:
+                    yield line[:limit]
+                elif line.endswith(b"\r"):
+                    yield line[:-1]
+                else:
+                    yield line
+            head, cut = b"", False
+        if not cut:
+            head += tail
+            if len(head) >= limit:
+                head, cut = head[:limit], True
+    if head:
+        yield head if cut or not head.endswith(b"\r") else head[:-1]

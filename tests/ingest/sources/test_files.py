@@ -6,6 +6,8 @@ import gzip
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatewatch.errors import SourceError
 from ingest.records import Dataset
@@ -48,3 +50,27 @@ def test_revocation_list(tmp_path: Path) -> None:
     worse.write_text("jti,revoked_at\nj1,yesterday\n")
     with pytest.raises(SourceError, match=":2: revoked_at"):
         load_revocations(worse)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+    block=st.integers(1, 64),
+    limit=st.integers(1, 30),
+    final_newline=st.booleans(),
+)
+def test_block_reading_matches_line_splitting(data: list[bytes], block: int, limit: int, final_newline: bool) -> None:
+    import io
+
+    from ingest.sources import files
+
+    raw = b"\n".join(data) + (b"\n" if final_newline and data else b"")
+    expected = [line[:limit] if len(line) >= limit else line.removesuffix(b"\r") for line in raw.split(b"\n")]
+    if raw.endswith(b"\n") or not raw:
+        expected.pop()
+    original = files._BLOCK_BYTES
+    files._BLOCK_BYTES = block
+    try:
+        assert list(files._bounded_lines(io.BytesIO(raw), limit)) == expected
+    finally:
+        files._BLOCK_BYTES = original
