@@ -51,37 +51,25 @@ class DetectorSet:
         self._advancing_detectors = [d for d in detectors if _overrides(d, "advance")]
 
     def observe_event(self, event: Event) -> list[Alert]:
-        alerts: list[Alert] = []
-        for detector in self._event_detectors:
-            try:
-                findings = detector.observe_event(event)
-                if findings:
-                    self._fold(findings, alerts)
-            except Exception:
-                self._record_error(detector.rule_id)
-        return alerts
+        return self._run(self._event_detectors, "observe_event", event)
 
     def observe_transaction(self, txn: Transaction) -> list[Alert]:
-        alerts: list[Alert] = []
-        for detector in self._transaction_detectors:
-            try:
-                findings = detector.observe_transaction(txn)
-                if findings:
-                    self._fold(findings, alerts)
-            except Exception:
-                self._record_error(detector.rule_id)
-        return alerts
+        return self._run(self._transaction_detectors, "observe_transaction", txn)
 
     def advance(self, watermark: float) -> list[Alert]:
+        alerts = self._run(self._advancing_detectors, "advance", watermark)
+        self.alert_book.expire(watermark)
+        return alerts
+
+    def _run(self, detectors: list[Detector], hook: str, argument: object) -> list[Alert]:
         alerts: list[Alert] = []
-        for detector in self._advancing_detectors:
+        for detector in detectors:
             try:
-                findings = detector.advance(watermark)
+                findings = getattr(detector, hook)(argument)
                 if findings:
                     self._fold(findings, alerts)
             except Exception:
                 self._record_error(detector.rule_id)
-        self.alert_book.expire(watermark)
         return alerts
 
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:

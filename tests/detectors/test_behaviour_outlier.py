@@ -8,26 +8,17 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
-from detectors.base import Finding
 from detectors.behaviour_outlier import FEATURES, BehaviourOutlier, _population, outlier_scores, robust_z
 from detectors.sample import T0, app_event, gateway_event
 from ingest.records import Event
 from tests.detectors.test_examples import EXAMPLE_CONTEXT
+from tests.detectors.test_examples import feed as run
 
 
 def detector(**overrides: object) -> BehaviourOutlier:
     return BehaviourOutlier(BehaviourOutlier.Config(**overrides), EXAMPLE_CONTEXT)
 
 
-def run(det: BehaviourOutlier, events: Iterable[Event], end: bool = True) -> list[Finding]:
-    """Feed events as the engine does: integer-second watermarks before each record."""
-    findings: list[Finding] = []
-    for event in events:
-        findings += det.advance(math.floor(event.ts))
-        findings += det.observe_event(event)
-    if end:
-        findings += det.advance(math.inf)
-    return findings
 
 
 def scanner(requests: int, start: float = 0.0, ip: str = "10.9.9.9") -> list[Event]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import pytest
 
 from detectors import registry
 from detectors.base import Detector, DetectorContext, Example, Finding
 from detectors.trust import TrustPolicy
-from ingest.records import Event
+from ingest.records import Event, Transaction
 
 EXAMPLE_CONTEXT = DetectorContext(
     trust=TrustPolicy.build(
@@ -19,20 +22,26 @@ EXAMPLE_CONTEXT = DetectorContext(
 )
 
 
-def run_example(detector: Detector, example: Example) -> list[Finding]:
+def feed(detector: Detector, records: Iterable[Event | Transaction], end: bool = True) -> list[Finding]:
+    """Feed records as the engine does: an integer-second watermark before each, +inf at the end."""
     findings: list[Finding] = []
     last_ts = float("-inf")
-    for record in example.records:
+    for record in records:
         ts = record.ts if isinstance(record, Event) else record.last_ts
-        assert ts >= last_ts, f"{example.name}: examples must be in event-time order"
+        assert ts >= last_ts, "records must be in event-time order"
         last_ts = ts
-        findings += detector.advance(ts)
+        findings += detector.advance(math.floor(ts))
         if isinstance(record, Event):
             findings += detector.observe_event(record)
         else:
             findings += detector.observe_transaction(record)
-    findings += detector.advance(float("inf"))
+    if end:
+        findings += detector.advance(float("inf"))
     return findings
+
+
+def run_example(detector: Detector, example: Example) -> list[Finding]:
+    return feed(detector, example.records)
 
 
 CASES = [

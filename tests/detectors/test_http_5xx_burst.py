@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import pytest
 
-from detectors.base import Finding
 from detectors.http_5xx_burst import Http5xxBurst, route_key
 from detectors.sample import T0, app_event, gateway_event
 from ingest.records import Event
 from tests.detectors.test_examples import EXAMPLE_CONTEXT
+from tests.detectors.test_examples import feed as run
 
 
 def detector(**overrides: object) -> Http5xxBurst:
     return Http5xxBurst(Http5xxBurst.Config(**overrides), EXAMPLE_CONTEXT)
 
 
-def run(det: Http5xxBurst, events: Iterable[Event], end: bool = True) -> list[Finding]:
-    """Feed events as the engine does: integer-second watermarks before each record."""
-    findings: list[Finding] = []
-    for event in events:
-        findings += det.advance(math.floor(event.ts))
-        findings += det.observe_event(event)
-    if end:
-        findings += det.advance(math.inf)
-    return findings
 
 
 def req(t: float, status: int = 200, route: str = "billing-invoices", **fields: object) -> Event:
