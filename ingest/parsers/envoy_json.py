@@ -37,7 +37,8 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
     format string.
     """
     top: list[tuple[str, str]] = []  # the common case: one key, value copied as is
-    nested: list[tuple[tuple[str, ...], _Reader]] = []
+    # Everything else, grouped by the object that holds it, so "http" is looked up once a line.
+    parents: dict[tuple[str, ...], list[tuple[str, _Reader]]] = {}
     for path, value in _leaves(mapping, ()):
         try:
             compiled = _compile_value(value)
@@ -48,7 +49,8 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
         if isinstance(compiled, Slot) and len(path) == 1 and compiled.apply is None and not compiled.is_label:
             top.append((path[0], compiled.field))
         else:
-            nested.append((path, _reader(compiled, path)))
+            parents.setdefault(path[:-1], []).append((path[-1], _reader(compiled, path)))
+    nested = tuple((parent, tuple(children)) for parent, children in parents.items())
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         obj = decode_json_object(record, max_line_bytes)
@@ -61,10 +63,15 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             if value is not None and value != "-" and value != "":
                 fields[field] = value
         try:
-            for path, read in nested:
-                value = _lookup(obj, path)
-                if value is not None and value != "-" and value != "":
-                    read(value, fields)
+            for parent, children in nested:
+                holder = _lookup(obj, parent)
+                if type(holder) is not dict:
+                    continue
+                holder_get = holder.get
+                for key, read in children:
+                    value = holder_get(key)
+                    if value is not None and value != "-" and value != "":
+                        read(value, fields)
         except InvalidValueError as error:
             return DeadLetter(record.origin, "invalid_value", str(error), record.line)
         except _Mismatch as error:
