@@ -243,3 +243,21 @@ def test_bulk_is_split_by_bulk_max_docs(node: Node) -> None:
         assert sink.last_bulk_secs > 0
     finally:
         sink.close()
+
+
+def test_an_analyst_reads_the_indices_as_dataframes(node: Node, sink: SearchSink) -> None:
+    from gatewatch.notebook import open_store
+
+    batch = sample_batch()
+    sink.write(batch)
+    sink.refresh()
+    store = open_store(f"{node.flavor}:{node.url}", index_prefix=node.prefix)
+    events = store.events()
+    assert sorted(events["event.id"]) == sorted(e.id for e in batch.events)
+    assert list(store.events(query={"term": {"source.ip": "203.0.113.9"}})["http.response.status_code"]) == [201]
+    alerts = store.alerts()
+    assert list(alerts["entity.value"]) == ["203.0.113.9"] and list(alerts["count"]) == [1]
+    assert list(store.dead_letters()["reason"]) == ["invalid_utf8"]
+    assert store.transactions(start="2027-01-01T00:00:00Z").empty
+    paged = store.query("events", page_size=1)
+    assert len(paged) == 2
