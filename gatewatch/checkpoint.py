@@ -2,9 +2,11 @@
 
 A checkpoint pairs ``Pipeline.snapshot()`` (reorder buffer, open requests,
 detector windows, alert book) with the input offsets it covers — the Flink /
-Bytewax shape. The serve loop saves one, *then* commits the same offsets to
-the consumer group; a restarted process with the same assignment restores the
-state and seeks to those offsets, so it re-reads only what came after.
+Bytewax shape. Serve's detect stage (:mod:`gatewatch.serve_detect`) saves
+one, *then* commits the same offset to its consumer group; whichever process
+owns the detect partition next restores the state and seeks to that offset,
+so it re-reads only what came after. Its "assignment" is the one detect
+partition (``<group_id>-detect/0``), so a rebalance never orphans a checkpoint.
 
 Topic ``<group_id>-checkpoints``: one partition, ``cleanup.policy=compact``,
 ``retention.ms=-1``, ``max.message.bytes`` 64 MiB. The key is the group id

@@ -2,7 +2,9 @@
 
 Every metric lives in its own :class:`~prometheus_client.CollectorRegistry`
 (not the process-wide default), so a test can build several services in one
-process. The serve loop is the only writer; the HTTP thread only renders.
+process. The two serve stages (threads) write, the HTTP thread only renders;
+prometheus_client's metrics are thread-safe, and the alert de-duplication below
+is touched by the detect stage only.
 
 =========================================  ==========================================================
 metric                                     meaning
@@ -20,11 +22,14 @@ gatewatch_dead_letters_total               dead letters {reason}
 gatewatch_late_events_total                events that arrived behind the watermark
 gatewatch_alerts_total                     distinct alerts raised {rule}
 kafka_consumer_lag                         messages behind the partition's end {topic, partition}
+                                           (input partitions and the internal detect topic)
 store_bulk_duration_seconds                one batch written to the store (histogram)
 gatewatch_checkpoint_duration_seconds      one state checkpoint saved (histogram)
 gatewatch_checkpoint_bytes                 size of the last checkpoint's state
 gatewatch_watermark_seconds                event-time watermark, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
+gatewatch_detect_events_total              events read by the detect stage from the detect topic
+gatewatch_detect_owner                     1 while this process runs the detect stage (0: standby)
 =========================================  ==========================================================
 
 :class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
@@ -100,6 +105,12 @@ class ServeMetrics:
         self.backpressure = Gauge(
             "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
         )
+        self.detect_events = Counter(
+            "gatewatch_detect_events_total", "Events read from the detect topic (re-deliveries included).", registry=r
+        )
+        self.detect_owner = Gauge(
+            "gatewatch_detect_owner", "1 while this process owns the detect stage, 0 on standby.", registry=r
+        )
         # Present from the start at 0, so a dashboard can alert on any increase.
         for intentional in ("true", "false"):
             self.discarded.labels(intentional=intentional)
@@ -140,6 +151,11 @@ class ServeMetrics:
 
     def record_error(self, stage: str, error_type: str, count: int = 1) -> None:
         self.errors.labels(stage=stage, error_type=error_type).inc(count)
+
+    def record_dead_letters(self, reasons: dict[str, int]) -> None:
+        """Count dead letters of one batch by reason (the ingest stage, which has no running totals)."""
+        for reason, count in reasons.items():
+            self.dead_letters.labels(reason=reason).inc(count)
 
     def sync_pipeline_stats(self, dead_letter_reasons: dict[str, int], late_events: int) -> None:
         """Move the counters to the pipeline's running totals (which only grow)."""

@@ -381,8 +381,9 @@ def _kill_and_restart(topics: Topics, tmp_path: Path, lines: list[Line], config:
     topics.produce(halves[0])
 
     first = Serve(config, store, tmp_path / "serve-1.log")
-    # The first half is checkpointed and committed ...
+    # The first half is committed (ingest) and checkpointed (detect) ...
     wait_for(topics.all_committed, 30, "the first half to be committed", first)
+    wait_for(lambda: first.metric("gatewatch_checkpoint_bytes") > 0, 30, "a detect checkpoint", first)
     # ... then the second half arrives while the process dies mid-stream.
     producer = threading.Thread(target=topics.produce, args=(halves[1], 500, 0.05))
     producer.start()
@@ -394,7 +395,7 @@ def _kill_and_restart(topics: Topics, tmp_path: Path, lines: list[Line], config:
     second = Serve(config, store, tmp_path / "serve-2.log")
     wait_for(topics.all_committed, 45, "everything to be committed after the restart", second)
     assert second.stop() == 0, second.output()
-    assert "event=resumed how=checkpoint" in second.output()
+    assert "event=resumed how=checkpoint stage=detect" in second.output()
     assert stored_origins(store) == topics.expected_origins()  # every record exactly once
     return store
 

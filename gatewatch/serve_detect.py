@@ -1,0 +1,484 @@
+"""Stage 2 of ``gatewatch serve``, "detect": one total order, one owner, checkpointed.
+
+A second consumer, in group ``<group_id>-detect``, reads the internal topic
+``<group_id>-detect`` that every ingest stage writes (see
+:mod:`gatewatch.serve_ingest`). The topic has one partition, so exactly one
+serve process runs detection at a time; the others stand by in the group and
+take over on a rebalance (leave, crash, session timeout). One step::
+
+    poll -> events: Pipeline.order_events / progress: advance quiet inputs
+         -> process -> drain -> store transactions + alerts, alerts topic
+         -> (every CHECKPOINT_INTERVAL_SECS) checkpoint -> commit
+
+Why this is exact: the pipeline's output depends only on each input's records
+in offset order (chunking, interleaving of inputs, re-delivery and
+snapshot/restore do not change it), and the detect topic keeps every input in
+offset order. Records re-produced after an ingest crash are at or below the
+highest offset seen on their input and are skipped. So one process or
+several, with or without failovers, raise the same alerts as ``gatewatch
+replay`` over the same records.
+
+Checkpoints: the state (``Pipeline.snapshot()`` plus the per-input wall and
+event times below) is saved with the detect-topic offset it covers, keyed by
+the detect partition (so a rebalance never orphans it), then that offset is
+committed. The new owner restores the checkpoint and seeks to its offset;
+without a usable one (none yet, config changed) it starts from the committed
+offset with empty state and logs ``state_fresh``. Outputs re-made after a
+failover have the same ids, so storing them again is harmless.
+
+Inputs and the watermark: with fresh state every input partition (from the
+topics' metadata) is opened, so none that still has a backlog to deliver lets
+the watermark run ahead of it. Progress messages then say which inputs are
+caught up (``position == end``):
+
+- an input that has delivered, is caught up, and whose last events message is
+  ``correlate.idle_timeout_secs`` of wall time older than the progress message
+  is advanced to its last event time plus that quiet time;
+- an input that never delivered and has been caught up for
+  ``idle_timeout_secs`` of wall time (a partition no key hashes to) holds
+  nothing: it is closed, i.e. stops holding the watermark. Not at once, since
+  at start-up every partition is caught up until the first records arrive. If
+  it delivers later it is opened again; records older than the watermark by
+  then are counted late, as on any input.
+
+Both rules use the wall times written by the ingest stage into the messages,
+not this process's clock, so re-reading the topic after a failover takes the
+same decisions at the same points.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
+from gatewatch.errors import SourceError
+from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, detect_topic, ensure_detect_topic
+from gatewatch.serve_stage import Shared, Stopped, deliver, kv
+from gatewatch.topology import Pipeline
+from ingest.sinks.base import Batch
+from ingest.sources.kafka import consumer_settings, stream_name
+
+log = logging.getLogger("gatewatch.serve")
+
+CHECKPOINT_INTERVAL_SECS = 5.0  # to become config key kafka.checkpoint_interval_secs
+# A checkpoint may take at most this share of the loop's time: with a big state
+# (a long allowed lateness at a high rate) the interval stretches to match.
+CHECKPOINT_MAX_TIME_SHARE = 0.1
+DETECT_POLL_MESSAGES = 50  # up to 50 x DETECT_EVENTS_PER_MESSAGE events per step
+POLL_TIMEOUT_SECS = 0.2
+LAG_INTERVAL_SECS = 5.0
+# On stop, read the detect topic to its end for at most this long: well inside a
+# 30 s termination grace period, with room for the final checkpoint. Whatever is
+# left is read by the next owner from the checkpoint.
+DRAIN_TIMEOUT_SECS = 15.0
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Runs on kafka-python's event loop: only pauses and records; the stage acts after ``poll``."""
+
+    def __init__(self, stage: DetectStage) -> None:
+        self._stage = stage
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        with self._stage._lock:
+            self._stage._revoked |= set(revoked)
+            self._stage._rebalanced = True
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = set(assigned)
+        if assigned:
+            self._stage._consumer.pause(*assigned)  # type: ignore[union-attr]
+        with self._stage._lock:
+            self._stage._rebalanced = True
+
+
+class DetectStage:
+    """The detect consumer, the pipeline it owns while it holds the detect partition, and its checkpoints."""
+
+    def __init__(self, shared: Shared, digest: str) -> None:
+        self.shared = shared
+        self.config = shared.config
+        self._digest = digest
+        kafka = self.config.kafka
+        self.topic = detect_topic(kafka)
+        self._tp = TopicPartition(self.topic, 0)
+        self._stream = stream_name(self._tp)
+        self._consumer: KafkaConsumer | None = None
+        self._checkpoints: CheckpointStore | None = None
+        self._alerts: KafkaProducer | None = None
+        self._lock = threading.Lock()
+        self._revoked: set[TopicPartition] = set()
+        self._rebalanced = False
+        self.owner = False
+        self._state_valid = False  # the pipeline matches _next_offset (kept across a revoke + same re-assign)
+        self._pipeline = Pipeline(self.config)
+        self._last_wall: dict[str, float] = {}  # input stream -> ingest wall time of its last events message
+        self._last_ts: dict[str, float] = {}  # input stream -> newest event time it delivered
+        self._caught_up_since: dict[str, float] = {}  # never-delivered stream -> wall time first seen caught up
+        self._next_offset = 0
+        self._dirty = False
+        self._delivering = False
+        self._detector_errors: dict[str, int] = {}
+        self._last_checkpoint_at = time.monotonic()
+        self._checkpoint_interval_secs = CHECKPOINT_INTERVAL_SECS
+        self._last_lag_at = 0.0
+        self._idle_timeout_secs: float = self.config.correlate.idle_timeout_secs
+        self.loop_at = time.monotonic()
+
+    def open(self) -> None:
+        kafka = self.config.kafka
+        ensure_detect_topic(kafka)
+        self._checkpoints = CheckpointStore(kafka)
+        ensure_topic(kafka, kafka.topics.alerts)  # else the first alert's send logs an error while auto-creating
+        self._alerts = KafkaProducer(
+            bootstrap_servers=list(kafka.bootstrap_servers),
+            client_id=f"gatewatch-{kafka.group_id}-alerts",
+            acks="all",
+            linger_ms=5,
+            **dict(kafka.security),
+        )
+        group = f"{kafka.group_id}-detect"
+        self._consumer = KafkaConsumer(
+            group_id=group,
+            client_id=f"gatewatch-{group}",
+            **consumer_settings(
+                kafka,
+                max_poll_records=DETECT_POLL_MESSAGES,
+                max_partition_fetch_bytes=DETECT_MAX_MESSAGE_BYTES,
+                fetch_max_bytes=DETECT_MAX_MESSAGE_BYTES,
+            ),
+        )
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if partitions is not None and len(partitions) != 1:
+            raise SourceError(f"{self.topic} has {len(partitions)} partitions: the detect topic must have exactly one")
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError:
+                pass
+            self._consumer = None
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
+        if self._alerts is not None:
+            try:
+                self._alerts.close(timeout=5)
+            except KafkaError:
+                pass
+            self._alerts = None
+
+    # -- the loop ---------------------------------------------------------------
+
+    def run(self, ingest_done: threading.Event) -> None:
+        """Loop until the ingest stage has stopped, then read to the topic's end (if owner) and checkpoint."""
+        target: int | None = None
+        deadline = 0.0
+        while not self.shared.abort.is_set():
+            if ingest_done.is_set():
+                if target is None:
+                    target = self._end_offset() if self.owner else -1
+                    deadline = time.monotonic() + DRAIN_TIMEOUT_SECS
+                    log.info(kv("draining", stage="detect", owner=self.owner, to_offset=target))
+                if not self.owner or self._next_offset >= target or time.monotonic() > deadline:
+                    break
+            self.step()
+        self._shutdown()
+
+    def step(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        self.loop_at = time.monotonic()
+        messages = self._poll(POLL_TIMEOUT_SECS)
+        if self._rebalanced:
+            self._handle_rebalance()
+            return  # anything fetched around the rebalance is read again after the seek
+        if self.owner:
+            if messages:
+                self._apply(messages)
+            self._flush()
+            now = time.monotonic()
+            if self._rebalanced:
+                return  # seen during a delivery wait: the partition may be someone else's already
+            if now - self._last_checkpoint_at >= self._checkpoint_interval_secs:
+                self._checkpoint()
+            if now - self._last_lag_at >= LAG_INTERVAL_SECS:
+                self._update_lag()
+
+    def _poll(self, timeout_secs: float) -> list[Any]:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            polled = consumer.poll(timeout_ms=int(timeout_secs * 1000))
+        except KafkaError as error:
+            self.shared.metrics.record_error("kafka", "poll")
+            log.warning(kv("poll_failed", stage="detect", error=str(error)))
+            time.sleep(1.0)
+            return []
+        return polled.get(self._tp, [])
+
+    def _apply(self, messages: list[Any]) -> None:
+        pipeline = self._pipeline
+        for message in messages:
+            if message.offset < self._next_offset:
+                continue  # fetched before a seek back
+            value = pickle.loads(message.value)  # noqa: S301 (gatewatch's own internal topic)
+            if value[0] == "events":
+                _, wall, stream, rows = value
+                events = decode_events(stream, rows)
+                pipeline.order_events(events)
+                self.shared.metrics.detect_events.inc(len(events))
+                self._last_wall[stream] = wall
+                newest = max(event.ts for event in events)
+                self._last_ts[stream] = max(newest, self._last_ts.get(stream, newest))
+            elif value[0] == "progress":
+                self._on_progress(value[1], value[2])
+            self._next_offset = message.offset + 1
+        self._dirty = True
+
+    def _on_progress(self, wall: float, progress: dict[str, tuple[int, int]]) -> None:
+        order = self._pipeline.order
+        for stream, (position, end) in progress.items():
+            if position < end:
+                self._caught_up_since.pop(stream, None)
+                continue  # the owner is behind: this input may still deliver older records
+            delivered_at = self._last_wall.get(stream)
+            if delivered_at is None:
+                # Never delivered and caught up: after the idle timeout it holds nothing (a
+                # partition no key hashes to). Not at once: at start-up every partition is
+                # caught up until the first records arrive, and it must hold until they do.
+                since = self._caught_up_since.setdefault(stream, wall)
+                if wall - since >= self._idle_timeout_secs and math.isinf(order.stream_clock(stream)):
+                    order.close_stream(stream)
+                continue
+            quiet_secs = wall - delivered_at
+            if quiet_secs >= self._idle_timeout_secs:
+                self._pipeline.advance_stream(stream, self._last_ts[stream] + quiet_secs)
+
+    def _flush(self) -> None:
+        """Release what the watermark allows and deliver it."""
+        pipeline = self._pipeline
+        pipeline.process()
+        batch = pipeline.drain()
+        stats = pipeline.stats
+        metrics = self.shared.metrics
+        metrics.sync_pipeline_stats({}, stats.late_events)
+        for rule_id, errors in stats.detector_errors.items():
+            total = self._detector_errors.get(rule_id, 0)
+            if errors > total:
+                metrics.record_error("detect", rule_id, errors - total)
+                self._detector_errors[rule_id] = errors
+        watermark = pipeline.order.watermark
+        if math.isfinite(watermark):
+            metrics.watermark.set(watermark)
+        if len(batch):
+            self._deliver(batch)
+            self._dirty = True
+
+    def _deliver(self, batch: Batch) -> None:
+        done = {"stored": False, "forwarded": not batch.alerts or self._alerts is None}
+
+        def attempt() -> None:
+            if not done["stored"]:
+                self.shared.write(batch)
+                done["stored"] = True
+            if not done["forwarded"]:
+                self._forward_alerts(batch)
+                done["forwarded"] = True
+
+        self._delivering = True
+        try:
+            deliver(self.shared, attempt, self._set_backpressure, self._idle_poll, log)
+        finally:
+            self._delivering = False
+        self.shared.metrics.record_stored(batch)
+
+    def _forward_alerts(self, batch: Batch) -> None:
+        producer = self._alerts
+        assert producer is not None
+        topic = self.config.kafka.topics.alerts
+        futures = [
+            producer.send(topic, key=alert_id.encode(), value=orjson.dumps(alert.to_document()))
+            for alert_id, alert in batch.alerts.items()
+        ]
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=0)
+        self.shared.metrics.record_alerts_forwarded(len(futures))
+
+    def _set_backpressure(self, paused: bool) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        if self.owner:
+            (consumer.pause if paused else consumer.resume)(self._tp)
+        log.log(logging.WARNING if paused else logging.INFO,
+                kv("backpressure_on" if paused else "backpressure_off", stage="detect"))  # fmt: skip
+        self.shared.metrics.backpressure.set(1 if paused else 0)
+
+    def _idle_poll(self, timeout_secs: float) -> None:
+        # Paused: nothing is fetched, the group sees a live member. A rebalance seen here
+        # is handled by the next step (the batch in hand is delivered first).
+        self.loop_at = time.monotonic()
+        if self._poll(timeout_secs) and self.owner:
+            assert self._consumer is not None
+            self._consumer.seek(self._tp, self._next_offset)  # not expected while paused; never skip any
+
+    # -- checkpoints and rebalances ---------------------------------------------
+
+    def _checkpoint(self, force: bool = False) -> None:
+        """Save the state with the detect offset it covers, then commit it. Call right after a delivered drain."""
+        self._last_checkpoint_at = time.monotonic()
+        if not self.owner or not (self._dirty or force):
+            return
+        assert self._checkpoints is not None and self._consumer is not None
+        metrics = self.shared.metrics
+        started = time.monotonic()
+        try:
+            snapshot = pickle.dumps(
+                (self._pipeline.snapshot(), self._last_wall, self._last_ts, self._caught_up_since), protocol=pickle.HIGHEST_PROTOCOL
+            )
+            self._checkpoints.save(
+                Checkpoint(
+                    assignment=(self._stream,),
+                    offsets={self._stream: self._next_offset},
+                    snapshot=snapshot,
+                    created_at=time.time(),
+                    config_digest=self._digest,
+                )
+            )
+        except SourceError as error:
+            metrics.record_error("checkpoint", "save")
+            log.warning(kv("checkpoint_failed", error=str(error)))
+            return
+        elapsed = time.monotonic() - started
+        self._checkpoint_interval_secs = max(CHECKPOINT_INTERVAL_SECS, elapsed / CHECKPOINT_MAX_TIME_SHARE)
+        metrics.checkpoint_duration.observe(elapsed)
+        metrics.checkpoint_bytes.set(len(snapshot))
+        self.shared.kafka_ok_at = time.monotonic()
+        self._dirty = False
+        try:
+            self._consumer.commit({self._tp: OffsetAndMetadata(self._next_offset, "", -1)})
+        except KafkaError as error:
+            metrics.record_error("kafka", "commit")
+            log.warning(kv("commit_failed", stage="detect", error=str(error)))
+
+    def _handle_rebalance(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        with self._lock:
+            revoked, self._revoked, self._rebalanced = self._revoked, set(), False
+        assigned = consumer.assignment()
+        if self._tp in revoked and self.owner:
+            self.owner = False
+            self.shared.metrics.detect_owner.set(0)
+        if self._tp not in assigned:
+            if revoked:
+                log.info(kv("standby", stage="detect", topic=self.topic))
+            self._state_valid = False
+            return
+        started = time.monotonic()
+        try:
+            how = self._resume()
+        except (SourceError, KafkaError) as error:
+            # Cannot tell where to resume: stay paused and try again on the next rebalance check.
+            self.shared.metrics.record_error("checkpoint", "load")
+            log.error(kv("resume_failed", stage="detect", error=str(error), retry_in_secs=2.0))
+            time.sleep(2.0)
+            with self._lock:
+                self._rebalanced = True
+            return
+        consumer.seek(self._tp, self._next_offset)
+        consumer.resume(self._tp)
+        self.owner = True
+        self._state_valid = True
+        self.shared.metrics.detect_owner.set(1)
+        self.shared.metrics.reset_pipeline_baseline(self._pipeline.order.late_events)
+        self._last_checkpoint_at = time.monotonic()
+        log.info(kv("resumed", how=how, stage="detect", offset=f"{self._stream}@{self._next_offset}",
+                    secs=time.monotonic() - started))  # fmt: skip
+
+    def _resume(self) -> str:
+        """Set the pipeline and the offset to continue from; return how (kept_state, checkpoint, committed_offsets)."""
+        consumer, checkpoints = self._consumer, self._checkpoints
+        assert consumer is not None and checkpoints is not None
+        committed = consumer.committed(self._tp)
+        if self._state_valid and (committed is None or committed <= self._next_offset):
+            return "kept_state"  # the same partition back after an eager rebalance, nobody moved on
+        checkpoint = checkpoints.load((self._stream,))
+        reason = "no_checkpoint"
+        if checkpoint is not None:
+            if checkpoint.config_digest != self._digest:
+                reason = "config_changed"
+            else:
+                pipeline = Pipeline(self.config)
+                try:
+                    state, last_wall, last_ts, caught_up = pickle.loads(checkpoint.snapshot)  # noqa: S301 (own topic)
+                    pipeline.restore(state)
+                except Exception as error:  # noqa: BLE001 (a snapshot from another code version)
+                    reason = "restore_failed"
+                    log.warning(kv("checkpoint_unusable", error=repr(error)))
+                else:
+                    self._pipeline, self._last_wall, self._last_ts = pipeline, last_wall, last_ts
+                    self._caught_up_since = caught_up
+                    self._next_offset = checkpoint.offsets[self._stream]
+                    self._dirty = False
+                    return "checkpoint"
+        log.warning(
+            kv("state_fresh", stage="detect", reason=reason,
+               note="event-time state starts empty: windows and open requests before the committed offset are lost")
+        )  # fmt: skip
+        self._pipeline = Pipeline(self.config)
+        self._last_wall, self._last_ts, self._caught_up_since = {}, {}, {}
+        for stream in self._input_streams():
+            self._pipeline.open_stream(stream)  # each holds the watermark until it delivers or is caught up
+        if committed is None:
+            committed = consumer.beginning_offsets([self._tp])[self._tp]
+        self._next_offset = committed
+        self._dirty = True
+        return "committed_offsets"
+
+    def _input_streams(self) -> list[str]:
+        consumer = self._consumer
+        assert consumer is not None
+        topics = self.config.kafka.topics
+        streams = []
+        for topic in (topics.gateway, topics.app):
+            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+                streams.append(stream_name(TopicPartition(topic, partition)))
+        return streams
+
+    def _end_offset(self) -> int:
+        assert self._consumer is not None
+        try:
+            return int(self._consumer.end_offsets([self._tp])[self._tp])
+        except KafkaError as error:
+            log.warning(kv("end_offset_failed", stage="detect", error=str(error)))
+            return self._next_offset
+
+    def _update_lag(self) -> None:
+        self._last_lag_at = time.monotonic()
+        end = self._end_offset()
+        self.shared.metrics.consumer_lag.labels(topic=self.topic, partition="0").set(max(0, end - self._next_offset))
+
+    def _shutdown(self) -> None:
+        log.info(kv("stopping", stage="detect", owner=self.owner))
+        if not self.owner or self._rebalanced:
+            return  # the partition may be someone else's now; the last checkpoint stands
+        try:
+            self._flush()
+        except Stopped:
+            return
+        self._checkpoint(force=True)

@@ -1,0 +1,397 @@
+"""Stage 1 of ``gatewatch serve``, "ingest": parse and store, split across processes by Kafka.
+
+Consumer group ``kafka.group_id`` on the gateway and app topics; Kafka spreads
+their partitions over the serve processes. One step::
+
+    poll -> parse_records -> store events + dead letters
+         -> produce the events to <group_id>-detect -> progress messages -> flush -> commit
+
+The stage keeps no state across polls: after a crash (or a rebalance) the
+partition's next owner re-reads from the committed offsets, stores the same
+ids again (idempotent) and produces the same events again; the detect stage
+drops those repeats, because ``Pipeline.order_events`` skips every offset at
+or below the highest already seen on its input.
+
+The internal topic ``<group_id>-detect`` (see :mod:`gatewatch.serve_detect`)
+has ONE partition, so it holds one total order of everything every ingest
+process produced. gatewatch creates it at start-up with ``retention.ms`` =
+DETECT_RETENTION_MS (7 days, set explicitly rather than inherited from the
+broker) and ``max.message.bytes`` = 64 MiB. Its messages carry the produce
+time as Kafka timestamp, never event time, so the broker's future-timestamp
+limit and time retention never act on old logs. Messages (pickle; the topic is
+written and read by gatewatch only):
+
+- ``("events", wall_secs, stream, [row, ...])``: one per input partition and
+  poll (split every DETECT_EVENTS_PER_MESSAGE), in offset order; a row is an
+  event's fields as a tuple (:func:`encode_events` / :func:`decode_events`);
+- ``("progress", wall_secs, {stream: (position, end_offset)})``: every
+  assigned partition whose end is known, after each poll with records and
+  every PROGRESS_INTERVAL_SECS when idle. ``position == end_offset`` says the
+  partition is caught up; the detect stage uses it to tell a quiet input from
+  one whose owner is behind or gone.
+
+The producer keeps one request in flight, so a retried send cannot overtake
+an earlier one: every input's events stay in offset order in the topic.
+
+Catching up a backlog, partitions are read abreast in event time (those
+ALIGN_AHEAD_SECS ahead of the slowest with unread data are paused), which
+keeps the detect stage's reorder buffer small. Back-pressure: while the store
+is down every partition is paused and the same batch is retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import operator
+import pickle
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from gatewatch.checkpoint import ensure_topic
+from gatewatch.errors import SourceError
+from gatewatch.serve_stage import Shared, deliver, kv
+from gatewatch.topology import build_parsers, parse_records
+from ingest.records import Dataset, Event, Origin
+from ingest.sinks.base import Batch
+from ingest.sources.kafka import KafkaSource, stream_name
+
+log = logging.getLogger("gatewatch.serve")
+
+DETECT_RETENTION_MS = 7 * 24 * 3600 * 1000
+DETECT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DETECT_EVENTS_PER_MESSAGE = 5_000
+PROGRESS_INTERVAL_SECS = 1.0
+ALIGN_AHEAD_SECS = 30.0
+ALIGNED_POLL_RECORDS = 2_000  # per poll while partitions are behind
+POLL_TIMEOUT_SECS = 0.2
+LAG_INTERVAL_SECS = 5.0
+
+
+# Events cross the detect topic as plain tuples: pickling the slotted dataclasses
+# themselves (Event, and the Origin and Dataset inside each) costs ~11 us an event
+# to dump and ~10 to load; tuples ~3 and ~8 (bench/bench_serve.py traffic).
+_EVENT_FIELDS = [f.name for f in dataclasses.fields(Event)]
+assert _EVENT_FIELDS[:4] == ["id", "dataset", "ts", "origin"], _EVENT_FIELDS
+_rest_of = operator.attrgetter(*_EVENT_FIELDS[4:])
+_DATASETS = {dataset.value: dataset for dataset in Dataset}
+
+
+def encode_events(wall_secs: float, stream: str, events: list[Event]) -> bytes:
+    """One detect-topic message for events of one input, in offset order."""
+    rows = [(e.id, e.dataset.value, e.ts, e.origin.offset, _rest_of(e)) for e in events]
+    return pickle.dumps(("events", wall_secs, stream, rows), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_events(stream: str, rows: list[tuple[Any, ...]]) -> list[Event]:
+    """The events of an ``encode_events`` message (its stream and rows)."""
+    datasets = _DATASETS
+    return [
+        Event(event_id, dataset, ts, Origin(dataset, stream, offset), *rest)
+        for event_id, dataset, ts, offset, rest in ((r[0], datasets[r[1]], r[2], r[3], r[4]) for r in rows)
+    ]
+
+
+def detect_topic(kafka: Any) -> str:
+    """The internal topic between the stages: ``<group_id>-detect``."""
+    return f"{kafka.group_id}-detect"
+
+
+def ensure_detect_topic(kafka: Any) -> str:
+    topic = detect_topic(kafka)
+    ensure_topic(
+        kafka,
+        topic,
+        partitions=1,
+        configs={
+            "cleanup.policy": "delete",
+            "retention.ms": str(DETECT_RETENTION_MS),
+            "max.message.bytes": str(DETECT_MAX_MESSAGE_BYTES),
+            "message.timestamp.type": "CreateTime",
+        },
+    )
+    return topic
+
+
+def detect_producer(kafka: Any, role: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=list(kafka.bootstrap_servers),
+        client_id=f"gatewatch-{kafka.group_id}-{role}",
+        acks="all",
+        linger_ms=5,
+        batch_size=1024 * 1024,
+        max_request_size=DETECT_MAX_MESSAGE_BYTES,
+        max_in_flight_requests_per_connection=1,  # a retry must not overtake: offset order per input
+        **dict(kafka.security),
+    )
+
+
+@dataclass(slots=True)
+class _Partition:
+    stream: str
+    next_offset: int
+    clock: float = float("-inf")  # newest event time read (alignment only)
+
+
+class IngestStage:
+    """The ingest consumer, its producer to the detect topic, and one :meth:`step` of the loop."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self.config = shared.config
+        self._parsers = build_parsers(self.config)
+        self._source: KafkaSource | None = None
+        self._producer: KafkaProducer | None = None
+        self.topic = detect_topic(self.config.kafka)
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._paused = False  # back-pressure
+        self._ahead: set[TopicPartition] = set()
+        self._paused_now: set[TopicPartition] = set()
+        self._poll_records: int | None = ALIGNED_POLL_RECORDS
+        self._assigned_at = time.monotonic()
+        self._last_progress_at = 0.0
+        self._last_lag_at = 0.0
+        self._resume_retry_at = 0.0
+        self._pending_assignment: frozenset[TopicPartition] | None = None
+        self.loop_at = time.monotonic()
+
+    @property
+    def streams(self) -> list[str]:
+        return sorted(part.stream for part in self._parts.values())
+
+    def open(self) -> None:
+        kafka = self.config.kafka
+        ensure_detect_topic(kafka)
+        self._producer = detect_producer(kafka, "ingest")
+        self._source = KafkaSource(kafka)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except KafkaError:
+                pass
+            self._producer = None
+
+    # -- the loop ---------------------------------------------------------------
+
+    def step(self) -> None:
+        source = self._source
+        assert source is not None
+        rebalance = source.take_rebalance()
+        if rebalance is not None:
+            self._pending_assignment = rebalance.assigned
+            log.info(kv("partitions_changed", stage="ingest", revoked=[stream_name(tp) for tp in rebalance.revoked],
+                        assigned=[stream_name(tp) for tp in rebalance.assigned]))  # fmt: skip
+        if self._pending_assignment is not None and time.monotonic() >= self._resume_retry_at:
+            try:
+                self._resume(self._pending_assignment)
+                self._pending_assignment = None
+            except SourceError as error:
+                self._resume_retry_at = time.monotonic() + 2.0
+                self.shared.metrics.record_error("kafka", "committed")
+                log.error(kv("resume_failed", stage="ingest", error=str(error), retry_in_secs=2.0))
+        self.loop_at = time.monotonic()
+        try:
+            records = source.poll(POLL_TIMEOUT_SECS, self._poll_records)
+        except SourceError as error:
+            self.shared.metrics.record_error("kafka", "poll")
+            log.warning(kv("poll_failed", error=str(error)))
+            time.sleep(1.0)
+            return
+        if source.rebalance_pending:
+            return  # positions are reset on the rebalance: these records are read again
+        now = time.monotonic()
+        if records:
+            self.shared.kafka_ok_at = now
+            self._handle(records)
+        elif self._parts and now - self._last_progress_at >= PROGRESS_INTERVAL_SECS:
+            self._send_progress_only()
+        self._align()
+        if now - self._last_lag_at >= LAG_INTERVAL_SECS:
+            self._update_lag()
+
+    def _handle(self, records: list[Any]) -> None:
+        source = self._source
+        assert source is not None and self._producer is not None
+        metrics = self.shared.metrics
+        polled = dict(source.last_poll)
+        for tp, info in polled.items():
+            metrics.record_received(tp.topic, info.count, info.value_bytes)
+        if source.unwrap_misses:
+            metrics.record_error("unwrap", "not_a_wrapped_record", source.unwrap_misses)
+            source.unwrap_misses = 0
+        events, dead_letters = parse_records(self._parsers, records)
+        batch = Batch(events=events, dead_letters=dead_letters)
+        deliver(self.shared, lambda: self.shared.write(batch), self._set_backpressure, self._idle_poll, log)
+        metrics.record_stored(batch)
+        if dead_letters:
+            metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
+        by_stream: dict[str, list[Event]] = {}
+        for event in events:
+            by_stream.setdefault(event.origin.stream, []).append(event)
+        for tp, info in polled.items():
+            part = self._parts.get(tp)
+            if part is not None:
+                part.next_offset = info.next_offset
+                own = by_stream.get(part.stream)
+                if own:
+                    part.clock = max(part.clock, max(e.ts for e in own))
+        deliver(self.shared, lambda: self._produce(by_stream), self._set_backpressure, self._idle_poll, log)
+        offsets = {tp: self._parts[tp].next_offset for tp in polled if tp in self._parts}
+        try:
+            source.commit(offsets)
+        except SourceError as error:  # e.g. the partitions moved meanwhile: their new owner re-reads
+            metrics.record_error("kafka", "commit")
+            log.warning(kv("commit_failed", stage="ingest", error=str(error)))
+
+    def _produce(self, by_stream: dict[str, list[Event]]) -> None:
+        """Events, then the progress of every partition; flushed. Raises KafkaError (then retried whole)."""
+        producer = self._producer
+        assert producer is not None
+        wall = time.time()
+        futures = []
+        for stream, events in by_stream.items():
+            for i in range(0, len(events), DETECT_EVENTS_PER_MESSAGE):
+                chunk = events[i : i + DETECT_EVENTS_PER_MESSAGE]
+                futures.append(producer.send(self.topic, value=encode_events(wall, stream, chunk)))
+        progress = self._progress()
+        if progress:
+            futures.append(producer.send(self.topic, value=pickle.dumps(("progress", wall, progress))))
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=0)
+        self._last_progress_at = self.shared.kafka_ok_at = time.monotonic()
+
+    def _progress(self) -> dict[str, tuple[int, int]]:
+        source = self._source
+        assert source is not None
+        progress = {}
+        for tp, part in self._parts.items():
+            end = source.highwater(tp)
+            if end is not None:
+                progress[part.stream] = (part.next_offset, end)
+        return progress
+
+    def _send_progress_only(self) -> None:
+        try:
+            self._produce({})
+        except KafkaError as error:
+            self.shared.metrics.record_error("kafka", "progress")
+            log.warning(kv("progress_failed", error=str(error)))
+
+    def _idle_poll(self, timeout_secs: float) -> None:
+        """Paused: no new records, but the group sees a live member (records of a rebalance are re-read)."""
+        assert self._source is not None
+        self.loop_at = time.monotonic()
+        try:
+            records = self._source.poll(timeout_secs, self._poll_records)
+        except SourceError:
+            time.sleep(min(timeout_secs, 0.5))
+            return
+        if records and not self._source.rebalance_pending:
+            # Not expected of paused partitions; never drop them: read them again later.
+            first: dict[str, int] = {}
+            for record in records:
+                first.setdefault(record.origin.stream, record.origin.offset)
+            self._source.seek({tp: first[part.stream] for tp, part in self._parts.items() if part.stream in first})
+
+    # -- assignment -------------------------------------------------------------
+
+    def _resume(self, assigned: frozenset[TopicPartition]) -> None:
+        """Continue every assigned partition at the group's committed offset (else its beginning)."""
+        source = self._source
+        assert source is not None
+        parts = sorted(assigned)
+        committed = source.committed(parts)
+        missing = [tp for tp in parts if committed.get(tp) is None]
+        offsets: dict[TopicPartition, int] = {tp: o for tp, o in committed.items() if o is not None}
+        if missing:
+            offsets.update(source.beginning_offsets(missing))
+        self._parts = {tp: _Partition(stream_name(tp), offsets[tp]) for tp in parts}
+        self._assigned_at = time.monotonic()
+        self._poll_records = ALIGNED_POLL_RECORDS
+        if parts:
+            source.seek(offsets)
+        self._paused_now = set(parts)  # the listener paused them
+        self._ahead = set()
+        self._apply_pauses()
+        log.info(kv("resumed", stage="ingest", how="committed_offsets", partitions=len(parts),
+                    offsets=[f"{stream_name(tp)}@{offsets[tp]}" for tp in parts]))  # fmt: skip
+
+    # -- pauses: back-pressure and alignment -------------------------------------
+
+    def _set_backpressure(self, paused: bool) -> None:
+        self._paused = paused
+        self._apply_pauses()
+        if paused:
+            log.warning(kv("backpressure_on", stage="ingest", partitions=len(self._parts)))
+        else:
+            log.info(kv("backpressure_off", stage="ingest", partitions=len(self._parts)))
+        self.shared.metrics.backpressure.set(1 if paused else 0)
+
+    def _apply_pauses(self) -> None:
+        source = self._source
+        assert source is not None
+        want = set(self._parts) if self._paused else self._ahead & set(self._parts)
+        if want - self._paused_now:
+            source.pause(want - self._paused_now)
+        if self._paused_now - want:
+            source.resume(self._paused_now - want)
+        self._paused_now = want
+
+    def _align(self) -> None:
+        """Pause partitions more than ALIGN_AHEAD_SECS of event time ahead of the slowest one with unread data.
+
+        Everything read ahead of the slowest input waits in the detect stage's
+        reorder buffer (and in every checkpoint of it); reading abreast, as
+        replay reads files, keeps that near ``allowed_lateness_secs`` of traffic.
+        """
+        source = self._source
+        assert source is not None
+        fresh = time.monotonic() - self._assigned_at < self.config.correlate.idle_timeout_secs
+        behind = []
+        for tp, part in self._parts.items():
+            end = source.highwater(tp)
+            if (end is None and fresh) or (end is not None and part.next_offset < end):
+                behind.append(part.clock)
+        ahead: set[TopicPartition] = set()
+        if behind and len(self._parts) > 1:
+            limit = min(behind) + ALIGN_AHEAD_SECS
+            ahead = {tp for tp, part in self._parts.items() if part.clock > limit}
+        self._poll_records = ALIGNED_POLL_RECORDS if ahead or behind else None
+        if ahead != self._ahead:
+            self._ahead = ahead
+            self._apply_pauses()
+
+    def _update_lag(self) -> None:
+        source = self._source
+        assert source is not None
+        self._last_lag_at = time.monotonic()
+        if not self._parts:
+            return
+        try:
+            ends = source.end_offsets(list(self._parts))
+        except SourceError as error:
+            self.shared.metrics.record_error("kafka", "end_offsets")
+            log.warning(kv("kafka_unreachable", error=str(error)))
+            return
+        self.shared.kafka_ok_at = time.monotonic()
+        for tp, part in self._parts.items():
+            end = ends.get(tp)
+            if end is not None:
+                self.shared.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, end - part.next_offset)
+                )
+
+    def shutdown(self) -> None:
+        """Nothing to save: every handled poll was stored, produced and committed before the next."""
+        log.info(kv("stopping", stage="ingest", partitions=len(self._parts)))

@@ -1,0 +1,116 @@
+"""What the two stages of ``gatewatch serve`` share: logging, the locked sink, delivery with back-pressure.
+
+:class:`Shared` is built once by :class:`gatewatch.serve.Service` and handed
+to both stages (:mod:`gatewatch.serve_ingest`, :mod:`gatewatch.serve_detect`),
+each running in its own thread with its own Kafka clients. The sink is the one
+object both threads write to, so writes go through a lock (DuckDB and the
+search clients are not meant for concurrent use of one connection).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from kafka.errors import KafkaError
+
+from gatewatch.errors import GatewatchError, StoreUnavailableError
+from gatewatch.metrics import ServeMetrics
+from ingest.sinks.base import Batch, Sink
+
+__all__ = ["RETRY_MAX_SECS", "Shared", "Stopped", "deliver", "kv"]
+
+RETRY_MAX_SECS = 30.0
+SHUTDOWN_DELIVERY_TIMEOUT_SECS = 60.0
+
+
+def kv(event: str, **fields: Any) -> str:
+    """A ``key=value`` log line; values with spaces or quotes are JSON-quoted."""
+    parts = [f"event={event}"]
+    for key, value in fields.items():
+        if isinstance(value, float):
+            text = f"{value:.3f}"
+        elif isinstance(value, (set, frozenset, list, tuple)):
+            text = ",".join(sorted(str(v) for v in value)) or "-"
+        else:
+            text = str(value)
+        if not text or any(c in text for c in ' "='):
+            text = orjson.dumps(text).decode()
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class Stopped(GatewatchError):
+    """A second stop signal abandoned a delivery that was still retrying."""
+
+
+class Shared:
+    """Config, metrics, stop flags, the store and health timestamps, shared by both stages."""
+
+    def __init__(self, config: Any, metrics: ServeMetrics, stop: threading.Event, sink: Sink | None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.stop = stop
+        self.abort = threading.Event()
+        self.sink = sink
+        self._sink_lock = threading.Lock()
+        self.store_ok = True
+        self.kafka_ok_at: float | None = None
+
+    def write(self, batch: Batch) -> None:
+        """Store ``batch`` (no-op without a store); raises what the sink raises."""
+        if self.sink is None:
+            return
+        with self._sink_lock, self.metrics.bulk_duration.time():
+            self.sink.write(batch)
+
+
+def deliver(
+    shared: Shared,
+    attempt_once: Callable[[], None],
+    set_paused: Callable[[bool], None],
+    idle_poll: Callable[[float], None],
+    log: Any,
+) -> None:
+    """Run ``attempt_once`` until it succeeds, pausing the stage's input meanwhile.
+
+    ``attempt_once`` must be safe to repeat (ids are deterministic). While the
+    store is unavailable, ``idle_poll`` keeps the consumer's group membership
+    alive without fetching. Raises :class:`Stopped` on a second stop signal, or
+    on the first once a delivery has been retried for SHUTDOWN_DELIVERY_TIMEOUT_SECS.
+    """
+    attempt = 0
+    started = time.monotonic()
+    paused = False
+    while True:
+        try:
+            attempt_once()
+            shared.store_ok = True
+            break
+        except StoreUnavailableError as error:
+            delay = error.retry_after_secs
+            shared.store_ok = False
+            shared.metrics.record_error("store", "unavailable")
+            reason = str(error)
+        except KafkaError as error:
+            delay = 1.0
+            shared.metrics.record_error("alerts", type(error).__name__)
+            reason = f"kafka: {error}"
+        attempt += 1
+        delay = min(max(delay, 0.1), RETRY_MAX_SECS)
+        if not paused:
+            paused = True
+            set_paused(True)
+        log.warning(kv("delivery_retry", attempt=attempt, retry_after_secs=delay, error=reason))
+        if shared.abort.is_set() or (
+            shared.stop.is_set() and time.monotonic() - started > SHUTDOWN_DELIVERY_TIMEOUT_SECS
+        ):
+            raise Stopped("delivery abandoned")
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0 and not shared.abort.is_set():
+            idle_poll(min(remaining, 0.5))
+    if paused:
+        set_paused(False)

@@ -1,0 +1,215 @@
+"""Two ``gatewatch serve`` processes in one consumer group, one of them killed -9 (or stopped) mid-stream
+and restarted.
+
+The demo generator's traffic (every rule's attacks and look-alikes, bad lines)
+goes to 4-partition topics keyed by request id, so each process ingests a
+share of every client's, route's and token's records. The store is
+Elasticsearch (DuckDB takes one writing process per file), with an index
+prefix of its own. Afterwards the indices must hold every record exactly once
+(events + dead letters, by origin) and the alerts of ``gatewatch replay`` over
+the same lines: detection runs on the single merged detect topic, so neither
+the split nor the failover may change them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from test_serve import REPO, Line, Topics, _free_port, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
+
+AlertKey = tuple[str, str, str, str, int, frozenset[str]]
+
+
+class SearchServe:
+    """``gatewatch serve --store elasticsearch:URL`` as a subprocess."""
+
+    def __init__(self, config: Path, store: str, log: Path) -> None:
+        self.port = _free_port()
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", store,
+                 "--listen", f"127.0.0.1:{self.port}"],
+                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_for(lambda: self.get("/healthz")[0] == 200, 30, "serve to answer /healthz", self)  # type: ignore[arg-type]
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output()}") from None
+            return 0, ""
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=90)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def detect_caught_up(topics: Topics) -> bool:
+    """The detect group has committed (i.e. checkpointed) up to the detect topic's end as of now."""
+    tp = TopicPartition(f"{topics.group}-detect", 0)
+    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    try:
+        end = consumer.end_offsets([tp])[tp]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            group = f"{topics.group}-detect"
+            committed = admin.list_group_offsets({group: None}).get(group, {}).get(tp)
+            if committed is not None and committed.offset >= end:
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        consumer.close()
+        admin.close()
+
+
+class Indices:
+    def __init__(self, url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.http = httpx.Client(base_url=url, timeout=60.0)
+
+    def all(self, kind: str, fields: list[str]) -> list[dict[str, Any]]:
+        self.http.post(f"/{self.prefix}-{kind}-*/_refresh").raise_for_status()
+        response = self.http.post(f"/{self.prefix}-{kind}-*/_search", params={"scroll": "1m"},
+                                  json={"size": 5000, "_source": fields, "sort": ["_doc"]})  # fmt: skip
+        response.raise_for_status()
+        body = response.json()
+        hits = list(body["hits"]["hits"])
+        while body["hits"]["hits"]:
+            response = self.http.post("/_search/scroll", json={"scroll": "1m", "scroll_id": body["_scroll_id"]})
+            response.raise_for_status()
+            body = response.json()
+            hits.extend(body["hits"]["hits"])
+        return hits
+
+    def origins(self) -> Counter[tuple[str, int]]:
+        found: Counter[tuple[str, int]] = Counter()
+        for hit in self.all("events", ["gatewatch.origin.stream", "gatewatch.origin.offset"]):
+            source = hit["_source"]
+            origin = source.get("gatewatch", {}).get("origin") or {
+                "stream": source["gatewatch.origin.stream"], "offset": source["gatewatch.origin.offset"]
+            }  # fmt: skip
+            found[(origin["stream"], int(origin["offset"]))] += 1
+        for hit in self.all("deadletter", ["stream", "offset"]):
+            found[(hit["_source"]["stream"], int(hit["_source"]["offset"]))] += 1
+        return found
+
+    def alerts(self) -> set[AlertKey]:
+        found = set()
+        for hit in self.all("alerts", ["id", "rule", "entity", "count", "request_ids"]):
+            s = hit["_source"]
+            entity = s["entity"]
+            found.add((s["id"], s["rule"], entity["type"], entity["value"], int(s["count"]), frozenset(s["request_ids"])))
+        return found
+
+    def cleanup(self) -> None:
+        response = self.http.get(f"/_cat/indices/{self.prefix}-*", params={"format": "json", "h": "index"})
+        names = [row["index"] for row in response.json()] if response.is_success else []
+        if names:
+            self.http.delete("/" + ",".join(names))
+        for kind in ("events", "deadletter", "transactions", "alerts"):
+            self.http.delete(f"/_index_template/{self.prefix}-{kind}")
+        self.http.close()
+
+
+@pytest.mark.parametrize("how", ["kill-9", "sigterm"])
+def test_two_processes_one_leaves_store_once_and_alert_as_replay(
+    topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str
+) -> None:
+    """The detect owner dies (kill -9) or leaves (SIGTERM) mid-stream and comes back."""
+    lines, demo_config = demo_traffic(tmp_path)
+    prefix = f"gw-scale-{uuid.uuid4().hex[:8]}"
+    base = {**demo_config, "store": {**demo_config.get("store", {}), "index_prefix": prefix, "retention_days": 3650}}
+    config = topics.config(tmp_path / "demo", base=base)
+    store = f"elasticsearch:{elasticsearch_url}"
+    indices = Indices(elasticsearch_url, prefix)
+    halves: tuple[list[Line], list[Line]] = ([], [])
+    for side in ("gateway", "app"):
+        own = [line for line in lines if line.side == side and line.partition is None]
+        halves[0].extend(own[: len(own) // 2])
+        halves[1].extend(own[len(own) // 2 :])
+    halves[1].extend(line for line in lines if line.partition is not None)  # the tails come last
+    processes: list[SearchServe] = []
+    try:
+        a = SearchServe(config, store, tmp_path / "serve-a.log")
+        b = SearchServe(config, store, tmp_path / "serve-b.log")
+        processes += [a, b]
+        # Both members own input partitions before any record arrives.
+        wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in (a, b)),
+                 60, "both processes to be assigned partitions", b)  # fmt: skip
+        topics.produce(halves[0])
+        wait_for(topics.all_committed, 60, "the first half to be committed", a)
+        wait_for(lambda: a.metric("gatewatch_checkpoint_bytes") + b.metric("gatewatch_checkpoint_bytes") > 0,
+                 30, "a detect checkpoint", a)  # fmt: skip
+        # Both take part: the group split the input partitions between them.
+        assert a.metric("component_received_events_total") > 0 and b.metric("component_received_events_total") > 0
+        owner, other = (a, b) if a.metric("gatewatch_detect_owner") == 1 else (b, a)
+        producer = threading.Thread(target=topics.produce, args=(halves[1], 500, 0.05))
+        producer.start()
+        received = owner.metric("component_received_events_total")
+        wait_for(lambda: owner.metric("component_received_events_total") > received + 300, 30, "more", owner)
+        if how == "kill-9":
+            owner.kill()  # the detect owner and an ingest member die at once
+        else:
+            assert owner.stop() == 0, owner.output()  # leaves both groups: a rebalance, no session timeout
+        producer.join(timeout=90)
+        left_at = time.monotonic()
+        restarted = SearchServe(config, store, tmp_path / "serve-c.log")
+        processes.append(restarted)
+        wait_for(topics.all_committed, 90, "every record committed after the kill", restarted)
+        wait_for(lambda: detect_caught_up(topics), 90, "the detect stage to catch up", restarted)
+        print(f"{how}: caught up {time.monotonic() - left_at:.1f}s after the producer finished")
+        for process in (other, restarted):
+            assert process.stop() == 0, process.output()
+        resumed = other.output() + restarted.output()
+        assert "event=resumed how=checkpoint stage=detect" in resumed or "how=kept_state" in resumed
+
+        assert indices.origins() == topics.expected_origins()  # every record exactly once, ids included
+        alerts = indices.alerts()
+        assert len({rule for _, rule, *_ in alerts}) >= 6
+        expected = replay_alerts(config, lines, tmp_path)
+        assert {(rule, etype, value) for _, rule, etype, value, *_ in alerts} == {
+            (rule, etype, value) for _, rule, etype, value, *_ in expected
+        }
+        assert alerts == expected  # the same ids, counts and evidence, too
+    finally:
+        for process in processes:
+            if process.process.poll() is None:
+                process.kill()
+        indices.cleanup()
