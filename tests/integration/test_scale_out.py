@@ -13,14 +13,8 @@ the split nor the failover may change them.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -30,53 +24,9 @@ import httpx
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from test_serve import REPO, Line, Topics, _free_port, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
+from test_serve import Line, Serve, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
 
 AlertKey = tuple[str, str, str, str, int, frozenset[str]]
-
-
-class SearchServe:
-    """``gatewatch serve --store elasticsearch:URL`` as a subprocess."""
-
-    def __init__(self, config: Path, store: str, log: Path) -> None:
-        self.port = _free_port()
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", store,
-                 "--listen", f"127.0.0.1:{self.port}"],
-                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        wait_for(lambda: self.get("/healthz")[0] == 200, 30, "serve to answer /healthz", self)  # type: ignore[arg-type]
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except OSError:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output()}") from None
-            return 0, ""
-
-    def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=90)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
 
 
 def detect_caught_up(topics: Topics) -> bool:
@@ -165,10 +115,10 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
         halves[0].extend(own[: len(own) // 2])
         halves[1].extend(own[len(own) // 2 :])
     halves[1].extend(line for line in lines if line.partition is not None)  # the tails come last
-    processes: list[SearchServe] = []
+    processes: list[Serve] = []
     try:
-        a = SearchServe(config, store, tmp_path / "serve-a.log")
-        b = SearchServe(config, store, tmp_path / "serve-b.log")
+        a = Serve(config, store, tmp_path / "serve-a.log")
+        b = Serve(config, store, tmp_path / "serve-b.log")
         processes += [a, b]
         # Both members own input partitions before any record arrives.
         wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in (a, b)),
@@ -190,7 +140,7 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
             assert owner.stop() == 0, owner.output()  # leaves both groups: a rebalance, no session timeout
         producer.join(timeout=90)
         left_at = time.monotonic()
-        restarted = SearchServe(config, store, tmp_path / "serve-c.log")
+        restarted = Serve(config, store, tmp_path / "serve-c.log")
         processes.append(restarted)
         wait_for(topics.all_committed, 90, "every record committed after the kill", restarted)
         wait_for(lambda: detect_caught_up(topics), 90, "the detect stage to catch up", restarted)

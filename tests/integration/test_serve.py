@@ -238,13 +238,15 @@ class Topics:
 class Serve:
     """``gatewatch serve`` as a subprocess."""
 
-    def __init__(self, config: Path, store: Path, log: Path) -> None:
+    def __init__(self, config: Path, store: Path | str, log: Path) -> None:
+        """``store``: a DuckDB file, or a store URL such as ``elasticsearch:http://...``."""
         self.port = _free_port()
         self.log = log
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        store_url = f"duckdb:{store}" if isinstance(store, Path) else store
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", f"duckdb:{store}",
+                [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", store_url,
                  "--listen", f"127.0.0.1:{self.port}"],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -273,7 +275,7 @@ class Serve:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        return self.process.wait(timeout=90)
 
     def kill(self) -> None:
         self.process.kill()

@@ -23,14 +23,14 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from test_scale_out import Indices, SearchServe, detect_caught_up
+from test_scale_out import Indices, Serve, detect_caught_up
 from test_serve import REPO, Line, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
 
 OUTAGE_SECS = 60
 PID_FILE = REPO / ".cache" / "run" / "elasticsearch.pid"
 
 
-def _store_sent(serve: SearchServe) -> float:
+def _store_sent(serve: Serve) -> float:
     """Documents the store acknowledged (``component_sent_events_total{component="store"}``)."""
     total = 0.0
     for line in serve.get("/metrics")[1].splitlines():
@@ -61,10 +61,10 @@ def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
         halves[1].extend(own[len(own) // 2 :])
     halves[1].extend(line for line in lines if line.partition is not None)  # the tails come last
     pgid = _elasticsearch_pgid()
-    serve: SearchServe | None = None
+    serve: Serve | None = None
     try:
         topics.produce(halves[0])
-        serve = SearchServe(config, f"elasticsearch:{elasticsearch_url}", tmp_path / "serve.log")
+        serve = Serve(config, f"elasticsearch:{elasticsearch_url}", tmp_path / "serve.log")
         wait_for(lambda: _store_sent(serve) > 0, 60, "some events to be indexed", serve)  # type: ignore[arg-type]
 
         # -- the node hangs; the second half arrives meanwhile -------------------------------
