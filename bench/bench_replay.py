@@ -103,8 +103,6 @@ def _child_pipeline(spec: dict) -> dict:
     config = load_config(Path(spec["config"]))
     out = Path(spec["out"])
     store = open_store(spec["store"], config)
-    if spec.get("duckdb_sample"):  # bench-only workaround, see --duckdb-workaround
-        store.connection.execute(f"SET pandas_analyze_sample={int(spec['duckdb_sample'])}")
     sinks = [s for s in (store, AlertFile(out / "alerts.ndjson"), DeadLetterFile(out / "dead-letters.ndjson")) if s]
     setup_secs = time.perf_counter() - start
     profiler = None
@@ -242,8 +240,6 @@ def main() -> int:
     parser.add_argument("--no-cli", action="store_true", help="skip the whole-command runs")
     parser.add_argument("--profile", action="store_true", help="also cProfile the in-process --store none run")
     parser.add_argument("--top", type=int, default=15, help="profile rows")
-    parser.add_argument("--duckdb-workaround", type=int, default=0, metavar="ROWS",
-                        help="also run DuckDB in-process with SET pandas_analyze_sample=ROWS (bench-only, labelled)")
     parser.add_argument("--regenerate", action="store_true", help="ignore the cached data")
     parser.add_argument("--json", type=Path, help="also write all figures here")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -284,9 +280,9 @@ def main() -> int:
             r = results[name]
             print(f"{r.get('replay_secs', r.get('loads_secs', r['wall_secs'])):.2f} s", flush=True)
 
-        def pipeline(store: str, out: str, profile: bool = False, sample: int = 0) -> dict:
+        def pipeline(store: str, out: str, profile: bool = False) -> dict:
             spec = {"config": str(config), "gateway": str(gateway), "app": str(app), "store": store,
-                    "out": str(work / out), "profile": profile, "top": args.top, "duckdb_sample": sample}  # fmt: skip
+                    "out": str(work / out), "profile": profile, "top": args.top}  # fmt: skip
             return child(prefix, "pipeline", spec)
 
         def cli(store: str, out: str) -> dict:
@@ -304,9 +300,6 @@ def main() -> int:
         step("replay none (in-process)", lambda: pipeline("none", "none"))
         if not args.no_duckdb:
             step("replay duckdb (in-process)", lambda: pipeline(f"duckdb:{work / 'a.duckdb'}", "duck"))
-            if args.duckdb_workaround:
-                step("replay duckdb, analyze_sample workaround (in-process)",
-                     lambda: pipeline(f"duckdb:{work / 'w.duckdb'}", "duck-w", sample=args.duckdb_workaround))  # fmt: skip
         if not args.no_cli:
             step("gatewatch replay --store none", lambda: cli("none", "cli-none"))
             if not args.no_duckdb:
