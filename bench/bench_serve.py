@@ -32,6 +32,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
@@ -136,16 +137,70 @@ def scrape(port: int) -> str:
         return ""
 
 
-def start_serve(config_path: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def metric_where(text: str, name: str, **labels: str) -> float:
+    """Sum of ``name`` over the series whose labels include ``labels``."""
+    total = 0.0
+    for m in re.finditer(rf"^{name}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+# Run before `gatewatch serve` by the ES mode: CPU time inside the consumers' polls, in /metrics.
+CPU_PREAMBLE = """
+import sys, threading, time
+from prometheus_client.core import GaugeMetricFamily
+import gatewatch.metrics, gatewatch.serve_detect, ingest.sources.kafka
+_cpu = {"ingest_poll": 0.0, "detect_poll": 0.0}
+def _wrap(cls, name, key):
+    original = getattr(cls, name)
+    def timed(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _cpu[key] += time.thread_time() - started
+    setattr(cls, name, timed)
+_wrap(ingest.sources.kafka.KafkaSource, "poll", "ingest_poll")
+_wrap(gatewatch.serve_detect.DetectStage, "_poll", "detect_poll")
+class _Cpu:
+    def collect(self):
+        g = GaugeMetricFamily("bench_cpu_seconds", "CPU seconds", labels=["part"])
+        g.add_metric(["process"], time.process_time())
+        for key, value in _cpu.items():
+            g.add_metric([key], value)
+        for t in threading.enumerate():
+            try:
+                g.add_metric(["thread:" + t.name], time.clock_gettime(time.pthread_getcpuclockid(t.ident)))
+            except (OSError, TypeError, AttributeError):
+                pass
+        yield g
+_init = gatewatch.metrics.ServeMetrics.__init__
+def _init_with_cpu(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.registry.register(_Cpu())
+gatewatch.metrics.ServeMetrics.__init__ = _init_with_cpu
+import gatewatch.cli
+sys.exit(gatewatch.cli.main(sys.argv[1:]))
+"""
+
+
+def start_serve(
+    config_path: Path, port: int, log_path: Path, store: str = "none", cpu: bool = False
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    entry = ["-c", CPU_PREAMBLE] if cpu else ["-m", "gatewatch.cli"]
     return subprocess.Popen(
-        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config_path), "--store", "none",
+        [sys.executable, *entry, "serve", "--config", str(config_path), "--store", store,
          "--listen", f"127.0.0.1:{port}"],
         cwd=REPO, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
 
-def write_config(directory: Path, bootstrap: str, topics: dict[str, str], group: str) -> Path:
+def write_config(
+    directory: Path, bootstrap: str, topics: dict[str, str], group: str, index_prefix: str | None = None
+) -> Path:
     path = directory / f"{group}.yaml"
     config = {
         "gateway": {"json_format": DEMO_JSON_FORMAT},
@@ -153,6 +208,8 @@ def write_config(directory: Path, bootstrap: str, topics: dict[str, str], group:
         "kafka": {"bootstrap_servers": [bootstrap], "group_id": group,
                   "topics": {"gateway": topics["gateway"], "app": topics["app"], "alerts": f"{group}-alerts"}},
     }  # fmt: skip
+    if index_prefix is not None:
+        config["store"] = {"index_prefix": index_prefix}
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -263,6 +320,160 @@ def run_restart(directory: Path, bootstrap: str, topics: dict[str, str], total: 
         "checkpoint_state_bytes": float(loaded.group(1)) if loaded else float("nan"),
     }
 
+# -- Elasticsearch mode --------------------------------------------------------------------
+
+
+def read_raw_records(bootstrap: str, topics: dict[str, str], total: int) -> list[Any]:
+    """Every produced record as the ingest stage sees it (RawRecord with topic/partition and offset)."""
+    from ingest.records import Dataset, Origin, RawRecord
+    from ingest.sources.kafka import stream_name
+
+    datasets = {topics["gateway"]: Dataset.GATEWAY, topics["app"]: Dataset.APP}
+    consumer = KafkaConsumer(group_id=None, **consumer_settings(_Kafka(bootstrap)))
+    partitions = [TopicPartition(t, p) for t in topics.values() for p in range(4)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records: list[Any] = []
+    while len(records) < total:
+        for tp, messages in consumer.poll(timeout_ms=1000).items():
+            stream, dataset = stream_name(tp), datasets[tp.topic]
+            records.extend(RawRecord(Origin(dataset, stream, m.offset), m.value or b"") for m in messages)
+    consumer.close()
+    return records
+
+
+def es_client(url: str) -> Any:
+    from elasticsearch import Elasticsearch
+
+    return Elasticsearch(url, request_timeout=120, max_retries=0, retry_on_timeout=False)
+
+
+def es_cleanup(url: str, prefixes: list[str]) -> None:
+    """Delete the indices, index templates and ILM policy of each prefix (missing ones are fine)."""
+    from elasticsearch import BadRequestError, NotFoundError
+
+    from schemas.templates import INDEX_KINDS, template_name
+
+    es = es_client(url)
+    try:
+        for prefix in prefixes:
+            rows = es.cat.indices(index=f"{prefix}-*", h="index", format="json", expand_wildcards="all").body
+            names = [row["index"] for row in rows]
+            for start in range(0, len(names), 50):  # by name: wildcard deletes may be refused
+                es.indices.delete(index=",".join(names[start : start + 50]), ignore_unavailable=True)
+            for kind in INDEX_KINDS:
+                try:
+                    es.indices.delete_index_template(name=template_name(kind, prefix))
+                except NotFoundError:
+                    pass
+            try:
+                es.ilm.delete_lifecycle(name=f"{prefix}-retention")
+            except (NotFoundError, BadRequestError):  # none, or no ILM on this node
+                pass
+    finally:
+        es.close()
+
+
+def es_count(url: str, pattern: str) -> int:
+    es = es_client(url)
+    try:
+        es.indices.refresh(index=pattern)
+        return int(es.count(index=pattern).body["count"])
+    finally:
+        es.close()
+
+
+def raw_bulk(url: str, config_path: Path, records: list[Any], prefix: str) -> dict[str, float]:
+    """Time only the official client's bulk calls, on pre-serialized event documents (see the docstring)."""
+    from types import SimpleNamespace
+
+    from gatewatch.config import load_config
+    from gatewatch.topology import build_parsers, parse_records
+    from ingest.ecs import event_document
+    from ingest.sinks.search import MAX_BULK_BYTES, BulkAction, SearchSink, _chunks, _dumps, bulk_body, index_name
+    from ingest.sinks.search_clients import _BULK_FILTER
+
+    config = load_config(config_path)
+    events, dead = parse_records(build_parsers(config), records)
+    if dead:
+        raise SystemExit(f"{len(dead)} records did not parse: {dead[0]}")
+    actions = [BulkAction("events", index_name(prefix, "events", e.ts), e.id, _dumps(event_document(e)))
+               for e in events]  # fmt: skip
+    max_docs = config.store.bulk_max_docs
+    bodies = [(len(chunk), bulk_body(chunk)) for chunk in _chunks(actions, max_docs, MAX_BULK_BYTES)]
+    # The same index templates (mappings, settings) serve installs for its own prefix.
+    store = SimpleNamespace(index_prefix=prefix, retention_days=config.store.retention_days, bulk_max_docs=max_docs)
+    SearchSink.connect("elasticsearch", url, store).close()
+    es = es_client(url)
+    responses = []
+    try:
+        started = time.perf_counter()
+        for _, body in bodies:
+            responses.append(es.bulk(operations=body, filter_path=_BULK_FILTER, refresh=False).body)
+        elapsed = time.perf_counter() - started
+    finally:
+        es.close()
+    stored = sum(1 for r in responses for item in r.get("items", []) if 200 <= item["index"]["status"] < 300)
+    if stored != len(actions):
+        raise SystemExit(f"raw bulk: {stored} of {len(actions)} documents stored")
+    return {"secs": elapsed, "docs": float(len(actions)), "requests": float(len(bodies)),
+            "body_mib": sum(len(b) for _, b in bodies) / 2**20, "batch": float(max_docs)}  # fmt: skip
+
+
+def cpu_parts(text: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r'^bench_cpu_seconds\{part="([^"]*)"\} (\S+)$', text, re.M)}  # fmt: skip
+
+
+def run_serve_es(
+    directory: Path, bootstrap: str, topics: dict[str, str], total: int, url: str, prefix: str
+) -> dict[str, Any]:
+    """One ``serve --store elasticsearch:URL`` process; times from its first record to the last event stored."""
+    group = f"bench-es-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    config_path = write_config(directory, bootstrap, topics, group, prefix)
+    log_path = directory / f"{group}.log"
+    proc = start_serve(config_path, port, log_path, store=f"elasticsearch:{url}", cpu=True)
+    first = events_done = detected = None
+    text = first_text = done_text = ""
+    try:
+        while detected is None:
+            text = scrape(port)
+            now = time.perf_counter()
+            if first is None and metric(text, "component_received_events_total"):
+                first, first_text = now, text
+            if events_done is None and metric_where(text, "component_sent_events_total", kind="events") >= total:
+                events_done, done_text = now, text
+            if events_done is not None and metric(text, "gatewatch_detect_events_total") >= total:
+                detected = now
+            if proc.poll() is not None:
+                raise SystemExit(f"serve exited: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        time.sleep(2.0)  # the detect stage's last batch to the store
+        text = scrape(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert first is not None and events_done is not None
+
+    def docs(t: str) -> float:
+        return sum(metric_where(t, "component_sent_events_total", component="store", kind=k)
+                   for k in ("events", "transactions", "alerts", "dead_letters"))  # fmt: skip
+
+    cpu0, cpu1 = cpu_parts(first_text), cpu_parts(done_text)
+    cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    return {
+        "events_secs": events_done - first,
+        "docs_at_events_done": docs(done_text),
+        "detect_secs": detected - first,
+        "docs_at_detect_done": docs(text),
+        "bulks": metric(done_text, "store_bulk_duration_seconds_count"),
+        "bulk_secs": metric(done_text, "store_bulk_duration_seconds_sum"),
+        "cpu": cpu,
+        "consumer_io_thread": f"kafka-io-gatewatch-{group}",  # the ingest consumer's kafka-python IO thread
+        "events_counted": es_count(url, f"{prefix}-events-*"),
+    }
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,6 +482,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second of event time")
     parser.add_argument("--skip-restart", action="store_true")
     parser.add_argument("--processes", type=int, default=1, help="serve processes in one group (the serve row)")
+    parser.add_argument("--elasticsearch", default=os.environ.get("GW_ELASTICSEARCH_URL") or None, metavar="URL",
+                        help="also compare raw _bulk with serve --store elasticsearch:URL (default $GW_ELASTICSEARCH_URL)")
+    parser.add_argument("--no-elasticsearch", dest="elasticsearch", action="store_const", const=None)
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
@@ -284,9 +498,19 @@ def main() -> None:
     print(f"records {total:,} ({size / total:.0f} B avg, {size / 2**20:.1f} MiB) produced in {produce_secs:.1f}s")
 
     bare_secs = bare_consume(args.bootstrap, topics, total)
+    raw = es = None
     with tempfile.TemporaryDirectory() as tmp:
         serve = run_serve(Path(tmp), args.bootstrap, topics, total, args.processes)
         restart = None if args.skip_restart else run_restart(Path(tmp), args.bootstrap, topics, total)
+        if args.elasticsearch:
+            url = args.elasticsearch
+            prefixes = [f"bench-{run}-raw", f"bench-{run}-serve"]
+            try:
+                config_path = write_config(Path(tmp), args.bootstrap, topics, f"bench-{run}-parse", prefixes[0])
+                raw = raw_bulk(url, config_path, read_raw_records(args.bootstrap, topics, total), prefixes[0])
+                es = run_serve_es(Path(tmp), args.bootstrap, topics, total, url, prefixes[1])
+            finally:
+                es_cleanup(url, prefixes)
     serve_secs = serve["consume_secs"]
     print(f"{'':34}{'seconds':>10}{'records/s':>12}")
     print(f"{'bare kafka-python + orjson.loads':34}{bare_secs:10.2f}{total / bare_secs:12,.0f}")
@@ -297,6 +521,33 @@ def main() -> None:
     print(f"serve startup (launch to first record) {serve['startup_secs']:.2f}s")
     print(f"checkpoint: state {serve['checkpoint_bytes'] / 1024:,.0f} KiB (last), "
           f"{serve['checkpoint_secs'] * 1000:.0f} ms mean over {serve['checkpoints']:.0f} saves")  # fmt: skip
+    if raw and es:
+        raw_rate = raw["docs"] / raw["secs"]
+        ev_rate = total / es["events_secs"]
+        print(f"{'':34}{'seconds':>10}{'docs/s':>12}")
+        print(f"{'raw _bulk, events (1 client)':34}{raw['secs']:10.2f}{raw_rate:12,.0f}"
+              f"   ({raw['requests']:.0f} requests of <= {raw['batch']:.0f} docs, {raw['body_mib']:.0f} MiB NDJSON)")
+        print(f"{'serve --store elasticsearch, events':34}{es['events_secs']:10.2f}{ev_rate:12,.0f}"
+              f"   ({ev_rate / raw_rate:.2f} of raw _bulk; goal >= 0.9)")
+        print(f"{'serve, all docs by then':34}{es['events_secs']:10.2f}"
+              f"{es['docs_at_events_done'] / es['events_secs']:12,.0f}"
+              f"   ({es['docs_at_events_done']:,.0f} docs: events + transactions + alerts)")
+        print(f"{'serve, all docs to detect done':34}{es['detect_secs']:10.2f}"
+              f"{es['docs_at_detect_done'] / es['detect_secs']:12,.0f}   ({es['docs_at_detect_done']:,.0f} docs)")
+        print(f"serve bulk writes until events done: {es['bulks']:.0f} batches, {es['bulk_secs']:.2f}s in the sink "
+              f"({es['bulk_secs'] / es['events_secs']:.0%} of the window); events in ES by _count: "
+              f"{es['events_counted']:,} of {total:,}")  # fmt: skip
+        cpu = es["cpu"]
+        proc_cpu = cpu.get("process", 0.0)
+        print(f"serve CPU over that window (thread CPU time, see the docstring): process {proc_cpu:.2f}s "
+              f"= {proc_cpu / es['events_secs']:.0%} of one core; ingest consumer poll {cpu.get('ingest_poll', 0):.2f}s "
+              f"({cpu.get('ingest_poll', 0) / proc_cpu:.0%} of process CPU), detect consumer poll "
+              f"{cpu.get('detect_poll', 0):.2f}s ({cpu.get('detect_poll', 0) / proc_cpu:.0%})")  # fmt: skip
+        consumer = cpu.get("ingest_poll", 0.0) + cpu.get("thread:" + es["consumer_io_thread"], 0.0)
+        print(f"  ingest consumer = its poll + its kafka-python IO thread: {consumer:.2f}s, "
+              f"{consumer / proc_cpu:.0%} of serve's CPU")  # fmt: skip
+        threads = sorted(((v, k[7:]) for k, v in cpu.items() if k.startswith("thread:")), reverse=True)
+        print("  by thread: " + ", ".join(f"{name} {secs:.2f}s ({secs / proc_cpu:.0%})" for secs, name in threads))
     if restart:
         print(f"kill -9 after {restart['received_before_kill']:,.0f} records: ingest resumed "
               f"{restart['restart_to_resumed_secs']:.2f}s after the kill, detect from its checkpoint "
