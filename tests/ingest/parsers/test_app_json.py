@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ingest.parsers import DEFAULT_APP_FIELDS, Parser, build_app_parser, compile_app_parser
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+from tests.ingest.parsers.strategies import json_values
 
 ORIGIN = Origin(Dataset.APP, "/var/log/billing/app.log", 1001)
 
@@ -168,16 +169,7 @@ def test_round_trip(
     assert e.token_exp == (None if exp is None else float(exp))
 
 
-_JSONISH = st.recursive(
-    st.one_of(
-        st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
-        st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
-    ),
-    lambda children: st.one_of(
-        st.lists(children, max_size=3), st.dictionaries(st.sampled_from(["jti", "exp", "ip", "x"]), children)
-    ),
-    max_leaves=15,
-)
+_JSONISH = json_values(["jti", "exp", "ip", "x"], max_list=3, max_leaves=15)
 
 
 @settings(database=None, max_examples=400, deadline=None)

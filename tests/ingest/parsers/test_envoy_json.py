@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ingest.parsers import Parser, build_gateway_parser, compile_json_format
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+from tests.ingest.parsers.strategies import json_values
 
 ORIGIN = Origin(Dataset.GATEWAY, "gw-gateway", 3)
 JWT = "envoy.filters.http.jwt_authn:jwt_payload"
@@ -308,16 +309,7 @@ def test_round_trip(
     assert e.token_sub == sub
 
 
-_JSONISH = st.recursive(
-    st.one_of(
-        st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
-        st.text(alphabet=st.characters(codec="utf-8"), max_size=20),
-    ),
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(st.sampled_from(["http", "client", "jwt", "x"]), children)
-    ),
-    max_leaves=20,
-)
+_JSONISH = json_values(["http", "client", "jwt", "x"], max_list=4, max_leaves=20)
 
 
 @settings(database=None, max_examples=400, deadline=None)
