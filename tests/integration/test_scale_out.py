@@ -29,6 +29,17 @@ from test_serve import Line, Serve, Topics, demo_traffic, replay_alerts, topics,
 AlertKey = tuple[str, str, str, str, int, frozenset[str]]
 
 
+def split_halves(lines: list[Line]) -> tuple[list[Line], list[Line]]:
+    """Each side's traffic cut in two, in order; the per-partition tails go last."""
+    halves: tuple[list[Line], list[Line]] = ([], [])
+    for side in ("gateway", "app"):
+        own = [line for line in lines if line.side == side and line.partition is None]
+        halves[0].extend(own[: len(own) // 2])
+        halves[1].extend(own[len(own) // 2 :])
+    halves[1].extend(line for line in lines if line.partition is not None)
+    return halves
+
+
 def detect_caught_up(topics: Topics) -> bool:
     """The detect group has committed (i.e. checkpointed) up to the detect topic's end as of now."""
     tp = TopicPartition(f"{topics.group}-detect", 0)
@@ -109,12 +120,7 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
     config = topics.config(tmp_path / "demo", base=base)
     store = f"elasticsearch:{elasticsearch_url}"
     indices = Indices(elasticsearch_url, prefix)
-    halves: tuple[list[Line], list[Line]] = ([], [])
-    for side in ("gateway", "app"):
-        own = [line for line in lines if line.side == side and line.partition is None]
-        halves[0].extend(own[: len(own) // 2])
-        halves[1].extend(own[len(own) // 2 :])
-    halves[1].extend(line for line in lines if line.partition is not None)  # the tails come last
+    halves = split_halves(lines)
     processes: list[Serve] = []
     try:
         a = Serve(config, store, tmp_path / "serve-a.log")

@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from test_scale_out import Indices, Serve, detect_caught_up
-from test_serve import REPO, Line, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
+from test_scale_out import Indices, detect_caught_up, split_halves
+from test_serve import REPO, Serve, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
 
 OUTAGE_SECS = 60
 PID_FILE = REPO / ".cache" / "run" / "elasticsearch.pid"
@@ -54,12 +54,7 @@ def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
     base = {**demo_config, "store": {**demo_config.get("store", {}), "index_prefix": prefix, "retention_days": 3650}}
     config = topics.config(tmp_path / "demo", base=base)
     indices = Indices(elasticsearch_url, prefix)
-    halves: tuple[list[Line], list[Line]] = ([], [])
-    for side in ("gateway", "app"):
-        own = [line for line in lines if line.side == side and line.partition is None]
-        halves[0].extend(own[: len(own) // 2])
-        halves[1].extend(own[len(own) // 2 :])
-    halves[1].extend(line for line in lines if line.partition is not None)  # the tails come last
+    halves = split_halves(lines)
     pgid = _elasticsearch_pgid()
     serve: Serve | None = None
     try:
