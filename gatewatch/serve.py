@@ -90,16 +90,13 @@ class Service:
         store_url: str,
         listen: str,
         stop: threading.Event | None = None,
-        sink: Sink | None = None,
     ) -> None:
-        """``sink``, if given, is used instead of opening ``store_url`` (tests pass a double)."""
         self.config = config
         self.store_url = store_url
         self.listen = listen
         self.metrics = ServeMetrics()
         self._stop = stop or threading.Event()
-        self._shared = Shared(config, self.metrics, self._stop, sink)
-        self._sink_given = sink is not None
+        self._shared = Shared(config, self.metrics, self._stop, None)
         self._ingest = IngestStage(self._shared)
         self._detect = DetectStage(self._shared, config_digest(config))
         self._http: HealthServer | None = None
@@ -119,8 +116,7 @@ class Service:
         kafka = self.config.kafka
         try:
             self._http = HealthServer(self.listen, self.metrics, self.health)
-            if not self._sink_given:
-                self._shared.sink = self._open_store()
+            self._shared.sink = self._open_store()
             self._ingest.open()
             self._detect.open()
         except KafkaError as error:

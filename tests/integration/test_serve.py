@@ -31,7 +31,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from detectors.alerts import Alert
 from gatewatch.config import load_config
-from gatewatch.errors import StoreUnavailableError
 from gatewatch.replay import replay
 from gatewatch.serve import Service
 from ingest.records import Dataset, Origin, record_id
@@ -435,68 +434,34 @@ def test_health_ready_and_metrics(topics: Topics, tmp_path: Path) -> None:
     assert serve.stop() == 0
 
 
-class _FlakySink:
-    """Unreachable for its first ``failures`` writes, then stores in memory."""
+def test_stop_while_the_store_hangs_commits_nothing(topics: Topics, tmp_path: Path, elasticsearch_url: str) -> None:
+    """The real node hangs (SIGSTOP) before the first write; two stop signals end serve without a commit."""
+    import httpx
+    from test_store_outage import _elasticsearch_pgid
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.origins: Counter[tuple[str, int]] = Counter()
-
-    def write(self, batch: Batch) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise StoreUnavailableError("store down for the test", retry_after_secs=0.5)
-        for item in (*batch.events, *batch.dead_letters):
-            self.origins[(item.origin.stream, item.origin.offset)] += 1
-
-    def close(self) -> None:
-        pass
-
-
-def test_store_down_pauses_then_retries_the_same_batch(topics: Topics, tmp_path: Path) -> None:
-    lines = build_traffic(300, tails=False)
-    topics.produce(lines)
-    sink = _FlakySink(failures=6)
-    stop = threading.Event()
-    port = _free_port()
-    service = Service(load_config(topics.config(tmp_path)), "none", f"127.0.0.1:{port}", stop=stop, sink=sink)
-    thread = threading.Thread(target=service.run, name="serve")
-    thread.start()
-    try:
-        def ready() -> int:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                    return response.status
-            except urllib.error.HTTPError as error:
-                return error.code
-            except OSError:
-                return 0
-
-        wait_for(lambda: "gatewatch_backpressure 1.0" in service.metrics.exposition().decode(), 30, "back-pressure")
-        assert ready() == 503
-        wait_for(lambda: sum(sink.origins.values()) >= len(lines), 30, "every record after the store came back")
-        assert ready() == 200
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert sink.origins == topics.expected_origins()  # the failed batch was stored once, nothing fetched was lost
-    text = service.metrics.exposition().decode()
-    assert 'component_errors_total{error_type="unavailable",stage="store"} 6.0' in text
-    assert "gatewatch_backpressure 0.0" in text
-
-
-def test_stop_while_the_store_is_down_commits_nothing(topics: Topics, tmp_path: Path) -> None:
-    topics.produce(build_traffic(100, tails=False))
-    sink = _FlakySink(failures=10**9)
-    service = Service(load_config(topics.config(tmp_path)), "none", f"127.0.0.1:{_free_port()}", sink=sink)
+    prefix = f"gw-stop-{uuid.uuid4().hex[:8]}"
+    config = load_config(topics.config(tmp_path, base={"store": {"index_prefix": prefix, "retention_days": 3650}}))
+    service = Service(config, f"elasticsearch:{elasticsearch_url}", f"127.0.0.1:{_free_port()}")
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.append(service.run()), name="serve")
-    thread.start()
-    wait_for(lambda: "gatewatch_backpressure 1.0" in service.metrics.exposition().decode(), 30, "back-pressure")
-    service.request_stop()  # first signal: keep retrying the batch in hand (up to a minute) ...
-    assert thread.is_alive()
-    service.request_stop()  # ... second: give up without committing; the records are read again on restart
-    thread.join(timeout=30)
-    assert codes == [1]
-    assert not topics.committed()
-    assert not sink.origins
+    pgid = _elasticsearch_pgid()
+    try:
+        thread.start()
+        wait_for(lambda: service.metrics.exposition().decode().count("gatewatch_detect_owner") > 0, 30, "serve up")
+        time.sleep(2.0)  # connected and polling
+        os.killpg(pgid, signal.SIGSTOP)
+        try:
+            topics.produce(build_traffic(100, tails=False))
+            wait_for(lambda: "gatewatch_backpressure 1.0" in service.metrics.exposition().decode(), 90, "back-pressure")
+            service.request_stop()  # first signal: keep retrying the batch in hand ...
+            assert thread.is_alive()
+            service.request_stop()  # ... second: give up without committing; the records are read again on restart
+            thread.join(timeout=90)
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+        assert not thread.is_alive() and codes == [1]
+        assert not topics.committed()
+    finally:
+        service.request_stop()
+        thread.join(timeout=90)
+        httpx.delete(f"{elasticsearch_url}/{prefix}-*", timeout=30)
