@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from ingest.parsers.envoy_format import Literal, tokenize
+
 JWT = "envoy.filters.http.jwt_authn:jwt_payload"
 JWT_JTI = f"DYNAMIC_METADATA({JWT}:jti)"
 JWT_SUB = f"DYNAMIC_METADATA({JWT}:sub)"
@@ -126,49 +128,13 @@ _Part = str | tuple[str, int | None, str | None]
 
 
 def _parse(fmt: str) -> list[_Part]:
-    """Split ``fmt`` into literals and operators; raises ``ValueError`` on a malformed ``%``."""
-    parts: list[_Part] = []
-    text: list[str] = []
-    i, n = 0, len(fmt)
-    while i < n:
-        j = fmt.find("%", i)
-        if j < 0:
-            text.append(fmt[i:])
-            break
-        text.append(fmt[i:j])
-        if fmt.startswith("%%", j):
-            text.append("%")
-            i = j + 2
-            continue
-        k = j + 1
-        while k < n and (fmt[k].isupper() or fmt[k].isdigit() or fmt[k] == "_"):
-            k += 1
-        name = fmt[j + 1 : k]
-        arg: str | None = None
-        if k < n and fmt[k] == "(":
-            # Envoy's grammar: an argument runs to the first ")" and may hold "%" (strftime).
-            close = fmt.find(")", k)
-            if close < 0:
-                raise ValueError(f"format: unclosed '(' at position {k}")
-            arg, k = fmt[k + 1 : close], close + 1
-        max_length: int | None = None
-        if k < n and fmt[k] == ":":
-            end = k + 1
-            while end < n and fmt[end].isdigit():
-                end += 1
-            if end == k + 1:
-                raise ValueError(f"format: ':' without a length at position {k}")
-            max_length, k = int(fmt[k + 1 : end]), end
-        if not name or k >= n or fmt[k] != "%":
-            raise ValueError(f"format: no valid command operator at position {j}: {fmt[j:j + 40]!r}")
-        if "".join(text):
-            parts.append("".join(text))
-        text = []
-        parts.append((_record_key(name, arg), max_length, arg if name == "START_TIME" else None))
-        i = k + 1
-    if text and "".join(text):
-        parts.append("".join(text))
-    return parts
+    """Split ``fmt`` into literals and operators (the parsers' own grammar); ``ValueError`` if malformed."""
+    return [
+        token.text
+        if isinstance(token, Literal)
+        else (_record_key(token.name, token.arg), token.max_length, token.arg if token.name == "START_TIME" else None)
+        for token in tokenize(fmt)
+    ]
 
 
 def _record_key(name: str, arg: str | None) -> str:
