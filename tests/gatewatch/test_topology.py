@@ -4,7 +4,6 @@ interleaved, re-delivered, or stopped and resumed from a snapshot."""
 from __future__ import annotations
 
 from itertools import islice
-from pathlib import Path
 
 import pytest
 

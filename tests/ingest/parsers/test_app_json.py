@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.parsers import DEFAULT_APP_FIELDS, Parser, build_app_parser, compile_app_parser
-from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+from ingest.records import Dataset, DeadLetter, Event, Origin
 from tests.ingest.parsers.strategies import json_values
+from tests.ingest.parsers.lines import line_helpers
 
 ORIGIN = Origin(Dataset.APP, "/var/log/billing/app.log", 1001)
 
@@ -34,20 +35,7 @@ BILLING_LINE = orjson.dumps({
 }) + b"\n"
 
 
-def record(line: bytes | str) -> RawRecord:
-    return RawRecord(ORIGIN, line.encode() if isinstance(line, str) else line)
-
-
-def event(parser: Parser, line: bytes | str) -> Event:
-    result = parser(record(line))
-    assert isinstance(result, Event), result
-    return result
-
-
-def dead(parser: Parser, line: bytes | str) -> DeadLetter:
-    result = parser(record(line))
-    assert isinstance(result, DeadLetter), result
-    return result
+record, event, dead = line_helpers(ORIGIN)
 
 
 @pytest.fixture(scope="module")

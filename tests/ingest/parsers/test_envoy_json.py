@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.parsers import Parser, build_gateway_parser, compile_json_format
-from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+from ingest.parsers import build_gateway_parser, compile_json_format
+from ingest.records import Dataset, DeadLetter, Event, Origin
 from tests.ingest.parsers.strategies import json_values
+from tests.ingest.parsers.lines import line_helpers
 
 ORIGIN = Origin(Dataset.GATEWAY, "gw-gateway", 3)
 JWT = "envoy.filters.http.jwt_authn:jwt_payload"
@@ -123,20 +124,7 @@ TYPED_LINE = orjson.dumps({
 })
 
 
-def record(line: bytes | str) -> RawRecord:
-    return RawRecord(ORIGIN, line.encode() if isinstance(line, str) else line)
-
-
-def event(parser: Parser, line: bytes | str) -> Event:
-    result = parser(record(line))
-    assert isinstance(result, Event), result
-    return result
-
-
-def dead(parser: Parser, line: bytes | str) -> DeadLetter:
-    result = parser(record(line))
-    assert isinstance(result, DeadLetter), result
-    return result
+record, event, dead = line_helpers(ORIGIN)
 
 
 def test_envoy_documentation_example() -> None:

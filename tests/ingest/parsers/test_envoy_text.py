@@ -7,7 +7,8 @@ import pytest
 
 from ingest.parsers import ENVOY_DEFAULT_FORMAT, Parser, build_gateway_parser, compile_text_format
 from ingest.parsers.envoy_text import compile_text_pattern
-from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+from ingest.records import Dataset, Origin
+from tests.ingest.parsers.lines import line_helpers
 
 ORIGIN = Origin(Dataset.GATEWAY, "/var/log/envoy/access.log", 42)
 
@@ -41,20 +42,7 @@ ENVOY_DOC_LINE = (
 T_2016_04_15_20_17_00 = 1460751420
 
 
-def record(line: str | bytes) -> RawRecord:
-    return RawRecord(ORIGIN, line.encode() if isinstance(line, str) else line)
-
-
-def event(parser: Parser, line: str | bytes) -> Event:
-    result = parser(record(line))
-    assert isinstance(result, Event), result
-    return result
-
-
-def dead(parser: Parser, line: str | bytes) -> DeadLetter:
-    result = parser(record(line))
-    assert isinstance(result, DeadLetter), result
-    return result
+record, event, dead = line_helpers(ORIGIN)
 
 
 @pytest.fixture(scope="module")
