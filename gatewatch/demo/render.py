@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from ingest.parsers.envoy_format import Literal, tokenize
+from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Literal, tokenize
 
 JWT = "envoy.filters.http.jwt_authn:jwt_payload"
 JWT_JTI = f"DYNAMIC_METADATA({JWT}:jti)"
@@ -61,14 +61,6 @@ GATEWAY_OPERATORS: tuple[str, ...] = (
     JWT_IAT,
 )
 """Every key of a generated gateway record, in this order."""
-
-ENVOY_DEFAULT_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
-    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
-    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
-    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"\n'
-)
-"""Envoy's format when none is configured."""
 
 DEMO_TEXT_FORMAT = (
     "ACCESS " + ENVOY_DEFAULT_FORMAT[:-1] + " %ROUTE_NAME% %UPSTREAM_CLUSTER% %DOWNSTREAM_REMOTE_ADDRESS% "
