@@ -34,7 +34,6 @@ class DetectorSet:
         ]
         self.alert_book = alert_book
         self.errors: Counter[str] = Counter()
-        self.findings: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}
 
     @property
@@ -74,7 +73,6 @@ class DetectorSet:
 
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
         for finding in findings:
-            self.findings[finding.rule] += 1
             alerts.append(self.alert_book.add(finding))
 
     def _record_error(self, rule_id: str) -> None:

@@ -29,7 +29,7 @@ from detectors.trust import TrustPolicy
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
-from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transaction
+from ingest.records import Dataset, DeadLetter, Event, RawRecord, Transaction
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
 
@@ -223,13 +223,6 @@ class Pipeline:
         restored = {d.rule_id: d for d in detectors if d.rule_id in current}
         self.detectors.detectors = [restored.get(rule_id, fresh) for rule_id, fresh in current.items()]
         self.detectors.alert_book = alert_book
-
-    def pending_origins(self) -> Iterable[Origin]:
-        """Origins of records still held in memory: a restart must re-read from the oldest."""
-        for event in self.order.pending():
-            yield event.origin
-        for event in self.correlator.pending():
-            yield event.origin
 
     # -- internals ------------------------------------------------------------
 

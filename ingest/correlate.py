@@ -61,11 +61,6 @@ class Correlator:
     def close_all(self) -> Iterator[Transaction]:
         return self.close_until(float("inf"))
 
-    def pending(self) -> Iterator[Event]:
-        for group in self._groups.values():
-            yield from group.gateway
-            yield from group.app
-
     def __len__(self) -> int:
         return len(self._groups)
 

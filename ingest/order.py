@@ -74,9 +74,5 @@ class EventOrder:
             self.clock = ts
             yield event
 
-    def pending(self) -> Iterator[Event]:
-        """Events still waiting (any order): their origins bound what a restart must re-read."""
-        return (entry[2] for entry in self._heap)
-
     def __len__(self) -> int:
         return len(self._heap)
