@@ -49,9 +49,10 @@ from kafka.errors import KafkaError
 from gatewatch.checkpoint import config_digest
 from gatewatch.errors import SourceError, StoreError, StoreUnavailableError
 from gatewatch.metrics import HealthServer, ServeMetrics
-from gatewatch.serve_detect import CHECKPOINT_INTERVAL_SECS, DetectStage
+from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
 from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, Stopped, kv
+from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
 from ingest.sinks.base import Sink
 
@@ -96,7 +97,7 @@ class Service:
         self.listen = listen
         self.metrics = ServeMetrics()
         self._stop = stop or threading.Event()
-        self._shared = Shared(config, self.metrics, self._stop, None)
+        self._shared = Shared(config, self.metrics, self._stop)
         self._ingest = IngestStage(self._shared)
         self._detect = DetectStage(self._shared, config_digest(config))
         self._http: HealthServer | None = None
@@ -116,7 +117,10 @@ class Service:
         kafka = self.config.kafka
         try:
             self._http = HealthServer(self.listen, self.metrics, self.health)
-            self._shared.sink = self._open_store()
+            sink = self._open_store()
+            if sink is not None:
+                threads = 1 if self.store_url.startswith("duckdb:") else 2
+                self._shared.writer = StoreWriter(sink, self.config.store.bulk_max_docs, self.metrics, threads)
             self._ingest.open()
             self._detect.open()
         except KafkaError as error:
@@ -199,15 +203,15 @@ class Service:
                 stage.close()
             except Exception:  # noqa: BLE001 (closing must not hide the real error)
                 log.exception(kv("close_failed", resource=type(stage).__name__))
-        for name in ("sink", "_http"):
-            owner = self._shared if name == "sink" else self
-            resource = getattr(owner, name)
+        writer, self._shared.writer = self._shared.writer, None
+        resources = [("store_writer", writer), ("sink", writer and writer.sink), ("http", self._http)]
+        for name, resource in resources:
             if resource is not None:
                 try:
                     resource.close()
                 except Exception:  # noqa: BLE001
-                    log.exception(kv("close_failed", resource=name.strip("_")))
-                setattr(owner, name, None)
+                    log.exception(kv("close_failed", resource=name))
+        self._http = None
 
     def health(self) -> tuple[bool, bool, dict[str, Any]]:
         """(alive, ready, details) for /healthz and /readyz; called from the HTTP thread."""
@@ -228,4 +232,4 @@ class Service:
         return alive, ready, details
 
 
-__all__ = ["CHECKPOINT_INTERVAL_SECS", "Service", "kv", "serve"]
+__all__ = ["Service", "kv", "serve"]

@@ -3,10 +3,17 @@
 Consumer group ``kafka.group_id`` on the gateway and app topics; Kafka spreads
 their partitions over the serve processes. One step::
 
-    poll -> parse_records -> store events + dead letters
-         -> produce the events to <group_id>-detect -> progress messages -> flush -> commit
+    poll -> parse_records -> hand events + dead letters to the store writer
+         -> produce the events to <group_id>-detect -> progress messages -> flush
+         -> commit the polls whose batches the store acknowledged
 
-The stage keeps no state across polls: after a crash (or a rebalance) the
+The store writer (:mod:`gatewatch.store_writer`) indexes while this thread
+parses the next polls; up to IN_FLIGHT_BULKS x ``store.bulk_max_docs``
+documents may wait for it, then the stage waits for the oldest.
+
+The stage keeps no state across polls but those writes in flight, which it
+finishes and commits before a rebalance is handled and on stop. After a crash
+(or a rebalance) the
 partition's next owner re-reads from the committed offsets, stores the same
 ids again (idempotent) and produces the same events again; the detect stage
 drops those repeats, because ``Pipeline.order_events`` skips every offset at
@@ -46,7 +53,8 @@ import logging
 import operator
 import pickle
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +64,7 @@ from kafka.errors import KafkaError
 from gatewatch.checkpoint import ensure_topic
 from gatewatch.errors import SourceError
 from gatewatch.serve_stage import Shared, deliver, kv
+from gatewatch.store_writer import PendingWrite
 from gatewatch.topology import build_parsers, parse_records
 from ingest.records import Dataset, Event, Origin
 from ingest.sinks.base import Batch
@@ -71,6 +80,7 @@ ALIGN_AHEAD_SECS = 30.0
 ALIGNED_POLL_RECORDS = 2_000  # per poll while partitions are behind
 POLL_TIMEOUT_SECS = 0.2
 LAG_INTERVAL_SECS = 5.0
+IN_FLIGHT_BULKS = 2  # documents handed to the store writer and not yet stored, in store.bulk_max_docs
 
 
 # Events cross the detect topic as plain tuples: pickling the slotted dataclasses
@@ -131,6 +141,19 @@ def detect_producer(kafka: Any, role: str) -> KafkaProducer:
     )
 
 
+@dataclass(slots=True, frozen=True)
+class _InFlight:
+    """A handled poll whose batch the store writer may still be writing."""
+
+    batch: Batch
+    pending: PendingWrite | None  # None: no store
+    offsets: dict[TopicPartition, int]  # to commit once the batch is stored
+
+
+def _done(pending: PendingWrite | None) -> bool:
+    return pending is None or pending.done()
+
+
 @dataclass(slots=True)
 class _Partition:
     stream: str
@@ -158,6 +181,9 @@ class IngestStage:
         self._last_lag_at = 0.0
         self._resume_retry_at = 0.0
         self._pending_assignment: frozenset[TopicPartition] | None = None
+        self._in_flight: deque[_InFlight] = deque()
+        self._in_flight_docs = 0
+        self._max_in_flight_docs = IN_FLIGHT_BULKS * self.config.store.bulk_max_docs
         self.loop_at = time.monotonic()
 
     @property
@@ -188,6 +214,7 @@ class IngestStage:
         assert source is not None
         rebalance = source.take_rebalance()
         if rebalance is not None:
+            self._settle()  # commit what is stored before reading the committed offsets again
             self._pending_assignment = rebalance.assigned
             log.info(kv("partitions_changed", stage="ingest", revoked=[stream_name(tp) for tp in rebalance.revoked],
                         assigned=[stream_name(tp) for tp in rebalance.assigned]))  # fmt: skip
@@ -215,6 +242,8 @@ class IngestStage:
             self._handle(records)
         elif self._parts and now - self._last_progress_at >= PROGRESS_INTERVAL_SECS:
             self._send_progress_only()
+        if self._in_flight:
+            self._settle(keep_docs=self._max_in_flight_docs)  # commit the writes that finished meanwhile
         self._align()
         if now - self._last_lag_at >= LAG_INTERVAL_SECS:
             self._update_lag()
@@ -231,8 +260,7 @@ class IngestStage:
             source.unwrap_misses = 0
         events, dead_letters = parse_records(self._parsers, records)
         batch = Batch(events=events, dead_letters=dead_letters)
-        deliver(self.shared, lambda: self.shared.write(batch), self._set_backpressure, self._idle_poll, log)
-        metrics.record_stored(batch)
+        pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
         by_stream: dict[str, list[Event]] = {}
@@ -247,10 +275,50 @@ class IngestStage:
                     part.clock = max(part.clock, max(e.ts for e in own))
         deliver(self.shared, lambda: self._produce(by_stream), self._set_backpressure, self._idle_poll, log)
         offsets = {tp: self._parts[tp].next_offset for tp in polled if tp in self._parts}
+        self._in_flight.append(_InFlight(batch, pending, offsets))
+        self._in_flight_docs += len(batch)
+
+    def _settle(self, keep_docs: int = 0) -> None:
+        """Wait for the oldest writes until at most ``keep_docs`` documents are in flight; commit what is stored.
+
+        Writes finish in submission order, and each poll's offsets are
+        committed only once its batch is stored (and its events are in the
+        detect topic, which ``_handle`` made sure of before queueing it). A
+        write that failed because the store is unavailable is retried here,
+        pausing consumption, exactly as a write in this thread would be.
+        """
+        offsets: dict[TopicPartition, int] = {}
+        in_flight = self._in_flight
+        while in_flight and (self._in_flight_docs > keep_docs or _done(in_flight[0].pending)):
+            item = in_flight[0]
+            deliver(self.shared, self._stored_once(item), self._set_backpressure, self._idle_poll, log)
+            in_flight.popleft()
+            self._in_flight_docs -= len(item.batch)
+            self.shared.metrics.record_stored(item.batch)
+            offsets.update(item.offsets)
+        if offsets:
+            self._commit(offsets)
+
+    def _stored_once(self, item: _InFlight) -> Callable[[], None]:
+        """A ``deliver`` attempt: the first waits for the queued write, the next ones write again."""
+        pending = item.pending
+
+        def attempt() -> None:
+            nonlocal pending
+            if pending is None:
+                self.shared.write(item.batch)
+            else:
+                queued, pending = pending, None
+                queued.result()
+
+        return attempt
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._source is not None
         try:
-            source.commit(offsets)
+            self._source.commit(offsets)
         except SourceError as error:  # e.g. the partitions moved meanwhile: their new owner re-reads
-            metrics.record_error("kafka", "commit")
+            self.shared.metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="ingest", error=str(error)))
 
     def _produce(self, by_stream: dict[str, list[Event]]) -> None:
@@ -393,5 +461,6 @@ class IngestStage:
                 )
 
     def shutdown(self) -> None:
-        """Nothing to save: every handled poll was stored, produced and committed before the next."""
-        log.info(kv("stopping", stage="ingest", partitions=len(self._parts)))
+        """Wait for the writes in flight and commit them: then every handled poll is stored and committed."""
+        log.info(kv("stopping", stage="ingest", partitions=len(self._parts), in_flight_docs=self._in_flight_docs))
+        self._settle()

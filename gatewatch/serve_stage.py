@@ -1,10 +1,10 @@
-"""What the two stages of ``gatewatch serve`` share: logging, the locked sink, delivery with back-pressure.
+"""What the two stages of ``gatewatch serve`` share: logging, the store writer, delivery with back-pressure.
 
 :class:`Shared` is built once by :class:`gatewatch.serve.Service` and handed
 to both stages (:mod:`gatewatch.serve_ingest`, :mod:`gatewatch.serve_detect`),
-each running in its own thread with its own Kafka clients. The sink is the one
-object both threads write to, so writes go through a lock (DuckDB and the
-search clients are not meant for concurrent use of one connection).
+each running in its own thread with its own Kafka clients. The store is the
+one thing both write to, through one writer thread (:mod:`gatewatch.store_writer`)
+that lets the ingest stage parse while the store indexes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from kafka.errors import KafkaError
 
 from gatewatch.errors import GatewatchError, StoreUnavailableError
 from gatewatch.metrics import ServeMetrics
-from ingest.sinks.base import Batch, Sink
+from gatewatch.store_writer import PendingWrite, StoreWriter
+from ingest.sinks.base import Batch
 
 __all__ = ["RETRY_MAX_SECS", "Shared", "Stopped", "deliver", "kv"]
 
@@ -50,22 +51,23 @@ class Stopped(GatewatchError):
 class Shared:
     """Config, metrics, stop flags, the store and health timestamps, shared by both stages."""
 
-    def __init__(self, config: Any, metrics: ServeMetrics, stop: threading.Event, sink: Sink | None) -> None:
+    def __init__(self, config: Any, metrics: ServeMetrics, stop: threading.Event) -> None:
         self.config = config
         self.metrics = metrics
         self.stop = stop
         self.abort = threading.Event()
-        self.sink = sink
-        self._sink_lock = threading.Lock()
+        self.writer: StoreWriter | None = None  # None: --store none
         self.store_ok = True
         self.kafka_ok_at: float | None = None
 
+    def submit(self, batch: Batch) -> PendingWrite | None:
+        """Hand ``batch`` to the store writer; None without a store."""
+        return None if self.writer is None else self.writer.submit(batch)
+
     def write(self, batch: Batch) -> None:
-        """Store ``batch`` (no-op without a store); raises what the sink raises."""
-        if self.sink is None:
-            return
-        with self._sink_lock, self.metrics.bulk_duration.time():
-            self.sink.write(batch)
+        """Store ``batch`` and wait (no-op without a store); raises what the sink raises."""
+        if self.writer is not None:
+            self.writer.write(batch)
 
 
 def deliver(
