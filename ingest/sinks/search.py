@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -78,9 +78,11 @@ _PREFIX = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,200}$")
 # Only what check_bulk_items reads: a third of the response to parse.
 
 
-@dataclass(frozen=True, slots=True)
-class BulkAction:
-    """One bulk ``index`` action: ``source`` (a JSON document) stored as ``_id`` ``id`` in ``index``."""
+class BulkAction(NamedTuple):
+    """One bulk ``index`` action: ``source`` (a JSON document) stored as ``_id`` ``id`` in ``index``.
+
+    A tuple, not a frozen dataclass: one is built per stored document, and this is 3x cheaper.
+    """
 
     kind: str  # index kind: events, transactions, alerts, deadletter
     index: str
@@ -232,11 +234,18 @@ def _chunks(actions: Sequence[BulkAction], max_docs: int, max_bytes: int) -> Ite
 def bulk_body(actions: Iterable[BulkAction]) -> bytes:
     """The NDJSON bulk request body: an ``index`` line and the document for each action."""
     parts = []
+    dumps = orjson.dumps
     for action in actions:
-        parts.append(orjson.dumps({"index": {"_index": action.index, "_id": action.id}}))
+        parts.append(_action_head(action.index) + dumps(action.id) + b"}}")
         parts.append(action.source)
     parts.append(b"")
     return b"\n".join(parts)
+
+
+@lru_cache(maxsize=1024)
+def _action_head(index: str) -> bytes:
+    # A bulk body names a handful of daily indices thousands of times over.
+    return b'{"index":{"_index":' + orjson.dumps(index) + b',"_id":'
 
 
 class SearchSink:
