@@ -8,7 +8,7 @@ take over on a rebalance (leave, crash, session timeout). One step::
 
     poll -> events: Pipeline.order_events / progress: advance quiet inputs
          -> process -> drain -> store transactions + alerts, alerts topic
-         -> (every CHECKPOINT_INTERVAL_SECS) checkpoint -> commit
+         -> (every kafka.checkpoint_interval_secs) checkpoint -> commit
 
 Why this is exact: the pipeline's output depends only on each input's records
 in offset order (chunking, interleaving of inputs, re-delivery and
@@ -71,11 +71,12 @@ from ingest.sources.kafka import consumer_settings, stream_name
 
 log = logging.getLogger("gatewatch.serve")
 
-CHECKPOINT_INTERVAL_SECS = 5.0  # to become config key kafka.checkpoint_interval_secs
 # A checkpoint may take at most this share of the loop's time: with a big state
 # (a long allowed lateness at a high rate) the interval stretches to match.
-CHECKPOINT_MAX_TIME_SHARE = 0.1
-DETECT_POLL_MESSAGES = 50  # up to 50 x DETECT_EVENTS_PER_MESSAGE events per step
+CHECKPOINT_MAX_TIME_SHARE = 0.05
+# Up to 5 x DETECT_EVENTS_PER_MESSAGE events per step: a step of ~1 s at most, so the
+# consumer polls often enough to take part in a rebalance promptly.
+DETECT_POLL_MESSAGES = 5
 POLL_TIMEOUT_SECS = 0.2
 LAG_INTERVAL_SECS = 5.0
 # On stop, read the detect topic to its end for at most this long: well inside a
@@ -93,6 +94,7 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         with self._stage._lock:
             self._stage._revoked |= set(revoked)
+            self._stage._assigned = None  # unknown until the group has synced
             self._stage._rebalanced = True
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -100,6 +102,7 @@ class _Listener(ConsumerRebalanceListener):
         if assigned:
             self._stage._consumer.pause(*assigned)  # type: ignore[union-attr]
         with self._stage._lock:
+            self._stage._assigned = assigned
             self._stage._rebalanced = True
 
 
@@ -119,6 +122,7 @@ class DetectStage:
         self._alerts: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._revoked: set[TopicPartition] = set()
+        self._assigned: set[TopicPartition] | None = None  # as the group last assigned; None: not (yet) known
         self._rebalanced = False
         self.owner = False
         self._state_valid = False  # the pipeline matches _next_offset (kept across a revoke + same re-assign)
@@ -131,7 +135,7 @@ class DetectStage:
         self._delivering = False
         self._detector_errors: dict[str, int] = {}
         self._last_checkpoint_at = time.monotonic()
-        self._checkpoint_interval_secs = CHECKPOINT_INTERVAL_SECS
+        self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_lag_at = 0.0
         self._idle_timeout_secs: float = self.config.correlate.idle_timeout_secs
         self.loop_at = time.monotonic()
@@ -364,7 +368,9 @@ class DetectStage:
             log.warning(kv("checkpoint_failed", error=str(error)))
             return
         elapsed = time.monotonic() - started
-        self._checkpoint_interval_secs = max(CHECKPOINT_INTERVAL_SECS, elapsed / CHECKPOINT_MAX_TIME_SHARE)
+        self._checkpoint_interval_secs = max(
+            self.config.kafka.checkpoint_interval_secs, elapsed / CHECKPOINT_MAX_TIME_SHARE
+        )
         metrics.checkpoint_duration.observe(elapsed)
         metrics.checkpoint_bytes.set(len(snapshot))
         self.shared.kafka_ok_at = time.monotonic()
@@ -380,10 +386,14 @@ class DetectStage:
         assert consumer is not None
         with self._lock:
             revoked, self._revoked, self._rebalanced = self._revoked, set(), False
-        assigned = consumer.assignment()
+            assigned = self._assigned
         if self._tp in revoked and self.owner:
             self.owner = False
             self.shared.metrics.detect_owner.set(0)
+        if assigned is None:
+            # Revoked, and the group has not synced yet: own nothing until the assignment
+            # arrives (``consumer.assignment()`` may still name the old partitions meanwhile).
+            return
         if self._tp not in assigned:
             if revoked:
                 log.info(kv("standby", stage="detect", topic=self.topic))
