@@ -249,7 +249,7 @@ def run_serve(
             for i, proc in enumerate(procs):
                 if proc.poll() is not None:
                     raise SystemExit(f"serve exited: {(directory / f'{group}-{i}.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+            time.sleep(SCRAPE_SECS)
         time.sleep(CHECKPOINT_WAIT_SECS)
         text = max((scrape(port) for port in ports), key=lambda t: metric(t, "gatewatch_detect_owner"))
     finally:
@@ -270,6 +270,8 @@ def run_serve(
 
 
 CHECKPOINT_WAIT_SECS = 6.0
+# /metrics is scraped this often while timing: each scrape costs serve ~2 ms of CPU.
+SCRAPE_SECS = 0.2
 RATE_PER_SEC = 200.0  # requests per second of event time (set from --rate)
 
 
@@ -281,7 +283,7 @@ def run_restart(directory: Path, bootstrap: str, topics: dict[str, str], total: 
     proc = start_serve(config_path, port, directory / f"{group}-1.log")
     try:
         while metric(scrape(port), "gatewatch_checkpoint_duration_seconds_count") < 1:
-            time.sleep(0.05)
+            time.sleep(SCRAPE_SECS)
         received_before = metric(scrape(port), "component_received_events_total")
     finally:
         proc.kill()
@@ -306,7 +308,7 @@ def run_restart(directory: Path, bootstrap: str, topics: dict[str, str], total: 
                 caught_up = time.perf_counter()
             if proc.poll() is not None:
                 raise SystemExit(f"serve exited: {log2.read_text()[-2000:]}")
-            time.sleep(0.05)
+            time.sleep(SCRAPE_SECS)
         loaded = re.search(r"event=checkpoint_loaded .*bytes=(\d+) .*read_secs=(\S+)", log2.read_text())
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -406,54 +408,122 @@ def raw_bulk(url: str, config_path: Path, records: list[Any], prefix: str) -> di
     SearchSink.connect("elasticsearch", url, store).close()
     es = es_client(url)
     responses = []
+    window = CpuWindow()
     try:
+        window.start()
         started = time.perf_counter()
         for _, body in bodies:
             responses.append(es.bulk(operations=body, filter_path=_BULK_FILTER, refresh=False).body)
         elapsed = time.perf_counter() - started
+        window.stop()
     finally:
         es.close()
     stored = sum(1 for r in responses for item in r.get("items", []) if 200 <= item["index"]["status"] < 300)
     if stored != len(actions):
         raise SystemExit(f"raw bulk: {stored} of {len(actions)} documents stored")
     return {"secs": elapsed, "docs": float(len(actions)), "requests": float(len(bodies)),
-            "body_mib": sum(len(b) for _, b in bodies) / 2**20, "batch": float(max_docs)}  # fmt: skip
+            "body_mib": sum(len(b) for _, b in bodies) / 2**20, "batch": float(max_docs),
+            "machine_cpu": window.machine, "node_cpu": window.node}  # fmt: skip
+
+
+def machine_busy_secs() -> float:
+    """CPU seconds every core of this machine spent busy (not idle or iowait), from /proc/stat."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_secs(pgid: int | None) -> float:
+    """CPU seconds used so far by the processes of process group ``pgid`` (the search node's JVMs)."""
+    if pgid is None:
+        return float("nan")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def node_pgid() -> int | None:
+    """The Elasticsearch launcher's pid (its process group), if services/up.sh started it here."""
+    path = REPO / ".cache" / "run" / "elasticsearch.pid"
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class CpuWindow:
+    """Machine-wide and search-node CPU seconds between ``start`` and ``stop``."""
+
+    def __init__(self) -> None:
+        self.pgid = node_pgid()
+        self.machine = self.node = 0.0
+
+    def start(self) -> None:
+        self.machine, self.node = machine_busy_secs(), group_cpu_secs(self.pgid)
+
+    def stop(self) -> None:
+        self.machine, self.node = machine_busy_secs() - self.machine, group_cpu_secs(self.pgid) - self.node
 
 
 def cpu_parts(text: str) -> dict[str, float]:
-    return {m.group(1): float(m.group(2))
-            for m in re.finditer(r'^bench_cpu_seconds\{part="([^"]*)"\} (\S+)$', text, re.M)}  # fmt: skip
+    """CPU seconds by part, summed over the processes whose metrics ``text`` joins."""
+    parts: dict[str, float] = {}
+    for m in re.finditer(r'^bench_cpu_seconds\{part="([^"]*)"\} (\S+)$', text, re.M):
+        parts[m.group(1)] = parts.get(m.group(1), 0.0) + float(m.group(2))
+    return parts
 
 
 def run_serve_es(
-    directory: Path, bootstrap: str, topics: dict[str, str], total: int, url: str, prefix: str
+    directory: Path, bootstrap: str, topics: dict[str, str], total: int, url: str, prefix: str, processes: int = 1
 ) -> dict[str, Any]:
-    """One ``serve --store elasticsearch:URL`` process; times from its first record to the last event stored."""
+    """``processes`` ``serve --store elasticsearch:URL`` in one group; times from the first record to the last event stored.
+
+    Metrics are summed over the processes (each scrape is one text per process, joined).
+    """
     group = f"bench-es-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    ports = [free_port() for _ in range(processes)]
     config_path = write_config(directory, bootstrap, topics, group, prefix)
-    log_path = directory / f"{group}.log"
-    proc = start_serve(config_path, port, log_path, store=f"elasticsearch:{url}", cpu=True)
+    logs = [directory / f"{group}-{i}.log" for i in range(processes)]
+    procs = [start_serve(config_path, port, log, store=f"elasticsearch:{url}", cpu=True) for port, log in zip(ports, logs)]
     first = events_done = detected = None
     text = first_text = done_text = ""
+    window = CpuWindow()
+    last_ts = T0 + total / 2 / RATE_PER_SEC
     try:
         while detected is None:
-            text = scrape(port)
+            texts = [scrape(port) for port in ports]
+            text = "\n".join(texts)
             now = time.perf_counter()
             if first is None and metric(text, "component_received_events_total"):
                 first, first_text = now, text
+                window.start()
             if events_done is None and metric_where(text, "component_sent_events_total", kind="events") >= total:
                 events_done, done_text = now, text
-            if events_done is not None and metric(text, "gatewatch_detect_events_total") >= total:
+                window.stop()
+            # With several processes a takeover re-reads from a checkpoint: wait for the owner's watermark instead.
+            if events_done is not None and any(
+                metric(t, "gatewatch_detect_owner") == 1
+                and (metric(t, "gatewatch_detect_events_total") >= total
+                     or metric(t, "gatewatch_watermark_seconds") >= last_ts - 122)
+                for t in texts
+            ):  # fmt: skip
                 detected = now
-            if proc.poll() is not None:
-                raise SystemExit(f"serve exited: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+            for proc, log in zip(procs, logs):
+                if proc.poll() is not None:
+                    raise SystemExit(f"serve exited: {log.read_text()[-2000:]}")
+            time.sleep(SCRAPE_SECS)
         time.sleep(2.0)  # the detect stage's last batch to the store
-        text = scrape(port)
+        text = "\n".join(scrape(port) for port in ports)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=120)
     assert first is not None and events_done is not None
 
     def docs(t: str) -> float:
@@ -472,6 +542,9 @@ def run_serve_es(
         "cpu": cpu,
         "consumer_io_thread": f"kafka-io-gatewatch-{group}",  # the ingest consumer's kafka-python IO thread
         "events_counted": es_count(url, f"{prefix}-events-*"),
+        "machine_cpu": window.machine,
+        "node_cpu": window.node,
+        "processes": processes,
     }
 
 
@@ -481,9 +554,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000, help="requests (2 records each)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second of event time")
     parser.add_argument("--skip-restart", action="store_true")
+    parser.add_argument("--logs", type=Path, help="keep configs and serve logs in this folder")
+    parser.add_argument("--skip-none", action="store_true", help="skip the serve --store none row")
     parser.add_argument("--processes", type=int, default=1, help="serve processes in one group (the serve row)")
     parser.add_argument("--elasticsearch", default=os.environ.get("GW_ELASTICSEARCH_URL") or None, metavar="URL",
                         help="also compare raw _bulk with serve --store elasticsearch:URL (default $GW_ELASTICSEARCH_URL)")
+    parser.add_argument("--es-processes", type=int, default=1, help="serve processes in one group (the ES rows)")
     parser.add_argument("--no-elasticsearch", dest="elasticsearch", action="store_const", const=None)
     args = parser.parse_args()
 
@@ -500,7 +576,10 @@ def main() -> None:
     bare_secs = bare_consume(args.bootstrap, topics, total)
     raw = es = None
     with tempfile.TemporaryDirectory() as tmp:
-        serve = run_serve(Path(tmp), args.bootstrap, topics, total, args.processes)
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.logs)
+        serve = None if args.skip_none else run_serve(Path(tmp), args.bootstrap, topics, total, args.processes)
         restart = None if args.skip_restart else run_restart(Path(tmp), args.bootstrap, topics, total)
         if args.elasticsearch:
             url = args.elasticsearch
@@ -508,52 +587,69 @@ def main() -> None:
             try:
                 config_path = write_config(Path(tmp), args.bootstrap, topics, f"bench-{run}-parse", prefixes[0])
                 raw = raw_bulk(url, config_path, read_raw_records(args.bootstrap, topics, total), prefixes[0])
-                es = run_serve_es(Path(tmp), args.bootstrap, topics, total, url, prefixes[1])
+                es = run_serve_es(Path(tmp), args.bootstrap, topics, total, url, prefixes[1], args.es_processes)
             finally:
                 es_cleanup(url, prefixes)
-    serve_secs = serve["consume_secs"]
     print(f"{'':34}{'seconds':>10}{'records/s':>12}")
     print(f"{'bare kafka-python + orjson.loads':34}{bare_secs:10.2f}{total / bare_secs:12,.0f}")
+    if serve:
+        print_serve(serve, bare_secs, total, args.processes)
+    if raw and es:
+        print_es(raw, es, total)
+    if restart:
+        print_restart(restart)
+
+
+def print_serve(serve: dict[str, float], bare_secs: float, total: int, processes: int) -> None:
+    serve_secs = serve["consume_secs"]
     print(f"{'serve --store none, ingest':34}{serve_secs:10.2f}{total / serve_secs:12,.0f}"
-          f"   ({bare_secs / serve_secs:.0%} of bare; {args.processes} process(es))")  # fmt: skip
+          f"   ({bare_secs / serve_secs:.0%} of bare; {processes} process(es))")  # fmt: skip
     print(f"{'serve, end to end (detect stage)':34}{serve['end_to_end_secs']:10.2f}"
           f"{total / serve['end_to_end_secs']:12,.0f}")  # fmt: skip
     print(f"serve startup (launch to first record) {serve['startup_secs']:.2f}s")
     print(f"checkpoint: state {serve['checkpoint_bytes'] / 1024:,.0f} KiB (last), "
           f"{serve['checkpoint_secs'] * 1000:.0f} ms mean over {serve['checkpoints']:.0f} saves")  # fmt: skip
-    if raw and es:
-        raw_rate = raw["docs"] / raw["secs"]
-        ev_rate = total / es["events_secs"]
-        print(f"{'':34}{'seconds':>10}{'docs/s':>12}")
-        print(f"{'raw _bulk, events (1 client)':34}{raw['secs']:10.2f}{raw_rate:12,.0f}"
-              f"   ({raw['requests']:.0f} requests of <= {raw['batch']:.0f} docs, {raw['body_mib']:.0f} MiB NDJSON)")
-        print(f"{'serve --store elasticsearch, events':34}{es['events_secs']:10.2f}{ev_rate:12,.0f}"
-              f"   ({ev_rate / raw_rate:.2f} of raw _bulk; goal >= 0.9)")
-        print(f"{'serve, all docs by then':34}{es['events_secs']:10.2f}"
-              f"{es['docs_at_events_done'] / es['events_secs']:12,.0f}"
-              f"   ({es['docs_at_events_done']:,.0f} docs: events + transactions + alerts)")
-        print(f"{'serve, all docs to detect done':34}{es['detect_secs']:10.2f}"
-              f"{es['docs_at_detect_done'] / es['detect_secs']:12,.0f}   ({es['docs_at_detect_done']:,.0f} docs)")
-        print(f"serve bulk writes until events done: {es['bulks']:.0f} batches, {es['bulk_secs']:.2f}s in the sink "
-              f"({es['bulk_secs'] / es['events_secs']:.0%} of the window); events in ES by _count: "
-              f"{es['events_counted']:,} of {total:,}")  # fmt: skip
-        cpu = es["cpu"]
-        proc_cpu = cpu.get("process", 0.0)
-        print(f"serve CPU over that window (thread CPU time, see the docstring): process {proc_cpu:.2f}s "
-              f"= {proc_cpu / es['events_secs']:.0%} of one core; ingest consumer poll {cpu.get('ingest_poll', 0):.2f}s "
-              f"({cpu.get('ingest_poll', 0) / proc_cpu:.0%} of process CPU), detect consumer poll "
-              f"{cpu.get('detect_poll', 0):.2f}s ({cpu.get('detect_poll', 0) / proc_cpu:.0%})")  # fmt: skip
-        consumer = cpu.get("ingest_poll", 0.0) + cpu.get("thread:" + es["consumer_io_thread"], 0.0)
-        print(f"  ingest consumer = its poll + its kafka-python IO thread: {consumer:.2f}s, "
-              f"{consumer / proc_cpu:.0%} of serve's CPU")  # fmt: skip
-        threads = sorted(((v, k[7:]) for k, v in cpu.items() if k.startswith("thread:")), reverse=True)
-        print("  by thread: " + ", ".join(f"{name} {secs:.2f}s ({secs / proc_cpu:.0%})" for secs, name in threads))
-    if restart:
-        print(f"kill -9 after {restart['received_before_kill']:,.0f} records: ingest resumed "
-              f"{restart['restart_to_resumed_secs']:.2f}s after the kill, detect from its checkpoint "
-              f"{restart['restart_to_detect_resumed_secs']:.2f}s after (checkpoint read "
-              f"{restart['checkpoint_read_secs']:.2f}s, {restart['checkpoint_state_bytes'] / 1024:,.0f} KiB), "
-              f"caught up {restart['restart_to_caught_up_secs']:.2f}s after")  # fmt: skip
+
+
+def print_es(raw: dict[str, float], es: dict[str, Any], total: int) -> None:
+    raw_rate = raw["docs"] / raw["secs"]
+    ev_rate = total / es["events_secs"]
+    print(f"{'':34}{'seconds':>10}{'docs/s':>12}")
+    print(f"{'raw _bulk, events (1 client)':34}{raw['secs']:10.2f}{raw_rate:12,.0f}"
+          f"   ({raw['requests']:.0f} requests of <= {raw['batch']:.0f} docs, {raw['body_mib']:.0f} MiB NDJSON)")
+    print(f"{'serve --store elasticsearch, events':34}{es['events_secs']:10.2f}{ev_rate:12,.0f}"
+          f"   ({ev_rate / raw_rate:.2f} of raw _bulk; {es['processes']} process(es))")
+    print(f"{'serve, all docs by then':34}{es['events_secs']:10.2f}"
+          f"{es['docs_at_events_done'] / es['events_secs']:12,.0f}"
+          f"   ({es['docs_at_events_done']:,.0f} docs: events + transactions + alerts)")
+    print(f"{'serve, all docs to detect done':34}{es['detect_secs']:10.2f}"
+          f"{es['docs_at_detect_done'] / es['detect_secs']:12,.0f}   ({es['docs_at_detect_done']:,.0f} docs)")
+    print(f"serve bulk writes until events done: {es['bulks']:.0f} batches, {es['bulk_secs']:.2f}s in the sink "
+          f"({es['bulk_secs'] / es['events_secs']:.0%} of the window); events in ES by _count: "
+          f"{es['events_counted']:,} of {total:,}")  # fmt: skip
+    cpu = es["cpu"]
+    proc_cpu = cpu.get("process", 0.0)
+    print(f"serve CPU over that window (thread CPU time, see the docstring): process {proc_cpu:.2f}s "
+          f"= {proc_cpu / es['events_secs']:.0%} of one core; ingest consumer poll {cpu.get('ingest_poll', 0):.2f}s "
+          f"({cpu.get('ingest_poll', 0) / proc_cpu:.0%} of process CPU), detect consumer poll "
+          f"{cpu.get('detect_poll', 0):.2f}s ({cpu.get('detect_poll', 0) / proc_cpu:.0%})")  # fmt: skip
+    consumer = cpu.get("ingest_poll", 0.0) + cpu.get("thread:" + es["consumer_io_thread"], 0.0)
+    print(f"  ingest consumer = its poll + its kafka-python IO thread: {consumer:.2f}s, "
+          f"{consumer / proc_cpu:.0%} of serve's CPU")  # fmt: skip
+    print(f"machine CPU (all {os.cpu_count()} cores, busy seconds / window): raw _bulk "
+          f"{raw['machine_cpu'] / raw['secs']:.2f} cores, search node {raw['node_cpu'] / raw['secs']:.2f}; "
+          f"serve window {es['machine_cpu'] / es['events_secs']:.2f} cores, search node "
+          f"{es['node_cpu'] / es['events_secs']:.2f}")  # fmt: skip
+    threads = sorted(((v, k[7:]) for k, v in cpu.items() if k.startswith("thread:")), reverse=True)
+    print("  by thread: " + ", ".join(f"{name} {secs:.2f}s ({secs / proc_cpu:.0%})" for secs, name in threads))
+
+
+def print_restart(restart: dict[str, float]) -> None:
+    print(f"kill -9 after {restart['received_before_kill']:,.0f} records: ingest resumed "
+          f"{restart['restart_to_resumed_secs']:.2f}s after the kill, detect from its checkpoint "
+          f"{restart['restart_to_detect_resumed_secs']:.2f}s after (checkpoint read "
+          f"{restart['checkpoint_read_secs']:.2f}s, {restart['checkpoint_state_bytes'] / 1024:,.0f} KiB), "
+          f"caught up {restart['restart_to_caught_up_secs']:.2f}s after")  # fmt: skip
 
 
 if __name__ == "__main__":
