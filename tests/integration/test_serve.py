@@ -238,6 +238,8 @@ class Topics:
 class Serve:
     """``gatewatch serve`` as a subprocess."""
 
+    started: list[Serve] = []  # killed by the ``topics`` fixture if a failed test left them running
+
     def __init__(self, config: Path, store: Path | str, log: Path) -> None:
         """``store``: a DuckDB file, or a store URL such as ``elasticsearch:http://...``."""
         self.port = _free_port()
@@ -250,6 +252,7 @@ class Serve:
                  "--listen", f"127.0.0.1:{self.port}"],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
+        Serve.started.append(self)
         wait_for(lambda: self.get("/healthz")[0] == 200, 30, "serve to answer /healthz", self)
 
     def get(self, path: str) -> tuple[int, str]:
@@ -337,6 +340,10 @@ def replay_alerts(config: Path, lines: list[Line], directory: Path) -> set[tuple
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Iterator[Topics]:
     yield Topics(kafka_bootstrap)
+    while Serve.started:
+        serve = Serve.started.pop()
+        if serve.process.poll() is None:
+            serve.kill()
 
 
 # -- tests ----------------------------------------------------------------------------
