@@ -204,8 +204,10 @@ class Service:
             except Exception:  # noqa: BLE001 (closing must not hide the real error)
                 log.exception(kv("close_failed", resource=type(stage).__name__))
         writer, self._shared.writer = self._shared.writer, None
-        resources = [("store_writer", writer), ("sink", writer and writer.sink), ("http", self._http)]
-        for name, resource in resources:
+        if writer is not None:
+            # After an abandoned delivery, do not wait for queued batches: they are re-read on restart.
+            writer.close(drain=not self._shared.abort.is_set())
+        for name, resource in [("sink", writer and writer.sink), ("http", self._http)]:
             if resource is not None:
                 try:
                     resource.close()

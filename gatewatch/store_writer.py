@@ -90,11 +90,16 @@ class StoreWriter:
         """Submit ``batch`` and wait for it."""
         self.submit(batch).result()
 
-    def close(self) -> None:
-        """Finish what was submitted, then stop the thread."""
+    def close(self, drain: bool = True) -> None:
+        """Finish what was submitted (``drain=False``: only the writes already running), then stop."""
         with self._ready:
             self._closing = True
+            abandoned = [] if drain else list(self._queue)
+            if abandoned:
+                self._queue.clear()
             self._ready.notify_all()
+        for pending in abandoned:
+            pending._finish(RuntimeError("store writer closed before this batch was written"))
         for thread in self._threads:
             thread.join()
 

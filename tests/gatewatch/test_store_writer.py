@@ -90,3 +90,19 @@ def test_merge_keeps_the_latest_version_of_an_alert() -> None:
     merged = merge_batches([batch(1), older, newer, batch(2)])
     assert merged.alerts == {"a": "v2", "b": "b1"}
     assert offsets(merged) == [1, 2]
+
+
+def test_close_without_drain_abandons_queued_batches_but_finishes_the_running_write() -> None:
+    sink = GatedSink()
+    writer = StoreWriter(sink, max_docs=1, metrics=ServeMetrics())
+    running = writer.submit(batch(0))
+    assert sink.started.wait(timeout=10)
+    queued = writer.submit(batch(1))
+    closer = threading.Thread(target=writer.close, kwargs={"drain": False})
+    closer.start()
+    with pytest.raises(RuntimeError, match="closed before"):
+        queued.result()
+    sink.release.set()
+    closer.join(timeout=10)
+    running.result()
+    assert sink.writes == [[0]]
