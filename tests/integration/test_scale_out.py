@@ -133,6 +133,8 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
         wait_for(topics.all_committed, 60, "the first half to be committed", a)
         wait_for(lambda: a.metric("gatewatch_checkpoint_bytes") + b.metric("gatewatch_checkpoint_bytes") > 0,
                  30, "a detect checkpoint", a)  # fmt: skip
+        one_owner = "exactly one detect owner (never two)"
+        wait_for(lambda: sum(p.metric("gatewatch_detect_owner") for p in (a, b)) == 1, 30, one_owner, a)
         # Both take part: the group split the input partitions between them.
         assert a.metric("component_received_events_total") > 0 and b.metric("component_received_events_total") > 0
         owner, other = (a, b) if a.metric("gatewatch_detect_owner") == 1 else (b, a)
@@ -151,6 +153,8 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
         wait_for(topics.all_committed, 90, "every record committed after the kill", restarted)
         wait_for(lambda: detect_caught_up(topics), 90, "the detect stage to catch up", restarted)
         print(f"{how}: caught up {time.monotonic() - left_at:.1f}s after the producer finished")
+        wait_for(lambda: sum(p.metric("gatewatch_detect_owner") for p in (other, restarted)) == 1, 30, one_owner,
+                 restarted)  # fmt: skip
         for process in (other, restarted):
             assert process.stop() == 0, process.output()
         resumed = other.output() + restarted.output()
