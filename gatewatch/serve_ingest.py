@@ -13,11 +13,10 @@ documents may wait for it, then the stage waits for the oldest.
 
 The stage keeps no state across polls but those writes in flight, which it
 finishes and commits before a rebalance is handled and on stop. After a crash
-(or a rebalance) the
-partition's next owner re-reads from the committed offsets, stores the same
-ids again (idempotent) and produces the same events again; the detect stage
-drops those repeats, because ``Pipeline.order_events`` skips every offset at
-or below the highest already seen on its input.
+(or a rebalance) the partition's next owner re-reads from the committed
+offsets, stores the same ids again (idempotent) and produces the same events
+again; the detect stage drops those repeats, because ``Pipeline.order_events``
+skips every offset at or below the highest already seen on its input.
 
 The internal topic ``<group_id>-detect`` (see :mod:`gatewatch.serve_detect`)
 has ONE partition, so it holds one total order of everything every ingest
