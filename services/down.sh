@@ -2,6 +2,7 @@
 # Stop what services/up.sh started: signal each whole process group, wait until it is gone,
 # remove its run dir. Safe to call when nothing runs.
 #   services/down.sh [kafka] [elasticsearch] [opensearch]     (default: all)
+#   services/down.sh --keep-data NAME...   stop, but keep the run dir (data) for `up.sh --keep-data`
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_services "$@"
@@ -29,5 +30,8 @@ for e in "${stopping[@]}"; do
   echo "down: $s stopped"
 done
 
-for s in "${WANT[@]}"; do rm -rf "${RUN:?}/$s" "$RUN/$s.pid" "$RUN/$s.port"; done
-if compgen -G "$RUN/*.pid" >/dev/null; then write_env; else rm -rf "$RUN"; fi
+for s in "${WANT[@]}"; do
+  rm -f "$RUN/$s.pid" "$RUN/$s.port"
+  [ "$KEEP_DATA" = 1 ] || rm -rf "${RUN:?}/$s"
+done
+if compgen -G "$RUN/*.pid" >/dev/null || [ "$KEEP_DATA" = 1 ]; then write_env; else rm -rf "$RUN"; fi

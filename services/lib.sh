@@ -25,8 +25,10 @@ ALL_SERVICES=(kafka elasticsearch opensearch)
 
 die() { echo "services: $*" >&2; exit 1; }
 
-# parse_services NAME... -> sets WANT (default: all); rejects unknown names
+# parse_services [--keep-data] NAME... -> sets WANT (default: all) and KEEP_DATA; rejects unknown names
 parse_services() {
+  KEEP_DATA=0
+  if [ "${1:-}" = --keep-data ]; then KEEP_DATA=1; shift; fi
   WANT=("$@")
   [ ${#WANT[@]} -gt 0 ] || WANT=("${ALL_SERVICES[@]}")
   local s

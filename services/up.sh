@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start real test servers on loopback and wait until they are ready.
 #   services/up.sh [kafka] [elasticsearch] [opensearch]     (default: all three)
+#   services/up.sh --keep-data elasticsearch|opensearch     (again, on the data `down.sh --keep-data` left)
 # Fetches them first (services/fetch.sh). Leaves already-running ones alone. Writes
 # .cache/run/<name>.pid, <name>.port and .cache/run/services.env. Stop with services/down.sh.
 set -euo pipefail
@@ -85,9 +86,11 @@ AS_SERVER_USER=()
 prepare_search_dir() {  # NAME HOME
   local d="$RUN/$1"
   mkdir -p "$d/data" "$d/logs"
-  cp -r "$2/config" "$d/config"
-  # jvm.options paths relative to the (read-only) home go to the run dir instead
-  sed -i "s#logs/#$d/logs/#g; s#HeapDumpPath=data#HeapDumpPath=$d/data#" "$d/config/jvm.options"
+  if [ ! -d "$d/config" ]; then  # a restart with --keep-data has it already
+    cp -r "$2/config" "$d/config"
+    # jvm.options paths relative to the (read-only) home go to the run dir instead
+    sed -i "s#logs/#$d/logs/#g; s#HeapDumpPath=data#HeapDumpPath=$d/data#" "$d/config/jvm.options"
+  fi
   [ "$(id -u)" != 0 ] && return
   chown -R "$NOBODY:$NOBODY" "$d"
   "${AS_SERVER_USER[@]}" test -x "$2/bin" -a -w "$d/data" \
@@ -133,7 +136,12 @@ launched=()
 for s in elasticsearch opensearch kafka; do
   [[ " ${WANT[*]} " == *" $s "* ]] || continue
   if running "$s"; then echo "up: $s already running"; continue; fi
-  "$SERVICES_DIR/down.sh" "$s" >/dev/null     # stale pid/run dir from an earlier run
+  if [ "$KEEP_DATA" = 1 ]; then
+    [ "$s" != kafka ] || die "--keep-data: only for elasticsearch and opensearch"
+    rm -f "$RUN/$s.pid" "$RUN/$s.port"
+  else
+    "$SERVICES_DIR/down.sh" "$s" >/dev/null     # stale pid/run dir from an earlier run
+  fi
   port_open "$(port_of "$s")" && die "$s: port $(port_of "$s") is taken by another process"
   "start_$s"
   launched+=("$s")

@@ -1,21 +1,29 @@
-"""The Elasticsearch node hangs for OUTAGE_SECS mid-stream and comes back: nothing lost, nothing duplicated.
+"""The Elasticsearch node goes away for OUTAGE_SECS mid-stream and comes back: nothing lost, nothing duplicated.
 
 ``gatewatch serve --store elasticsearch:URL`` runs as a subprocess over the
 demo traffic (4-partition topics keyed by request id). Once some events are
-indexed, the whole Elasticsearch process group is frozen with SIGSTOP (a hung
-node: the client sees timeouts, not refusals) while the second half of the
-traffic arrives; serve must pause, report not-ready, keep running and retry
-the same batch. After SIGCONT every record must be stored exactly once
-(events + dead letters, by origin and by document id) and the alerts must be
-those of ``gatewatch replay`` over the same lines.
+indexed, the node goes away while the second half of the traffic arrives, in
+one of two ways:
 
-The node is shared with other tests: it is always resumed (``finally``).
+- ``hang``: the whole Elasticsearch process group is frozen with SIGSTOP (the
+  client sees timeouts, not refusals), then resumed with SIGCONT;
+- ``stop``: the node is shut down (``services/down.sh --keep-data``: the client
+  sees refused connections) and started again on the same data
+  (``services/up.sh --keep-data``).
+
+serve must pause, report not-ready, keep running and retry the same batches.
+Afterwards every record must be stored exactly once (events + dead letters,
+by origin and by document id) and the alerts must be those of ``gatewatch
+replay`` over the same lines.
+
+The node is shared with other tests: it is always resumed or started again (``finally``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -23,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from test_scale_out import Indices, detect_caught_up, split_halves
 from test_serve import REPO, Serve, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
 
@@ -46,8 +55,38 @@ def _elasticsearch_pgid() -> int:
     return pgid
 
 
-def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
-    topics: Topics, tmp_path: Path, elasticsearch_url: str
+class Outage:
+    """Takes the shared node away (``hang`` or ``stop``) and brings it back; ``back`` is safe to call twice."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.pgid = _elasticsearch_pgid()
+        self.away = False
+
+    def start(self) -> None:
+        self.away = True
+        if self.how == "hang":
+            os.killpg(self.pgid, signal.SIGSTOP)
+        else:
+            _services("down.sh", "--keep-data", "elasticsearch")
+
+    def back(self) -> None:
+        if not self.away:
+            return
+        self.away = False
+        if self.how == "hang":
+            os.killpg(self.pgid, signal.SIGCONT)
+        else:
+            _services("up.sh", "--keep-data", "elasticsearch")
+
+
+def _services(script: str, *args: str) -> None:
+    subprocess.run([str(REPO / "services" / script), *args], check=True, capture_output=True, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["hang", "stop"])
+def test_search_node_goes_away_mid_stream_nothing_lost_or_duplicated(
+    topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str
 ) -> None:
     lines, demo_config = demo_traffic(tmp_path)
     prefix = f"gw-outage-{uuid.uuid4().hex[:8]}"
@@ -55,7 +94,7 @@ def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
     config = topics.config(tmp_path / "demo", base=base)
     indices = Indices(elasticsearch_url, prefix)
     halves = split_halves(lines)
-    pgid = _elasticsearch_pgid()
+    outage = Outage(how)
     serve: Serve | None = None
     try:
         topics.produce(halves[0])
@@ -66,22 +105,22 @@ def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
         ready_codes: list[int] = []
         health_codes: list[int] = []
         producer = threading.Thread(target=topics.produce, args=(halves[1], 500, 0.05))
-        frozen_at = time.monotonic()
-        os.killpg(pgid, signal.SIGSTOP)
+        away_at = time.monotonic()
+        outage.start()
         try:
             producer.start()
-            while time.monotonic() - frozen_at < OUTAGE_SECS:
+            while time.monotonic() - away_at < OUTAGE_SECS:
                 assert serve.process.poll() is None, f"serve exited during the outage:\n{serve.output()[-4000:]}"
                 ready_codes.append(serve.get("/readyz")[0])
                 health_codes.append(serve.get("/healthz")[0])
                 time.sleep(1.0)
             producer.join(timeout=30)
             assert not producer.is_alive(), "the producer did not finish during the outage"
-            sent_while_frozen = _store_sent(serve)
+            sent_while_away = _store_sent(serve)
             backpressure = serve.metric("gatewatch_backpressure")
             store_ok = orjson.loads(serve.get("/readyz")[1] or "{}").get("store_ok")
         finally:
-            os.killpg(pgid, signal.SIGCONT)
+            outage.back()
         resumed_at = time.monotonic()
 
         assert serve.process.poll() is None, serve.output()
@@ -91,14 +130,14 @@ def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
         assert not topics.all_committed()  # nothing of the second half was committed without the store
 
         # -- the node is back: everything is delivered ---------------------------------------
-        wait_for(lambda: _store_sent(serve) > sent_while_frozen, 90, "the first delivery after SIGCONT", serve)
+        wait_for(lambda: _store_sent(serve) > sent_while_away, 90, "the first delivery after the node was back", serve)
         first_delivery_secs = time.monotonic() - resumed_at
         wait_for(lambda: serve.get("/readyz")[0] == 200, 60, "/readyz to recover", serve)
         wait_for(topics.all_committed, 90, "every record committed after the outage", serve)
         wait_for(lambda: detect_caught_up(topics), 90, "the detect stage to catch up", serve)
         print(
             f"outage {OUTAGE_SECS}s: /readyz {dict(Counter(ready_codes))}; first delivery "
-            f"{first_delivery_secs:.1f}s and caught up {time.monotonic() - resumed_at:.1f}s after SIGCONT"
+            f"{first_delivery_secs:.1f}s and caught up {time.monotonic() - resumed_at:.1f}s after the node was back"
         )
         assert serve.stop() == 0, serve.output()
         assert "event=delivery_retry" in serve.output()
@@ -121,7 +160,7 @@ def test_search_node_hangs_mid_stream_nothing_lost_or_duplicated(
         }
         assert alerts == replayed  # the same ids, counts and evidence, too
     finally:
-        os.killpg(pgid, signal.SIGCONT)  # never leave the shared node stopped
+        outage.back()  # never leave the shared node away
         if serve is not None and serve.process.poll() is None:
             serve.kill()
         indices.cleanup()
