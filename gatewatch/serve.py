@@ -119,7 +119,8 @@ class Service:
             self._http = HealthServer(self.listen, self.metrics, self.health)
             sink = self._open_store()
             if sink is not None:
-                threads = 1 if self.store_url.startswith("duckdb:") else 2
+                # Two bulks in flight keep a search node busy; a sink not made for that gets one thread.
+                threads = 2 if getattr(sink, "thread_safe", False) else 1
                 self._shared.writer = StoreWriter(sink, self.config.store.bulk_max_docs, self.metrics, threads)
             self._ingest.open()
             self._detect.open()

@@ -9,9 +9,13 @@ the node indexes efficiently when the store is the bottleneck.
 
 Callers get a :class:`PendingWrite` and decide when to wait for it: the
 ingest stage commits a poll's offsets only once its write is done, the detect
-stage waits at once. Writes run in submission order. A merged write that
+stage waits at once. Writes start in submission order. A merged write that
 fails fails every batch in it; each caller retries its own batch (writes are
-idempotent). Only this thread touches the sink, so a sink need not be thread-safe.
+idempotent). With one thread (the default) only it touches the sink; serve
+runs two for sinks that say they are ``thread_safe``, so that the next bulk
+is on its way while the node indexes the last. Two writes may then finish out
+of order, which is harmless for callers that wait for a write before
+submitting a newer version of the same document (the detect stage does).
 """
 
 from __future__ import annotations

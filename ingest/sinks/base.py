@@ -33,7 +33,11 @@ class Batch:
 
 class Sink(Protocol):
     def write(self, batch: Batch) -> None:
-        """Store ``batch`` durably and idempotently; called from one thread."""
+        """Store ``batch`` durably and idempotently; called from one thread at a time.
+
+        A sink whose class sets ``thread_safe = True`` may be written from
+        several threads at once (serve's store writer then runs two).
+        """
 
     def close(self) -> None:
         """Release connections and files; called once, after the last write."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -255,7 +256,12 @@ class SearchSink:
     letters included), ``docs_rejected`` (refused for their content, each now
     a ``store_rejected`` dead letter), ``retries`` (documents re-sent after a
     429/5xx), ``last_bulk_secs`` (duration of the latest bulk request).
+
+    ``write`` may run in several threads at once (``thread_safe``): the
+    clients pool their connections, and the counters are updated under a lock.
     """
+
+    thread_safe = True
 
     def __init__(
         self,
@@ -288,6 +294,7 @@ class SearchSink:
         self.sleep = sleep
         self.retention_policy: str | None = None  # "ilm" / "ism" once attached; None: the sink deletes
         self._retention_checked_at = float("-inf")
+        self._counting = threading.Lock()
         self.docs_written = 0
         self.docs_rejected = 0
         self.retries = 0
@@ -422,7 +429,8 @@ class SearchSink:
             rejected += self._bulk(chunk)
         if not rejected:
             return
-        self.docs_rejected += len(rejected)
+        with self._counting:
+            self.docs_rejected += len(rejected)
         for rejection in rejected[:10]:  # the first few; every one is in the dead-letter index
             _log.warning("search_document_rejected index=%s id=%s status=%d of=%d error=%r", rejection.action.index,
                          rejection.action.id, rejection.status, len(rejected), describe_error(rejection.error)[:300])
@@ -446,7 +454,8 @@ class SearchSink:
         for attempt in range(self.max_attempts):
             if attempt:
                 self.sleep(min(self.max_backoff_secs, self.backoff_secs * 2 ** (attempt - 1)))
-                self.retries += len(pending)
+                with self._counting:
+                    self.retries += len(pending)
             started = time.perf_counter()
             try:
                 response = self.client.bulk(bulk_body(pending))
@@ -460,7 +469,8 @@ class SearchSink:
             finally:
                 self.last_bulk_secs = time.perf_counter() - started
             outcome = check_bulk_items(response, pending)
-            self.docs_written += outcome.stored
+            with self._counting:
+                self.docs_written += outcome.stored
             rejected += outcome.rejected
             pending, last_reason = outcome.retry, outcome.retry_reason
             if not pending:
