@@ -210,10 +210,15 @@ def start_serve(
 
 
 def write_config(
-    directory: Path, bootstrap: str, topics: dict[str, str], group: str, index_prefix: str | None = None
+    directory: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    group: str,
+    index_prefix: str | None = None,
+    correlate: dict[str, float] | None = None,
 ) -> Path:
     path = directory / f"{group}.yaml"
-    config = {
+    config: dict[str, Any] = {
         "gateway": {"json_format": DEMO_JSON_FORMAT},
         "trust": {"gateway_networks": ["10.0.0.0/24"]},
         "kafka": {"bootstrap_servers": [bootstrap], "group_id": group,
@@ -221,6 +226,8 @@ def write_config(
     }  # fmt: skip
     if index_prefix is not None:
         config["store"] = {"index_prefix": index_prefix}
+    if correlate:
+        config["correlate"] = correlate
     path.write_text(yaml.safe_dump(config))
     return path
 
