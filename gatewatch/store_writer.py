@@ -66,7 +66,7 @@ def merge_batches(batches: list[Batch]) -> Batch:
 
 
 class StoreWriter:
-    """Writes submitted batches to ``sink`` in order, from one thread (see the module docstring)."""
+    """Writes submitted batches to ``sink`` in order from ``threads`` threads (see the module docstring)."""
 
     def __init__(self, sink: Sink, max_docs: int, metrics: Any, threads: int = 1) -> None:
         self.sink = sink
