@@ -216,6 +216,7 @@ def write_config(
     group: str,
     index_prefix: str | None = None,
     correlate: dict[str, float] | None = None,
+    checkpoint_interval_secs: float | None = None,
 ) -> Path:
     path = directory / f"{group}.yaml"
     config: dict[str, Any] = {
@@ -228,6 +229,8 @@ def write_config(
         config["store"] = {"index_prefix": index_prefix}
     if correlate:
         config["correlate"] = correlate
+    if checkpoint_interval_secs is not None:
+        config["kafka"]["checkpoint_interval_secs"] = checkpoint_interval_secs
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -296,7 +299,8 @@ RATE_PER_SEC = 200.0  # requests per second of event time (set from --rate)
 def run_restart(directory: Path, bootstrap: str, topics: dict[str, str], total: int) -> dict[str, float]:
     """kill -9 once a detect checkpoint covers part of the input; time the restart."""
     group = f"bench-kill-{uuid.uuid4().hex[:8]}"
-    config_path = write_config(directory, bootstrap, topics, group)
+    # A first checkpoint within 2 s, so that the kill comes while most of the records are still unread.
+    config_path = write_config(directory, bootstrap, topics, group, checkpoint_interval_secs=2.0)
     port = free_port()
     proc = start_serve(config_path, port, directory / f"{group}-1.log")
     try:
