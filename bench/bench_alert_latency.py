@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -30,12 +29,11 @@ import uuid
 from pathlib import Path
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import free_port, iso, start_serve, write_config  # noqa: E402
+from serve_harness import create_topics, free_port, iso, start_serve, write_config
 
-from gatewatch.demo.render import DEMO_JSON_FORMAT, render_json  # noqa: E402
+from gatewatch.demo.render import DEMO_JSON_FORMAT, render_json  # after serve_harness: it puts the repo on sys.path
 
 GATEWAY_PEER = "10.0.0.10"  # inside trust.gateway_networks (10.0.0.0/24) of bench_serve's config
 OUTSIDE_PEER = "10.9.9.9"
@@ -96,9 +94,7 @@ class LiveTraffic(threading.Thread):
 def measure(bootstrap: str, directory: Path, lateness: float, rate: float, warmup: float, limit: float) -> dict:
     run = uuid.uuid4().hex[:8]
     topics = {"gateway": f"lat-{run}-gateway", "app": f"lat-{run}-app"}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics({t: {"num_partitions": 4} for t in topics.values()}, wait_for_metadata=True)
-    admin.close()
+    create_topics(bootstrap, topics)
     group = f"lat-{run}"
     config = write_config(directory, bootstrap, topics, group, correlate={"allowed_lateness_secs": lateness})
     alerts = KafkaConsumer(f"{group}-alerts", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
