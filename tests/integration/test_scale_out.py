@@ -109,17 +109,23 @@ class Indices:
         self.http.close()
 
 
+def demo_on_elasticsearch(
+    topics: Topics, tmp_path: Path, elasticsearch_url: str, name: str
+) -> tuple[list[Line], Path, Indices]:
+    """The demo's lines, a serve config for them storing under a fresh index prefix, and those indices."""
+    lines, demo_config = demo_traffic(tmp_path)
+    prefix = f"gw-{name}-{uuid.uuid4().hex[:8]}"
+    base = {**demo_config, "store": {**demo_config.get("store", {}), "index_prefix": prefix, "retention_days": 3650}}
+    return lines, topics.config(tmp_path / "demo", base=base), Indices(elasticsearch_url, prefix)
+
+
 @pytest.mark.parametrize("how", ["kill-9", "sigterm"])
 def test_two_processes_one_leaves_store_once_and_alert_as_replay(
     topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str
 ) -> None:
     """The detect owner dies (kill -9) or leaves (SIGTERM) mid-stream and comes back."""
-    lines, demo_config = demo_traffic(tmp_path)
-    prefix = f"gw-scale-{uuid.uuid4().hex[:8]}"
-    base = {**demo_config, "store": {**demo_config.get("store", {}), "index_prefix": prefix, "retention_days": 3650}}
-    config = topics.config(tmp_path / "demo", base=base)
+    lines, config, indices = demo_on_elasticsearch(topics, tmp_path, elasticsearch_url, "scale")
     store = f"elasticsearch:{elasticsearch_url}"
-    indices = Indices(elasticsearch_url, prefix)
     halves = split_halves(lines)
     processes: list[Serve] = []
     try:

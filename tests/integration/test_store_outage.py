@@ -26,14 +26,13 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from test_scale_out import Indices, detect_caught_up, split_halves
-from test_serve import REPO, Serve, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
+from test_scale_out import demo_on_elasticsearch, detect_caught_up, split_halves
+from test_serve import REPO, Serve, Topics, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
 
 OUTAGE_SECS = 60
 PID_FILE = REPO / ".cache" / "run" / "elasticsearch.pid"
@@ -88,11 +87,7 @@ def _services(script: str, *args: str) -> None:
 def test_search_node_goes_away_mid_stream_nothing_lost_or_duplicated(
     topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str
 ) -> None:
-    lines, demo_config = demo_traffic(tmp_path)
-    prefix = f"gw-outage-{uuid.uuid4().hex[:8]}"
-    base = {**demo_config, "store": {**demo_config.get("store", {}), "index_prefix": prefix, "retention_days": 3650}}
-    config = topics.config(tmp_path / "demo", base=base)
-    indices = Indices(elasticsearch_url, prefix)
+    lines, config, indices = demo_on_elasticsearch(topics, tmp_path, elasticsearch_url, "outage")
     halves = split_halves(lines)
     outage = Outage(how)
     serve: Serve | None = None
