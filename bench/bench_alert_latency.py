@@ -10,9 +10,15 @@ per topic). After ``--warmup`` seconds two probes are produced at once:
 
 - an app line served to a peer outside the gateway's network (``gateway_bypass``,
   reason ``untrusted_peer``: decided on the event itself);
+- an app line answered 200 to a token that expired an hour ago
+  (``token_expired_accepted``: decided on the event itself);
 - an app line from the gateway's own address whose gateway line never comes
   (``gateway_bypass``, reason ``no_gateway_record``: decided on the joined request,
   so after ``correlate.join_window_secs`` too).
+
+Rules decided on one event run as the event arrives, before the reorder buffer;
+the joined-request rule waits for the buffer (``allowed_lateness_secs``) and the
+join window.
 
 Printed: the seconds from producing each probe to its alert on the alerts topic.
 """
@@ -37,13 +43,19 @@ from gatewatch.demo.render import DEMO_JSON_FORMAT, render_json  # after serve_h
 
 GATEWAY_PEER = "10.0.0.10"  # inside trust.gateway_networks (10.0.0.0/24) of bench_serve's config
 OUTSIDE_PEER = "10.9.9.9"
+# what each probe is called here -> (rule, reason) of the alert it must raise
+PROBES = {
+    "untrusted_peer": ("gateway_bypass", "untrusted_peer"),
+    "expired_token": ("token_expired_accepted", None),
+    "no_gateway_record": ("gateway_bypass", "no_gateway_record"),
+}
 
 
-def app_line(rid: str, ts: float, peer: str) -> bytes:
+def app_line(rid: str, ts: float, peer: str, token: dict | None = None) -> bytes:
     return orjson.dumps({
         "ts": iso(ts), "level": "info", "msg": "invoice fetched", "request_id": rid, "method": "GET",
         "path": "/v1/invoices/1", "status": 200, "latency_ms": 4.0, "user_id": "user-1", "org_id": "org-1",
-        "peer": {"ip": peer},
+        "peer": {"ip": peer}, **({"token": token} if token else {}),
     })  # fmt: skip
 
 
@@ -81,14 +93,14 @@ class LiveTraffic(threading.Thread):
             n += 1
 
     def probe(self) -> dict[str, tuple[str, float]]:
-        """reason -> (request id, wall time produced)."""
-        probes = {"untrusted_peer": f"probe-peer-{uuid.uuid4().hex[:6]}",
-                  "no_gateway_record": f"probe-nogw-{uuid.uuid4().hex[:6]}"}  # fmt: skip
+        """probe -> (request id, wall time just before it was produced)."""
+        probes = {reason: f"probe-{reason}-{uuid.uuid4().hex[:6]}" for reason in PROBES}
         now = time.time()
+        expired = {"jti": f"jti-{uuid.uuid4().hex[:6]}", "exp": now - 3600}
         self.send("app", probes["untrusted_peer"], app_line(probes["untrusted_peer"], now, OUTSIDE_PEER))
+        self.send("app", probes["expired_token"], app_line(probes["expired_token"], now, GATEWAY_PEER, expired))
         self.send("app", probes["no_gateway_record"], app_line(probes["no_gateway_record"], now, GATEWAY_PEER))
-        sent = time.time()
-        return {reason: (rid, sent) for reason, rid in probes.items()}
+        return {probe: (rid, now) for probe, rid in probes.items()}
 
 
 def measure(bootstrap: str, directory: Path, lateness: float, rate: float, warmup: float, limit: float) -> dict:
@@ -110,9 +122,9 @@ def measure(bootstrap: str, directory: Path, lateness: float, rate: float, warmu
         while len(seen) < len(probes) and time.time() < deadline:
             for message in alerts:
                 alert = orjson.loads(message.value)
-                for reason, (rid, _) in probes.items():
-                    if rid in alert.get("request_ids", ()) and reason == alert.get("reason"):
-                        seen.setdefault(reason, time.time())
+                for probe, (rid, _) in probes.items():
+                    if rid in alert.get("request_ids", ()) and PROBES[probe] == (alert["rule"], alert.get("reason")):
+                        seen.setdefault(probe, time.time())
             if serve.poll() is not None:
                 raise SystemExit((directory / f"{group}.log").read_text()[-2000:])
     finally:
@@ -121,7 +133,7 @@ def measure(bootstrap: str, directory: Path, lateness: float, rate: float, warmu
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
         alerts.close()
-    return {reason: (seen[reason] - sent if reason in seen else None) for reason, (_, sent) in probes.items()}
+    return {probe: (seen[probe] - sent if probe in seen else None) for probe, (_, sent) in probes.items()}
 
 
 def main() -> None:
@@ -136,10 +148,10 @@ def main() -> None:
         for lateness in args.lateness:
             limit = lateness + 30.0 + 60.0  # the join window (30 s default) and a minute of slack
             rows.append((lateness, measure(args.bootstrap, Path(tmp), lateness, args.rate, args.warmup, limit)))
-    print(f"{'allowed_lateness_secs':>22}{'untrusted_peer':>16}{'no_gateway_record':>19}   (seconds from probe to alert)")
+    print(f"{'allowed_lateness_secs':>22}" + "".join(f"{probe:>19}" for probe in PROBES) + "   (seconds to alert)")
     for lateness, found in rows:
-        cells = [f"{found[r]:.1f}" if found[r] is not None else "none" for r in ("untrusted_peer", "no_gateway_record")]
-        print(f"{lateness:22.0f}{cells[0]:>16}{cells[1]:>19}")
+        cells = [f"{found[p]:.2f}" if found[p] is not None else "none" for p in PROBES]
+        print(f"{lateness:22.0f}" + "".join(f"{cell:>19}" for cell in cells))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,39 @@
 """Alerts: findings folded into one alert per (rule, entity) per suppression window.
 
-The first finding for a (rule, entity) opens an alert whose window runs for
-``suppression_window_secs`` of event time from its ``first_seen``; findings
-inside the window raise ``count`` and ``last_seen`` and add evidence; the first
-finding after it opens a new alert. An alert's id is a hash of rule, entity and
-``first_seen``, so the same input always yields the same ids and a store that
-upserts by id updates a growing alert in place.
+Suppression windows are fixed spans of event time, ``suppression_window_secs``
+long and aligned to the UTC day (a 600 s window runs 12:00–12:10). Every field
+of an alert is an order-free fold over the findings of its window:
+
+- ``count``: findings, except that findings sharing a ``key`` (a request's
+  several log lines) count once;
+- ``first_seen`` / ``last_seen``: their earliest and latest time;
+- ``severity``: the highest;
+- ``request_ids``: the ``max_request_ids`` earliest;
+- ``summary``, ``reason``, ``details``: those of the earliest finding.
+
+So the same findings give the same alerts in any order: a detector may raise
+them as records arrive (``observe_arrival``) or in event-time order, and a
+restart or a second replica changes nothing. The id is a hash of rule, entity
+and window start: a store that upserts by id updates a growing alert in place.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from detectors.base import Finding, Severity
 from ingest.ecs import iso
 
 _SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
+DAY_SECS = 86_400
+# How long a window stays open after it ends: transactions reach detectors a join
+# window after their first record, and a finding may be that much behind the watermark.
+MIN_GRACE_SECS = 300.0
+# Distinct finding keys remembered per alert; past this, every keyed finding counts.
+MAX_KEYS_PER_ALERT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,63 +73,132 @@ class Alert:
         return doc
 
 
-def alert_id(rule: str, entity_type: str, entity_value: str, first_seen: float) -> str:
-    key = f"{rule}\x1f{entity_type}\x1f{entity_value}\x1f{first_seen:.6f}".encode()
+def alert_id(rule: str, entity_type: str, entity_value: str, window: str) -> str:
+    key = f"{rule}\x1f{entity_type}\x1f{entity_value}\x1f{window}".encode()
     return hashlib.blake2b(key, digest_size=12).hexdigest()
 
 
+def check_suppression_window(secs: float) -> float:
+    """A window must divide the day, so an alert never straddles two daily indices."""
+    if secs <= 0 or secs != int(secs) or DAY_SECS % int(secs):
+        raise ValueError(f"must be a whole number of seconds that divides a day (60, 300, 600, 3600 …), not {secs:g}")
+    return secs
+
+
+class _Window:
+    """The fold of one (rule, entity, window)'s findings so far."""
+
+    __slots__ = ("id", "first", "first_seen", "last_seen", "severity", "keys", "unkeyed", "evidence")
+
+    def __init__(self, alert_id: str, finding: Finding) -> None:
+        self.id = alert_id
+        self.first = finding  # the earliest finding: its summary, reason and details speak for the alert
+        self.first_seen = self.last_seen = finding.ts
+        self.severity = finding.severity
+        self.keys: set[str] = set()
+        self.unkeyed = 0
+        self.evidence: list[tuple[float, str]] = []  # (earliest ts, request id), sorted, capped
+
+    def add(self, finding: Finding, max_request_ids: int) -> None:
+        ts = finding.ts
+        if _precedence(finding) < _precedence(self.first):
+            self.first = finding
+        self.first_seen = min(self.first_seen, ts)
+        self.last_seen = max(self.last_seen, ts)
+        if _SEVERITY_ORDER[finding.severity] > _SEVERITY_ORDER[self.severity]:
+            self.severity = finding.severity
+        if finding.key is not None and len(self.keys) < MAX_KEYS_PER_ALERT:
+            self.keys.add(finding.key)
+        else:
+            self.unkeyed += 1
+        self._add_evidence(ts, finding.request_ids, max_request_ids)
+
+    def _add_evidence(self, ts: float, request_ids: tuple[str, ...], cap: int) -> None:
+        """Keep the ``cap`` request ids seen earliest, each at the earliest time it was seen."""
+        evidence = self.evidence
+        for request_id in request_ids:
+            entry = (ts, request_id)
+            if len(evidence) >= cap and entry >= evidence[-1]:
+                continue  # later than all kept (and than this id's own entry, if kept)
+            for i, (seen_ts, seen_id) in enumerate(evidence):
+                if seen_id == request_id:
+                    if seen_ts <= ts:
+                        break
+                    del evidence[i]
+                    bisect.insort(evidence, entry)
+                    break
+            else:
+                bisect.insort(evidence, entry)
+                del evidence[cap:]
+
+    def alert(self) -> Alert:
+        first = self.first
+        return Alert(
+            id=self.id,
+            rule=first.rule,
+            severity=self.severity,
+            entity_type=first.entity_type,
+            entity_value=first.entity_value,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            count=len(self.keys) + self.unkeyed,
+            request_ids=tuple(request_id for _, request_id in self.evidence),
+            summary=first.summary,
+            reason=first.reason,
+            details=dict(first.details),
+        )
+
+
 class AlertBook:
-    """Folds findings into alerts and remembers the open suppression windows.
+    """Folds findings into alerts and remembers the windows still open.
 
     ``add`` returns the alert as it now stands (new or grown) so a streaming
-    caller can upsert it at once; ``expire(watermark)`` forgets windows that
-    ended, keeping memory bounded.
+    caller can upsert it at once. ``expire(watermark)`` forgets windows that
+    ended more than a grace period (one window, at least ``MIN_GRACE_SECS``)
+    before the watermark, keeping memory bounded. A finding for a window
+    already forgotten (its record came later than that) becomes an alert of
+    its own, with an id derived from the finding, so it can never overwrite
+    the stored alert of its window with a smaller count.
     """
 
     def __init__(self, suppression_window_secs: float = 600.0, max_request_ids: int = 20) -> None:
-        self.suppression_window_secs = suppression_window_secs
+        self.suppression_window_secs = check_suppression_window(suppression_window_secs)
         self.max_request_ids = max_request_ids
-        self._open: dict[tuple[str, str, str], Alert] = {}
+        self.grace_secs = max(suppression_window_secs, MIN_GRACE_SECS)
+        self._open: dict[tuple[str, str, str, float], _Window] = {}
+        self._forgotten_before = float("-inf")  # windows starting before this are closed
 
     def add(self, finding: Finding) -> Alert:
-        key = (finding.rule, finding.entity_type, finding.entity_value)
-        current = self._open.get(key)
-        if current is None or finding.ts >= current.first_seen + self.suppression_window_secs:
-            alert = Alert(
-                id=alert_id(finding.rule, finding.entity_type, finding.entity_value, finding.ts),
-                rule=finding.rule,
-                severity=finding.severity,
-                entity_type=finding.entity_type,
-                entity_value=finding.entity_value,
-                first_seen=finding.ts,
-                last_seen=finding.ts,
-                count=1,
-                request_ids=tuple(dict.fromkeys(finding.request_ids))[: self.max_request_ids],
-                summary=finding.summary,
-                reason=finding.reason,
-                details=dict(finding.details),
+        start = finding.ts - finding.ts % self.suppression_window_secs
+        if start < self._forgotten_before:
+            window = _Window(_late_id(finding), finding)
+            window.add(finding, self.max_request_ids)
+            return window.alert()
+        key = (finding.rule, finding.entity_type, finding.entity_value, start)
+        window = self._open.get(key)
+        if window is None:
+            window = self._open[key] = _Window(
+                alert_id(finding.rule, finding.entity_type, finding.entity_value, f"{start:.0f}"), finding
             )
-        else:
-            evidence = current.request_ids
-            if len(evidence) < self.max_request_ids:
-                evidence = tuple(dict.fromkeys(evidence + finding.request_ids))[: self.max_request_ids]
-            severity = max(current.severity, finding.severity, key=_SEVERITY_ORDER.__getitem__)
-            alert = replace(
-                current,
-                severity=severity,
-                last_seen=max(current.last_seen, finding.ts),
-                count=current.count + 1,
-                request_ids=evidence,
-            )
-        self._open[key] = alert
-        return alert
+        window.add(finding, self.max_request_ids)
+        return window.alert()
 
     def expire(self, watermark: float) -> None:
-        """Forget alerts whose suppression window closed before ``watermark``."""
-        horizon = watermark - self.suppression_window_secs
-        stale = [key for key, alert in self._open.items() if alert.first_seen < horizon]
-        for key in stale:
+        """Forget windows that ended at least a grace period before ``watermark``."""
+        horizon = watermark - self.grace_secs - self.suppression_window_secs
+        if horizon <= self._forgotten_before:
+            return
+        self._forgotten_before = horizon
+        for key in [key for key in self._open if key[3] < horizon]:
             del self._open[key]
 
     def __iter__(self) -> Iterator[Alert]:
-        return iter(self._open.values())
+        return (window.alert() for window in self._open.values())
+
+
+def _precedence(finding: Finding) -> tuple[float, str, str, tuple[str, ...]]:
+    return (finding.ts, finding.summary, finding.reason or "", finding.request_ids)
+
+
+def _late_id(finding: Finding) -> str:
+    return alert_id(finding.rule, finding.entity_type, finding.entity_value, f"late {finding.ts:.6f} {finding.key}")

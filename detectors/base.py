@@ -8,7 +8,15 @@ subclasses :class:`Detector` with:
 - ``Config`` — a frozen pydantic model: every threshold with a default, units in names;
 - ``examples()`` — must-alert and must-not-alert cases, run by one shared test.
 
-The engine calls, always in event-time order and from one thread:
+The engine calls, from one thread:
+
+- ``observe_arrival(event)`` for every parsed event as soon as it arrives, in
+  no particular order: for evidence one event proves on its own (a foreign
+  peer, an expired or revoked token), so its alert goes out within seconds
+  instead of after the reorder buffer. Its findings must depend on nothing
+  but the event and the context: no state, no other record.
+
+and, always in event-time order:
 
 - ``observe_event(event)`` for every parsed event (gateway and app);
 - ``observe_transaction(txn)`` when the correlator closes a request's records;
@@ -45,7 +53,8 @@ class Finding:
     """One piece of evidence that a rule fired for an entity at event time ``ts``.
 
     The alert book folds findings for the same (rule, entity) within a
-    suppression window into one alert.
+    suppression window into one alert; findings with the same ``key`` (a
+    request's several log lines) count once in it.
     """
 
     rule: str
@@ -57,6 +66,7 @@ class Finding:
     request_ids: tuple[str, ...] = ()
     reason: str | None = None
     details: Mapping[str, object] = field(default_factory=dict)
+    key: str | None = None
 
 
 class DetectorConfig(BaseModel):
@@ -92,6 +102,9 @@ class Detector:
         self.config = config
         self.context = context
 
+    def observe_arrival(self, event: Event) -> Iterable[Finding]:
+        return ()
+
     def observe_event(self, event: Event) -> Iterable[Finding]:
         return ()
 
@@ -115,6 +128,7 @@ class Detector:
         reason: str | None = None,
         details: Mapping[str, object] | None = None,
         severity: Severity | None = None,
+        key: str | None = None,
     ) -> Finding:
         return Finding(
             rule=self.rule_id,
@@ -126,6 +140,7 @@ class Detector:
             request_ids=tuple(r for r in request_ids if r),
             reason=reason,
             details=details or {},
+            key=key,
         )
 
 

@@ -2,16 +2,19 @@
 
 Three ways to tell, each a ``reason``:
 
-- ``untrusted_peer`` (app event): the peer that connected to the app is not
-  the gateway (mTLS identity, else gateway network). Reported once per
-  (request id, peer): a request writes several app lines.
-- ``no_request_id`` (app event): a served request without a request id from a
+- ``untrusted_peer`` (app event, on arrival): the peer that connected to the
+  app is not the gateway (mTLS identity, else gateway network). A request
+  writes several app lines: its findings share the request id as ``key``, so
+  it counts once in the peer's alert.
+- ``no_request_id`` (app event, on arrival): a served request without a request id from a
   peer that is not the gateway — Envoy sets ``x-request-id`` on every request
   it proxies, so its absence from a gateway peer is a logging gap, not a bypass.
   Lines without a request id cannot be grouped: one finding per line.
 - ``no_gateway_record`` (transaction): an app-only transaction whose peer is the
   gateway, or is not logged: the gateway never wrote a line for the request.
   One with a known non-gateway peer was already reported as ``untrusted_peer``.
+  Only the join can tell that no gateway line is coming, so this reason waits
+  for the transaction to close; the other two go out as their line arrives.
 
 An app line counts as a served request when it has a status, a method or a
 path; lines without any ("cache warmed") are the app talking to itself.
@@ -22,10 +25,9 @@ any configured gateway identity or network the peer-based reasons stay silent
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 
-from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
+from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import app_event, gateway_event, transaction
 from ingest.records import Event, Transaction
 
@@ -37,18 +39,11 @@ class GatewayBypass(Detector):
     severity = Severity.HIGH
 
     class Config(DetectorConfig):
-        # how long an untrusted_peer (request id, peer) stays reported; a request's lines are seconds apart
-        dedupe_window_secs: float = 300.0
-        max_remembered_requests: int = 100_000
+        """No thresholds: one served request from a foreign peer is enough."""
 
     config: Config
 
-    def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
-        super().__init__(config, context)
-        # (request id, peer) -> ts reported; insertion order is event-time order
-        self._reported: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def observe_event(self, event: Event) -> Iterable[Finding]:
+    def observe_arrival(self, event: Event) -> Iterable[Finding]:
         if event.is_gateway or not _is_served(event):
             return ()
         trust = self.context.trust
@@ -61,12 +56,6 @@ class GatewayBypass(Detector):
             return (self._finding(event, peer, "no_request_id", event.ts, ()),)
         if peer is None:
             return ()  # cannot judge an unlogged peer; the app-only transaction will tell
-        key = (event.request_id, peer[1])
-        if key in self._reported:
-            return ()
-        self._reported[key] = event.ts
-        if len(self._reported) > self.config.max_remembered_requests:
-            self._reported.popitem(last=False)
         return (self._finding(event, peer, "untrusted_peer", event.ts, (event.request_id,)),)
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
@@ -83,13 +72,6 @@ class GatewayBypass(Detector):
                 return ()  # reported as untrusted_peer
         first = served[0]
         return (self._finding(first, _peer(first), "no_gateway_record", txn.first_ts, (txn.request_id,)),)
-
-    def advance(self, watermark: float) -> Iterable[Finding]:
-        horizon = watermark - self.config.dedupe_window_secs
-        reported = self._reported
-        while reported and next(iter(reported.values())) < horizon:
-            reported.popitem(last=False)
-        return ()
 
     def _finding(
         self, event: Event, peer: tuple[str, str] | None, reason: str, ts: float, request_ids: tuple[str, ...]
@@ -109,6 +91,7 @@ class GatewayBypass(Detector):
             f"Billing served {event.method or '?'} {event.path or '?'} ({event.status or 'no status'}) {who}.",
             request_ids,
             reason=reason,
+            key=request_ids[0] if request_ids else None,
             details={
                 "peer_ip": event.source_ip,
                 "peer_identity": event.peer_identity,

@@ -1,4 +1,4 @@
-"""Run every enabled detector over the ordered stream and fold findings into alerts."""
+"""Run every enabled detector over the arriving and the ordered stream, and fold findings into alerts."""
 
 from __future__ import annotations
 
@@ -45,9 +45,13 @@ class DetectorSet:
         # Only detectors that override a hook are called for it: most events
         # interest two or three rules, and a call is a measurable share of the budget.
         self._detectors = detectors
+        self._arrival_detectors = [d for d in detectors if _overrides(d, "observe_arrival")]
         self._event_detectors = [d for d in detectors if _overrides(d, "observe_event")]
         self._transaction_detectors = [d for d in detectors if _overrides(d, "observe_transaction")]
         self._advancing_detectors = [d for d in detectors if _overrides(d, "advance")]
+
+    def observe_arrival(self, event: Event) -> list[Alert]:
+        return self._run(self._arrival_detectors, "observe_arrival", event)
 
     def observe_event(self, event: Event) -> list[Alert]:
         return self._run(self._event_detectors, "observe_event", event)

@@ -2,7 +2,8 @@
 
 Billing logs the org owning the resource (``org_id``) and the org claim of the
 caller's token (``token_org``). A 2xx with the two different is a tenant
-isolation failure (an IDOR); a 403 is the app doing its job.
+isolation failure (an IDOR); a 403 is the app doing its job. Each line is
+judged as it arrives; a request's lines count once (``key``: its id).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class TokenCrossOrg(Detector):
 
     config: Config
 
-    def observe_event(self, event: Event) -> Iterable[Finding]:
+    def observe_arrival(self, event: Event) -> Iterable[Finding]:
         token_org, org = event.token_org, event.org_id
         if token_org is None or org is None or token_org == org or event.is_gateway:
             return ()
@@ -46,6 +47,7 @@ class TokenCrossOrg(Detector):
                 f"Billing answered {event.status} to {event.method or '?'} {event.path or '?'} "
                 f"for a resource of org {org} with a token of org {token_org} ({entity_type} {entity}).",
                 [event.request_id],
+                key=event.request_id,
                 details={
                     "token_org": token_org,
                     "resource_org": org,

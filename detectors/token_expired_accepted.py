@@ -3,7 +3,8 @@
 The gateway should refuse an expired JWT; an accepted one at the app means the
 check was skipped (a bypass, a misrouted listener, a cached session). Clocks of
 the gateway, the app and the token issuer differ a little, so only a request
-more than ``skew_allowance_secs`` past ``exp`` counts.
+more than ``skew_allowance_secs`` past ``exp`` counts. Each line is judged as it
+arrives; a request's lines count once (``key``: its id).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class TokenExpiredAccepted(Detector):
 
     config: Config
 
-    def observe_event(self, event: Event) -> Iterable[Finding]:
+    def observe_arrival(self, event: Event) -> Iterable[Finding]:
         exp = event.token_exp
         if exp is None or event.is_gateway or event.status is None or not 200 <= event.status < 300:
             return ()
@@ -50,6 +51,7 @@ class TokenExpiredAccepted(Detector):
                 f"with token {entity}, {late_secs:.0f} s after it expired at {iso(exp)} "
                 f"(allowance {self.config.skew_allowance_secs:.0f} s).",
                 [event.request_id],
+                key=event.request_id,
                 details={
                     "token_exp": iso(exp),
                     "seconds_past_exp": round(late_secs, 3),

@@ -1,9 +1,12 @@
-"""token_revoked_used: a request carried a token at or after its revocation.
+"""token_revoked_used: a record carried a token at or after its revocation.
 
 JWT validation at the gateway is stateless, so a revoked but unexpired token
 still passes it; only the revocation list (``context.revoked``: jti ->
 revoked_at) tells. Any use is high: someone still holds the token. A use that
-was answered 2xx is critical: it worked.
+was answered 2xx (by the gateway or by Billing) is critical: it worked.
+
+Each gateway or app line is judged as it arrives; a request's lines share its
+id as ``key``, so it counts once, and the alert takes the highest severity.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from collections.abc import Iterable
 
 from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
-from detectors.sample import app_event, gateway_event, transaction
-from ingest.records import Transaction
+from detectors.sample import app_event, gateway_event
+from ingest.records import Event
 
 
 class TokenRevokedUsed(Detector):
-    """A transaction whose token ``jti`` was revoked at or before the request's first record."""
+    """A record whose token ``jti`` was revoked at or before the record's time."""
 
     rule_id = "token_revoked_used"
     severity = Severity.HIGH
@@ -27,34 +30,34 @@ class TokenRevokedUsed(Detector):
 
     config: Config
 
-    def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
+    def observe_arrival(self, event: Event) -> Iterable[Finding]:
         revoked = self.context.revoked
-        if not revoked:
-            return ()
-        jti = txn.first("token_jti")
-        if not isinstance(jti, str):
+        jti = event.token_jti
+        if not revoked or not jti:
             return ()
         revoked_at = revoked.get(jti)
-        ts = txn.first_ts
+        ts = event.ts
         if revoked_at is None or ts < revoked_at:
             return ()
-        status = _answered_status(txn)
+        status = event.status
         accepted = status is not None and 200 <= status < 300
+        seen_by = "the gateway" if event.is_gateway else "Billing"
         return (
             self.finding(
                 "token.jti",
                 jti,
                 ts,
-                f"Token {jti} revoked at {iso(revoked_at)} was used {ts - revoked_at:.0f} s later "
-                f"from {txn.client_ip or 'an unknown address'} ({txn.kind}, answered "
-                f"{status if status is not None else 'with no recorded status'}).",
-                [txn.request_id],
+                f"Token {jti} revoked at {iso(revoked_at)} was used {ts - revoked_at:.0f} s later: "
+                f"{seen_by} saw it from {event.source_ip or 'an unknown address'} and answered "
+                f"{status if status is not None else 'with no recorded status'}.",
+                [event.request_id],
                 severity=Severity.CRITICAL if accepted else None,
+                key=event.request_id,
                 details={
                     "revoked_at": iso(revoked_at),
                     "status": status,
-                    "token_sub": txn.first("token_sub"),
-                    "transaction_kind": txn.kind,
+                    "token_sub": event.token_sub,
+                    "seen_by": str(event.dataset),
                 },
             ),
         )
@@ -62,24 +65,12 @@ class TokenRevokedUsed(Detector):
     @classmethod
     def examples(cls) -> Iterable[Example]:
         # tests/detectors/test_examples.py's EXAMPLE_CONTEXT revokes "jti-revoked" at T0 + 100.
-        def used(ts: float, status: int) -> Transaction:
+        def used(ts: float, status: int) -> tuple[Event, Event]:
             rid = f"r-{ts:g}"
-            return transaction(
-                rid,
-                gateway=(
-                    gateway_event(ts, request_id=rid, source_ip="203.0.113.7", status=status, token_jti="jti-revoked"),
-                ),
-                app=(app_event(ts + 0.05, request_id=rid, status=status, token_jti="jti-revoked"),),
+            return (
+                gateway_event(ts, request_id=rid, source_ip="203.0.113.7", status=status, token_jti="jti-revoked"),
+                app_event(ts + 0.05, request_id=rid, status=status, token_jti="jti-revoked"),
             )
 
-        yield Example("revoked token used after revocation", (used(150, 200),), alerts=frozenset({"jti-revoked"}))
-        yield Example("revoked token used before its revocation", (used(50, 200),), alerts=frozenset())
-
-
-def _answered_status(txn: Transaction) -> int | None:
-    """What the client got: the gateway's last attempt, else the app's last status."""
-    for events in (txn.gateway, txn.app):
-        for event in reversed(events):
-            if event.status is not None:
-                return event.status
-    return None
+        yield Example("revoked token used after revocation", used(150, 200), alerts=frozenset({"jti-revoked"}))
+        yield Example("revoked token used before its revocation", used(50, 200), alerts=frozenset())

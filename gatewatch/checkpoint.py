@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 16 * 1024 * 1024  # well under MAX_MESSAGE_BYTES: headroom for key, headers, batch overhead
 _ID_BYTES = 16
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: order-free alert book
 _TIMEOUT_MS = 30_000
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from detectors import registry
+from detectors.alerts import check_suppression_window
 from gatewatch.errors import ConfigError
 
 
@@ -92,8 +93,15 @@ class CorrelateConfig(_Section):
 
 
 class AlertsConfig(_Section):
-    suppression_window_secs: float = Field(600.0, gt=0, description="One alert per (rule, entity) per window.")
+    suppression_window_secs: float = Field(
+        600.0, gt=0, description="One alert per (rule, entity) per window; windows are aligned to the UTC day."
+    )
     max_request_ids: int = Field(20, gt=0, description="Evidence request ids kept per alert.")
+
+    @field_validator("suppression_window_secs")
+    @classmethod
+    def _divides_the_day(cls, secs: float) -> float:
+        return check_suppression_window(secs)
 
 
 class StoreConfig(_Section):

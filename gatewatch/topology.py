@@ -1,6 +1,7 @@
 """The wiring: the one module that knows every stage.
 
     RawRecord --parse/normalize--> Event | DeadLetter
+    Event --detect on arrival--> Finding
     Event --order--> event-time order --correlate--> Transaction
     Event, Transaction --detect--> Finding --alert book--> Alert
 
@@ -142,7 +143,7 @@ class Pipeline:
         self.order_events(events)
 
     def order_events(self, events: Iterable[Event]) -> None:
-        """Queue parsed events (each input's in offset order) for event-time processing.
+        """Run arrival detectors on parsed events (each input's in offset order), then queue them for ordering.
 
         An event at or below the highest offset already seen on its input is a
         re-delivery (a restarted producer re-sending) and is skipped, so state
@@ -150,12 +151,16 @@ class Pipeline:
         """
         order = self.order
         offsets = self.stream_offsets
+        detectors = self.detectors
         for event in events:
             stream, offset = event.origin.stream, event.origin.offset
             if offset <= offsets.get(stream, -1):
                 self.stats.redelivered += 1
                 continue
             offsets[stream] = offset
+            alerts = detectors.observe_arrival(event)
+            if alerts:
+                self._collect(alerts)
             if not order.add(stream, event):
                 self._process_event(event)
 

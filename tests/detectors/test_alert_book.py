@@ -1,61 +1,131 @@
-"""Alert folding: one alert per (rule, entity) per suppression window, deterministic ids."""
+"""Alert folding: one alert per (rule, entity) per day-aligned window, the same in any order."""
 
 from __future__ import annotations
 
-from detectors.alerts import AlertBook
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.alerts import AlertBook, check_suppression_window
 from detectors.base import Finding, Severity
 
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a window boundary
 
-def finding(ts: float, entity: str = "10.9.9.9", request_id: str = "r", severity: Severity = Severity.HIGH) -> Finding:
-    return Finding("gateway_bypass", severity, "source.ip", entity, ts, "served directly", (request_id,))
+
+def finding(
+    ts: float,
+    entity: str = "10.9.9.9",
+    request_id: str = "r",
+    severity: Severity = Severity.HIGH,
+    key: str | None = None,
+    summary: str = "served directly",
+) -> Finding:
+    return Finding("gateway_bypass", severity, "source.ip", entity, ts, summary, (request_id,), key=key)
 
 
 def test_repeats_inside_the_window_grow_one_alert() -> None:
     book = AlertBook(suppression_window_secs=600, max_request_ids=3)
-    first = book.add(finding(1000.0, request_id="r1"))
-    grown = book.add(finding(1200.0, request_id="r2"))
+    first = book.add(finding(T0 + 100, request_id="r1"))
+    grown = book.add(finding(T0 + 300, request_id="r2"))
     assert grown.id == first.id
-    assert (grown.count, grown.first_seen, grown.last_seen) == (2, 1000.0, 1200.0)
+    assert (grown.count, grown.first_seen, grown.last_seen) == (2, T0 + 100, T0 + 300)
     assert grown.request_ids == ("r1", "r2")
 
 
-def test_a_finding_after_the_window_opens_a_new_alert() -> None:
+def test_windows_are_aligned_to_the_day_not_to_the_first_finding() -> None:
     book = AlertBook(suppression_window_secs=600)
-    first = book.add(finding(1000.0))
-    second = book.add(finding(1600.0))
+    first = book.add(finding(T0 + 590))
+    second = book.add(finding(T0 + 610))  # 20 s later, but in the next window
     assert second.id != first.id and second.count == 1
 
 
-def test_entities_are_separate_and_evidence_is_capped() -> None:
+def test_an_earlier_finding_arriving_later_becomes_the_alerts_first() -> None:
+    book = AlertBook(suppression_window_secs=600)
+    book.add(finding(T0 + 300, request_id="r2", summary="second"))
+    alert = book.add(finding(T0 + 100, request_id="r1", summary="first", severity=Severity.CRITICAL))
+    assert (alert.first_seen, alert.last_seen, alert.summary) == (T0 + 100, T0 + 300, "first")
+    assert alert.request_ids == ("r1", "r2") and alert.severity is Severity.CRITICAL
+
+
+def test_findings_sharing_a_key_count_once() -> None:
+    book = AlertBook()
+    for ts in (T0 + 1, T0 + 2, T0 + 3):
+        alert = book.add(finding(ts, request_id="r1", key="r1"))
+    alert = book.add(finding(T0 + 4, request_id="r2", key="r2"))
+    assert alert.count == 2 and alert.request_ids == ("r1", "r2")
+
+
+def test_entities_are_separate_and_evidence_keeps_the_earliest() -> None:
     book = AlertBook(max_request_ids=2)
-    for i in range(5):
-        alert = book.add(finding(1000.0 + i, request_id=f"r{i}"))
-    other = book.add(finding(1000.0, entity="10.9.9.8"))
+    for i in (4, 3, 2, 1, 0):
+        alert = book.add(finding(T0 + i, request_id=f"r{i}"))
+    other = book.add(finding(T0, entity="10.9.9.8"))
     assert alert.request_ids == ("r0", "r1") and alert.count == 5
     assert other.id != alert.id
 
 
 def test_ids_are_deterministic_and_severity_only_rises() -> None:
-    a = AlertBook().add(finding(1000.0))
-    b = AlertBook().add(finding(1000.0))
-    assert a.id == b.id
+    assert AlertBook().add(finding(T0)).id == AlertBook().add(finding(T0 + 5)).id
     book = AlertBook()
-    book.add(finding(1000.0, severity=Severity.HIGH))
-    assert book.add(finding(1001.0, severity=Severity.CRITICAL)).severity is Severity.CRITICAL
-    assert book.add(finding(1002.0, severity=Severity.LOW)).severity is Severity.CRITICAL
+    book.add(finding(T0, severity=Severity.HIGH))
+    assert book.add(finding(T0 + 1, severity=Severity.CRITICAL)).severity is Severity.CRITICAL
+    assert book.add(finding(T0 + 2, severity=Severity.LOW)).severity is Severity.CRITICAL
 
 
-def test_expire_forgets_closed_windows() -> None:
+def test_expire_keeps_a_window_for_a_grace_period_then_forgets_it() -> None:
     book = AlertBook(suppression_window_secs=600)
-    book.add(finding(1000.0))
-    book.expire(1500.0)
+    book.add(finding(T0 + 10))
+    book.expire(T0 + 1199)  # the window ended at T0+600; grace is one window
     assert len(list(book)) == 1
-    book.expire(1601.0)
+    book.expire(T0 + 1201)
     assert list(book) == []
 
 
+def test_a_finding_for_a_forgotten_window_never_overwrites_its_alert() -> None:
+    book = AlertBook(suppression_window_secs=600)
+    stored = book.add(finding(T0 + 10, request_id="r1"))
+    book.add(finding(T0 + 20, request_id="r2"))
+    book.expire(T0 + 2000)
+    late = book.add(finding(T0 + 30, request_id="r3"))
+    assert late.id != stored.id and late.count == 1
+    assert book.add(finding(T0 + 30, request_id="r3")).id == late.id  # still deterministic
+
+
+def test_window_must_divide_the_day() -> None:
+    assert check_suppression_window(3600) == 3600
+    for bad in (7 * 60, 0.5, 100_000):
+        with pytest.raises(ValueError, match="divides a day"):
+            check_suppression_window(bad)
+
+
 def test_document_shape() -> None:
-    doc = AlertBook().add(finding(1_767_225_600.5)).to_document()
+    doc = AlertBook().add(finding(T0 + 0.5)).to_document()
     assert doc["entity"] == {"type": "source.ip", "value": "10.9.9.9"}
     assert doc["first_seen"] == "2026-01-01T00:00:00.500Z"
     assert doc["rule"] == "gateway_bypass" and doc["severity"] == "high" and doc["count"] == 1
+
+
+findings_strategy = st.lists(
+    st.builds(
+        finding,
+        ts=st.integers(0, 1800).map(lambda s: T0 + s),
+        entity=st.sampled_from(["10.9.9.8", "10.9.9.9"]),
+        request_id=st.sampled_from([f"r{i}" for i in range(8)]),
+        severity=st.sampled_from(list(Severity)),
+        key=st.sampled_from([None, "k1", "k2", "k3"]),
+        summary=st.sampled_from(["a", "b"]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(findings_strategy, st.randoms(use_true_random=False))
+def test_the_same_findings_in_any_order_give_the_same_alerts(findings: list[Finding], rng) -> None:
+    def fold(ordered: list[Finding]) -> dict[str, object]:
+        book = AlertBook(suppression_window_secs=600, max_request_ids=3)
+        return {alert.id: alert for alert in (book.add(f) for f in ordered)}
+
+    shuffled = list(findings)
+    rng.shuffle(shuffled)
+    assert fold(shuffled) == fold(findings)

@@ -23,7 +23,12 @@ EXAMPLE_CONTEXT = DetectorContext(
 
 
 def feed(detector: Detector, records: Iterable[Event | Transaction], end: bool = True) -> list[Finding]:
-    """Feed records as the engine does: an integer-second watermark before each, +inf at the end."""
+    """Feed records as the engine does: an integer-second watermark before each, +inf at the end.
+
+    Events go to ``observe_arrival`` too, here in event-time order; the engine
+    calls it in arrival order, which :func:`test_arrival_findings_ignore_order`
+    shows makes no difference.
+    """
     findings: list[Finding] = []
     last_ts = float("-inf")
     for record in records:
@@ -32,6 +37,7 @@ def feed(detector: Detector, records: Iterable[Event | Transaction], end: bool =
         last_ts = ts
         findings += detector.advance(math.floor(ts))
         if isinstance(record, Event):
+            findings += detector.observe_arrival(record)
             findings += detector.observe_event(record)
         else:
             findings += detector.observe_transaction(record)
@@ -66,3 +72,14 @@ def test_example(cls: type[Detector], example: Example) -> None:
     assert all(f.rule == cls.rule_id for f in findings)
     if example.reason is not None:
         assert {f.reason for f in findings} == {example.reason}
+
+
+@pytest.mark.parametrize(("cls", "example"), CASES)
+def test_arrival_findings_ignore_order(cls: type[Detector], example: Example) -> None:
+    """``observe_arrival`` judges each event alone: reversed arrival, same findings."""
+    events = [r for r in example.records if isinstance(r, Event)]
+    forward = cls(cls.Config(), EXAMPLE_CONTEXT)
+    backward = cls(cls.Config(), EXAMPLE_CONTEXT)
+    found = [f for e in events for f in forward.observe_arrival(e)]
+    found_reversed = [f for e in reversed(events) for f in backward.observe_arrival(e)]
+    assert sorted(found, key=repr) == sorted(found_reversed, key=repr)

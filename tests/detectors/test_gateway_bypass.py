@@ -1,9 +1,10 @@
-"""gateway_bypass edges: trust by address only, per-request dedupe and its memory, no double reports."""
+"""gateway_bypass edges: trust by address only, one count per request, no double reports."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from detectors.alerts import AlertBook
 from detectors.base import DetectorContext, Example, Finding
 from detectors.gateway_bypass import GatewayBypass
 from detectors.sample import T0, app_event, gateway_event, transaction
@@ -53,26 +54,15 @@ def test_identity_only_peer_is_the_entity() -> None:
     assert findings[0].severity == "high"
 
 
-def test_one_finding_per_request_and_peer() -> None:
+def test_a_request_counts_once_per_peer_however_many_lines_it_writes() -> None:
     lines = [served(10 + i * 0.1, source_ip="10.9.9.9") for i in range(5)]
-    assert len(feed(lines)) == 1
-    # the same request id from a second untrusted peer is a second finding
-    assert len(feed([*lines, served(11, source_ip="10.9.9.10")])) == 2
-
-
-def test_dedupe_memory_is_evicted_and_capped() -> None:
-    detector = GatewayBypass(GatewayBypass.Config(dedupe_window_secs=60), EXAMPLE_CONTEXT)
-    for i in range(100):
-        detector.observe_event(served(i * 0.1, rid=f"r-{i}", source_ip="10.9.9.9"))
-    assert len(detector._reported) == 100
-    detector.advance(T0 + 60)  # all reported within [0, 10) s: still inside the window
-    assert len(detector._reported) == 100
-    detector.advance(T0 + 70)
-    assert len(detector._reported) == 0
-    capped = GatewayBypass(GatewayBypass.Config(max_remembered_requests=10), EXAMPLE_CONTEXT)
-    for i in range(100):
-        capped.observe_event(served(i * 0.1, rid=f"r-{i}", source_ip="10.9.9.9"))
-    assert len(capped._reported) == 10
+    book = AlertBook()
+    alerts = {a.id: a for f in feed(lines) for a in [book.add(f)]}
+    assert [a.count for a in alerts.values()] == [1]
+    # the same request id from a second untrusted peer is a second alert
+    book = AlertBook()
+    alerts = {a.id: a for f in feed([*lines, served(11, source_ip="10.9.9.10")]) for a in [book.add(f)]}
+    assert sorted((a.entity_value, a.count) for a in alerts.values()) == [("10.9.9.10", 1), ("10.9.9.9", 1)]
 
 
 def test_no_request_id_only_from_a_non_gateway_peer() -> None:
@@ -144,6 +134,6 @@ def test_without_trust_config_peers_are_not_judged_but_missing_gateway_records_a
 
     detector = GatewayBypass(GatewayBypass.Config(), DetectorContext(trust=TrustPolicy.build()))
     served = app_event(10, request_id="r-9", method="GET", path="/v1/invoices", status=200, source_ip="10.0.0.5")
-    assert list(detector.observe_event(served)) == []
+    assert list(detector.observe_arrival(served)) == []
     (finding,) = detector.observe_transaction(transaction("r-9", app=(served,)))
     assert finding.reason == "no_gateway_record"

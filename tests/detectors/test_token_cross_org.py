@@ -12,7 +12,7 @@ from tests.detectors.test_examples import EXAMPLE_CONTEXT
 
 
 def observe(event: Event) -> list[Finding]:
-    return list(TokenCrossOrg(TokenCrossOrg.Config(), EXAMPLE_CONTEXT).observe_event(event))
+    return list(TokenCrossOrg(TokenCrossOrg.Config(), EXAMPLE_CONTEXT).observe_arrival(event))
 
 
 def served(status: int = 200, **fields: Any) -> Event:

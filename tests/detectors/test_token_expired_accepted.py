@@ -15,7 +15,7 @@ EXP = T0 + 300
 
 def observe(event: Event, **config: Any) -> list[Finding]:
     detector = TokenExpiredAccepted(TokenExpiredAccepted.Config(**config), EXAMPLE_CONTEXT)
-    return list(detector.observe_event(event))
+    return list(detector.observe_arrival(event))
 
 
 def served(ts: float, status: int = 200, **fields: Any) -> Event:

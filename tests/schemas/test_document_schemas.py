@@ -20,6 +20,7 @@ from detectors.alerts import Alert, AlertBook
 from detectors.base import DetectorContext
 from detectors.sample import T0, app_event, gateway_event, transaction
 from detectors.trust import TrustPolicy
+from tests.detectors.test_examples import feed
 from ingest.ecs import dead_letter_document, event_document, iso, transaction_document
 from ingest.records import Dataset, DeadLetter, Event, Origin
 from ingest.sinks.search import BulkAction, Rejection, rejection_dead_letter
@@ -78,16 +79,7 @@ def example_alerts() -> list[Alert]:
     book = AlertBook()
     for cls in registry().values():
         for example in cls.examples():
-            detector = cls(cls.Config(), context)
-            findings = []
-            for record in example.records:
-                findings += detector.advance(record.ts if isinstance(record, Event) else record.last_ts)
-                if isinstance(record, Event):
-                    findings += detector.observe_event(record)
-                else:
-                    findings += detector.observe_transaction(record)
-            findings += detector.advance(float("inf"))
-            for finding in findings:
+            for finding in feed(cls(cls.Config(), context), example.records):
                 book.add(finding)
                 book.add(finding)  # a grown alert: count 2
     return list(book)
