@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from itertools import islice
 
+import orjson
 import pytest
 
-from gatewatch.config import load_config
+from gatewatch.config import load_config, parse_config
 from gatewatch.demo.files import DemoFiles, write_demo
 from gatewatch.topology import Pipeline
-from ingest.records import Dataset, RawRecord
+from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.files import read_lines
 
 
@@ -107,3 +108,20 @@ def test_snapshot_and_restore_continue_exactly(demo: DemoFiles) -> None:
     alerts.update(more_alerts)
     assert second.stats.redelivered == 0
     assert (alerts, transactions | more_transactions) == reference
+
+
+def test_a_record_that_proves_a_rule_alerts_before_the_reorder_buffer_releases_it() -> None:
+    """An untrusted peer's line alerts at once, although the buffer still waits for the gateway input."""
+    config = parse_config({"trust": {"gateway_networks": ["10.0.0.0/24"]}})
+    pipeline = Pipeline(config)
+    pipeline.open_stream("gateway/0")
+    pipeline.open_stream("app/0")
+    line = orjson.dumps({"ts": "2026-03-02T09:00:00Z", "request_id": "r-1", "method": "GET", "path": "/v1/invoices",
+                         "status": 200, "peer": {"ip": "10.9.9.9"}})  # fmt: skip
+    pipeline.feed([RawRecord(Origin(Dataset.APP, "app/0", 0), line)])
+    pipeline.process()
+    batch = pipeline.drain()
+    assert pipeline.order.watermark == float("-inf")  # nothing released: the gateway input has not spoken
+    assert [(a.rule, a.reason, a.entity_value) for a in batch.alerts.values()] == [
+        ("gateway_bypass", "untrusted_peer", "10.9.9.9")
+    ]
