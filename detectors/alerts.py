@@ -155,10 +155,12 @@ class AlertBook:
     ``add`` returns the alert as it now stands (new or grown) so a streaming
     caller can upsert it at once. ``expire(watermark)`` forgets windows that
     ended more than a grace period (one window, at least ``MIN_GRACE_SECS``)
-    before the watermark, keeping memory bounded. A finding for a window
-    already forgotten (its record came later than that) becomes an alert of
-    its own, with an id derived from the finding, so it can never overwrite
-    the stored alert of its window with a smaller count.
+    before the watermark, keeping memory bounded; it remembers for a day which
+    ones it forgot. A finding for a forgotten window (its record came later
+    than that) becomes an alert of its own, with an id derived from the
+    finding, so it never overwrites the stored alert with a smaller count. A
+    finding for an old window that was never open (a rule that reports on a
+    past window, a record later than the allowed lateness) opens it as usual.
     """
 
     def __init__(self, suppression_window_secs: float = 600.0, max_request_ids: int = 20) -> None:
@@ -166,17 +168,18 @@ class AlertBook:
         self.max_request_ids = max_request_ids
         self.grace_secs = max(suppression_window_secs, MIN_GRACE_SECS)
         self._open: dict[tuple[str, str, str, float], _Window] = {}
-        self._forgotten_before = float("-inf")  # windows starting before this are closed
+        self._forgotten: dict[tuple[str, str, str, float], None] = {}  # in the order forgotten
+        self._horizon = float("-inf")  # windows starting before this are no longer kept open
 
     def add(self, finding: Finding) -> Alert:
         start = finding.ts - finding.ts % self.suppression_window_secs
-        if start < self._forgotten_before:
-            window = _Window(_late_id(finding), finding)
-            window.add(finding, self.max_request_ids)
-            return window.alert()
         key = (finding.rule, finding.entity_type, finding.entity_value, start)
         window = self._open.get(key)
         if window is None:
+            if key in self._forgotten:
+                window = _Window(_late_id(finding), finding)
+                window.add(finding, self.max_request_ids)
+                return window.alert()
             window = self._open[key] = _Window(
                 alert_id(finding.rule, finding.entity_type, finding.entity_value, f"{start:.0f}"), finding
             )
@@ -186,11 +189,15 @@ class AlertBook:
     def expire(self, watermark: float) -> None:
         """Forget windows that ended at least a grace period before ``watermark``."""
         horizon = watermark - self.grace_secs - self.suppression_window_secs
-        if horizon <= self._forgotten_before:
+        if horizon <= self._horizon:
             return
-        self._forgotten_before = horizon
+        self._horizon = horizon
         for key in [key for key in self._open if key[3] < horizon]:
             del self._open[key]
+            self._forgotten[key] = None
+        forgotten = self._forgotten
+        while forgotten and (oldest := next(iter(forgotten)))[3] < watermark - DAY_SECS:
+            del forgotten[oldest]
 
     def __iter__(self) -> Iterator[Alert]:
         return (window.alert() for window in self._open.values())

@@ -91,6 +91,17 @@ def test_a_finding_for_a_forgotten_window_never_overwrites_its_alert() -> None:
     assert book.add(finding(T0 + 30, request_id="r3")).id == late.id  # still deterministic
 
 
+def test_a_rule_reporting_on_a_long_past_window_gets_that_windows_alert() -> None:
+    """behaviour_outlier reports a window once it closed: its findings lag the watermark."""
+    book = AlertBook(suppression_window_secs=600)
+    book.expire(T0 + 5000)
+    alert = book.add(finding(T0 + 10))
+    assert alert.id == AlertBook().add(finding(T0 + 10)).id
+    assert book.add(finding(T0 + 20)).count == 2  # open until the next expire
+    book.expire(T0 + 5001)
+    assert book.add(finding(T0 + 30)).id != alert.id
+
+
 def test_window_must_divide_the_day() -> None:
     assert check_suppression_window(3600) == 3600
     for bad in (7 * 60, 0.5, 100_000):
