@@ -78,7 +78,9 @@ def outlier_scores(matrix: np.ndarray, random_state: int = 7) -> np.ndarray:
     """IsolationForest ``decision_function`` per row: below 0 is more isolated than usual."""
     model_input = matrix.copy()
     model_input[:, _LOG_COLUMNS] = np.log1p(model_input[:, _LOG_COLUMNS])  # heavy tails: busy but ordinary clients
-    from sklearn.ensemble import IsolationForest  # imported by BehaviourOutlier.__init__
+    # ~1.5 s of CPU to import: paid once, when the first window closes, rather than on every start
+    # (a restart after a crash would wait for it).
+    from sklearn.ensemble import IsolationForest
 
     forest = IsolationForest(n_estimators=100, contamination="auto", random_state=random_state)
     return forest.fit(model_input).decision_function(model_input)
@@ -105,9 +107,6 @@ class BehaviourOutlier(Detector):
     def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
         super().__init__(config, context)
         self._windows: dict[float, dict[str, _Client]] = {}  # window start -> clients; open windows only
-        # scikit-learn takes ~1.5 s of CPU to import: pay it when the rule is set up, not in the
-        # middle of a stream when the first window closes (serve's stages would wait on it).
-        import sklearn.ensemble  # noqa: F401
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         ip = event.source_ip
