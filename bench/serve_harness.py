@@ -181,13 +181,13 @@ sys.exit(gatewatch.cli.main(sys.argv[1:]))
 
 
 def start_serve(
-    config_path: Path, port: int, log_path: Path, store: str = "none", cpu: bool = False
+    config_path: Path, port: int, log_path: Path, store: str = "none", cpu: bool = False, stages: str = "all"
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     entry = ["-c", CPU_PREAMBLE] if cpu else ["-m", "gatewatch.cli"]
     return subprocess.Popen(
         [sys.executable, *entry, "serve", "--config", str(config_path), "--store", store,
-         "--listen", f"127.0.0.1:{port}"],
+         "--listen", f"127.0.0.1:{port}", "--stages", stages],
         cwd=REPO, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -219,15 +219,30 @@ def write_config(
 
 
 class ServeGroup:
-    """``processes`` ``gatewatch serve`` processes started together in one group; their logs and /metrics."""
+    """``gatewatch serve`` processes started together in one group; their logs and /metrics.
+
+    ``processes`` run both stages; with ``detect_process`` they run ingest only,
+    and one more process runs detection only.
+    """
 
     def __init__(
-        self, directory: Path, config_path: Path, group: str, processes: int, store: str = "none", cpu: bool = False
+        self,
+        directory: Path,
+        config_path: Path,
+        group: str,
+        processes: int,
+        store: str = "none",
+        cpu: bool = False,
+        detect_process: bool = False,
     ) -> None:
         self.group = group
-        self.ports = [free_port() for _ in range(processes)]
-        self.logs = [directory / f"{group}-{i}.log" for i in range(processes)]
-        self.procs = [start_serve(config_path, port, log, store, cpu) for port, log in zip(self.ports, self.logs)]
+        stages = ["ingest"] * processes + ["detect"] if detect_process else ["all"] * processes
+        self.ports = [free_port() for _ in stages]
+        self.logs = [directory / f"{group}-{i}.log" for i in range(len(stages))]
+        self.procs = [
+            start_serve(config_path, port, log, store, cpu, role)
+            for port, log, role in zip(self.ports, self.logs, stages)
+        ]
 
     def scrape(self) -> list[str]:
         """Each process's /metrics text; exits with the log's tail if one of them died."""

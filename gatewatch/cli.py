@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML config file")
     serve.add_argument("--store", help="elasticsearch:URL, opensearch:URL, duckdb:PATH or none (default: config)")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for /healthz, /readyz, /metrics")
+    serve.add_argument(
+        "--stages", choices=("all", "ingest", "detect"), default="all",
+        help="run both stages (default), or one: e.g. detection in a process of its own",
+    )  # fmt: skip
     serve.set_defaults(run=_run_serve, service=True)
 
     schema = commands.add_parser("schema", help="print the config JSON schema (schemas/config.schema.json)")
@@ -106,7 +110,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     tune_gc_for_streaming()
-    return serve(config, args.store or config.store.url, args.listen)
+    return serve(config, args.store or config.store.url, args.listen, stages=args.stages)
 
 
 def _run_schema(args: argparse.Namespace) -> int:

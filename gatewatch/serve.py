@@ -32,7 +32,11 @@ leaves. ``Pipeline.finish`` is *not* called: the next owner continues the open
 windows. A second signal abandons a delivery that is still retrying (the
 records are re-read on restart) and skips the drain.
 
-HTTP (``--listen``): ``/healthz`` (both loops alive), ``/readyz`` (Kafka and
+``--stages ingest`` or ``--stages detect`` runs one stage only, so detection
+(one thread, on one owner) can have a process, and so a core, to itself while
+ingest replicas scale out; the default runs both.
+
+HTTP (``--listen``): ``/healthz`` (the stages' loops alive), ``/readyz`` (Kafka and
 the store answered recently), ``/metrics`` (Prometheus, see :mod:`gatewatch.metrics`).
 """
 
@@ -59,10 +63,15 @@ from ingest.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 
-def serve(config: Any, store_url: str, listen: str, *, stop: threading.Event | None = None) -> int:
+STAGES = ("all", "ingest", "detect")
+
+
+def serve(
+    config: Any, store_url: str, listen: str, *, stages: str = "all", stop: threading.Event | None = None
+) -> int:
     """Run until SIGTERM/SIGINT (or ``stop`` is set); return the process exit code."""
     _default_log_level()
-    service = Service(config, store_url, listen, stop=stop)
+    service = Service(config, store_url, listen, stages=stages, stop=stop)
     restore: list[tuple[int, Any]] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -83,15 +92,18 @@ def _default_log_level() -> None:
 
 
 class Service:
-    """Both stages, the store they share and the HTTP endpoint; :meth:`run` opens, loops and closes."""
+    """The stages (both by default), their store and the HTTP endpoint; :meth:`run` opens, loops and closes."""
 
     def __init__(
         self,
         config: Any,
         store_url: str,
         listen: str,
+        stages: str = "all",
         stop: threading.Event | None = None,
     ) -> None:
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {', '.join(STAGES)}, not {stages!r}")
         self.config = config
         self.store_url = store_url
         self.listen = listen
@@ -100,6 +112,8 @@ class Service:
         self._shared = Shared(config, self.metrics, self._stop)
         self._ingest = IngestStage(self._shared)
         self._detect = DetectStage(self._shared, config_digest(config))
+        self._running = [stage for name, stage in (("ingest", self._ingest), ("detect", self._detect))
+                         if stages in ("all", name)]  # fmt: skip
         self._http: HealthServer | None = None
         self._ingest_done = threading.Event()
         self._detect_code = 0
@@ -122,8 +136,8 @@ class Service:
                 # Two bulks in flight keep a search node busy; a sink not made for that gets one thread.
                 threads = 2 if getattr(sink, "thread_safe", False) else 1
                 self._shared.writer = StoreWriter(sink, self.config.store.bulk_max_docs, self.metrics, threads)
-            self._ingest.open()
-            self._detect.open()
+            for stage in self._running:
+                stage.open()
         except KafkaError as error:
             self._close()
             raise SourceError(f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}") from None
@@ -140,12 +154,18 @@ class Service:
                alerts_topic=kafka.topics.alerts, listen=self.listen)
         )  # fmt: skip
         detect = threading.Thread(target=self._run_detect, name="gatewatch-detect", daemon=True)
-        detect.start()
+        if self._detect in self._running:
+            detect.start()
+        ingests = self._ingest in self._running
         code = 0
         try:
             while not self._stop.is_set():
-                self._ingest.step()
-            self._ingest.shutdown()
+                if ingests:
+                    self._ingest.step()
+                else:
+                    self._stop.wait(1.0)
+            if ingests:
+                self._ingest.shutdown()
         except Stopped:
             log.warning(kv("stopped_without_commit", stage="ingest", reason="store_unavailable"))
             code = 1
@@ -160,7 +180,8 @@ class Service:
             self._stop.set()
             self._ingest.close()  # leave the group: another member takes the partitions now
             self._ingest_done.set()
-            detect.join()
+            if detect.is_alive():
+                detect.join()
             self._close()
         code = code or self._detect_code
         log.info(kv("stopped", exit_code=code))
@@ -220,7 +241,7 @@ class Service:
         """(alive, ready, details) for /healthz and /readyz; called from the HTTP thread."""
         now = time.monotonic()
         shared = self._shared
-        loop_age = now - min(self._ingest.loop_at, self._detect.loop_at)
+        loop_age = now - min(stage.loop_at for stage in self._running)
         kafka_age = None if shared.kafka_ok_at is None else now - shared.kafka_ok_at
         alive = loop_age < max(60.0, 3 * RETRY_MAX_SECS)
         kafka_ok = kafka_age is not None and kafka_age < 30.0

@@ -232,6 +232,7 @@ class DetectStage:
             log.warning(kv("poll_failed", stage="detect", error=str(error)))
             time.sleep(1.0)
             return []
+        self.shared.kafka_ok_at = time.monotonic()  # a detect-only standby polls nothing else
         return polled.get(self._tp, [])
 
     def _apply(self, messages: list[Any]) -> None:

@@ -179,3 +179,45 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
             if process.process.poll() is None:
                 process.kill()
         indices.cleanup()
+
+
+def test_stages_in_processes_of_their_own_store_once_and_alert_as_replay(
+    topics: Topics, tmp_path: Path, elasticsearch_url: str
+) -> None:
+    """Two ingest-only processes and a detect-only one, which is killed -9 mid-stream and restarted."""
+    lines, config, indices = demo_on_elasticsearch(topics, tmp_path, elasticsearch_url, "stages")
+    store = f"elasticsearch:{elasticsearch_url}"
+    halves = split_halves(lines)
+    processes: list[Serve] = []
+    try:
+        ingest = [Serve(config, store, tmp_path / f"ingest-{i}.log", stages="ingest") for i in range(2)]
+        detect = Serve(config, store, tmp_path / "detect-a.log", stages="detect")
+        processes += [*ingest, detect]
+        wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in ingest),
+                 60, "both ingest processes to be assigned partitions", ingest[1])  # fmt: skip
+        topics.produce(halves[0])
+        wait_for(topics.all_committed, 60, "the first half to be committed", ingest[0])
+        wait_for(lambda: detect.metric("gatewatch_checkpoint_bytes") > 0, 30, "a detect checkpoint", detect)
+        assert detect.metric("gatewatch_detect_owner") == 1
+        assert all(p.metric("gatewatch_detect_owner") == 0 for p in ingest)
+        assert detect.metric("component_received_events_total") == 0  # it never joined the ingest group
+        producer = threading.Thread(target=topics.produce, args=(halves[1], 500, 0.05))
+        producer.start()
+        time.sleep(2.0)
+        detect.kill()
+        producer.join(timeout=90)
+        restarted = Serve(config, store, tmp_path / "detect-b.log", stages="detect")
+        processes.append(restarted)
+        wait_for(topics.all_committed, 90, "every record committed", ingest[0])
+        wait_for(lambda: detect_caught_up(topics), 90, "the restarted detect stage to catch up", restarted)
+        for process in (*ingest, restarted):
+            assert process.stop() == 0, process.output()
+        assert "event=resumed how=checkpoint stage=detect" in restarted.output()
+
+        assert indices.origins() == topics.expected_origins()
+        assert indices.alerts() == replay_alerts(config, lines, tmp_path)
+    finally:
+        for process in processes:
+            if process.process.poll() is None:
+                process.kill()
+        indices.cleanup()
