@@ -108,11 +108,18 @@ def run_serve(
     }
 
 
-def run_restart(directory: Path, bootstrap: str, topics: dict[str, str], total: int) -> dict[str, float]:
-    """kill -9 once a detect checkpoint covers part of the input; time the restart."""
+def run_restart(
+    directory: Path, bootstrap: str, topics: dict[str, str], total: int, static: bool = False
+) -> dict[str, float]:
+    """kill -9 once a detect checkpoint covers part of the input; time the restart.
+
+    ``static``: the process is a static group member (``kafka.instance_id``), so its
+    restart does not wait for the killed member's session to time out.
+    """
     group = f"bench-kill-{uuid.uuid4().hex[:8]}"
     # A first checkpoint within 2 s, so that the kill comes while most of the records are still unread.
-    config_path = write_config(directory, bootstrap, topics, group, checkpoint_interval_secs=2.0)
+    config_path = write_config(directory, bootstrap, topics, group, checkpoint_interval_secs=2.0,
+                               instance_id="bench-1" if static else None)  # fmt: skip
     port = free_port()
     proc = start_serve(config_path, port, directory / f"{group}-1.log")
     try:
@@ -191,7 +198,10 @@ def main() -> None:
         serve = None if args.skip_none else run_serve(
             Path(tmp), args.bootstrap, topics, total, args.rate, args.processes, args.detect_process
         )
-        restart = None if args.skip_restart else run_restart(Path(tmp), args.bootstrap, topics, total)
+        restarts = [] if args.skip_restart else [
+            (label, run_restart(Path(tmp), args.bootstrap, topics, total, static))
+            for label, static in (("dynamic member", False), ("static member, kafka.instance_id", True))
+        ]
         if args.elasticsearch:
             url = args.elasticsearch
             prefixes = [f"bench-{run}-raw", f"bench-{run}-serve"]
@@ -210,8 +220,8 @@ def main() -> None:
         print_serve(serve, bare_secs, total, shape)
     if raw and es:
         print_es(raw, es, total)
-    if restart:
-        print_restart(restart)
+    for label, restart in restarts:
+        print_restart(label, restart)
 
 
 def print_serve(serve: dict[str, float], bare_secs: float, total: int, processes: str) -> None:
@@ -225,8 +235,8 @@ def print_serve(serve: dict[str, float], bare_secs: float, total: int, processes
           f"{serve['checkpoint_secs'] * 1000:.0f} ms mean over {serve['checkpoints']:.0f} saves")  # fmt: skip
 
 
-def print_restart(restart: dict[str, float]) -> None:
-    print(f"kill -9 after {restart['received_before_kill']:,.0f} records: ingest resumed "
+def print_restart(label: str, restart: dict[str, float]) -> None:
+    print(f"kill -9 ({label}) after {restart['received_before_kill']:,.0f} records: ingest resumed "
           f"{restart['restart_to_resumed_secs']:.2f}s after the kill, detect from its checkpoint "
           f"{restart['restart_to_detect_resumed_secs']:.2f}s after (checkpoint read "
           f"{restart['checkpoint_read_secs']:.2f}s, {restart['checkpoint_state_bytes'] / 1024:,.0f} KiB), "

@@ -200,6 +200,7 @@ def write_config(
     index_prefix: str | None = None,
     correlate: dict[str, float] | None = None,
     checkpoint_interval_secs: float | None = None,
+    instance_id: str | None = None,
 ) -> Path:
     path = directory / f"{group}.yaml"
     config: dict[str, Any] = {
@@ -214,6 +215,8 @@ def write_config(
         config["correlate"] = correlate
     if checkpoint_interval_secs is not None:
         config["kafka"]["checkpoint_interval_secs"] = checkpoint_interval_secs
+    if instance_id is not None:
+        config["kafka"]["instance_id"] = instance_id
     path.write_text(yaml.safe_dump(config))
     return path
 

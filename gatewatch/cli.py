@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
         "--stages", choices=("all", "ingest", "detect"), default="all",
         help="run both stages (default), or one: e.g. detection in a process of its own",
     )  # fmt: skip
+    serve.add_argument(
+        "--instance-id", default=os.environ.get("GATEWATCH_INSTANCE_ID"),
+        help="static group member name of this process (default $GATEWATCH_INSTANCE_ID, else kafka.instance_id)",
+    )  # fmt: skip
     serve.set_defaults(run=_run_serve, service=True)
 
     schema = commands.add_parser("schema", help="print the config JSON schema (schemas/config.schema.json)")
@@ -104,11 +109,13 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from gatewatch.config import load_config
+    from gatewatch.config import load_config, with_instance_id
     from gatewatch.serve import serve
     from gatewatch.topology import tune_gc_for_streaming
 
     config = load_config(args.config)
+    if args.instance_id:
+        config = with_instance_id(config, args.instance_id)
     tune_gc_for_streaming()
     return serve(config, args.store or config.store.url, args.listen, stages=args.stages)
 

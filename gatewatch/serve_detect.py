@@ -67,7 +67,7 @@ from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, dete
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
 from ingest.sinks.base import Batch
-from ingest.sources.kafka import consumer_settings, stream_name
+from ingest.sources.kafka import consumer_settings, static_membership, stream_name
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -161,6 +161,7 @@ class DetectStage:
                 max_poll_records=DETECT_POLL_MESSAGES,
                 max_partition_fetch_bytes=DETECT_MAX_MESSAGE_BYTES,
                 fetch_max_bytes=DETECT_MAX_MESSAGE_BYTES,
+                **static_membership(kafka, "detect"),
             ),
         )
         partitions = self._consumer.partitions_for_topic(self.topic)

@@ -68,6 +68,12 @@ def consumer_settings(kafka: Any, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
+def static_membership(kafka: Any, role: str) -> dict[str, Any]:
+    """``group_instance_id`` for the consumer of ``role`` when ``kafka.instance_id`` is set (KIP-345)."""
+    instance_id = getattr(kafka, "instance_id", None)
+    return {"group_instance_id": f"{instance_id}-{role}"} if instance_id else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Rebalance:
     """What changed since the last :meth:`KafkaSource.take_rebalance`.
@@ -166,7 +172,9 @@ class KafkaSource:
         self.last_poll: dict[TopicPartition, PartitionPoll] = {}
         try:
             self.consumer = consumer or KafkaConsumer(
-                group_id=kafka.group_id, client_id=f"gatewatch-{kafka.group_id}", **consumer_settings(kafka)
+                group_id=kafka.group_id,
+                client_id=f"gatewatch-{kafka.group_id}",
+                **consumer_settings(kafka, **static_membership(kafka, "ingest")),
             )
             self.consumer.subscribe([topics.gateway, topics.app], listener=_Listener(self))
         except KafkaError as error:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.config import load_config, parse_config
+from gatewatch.config import load_config, parse_config, with_instance_id
 from gatewatch.errors import ConfigError
 from gatewatch.schema import config_schema_text
+from ingest.sources.kafka import static_membership
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.json"
 
@@ -57,3 +58,13 @@ def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path: Path) -> Non
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(listy)
+
+
+def test_instance_id_makes_each_stage_a_static_group_member() -> None:
+    config = parse_config({"kafka": {"instance_id": "gatewatch-1"}})
+    assert static_membership(config.kafka, "ingest") == {"group_instance_id": "gatewatch-1-ingest"}
+    assert static_membership(config.kafka, "detect") == {"group_instance_id": "gatewatch-1-detect"}
+    assert static_membership(parse_config({}).kafka, "ingest") == {}  # unset: dynamic members, as before
+    assert with_instance_id(parse_config({}), "pod-7").kafka.instance_id == "pod-7"
+    with pytest.raises(ConfigError, match="--instance-id"):
+        with_instance_id(config, "two words")

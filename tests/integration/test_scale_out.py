@@ -184,14 +184,18 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
 def test_stages_in_processes_of_their_own_store_once_and_alert_as_replay(
     topics: Topics, tmp_path: Path, elasticsearch_url: str
 ) -> None:
-    """Two ingest-only processes and a detect-only one, which is killed -9 mid-stream and restarted."""
+    """Two ingest-only processes and a detect-only one, which is killed -9 mid-stream and restarted.
+
+    The detect process is a static group member (``--instance-id``): its restart takes the
+    detect partition back without waiting for the dead member's session to time out.
+    """
     lines, config, indices = demo_on_elasticsearch(topics, tmp_path, elasticsearch_url, "stages")
     store = f"elasticsearch:{elasticsearch_url}"
     halves = split_halves(lines)
     processes: list[Serve] = []
     try:
         ingest = [Serve(config, store, tmp_path / f"ingest-{i}.log", stages="ingest") for i in range(2)]
-        detect = Serve(config, store, tmp_path / "detect-a.log", stages="detect")
+        detect = Serve(config, store, tmp_path / "detect-a.log", stages="detect", instance_id="detect-1")
         processes += [*ingest, detect]
         wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in ingest),
                  60, "both ingest processes to be assigned partitions", ingest[1])  # fmt: skip
@@ -206,7 +210,7 @@ def test_stages_in_processes_of_their_own_store_once_and_alert_as_replay(
         time.sleep(2.0)
         detect.kill()
         producer.join(timeout=90)
-        restarted = Serve(config, store, tmp_path / "detect-b.log", stages="detect")
+        restarted = Serve(config, store, tmp_path / "detect-b.log", stages="detect", instance_id="detect-1")
         processes.append(restarted)
         wait_for(topics.all_committed, 90, "every record committed", ingest[0])
         wait_for(lambda: detect_caught_up(topics), 90, "the restarted detect stage to catch up", restarted)

@@ -240,7 +240,9 @@ class Serve:
 
     started: list[Serve] = []  # killed by the ``topics`` fixture if a failed test left them running
 
-    def __init__(self, config: Path, store: Path | str, log: Path, stages: str = "all") -> None:
+    def __init__(
+        self, config: Path, store: Path | str, log: Path, stages: str = "all", instance_id: str | None = None
+    ) -> None:
         """``store``: a DuckDB file, or a store URL such as ``elasticsearch:http://...``."""
         self.port = _free_port()
         self.log = log
@@ -249,7 +251,8 @@ class Serve:
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", store_url,
-                 "--listen", f"127.0.0.1:{self.port}", "--stages", stages],
+                 "--listen", f"127.0.0.1:{self.port}", "--stages", stages,
+                 *(["--instance-id", instance_id] if instance_id else [])],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         Serve.started.append(self)
