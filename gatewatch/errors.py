@@ -3,6 +3,7 @@
     GatewatchError
     ├── ConfigError            the config file is missing, unreadable or invalid
     ├── SourceError            an input cannot be opened or read (file, Kafka)
+    ├── FencedError            another process joined Kafka's group with this one's --instance-id
     └── StoreError             a store refused or failed a write
         └── StoreUnavailableError   the store cannot be reached: pause and retry
 
@@ -20,6 +21,16 @@ class ConfigError(GatewatchError):
 
 class SourceError(GatewatchError):
     """An input could not be opened or read."""
+
+
+class FencedError(GatewatchError):
+    """Kafka fenced this static group member: another process uses the same instance id."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"another process joined the consumer group as static member {instance_id!r}: "
+            "give every serve process its own --instance-id (GATEWATCH_INSTANCE_ID, kafka.instance_id)"
+        )
 
 
 class StoreError(GatewatchError):

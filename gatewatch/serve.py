@@ -51,7 +51,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import config_digest
-from gatewatch.errors import SourceError, StoreError, StoreUnavailableError
+from gatewatch.errors import FencedError, SourceError, StoreError, StoreUnavailableError
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
@@ -169,6 +169,9 @@ class Service:
         except Stopped:
             log.warning(kv("stopped_without_commit", stage="ingest", reason="store_unavailable"))
             code = 1
+        except FencedError as error:
+            log.error(kv("fenced", stage="ingest", error=str(error)))
+            code = 1
         except StoreError as error:
             # Not retryable (the store refused the batch): stop without committing, so nothing is lost.
             self.metrics.record_error("store", "rejected")
@@ -192,6 +195,9 @@ class Service:
             self._detect.run(self._ingest_done)
         except Stopped:
             log.warning(kv("stopped_without_commit", stage="detect", reason="store_unavailable"))
+            self._detect_code = 1
+        except FencedError as error:
+            log.error(kv("fenced", stage="detect", error=str(error)))
             self._detect_code = 1
         except StoreError as error:
             self.metrics.record_error("store", "rejected")

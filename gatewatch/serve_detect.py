@@ -58,11 +58,11 @@ from typing import Any
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
-from gatewatch.errors import SourceError
+from gatewatch.errors import FencedError, SourceError
 from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, detect_topic, ensure_detect_topic
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
@@ -379,6 +379,8 @@ class DetectStage:
         self._dirty = False
         try:
             self._consumer.commit({self._tp: OffsetAndMetadata(self._next_offset, "", -1)})
+        except FencedInstanceIdError:
+            raise FencedError(self._consumer.config["group_instance_id"]) from None
         except KafkaError as error:
             metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="detect", error=str(error)))

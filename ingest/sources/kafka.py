@@ -28,10 +28,10 @@ from typing import Any
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from gatewatch.errors import ConfigError, SourceError
+from gatewatch.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "consumer_settings", "stream_name"]
@@ -286,6 +286,8 @@ class KafkaSource:
         """Commit ``offsets`` (next record to read) to the group; raises SourceError on failure."""
         try:
             self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+        except FencedInstanceIdError:
+            raise FencedError(self.consumer.config["group_instance_id"]) from None
         except KafkaError as error:
             raise SourceError(f"offset commit failed: {error}") from None
 

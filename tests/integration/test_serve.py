@@ -447,6 +447,19 @@ def test_health_ready_and_metrics(topics: Topics, tmp_path: Path) -> None:
     assert serve.stop() == 0
 
 
+def test_a_second_process_with_the_same_instance_id_stops_the_first(topics: Topics, tmp_path: Path) -> None:
+    """Static members must be unique: Kafka fences the older one, which stops with an error saying so."""
+    config = topics.config(tmp_path)
+    first = Serve(config, tmp_path / "a.duckdb", tmp_path / "a.log", instance_id="twin")
+    wait_for(lambda: orjson.loads(first.get("/healthz")[1] or "{}").get("partitions"), 30, "partitions", first)
+    second = Serve(config, tmp_path / "b.duckdb", tmp_path / "b.log", instance_id="twin")
+    topics.produce(build_traffic(200, tails=False))
+    wait_for(lambda: first.process.poll() is not None, 60, "the fenced process to stop", first)
+    assert first.process.returncode == 1
+    assert "event=fenced" in first.output() and "its own --instance-id" in first.output()
+    assert second.stop() == 0, second.output()
+
+
 def test_stop_while_the_store_hangs_commits_nothing(topics: Topics, tmp_path: Path, elasticsearch_url: str) -> None:
     """The real node hangs (SIGSTOP) before the first write; two stop signals end serve without a commit."""
     import httpx
