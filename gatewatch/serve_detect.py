@@ -58,6 +58,8 @@ from typing import Any
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -161,6 +163,10 @@ class DetectStage:
                 max_poll_records=DETECT_POLL_MESSAGES,
                 max_partition_fetch_bytes=DETECT_MAX_MESSAGE_BYTES,
                 fetch_max_bytes=DETECT_MAX_MESSAGE_BYTES,
+                # Sticky: a member joining the group leaves the detect partition with its owner,
+                # which keeps its state, instead of handing it over to restore from the checkpoint.
+                # Range stays listed so members of an older version can still agree on one.
+                partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
                 **static_membership(kafka, "detect"),
             ),
         )

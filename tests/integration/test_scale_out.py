@@ -130,11 +130,18 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
     processes: list[Serve] = []
     try:
         a = Serve(config, store, tmp_path / "serve-a.log")
+        processes.append(a)
+        wait_for(lambda: a.metric("gatewatch_detect_owner") == 1, 30, "the first process to own detection", a)
         b = Serve(config, store, tmp_path / "serve-b.log")
-        processes += [a, b]
+        processes.append(b)
         # Both members own input partitions before any record arrives.
         wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in (a, b)),
                  60, "both processes to be assigned partitions", b)  # fmt: skip
+        # b's detect consumer joining makes a rebalance; the sticky assignor leaves the detect
+        # partition with its owner, which keeps its state.
+        wait_for(lambda: "how=kept_state" in a.output() or b.metric("gatewatch_detect_owner") == 1,
+                 30, "b to join the detect group", b)  # fmt: skip
+        assert a.metric("gatewatch_detect_owner") == 1 and b.metric("gatewatch_detect_owner") == 0
         topics.produce(halves[0])
         wait_for(topics.all_committed, 60, "the first half to be committed", a)
         wait_for(lambda: a.metric("gatewatch_checkpoint_bytes") + b.metric("gatewatch_checkpoint_bytes") > 0,
