@@ -88,12 +88,12 @@ def check_suppression_window(secs: float) -> float:
 class _Window:
     """The fold of one (rule, entity, window)'s findings so far."""
 
-    __slots__ = ("id", "first", "first_seen", "last_seen", "severity", "keys", "unkeyed", "evidence")
+    __slots__ = ("id", "first", "last_seen", "severity", "keys", "unkeyed", "evidence")
 
     def __init__(self, alert_id: str, finding: Finding) -> None:
         self.id = alert_id
-        self.first = finding  # the earliest finding: its summary, reason and details speak for the alert
-        self.first_seen = self.last_seen = finding.ts
+        self.first = finding  # the earliest finding (its ts is first_seen): its summary, reason and details
+        self.last_seen = finding.ts
         self.severity = finding.severity
         self.keys: set[str] = set()
         self.unkeyed = 0
@@ -103,7 +103,6 @@ class _Window:
         ts = finding.ts
         if _precedence(finding) < _precedence(self.first):
             self.first = finding
-        self.first_seen = min(self.first_seen, ts)
         self.last_seen = max(self.last_seen, ts)
         if _SEVERITY_ORDER[finding.severity] > _SEVERITY_ORDER[self.severity]:
             self.severity = finding.severity
@@ -139,7 +138,7 @@ class _Window:
             severity=self.severity,
             entity_type=first.entity_type,
             entity_value=first.entity_value,
-            first_seen=self.first_seen,
+            first_seen=first.ts,
             last_seen=self.last_seen,
             count=len(self.keys) + self.unkeyed,
             request_ids=tuple(request_id for _, request_id in self.evidence),
