@@ -27,16 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gatewatch.demo.render import DEMO_JSON_FORMAT, JWT_JTI, JWT_ORG, JWT_SUB, render_json  # noqa: E402
+from ingest.ecs import iso  # noqa: E402
 from ingest.sources.kafka import consumer_settings  # noqa: E402
 
 T0 = 1772442000.0  # 2026-03-02T09:00:00Z
 # /metrics is scraped this often while timing: each scrape costs serve ~2 ms of CPU.
 SCRAPE_SECS = 0.2
 PARTITIONS = 4
-
-
-def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def traffic(requests: int, rate_per_sec: float) -> list[tuple[str, bytes, bytes]]:
