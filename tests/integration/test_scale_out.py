@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from test_serve import Line, Serve, Topics, demo_traffic, replay_alerts, topics, wait_for  # noqa: F401 (fixture)
@@ -135,7 +134,7 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
         b = Serve(config, store, tmp_path / "serve-b.log")
         processes.append(b)
         # Both members own input partitions before any record arrives.
-        wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in (a, b)),
+        wait_for(lambda: all(p.partitions() for p in (a, b)),
                  60, "both processes to be assigned partitions", b)  # fmt: skip
         # b's detect consumer joining makes a rebalance; the sticky assignor leaves the detect
         # partition with its owner, which keeps its state.
@@ -204,7 +203,7 @@ def test_stages_in_processes_of_their_own_store_once_and_alert_as_replay(
         ingest = [Serve(config, store, tmp_path / f"ingest-{i}.log", stages="ingest") for i in range(2)]
         detect = Serve(config, store, tmp_path / "detect-a.log", stages="detect", instance_id="detect-1")
         processes += [*ingest, detect]
-        wait_for(lambda: all(orjson.loads(p.get("/healthz")[1] or "{}").get("partitions") for p in ingest),
+        wait_for(lambda: all(p.partitions() for p in ingest),
                  60, "both ingest processes to be assigned partitions", ingest[1])  # fmt: skip
         topics.produce(halves[0])
         wait_for(topics.all_committed, 60, "the first half to be committed", ingest[0])

@@ -269,6 +269,10 @@ class Serve:
                 raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output()}") from None
             return 0, ""
 
+    def partitions(self) -> list[str]:
+        """The input partitions this process ingests now, from /healthz."""
+        return orjson.loads(self.get("/healthz")[1] or "{}").get("partitions") or []
+
     def metric(self, name: str) -> float:
         total = 0.0
         for line in self.get("/metrics")[1].splitlines():
@@ -451,7 +455,7 @@ def test_a_second_process_with_the_same_instance_id_stops_the_first(topics: Topi
     """Static members must be unique: Kafka fences the older one, which stops with an error saying so."""
     config = topics.config(tmp_path)
     first = Serve(config, tmp_path / "a.duckdb", tmp_path / "a.log", instance_id="twin")
-    wait_for(lambda: orjson.loads(first.get("/healthz")[1] or "{}").get("partitions"), 30, "partitions", first)
+    wait_for(first.partitions, 30, "partitions", first)
     second = Serve(config, tmp_path / "b.duckdb", tmp_path / "b.log", instance_id="twin")
     topics.produce(build_traffic(200, tails=False))
     wait_for(lambda: first.process.poll() is not None, 60, "the fenced process to stop", first)
