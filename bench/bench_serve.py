@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from serve_es import es_cleanup, print_es, raw_bulk, read_raw_records, run_serve_es
+from serve_es import CpuWindow, cpu_parts, es_cleanup, print_es, raw_bulk, read_raw_records, run_serve_es
 from serve_harness import (
     SCRAPE_SECS,
     T0,
@@ -52,15 +52,21 @@ from serve_harness import (
 CHECKPOINT_WAIT_SECS = 11.0  # longer than the default kafka.checkpoint_interval_secs
 
 
-def bare_consume(bootstrap: str, topics: dict[str, str], total: int) -> float:
-    """Seconds for the tuned kafka-python consumer to read and ``orjson.loads`` every record."""
+def bare_consume(bootstrap: str, topics: dict[str, str], total: int) -> dict[str, float]:
+    """Seconds (and CPU seconds: this process, the broker, the machine) for the tuned kafka-python consumer
+    to read and ``orjson.loads`` every record."""
     started = None
+    window = CpuWindow("kafka")
     for _, messages in consume_all(bootstrap, topics, total):
         if started is None:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            window.start()
         for message in messages:
             orjson.loads(message.value)
-    return time.perf_counter() - (started or time.perf_counter())
+    window.stop()
+    assert started is not None
+    return {"secs": time.perf_counter() - started, "cpu": time.process_time() - cpu_started,
+            "broker_cpu": window.node, "machine_cpu": window.machine}  # fmt: skip
 
 
 def run_serve(
@@ -76,9 +82,10 @@ def run_serve(
     group = f"bench-{uuid.uuid4().hex[:8]}"
     config_path = write_config(directory, bootstrap, topics, group)
     launched = time.perf_counter()
-    serves = ServeGroup(directory, config_path, group, processes, detect_process=detect_process)
+    serves = ServeGroup(directory, config_path, group, processes, cpu=True, detect_process=detect_process)
     first = last = detected = None
-    text = ""
+    text = first_text = done_text = ""
+    window = CpuWindow("kafka")
     last_ts = T0 + total / 2 / rate
     try:
         while detected is None:
@@ -86,11 +93,13 @@ def run_serve(
             received = sum(metric(t, "component_received_events_total") for t in texts)
             now = time.perf_counter()
             if received and first is None:
-                first = now
+                first, first_text = now, "\n".join(texts)
+                window.start()
             if last is None and received >= total:
                 last = now
             if detect_done(texts, total, last_ts):  # no bad lines: every record is an event
-                detected = now
+                detected, done_text = now, "\n".join(texts)
+                window.stop()
             time.sleep(SCRAPE_SECS)
         time.sleep(CHECKPOINT_WAIT_SECS)
         text = max(serves.scrape(), key=lambda t: metric(t, "gatewatch_detect_owner"))
@@ -105,6 +114,9 @@ def run_serve(
         "checkpoint_secs": metric(text, "gatewatch_checkpoint_duration_seconds_sum")
         / max(1.0, metric(text, "gatewatch_checkpoint_duration_seconds_count")),
         "checkpoints": metric(text, "gatewatch_checkpoint_duration_seconds_count"),
+        "cpu": cpu_parts(done_text)["process"] - cpu_parts(first_text).get("process", 0.0),
+        "broker_cpu": window.node,
+        "machine_cpu": window.machine,
     }
 
 
@@ -189,7 +201,8 @@ def main() -> None:
     produce_secs = produce(args.bootstrap, topics, records)
     print(f"records {total:,} ({size / total:.0f} B avg, {size / 2**20:.1f} MiB) produced in {produce_secs:.1f}s")
 
-    bare_secs = bare_consume(args.bootstrap, topics, total)
+    bare = bare_consume(args.bootstrap, topics, total)
+    bare_secs = bare["secs"]
     raw = es = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.logs:
@@ -217,15 +230,15 @@ def main() -> None:
     print(f"{'bare kafka-python + orjson.loads':34}{bare_secs:10.2f}{total / bare_secs:12,.0f}")
     if serve:
         shape = f"{args.processes} process(es)" + (", ingest only, + 1 detect only" if args.detect_process else "")
-        print_serve(serve, bare_secs, total, shape)
+        print_serve(serve, bare, total, shape)
     if raw and es:
         print_es(raw, es, total)
     for label, restart in restarts:
         print_restart(label, restart)
 
 
-def print_serve(serve: dict[str, float], bare_secs: float, total: int, processes: str) -> None:
-    serve_secs, end_secs = serve["consume_secs"], serve["end_to_end_secs"]
+def print_serve(serve: dict[str, float], bare: dict[str, float], total: int, processes: str) -> None:
+    bare_secs, serve_secs, end_secs = bare["secs"], serve["consume_secs"], serve["end_to_end_secs"]
     print(f"{'serve --store none, ingest':34}{serve_secs:10.2f}{total / serve_secs:12,.0f}"
           f"   ({bare_secs / serve_secs:.0%} of bare; {processes})")  # fmt: skip
     print(f"{'serve, end to end (detect stage)':34}{end_secs:10.2f}{total / end_secs:12,.0f}"
@@ -233,6 +246,16 @@ def print_serve(serve: dict[str, float], bare_secs: float, total: int, processes
     print(f"serve startup (launch to first record) {serve['startup_secs']:.2f}s")
     print(f"checkpoint: state {serve['checkpoint_bytes'] / 1024:,.0f} KiB (last), "
           f"{serve['checkpoint_secs'] * 1000:.0f} ms mean over {serve['checkpoints']:.0f} saves")  # fmt: skip
+    # What bounds the ratio on this machine: CPU per record, each over its own window.
+    bare_us, serve_us = bare["cpu"] / total * 1e6, serve["cpu"] / total * 1e6
+    cores = os.cpu_count() or 1
+    print(f"CPU per record: bare {bare_us:.1f} us, serve {serve_us:.1f} us ({serve_us / bare_us:.1f}x; all serve "
+          f"processes, first record to detect done); Kafka broker {bare['broker_cpu'] / total * 1e6:.1f} us "
+          f"during bare, {serve['broker_cpu'] / total * 1e6:.1f} us during serve; machine busy "
+          f"{bare['machine_cpu'] / bare_secs:.2f} / {serve['machine_cpu'] / end_secs:.2f} of {cores} cores")  # fmt: skip
+    half_rate = 0.5 * total / bare_secs
+    print(f"end to end at 0.5x bare ({half_rate:,.0f} records/s) would take {half_rate * serve_us / 1e6:.2f} cores "
+          f"for serve and {half_rate * serve['broker_cpu'] / total:.2f} for the broker, at these costs")  # fmt: skip
 
 
 def print_restart(label: str, restart: dict[str, float]) -> None:

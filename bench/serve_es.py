@@ -151,9 +151,9 @@ def group_cpu_secs(pgid: int | None) -> float:
     return total
 
 
-def node_pgid() -> int | None:
-    """The Elasticsearch launcher's pid (its process group), if services/up.sh started it here."""
-    path = REPO / ".cache" / "run" / "elasticsearch.pid"
+def node_pgid(service: str = "elasticsearch") -> int | None:
+    """The pid (and process group) of ``service`` (its launcher), if services/up.sh started it here."""
+    path = REPO / ".cache" / "run" / f"{service}.pid"
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
@@ -161,10 +161,10 @@ def node_pgid() -> int | None:
 
 
 class CpuWindow:
-    """Machine-wide and search-node CPU seconds between ``start`` and ``stop``."""
+    """Machine-wide and one service's CPU seconds (the search node's by default) between ``start`` and ``stop``."""
 
-    def __init__(self) -> None:
-        self.pgid = node_pgid()
+    def __init__(self, service: str = "elasticsearch") -> None:
+        self.pgid = node_pgid(service)
         self.machine = self.node = 0.0
 
     def start(self) -> None:
