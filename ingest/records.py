@@ -9,6 +9,7 @@ cheap to compare on the hot path, and turned into ISO 8601 only at the edges.
 from __future__ import annotations
 
 import hashlib
+import operator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -33,6 +34,11 @@ class Origin:
     dataset: Dataset
     stream: str
     offset: int
+
+    def __reduce__(self) -> tuple[object, tuple[Dataset, str, int]]:
+        # Checkpoints pickle one Origin per buffered event: the dataclass's own
+        # __getstate__ looks its fields up again for every object, ~3x slower.
+        return (Origin, (self.dataset, self.stream, self.offset))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +142,10 @@ class Event:
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Checkpoints and the detect topic pickle millions of events: a flat tuple
         # of values is ~2.5x faster than the default slots-state dict.
-        return (_event_from_values, tuple(getattr(self, name) for name in _EVENT_FIELDS))
+        return (_event_from_values, _event_values(self))
 
 
-_EVENT_FIELDS = tuple(Event.__dataclass_fields__)
+_event_values = operator.attrgetter(*Event.__dataclass_fields__)
 
 
 def _event_from_values(*values: object) -> Event:
