@@ -38,7 +38,8 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
     """
     top: list[tuple[str, str]] = []  # the common case: one key, value copied as is
     # Everything else, grouped by the object that holds it, so "http" is looked up once a line.
-    parents: dict[tuple[str, ...], list[tuple[str, _Reader]]] = {}
+    # A reader of None copies the value as it is (most nested keys): no call a key.
+    parents: dict[tuple[str, ...], list[tuple[str, str, _Reader | None]]] = {}
     for path, value in _leaves(mapping, ()):
         try:
             compiled = _compile_value(value)
@@ -46,10 +47,13 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             raise ValueError(f"json_format {'.'.join(path)}: {error}") from None
         if compiled is None:
             continue
-        if isinstance(compiled, Slot) and len(path) == 1 and compiled.apply is None and not compiled.is_label:
+        plain = isinstance(compiled, Slot) and compiled.apply is None and not compiled.is_label
+        if plain and len(path) == 1:
             top.append((path[0], compiled.field))
+        elif plain:
+            parents.setdefault(path[:-1], []).append((path[-1], compiled.field, None))
         else:
-            parents.setdefault(path[:-1], []).append((path[-1], _reader(compiled, path)))
+            parents.setdefault(path[:-1], []).append((path[-1], "", _reader(compiled, path)))
     nested = tuple((parent, tuple(children)) for parent, children in parents.items())
 
     def parse(record: RawRecord) -> Event | DeadLetter:
@@ -68,10 +72,13 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
                 if type(holder) is not dict:
                     continue
                 holder_get = holder.get
-                for key, read in children:
+                for key, field, read in children:
                     value = holder_get(key)
                     if value is not None and value != "-" and value != "":
-                        read(value, fields)
+                        if read is None:
+                            fields[field] = value
+                        else:
+                            read(value, fields)
         except InvalidValueError as error:
             return DeadLetter(record.origin, "invalid_value", str(error), record.line)
         except _Mismatch as error:
@@ -104,6 +111,7 @@ def _compile_value(value: Any) -> Slot | TextPattern | None:
 
 
 def _reader(compiled: Slot | TextPattern, path: tuple[str, ...]) -> _Reader:
+    """How to read a value that is not copied as it is: text to match, an operator to apply, a label."""
     if isinstance(compiled, TextPattern):
         extract = compiled.extract
         where = ".".join(path)
@@ -118,18 +126,12 @@ def _reader(compiled: Slot | TextPattern, path: tuple[str, ...]) -> _Reader:
     field, apply = compiled.field, compiled.apply
     if apply is not None:
         return lambda value, fields: apply(field, value, fields)
-    if compiled.is_label:
 
-        def read_label(value: Any, fields: dict[str, Any]) -> None:
-            # typed_json_format writes metadata and filter state as objects.
-            fields[field] = orjson.dumps(value).decode() if isinstance(value, (dict, list, bool)) else value
+    def read_label(value: Any, fields: dict[str, Any]) -> None:
+        # typed_json_format writes metadata and filter state as objects.
+        fields[field] = orjson.dumps(value).decode() if isinstance(value, (dict, list, bool)) else value
 
-        return read_label
-
-    def read_value(value: Any, fields: dict[str, Any]) -> None:
-        fields[field] = value
-
-    return read_value
+    return read_label
 
 
 def _lookup(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
