@@ -69,7 +69,7 @@ from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, dete
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
 from ingest.sinks.base import Batch
-from ingest.sources.kafka import consumer_settings, static_membership, stream_name
+from ingest.sources.kafka import consumer_settings, static_membership, stream_name, subscribe
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -173,7 +173,7 @@ class DetectStage:
         partitions = self._consumer.partitions_for_topic(self.topic)
         if partitions is not None and len(partitions) != 1:
             raise SourceError(f"{self.topic} has {len(partitions)} partitions: the detect topic must have exactly one")
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        subscribe(self._consumer, [self.topic], _Listener(self))
 
     def close(self) -> None:
         if self._consumer is not None:

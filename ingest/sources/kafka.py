@@ -34,7 +34,7 @@ from kafka.structs import OffsetAndMetadata
 from gatewatch.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
 
-__all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "consumer_settings", "stream_name"]
+__all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "consumer_settings", "stream_name", "subscribe"]
 
 MAX_POLL_RECORDS = 20_000
 FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -93,6 +93,24 @@ class PartitionPoll:
     count: int
     next_offset: int  # last returned offset + 1
     value_bytes: int
+
+
+def subscribe(consumer: KafkaConsumer, topics: list[str], listener: ConsumerRebalanceListener) -> None:
+    """Subscribe, then fetch metadata once, so that the first join already sees the topics' partitions.
+
+    Works around kafka-python 3.0.12: the coordinator's metadata snapshot is
+    built when the consumer is created (no topics yet) and next when metadata
+    arrives. A group leader that joins before that assigns from an empty
+    snapshot; the metadata arriving next triggers a second rebalance, and
+    there the leader's new assignment makes ``need_rejoin`` false while its
+    join is still in flight, so the consumer never finishes it. It then polls
+    in a busy loop without heartbeats until the group drops it (measured: 1
+    start of 5 with two replicas, 3-5 s of CPU lost and the detect group
+    rebalanced once more). ``topics()`` always asks the broker, and the
+    coordinator takes its snapshot from that answer.
+    """
+    consumer.subscribe(topics, listener=listener)
+    consumer.topics()
 
 
 def _release_parked_fetches(consumer: KafkaConsumer) -> None:
@@ -176,7 +194,7 @@ class KafkaSource:
                 client_id=f"gatewatch-{kafka.group_id}",
                 **consumer_settings(kafka, **static_membership(kafka, "ingest")),
             )
-            self.consumer.subscribe([topics.gateway, topics.app], listener=_Listener(self))
+            subscribe(self.consumer, [topics.gateway, topics.app], _Listener(self))
         except KafkaError as error:
             raise SourceError(f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}") from None
 
