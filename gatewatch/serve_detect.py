@@ -60,16 +60,15 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.errors import FencedInstanceIdError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
-from gatewatch.errors import FencedError, SourceError
+from gatewatch.errors import SourceError
 from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, detect_topic, ensure_detect_topic
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
 from ingest.sinks.base import Batch
-from ingest.sources.kafka import consumer_settings, static_membership, stream_name, subscribe
+from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name, subscribe
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -384,10 +383,8 @@ class DetectStage:
         self.shared.kafka_ok_at = time.monotonic()
         self._dirty = False
         try:
-            self._consumer.commit({self._tp: OffsetAndMetadata(self._next_offset, "", -1)})
-        except FencedInstanceIdError:
-            raise FencedError(self._consumer.config["group_instance_id"]) from None
-        except KafkaError as error:
+            commit_offsets(self._consumer, {self._tp: self._next_offset})
+        except SourceError as error:
             metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="detect", error=str(error)))
 

@@ -34,7 +34,7 @@ from kafka.structs import OffsetAndMetadata
 from gatewatch.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
 
-__all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "consumer_settings", "stream_name", "subscribe"]
+__all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
 
 MAX_POLL_RECORDS = 20_000
 FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -111,6 +111,20 @@ def subscribe(consumer: KafkaConsumer, topics: list[str], listener: ConsumerReba
     """
     consumer.subscribe(topics, listener=listener)
     consumer.topics()
+
+
+def commit_offsets(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit ``offsets`` (next record to read) to ``consumer``'s group.
+
+    Raises FencedError if another process took this one's static member name,
+    SourceError on any other failure.
+    """
+    try:
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+    except FencedInstanceIdError:
+        raise FencedError(consumer.config["group_instance_id"]) from None
+    except KafkaError as error:
+        raise SourceError(f"offset commit failed: {error}") from None
 
 
 def _release_parked_fetches(consumer: KafkaConsumer) -> None:
@@ -301,13 +315,8 @@ class KafkaSource:
             self.consumer.resume(*targets)
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (next record to read) to the group; raises SourceError on failure."""
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
-        except FencedInstanceIdError:
-            raise FencedError(self.consumer.config["group_instance_id"]) from None
-        except KafkaError as error:
-            raise SourceError(f"offset commit failed: {error}") from None
+        """Commit ``offsets`` (next record to read) to the group; see :func:`commit_offsets`."""
+        commit_offsets(self.consumer, offsets)
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The group's committed offset per partition (None: never committed)."""
