@@ -2,6 +2,7 @@
 # The whole test suite against real servers: start them, run pytest, always stop them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+services/debian.sh
 trap 'services/down.sh' EXIT
 services/up.sh
 set -a; . .cache/run/services.env; set +a
