@@ -90,7 +90,7 @@ class DuckDBStore(_Tables):
             with duckdb.connect(self.path, read_only=True) as connection:
                 return connection.execute(sql, parameters).df()
         except duckdb.Error as error:
-            raise StoreError(f"cannot read {kind} from DuckDB store {self.path}: {error}") from None
+            raise StoreError(f"cannot read {kind} from DuckDB store {self.path}: {_one_line(error)}") from None
 
 
 @dataclass
@@ -176,9 +176,13 @@ class SearchStore(_Tables):
         try:
             return request()
         except Exception as error:  # noqa: BLE001 - either client's transport or API error, reported in one line
-            raise StoreError(f"{self.flavor} at {self.url}: {type(error).__name__}: {error}"[:500]) from None
+            raise StoreError(f"{self.flavor} at {self.url}: {type(error).__name__}: {_one_line(error)}"[:500]) from None
 
 
 def _check(kind: str) -> None:
     if kind not in KINDS:
         raise ConfigError(f"{kind!r} is not one of {', '.join(KINDS)}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
