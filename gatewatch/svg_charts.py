@@ -19,8 +19,16 @@ _TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
 
 
 def esc(value: object) -> str:
-    """``value`` as text safe inside HTML/SVG elements and quoted attributes."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """``value`` as text safe inside HTML/SVG elements and quoted attributes.
+
+    Control characters (ANSI escapes, CR, NUL...) are shown as ``\\xNN``: an analyst
+    should see that a log value carried them, and no viewer should act on them.
+    """
+    text = "" if value is None else str(value)
+    return html.escape(text.translate(_CONTROLS), quote=True)
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F] if c not in (0x09, 0x0A)}
 
 
 @dataclass(frozen=True)
