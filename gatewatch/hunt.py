@@ -293,8 +293,9 @@ def route_rates(events: pd.DataFrame, bucket: str = "1min") -> pd.DataFrame:
     return rates
 
 
-def top_clients(events: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
-    """The gateway's busiest client addresses, with their errors and distinct tokens and paths."""
+def top_clients(events: pd.DataFrame, limit: int = 10, by: str = "requests") -> pd.DataFrame:
+    """The gateway's top client addresses by ``by`` (``requests`` or ``errors``), with their errors,
+    distinct tokens, users and paths."""
     gateway = events[(events["dataset"] == str(Dataset.GATEWAY)) & events["source_ip"].notna()]
     status = gateway["status"]
     frame = gateway.assign(
@@ -305,7 +306,9 @@ def top_clients(events: pd.DataFrame, limit: int = 10) -> pd.DataFrame:
         requests=("id", "size"), errors_4xx=("errors_4xx", "sum"), errors_5xx=("errors_5xx", "sum"),
         tokens=("token_jti", "nunique"), users=("token_sub", "nunique"), paths=("path", "nunique"),
     )  # fmt: skip
-    clients = clients.reset_index().sort_values(["requests", "source_ip"], ascending=[False, True], kind="stable")
+    clients = clients.reset_index()
+    clients["errors"] = clients["errors_4xx"] + clients["errors_5xx"]
+    clients = clients.sort_values([by, "requests", "source_ip"], ascending=[False, False, True], kind="stable")
     return clients.head(limit).reset_index(drop=True)
 
 
