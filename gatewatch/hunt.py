@@ -158,6 +158,8 @@ def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
     by_identity = app["peer_identity"].notna() & bool(trust.gateway_identities)
     from_gateway = np.where(by_identity, app["peer_identity"].isin(trust.gateway_identities),
                             _in_networks(app["source_ip"], trust.gateway_networks))  # fmt: skip
+    if not (trust.gateway_identities or trust.gateway_networks):
+        from_gateway = np.ones(len(app), dtype=bool)  # nothing to judge a peer by: only the join can tell
     seen_by_gateway = set(events.loc[events["dataset"] == str(Dataset.GATEWAY), "request_id"].dropna())
     has_id = app["request_id"].notna()
     reason = pd.Series(
@@ -169,8 +171,6 @@ def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
         index=app.index,
     )
     found = app[reason != ""].assign(reason=reason[reason != ""])
-    if not (trust.gateway_identities or trust.gateway_networks):
-        found = found[found["reason"] == "no_gateway_record"]  # every peer would look foreign
     entity = found["source_ip"].fillna(found["peer_identity"])
     entity_type = np.where(found["source_ip"].notna(), "source.ip", "peer.identity")
     return _group(found.assign(rule="gateway_bypass", entity_type=entity_type, entity_value=entity))
