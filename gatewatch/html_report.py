@@ -122,7 +122,7 @@ h2 { font-size:16px; margin:0 0 10px; } h3 { font-size:14px; margin:0 0 4px; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
 th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { color:var(--muted); font-weight:600; background:#f8fafc; }
-td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 code, .mono { font-family:ui-monospace, SFMono-Regular, Menlo, monospace; font-size:12px; word-break:break-all; }
 .sev { display:inline-block; padding:1px 8px; border-radius:10px; color:#fff; font-size:12px; font-weight:600; }
 .legend span { margin-right:14px; font-size:12px; color:var(--muted); }
@@ -346,7 +346,7 @@ def _alert_requests(alert: object, by_request: dict[str, pd.DataFrame]) -> str:
             groups.append(_group_row(f"request <code>{esc(rid)}</code>: no stored record"))
             continue
         rows = rows.sort_values(["ts", "id"], kind="stable")
-        sides = " + ".join(sorted(set(timeline(rows)["side"])))
+        sides = " + ".join(dict.fromkeys(timeline(rows)["side"]))  # in the order the sides logged
         groups.append(_group_row(f"request <code>{esc(rid)}</code> · {esc(sides)}") + _timeline_rows(rows))
     hidden = len(request_ids) - EVIDENCE_REQUESTS
     more = f'<p class="note">{hidden} more evidence request ids in the store.</p>' if hidden > 0 else ""
@@ -375,8 +375,8 @@ def _group_row(html_text: str) -> str:
 
 
 def _timeline_table(rows_html: str) -> str:
-    return ('<table class="timeline"><colgroup><col style="width:11%"><col style="width:8%"><col style="width:8%">'
-            '<col style="width:17%"><col style="width:26%"><col style="width:6%"><col style="width:11%">'
+    return ('<table class="timeline"><colgroup><col style="width:10%"><col style="width:9%"><col style="width:7%">'
+            '<col style="width:18%"><col style="width:26%"><col style="width:5%"><col style="width:12%">'
             '<col style="width:13%"></colgroup><tr><th>time (UTC)</th><th class="num">offset</th><th>side</th>'
             '<th>client / peer</th><th>request</th><th class="num">status</th><th>route</th><th>message</th></tr>'
             f"{rows_html}</table>")  # fmt: skip

@@ -144,7 +144,7 @@ class Marker:
 def rate_chart(buckets: Sequence[Bucket], markers: Sequence[Marker], start: float, end: float,
                bucket_secs: float, width: int = 540) -> str:  # fmt: skip
     """Requests per bucket as grey bars; 4xx and 5xx rates as lines (left axis, %); alerts as flagged lines."""
-    left, right = 44, width - 44
+    left, right = 44, width - 64
     axis = TimeAxis(start, end, left, right)
     markers = sorted(markers, key=lambda m: m.ts)
     labels = [(axis.x(m.ts), axis.x(m.ts) + 10 + 5.6 * len(m.label)) for m in markers]
