@@ -20,6 +20,7 @@ import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -337,8 +338,8 @@ def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str
     return f'<section id="evidence"><h2>Alert evidence</h2>{tools}{empty}{"".join(cards)}</section>'
 
 
-def _alert_requests(alert: object, by_request: dict[str, pd.DataFrame]) -> str:
-    request_ids: tuple[str, ...] = alert.request_ids  # type: ignore[attr-defined]
+def _alert_requests(alert: Any, by_request: dict[str, pd.DataFrame]) -> str:
+    request_ids: tuple[str, ...] = alert.request_ids
     groups = []
     for rid in request_ids[:EVIDENCE_REQUESTS]:
         rows = by_request.get(rid)
@@ -353,15 +354,15 @@ def _alert_requests(alert: object, by_request: dict[str, pd.DataFrame]) -> str:
     return _timeline_table("".join(groups)) + more
 
 
-def _entity_records(alert: object, events: pd.DataFrame) -> str:
+def _entity_records(alert: Any, events: pd.DataFrame) -> str:
     """Evidence of an alert without request ids (e.g. requests that carried none): the entity's records."""
     a = alert
     column = {"source.ip": "source_ip", "token.jti": "token_jti", "token.sub": "token_sub", "route": "route_name",
-              "peer.identity": "peer_identity"}.get(a.entity_type)  # type: ignore[attr-defined]  # fmt: skip
+              "peer.identity": "peer_identity"}.get(a.entity_type)  # fmt: skip
     if column is None:
         return '<p class="note">No request-level evidence for this alert.</p>'
-    within = events["ts"].between(a.first_seen, a.last_seen)  # type: ignore[attr-defined]
-    rows = events[within & (events[column] == a.entity_value).fillna(False).astype(bool)]  # type: ignore[attr-defined]
+    within = events["ts"].between(a.first_seen, a.last_seen)
+    rows = events[within & (events[column] == a.entity_value).fillna(False).astype(bool)]
     if not len(rows):
         return '<p class="note">No stored record of this entity in the alert\'s time span.</p>'
     header = _group_row(f"no request ids: the entity's {len(rows)} records between first and last seen")
