@@ -1,4 +1,4 @@
-"""The ``gatewatch`` command: replay, demo, serve, schema.
+"""The ``gatewatch`` command: replay, demo, serve, report, schema.
 
 The command names and flags here are a contract other tools rely on.
 """
@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.set_defaults(run=_run_serve, service=True)
 
+    report = commands.add_parser("report", help="write one self-contained HTML page of a store's alerts and traffic")
+    report.add_argument("--store", help="duckdb:PATH, elasticsearch:URL or opensearch:URL (default: config)")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file to write")
+    report.add_argument("--config", type=Path, help="YAML config file (for store.url and store.index_prefix)")
+    report.set_defaults(run=_run_report)
+
     schema = commands.add_parser("schema", help="print the config JSON schema (schemas/config.schema.json)")
     schema.set_defaults(run=_run_schema)
     return parser
@@ -118,6 +124,20 @@ def _run_serve(args: argparse.Namespace) -> int:
         config = with_instance_id(config, args.instance_id)
     tune_gc_for_streaming()
     return serve(config, args.store or config.store.url, args.listen, stages=args.stages)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from gatewatch.config import load_config
+    from gatewatch.html_report import write_report
+
+    if not args.verbose:
+        # The clients log each failed attempt with a traceback; the error is reported once, in one line.
+        for name in ("elastic_transport", "opensearch"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    config = load_config(args.config)
+    path = write_report(args.store or config.store.url, args.out, config.store.index_prefix)
+    console.print(f"report: {path}")
+    return 0
 
 
 def _run_schema(args: argparse.Namespace) -> int:

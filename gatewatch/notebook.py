@@ -14,15 +14,17 @@ documents (dotted columns such as ``http.response.status_code``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from gatewatch.errors import ConfigError
+from gatewatch.errors import ConfigError, StoreError
 
 KINDS = ("events", "transactions", "alerts", "dead_letters")
 _DUCKDB_TIME = {"events": "ts", "transactions": "first_ts", "alerts": "first_seen", "dead_letters": None}
 _INDEX = {"events": "events", "transactions": "transactions", "alerts": "alerts", "dead_letters": "deadletter"}
+_PIT_KEEP_ALIVE = "2m"
 _ID_FIELD = {"events": "event.id", "transactions": "event.id", "alerts": "id", "dead_letters": "id"}
 
 
@@ -62,8 +64,8 @@ class DuckDBStore(_Tables):
     path: str
 
     def query(self, kind: str, where: str | None = None, start: str | None = None, end: str | None = None,
-              limit: int = 100_000) -> pd.DataFrame:  # fmt: skip
-        """Rows of ``kind`` matching a SQL condition and a time range, oldest first."""
+              limit: int | None = 100_000, columns: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+        """Rows of ``kind`` matching a SQL condition and a time range, oldest first (``limit=None``: all)."""
         import duckdb
 
         _check(kind)
@@ -76,12 +78,19 @@ class DuckDBStore(_Tables):
                 if bound is not None:
                     conditions.append(f"{time_column} {operator} ?::TIMESTAMPTZ")
                     parameters.append(bound)
-        sql = f"SELECT * FROM {kind}"
+        selected = ", ".join(f'"{column}"' for column in columns) if columns else "*"
+        sql = f"SELECT {selected} FROM {kind}"
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        sql += f" ORDER BY {time_column or 'id'} LIMIT {int(limit)}"
-        with duckdb.connect(self.path, read_only=True) as connection:
-            return connection.execute(sql, parameters).df()
+        # The id breaks ties between equal times, so a limit always cuts at the same row.
+        sql += f" ORDER BY {time_column + ', ' if time_column else ''}id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        try:
+            with duckdb.connect(self.path, read_only=True) as connection:
+                return connection.execute(sql, parameters).df()
+        except duckdb.Error as error:
+            raise StoreError(f"cannot read {kind} from DuckDB store {self.path}: {_one_line(error)}") from None
 
 
 @dataclass
@@ -103,8 +112,15 @@ class SearchStore(_Tables):
             self._client = OpenSearch(self.url)
 
     def query(self, kind: str, query: dict[str, Any] | None = None, start: str | None = None,
-              end: str | None = None, limit: int = 100_000, page_size: int = 5_000) -> pd.DataFrame:  # fmt: skip
-        """Documents of ``kind`` matching a query DSL clause and an @timestamp range, oldest first."""
+              end: str | None = None, limit: int | None = 100_000, page_size: int = 5_000,
+              columns: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+        """Documents of ``kind`` matching a query DSL clause and an @timestamp range, oldest first.
+
+        Pages with ``search_after`` inside a point in time, sorted by time and then
+        the document's unique id: every page sees the same snapshot, and documents
+        sharing a timestamp are neither skipped nor repeated at a page boundary.
+        ``columns`` limits the fields returned; ``limit=None`` reads every match.
+        """
         _check(kind)
         filters: list[dict[str, Any]] = [query] if query else []
         if start is not None or end is not None:
@@ -113,19 +129,60 @@ class SearchStore(_Tables):
         body: dict[str, Any] = {
             "query": {"bool": {"filter": filters}} if filters else {"match_all": {}},
             "sort": [{"@timestamp": "asc"}, {_ID_FIELD[kind]: "asc"}],
+            "track_total_hits": False,
         }
+        if columns is not None:
+            body["_source"] = columns
         documents: list[dict[str, Any]] = []
-        index = f"{self.index_prefix}-{_INDEX[kind]}-*"
-        while len(documents) < limit:
-            body["size"] = min(page_size, limit - len(documents))
-            hits = self._client.search(index=index, body=body, ignore_unavailable=True)["hits"]["hits"]
-            documents.extend(hit["_source"] for hit in hits)
-            if len(hits) < body["size"]:
-                break
-            body["search_after"] = hits[-1]["sort"]
+        pit_id = self._open_pit(f"{self.index_prefix}-{_INDEX[kind]}-*")
+        if pit_id is None:
+            return pd.DataFrame()
+        try:
+            while limit is None or len(documents) < limit:
+                body["size"] = page_size if limit is None else min(page_size, limit - len(documents))
+                body["pit"] = {"id": pit_id, "keep_alive": _PIT_KEEP_ALIVE}
+                response = self._call(lambda: self._client.search(body=body))
+                pit_id = response.get("pit_id", pit_id)  # a node may hand back a new id
+                hits = response["hits"]["hits"]
+                documents.extend(hit["_source"] for hit in hits)
+                if len(hits) < body["size"]:
+                    break
+                body["search_after"] = hits[-1]["sort"]
+        finally:
+            self._close_pit(pit_id)
         return pd.json_normalize(documents) if documents else pd.DataFrame()
+
+    def _open_pit(self, index: str) -> str | None:
+        """A point in time over ``index``, or None when no index matches it."""
+        if self.flavor == "elasticsearch":
+            opened = self._call(lambda: self._client.open_point_in_time(
+                index=index, keep_alive=_PIT_KEEP_ALIVE, ignore_unavailable=True))  # fmt: skip
+            return str(opened["id"]) if opened.get("id") else None
+        if not self._call(lambda: self._client.indices.get(index=index, allow_no_indices=True)):
+            return None
+        opened = self._call(lambda: self._client.create_pit(index=index, params={"keep_alive": _PIT_KEEP_ALIVE}))
+        return str(opened["pit_id"])
+
+    def _close_pit(self, pit_id: str) -> None:
+        try:
+            if self.flavor == "elasticsearch":
+                self._client.close_point_in_time(id=pit_id)
+            else:
+                self._client.delete_pit(body={"pit_id": [pit_id]})
+        except Exception:  # noqa: BLE001 - an unclosed point in time expires by itself after its keep-alive
+            pass
+
+    def _call(self, request: Callable[[], Any]) -> Any:
+        try:
+            return request()
+        except Exception as error:  # noqa: BLE001 - either client's transport or API error, reported in one line
+            raise StoreError(f"{self.flavor} at {self.url}: {type(error).__name__}: {_one_line(error)}"[:500]) from None
 
 
 def _check(kind: str) -> None:
     if kind not in KINDS:
         raise ConfigError(f"{kind!r} is not one of {', '.join(KINDS)}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

@@ -12,6 +12,7 @@ from detectors.alerts import Alert
 from gatewatch.config import load_config
 from gatewatch.demo.files import write_demo
 from gatewatch.demo.scenario import Scenario
+from gatewatch.html_report import write_report
 from gatewatch.replay import replay
 from gatewatch.report import alerts_table
 from ingest.sinks.duckdb import DuckDBSink
@@ -21,6 +22,7 @@ from ingest.sinks.ndjson import AlertFile, DeadLetterFile
 def run_demo(console: Console, out: Path, minutes: float, rate: float, seed: int, gateway_format: str) -> int:
     """Write the demo logs under ``out``, run the pipeline over them, print the verdict.
 
+    Ends with the path of the HTML report of the store (``out/report.html``).
     Returns 0 when every injected attack alerted and no benign look-alike did, 1 otherwise.
     """
     with console.status(f"generating {minutes:g} min of traffic at {rate:g} req/s (seed {seed})"):
@@ -58,11 +60,14 @@ def run_demo(console: Console, out: Path, minutes: float, rate: float, seed: int
         f"late {stats.late_events}"
     )
     console.print(f"store: {store_path} (tables events, transactions, alerts, dead_letters); alerts: {alert_file.path}")
+    with console.status("writing the HTML report"):
+        report_path = write_report(f"duckdb:{store_path}", out / "report.html")
     if verdict.ok:
         console.print("[green]every injected attack alerted; no benign look-alike did[/green]")
-        return 0
-    console.print("[red]the demo's expectations were not met (see the table above)[/red]")
-    return 1
+    else:
+        console.print("[red]the demo's expectations were not met (see the table above)[/red]")
+    console.print(f"report: {report_path.resolve()} (open it in a browser)")
+    return 0 if verdict.ok else 1
 
 
 class _Verdict:

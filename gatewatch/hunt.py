@@ -1,0 +1,326 @@
+"""Hunting queries over any store, for the analyst notebook and the HTML report.
+
+Each store is first read into one *canonical* frame per kind — snake_case
+columns, nullable dtypes, times in UTC milliseconds, rows sorted by time then
+id — so every query below gives the same DataFrame whether the data sits in
+DuckDB, Elasticsearch or OpenSearch:
+
+    from gatewatch.hunt import load_events, incidents, route_rates, request_timeline
+    events = load_events(open_store("duckdb:out/demo/gatewatch.duckdb"))
+    incidents(events, config.trust, revocations)     # bypass + token incidents, from raw records
+
+The incident queries read events only, never the alerts table: they are an
+independent second look at what the detectors should have caught.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gatewatch.config import TrustConfig
+from gatewatch.notebook import DuckDBStore, SearchStore
+from ingest.ecs import EVENT_FIELDS
+from ingest.records import Dataset
+
+Store = DuckDBStore | SearchStore
+
+# canonical column -> (search document field, type); DuckDB columns carry the canonical names.
+EVENT_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("event.id", "str"),
+    "dataset": ("event.dataset", "str"),
+    "ts": ("@timestamp", "time"),
+    **{
+        name: (EVENT_FIELDS[name], kind)
+        for name, kind in (
+            ("request_id", "str"), ("method", "str"), ("path", "str"), ("status", "int"),
+            ("route_name", "str"), ("authority", "str"), ("source_ip", "str"), ("peer_identity", "str"),
+            ("user_agent", "str"), ("user_id", "str"), ("org_id", "str"), ("message", "str"),
+            ("duration_ms", "float"), ("token_jti", "str"), ("token_sub", "str"), ("token_org", "str"),
+        )
+    },  # fmt: skip
+    "token_exp": ("gatewatch.token.exp", "time"),
+}
+ALERT_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("id", "str"),
+    "rule": ("rule", "str"),
+    "severity": ("severity", "str"),
+    "entity_type": ("entity.type", "str"),
+    "entity_value": ("entity.value", "str"),
+    "first_seen": ("first_seen", "time"),
+    "last_seen": ("last_seen", "time"),
+    "count": ("count", "int"),
+    "request_ids": ("request_ids", "list"),
+    "summary": ("summary", "str"),
+    "reason": ("reason", "str"),
+}
+INCIDENT_COLUMNS = ["rule", "entity_type", "entity_value", "reason", "requests", "first_ts", "last_ts", "request_ids"]
+TIMELINE_COLUMNS = ["ts", "offset_ms", "side", "source_ip", "peer_identity", "method", "path", "status",
+                    "route_name", "duration_ms", "message", "id"]  # fmt: skip
+NO_ROUTE = "(no route)"
+
+
+def load_events(store: Store, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """Every event of ``store`` (in ``[start, end)``) as the canonical frame."""
+    return _load(store, "events", EVENT_COLUMNS, start, end, "ts")
+
+
+def load_alerts(store: Store) -> pd.DataFrame:
+    """Every alert of ``store`` as the canonical frame, oldest first."""
+    return _load(store, "alerts", ALERT_COLUMNS, None, None, "first_seen")
+
+
+def _load(store: Store, kind: str, spec: Mapping[str, tuple[str, str]], start: str | None, end: str | None,
+          order: str) -> pd.DataFrame:  # fmt: skip
+    if isinstance(store, DuckDBStore):
+        raw = store.query(kind, start=start, end=end, limit=None, columns=list(spec))
+        names = {column: column for column in spec}
+    else:
+        raw = store.query(kind, start=start, end=end, limit=None, columns=[field for field, _ in spec.values()])
+        names = {column: field for column, (field, _) in spec.items()}
+    frame = pd.DataFrame(
+        {column: _typed(raw[names[column]] if names[column] in raw else None, kind_, len(raw))
+         for column, (_, kind_) in spec.items()}  # fmt: skip
+    )
+    return frame.sort_values([order, "id"], kind="stable").reset_index(drop=True)
+
+
+def _typed(values: pd.Series | None, kind: str, length: int) -> pd.Series:
+    if values is None:
+        values = pd.Series([None] * length, dtype="object")
+    values = values.reset_index(drop=True)
+    if kind == "str":
+        return values.astype("object").where(values.notna(), None).astype("string")
+    if kind == "int":
+        return pd.to_numeric(values, errors="coerce").astype("Int64")
+    if kind == "float":
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    if kind == "list":
+        return pd.Series([tuple(str(v) for v in x) if _is_list(x) else () for x in values], dtype="object")
+    return _milliseconds(values)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _milliseconds(values: pd.Series) -> pd.Series:
+    """Times in UTC at millisecond precision, rounded as the search documents round them.
+
+    Search documents carry ISO text already rounded to the millisecond
+    (:func:`ingest.ecs.iso`: ``round(seconds * 1000)``); DuckDB keeps microseconds.
+    Rounding DuckDB's value the same way makes both stores give equal frames.
+    """
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+        return parsed.astype("datetime64[ms, UTC]")
+    stamps = pd.to_datetime(values, utc=True)
+    missing = stamps.isna()
+    micros = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+    seconds = micros.where(~missing, 0).astype("int64").to_numpy() / 1e6
+    millis = np.round(seconds * 1000).astype("int64")
+    result = pd.Series(pd.to_datetime(millis, unit="ms", utc=True)).astype("datetime64[ms, UTC]")
+    return result.where(~missing.to_numpy(), pd.NaT)
+
+
+# --- incidents from raw events ------------------------------------------------------------
+
+
+def incidents(events: pd.DataFrame, trust: TrustConfig, revoked: Mapping[str, float],
+              skew_allowance_secs: float = 30.0) -> pd.DataFrame:  # fmt: skip
+    """Bypass and token incidents found in the events, one row per (rule, entity)."""
+    frames = [bypass_incidents(events, trust), token_incidents(events, revoked, skew_allowance_secs)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _incident_frame([])
+    return pd.concat(frames, ignore_index=True).sort_values(["first_ts", "rule", "entity_value"], kind="stable") \
+        .reset_index(drop=True)  # fmt: skip
+
+
+def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
+    """Requests Billing served that did not pass the gateway, per peer and reason.
+
+    - ``no_request_id``: a peer that is not the gateway, and no request id;
+    - ``untrusted_peer``: a peer that is not the gateway (mTLS identity, else network);
+    - ``no_gateway_record``: the gateway's peer, but the gateway never logged the request id.
+
+    Health-check paths and internal callers are skipped, as the trust config says.
+    """
+    app = events[(events["dataset"] == str(Dataset.APP)) & _served(events)]
+    path = app["path"].fillna("").str.split("?", n=1).str[0]
+    internal = _matches(app, [c for c in trust.internal_callers if not _is_network(c)],
+                        [c for c in trust.internal_callers if _is_network(c)])  # fmt: skip
+    app = app[~path.isin(trust.allowlist_paths) & ~internal]
+    by_identity = app["peer_identity"].notna() & bool(trust.gateway_identities)
+    from_gateway = np.where(by_identity, app["peer_identity"].isin(trust.gateway_identities),
+                            _in_networks(app["source_ip"], trust.gateway_networks))  # fmt: skip
+    if not (trust.gateway_identities or trust.gateway_networks):
+        from_gateway = np.ones(len(app), dtype=bool)  # nothing to judge a peer by: only the join can tell
+    seen_by_gateway = set(events.loc[events["dataset"] == str(Dataset.GATEWAY), "request_id"].dropna())
+    has_id = app["request_id"].notna()
+    reason = pd.Series(
+        np.select(
+            [~from_gateway & ~has_id, ~from_gateway, has_id & ~app["request_id"].isin(seen_by_gateway)],
+            ["no_request_id", "untrusted_peer", "no_gateway_record"],
+            default="",
+        ),
+        index=app.index,
+    )
+    found = app[reason != ""].assign(reason=reason[reason != ""])
+    entity = found["source_ip"].fillna(found["peer_identity"])
+    entity_type = np.where(found["source_ip"].notna(), "source.ip", "peer.identity")
+    return _group(found.assign(rule="gateway_bypass", entity_type=entity_type, entity_value=entity))
+
+
+def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_allowance_secs: float = 30.0
+                    ) -> pd.DataFrame:  # fmt: skip
+    """Token misuse, per token (``token.jti``) or user (``token.sub``).
+
+    - ``token_replay``: one token presented at the gateway from two or more addresses before it expired;
+    - ``token_expired_accepted``: Billing answered 2xx to a token expired more than the skew allowance;
+    - ``token_revoked_used``: a revoked token used after its revocation;
+    - ``token_cross_org``: Billing answered 2xx where the token's org is not the resource's org.
+    """
+    gateway = events[(events["dataset"] == str(Dataset.GATEWAY)) & events["token_jti"].notna()]
+    live = gateway[gateway["token_exp"].isna() | (gateway["ts"] <= gateway["token_exp"])]
+    addresses = live.groupby("token_jti")["source_ip"].nunique()
+    replayed = live[live["token_jti"].isin(addresses[addresses >= 2].index)]
+
+    app = events[events["dataset"] == str(Dataset.APP)]
+    answered = app[app["status"].between(200, 299).fillna(False).astype(bool)]
+    late = (answered["ts"] - answered["token_exp"]).dt.total_seconds() > skew_allowance_secs
+    expired = answered[late.fillna(False).astype(bool)]
+
+    revoked_at = events["token_jti"].map(lambda jti: revoked.get(jti) if isinstance(jti, str) else None)
+    revoked_at = pd.to_datetime(revoked_at.astype("float64"), unit="s", utc=True)
+    after = (events["ts"] > revoked_at).fillna(False).astype(bool)
+    revoked_use = events[revoked_at.notna() & after]
+
+    cross = answered[(answered["token_org"].notna() & answered["org_id"].notna()
+                      & (answered["token_org"] != answered["org_id"])).fillna(False).astype(bool)]  # fmt: skip
+    parts = [
+        replayed.assign(rule="token_replay", entity_type="token.jti", entity_value=replayed["token_jti"]),
+        expired.assign(rule="token_expired_accepted", entity_type="token.jti", entity_value=expired["token_jti"]),
+        revoked_use.assign(rule="token_revoked_used", entity_type="token.jti",
+                           entity_value=revoked_use["token_jti"]),  # fmt: skip
+        cross.assign(rule="token_cross_org", entity_type="token.sub", entity_value=cross["token_sub"]),
+    ]
+    parts = [p.assign(reason=pd.NA) for p in parts if len(p)]
+    return _group(pd.concat(parts)) if parts else _incident_frame([])
+
+
+def _served(events: pd.DataFrame) -> pd.Series:
+    return events["status"].notna() | events["method"].notna() | events["path"].notna()
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_networks(addresses: pd.Series, networks: list[str]) -> np.ndarray:
+    parsed = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def inside(address: Any) -> bool:
+        if not isinstance(address, str):
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in parsed)
+
+    cache = {a: inside(a) for a in addresses.dropna().unique()}
+    return addresses.map(lambda a: cache.get(a, False)).astype(bool).to_numpy()
+
+
+def _matches(frame: pd.DataFrame, identities: list[str], networks: list[str]) -> pd.Series:
+    by_identity = frame["peer_identity"].isin(identities).fillna(False).astype(bool)
+    return by_identity | pd.Series(_in_networks(frame["source_ip"], networks), index=frame.index)
+
+
+def _group(found: pd.DataFrame) -> pd.DataFrame:
+    if not len(found):
+        return _incident_frame([])
+    key = found["request_id"].fillna(found["id"])
+    rows = []
+    for (rule, entity_type, entity_value, reason), group in found.assign(key=key).groupby(
+        ["rule", "entity_type", "entity_value", "reason"], dropna=False, sort=True
+    ):
+        rows.append({
+            "rule": rule, "entity_type": entity_type, "entity_value": entity_value,
+            "reason": None if pd.isna(reason) else reason, "requests": group["key"].nunique(),
+            "first_ts": group["ts"].min(), "last_ts": group["ts"].max(),
+            "request_ids": tuple(sorted(group["request_id"].dropna().unique())),
+        })  # fmt: skip
+    return _incident_frame(rows)
+
+
+def _incident_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=INCIDENT_COLUMNS)
+    for column in ("rule", "entity_type", "entity_value", "reason"):
+        frame[column] = frame[column].astype("object").where(frame[column].notna(), None).astype("string")
+    frame["requests"] = frame["requests"].astype("int64")
+    for column in ("first_ts", "last_ts"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ms, UTC]")
+    return frame.sort_values(["first_ts", "rule", "entity_value"], kind="stable").reset_index(drop=True)
+
+
+# --- rates, clients, timelines ------------------------------------------------------------
+
+
+def route_rates(events: pd.DataFrame, bucket: str = "1min") -> pd.DataFrame:
+    """Per ``bucket`` and route, the gateway's requests, 4xx and 5xx counts and rates."""
+    gateway = events[events["dataset"] == str(Dataset.GATEWAY)]
+    status = gateway["status"]
+    frame = pd.DataFrame({
+        "bucket": gateway["ts"].dt.floor(bucket),
+        "route": gateway["route_name"].fillna(NO_ROUTE),
+        "requests": 1,
+        "errors_4xx": status.between(400, 499).fillna(False).astype("int64"),
+        "errors_5xx": status.between(500, 599).fillna(False).astype("int64"),
+    })  # fmt: skip
+    rates = frame.groupby(["bucket", "route"], sort=True).sum().reset_index()
+    rates["rate_4xx"] = rates["errors_4xx"] / rates["requests"]
+    rates["rate_5xx"] = rates["errors_5xx"] / rates["requests"]
+    return rates
+
+
+def top_clients(events: pd.DataFrame, limit: int = 10, by: str = "requests") -> pd.DataFrame:
+    """The gateway's top client addresses by ``by`` (``requests`` or ``errors``), with their errors,
+    distinct tokens, users and paths."""
+    gateway = events[(events["dataset"] == str(Dataset.GATEWAY)) & events["source_ip"].notna()]
+    status = gateway["status"]
+    frame = gateway.assign(
+        errors_4xx=status.between(400, 499).fillna(False).astype("int64"),
+        errors_5xx=status.between(500, 599).fillna(False).astype("int64"),
+    )
+    clients = frame.groupby("source_ip").agg(
+        requests=("id", "size"), errors_4xx=("errors_4xx", "sum"), errors_5xx=("errors_5xx", "sum"),
+        tokens=("token_jti", "nunique"), users=("token_sub", "nunique"), paths=("path", "nunique"),
+    )  # fmt: skip
+    clients = clients.reset_index()
+    clients["errors"] = clients["errors_4xx"] + clients["errors_5xx"]
+    clients = clients.sort_values([by, "requests", "source_ip"], ascending=[False, False, True], kind="stable")
+    return clients.head(limit).reset_index(drop=True)
+
+
+def request_timeline(events: pd.DataFrame, request_id: str) -> pd.DataFrame:
+    """Every record of one request across gateway and Billing, in time order."""
+    rows = events[events["request_id"] == request_id].sort_values(["ts", "id"], kind="stable")
+    return timeline(rows)
+
+
+def timeline(rows: pd.DataFrame) -> pd.DataFrame:
+    """Records as timeline rows: side, offset from the first and what each side saw."""
+    side = np.where(rows["dataset"] == str(Dataset.GATEWAY), "gateway", "billing")
+    offset = (rows["ts"] - rows["ts"].min()).dt.total_seconds() * 1000 if len(rows) else rows["ts"]
+    out = rows.assign(side=side, offset_ms=offset)
+    return out[TIMELINE_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,115 @@
+"""``gatewatch report``: what the page shows, that data cannot inject markup, and the CLI contract."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pytest
+
+from gatewatch.cli import main
+from gatewatch.hunt import ALERT_COLUMNS, EVENT_COLUMNS, _typed
+from gatewatch.html_report import ReportData, render_report
+
+
+class Page(HTMLParser):
+    """The alert cards, script bodies and every element of a rendered page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.cards: list[dict[str, str | None]] = []
+        self.scripts: list[str] = []
+        self.tags: set[str] = set()
+        self._in_script = False
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        attributes = dict(attrs)
+        if tag == "details" and "alert" in (attributes.get("class") or ""):
+            self.cards.append(attributes)
+        self._in_script = tag == "script"
+        if self._in_script:
+            self.scripts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def test_the_demo_report_shows_every_injected_incident(demo_out: Path) -> None:
+    page = Page((demo_out / "report.html").read_text(encoding="utf-8"))
+    shown = {(card["data-rule"], card["data-entity"]) for card in page.cards}
+    expected = orjson.loads((demo_out / "expected.json").read_bytes())
+    injected = {(i["rule"], i["entity_value"]) for i in expected["injections"] if i["required"]}
+    assert injected and injected <= shown
+    alerts = [orjson.loads(line) for line in (demo_out / "alerts.ndjson").read_bytes().splitlines()]
+    assert len(page.cards) == len(alerts)
+
+
+def test_the_page_fetches_nothing_and_runs_only_its_own_script(demo_out: Path) -> None:
+    text = (demo_out / "report.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert not page.tags & {"link", "img", "iframe", "object", "embed"}
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
+    (script,) = page.scripts
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    (policy,) = re.findall(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text)
+    assert "default-src &#x27;none&#x27;" in policy and f"sha256-{digest}" in policy
+
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&\x1b[31m'
+
+
+def hostile_data() -> ReportData:
+    ts = pd.Timestamp("2026-03-02T09:00:00Z")
+    events = pd.DataFrame({column: _typed(None, kind, 2) for column, (_, kind) in EVENT_COLUMNS.items()})
+    values = {
+        "id": ["e1", "e2"], "dataset": ["envoy.access", "billing.app"], "ts": [ts, ts + pd.Timedelta(seconds=1)],
+        "request_id": [HOSTILE, HOSTILE], "method": ["GET", "GET"], "path": [f"/{HOSTILE}", f"/{HOSTILE}"],
+        "status": [403, 200], "route_name": [HOSTILE, None], "source_ip": [HOSTILE, "10.9.9.9"],
+        "peer_identity": [None, HOSTILE], "message": [None, HOSTILE], "user_agent": [HOSTILE, None],
+    }  # fmt: skip
+    for column, column_values in values.items():
+        events[column] = _typed(pd.Series(column_values, dtype="object"), EVENT_COLUMNS[column][1], 2)
+    alerts = pd.DataFrame({
+        column: _typed(pd.Series([value], dtype="object"), kind, 1)
+        for (column, (_, kind)), value in zip(ALERT_COLUMNS.items(), [
+            "a1", "gateway_bypass", "high", "source.ip", HOSTILE, ts, ts, 2, [HOSTILE], HOSTILE, HOSTILE])
+    })  # fmt: skip
+    return ReportData(f"duckdb:/{HOSTILE}", events, alerts, 0)
+
+
+def test_data_cannot_inject_markup() -> None:
+    text = render_report(hostile_data())
+    assert "<script>alert" not in text and "<img" not in text and "onerror=alert(1)>" not in text
+    assert "\x1b" not in text and "\\x1b[31m" in text  # shown, not acted on
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    page = Page(text)
+    assert len(page.scripts) == 1 and not page.tags & {"img"}
+    (card,) = page.cards
+    assert card["data-entity"] == HOSTILE.replace("\x1b", "\\x1b")  # the attribute reads back as the text
+
+
+def test_report_command_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.html"
+    assert main(["report", "--store", f"duckdb:{tmp_path / 'missing.duckdb'}", "--out", str(out)]) == 2
+    assert main(["report", "--store", "none", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 2 and "Traceback" not in err
+    assert "missing.duckdb" in err and "'none' is not duckdb:PATH" in err
+    assert not out.exists()
+
+
+def test_report_command_writes_the_page(demo_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "report.html"
+    assert main(["report", "--store", f"duckdb:{demo_out / 'gatewatch.duckdb'}", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == (demo_out / "report.html").read_text(encoding="utf-8")

@@ -1,0 +1,105 @@
+"""Hunting queries over canonical frames: the trust rules, the token rules, and times that round alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+
+from gatewatch.config import TrustConfig
+from gatewatch.hunt import EVENT_COLUMNS, _milliseconds, _typed, bypass_incidents, request_timeline, token_incidents
+from ingest.ecs import iso
+
+T0 = 1772442000.0  # 2026-03-02T09:00:00Z
+GATEWAY_ID = "spiffe://billing.example/ns/edge/sa/ambassador"
+TRUST = TrustConfig(gateway_identities=[GATEWAY_ID], gateway_networks=["10.0.0.0/24"],
+                    internal_callers=["spiffe://billing.example/ns/ops/sa/reconciler", "10.3.0.0/24"])  # fmt: skip
+
+
+def frame(*rows: dict[str, Any]) -> pd.DataFrame:
+    """Canonical events from partial rows (``ts`` and ``token_exp`` in epoch seconds)."""
+    columns: dict[str, list[Any]] = {column: [] for column in EVENT_COLUMNS}
+    for number, row in enumerate(rows):
+        full = {"id": f"e{number}", **row}
+        for column in EVENT_COLUMNS:
+            value = full.get(column)
+            if column in ("ts", "token_exp") and value is not None:
+                value = pd.Timestamp(value, unit="s", tz="UTC")
+            columns[column].append(value)
+    return pd.DataFrame({c: _typed(pd.Series(v, dtype="object"), EVENT_COLUMNS[c][1], len(rows))
+                         for c, v in columns.items()})  # fmt: skip
+
+
+def gateway(ts: float, request_id: str, **fields: Any) -> dict[str, Any]:
+    return {"dataset": "envoy.access", "ts": T0 + ts, "request_id": request_id, "method": "GET", "path": "/v1/x",
+            "status": 200, **fields}  # fmt: skip
+
+
+def app(ts: float, request_id: str | None, source_ip: str, peer: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"dataset": "billing.app", "ts": T0 + ts, "request_id": request_id, "method": "GET", "path": "/v1/x",
+            "status": 200, "source_ip": source_ip, "peer_identity": peer, **fields}  # fmt: skip
+
+
+def found(incidents: pd.DataFrame) -> set[tuple[str, str, str | None]]:
+    return {(r.entity_value, r.rule, None if pd.isna(r.reason) else r.reason) for r in incidents.itertuples()}
+
+
+def test_bypass_reasons_and_what_is_trusted() -> None:
+    events = frame(
+        gateway(0, "r-1"), app(0.5, "r-1", "10.0.0.11", GATEWAY_ID),            # joined: fine
+        app(1, "r-2", "10.0.0.11", GATEWAY_ID),                                 # the gateway never logged r-2
+        app(2, "r-3", "10.9.9.9"), app(2.1, "r-3", "10.9.9.9"),                 # foreign peer, one request
+        app(3, None, "10.9.9.8"),                                               # foreign peer, no request id
+        app(4, None, "10.2.0.1", path="/healthz"),                              # allowlisted probe
+        app(5, "r-5", "10.3.0.5", "spiffe://billing.example/ns/ops/sa/reconciler"),  # internal caller
+        app(6, None, "10.0.0.12", GATEWAY_ID),                                  # gateway peer, no id: a logging gap
+        app(7, None, "10.9.9.7", method=None, path=None, status=None),          # "cache warmed": not served
+    )  # fmt: skip
+    incidents = bypass_incidents(events, TRUST)
+    assert found(incidents) == {("10.0.0.11", "gateway_bypass", "no_gateway_record"),
+                                ("10.9.9.9", "gateway_bypass", "untrusted_peer"),
+                                ("10.9.9.8", "gateway_bypass", "no_request_id")}  # fmt: skip
+    assert incidents.set_index("entity_value").loc["10.9.9.9", "requests"] == 1
+    # With no gateway identity or network configured, every peer would look foreign: only the join tells.
+    assert found(bypass_incidents(events, TrustConfig())) == {
+        (ip, "gateway_bypass", "no_gateway_record") for ip in ("10.0.0.11", "10.9.9.9", "10.3.0.5")
+    }
+
+
+def test_token_rules_and_their_benign_look_alikes() -> None:
+    exp = T0 + 600
+    events = frame(
+        gateway(10, "a", token_jti="replayed", source_ip="198.51.100.1", token_exp=exp),
+        gateway(20, "b", token_jti="replayed", source_ip="192.0.2.66", token_exp=exp),
+        gateway(30, "c", token_jti="retried", source_ip="198.51.100.2", token_exp=exp),
+        gateway(31, "c", token_jti="retried", source_ip="198.51.100.2", token_exp=exp),
+        gateway(700, "d", token_jti="after-expiry", source_ip="198.51.100.3", token_exp=exp),
+        gateway(701, "d2", token_jti="after-expiry", source_ip="198.51.100.4", token_exp=exp),  # not a replay: expired
+        app(650, "e", "10.0.0.11", GATEWAY_ID, token_jti="stale", token_exp=exp),              # 50 s past: alert
+        app(620, "f", "10.0.0.11", GATEWAY_ID, token_jti="grace", token_exp=exp),              # 20 s past: fine
+        app(660, "g", "10.0.0.11", GATEWAY_ID, token_jti="refused", token_exp=exp, status=401),  # refused: fine
+        app(100, "h", "10.0.0.11", GATEWAY_ID, token_jti="revoked"),                             # after revocation
+        app(40, "i", "10.0.0.11", GATEWAY_ID, token_jti="logged-out"),                            # before it
+        app(50, "j", "10.0.0.11", GATEWAY_ID, token_sub="u-1", token_org="org-1", org_id="org-2"),
+        app(51, "k", "10.0.0.11", GATEWAY_ID, token_sub="u-2", token_org="org-1", org_id="org-2", status=403),
+    )  # fmt: skip
+    revoked = {"revoked": T0 + 90, "logged-out": T0 + 45}
+    assert found(token_incidents(events, revoked, skew_allowance_secs=30)) == {
+        ("replayed", "token_replay", None), ("stale", "token_expired_accepted", None),
+        ("revoked", "token_revoked_used", None), ("u-1", "token_cross_org", None),
+    }  # fmt: skip
+
+
+def test_a_request_timeline_spans_both_sides_in_order() -> None:
+    events = frame(app(2.5, "r-1", "10.0.0.11", GATEWAY_ID, message="charged"), gateway(0, "r-1"),
+                   gateway(0.2, "r-2"))  # fmt: skip
+    timeline = request_timeline(events, "r-1")
+    assert list(timeline["side"]) == ["gateway", "billing"] and list(timeline["offset_ms"]) == [0.0, 2500.0]
+
+
+@pytest.mark.parametrize("seconds", [T0 + 0.0615, T0 + 0.0625, T0 + 0.9995, T0 + 59.999_5, T0 + 0.000_499, T0 + 1e-6])
+def test_duckdb_times_round_to_the_millisecond_the_search_documents_carry(seconds: float) -> None:
+    stored = duckdb.sql(f"SELECT to_timestamp({seconds!r}) AS ts").df()["ts"]
+    assert _milliseconds(stored).iloc[0] == _milliseconds(pd.Series([iso(seconds)], dtype="object")).iloc[0]
