@@ -1,6 +1,11 @@
-"""http_5xx_burst: a route's 5xx rate jumps well above its own history.
+"""http_5xx_burst: a route's or an upstream host's 5xx rate jumps well above its own history.
 
-Per route, requests and 5xx responses are counted in ``bucket_secs`` buckets;
+Each request is judged twice, for its route (entity ``route``) and for the
+upstream host that answered it (entity ``upstream.address``), each against its
+own baseline: one failing pod among healthy siblings moves its route's rate by
+a fraction only, and a format without a route name still names the host.
+
+Per route (and per host), requests and 5xx responses are counted in ``bucket_secs`` buckets;
 the window is the last ``window_secs / bucket_secs`` buckets (the current one
 included). A bucket enters the route's baseline only once it has left the
 window, so a storm cannot raise its own bar while it is being judged.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import Field
 
@@ -69,26 +74,37 @@ class Http5xxBurst(Detector):
         rate_factor: float = Field(5.0, gt=0)
         baseline_half_life_secs: float = Field(1800.0, gt=0)
         min_baseline_rate: float = Field(0.01, ge=0, le=1)
-        # forget a route unseen this long: its history would weigh 2**-12 against new traffic
+        # forget a route or host unseen this long: its history would weigh 2**-12 against new traffic
         route_idle_secs: float = Field(21600.0, gt=0)
 
     config: Config
 
     def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
         super().__init__(config, context)
+        # Keyed by the route's name and by the host's address as logged: plain strings.
         self._routes: dict[str, _Route] = {}
+        self._upstreams: dict[str, _Route] = {}
         self._next_sweep = -math.inf
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
         if status is None or status < 100 or not event.is_gateway:
             return ()  # Envoy logs status 0 when no response was sent: not a request outcome
+        findings: tuple[Finding, ...] = ()
         key = route_key(event)
-        if key is None:
-            return ()
-        route = self._routes.get(key)
+        if key is not None:
+            findings += self._observe("route", key, self._routes, event, status)
+        host = event.upstream_host
+        if host:
+            findings += self._observe("upstream.address", host, self._upstreams, event, status)
+        return findings
+
+    def _observe(
+        self, kind: str, key: str, table: dict[str, _Route], event: Event, status: int
+    ) -> tuple[Finding, ...]:
+        route = table.get(key)
         if route is None:
-            route = self._routes[key] = _Route()
+            route = table[key] = _Route()
         cfg = self.config
         ts = event.ts
         start = ts - ts % cfg.bucket_secs
@@ -113,21 +129,23 @@ class Http5xxBurst(Detector):
         if rate < cfg.rate_factor * baseline:
             return ()
         route.fired_bucket = bucket[0]
-        return (self._finding(key, route, ts, rate, baseline, learned),)
+        return (self._finding(kind, key, route, ts, rate, baseline, learned),)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         if watermark < self._next_sweep:
             return ()
         if not math.isfinite(watermark):
             self._routes.clear()  # end of the replay: no record will follow
+            self._upstreams.clear()
             return ()
         cfg = self.config
         start = watermark - watermark % cfg.bucket_secs
         idle_before = watermark - cfg.route_idle_secs
-        for key in [k for k, route in self._routes.items() if route.last_ts < idle_before]:
-            del self._routes[key]
-        for route in self._routes.values():
-            self._slide(route, start)  # quiet routes fold their old buckets too
+        for table in (self._routes, self._upstreams):
+            for key in [k for k, route in table.items() if route.last_ts < idle_before]:
+                del table[key]
+            for route in table.values():
+                self._slide(route, start)  # quiet routes fold their old buckets too
         self._next_sweep = start + cfg.bucket_secs
         return ()
 
@@ -148,14 +166,14 @@ class Http5xxBurst(Detector):
             route.win_errors -= errors
 
     def _finding(
-        self, key: str, route: _Route, ts: float, rate: float, baseline: float, learned: float
+        self, kind: str, key: str, route: _Route, ts: float, rate: float, baseline: float, learned: float
     ) -> Finding:
         cfg = self.config
         return self.finding(
-            "route",
+            kind,
             key,
             ts,
-            f"route {key}: {route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
+            f"{'route' if kind == 'route' else 'upstream host'} {key}: {route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
             f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}",
             route.recent_ids,
             details={
@@ -187,6 +205,40 @@ class Http5xxBurst(Detector):
             ("legacy-export", 0, 900, 0.1, lambda i, t: _every(i, 4)),
             ("legacy-export", 900, 1500, 5, lambda i, t: _every(i, 4)),
         ), frozenset())
+        # ten pods at 2 % errors; one then fails 60 % of its share: the route moves to ~8 %,
+        # under 5x its 2 %, while the pod is 30x its own
+        healthy = (1.0, lambda i, t: _every(i, 50))
+        siblings = {f"10.1.0.{n}:8080": healthy for n in range(1, 10)}
+        yield Example("one_failing_pod", _traffic(
+            _pods("billing-invoices", 0, 600, {**siblings, "10.1.0.10:8080": healthy}),
+            _pods("billing-invoices", 600, 900, {
+                **siblings, "10.1.0.10:8080": (1.0, lambda i, t: 503 if i % 5 < 3 else 200),
+            }),
+        ), frozenset({"10.1.0.10:8080"}))
+        # a pod leaving the endpoints answers the few requests still sent to it with 503:
+        # a third of its window, but fewer than min_errors
+        yield Example("draining_pod", _traffic(
+            _pods("billing-invoices", 0, 500, {**siblings, "10.1.0.10:8080": healthy}),
+            _pods("billing-invoices", 500, 900, siblings),
+            _pods("billing-invoices", 600, 605, {"10.1.0.10:8080": (1.0, lambda i, t: 503)}),
+        ), frozenset())
+        # a pod's share grows a hundredfold at its usual 8 % (over 5x min_baseline_rate), learned
+        # at night: many more errors, never more per request
+        usual = (lambda i, t: _every(i, 12))
+        yield Example("pod_share_grows", _traffic(
+            _pods("legacy-export", 0, 900, {"10.1.0.1:8080": (0.1, usual), "10.1.0.2:8080": (0.1, usual)}),
+            _pods("legacy-export", 900, 1500, {"10.1.0.1:8080": (10.0, usual), "10.1.0.2:8080": (0.1, usual)}),
+        ), frozenset())
+
+
+def _pods(route: str, begin: float, end: float, pods: dict[str, tuple[float, Callable[[int, float], int]]]) -> list:
+    """Flows of one route spread over its pods: address -> (requests per second, status(i, t))."""
+    rows = []
+    for address, (per_sec, status) in pods.items():
+        for i in range(int((end - begin) * per_sec)):
+            t = begin + i / per_sec
+            rows.append((t, route, status(i, t), address))
+    return rows
 
 
 def _every(i: int, n: int) -> int:
@@ -194,14 +246,20 @@ def _every(i: int, n: int) -> int:
 
 
 def _traffic(*flows: tuple) -> tuple[Event, ...]:
-    """Flows of (route, start, end, requests per second, status(i, t)), merged in time order."""
+    """Flows of (route, start, end, requests per second, status(i, t)) or rows of :func:`_pods`, in time order."""
     rows = []
-    for route, begin, end, per_sec, status in flows:
+    for flow in flows:
+        if isinstance(flow, list):
+            rows.extend(flow)
+            continue
+        route, begin, end, per_sec, status = flow
         for i in range(int((end - begin) * per_sec)):
             t = begin + i / per_sec
-            rows.append((t, route, status(i, t)))
+            rows.append((t, route, status(i, t), None))
     rows.sort(key=lambda row: row[0])
     return tuple(
-        gateway_event(t, request_id=f"{route}-{n}", route_name=route, status=code, path="/v1/x")
-        for n, (t, route, code) in enumerate(rows)
+        gateway_event(
+            t, request_id=f"{route}-{n}", route_name=route, status=code, path="/v1/x", upstream_host=address
+        )
+        for n, (t, route, code, address) in enumerate(rows)
     )

@@ -147,3 +147,26 @@ def test_state_stays_bounded() -> None:
     assert det._routes == {}
     det.advance(math.inf)
     assert det._routes == {}
+
+
+def test_a_failing_upstream_host_is_its_own_entity() -> None:
+    det = detector()
+    events = [req(i * 0.5, 503, upstream_host="10.1.0.10:8080") for i in range(20)]
+    findings = run(det, events, end=False)
+    assert {(f.entity_type, f.entity_value) for f in findings} == {
+        ("route", "billing-invoices"), ("upstream.address", "10.1.0.10:8080"),
+    }
+    (host,) = [f for f in findings if f.entity_type == "upstream.address"]
+    assert host.summary.startswith("upstream host 10.1.0.10:8080: 20 of 20 requests (100.0%) returned 5xx")
+
+
+def test_hosts_keep_separate_baselines() -> None:
+    """A host that always fails 25 % stays quiet; its sibling, learned at 2 %, alerts at 25 %."""
+    det = detector()
+    night = [req(t, 503 if i % 4 == 3 else 200, upstream_host="10.1.0.1:8080") for i, t in enumerate(range(0, 900, 10))]
+    night += [req(t + 5, 503 if i % 50 == 49 else 200, upstream_host="10.1.0.2:8080")
+              for i, t in enumerate(range(0, 900, 10))]
+    day = [req(900 + j * 0.4 + host * 0.1, 503 if j % 4 == 3 else 200, upstream_host=f"10.1.0.{host}:8080")
+           for j in range(750) for host in (1, 2)]
+    findings = run(det, sorted(night, key=lambda e: e.ts) + day)
+    assert {f.entity_value for f in findings if f.entity_type == "upstream.address"} == {"10.1.0.2:8080"}
