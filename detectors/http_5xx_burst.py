@@ -3,7 +3,11 @@
 Each request is judged twice, for its route (entity ``route``) and for the
 upstream host that answered it (entity ``upstream.address``), each against its
 own baseline: one failing pod among healthy siblings moves its route's rate by
-a fraction only, and a format without a route name still names the host.
+a fraction only. A host is tracked per route it serves and alerts only when it
+also fails ``sibling_factor`` times more than the route's other hosts: a host
+that is its route's only one, or fails like all the others, is the route's
+failure, and the route alert says so once. Without any route key (no route
+name, cluster or authority) a host is judged on its baseline alone.
 
 Per route (and per host), requests and 5xx responses are counted in ``bucket_secs`` buckets;
 the window is the last ``window_secs / bucket_secs`` buckets (the current one
@@ -76,6 +80,8 @@ class Http5xxBurst(Detector):
         min_baseline_rate: float = Field(0.01, ge=0, le=1)
         # forget a route or host unseen this long: its history would weigh 2**-12 against new traffic
         route_idle_secs: float = Field(21600.0, gt=0)
+        # an upstream host alerts only when its rate is also this many times its route's other hosts'
+        sibling_factor: float = Field(2.0, gt=0)
 
     config: Config
 
@@ -83,7 +89,8 @@ class Http5xxBurst(Detector):
         super().__init__(config, context)
         # Keyed by the route's name and by the host's address as logged: plain strings.
         self._routes: dict[str, _Route] = {}
-        self._upstreams: dict[str, _Route] = {}
+        self._upstreams: dict[str, _Route] = {}  # "<route>\x1f<host>", or the host without a route
+        self._hosted: dict[str, _Route] = {}  # per route, only the requests that reached a host: the siblings' sum
         self._next_sweep = -math.inf
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
@@ -93,14 +100,29 @@ class Http5xxBurst(Detector):
         findings: tuple[Finding, ...] = ()
         key = route_key(event)
         if key is not None:
-            findings += self._observe("route", key, self._routes, event, status)
+            findings += self._observe("route", key, key, self._routes, event, status)
         host = event.upstream_host
         if host:
-            findings += self._observe("upstream.address", host, self._upstreams, event, status)
+            # A host is judged per route it serves: its siblings are the route's other hosts
+            # (a request Envoy answered itself, a 401 say, reached no host and is no sibling).
+            hosted = None
+            if key is not None:
+                self._observe("", key, key, self._hosted, event, status, judge=False)
+                hosted = self._hosted[key]
+            pair = host if key is None else f"{key}\x1f{host}"
+            findings += self._observe("upstream.address", host, pair, self._upstreams, event, status, hosted)
         return findings
 
     def _observe(
-        self, kind: str, key: str, table: dict[str, _Route], event: Event, status: int
+        self,
+        kind: str,
+        entity: str,
+        key: str,
+        table: dict[str, _Route],
+        event: Event,
+        status: int,
+        of_route: _Route | None = None,
+        judge: bool = True,
     ) -> tuple[Finding, ...]:
         route = table.get(key)
         if route is None:
@@ -121,15 +143,25 @@ class Http5xxBurst(Detector):
         bucket[2] += 1
         route.win_errors += 1
         route.recent_ids.append(event.request_id)
-        if route.win_errors < cfg.min_errors or route.fired_bucket == bucket[0]:
+        if not judge or route.win_errors < cfg.min_errors or route.fired_bucket == bucket[0]:
             return ()
         learned = route.base_errors / route.base_requests if route.base_requests else 0.0
         baseline = max(learned, cfg.min_baseline_rate)
         rate = route.win_errors / route.win_requests
         if rate < cfg.rate_factor * baseline:
             return ()
+        siblings_rate = None
+        if of_route is not None:
+            # A host that is its route's only one, or fails no worse than its siblings, is the
+            # route's failure: the route's own judgement covers it, so the host stays quiet.
+            requests = of_route.win_requests - route.win_requests
+            if requests <= 0:
+                return ()
+            siblings_rate = (of_route.win_errors - route.win_errors) / requests
+            if rate < cfg.sibling_factor * siblings_rate:
+                return ()
         route.fired_bucket = bucket[0]
-        return (self._finding(kind, key, route, ts, rate, baseline, learned),)
+        return (self._finding(kind, entity, route, ts, rate, baseline, learned, siblings_rate),)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         if watermark < self._next_sweep:
@@ -137,11 +169,12 @@ class Http5xxBurst(Detector):
         if not math.isfinite(watermark):
             self._routes.clear()  # end of the replay: no record will follow
             self._upstreams.clear()
+            self._hosted.clear()
             return ()
         cfg = self.config
         start = watermark - watermark % cfg.bucket_secs
         idle_before = watermark - cfg.route_idle_secs
-        for table in (self._routes, self._upstreams):
+        for table in (self._routes, self._upstreams, self._hosted):
             for key in [k for k, route in table.items() if route.last_ts < idle_before]:
                 del table[key]
             for route in table.values():
@@ -166,15 +199,25 @@ class Http5xxBurst(Detector):
             route.win_errors -= errors
 
     def _finding(
-        self, kind: str, key: str, route: _Route, ts: float, rate: float, baseline: float, learned: float
+        self,
+        kind: str,
+        key: str,
+        route: _Route,
+        ts: float,
+        rate: float,
+        baseline: float,
+        learned: float,
+        siblings_rate: float | None,
     ) -> Finding:
         cfg = self.config
+        siblings = "" if siblings_rate is None else f"; its route's other hosts {siblings_rate:.1%}"
+        details = {} if siblings_rate is None else {"siblings_rate": round(siblings_rate, 4)}
         return self.finding(
             kind,
             key,
             ts,
             f"{'route' if kind == 'route' else 'upstream host'} {key}: {route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
-            f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}",
+            f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}{siblings}",
             route.recent_ids,
             details={
                 "errors": route.win_errors,
@@ -184,6 +227,7 @@ class Http5xxBurst(Detector):
                 "learned_rate": round(learned, 4),
                 "rate_factor": cfg.rate_factor,
                 "window_secs": cfg.window_secs,
+                **details,
             },
         )
 

@@ -151,22 +151,47 @@ def test_state_stays_bounded() -> None:
 
 def test_a_failing_upstream_host_is_its_own_entity() -> None:
     det = detector()
-    events = [req(i * 0.5, 503, upstream_host="10.1.0.10:8080") for i in range(20)]
+    events = []
+    for i in range(40):
+        events.append(req(i * 0.5, 503, upstream_host="10.1.0.10:8080"))
+        events += [req(i * 0.5 + 0.1 * n, 200, upstream_host=f"10.1.0.{n}:8080") for n in range(1, 4)]
     findings = run(det, events, end=False)
     assert {(f.entity_type, f.entity_value) for f in findings} == {
         ("route", "billing-invoices"), ("upstream.address", "10.1.0.10:8080"),
     }
-    (host,) = [f for f in findings if f.entity_type == "upstream.address"]
-    assert host.summary.startswith("upstream host 10.1.0.10:8080: 20 of 20 requests (100.0%) returned 5xx")
+    host = next(f for f in findings if f.entity_type == "upstream.address")  # the first; one per bucket follow
+    assert host.summary == (
+        "upstream host 10.1.0.10:8080: 20 of 20 requests (100.0%) returned 5xx in the last 120 s, "
+        "100.0× its baseline 1.00%; its route's other hosts 0.0%"
+    )
+    assert host.details["siblings_rate"] == 0.0
+
+
+def test_a_host_alone_on_its_route_or_failing_like_its_siblings_leaves_it_to_the_route() -> None:
+    alone = run(detector(), [req(i * 0.5, 503, upstream_host="10.1.0.10:8080") for i in range(20)])
+    assert {(f.entity_type, f.entity_value) for f in alone} == {("route", "billing-invoices")}
+    everyone = [req(i * 0.5 + n * 0.1, 503, upstream_host=f"10.1.0.{n}:8080") for i in range(20) for n in range(3)]
+    assert {f.entity_type for f in run(detector(), everyone)} == {"route"}
+
+
+def test_without_any_route_key_a_host_is_judged_alone() -> None:
+    events = [gateway_event(i * 0.5, request_id=f"r{i}", status=503, upstream_host="tcp://10.0.2.1:80")
+              for i in range(20)]
+    assert [(f.entity_type, f.entity_value) for f in run(detector(), events)] == [
+        ("upstream.address", "tcp://10.0.2.1:80"),
+    ]
 
 
 def test_hosts_keep_separate_baselines() -> None:
-    """A host that always fails 25 % stays quiet; its sibling, learned at 2 %, alerts at 25 %."""
-    det = detector()
-    night = [req(t, 503 if i % 4 == 3 else 200, upstream_host="10.1.0.1:8080") for i, t in enumerate(range(0, 900, 10))]
-    night += [req(t + 5, 503 if i % 50 == 49 else 200, upstream_host="10.1.0.2:8080")
-              for i, t in enumerate(range(0, 900, 10))]
-    day = [req(900 + j * 0.4 + host * 0.1, 503 if j % 4 == 3 else 200, upstream_host=f"10.1.0.{host}:8080")
-           for j in range(750) for host in (1, 2)]
-    findings = run(det, sorted(night, key=lambda e: e.ts) + day)
-    assert {f.entity_value for f in findings if f.entity_type == "upstream.address"} == {"10.1.0.2:8080"}
+    """A host that always fails 25 % stays quiet next to a sibling that jumps from 2 % to 40 %."""
+    rates = {1: (4, 4), 2: (50, 50), 3: (50, 2.5)}  # host -> (one 503 in n at night, by day)
+    events = [
+        req(t + host, 503 if i % night == night - 1 else 200, upstream_host=f"10.1.0.{host}:8080")
+        for host, (night, _) in rates.items() for i, t in enumerate(range(0, 900, 10))
+    ]
+    events += [
+        req(900 + j * 0.6 + host * 0.1, 503 if (j % day) >= day - 1 else 200, upstream_host=f"10.1.0.{host}:8080")
+        for j in range(1000) for host, (_, day) in rates.items()
+    ]
+    findings = run(detector(), sorted(events, key=lambda e: e.ts))
+    assert {f.entity_value for f in findings if f.entity_type == "upstream.address"} == {"10.1.0.3:8080"}
