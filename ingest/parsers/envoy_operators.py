@@ -121,6 +121,8 @@ OPERATORS: dict[str, Operator] = {
     "DURATION": Operator("duration_ms", Kind.NUMBER),
     "UPSTREAM_HOST": Operator("upstream_host"),
     "UPSTREAM_CLUSTER": Operator("upstream_cluster"),
+    # The cluster's own name, never alt_stat_name: what Istio's default formats log.
+    "UPSTREAM_CLUSTER_RAW": Operator("upstream_cluster"),
     "ROUTE_NAME": Operator("route_name"),
     "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=converted(without_port)),
     "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip"),
@@ -201,6 +203,8 @@ def resolve(command: Command) -> Slot:
             pattern, read = compile_start_time(arg)
         except ValueError as error:
             raise ValueError(f"format: {error} at position {command.position}") from None
+        if read is None:  # no date (%H:%M:%S, %f): the time comes from the wrapper, if any
+            return Slot(command.text, "start_time", Kind.TIME, None, pattern, is_label=True)
         return Slot(command.text, "ts", Kind.TIME, converted(read), pattern)
     operator = OPERATORS.get(name)
     if operator is None or operator.field is None:
