@@ -165,9 +165,7 @@ def test_a_failing_upstream_host_is_its_own_entity() -> None:
         "100.0× its baseline 1.00%; its route's other hosts 0.0%"
     )
     assert host.details["siblings_rate"] == 0.0
-
-
-def test_a_host_alone_on_its_route_or_failing_like_its_siblings_leaves_it_to_the_route() -> None:
+    # a host alone on its route, or failing like its siblings, is the route's failure: one alert, the route's
     alone = run(detector(), [req(i * 0.5, 503, upstream_host="10.1.0.10:8080") for i in range(20)])
     assert {(f.entity_type, f.entity_value) for f in alone} == {("route", "billing-invoices")}
     everyone = [req(i * 0.5 + n * 0.1, 503, upstream_host=f"10.1.0.{n}:8080") for i in range(20) for n in range(3)]

@@ -12,9 +12,13 @@ from gatewatch.cli import main
 from gatewatch.config import load_config
 from gatewatch.errors import ConfigError
 from gatewatch.topology import build_parsers
-from ingest.parsers.app_json import APP_FIELDS
 from ingest.records import Dataset, Event, Origin, RawRecord
 
+# The Billing field names the core issue documents, in its order: the contract, not read from the code.
+DOCUMENTED_NAMES = (
+    "ts", "request_id", "method", "path", "status", "latency_ms", "user_id", "org_id", "action", "outcome",
+    "token.jti", "token.sub", "token.org", "token.exp", "token.iat", "peer.ip", "peer.spiffe_id", "level", "msg",
+)
 # Written from the core issue's list: each documented name, remapped to where this Billing writes it.
 DOCUMENTED_CONFIG = """\
 app:
@@ -77,7 +81,7 @@ def assert_every_field_arrived(e: Event) -> None:
 
 
 def test_a_config_written_from_the_documented_names_fills_every_field(tmp_path: Path) -> None:
-    assert [line.split(":")[0].strip() for line in DOCUMENTED_CONFIG.splitlines()[2:]] == list(APP_FIELDS)
+    assert [line.split(":")[0].strip() for line in DOCUMENTED_CONFIG.splitlines()[2:]] == list(DOCUMENTED_NAMES)
     assert_every_field_arrived(app_event(DOCUMENTED_CONFIG, tmp_path))
 
 
@@ -101,7 +105,7 @@ def test_an_unknown_app_field_is_refused_naming_it_and_the_valid_names(tmp_path:
     message = str(error.value)
     assert "\n" not in message
     assert "app.fields: unknown field 'token.jtl'" in message
-    assert ", ".join(APP_FIELDS) in message
+    assert ", ".join(DOCUMENTED_NAMES) in message
 
 
 def cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str) -> str:

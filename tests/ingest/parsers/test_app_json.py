@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.parsers import DEFAULT_APP_FIELDS, Parser, build_app_parser, compile_app_parser
-from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
 from ingest.records import Dataset, DeadLetter, Event, Origin
 from tests.ingest.parsers.strategies import json_values
 from tests.ingest.parsers.lines import line_helpers
@@ -108,13 +107,14 @@ def test_every_documented_field_name_can_be_remapped() -> None:
     )
     assert (e.source_ip, e.peer_identity) == ("10.9.9.9", "spiffe://billing.example/ns/ops/sa/reconciler")
     assert (e.level, e.message) == ("warn", "cross-org read")
-    assert set(DOCUMENTED_REMAP) == set(APP_FIELDS)
 
 
 def test_deprecated_names_still_map_their_field() -> None:
     old = {"ts": "@t", "token_jti": "jwt.id", "source_ip": "conn.addr", "duration_ms": "http.took_ms", "message": "text"}
     e = event(build_app_parser(old), REMAPPED_LINE)
     assert (e.token_jti, e.source_ip, e.duration_ms, e.message) == ("j-1", "10.9.9.9", 3.5, "cross-org read")
+    from ingest.parsers.app_json import canonical_app_fields
+
     assert canonical_app_fields(old)[1] == [
         "app.fields.token_jti is deprecated: rename it to 'token.jti'",
         "app.fields.source_ip is deprecated: rename it to 'peer.ip'",

@@ -13,7 +13,6 @@ from gatewatch.topology import build_parsers
 from ingest.records import Dataset, Event, Origin, RawRecord
 from ingest.sources.files import read_lines
 from ingest.sources.kafka import KafkaSource
-from ingest.sources.unwrap import compile_unwrap
 
 # Istio's current default text format (pilot/pkg/model/telemetry_logging.go), and a line it wrote for the
 # bookinfo sample (published in ssup2/blog-software, "Istio Sidecar Proxy Access Log").
@@ -123,6 +122,8 @@ def test_replay_dates_lines_without_start_time_by_the_runtime_and_counts_them(tm
 
 
 def test_kafka_accepts_the_same_vocabulary_per_message(tmp_path: Path) -> None:
+    from ingest.sources.unwrap import compile_unwrap
+
     kafka = config(tmp_path, "kafka:\n  unwrap: {gateway: cri, app: docker}\n").kafka  # type: ignore[attr-defined]
     source = KafkaSource.__new__(KafkaSource)  # no broker: only the per-message unwrapping
     source.unwrap_misses = 0
