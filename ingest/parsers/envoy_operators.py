@@ -6,6 +6,18 @@ from these rows. An operator with no row is kept as a label named after it
 (``%UPSTREAM_LOCAL_ADDRESS%`` -> ``upstream_local_address``,
 ``%REQ(X-TENANT)%`` -> ``req.x-tenant``), so a new format never fails to
 compile for naming an operator gatewatch does not know.
+
+Kept as labels on purpose (checked against Envoy's operator list): other
+durations and byte counts (``REQUEST_DURATION``, ``UPSTREAM_WIRE_BYTES_SENT``,
+...: ``DURATION`` and ``BYTES_*`` are the fields rules read); local and
+direct-peer addresses and ports (the client is ``DOWNSTREAM_REMOTE_ADDRESS``,
+the upstream ``UPSTREAM_HOST``, which ``UPSTREAM_REMOTE_ADDRESS`` repeats);
+TLS details other than the peer's URI SAN and the version; metadata and
+filter state outside jwt_authn's payload; ``START_TIME_LOCAL`` and
+``EMIT_TIME`` (not when the request started, and local time has no offset);
+and diagnostics (``CONNECTION_TERMINATION_DETAILS``,
+``UPSTREAM_TRANSPORT_FAILURE_REASON``, ``REQUESTED_SERVER_NAME``,
+``GRPC_STATUS``, ...).
 """
 
 from __future__ import annotations
