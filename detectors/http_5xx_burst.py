@@ -216,7 +216,8 @@ class Http5xxBurst(Detector):
             kind,
             key,
             ts,
-            f"{'route' if kind == 'route' else 'upstream host'} {key}: {route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
+            f"{'route' if kind == 'route' else 'upstream host'} {key}: "
+            f"{route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
             f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}{siblings}",
             route.recent_ids,
             details={

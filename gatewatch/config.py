@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 
 UNWRAP_DESCRIPTION = (
     "How the log line is wrapped: 'none' (the line itself), 'docker' (json-file: "
-    '{"log": ..., "time": ...}), \'cri\' (containerd / CRI-O: \'<time> stdout F <line>\', partial P lines '
-    "joined), or the name of the JSON key that holds the line (Fluent Bit, Fluentd). docker and cri keep the "
+    '{"log": ..., "time": ...}), \'cri\' (containerd / CRI-O: \'<time> stdout F <line>\'), '
+    "or the name of the JSON key that holds the line (Fluent Bit, Fluentd). docker and cri keep the "
     "runtime's timestamp as event.created, and use it as the event time when the format has no date."
+)
+
+FILE_UNWRAP_DESCRIPTION = (
+    "Files (replay): " + UNWRAP_DESCRIPTION + " Split lines (CRI P pieces, Docker's 16 KiB pieces) are joined."
 )
 
 
@@ -57,7 +61,7 @@ class GatewayConfig(_Section):
         description="Envoy json_format / typed_json_format mapping (key -> command operator, nesting allowed).",
     )
     max_line_bytes: int = Field(65536, gt=0, description="Longer lines become dead letters (oversized).")
-    unwrap: str = Field("none", description="Files (replay): " + UNWRAP_DESCRIPTION)
+    unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("unwrap")(check_unwrap)
 
@@ -76,7 +80,7 @@ class AppConfig(_Section):
         json_schema_extra={"propertyNames": {"enum": list(APP_FIELDS)}},
     )
     max_line_bytes: int = Field(65536, gt=0)
-    unwrap: str = Field("none", description="Files (replay): " + UNWRAP_DESCRIPTION)
+    unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("unwrap")(check_unwrap)
 
@@ -168,8 +172,8 @@ class KafkaTopics(_Section):
 
 
 class KafkaUnwrap(_Section):
-    gateway: str | None = Field(None, description="Per message; null is 'none'. " + UNWRAP_DESCRIPTION)
-    app: str | None = Field(None, description="Per message; null is 'none'. " + UNWRAP_DESCRIPTION)
+    gateway: str | None = Field(None, description="Kafka (serve), per message; null is 'none'. " + UNWRAP_DESCRIPTION)
+    app: str | None = Field(None, description="Kafka (serve), per message; null is 'none'. " + UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("gateway", "app")(check_unwrap)
 
