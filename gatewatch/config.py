@@ -126,7 +126,7 @@ class TrustConfig(_Section):
                 try:
                     ipaddress.ip_network(caller, strict=False)
                 except ValueError:
-                    raise ValueError(f"{caller!r} is neither a CIDR such as 10.3.0.0/24 nor a URI identity") from None
+                    raise ValueError(f"{caller!r} is not a CIDR such as 10.0.0.0/24") from None
         return callers
 
 

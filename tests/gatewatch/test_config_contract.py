@@ -104,7 +104,7 @@ def test_an_unknown_app_field_is_refused_naming_it_and_the_valid_names(tmp_path:
         load_config(path)
     message = str(error.value)
     assert "\n" not in message
-    assert "app.fields: unknown field 'token.jtl'" in message
+    assert message.startswith("invalid config: app.fields: ") and "unknown field 'token.jtl'" in message
     assert ", ".join(DOCUMENTED_NAMES) in message
 
 
@@ -137,18 +137,20 @@ def cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str) -
          "error: gateway.format: START_TIME(%Q): unsupported specifier %Q"),
         # bad CIDRs
         ("trust:\n  gateway_networks: [10.0.0.0/33]\n",
-         "error: invalid config: trust.gateway_networks: '10.0.0.0/33' is not a CIDR"),
+         "error: invalid config: trust.gateway_networks: ...'10.0.0.0/33' is not a CIDR"),
         ("trust:\n  internal_callers: [spiffe://billing.example/ns/ops/sa/reconciler, 10.3.0.0/33]\n",
-         "error: invalid config: trust.internal_callers: '10.3.0.0/33' is neither a CIDR"),
+         "error: invalid config: trust.internal_callers: ...'10.3.0.0/33' is not a CIDR"),
         # missing files
         ("tokens:\n  revoked: missing-revoked.csv\n", "error: tokens.revoked: cannot read"),
-        ("gateway:\n  unwrap: ''\n", "error: invalid config: gateway.unwrap: expected none, docker, cri"),
+        ("gateway:\n  unwrap: ''\n", "error: invalid config: gateway.unwrap: ...expected none, docker, cri"),
     ],
 )
 def test_config_and_format_errors_are_one_line_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str, expected: str
 ) -> None:
-    assert cli_error(tmp_path, capsys, config).startswith(expected)
+    line = cli_error(tmp_path, capsys, config)
+    key, _, detail = expected.partition("...")  # the key starts the line; pydantic may put words between
+    assert line.startswith(key) and detail in line, line
 
 
 def test_a_subsecond_start_time_is_accepted_when_the_runtime_dates_each_line(tmp_path: Path) -> None:
