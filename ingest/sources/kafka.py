@@ -10,8 +10,9 @@ Log shippers often wrap the line in a JSON record (Fluent Bit's ``kafka``
 output, Fluentd's ``out_kafka2``: ``{"log": "<line>", "stream": ..., ...}``).
 With ``kafka.unwrap.<side>`` set to that key, the line is the key's value
 (``docker`` and ``cri`` take a container runtime's wrapper off instead, see
-:mod:`ingest.sources.unwrap`); a message that is not such a record is passed through as it is, so the parser
-turns it into a dead letter with its origin instead of it being dropped.
+:mod:`ingest.sources.unwrap`); a message that is not such a record is passed
+through as it is, so the parser turns it into a dead letter with its origin
+instead of it being dropped.
 
 Rebalances: kafka-python calls the listener on its own IO thread, in the
 middle of the serve loop's ``poll``. The listener therefore only pauses the
