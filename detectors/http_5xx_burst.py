@@ -1,6 +1,15 @@
-"""http_5xx_burst: a route's 5xx rate jumps well above its own history.
+"""http_5xx_burst: a route's or an upstream host's 5xx rate jumps well above its own history.
 
-Per route, requests and 5xx responses are counted in ``bucket_secs`` buckets;
+Each request is judged twice, for its route (entity ``route``) and for the
+upstream host that answered it (entity ``upstream.address``), each against its
+own baseline: one failing pod among healthy siblings moves its route's rate by
+a fraction only. A host is tracked per route it serves and alerts only when it
+also fails ``sibling_factor`` times more than the route's other hosts: a host
+that is its route's only one, or fails like all the others, is the route's
+failure, and the route alert says so once. Without any route key (no route
+name, cluster or authority) a host is judged on its baseline alone.
+
+Per route (and per host), requests and 5xx responses are counted in ``bucket_secs`` buckets;
 the window is the last ``window_secs / bucket_secs`` buckets (the current one
 included). A bucket enters the route's baseline only once it has left the
 window, so a storm cannot raise its own bar while it is being judged.
@@ -19,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import Field
 
@@ -69,26 +78,55 @@ class Http5xxBurst(Detector):
         rate_factor: float = Field(5.0, gt=0)
         baseline_half_life_secs: float = Field(1800.0, gt=0)
         min_baseline_rate: float = Field(0.01, ge=0, le=1)
-        # forget a route unseen this long: its history would weigh 2**-12 against new traffic
+        # forget a route or host unseen this long: its history would weigh 2**-12 against new traffic
         route_idle_secs: float = Field(21600.0, gt=0)
+        # an upstream host alerts only when its rate is also this many times its route's other hosts'
+        sibling_factor: float = Field(2.0, gt=0)
 
     config: Config
 
     def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
         super().__init__(config, context)
+        # Keyed by the route's name and by the host's address as logged: plain strings.
         self._routes: dict[str, _Route] = {}
+        self._upstreams: dict[str, _Route] = {}  # "<route>\x1f<host>", or the host without a route
+        self._hosted: dict[str, _Route] = {}  # per route, only the requests that reached a host: the siblings' sum
         self._next_sweep = -math.inf
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
         if status is None or status < 100 or not event.is_gateway:
             return ()  # Envoy logs status 0 when no response was sent: not a request outcome
+        findings: tuple[Finding, ...] = ()
         key = route_key(event)
-        if key is None:
-            return ()
-        route = self._routes.get(key)
+        if key is not None:
+            findings += self._observe("route", key, key, self._routes, event, status)
+        host = event.upstream_host
+        if host:
+            # A host is judged per route it serves: its siblings are the route's other hosts
+            # (a request Envoy answered itself, a 401 say, reached no host and is no sibling).
+            hosted = None
+            if key is not None:
+                self._observe("", key, key, self._hosted, event, status, judge=False)
+                hosted = self._hosted[key]
+            pair = host if key is None else f"{key}\x1f{host}"
+            findings += self._observe("upstream.address", host, pair, self._upstreams, event, status, hosted)
+        return findings
+
+    def _observe(
+        self,
+        kind: str,
+        entity: str,
+        key: str,
+        table: dict[str, _Route],
+        event: Event,
+        status: int,
+        of_route: _Route | None = None,
+        judge: bool = True,
+    ) -> tuple[Finding, ...]:
+        route = table.get(key)
         if route is None:
-            route = self._routes[key] = _Route()
+            route = table[key] = _Route()
         cfg = self.config
         ts = event.ts
         start = ts - ts % cfg.bucket_secs
@@ -105,29 +143,42 @@ class Http5xxBurst(Detector):
         bucket[2] += 1
         route.win_errors += 1
         route.recent_ids.append(event.request_id)
-        if route.win_errors < cfg.min_errors or route.fired_bucket == bucket[0]:
+        if not judge or route.win_errors < cfg.min_errors or route.fired_bucket == bucket[0]:
             return ()
         learned = route.base_errors / route.base_requests if route.base_requests else 0.0
         baseline = max(learned, cfg.min_baseline_rate)
         rate = route.win_errors / route.win_requests
         if rate < cfg.rate_factor * baseline:
             return ()
+        siblings_rate = None
+        if of_route is not None:
+            # A host that is its route's only one, or fails no worse than its siblings, is the
+            # route's failure: the route's own judgement covers it, so the host stays quiet.
+            requests = of_route.win_requests - route.win_requests
+            if requests <= 0:
+                return ()
+            siblings_rate = (of_route.win_errors - route.win_errors) / requests
+            if rate < cfg.sibling_factor * siblings_rate:
+                return ()
         route.fired_bucket = bucket[0]
-        return (self._finding(key, route, ts, rate, baseline, learned),)
+        return (self._finding(kind, entity, route, ts, rate, baseline, learned, siblings_rate),)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         if watermark < self._next_sweep:
             return ()
         if not math.isfinite(watermark):
             self._routes.clear()  # end of the replay: no record will follow
+            self._upstreams.clear()
+            self._hosted.clear()
             return ()
         cfg = self.config
         start = watermark - watermark % cfg.bucket_secs
         idle_before = watermark - cfg.route_idle_secs
-        for key in [k for k, route in self._routes.items() if route.last_ts < idle_before]:
-            del self._routes[key]
-        for route in self._routes.values():
-            self._slide(route, start)  # quiet routes fold their old buckets too
+        for table in (self._routes, self._upstreams, self._hosted):
+            for key in [k for k, route in table.items() if route.last_ts < idle_before]:
+                del table[key]
+            for route in table.values():
+                self._slide(route, start)  # quiet routes fold their old buckets too
         self._next_sweep = start + cfg.bucket_secs
         return ()
 
@@ -148,15 +199,26 @@ class Http5xxBurst(Detector):
             route.win_errors -= errors
 
     def _finding(
-        self, key: str, route: _Route, ts: float, rate: float, baseline: float, learned: float
+        self,
+        kind: str,
+        key: str,
+        route: _Route,
+        ts: float,
+        rate: float,
+        baseline: float,
+        learned: float,
+        siblings_rate: float | None,
     ) -> Finding:
         cfg = self.config
+        siblings = "" if siblings_rate is None else f"; its route's other hosts {siblings_rate:.1%}"
+        details = {} if siblings_rate is None else {"siblings_rate": round(siblings_rate, 4)}
         return self.finding(
-            "route",
+            kind,
             key,
             ts,
-            f"route {key}: {route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
-            f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}",
+            f"{'route' if kind == 'route' else 'upstream host'} {key}: "
+            f"{route.win_errors} of {route.win_requests} requests ({rate:.1%}) returned 5xx "
+            f"in the last {cfg.window_secs:g} s, {rate / baseline:.1f}× its baseline {baseline:.2%}{siblings}",
             route.recent_ids,
             details={
                 "errors": route.win_errors,
@@ -166,6 +228,7 @@ class Http5xxBurst(Detector):
                 "learned_rate": round(learned, 4),
                 "rate_factor": cfg.rate_factor,
                 "window_secs": cfg.window_secs,
+                **details,
             },
         )
 
@@ -187,6 +250,40 @@ class Http5xxBurst(Detector):
             ("legacy-export", 0, 900, 0.1, lambda i, t: _every(i, 4)),
             ("legacy-export", 900, 1500, 5, lambda i, t: _every(i, 4)),
         ), frozenset())
+        # ten pods at 2 % errors; one then fails 60 % of its share: the route moves to ~8 %,
+        # under 5x its 2 %, while the pod is 30x its own
+        healthy = (1.0, lambda i, t: _every(i, 50))
+        siblings = {f"10.1.0.{n}:8080": healthy for n in range(1, 10)}
+        yield Example("one_failing_pod", _traffic(
+            _pods("billing-invoices", 0, 600, {**siblings, "10.1.0.10:8080": healthy}),
+            _pods("billing-invoices", 600, 900, {
+                **siblings, "10.1.0.10:8080": (1.0, lambda i, t: 503 if i % 5 < 3 else 200),
+            }),
+        ), frozenset({"10.1.0.10:8080"}))
+        # a pod leaving the endpoints answers the few requests still sent to it with 503:
+        # a third of its window, but fewer than min_errors
+        yield Example("draining_pod", _traffic(
+            _pods("billing-invoices", 0, 500, {**siblings, "10.1.0.10:8080": healthy}),
+            _pods("billing-invoices", 500, 900, siblings),
+            _pods("billing-invoices", 600, 605, {"10.1.0.10:8080": (1.0, lambda i, t: 503)}),
+        ), frozenset())
+        # a pod's share grows a hundredfold at its usual 8 % (over 5x min_baseline_rate), learned
+        # at night: many more errors, never more per request
+        usual = (lambda i, t: _every(i, 12))
+        yield Example("pod_share_grows", _traffic(
+            _pods("legacy-export", 0, 900, {"10.1.0.1:8080": (0.1, usual), "10.1.0.2:8080": (0.1, usual)}),
+            _pods("legacy-export", 900, 1500, {"10.1.0.1:8080": (10.0, usual), "10.1.0.2:8080": (0.1, usual)}),
+        ), frozenset())
+
+
+def _pods(route: str, begin: float, end: float, pods: dict[str, tuple[float, Callable[[int, float], int]]]) -> list:
+    """Flows of one route spread over its pods: address -> (requests per second, status(i, t))."""
+    rows = []
+    for address, (per_sec, status) in pods.items():
+        for i in range(int((end - begin) * per_sec)):
+            t = begin + i / per_sec
+            rows.append((t, route, status(i, t), address))
+    return rows
 
 
 def _every(i: int, n: int) -> int:
@@ -194,14 +291,20 @@ def _every(i: int, n: int) -> int:
 
 
 def _traffic(*flows: tuple) -> tuple[Event, ...]:
-    """Flows of (route, start, end, requests per second, status(i, t)), merged in time order."""
+    """Flows of (route, start, end, requests per second, status(i, t)) or rows of :func:`_pods`, in time order."""
     rows = []
-    for route, begin, end, per_sec, status in flows:
+    for flow in flows:
+        if isinstance(flow, list):
+            rows.extend(flow)
+            continue
+        route, begin, end, per_sec, status = flow
         for i in range(int((end - begin) * per_sec)):
             t = begin + i / per_sec
-            rows.append((t, route, status(i, t)))
+            rows.append((t, route, status(i, t), None))
     rows.sort(key=lambda row: row[0])
     return tuple(
-        gateway_event(t, request_id=f"{route}-{n}", route_name=route, status=code, path="/v1/x")
-        for n, (t, route, code) in enumerate(rows)
+        gateway_event(
+            t, request_id=f"{route}-{n}", route_name=route, status=code, path="/v1/x", upstream_host=address
+        )
+        for n, (t, route, code, address) in enumerate(rows)
     )

@@ -9,6 +9,8 @@ detector's own ``Config`` so a new rule brings its settings with it.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from detectors import registry
 from detectors.alerts import check_suppression_window
 from gatewatch.errors import ConfigError
+from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
+from ingest.parsers.check import check_gateway_format
+from ingest.sources.unwrap import RUNTIME_WRAPPERS
+
+log = logging.getLogger(__name__)
+
+UNWRAP_DESCRIPTION = (
+    "How the log line is wrapped: 'none' (the line itself), 'docker' (json-file: "
+    '{"log": ..., "time": ...}), \'cri\' (containerd / CRI-O: \'<time> stdout F <line>\'), '
+    "or the name of the JSON key that holds the line (Fluent Bit, Fluentd). docker and cri keep the "
+    "runtime's timestamp as event.created, and use it as the event time when the format has no date."
+)
+
+FILE_UNWRAP_DESCRIPTION = (
+    "Files (replay): " + UNWRAP_DESCRIPTION + " Split lines (CRI P pieces, Docker's 16 KiB pieces) are joined."
+)
+
+
+def check_unwrap(value: str | None) -> str | None:
+    """An unwrap setting: ``none``, ``docker``, ``cri`` or a JSON key (no spaces)."""
+    if value is not None and (not value or re.search(r"\s", value)):
+        raise ValueError("expected none, docker, cri or the JSON key that holds the line")
+    return value
 
 
 class _Section(BaseModel):
@@ -36,6 +61,9 @@ class GatewayConfig(_Section):
         description="Envoy json_format / typed_json_format mapping (key -> command operator, nesting allowed).",
     )
     max_line_bytes: int = Field(65536, gt=0, description="Longer lines become dead letters (oversized).")
+    unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
+
+    _unwrap = field_validator("unwrap")(check_unwrap)
 
     @model_validator(mode="after")
     def _one_format(self) -> GatewayConfig:
@@ -47,9 +75,22 @@ class GatewayConfig(_Section):
 class AppConfig(_Section):
     fields: dict[str, str] = Field(
         default_factory=dict,
-        description="gatewatch field name -> dotted path where the app writes it; overrides single defaults.",
+        description="Billing field -> dotted path where the app writes it (\"\" drops it); overrides single "
+        "defaults, which are the names themselves (token.jti is at token.jti). The fields: " + ", ".join(APP_FIELDS),
+        json_schema_extra={"propertyNames": {"enum": list(APP_FIELDS)}},
     )
     max_line_bytes: int = Field(65536, gt=0)
+    unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
+
+    _unwrap = field_validator("unwrap")(check_unwrap)
+
+    @field_validator("fields")
+    @classmethod
+    def _documented_names(cls, fields: dict[str, str]) -> dict[str, str]:
+        canonical, notices = canonical_app_fields(fields)
+        for notice in notices:
+            log.warning("config_deprecated: %s", notice)
+        return canonical
 
 
 class TrustConfig(_Section):
@@ -74,6 +115,19 @@ class TrustConfig(_Section):
             except ValueError:
                 raise ValueError(f"{network!r} is not a CIDR such as 10.0.0.0/24") from None
         return networks
+
+    @field_validator("internal_callers")
+    @classmethod
+    def _caller_cidrs(cls, callers: list[str]) -> list[str]:
+        # An identity is a URI (spiffe://...); anything shaped like an address must be a valid one,
+        # or a typo such as 10.3.0.0/33 would silently become an identity nobody has.
+        for caller in callers:
+            if "://" not in caller and re.fullmatch(r"[0-9A-Fa-f.:]+(/\d*)?|[^/]*/[^/]*", caller):
+                try:
+                    ipaddress.ip_network(caller, strict=False)
+                except ValueError:
+                    raise ValueError(f"{caller!r} is not a CIDR such as 10.0.0.0/24") from None
+        return callers
 
 
 class TokensConfig(_Section):
@@ -118,8 +172,10 @@ class KafkaTopics(_Section):
 
 
 class KafkaUnwrap(_Section):
-    gateway: str | None = Field(None, description="null: the message is the log line; 'log': a JSON record's key.")
-    app: str | None = None
+    gateway: str | None = Field(None, description="Kafka (serve), per message; null is 'none'. " + UNWRAP_DESCRIPTION)
+    app: str | None = Field(None, description="Kafka (serve), per message; null is 'none'. " + UNWRAP_DESCRIPTION)
+
+    _unwrap = field_validator("gateway", "app")(check_unwrap)
 
 
 class KafkaConfig(_Section):
@@ -182,7 +238,25 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> A
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
         config = config.model_copy(update={"tokens": TokensConfig(revoked=base_dir / revoked)})
+    _check_inputs(config, check_files=base_dir is not None)
     return config
+
+
+def _check_inputs(config: Any, check_files: bool) -> None:
+    """What the model cannot see alone: formats that cannot work, files that are not there."""
+    revoked = config.tokens.revoked
+    if check_files and revoked is not None and not revoked.is_file():
+        raise ConfigError(f"tokens.revoked: cannot read {revoked}: no such file")
+    gateway = config.gateway
+    dated_by_runtime = bool({gateway.unwrap, config.kafka.unwrap.gateway} & RUNTIME_WRAPPERS)
+    try:
+        warnings = check_gateway_format(gateway.format, gateway.json_format, runtime_time=dated_by_runtime)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.app.fields.get("ts") == "" and not {config.app.unwrap, config.kafka.unwrap.app} & RUNTIME_WRAPPERS:
+        warnings.append("app.fields.ts is dropped: every app line will be a missing_timestamp dead letter")
+    for warning in warnings:
+        log.warning("config_format: %s", warning)
 
 
 def with_instance_id(config: Any, instance_id: str) -> Any:
@@ -213,11 +287,15 @@ def load_config(path: str | Path | None) -> Any:
 
 
 def _describe(error: ValidationError) -> str:
-    lines = []
+    # One line, however many problems: a config error is one line on the terminal.
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
+            problems.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
+        elif isinstance(item.get("input"), (dict, list)):
+            problems.append(f"{key}: {message}")
         else:
-            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
-    return "invalid config:\n  " + "\n  ".join(lines)
+            problems.append(f"{key}: {message} (got {item.get('input')!r})")
+    return "invalid config: " + "; ".join(problems)

@@ -32,12 +32,12 @@ def replay(
     tune_gc_for_streaming()
     pipeline = Pipeline(config)
     readers: dict[str, Iterator[RawRecord]] = {}
-    for dataset, paths, max_line_bytes in (
-        (Dataset.GATEWAY, gateway_paths, config.gateway.max_line_bytes),
-        (Dataset.APP, app_paths, config.app.max_line_bytes),
+    for dataset, paths, section in (
+        (Dataset.GATEWAY, gateway_paths, config.gateway),
+        (Dataset.APP, app_paths, config.app),
     ):
         for path in paths:
-            readers[str(path)] = read_lines(path, dataset, max_line_bytes)
+            readers[str(path)] = read_lines(path, dataset, section.max_line_bytes, section.unwrap)
             pipeline.open_stream(str(path))
 
     since_drain = 0

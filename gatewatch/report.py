@@ -36,6 +36,8 @@ def print_summary(console: Console, stats: RunStats, alerts: Iterable[Alert], de
         f"records {stats.records_in}  events {stats.events}  transactions {stats.transactions}  "
         f"late {stats.late_events}  alerts {len(alerts)} ({', '.join(f'{r} {n}' for r, n in sorted(by_rule.items()))})"
     )
+    if stats.ts_from_runtime:
+        console.print(f"dated by the container runtime's timestamp (no date in the line): {stats.ts_from_runtime}")
     if stats.dead_letters:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dead_letter_reasons.items()))
         console.print(f"dead letters {stats.dead_letters} ({reasons}) -> {dead_letter_path}")

@@ -21,6 +21,7 @@ EVENT_KIND = "event.kind"
 EVENT_ACTION = "event.action"
 EVENT_OUTCOME = "event.outcome"
 EVENT_DURATION = "event.duration"  # nanoseconds, as ECS defines it
+EVENT_CREATED = "event.created"  # when the container runtime wrote the line
 REQUEST_ID = "http.request.id"
 METHOD = "http.request.method"
 REQUEST_BYTES = "http.request.bytes"
@@ -103,6 +104,8 @@ def event_document(event: Event) -> dict[str, Any]:
         doc[EVENT_DURATION] = int(event.duration_ms * 1_000_000)
     if event.response_flags:
         doc["gatewatch.envoy.response_flags"] = list(event.response_flags)
+    if event.created is not None:
+        doc[EVENT_CREATED] = iso(event.created)
     if event.token_exp is not None:
         doc["gatewatch.token.exp"] = iso(event.token_exp)
     if event.token_iat is not None:

@@ -120,23 +120,26 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
     "token_iat": _to_epoch,
     "response_flags": _to_flags,
 }
-_TEXT_FIELDS = frozenset(Event.__slots__) - {"id", "dataset", "ts", "origin", "labels"} - _COERCE.keys()
+_TEXT_FIELDS = frozenset(Event.__slots__) - {"id", "dataset", "ts", "origin", "labels", "created"} - _COERCE.keys()
 
 
-def normalize(fields: dict[str, Any], origin: Origin, raw: bytes) -> Event | DeadLetter:
+def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float | None = None) -> Event | DeadLetter:
     """Build the event for ``fields`` read from the record at ``origin``.
 
-    ``fields`` holds Event field names; ``ts`` is required. Keys that are not
-    Event fields are kept as string ``labels`` (custom headers and operators).
-    Absent values are simply missing keys or ``None``.
+    ``fields`` holds Event field names; ``ts`` is required unless the line
+    came with the runtime's timestamp ``created``, which then stands in for it.
+    Keys that are not Event fields are kept as string ``labels`` (custom
+    headers and operators). Absent values are simply missing keys or ``None``.
     """
     try:
         ts = parse_timestamp(fields.pop("ts"))
     except KeyError:
-        return DeadLetter(origin, "missing_timestamp", "record has no timestamp", raw)
+        if created is None:
+            return DeadLetter(origin, "missing_timestamp", "record has no timestamp", raw)
+        ts = created
     except InvalidValueError as error:
         return DeadLetter(origin, "invalid_value", f"ts: {error}", raw)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {} if created is None else {"created": created}
     labels: list[tuple[str, str]] = []
     for name, value in fields.items():
         if value is None:

@@ -43,10 +43,15 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """One undecoded log line, as a source read it."""
+    """One undecoded log line, as a source read it.
+
+    ``created`` is when the container runtime wrote the line (Docker's
+    ``time``, CRI's leading timestamp), when the line came wrapped in one.
+    """
 
     origin: Origin
     line: bytes
+    created: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,8 @@ class Event:
     client (Envoy's remote address, else the first X-Forwarded-For hop); for the
     app the peer that connected to it (for proxied requests, the gateway pod).
     ``peer_identity`` is the mTLS identity of that peer (URI SAN / SPIFFE id).
-    Fields a format does not carry are ``None``.
+    Fields a format does not carry are ``None``. ``created`` is the container
+    runtime's timestamp of the line (ECS ``event.created``), when it had one.
     """
 
     id: str
@@ -134,6 +140,7 @@ class Event:
     token_exp: float | None = None
     token_iat: float | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    created: float | None = None
 
     @property
     def is_gateway(self) -> bool:

@@ -10,30 +10,59 @@ from ingest.normalize import normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
 from ingest.records import DeadLetter, Event, RawRecord
 
-__all__ = ["DEFAULT_APP_FIELDS", "compile_app_parser"]
+__all__ = ["APP_FIELDS", "DEFAULT_APP_FIELDS", "DEPRECATED_APP_FIELDS", "canonical_app_fields", "compile_app_parser"]
 
-DEFAULT_APP_FIELDS: Mapping[str, str] = MappingProxyType({
+APP_FIELDS: Mapping[str, str] = MappingProxyType({
     "ts": "ts",
     "request_id": "request_id",
     "method": "method",
     "path": "path",
     "status": "status",
-    "duration_ms": "latency_ms",
+    "latency_ms": "duration_ms",
     "user_id": "user_id",
     "org_id": "org_id",
     "action": "action",
     "outcome": "outcome",
-    "token_jti": "token.jti",
-    "token_sub": "token.sub",
-    "token_org": "token.org",
-    "token_exp": "token.exp",  # epoch seconds
-    "token_iat": "token.iat",
-    "source_ip": "peer.ip",
-    "peer_identity": "peer.spiffe_id",
+    "token.jti": "token_jti",
+    "token.sub": "token_sub",
+    "token.org": "token_org",
+    "token.exp": "token_exp",  # epoch seconds or ISO 8601
+    "token.iat": "token_iat",
+    "peer.ip": "source_ip",
+    "peer.spiffe_id": "peer_identity",
     "level": "level",
-    "message": "msg",
+    "msg": "message",
 })
-"""Where the Billing app writes each field. A field that is not an Event field becomes a label."""
+"""The documented Billing field names (the keys of ``app.fields``) -> the Event field each fills."""
+
+DEFAULT_APP_FIELDS: Mapping[str, str] = MappingProxyType({name: name for name in APP_FIELDS})
+"""Where the Billing app writes each field: by default, at the path its documented name spells."""
+
+DEPRECATED_APP_FIELDS: Mapping[str, str] = MappingProxyType({
+    event_field: name for name, event_field in APP_FIELDS.items() if event_field != name
+})
+"""Names gatewatch 0.1 accepted (its internal field names) -> the documented name that replaces each."""
+
+
+def canonical_app_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``fields`` keyed by documented names only, and one notice per deprecated name it used.
+
+    Raises ``ValueError`` naming an unknown key (with the valid names), or a
+    field given under both its deprecated and its documented name.
+    """
+    canonical: dict[str, str] = {}
+    notices: list[str] = []
+    for key, path in fields.items():
+        name = DEPRECATED_APP_FIELDS.get(key, key)
+        if name not in APP_FIELDS:
+            raise ValueError(f"unknown field {key!r}; the fields are: {', '.join(APP_FIELDS)}")
+        if name != key:
+            if name in fields:
+                raise ValueError(f"{key!r} and {name!r} are the same field; keep {name!r}")
+            notices.append(f"app.fields.{key} is deprecated: rename it to {name!r}")
+        canonical[name] = path
+    return canonical, notices
+
 
 _MISSING = object()
 
@@ -43,9 +72,11 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
 
     A path ``a.b`` reads the top-level key ``"a.b"`` if the line has one, else
     ``b`` inside the object ``a``. Mapping a field to ``""`` drops it. Null and
-    empty-string values count as absent.
+    empty-string values count as absent. Raises ``ValueError`` for a name that
+    is not one of :data:`APP_FIELDS` (deprecated names are translated).
     """
-    merged = {name: path for name, path in {**DEFAULT_APP_FIELDS, **fields}.items() if path}
+    overrides, _ = canonical_app_fields(fields)
+    merged = {APP_FIELDS[name]: path for name, path in {**DEFAULT_APP_FIELDS, **overrides}.items() if path}
     flat = tuple((field, path) for field, path in merged.items() if "." not in path)
     dotted = tuple((field, path, tuple(path.split("."))) for field, path in merged.items() if "." in path)
     dotted_keys = frozenset(path for _, path, _ in dotted)
@@ -81,6 +112,6 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
                         value = value.get(part) if type(value) is dict else None
                 if value is not None and value != "":
                     found[field] = value
-        return normalize(found, record.origin, record.line)
+        return normalize(found, record.origin, record.line, record.created)
 
     return parse

@@ -26,9 +26,9 @@ def decode_line(record: RawRecord, max_line_bytes: int) -> str | DeadLetter:
     - longer than ``max_line_bytes`` (counted on the raw bytes, line ending
       included, so the check costs nothing): ``oversized``;
     - not UTF-8: ``invalid_utf8``;
-    - empty once trailing ``\\r`` / ``\\n`` are stripped: ``format_mismatch`` -- a blank
-      line matches no format; it is not cut short (``truncated``), there is
-      nothing to cut.
+    - empty once trailing whitespace (``\\r``, ``\\n``, spaces) is stripped:
+      ``format_mismatch`` -- a blank line matches no format; it is not cut
+      short (``truncated``), there is nothing to cut.
 
     The dead letter keeps the record's bytes unchanged.
     """
@@ -39,7 +39,8 @@ def decode_line(record: RawRecord, max_line_bytes: int) -> str | DeadLetter:
         text = line.decode("utf-8")
     except UnicodeDecodeError as error:
         return DeadLetter(record.origin, "invalid_utf8", f"byte {error.start}: {error.reason}", line)
-    text = text.rstrip("\r\n")
+    # Editors, shippers and Windows hosts leave spaces and "\r" behind; no format ends in them.
+    text = text.rstrip()
     if not text:
         return DeadLetter(record.origin, "format_mismatch", "empty line", line)
     return text

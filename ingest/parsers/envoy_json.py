@@ -83,7 +83,7 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             return DeadLetter(record.origin, "invalid_value", str(error), record.line)
         except _Mismatch as error:
             return DeadLetter(record.origin, "format_mismatch", str(error), record.line)
-        return normalize(fields, record.origin, record.line)
+        return normalize(fields, record.origin, record.line, record.created)
 
     return parse
 

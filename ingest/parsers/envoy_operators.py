@@ -6,6 +6,18 @@ from these rows. An operator with no row is kept as a label named after it
 (``%UPSTREAM_LOCAL_ADDRESS%`` -> ``upstream_local_address``,
 ``%REQ(X-TENANT)%`` -> ``req.x-tenant``), so a new format never fails to
 compile for naming an operator gatewatch does not know.
+
+Kept as labels on purpose (checked against Envoy's operator list): other
+durations and byte counts (``REQUEST_DURATION``, ``UPSTREAM_WIRE_BYTES_SENT``,
+...: ``DURATION`` and ``BYTES_*`` are the fields rules read); local and
+direct-peer addresses and ports (the client is ``DOWNSTREAM_REMOTE_ADDRESS``,
+the upstream ``UPSTREAM_HOST``, which ``UPSTREAM_REMOTE_ADDRESS`` repeats);
+TLS details other than the peer's URI SAN and the version; metadata and
+filter state outside jwt_authn's payload; ``START_TIME_LOCAL`` and
+``EMIT_TIME`` (not when the request started, and local time has no offset);
+and diagnostics (``CONNECTION_TERMINATION_DETAILS``,
+``UPSTREAM_TRANSPORT_FAILURE_REASON``, ``REQUESTED_SERVER_NAME``,
+``GRPC_STATUS``, ...).
 """
 
 from __future__ import annotations
@@ -121,6 +133,8 @@ OPERATORS: dict[str, Operator] = {
     "DURATION": Operator("duration_ms", Kind.NUMBER),
     "UPSTREAM_HOST": Operator("upstream_host"),
     "UPSTREAM_CLUSTER": Operator("upstream_cluster"),
+    # The cluster's own name, never alt_stat_name: what Istio's default formats log.
+    "UPSTREAM_CLUSTER_RAW": Operator("upstream_cluster"),
     "ROUTE_NAME": Operator("route_name"),
     "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=converted(without_port)),
     "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip"),
@@ -201,6 +215,8 @@ def resolve(command: Command) -> Slot:
             pattern, read = compile_start_time(arg)
         except ValueError as error:
             raise ValueError(f"format: {error} at position {command.position}") from None
+        if read is None:  # no date (%H:%M:%S, %f): the time comes from the wrapper, if any
+            return Slot(command.text, "start_time", Kind.TIME, None, pattern, is_label=True)
         return Slot(command.text, "ts", Kind.TIME, converted(read), pattern)
     operator = OPERATORS.get(name)
     if operator is None or operator.field is None:

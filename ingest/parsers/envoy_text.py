@@ -34,8 +34,8 @@ class TextPattern:
     def __init__(self, fmt: str, *, whole_line: bool) -> None:
         tokens = tokenize(fmt)
         if whole_line and tokens and isinstance(tokens[-1], Literal):
-            # Sources hand over lines with or without their ending; decode_line strips it.
-            last = tokens[-1].text.rstrip("\r\n")
+            # Sources hand over lines with or without their ending; decode_line strips it and trailing spaces.
+            last = tokens[-1].text.rstrip()
             tokens = tokens[:-1] + ([Literal(last)] if last else [])
         self.format = fmt
         self.slots: tuple[Slot, ...] = tuple(resolve(t) for t in tokens if isinstance(t, Command))
@@ -116,7 +116,7 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
         if fields is None:
             reason = pattern.diagnose(text)
             return DeadLetter(record.origin, reason, _DETAILS[reason], record.line)
-        return normalize(fields, record.origin, record.line)
+        return normalize(fields, record.origin, record.line, record.created)
 
     return parse
 

@@ -55,14 +55,16 @@ _COMPOSITES = {"T": "%H:%M:%S", "F": "%Y-%m-%d", "D": "%m/%d/%y", "R": "%H:%M"}
 _SPECIFIER = re.compile(r"%(E\*S|E[1-9]S|Ez|[1-9]f|.)", re.DOTALL)
 
 
-def compile_start_time(strftime: str) -> tuple[str, Callable[[str], float]]:
+def compile_start_time(strftime: str) -> tuple[str, Callable[[str], float] | None]:
     """The regex fragment matching ``%START_TIME(strftime)%`` values, and their reader.
 
     The fragment has no capturing group, so it can sit in a larger pattern;
     the reader turns one matched value into epoch seconds (UTC unless the
     format carries an offset) and raises ``InvalidValueError`` for an
-    impossible date. Raises ``ValueError`` for a specifier this module cannot
-    read, or a format that names no date (``%s`` or a year, month and day).
+    impossible date. The reader is ``None`` when the format names no date
+    (neither ``%s`` nor a year, month and day: ``%H:%M:%S``, ``%f``): such a
+    value cannot place a record in time. Raises ``ValueError`` for a
+    specifier this module cannot read.
     """
     for short, expanded in _COMPOSITES.items():
         strftime = strftime.replace(f"%{short}", expanded)
@@ -88,7 +90,7 @@ def compile_start_time(strftime: str) -> tuple[str, Callable[[str], float]]:
     has_year = bool(seen & {"year", "year2"})
     has_day = "day" in seen or "yday" in seen
     if "epoch" not in seen and not (has_year and ((has_month and has_day) or "yday" in seen)):
-        raise ValueError(f"START_TIME({strftime}): names no date; use %s or a year, month and day")
+        return "".join(outer), None
     reader = re.compile("".join(inner)).fullmatch
 
     def read(value: object) -> float:
@@ -98,6 +100,11 @@ def compile_start_time(strftime: str) -> tuple[str, Callable[[str], float]]:
         return _epoch(found.groupdict())
 
     return "".join(outer), read
+
+
+def start_time_has_date(strftime: str) -> bool:
+    """Whether ``%START_TIME(strftime)%`` values name a moment (``%s``, or a year, month and day)."""
+    return compile_start_time(strftime)[1] is not None
 
 
 def _spec(spec: str, strftime: str) -> tuple[str | None, str]:

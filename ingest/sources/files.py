@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from gatewatch.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
+from ingest.sources.unwrap import compile_unwrap, join_pieces
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -30,17 +31,31 @@ def open_log(path: Path) -> BinaryIO:
         raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
 
 
-def read_lines(path: Path, dataset: Dataset, max_line_bytes: int) -> Iterator[RawRecord]:
-    """Yield every line of ``path`` (without its line ending) as a raw record."""
+def read_lines(path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None) -> Iterator[RawRecord]:
+    """Yield every line of ``path`` (without its line ending) as a raw record.
+
+    ``unwrap`` (``none``, ``docker``, ``cri`` or a JSON key, see
+    :mod:`ingest.sources.unwrap`) takes a container runtime's or shipper's
+    wrapper off each line first, joining the pieces of a split line.
+    """
     stream = str(path)
+    unwrapper = compile_unwrap(unwrap)
     with open_log(path) as handle:
         try:
+            if unwrapper is not None:
+                # JSON escaping can double a line: keep enough of the wrapper to find the line in it.
+                lines = _bounded_lines(handle, 2 * max_line_bytes + _WRAPPER_BYTES)
+                yield from join_pieces(lines, unwrapper, dataset, stream, max_line_bytes)
+                return
             number = 0
             for line in _bounded_lines(handle, max_line_bytes + 1):
                 number += 1
                 yield RawRecord(Origin(dataset, stream, number), line)
         except (OSError, EOFError, gzip.BadGzipFile) as error:
             raise SourceError(f"error reading {path}: {error}") from None
+
+
+_WRAPPER_BYTES = 4096
 
 
 _BLOCK_BYTES = 1 << 20

@@ -8,9 +8,11 @@ has the events (see :mod:`gatewatch.serve_ingest`).
 
 Log shippers often wrap the line in a JSON record (Fluent Bit's ``kafka``
 output, Fluentd's ``out_kafka2``: ``{"log": "<line>", "stream": ..., ...}``).
-With ``kafka.unwrap.<side>`` set to that key, the line is the key's value; a
-message that is not such a record is passed through as it is, so the parser
-turns it into a dead letter with its origin instead of it being dropped.
+With ``kafka.unwrap.<side>`` set to that key, the line is the key's value
+(``docker`` and ``cri`` take a container runtime's wrapper off instead, see
+:mod:`ingest.sources.unwrap`); a message that is not such a record is passed
+through as it is, so the parser turns it into a dead letter with its origin
+instead of it being dropped.
 
 Rebalances: kafka-python calls the listener on its own IO thread, in the
 middle of the serve loop's ``poll``. The listener therefore only pauses the
@@ -26,13 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from gatewatch.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
+from ingest.sources.unwrap import Unwrap, compile_unwrap, unwrap_key
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
 
@@ -167,19 +169,7 @@ def unwrap(value: bytes, key: str) -> bytes | None:
     """The log line under ``key`` of a shipper's JSON record (Fluent Bit ``kafka``, Fluentd
     ``out_kafka2``), or None when ``value`` is not such a record: the caller then passes the
     raw value on, and the parser dead-letters it with its origin."""
-    # Cheap test first: a shipper's record is a JSON object.
-    if value[:1] == b"{":
-        try:
-            wrapper = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None
-        if type(wrapper) is dict:
-            line = wrapper.get(key)
-            if type(line) is str:
-                return line.encode()
-            if type(line) is dict:  # the shipper already parsed a JSON line into a map
-                return orjson.dumps(line)
-    return None
+    return unwrap_key(value, key)
 
 
 class KafkaSource:
@@ -195,7 +185,9 @@ class KafkaSource:
         if topics.gateway == topics.app:
             raise ConfigError(f"kafka.topics.gateway and kafka.topics.app are both {topics.gateway!r}: use two topics")
         self._datasets = {topics.gateway: Dataset.GATEWAY, topics.app: Dataset.APP}
-        self._unwrap: dict[str, str | None] = {topics.gateway: kafka.unwrap.gateway, topics.app: kafka.unwrap.app}
+        self._unwrap: dict[str, Unwrap | None] = {
+            topics.gateway: compile_unwrap(kafka.unwrap.gateway), topics.app: compile_unwrap(kafka.unwrap.app)
+        }
         self._lock = threading.Lock()
         self._pending_revoked: set[TopicPartition] = set()
         self._pending = False
@@ -254,19 +246,21 @@ class KafkaSource:
                 for m in messages:
                     value = m.value or b""
                     size += len(value)
-                    records.append(RawRecord(Origin(dataset, stream, m.offset), self._unwrapped(value, unwrap)))
+                    records.append(self._unwrapped(Origin(dataset, stream, m.offset), value, unwrap))
             last = messages[-1].offset + 1
             positions[tp] = last
             summary[tp] = PartitionPoll(len(messages), last, size)
         self.last_poll = summary
         return records
 
-    def _unwrapped(self, value: bytes, key: str) -> bytes:
-        line = unwrap(value, key)
-        if line is None:
+    def _unwrapped(self, origin: Origin, value: bytes, unwrap: Unwrap) -> RawRecord:
+        # One message is one record: a CRI or Docker piece of a split line is not joined
+        # across messages (they may sit in different partitions); the parser dead-letters it.
+        found = unwrap(value)
+        if found is None:
             self.unwrap_misses += 1
-            return value
-        return line
+            return RawRecord(origin, value)
+        return RawRecord(origin, found.line, found.created)
 
     # -- group membership -------------------------------------------------------
 

@@ -147,3 +147,49 @@ def test_state_stays_bounded() -> None:
     assert det._routes == {}
     det.advance(math.inf)
     assert det._routes == {}
+
+
+def test_a_failing_upstream_host_is_its_own_entity() -> None:
+    det = detector()
+    events = []
+    for i in range(40):
+        events.append(req(i * 0.5, 503, upstream_host="10.1.0.10:8080"))
+        events += [req(i * 0.5 + 0.1 * n, 200, upstream_host=f"10.1.0.{n}:8080") for n in range(1, 4)]
+    findings = run(det, events, end=False)
+    assert {(f.entity_type, f.entity_value) for f in findings} == {
+        ("route", "billing-invoices"), ("upstream.address", "10.1.0.10:8080"),
+    }
+    host = next(f for f in findings if f.entity_type == "upstream.address")  # the first; one per bucket follow
+    assert host.summary == (
+        "upstream host 10.1.0.10:8080: 20 of 20 requests (100.0%) returned 5xx in the last 120 s, "
+        "100.0× its baseline 1.00%; its route's other hosts 0.0%"
+    )
+    assert host.details["siblings_rate"] == 0.0
+    # a host alone on its route, or failing like its siblings, is the route's failure: one alert, the route's
+    alone = run(detector(), [req(i * 0.5, 503, upstream_host="10.1.0.10:8080") for i in range(20)])
+    assert {(f.entity_type, f.entity_value) for f in alone} == {("route", "billing-invoices")}
+    everyone = [req(i * 0.5 + n * 0.1, 503, upstream_host=f"10.1.0.{n}:8080") for i in range(20) for n in range(3)]
+    assert {f.entity_type for f in run(detector(), everyone)} == {"route"}
+
+
+def test_without_any_route_key_a_host_is_judged_alone() -> None:
+    events = [gateway_event(i * 0.5, request_id=f"r{i}", status=503, upstream_host="tcp://10.0.2.1:80")
+              for i in range(20)]
+    assert [(f.entity_type, f.entity_value) for f in run(detector(), events)] == [
+        ("upstream.address", "tcp://10.0.2.1:80"),
+    ]
+
+
+def test_hosts_keep_separate_baselines() -> None:
+    """A host that always fails 25 % stays quiet next to a sibling that jumps from 2 % to 40 %."""
+    rates = {1: (4, 4), 2: (50, 50), 3: (50, 2.5)}  # host -> (one 503 in n at night, by day)
+    events = [
+        req(t + host, 503 if i % night == night - 1 else 200, upstream_host=f"10.1.0.{host}:8080")
+        for host, (night, _) in rates.items() for i, t in enumerate(range(0, 900, 10))
+    ]
+    events += [
+        req(900 + j * 0.6 + host * 0.1, 503 if (j % day) >= day - 1 else 200, upstream_host=f"10.1.0.{host}:8080")
+        for j in range(1000) for host, (_, day) in rates.items()
+    ]
+    findings = run(detector(), sorted(events, key=lambda e: e.ts))
+    assert {f.entity_value for f in findings if f.entity_type == "upstream.address"} == {"10.1.0.3:8080"}

@@ -48,6 +48,8 @@ def test_revocation_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     config_file = tmp_path / "conf" / "gw.yaml"
     config_file.write_text("tokens:\n  revoked: lists/revoked.csv\n")
+    (tmp_path / "conf" / "lists").mkdir()
+    (tmp_path / "conf" / "lists" / "revoked.csv").write_text("jti,revoked_at\n")
     assert load_config(config_file).tokens.revoked == tmp_path / "conf" / "lists" / "revoked.csv"
 
 

@@ -53,7 +53,7 @@ def full_gateway_event() -> Event:
         upstream_cluster="billing", route_name="invoices", authority="billing.example", user_agent="curl/8.5",
         forwarded_for="203.0.113.9, 10.0.0.2", source_ip="203.0.113.9", tls_version="TLSv1.3",
         token_jti="jti-1", token_sub="user-1", token_org="org-1", token_exp=T0 + 3600, token_iat=T0 - 60,
-        labels=(("x_tenant", "acme"),),
+        labels=(("x_tenant", "acme"),), created=T0 + 1.6,
     )
 
 

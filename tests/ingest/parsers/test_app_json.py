@@ -69,17 +69,72 @@ def test_nesting_is_used_when_no_literal_key(billing: Parser) -> None:
 
 def test_overrides_merge_with_the_defaults() -> None:
     parser = compile_app_parser({
-        "duration_ms": "elapsed_ms",
+        "latency_ms": "elapsed_ms",
         "user_id": "actor.id",
-        "tenant": "ctx.tenant.name",  # not an Event field: a label
-        "message": "",  # dropped
+        "msg": "",  # dropped
     })
     line = (b'{"ts": "2024-03-01T11:00:00Z", "elapsed_ms": 7, "latency_ms": 99, "actor": {"id": "u-9"}, '
-            b'"ctx": {"tenant": {"name": "acme"}}, "msg": "hidden", "status": "503"}')
+            b'"msg": "hidden", "status": "503"}')
     e = event(parser, line)
     assert (e.duration_ms, e.user_id, e.message, e.status) == (7.0, "u-9", None, 503)
-    assert e.labels == (("tenant", "acme"),)
-    assert DEFAULT_APP_FIELDS["duration_ms"] == "latency_ms"  # the defaults are untouched
+    assert DEFAULT_APP_FIELDS["latency_ms"] == "latency_ms"  # the defaults are untouched
+
+
+# The core issue's field list, each remapped to where a differently built Billing writes it.
+DOCUMENTED_REMAP = {
+    "ts": "@t", "request_id": "http.rid", "method": "http.verb", "path": "http.route", "status": "http.code",
+    "latency_ms": "http.took_ms", "user_id": "who.user", "org_id": "who.org", "action": "what", "outcome": "result",
+    "token.jti": "jwt.id", "token.sub": "jwt.subject", "token.org": "jwt.tenant", "token.exp": "jwt.expires",
+    "token.iat": "jwt.issued", "peer.ip": "conn.addr", "peer.spiffe_id": "conn.spiffe", "level": "severity",
+    "msg": "text",
+}
+REMAPPED_LINE = orjson.dumps({
+    "@t": "2024-03-01T11:00:00.250Z", "severity": "warn", "text": "cross-org read",
+    "http": {"rid": "rid-9", "verb": "GET", "route": "/v1/invoices/7", "code": 200, "took_ms": 3.5},
+    "who": {"user": "user-17", "org": "org-1"}, "what": "invoice.read", "result": "success",
+    "jwt": {"id": "j-1", "subject": "user-17", "tenant": "org-2", "expires": 1709290000, "issued": 1709280000},
+    "conn": {"addr": "10.9.9.9", "spiffe": "spiffe://billing.example/ns/ops/sa/reconciler"},
+})
+
+
+def test_every_documented_field_name_can_be_remapped() -> None:
+    e = event(build_app_parser(DOCUMENTED_REMAP), REMAPPED_LINE)
+    assert e.ts == 1709290800.25
+    assert (e.request_id, e.method, e.path, e.status, e.duration_ms) == ("rid-9", "GET", "/v1/invoices/7", 200, 3.5)
+    assert (e.user_id, e.org_id, e.action, e.outcome) == ("user-17", "org-1", "invoice.read", "success")
+    assert (e.token_jti, e.token_sub, e.token_org, e.token_exp, e.token_iat) == (
+        "j-1", "user-17", "org-2", 1709290000.0, 1709280000.0,
+    )
+    assert (e.source_ip, e.peer_identity) == ("10.9.9.9", "spiffe://billing.example/ns/ops/sa/reconciler")
+    assert (e.level, e.message) == ("warn", "cross-org read")
+
+
+def test_deprecated_names_still_map_their_field() -> None:
+    old = {"ts": "@t", "token_jti": "jwt.id", "source_ip": "conn.addr", "duration_ms": "http.took_ms", "message": "text"}
+    e = event(build_app_parser(old), REMAPPED_LINE)
+    assert (e.token_jti, e.source_ip, e.duration_ms, e.message) == ("j-1", "10.9.9.9", 3.5, "cross-org read")
+    from ingest.parsers.app_json import canonical_app_fields
+
+    assert canonical_app_fields(old)[1] == [
+        "app.fields.token_jti is deprecated: rename it to 'token.jti'",
+        "app.fields.source_ip is deprecated: rename it to 'peer.ip'",
+        "app.fields.duration_ms is deprecated: rename it to 'latency_ms'",
+        "app.fields.message is deprecated: rename it to 'msg'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"tenant": "ctx.tenant"}, "unknown field 'tenant'; the fields are: ts, request_id, method"),
+        ({"token.jtl": "jwt.id"}, "unknown field 'token.jtl'"),
+        ({"token_jti": "a", "token.jti": "b"}, "'token_jti' and 'token.jti' are the same field"),
+    ],
+)
+def test_unknown_names_are_refused(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        build_app_parser(fields)
+    assert message in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,11 @@ def record(line: bytes) -> RawRecord:
         (b"abc\r", "abc"),
         (b"ACCESS [x] \"y\"\n", 'ACCESS [x] "y"'),
         ("user agent \u00e9\u4e2d\n".encode(), "user agent \u00e9\u4e2d"),
-        (b"  spaces kept  \n", "  spaces kept  "),
+        (b"  leading spaces kept, trailing ones not  \n", "  leading spaces kept, trailing ones not"),
+        (b"abc \t\r\n", "abc"),
     ],
 )
-def test_decode_line_strips_only_the_line_ending(line: bytes, text: str) -> None:
+def test_decode_line_strips_the_line_ending_and_trailing_whitespace(line: bytes, text: str) -> None:
     assert decode_line(record(line), 1024) == text
 
 

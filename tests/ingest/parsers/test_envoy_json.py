@@ -311,3 +311,10 @@ def test_arbitrary_input_never_raises(line: bytes) -> None:
     for parser in (compile_json_format(TYPED_FORMAT), compile_json_format(ISTIO_JSON_FORMAT)):
         result = parser(record(line))
         assert isinstance(result, (Event, DeadLetter))
+
+
+def test_istio_json_format_with_upstream_cluster_raw() -> None:
+    """Istio's current JSON format (EnvoyJSONLogFormatIstio) writes upstream_cluster from %UPSTREAM_CLUSTER_RAW%."""
+    current = {**ISTIO_JSON_FORMAT, "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%"}
+    e = event(build_gateway_parser(None, current), ISTIO_JSON_LINE)
+    assert e.upstream_cluster == "outbound|8000||httpbin.foo.svc.cluster.local"

@@ -378,7 +378,6 @@ def test_impossible_start_time_is_an_invalid_value() -> None:
         ("[%START_TIME%] 100% done", "no valid command operator at position 18"),
         ("[%START_TIME%] %response_code%", "no valid command operator at position 15"),
         ("[%START_TIME(%Q)%] %RESPONSE_CODE%", "unsupported specifier %Q"),
-        ("[%START_TIME(%H:%M:%S)%]", "names no date"),
         ("%DYNAMIC_METADATA%", "DYNAMIC_METADATA at position 0 needs an argument"),
         ("plain text only\n", "no command operator"),
         ("", "no command operator"),
@@ -447,3 +446,24 @@ def test_compiled_pattern_exposes_its_slots() -> None:
         "duration_ms", "upstream_service_time_ms", "forwarded_for", "user_agent", "request_id", "authority",
         "upstream_host",
     ]
+
+
+# A default-format line from Envoy's own "migrating from NGINX" tutorial (envoyproxy/katacoda-scenarios).
+KATACODA_LINE = (
+    '[2018-11-23T04:51:00.281Z] "GET / HTTP/1.1" 200 - 0 58 4 1 "-" "curl/7.47.0" '
+    '"f21ebd42-6770-4aa5-88d4-e56118165a7d" "one.example.com" "172.18.0.4:80"'
+)
+
+
+@pytest.mark.parametrize("ending", [" ", "  \t", " \r\n", "\r "])
+def test_trailing_whitespace_and_carriage_returns_are_tolerated(default: Parser, ending: str) -> None:
+    for line in (ENVOY_DOC_LINE.rstrip("\n"), KATACODA_LINE):
+        e = event(default, line + ending)
+        assert e.status in (204, 200) and e.upstream_host in ("tcp://10.0.2.1:80", "172.18.0.4:80")
+
+
+def test_upstream_cluster_raw_fills_upstream_cluster() -> None:
+    """Istio's current default format logs %UPSTREAM_CLUSTER_RAW%, not %UPSTREAM_CLUSTER%."""
+    e = event(compile_text_format(ISTIO_FORMAT.replace("%UPSTREAM_CLUSTER%", "%UPSTREAM_CLUSTER_RAW%")), ISTIO_SLEEP)
+    assert e.upstream_cluster == "outbound|8000||httpbin.foo.svc.cluster.local"
+    assert "upstream_cluster_raw" not in dict(e.labels)
