@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from detectors import registry
 from detectors.alerts import check_suppression_window
 from gatewatch.errors import ConfigError
+from gatewatch.forward.config import ForwardSection
 
 
 class _Section(BaseModel):
@@ -188,6 +189,7 @@ def config_model() -> type[BaseModel]:
         alerts=(AlertsConfig, Field(default_factory=AlertsConfig)),
         store=(StoreConfig, Field(default_factory=StoreConfig)),
         kafka=(KafkaConfig, Field(default_factory=KafkaConfig)),
+        forward=(ForwardSection, Field(default_factory=list, description="Forwarders of alert lifecycle events.")),
         detectors=(detectors_model, Field(default_factory=detectors_model)),
     )
 

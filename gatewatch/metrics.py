@@ -13,9 +13,12 @@ component_received_events_total            records read from Kafka {component, t
 component_received_bytes_total             their message value bytes {component, topic}
 component_sent_events_total                outputs the store acknowledged {kind: events, transactions,
                                            alerts, dead_letters}; alerts also count versions sent to
-                                           the alerts topic (kind=alerts, component=kafka_alerts)
+                                           the alerts topic (kind=alerts, component=kafka_alerts);
+                                           lifecycle events each forwarder delivered
+                                           (component=forward_<name>, kind=alert_events)
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
-                                           kafka, unwrap, detect
+                                           kafka, unwrap, detect; forward_<name> {retried,
+                                           dead_letter_<reason>}
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
 gatewatch_dead_letters_total               dead letters {reason}
