@@ -115,11 +115,15 @@ class SyslogForwarder:
             raise DeliveryError(f"syslog {self.config.transport}://{self.config.host}:{self.config.port}: {error}") from None
 
     def close(self) -> None:
-        if self._sock is not None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if isinstance(sock, ssl.SSLSocket):
             try:
-                self._sock.close()
-            finally:
-                self._sock = None
+                sock = sock.unwrap()  # close_notify, so the receiver sees an orderly end of the session
+            except (OSError, ssl.SSLError):
+                pass
+        sock.close()
 
     def _connection(self) -> socket.socket:
         if self._sock is None:
