@@ -120,3 +120,16 @@ def _plain(value: object) -> bool:
     if isinstance(value, list):
         return all(_plain(v) for v in value)
     return value is None or isinstance(value, str | int | float | bool)
+
+
+def test_an_event_document_is_the_alert_document_plus_its_lifecycle() -> None:
+    from jsonschema import Draft202012Validator
+
+    from schemas import load_schema
+
+    (event,) = run([(T0, finding(T0, "r0"))], end=T0 + 2)
+    doc = event.to_document()
+    lifecycle = doc.pop("lifecycle")
+    Draft202012Validator(load_schema("alert")).validate(doc)
+    assert doc == event.alert.to_document()
+    assert lifecycle == {"event_id": f"{event.alert.id}-1", "state": "open", "sequence": 1, "at": "2026-03-02T09:00:01.000Z"}
