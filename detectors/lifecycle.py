@@ -22,9 +22,9 @@ finding in only once event time has passed it:
     emits ``resolved``; a finding for a resolved alert (its suppression window
     still open) emits ``open`` again, with the next sequence number.
 
-- ``finish(tick)`` (end of input) settles everything and sends pending growth
-  without waiting for the interval; alerts whose quiet time has not elapsed by
-  the last tick stay open, as they would in a live run at that point.
+- ``finish(tick)`` (end of input) lets event time run on, as a live run whose
+  inputs fell quiet does: pending growth goes out when its interval ends and
+  every alert is resolved, each at the tick it would have had live.
 
 Events of one tick come out sorted (opens and updates by alert id, then
 resolutions by due time and id). An event's id is ``<alert id>-<sequence>``,
@@ -35,6 +35,7 @@ followed its checkpoint).
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -142,11 +143,28 @@ class AlertLifecycle:
         return events
 
     def finish(self, tick: float) -> list[AlertEvent]:
-        """End of input: fold everything, send all growth at once, resolve what is quiet by ``tick``."""
-        self._settle(float("inf"))
-        events = self._emit_growth(tick, throttle=False)
-        events.extend(self._resolve(tick))
-        return events
+        """End of input: let event time run on from ``tick`` until every alert is resolved.
+
+        That is what a live run does once its inputs fall quiet (serve advances
+        quiet inputs with the wall clock): each parked finding, pending update and
+        resolution happens at the whole-second tick it would have had there, so a
+        replay's last events equal those of a live run that went idle.
+        """
+        events: list[AlertEvent] = []
+        while True:
+            due: list[float] = []
+            if self._parked:
+                due.append(math.floor(self._parked[0][0]) + 1)
+            for alert_id in self._dirty:
+                tracked = self._alerts[alert_id]
+                throttled = not tracked.resolved and tracked.sequence > 0
+                due.append(math.ceil(tracked.sent_at + self.update_interval_secs) if throttled else tick + 1)
+            if self._due:
+                due.append(math.ceil(self._due[0][0]))
+            if not due:
+                return events
+            tick = max(tick + 1, min(due))
+            events.extend(self.advance(tick))
 
     def alerts(self) -> list[Alert]:
         """Every alert still tracked, as settled so far (resolved ones included)."""

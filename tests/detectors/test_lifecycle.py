@@ -102,16 +102,24 @@ def test_state_round_trips_through_plain_data_mid_stream() -> None:
     assert [e.to_document() for e in events] == [e.to_document() for e in reference]
 
 
-def test_finish_sends_pending_growth_and_leaves_recent_alerts_open() -> None:
+def test_finish_runs_event_time_on_until_every_alert_is_resolved() -> None:
+    """As a live run whose inputs went quiet: growth when its interval ends, resolution when due."""
+    findings = [(T0 + s, finding(T0 + s, f"r{s}")) for s in (0, 10)] + [(T0 + 15, finding(T0 + 15, "x", "10.0.0.1"))]
+    live = summary(run(findings, end=T0 + 400))
+
     book = AlertBook(600.0)
     lifecycle = AlertLifecycle(update_interval_secs=60.0, resolve_after_secs={"gateway_bypass": 120.0})
-    for s in (0, 10):
-        f = finding(T0 + s, f"r{s}")
+    events = []
+    for _, f in findings[:2]:
         lifecycle.add(f, book.add(f).id)
-    assert [str(e.state) for e in lifecycle.advance(T0 + 1)] == ["open"]
-    events = lifecycle.finish(T0 + 20)
-    assert [(str(e.state), e.alert.count) for e in events] == [("updated", 2)]
-    assert AlertState.RESOLVED not in {e.state for e in events}
+    events += lifecycle.advance(T0 + 1)
+    f = findings[2][1]  # reported at the end of input, ahead of the last tick
+    lifecycle.add(f, book.add(f).id)
+    events += lifecycle.finish(T0 + 11)
+    assert summary(events) == live
+    assert [(state, at - T0) for _, state, _, _, at in live] == [
+        ("open", 1), ("open", 16), ("updated", 61), ("resolved", 130), ("resolved", 135),
+    ]  # fmt: skip
 
 
 def _plain(value: object) -> bool:
