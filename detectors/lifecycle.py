@@ -85,7 +85,12 @@ class AlertEvent:
     def to_document(self) -> dict[str, object]:
         """The alert document plus a ``lifecycle`` object (see schemas/alert.schema.json)."""
         doc = self.alert.to_document()
-        doc["lifecycle"] = {"event_id": self.id, "state": str(self.state), "sequence": self.sequence, "at": iso(self.at)}
+        doc["lifecycle"] = {
+            "event_id": self.id,
+            "state": str(self.state),
+            "sequence": self.sequence,
+            "at": iso(self.at),
+        }
         return doc
 
 

@@ -103,9 +103,11 @@ def _run_replay(args: argparse.Namespace) -> int:
         for sink in sinks:
             sink.close()
     print_summary(console, stats, alert_file.alerts.values(), dead_letters)
-    if forwarders is not None:
-        for name, counts in forwarders.counts().items():
-            console.print(f"forwarder {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for runner in forwarders.runners if forwarders is not None else ():
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(runner.counts.items())) or "nothing to send"
+        failed = any(k.startswith("dead_letter_") for k in runner.counts)
+        console.print(f"forwarder {runner.name}: {counts}" + (f" -> {runner.dead_letter_path}" if failed else ""),
+                      markup=False, highlight=False)  # fmt: skip
     return 0
 
 

@@ -72,7 +72,7 @@ class ForwarderRunner:
         self._rules = frozenset(config.rules)
         self._min_rank = _SEVERITY_RANK[config.min_severity]
         self._states = frozenset(config.states)
-        self._dead_letter_path: Path = config.dead_letter_path()
+        self.dead_letter_path: Path = config.dead_letter_path()
         self._dead_letter_lock = threading.Lock()
         self._dead_letter_handle: IO[bytes] | None = None
         self._queue: deque[AlertEvent] = deque()
@@ -165,7 +165,9 @@ class ForwarderRunner:
             wait = min(max(backoff, retry_after or 0.0), config.retry_max_backoff_secs)
             backoff *= 2
             self._count("retried")
-            log.info("forward_retry forwarder=%s attempt=%d wait_secs=%.2f error=%r", self.name, attempts, wait, failure)
+            log.info(
+                "forward_retry forwarder=%s attempt=%d wait_secs=%.2f error=%r", self.name, attempts, wait, failure
+            )
             if self._abort.wait(wait):
                 self._dead_letter(event, "shutdown", f"drain time over after: {failure}", attempts)
                 return
@@ -184,8 +186,8 @@ class ForwarderRunner:
         line = orjson.dumps(record) + b"\n"
         with self._dead_letter_lock:
             if self._dead_letter_handle is None:
-                self._dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-                self._dead_letter_handle = self._dead_letter_path.open("ab")
+                self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+                self._dead_letter_handle = self.dead_letter_path.open("ab")
             handle = self._dead_letter_handle
             handle.write(line)
             handle.flush()

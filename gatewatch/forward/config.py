@@ -21,7 +21,8 @@ class ForwarderSettings(_Section):
     rules: list[str] = Field(default_factory=list, description="Forward only these rules' alerts (empty: all).")
     min_severity: Severity = Field(Severity.LOW, description="Forward alerts of at least this severity.")
     states: list[AlertState] = Field(
-        default_factory=lambda: list(AlertState), description="Lifecycle transitions to forward (open, updated, resolved)."
+        default_factory=lambda: list(AlertState),
+        description="Lifecycle transitions to forward (open, updated, resolved).",
     )
     queue_max_events: int = Field(10_000, gt=0, description="Events waiting for delivery; past this, dead letters.")
     max_attempts: int = Field(5, gt=0, description="Delivery attempts per event before it becomes a dead letter.")
@@ -32,7 +33,8 @@ class ForwarderSettings(_Section):
         30.0, ge=0, description="On shutdown, how long queued events may still be delivered; the rest: dead letters."
     )
     dead_letters: Path | None = Field(
-        None, description="NDJSON file for events that could not be delivered (default: forward-<name>.dead-letters.ndjson)."
+        None,
+        description="NDJSON file for events that could not be delivered (default: forward-<name>.dead-letters.ndjson).",
     )
 
     @field_validator("rules")
@@ -48,7 +50,9 @@ class ForwarderSettings(_Section):
 
 
 class TlsSettings(_Section):
-    ca_file: Path | None = Field(None, description="CA bundle that signed the receiver's certificate (default: system).")
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the receiver's certificate (default: system)."
+    )
     cert_file: Path | None = Field(None, description="Client certificate (PEM) when the receiver asks for one.")
     key_file: Path | None = Field(None, description="Its private key (PEM).")
     server_name: str | None = Field(None, description="Name to verify in the receiver's certificate (default: host).")
@@ -79,7 +83,9 @@ class SyslogForwarderConfig(ForwarderSettings):
 class WebhookForwarderConfig(ForwarderSettings):
     type: Literal["webhook"]
     url: str = Field(pattern=r"^https?://", description="Where each event is POSTed as JSON.")
-    format: Literal["ecs", "ocsf"] = Field("ecs", description="ecs: ECS-shaped alert; ocsf: OCSF Detection Finding (2004).")
+    format: Literal["ecs", "ocsf"] = Field(
+        "ecs", description="ecs: ECS-shaped alert; ocsf: OCSF Detection Finding (2004)."
+    )
     secret_env: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the HMAC-SHA256 key of the X-Gatewatch-Signature header.",
@@ -91,7 +97,9 @@ class WebhookForwarderConfig(ForwarderSettings):
 class KafkaForwarderConfig(ForwarderSettings):
     type: Literal["kafka"]
     topic: str = Field(description="Topic for lifecycle events, keyed by alert id.")
-    bootstrap_servers: list[str] | None = Field(None, description="Default: kafka.bootstrap_servers (and its security).")
+    bootstrap_servers: list[str] | None = Field(
+        None, description="Default: kafka.bootstrap_servers (and its security)."
+    )
 
 
 ForwarderConfig = Annotated[

@@ -112,7 +112,8 @@ class SyslogForwarder:
             self._connection().sendall(frame)
         except (OSError, ssl.SSLError) as error:
             self.close()
-            raise DeliveryError(f"syslog {self.config.transport}://{self.config.host}:{self.config.port}: {error}") from None
+            config = self.config
+            raise DeliveryError(f"syslog {config.transport}://{config.host}:{config.port}: {error}") from None
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

@@ -39,7 +39,11 @@ OCSF_VERSION = "1.3.0"
 OCSF_SEVERITY = {Severity.LOW: 2, Severity.MEDIUM: 3, Severity.HIGH: 4, Severity.CRITICAL: 5}
 # Detection Finding activity_id (create, update, close) and status_id (new, in progress, resolved).
 OCSF_ACTIVITY = {AlertState.OPEN: (1, "Create"), AlertState.UPDATED: (2, "Update"), AlertState.RESOLVED: (3, "Close")}
-OCSF_STATUS = {AlertState.OPEN: (1, "New"), AlertState.UPDATED: (2, "In Progress"), AlertState.RESOLVED: (4, "Resolved")}
+OCSF_STATUS = {
+    AlertState.OPEN: (1, "New"),
+    AlertState.UPDATED: (2, "In Progress"),
+    AlertState.RESOLVED: (4, "Resolved"),
+}
 # ECS event.severity is a number; these follow the risk-score bands of Elastic Security.
 ECS_SEVERITY = {Severity.LOW: 21, Severity.MEDIUM: 47, Severity.HIGH: 73, Severity.CRITICAL: 99}
 DETECTION_FINDING_CLASS_UID = 2004
@@ -71,7 +75,10 @@ def ecs_document(event: AlertEvent) -> dict[str, object]:
             "provider": "gatewatch",
         },
         "rule": {"id": alert.rule, "name": alert.rule, "description": alert.summary},
-        "gatewatch": {"alert": alert.to_document(), "lifecycle": {"state": str(event.state), "sequence": event.sequence}},
+        "gatewatch": {
+            "alert": alert.to_document(),
+            "lifecycle": {"state": str(event.state), "sequence": event.sequence},
+        },
     }
     if fields.source_ip is not None:
         doc["source"] = {"ip": fields.source_ip}

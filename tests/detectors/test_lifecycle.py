@@ -8,7 +8,7 @@ import random
 
 from detectors.alerts import AlertBook
 from detectors.base import Finding, Severity
-from detectors.lifecycle import AlertEvent, AlertLifecycle, AlertState
+from detectors.lifecycle import AlertEvent, AlertLifecycle
 
 T0 = 1_772_442_000.0  # 2026-03-02T09:00:00Z, on a 600 s window boundary
 
@@ -140,4 +140,6 @@ def test_an_event_document_is_the_alert_document_plus_its_lifecycle() -> None:
     lifecycle = doc.pop("lifecycle")
     Draft202012Validator(load_schema("alert")).validate(doc)
     assert doc == event.alert.to_document()
-    assert lifecycle == {"event_id": f"{event.alert.id}-1", "state": "open", "sequence": 1, "at": "2026-03-02T09:00:01.000Z"}
+    assert lifecycle == {
+        "event_id": f"{event.alert.id}-1", "state": "open", "sequence": 1, "at": "2026-03-02T09:00:01.000Z",
+    }  # fmt: skip

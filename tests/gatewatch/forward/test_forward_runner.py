@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from detectors.lifecycle import AlertEvent, AlertState
+from detectors.lifecycle import AlertEvent
 from gatewatch.config import parse_config
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.base import ForwarderRunner

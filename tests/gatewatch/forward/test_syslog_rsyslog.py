@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -112,13 +113,10 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
             current.append(c)
         i += 1
     extension = line[i:]
-    separators = [m.start() for m in re.finditer(r"(?<!\\)(?:\\\\)*=", extension)]
-    separators = [s + len(m) - 1 for s, m in zip(separators, re.findall(r"(?<!\\)(?:\\\\)*=", extension))]
+    # An '=' is a separator unless an odd number of backslashes precedes it.
+    separators = [m.end() - 1 for m in re.finditer(r"(?<!\\)(?:\\\\)*=", extension)]
     pairs: dict[str, str] = {}
-    starts = []
-    for eq in separators:
-        space = extension.rfind(" ", 0, eq)
-        starts.append((space + 1, eq))
+    starts = [(extension.rfind(" ", 0, eq) + 1, eq) for eq in separators]
     for n, (key_start, eq) in enumerate(starts):
         end = starts[n + 1][0] - 1 if n + 1 < len(starts) else len(extension)
         key = extension[key_start:eq]
@@ -129,14 +127,16 @@ def parse_cef(line: str) -> tuple[list[str], dict[str, str]]:
     return fields, pairs
 
 
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def expected_sd(event: AlertEvent) -> dict[str, list[str]]:
     a = event.alert
-    iso = lambda ts: __import__("datetime").datetime.fromtimestamp(ts, tz=__import__("datetime").UTC).isoformat(  # noqa: E731
-        timespec="milliseconds").replace("+00:00", "Z")  # fmt: skip
     sd = {
         "event_id": [f"{a.id}-{event.sequence}"], "state": [str(event.state)], "sequence": [str(event.sequence)],
         "alert_id": [a.id], "rule": [a.rule], "severity": [str(a.severity)], "entity_type": [a.entity_type],
-        "entity_value": [a.entity_value], "first_seen": [iso(a.first_seen)], "last_seen": [iso(a.last_seen)],
+        "entity_value": [a.entity_value], "first_seen": [rfc3339(a.first_seen)], "last_seen": [rfc3339(a.last_seen)],
         "count": [str(a.count)], "summary": [a.summary],
     }  # fmt: skip
     if a.reason:
@@ -239,8 +239,10 @@ def test_an_unreachable_receiver_leaves_dead_letters_not_silence(tmp_path: Path)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dead = tmp_path / "dl.ndjson"
-    config = parse_config({"forward": [{"name": "down", "type": "syslog", "host": "127.0.0.1", "port": port,
-                                        "max_attempts": 2, "retry_backoff_secs": 0.01, "dead_letters": str(dead)}]})  # fmt: skip
+    config = parse_config({"forward": [{
+        "name": "down", "type": "syslog", "host": "127.0.0.1", "port": port, "max_attempts": 2,
+        "retry_backoff_secs": 0.01, "dead_letters": str(dead),
+    }]})  # fmt: skip
     forwarders = build_forwarders(config)
     assert forwarders is not None
     forwarders.submit(hostile_events())
@@ -248,5 +250,5 @@ def test_an_unreachable_receiver_leaves_dead_letters_not_silence(tmp_path: Path)
     assert forwarders.counts()["down"] == {"retried": 3, "dead_letter_retries_exhausted": 3}
     letters = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
     assert [(d["reason"], d["attempts"], d["event"]["lifecycle"]["event_id"]) for d in letters] == [
-        ("retries_exhausted", 2, "a1b2c3-1"), ("retries_exhausted", 2, "d4e5f6-1"), ("retries_exhausted", 2, "a1b2c3-2"),
-    ]  # fmt: skip
+        ("retries_exhausted", 2, event_id) for event_id in ("a1b2c3-1", "d4e5f6-1", "a1b2c3-2")
+    ]

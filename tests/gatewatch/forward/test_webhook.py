@@ -42,7 +42,8 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers["Content-Length"]))
             timestamp = self.headers["X-Gatewatch-Timestamp"]
-            expected = "sha256=" + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+            mac = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+            expected = "sha256=" + mac.hexdigest()
             event_id = self.headers["X-Gatewatch-Event-Id"]
             with state.lock:
                 if not hmac.compare_digest(expected, self.headers["X-Gatewatch-Signature"]) or abs(
@@ -120,7 +121,9 @@ def test_a_400_is_not_retried_and_becomes_a_dead_letter(
     assert letter["event"]["lifecycle"]["event_id"] == "d4e5f6-1"
 
 
-def test_ecs_document_carries_the_alert_fields(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ecs_document_carries_the_alert_fields(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run(receiver, tmp_path, monkeypatch)
     opened, _, resolved = receiver.accepted
     assert opened["event"]["kind"] == "alert" and opened["event"]["action"] == "alert-open"
@@ -145,7 +148,9 @@ def test_ocsf_detection_finding(receiver: Receiver, tmp_path: Path, monkeypatch:
         "src_endpoint": {"ip": "10.9.9.9"}, "http_response": {"code": 200},
         "http_request": {"http_method": "GET", "url": {"path": "/v1/invoices" + HOSTILE}, "user_agent": HOSTILE},
     }]  # fmt: skip
-    assert replay["evidences"] == [{"src_endpoint": {"ip": "2001:db8::7"}, "actor": {"user": {"name": "user|" + HOSTILE}}}]
+    assert replay["evidences"] == [
+        {"src_endpoint": {"ip": "2001:db8::7"}, "actor": {"user": {"name": "user|" + HOSTILE}}}
+    ]
 
 
 def test_a_missing_secret_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
