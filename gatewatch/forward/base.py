@@ -68,6 +68,7 @@ class ForwarderRunner:
         self.name: str = config.name
         self.forwarder = forwarder
         self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()  # the delivery thread and submit() both count
         self._on_outcome = on_outcome
         self._rules = frozenset(config.rules)
         self._min_rank = _SEVERITY_RANK[config.min_severity]
@@ -195,7 +196,8 @@ class ForwarderRunner:
         self._count(f"dead_letter_{reason}")
 
     def _count(self, outcome: str, n: int = 1) -> None:
-        self.counts[outcome] += n
+        with self._counts_lock:
+            self.counts[outcome] += n
         if self._on_outcome is not None:
             self._on_outcome(self.name, outcome, n)
 

@@ -16,6 +16,7 @@ A write that fails reconnects and sends the same event again.
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 
@@ -113,7 +114,9 @@ class SyslogForwarder:
         except (OSError, ssl.SSLError) as error:
             self.close()
             config = self.config
-            raise DeliveryError(f"syslog {config.transport}://{config.host}:{config.port}: {error}") from None
+            # A datagram too big for UDP stays too big: no point retrying it.
+            retryable = getattr(error, "errno", None) != errno.EMSGSIZE
+            raise DeliveryError(f"syslog {config.transport}://{config.host}:{config.port}: {error}", retryable) from None
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

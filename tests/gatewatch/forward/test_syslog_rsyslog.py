@@ -252,3 +252,21 @@ def test_an_unreachable_receiver_leaves_dead_letters_not_silence(tmp_path: Path)
     assert [(d["reason"], d["attempts"], d["event"]["lifecycle"]["event_id"]) for d in letters] == [
         ("retries_exhausted", 2, event_id) for event_id in ("a1b2c3-1", "d4e5f6-1", "a1b2c3-2")
     ]
+
+
+def test_a_datagram_too_big_for_udp_is_rejected_at_once(rsyslog: Rsyslog, tmp_path: Path) -> None:
+    (event, *_) = hostile_events()
+    huge = AlertEvent(
+        Alert(**{**{f: getattr(event.alert, f) for f in event.alert.__dataclass_fields__}, "summary": "x" * 70_000}),
+        event.state, event.sequence, event.at,
+    )  # fmt: skip
+    dead = tmp_path / "dl.ndjson"
+    forwarder = {"name": "big", "type": "syslog", "host": "127.0.0.1", "port": rsyslog.ports["udp"],
+                 "transport": "udp", "dead_letters": str(dead)}  # fmt: skip
+    config = parse_config({"forward": [forwarder]})
+    forwarders = build_forwarders(config)
+    assert forwarders is not None
+    forwarders.submit([huge])
+    forwarders.close()
+    assert forwarders.counts()["big"] == {"dead_letter_rejected": 1}
+    assert "Message too long" in orjson.loads(dead.read_bytes())["error"]
