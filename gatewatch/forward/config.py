@@ -30,7 +30,10 @@ class ForwarderSettings(_Section):
     retry_max_backoff_secs: float = Field(30.0, gt=0, description="Longest wait, Retry-After included.")
     timeout_secs: float = Field(10.0, gt=0, description="Connect/send timeout of one attempt.")
     drain_timeout_secs: float = Field(
-        30.0, ge=0, description="On shutdown, how long queued events may still be delivered; the rest: dead letters."
+        10.0,
+        ge=0,
+        description="On shutdown, how long queued events may still be delivered; the rest: dead letters. "
+        "Short enough for serve to stop inside a 30 s termination grace period.",
     )
     dead_letters: Path | None = Field(
         None,
