@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from detectors import registry
 from detectors.alerts import Alert, AlertBook
 from detectors.base import Detector, DetectorConfig, DetectorContext, Finding
+from detectors.lifecycle import AlertLifecycle
 from ingest.records import Event, Transaction
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,13 @@ class DetectorSet:
         configs: Mapping[str, DetectorConfig],
         context: DetectorContext,
         alert_book: AlertBook,
+        lifecycle: AlertLifecycle | None = None,
     ) -> None:
         self.detectors = [
             cls(configs[rule_id], context) for rule_id, cls in registry().items() if configs[rule_id].enabled
         ]
         self.alert_book = alert_book
+        self.lifecycle = lifecycle  # also sees each finding, with the alert id the book gave it
         self.errors: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}
 
@@ -76,8 +79,12 @@ class DetectorSet:
         return alerts
 
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
+        lifecycle = self.lifecycle
         for finding in findings:
-            alerts.append(self.alert_book.add(finding))
+            alert = self.alert_book.add(finding)
+            alerts.append(alert)
+            if lifecycle is not None:
+                lifecycle.add(finding, alert.id)
 
     def _record_error(self, rule_id: str) -> None:
         self.errors[rule_id] += 1

@@ -90,21 +90,30 @@ def _run_replay(args: argparse.Namespace) -> int:
     from gatewatch.replay import replay
     from gatewatch.report import print_summary
     from gatewatch.stores import open_store
-    from ingest.sinks.ndjson import AlertFile, DeadLetterFile
+    from gatewatch.forward import build_forwarders
+    from ingest.sinks.ndjson import AlertEventFile, AlertFile, DeadLetterFile
 
     if not args.gateway and not args.app:
         raise GatewatchError("nothing to replay: give --gateway PATH... and/or --app PATH...")
     config = load_config(args.config)
     dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
+    alert_events = args.alerts_out.with_name(args.alerts_out.stem + ".lifecycle.ndjson")
+    forwarders = build_forwarders(config)
     store = open_store(args.store or config.store.url, config)
     alert_file = AlertFile(args.alerts_out)
-    sinks = [s for s in (store, alert_file, DeadLetterFile(dead_letters)) if s is not None]
+    sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters), forwarders)
+             if s is not None]  # fmt: skip
     try:
         stats = replay(config, args.gateway, args.app, sinks)
     finally:
         for sink in sinks:
             sink.close()
     print_summary(console, stats, alert_file.alerts.values(), dead_letters)
+    for runner in forwarders.runners if forwarders is not None else ():
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(runner.counts.items())) or "nothing to send"
+        failed = any(k.startswith("dead_letter_") for k in runner.counts)
+        console.print(f"forwarder {runner.name}: {counts}" + (f" -> {runner.dead_letter_path}" if failed else ""),
+                      markup=False, highlight=False)  # fmt: skip
     return 0
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from detectors import registry
 from detectors.alerts import check_suppression_window
 from gatewatch.errors import ConfigError
+from gatewatch.forward.config import ForwardSection
 from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
 from ingest.parsers.check import check_gateway_format
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
@@ -151,11 +152,30 @@ class AlertsConfig(_Section):
         600.0, gt=0, description="One alert per (rule, entity) per window; windows are aligned to the UTC day."
     )
     max_request_ids: int = Field(20, gt=0, description="Evidence request ids kept per alert.")
+    update_interval_secs: float = Field(
+        60.0, gt=0, description="An alert that grew sends at most one 'updated' event per this much event time."
+    )
+    resolve_after_secs: dict[str, float] = Field(
+        default_factory=dict,
+        description="rule_id -> event-time seconds without a new finding before its alerts are 'resolved'. "
+        "Rules not listed keep their default: 300 for the bursts, 900 for behaviour_outlier, 600 for the others.",
+    )
 
     @field_validator("suppression_window_secs")
     @classmethod
     def _divides_the_day(cls, secs: float) -> float:
         return check_suppression_window(secs)
+
+    @field_validator("resolve_after_secs")
+    @classmethod
+    def _known_rules(cls, secs: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(secs) - set(registry()))
+        if unknown:
+            raise ValueError(f"unknown rule {', '.join(unknown)} (rules: {', '.join(sorted(registry()))})")
+        bad = {rule: value for rule, value in secs.items() if not value > 0}
+        if bad:
+            raise ValueError(f"must be > 0 seconds: {bad}")
+        return secs
 
 
 class StoreConfig(_Section):
@@ -225,6 +245,7 @@ def config_model() -> type[BaseModel]:
         alerts=(AlertsConfig, Field(default_factory=AlertsConfig)),
         store=(StoreConfig, Field(default_factory=StoreConfig)),
         kafka=(KafkaConfig, Field(default_factory=KafkaConfig)),
+        forward=(ForwardSection, Field(default_factory=list, description="Forwarders of alert lifecycle events.")),
         detectors=(detectors_model, Field(default_factory=detectors_model)),
     )
 

@@ -4,8 +4,9 @@
     ├── ConfigError            the config file is missing, unreadable or invalid
     ├── SourceError            an input cannot be opened or read (file, Kafka)
     ├── FencedError            another process joined Kafka's group with this one's --instance-id
-    └── StoreError             a store refused or failed a write
-        └── StoreUnavailableError   the store cannot be reached: pause and retry
+    ├── StoreError             a store refused or failed a write
+    │   └── StoreUnavailableError   the store cannot be reached: pause and retry
+    └── DeliveryError          a forwarder could not hand an alert event to its receiver
 
 Bad *records* are not exceptions: parsers return dead letters instead.
 """
@@ -45,4 +46,13 @@ class StoreUnavailableError(StoreError):
 
     def __init__(self, message: str, retry_after_secs: float = 1.0) -> None:
         super().__init__(message)
+        self.retry_after_secs = retry_after_secs
+
+
+class DeliveryError(GatewatchError):
+    """A forwarder's attempt failed. ``retryable``: try again (after at least ``retry_after_secs`` if set)."""
+
+    def __init__(self, message: str, retryable: bool = True, retry_after_secs: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
         self.retry_after_secs = retry_after_secs

@@ -12,10 +12,13 @@ metric                                     meaning
 component_received_events_total            records read from Kafka {component, topic}
 component_received_bytes_total             their message value bytes {component, topic}
 component_sent_events_total                outputs the store acknowledged {kind: events, transactions,
-                                           alerts, dead_letters}; alerts also count versions sent to
+                                           alerts, dead_letters}; also lifecycle events sent to
                                            the alerts topic (kind=alerts, component=kafka_alerts)
+                                           and delivered by each forwarder (kind=alert_events,
+                                           component=forward_<name>)
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
-                                           kafka, unwrap, detect
+                                           kafka, unwrap, detect; forward_<name> {retried,
+                                           dead_letter_<reason>}
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
 gatewatch_dead_letters_total               dead letters {reason}

@@ -64,6 +64,7 @@ from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
 from gatewatch.errors import SourceError
+from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, detect_topic, ensure_detect_topic
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
@@ -121,6 +122,7 @@ class DetectStage:
         self._consumer: KafkaConsumer | None = None
         self._checkpoints: CheckpointStore | None = None
         self._alerts: KafkaProducer | None = None
+        self._forwarders: ForwarderSet | None = None
         self._lock = threading.Lock()
         self._revoked: set[TopicPartition] = set()
         self._assigned: set[TopicPartition] | None = None  # as the group last assigned; None: not (yet) known
@@ -153,6 +155,7 @@ class DetectStage:
             linger_ms=5,
             **dict(kafka.security),
         )
+        self._forwarders = build_forwarders(self.config, self._count_forwarded)
         group = f"{kafka.group_id}-detect"
         self._consumer = KafkaConsumer(
             group_id=group,
@@ -190,6 +193,9 @@ class DetectStage:
             except KafkaError:
                 pass
             self._alerts = None
+        if self._forwarders is not None:
+            self._forwarders.close()
+            self._forwarders = None
 
     # -- the loop ---------------------------------------------------------------
 
@@ -300,7 +306,7 @@ class DetectStage:
             self._dirty = True
 
     def _deliver(self, batch: Batch) -> None:
-        done = {"stored": False, "forwarded": not batch.alerts or self._alerts is None}
+        done = {"stored": False, "forwarded": not batch.alert_events or self._alerts is None}
 
         def attempt() -> None:
             if not done["stored"]:
@@ -316,19 +322,28 @@ class DetectStage:
         finally:
             self._delivering = False
         self.shared.metrics.record_stored(batch)
+        if self._forwarders is not None:
+            self._forwarders.submit(batch.alert_events)  # queued: delivered on the forwarders' own threads
 
     def _forward_alerts(self, batch: Batch) -> None:
         producer = self._alerts
         assert producer is not None
         topic = self.config.kafka.topics.alerts
         futures = [
-            producer.send(topic, key=alert_id.encode(), value=orjson.dumps(alert.to_document()))
-            for alert_id, alert in batch.alerts.items()
+            producer.send(topic, key=event.alert.id.encode(), value=orjson.dumps(event.to_document()))
+            for event in batch.alert_events
         ]
         producer.flush(timeout=30)
         for future in futures:
             future.get(timeout=0)
         self.shared.metrics.record_alerts_forwarded(len(futures))
+
+    def _count_forwarded(self, forwarder: str, outcome: str, count: int) -> None:
+        metrics = self.shared.metrics
+        if outcome == "sent":
+            metrics.sent_events.labels(component=f"forward_{forwarder}", kind="alert_events").inc(count)
+        elif outcome != "filtered":
+            metrics.record_error(f"forward_{forwarder}", outcome, count)
 
     def _set_backpressure(self, paused: bool) -> None:
         consumer = self._consumer

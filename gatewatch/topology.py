@@ -4,6 +4,7 @@
     Event --detect on arrival--> Finding
     Event --order--> event-time order --correlate--> Transaction
     Event, Transaction --detect--> Finding --alert book--> Alert
+                                           --lifecycle (each tick)--> AlertEvent
 
 :class:`Pipeline` is driven the same way by ``replay`` (files) and ``serve``
 (Kafka): ``feed`` records of an input, ``process`` what the watermark allows,
@@ -25,6 +26,7 @@ from typing import Any
 
 from detectors.alerts import Alert, AlertBook
 from detectors.base import DetectorContext
+from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from detectors.trust import TrustPolicy
 from ingest.correlate import Correlator
@@ -92,6 +94,16 @@ def parse_records(
     return events, dead_letters
 
 
+def lifecycle_settings(config: Any, book: AlertBook) -> dict[str, Any]:
+    """The alert lifecycle's settings: ``alerts.*`` of the config, and how long the book keeps a window open."""
+    return {
+        "update_interval_secs": config.alerts.update_interval_secs,
+        "resolve_after_secs": config.alerts.resolve_after_secs,
+        "forget_after_secs": book.suppression_window_secs + book.grace_secs,
+        "max_request_ids": config.alerts.max_request_ids,
+    }
+
+
 class Pipeline:
     """Parse, order, correlate and detect; everything in event time."""
 
@@ -110,10 +122,13 @@ class Pipeline:
                 "until then gateway_bypass cannot tell the gateway's peers from others"
             )
         revoked = load_revocations(config.tokens.revoked) if config.tokens.revoked else {}
+        book = AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids)
+        self._lifecycle_settings = lifecycle_settings(config, book)
         self.detectors = DetectorSet(
             {rule_id: getattr(config.detectors, rule_id) for rule_id in type(config.detectors).model_fields},
             DetectorContext(trust=trust, revoked=revoked),
-            AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids),
+            book,
+            AlertLifecycle(**self._lifecycle_settings),
         )
         self.order = EventOrder(config.correlate.allowed_lateness_secs)
         self.correlator = Correlator(config.correlate.join_window_secs)
@@ -195,6 +210,9 @@ class Pipeline:
             self._advance_to(math.floor(self.order.clock) + self.config.correlate.join_window_secs + 1)
         self._emit_transactions(self.correlator.close_all())
         self._collect(self.detectors.advance(float("inf")))
+        lifecycle = self.detectors.lifecycle
+        if lifecycle is not None and self._tick is not None:
+            self._batch.alert_events.extend(lifecycle.finish(self._tick))
 
     def drain(self) -> Batch:
         batch, self._batch = self._batch, Batch()
@@ -219,13 +237,14 @@ class Pipeline:
                 self.detectors.alert_book,
                 self._tick,
                 self.stream_offsets,
+                self.detectors.lifecycle.to_state() if self.detectors.lifecycle is not None else None,
             ),
             protocol=pickle.HIGHEST_PROTOCOL,
         )
 
     def restore(self, snapshot: bytes) -> None:
         """Continue from a :meth:`snapshot` taken by a pipeline with the same config."""
-        order, correlator, detectors, alert_book, tick, offsets = pickle.loads(snapshot)  # noqa: S301 (own topic)
+        order, correlator, detectors, alert_book, tick, offsets, lifecycle = pickle.loads(snapshot)  # noqa: S301
         self.order, self.correlator, self._tick, self.stream_offsets = order, correlator, tick, offsets
         current = {d.rule_id: d for d in self.detectors.detectors}
         for detector in detectors:
@@ -237,6 +256,8 @@ class Pipeline:
         restored = {d.rule_id: d for d in detectors if d.rule_id in current}
         self.detectors.detectors = [restored.get(rule_id, fresh) for rule_id, fresh in current.items()]
         self.detectors.alert_book = alert_book
+        if lifecycle is not None:
+            self.detectors.lifecycle = AlertLifecycle.from_state(lifecycle, **self._lifecycle_settings)
 
     # -- internals ------------------------------------------------------------
 
@@ -262,6 +283,9 @@ class Pipeline:
             alerts = self.detectors.advance(self._tick)
             if alerts:
                 self._collect(alerts)
+            lifecycle = self.detectors.lifecycle
+            if lifecycle is not None:
+                self._batch.alert_events.extend(lifecycle.advance(self._tick))
 
     def _emit_transactions(self, transactions: Iterable[Transaction]) -> None:
         for txn in transactions:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from detectors.alerts import Alert
+from detectors.lifecycle import AlertEvent
 from ingest.records import DeadLetter, Event, Transaction
 
 
@@ -26,9 +27,13 @@ class Batch:
     transactions: list[Transaction] = field(default_factory=list)
     alerts: dict[str, Alert] = field(default_factory=dict)  # latest version by id
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    alert_events: list[AlertEvent] = field(default_factory=list)  # lifecycle transitions, in emission order
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.transactions) + len(self.alerts) + len(self.dead_letters)
+        return (
+            len(self.events) + len(self.transactions) + len(self.alerts) + len(self.dead_letters)
+            + len(self.alert_events)
+        )  # fmt: skip
 
 
 class Sink(Protocol):

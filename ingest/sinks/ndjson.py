@@ -33,6 +33,22 @@ class AlertFile:
                 handle.write(orjson.dumps(alert.to_document()) + b"\n")
 
 
+class AlertEventFile:
+    """Appends each alert lifecycle event (open, updated, resolved) as it is emitted, in emission order."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle = path.open("wb")
+
+    def write(self, batch: Batch) -> None:
+        for event in batch.alert_events:
+            self._handle.write(orjson.dumps(event.to_document()) + b"\n")
+
+    def close(self) -> None:
+        self._handle.close()
+
+
 class DeadLetterFile:
     """Appends each dead letter as it comes: reason, detail, origin and the original line."""
 

@@ -1,0 +1,50 @@
+"""Forwarders: alert lifecycle events to SIEMs and SOAR tools (syslog, CEF, webhook, Kafka).
+
+They live under ``gatewatch/`` rather than ``detectors/`` (pure logic, no
+clients) or ``ingest/sinks/`` (stores written in step with Kafka offsets): a
+forwarder delivers on its own thread, at its own pace, and detection never
+waits for it. One module per protocol; :mod:`gatewatch.forward.base` holds the
+:class:`~gatewatch.forward.base.Forwarder` protocol and the shared queue,
+retry and dead-letter machinery.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from gatewatch.errors import ConfigError
+from gatewatch.forward.base import Forwarder, ForwarderRunner, ForwarderSet, OutcomeHook
+
+__all__ = ["Forwarder", "ForwarderRunner", "ForwarderSet", "build_forwarders"]
+
+
+def build_forwarders(config: Any, on_outcome: OutcomeHook | None = None) -> ForwarderSet | None:
+    """A runner per entry of the config's ``forward`` list (None when there is none)."""
+    if not config.forward:
+        return None
+    runners: list[ForwarderRunner] = []
+    try:
+        for settings in config.forward:
+            runners.append(ForwarderRunner(settings, _forwarder(settings, config), on_outcome))
+    except BaseException:
+        ForwarderSet(runners).close()
+        raise
+    return ForwarderSet(runners)
+
+
+def _forwarder(settings: Any, config: Any) -> Forwarder:
+    try:
+        if settings.type == "syslog":
+            from gatewatch.forward.syslog import SyslogForwarder
+
+            return SyslogForwarder(settings)
+        if settings.type == "webhook":
+            from gatewatch.forward.webhook import WebhookForwarder
+
+            return WebhookForwarder(settings)
+        from gatewatch.forward.kafka import KafkaForwarder
+
+        return KafkaForwarder(settings, config.kafka)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"forward.{settings.name}.tls: cannot load the certificates: {error}") from None

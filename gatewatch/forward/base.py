@@ -1,0 +1,225 @@
+"""The forwarder seam and the machinery every forwarder shares.
+
+A :class:`Forwarder` knows one protocol and delivers one event at a time.
+Everything else is here, the same for all: :class:`ForwarderRunner` filters
+events (rule, severity, state), queues them (bounded), delivers them from its
+own thread with bounded retries and exponential backoff, and writes what it
+could not deliver to its dead-letter file with the reason. Detection only
+ever calls :meth:`ForwarderSet.submit`, which never blocks and never raises:
+a full queue turns the event into a dead letter (``queue_full``) at once.
+Every outcome is counted (``counts``) and reported to ``on_outcome``, which
+``serve`` turns into Prometheus counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+import orjson
+
+from detectors.base import Severity
+from detectors.lifecycle import AlertEvent
+from gatewatch.errors import DeliveryError
+from gatewatch.forward.config import ForwarderSettings
+from ingest.ecs import iso
+from ingest.sinks.base import Batch
+
+log = logging.getLogger(__name__)
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+# The event in flight when the drain time runs out is retried no more; this caps its wait.
+_ABORT_POLL_SECS = 0.05
+
+OutcomeHook = Callable[[str, str, int], None]  # (forwarder name, outcome, count)
+
+
+class Forwarder(Protocol):
+    """One receiver, one protocol. Called from its runner's thread only."""
+
+    def send(self, event: AlertEvent) -> None:
+        """Deliver ``event``; return once the receiver has it (as far as the protocol can tell).
+
+        Raise :class:`~gatewatch.errors.DeliveryError` on failure: ``retryable``
+        (a network error, a 5xx/429) makes the runner try again after a backoff
+        (at least ``retry_after_secs``); otherwise the event goes straight to the
+        dead-letter file. Any other exception counts as a retryable failure.
+        """
+
+    def close(self) -> None:
+        """Release connections; called once, after the last ``send``."""
+
+
+class ForwarderRunner:
+    """A forwarder with its filter, bounded queue, retry loop, dead-letter file and counters."""
+
+    def __init__(
+        self,
+        config: ForwarderSettings,
+        forwarder: Forwarder,
+        on_outcome: OutcomeHook | None = None,
+    ) -> None:
+        self.config = config
+        self.name: str = config.name
+        self.forwarder = forwarder
+        self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()  # the delivery thread and submit() both count
+        self._on_outcome = on_outcome
+        self._rules = frozenset(config.rules)
+        self._min_rank = _SEVERITY_RANK[config.min_severity]
+        self._states = frozenset(config.states)
+        self.dead_letter_path: Path = config.dead_letter_path()
+        self._dead_letter_lock = threading.Lock()
+        self._dead_letter_handle: IO[bytes] | None = None
+        self._queue: deque[AlertEvent] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"gatewatch-forward-{self.name}", daemon=True)
+        self._thread.start()
+
+    # -- the detection side ---------------------------------------------------
+
+    def submit(self, event: AlertEvent) -> None:
+        """Queue ``event`` if it passes the filter; never blocks (a full queue dead-letters it)."""
+        alert = event.alert
+        if (
+            (self._rules and alert.rule not in self._rules)
+            or _SEVERITY_RANK[alert.severity] < self._min_rank
+            or event.state not in self._states
+        ):
+            self._count("filtered")
+            return
+        with self._cond:
+            if len(self._queue) < self.config.queue_max_events and not self._closing:
+                self._queue.append(event)
+                self._cond.notify()
+                return
+        self._dead_letter(event, "queue_full", "queue_max_events reached: the receiver is slower than the alerts", 0)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def close(self) -> None:
+        """Deliver what is queued for up to ``drain_timeout_secs``, dead-letter the rest, release everything."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(self.config.drain_timeout_secs)
+        if self._thread.is_alive():
+            self._abort.set()
+            self._thread.join()
+        with self._cond:
+            left, self._queue = list(self._queue), deque()
+        for event in left:
+            self._dead_letter(event, "shutdown", "not delivered within drain_timeout_secs", 0)
+        try:
+            self.forwarder.close()
+        except Exception:  # noqa: BLE001 (closing a broken connection must not hide the counts)
+            log.warning("forward_close_failed forwarder=%s", self.name, exc_info=True)
+        with self._dead_letter_lock:
+            if self._dead_letter_handle is not None:
+                self._dead_letter_handle.close()
+                self._dead_letter_handle = None
+
+    # -- the delivery thread --------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue or self._abort.is_set():
+                    return
+                event = self._queue[0]
+            self._deliver(event)
+            with self._cond:
+                if self._queue and self._queue[0] is event:
+                    self._queue.popleft()
+
+    def _deliver(self, event: AlertEvent) -> None:
+        config = self.config
+        backoff: float = config.retry_backoff_secs
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self.forwarder.send(event)
+            except DeliveryError as error:
+                failure, retryable, retry_after = str(error), error.retryable, error.retry_after_secs
+            except Exception as error:  # noqa: BLE001 (a forwarder bug must not stop delivery of the rest)
+                failure, retryable, retry_after = f"{type(error).__name__}: {error}", True, None
+            else:
+                self._count("sent")
+                return
+            if not retryable:
+                self._dead_letter(event, "rejected", failure, attempts)
+                return
+            if attempts >= config.max_attempts:
+                self._dead_letter(event, "retries_exhausted", failure, attempts)
+                return
+            wait = min(max(backoff, retry_after or 0.0), config.retry_max_backoff_secs)
+            backoff *= 2
+            self._count("retried")
+            log.info(
+                "forward_retry forwarder=%s attempt=%d wait_secs=%.2f error=%r", self.name, attempts, wait, failure
+            )
+            if self._abort.wait(wait):
+                self._dead_letter(event, "shutdown", f"drain time over after: {failure}", attempts)
+                return
+
+    # -- outcomes ---------------------------------------------------------------
+
+    def _dead_letter(self, event: AlertEvent, reason: str, error: str, attempts: int) -> None:
+        record = {
+            "reason": reason,
+            "error": error,
+            "forwarder": self.name,
+            "attempts": attempts,
+            "failed_at": iso(time.time()),
+            "event": event.to_document(),
+        }
+        line = orjson.dumps(record) + b"\n"
+        with self._dead_letter_lock:
+            if self._dead_letter_handle is None:
+                self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+                self._dead_letter_handle = self.dead_letter_path.open("ab")
+            handle = self._dead_letter_handle
+            handle.write(line)
+            handle.flush()
+        log.warning("forward_dead_letter forwarder=%s reason=%s event=%s", self.name, reason, event.id)
+        self._count(f"dead_letter_{reason}")
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self.counts[outcome] += n
+        if self._on_outcome is not None:
+            self._on_outcome(self.name, outcome, n)
+
+
+class ForwarderSet:
+    """Every configured forwarder; a sink for ``replay`` (``write``/``close``) and a target for ``serve``."""
+
+    def __init__(self, runners: Sequence[ForwarderRunner]) -> None:
+        self.runners = list(runners)
+
+    def submit(self, events: Iterable[AlertEvent]) -> None:
+        """Hand events to every forwarder; returns at once."""
+        for event in events:
+            for runner in self.runners:
+                runner.submit(event)
+
+    def write(self, batch: Batch) -> None:
+        self.submit(batch.alert_events)
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {runner.name: dict(runner.counts) for runner in self.runners}

@@ -1,0 +1,121 @@
+"""The ``forward:`` section: a list of forwarders, each a frozen model picked by its ``type``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from detectors import registry
+from detectors.base import Severity
+from detectors.lifecycle import AlertState
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ForwarderSettings(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Unique name: metrics label, dead-letter file.")
+    rules: list[str] = Field(default_factory=list, description="Forward only these rules' alerts (empty: all).")
+    min_severity: Severity = Field(Severity.LOW, description="Forward alerts of at least this severity.")
+    states: list[AlertState] = Field(
+        default_factory=lambda: list(AlertState),
+        description="Lifecycle transitions to forward (open, updated, resolved).",
+    )
+    queue_max_events: int = Field(10_000, gt=0, description="Events waiting for delivery; past this, dead letters.")
+    max_attempts: int = Field(5, gt=0, description="Delivery attempts per event before it becomes a dead letter.")
+    retry_backoff_secs: float = Field(0.5, gt=0, description="First wait between attempts; doubles each time.")
+    retry_max_backoff_secs: float = Field(30.0, gt=0, description="Longest wait, Retry-After included.")
+    timeout_secs: float = Field(10.0, gt=0, description="Connect/send timeout of one attempt.")
+    drain_timeout_secs: float = Field(
+        10.0,
+        ge=0,
+        description="On shutdown, how long queued events may still be delivered; the rest: dead letters. "
+        "Short enough for serve to stop inside a 30 s termination grace period.",
+    )
+    dead_letters: Path | None = Field(
+        None,
+        description="NDJSON file for events that could not be delivered (default: forward-<name>.dead-letters.ndjson).",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules: list[str]) -> list[str]:
+        unknown = sorted(set(rules) - set(registry()))
+        if unknown:
+            raise ValueError(f"unknown rule {', '.join(unknown)} (rules: {', '.join(sorted(registry()))})")
+        return rules
+
+    def dead_letter_path(self) -> Path:
+        return self.dead_letters or Path(f"forward-{self.name}.dead-letters.ndjson")
+
+
+class TlsSettings(_Section):
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the receiver's certificate (default: system)."
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) when the receiver asks for one.")
+    key_file: Path | None = Field(None, description="Its private key (PEM).")
+    server_name: str | None = Field(None, description="Name to verify in the receiver's certificate (default: host).")
+    verify: bool = Field(True, description="false accepts any certificate: testing only.")
+
+
+class SyslogForwarderConfig(ForwarderSettings):
+    type: Literal["syslog"]
+    host: str = Field(description="Receiver host name or address.")
+    port: int = Field(ge=1, le=65535, description="514 (udp/tcp) or 6514 (tls) by convention.")
+    transport: Literal["tcp", "tls", "udp"] = Field(
+        "tcp", description="tcp/tls: RFC 6587 octet-counting framing (RFC 5425 for tls); udp: one datagram each."
+    )
+    format: Literal["rfc5424", "cef_syslog", "cef"] = Field(
+        "rfc5424",
+        description="rfc5424: alert fields as structured data, summary as MSG; cef_syslog: a CEF line as the "
+        "RFC 5424 MSG; cef: bare CEF lines (newline-framed on tcp/tls).",
+    )
+    facility: int = Field(10, ge=0, le=23, description="Syslog facility (10: security/authorization).")
+    hostname: str | None = Field(None, description="HOSTNAME field (default: this machine's name).")
+    app_name: str = Field("gatewatch", pattern=r"^[!-~]{1,48}$")
+    sd_id: str = Field(
+        "gatewatch@32473", pattern=r"^[!#-<>-\[\\^-~]{1,32}$", description="SD-ID: name@<your IANA enterprise number>."
+    )
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class WebhookForwarderConfig(ForwarderSettings):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://", description="Where each event is POSTed as JSON.")
+    format: Literal["ecs", "ocsf"] = Field(
+        "ecs", description="ecs: ECS-shaped alert; ocsf: OCSF Detection Finding (2004)."
+    )
+    secret_env: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the HMAC-SHA256 key of the X-Gatewatch-Signature header.",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (e.g. an API key).")
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+
+class KafkaForwarderConfig(ForwarderSettings):
+    type: Literal["kafka"]
+    topic: str = Field(description="Topic for lifecycle events, keyed by alert id.")
+    bootstrap_servers: list[str] | None = Field(
+        None, description="Default: kafka.bootstrap_servers (and its security)."
+    )
+
+
+ForwarderConfig = Annotated[
+    SyslogForwarderConfig | WebhookForwarderConfig | KafkaForwarderConfig, Field(discriminator="type")
+]
+
+
+def _unique_names(forwarders: list[ForwarderConfig]) -> list[ForwarderConfig]:
+    names = [f.name for f in forwarders]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"forwarder names must be unique: {', '.join(repeated)}")
+    return forwarders
+
+
+ForwardSection = Annotated[list[ForwarderConfig], AfterValidator(_unique_names)]

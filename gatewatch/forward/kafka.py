@@ -1,0 +1,45 @@
+"""Kafka forwarder: lifecycle event documents on a topic, keyed by alert id (so one alert's events stay in order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from detectors.lifecycle import AlertEvent
+from gatewatch.errors import DeliveryError
+from gatewatch.forward.config import KafkaForwarderConfig
+
+
+class KafkaForwarder:
+    """Produces each event with ``acks=all`` and waits for the acknowledgement."""
+
+    def __init__(self, config: KafkaForwarderConfig, kafka: Any) -> None:
+        self.config = config
+        self._servers = list(config.bootstrap_servers or kafka.bootstrap_servers)
+        self._security = dict(kafka.security)
+        self._producer: KafkaProducer | None = None
+
+    def send(self, event: AlertEvent) -> None:
+        try:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._servers, acks="all", client_id=f"gatewatch-forward-{self.config.name}",
+                    **self._security,
+                )  # fmt: skip
+            future = self._producer.send(
+                self.config.topic, key=event.alert.id.encode(), value=orjson.dumps(event.to_document())
+            )
+            future.get(timeout=self.config.timeout_secs)
+        except KafkaError as error:
+            raise DeliveryError(f"kafka topic {self.config.topic}: {error}") from None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except KafkaError:
+                pass
+            self._producer = None

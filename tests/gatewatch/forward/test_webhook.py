@@ -1,0 +1,163 @@
+"""The webhook forwarder against a real HTTP server: signatures, a 503 outage, a 400, both payload schemas."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gatewatch.config import parse_config
+from gatewatch.forward import build_forwarders
+from tests.gatewatch.forward.test_syslog_rsyslog import HOSTILE, hostile_events
+
+SECRET = "s3cret-for-tests"
+
+
+@dataclass
+class Receiver:
+    """What the server saw, and how it should answer next."""
+
+    url: str = ""
+    unavailable: int = 0  # answer this many requests with 503 + Retry-After: 1
+    reject: set[str] = field(default_factory=set)  # event ids answered with 400
+    attempts: list[tuple[str, int, float]] = field(default_factory=list)  # (event id, status, monotonic time)
+    accepted: list[dict] = field(default_factory=list)
+    bad_signatures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            timestamp = self.headers["X-Gatewatch-Timestamp"]
+            mac = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+            expected = "sha256=" + mac.hexdigest()
+            event_id = self.headers["X-Gatewatch-Event-Id"]
+            with state.lock:
+                if not hmac.compare_digest(expected, self.headers["X-Gatewatch-Signature"]) or abs(
+                    time.time() - int(timestamp)
+                ) > 300:
+                    state.bad_signatures += 1
+                    status = 401
+                elif state.unavailable:
+                    state.unavailable -= 1
+                    status = 503
+                elif event_id in state.reject:
+                    status = 400
+                else:
+                    status = 200
+                    state.accepted.append(orjson.loads(body))
+                state.attempts.append((event_id, status, time.monotonic()))
+            self.send_response(status)
+            if status == 503:
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def run(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str = "ecs") -> dict[str, int]:
+    monkeypatch.setenv("GW_TEST_WEBHOOK_SECRET", SECRET)
+    config = parse_config({"forward": [{
+        "name": "soar", "type": "webhook", "url": receiver.url, "format": fmt, "secret_env": "GW_TEST_WEBHOOK_SECRET",
+        "max_attempts": 5, "retry_backoff_secs": 0.05, "dead_letters": str(tmp_path / "dl.ndjson"),
+    }]})  # fmt: skip
+    forwarders = build_forwarders(config)
+    assert forwarders is not None
+    forwarders.submit(hostile_events())
+    forwarders.close()
+    return forwarders.counts()["soar"]
+
+
+def test_an_outage_with_retry_after_loses_and_duplicates_nothing(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.unavailable = 2
+    counts = run(receiver, tmp_path, monkeypatch)
+    assert counts == {"sent": 3, "retried": 2}
+    assert receiver.bad_signatures == 0
+    assert [doc["event"]["id"] for doc in receiver.accepted] == ["a1b2c3-1", "d4e5f6-1", "a1b2c3-2"]
+    statuses = [(event_id, status) for event_id, status, _ in receiver.attempts]
+    assert statuses == [("a1b2c3-1", 503), ("a1b2c3-1", 503), ("a1b2c3-1", 200), ("d4e5f6-1", 200), ("a1b2c3-2", 200)]
+    times = [at for _, _, at in receiver.attempts]
+    assert times[1] - times[0] >= 0.95 and times[2] - times[1] >= 0.95, "Retry-After: 1 was not honoured"
+    assert not (tmp_path / "dl.ndjson").exists()
+
+
+def test_a_400_is_not_retried_and_becomes_a_dead_letter(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.reject = {"d4e5f6-1"}
+    counts = run(receiver, tmp_path, monkeypatch)
+    assert counts == {"sent": 2, "dead_letter_rejected": 1}
+    assert [event_id for event_id, _, _ in receiver.attempts].count("d4e5f6-1") == 1
+    (letter,) = [orjson.loads(line) for line in (tmp_path / "dl.ndjson").read_bytes().splitlines()]
+    assert (letter["reason"], letter["attempts"], letter["error"]) == ("rejected", 1, "webhook answered 400")
+    assert letter["event"]["lifecycle"]["event_id"] == "d4e5f6-1"
+
+
+def test_ecs_document_carries_the_alert_fields(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(receiver, tmp_path, monkeypatch)
+    opened, _, resolved = receiver.accepted
+    assert opened["event"]["kind"] == "alert" and opened["event"]["action"] == "alert-open"
+    assert (opened["source"], opened["http"], opened["url"], opened["user_agent"]) == (
+        {"ip": "10.9.9.9"}, {"request": {"method": "GET"}, "response": {"status_code": 200}},
+        {"path": "/v1/invoices" + HOSTILE}, {"original": HOSTILE},
+    )  # fmt: skip
+    assert opened["rule"]["id"] == "gateway_bypass" and opened["event"]["severity"] == 73
+    assert opened["gatewatch"]["alert"]["count"] == 3 and resolved["event"]["action"] == "alert-resolved"
+
+
+def test_ocsf_detection_finding(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(receiver, tmp_path, monkeypatch, fmt="ocsf")
+    opened, replay, resolved = receiver.accepted
+    assert {doc["class_uid"] for doc in receiver.accepted} == {2004}
+    assert [(d["activity_id"], d["type_uid"], d["status_id"]) for d in (opened, resolved)] == [
+        (1, 200401, 1), (3, 200403, 4),
+    ]  # fmt: skip
+    assert opened["finding_info"]["uid"] == "a1b2c3" and opened["metadata"]["uid"] == "a1b2c3-1"
+    assert opened["severity_id"] == 4 and replay["severity_id"] == 5
+    assert opened["evidences"] == [{
+        "src_endpoint": {"ip": "10.9.9.9"}, "http_response": {"code": 200},
+        "http_request": {"http_method": "GET", "url": {"path": "/v1/invoices" + HOSTILE}, "user_agent": HOSTILE},
+    }]  # fmt: skip
+    assert replay["evidences"] == [
+        {"src_endpoint": {"ip": "2001:db8::7"}, "actor": {"user": {"name": "user|" + HOSTILE}}}
+    ]
+
+
+def test_a_missing_secret_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewatch.errors import ConfigError
+
+    monkeypatch.delenv("GW_TEST_UNSET_SECRET", raising=False)
+    config = parse_config({"forward": [{"name": "w", "type": "webhook", "url": "http://127.0.0.1:9/",
+                                        "secret_env": "GW_TEST_UNSET_SECRET"}]})  # fmt: skip
+    with pytest.raises(ConfigError, match="GW_TEST_UNSET_SECRET is not set"):
+        build_forwarders(config)
