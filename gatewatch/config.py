@@ -90,6 +90,12 @@ class CorrelateConfig(_Section):
     idle_timeout_secs: float = Field(
         10.0, gt=0, description="serve: an input silent this long is advanced with the wall clock."
     )
+    max_future_secs: float = Field(
+        86400.0,
+        gt=0,
+        description="A record further than this ahead of the newest credible event time moves no clock and waits "
+        "out of detection until another record within this distance vouches for it (ingest/order.py).",
+    )
 
 
 class AlertsConfig(_Section):

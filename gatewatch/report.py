@@ -36,6 +36,8 @@ def print_summary(console: Console, stats: RunStats, alerts: Iterable[Alert], de
         f"records {stats.records_in}  events {stats.events}  transactions {stats.transactions}  "
         f"late {stats.late_events}  alerts {len(alerts)} ({', '.join(f'{r} {n}' for r, n in sorted(by_rule.items()))})"
     )
+    if stats.future_events:
+        console.print(f"far-future events {stats.future_events} (stored, kept out of detection: their time moved no clock)")
     if stats.dead_letters:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dead_letter_reasons.items()))
         console.print(f"dead letters {stats.dead_letters} ({reasons}) -> {dead_letter_path}")
