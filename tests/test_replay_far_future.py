@@ -88,7 +88,7 @@ def test_without_the_guard_the_same_line_turns_the_rest_late(
     """The check above can fail: with the guard opened wide, the month-ahead line does the damage."""
     config = tmp_path / "open.yaml"
     text = demo.config_yaml.read_text().replace("revoked: revoked.csv", f"revoked: {demo.revoked_csv}")
-    config.write_text(text + "correlate:\n  max_future_secs: 1.0e+9\n")
+    config.write_text(text + "correlate:\n  max_future_secs: 31536000\n")  # a year: wider than the line's month
     alerts, summary = _replay(demo, _with_line(demo, tmp_path, "middle", timedelta(days=30), None), tmp_path, config)
     assert _late(summary) > 1000
     assert len(alerts) > len(reference[0])
