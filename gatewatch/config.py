@@ -26,7 +26,8 @@ MAX_LINE_BYTES_LIMIT = 16 * 1024 * 1024
 """Largest ``max_line_bytes`` accepted: a line is held whole in memory, and Envoy's own limit on
 request headers (60 KiB by default, 8 MiB at most) keeps a real line far below this."""
 MAX_DURATION_SECS = 366 * 86_400.0
-"""Longest ``*_secs`` setting accepted: every window, timeout and lateness is shorter than a year."""
+"""Longest ``*_secs`` setting accepted: every window, timeout and lateness is shorter than a year.
+No ``*_secs`` may be negative either (detector sections included); most must be above 0."""
 
 
 class _Section(BaseModel):
@@ -196,9 +197,9 @@ def _check_durations(model: BaseModel, path: str = "") -> None:
         if isinstance(value, BaseModel):
             _check_durations(value, f"{key}.")
         elif name.endswith("_secs") and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value) or value > MAX_DURATION_SECS:
+            if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_SECS):
                 raise ConfigError(
-                    f"invalid config: {key}: must be finite and at most {MAX_DURATION_SECS:.0f} s (got {value!r})"
+                    f"invalid config: {key}: must be a duration from 0 to {MAX_DURATION_SECS:.0f} s (got {value!r})"
                 )
 
 
