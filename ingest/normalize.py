@@ -11,16 +11,16 @@ value that reads fine but lies outside its range either costs the record (a
 dead letter with reason ``out_of_range``) or is dropped from it (the field
 left empty and named in the label ``gatewatch.out_of_range``):
 
-====================================  ================================  ===========================
-field                                 accepted                          otherwise
-====================================  ================================  ===========================
-``ts``                                2000-01-01 <= ts < 2100-01-01 UTC  dead letter ``out_of_range``
-``status``                            100-599, or 0 (no response)       dead letter ``out_of_range``
-``bytes_received``, ``bytes_sent``    0 .. 2**63-1                      dropped, flagged
-``duration_ms``,                      finite, 0 .. 1e12 (~31 years)      dropped, flagged
+==================================  =================================  ============================
+field                               accepted                           otherwise
+==================================  =================================  ============================
+``ts``                              2000-01-01 <= ts < 2100-01-01 UTC  dead letter ``out_of_range``
+``status``                          100-599, or 0 (no response)        dead letter ``out_of_range``
+``bytes_received``, ``bytes_sent``  0 .. 2**63-1                       dropped, flagged
+``duration_ms``,                    finite, 0 .. 1e12 (~31 years)      dropped, flagged
 ``upstream_service_time_ms``
-``token_exp``, ``token_iat``          finite, 1970-01-01 .. 2100-01-01  dropped, flagged
-====================================  ================================  ===========================
+``token_exp``, ``token_iat``        finite, 1970-01-01 .. 2100-01-01   dropped, flagged
+==================================  =================================  ============================
 
 Why the split: a record without a credible time cannot be ordered, and the
 status is what most rules read, so a record with an impossible one is not what
