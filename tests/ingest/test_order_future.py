@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detectors.sample import T0, app_event
-from ingest.order import EventOrder
+from ingest.order import MAX_HELD_EVENTS, EventOrder
 from ingest.records import Event
 
 DAY = 86_400.0
@@ -93,3 +93,13 @@ def test_what_is_held_at_the_end_does_not_depend_on_arrival_order(times: list[fl
     top = max(vouched) if vouched else ordered[0]
     expected = {e.id for e in events if e.ts - T0 > top + DAY}
     assert held_in_order == expected
+
+
+def test_held_events_are_capped_and_the_rest_counted() -> None:
+    order = EventOrder(lateness_secs=120.0, max_future_secs=1.0)
+    order.open_stream("example-app")
+    assert _feed(order, _events([0.0, 0.5])) != []  # a credible start
+    lone = _events([10.0 + 2 * i for i in range(MAX_HELD_EVENTS + 5)])  # each alone: 2 s apart, reach 1 s
+    for event in lone:
+        assert order.hold(event) == []
+    assert order.future_discarded == 5 and order.future_events == MAX_HELD_EVENTS + 5
