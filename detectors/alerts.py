@@ -9,7 +9,8 @@ of an alert is an order-free fold over the findings of its window:
 - ``first_seen`` / ``last_seen``: their earliest and latest time;
 - ``severity``: the highest;
 - ``request_ids``: the ``max_request_ids`` earliest;
-- ``summary``, ``reason``, ``details``: those of the earliest finding.
+- ``summary``, ``reason``, ``details``: those of the earliest finding (the
+  summary with control characters escaped: it quotes attacker-written text).
 
 So the same findings give the same alerts in any order: a detector may raise
 them as records arrive (``observe_arrival``) or in event-time order, and a
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from detectors.base import Finding, Severity
 from ingest.ecs import iso
+from ingest.escape import visible
 
 _SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
 DAY_SECS = 86_400
@@ -142,7 +144,7 @@ class _Window:
             last_seen=self.last_seen,
             count=len(self.keys) + self.unkeyed,
             request_ids=tuple(request_id for _, request_id in self.evidence),
-            summary=first.summary,
+            summary=visible(first.summary),
             reason=first.reason,
             details=dict(first.details),
         )

@@ -72,7 +72,7 @@ class Finding:
 class DetectorConfig(BaseModel):
     """Base of every detector's ``Config``: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
 

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from gatewatch.errors import GatewatchError
+from ingest.escape import visible
 
 console = Console(stderr=True)
 
@@ -27,10 +29,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except GatewatchError as error:
-        console.print(f"[red]error:[/red] {error}", soft_wrap=True)  # one line, however narrow the terminal
+        _print_error(str(error))
+        return 2
+    except OSError as error:  # a file named on the command line that cannot be read or written
+        _print_error(f"{error.filename}: {error.strerror}" if error.filename else str(error))
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _print_error(message: str) -> None:
+    # One line, whatever the message holds: it may quote a file name or a value from the user.
+    text = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    console.print(Text.assemble(("error:", "red"), " ", visible(text)), soft_wrap=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,15 +98,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_replay(args: argparse.Namespace) -> int:
     from gatewatch.config import load_config
+
+    if not args.gateway and not args.app:
+        raise GatewatchError("nothing to replay: give --gateway PATH... and/or --app PATH...")
+    config = load_config(args.config)  # before the heavy imports: a broken config is refused at once
+
     from gatewatch.replay import replay
     from gatewatch.report import print_summary
     from gatewatch.stores import open_store
     from gatewatch.forward import build_forwarders
     from ingest.sinks.ndjson import AlertEventFile, AlertFile, DeadLetterFile
 
-    if not args.gateway and not args.app:
-        raise GatewatchError("nothing to replay: give --gateway PATH... and/or --app PATH...")
-    config = load_config(args.config)
     dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
     alert_events = args.alerts_out.with_name(args.alerts_out.stem + ".lifecycle.ndjson")
     forwarders = build_forwarders(config)

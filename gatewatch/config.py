@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -47,8 +48,16 @@ def check_unwrap(value: str | None) -> str | None:
     return value
 
 
+MAX_LINE_BYTES_LIMIT = 16 * 1024 * 1024
+"""Largest ``max_line_bytes`` accepted: a line is held whole in memory, and Envoy's own limit on
+request headers (60 KiB by default, 8 MiB at most) keeps a real line far below this."""
+MAX_DURATION_SECS = 366 * 86_400.0
+"""Longest ``*_secs`` setting accepted: every window, timeout and lateness is shorter than a year.
+No ``*_secs`` may be negative either (detector sections included); most must be above 0."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class GatewayConfig(_Section):
@@ -61,7 +70,9 @@ class GatewayConfig(_Section):
         None,
         description="Envoy json_format / typed_json_format mapping (key -> command operator, nesting allowed).",
     )
-    max_line_bytes: int = Field(65536, gt=0, description="Longer lines become dead letters (oversized).")
+    max_line_bytes: int = Field(
+        65536, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines become dead letters (oversized)."
+    )
     unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("unwrap")(check_unwrap)
@@ -80,7 +91,7 @@ class AppConfig(_Section):
         "defaults, which are the names themselves (token.jti is at token.jti). The fields: " + ", ".join(APP_FIELDS),
         json_schema_extra={"propertyNames": {"enum": list(APP_FIELDS)}},
     )
-    max_line_bytes: int = Field(65536, gt=0)
+    max_line_bytes: int = Field(65536, gt=0, le=MAX_LINE_BYTES_LIMIT)
     unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("unwrap")(check_unwrap)
@@ -104,30 +115,25 @@ class TrustConfig(_Section):
         description="Paths the app may serve without the gateway (health checks, metrics).",
     )
     internal_callers: list[str] = Field(
-        default_factory=list, description="Identities or CIDRs allowed to call the app directly."
+        default_factory=list,
+        description="Identities or CIDRs allowed to call the app directly. An entry written in address notation "
+        "(starts with a digit or holds ':', and only hex digits, '.', ':' and '/') must be a valid CIDR or address; "
+        "anything else (spiffe://..., a DNS name) is an identity.",
     )
 
     @field_validator("gateway_networks")
     @classmethod
     def _cidrs(cls, networks: list[str]) -> list[str]:
         for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not a CIDR such as 10.0.0.0/24") from None
+            _check_network(network)
         return networks
 
     @field_validator("internal_callers")
     @classmethod
-    def _caller_cidrs(cls, callers: list[str]) -> list[str]:
-        # An identity is a URI (spiffe://...); anything shaped like an address must be a valid one,
-        # or a typo such as 10.3.0.0/33 would silently become an identity nobody has.
+    def _callers(cls, callers: list[str]) -> list[str]:
         for caller in callers:
-            if "://" not in caller and re.fullmatch(r"[0-9A-Fa-f.:]+(/\d*)?|[^/]*/[^/]*", caller):
-                try:
-                    ipaddress.ip_network(caller, strict=False)
-                except ValueError:
-                    raise ValueError(f"{caller!r} is not a CIDR such as 10.0.0.0/24") from None
+            if looks_like_network(caller):
+                _check_network(caller)
         return callers
 
 
@@ -145,13 +151,19 @@ class CorrelateConfig(_Section):
     idle_timeout_secs: float = Field(
         10.0, gt=0, description="serve: an input silent this long is advanced with the wall clock."
     )
+    max_future_secs: float = Field(
+        86400.0,
+        gt=0,
+        description="A record further than this ahead of the newest credible event time moves no clock and waits "
+        "out of detection until another record within this distance vouches for it (ingest/order.py).",
+    )
 
 
 class AlertsConfig(_Section):
     suppression_window_secs: float = Field(
         600.0, gt=0, description="One alert per (rule, entity) per window; windows are aligned to the UTC day."
     )
-    max_request_ids: int = Field(20, gt=0, description="Evidence request ids kept per alert.")
+    max_request_ids: int = Field(20, gt=0, le=10_000, description="Evidence request ids kept per alert.")
     update_interval_secs: float = Field(
         60.0, gt=0, description="An alert that grew sends at most one 'updated' event per this much event time."
     )
@@ -182,7 +194,7 @@ class StoreConfig(_Section):
     url: str = Field("duckdb:gatewatch.duckdb", description="duckdb:PATH, elasticsearch:URL, opensearch:URL or none.")
     index_prefix: str = Field("gatewatch", description="Search indices are <prefix>-events-YYYY.MM.DD etc.")
     retention_days: int = Field(30, gt=0, description="Indices older than this are deleted.")
-    bulk_max_docs: int = Field(5000, gt=0, description="Documents per bulk request.")
+    bulk_max_docs: int = Field(5000, gt=0, le=100_000, description="Documents per bulk request.")
 
 
 class KafkaTopics(_Section):
@@ -222,6 +234,38 @@ class KafkaConfig(_Section):
     )
 
 
+_ADDRESS_CHARS = frozenset("0123456789abcdefABCDEF.:/")
+
+
+def looks_like_network(entry: str) -> bool:
+    """Whether a trust entry is written as an address or CIDR (so it must be one), not an identity.
+
+    ``10.3.0.0/99`` and ``fe80::/10`` look like networks; ``spiffe://...``
+    (letters beyond hex) and ``reconciler.ops`` (no leading digit, no colon) do not.
+    """
+    return bool(entry) and set(entry) <= _ADDRESS_CHARS and (entry[0].isdigit() or ":" in entry)
+
+
+def _check_network(network: str) -> None:
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise ValueError(f"{network!r} is not a CIDR such as 10.0.0.0/24") from None
+
+
+def _check_durations(model: BaseModel, path: str = "") -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        key = f"{path}{name}"
+        if isinstance(value, BaseModel):
+            _check_durations(value, f"{key}.")
+        elif name.endswith("_secs") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_SECS):
+                raise ConfigError(
+                    f"invalid config: {key}: must be a duration from 0 to {MAX_DURATION_SECS:.0f} s (got {value!r})"
+                )
+
+
 @cache
 def _detectors_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
@@ -256,6 +300,7 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> A
         config = config_model().model_validate(data or {})
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
+    _check_durations(config)
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
         config = config.model_copy(update={"tokens": TokensConfig(revoked=base_dir / revoked)})
@@ -298,13 +343,23 @@ def load_config(path: str | Path | None) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
+    except RecursionError:  # thousands of nested brackets
+        raise ConfigError(f"{path} is not valid YAML: nested too deeply") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (gateway, app, trust, ...)")
     return parse_config(data, base_dir=path.parent)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def _describe(error: ValidationError) -> str:

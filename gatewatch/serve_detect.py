@@ -258,9 +258,12 @@ class DetectStage:
                 events = decode_events(stream, rows)
                 pipeline.order_events(events)
                 self.shared.metrics.detect_events.inc(len(events))
-                self._last_wall[stream] = wall
-                newest = max(event.ts for event in events)
-                self._last_ts[stream] = max(newest, self._last_ts.get(stream, newest))
+                # Credible time only: a far-future record held by the order must not be idled forward from.
+                horizon = pipeline.order.horizon
+                newest = max((event.ts for event in events if event.ts <= horizon), default=None)
+                if newest is not None:
+                    self._last_wall[stream] = wall
+                    self._last_ts[stream] = max(newest, self._last_ts.get(stream, newest))
             elif value[0] == "progress":
                 self._on_progress(value[1], value[2])
             self._next_offset = message.offset + 1

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from kafka.errors import KafkaError
 
 from gatewatch.errors import GatewatchError, StoreUnavailableError
 from gatewatch.metrics import ServeMetrics
 from gatewatch.store_writer import PendingWrite, StoreWriter
+from ingest.escape import quoted
 from ingest.sinks.base import Batch
 
 __all__ = ["RETRY_MAX_SECS", "Shared", "Stopped", "deliver", "kv"]
@@ -29,7 +29,7 @@ SHUTDOWN_DELIVERY_TIMEOUT_SECS = 60.0
 
 
 def kv(event: str, **fields: Any) -> str:
-    """A ``key=value`` log line; values with spaces or quotes are JSON-quoted."""
+    """A ``key=value`` log line; values with spaces, quotes or control characters are quoted and escaped."""
     parts = [f"event={event}"]
     for key, value in fields.items():
         if isinstance(value, float):
@@ -38,9 +38,7 @@ def kv(event: str, **fields: Any) -> str:
             text = ",".join(sorted(str(v) for v in value)) or "-"
         else:
             text = str(value)
-        if not text or any(c in text for c in ' "='):
-            text = orjson.dumps(text).decode()
-        parts.append(f"{key}={text}")
+        parts.append(f"{key}={quoted(text)}")
     return " ".join(parts)
 
 

@@ -51,6 +51,7 @@ class RunStats:
     dead_letters: int = 0
     transactions: int = 0
     late_events: int = 0
+    future_events: int = 0
     redelivered: int = 0
     ts_from_runtime: int = 0  # events dated by the container runtime's timestamp: their format had no date
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
@@ -130,7 +131,7 @@ class Pipeline:
             book,
             AlertLifecycle(**self._lifecycle_settings),
         )
-        self.order = EventOrder(config.correlate.allowed_lateness_secs)
+        self.order = EventOrder(config.correlate.allowed_lateness_secs, config.correlate.max_future_secs)
         self.correlator = Correlator(config.correlate.join_window_secs)
         self.stats = RunStats()
         self._runtime_dated = bool(
@@ -171,7 +172,9 @@ class Pipeline:
 
         An event at or below the highest offset already seen on its input is a
         re-delivery (a restarted producer re-sending) and is skipped, so state
-        is never fed the same record twice.
+        is never fed the same record twice. An event far ahead of every credible
+        time is held by the order (stored, not yet detected) until something
+        vouches for it; see :mod:`ingest.order`.
         """
         order = self.order
         offsets = self.stream_offsets
@@ -182,10 +185,23 @@ class Pipeline:
                 self.stats.redelivered += 1
                 continue
             offsets[stream] = offset
+            if event.ts > order.horizon:
+                self._order_credible(order.hold(event))
+                continue
             alerts = detectors.observe_arrival(event)
             if alerts:
                 self._collect(alerts)
             if not order.add(stream, event):
+                self._process_event(event)
+        self._order_credible(order.reached())
+
+    def _order_credible(self, events: list[Event]) -> None:
+        # Held events that became credible: the same path as any other, minus the checks done.
+        for event in events:
+            alerts = self.detectors.observe_arrival(event)
+            if alerts:
+                self._collect(alerts)
+            if not self.order.add(event.origin.stream, event):
                 self._process_event(event)
 
     # -- processing -----------------------------------------------------------
@@ -203,7 +219,12 @@ class Pipeline:
             self._advance_to(math.floor(watermark))
 
     def finish(self) -> None:
-        """End of input: release and close everything, then let every window end."""
+        """End of input: release and close everything, then let every window end.
+
+        Events still held as far-future stay out of detection (they are stored
+        like any other) and are counted in ``future_events``.
+        """
+        self._order_credible(self.order.settle())
         for event in self.order.release(float("inf")):
             self._process_event(event)
         if self._tick is not None:
@@ -220,6 +241,7 @@ class Pipeline:
         self.stats.dead_letters += len(batch.dead_letters)
         self.stats.transactions += len(batch.transactions)
         self.stats.late_events = self.order.late_events
+        self.stats.future_events = self.order.future_events
         self.stats.detector_errors = dict(self.detectors.errors)
         return batch
 

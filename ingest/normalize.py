@@ -4,6 +4,30 @@ Parsers only find values; they hand over a dict keyed by :class:`Event` field
 names whose values are strings as logged (or numbers, from typed JSON). This
 stage owns every type coercion and the few derivations both log kinds share, so
 a new log format is one new parser and never a second copy of these rules.
+
+It also owns every field's range, so no store, detector or alert writer ever
+sees a value it cannot hold (a status past int32, a date past year 9999). A
+value that reads fine but lies outside its range either costs the record (a
+dead letter with reason ``out_of_range``) or is dropped from it (the field
+left empty and named in the label ``gatewatch.out_of_range``):
+
+==================================  =================================  ============================
+field                               accepted                           otherwise
+==================================  =================================  ============================
+``ts``                              2000-01-01 <= ts < 2100-01-01 UTC  dead letter ``out_of_range``
+``status``                          100-599, or 0 (no response)        dead letter ``out_of_range``
+``bytes_received``, ``bytes_sent``  0 .. 2**63-1                       dropped, flagged
+``duration_ms``,                    finite, 0 .. 1e12 (~31 years)      dropped, flagged
+``upstream_service_time_ms``
+``token_exp``, ``token_iat``        finite, 1970-01-01 .. 2100-01-01   dropped, flagged
+==================================  =================================  ============================
+
+Why the split: a record without a credible time cannot be ordered, and the
+status is what most rules read, so a record with an impossible one is not what
+it claims to be. The other numbers are details of a request that is otherwise
+real (an attacker-minted token with ``exp: 1e300`` must still be seen making
+its request), so only the value goes. A timestamp inside the window but far
+ahead of the stream is a matter for :mod:`ingest.order`, not for this stage.
 """
 
 from __future__ import annotations
@@ -20,6 +44,24 @@ class InvalidValueError(ValueError):
     """A field's value cannot be read as its type; the record becomes a dead letter."""
 
 
+class OutOfRangeError(InvalidValueError):
+    """A value reads as its type but lies outside its field's range; the record becomes a dead letter."""
+
+
+class _Dropped(Exception):
+    """A value outside its field's range that the record can do without: the field is left empty."""
+
+
+MIN_TS = 946_684_800.0
+"""2000-01-01T00:00:00Z: the earliest event time accepted."""
+MAX_TS = 4_102_444_800.0
+"""2100-01-01T00:00:00Z: event and token times from here on are refused."""
+MAX_INT64 = 2**63 - 1
+MAX_DURATION_MS = 1e12  # ~31 years; in nanoseconds (ECS event.duration) still inside int64
+OUT_OF_RANGE_LABEL = "gatewatch.out_of_range"
+"""The label naming the fields whose out-of-range values were dropped (comma-separated)."""
+
+
 def parse_timestamp(value: Any) -> float:
     """Seconds since the epoch from ISO 8601 text (any fraction, ``Z`` or offset) or a number.
 
@@ -29,7 +71,10 @@ def parse_timestamp(value: Any) -> float:
     if type(value) is str:  # the common case first
         return _parse_iso(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past any float
+            raise InvalidValueError(f"timestamp {value!r} is not finite") from None
         if not math.isfinite(seconds):
             raise InvalidValueError(f"timestamp {value!r} is not finite")
         return seconds / 1000.0 if seconds > 1e11 else seconds
@@ -85,6 +130,8 @@ def _to_float(value: Any) -> float:
         raise InvalidValueError(f"{value!r} is not a number")
     try:
         return float(value)
+    except OverflowError:
+        raise _Dropped from None  # an int past any float: a number, out of every range
     except (TypeError, ValueError):
         raise InvalidValueError(f"{value!r} is not a number") from None
 
@@ -106,16 +153,62 @@ def _to_flags(value: Any) -> tuple[str, ...]:
 
 
 def _to_epoch(value: Any) -> float:
-    return parse_timestamp(value)
+    try:
+        seconds = parse_timestamp(value)
+    except InvalidValueError:
+        if _looks_number(value):  # 1e400, inf: a time, just not a credible one
+            raise _Dropped from None
+        raise
+    if not 0.0 <= seconds < MAX_TS:
+        raise _Dropped
+    return seconds
+
+
+def _to_status(value: Any) -> int:
+    status = _to_int(value)
+    if not (100 <= status <= 599 or status == 0):
+        raise OutOfRangeError(f"{status} is not an HTTP status (100-599, or 0)")
+    return status
+
+
+def _to_count(value: Any) -> int:
+    try:
+        count = _to_int(value)
+    except InvalidValueError:
+        if isinstance(value, float) or _looks_number(value):
+            raise _Dropped from None  # 1e300, inf: a number, just not a count
+        raise
+    if not 0 <= count <= MAX_INT64:
+        raise _Dropped
+    return count
+
+
+def _to_duration(value: Any) -> float:
+    duration = _to_float(value)
+    if not 0.0 <= duration <= MAX_DURATION_MS:  # NaN fails both comparisons
+        raise _Dropped
+    return duration
+
+
+def _looks_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 # Fields that are not plain text, and how to read them; every other Event field is text.
 _COERCE: dict[str, Callable[[Any], Any]] = {
-    "status": _to_int,
-    "bytes_received": _to_int,
-    "bytes_sent": _to_int,
-    "duration_ms": _to_float,
-    "upstream_service_time_ms": _to_float,
+    "status": _to_status,
+    "bytes_received": _to_count,
+    "bytes_sent": _to_count,
+    "duration_ms": _to_duration,
+    "upstream_service_time_ms": _to_duration,
     "token_exp": _to_epoch,
     "token_iat": _to_epoch,
     "response_flags": _to_flags,
@@ -139,8 +232,13 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float
         ts = created
     except InvalidValueError as error:
         return DeadLetter(origin, "invalid_value", f"ts: {error}", raw)
+    if not MIN_TS <= ts < MAX_TS:
+        return DeadLetter(origin, "out_of_range", f"ts: {ts!r} is outside 2000-01-01 .. 2100-01-01", raw)
+    if created is not None and not MIN_TS <= created < MAX_TS:
+        created = None  # a wrapper's absurd time is not kept; the line's own time decides
     values: dict[str, Any] = {} if created is None else {"created": created}
     labels: list[tuple[str, str]] = []
+    dropped: list[str] = []
     for name, value in fields.items():
         if value is None:
             continue
@@ -151,8 +249,14 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float
                 values[name] = coerce(value)
             else:
                 labels.append((name, _to_str(value)))
+        except _Dropped:
+            dropped.append(name)
+        except OutOfRangeError as error:
+            return DeadLetter(origin, "out_of_range", f"{name}: {error}", raw)
         except InvalidValueError as error:
             return DeadLetter(origin, "invalid_value", f"{name}: {error}", raw)
+    if dropped:
+        labels.append((OUT_OF_RANGE_LABEL, ",".join(sorted(dropped))))
     if origin.dataset is Dataset.GATEWAY:
         # RESPONSE_CODE 0: Envoy never started a response (downstream reset).
         if values.get("status") == 0:

@@ -12,10 +12,30 @@ Taking the minimum over inputs matters when catching up a backlog: a fast input
 cannot push the watermark past events a slower input has yet to deliver.
 An event that arrives when the order has already moved past its time is
 "late"; it is handed back at once rather than reordered, and counted.
+
+A clock only moves on credible time. One record dated 9999 (or next month)
+among normal traffic would otherwise set its input's clock, and once the
+other inputs end, the watermark with it: every later record turns late.
+Kafka bounds this against the broker's wall clock
+(``message.timestamp.after.max.ms``); Flink's bounded out-of-orderness takes
+the largest timestamp seen, outlier or not. gatewatch compares with event time
+instead, so a replay stays deterministic: an event more than
+``max_future_secs`` ahead of the newest credible event of any input (the
+*horizon*) is held aside (see :meth:`EventOrder.hold`), kept out of
+detection and of every clock, until another record lands within
+``max_future_secs`` of it (logs that really jumped a day corroborate
+themselves with their next record) or the traffic catches up with it.
+
+Whatever the arrival order, the events held at the end are the same: the
+ones that stand alone (no other record within ``max_future_secs``) above the
+latest pair of records that do. With no credible time at all yet, even the
+first record is held until a second one vouches for it; at the end of a run
+where none ever did, the earliest anchors time (:meth:`EventOrder.settle`).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import pickle
 from collections.abc import Iterator
@@ -25,17 +45,23 @@ from ingest.records import Event
 
 # Events per pickle when the buffer is checkpointed (see EventOrder.__getstate__).
 _PICKLE_CHUNK = 5_000
+# Far-future events held at most; past it a lone one is counted and left out of detection.
+MAX_HELD_EVENTS = 10_000
 
 
 class EventOrder:
     """The reorder buffer. Memory is bounded by ``lateness_secs`` of traffic."""
 
-    def __init__(self, lateness_secs: float) -> None:
+    def __init__(self, lateness_secs: float, max_future_secs: float = 86_400.0) -> None:
         self.lateness_secs = lateness_secs
+        self.max_future_secs = max_future_secs
         self.clock = float("-inf")  # ts of the last event released
         self.late_events = 0
+        self.horizon = float("-inf")  # newest credible ts + max_future_secs: later events are held
+        self.future_discarded = 0
         self._heap: list[tuple[float, str, Event]] = []
         self._stream_clock: dict[str, float] = {}
+        self._held: list[tuple[float, str, Event]] = []  # sorted by (ts, id)
 
     def open_stream(self, stream: str) -> None:
         """Register an input; until it delivers, it holds the watermark back."""
@@ -54,11 +80,62 @@ class EventOrder:
         """Queue ``event``; return False if it is late and must be handled now, out of order."""
         if event.ts > self._stream_clock.get(stream, float("-inf")):
             self._stream_clock[stream] = event.ts
+            if event.ts + self.max_future_secs > self.horizon:
+                self.horizon = event.ts + self.max_future_secs
         if event.ts < self.clock:
             self.late_events += 1
             return False
         heapq.heappush(self._heap, (event.ts, event.id, event))
         return True
+
+    def hold(self, event: Event) -> list[Event]:
+        """Hold ``event``, which lies beyond :attr:`horizon`; return the held events now credible.
+
+        Called instead of :meth:`add` for such an event. It becomes credible
+        with another held event within ``max_future_secs`` of it: then it, that
+        one, and every held event within reach of them are returned, oldest
+        first, to be added like any other. Otherwise nothing is returned and the
+        event waits (at most :data:`MAX_HELD_EVENTS`; past that it is only counted).
+        """
+        held = self._held
+        ts, reach = event.ts, self.max_future_secs
+        at = bisect.bisect_left(held, (ts, event.id))
+        vouched = (at > 0 and ts - held[at - 1][0] <= reach) or (at < len(held) and held[at][0] - ts <= reach)
+        if not vouched and len(held) >= MAX_HELD_EVENTS:
+            self.future_discarded += 1
+            return []
+        held.insert(at, (ts, event.id, event))
+        return self._release_held(max(self.horizon, ts + reach)) if vouched else []
+
+    def reached(self) -> list[Event]:
+        """Held events the horizon has caught up with, oldest first, to be added now."""
+        if self._held and self._held[0][0] <= self.horizon:
+            return self._release_held(self.horizon)
+        return []
+
+    def settle(self) -> list[Event]:
+        """End of input: if no time was ever credible, the earliest held event anchors it.
+
+        A run whose records all stand alone (one record, or a few days apart)
+        is still processed; far-future outliers stay held. Returns what to add.
+        """
+        if self.horizon == float("-inf") and self._held:
+            return self._release_held(self._held[0][0])
+        return self.reached()
+
+    @property
+    def future_events(self) -> int:
+        """Events held as far-future now, plus those dropped from detection past the cap."""
+        return len(self._held) + self.future_discarded
+
+    def _release_held(self, reach: float) -> list[Event]:
+        held = self._held
+        released: list[Event] = []
+        while held and held[0][0] <= reach:
+            ts, _, event = held.pop(0)
+            released.append(event)
+            reach = max(reach, ts + self.max_future_secs)
+        return released
 
     def stream_clock(self, stream: str) -> float:
         """The newest event time seen on ``stream`` (-inf before its first event)."""

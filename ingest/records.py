@@ -59,7 +59,7 @@ class DeadLetter:
     """A record that could not be parsed, kept with a low-cardinality reason.
 
     Reasons: ``invalid_utf8``, ``truncated``, ``oversized``, ``format_mismatch``,
-    ``invalid_json``, ``invalid_value``, ``not_an_object``, ``missing_timestamp``,
+    ``invalid_json``, ``invalid_value``, ``out_of_range``, ``not_an_object``, ``missing_timestamp``,
     and ``store_rejected`` (a search node refused the document).
     """
 

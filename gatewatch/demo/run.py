@@ -14,7 +14,7 @@ from gatewatch.demo.files import write_demo
 from gatewatch.demo.scenario import Scenario
 from gatewatch.html_report import write_report
 from gatewatch.replay import replay
-from gatewatch.report import alerts_table
+from gatewatch.report import alerts_table, cell, shown
 from ingest.sinks.duckdb import DuckDBSink
 from ingest.sinks.ndjson import AlertFile, DeadLetterFile
 
@@ -31,7 +31,9 @@ def run_demo(console: Console, out: Path, minutes: float, rate: float, seed: int
     total = sum(files.expected.records.values()) + sum(
         sum(reasons.values()) for reasons in files.expected.dead_letters.values()
     )
-    console.print(f"wrote {files.gateway_log} and {files.app_log} ({total} lines), config {files.config_yaml}")
+    console.print(
+        f"wrote {shown(files.gateway_log)} and {shown(files.app_log)} ({total} lines), config {shown(files.config_yaml)}"
+    )
 
     config = load_config(files.config_yaml)
     store_path = out / "gatewatch.duckdb"
@@ -56,10 +58,12 @@ def run_demo(console: Console, out: Path, minutes: float, rate: float, seed: int
     console.print(verdict.table)
     console.print(
         f"records {stats.records_in}  events {stats.events}  transactions {stats.transactions}  "
-        f"dead letters {stats.dead_letters} {dict(sorted(stats.dead_letter_reasons.items()))}  "
+        f"dead letters {stats.dead_letters} {shown(dict(sorted(stats.dead_letter_reasons.items())))}  "
         f"late {stats.late_events}"
     )
-    console.print(f"store: {store_path} (tables events, transactions, alerts, dead_letters); alerts: {alert_file.path}")
+    console.print(
+        f"store: {shown(store_path)} (tables events, transactions, alerts, dead_letters); alerts: {shown(alert_file.path)}"
+    )
     with console.status("writing the HTML report"):
         report_path = write_report(f"duckdb:{store_path}", out / "report.html")
     if verdict.ok:
@@ -89,11 +93,11 @@ def _verdict_table(plan: Scenario, alerts: list[Alert]) -> _Verdict:
             result = "alerted (allowed)" if key in raised else "quiet (allowed)"
         else:
             result = "[red]MISSED[/red]" if key in missing else "[green]alerted[/green]"
-        table.add_row(injection.rule, f"{key[1]}={key[2]}", injection.description, result)
+        table.add_row(cell(injection.rule), cell(f"{key[1]}={key[2]}"), cell(injection.description), result)
     for look_alike in plan.look_alikes:
         key = (look_alike.rule, look_alike.entity_type, look_alike.entity_value)
         result = "[red]FALSE POSITIVE[/red]" if key in false_positives else "[green]quiet[/green]"
-        table.add_row(look_alike.rule, f"{key[1]}={key[2]}", f"benign: {look_alike.description}", result)
+        table.add_row(cell(look_alike.rule), cell(f"{key[1]}={key[2]}"), cell(f"benign: {look_alike.description}"), result)
     for rule, entity_type, entity_value in unexplained:
-        table.add_row(rule, f"{entity_type}={entity_value}", "(nothing injected)", "[red]UNEXPLAINED[/red]")
+        table.add_row(cell(rule), cell(f"{entity_type}={entity_value}"), "(nothing injected)", "[red]UNEXPLAINED[/red]")
     return _Verdict(table, ok=not missing and not false_positives and not unexplained)

@@ -30,3 +30,7 @@ def load_revocations(path: Path) -> dict[str, float]:
             return revoked
     except OSError as error:
         raise SourceError(f"cannot read the revocation list {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise SourceError(f"the revocation list {path} is not UTF-8 text (byte {error.start})") from None
+    except csv.Error as error:
+        raise SourceError(f"the revocation list {path} is not CSV: {error}") from None

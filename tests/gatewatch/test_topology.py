@@ -118,7 +118,10 @@ def test_a_record_that_proves_a_rule_alerts_before_the_reorder_buffer_releases_i
     pipeline.open_stream("app/0")
     line = orjson.dumps({"ts": "2026-03-02T09:00:00Z", "request_id": "r-1", "method": "GET", "path": "/v1/invoices",
                          "status": 200, "peer": {"ip": "10.9.9.9"}})  # fmt: skip
-    pipeline.feed([RawRecord(Origin(Dataset.APP, "app/0", 0), line)])
+    # A first record is judged once a second one vouches for its time (ingest/order.py: far-future guard).
+    health = orjson.dumps({"ts": "2026-03-02T09:00:01Z", "request_id": "r-2", "method": "GET", "path": "/healthz",
+                           "status": 200, "peer": {"ip": "10.0.0.7"}})  # fmt: skip
+    pipeline.feed([RawRecord(Origin(Dataset.APP, "app/0", 0), line), RawRecord(Origin(Dataset.APP, "app/0", 1), health)])
     pipeline.process()
     batch = pipeline.drain()
     assert pipeline.order.watermark == float("-inf")  # nothing released: the gateway input has not spoken

@@ -257,7 +257,7 @@ _TEXT = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=30).
 @settings(database=None, max_examples=300, deadline=None)
 @given(
     seconds=st.integers(946684800, 4102444799),
-    status=st.one_of(st.none(), st.integers(1, 599)),
+    status=st.one_of(st.none(), st.integers(100, 599)),
     duration=st.one_of(st.none(), st.integers(0, 10**9)),
     flags=st.lists(st.sampled_from(["UF", "URX", "RL", "UAEX", "XYZ"]), max_size=3),
     user_agent=st.one_of(st.none(), _TEXT),

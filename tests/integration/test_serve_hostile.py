@@ -1,0 +1,73 @@
+"""``gatewatch serve`` over hostile values: nothing aborts, every record is stored once, and the
+alerts equal a replay of the same lines (values out of range, a record from the far future,
+control characters and markup in a path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from test_serve import (  # noqa: F401 (topics is a fixture)
+    T0,
+    Line,
+    Serve,
+    Topics,
+    _app,
+    build_traffic,
+    replay_alerts,
+    stored_alerts,
+    stored_origins,
+    topics,
+    wait_for,
+)
+
+from gatewatch.config import load_config
+from gatewatch.topology import build_parsers, parse_records
+from ingest.records import Dataset, Origin, RawRecord
+
+
+def _hostile(at: float, rid: str, **changes: object) -> Line:
+    record = orjson.loads(_app(at, rid, "/v1/invoices", 200).value)
+    record.update(changes)
+    return Line("app", at, rid.encode(), orjson.dumps(record))  # produced in order at `at`, whatever it says
+
+
+def hostile_lines() -> list[Line]:
+    return [
+        _hostile(T0 + 10.001, "h-status", status=3_000_000_000),
+        _hostile(T0 + 11.001, "h-exp", token={"jti": "j-1", "sub": "u-1", "exp": 1e300, "iat": 1e300},
+                 peer={"ip": "10.9.9.9"}),  # fmt: skip
+        _hostile(T0 + 12.001, "h-ts", ts=1e300),
+        _hostile(T0 + 13.001, "h-9999", ts="9999-12-31T23:59:59Z"),
+        _hostile(T0 + 14.001, "h-month", ts="2026-04-01T09:00:14Z"),  # inside 2000..2100: held as far-future
+        _hostile(T0 + 15.001, "h-latency", latency_ms=2e19),
+        _hostile(T0 + 16.001, "h-path", path="/v1/\x1b[2J\x1b[31mPWNED\r\n[/x]", peer={"ip": "10.9.9.9"}),
+    ]
+
+
+def _events_in(config: Path, lines: list[Line]) -> int:
+    parsers = build_parsers(load_config(config))
+    records = [
+        RawRecord(Origin(Dataset.GATEWAY if line.side == "gateway" else Dataset.APP, "x", n), line.value)
+        for n, line in enumerate(lines)
+    ]
+    events, _ = parse_records(parsers, records)
+    return len(events)
+
+
+def test_serve_stores_hostile_records_once_and_alerts_as_replay(topics: Topics, tmp_path: Path) -> None:
+    lines = sorted(build_traffic(400) + hostile_lines(), key=lambda line: line.ts)
+    topics.produce(lines)
+    config = topics.config(tmp_path)
+    store = tmp_path / "store.duckdb"
+    serve = Serve(config, store, tmp_path / "serve.log")
+    wait_for(lambda: serve.metric("component_received_events_total") >= len(lines), 60, "every record", serve)
+    wait_for(topics.all_committed, 60, "every offset committed", serve)
+    events = _events_in(config, lines)
+    wait_for(lambda: serve.metric("gatewatch_detect_events_total") >= events, 60, "detection to see every event", serve)
+    assert serve.stop() == 0, serve.output()
+    assert "Traceback" not in serve.output()
+    assert stored_origins(store) == topics.expected_origins()  # every record exactly once
+    alerts = stored_alerts(store)
+    assert alerts == replay_alerts(config, lines, tmp_path)
+    assert any(entity == "10.9.9.9" for _, _, _, entity, *_ in alerts)

@@ -1,0 +1,51 @@
+"""``replay`` never aborts on data: the issue's records end as events or dead letters in every sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from gatewatch.cli import main
+
+TS = "2026-03-02T09:00:0{}Z"
+LINES = [
+    {"ts": TS.format(0), "request_id": "r1", "method": "GET", "path": "/a", "status": 3000000000},
+    {"ts": TS.format(1), "request_id": "r2", "method": "GET", "path": "/b", "status": 200,
+     "token": {"jti": "j1", "sub": "u", "exp": 1e300, "iat": 1e300}, "peer": {"ip": "10.9.9.9"}},
+    {"ts": TS.format(2), "request_id": "r3", "method": "GET", "path": "/c", "status": 200,
+     "token": {"jti": "j2", "sub": "u", "exp": -1e300}, "peer": {"ip": "10.0.0.9"}},
+    {"ts": 1e300, "request_id": "r4", "status": 200},
+    {"ts": TS.format(3), "request_id": "r5", "status": 200, "latency_ms": 2e19},
+    {"ts": "9999-12-31T23:59:59Z", "request_id": "r6", "status": 200},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("store", ["duckdb", "none"])
+def test_replay_stores_hostile_values_as_events_or_dead_letters(tmp_path: Path, store: str) -> None:
+    app = tmp_path / "app.log"
+    app.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in LINES))
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text("trust:\n  gateway_networks: [10.0.0.0/24]\n")
+    db = tmp_path / "store.duckdb"
+    alerts = tmp_path / "alerts.ndjson"
+    dead = tmp_path / "dead.ndjson"
+    code = main([
+        "replay", "--config", str(config), "--app", str(app), "--alerts-out", str(alerts),
+        "--dead-letters", str(dead), "--store", f"duckdb:{db}" if store == "duckdb" else "none",
+    ])  # fmt: skip
+    assert code == 0
+    reasons = sorted(orjson.loads(line)["reason"] for line in dead.read_bytes().splitlines())
+    assert reasons == ["out_of_range"] * 3
+    written = [orjson.loads(line) for line in alerts.read_bytes().splitlines()]
+    assert {a["entity"]["value"] for a in written} >= {"10.9.9.9"}  # the untrusted peer still alerts
+    if store == "duckdb":
+        con = duckdb.connect(str(db), read_only=True)
+        events = con.sql("select request_id, token_exp, duration_ms, labels from events order by request_id").fetchall()
+        dead_rows = con.sql("select count(*) from dead_letters").fetchall()[0]
+        con.close()
+        assert [row[0] for row in events] == ["r2", "r3", "r5"]
+        assert all(row[1] is None and row[2] is None for row in events)
+        assert dead_rows == (3,)
