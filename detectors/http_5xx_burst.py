@@ -21,6 +21,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
+import msgspec
 from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
@@ -56,6 +57,20 @@ class _Route:
         self.recent_ids: deque[str | None] = deque(maxlen=20)  # request ids of the latest 5xx
 
 
+class _RouteState(msgspec.Struct, array_like=True, gc=False):
+    """A :class:`_Route`, field for field, for a checkpoint."""
+
+    buckets: list[tuple[float, int, int]]
+    win_requests: int
+    win_errors: int
+    base_requests: float
+    base_errors: float
+    base_ts: float | None
+    last_ts: float
+    fired_bucket: float
+    recent_ids: list[str | None]
+
+
 class Http5xxBurst(Detector):
     """≥ ``min_errors`` 5xx on a route in ``window_secs``, at ≥ ``rate_factor`` × its baseline rate."""
 
@@ -78,6 +93,27 @@ class Http5xxBurst(Detector):
         super().__init__(config, context)
         self._routes: dict[str, _Route] = {}
         self._next_sweep = -math.inf
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        routes: dict[str, _RouteState]
+        next_sweep: float
+
+    def state(self) -> State:
+        routes = {key: _RouteState([tuple(b) for b in r.buckets], r.win_requests, r.win_errors, r.base_requests,
+                                   r.base_errors, r.base_ts, r.last_ts, r.fired_bucket, list(r.recent_ids))
+                  for key, r in self._routes.items()}  # fmt: skip
+        return self.State(routes, self._next_sweep)
+
+    def restore_state(self, state: State) -> None:
+        self._routes = {}
+        for key, saved in state.routes.items():
+            route = self._routes[key] = _Route()
+            route.buckets.extend([list(bucket) for bucket in saved.buckets])
+            route.win_requests, route.win_errors = saved.win_requests, saved.win_errors
+            route.base_requests, route.base_errors, route.base_ts = saved.base_requests, saved.base_errors, saved.base_ts
+            route.last_ts, route.fired_bucket = saved.last_ts, saved.fired_bucket
+            route.recent_ids.extend(saved.recent_ids)
+        self._next_sweep = state.next_sweep
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
