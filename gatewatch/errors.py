@@ -38,7 +38,8 @@ class WireError(GatewatchError):
     """Bytes from an internal topic or a checkpoint do not decode (see :mod:`ingest.codec`).
 
     ``reason`` is low-cardinality (``undecodable``, ``unknown_version``,
-    ``unknown_kind``): it becomes the dead letter's reason and a metric label.
+    ``unknown_kind``; ``invalid_value`` when an event cannot be encoded): it
+    becomes the dead letter's reason and a metric label.
     """
 
     def __init__(self, reason: str, detail: str) -> None:

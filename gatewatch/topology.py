@@ -28,7 +28,7 @@ from detectors.alerts import Alert, AlertBook
 from detectors.base import DetectorContext
 from detectors.runner import DetectorSet
 from detectors.trust import TrustPolicy
-from ingest.codec import decode, decode_state, encode, encode_state
+from ingest.codec import Ts, decode, decode_state, encode, encode_state
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
@@ -102,7 +102,7 @@ class PipelineState(msgspec.Struct, array_like=True, gc=False):
     correlator: Correlator.State
     detectors: dict[str, msgspec.Raw]  # rule_id -> its State, decoded with the rule's own type
     alert_book: AlertBook.State
-    tick: float | None
+    tick: Ts | None
     stream_offsets: dict[str, int]
 
 

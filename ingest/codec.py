@@ -30,7 +30,7 @@ from ingest.records import Dataset, Event, Origin
 
 __all__ = [
     "EventRow", "EventTable", "Envelope", "MAX_TS_SECS", "decode", "decode_state", "encode", "encode_state",
-    "encodable_ts", "event_rows", "events_from_rows", "pack_events", "unpack_events",
+    "encode_rows", "event_rows", "events_from_rows", "pack_events", "split_unencodable", "unpack_events",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -107,9 +107,33 @@ def _event(stream: str, row: EventRow) -> Event:
     return Event(values[0], dataset, values[2], Origin(dataset, stream, values[3]), *values[4:])
 
 
-def encodable_ts(ts: float) -> bool:
-    """Whether an event time fits :data:`Ts`; an event outside it cannot cross the wire."""
-    return -MAX_TS_SECS <= ts <= MAX_TS_SECS
+def encode_rows(events: Sequence[Event]) -> msgspec.Raw:
+    """The events' rows, encoded once, to embed in a message (``encode(..., (..., rows))``).
+
+    Raises :class:`~gatewatch.errors.WireError` (reason ``invalid_value``) if an
+    event cannot cross the wire: an integer past uint64 or an event time
+    outside ±:data:`MAX_TS_SECS`. :func:`split_unencodable` tells which.
+    """
+    if events and not (-MAX_TS_SECS <= min(e.ts for e in events) and max(e.ts for e in events) <= MAX_TS_SECS):
+        raise WireError("invalid_value", "event time out of range")
+    try:
+        return msgspec.Raw(_encoder.encode(event_rows(events)))
+    except OverflowError as error:
+        raise WireError("invalid_value", str(error)) from None
+
+
+def split_unencodable(events: Iterable[Event]) -> tuple[list[Event], list[tuple[Event, str]]]:
+    """The events that can cross the wire, and the others with what is wrong (one by one: the slow path)."""
+    good: list[Event] = []
+    bad: list[tuple[Event, str]] = []
+    for event in events:
+        try:
+            encode_rows((event,))
+        except WireError as error:
+            bad.append((event, error.detail))
+        else:
+            good.append(event)
+    return good, bad
 
 
 class EventTable(msgspec.Struct, array_like=True, gc=False):
