@@ -110,7 +110,8 @@ class Http5xxBurst(Detector):
             route = self._routes[key] = _Route()
             route.buckets.extend([list(bucket) for bucket in saved.buckets])
             route.win_requests, route.win_errors = saved.win_requests, saved.win_errors
-            route.base_requests, route.base_errors, route.base_ts = saved.base_requests, saved.base_errors, saved.base_ts
+            route.base_requests, route.base_errors = saved.base_requests, saved.base_errors
+            route.base_ts = saved.base_ts
             route.last_ts, route.fired_bucket = saved.last_ts, saved.fired_bucket
             route.recent_ids.extend(saved.recent_ids)
         self._next_sweep = state.next_sweep

@@ -67,7 +67,9 @@ from gatewatch.errors import SourceError, WireError
 from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, detect_topic, ensure_detect_topic
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
-from gatewatch.wire import EventsMessage, PartitionProgress, decode_detect_message, decode_detect_state, encode_detect_state
+from gatewatch.wire import (
+    EventsMessage, PartitionProgress, decode_detect_message, decode_detect_state, encode_detect_state,
+)  # fmt: skip
 from ingest.codec import events_from_rows
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
@@ -284,7 +286,9 @@ class DetectStage:
         re-read after a failover writes the same dead letter again.
         """
         value = message.value or b""
-        detail = error.detail if len(value) <= POISON_KEPT_BYTES else f"{error.detail} (first {POISON_KEPT_BYTES} of {len(value)} bytes kept)"
+        detail = error.detail
+        if len(value) > POISON_KEPT_BYTES:
+            detail += f" (first {POISON_KEPT_BYTES} of {len(value)} bytes kept)"
         self._poison.append(DeadLetter(Origin(Dataset.INTERNAL, self._stream, message.offset), error.reason, detail,
                                        bytes(value[:POISON_KEPT_BYTES])))  # fmt: skip
         self.shared.metrics.record_error("detect", error.reason)

@@ -84,7 +84,9 @@ LAG_INTERVAL_SECS = 5.0
 IN_FLIGHT_BULKS = 2  # documents handed to the store writer and not yet stored, in store.bulk_max_docs
 
 
-def _encode_chunks(by_stream: dict[str, list[Event]]) -> tuple[list[tuple[str, msgspec.Raw]], list[tuple[Event, str]]]:
+def _encode_chunks(
+    by_stream: dict[str, list[Event]],
+) -> tuple[list[tuple[str, msgspec.Raw]], list[tuple[Event, str]]]:
     """Each input's events as encoded rows, DETECT_EVENTS_PER_MESSAGE a chunk; and those that cannot be encoded."""
     chunks: list[tuple[str, msgspec.Raw]] = []
     rejected: list[tuple[Event, str]] = []

@@ -66,7 +66,7 @@ _MESSAGES: dict[str, tuple[int, type]] = {"events": (EVENTS_VERSION, EventsMessa
 
 
 def encode_events(wall_secs: float, stream: str, rows: msgspec.Raw) -> bytes:
-    """One ``events`` message for events of one input in offset order, their rows from :func:`~ingest.codec.encode_rows`.
+    """One ``events`` message: events of one input in offset order, as :func:`~ingest.codec.encode_rows` encoded them.
 
     The rows are encoded once, when the poll is handled (an event that cannot
     be encoded becomes a dead letter before anything is stored); the message

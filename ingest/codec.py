@@ -114,7 +114,7 @@ def encode_rows(events: Sequence[Event]) -> msgspec.Raw:
     event cannot cross the wire: an integer past uint64 or an event time
     outside ±:data:`MAX_TS_SECS`. :func:`split_unencodable` tells which.
     """
-    if events and not (-MAX_TS_SECS <= min(e.ts for e in events) and max(e.ts for e in events) <= MAX_TS_SECS):
+    if not all(-MAX_TS_SECS <= e.ts <= MAX_TS_SECS for e in events):  # NaN fails it too
         raise WireError("invalid_value", "event time out of range")
     try:
         return msgspec.Raw(_encoder.encode(event_rows(events)))
@@ -199,7 +199,7 @@ def decode(data: bytes | memoryview, kinds: dict[str, tuple[int, type[T]]]) -> t
         raise WireError("unknown_kind", f"kind {envelope.kind[:64]!r}")
     version, body_type = expected
     if envelope.version != version:
-        raise WireError("unknown_version", f"{envelope.kind} version {envelope.version}, this gatewatch reads {version}")
+        raise WireError("unknown_version", f"{envelope.kind} v{envelope.version}, this gatewatch reads v{version}")
     decoder = _decoders.get(body_type)
     if decoder is None:
         decoder = _decoders[body_type] = msgspec.msgpack.Decoder(body_type)
