@@ -18,13 +18,23 @@ highest offset seen on their input and are skipped. So one process or
 several, with or without failovers, raise the same alerts as ``gatewatch
 replay`` over the same records.
 
+Messages and checkpoints are typed MessagePack (:mod:`gatewatch.wire`), never
+pickle. A message that does not decode (``undecodable``), has an unknown
+version or kind, or names a stream that is no input partition
+(``unknown_stream``) is poison: it becomes a dead letter whose origin is the
+detect topic's partition and offset, is counted and logged, and is skipped;
+its offset is passed like any other's, so the stage (and a standby taking
+over) never stops on it.
+
 Checkpoints: the state (``Pipeline.snapshot()`` plus the per-input wall and
-event times below) is saved with the detect-topic offset it covers, keyed by
-the detect partition (so a rebalance never orphans it), then that offset is
-committed. The new owner restores the checkpoint and seeks to its offset;
-without a usable one (none yet, config changed) it starts from the committed
-offset with empty state and logs ``state_fresh``. Outputs re-made after a
-failover have the same ids, so storing them again is harmless.
+event times below, :class:`gatewatch.wire.DetectState`) is saved with the
+detect-topic offset it covers, keyed by the detect partition (so a rebalance
+never orphans it), then that offset is committed. The new owner restores the
+latest checkpoint whose state decodes (else the one before it) and seeks to
+its offset; without a usable one (none yet, config changed, state that does
+not decode, the retired pickle format) it starts from the committed offset
+with empty state and logs ``state_fresh``. Outputs re-made after a failover
+have the same ids, so storing them again is harmless.
 
 Inputs and the watermark: with fresh state every input partition (from the
 topics' metadata) is opened, so none that still has a backlog to deliver lets
@@ -58,8 +68,6 @@ from typing import Any
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
@@ -73,7 +81,8 @@ from gatewatch.wire import (
 from ingest.codec import events_from_rows
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
-from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name, subscribe
+from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
+from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -174,8 +183,7 @@ class DetectStage:
                 fetch_max_bytes=DETECT_MAX_MESSAGE_BYTES,
                 # Sticky: a member joining the group leaves the detect partition with its owner,
                 # which keeps its state, instead of handing it over to restore from the checkpoint.
-                # Range stays listed so members of an older version can still agree on one.
-                partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
+                partition_assignment_strategy=STICKY_ASSIGNMENT,
                 **static_membership(kafka, "detect"),
             ),
         )
@@ -241,6 +249,7 @@ class DetectStage:
     def _poll(self, timeout_secs: float) -> list[Any]:
         consumer = self._consumer
         assert consumer is not None
+        release_parked_fetches(consumer)  # the partition is paused on every rebalance and back-pressure
         try:
             polled = consumer.poll(timeout_ms=int(timeout_secs * 1000))
         except KafkaError as error:
