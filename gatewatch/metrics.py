@@ -15,7 +15,8 @@ component_sent_events_total                outputs the store acknowledged {kind:
                                            alerts, dead_letters}; alerts also count versions sent to
                                            the alerts topic (kind=alerts, component=kafka_alerts)
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
-                                           kafka, unwrap, detect
+                                           kafka, unwrap, detect (a rule's exception, by rule; a
+                                           rejected detect-topic message, by reason)
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
 gatewatch_dead_letters_total               dead letters {reason}
