@@ -499,7 +499,7 @@ class DetectStage:
             try:
                 state = decode_detect_state(checkpoint.snapshot)
                 pipeline.restore(state.pipeline)
-            except (WireError, ValueError) as error:
+            except Exception as error:  # noqa: BLE001 (typed but inconsistent state: whatever restore_state raises)
                 # Never half-applied: the pipeline is replaced only once everything decoded.
                 reason = "state_undecodable"
                 self.shared.metrics.record_error("checkpoint", "undecodable")
