@@ -24,6 +24,9 @@ import bisect
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
 
 from detectors.base import Finding, Severity
 from ingest.ecs import iso
@@ -202,6 +205,60 @@ class AlertBook:
 
     def __iter__(self) -> Iterator[Alert]:
         return (window.alert() for window in self._open.values())
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        """The open windows and the forgotten ones' keys, for a checkpoint."""
+
+        open: list[_WindowState]
+        forgotten: list[tuple[str, str, str, float]]  # in the order forgotten
+        horizon: float
+
+    def state(self) -> State:
+        """The book, for a checkpoint; the window length and caps stay this book's own (from the config)."""
+        windows = [
+            _WindowState(key, w.id, _FindingState(*(getattr(w.first, f) for f in _FindingState.__struct_fields__)),
+                         w.last_seen, w.severity, list(w.keys), w.unkeyed, w.evidence)
+            for key, w in self._open.items()
+        ]  # fmt: skip
+        return self.State(windows, list(self._forgotten), self._horizon)
+
+    def restore_state(self, state: State) -> None:
+        """Continue from a decoded :meth:`state`."""
+        self._open = {}
+        for saved in state.open:
+            first = Finding(*msgspec.structs.astuple(saved.first))
+            window = _Window(saved.id, first)
+            window.last_seen, window.severity = saved.last_seen, saved.severity
+            window.keys, window.unkeyed, window.evidence = set(saved.keys), saved.unkeyed, list(saved.evidence)
+            self._open[saved.key] = window
+        self._forgotten = dict.fromkeys(state.forgotten)
+        self._horizon = state.horizon
+
+
+class _FindingState(msgspec.Struct, array_like=True, gc=False):
+    """A :class:`~detectors.base.Finding`, field for field; ``details`` come back as plain JSON-like values."""
+
+    rule: str
+    severity: Severity
+    entity_type: str
+    entity_value: str
+    ts: float
+    summary: str
+    request_ids: tuple[str, ...]
+    reason: str | None
+    details: dict[str, Any]
+    key: str | None
+
+
+class _WindowState(msgspec.Struct, array_like=True, gc=False):
+    key: tuple[str, str, str, float]  # (rule, entity type, entity value, window start)
+    id: str
+    first: _FindingState
+    last_seen: float
+    severity: Severity
+    keys: list[str]
+    unkeyed: int
+    evidence: list[tuple[float, str]]
 
 
 def _precedence(finding: Finding) -> tuple[float, str, str, tuple[str, ...]]:

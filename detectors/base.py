@@ -26,6 +26,29 @@ and, always in event-time order:
 Each returns findings. Detectors never read the wall clock, never import a
 client library, and must not raise on odd input (the engine counts and skips
 an exception, but that loses the detector's view of that record).
+
+State, for checkpoints (``gatewatch serve``): a detector that keeps anything
+between calls declares it as data, next to the rule, in one explicit pair:
+
+- ``State`` — a msgspec Struct (``array_like=True``) nested in the class,
+  made of plain values: str, int, float, bool, None, lists, tuples, dicts,
+  enums, and nested Structs or plain dataclasses of those. The decoder builds
+  exactly these declared types, checking every field; the bytes never name
+  a class or a function — that is what makes a checkpoint data, not code;
+- ``state() -> State`` — the detector's memory as it is now, called between
+  two records; it may share (never copy needlessly) the detector's lists and
+  dicts, as it is encoded at once;
+- ``restore_state(state)`` — on a detector freshly built from *this*
+  process's config and context, continue from a decoded ``State``. Settings
+  are never part of the state. It may raise ``ValueError`` (or
+  :class:`~gatewatch.errors.WireError`) if the state is inconsistent; the
+  whole checkpoint is then discarded, never half-applied.
+
+A stateless rule keeps the defaults below (``State = None``). The same pair
+is the convention of every stateful component the pipeline checkpoints
+(:class:`~ingest.order.EventOrder`, :class:`~ingest.correlate.Correlator`,
+:class:`~detectors.alerts.AlertBook`); a new one follows it and is added to
+``gatewatch.topology.PipelineState``.
 """
 
 from __future__ import annotations
@@ -33,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -97,6 +120,7 @@ class Detector:
     rule_id: ClassVar[str]
     severity: ClassVar[Severity]
     Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+    State: ClassVar[type[Any] | None] = None  # a stateless rule
 
     def __init__(self, config: DetectorConfig, context: "DetectorContext") -> None:
         self.config = config
@@ -113,6 +137,13 @@ class Detector:
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         return ()
+
+    def state(self) -> Any:
+        """The rule's memory as a ``State`` (see the module docstring); None for a stateless rule."""
+        return None
+
+    def restore_state(self, state: Any) -> None:
+        """Continue from a decoded ``State``, on a detector built from the current config."""
 
     @classmethod
     def examples(cls) -> Iterable[Example]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import msgspec
 import numpy as np
 from pydantic import Field
 
@@ -107,6 +108,26 @@ class BehaviourOutlier(Detector):
     def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
         super().__init__(config, context)
         self._windows: dict[float, dict[str, _Client]] = {}  # window start -> clients; open windows only
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        # (window start, {ip: client's counters in _Client.__slots__ order, paths as a list})
+        windows: list[tuple[float, dict[str, tuple[int, list[str], int, int, int, int, int, float, list[str]]]]]
+
+    def state(self) -> State:
+        return self.State([(start, {ip: (c.requests, list(c.paths), c.errors_4xx, c.errors_5xx, c.bytes_sent,
+                                         c.bytes_seen, c.no_token, c.last_ts, c.request_ids)
+                                    for ip, c in clients.items()})
+                           for start, clients in self._windows.items()])  # fmt: skip
+
+    def restore_state(self, state: State) -> None:
+        self._windows = {}
+        for start, clients in state.windows:
+            window = self._windows[start] = {}
+            for ip, values in clients.items():
+                client = window[ip] = _Client()
+                (client.requests, paths, client.errors_4xx, client.errors_5xx, client.bytes_sent,
+                 client.bytes_seen, client.no_token, client.last_ts, client.request_ids) = values  # fmt: skip
+                client.paths = set(paths)
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         ip = event.source_ip

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Self
 
+import msgspec
 from pydantic import Field, model_validator
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
@@ -62,6 +63,24 @@ class Http4xxBurst(Detector):
         super().__init__(config, context)
         self._clients: dict[tuple[str, str], _Client] = {}
         self._next_sweep = -math.inf
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        # per client: (key kind, key value, its errors as (ts, status, request id)); statuses are recounted
+        clients: list[tuple[str, str, list[tuple[float, int, str | None]]]]
+        next_sweep: float
+
+    def state(self) -> State:
+        return self.State([(kind, value, list(c.errors)) for (kind, value), c in self._clients.items()],
+                          self._next_sweep)  # fmt: skip
+
+    def restore_state(self, state: State) -> None:
+        self._clients = {}
+        for kind, value, errors in state.clients:
+            client = self._clients[(kind, value)] = _Client()
+            client.errors.extend(errors)
+            for _, status, _ in errors:
+                client.statuses[status] = client.statuses.get(status, 0) + 1
+        self._next_sweep = state.next_sweep
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status

@@ -30,6 +30,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 
+import msgspec
 from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
@@ -65,6 +66,39 @@ class _Route:
         self.recent_ids: deque[str | None] = deque(maxlen=20)  # request ids of the latest 5xx
 
 
+class _RouteState(msgspec.Struct, array_like=True, gc=False):
+    """A :class:`_Route`, field for field, for a checkpoint."""
+
+    buckets: list[tuple[float, int, int]]
+    win_requests: int
+    win_errors: int
+    base_requests: float
+    base_errors: float
+    base_ts: float | None
+    last_ts: float
+    fired_bucket: float
+    recent_ids: list[str | None]
+
+
+def _save(table: dict[str, _Route]) -> dict[str, _RouteState]:
+    return {key: _RouteState([tuple(b) for b in r.buckets], r.win_requests, r.win_errors, r.base_requests,
+                             r.base_errors, r.base_ts, r.last_ts, r.fired_bucket, list(r.recent_ids))
+            for key, r in table.items()}  # fmt: skip
+
+
+def _load(saved_table: dict[str, _RouteState]) -> dict[str, _Route]:
+    table: dict[str, _Route] = {}
+    for key, saved in saved_table.items():
+        route = table[key] = _Route()
+        route.buckets.extend([list(bucket) for bucket in saved.buckets])
+        route.win_requests, route.win_errors = saved.win_requests, saved.win_errors
+        route.base_requests, route.base_errors = saved.base_requests, saved.base_errors
+        route.base_ts = saved.base_ts
+        route.last_ts, route.fired_bucket = saved.last_ts, saved.fired_bucket
+        route.recent_ids.extend(saved.recent_ids)
+    return table
+
+
 class Http5xxBurst(Detector):
     """≥ ``min_errors`` 5xx on a route in ``window_secs``, at ≥ ``rate_factor`` × its baseline rate."""
 
@@ -92,6 +126,23 @@ class Http5xxBurst(Detector):
         self._upstreams: dict[str, _Route] = {}  # "<route>\x1f<host>", or the host without a route
         self._hosted: dict[str, _Route] = {}  # per route, only the requests that reached a host: the siblings' sum
         self._next_sweep = -math.inf
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        routes: dict[str, _RouteState]
+        next_sweep: float
+        upstreams: dict[str, _RouteState] = {}
+        hosted: dict[str, _RouteState] = {}
+
+    def state(self) -> State:
+        return self.State(
+            _save(self._routes), self._next_sweep, _save(self._upstreams), _save(self._hosted)
+        )
+
+    def restore_state(self, state: State) -> None:
+        self._routes = _load(state.routes)
+        self._upstreams = _load(state.upstreams)
+        self._hosted = _load(state.hosted)
+        self._next_sweep = state.next_sweep
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status

@@ -18,6 +18,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import T0, app_event, gateway_event, transaction
@@ -55,6 +57,18 @@ class TokenReplay(Detector):
         self._tokens: dict[str, _Token] = {}
         self._expiry: list[tuple[float, int, str]] = []  # (until, seq, jti) min-heap
         self._seq = 0
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        tokens: dict[str, _Token]  # a plain dataclass of plain values: decoded field by field
+        expiry: list[tuple[float, int, str]]
+        seq: int
+
+    def state(self) -> State:
+        return self.State(self._tokens, self._expiry, self._seq)
+
+    def restore_state(self, state: State) -> None:
+        self._tokens, self._expiry, self._seq = dict(state.tokens), list(state.expiry), state.seq
+        heapq.heapify(self._expiry)
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
         jti = txn.first("token_jti")

@@ -20,8 +20,17 @@ Large snapshots are split into chunks. A checkpoint is written as::
 
 The chunks go to the slot ("a" or "b") the current manifest does *not* name,
 and the manifest is written last: a process killed halfway leaves the previous
-checkpoint whole. ``load`` reads the topic from the beginning to its end; the
-last value of each key wins.
+checkpoint whole. ``load`` reads the topic from the beginning to its end and
+returns the whole checkpoints it finds, newest first: the latest manifest's,
+and the one before it while its slot is intact (compaction may have removed
+its manifest). The caller restores the first that decodes, so a checkpoint
+whose state does not decode falls back to the previous one.
+
+The state is typed MessagePack (:mod:`gatewatch.wire`), never pickle. Format
+history: version 2 held a pickle; such a checkpoint (left by the previous
+gatewatch on upgrade) is never read past its manifest: it is logged as
+``reason=retired_pickle_format`` and the detect stage rebuilds its state from
+the committed offset, as on a first start.
 """
 
 from __future__ import annotations
@@ -40,14 +49,15 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gatewatch.errors import SourceError
 
-__all__ = ["Checkpoint", "CheckpointStore", "assignment_key", "config_digest", "ensure_topic"]
+__all__ = ["Checkpoint", "CheckpointStore", "assemble", "assignment_key", "config_digest", "ensure_topic"]
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 16 * 1024 * 1024  # well under MAX_MESSAGE_BYTES: headroom for key, headers, batch overhead
 _ID_BYTES = 16
-_FORMAT_VERSION = 2  # 2: order-free alert book
+_FORMAT_VERSION = 3  # 2: pickled state (retired, never read); 3: typed MessagePack state
+_PICKLE_FORMAT_VERSION = 2
 _TIMEOUT_MS = 30_000
 
 
@@ -57,9 +67,10 @@ class Checkpoint:
 
     assignment: tuple[str, ...]  # sorted "topic/partition" streams
     offsets: dict[str, int]  # stream -> next offset to read (last consumed + 1)
-    snapshot: bytes  # Pipeline.snapshot()
+    snapshot: bytes  # the state bytes the caller saved (gatewatch.wire.encode_detect_state)
     created_at: float  # Unix seconds
     config_digest: str = ""  # config_digest() of the pipeline that took it
+    slot: str = ""  # where its chunks are (set by load)
 
 
 def assignment_key(group_id: str, assignment: tuple[str, ...] | list[str]) -> str:
@@ -177,11 +188,12 @@ class CheckpointStore:
 
     # -- load -------------------------------------------------------------------
 
-    def load(self, assignment: tuple[str, ...] | list[str]) -> Checkpoint | None:
-        """The latest whole checkpoint for ``assignment``, or None. Raises SourceError if Kafka fails."""
+    def load(self, assignment: tuple[str, ...] | list[str]) -> list[Checkpoint]:
+        """The whole checkpoints for ``assignment``, newest first (at most two). Raises SourceError if Kafka fails."""
         key = assignment_key(self.group_id, list(assignment))
         prefix = key.encode()
         values: dict[bytes, bytes] = {}
+        manifests: list[bytes] = []  # every value of the manifest key still in the topic, oldest first
         started = time.monotonic()
         consumer = KafkaConsumer(
             group_id=None,
@@ -195,7 +207,7 @@ class CheckpointStore:
         try:
             partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))]
             if not partitions:
-                return None
+                return []
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             end = consumer.end_offsets(partitions, timeout_ms=_TIMEOUT_MS)
@@ -207,7 +219,12 @@ class CheckpointStore:
                     for message in messages:
                         if message.key is None or not message.key.startswith(prefix):
                             continue
-                        if message.value is None:  # tombstone
+                        if message.key == prefix:
+                            if message.value is None:
+                                manifests.clear()
+                            else:
+                                manifests.append(message.value)
+                        elif message.value is None:  # tombstone
                             values.pop(message.key, None)
                         else:
                             values[message.key] = message.value
@@ -215,51 +232,83 @@ class CheckpointStore:
             raise SourceError(f"cannot read checkpoints from {self.topic}: {error}") from None
         finally:
             consumer.close(autocommit=False)
-        checkpoint = self._assemble(key, values)
-        if checkpoint is not None:
+        found = assemble(key, manifests, values)
+        if found:
+            self._slots[key] = found[0].slot
+            checkpoint = found[0]
             log.info(
-                "event=checkpoint_loaded key=%s bytes=%d age_secs=%.1f read_secs=%.3f",
+                "event=checkpoint_loaded key=%s bytes=%d age_secs=%.1f read_secs=%.3f found=%d",
                 key, len(checkpoint.snapshot), time.time() - checkpoint.created_at, time.monotonic() - started,
+                len(found),
             )  # fmt: skip
-        return checkpoint
+        elif manifests:
+            # Nothing usable: the next save must not overwrite the slot the latest manifest names.
+            try:
+                self._slots[key] = orjson.loads(manifests[-1])["slot"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+        return found
 
-    def _assemble(self, key: str, values: dict[bytes, bytes]) -> Checkpoint | None:
-        raw = values.get(key.encode())
-        if raw is None:
-            return None
-        try:
-            manifest = orjson.loads(raw)
-            if manifest.get("version") != _FORMAT_VERSION:
-                log.warning("event=checkpoint_ignored key=%s reason=unknown_version", key)
-                return None
-            checkpoint_id = bytes.fromhex(manifest["id"])
-            slot = manifest["slot"]
-            parts = []
-            for i in range(manifest["chunks"]):
-                chunk = values.get(f"{key}/{slot}/{i}".encode())
-                if chunk is None or chunk[:_ID_BYTES] != checkpoint_id:
-                    log.warning("event=checkpoint_ignored key=%s reason=missing_chunk chunk=%d", key, i)
-                    return None
-                parts.append(chunk[_ID_BYTES:])
-            payload = b"".join(parts)
-            if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
-                log.warning("event=checkpoint_ignored key=%s reason=checksum_mismatch", key)
-                return None
-            snapshot = zlib.decompress(payload) if manifest["encoding"] == "zlib" else payload
-            self._slots[key] = slot
-            return Checkpoint(
-                assignment=tuple(manifest["assignment"]),
-                offsets={stream: int(offset) for stream, offset in manifest["offsets"].items()},
-                snapshot=snapshot,
-                created_at=float(manifest["created_at"]),
-                config_digest=manifest.get("config_digest", ""),
-            )
-        except (KeyError, TypeError, ValueError, zlib.error) as error:
-            log.warning("event=checkpoint_ignored key=%s reason=malformed error=%r", key, str(error))
-            return None
+    def resumed_from(self, checkpoint: Checkpoint) -> None:
+        """The caller restored ``checkpoint`` (not the latest): the next save must leave its slot whole."""
+        self._slots[assignment_key(self.group_id, list(checkpoint.assignment))] = checkpoint.slot
 
     def close(self) -> None:
         try:
             self._producer.close(timeout=5)
         except KafkaError:
             pass
+
+
+def assemble(key: str, manifests: list[bytes], values: dict[bytes, bytes]) -> list[Checkpoint]:
+    """The whole checkpoints among the last two ``manifests`` of ``key``, newest first.
+
+    ``values`` are the latest chunk values by chunk key. A manifest whose
+    chunks were overwritten since (a later save into its slot), or that does
+    not check out, is skipped with a log line; a manifest of the retired
+    pickle format is never followed to its chunks.
+    """
+    found: list[Checkpoint] = []
+    for raw in reversed(manifests[-2:]):
+        checkpoint = _assemble_one(key, raw, values)
+        if checkpoint is not None:
+            found.append(checkpoint)
+    return found
+
+
+def _assemble_one(key: str, raw: bytes, values: dict[bytes, bytes]) -> Checkpoint | None:
+    try:
+        manifest = orjson.loads(raw)
+        version = manifest.get("version")
+        if version == _PICKLE_FORMAT_VERSION:
+            log.warning("event=checkpoint_ignored key=%s reason=retired_pickle_format "
+                        "note=\"never unpickled: state is rebuilt from the committed offset\"", key)  # fmt: skip
+            return None
+        if version != _FORMAT_VERSION:
+            log.warning("event=checkpoint_ignored key=%s reason=unknown_version version=%r", key, str(version)[:20])
+            return None
+        checkpoint_id = bytes.fromhex(manifest["id"])
+        slot = manifest["slot"]
+        parts = []
+        for i in range(manifest["chunks"]):
+            chunk = values.get(f"{key}/{slot}/{i}".encode())
+            if chunk is None or chunk[:_ID_BYTES] != checkpoint_id:
+                log.warning("event=checkpoint_ignored key=%s reason=missing_chunk chunk=%d", key, i)
+                return None
+            parts.append(chunk[_ID_BYTES:])
+        payload = b"".join(parts)
+        if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
+            log.warning("event=checkpoint_ignored key=%s reason=checksum_mismatch", key)
+            return None
+        snapshot = zlib.decompress(payload) if manifest["encoding"] == "zlib" else payload
+        return Checkpoint(
+            assignment=tuple(manifest["assignment"]),
+            offsets={stream: int(offset) for stream, offset in manifest["offsets"].items()},
+            snapshot=snapshot,
+            created_at=float(manifest["created_at"]),
+            config_digest=str(manifest.get("config_digest", "")),
+            slot=str(slot),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as error:
+        log.warning("event=checkpoint_ignored key=%s reason=malformed error=%r", key, str(error)[:200])
+        return None

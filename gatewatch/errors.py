@@ -4,6 +4,7 @@
     ├── ConfigError            the config file is missing, unreadable or invalid
     ├── SourceError            an input cannot be opened or read (file, Kafka)
     ├── FencedError            another process joined Kafka's group with this one's --instance-id
+    ├── WireError              bytes read from an internal topic or a checkpoint do not decode
     ├── StoreError             a store refused or failed a write
     │   └── StoreUnavailableError   the store cannot be reached: pause and retry
     └── DeliveryError          a forwarder could not hand an alert event to its receiver
@@ -32,6 +33,20 @@ class FencedError(GatewatchError):
             f"another process joined the consumer group as static member {instance_id!r}: "
             "give every serve process its own --instance-id (GATEWATCH_INSTANCE_ID, kafka.instance_id)"
         )
+
+
+class WireError(GatewatchError):
+    """Bytes from an internal topic or a checkpoint do not decode (see :mod:`ingest.codec`).
+
+    ``reason`` is low-cardinality (``undecodable``, ``unknown_version``,
+    ``unknown_kind``; ``invalid_value`` when an event cannot be encoded): it
+    becomes the dead letter's reason and a metric label.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class StoreError(GatewatchError):

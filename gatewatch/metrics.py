@@ -17,8 +17,9 @@ component_sent_events_total                outputs the store acknowledged {kind:
                                            and delivered by each forwarder (kind=alert_events,
                                            component=forward_<name>)
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
-                                           kafka, unwrap, detect; forward_<name> {retried,
-                                           dead_letter_<reason>}
+                                           kafka, unwrap, detect (a rule's exception, by rule; a
+                                           rejected detect-topic message, by reason);
+                                           forward_<name> {retried, dead_letter_<reason>}
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
 gatewatch_dead_letters_total               dead letters {reason}

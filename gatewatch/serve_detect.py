@@ -18,13 +18,23 @@ highest offset seen on their input and are skipped. So one process or
 several, with or without failovers, raise the same alerts as ``gatewatch
 replay`` over the same records.
 
+Messages and checkpoints are typed MessagePack (:mod:`gatewatch.wire`), never
+pickle. A message that does not decode (``undecodable``), has an unknown
+version or kind, or names a stream that is no input partition
+(``unknown_stream``) is poison: it becomes a dead letter whose origin is the
+detect topic's partition and offset, is counted and logged, and is skipped;
+its offset is passed like any other's, so the stage (and a standby taking
+over) never stops on it.
+
 Checkpoints: the state (``Pipeline.snapshot()`` plus the per-input wall and
-event times below) is saved with the detect-topic offset it covers, keyed by
-the detect partition (so a rebalance never orphans it), then that offset is
-committed. The new owner restores the checkpoint and seeks to its offset;
-without a usable one (none yet, config changed) it starts from the committed
-offset with empty state and logs ``state_fresh``. Outputs re-made after a
-failover have the same ids, so storing them again is harmless.
+event times below, :class:`gatewatch.wire.DetectState`) is saved with the
+detect-topic offset it covers, keyed by the detect partition (so a rebalance
+never orphans it), then that offset is committed. The new owner restores the
+latest checkpoint whose state decodes (else the one before it) and seeks to
+its offset; without a usable one (none yet, config changed, state that does
+not decode, the retired pickle format) it starts from the committed offset
+with empty state and logs ``state_fresh``. Outputs re-made after a failover
+have the same ids, so storing them again is harmless.
 
 Inputs and the watermark: with fresh state every input partition (from the
 topics' metadata) is opened, so none that still has a backlog to deliver lets
@@ -50,26 +60,30 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
-from gatewatch.errors import SourceError
+from gatewatch.errors import SourceError, WireError
 from gatewatch.forward import ForwarderSet, build_forwarders
-from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, decode_events, detect_topic, ensure_detect_topic
+from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, detect_topic, ensure_detect_topic
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.topology import Pipeline
+from gatewatch.wire import (
+    EventsMessage, PartitionProgress, decode_detect_message, decode_detect_state, encode_detect_state,
+)  # fmt: skip
+from ingest.codec import events_from_rows
+from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
-from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name, subscribe
+from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
+from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -85,6 +99,9 @@ LAG_INTERVAL_SECS = 5.0
 # 30 s termination grace period, with room for the final checkpoint. Whatever is
 # left is read by the next owner from the checkpoint.
 DRAIN_TIMEOUT_SECS = 15.0
+# A detect message that does not decode is kept as a dead letter, its first bytes only
+# (a message may hold 64 MiB; what it is can be told from far less).
+POISON_KEPT_BYTES = 64 * 1024
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -137,6 +154,8 @@ class DetectStage:
         self._dirty = False
         self._delivering = False
         self._detector_errors: dict[str, int] = {}
+        self._poison: list[DeadLetter] = []  # rejected messages, stored with the next delivery
+        self._input_topics = {kafka.topics.gateway, kafka.topics.app}
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_lag_at = 0.0
@@ -167,8 +186,7 @@ class DetectStage:
                 fetch_max_bytes=DETECT_MAX_MESSAGE_BYTES,
                 # Sticky: a member joining the group leaves the detect partition with its owner,
                 # which keeps its state, instead of handing it over to restore from the checkpoint.
-                # Range stays listed so members of an older version can still agree on one.
-                partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
+                partition_assignment_strategy=STICKY_ASSIGNMENT,
                 **static_membership(kafka, "detect"),
             ),
         )
@@ -237,6 +255,7 @@ class DetectStage:
     def _poll(self, timeout_secs: float) -> list[Any]:
         consumer = self._consumer
         assert consumer is not None
+        release_parked_fetches(consumer)  # the partition is paused on every rebalance and back-pressure
         try:
             polled = consumer.poll(timeout_ms=int(timeout_secs * 1000))
         except KafkaError as error:
@@ -252,26 +271,51 @@ class DetectStage:
         for message in messages:
             if message.offset < self._next_offset:
                 continue  # fetched before a seek back
-            value = pickle.loads(message.value)  # noqa: S301 (gatewatch's own internal topic)
-            if value[0] == "events":
-                _, wall, stream, rows = value
-                events = decode_events(stream, rows)
-                pipeline.order_events(events)
-                self.shared.metrics.detect_events.inc(len(events))
-                # Credible time only: a far-future record held by the order must not be idled forward from.
-                horizon = pipeline.order.horizon
-                newest = max((event.ts for event in events if event.ts <= horizon), default=None)
-                if newest is not None:
-                    self._last_wall[stream] = wall
-                    self._last_ts[stream] = max(newest, self._last_ts.get(stream, newest))
-            elif value[0] == "progress":
-                self._on_progress(value[1], value[2])
+            try:
+                value = decode_detect_message(message.value or b"")
+                streams = [value.stream] if type(value) is EventsMessage else list(value.partitions)
+                unknown = [stream for stream in streams if stream.rpartition("/")[0] not in self._input_topics]
+                if unknown:
+                    raise WireError("unknown_stream", f"not an input partition: {unknown[0][:200]!r}")
+            except WireError as error:
+                self._reject(message, error)
+            else:
+                if type(value) is EventsMessage:
+                    if value.events:
+                        stream = value.stream
+                        events = events_from_rows(stream, value.events)
+                        pipeline.order_events(events)
+                        self.shared.metrics.detect_events.inc(len(events))
+                        # Credible time only: a far-future record held by the order must not be idled forward from.
+                        horizon = pipeline.order.horizon
+                        newest = max((event.ts for event in events if event.ts <= horizon), default=None)
+                        if newest is not None:
+                            self._last_wall[stream] = value.wall_secs
+                            self._last_ts[stream] = max(newest, self._last_ts.get(stream, newest))
+                else:
+                    self._on_progress(value.wall_secs, value.partitions)
             self._next_offset = message.offset + 1
         self._dirty = True
 
-    def _on_progress(self, wall: float, progress: dict[str, tuple[int, int]]) -> None:
+    def _reject(self, message: Any, error: WireError) -> None:
+        """A message that does not decode: a dead letter with its origin, counted, logged; the stage goes on.
+
+        Its id derives from the detect topic's name and the offset, so a
+        re-read after a failover writes the same dead letter again.
+        """
+        value = message.value or b""
+        detail = error.detail
+        if len(value) > POISON_KEPT_BYTES:
+            detail += f" (first {POISON_KEPT_BYTES} of {len(value)} bytes kept)"
+        self._poison.append(DeadLetter(Origin(Dataset.INTERNAL, self._stream, message.offset), error.reason, detail,
+                                       bytes(value[:POISON_KEPT_BYTES])))  # fmt: skip
+        self.shared.metrics.record_error("detect", error.reason)
+        log.warning(kv("message_rejected", stage="detect", topic=self.topic, partition=self._tp.partition,
+                       offset=message.offset, reason=error.reason, bytes=len(value)))  # fmt: skip
+
+    def _on_progress(self, wall: float, progress: dict[str, PartitionProgress]) -> None:
         order = self._pipeline.order
-        for stream, (position, end) in progress.items():
+        for stream, (position, end) in ((s, (p.position, p.end_offset)) for s, p in progress.items()):
             if position < end:
                 self._caught_up_since.pop(stream, None)
                 continue  # the owner is behind: this input may still deliver older records
@@ -293,6 +337,10 @@ class DetectStage:
         pipeline = self._pipeline
         pipeline.process()
         batch = pipeline.drain()
+        if self._poison:
+            batch.dead_letters.extend(self._poison)
+            self.shared.metrics.record_dead_letters(Counter(letter.reason for letter in self._poison))
+            self._poison = []
         stats = pipeline.stats
         metrics = self.shared.metrics
         metrics.sync_pipeline_stats({}, stats.late_events)
@@ -376,9 +424,8 @@ class DetectStage:
         metrics = self.shared.metrics
         started = time.monotonic()
         try:
-            snapshot = pickle.dumps(
-                (self._pipeline.snapshot(), self._last_wall, self._last_ts, self._caught_up_since), protocol=pickle.HIGHEST_PROTOCOL
-            )
+            snapshot = encode_detect_state(self._pipeline.snapshot(), self._last_wall, self._last_ts,
+                                           self._caught_up_since)  # fmt: skip
             self._checkpoints.save(
                 Checkpoint(
                     assignment=(self._stream,),
@@ -388,7 +435,7 @@ class DetectStage:
                     config_digest=self._digest,
                 )
             )
-        except SourceError as error:
+        except (SourceError, OverflowError, TypeError) as error:  # Overflow/Type: state past what MessagePack holds
             metrics.record_error("checkpoint", "save")
             log.warning(kv("checkpoint_failed", error=str(error)))
             return
@@ -446,31 +493,47 @@ class DetectStage:
                     secs=time.monotonic() - started))  # fmt: skip
 
     def _resume(self) -> str:
-        """Set the pipeline and the offset to continue from; return how (kept_state, checkpoint, committed_offsets)."""
+        """Set the pipeline and the offset to continue from.
+
+        Returns how: kept_state, checkpoint, previous_checkpoint (the latest did
+        not decode), committed_offsets (no usable checkpoint: fresh state).
+        """
         consumer, checkpoints = self._consumer, self._checkpoints
         assert consumer is not None and checkpoints is not None
         committed = consumer.committed(self._tp)
         if self._state_valid and (committed is None or committed <= self._next_offset):
             return "kept_state"  # the same partition back after an eager rebalance, nobody moved on
-        checkpoint = checkpoints.load((self._stream,))
         reason = "no_checkpoint"
-        if checkpoint is not None:
+        for age, checkpoint in enumerate(checkpoints.load((self._stream,))):
             if checkpoint.config_digest != self._digest:
                 reason = "config_changed"
-            else:
-                pipeline = Pipeline(self.config)
-                try:
-                    state, last_wall, last_ts, caught_up = pickle.loads(checkpoint.snapshot)  # noqa: S301 (own topic)
-                    pipeline.restore(state)
-                except Exception as error:  # noqa: BLE001 (a snapshot from another code version)
-                    reason = "restore_failed"
-                    log.warning(kv("checkpoint_unusable", error=repr(error)))
-                else:
-                    self._pipeline, self._last_wall, self._last_ts = pipeline, last_wall, last_ts
-                    self._caught_up_since = caught_up
-                    self._next_offset = checkpoint.offsets[self._stream]
-                    self._dirty = False
-                    return "checkpoint"
+                continue
+            offset = checkpoint.offsets.get(self._stream)
+            if offset is None or offset < 0:
+                reason = "malformed"
+                log.warning(kv("checkpoint_unusable", reason=reason, error="no offset for the detect partition"))
+                continue
+            pipeline = Pipeline(self.config)
+            try:
+                state = decode_detect_state(checkpoint.snapshot)
+                pipeline.restore(state.pipeline)
+            except Exception as error:  # noqa: BLE001 (typed but inconsistent state: whatever restore_state raises)
+                # Never half-applied: the pipeline is replaced only once everything decoded.
+                reason = "state_undecodable"
+                self.shared.metrics.record_error("checkpoint", "undecodable")
+                log.warning(kv("checkpoint_unusable", reason=reason, error=str(error)[:300],
+                               which="latest" if age == 0 else "previous"))  # fmt: skip
+                continue
+            self._pipeline = pipeline
+            self._last_wall, self._last_ts = dict(state.last_wall), dict(state.last_ts)
+            self._caught_up_since = dict(state.caught_up_since)
+            self._next_offset = offset
+            self._dirty = False
+            if age:
+                checkpoints.resumed_from(checkpoint)
+                log.warning(kv("checkpoint_fallback", stage="detect", note="restored the previous checkpoint",
+                               offset=self._next_offset))  # fmt: skip
+            return "checkpoint" if age == 0 else "previous_checkpoint"
         log.warning(
             kv("state_fresh", stage="detect", reason=reason,
                note="event-time state starts empty: windows and open requests before the committed offset are lost")

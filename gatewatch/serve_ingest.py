@@ -24,13 +24,15 @@ process produced. gatewatch creates it at start-up with ``retention.ms`` =
 DETECT_RETENTION_MS (7 days, set explicitly rather than inherited from the
 broker) and ``max.message.bytes`` = 64 MiB. Its messages carry the produce
 time as Kafka timestamp, never event time, so the broker's future-timestamp
-limit and time retention never act on old logs. Messages (pickle; the topic is
-written and read by gatewatch only):
+limit and time retention never act on old logs. Messages (typed MessagePack,
+versioned: :mod:`gatewatch.wire`; nothing in them can run code):
 
-- ``("events", wall_secs, stream, [row, ...])``: one per input partition and
-  poll (split every DETECT_EVENTS_PER_MESSAGE), in offset order; a row is an
-  event's fields as a tuple (:func:`encode_events` / :func:`decode_events`);
-- ``("progress", wall_secs, {stream: (position, end_offset)})``: every
+- ``events`` (wall time, stream, event rows): one per input partition and
+  poll (split every DETECT_EVENTS_PER_MESSAGE), in offset order. The rows are
+  encoded once when the poll is handled; an event that cannot cross the wire
+  (an integer past 64 bits, an event time past ±1e15 s) becomes an
+  ``invalid_value`` dead letter there, before anything is stored;
+- ``progress`` (wall time, ``{stream: (position, end_offset)}``): every
   assigned partition whose end is known, after each poll with records and
   every PROGRESS_INTERVAL_SECS when idle. ``position == end_offset`` says the
   partition is caught up; the detect stage uses it to tell a quiet input from
@@ -47,25 +49,25 @@ is down every partition is paused and the same batch is retried.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import operator
-import pickle
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import ensure_topic
-from gatewatch.errors import SourceError
+from gatewatch.errors import SourceError, WireError
 from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
 from gatewatch.topology import build_parsers, parse_records
-from ingest.records import Dataset, Event, Origin
+from gatewatch.wire import encode_events, encode_progress
+from ingest.codec import encode_rows, split_unencodable
+from ingest.records import DeadLetter, Event, RawRecord
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import KafkaSource, stream_name
 
@@ -82,28 +84,34 @@ LAG_INTERVAL_SECS = 5.0
 IN_FLIGHT_BULKS = 2  # documents handed to the store writer and not yet stored, in store.bulk_max_docs
 
 
-# Events cross the detect topic as plain tuples: pickling the slotted dataclasses
-# themselves (Event, and the Origin and Dataset inside each) costs ~11 us an event
-# to dump and ~10 to load; tuples ~3 and ~8 (bench/bench_serve.py traffic).
-_EVENT_FIELDS = [f.name for f in dataclasses.fields(Event)]
-assert _EVENT_FIELDS[:4] == ["id", "dataset", "ts", "origin"], _EVENT_FIELDS
-_rest_of = operator.attrgetter(*_EVENT_FIELDS[4:])
-_DATASETS = {dataset.value: dataset for dataset in Dataset}
+def _encode_chunks(
+    by_stream: dict[str, list[Event]],
+) -> tuple[list[tuple[str, msgspec.Raw]], list[tuple[Event, str]]]:
+    """Each input's events as encoded rows, DETECT_EVENTS_PER_MESSAGE a chunk; and those that cannot be encoded."""
+    chunks: list[tuple[str, msgspec.Raw]] = []
+    rejected: list[tuple[Event, str]] = []
+    for stream, events in by_stream.items():
+        for i in range(0, len(events), DETECT_EVENTS_PER_MESSAGE):
+            chunk = events[i : i + DETECT_EVENTS_PER_MESSAGE]
+            try:
+                chunks.append((stream, encode_rows(chunk)))
+            except WireError:
+                good, bad = split_unencodable(chunk)
+                rejected += bad
+                if good:
+                    chunks.append((stream, encode_rows(good)))
+    return chunks, rejected
 
 
-def encode_events(wall_secs: float, stream: str, events: list[Event]) -> bytes:
-    """One detect-topic message for events of one input, in offset order."""
-    rows = [(e.id, e.dataset.value, e.ts, e.origin.offset, _rest_of(e)) for e in events]
-    return pickle.dumps(("events", wall_secs, stream, rows), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def decode_events(stream: str, rows: list[tuple[Any, ...]]) -> list[Event]:
-    """The events of an ``encode_events`` message (its stream and rows)."""
-    datasets = _DATASETS
-    return [
-        Event(event_id, dataset, ts, Origin(dataset, stream, offset), *rest)
-        for event_id, dataset, ts, offset, rest in ((r[0], datasets[r[1]], r[2], r[3], r[4]) for r in rows)
-    ]
+def _reject_unencodable(
+    records: list[RawRecord], events: list[Event], dead_letters: list[DeadLetter], rejected: list[tuple[Event, str]]
+) -> tuple[list[Event], list[DeadLetter]]:
+    """Turn the events that cannot cross the wire into ``invalid_value`` dead letters, with their lines."""
+    lines = {record.origin: record.line for record in records}
+    dropped = {id(event) for event, _ in rejected}
+    letters = [DeadLetter(e.origin, "invalid_value", f"cannot be encoded: {why}", lines.get(e.origin, b""))
+               for e, why in rejected]  # fmt: skip
+    return [e for e in events if id(e) not in dropped], dead_letters + letters
 
 
 def detect_topic(kafka: Any) -> str:
@@ -258,13 +266,19 @@ class IngestStage:
             metrics.record_error("unwrap", "not_a_wrapped_record", source.unwrap_misses)
             source.unwrap_misses = 0
         events, dead_letters = parse_records(self._parsers, records)
+        by_stream: dict[str, list[Event]] = {}
+        for event in events:
+            by_stream.setdefault(event.origin.stream, []).append(event)
+        chunks, rejected = _encode_chunks(by_stream)
+        if rejected:
+            events, dead_letters = _reject_unencodable(records, events, dead_letters, rejected)
+            by_stream = {}
+            for event in events:
+                by_stream.setdefault(event.origin.stream, []).append(event)
         batch = Batch(events=events, dead_letters=dead_letters)
         pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
-        by_stream: dict[str, list[Event]] = {}
-        for event in events:
-            by_stream.setdefault(event.origin.stream, []).append(event)
         for tp, info in polled.items():
             part = self._parts.get(tp)
             if part is not None:
@@ -272,7 +286,7 @@ class IngestStage:
                 own = by_stream.get(part.stream)
                 if own:
                     part.clock = max(part.clock, max(e.ts for e in own))
-        deliver(self.shared, lambda: self._produce(by_stream), self._set_backpressure, self._idle_poll, log)
+        deliver(self.shared, lambda: self._produce(chunks), self._set_backpressure, self._idle_poll, log)
         offsets = {tp: self._parts[tp].next_offset for tp in polled if tp in self._parts}
         self._in_flight.append(_InFlight(batch, pending, offsets))
         self._in_flight_docs += len(batch)
@@ -320,19 +334,15 @@ class IngestStage:
             self.shared.metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="ingest", error=str(error)))
 
-    def _produce(self, by_stream: dict[str, list[Event]]) -> None:
+    def _produce(self, chunks: list[tuple[str, msgspec.Raw]]) -> None:
         """Events, then the progress of every partition; flushed. Raises KafkaError (then retried whole)."""
         producer = self._producer
         assert producer is not None
         wall = time.time()
-        futures = []
-        for stream, events in by_stream.items():
-            for i in range(0, len(events), DETECT_EVENTS_PER_MESSAGE):
-                chunk = events[i : i + DETECT_EVENTS_PER_MESSAGE]
-                futures.append(producer.send(self.topic, value=encode_events(wall, stream, chunk)))
+        futures = [producer.send(self.topic, value=encode_events(wall, stream, rows)) for stream, rows in chunks]
         progress = self._progress()
         if progress:
-            futures.append(producer.send(self.topic, value=pickle.dumps(("progress", wall, progress))))
+            futures.append(producer.send(self.topic, value=encode_progress(wall, progress)))
         producer.flush(timeout=30)
         for future in futures:
             future.get(timeout=0)
@@ -350,7 +360,7 @@ class IngestStage:
 
     def _send_progress_only(self) -> None:
         try:
-            self._produce({})
+            self._produce([])
         except KafkaError as error:
             self.shared.metrics.record_error("kafka", "progress")
             log.warning(kv("progress_failed", error=str(error)))

@@ -19,16 +19,18 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from detectors.alerts import Alert, AlertBook
 from detectors.base import DetectorContext
 from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from detectors.trust import TrustPolicy
+from ingest.codec import Ts, decode, decode_state, encode, encode_state
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
@@ -103,6 +105,22 @@ def lifecycle_settings(config: Any, book: AlertBook) -> dict[str, Any]:
         "forget_after_secs": book.suppression_window_secs + book.grace_secs,
         "max_request_ids": config.alerts.max_request_ids,
     }
+
+
+PIPELINE_STATE_VERSION = 1
+
+
+class PipelineState(msgspec.Struct, array_like=True, gc=False):
+    """:meth:`Pipeline.snapshot`'s body: each component's ``state()`` (see detectors/base.py)."""
+
+    order: EventOrder.State
+    correlator: Correlator.State
+    detectors: dict[str, msgspec.Raw]  # rule_id -> its State, decoded with the rule's own type
+    alert_book: AlertBook.State
+    tick: Ts | None
+    stream_offsets: dict[str, int]
+    # The alert lifecycle's own versioned plain data (dicts, lists, numbers, strings): decoded to builtins only.
+    lifecycle: Any | None = None
 
 
 class Pipeline:
@@ -250,36 +268,46 @@ class Pipeline:
 
         Taken right after :meth:`drain`, together with the input offsets it
         covers, it lets a restarted process continue exactly where this one was.
+        A :class:`PipelineState` in an :mod:`ingest.codec` envelope: data only.
         """
-        return pickle.dumps(
-            (
-                self.order,
-                self.correlator,
-                self.detectors.detectors,
-                self.detectors.alert_book,
-                self._tick,
-                self.stream_offsets,
-                self.detectors.lifecycle.to_state() if self.detectors.lifecycle is not None else None,
-            ),
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        detectors = {d.rule_id: msgspec.Raw(encode_state(d.state())) for d in self.detectors.detectors}
+        lifecycle = self.detectors.lifecycle.to_state() if self.detectors.lifecycle is not None else None
+        body = (self.order.state(), self.correlator.state(), detectors, self.detectors.alert_book.state(),
+                self._tick, self.stream_offsets, lifecycle)  # fmt: skip
+        return encode("pipeline", PIPELINE_STATE_VERSION, body)
 
-    def restore(self, snapshot: bytes) -> None:
-        """Continue from a :meth:`snapshot` taken by a pipeline with the same config."""
-        order, correlator, detectors, alert_book, tick, offsets, lifecycle = pickle.loads(snapshot)  # noqa: S301
-        self.order, self.correlator, self._tick, self.stream_offsets = order, correlator, tick, offsets
-        current = {d.rule_id: d for d in self.detectors.detectors}
+    def restore(self, snapshot: bytes | memoryview) -> None:
+        """Continue from a :meth:`snapshot` taken by a pipeline with the same config.
+
+        Settings and the revocation list come from this process's config; a rule
+        enabled since has fresh state, one disabled since is dropped. Raises
+        WireError (or ValueError) if the snapshot does not decode, leaving this
+        pipeline untouched.
+        """
+        _, state = decode(snapshot, {"pipeline": (PIPELINE_STATE_VERSION, PipelineState)})
+        order = EventOrder(self.order.lateness_secs, self.order.max_future_secs)
+        order.restore_state(state.order)
+        correlator = Correlator(self.correlator.join_window_secs)
+        correlator.restore_state(state.correlator)
+        detectors = [type(d)(d.config, d.context) for d in self.detectors.detectors]
         for detector in detectors:
-            # Windows and memories come from the snapshot; settings and the revocation
-            # list from this process's config, which may have changed since.
-            if detector.rule_id in current:
-                detector.config = current[detector.rule_id].config
-                detector.context = current[detector.rule_id].context
-        restored = {d.rule_id: d for d in detectors if d.rule_id in current}
-        self.detectors.detectors = [restored.get(rule_id, fresh) for rule_id, fresh in current.items()]
-        self.detectors.alert_book = alert_book
+            saved = state.detectors.get(detector.rule_id)
+            if saved is not None and detector.State is not None:
+                detector.restore_state(decode_state(saved, detector.State))
+        book = self.detectors.alert_book
+        alert_book = AlertBook(book.suppression_window_secs, book.max_request_ids)
+        alert_book.restore_state(state.alert_book)
+        lifecycle = self.detectors.lifecycle
         if lifecycle is not None:
-            self.detectors.lifecycle = AlertLifecycle.from_state(lifecycle, **self._lifecycle_settings)
+            lifecycle = (
+                AlertLifecycle.from_state(state.lifecycle, **self._lifecycle_settings)
+                if state.lifecycle is not None
+                else AlertLifecycle(**self._lifecycle_settings)
+            )
+        self.order, self.correlator, self._tick = order, correlator, state.tick
+        self.detectors.detectors, self.detectors.alert_book = detectors, alert_book
+        self.detectors.lifecycle = lifecycle
+        self.stream_offsets = dict(state.stream_offsets)
 
     # -- internals ------------------------------------------------------------
 

@@ -16,6 +16,10 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import msgspec
+
+from gatewatch.errors import WireError
+from ingest.codec import EventTable, pack_events, unpack_events
 from ingest.records import Event, Transaction
 
 
@@ -63,6 +67,37 @@ class Correlator:
 
     def __len__(self) -> int:
         return len(self._groups)
+
+    class State(msgspec.Struct, array_like=True, gc=False):
+        """Open groups for a checkpoint: per group its request id, deadline and counts of its events."""
+
+        groups: list[tuple[str, float, int, int]]  # (request id, deadline, gateway events, app events)
+        events: EventTable  # every group's gateway then app events, groups in order
+        deadlines: list[tuple[float, str]]  # the heap as it is, stale entries included
+
+    def state(self) -> State:
+        """The open groups, for a checkpoint."""
+        groups = self._groups.items()
+        rows = [(request_id, g.deadline, len(g.gateway), len(g.app)) for request_id, g in groups]
+        events = pack_events(e for g in self._groups.values() for side in (g.gateway, g.app) for e in side)
+        return self.State(rows, events, self._deadlines)
+
+    def restore_state(self, state: State) -> None:
+        """Continue from a decoded :meth:`state`; ``join_window_secs`` stays this correlator's own."""
+        events = unpack_events(state.events)
+        if sum(n_gateway + n_app for _, _, n_gateway, n_app in state.groups) != len(events):
+            raise WireError("undecodable", "correlator state: group sizes do not match its events")
+        groups: dict[str, _Group] = {}
+        at = 0
+        for request_id, deadline, n_gateway, n_app in state.groups:
+            if n_gateway < 0 or n_app < 0:
+                raise WireError("undecodable", "correlator state: negative group size")
+            gateway, app = events[at : at + n_gateway], events[at + n_gateway : at + n_gateway + n_app]
+            groups[request_id] = _Group(gateway, app, deadline)
+            at += n_gateway + n_app
+        self._groups = groups
+        self._deadlines = list(state.deadlines)
+        heapq.heapify(self._deadlines)
 
 
 def _in_order(events: list[Event]) -> tuple[Event, ...]:

@@ -14,6 +14,8 @@ With ``kafka.unwrap.<side>`` set to that key, the line is the key's value
 through as it is, so the parser turns it into a dead letter with its origin
 instead of it being dropped.
 
+What reaches into kafka-python's internals lives in :mod:`ingest.sources.kafka_client`.
+
 Rebalances: kafka-python calls the listener on its own IO thread, in the
 middle of the serve loop's ``poll``. The listener therefore only pauses the
 partitions it was given (nothing may be fetched before the loop has decided
@@ -34,6 +36,7 @@ from kafka.structs import OffsetAndMetadata
 
 from gatewatch.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
+from ingest.sources.kafka_client import release_parked_fetches, subscribe
 from ingest.sources.unwrap import Unwrap, compile_unwrap, unwrap_key
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
@@ -97,24 +100,6 @@ class PartitionPoll:
     value_bytes: int
 
 
-def subscribe(consumer: KafkaConsumer, topics: list[str], listener: ConsumerRebalanceListener) -> None:
-    """Subscribe, then fetch metadata once, so that the first join already sees the topics' partitions.
-
-    Works around kafka-python 3.0.12: the coordinator's metadata snapshot is
-    built when the consumer is created (no topics yet) and next when metadata
-    arrives. A group leader that joins before that assigns from an empty
-    snapshot; the metadata arriving next triggers a second rebalance, and
-    there the leader's new assignment makes ``need_rejoin`` false while its
-    join is still in flight, so the consumer never finishes it. It then polls
-    in a busy loop without heartbeats until the group drops it (measured: 1
-    start of 5 with two replicas, 3-5 s of CPU lost and the detect group
-    rebalanced once more). ``topics()`` always asks the broker, and the
-    coordinator takes its snapshot from that answer.
-    """
-    consumer.subscribe(topics, listener=listener)
-    consumer.topics()
-
-
 def commit_offsets(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
     """Commit ``offsets`` (next record to read) to ``consumer``'s group.
 
@@ -127,24 +112,6 @@ def commit_offsets(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) 
         raise FencedError(consumer.config["group_instance_id"]) from None
     except KafkaError as error:
         raise SourceError(f"offset commit failed: {error}") from None
-
-
-def _release_parked_fetches(consumer: KafkaConsumer) -> None:
-    """Work around kafka-python 3.0.x losing resumed partitions forever.
-
-    Since its KAFKA-7548 port, data fetched for a partition that gets paused is
-    parked and handed back after ``resume`` -- but only while the fetcher's
-    ``_next_partition_records`` is None, and the fetcher leaves an exhausted
-    (falsy) one there instead. Parked partitions are also never fetched again,
-    so every pause (back-pressure, alignment, the rebalance listener) could
-    stall its partitions for good. Clearing the exhausted slot, as the fetcher
-    itself does when it parks, lets the restore run. Called on the poll thread,
-    between polls, like the fetcher's own bookkeeping.
-    """
-    fetcher = getattr(consumer, "_fetcher", None)
-    current = getattr(fetcher, "_next_partition_records", None)
-    if current is not None and not current and getattr(fetcher, "_paused_partition_records", None):
-        fetcher._next_partition_records = None  # type: ignore[union-attr]
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -211,13 +178,13 @@ class KafkaSource:
 
         ``last_poll`` then tells how many came from each partition.
         """
-        _release_parked_fetches(self.consumer)
+        release_parked_fetches(self.consumer)
         try:
             # First without waiting: data parked while its partition was paused is handed back
             # only at the start of a poll, and an empty waiting poll would sleep 100 ms first.
             polled = self.consumer.poll(timeout_ms=0, max_records=max_records)
             if not polled:
-                _release_parked_fetches(self.consumer)
+                release_parked_fetches(self.consumer)
                 polled = self.consumer.poll(timeout_ms=int(timeout_secs * 1000), max_records=max_records)
         except KafkaError as error:
             raise SourceError(f"Kafka poll failed: {error}") from None

@@ -161,3 +161,24 @@ def test_order_independence_property(seed: int, chunk: int, delay: float) -> Non
     if rng.random() < 0.5:
         streams = dict(reversed(list(streams.items())))
     assert shape(correlate(streams, read_chunk=chunk)) == shape(correlate({"gateway": gateway, "app": app}))
+
+
+def test_open_groups_continue_from_their_state() -> None:
+    """A correlator restored from its encoded state closes the same transactions at the same points."""
+    from ingest.codec import decode_state, encode_state
+
+    def fill(correlator: Correlator, events: list[Event]) -> None:
+        for event in events:
+            correlator.add(event, event.ts)
+
+    batch = [gateway_event(i * 0.5, request_id=f"r-{i // 3}") for i in range(60)]
+    batch += [app_event(i * 0.5 + 0.1, request_id=f"r-{i // 2}") for i in range(40)]
+    batch.sort(key=lambda e: e.ts)
+    original, restored = Correlator(WINDOW_SECS), Correlator(WINDOW_SECS)
+    fill(original, batch[:70])
+    restored.restore_state(decode_state(encode_state(original.state()), Correlator.State))
+    assert len(restored) == len(original) > 0
+    fill(original, batch[70:])
+    fill(restored, batch[70:])
+    for until in (batch[0].ts + 40, batch[-1].ts + 10, math.inf):
+        assert [t.id for t in restored.close_until(until)] == [t.id for t in original.close_until(until)]

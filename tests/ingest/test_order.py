@@ -1,11 +1,13 @@
-"""The reorder buffer survives a checkpoint: pickled in chunks, restored in the same order."""
+"""The reorder buffer survives a checkpoint: its state encoded and decoded, restored in the same order."""
 
 from __future__ import annotations
 
-import pickle
+import pytest
 
 from detectors.sample import app_event, gateway_event
-from ingest.order import _PICKLE_CHUNK, EventOrder
+from gatewatch.errors import WireError
+from ingest.codec import decode_state, encode_state
+from ingest.order import EventOrder
 
 
 def _buffer_of(count: int) -> EventOrder:
@@ -19,17 +21,46 @@ def _buffer_of(count: int) -> EventOrder:
     return order
 
 
-def test_a_buffer_larger_than_a_chunk_restores_to_the_same_release_order() -> None:
-    original = _buffer_of(2 * _PICKLE_CHUNK + 123)
-    restored = pickle.loads(pickle.dumps(original, protocol=pickle.HIGHEST_PROTOCOL))
+def _round_trip(order: EventOrder) -> EventOrder:
+    restored = EventOrder(order.lateness_secs)
+    restored.restore_state(decode_state(encode_state(order.state()), EventOrder.State))
+    return restored
+
+
+def test_a_buffer_restores_to_the_same_release_order_and_clocks() -> None:
+    original = _buffer_of(12_345)
+    list(original.release(original.clock + 100))  # some released: the clock and late count are state too
+    original.add("gw", gateway_event(0.0))  # late
+    restored = _round_trip(original)
     assert len(restored) == len(original)
-    assert restored.watermark == original.watermark
+    assert (restored.watermark, restored.clock, restored.late_events) == (
+        original.watermark, original.clock, original.late_events
+    )
+    assert restored.stream_clock("gw") == original.stream_clock("gw")
     assert list(restored.release(float("inf"))) == list(original.release(float("inf")))
 
 
-def test_a_snapshot_taken_before_chunking_still_loads() -> None:
-    original = _buffer_of(50)
-    restored = EventOrder.__new__(EventOrder)
-    # The state as the default pickling wrote it, with the heap whole under "_heap".
-    restored.__setstate__({**original.__dict__, "_heap": list(original._heap)})
-    assert list(restored.release(float("inf"))) == list(original.release(float("inf")))
+def test_an_empty_buffer_with_a_silent_input_keeps_holding_the_watermark() -> None:
+    order = EventOrder(lateness_secs=5.0)
+    order.open_stream("gw")
+    restored = _round_trip(order)
+    assert restored.watermark == float("-inf")
+    assert restored.stream_clock("gw") == float("-inf")
+
+
+def test_a_state_out_of_heap_order_is_restored_as_a_heap() -> None:
+    original = _buffer_of(200)
+    state = original.state()
+    state.events.rows.reverse()
+    state.events.stream_of.reverse()
+    restored = EventOrder(original.lateness_secs)
+    restored.restore_state(decode_state(encode_state(state), EventOrder.State))
+    released = list(restored.release(float("inf")))
+    assert released == [e for _, _, e in sorted(original._heap)]
+
+
+def test_a_table_naming_a_stream_it_does_not_have_is_refused() -> None:
+    state = _buffer_of(10).state()
+    state.events.stream_of[3] = 7
+    with pytest.raises(WireError):
+        EventOrder(1.0).restore_state(decode_state(encode_state(state), EventOrder.State))

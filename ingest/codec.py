@@ -1,0 +1,226 @@
+"""Typed MessagePack for what gatewatch writes to Kafka and reads back: events, messages, checkpoints.
+
+Everything crosses as msgspec Structs: named, typed fields, checked when
+decoded, never an arbitrary object (no pickle, no class named by the data).
+Rows are ``array_like`` — positional on the wire, like Protobuf field numbers,
+and named in the Struct — so 5,000 events do not repeat 37 field names.
+
+An encoded value is an :class:`Envelope`, ``[version, kind, body]``: the body
+is decoded only once its version and kind are known, so a message from a
+newer (or an older, retired) format is refused as ``unknown_version`` rather
+than misread. Adding a field at the end of a Struct with a default is
+compatible; anything else bumps the version.
+
+:func:`decode` raises :class:`~gatewatch.errors.WireError` with a
+low-cardinality ``reason`` (``undecodable``, ``unknown_version``,
+``unknown_kind``) and nothing else, whatever the bytes hold.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from gatewatch.errors import WireError
+from ingest.records import Dataset, Event, Origin
+
+__all__ = [
+    "EventRow", "EventTable", "Envelope", "MAX_TS_SECS", "decode", "decode_state", "encode", "encode_state",
+    "encode_rows", "event_rows", "events_from_rows", "pack_events", "split_unencodable", "unpack_events",
+]  # fmt: skip
+
+T = TypeVar("T")
+
+# Event times beyond this (either way) are refused: a forged row could otherwise
+# carry inf or NaN, which the pipeline's per-second ticks cannot step over.
+MAX_TS_SECS = 1e15
+Ts = Annotated[float, msgspec.Meta(ge=-MAX_TS_SECS, le=MAX_TS_SECS)]
+Offset = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class EventRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One :class:`~ingest.records.Event` on the wire; its origin's stream travels once per message or table."""
+
+    id: str
+    dataset: Dataset
+    ts: Ts
+    offset: Offset
+    request_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+    protocol: str | None = None
+    status: int | None = None
+    response_flags: tuple[str, ...] = ()
+    response_code_details: str | None = None
+    bytes_received: int | None = None
+    bytes_sent: int | None = None
+    duration_ms: float | None = None
+    upstream_service_time_ms: float | None = None
+    upstream_host: str | None = None
+    upstream_cluster: str | None = None
+    route_name: str | None = None
+    authority: str | None = None
+    user_agent: str | None = None
+    forwarded_for: str | None = None
+    source_ip: str | None = None
+    peer_identity: str | None = None
+    tls_version: str | None = None
+    user_id: str | None = None
+    org_id: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    level: str | None = None
+    message: str | None = None
+    token_jti: str | None = None
+    token_sub: str | None = None
+    token_org: str | None = None
+    token_exp: float | None = None
+    token_iat: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    created: float | None = None
+
+
+_EVENT_FIELDS = [f.name for f in fields(Event)]
+# The row is the event with its origin flattened to the offset; tests/ingest/test_codec.py
+# holds the two field lists together, so a field added to Event fails until it is added here.
+assert list(EventRow.__struct_fields__) == [*_EVENT_FIELDS[:3], "offset", *_EVENT_FIELDS[4:]], "EventRow != Event"
+_rest_of = operator.attrgetter(*_EVENT_FIELDS[4:])
+_row_values = msgspec.structs.astuple
+
+
+def event_rows(events: Iterable[Event]) -> list[tuple[Any, ...]]:
+    """The events as :class:`EventRow` arrays, ready to encode (plain tuples: a Struct per event would cost more)."""
+    return [(e.id, e.dataset, e.ts, e.origin.offset, *_rest_of(e)) for e in events]
+
+
+def events_from_rows(stream: str, rows: Sequence[EventRow]) -> list[Event]:
+    """The events of decoded rows, all read from ``stream``."""
+    return [_event(stream, row) for row in rows]
+
+
+def _event(stream: str, row: EventRow) -> Event:
+    values = _row_values(row)
+    dataset = values[1]
+    return Event(values[0], dataset, values[2], Origin(dataset, stream, values[3]), *values[4:])
+
+
+def encode_rows(events: Sequence[Event]) -> msgspec.Raw:
+    """The events' rows, encoded once, to embed in a message (``encode(..., (..., rows))``).
+
+    Raises :class:`~gatewatch.errors.WireError` (reason ``invalid_value``) if an
+    event cannot cross the wire: an integer past uint64 or an event time
+    outside ±:data:`MAX_TS_SECS`. :func:`split_unencodable` tells which.
+    """
+    if not all(-MAX_TS_SECS <= e.ts <= MAX_TS_SECS for e in events):  # NaN fails it too
+        raise WireError("invalid_value", "event time out of range")
+    try:
+        return msgspec.Raw(_encoder.encode(event_rows(events)))
+    except OverflowError as error:
+        raise WireError("invalid_value", str(error)) from None
+
+
+def split_unencodable(events: Iterable[Event]) -> tuple[list[Event], list[tuple[Event, str]]]:
+    """The events that can cross the wire, and the others with what is wrong (one by one: the slow path)."""
+    good: list[Event] = []
+    bad: list[tuple[Event, str]] = []
+    for event in events:
+        try:
+            encode_rows((event,))
+        except WireError as error:
+            bad.append((event, error.detail))
+        else:
+            good.append(event)
+    return good, bad
+
+
+class EventTable(msgspec.Struct, array_like=True, gc=False):
+    """Events of any streams, in a given order (a checkpointed buffer): stream names once, then rows."""
+
+    streams: list[str]
+    stream_of: list[int]  # index into streams, one per row
+    rows: list[EventRow]  # as written by pack_events: the rows' tuples, which encode the same
+
+
+def pack_events(events: Iterable[Event]) -> EventTable:
+    """``events`` as an :class:`EventTable`, in their order, ready to encode."""
+    index: dict[str, int] = {}
+    stream_of = []
+    listed = list(events)
+    for event in listed:
+        stream = event.origin.stream
+        i = index.get(stream)
+        if i is None:
+            i = index[stream] = len(index)
+        stream_of.append(i)
+    return EventTable(list(index), stream_of, event_rows(listed))  # type: ignore[arg-type]
+
+
+def unpack_events(table: EventTable) -> list[Event]:
+    """The events of a decoded table, in its order. Raises WireError if the table is inconsistent."""
+    streams, stream_of, rows = table.streams, table.stream_of, table.rows
+    if len(stream_of) != len(rows) or any(not 0 <= i < len(streams) for i in stream_of):
+        raise WireError("undecodable", "event table: stream index out of range")
+    return [_event(streams[i], row) for i, row in zip(stream_of, rows)]
+
+
+class Envelope(msgspec.Struct, array_like=True, gc=False):
+    """``[version, kind, body]``: what every encoded value is. The body is decoded once both are known."""
+
+    version: int
+    kind: str
+    body: msgspec.Raw
+
+
+_encoder = msgspec.msgpack.Encoder()
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+_decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def encode(kind: str, version: int, body: object) -> bytes:
+    """One envelope. ``body`` is a Struct or the tuple of its fields in order; raises OverflowError past uint64."""
+    return _encoder.encode((version, kind, body))
+
+
+def decode(data: bytes | memoryview, kinds: dict[str, tuple[int, type[T]]]) -> tuple[str, T]:
+    """The kind and body of an envelope whose kind is one of ``kinds`` (kind -> (version, body type)).
+
+    Raises WireError: ``undecodable`` (not an envelope, or a body that does not
+    match its type), ``unknown_version``, ``unknown_kind``.
+    """
+    try:
+        envelope = _envelope_decoder.decode(data)
+    except msgspec.MsgspecError as error:
+        raise WireError("undecodable", str(error)) from None
+    expected = kinds.get(envelope.kind)
+    if expected is None:
+        raise WireError("unknown_kind", f"kind {envelope.kind[:64]!r}")
+    version, body_type = expected
+    if envelope.version != version:
+        raise WireError("unknown_version", f"{envelope.kind} v{envelope.version}, this gatewatch reads v{version}")
+    decoder = _decoders.get(body_type)
+    if decoder is None:
+        decoder = _decoders[body_type] = msgspec.msgpack.Decoder(body_type)
+    try:
+        return envelope.kind, decoder.decode(envelope.body)
+    except msgspec.MsgspecError as error:
+        raise WireError("undecodable", f"{envelope.kind}: {error}") from None
+
+
+def encode_state(state: object) -> bytes:
+    """A component's ``state()`` as bare MessagePack (it travels inside a checkpoint's envelope)."""
+    return _encoder.encode(state)
+
+
+def decode_state(data: bytes | memoryview, state_type: type[T]) -> T:
+    """The inverse of :func:`encode_state`. Raises WireError ``undecodable``."""
+    decoder = _decoders.get(state_type)
+    if decoder is None:
+        decoder = _decoders[state_type] = msgspec.msgpack.Decoder(state_type)
+    try:
+        return decoder.decode(data)
+    except msgspec.MsgspecError as error:
+        raise WireError("undecodable", str(error)) from None

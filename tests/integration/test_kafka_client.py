@@ -1,0 +1,120 @@
+"""The kafka-python workarounds of :mod:`ingest.sources.kafka_client`, one test each, against a real broker.
+
+Each reads the library's private state the workaround depends on, because
+that is exactly what changes under it: a test fails when an attribute is
+renamed, when the bug is fixed (the workaround can then go), or when a module
+moves. kafka-python is pinned below 3.1 until these pass on the new version.
+
+Joining a consumer group: kafka-python 3.0.12 takes the coordinator's
+metadata snapshot when the consumer is created and again only when metadata
+arrives. A leader that joins in between assigns from an empty snapshot; the
+metadata then triggers a second rebalance that the consumer never finishes
+(it spins without heartbeats until the group drops it). ``subscribe``
+fetches metadata right after subscribing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+
+from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+
+
+class _Quiet(ConsumerRebalanceListener):
+    def on_partitions_revoked(self, revoked: object) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: object) -> None:
+        pass
+
+
+def _topic(bootstrap: str, partitions: int) -> str:
+    topic = f"gw-client-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+    return topic
+
+
+def test_subscribe_leaves_the_coordinator_a_snapshot_with_every_partition(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, 3)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"gw-subscribe-{uuid.uuid4().hex[:8]}")
+    try:
+        subscribe(consumer, [topic], _Quiet())
+        # Before any poll, i.e. before the first JoinGroup: plain consumer.subscribe leaves {} here.
+        assert consumer._coordinator._metadata_snapshot == {topic: {0, 1, 2}}
+        deadline = time.monotonic() + 10.0
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        assert len(consumer.assignment()) == 3
+        assert not consumer._coordinator.need_rejoin()  # no second rebalance pending
+    finally:
+        consumer.close()
+
+
+def _parked(bootstrap: str, topic: str) -> tuple[KafkaConsumer, TopicPartition]:
+    """A consumer left in the state the bug needs: one partition's fetched records parked while it was
+    paused, and the fetcher's in-line slot holding another partition's exhausted records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    first: dict = {}
+    deadline = time.monotonic() + 10.0
+    while not first and time.monotonic() < deadline:
+        first = consumer.poll(timeout_ms=200, max_records=5)
+    assert first, "nothing fetched"
+    paused = next(iter(first))  # 5 of its 10 records handed out, 5 still in the fetcher
+    consumer.pause(paused)
+    fetcher = consumer._fetcher
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        consumer.poll(timeout_ms=100, max_records=5)  # parks the paused one, drains the other
+        current = fetcher._next_partition_records
+        if paused in fetcher._paused_partition_records and current is not None and not current:
+            return consumer, paused
+    consumer.close()
+    raise AssertionError("kafka-python no longer parks a paused partition's records as 3.0 does: "
+                         "re-check release_parked_fetches against the new fetcher")  # fmt: skip
+
+
+def test_a_resumed_partition_is_stalled_without_release_parked_fetches_and_not_with_it(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, 2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for partition in (0, 1):
+        for i in range(10):
+            producer.send(topic, value=f"{partition}-{i}".encode(), partition=partition)
+    producer.flush()
+    producer.close()
+
+    def after_resume(release: bool) -> list[int]:
+        consumer, paused = _parked(kafka_bootstrap, topic)
+        try:
+            consumer.resume(paused)
+            offsets: list[int] = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and len(offsets) < 5:
+                if release:
+                    release_parked_fetches(consumer)
+                offsets += [m.offset for m in consumer.poll(timeout_ms=100).get(paused, [])]
+            return offsets
+        finally:
+            consumer.close()
+
+    assert after_resume(release=False) == [], (
+        "kafka-python now hands parked records back by itself: release_parked_fetches can go"
+    )
+    assert after_resume(release=True) == [5, 6, 7, 8, 9]
+
+
+def test_the_sticky_assignor_is_where_serve_imports_it_from() -> None:
+    sticky, fallback = STICKY_ASSIGNMENT
+    assert issubclass(sticky, AbstractPartitionAssignor) and issubclass(fallback, AbstractPartitionAssignor)
+    assert (sticky.name, fallback.name) == ("sticky", "range")
