@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,29 @@ def _service_address(variable: str, service: str) -> str:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    return _service_address("GW_KAFKA_BOOTSTRAP", "kafka")
+    bootstrap = _service_address("GW_KAFKA_BOOTSTRAP", "kafka")
+    _wait_for_group_coordinator(bootstrap)
+    return bootstrap
+
+
+def _wait_for_group_coordinator(bootstrap: str, timeout_secs: float = 60.0) -> None:
+    """A broker started a moment ago has no group coordinator yet: the first offset lookup would fail."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import CoordinatorNotAvailableError, NodeNotReadyError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout_secs
+    try:
+        while True:
+            try:
+                admin.list_group_offsets("gatewatch-tests-probe")
+                return
+            except (CoordinatorNotAvailableError, NodeNotReadyError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        admin.close()
 
 
 @pytest.fixture(scope="session")

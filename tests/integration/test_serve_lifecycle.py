@@ -9,7 +9,6 @@ uninterrupted replay of the same records.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +17,6 @@ import orjson
 import pytest
 import yaml
 from kafka import KafkaConsumer
-from kafka.errors import CoordinatorNotAvailableError
 
 from gatewatch.config import load_config
 from gatewatch.replay import replay
@@ -72,19 +70,6 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:
         thread.join()
 
 
-def _wait_for_group_coordinator(topics: Topics, timeout_secs: float = 60.0) -> None:
-    """A broker started a moment ago has no group coordinator yet (the helpers' offset checks would raise)."""
-    deadline = time.monotonic() + timeout_secs
-    while True:
-        try:
-            topics.committed()
-            return
-        except CoordinatorNotAvailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-
-
 def deduplicated(documents: list[dict], event_id: str = "lifecycle.event_id") -> dict[str, dict]:
     outer, inner = event_id.split(".")
     unique: dict[str, dict] = {}
@@ -106,7 +91,6 @@ def test_kill_9_lifecycle_events_equal_replay(
                 "dead_letters": str(tmp_path / "hook.dead-letters.ndjson")}]  # fmt: skip
     config = topics.config(tmp_path, base={"trust": {"gateway_networks": ["10.0.0.0/24"]}, "forward": forward})
     lines = build_traffic(2500)
-    _wait_for_group_coordinator(topics)
     _kill_and_restart(topics, tmp_path, lines, config)
 
     consumer = KafkaConsumer(topics.names["alerts"], bootstrap_servers=topics.bootstrap, group_id=None,
