@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from gatewatch.errors import GatewatchError
+from ingest.redact import LOG_FILTER, build_redactor, install_log_redaction
 
 console = Console(stderr=True)
 
@@ -24,10 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = args.verbose or getattr(args, "service", False)  # a service logs what it does
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    install_log_redaction()
     try:
         return int(args.run(args) or 0)
     except GatewatchError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {LOG_FILTER.redactor.redact(str(error))}")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -89,6 +91,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     if not args.gateway and not args.app:
         raise GatewatchError("nothing to replay: give --gateway PATH... and/or --app PATH...")
     config = load_config(args.config)
+    install_log_redaction(build_redactor(config))
     dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
     store = open_store(args.store or config.store.url, config)
     alert_file = AlertFile(args.alerts_out)
@@ -114,6 +117,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from gatewatch.topology import tune_gc_for_streaming
 
     config = load_config(args.config)
+    install_log_redaction(build_redactor(config))
     if args.instance_id:
         config = with_instance_id(config, args.instance_id)
     tune_gc_for_streaming()

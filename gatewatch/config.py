@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from detectors import registry
 from detectors.alerts import check_suppression_window
@@ -111,6 +120,39 @@ class StoreConfig(_Section):
     bulk_max_docs: int = Field(5000, gt=0, description="Documents per bulk request.")
 
 
+class RedactConfig(_Section):
+    enabled: bool = Field(True, description="Replace secrets in every record before it is stored, alerted or logged.")
+    query_params: list[str] = Field(
+        default_factory=lambda: ["password", "token", "secret", "api_key"],
+        description="NAME=value pairs (query strings, form bodies, key=value logs) whose value is replaced; "
+        "a name matches when it ends with one of these ('-' and '_' alike, any case).",
+    )
+    json_keys: list[str] = Field(
+        default_factory=lambda: ["password", "token", "secret", "api_key"],
+        description='"NAME": value pairs (JSON, NAME: value text) and labels whose value is replaced; same matching.',
+    )
+    headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "proxy-authorization", "cookie", "set-cookie"],
+        description="Header names whose value is replaced (an Authorization scheme such as 'Bearer' is kept).",
+    )
+    hash_key: SecretStr | None = Field(
+        None, description="HMAC key of the hash in each marker. Prefer hash_key_file or the hash_key_env variable."
+    )
+    hash_key_file: Path | None = Field(None, description="File holding the HMAC key (relative to the config file).")
+    hash_key_env: str = Field(
+        "GATEWATCH_REDACT_KEY",
+        description="Environment variable holding the HMAC key when neither hash_key nor hash_key_file is set. "
+        "With no key at all, a random one per process: hashes then match within one process only.",
+    )
+    hash_hex_chars: int = Field(12, ge=8, le=64, description="Hex characters of the HMAC-SHA256 kept in a marker.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> RedactConfig:
+        if self.hash_key is not None and self.hash_key_file is not None:
+            raise ValueError("set either redact.hash_key or redact.hash_key_file, not both")
+        return self
+
+
 class KafkaTopics(_Section):
     gateway: str = "gatewatch-gateway"
     app: str = "gatewatch-app"
@@ -168,6 +210,7 @@ def config_model() -> type[BaseModel]:
         correlate=(CorrelateConfig, Field(default_factory=CorrelateConfig)),
         alerts=(AlertsConfig, Field(default_factory=AlertsConfig)),
         store=(StoreConfig, Field(default_factory=StoreConfig)),
+        redact=(RedactConfig, Field(default_factory=RedactConfig)),
         kafka=(KafkaConfig, Field(default_factory=KafkaConfig)),
         detectors=(detectors_model, Field(default_factory=detectors_model)),
     )
@@ -182,6 +225,10 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> A
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
         config = config.model_copy(update={"tokens": TokensConfig(revoked=base_dir / revoked)})
+    key_file = config.redact.hash_key_file
+    if key_file is not None and base_dir is not None and not key_file.is_absolute():
+        redact = config.redact.model_copy(update={"hash_key_file": base_dir / key_file})
+        config = config.model_copy(update={"redact": redact})
     return config
 
 
