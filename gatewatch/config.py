@@ -118,6 +118,40 @@ class StoreConfig(_Section):
     index_prefix: str = Field("gatewatch", description="Search indices are <prefix>-events-YYYY.MM.DD etc.")
     retention_days: int = Field(30, gt=0, description="Indices older than this are deleted.")
     bulk_max_docs: int = Field(5000, gt=0, description="Documents per bulk request.")
+    username: str | None = Field(None, description="Search store user (basic auth). Or username_env / username_file.")
+    username_env: str | None = Field(None, description="Environment variable holding the user name.")
+    username_file: Path | None = Field(None, description="File holding the user name.")
+    password: SecretStr | None = Field(
+        None, description="Password of store.username. Prefer password_env or password_file: a config file is read by many."
+    )
+    password_env: str | None = Field(None, description="Environment variable holding the password.")
+    password_file: Path | None = Field(None, description="File holding the password (e.g. a mounted secret).")
+    api_key: SecretStr | None = Field(
+        None, description="API key (the base64 'encoded' form Elasticsearch returns), instead of user and password."
+    )
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    api_key_file: Path | None = Field(None, description="File holding the API key.")
+    ca_certs: Path | None = Field(None, description="PEM file of the CA(s) that signed the store's certificate.")
+    client_cert: Path | None = Field(None, description="PEM client certificate, for stores that require one.")
+    client_key: Path | None = Field(None, description="PEM private key of client_cert.")
+    verify_certs: bool = Field(True, description="Check the store's TLS certificate; false only for tests.")
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> StoreConfig:
+        for name in ("username", "password", "api_key"):
+            given = [key for key in (name, f"{name}_env", f"{name}_file") if getattr(self, key) is not None]
+            if len(given) > 1:
+                raise ValueError(f"give store.{name} one way, not {' and '.join(given)}")
+        has_user = any(getattr(self, k) is not None for k in ("username", "username_env", "username_file"))
+        has_password = any(getattr(self, k) is not None for k in ("password", "password_env", "password_file"))
+        has_key = any(getattr(self, k) is not None for k in ("api_key", "api_key_env", "api_key_file"))
+        if has_key and (has_user or has_password):
+            raise ValueError("give store.api_key or store.username/password, not both")
+        if has_password and not has_user:
+            raise ValueError("store.password needs store.username")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("store.client_key needs store.client_cert")
+        return self
 
 
 class RedactConfig(_Section):
@@ -225,11 +259,24 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> A
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
         config = config.model_copy(update={"tokens": TokensConfig(revoked=base_dir / revoked)})
-    key_file = config.redact.hash_key_file
-    if key_file is not None and base_dir is not None and not key_file.is_absolute():
-        redact = config.redact.model_copy(update={"hash_key_file": base_dir / key_file})
-        config = config.model_copy(update={"redact": redact})
+    if base_dir is not None:
+        for section, names in _RELATIVE_PATHS.items():
+            current = getattr(config, section)
+            update = {
+                name: base_dir / path
+                for name in names
+                if (path := getattr(current, name)) is not None and not path.is_absolute()
+            }
+            if update:
+                config = config.model_copy(update={section: current.model_copy(update=update)})
     return config
+
+
+# Files named in the config, read relative to the config file's folder.
+_RELATIVE_PATHS = {
+    "redact": ("hash_key_file",),
+    "store": ("username_file", "password_file", "api_key_file", "ca_certs", "client_cert", "client_key"),
+}
 
 
 def with_instance_id(config: Any, instance_id: str) -> Any:
@@ -259,12 +306,19 @@ def load_config(path: str | Path | None) -> Any:
     return parse_config(data, base_dir=path.parent)
 
 
+_SECRET_KEYS = frozenset({"password", "api_key", "hash_key"})
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
+        elif item["loc"] and str(item["loc"][-1]) in _SECRET_KEYS:
+            lines.append(f"{key}: {item['msg']} (value not shown: it is a secret)")
+        elif isinstance(item.get("input"), dict):  # a whole section: it may hold secrets, and the message names the keys
+            lines.append(f"{key}: {item['msg']}")
         else:
             lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
     return "invalid config:\n  " + "\n  ".join(lines)

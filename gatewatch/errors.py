@@ -5,7 +5,8 @@
     ├── SourceError            an input cannot be opened or read (file, Kafka)
     ├── FencedError            another process joined Kafka's group with this one's --instance-id
     └── StoreError             a store refused or failed a write
-        └── StoreUnavailableError   the store cannot be reached: pause and retry
+        ├── StoreUnavailableError   the store cannot be reached: pause and retry
+        └── StoreAuthError          the store refuses gatewatch's credentials (401/403): stop
 
 Bad *records* are not exceptions: parsers return dead letters instead.
 """
@@ -46,3 +47,7 @@ class StoreUnavailableError(StoreError):
     def __init__(self, message: str, retry_after_secs: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_secs = retry_after_secs
+
+
+class StoreAuthError(StoreError):
+    """The store answered 401 or 403: the credentials are wrong or lack a privilege; retrying cannot help."""

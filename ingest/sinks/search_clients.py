@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+import os
 import re
 from typing import Any, Protocol
 
 import orjson
 
-from gatewatch.errors import ConfigError, StoreError
+from gatewatch.errors import ConfigError, StoreAuthError, StoreError
+from ingest.sinks.search_auth import StoreAuth, redact_url
 
 FLAVORS = ("elasticsearch", "opensearch")
 DETAIL_MAX_CHARS = 4096
@@ -43,6 +45,14 @@ class Refused(Exception):
     @property
     def retryable(self) -> bool:
         return not is_content_rejection(self.status, self.error_type)
+
+    @property
+    def auth_failed(self) -> bool:
+        """The store does not accept gatewatch's credentials, or they lack a privilege: retrying cannot help.
+
+        A 403 for a blocked index (disk watermark, read-only) is the store's state, not ours: retried.
+        """
+        return self.status == 401 or (self.status == 403 and self.error_type not in _STORE_SIDE_ERRORS)
 
     @property
     def api_missing(self) -> bool:
@@ -75,13 +85,14 @@ class SearchClient(Protocol):
 class _ElasticsearchClient:
     flavor = "elasticsearch"
 
-    def __init__(self, url: str, timeout_secs: float) -> None:
+    def __init__(self, url: str, timeout_secs: float, auth: StoreAuth) -> None:
         from elasticsearch import Elasticsearch
         from elasticsearch.serializer import OrjsonSerializer
 
         self._es = Elasticsearch(
-            url, request_timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=OrjsonSerializer()
-        )
+            url, request_timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=OrjsonSerializer(),
+            **auth.elasticsearch_kwargs(),
+        )  # fmt: skip
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -135,7 +146,7 @@ class _ElasticsearchClient:
 class _OpenSearchClient:
     flavor = "opensearch"
 
-    def __init__(self, url: str, timeout_secs: float) -> None:
+    def __init__(self, url: str, timeout_secs: float, auth: StoreAuth) -> None:
         from opensearchpy import OpenSearch
         from opensearchpy.serializer import JSONSerializer
 
@@ -144,7 +155,8 @@ class _OpenSearchClient:
                 return orjson.loads(s)
 
         self._os = OpenSearch(
-            hosts=[url], timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=_OrjsonLoads()
+            hosts=[url], timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=_OrjsonLoads(),
+            **auth.opensearch_kwargs(),
         )
 
     @contextmanager
@@ -214,15 +226,23 @@ class _OpenSearchClient:
         self._os.close()
 
 
-def make_client(flavor: str, url: str, timeout_secs: float = 30.0) -> SearchClient:
-    """The client adapter for ``flavor`` (``elasticsearch`` or ``opensearch``); connects lazily."""
-    if not re.match(r"^https?://[^/:]+", url):
+def make_client(flavor: str, url: str, timeout_secs: float = 30.0, auth: StoreAuth | None = None) -> SearchClient:
+    """The client adapter for ``flavor`` (``elasticsearch`` or ``opensearch``); connects lazily.
+
+    ``url`` carries no credentials (see :func:`ingest.sinks.search_auth.store_auth`); ``auth`` does.
+    """
+    if not re.match(r"^https?://[^/:@]+", url):
         example = f"{flavor}:http://127.0.0.1:9200"
-        raise ConfigError(f"store.url: {flavor}:{url} needs an http:// or https:// URL, e.g. {example}")
+        raise ConfigError(f"store.url: {flavor}:{redact_url(url)} needs an http:// or https:// URL, e.g. {example}")
+    auth = auth or StoreAuth()
+    for name in ("ca_certs", "client_cert", "client_key"):
+        path = getattr(auth, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"store.{name}: {path} is not a readable file")
     if flavor == "elasticsearch":
-        return _ElasticsearchClient(url, timeout_secs)
+        return _ElasticsearchClient(url, timeout_secs, auth)
     if flavor == "opensearch":
-        return _OpenSearchClient(url, timeout_secs)
+        return _OpenSearchClient(url, timeout_secs, auth)
     raise ConfigError(f"store kind {flavor!r} is not one of {', '.join(FLAVORS)}")
 
 
