@@ -76,6 +76,11 @@ def _app_line(second: int, request_id: str, path: str, peer: str, message: str, 
 
 @pytest.fixture
 def traffic(tmp_path: Path) -> dict[str, Path]:
+    return write_traffic(tmp_path)
+
+
+def write_traffic(tmp_path: Path) -> dict[str, Path]:
+    """Gateway and app logs full of secrets, a config and its hash key file, in ``tmp_path``."""
     login = f"/v1/login?user=bob&password={PASSWORD}"
     gateway = [
         _gateway_line(i, f"r-{i}", login, 401, f"curl/8.5 (+{JWT})") for i in range(40)  # a 4xx burst
