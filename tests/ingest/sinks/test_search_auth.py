@@ -123,3 +123,16 @@ def test_a_blocked_index_403_is_still_retried() -> None:
     sink.write(Batch())
     sink.write_documents("deadletter", [{"id": "d1"}])
     assert len(client.sent) == 2
+
+
+def test_replay_against_an_unreachable_store_prints_one_line_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gatewatch.cli import main
+
+    log = tmp_path / "app.log"
+    log.write_text("")
+    code = main(["replay", "--app", str(log), "--alerts-out", str(tmp_path / "a.ndjson"),
+                 "--store", "elasticsearch:http://gw:hunter2@127.0.0.1:1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "hunter2" not in err and "127.0.0.1:1" in err
