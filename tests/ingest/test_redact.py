@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,24 @@ def test_log_filter_redacts_message_and_arguments(caplog: pytest.LogCaptureFixtu
         log.warning("store_unreachable url=%s card=%s", "http://u:p4ss@es:9200", PAN)
     assert "p4ss" not in caplog.text and PAN not in caplog.text
     assert "http://u:[REDACTED:secret h=" in caplog.text
+
+
+def test_hash_key_from_file_env_or_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewatch.config import load_config, parse_config
+    from gatewatch.errors import ConfigError
+    from ingest.redact import resolve_hash_key
+
+    (tmp_path / "key").write_text("file-key\n")
+    (tmp_path / "gatewatch.yaml").write_text("redact: {hash_key_file: key}\n")
+    assert resolve_hash_key(load_config(tmp_path / "gatewatch.yaml").redact) == b"file-key"
+    monkeypatch.setenv("GW_TEST_REDACT_KEY", "env-key")
+    assert resolve_hash_key(parse_config({"redact": {"hash_key_env": "GW_TEST_REDACT_KEY"}}).redact) == b"env-key"
+    monkeypatch.delenv("GATEWATCH_REDACT_KEY", raising=False)
+    assert resolve_hash_key(parse_config({}).redact) is None  # a random key per process, with a warning
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="redact.hash_key_file: .* is empty"):
+        resolve_hash_key(parse_config({"redact": {"hash_key_file": str(tmp_path / "empty")}}).redact)
+    with pytest.raises(ConfigError, match="redact.bogus: unknown key"):
+        parse_config({"redact": {"bogus": 1}})
+    env = Redactor.from_config(parse_config({"redact": {"hash_key_env": "GW_TEST_REDACT_KEY"}}).redact)
+    assert hashes(env.redact(PAN)) == hashes(Redactor(hash_key=b"env-key").redact(PAN))
