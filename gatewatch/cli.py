@@ -117,7 +117,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from gatewatch.topology import tune_gc_for_streaming
 
     config = load_config(args.config)
-    install_log_redaction(build_redactor(config))
+    install_log_redaction(build_redactor(config, warn_unkeyed=True))
     if args.instance_id:
         config = with_instance_id(config, args.instance_id)
     tune_gc_for_streaming()

@@ -428,15 +428,15 @@ def resolve_hash_key(config: Any) -> bytes | None:
     return None
 
 
-_warned_no_key = False
+def build_redactor(config: Any, *, warn_unkeyed: bool = False) -> Redactor:
+    """The redactor for a whole config.
 
-
-def build_redactor(config: Any) -> Redactor:
-    """The redactor for a whole config; warns once when no hash key is configured."""
-    global _warned_no_key
+    ``warn_unkeyed`` (serve): say so when no hash key is configured, since replicas
+    and restarts then hash one secret differently. A replay is one process: its
+    hashes match within the run either way.
+    """
     redactor = Redactor.from_config(config.redact)
-    if redactor.enabled and resolve_hash_key(config.redact) is None and not _warned_no_key:
-        _warned_no_key = True
+    if warn_unkeyed and redactor.enabled and resolve_hash_key(config.redact) is None:
         log.warning(
             "redact_hash_key_unset: set redact.hash_key_file or $%s so a secret hashes the same "
             "in every process and run; using a random key for this process",
