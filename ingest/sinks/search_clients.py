@@ -67,6 +67,14 @@ def error_parts(body: Any) -> tuple[str, str]:
     return "", str(error if error is not None else body)
 
 
+def tls_failure(error: Exception) -> str:
+    """The one line for a TLS handshake the store's certificate (or ours) failed: retrying cannot help."""
+    return (
+        f"TLS with the store failed ({error}); check store.ca_certs, store.client_cert / store.client_key "
+        "and store.verify_certs"
+    )
+
+
 class SearchClient(Protocol):
     """The calls the sink makes, identical for both flavors; raise ``Unreachable`` / ``Refused``."""
 
@@ -96,13 +104,15 @@ class _ElasticsearchClient:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        from elastic_transport import TransportError
+        from elastic_transport import TlsError, TransportError
         from elasticsearch import ApiError, UnsupportedProductError
 
         try:
             yield
         except UnsupportedProductError as error:
             raise StoreError(f"not an Elasticsearch server (use opensearch:URL for OpenSearch): {error}") from None
+        except TlsError as error:
+            raise StoreError(tls_failure(error)) from None
         except ApiError as error:
             raise Refused(error.meta.status, *error_parts(error.body)) from None
         except TransportError as error:
@@ -162,10 +172,12 @@ class _OpenSearchClient:
     @contextmanager
     def _errors(self) -> Iterator[None]:
         from opensearchpy.exceptions import ConnectionError as OSConnectionError
-        from opensearchpy.exceptions import TransportError
+        from opensearchpy.exceptions import SSLError, TransportError
 
         try:
             yield
+        except SSLError as error:
+            raise StoreError(tls_failure(error)) from None
         except OSConnectionError as error:
             raise Unreachable(str(error)) from None
         except TransportError as error:
