@@ -122,7 +122,8 @@ class StoreConfig(_Section):
     username_env: str | None = Field(None, description="Environment variable holding the user name.")
     username_file: Path | None = Field(None, description="File holding the user name.")
     password: SecretStr | None = Field(
-        None, description="Password of store.username. Prefer password_env or password_file: a config file is read by many."
+        None,
+        description="Password of store.username. Prefer password_env or password_file: a config file is read by many.",
     )
     password_env: str | None = Field(None, description="Environment variable holding the password.")
     password_file: Path | None = Field(None, description="File holding the password (e.g. a mounted secret).")
@@ -317,7 +318,7 @@ def _describe(error: ValidationError) -> str:
             lines.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
         elif item["loc"] and str(item["loc"][-1]) in _SECRET_KEYS:
             lines.append(f"{key}: {item['msg']} (value not shown: it is a secret)")
-        elif isinstance(item.get("input"), dict):  # a whole section: it may hold secrets, and the message names the keys
+        elif isinstance(item.get("input"), dict):  # a whole section may hold secrets; the message names the keys
             lines.append(f"{key}: {item['msg']}")
         else:
             lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")

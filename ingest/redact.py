@@ -144,9 +144,10 @@ class Redactor:
         unquoted = r"[^\s,;&#}\]\"'{\[]+"
         header_unquoted = rf"(?:(?P<h_scheme>(?i:{'|'.join(_SCHEMES)})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;]+)"
         cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
+        auth_headers = _name_pattern(n for n in headers if _header_kind(n) == "authorization")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
-            rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{_name_pattern(n for n in headers if _header_kind(n) == 'authorization')}))"
+            rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
             rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_quoted_value('h')}|{header_unquoted})"
             rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{_name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
             rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_quoted_value('c')}|{cookie_unquoted})"

@@ -96,7 +96,8 @@ def write_traffic(tmp_path: Path) -> dict[str, Path]:
     app.append(json.dumps({"ts": JWT, "msg": "cookie: session=" + COOKIE}))  # invalid timestamp
     gateway_log, app_log = tmp_path / "gateway.log", tmp_path / "app.log"
     gateway_log.write_text("\n".join(gateway) + "\n")
-    app_log.write_bytes(("\n".join(app) + "\n").encode() + f"\xff\xfe card {PAN} password={PASSWORD}\n".encode("latin-1"))
+    not_utf8 = f"\xff\xfe card {PAN} password={PASSWORD}\n".encode("latin-1")
+    app_log.write_bytes(("\n".join(app) + "\n").encode() + not_utf8)
     key_file = tmp_path / "redact.key"
     key_file.write_bytes(KEY + b"\n")
     config = tmp_path / "gatewatch.yaml"

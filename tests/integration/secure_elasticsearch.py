@@ -128,9 +128,8 @@ def start_secure_node() -> SecureNode:
     for sub in ("data", "logs"):
         (folder / sub).mkdir()
     jvm_options = config / "jvm.options"
-    jvm_options.write_text(
-        jvm_options.read_text().replace("logs/", f"{folder}/logs/").replace("HeapDumpPath=data", f"HeapDumpPath={folder}/data")
-    )
+    options = jvm_options.read_text().replace("logs/", f"{folder}/logs/")
+    jvm_options.write_text(options.replace("HeapDumpPath=data", f"HeapDumpPath={folder}/data"))
     _certificates(config / "certs")
     passwords = {user: secrets.token_urlsafe(12) for user in ("gw_admin", "gw_writer", "gw_reader")}
     # File realm: SHA-1 hashes ({SHA}) are enough for a throwaway node and need no bcrypt here.
@@ -162,8 +161,9 @@ def start_secure_node() -> SecureNode:
     if os.getuid() == 0:
         subprocess.run(["chown", "-R", "65534:65534", str(folder)], check=True)
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    heap = os.environ.get("GW_SERVICES_HEAP", "512m")
     env = {**os.environ, "ES_JAVA_HOME": _java_home(), "ES_PATH_CONF": str(config),
-           "ES_JAVA_OPTS": f"-Xms{os.environ.get('GW_SERVICES_HEAP', '512m')} -Xmx{os.environ.get('GW_SERVICES_HEAP', '512m')}"}  # fmt: skip
+           "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}"}  # fmt: skip
     with (folder / "logs" / "stdout.log").open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     certs = config / "certs"
