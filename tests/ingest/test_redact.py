@@ -44,6 +44,8 @@ def hashes(text: str) -> list[str]:
         ("card 4111 1111 1111 1111 exp 12/27", "4111 1111 1111 1111", "last4=1111"),
         ("card 4111-1111-1111-1111", "4111-1111-1111-1111", "last4=1111"),
         (f"amex {AMEX[:4]} {AMEX[4:10]} {AMEX[10:]}", AMEX[4:10], "last4=0005"),
+        (f"amex {AMEX[:4]}-{AMEX[4:10]}-{AMEX[10:]}", AMEX[4:10], "last4=0005"),
+        ("visa 4111-1111-1111-1111-003", "4111-1111-1111-1111", "[REDACTED:pan last4="),  # 19 digits pass too
         ("card 4111 1111 1111 1111 123", "4111 1111 1111 1111", "last4=1111"),  # a CVV stuck to it
         ("cvv: 123", "123", "cvv: [REDACTED:cvv h="),
         ('{"cvc":"9876"}', "9876", '"cvc":"[REDACTED:cvv h='),
