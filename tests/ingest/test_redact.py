@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
 from ingest.redact import Redactor, RedactingLogFilter
@@ -192,3 +194,14 @@ def test_hash_key_from_file_env_or_random(tmp_path: Path, monkeypatch: pytest.Mo
         parse_config({"redact": {"bogus": 1}})
     env = Redactor.from_config(parse_config({"redact": {"hash_key_env": "GW_TEST_REDACT_KEY"}}).redact)
     assert hashes(env.redact(PAN)) == hashes(Redactor(hash_key=b"env-key").redact(PAN))
+
+
+@given(
+    before=st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=40),
+    after=st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=40),
+    secret=st.sampled_from([PAN, "4111 1111 1111 1111", AMEX, TOKEN]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_secret_between_any_text_never_survives(before: str, after: str, secret: str) -> None:
+    out = Redactor(hash_key=KEY).redact(f"{before} {secret} {after}")
+    assert secret not in out and "[REDACTED:" in out
