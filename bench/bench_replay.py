@@ -239,6 +239,9 @@ def main() -> int:
     parser.add_argument("--no-duckdb", action="store_true")
     parser.add_argument("--no-cli", action="store_true", help="skip the whole-command runs")
     parser.add_argument("--profile", action="store_true", help="also cProfile the in-process --store none run")
+    parser.add_argument("--redact-off", action="store_true",
+                        help="also run the in-process --store none replay with redact.enabled false, twice, "
+                        "alternating with the default, so the cost of redaction reads from one run")
     parser.add_argument("--top", type=int, default=15, help="profile rows")
     parser.add_argument("--regenerate", action="store_true", help="ignore the cached data")
     parser.add_argument("--json", type=Path, help="also write all figures here")
@@ -280,7 +283,7 @@ def main() -> int:
             r = results[name]
             print(f"{r.get('replay_secs', r.get('loads_secs', r['wall_secs'])):.2f} s", flush=True)
 
-        def pipeline(store: str, out: str, profile: bool = False) -> dict:
+        def pipeline(store: str, out: str, profile: bool = False, config: Path = config) -> dict:
             spec = {"config": str(config), "gateway": str(gateway), "app": str(app), "store": store,
                     "out": str(work / out), "profile": profile, "top": args.top}  # fmt: skip
             return child(prefix, "pipeline", spec)
@@ -304,6 +307,14 @@ def main() -> int:
             step("gatewatch replay --store none", lambda: cli("none", "cli-none"))
             if not args.no_duckdb:
                 step("gatewatch replay --store duckdb", lambda: cli(f"duckdb:{work / 'b.duckdb'}", "cli-duck"))
+        if args.redact_off:
+            import yaml
+
+            no_redact = folder / "gatewatch-no-redact.yaml"  # beside the config: its paths are relative
+            no_redact.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "redact": {"enabled": False}}))
+            step("replay none, redact off (in-process)", lambda: pipeline("none", "off1", config=no_redact))
+            step("replay none, again (in-process)", lambda: pipeline("none", "on2"))
+            step("replay none, redact off, again (in-process)", lambda: pipeline("none", "off2", config=no_redact))
         if args.profile:
             step("replay none (cProfile)", lambda: pipeline("none", "prof", profile=True))
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from gatewatch.errors import GatewatchError
 from ingest.escape import visible
+from ingest.redact import LOG_FILTER, build_redactor, install_log_redaction
 
 console = Console(stderr=True)
 
@@ -26,13 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = args.verbose or getattr(args, "service", False)  # a service logs what it does
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    install_log_redaction()
     try:
         return int(args.run(args) or 0)
     except GatewatchError as error:
-        _print_error(str(error))
+        _print_error(LOG_FILTER.redactor.redact(str(error)))
         return 2
     except OSError as error:  # a file named on the command line that cannot be read or written
-        _print_error(f"{error.filename}: {error.strerror}" if error.filename else str(error))
+        _print_error(LOG_FILTER.redactor.redact(f"{error.filename}: {error.strerror}" if error.filename else str(error)))
         return 2
     except KeyboardInterrupt:
         return 130
@@ -102,6 +104,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     if not args.gateway and not args.app:
         raise GatewatchError("nothing to replay: give --gateway PATH... and/or --app PATH...")
     config = load_config(args.config)  # before the heavy imports: a broken config is refused at once
+    install_log_redaction(build_redactor(config))
 
     from gatewatch.replay import replay
     from gatewatch.report import print_summary
@@ -142,6 +145,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from gatewatch.topology import tune_gc_for_streaming
 
     config = load_config(args.config)
+    install_log_redaction(build_redactor(config, warn_unkeyed=True))
     if args.instance_id:
         config = with_instance_id(config, args.instance_id)
     tune_gc_for_streaming()

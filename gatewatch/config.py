@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from detectors import registry
 from detectors.alerts import check_suppression_window
@@ -195,6 +204,74 @@ class StoreConfig(_Section):
     index_prefix: str = Field("gatewatch", description="Search indices are <prefix>-events-YYYY.MM.DD etc.")
     retention_days: int = Field(30, gt=0, description="Indices older than this are deleted.")
     bulk_max_docs: int = Field(5000, gt=0, le=100_000, description="Documents per bulk request.")
+    username: str | None = Field(None, description="Search store user (basic auth). Or username_env / username_file.")
+    username_env: str | None = Field(None, description="Environment variable holding the user name.")
+    username_file: Path | None = Field(None, description="File holding the user name.")
+    password: SecretStr | None = Field(
+        None,
+        description="Password of store.username. Prefer password_env or password_file: a config file is read by many.",
+    )
+    password_env: str | None = Field(None, description="Environment variable holding the password.")
+    password_file: Path | None = Field(None, description="File holding the password (e.g. a mounted secret).")
+    api_key: SecretStr | None = Field(
+        None, description="API key (the base64 'encoded' form Elasticsearch returns), instead of user and password."
+    )
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    api_key_file: Path | None = Field(None, description="File holding the API key.")
+    ca_certs: Path | None = Field(None, description="PEM file of the CA(s) that signed the store's certificate.")
+    client_cert: Path | None = Field(None, description="PEM client certificate, for stores that require one.")
+    client_key: Path | None = Field(None, description="PEM private key of client_cert.")
+    verify_certs: bool = Field(True, description="Check the store's TLS certificate; false only for tests.")
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> StoreConfig:
+        for name in ("username", "password", "api_key"):
+            given = [key for key in (name, f"{name}_env", f"{name}_file") if getattr(self, key) is not None]
+            if len(given) > 1:
+                raise ValueError(f"give store.{name} one way, not {' and '.join(given)}")
+        has_user = any(getattr(self, k) is not None for k in ("username", "username_env", "username_file"))
+        has_password = any(getattr(self, k) is not None for k in ("password", "password_env", "password_file"))
+        has_key = any(getattr(self, k) is not None for k in ("api_key", "api_key_env", "api_key_file"))
+        if has_key and (has_user or has_password):
+            raise ValueError("give store.api_key or store.username/password, not both")
+        if has_password and not has_user:
+            raise ValueError("store.password needs store.username")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("store.client_key needs store.client_cert")
+        return self
+
+
+class RedactConfig(_Section):
+    enabled: bool = Field(True, description="Replace secrets in every record before it is stored, alerted or logged.")
+    query_params: list[str] = Field(
+        default_factory=lambda: ["password", "token", "secret", "api_key"],
+        description="NAME=value pairs (query strings, form bodies, key=value logs) whose value is replaced; "
+        "a name matches when it ends with one of these ('-' and '_' alike, any case).",
+    )
+    json_keys: list[str] = Field(
+        default_factory=lambda: ["password", "token", "secret", "api_key"],
+        description='"NAME": value pairs (JSON, NAME: value text) and labels whose value is replaced; same matching.',
+    )
+    headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "proxy-authorization", "cookie", "set-cookie"],
+        description="Header names whose value is replaced (an Authorization scheme such as 'Bearer' is kept).",
+    )
+    hash_key: SecretStr | None = Field(
+        None, description="HMAC key of the hash in each marker. Prefer hash_key_file or the hash_key_env variable."
+    )
+    hash_key_file: Path | None = Field(None, description="File holding the HMAC key (relative to the config file).")
+    hash_key_env: str = Field(
+        "GATEWATCH_REDACT_KEY",
+        description="Environment variable holding the HMAC key when neither hash_key nor hash_key_file is set. "
+        "With no key at all, a random one per process: hashes then match within one process only.",
+    )
+    hash_hex_chars: int = Field(12, ge=8, le=64, description="Hex characters of the HMAC-SHA256 kept in a marker.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> RedactConfig:
+        if self.hash_key is not None and self.hash_key_file is not None:
+            raise ValueError("set either redact.hash_key or redact.hash_key_file, not both")
+        return self
 
 
 class KafkaTopics(_Section):
@@ -288,6 +365,7 @@ def config_model() -> type[BaseModel]:
         correlate=(CorrelateConfig, Field(default_factory=CorrelateConfig)),
         alerts=(AlertsConfig, Field(default_factory=AlertsConfig)),
         store=(StoreConfig, Field(default_factory=StoreConfig)),
+        redact=(RedactConfig, Field(default_factory=RedactConfig)),
         kafka=(KafkaConfig, Field(default_factory=KafkaConfig)),
         forward=(ForwardSection, Field(default_factory=list, description="Forwarders of alert lifecycle events.")),
         detectors=(detectors_model, Field(default_factory=detectors_model)),
@@ -304,8 +382,25 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> A
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
         config = config.model_copy(update={"tokens": TokensConfig(revoked=base_dir / revoked)})
+    if base_dir is not None:
+        for section, names in _RELATIVE_PATHS.items():
+            current = getattr(config, section)
+            update = {
+                name: base_dir / path
+                for name in names
+                if (path := getattr(current, name)) is not None and not path.is_absolute()
+            }
+            if update:
+                config = config.model_copy(update={section: current.model_copy(update=update)})
     _check_inputs(config, check_files=base_dir is not None)
     return config
+
+
+# Files named in the config, read relative to the config file's folder.
+_RELATIVE_PATHS = {
+    "redact": ("hash_key_file",),
+    "store": ("username_file", "password_file", "api_key_file", "ca_certs", "client_cert", "client_key"),
+}
 
 
 def _check_inputs(config: Any, check_files: bool) -> None:
@@ -362,6 +457,9 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
+_SECRET_KEYS = frozenset({"password", "api_key", "hash_key"})
+
+
 def _describe(error: ValidationError) -> str:
     # One line, however many problems: a config error is one line on the terminal.
     problems = []
@@ -370,7 +468,9 @@ def _describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
-        elif isinstance(item.get("input"), (dict, list)):
+        elif item["loc"] and str(item["loc"][-1]) in _SECRET_KEYS:
+            problems.append(f"{key}: {message} (value not shown: it is a secret)")
+        elif isinstance(item.get("input"), (dict, list)):  # a whole section may hold secrets: name the keys only
             problems.append(f"{key}: {message}")
         else:
             problems.append(f"{key}: {message} (got {item.get('input')!r})")

@@ -6,7 +6,8 @@
     ├── FencedError            another process joined Kafka's group with this one's --instance-id
     ├── WireError              bytes read from an internal topic or a checkpoint do not decode
     ├── StoreError             a store refused or failed a write
-    │   └── StoreUnavailableError   the store cannot be reached: pause and retry
+    │   ├── StoreUnavailableError   the store cannot be reached: pause and retry
+    │   └── StoreAuthError          the store refuses gatewatch's credentials (401/403): stop
     └── DeliveryError          a forwarder could not hand an alert event to its receiver
 
 Bad *records* are not exceptions: parsers return dead letters instead.
@@ -71,3 +72,7 @@ class DeliveryError(GatewatchError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_secs = retry_after_secs
+
+
+class StoreAuthError(StoreError):
+    """The store answered 401 or 403: the credentials are wrong or lack a privilege; retrying cannot help."""

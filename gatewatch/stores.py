@@ -7,6 +7,7 @@ from typing import Any
 
 from gatewatch.errors import ConfigError
 from ingest.sinks.base import Sink
+from ingest.sinks.search_auth import redact_url
 
 STORE_KINDS = ("duckdb", "elasticsearch", "opensearch", "none")
 
@@ -18,7 +19,7 @@ def open_store(url: str, config: Any) -> Sink | None:
         return None
     if kind not in STORE_KINDS or not target:
         raise ConfigError(
-            f"store {url!r} is not one of duckdb:PATH, elasticsearch:URL, opensearch:URL or none "
+            f"store {redact_url(url)!r} is not one of duckdb:PATH, elasticsearch:URL, opensearch:URL or none "
             "(e.g. --store duckdb:gatewatch.duckdb)"
         )
     if kind == "duckdb":

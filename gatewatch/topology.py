@@ -35,6 +35,7 @@ from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
 from ingest.records import Dataset, DeadLetter, Event, RawRecord, Transaction
+from ingest.redact import build_redactor
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
@@ -73,12 +74,17 @@ def tune_gc_for_streaming() -> None:
 
 
 def build_parsers(config: Any) -> dict[Dataset, Parser]:
-    """The gateway and app parsers the config describes, compiled once."""
+    """The gateway and app parsers the config describes, compiled once.
+
+    Their results are redacted (``redact`` section): the one place every event
+    and dead letter passes before anything stores, detects or logs it.
+    """
+    redactor = build_redactor(config)
     return {
-        Dataset.GATEWAY: build_gateway_parser(
-            config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes
+        Dataset.GATEWAY: redactor.wrap(
+            build_gateway_parser(config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes)
         ),
-        Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
+        Dataset.APP: redactor.wrap(build_app_parser(config.app.fields, config.app.max_line_bytes)),
     }
 
 

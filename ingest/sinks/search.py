@@ -16,8 +16,10 @@ a re-sent batch overwrites itself and a grown alert replaces its earlier version
 Every item of every bulk response is checked:
 
 - 2xx: stored;
-- 429, 5xx, and refusals that are about the store rather than the document (401/403,
-  a blocked or closed index, ...): re-sent with exponential backoff; still refused after
+- 401, and 403 other than a blocked index: gatewatch's credentials are refused or lack a
+  privilege -> :class:`StoreAuthError` at once (retrying cannot help; the message says what to check);
+- 429, 5xx, and refusals that are about the store rather than the document (a blocked or
+  closed index, ...): re-sent with exponential backoff; still refused after
   ``max_attempts`` -> :class:`StoreUnavailableError`, and the caller retries the whole batch;
 - any other 4xx (``mapper_parsing_exception``, ``document_parsing_exception``, ...): the
   document can never be stored as it is, so it goes to the dead-letter index with reason
@@ -55,7 +57,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
+from gatewatch.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
 from ingest.ecs import dead_letter_document, event_document, iso, transaction_document
 from ingest.sinks.base import Batch
 from ingest.sinks.search_clients import (
@@ -66,6 +68,7 @@ from ingest.sinks.search_clients import (
     is_content_rejection,
     make_client,
 )
+from ingest.sinks.search_auth import store_auth
 from schemas.templates import INDEX_KINDS, index_template, template_name
 
 _log = logging.getLogger(__name__)
@@ -108,6 +111,7 @@ class BulkOutcome:
     retry: list[BulkAction] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     retry_reason: str = ""  # one example, for the error message when retries run out
+    auth_refused: Refused | None = None  # an item refused for gatewatch's credentials: stop, do not retry
 
 
 def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction]) -> BulkOutcome:
@@ -131,6 +135,9 @@ def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction])
         error = result.get("error") or {}
         if not isinstance(error, Mapping):
             error = {"type": "unknown", "reason": str(error)}
+        refusal = Refused(status, str(error.get("type", "")), str(error.get("reason", "")))
+        if refusal.auth_failed:
+            outcome.auth_refused = outcome.auth_refused or refusal
         if is_content_rejection(status, str(error.get("type", ""))):
             outcome.rejected.append(Rejection(action, status, error))
         else:
@@ -299,6 +306,7 @@ class SearchSink:
         self.docs_rejected = 0
         self.retries = 0
         self.last_bulk_secs = 0.0
+        self.where = client.flavor  # "<flavor> at <url>" once connected: for the credentials error
 
     @classmethod
     def connect(cls, kind: str, url: str, store_config: Any, timeout_secs: float = 30.0) -> SearchSink:
@@ -308,9 +316,11 @@ class SearchSink:
         retention_days, bulk_max_docs). Raises :class:`StoreUnavailableError`
         when nothing answers at ``url``, :class:`StoreError` when it refuses.
         """
-        client = make_client(kind, url, timeout_secs)
+        url, auth = store_auth(store_config, url)
+        client = make_client(kind, url, timeout_secs, auth)
         try:
             sink = cls(client, store_config.index_prefix, store_config.retention_days, store_config.bulk_max_docs)
+            sink.where = f"{kind} at {url}"
             with sink._store_calls(f"connect to {kind} at {url}"):
                 health = client.health()
             if health.get("status") == "red":
@@ -462,6 +472,8 @@ class SearchSink:
             except Unreachable as error:
                 raise StoreUnavailableError(f"bulk: store unreachable: {error}", self.retry_after_secs) from None
             except Refused as error:  # the whole request: 429 / 5xx are worth another try
+                if error.auth_failed:
+                    raise self._auth_error("bulk", error) from None
                 if not error.retryable:
                     raise StoreError(f"bulk request refused: {error}") from None
                 last_reason = str(error)
@@ -469,6 +481,8 @@ class SearchSink:
             finally:
                 self.last_bulk_secs = time.perf_counter() - started
             outcome = check_bulk_items(response, pending)
+            if outcome.auth_refused is not None:
+                raise self._auth_error("bulk", outcome.auth_refused)
             with self._counting:
                 self.docs_written += outcome.stored
             rejected += outcome.rejected
@@ -489,6 +503,15 @@ class SearchSink:
         except Unreachable as error:
             raise StoreUnavailableError(f"{what}: store unreachable: {error}", self.retry_after_secs) from None
         except Refused as error:
+            if error.auth_failed:
+                raise self._auth_error(what, error) from None
             if error.retryable:
                 raise StoreUnavailableError(f"{what}: store refused: {error}", self.retry_after_secs) from None
             raise StoreError(f"{what}: store refused: {error}") from None
+
+    def _auth_error(self, what: str, error: Refused) -> StoreAuthError:
+        need = "accept gatewatch's credentials" if error.status == 401 else "grant gatewatch's user this"
+        return StoreAuthError(
+            f"{self.where} does not {need} ({what}: {error.status} {error.error_type}: {error.reason[:300]}); "
+            "check store.username / store.password / store.api_key and the role's privileges (README: Credentials)"
+        )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+import os
 import re
 from typing import Any, Protocol
 
 import orjson
 
-from gatewatch.errors import ConfigError, StoreError
+from gatewatch.errors import ConfigError, StoreAuthError, StoreError
+from ingest.sinks.search_auth import StoreAuth, redact_url
 
 FLAVORS = ("elasticsearch", "opensearch")
 DETAIL_MAX_CHARS = 4096
@@ -45,6 +47,14 @@ class Refused(Exception):
         return not is_content_rejection(self.status, self.error_type)
 
     @property
+    def auth_failed(self) -> bool:
+        """The store does not accept gatewatch's credentials, or they lack a privilege: retrying cannot help.
+
+        A 403 for a blocked index (disk watermark, read-only) is the store's state, not ours: retried.
+        """
+        return self.status == 401 or (self.status == 403 and self.error_type not in _STORE_SIDE_ERRORS)
+
+    @property
     def api_missing(self) -> bool:
         """The endpoint does not exist here (a plugin or module the distribution lacks)."""
         return "no handler found" in self.reason or self.status in (405, 410, 501)
@@ -55,6 +65,14 @@ def error_parts(body: Any) -> tuple[str, str]:
     if isinstance(error, Mapping):
         return str(error.get("type", "")), str(error.get("reason", error))
     return "", str(error if error is not None else body)
+
+
+def tls_failure(error: Exception) -> str:
+    """The one line for a TLS handshake the store's certificate (or ours) failed: retrying cannot help."""
+    return (
+        f"TLS with the store failed ({error}); check store.ca_certs, store.client_cert / store.client_key "
+        "and store.verify_certs"
+    )
 
 
 class SearchClient(Protocol):
@@ -75,23 +93,26 @@ class SearchClient(Protocol):
 class _ElasticsearchClient:
     flavor = "elasticsearch"
 
-    def __init__(self, url: str, timeout_secs: float) -> None:
+    def __init__(self, url: str, timeout_secs: float, auth: StoreAuth) -> None:
         from elasticsearch import Elasticsearch
         from elasticsearch.serializer import OrjsonSerializer
 
         self._es = Elasticsearch(
-            url, request_timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=OrjsonSerializer()
-        )
+            url, request_timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=OrjsonSerializer(),
+            **auth.elasticsearch_kwargs(),
+        )  # fmt: skip
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        from elastic_transport import TransportError
+        from elastic_transport import TlsError, TransportError
         from elasticsearch import ApiError, UnsupportedProductError
 
         try:
             yield
         except UnsupportedProductError as error:
             raise StoreError(f"not an Elasticsearch server (use opensearch:URL for OpenSearch): {error}") from None
+        except TlsError as error:
+            raise StoreError(tls_failure(error)) from None
         except ApiError as error:
             raise Refused(error.meta.status, *error_parts(error.body)) from None
         except TransportError as error:
@@ -135,7 +156,7 @@ class _ElasticsearchClient:
 class _OpenSearchClient:
     flavor = "opensearch"
 
-    def __init__(self, url: str, timeout_secs: float) -> None:
+    def __init__(self, url: str, timeout_secs: float, auth: StoreAuth) -> None:
         from opensearchpy import OpenSearch
         from opensearchpy.serializer import JSONSerializer
 
@@ -144,16 +165,19 @@ class _OpenSearchClient:
                 return orjson.loads(s)
 
         self._os = OpenSearch(
-            hosts=[url], timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=_OrjsonLoads()
+            hosts=[url], timeout=timeout_secs, max_retries=0, retry_on_timeout=False, serializer=_OrjsonLoads(),
+            **auth.opensearch_kwargs(),
         )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         from opensearchpy.exceptions import ConnectionError as OSConnectionError
-        from opensearchpy.exceptions import TransportError
+        from opensearchpy.exceptions import SSLError, TransportError
 
         try:
             yield
+        except SSLError as error:
+            raise StoreError(tls_failure(error)) from None
         except OSConnectionError as error:
             raise Unreachable(str(error)) from None
         except TransportError as error:
@@ -214,15 +238,23 @@ class _OpenSearchClient:
         self._os.close()
 
 
-def make_client(flavor: str, url: str, timeout_secs: float = 30.0) -> SearchClient:
-    """The client adapter for ``flavor`` (``elasticsearch`` or ``opensearch``); connects lazily."""
-    if not re.match(r"^https?://[^/:]+", url):
+def make_client(flavor: str, url: str, timeout_secs: float = 30.0, auth: StoreAuth | None = None) -> SearchClient:
+    """The client adapter for ``flavor`` (``elasticsearch`` or ``opensearch``); connects lazily.
+
+    ``url`` carries no credentials (see :func:`ingest.sinks.search_auth.store_auth`); ``auth`` does.
+    """
+    if not re.match(r"^https?://[^/:@]+", url):
         example = f"{flavor}:http://127.0.0.1:9200"
-        raise ConfigError(f"store.url: {flavor}:{url} needs an http:// or https:// URL, e.g. {example}")
+        raise ConfigError(f"store.url: {flavor}:{redact_url(url)} needs an http:// or https:// URL, e.g. {example}")
+    auth = auth or StoreAuth()
+    for name in ("ca_certs", "client_cert", "client_key"):
+        path = getattr(auth, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"store.{name}: {path} is not a readable file")
     if flavor == "elasticsearch":
-        return _ElasticsearchClient(url, timeout_secs)
+        return _ElasticsearchClient(url, timeout_secs, auth)
     if flavor == "opensearch":
-        return _OpenSearchClient(url, timeout_secs)
+        return _OpenSearchClient(url, timeout_secs, auth)
     raise ConfigError(f"store kind {flavor!r} is not one of {', '.join(FLAVORS)}")
 
 

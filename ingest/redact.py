@@ -1,0 +1,477 @@
+"""Redaction: secrets leave a record where it is normalized, before any sink, log or terminal sees it.
+
+One entry point, :meth:`Redactor.redact`, for each record kind that carries
+text read from outside: an :class:`~ingest.records.Event` (every text field and
+label), a :class:`~ingest.records.DeadLetter` (its detail and its raw line) and
+a plain string (a log line). Transactions and alerts are built from redacted
+events only, so they need no pass of their own.
+
+What is replaced, and by which marker (``h`` is an HMAC-SHA256 of the secret
+under the configured key, truncated, so two uses of one secret still match):
+
+=====================================================  ===============================================
+found                                                  becomes
+=====================================================  ===============================================
+a card number: 13-19 digits passing Luhn, spaces or    ``[REDACTED:pan last4=1111 h=…]``
+dashes allowed between groups
+a JWT (``eyJ…`` + two more base64url segments)         ``[REDACTED:jwt jti=… sub=… h=…]`` (claims
+                                                       read without verifying, kept when harmless)
+``cvv``/``cvc`` followed by 3-4 digits                 ``cvv: [REDACTED:cvv h=…]``
+a configured header (``Authorization``, ``Cookie``…)   ``Authorization: Bearer [REDACTED:… h=…]``
+``NAME=value`` for a configured query parameter        ``password=[REDACTED:secret h=…]``
+``"NAME": value`` for a configured JSON key            ``"token": "[REDACTED:secret h=…]"``
+``scheme://user:password@`` in a URL                   ``scheme://user:[REDACTED:secret h=…]@``
+=====================================================  ===============================================
+
+A name matches a configured one when, case-insensitive and with ``-`` read as
+``_``, it ends with it: ``api_key`` covers ``x-api-key``, ``token`` covers
+``access_token``. Markers are never redacted again, so a second pass (a log
+line quoting a stored value) leaves them as they are.
+
+Cost: clean records must pay almost nothing. An event's text fields are joined
+once and checked with a few substring searches and one digit-run search; only
+a record that trips one of them goes through the full patterns.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import operator
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, overload
+
+import orjson
+
+from ingest.records import DeadLetter, Event, RawRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUERY_PARAMS = ("password", "token", "secret", "api_key")
+DEFAULT_JSON_KEYS = ("password", "token", "secret", "api_key")
+DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+MARKER_PREFIX = "[REDACTED:"
+_KINDS = ("pan", "jwt", "cvv", "secret", "authorization", "cookie")
+_CVV_WORDS = ("cvv", "cvc")
+# Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
+_SCHEMES = ("basic", "bearer", "digest", "dpop", "hoba", "mutual", "negotiate", "ntlm", "token", "apikey")
+# Claims are kept in a marker only when they cannot smuggle a secret back in.
+_CLAIM = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+_MAX_JWT_PAYLOAD_CHARS = 8192
+# One key per process when none is configured: hashes then match within this process only.
+_PROCESS_KEY = secrets.token_bytes(32)
+
+# Folded text: lower case, every digit and space a "0", "_" read as "-". A card number then
+# shows as 13 zeros (digits, spaces) or, written with dashes, as 4-4-4-4 or 4-6-4 groups.
+# Not 4-4-4: the middle groups of one UUID in ~70 look like that, and each sent its event
+# through the full patterns.
+_FOLD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _", b"abcdefghijklmnopqrstuvwxyz00000000000-"
+)
+_PAN_NEEDLES = ("0" * 13, "0000-0000-0000-0000", "0000-000000-0000")
+_GROUP = re.compile(r"[0-9]+")
+_UUID_DIGITS = re.compile(r"[0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}")
+_USERINFO = re.compile(r"://([^\s/@:\[\]]+):(?!\[REDACTED:)([^\s/@\[\]]+)@")
+
+# Text fields of an Event, fetched in one C call on the hot path.
+_TEXT_FIELDS = tuple(
+    name
+    for name, spec in Event.__dataclass_fields__.items()
+    if spec.type == "str | None" and name != "id"
+)
+_text_values = operator.attrgetter(*_TEXT_FIELDS)
+
+def _name_pattern(names: Iterable[str]) -> str:
+    # "api_key" must match api_key, api-key, API-KEY: '-' and '_' are one character here.
+    parts = sorted({re.escape(n.lower().replace("-", "_")).replace("_", "[_-]") for n in names if n}, key=len)
+    return "|".join(reversed(parts)) or r"(?!x)x"
+
+
+def _quoted_value(group: str) -> str:
+    # A quoted value runs to its closing quote (JSON escapes honoured, and JSON quoted
+    # inside a JSON string: \"...\"); an unquoted one to a delimiter.
+    return (
+        rf'"(?P<{group}_qv>(?:[^"\\\n]|\\.)*)"'
+        rf'|\\"(?P<{group}_ev>(?:(?!\\")[^\n])*)\\"'
+        rf"|'(?P<{group}_sv>[^'\n]*)'"
+    )
+
+
+class Redactor:
+    """Replaces secrets in records and text by markers; see the module docstring for what and how.
+
+    Build one per process with :meth:`from_config`; it is stateless after
+    construction and safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        query_params: Iterable[str] = DEFAULT_QUERY_PARAMS,
+        json_keys: Iterable[str] = DEFAULT_JSON_KEYS,
+        headers: Iterable[str] = DEFAULT_HEADERS,
+        hash_key: bytes | None = None,
+        hash_hex_chars: int = 12,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self._key = hash_key or _PROCESS_KEY
+        self._hex_chars = hash_hex_chars
+        query_params, json_keys, headers = tuple(query_params), tuple(json_keys), tuple(headers)
+        self._names = {
+            **{_norm(n): "secret" for n in (*query_params, *json_keys)},
+            **{_norm(n): "cvv" for n in _CVV_WORDS},
+            **{_norm(n): _header_kind(n) for n in headers},
+        }
+        # Pre-check needles, in the folded form _suspect compares: any of them sends a value
+        # through the full patterns. A needle containing another one is redundant.
+        needles = {"@", "eyj", "cv", *_PAN_NEEDLES}
+        needles.update(_fold(n) for n in (*query_params, *json_keys, *headers))
+        self._needles = tuple(
+            sorted(n for n in needles if not any(o != n and o in n for o in needles))
+        )
+        marker = (
+            r"\[REDACTED:(?:" + "|".join(_KINDS) + r")(?: last4=[0-9]{4})?"
+            r"(?: jti=(?!(?:[^ \]]*?[0-9]){13})(?![^ \]]*eyJ)[A-Za-z0-9._@+-]{1,64})?"
+            r"(?: sub=(?!(?:[^ \]]*?[0-9]){13})(?![^ \]]*eyJ)[A-Za-z0-9._@+-]{1,64})?"
+            r" h=[0-9a-f]{8,64}\]"
+        )
+        not_marker = r"(?!\s*\[REDACTED:)"
+        unquoted = r"[^\s,;&#}\]\"'{\[]+"
+        header_unquoted = rf"(?:(?P<h_scheme>(?i:{'|'.join(_SCHEMES)})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;]+)"
+        cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
+        auth_headers = _name_pattern(n for n in headers if _header_kind(n) == "authorization")
+        self._pattern = re.compile(
+            rf"(?P<marker>{marker})"
+            rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
+            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_quoted_value('h')}|{header_unquoted})"
+            rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{_name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
+            rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_quoted_value('c')}|{cookie_unquoted})"
+            rf"|(?P<q_name>(?i:{_name_pattern(query_params)}))=(?![=\s]){not_marker}(?P<q_v>[^\s&#\"';,]+)"
+            rf"|(?P<j_name>(?i:{_name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
+            rf"(?:{_quoted_value('j')}|(?P<j_uv>{unquoted}))"
+            rf"|(?P<cvv_name>(?i:cvv2?|cvc2?))(?P<cvv_sep>\\?[\"']?\s*[:=]?\s*\\?[\"']?)(?P<cvv>[0-9]{{3,4}})(?![0-9])"
+            r"|(?P<jwt>eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"
+            # Not next to a letter or a dash-joined hex group: ids and UUIDs are not card numbers.
+            r"|(?<![0-9A-Za-z_])(?<![0-9A-Za-z_]-)(?P<pan>[0-9](?:[ -]?[0-9]){12,47})(?![0-9A-Za-z_])(?!-[0-9A-Za-z_])"
+        )
+
+    @classmethod
+    def from_config(cls, config: Any) -> Redactor:
+        """The redactor the ``redact`` config section describes; reads the hash key (file or env).
+
+        Raises :class:`~gatewatch.errors.ConfigError` for an unreadable or empty key file.
+        """
+        return cls(
+            query_params=config.query_params,
+            json_keys=config.json_keys,
+            headers=config.headers,
+            hash_key=resolve_hash_key(config),
+            hash_hex_chars=config.hash_hex_chars,
+            enabled=config.enabled,
+        )
+
+    # -- the entry point ---------------------------------------------------------------------
+
+    @overload
+    def redact(self, record: Event) -> Event: ...
+    @overload
+    def redact(self, record: DeadLetter) -> DeadLetter: ...
+    @overload
+    def redact(self, record: str) -> str: ...
+    def redact(self, record: Event | DeadLetter | str) -> Event | DeadLetter | str:
+        """``record`` with every secret replaced by its marker; the same object when it holds none."""
+        if not self.enabled:
+            return record
+        if type(record) is Event:
+            return self._event(record)
+        if type(record) is DeadLetter:
+            return self._dead_letter(record)
+        if isinstance(record, str):
+            return self._text(record) if self._suspect(record) else record
+        raise TypeError(f"cannot redact a {type(record).__name__}")
+
+    def wrap(self, parser: Callable[[RawRecord], Event | DeadLetter]) -> Callable[[RawRecord], Event | DeadLetter]:
+        """``parser`` whose every result is redacted: the one place records are redacted."""
+        if not self.enabled:
+            return parser
+        redact_event, redact_letter = self._event, self._dead_letter
+
+        def parse_redacted(record: RawRecord) -> Event | DeadLetter:
+            result = parser(record)
+            return redact_event(result) if type(result) is Event else redact_letter(result)
+
+        return parse_redacted
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _suspect(self, text: str) -> bool:
+        # One C pass folds case and digits, then a few substring searches (str searches
+        # beat bytes ones here): a regex over the same text cost twice as much.
+        folded = text.encode("utf-8", "surrogatepass").translate(_FOLD).decode("latin-1")
+        for needle in self._needles:
+            if needle in folded:
+                return True
+        return False
+
+    def _event(self, event: Event) -> Event:
+        text = "\x1f".join(filter(None, _text_values(event)))
+        if event.labels or event.response_flags:
+            text = "\x1f".join((text, *event.response_flags, *(f"{k}\x1f{v}" for k, v in event.labels)))
+        if not self._suspect(text):
+            return event
+        changes: dict[str, Any] = {}
+        for name in _TEXT_FIELDS:
+            value = getattr(event, name)
+            if value and self._suspect(value) and (new := self._text(value)) != value:
+                changes[name] = new
+        if event.labels:
+            labels = tuple((k, self._labelled(k, v)) for k, v in event.labels)
+            if labels != event.labels:
+                changes["labels"] = labels
+        if event.response_flags:
+            flags = tuple(self._text(f) for f in event.response_flags)
+            if flags != event.response_flags:
+                changes["response_flags"] = flags
+        if not changes:
+            return event
+        values_by_name = {name: getattr(event, name) for name in Event.__dataclass_fields__}
+        return Event(**{**values_by_name, **changes})
+
+    def _labelled(self, name: str, value: str) -> str:
+        # A label named like a secret (a header operator, a JSON key) is a secret whatever it holds.
+        norm = _norm(name.rsplit(".", 1)[-1])
+        for configured, kind in self._names.items():
+            if norm == configured or norm.endswith("_" + configured):
+                if value.startswith(MARKER_PREFIX):
+                    return value
+                if kind == "authorization":
+                    return self._credential(value)
+                if kind == "cvv" and not value.strip().isdigit():
+                    break
+                return self._marker(kind, value)
+        return self._text(value)
+
+    def _dead_letter(self, letter: DeadLetter) -> DeadLetter:
+        # Raw bytes may not be UTF-8: surrogateescape keeps every undecodable byte as it was.
+        line = letter.line.decode("utf-8", "surrogateescape")
+        detail = self.redact(letter.detail)
+        new_line = self._text(line) if self._suspect(line) else line
+        if detail == letter.detail and new_line == line:
+            return letter
+        return DeadLetter(
+            letter.origin, letter.reason, detail, new_line.encode("utf-8", "surrogateescape")
+        )
+
+    def _text(self, text: str) -> str:
+        text = self._pattern.sub(self._replace, text)
+        if "://" in text:
+            text = _USERINFO.sub(lambda m: f"://{m[1]}:{self._marker('secret', m[2])}@", text)
+        return text
+
+    def _replace(self, match: re.Match[str]) -> str:
+        kind = match.lastgroup
+        if match["marker"] is not None:
+            return match[0]
+        if match["pan"] is not None:
+            return self._pans(match["pan"])
+        if match["jwt"] is not None:
+            return self._jwt(match["jwt"])
+        if match["cvv"] is not None:
+            return f"{match['cvv_name']}{match['cvv_sep']}{self._marker('cvv', match['cvv'])}"
+        if match["q_name"] is not None:
+            return f"{match['q_name']}={self._marker('secret', match['q_v'])}"
+        for prefix, name_kind in (("h", "authorization"), ("c", "cookie"), ("j", "secret")):
+            name = match[f"{prefix}_name"]
+            if name is None:
+                continue
+            head = f"{name}{match[f'{prefix}_sep']}"
+            for quote, group in (('"', "qv"), ('\\"', "ev"), ("'", "sv")):
+                if (value := match[f"{prefix}_{group}"]) is not None:
+                    return f"{head}{quote}{self._value(name_kind, value)}{quote}"
+            if prefix == "h":
+                scheme = match["h_scheme"]
+                return head + (f"{scheme} " if scheme else "") + self._value("authorization", match["h_uv"])
+            value = self._value(name_kind, match[f"{prefix}_uv"])
+            # "token": 5 stays JSON: the marker is text.
+            return head + (f'"{value}"' if head.endswith('"') or '":' in head else value)
+        raise AssertionError(f"unhandled match group {kind}")  # pragma: no cover
+
+    def _value(self, kind: str, value: str) -> str:
+        if kind == "authorization":
+            return self._credential(value)
+        if value.startswith(MARKER_PREFIX):
+            return value
+        return self._marker(kind, value)
+
+    def _credential(self, value: str) -> str:
+        # Keep the scheme ("Bearer", "Basic"): it tells the analyst what was presented.
+        scheme, space, credential = value.strip().partition(" ")
+        if not space or scheme.lower() not in _SCHEMES:
+            scheme, space, credential = "", "", value.strip()
+        if credential.startswith(MARKER_PREFIX) or not credential:
+            return value
+        if credential.startswith("eyJ") and credential.count(".") == 2:
+            secret = self._jwt(credential)
+        else:
+            secret = self._marker("authorization", credential)
+        return f"{scheme}{space}{secret}"
+
+    def _jwt(self, token: str) -> str:
+        claims = _jwt_claims(token)
+        extra = "".join(f" {name}={claims[name]}" for name in ("jti", "sub") if name in claims)
+        return self._marker("jwt", token, extra)
+
+    def _pans(self, span: str) -> str:
+        # The pattern took the whole run of digits and separators; card numbers are runs
+        # of whole groups inside it (a date or an amount may sit next to one). A printed
+        # card starts with a group of 4 and goes on in groups of 3-6 (4-4-4-4, 4-6-5,
+        # 4-4-4-4-3): that also keeps a hostile "111 111 111 ..." from costing a Luhn
+        # check per window.
+        if _UUID_DIGITS.fullmatch(span):
+            return span
+        groups = [(m.start(), m.end()) for m in _GROUP.finditer(span)]
+        pieces: list[str] = []
+        done = i = 0
+        while i < len(groups):
+            found = None
+            digits = ""
+            for j in range(i, len(groups)):
+                start, end = groups[j]
+                if j > i and (j == i + 1 and groups[i][1] - groups[i][0] != 4 or end - start < 3):
+                    break
+                digits += span[start:end]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and _luhn(digits):
+                    found = (j, digits)
+            if found is None:
+                i += 1
+                continue
+            j, number = found
+            pieces.append(span[done : groups[i][0]])
+            pieces.append(self._marker("pan", number, f" last4={number[-4:]}"))
+            done = groups[j][1]
+            i = j + 1
+        if not pieces:
+            return span
+        pieces.append(span[done:])
+        return "".join(pieces)
+
+    def _marker(self, kind: str, secret: str, extra: str = "") -> str:
+        digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return f"{MARKER_PREFIX}{kind}{extra} h={digest[: self._hex_chars]}]"
+
+
+def _fold(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _header_kind(name: str) -> str:
+    return "cookie" if "cookie" in name.lower() else "authorization"
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _jwt_claims(token: str) -> dict[str, str]:
+    """``jti`` and ``sub`` of a JWT's payload when they read as plain ids; nothing is verified."""
+    payload = token.split(".")[1]
+    if len(payload) > _MAX_JWT_PAYLOAD_CHARS:
+        return {}
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return {}
+    if not isinstance(claims, dict):
+        return {}
+    kept = {}
+    for name in ("jti", "sub"):
+        value = claims.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = str(value)
+            if _CLAIM.fullmatch(text) and "eyJ" not in text and sum(c.isdigit() for c in text) < 13:
+                kept[name] = text
+    return kept
+
+
+def resolve_hash_key(config: Any) -> bytes | None:
+    """The HMAC key from ``hash_key``, ``hash_key_file`` or the ``hash_key_env`` variable; None if unset."""
+    from gatewatch.errors import ConfigError
+
+    if config.hash_key is not None:
+        return config.hash_key.get_secret_value().encode()
+    if config.hash_key_file is not None:
+        try:
+            key = Path(config.hash_key_file).read_bytes().strip()
+        except OSError as error:
+            raise ConfigError(f"redact.hash_key_file: cannot read {config.hash_key_file}: {error.strerror}") from None
+        if not key:
+            raise ConfigError(f"redact.hash_key_file: {config.hash_key_file} is empty")
+        return key
+    if config.hash_key_env and (value := os.environ.get(config.hash_key_env)):
+        return value.encode()
+    return None
+
+
+def build_redactor(config: Any, *, warn_unkeyed: bool = False) -> Redactor:
+    """The redactor for a whole config.
+
+    ``warn_unkeyed`` (serve): say so when no hash key is configured, since replicas
+    and restarts then hash one secret differently. A replay is one process: its
+    hashes match within the run either way.
+    """
+    redactor = Redactor.from_config(config.redact)
+    if warn_unkeyed and redactor.enabled and resolve_hash_key(config.redact) is None:
+        log.warning(
+            "redact_hash_key_unset: set redact.hash_key_file or $%s so a secret hashes the same "
+            "in every process and run; using a random key for this process",
+            config.redact.hash_key_env,
+        )
+    return redactor
+
+
+class RedactingLogFilter(logging.Filter):
+    """Redacts every log record's message (and traceback) before a handler writes it."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redactor.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.redactor.redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+LOG_FILTER = RedactingLogFilter()
+
+
+def install_log_redaction(redactor: Redactor | None = None) -> None:
+    """Put :data:`LOG_FILTER` on every root handler (once) and use ``redactor`` from now on."""
+    if redactor is not None:
+        LOG_FILTER.redactor = redactor
+    for handler in logging.getLogger().handlers:
+        if LOG_FILTER not in handler.filters:
+            handler.addFilter(LOG_FILTER)

@@ -1,0 +1,207 @@
+"""Redaction: each kind of secret, its marker, idempotence, and what must stay untouched."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
+from ingest.redact import Redactor, RedactingLogFilter
+
+KEY = b"test-key"
+PAN = "4111111111111111"  # Luhn-valid test card
+AMEX = "378282246310005"
+
+
+def jwt(claims: dict[str, object]) -> str:
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlLWJ5dGVz"
+
+
+TOKEN = jwt({"jti": "tok-42", "sub": "alice", "org": "org-1"})
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    return Redactor(hash_key=KEY)
+
+
+def hashes(text: str) -> list[str]:
+    return re.findall(r" h=([0-9a-f]{12})\]", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        (f"paid with {PAN} today", PAN, "[REDACTED:pan last4=1111 h="),
+        ("card 4111 1111 1111 1111 exp 12/27", "4111 1111 1111 1111", "last4=1111"),
+        ("card 4111-1111-1111-1111", "4111-1111-1111-1111", "last4=1111"),
+        (f"amex {AMEX[:4]} {AMEX[4:10]} {AMEX[10:]}", AMEX[4:10], "last4=0005"),
+        (f"amex {AMEX[:4]}-{AMEX[4:10]}-{AMEX[10:]}", AMEX[4:10], "last4=0005"),
+        ("visa 4111-1111-1111-1111-003", "4111-1111-1111-1111", "[REDACTED:pan last4="),  # 19 digits pass too
+        ("card 4111 1111 1111 1111 123", "4111 1111 1111 1111", "last4=1111"),  # a CVV stuck to it
+        ("cvv: 123", "123", "cvv: [REDACTED:cvv h="),
+        ('{"cvc":"9876"}', "9876", '"cvc":"[REDACTED:cvv h='),
+        ("CVV2 042 given", "042", "CVV2 [REDACTED:cvv h="),
+        (f"Authorization: Bearer {TOKEN}", TOKEN, "Bearer [REDACTED:jwt jti=tok-42 sub=alice h="),
+        ("authorization: Basic dXNlcjpodW50ZXIy", "dXNlcjpodW50ZXIy", "Basic [REDACTED:authorization h="),
+        (f"ua {TOKEN}", TOKEN, "[REDACTED:jwt jti=tok-42 sub=alice h="),
+        ("Cookie: session=abc123; theme=dark", "abc123", "Cookie: [REDACTED:cookie h="),
+        ('{"set-cookie": "sid=s3cr3t; Path=/"}', "s3cr3t", '"set-cookie": "[REDACTED:cookie h='),
+        ("/login?user=bob&password=hunter2&next=/", "hunter2", "password=[REDACTED:secret h="),
+        ("/cb?access_token=abc.def&x=1", "abc.def", "access_token=[REDACTED:secret h="),
+        ("/v1?API-KEY=k-123", "k-123", "API-KEY=[REDACTED:secret h="),
+        ('{"password": "correct horse \\"battery\\" staple"}', "horse", '"password": "[REDACTED:secret h='),
+        ('{"client_secret":42}', "42", '"client_secret":"[REDACTED:secret h='),
+        ('msg={\\"token\\":\\"t 0k\\"}', "t 0k", '\\"token\\":\\"[REDACTED:secret h='),
+        ("https://elastic:changeme@es.local:9200/", "changeme", "https://elastic:[REDACTED:secret h="),
+    ],
+)
+def test_secret_is_replaced_by_its_marker(redactor: Redactor, text: str, secret: str, kept: str) -> None:
+    out = redactor.redact(text)
+    assert secret not in out
+    assert kept in out
+    assert redactor.redact(out) == out  # markers are never redacted again
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/v1/invoices/in_34576850928671",  # an id with a Luhn-valid digit run inside
+        "request 88864980-3998-4305-a2c5-22252aa3baf0",  # UUID with dash-joined digit groups
+        "12345678-1234-1234-1234-123456789012",
+        "4111111111111112",  # fails Luhn
+        "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",  # not how a card is written: groups of 4, then 3-6
+        "sha 3f4e41111111111111111ab",  # digits inside a hex string
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0",
+        "token_jti=abc tokens: 5 passwordless",  # names that only start like a secret's
+        "spiffe://billing.example/ns/edge/sa/ambassador",
+    ],
+)
+def test_look_alikes_stay_untouched(redactor: Redactor, text: str) -> None:
+    assert redactor.redact(text) == text
+
+
+def test_same_secret_same_hash_other_secret_other_hash(redactor: Redactor) -> None:
+    first = redactor.redact(f"card {PAN} and password=hunter2")
+    again = redactor.redact(f"4111 1111 1111 1111 in a message, /p?password=hunter2")
+    other = redactor.redact("5555555555554444 password=hunter3")
+    assert hashes(first) == hashes(again)
+    assert set(hashes(first)).isdisjoint(hashes(other))
+    # keyed: another key gives other hashes, so a hash cannot be looked up without the key
+    assert set(hashes(Redactor(hash_key=b"other").redact(f"{PAN} password=hunter2"))).isdisjoint(hashes(first))
+
+
+def test_jwt_claims_that_could_leak_are_left_out(redactor: Redactor) -> None:
+    token = jwt({"jti": PAN, "sub": "a b]c"})
+    out = redactor.redact(token)
+    assert out.startswith("[REDACTED:jwt h=") and PAN not in out
+
+
+def test_fake_marker_does_not_shield_a_secret(redactor: Redactor) -> None:
+    out = redactor.redact(f"[REDACTED:pan {PAN} h=0123456789ab]")
+    assert PAN not in out
+
+
+def event(**fields: object) -> Event:
+    origin = Origin(Dataset.APP, "app.log", 7)
+    return Event(id="e-7", dataset=Dataset.APP, ts=1.0, origin=origin, **fields)  # type: ignore[arg-type]
+
+
+def test_event_every_text_field_and_label(redactor: Redactor) -> None:
+    clean = event(request_id="r-1", path="/v1/x", message="fine", user_agent="curl/8")
+    assert redactor.redact(clean) is clean
+    dirty = event(
+        request_id="r-1",
+        path="/login?password=hunter2",
+        user_agent=f"bot {TOKEN}",
+        message=f"charged {PAN}",
+        user_id="u-1",
+        labels=(("req.authorization", f"Bearer {TOKEN}"), ("req.x-api-key", "k-1"), ("req.x-other", "cvv 123")),
+    )
+    out = redactor.redact(dirty)
+    text = repr(out)
+    for secret in ("hunter2", TOKEN, PAN, "k-1", "cvv 123"):
+        assert secret not in text
+    assert out.request_id == "r-1" and out.user_id == "u-1" and out.id == dirty.id and out.origin == dirty.origin
+    assert dict(out.labels)["req.authorization"].startswith("Bearer [REDACTED:jwt jti=tok-42")
+    assert dict(out.labels)["req.x-api-key"].startswith("[REDACTED:secret h=")
+
+
+def test_dead_letter_raw_line_and_detail(redactor: Redactor) -> None:
+    raw = f'{{"ts": "x", "card": "{PAN}", "auth": "Bearer {TOKEN}"}}'.encode() + b"\xff"
+    letter = DeadLetter(Origin(Dataset.APP, "app.log", 3), "invalid_value", f"ts: {PAN!r} is not ISO", raw)
+    out = redactor.redact(letter)
+    assert PAN.encode() not in out.line and TOKEN.encode() not in out.line and PAN not in out.detail
+    assert out.line.endswith(b"\xff")  # bytes that are not UTF-8 stay as they were
+    clean = DeadLetter(letter.origin, "invalid_json", "cut", b"\xff\xfe{")
+    assert redactor.redact(clean) is clean
+
+
+def test_wrap_redacts_what_a_parser_returns(redactor: Redactor) -> None:
+    def parser(record: RawRecord) -> Event | DeadLetter:
+        return event(message=record.line.decode())
+
+    record = RawRecord(Origin(Dataset.APP, "app.log", 1), f"card {PAN}".encode())
+    assert PAN not in (redactor.wrap(parser)(record).message or "")
+
+
+def test_disabled_redactor_changes_nothing() -> None:
+    assert Redactor(enabled=False).redact(f"card {PAN}") == f"card {PAN}"
+
+
+def test_configured_names_extend_the_defaults() -> None:
+    redactor = Redactor(query_params=("sig",), json_keys=("ssn",), headers=("x-session",), hash_key=KEY)
+    out = redactor.redact('/p?sig=abc {"ssn": "123-45-6789"} X-Session: s1 password=still')
+    assert "abc" not in out and "123-45-6789" not in out and "s1" not in out
+    assert "password=still" in out  # the lists replace the defaults
+
+
+def test_log_filter_redacts_message_and_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("gatewatch.test_redact")
+    log.addFilter(RedactingLogFilter(Redactor(hash_key=KEY)))
+    with caplog.at_level(logging.WARNING, logger="gatewatch.test_redact"):
+        log.warning("store_unreachable url=%s card=%s", "http://u:p4ss@es:9200", PAN)
+    assert "p4ss" not in caplog.text and PAN not in caplog.text
+    assert "http://u:[REDACTED:secret h=" in caplog.text
+
+
+def test_hash_key_from_file_env_or_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewatch.config import load_config, parse_config
+    from gatewatch.errors import ConfigError
+    from ingest.redact import resolve_hash_key
+
+    (tmp_path / "key").write_text("file-key\n")
+    (tmp_path / "gatewatch.yaml").write_text("redact: {hash_key_file: key}\n")
+    assert resolve_hash_key(load_config(tmp_path / "gatewatch.yaml").redact) == b"file-key"
+    monkeypatch.setenv("GW_TEST_REDACT_KEY", "env-key")
+    assert resolve_hash_key(parse_config({"redact": {"hash_key_env": "GW_TEST_REDACT_KEY"}}).redact) == b"env-key"
+    monkeypatch.delenv("GATEWATCH_REDACT_KEY", raising=False)
+    assert resolve_hash_key(parse_config({}).redact) is None  # a random key per process, with a warning
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="redact.hash_key_file: .* is empty"):
+        resolve_hash_key(parse_config({"redact": {"hash_key_file": str(tmp_path / "empty")}}).redact)
+    with pytest.raises(ConfigError, match="redact.bogus: unknown key"):
+        parse_config({"redact": {"bogus": 1}})
+    env = Redactor.from_config(parse_config({"redact": {"hash_key_env": "GW_TEST_REDACT_KEY"}}).redact)
+    assert hashes(env.redact(PAN)) == hashes(Redactor(hash_key=b"env-key").redact(PAN))
+
+
+@given(
+    before=st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=40),
+    after=st.text(alphabet=st.characters(blacklist_categories=("Nd", "Cs")), max_size=40),
+    secret=st.sampled_from([PAN, "4111 1111 1111 1111", AMEX, TOKEN]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_secret_between_any_text_never_survives(before: str, after: str, secret: str) -> None:
+    out = Redactor(hash_key=KEY).redact(f"{before} {secret} {after}")
+    assert secret not in out and "[REDACTED:" in out
