@@ -139,20 +139,32 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float
         ts = created
     except InvalidValueError as error:
         return DeadLetter(origin, "invalid_value", f"ts: {error}", raw)
-    values: dict[str, Any] = {} if created is None else {"created": created}
+    # The parser's dict becomes the Event's arguments: most values are text already
+    # and stay where they are, so only the others are rewritten (same keys: safe while
+    # iterating) and the rest removed afterwards.
+    values = fields
+    dropped: list[str] = []
     labels: list[tuple[str, str]] = []
-    for name, value in fields.items():
+    for name, value in values.items():
+        if type(value) is str and name in _TEXT_FIELDS:
+            continue
         if value is None:
+            dropped.append(name)
             continue
         try:
             if name in _TEXT_FIELDS:
-                values[name] = value if type(value) is str else _to_str(value)
+                values[name] = _to_str(value)
             elif (coerce := _COERCE.get(name)) is not None:
                 values[name] = coerce(value)
             else:
                 labels.append((name, _to_str(value)))
+                dropped.append(name)
         except InvalidValueError as error:
             return DeadLetter(origin, "invalid_value", f"{name}: {error}", raw)
+    for name in dropped:
+        del values[name]
+    if created is not None:
+        values["created"] = created
     if origin.dataset is Dataset.GATEWAY:
         # RESPONSE_CODE 0: Envoy never started a response (downstream reset).
         if values.get("status") == 0:
