@@ -165,12 +165,21 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float
         del values[name]
     if created is not None:
         values["created"] = created
+    if labels:
+        values["labels"] = tuple(sorted(labels))
+    return make_event(values, ts, origin)
+
+
+def make_event(values: dict[str, Any], ts: float, origin: Origin) -> Event:
+    """The event of ``values`` (Event field names, values of their types) read at ``origin``.
+
+    The one place every event is built, by :func:`normalize` and by the parsers'
+    fused paths (:mod:`ingest.parsers.fused`): what all events need belongs here.
+    """
     if origin.dataset is Dataset.GATEWAY:
         # RESPONSE_CODE 0: Envoy never started a response (downstream reset).
         if values.get("status") == 0:
             values["status"] = None
         if "source_ip" not in values and "forwarded_for" in values:
             values["source_ip"] = values["forwarded_for"].split(",", 1)[0].strip()
-    if labels:
-        values["labels"] = tuple(sorted(labels))
     return Event(id=record_id(origin), dataset=origin.dataset, ts=ts, origin=origin, **values)
