@@ -16,12 +16,23 @@ its general path, so every dead letter keeps its exact reason and detail.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ingest.normalize import _COERCE, _TEXT_FIELDS, InvalidValueError, _to_str, make_event, parse_timestamp
 from ingest.records import Event, Origin
+
+SHARED_TEXT_FIELDS = frozenset({
+    "method", "protocol", "authority", "user_agent", "route_name", "upstream_cluster", "upstream_host",
+    "tls_version", "response_code_details", "peer_identity", "level", "message", "action", "outcome",
+    "org_id", "token_org", "source_ip", "forwarded_for", "user_id", "token_sub",
+})  # fmt: skip
+"""Text fields with few distinct values, or values one client repeats: interned, so the events
+held in the reorder buffer and the join share one copy of each (a decoder makes a new string
+for every line): 1,645 -> 925 bytes per buffered event on the bench's data. Python frees an
+interned string with its last user, so hostile variety costs no more than without."""
 
 Fused = Callable[[dict[str, Any], Origin], Event | None]
 """``(decoded object, origin) -> event``, or ``None``: take the general path for this line."""
@@ -49,7 +60,7 @@ def fuse(leaves: Sequence[Leaf], dash_is_absent: bool) -> Fused | None:
     ``dash_is_absent``: ``"-"`` means "not set" (Envoy), besides ``null`` and ``""``.
     """
     names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "make_event": make_event,
-                             "InvalidValueError": InvalidValueError}  # fmt: skip
+                             "InvalidValueError": InvalidValueError, "intern": sys.intern}  # fmt: skip
     absent = "x is None or x == '-' or x == ''" if dash_is_absent else "x is None or x == ''"
     lines = ["def fused(obj, origin):", "    v = {}", "    t = None", "    try:"]
     groups: dict[tuple[str, ...], list[tuple[int, Leaf]]] = {}
@@ -99,7 +110,9 @@ def _leaf_lines(index: int, leaf: Leaf, absent: str, indent: str, names: dict[st
         lines.append(f"{inner}t = x")
         return lines
     lines.append(f"{inner}if x is not None:")
-    if field in _TEXT_FIELDS:
+    if field in SHARED_TEXT_FIELDS:
+        lines.append(f"{inner}    v[{field!r}] = intern(x) if type(x) is str else _to_str(x)")
+    elif field in _TEXT_FIELDS:
         lines.append(f"{inner}    v[{field!r}] = x if type(x) is str else _to_str(x)")
     else:
         names[f"coerce_{field}"] = _COERCE[field]
