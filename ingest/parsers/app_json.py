@@ -90,6 +90,7 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
         [Leaf((key,), field) for field, key in flat]
         + [Leaf((*parent, key), field) for parent, children in groups for field, key in children],
         dash_is_absent=False,
+        name="app.fields",
     )
 
     def parse(record: RawRecord) -> Event | DeadLetter:

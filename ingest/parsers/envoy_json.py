@@ -62,7 +62,7 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             nested_leaves.setdefault(path[:-1], []).append(_leaf(compiled, path))
     nested = tuple((parent, tuple(children)) for parent, children in parents.items())
     plan = top_leaves + [leaf for leaves in nested_leaves.values() for leaf in leaves]
-    fused = None if None in plan else fuse([leaf for leaf in plan if leaf is not None], dash_is_absent=True)
+    fused = None if None in plan else fuse([leaf for leaf in plan if leaf is not None], True, "gateway.json_format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         obj = decode_json_object(record, max_line_bytes)

@@ -53,11 +53,12 @@ class Leaf:
     scalar_only: bool = False
 
 
-def fuse(leaves: Sequence[Leaf], dash_is_absent: bool) -> Fused | None:
+def fuse(leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json") -> Fused | None:
     """The fused reader of ``leaves`` (in the general path's order: a later leaf wins), or
     ``None`` when a leaf fills no Event field (a label), which only the general path keeps.
 
-    ``dash_is_absent``: ``"-"`` means "not set" (Envoy), besides ``null`` and ``""``.
+    ``dash_is_absent``: ``"-"`` means "not set" (Envoy), besides ``null`` and ``""``; ``name``
+    tells profiles and tracebacks which reader ran.
     """
     names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "make_event": make_event,
                              "InvalidValueError": InvalidValueError, "intern": sys.intern}  # fmt: skip
@@ -90,7 +91,7 @@ def fuse(leaves: Sequence[Leaf], dash_is_absent: bool) -> Fused | None:
         "    return make_event(v, ts, origin)",
     ]
     scope: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "<fused json reader>", "exec"), names, scope)  # noqa: S102 (our own text)
+    exec(compile("\n".join(lines), f"<fused reader: {name}>", "exec"), names, scope)  # noqa: S102 (our own text)
     fused: Fused = scope["fused"]
     fused.source = "\n".join(lines)  # type: ignore[attr-defined]  # for a reader of tracebacks
     return fused
