@@ -21,18 +21,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.normalize import _COERCE, _TEXT_FIELDS, InvalidValueError, _to_str, make_event, parse_timestamp
+from ingest.normalize import (
+    _COERCE,
+    _TEXT_FIELDS,
+    SHARED_TEXT_FIELDS,
+    InvalidValueError,
+    _to_str,
+    make_event,
+    parse_timestamp,
+)
 from ingest.records import Event, Origin
-
-SHARED_TEXT_FIELDS = frozenset({
-    "method", "protocol", "authority", "user_agent", "route_name", "upstream_cluster", "upstream_host",
-    "tls_version", "response_code_details", "peer_identity", "level", "message", "action", "outcome",
-    "org_id", "token_org", "source_ip", "forwarded_for", "user_id", "token_sub",
-})  # fmt: skip
-"""Text fields with few distinct values, or values one client repeats: interned, so the events
-held in the reorder buffer and the join share one copy of each (a decoder makes a new string
-for every line): 1,645 -> 925 bytes per buffered event on the bench's data. Python frees an
-interned string with its last user, so hostile variety costs no more than without."""
 
 Fused = Callable[[dict[str, Any], Origin], Event | None]
 """``(decoded object, origin) -> event``, or ``None``: take the general path for this line."""
