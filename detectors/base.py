@@ -23,6 +23,11 @@ and, always in event-time order:
 - ``advance(watermark)`` when event time has moved on to ``watermark``: no
   record older than it will arrive, so windows ending before it may close.
 
+A detector is offered only what it can use: the hooks its class overrides,
+and ``observe_arrival`` / ``observe_event`` only for events of the datasets in
+its ``datasets`` (both by default; a rule that reads only the gateway's lines
+says so, and is not called for the app's).
+
 Each returns findings. Detectors never read the wall clock, never import a
 client library, and must not raise on odd input (the engine counts and skips
 an exception, but that loses the detector's view of that record).
@@ -61,7 +66,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from detectors.trust import TrustPolicy
-from ingest.records import Event, Transaction
+from ingest.records import Dataset, Event, Transaction
 
 
 class Severity(StrEnum):
@@ -121,6 +126,8 @@ class Detector:
     severity: ClassVar[Severity]
     Config: ClassVar[type[DetectorConfig]] = DetectorConfig
     State: ClassVar[type[Any] | None] = None  # a stateless rule
+    datasets: ClassVar[frozenset[Dataset]] = frozenset(Dataset)
+    """The events the rule reads in ``observe_arrival`` / ``observe_event``; it is offered no others."""
 
     def __init__(self, config: DetectorConfig, context: "DetectorContext") -> None:
         self.config = config

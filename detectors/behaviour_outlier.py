@@ -37,7 +37,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Event
+from ingest.records import Dataset, Event
 
 
 class _Client:
@@ -92,6 +92,7 @@ class BehaviourOutlier(Detector):
 
     rule_id = "behaviour_outlier"
     severity = Severity.LOW
+    datasets = frozenset({Dataset.GATEWAY})
 
     class Config(DetectorConfig):
         window_secs: float = Field(300.0, gt=0)

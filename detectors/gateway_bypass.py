@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import app_event, gateway_event, transaction
-from ingest.records import Event, Transaction
+from ingest.records import Dataset, Event, Transaction
 
 
 class GatewayBypass(Detector):
@@ -37,6 +37,7 @@ class GatewayBypass(Detector):
 
     rule_id = "gateway_bypass"
     severity = Severity.HIGH
+    datasets = frozenset({Dataset.APP})
 
     class Config(DetectorConfig):
         """No thresholds: one served request from a foreign peer is enough."""

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Event
+from ingest.records import Dataset, Event
 
 
 class _Client:
@@ -44,6 +44,7 @@ class Http4xxBurst(Detector):
 
     rule_id = "http_4xx_burst"
     severity = Severity.MEDIUM
+    datasets = frozenset({Dataset.GATEWAY})
 
     class Config(DetectorConfig):
         window_secs: float = Field(60.0, gt=0)

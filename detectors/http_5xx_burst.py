@@ -35,7 +35,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Event
+from ingest.records import Dataset, Event
 
 
 def route_key(event: Event) -> str | None:
@@ -104,6 +104,7 @@ class Http5xxBurst(Detector):
 
     rule_id = "http_5xx_burst"
     severity = Severity.MEDIUM
+    datasets = frozenset({Dataset.GATEWAY})
 
     class Config(DetectorConfig):
         window_secs: float = Field(120.0, gt=0)

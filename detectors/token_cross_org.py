@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import app_event
-from ingest.records import Event
+from ingest.records import Dataset, Event
 
 
 class TokenCrossOrg(Detector):
@@ -20,6 +20,7 @@ class TokenCrossOrg(Detector):
 
     rule_id = "token_cross_org"
     severity = Severity.CRITICAL
+    datasets = frozenset({Dataset.APP})
 
     class Config(DetectorConfig):
         """No thresholds: one served cross-org request is enough."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import T0, app_event
-from ingest.records import Event
+from ingest.records import Dataset, Event
 
 
 class TokenExpiredAccepted(Detector):
@@ -22,6 +22,7 @@ class TokenExpiredAccepted(Detector):
 
     rule_id = "token_expired_accepted"
     severity = Severity.HIGH
+    datasets = frozenset({Dataset.APP})
 
     class Config(DetectorConfig):
         skew_allowance_secs: float = 30.0

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
 from gatewatch.errors import WireError
 from ingest.codec import EventTable, pack_events, unpack_events
-from ingest.records import Event, Transaction
+from ingest.records import Dataset, Event, Transaction
 
 
 @dataclass(slots=True)
 class _Group:
-    gateway: list[Event] = field(default_factory=list)
-    app: list[Event] = field(default_factory=list)
+    gateway: list[Event]
+    app: list[Event]
     deadline: float = 0.0
 
 
@@ -44,8 +44,8 @@ class Correlator:
         assert request_id is not None
         group = self._groups.get(request_id)
         if group is None:
-            group = self._groups[request_id] = _Group()
-        (group.gateway if event.is_gateway else group.app).append(event)
+            group = self._groups[request_id] = _Group([], [])
+        (group.gateway if event.dataset is Dataset.GATEWAY else group.app).append(event)
         deadline = max(event.ts, now) + self.join_window_secs
         if deadline > group.deadline:
             group.deadline = deadline
@@ -102,4 +102,10 @@ class Correlator:
 
 def _in_order(events: list[Event]) -> tuple[Event, ...]:
     # Late records are appended when they arrive; keep each side in event time.
-    return tuple(sorted(events, key=lambda e: (e.ts, e.id)))
+    if len(events) < 2:  # most requests: one line a side, nothing to sort
+        return tuple(events)
+    return tuple(sorted(events, key=_time_and_id))
+
+
+def _time_and_id(event: Event) -> tuple[float, str]:
+    return (event.ts, event.id)

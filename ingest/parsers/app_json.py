@@ -8,6 +8,7 @@ from typing import Any
 
 from ingest.normalize import normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
+from ingest.parsers.fused import Leaf, fuse
 from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["APP_FIELDS", "DEFAULT_APP_FIELDS", "DEPRECATED_APP_FIELDS", "canonical_app_fields", "compile_app_parser"]
@@ -85,11 +86,21 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
     for field, _, parts in dotted:
         parents.setdefault(parts[:-1], []).append((field, parts[-1]))
     groups = tuple((parent, tuple(children)) for parent, children in parents.items())
+    fused = fuse(
+        [Leaf((key,), field) for field, key in flat]
+        + [Leaf((*parent, key), field) for parent, children in groups for field, key in children],
+        dash_is_absent=False,
+        name="app.fields",
+    )
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj
+        # A literal "token.jti" key wins over {"token": {"jti": ...}}: the general path knows how.
+        if fused is not None and record.created is None and dotted_keys.isdisjoint(obj):
+            if (event := fused(obj, record.origin)) is not None:
+                return event
         get = obj.get
         found = {field: value for field, key in flat if (value := get(key)) is not None and value != ""}
         if dotted_keys.isdisjoint(obj):

@@ -16,8 +16,9 @@ import orjson
 from ingest.normalize import InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
 from ingest.parsers.envoy_format import Command, tokenize
-from ingest.parsers.envoy_operators import Slot, resolve
+from ingest.parsers.envoy_operators import Converted, ScalarClaim, Slot, resolve
 from ingest.parsers.envoy_text import TextPattern, compile_text_pattern
+from ingest.parsers.fused import Leaf, fuse
 from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["compile_json_format"]
@@ -40,6 +41,8 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
     # Everything else, grouped by the object that holds it, so "http" is looked up once a line.
     # A reader of None copies the value as it is (most nested keys): no call a key.
     parents: dict[tuple[str, ...], list[tuple[str, str, _Reader | None]]] = {}
+    top_leaves: list[Leaf | None] = []  # the same keys, in the same order, for the fused reader
+    nested_leaves: dict[tuple[str, ...], list[Leaf | None]] = {}
     for path, value in _leaves(mapping, ()):
         try:
             compiled = _compile_value(value)
@@ -50,16 +53,23 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
         plain = isinstance(compiled, Slot) and compiled.apply is None and not compiled.is_label
         if plain and len(path) == 1:
             top.append((path[0], compiled.field))
+            top_leaves.append(_leaf(compiled, path))
         elif plain:
             parents.setdefault(path[:-1], []).append((path[-1], compiled.field, None))
+            nested_leaves.setdefault(path[:-1], []).append(_leaf(compiled, path))
         else:
             parents.setdefault(path[:-1], []).append((path[-1], "", _reader(compiled, path)))
+            nested_leaves.setdefault(path[:-1], []).append(_leaf(compiled, path))
     nested = tuple((parent, tuple(children)) for parent, children in parents.items())
+    plan = top_leaves + [leaf for leaves in nested_leaves.values() for leaf in leaves]
+    fused = None if None in plan else fuse([leaf for leaf in plan if leaf is not None], True, "gateway.json_format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj
+        if fused is not None and record.created is None and (event := fused(obj, record.origin)) is not None:
+            return event
         get = obj.get
         fields: dict[str, Any] = {}
         for key, field in top:
@@ -86,6 +96,19 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
         return normalize(fields, record.origin, record.line, record.created)
 
     return parse
+
+
+def _leaf(compiled: Slot | TextPattern, path: tuple[str, ...]) -> Leaf | None:
+    """The fused reader's view of a key, or None if only the general path reads it."""
+    if not isinstance(compiled, Slot) or compiled.is_label:
+        return None
+    if compiled.apply is None:
+        return Leaf(path, compiled.field)
+    if isinstance(compiled.apply, Converted):
+        return Leaf(path, compiled.field, convert=compiled.apply.convert)
+    if isinstance(compiled.apply, ScalarClaim):
+        return Leaf(path, compiled.field, scalar_only=True)
+    return None
 
 
 def _leaves(mapping: Mapping[str, Any], prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:

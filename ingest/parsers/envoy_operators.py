@@ -61,13 +61,17 @@ class Operator(NamedTuple):
     apply: Apply | None = None
 
 
-def converted(convert: Callable[[Any], Any]) -> Apply:
-    """An :data:`Apply` storing ``convert(value)`` under the slot's field."""
+class Converted:
+    """An :data:`Apply` storing ``convert(value)`` under the slot's field (fused JSON readers call ``convert``)."""
 
-    def apply(field: str, value: Any, fields: dict[str, Any]) -> None:
-        fields[field] = convert(value)
+    __slots__ = ("convert",)
 
-    return apply
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        self.convert = convert
+
+    def __call__(self, field: str, value: Any, fields: dict[str, Any]) -> None:
+        fields[field] = self.convert(value)
+
 
 
 def without_port(address: Any) -> str:
@@ -126,7 +130,7 @@ OPERATORS: dict[str, Operator] = {
     "PROTOCOL": Operator("protocol"),
     "RESPONSE_CODE": Operator("status", Kind.NUMBER),
     "RESPONSE_FLAGS": Operator("response_flags"),
-    "RESPONSE_FLAGS_LONG": Operator("response_flags", apply=converted(short_flags)),
+    "RESPONSE_FLAGS_LONG": Operator("response_flags", apply=Converted(short_flags)),
     "RESPONSE_CODE_DETAILS": Operator("response_code_details"),
     "BYTES_RECEIVED": Operator("bytes_received", Kind.NUMBER),
     "BYTES_SENT": Operator("bytes_sent", Kind.NUMBER),
@@ -136,7 +140,7 @@ OPERATORS: dict[str, Operator] = {
     # The cluster's own name, never alt_stat_name: what Istio's default formats log.
     "UPSTREAM_CLUSTER_RAW": Operator("upstream_cluster"),
     "ROUTE_NAME": Operator("route_name"),
-    "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=converted(without_port)),
+    "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=Converted(without_port)),
     "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip"),
     # The TCP peer, not the client: Envoy may have taken the remote address from XFF.
     "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": Operator(None),
@@ -217,7 +221,7 @@ def resolve(command: Command) -> Slot:
             raise ValueError(f"format: {error} at position {command.position}") from None
         if read is None:  # no date (%H:%M:%S, %f): the time comes from the wrapper, if any
             return Slot(command.text, "start_time", Kind.TIME, None, pattern, is_label=True)
-        return Slot(command.text, "ts", Kind.TIME, converted(read), pattern)
+        return Slot(command.text, "ts", Kind.TIME, Converted(read), pattern)
     operator = OPERATORS.get(name)
     if operator is None or operator.field is None:
         label = name.lower() if arg is None else f"{name.lower()}.{arg.lower()}"
@@ -255,16 +259,23 @@ def _claims(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _scalar_claim(label: str) -> Apply:
-    # typed_json_format renders a structured claim ({"id": ..}) as an object:
-    # not a token field, but no reason to lose the record either.
-    def apply(field: str, value: Any, fields: dict[str, Any]) -> None:
+class ScalarClaim:
+    """A JWT claim: a scalar fills the slot's field; an object, a list or a bool becomes ``label``.
+
+    typed_json_format renders a structured claim (``{"id": ..}``) as an object:
+    not a token field, but no reason to lose the record either.
+    """
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, field: str, value: Any, fields: dict[str, Any]) -> None:
         if isinstance(value, (dict, list, bool)):
-            fields[label] = orjson.dumps(value).decode()
+            fields[self.label] = orjson.dumps(value).decode()
         else:
             fields[field] = value
-
-    return apply
 
 
 def _metadata(command: Command, arg: str) -> Slot:
@@ -273,7 +284,7 @@ def _metadata(command: Command, arg: str) -> Slot:
     label = _label(f"{command.name.lower()}.{arg.lower()}")
     if namespace == JWT_NAMESPACE:
         if len(keys) >= 2 and keys[-1] in JWT_CLAIMS:
-            return Slot(command.text, JWT_CLAIMS[keys[-1]], Kind.TEXT, _scalar_claim(label))
+            return Slot(command.text, JWT_CLAIMS[keys[-1]], Kind.TEXT, ScalarClaim(label))
         if len(keys) <= 1:
             return Slot(command.text, label, Kind.JSON, jwt_claims, is_label=True)
     return Slot(command.text, label, Kind.JSON, is_label=True)

@@ -1,0 +1,118 @@
+"""The fused JSON readers give exactly what the general path gives, line for line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ingest.parsers.app_json as app_json
+import ingest.parsers.envoy_json as envoy_json
+from gatewatch.demo.render import DEMO_JSON_FORMAT
+from ingest.parsers import DEFAULT_APP_FIELDS, compile_app_parser, compile_json_format
+from ingest.parsers.decode import Parser
+from ingest.parsers.fused import Leaf, fuse
+from ingest.records import Dataset, Origin, RawRecord
+
+VALUES = st.one_of(
+    st.none(),
+    st.sampled_from(["", "-", "0", "200", "abc", "10.0.0.1:443", "1.5", "2026-03-02T09:00:00.003Z", "a,b"]),
+    st.integers(min_value=-5, max_value=2_000_000_000),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.just({"nested": 1}),
+    st.just([1, 2]),
+)
+TIMES = st.one_of(VALUES, st.sampled_from(["2026-03-02T09:00:00.003Z", "2026-03-02T09:00:02.520436+00:00"]))
+
+
+def _both(module: Any, build: Any) -> tuple[Parser, Parser]:
+    """The parser as built (checked to have a fused reader) and the same with its general path only."""
+    built: list[object] = []
+    real = module.fuse
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "fuse", lambda *args, **kwargs: built.append(real(*args, **kwargs)) or built[-1])
+        fused = build()
+        assert built and built[0] is not None, "the format should have a fused reader"
+        patch.setattr(module, "fuse", lambda *args, **kwargs: None)
+        return fused, build()
+
+
+def _shaped(mapping: Mapping[str, Any], draw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if draw(st.integers(0, 9)) == 0:
+            continue  # key missing
+        if isinstance(value, Mapping):
+            out[key] = _shaped(value, draw) if draw(st.integers(0, 9)) else draw(VALUES)
+        else:
+            out[key] = draw(TIMES if key in ("time", "ts") else VALUES)
+    return out
+
+
+def _record(obj: dict[str, Any], dataset: Dataset, created: float | None) -> RawRecord:
+    return RawRecord(Origin(dataset, "s", 1), orjson.dumps(obj), created)
+
+
+@pytest.fixture(scope="module")
+def gateway_parsers() -> tuple[Parser, Parser]:
+    return _both(envoy_json, lambda: compile_json_format(DEMO_JSON_FORMAT))
+
+
+@pytest.fixture(scope="module")
+def app_parsers() -> tuple[Parser, Parser]:
+    return _both(app_json, lambda: compile_app_parser({}))
+
+
+@settings(database=None, max_examples=400, deadline=None)
+@given(data=st.data(), created=st.sampled_from([None, 1_772_442_000.5]))
+def test_gateway_lines_read_as_the_general_path_reads_them(
+    gateway_parsers: tuple[Parser, Parser], data: st.DataObject, created: float | None
+) -> None:
+    fused, general = gateway_parsers
+    record = _record(_shaped(DEMO_JSON_FORMAT, data.draw), Dataset.GATEWAY, created)
+    assert fused(record) == general(record)
+
+
+@settings(database=None, max_examples=400, deadline=None)
+@given(data=st.data(), created=st.sampled_from([None, 1_772_442_000.5]))
+def test_app_lines_read_as_the_general_path_reads_them(
+    app_parsers: tuple[Parser, Parser], data: st.DataObject, created: float | None
+) -> None:
+    fused, general = app_parsers
+    shape: dict[str, Any] = {}
+    for path in DEFAULT_APP_FIELDS.values():
+        *parents, leaf = path.split(".")
+        holder = shape
+        for part in parents:
+            holder = holder.setdefault(part, {})
+        holder[leaf] = "%"
+    obj = _shaped(shape, data.draw)
+    if data.draw(st.booleans()):
+        obj["token.jti"] = data.draw(VALUES)  # a literal dotted key: the general path's rule
+    assert fused(_record(obj, Dataset.APP, created)) == general(_record(obj, Dataset.APP, created))
+
+
+def test_a_typical_line_takes_the_fused_path() -> None:
+    line = {"time": "2026-03-02T09:00:00.003Z", "http": {"status": 200, "method": "GET"}, "request_id": "r-1",
+            "downstream": {"address": "10.0.0.1:443"}, "jwt": {"exp": 1772442628}}  # fmt: skip
+    reader = fuse([Leaf(("time",), "ts"), Leaf(("request_id",), "request_id"), Leaf(("http", "status"), "status"),
+                   Leaf(("http", "method"), "method"), Leaf(("jwt", "exp"), "token_exp"),
+                   Leaf(("downstream", "address"), "source_ip", convert=lambda a: a.split(":")[0])],
+                  dash_is_absent=True)  # fmt: skip
+    assert reader is not None
+    event = reader(line, Origin(Dataset.GATEWAY, "s", 1))
+    assert event is not None
+    assert (event.ts, event.status, event.method, event.source_ip, event.token_exp) == (
+        1772442000.003, 200, "GET", "10.0.0.1", 1772442628.0
+    )
+    assert reader({"http": {"status": 200}}, Origin(Dataset.GATEWAY, "s", 2)) is None  # no time: general path
+    assert reader({**line, "http": {"status": "x"}}, Origin(Dataset.GATEWAY, "s", 3)) is None  # bad value
+
+
+def test_a_label_leaves_the_format_to_the_general_path() -> None:
+    assert fuse([Leaf(("time",), "ts"), Leaf(("tenant",), "req.x-tenant")], dash_is_absent=True) is None
