@@ -15,10 +15,12 @@ component_sent_events_total                outputs the store acknowledged {kind:
                                            alerts, dead_letters}; alerts also count versions sent to
                                            the alerts topic (kind=alerts, component=kafka_alerts)
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
-                                           kafka, unwrap, detect
+                                           kafka, unwrap, detect; store errors start at 0
+                                           {error_type: unavailable, rejected, document_rejected}
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
-gatewatch_dead_letters_total               dead letters {reason}
+gatewatch_dead_letters_total               dead letters {reason}; ``store_rejected``: documents the
+                                           store refused for their content
 gatewatch_late_events_total                events that arrived behind the watermark
 gatewatch_alerts_total                     distinct alerts raised {rule}
 kafka_consumer_lag                         messages behind the partition's end {topic, partition}
@@ -26,6 +28,8 @@ kafka_consumer_lag                         messages behind the partition's end {
 store_bulk_duration_seconds                one batch written to the store (histogram)
 gatewatch_checkpoint_duration_seconds      one state checkpoint saved (histogram)
 gatewatch_checkpoint_bytes                 size of the last checkpoint's state
+gatewatch_checkpoint_timestamp_seconds     when the last checkpoint was saved, Unix seconds (0: none
+                                           yet); its age is ``time() - ...`` in PromQL
 gatewatch_watermark_seconds                event-time watermark, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
 gatewatch_detect_events_total              events read by the detect stage from the detect topic
@@ -101,6 +105,10 @@ class ServeMetrics:
             buckets=_BULK_BUCKETS_SECS, registry=r,
         )  # fmt: skip
         self.checkpoint_bytes = Gauge("gatewatch_checkpoint_bytes", "Size of the last checkpoint.", registry=r)
+        self.checkpoint_saved = Gauge(
+            "gatewatch_checkpoint_timestamp_seconds", "When the last checkpoint was saved (Unix seconds).",
+            registry=r,
+        )
         self.watermark = Gauge("gatewatch_watermark_seconds", "Event-time watermark (Unix seconds).", registry=r)
         self.backpressure = Gauge(
             "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
@@ -116,6 +124,8 @@ class ServeMetrics:
             self.discarded.labels(intentional=intentional)
         for kind in ("events", "transactions", "alerts", "dead_letters"):
             self.sent_events.labels(component="store", kind=kind)
+        for error_type in ("unavailable", "rejected", "document_rejected"):
+            self.errors.labels(stage="store", error_type=error_type)
         self._seen_alerts: OrderedDict[str, None] = OrderedDict()
         self._dead_letter_counts: dict[str, int] = {}
         self._late_count = 0
@@ -151,6 +161,12 @@ class ServeMetrics:
 
     def record_error(self, stage: str, error_type: str, count: int = 1) -> None:
         self.errors.labels(stage=stage, error_type=error_type).inc(count)
+
+    def record_documents_rejected(self, count: int) -> None:
+        """Documents the store refused for their content: each became a ``store_rejected`` dead letter."""
+        if count > 0:
+            self.errors.labels(stage="store", error_type="document_rejected").inc(count)
+            self.dead_letters.labels(reason="store_rejected").inc(count)
 
     def record_dead_letters(self, reasons: dict[str, int]) -> None:
         """Count dead letters of one batch by reason (the ingest stage, which has no running totals)."""
