@@ -34,6 +34,10 @@ gatewatch_watermark_seconds                event-time watermark, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
 gatewatch_detect_events_total              events read by the detect stage from the detect topic
 gatewatch_detect_owner                     1 while this process runs the detect stage (0: standby)
+gatewatch_http_ingest_requests_total       HTTP ingest requests answered {source, code}; records they
+                                           brought are component_received_events_total{component=http_server}
+gatewatch_http_ingest_duration_seconds     one HTTP ingest request, until answered: for a 2xx, until
+                                           Kafka acknowledged every record (histogram {source})
 =========================================  ==========================================================
 
 :class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
@@ -119,6 +123,13 @@ class ServeMetrics:
         self.detect_owner = Gauge(
             "gatewatch_detect_owner", "1 while this process owns the detect stage, 0 on standby.", registry=r
         )
+        self.http_requests = Counter(
+            "gatewatch_http_ingest_requests_total", "HTTP ingest requests by answer.", ["source", "code"], registry=r
+        )
+        self.http_duration = Histogram(
+            "gatewatch_http_ingest_duration_seconds", "Time to answer one HTTP ingest request.", ["source"],
+            buckets=_BULK_BUCKETS_SECS, registry=r,
+        )  # fmt: skip
         # Present from the start at 0, so a dashboard can alert on any increase.
         for intentional in ("true", "false"):
             self.discarded.labels(intentional=intentional)
@@ -133,6 +144,17 @@ class ServeMetrics:
     def record_received(self, topic: str, count: int, value_bytes: int) -> None:
         self.received_events.labels(component="kafka", topic=topic).inc(count)
         self.received_bytes.labels(component="kafka", topic=topic).inc(value_bytes)
+
+    def record_http_received(self, source: str, count: int, body_bytes: int, invalid: int) -> None:
+        """A batch Kafka acknowledged; ``invalid`` of its ``count`` records did not decode (dead letters later)."""
+        self.received_events.labels(component="http_server", topic=source).inc(count)
+        self.received_bytes.labels(component="http_server", topic=source).inc(body_bytes)
+        if invalid:
+            self.record_error("http_ingest", "invalid_record", invalid)
+
+    def record_http_request(self, source: str, status: int, secs: float) -> None:
+        self.http_requests.labels(source=source, code=str(status)).inc()
+        self.http_duration.labels(source=source).observe(secs)
 
     def record_stored(self, batch: Batch, component: str = "store") -> None:
         """Count a batch the store acknowledged, and the alerts it raised for the first time."""
@@ -204,8 +226,12 @@ class HealthServer:
         metrics: ServeMetrics,
         health: Callable[[], tuple[bool, bool, dict[str, Any]]],
         start_timeout_secs: float = 10.0,
+        routes: Callable[[Any], None] | None = None,
     ) -> None:
-        """Serve on ``listen`` (HOST:PORT); ``health()`` -> (alive, ready, details) is called per request."""
+        """Serve on ``listen`` (HOST:PORT); ``health()`` -> (alive, ready, details) is called per request.
+
+        ``routes(app)`` mounts more endpoints on the FastAPI app (HTTP ingest).
+        """
         import uvicorn
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse, Response
@@ -227,6 +253,9 @@ class HealthServer:
         @app.get("/metrics")
         def prometheus() -> Response:
             return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+        if routes is not None:
+            routes(app)
 
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")

@@ -37,7 +37,9 @@ records are re-read on restart) and skips the drain.
 ingest replicas scale out; the default runs both.
 
 HTTP (``--listen``): ``/healthz`` (the stages' loops alive), ``/readyz`` (Kafka and
-the store answered recently), ``/metrics`` (Prometheus, see :mod:`gatewatch.metrics`).
+the store answered recently), ``/metrics`` (Prometheus, see :mod:`gatewatch.metrics`),
+and with ``http_ingest.tokens`` set, ``POST /v1/ingest/{gateway|app}``
+(:mod:`gatewatch.http_ingest`: batches produced to the input topics).
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ import logging
 import signal
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import config_digest
 from gatewatch.errors import FencedError, SourceError, StoreError, StoreUnavailableError
+from gatewatch.http_ingest import HttpIngest, add_routes
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
@@ -115,6 +119,7 @@ class Service:
         self._running = [stage for name, stage in (("ingest", self._ingest), ("detect", self._detect))
                          if stages in ("all", name)]  # fmt: skip
         self._http: HealthServer | None = None
+        self._http_ingest: HttpIngest | None = None
         self._ingest_done = threading.Event()
         self._detect_code = 0
 
@@ -130,7 +135,12 @@ class Service:
     def run(self) -> int:
         kafka = self.config.kafka
         try:
-            self._http = HealthServer(self.listen, self.metrics, self.health)
+            tokens = self.config.http_ingest.tokens
+            routes = None
+            if tokens.gateway or tokens.app:
+                self._http_ingest = HttpIngest(self.config, self.metrics)
+                routes = partial(add_routes, ingest=self._http_ingest)
+            self._http = HealthServer(self.listen, self.metrics, self.health, routes=routes)
             sink = self._open_store()
             if sink is not None:
                 # Two bulks in flight keep a search node busy; a sink not made for that gets one thread.
@@ -235,13 +245,14 @@ class Service:
         if writer is not None:
             # After an abandoned delivery, do not wait for queued batches: they are re-read on restart.
             writer.close(drain=not self._shared.abort.is_set())
-        for name, resource in [("sink", writer and writer.sink), ("http", self._http)]:
+        resources = [("sink", writer and writer.sink), ("http", self._http), ("http_ingest", self._http_ingest)]
+        for name, resource in resources:
             if resource is not None:
                 try:
                     resource.close()
                 except Exception:  # noqa: BLE001
                     log.exception(kv("close_failed", resource=name))
-        self._http = None
+        self._http = self._http_ingest = None
 
     def health(self) -> tuple[bool, bool, dict[str, Any]]:
         """(alive, ready, details) for /healthz and /readyz; called from the HTTP thread."""

@@ -43,10 +43,17 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """One undecoded log line, as a source read it."""
+    """One undecoded log line, as a source read it.
+
+    ``id_origin``: where the record entered gatewatch when that is not ``origin``
+    (a batch posted to HTTP ingest, then read back from Kafka). Ids derive from it,
+    so a batch posted twice is stored once; ``origin`` stays the Kafka position,
+    which ordering and offsets need.
+    """
 
     origin: Origin
     line: bytes
+    id_origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
