@@ -240,6 +240,7 @@ class HttpIngest:
             client_id=f"gatewatch-{kafka.group_id}-http-ingest",
             acks="all",
             linger_ms=2,
+            batch_size=1024 * 1024,  # a 1,000-record batch leaves in a few produce requests, not dozens
             max_request_size=2 * MAX_RECORD_BYTES,
             max_block_ms=int(settings.produce_timeout_secs * 1000),
             **dict(kafka.security),
