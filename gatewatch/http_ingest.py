@@ -50,7 +50,7 @@ from kafka.errors import KafkaError
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
 from ingest.sources.kafka import ORIGIN_HEADER
 
-__all__ = ["DecodedBatch", "HttpIngest", "IngestAnswer", "add_routes", "decode_body", "request_id_paths"]
+__all__ = ["DecodedBatch", "HttpIngest", "IngestAnswer", "add_routes", "decode_body", "record_key", "request_id_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,15 @@ def _add_record(
                 record = orjson.loads(inner)
             except orjson.JSONDecodeError:
                 record = None
-        _add(batch, inner.encode(), _key(record, key_path), n, valid=True)
+        _add(batch, inner.encode(), record_key(record, key_path), n, valid=True)
     elif isinstance(inner, dict):
-        _add(batch, orjson.dumps(inner), _key(inner, key_path), n, valid=True)
+        _add(batch, orjson.dumps(inner), record_key(inner, key_path), n, valid=True)
     else:
-        _add(batch, orjson.dumps(item), _key(item, key_path), n, valid=True)
+        _add(batch, orjson.dumps(item), record_key(item, key_path), n, valid=True)
 
 
-def _key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
+def record_key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
+    """The request id at ``path`` of a decoded JSON record, as a Kafka key (None: not there)."""
     if path is None or not isinstance(record, dict):
         return None
     value: Any = record

@@ -49,12 +49,14 @@ import signal
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import config_digest
 from gatewatch.errors import FencedError, SourceError, StoreError, StoreUnavailableError
+from gatewatch.follow import FollowStage
 from gatewatch.http_ingest import HttpIngest, add_routes
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
@@ -62,6 +64,7 @@ from gatewatch.serve_ingest import IngestStage
 from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, Stopped, kv
 from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
+from ingest.records import Dataset
 from ingest.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -71,11 +74,20 @@ STAGES = ("all", "ingest", "detect")
 
 
 def serve(
-    config: Any, store_url: str, listen: str, *, stages: str = "all", stop: threading.Event | None = None
+    config: Any,
+    store_url: str,
+    listen: str,
+    *,
+    stages: str = "all",
+    stop: threading.Event | None = None,
+    follow: tuple[dict[Dataset, list[str]], Path] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set); return the process exit code."""
+    """Run until SIGTERM/SIGINT (or ``stop`` is set); return the process exit code.
+
+    ``follow``: (globs per dataset, positions file) of ``--follow``, tailed into the input topics.
+    """
     _default_log_level()
-    service = Service(config, store_url, listen, stages=stages, stop=stop)
+    service = Service(config, store_url, listen, stages=stages, stop=stop, follow=follow)
     restore: list[tuple[int, Any]] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -105,6 +117,7 @@ class Service:
         listen: str,
         stages: str = "all",
         stop: threading.Event | None = None,
+        follow: tuple[dict[Dataset, list[str]], Path] | None = None,
     ) -> None:
         if stages not in STAGES:
             raise ValueError(f"stages must be one of {', '.join(STAGES)}, not {stages!r}")
@@ -120,6 +133,8 @@ class Service:
                          if stages in ("all", name)]  # fmt: skip
         self._http: HealthServer | None = None
         self._http_ingest: HttpIngest | None = None
+        self._follow_spec = follow
+        self._follow: FollowStage | None = None
         self._ingest_done = threading.Event()
         self._detect_code = 0
 
@@ -141,6 +156,8 @@ class Service:
                 self._http_ingest = HttpIngest(self.config, self.metrics)
                 routes = partial(add_routes, ingest=self._http_ingest)
             self._http = HealthServer(self.listen, self.metrics, self.health, routes=routes)
+            if self._follow_spec is not None:
+                self._follow = FollowStage(self.config, self.metrics, *self._follow_spec)
             sink = self._open_store()
             if sink is not None:
                 # Two bulks in flight keep a search node busy; a sink not made for that gets one thread.
@@ -163,6 +180,8 @@ class Service:
                topics=[kafka.topics.gateway, kafka.topics.app], detect_topic=self._detect.topic,
                alerts_topic=kafka.topics.alerts, listen=self.listen)
         )  # fmt: skip
+        if self._follow is not None:
+            self._follow.start()
         detect = threading.Thread(target=self._run_detect, name="gatewatch-detect", daemon=True)
         if self._detect in self._running:
             detect.start()
@@ -236,6 +255,9 @@ class Service:
                     raise Stopped("stopped before the store answered") from None
 
     def _close(self) -> None:
+        follow, self._follow = self._follow, None
+        if follow is not None:
+            follow.close()
         for stage in (self._ingest, self._detect):
             try:
                 stage.close()

@@ -41,7 +41,7 @@ FETCH_MAX_BYTES = 64 * 1024 * 1024
 MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
 REQUEST_TIMEOUT_MS = 30_000
 SESSION_TIMEOUT_MS = 10_000
-# Set by HTTP ingest on what it produces: the record's entry origin, http:<source>:<batch id>:<n>.
+# Set by HTTP ingest and serve --follow on what they produce: the record's entry origin.
 ORIGIN_HEADER = "gatewatch-origin"
 
 
@@ -168,14 +168,15 @@ class _Listener(ConsumerRebalanceListener):
 def header_origin(headers: Iterable[tuple[str, bytes | None]], dataset: Dataset) -> Origin | None:
     """Where a message's record entered gatewatch, from the ``gatewatch-origin`` header HTTP ingest sets.
 
-    Only ``http:<source>:<batch id>:<n>`` is taken; any other value is ignored
-    (the record then gets its Kafka origin, as any shipper's message does).
+    Only ``http:<source>:<batch id>:<n>`` (HTTP ingest) and ``file:<fingerprint>:<byte offset>``
+    (``serve --follow``) are taken; any other value is ignored (the record then gets its Kafka
+    origin, as any shipper's message does).
     """
     for name, value in headers:
         if name != ORIGIN_HEADER or not value or len(value) > 300:
             continue
         stream, _, number = value.decode("utf-8", "replace").rpartition(":")
-        if stream.startswith("http:") and number.isascii() and number.isdigit():
+        if stream.startswith(("http:", "file:")) and number.isascii() and number.isdigit():
             return Origin(dataset, stream, int(number))
     return None
 
