@@ -9,8 +9,10 @@ is touched by the detect stage only.
 =========================================  ==========================================================
 metric                                     meaning
 =========================================  ==========================================================
-component_received_events_total            records read from Kafka {component, topic}
-component_received_bytes_total             their message value bytes {component, topic}
+component_received_events_total            records read {component, topic}: kafka (by topic), and
+                                           http_server / file (by side) for what HTTP ingest and
+                                           --follow produced to the input topics
+component_received_bytes_total             their bytes {component, topic}
 component_sent_events_total                outputs the store acknowledged {kind: events, transactions,
                                            alerts, dead_letters}; alerts also count versions sent to
                                            the alerts topic (kind=alerts, component=kafka_alerts)

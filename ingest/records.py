@@ -46,9 +46,9 @@ class RawRecord:
     """One undecoded log line, as a source read it.
 
     ``id_origin``: where the record entered gatewatch when that is not ``origin``
-    (a batch posted to HTTP ingest, then read back from Kafka). Ids derive from it,
-    so a batch posted twice is stored once; ``origin`` stays the Kafka position,
-    which ordering and offsets need.
+    (a batch posted to HTTP ingest or a file ``serve --follow`` tails, then read
+    back from Kafka). Ids derive from it, so a record produced twice is stored
+    once; ``origin`` stays the Kafka position, which ordering and offsets need.
     """
 
     origin: Origin
