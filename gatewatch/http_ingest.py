@@ -275,6 +275,9 @@ class HttpIngest:
         length = _int_or_none(headers("content-length"))
         if length is not None and length > limit:
             return IngestAnswer(413, {"error": f"body of {length} bytes > max_body_bytes {limit}"})
+        batch_id = headers("idempotency-key")
+        if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
+            return IngestAnswer(400, {"error": "Idempotency-Key must match [A-Za-z0-9._-]{1,128}"})
         # Reserve what the body can grow to before reading it: a gunzipped body may reach the limit.
         reserved = length if length is not None and encoding == "identity" else limit
         if not self._budget.take(reserved):
@@ -282,22 +285,25 @@ class HttpIngest:
         try:
             try:
                 body = await _read(chunks, limit)
-                if encoding == "gzip":
-                    body = _gunzip(body, limit)
             except _TooLargeError:
                 return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit}"})
-            except zlib.error:
-                return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
-            batch_id = headers("idempotency-key")
-            if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
-                return IngestAnswer(400, {"error": "Idempotency-Key must match [A-Za-z0-9._-]{1,128}"})
-            batch_id = batch_id or hashlib.sha256(body).hexdigest()[:32]
-            return await asyncio.get_running_loop().run_in_executor(None, self._ingest, source, body, batch_id)
+            # Gunzip, hash, decode and produce off the event loop: /metrics and other posts go on meanwhile.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._ingest, source, body, encoding == "gzip", batch_id)
         finally:
             self._budget.give(reserved)
 
-    def _ingest(self, source: str, body: bytes, batch_id: str) -> IngestAnswer:
-        """Decode and produce one batch; runs in a worker thread (produce waits for the broker)."""
+    def _ingest(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+        """Gunzip, decode and produce one batch; runs in a worker thread (produce waits for the broker)."""
+        limit = self.settings.max_body_bytes
+        if gzipped:
+            try:
+                body = _gunzip(body, limit)
+            except _TooLargeError:
+                return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit} once gunzipped"})
+            except zlib.error:
+                return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
+        batch_id = batch_id or hashlib.sha256(body).hexdigest()[:32]
         batch = decode_body(body, self._unwrap[source], self._key_paths[source])
         answer = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
         if batch.invalid_lines:

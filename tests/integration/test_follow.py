@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -58,7 +59,10 @@ class LogFile:
 class FollowServe(Serve):
     """``gatewatch serve --follow`` as a subprocess."""
 
-    def __init__(self, config: Path, store: Path, log: Path, follow: list[str], positions: Path) -> None:
+    def __init__(
+        self, config: Path, store: Path, log: Path, follow: list[str], positions: Path, instance_id: str
+    ) -> None:
+        """``instance_id``: a static member, so a restart after kill -9 gets the partitions back at once."""
         from test_serve import _free_port
 
         self.port = _free_port()
@@ -66,7 +70,8 @@ class FollowServe(Serve):
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", f"duckdb:{store}",
-                 "--listen", f"127.0.0.1:{self.port}", "--follow", *follow, "--follow-positions", str(positions)],
+                 "--listen", f"127.0.0.1:{self.port}", "--follow", *follow, "--follow-positions", str(positions),
+                 "--instance-id", instance_id],
                 cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         Serve.started.append(self)
@@ -90,7 +95,8 @@ def test_rotations_and_a_kill_lose_and_duplicate_nothing(topics: Topics, tmp_pat
     lines: dict[str, list[bytes]] = {"gateway": [], "app": []}
     for line in build_traffic(300, tails=False):
         lines[line.side].append(line.value)
-    logs = {"gateway": LogFile(tmp_path / "gateway.log", Dataset.GATEWAY), "app": LogFile(tmp_path / "app.log", Dataset.APP)}
+    logs = {side: LogFile(tmp_path / f"{side}.log", dataset) for side, dataset in (("gateway", Dataset.GATEWAY),
+                                                                                   ("app", Dataset.APP))}
     follow = [f"gateway={tmp_path}/gateway.log*", f"app={tmp_path}/app.log*"]
     positions, store, config = tmp_path / "positions.json", tmp_path / "store.duckdb", topics.config(tmp_path)
     quarter = {side: len(own) // 4 for side, own in lines.items()}
@@ -100,7 +106,8 @@ def test_rotations_and_a_kill_lose_and_duplicate_nothing(topics: Topics, tmp_pat
 
     for side, log in logs.items():
         log.write(part(side, 0))
-    first = FollowServe(config, store, tmp_path / "serve-1.log", follow, positions)
+    member = f"follow-{uuid.uuid4().hex[:8]}"
+    first = FollowServe(config, store, tmp_path / "serve-1.log", follow, positions, member)
     wait_for(lambda: first.followed() >= sum(quarter.values()), 30, "the first quarter", first)
     logs["gateway"].write(part("gateway", 1)[:20])  # written just before the rotation
     logs["gateway"].rotate_by_rename()
@@ -114,7 +121,7 @@ def test_rotations_and_a_kill_lose_and_duplicate_nothing(topics: Topics, tmp_pat
     for side, log in logs.items():
         log.write(part(side, 3))
 
-    second = FollowServe(config, store, tmp_path / "serve-2.log", follow, positions)
+    second = FollowServe(config, store, tmp_path / "serve-2.log", follow, positions, member)
     total = sum(len(own) for own in lines.values())
     ends = logs["gateway"].ends | logs["app"].ends
 
