@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         "--instance-id", default=os.environ.get("GATEWATCH_INSTANCE_ID"),
         help="static group member name of this process (default $GATEWATCH_INSTANCE_ID, else kafka.instance_id)",
     )  # fmt: skip
+    serve.add_argument(
+        "--follow", nargs="+", default=[], metavar="SIDE=GLOB",
+        help="tail these files into the input topics: gateway=/var/log/envoy/*.log app=/var/log/billing/*.log*",
+    )  # fmt: skip
+    serve.add_argument(
+        "--follow-positions", type=Path, default=Path("gatewatch-follow-positions.json"), metavar="FILE",
+        help="where --follow keeps its read positions (default: %(default)s)",
+    )  # fmt: skip
     serve.set_defaults(run=_run_serve, service=True)
 
     report = commands.add_parser("report", help="write one self-contained HTML page of a store's alerts and traffic")
@@ -148,8 +156,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     install_log_redaction(build_redactor(config, warn_unkeyed=True))
     if args.instance_id:
         config = with_instance_id(config, args.instance_id)
+    follow = None
+    if args.follow:
+        from gatewatch.follow import parse_follow_specs
+
+        follow = (parse_follow_specs(args.follow), args.follow_positions)
     tune_gc_for_streaming()
-    return serve(config, args.store or config.store.url, args.listen, stages=args.stages)
+    return serve(config, args.store or config.store.url, args.listen, stages=args.stages, follow=follow)
 
 
 def _run_report(args: argparse.Namespace) -> int:

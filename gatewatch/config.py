@@ -14,7 +14,7 @@ import math
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -343,6 +343,41 @@ def _check_durations(model: BaseModel, path: str = "") -> None:
                 )
 
 
+TokenSha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class HttpIngestTokens(_Section):
+    gateway: list[TokenSha256] = Field(
+        default_factory=list,
+        description="sha256 hex digests of the bearer tokens that may POST /v1/ingest/gateway "
+        "(printf %s TOKEN | sha256sum); none: that source answers 401.",
+    )
+    app: list[TokenSha256] = Field(default_factory=list, description="The same for POST /v1/ingest/app.")
+
+
+class HttpIngestUnwrap(_Section):
+    gateway: str | None = Field(
+        "log", description="Key of a posted JSON record that holds the log line (Fluent Bit: log, Fluentd/Vector: "
+        "message); a record without it is the log record itself. null: always the record itself.",
+    )  # fmt: skip
+    app: str | None = "log"
+
+
+class HttpIngestConfig(_Section):
+    tokens: HttpIngestTokens = Field(default_factory=HttpIngestTokens)
+    unwrap: HttpIngestUnwrap = Field(default_factory=HttpIngestUnwrap)
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="A larger request body (as sent, and once gunzipped) is answered 413."
+    )
+    max_in_flight_bytes: int = Field(
+        64 * 1024 * 1024, gt=0,
+        description="Bodies being read and produced at once; a request beyond it is answered 429 with Retry-After.",
+    )  # fmt: skip
+    produce_timeout_secs: float = Field(
+        30.0, gt=0, description="Kafka must acknowledge a batch within this, else 503 with Retry-After."
+    )
+
+
 @cache
 def _detectors_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
@@ -368,6 +403,9 @@ def config_model() -> type[BaseModel]:
         redact=(RedactConfig, Field(default_factory=RedactConfig)),
         kafka=(KafkaConfig, Field(default_factory=KafkaConfig)),
         forward=(ForwardSection, Field(default_factory=list, description="Forwarders of alert lifecycle events.")),
+
+
+        http_ingest=(HttpIngestConfig, Field(default_factory=HttpIngestConfig)),
         detectors=(detectors_model, Field(default_factory=detectors_model)),
     )
 

@@ -9,8 +9,10 @@ is touched by the detect stage only.
 =========================================  ==========================================================
 metric                                     meaning
 =========================================  ==========================================================
-component_received_events_total            records read from Kafka {component, topic}
-component_received_bytes_total             their message value bytes {component, topic}
+component_received_events_total            records read {component, topic}: kafka (by topic), and
+                                           http_server / file (by side) for what HTTP ingest and
+                                           --follow produced to the input topics
+component_received_bytes_total             their bytes {component, topic}
 component_sent_events_total                outputs the store acknowledged {kind: events, transactions,
                                            alerts, dead_letters}; also lifecycle events sent to
                                            the alerts topic (kind=alerts, component=kafka_alerts)
@@ -19,10 +21,13 @@ component_sent_events_total                outputs the store acknowledged {kind:
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
                                            kafka, unwrap, detect (a rule's exception, by rule; a
                                            rejected detect-topic message, by reason);
-                                           forward_<name> {retried, dead_letter_<reason>}
+                                           forward_<name> {retried, dead_letter_<reason>}; store
+                                           errors start at 0 {error_type: unavailable, rejected,
+                                           document_rejected}
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
-gatewatch_dead_letters_total               dead letters {reason}
+gatewatch_dead_letters_total               dead letters {reason}; ``store_rejected``: documents the
+                                           store refused for their content
 gatewatch_late_events_total                events that arrived behind the watermark
 gatewatch_alerts_total                     distinct alerts raised {rule}
 kafka_consumer_lag                         messages behind the partition's end {topic, partition}
@@ -30,10 +35,16 @@ kafka_consumer_lag                         messages behind the partition's end {
 store_bulk_duration_seconds                one batch written to the store (histogram)
 gatewatch_checkpoint_duration_seconds      one state checkpoint saved (histogram)
 gatewatch_checkpoint_bytes                 size of the last checkpoint's state
+gatewatch_checkpoint_timestamp_seconds     when the last checkpoint was saved, Unix seconds (0: none
+                                           yet); its age is ``time() - ...`` in PromQL
 gatewatch_watermark_seconds                event-time watermark, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
 gatewatch_detect_events_total              events read by the detect stage from the detect topic
 gatewatch_detect_owner                     1 while this process runs the detect stage (0: standby)
+gatewatch_http_ingest_requests_total       HTTP ingest requests answered {source, code}; records they
+                                           brought are component_received_events_total{component=http_server}
+gatewatch_http_ingest_duration_seconds     one HTTP ingest request, until answered: for a 2xx, until
+                                           Kafka acknowledged every record (histogram {source})
 =========================================  ==========================================================
 
 :class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
@@ -105,6 +116,10 @@ class ServeMetrics:
             buckets=_BULK_BUCKETS_SECS, registry=r,
         )  # fmt: skip
         self.checkpoint_bytes = Gauge("gatewatch_checkpoint_bytes", "Size of the last checkpoint.", registry=r)
+        self.checkpoint_saved = Gauge(
+            "gatewatch_checkpoint_timestamp_seconds", "When the last checkpoint was saved (Unix seconds).",
+            registry=r,
+        )
         self.watermark = Gauge("gatewatch_watermark_seconds", "Event-time watermark (Unix seconds).", registry=r)
         self.backpressure = Gauge(
             "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
@@ -115,11 +130,20 @@ class ServeMetrics:
         self.detect_owner = Gauge(
             "gatewatch_detect_owner", "1 while this process owns the detect stage, 0 on standby.", registry=r
         )
+        self.http_requests = Counter(
+            "gatewatch_http_ingest_requests_total", "HTTP ingest requests by answer.", ["source", "code"], registry=r
+        )
+        self.http_duration = Histogram(
+            "gatewatch_http_ingest_duration_seconds", "Time to answer one HTTP ingest request.", ["source"],
+            buckets=_BULK_BUCKETS_SECS, registry=r,
+        )  # fmt: skip
         # Present from the start at 0, so a dashboard can alert on any increase.
         for intentional in ("true", "false"):
             self.discarded.labels(intentional=intentional)
         for kind in ("events", "transactions", "alerts", "dead_letters"):
             self.sent_events.labels(component="store", kind=kind)
+        for error_type in ("unavailable", "rejected", "document_rejected"):
+            self.errors.labels(stage="store", error_type=error_type)
         self._seen_alerts: OrderedDict[str, None] = OrderedDict()
         self._dead_letter_counts: dict[str, int] = {}
         self._late_count = 0
@@ -127,6 +151,17 @@ class ServeMetrics:
     def record_received(self, topic: str, count: int, value_bytes: int) -> None:
         self.received_events.labels(component="kafka", topic=topic).inc(count)
         self.received_bytes.labels(component="kafka", topic=topic).inc(value_bytes)
+
+    def record_http_received(self, source: str, count: int, body_bytes: int, invalid: int) -> None:
+        """A batch Kafka acknowledged; ``invalid`` of its ``count`` records did not decode (dead letters later)."""
+        self.received_events.labels(component="http_server", topic=source).inc(count)
+        self.received_bytes.labels(component="http_server", topic=source).inc(body_bytes)
+        if invalid:
+            self.record_error("http_ingest", "invalid_record", invalid)
+
+    def record_http_request(self, source: str, status: int, secs: float) -> None:
+        self.http_requests.labels(source=source, code=str(status)).inc()
+        self.http_duration.labels(source=source).observe(secs)
 
     def record_stored(self, batch: Batch, component: str = "store") -> None:
         """Count a batch the store acknowledged, and the alerts it raised for the first time."""
@@ -155,6 +190,12 @@ class ServeMetrics:
 
     def record_error(self, stage: str, error_type: str, count: int = 1) -> None:
         self.errors.labels(stage=stage, error_type=error_type).inc(count)
+
+    def record_documents_rejected(self, count: int) -> None:
+        """Documents the store refused for their content: each became a ``store_rejected`` dead letter."""
+        if count > 0:
+            self.errors.labels(stage="store", error_type="document_rejected").inc(count)
+            self.dead_letters.labels(reason="store_rejected").inc(count)
 
     def record_dead_letters(self, reasons: dict[str, int]) -> None:
         """Count dead letters of one batch by reason (the ingest stage, which has no running totals)."""
@@ -192,8 +233,12 @@ class HealthServer:
         metrics: ServeMetrics,
         health: Callable[[], tuple[bool, bool, dict[str, Any]]],
         start_timeout_secs: float = 10.0,
+        routes: Callable[[Any], None] | None = None,
     ) -> None:
-        """Serve on ``listen`` (HOST:PORT); ``health()`` -> (alive, ready, details) is called per request."""
+        """Serve on ``listen`` (HOST:PORT); ``health()`` -> (alive, ready, details) is called per request.
+
+        ``routes(app)`` mounts more endpoints on the FastAPI app (HTTP ingest).
+        """
         import uvicorn
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse, Response
@@ -215,6 +260,9 @@ class HealthServer:
         @app.get("/metrics")
         def prometheus() -> Response:
             return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+        if routes is not None:
+            routes(app)
 
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")

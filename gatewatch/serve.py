@@ -37,7 +37,9 @@ records are re-read on restart) and skips the drain.
 ingest replicas scale out; the default runs both.
 
 HTTP (``--listen``): ``/healthz`` (the stages' loops alive), ``/readyz`` (Kafka and
-the store answered recently), ``/metrics`` (Prometheus, see :mod:`gatewatch.metrics`).
+the store answered recently), ``/metrics`` (Prometheus, see :mod:`gatewatch.metrics`),
+and with ``http_ingest.tokens`` set, ``POST /v1/ingest/{gateway|app}``
+(:mod:`gatewatch.http_ingest`: batches produced to the input topics).
 """
 
 from __future__ import annotations
@@ -46,18 +48,23 @@ import logging
 import signal
 import threading
 import time
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import config_digest
 from gatewatch.errors import FencedError, SourceError, StoreError, StoreUnavailableError
+from gatewatch.follow import FollowStage
+from gatewatch.http_ingest import HttpIngest, add_routes
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
 from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, Stopped, kv
 from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
+from ingest.records import Dataset
 from ingest.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -67,11 +74,20 @@ STAGES = ("all", "ingest", "detect")
 
 
 def serve(
-    config: Any, store_url: str, listen: str, *, stages: str = "all", stop: threading.Event | None = None
+    config: Any,
+    store_url: str,
+    listen: str,
+    *,
+    stages: str = "all",
+    stop: threading.Event | None = None,
+    follow: tuple[dict[Dataset, list[str]], Path] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set); return the process exit code."""
+    """Run until SIGTERM/SIGINT (or ``stop`` is set); return the process exit code.
+
+    ``follow``: (globs per dataset, positions file) of ``--follow``, tailed into the input topics.
+    """
     _default_log_level()
-    service = Service(config, store_url, listen, stages=stages, stop=stop)
+    service = Service(config, store_url, listen, stages=stages, stop=stop, follow=follow)
     restore: list[tuple[int, Any]] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -101,6 +117,7 @@ class Service:
         listen: str,
         stages: str = "all",
         stop: threading.Event | None = None,
+        follow: tuple[dict[Dataset, list[str]], Path] | None = None,
     ) -> None:
         if stages not in STAGES:
             raise ValueError(f"stages must be one of {', '.join(STAGES)}, not {stages!r}")
@@ -115,6 +132,9 @@ class Service:
         self._running = [stage for name, stage in (("ingest", self._ingest), ("detect", self._detect))
                          if stages in ("all", name)]  # fmt: skip
         self._http: HealthServer | None = None
+        self._http_ingest: HttpIngest | None = None
+        self._follow_spec = follow
+        self._follow: FollowStage | None = None
         self._ingest_done = threading.Event()
         self._detect_code = 0
 
@@ -130,7 +150,14 @@ class Service:
     def run(self) -> int:
         kafka = self.config.kafka
         try:
-            self._http = HealthServer(self.listen, self.metrics, self.health)
+            tokens = self.config.http_ingest.tokens
+            routes = None
+            if tokens.gateway or tokens.app:
+                self._http_ingest = HttpIngest(self.config, self.metrics)
+                routes = partial(add_routes, ingest=self._http_ingest)
+            self._http = HealthServer(self.listen, self.metrics, self.health, routes=routes)
+            if self._follow_spec is not None:
+                self._follow = FollowStage(self.config, self.metrics, *self._follow_spec)
             sink = self._open_store()
             if sink is not None:
                 # Two bulks in flight keep a search node busy; a sink not made for that gets one thread.
@@ -153,6 +180,8 @@ class Service:
                topics=[kafka.topics.gateway, kafka.topics.app], detect_topic=self._detect.topic,
                alerts_topic=kafka.topics.alerts, listen=self.listen)
         )  # fmt: skip
+        if self._follow is not None:
+            self._follow.start()
         detect = threading.Thread(target=self._run_detect, name="gatewatch-detect", daemon=True)
         if self._detect in self._running:
             detect.start()
@@ -226,6 +255,9 @@ class Service:
                     raise Stopped("stopped before the store answered") from None
 
     def _close(self) -> None:
+        follow, self._follow = self._follow, None
+        if follow is not None:
+            follow.close()
         for stage in (self._ingest, self._detect):
             try:
                 stage.close()
@@ -235,13 +267,14 @@ class Service:
         if writer is not None:
             # After an abandoned delivery, do not wait for queued batches: they are re-read on restart.
             writer.close(drain=not self._shared.abort.is_set())
-        for name, resource in [("sink", writer and writer.sink), ("http", self._http)]:
+        resources = [("sink", writer and writer.sink), ("http", self._http), ("http_ingest", self._http_ingest)]
+        for name, resource in resources:
             if resource is not None:
                 try:
                     resource.close()
                 except Exception:  # noqa: BLE001
                     log.exception(kv("close_failed", resource=name))
-        self._http = None
+        self._http = self._http_ingest = None
 
     def health(self) -> tuple[bool, bool, dict[str, Any]]:
         """(alive, ready, details) for /healthz and /readyz; called from the HTTP thread."""

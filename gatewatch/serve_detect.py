@@ -446,6 +446,7 @@ class DetectStage:
         metrics.checkpoint_duration.observe(elapsed)
         metrics.checkpoint_bytes.set(len(snapshot))
         self.shared.kafka_ok_at = time.monotonic()
+        metrics.checkpoint_saved.set_to_current_time()
         self._dirty = False
         try:
             commit_offsets(self._consumer, {self._tp: self._next_offset})

@@ -73,6 +73,8 @@ class StoreWriter:
         self.max_docs = max_docs
         self._metrics = metrics
         self._queue: deque[PendingWrite] = deque()
+        self._rejected_seen = 0  # the sink's running ``docs_rejected`` already counted
+        self._rejected_lock = threading.Lock()
         self._ready = threading.Condition()
         self._closing = False
         self._threads = [
@@ -118,6 +120,13 @@ class StoreWriter:
                 taken.append(self._queue.popleft())
             return taken
 
+    def _count_rejected(self) -> None:
+        # Search sinks turn refused documents into dead letters and only count them; the metrics see them here.
+        with self._rejected_lock:
+            total = int(getattr(self.sink, "docs_rejected", 0))
+            delta, self._rejected_seen = total - self._rejected_seen, total
+        self._metrics.record_documents_rejected(delta)
+
     def _run(self) -> None:
         while taken := self._take():
             error: BaseException | None = None
@@ -126,5 +135,6 @@ class StoreWriter:
                     self.sink.write(merge_batches([pending.batch for pending in taken]))
             except BaseException as caught:  # noqa: BLE001 (handed to every caller of this write)
                 error = caught
+            self._count_rejected()
             for pending in taken:
                 pending._finish(error)

@@ -20,7 +20,7 @@ import gc
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -34,7 +34,7 @@ from ingest.codec import Ts, decode, decode_state, encode, encode_state
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
-from ingest.records import Dataset, DeadLetter, Event, RawRecord, Transaction
+from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transaction, record_id
 from ingest.redact import build_redactor
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
@@ -96,6 +96,8 @@ def parse_records(
     dead_letters: list[DeadLetter] = []
     for record in records:
         result = parsers[record.origin.dataset](record)
+        if record.id_origin is not None:
+            result = _with_id_origin(result, record.id_origin)
         if type(result) is Event:
             events.append(result)
         else:
@@ -127,6 +129,14 @@ class PipelineState(msgspec.Struct, array_like=True, gc=False):
     stream_offsets: dict[str, int]
     # The alert lifecycle's own versioned plain data (dicts, lists, numbers, strings): decoded to builtins only.
     lifecycle: Any | None = None
+
+
+def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadLetter:
+    # An event keeps its Kafka origin (its input's order and offsets) and takes its id from where it entered;
+    # a dead letter, which is never ordered, names where it entered.
+    if type(result) is Event:
+        return replace(result, id=record_id(origin))
+    return DeadLetter(origin, result.reason, result.detail, result.line)
 
 
 class Pipeline:

@@ -42,11 +42,17 @@ class RawRecord:
 
     ``created`` is when the container runtime wrote the line (Docker's
     ``time``, CRI's leading timestamp), when the line came wrapped in one.
+
+    ``id_origin``: where the record entered gatewatch when that is not ``origin``
+    (a batch posted to HTTP ingest or a file ``serve --follow`` tails, then read
+    back from Kafka). Ids derive from it, so a record produced twice is stored
+    once; ``origin`` stays the Kafka position, which ordering and offsets need.
     """
 
     origin: Origin
     line: bytes
     created: float | None = None
+    id_origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,10 +43,14 @@ def test_names_are_exposed_before_anything_happens() -> None:
         "store_bulk_duration_seconds",
         "gatewatch_checkpoint_duration_seconds",
         "gatewatch_watermark_seconds",
+        "gatewatch_checkpoint_timestamp_seconds",
     ):
         assert f"# TYPE {name.removesuffix('_total')} " in text or f"# TYPE {name} " in text, name
     # Discards start at an explicit 0 so that a dashboard can alert on any increase.
     assert _value(text, "component_discarded_events_total", intentional="false") == 0.0
+    # So are store errors: a rule on their increase sees the first one.
+    for error_type in ("unavailable", "rejected", "document_rejected"):
+        assert _value(text, "component_errors_total", stage="store", error_type=error_type) == 0.0
 
 
 def test_counts_move() -> None:

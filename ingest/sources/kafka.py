@@ -46,6 +46,8 @@ FETCH_MAX_BYTES = 64 * 1024 * 1024
 MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
 REQUEST_TIMEOUT_MS = 30_000
 SESSION_TIMEOUT_MS = 10_000
+# Set by HTTP ingest and serve --follow on what they produce: the record's entry origin.
+ORIGIN_HEADER = "gatewatch-origin"
 
 
 def stream_name(partition: TopicPartition) -> str:
@@ -132,6 +134,22 @@ class _Listener(ConsumerRebalanceListener):
             self._source._note_rebalance(set())
 
 
+def header_origin(headers: Iterable[tuple[str, bytes | None]], dataset: Dataset) -> Origin | None:
+    """Where a message's record entered gatewatch, from the ``gatewatch-origin`` header HTTP ingest sets.
+
+    Only ``http:<source>:<batch id>:<n>`` (HTTP ingest) and ``file:<fingerprint>:<byte offset>``
+    (``serve --follow``) are taken; any other value is ignored (the record then gets its Kafka
+    origin, as any shipper's message does).
+    """
+    for name, value in headers:
+        if name != ORIGIN_HEADER or not value or len(value) > 300:
+            continue
+        stream, _, number = value.decode("utf-8", "replace").rpartition(":")
+        if stream.startswith(("http:", "file:")) and number.isascii() and number.isdigit():
+            return Origin(dataset, stream, int(number))
+    return None
+
+
 def unwrap(value: bytes, key: str) -> bytes | None:
     """The log line under ``key`` of a shipper's JSON record (Fluent Bit ``kafka``, Fluentd
     ``out_kafka2``), or None when ``value`` is not such a record: the caller then passes the
@@ -208,17 +226,30 @@ class KafkaSource:
                 for m in messages:
                     value = m.value or b""
                     size += len(value)
+                    if m.headers:
+                        records.append(self._with_headers(m, dataset, stream, value, unwrap))
+                        continue
                     records.append(RawRecord(Origin(dataset, stream, m.offset), value))
             else:
                 for m in messages:
                     value = m.value or b""
                     size += len(value)
+                    if m.headers:
+                        records.append(self._with_headers(m, dataset, stream, value, unwrap))
+                        continue
                     records.append(self._unwrapped(Origin(dataset, stream, m.offset), value, unwrap))
             last = messages[-1].offset + 1
             positions[tp] = last
             summary[tp] = PartitionPoll(len(messages), last, size)
         self.last_poll = summary
         return records
+
+    def _with_headers(self, m: Any, dataset: Dataset, stream: str, value: bytes, unwrap: Unwrap | None) -> RawRecord:
+        origin = Origin(dataset, stream, m.offset)
+        entry = header_origin(m.headers, dataset)
+        if entry is not None:  # HTTP ingest produced the bare log line
+            return RawRecord(origin, value, id_origin=entry)
+        return RawRecord(origin, value) if unwrap is None else self._unwrapped(origin, value, unwrap)
 
     def _unwrapped(self, origin: Origin, value: bytes, unwrap: Unwrap) -> RawRecord:
         # One message is one record: a CRI or Docker piece of a split line is not joined

@@ -106,3 +106,28 @@ def test_close_without_drain_abandons_queued_batches_but_finishes_the_running_wr
     closer.join(timeout=10)
     running.result()
     assert sink.writes == [[0]]
+
+
+class RefusingSink:
+    """Refuses the documents at the offsets in ``refuse`` for their content, as a search sink does."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        self.refuse = refuse
+        self.docs_rejected = 0
+
+    def write(self, written: Batch) -> None:
+        self.docs_rejected += len(self.refuse & set(offsets(written)))
+
+    def close(self) -> None:
+        pass
+
+
+def test_documents_the_store_refused_are_counted_once_as_store_errors_and_dead_letters() -> None:
+    metrics = ServeMetrics()
+    writer = StoreWriter(RefusingSink(refuse={1, 2, 5}), max_docs=100, metrics=metrics)
+    for n in range(4):
+        writer.write(batch(2 * n, 2 * n + 1))
+    writer.close()
+    sample = metrics.registry.get_sample_value
+    assert sample("component_errors_total", {"stage": "store", "error_type": "document_rejected"}) == 3
+    assert sample("gatewatch_dead_letters_total", {"reason": "store_rejected"}) == 3

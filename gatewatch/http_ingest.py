@@ -1,0 +1,379 @@
+"""HTTP ingest for ``gatewatch serve``: shippers POST batches, answered once Kafka holds them.
+
+``POST /v1/ingest/{gateway|app}`` on ``--listen``::
+
+    Authorization: Bearer TOKEN       sha256(TOKEN) hex must be in http_ingest.tokens.<source>
+    Content-Encoding: gzip            optional
+    Idempotency-Key: BATCH-ID         optional, [A-Za-z0-9._-]{1,128}; default: sha256 of the gunzipped body
+    body                              a JSON array (Fluent Bit ``format json``, Fluentd ``out_http`` with
+                                      ``json_array true``) or one JSON value a line (NDJSON, Fluent Bit
+                                      ``format json_lines``); a record is an object (the shipper's record,
+                                      its log line under ``http_ingest.unwrap.<source>``) or a string (the line)
+
+Answers (JSON): 200 ``{accepted, batch_id}``; 400 the same plus ``invalid_lines`` (1-based line numbers,
+or element numbers of an array) whose records did not decode: they are produced too and become dead
+letters, the rest is accepted; 401 without a valid token; 413 over ``max_body_bytes``; 415 for msgpack;
+429 over ``max_in_flight_bytes``; 503 when Kafka does not acknowledge in ``produce_timeout_secs``. 429
+and 503 carry ``Retry-After``.
+
+Every record is produced to the source's input topic with acks from all in-sync
+replicas, keyed by its request id when the record is a JSON object that has it
+(app records, JSON gateway formats; text access-log lines go unkeyed). The
+header ``gatewatch-origin: http:<source>:<batch id>:<n>`` gives it its id
+downstream (:func:`ingest.sources.kafka.header_origin`), so a batch posted again
+(a shipper's retry) overwrites itself in the store instead of being stored twice;
+a batch already acknowledged by this process is answered 200 again without
+producing it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from ingest.parsers.app_json import DEFAULT_APP_FIELDS
+from ingest.sources.kafka import ORIGIN_HEADER
+
+__all__ = ["DecodedBatch", "HttpIngest", "IngestAnswer", "add_routes", "decode_body", "record_key", "request_id_paths"]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("gateway", "app")
+# Kafka's default message limit is 1 MB: a longer record is cut (it is far past max_line_bytes,
+# so it still becomes an "oversized" dead letter, with its start kept).
+MAX_RECORD_BYTES = 512 * 1024
+_BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_REMEMBERED_BATCHES = 10_000
+_READ_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """A body split into records: the message value and key of each, and the numbers of those that did not decode."""
+
+    values: list[bytes] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    invalid_lines: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestAnswer:
+    """The HTTP status, JSON body and extra headers of one request's answer."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def request_id_paths(config: Any, source: str) -> tuple[str, ...] | None:
+    """The dotted path of the request id in a JSON record of ``source``, or None (text lines: not read)."""
+    if source == "app":
+        path = {**DEFAULT_APP_FIELDS, **config.app.fields}.get("request_id")
+        return tuple(path.split(".")) if path else None
+    json_format = config.gateway.json_format
+    if not json_format:
+        return None
+    for path, operator in _leaves(json_format, ()):
+        if isinstance(operator, str) and operator.strip().upper() == "%REQ(X-REQUEST-ID)%":
+            return path
+    return None
+
+
+def _leaves(mapping: dict[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def decode_body(body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None) -> DecodedBatch:
+    """Split ``body`` (a JSON array, else one JSON value a line) into message values and keys.
+
+    A record that does not decode is kept as its raw bytes (downstream it becomes
+    a dead letter with its origin) and its number is listed in ``invalid_lines``.
+    A body that starts as an array but is not one is a single invalid record.
+    """
+    batch = DecodedBatch()
+    start = body.lstrip()[:1]
+    if start == b"[":
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            _add(batch, body, None, 1, valid=False)
+            return batch
+        if isinstance(items, list):
+            for n, item in enumerate(items, start=1):
+                _add_record(batch, item, orjson.dumps(item), n, unwrap, key_path)
+            return batch
+    for n, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            _add(batch, line.rstrip(b"\r"), None, n, valid=False)
+            continue
+        _add_record(batch, item, line, n, unwrap, key_path)
+    return batch
+
+
+def _add_record(
+    batch: DecodedBatch, item: Any, raw: bytes, n: int, unwrap: str | None, key_path: tuple[str, ...] | None
+) -> None:
+    if isinstance(item, str):
+        _add(batch, item.encode(), None, n, valid=True)
+        return
+    if not isinstance(item, dict):
+        _add(batch, raw, None, n, valid=False)
+        return
+    inner = item.get(unwrap) if unwrap is not None else None
+    if isinstance(inner, str):
+        # The line itself may be JSON (an app line the shipper did not parse): its request id is cheap to read.
+        record = None
+        if key_path is not None and inner[:1] == "{":
+            try:
+                record = orjson.loads(inner)
+            except orjson.JSONDecodeError:
+                record = None
+        _add(batch, inner.encode(), record_key(record, key_path), n, valid=True)
+    elif isinstance(inner, dict):
+        _add(batch, orjson.dumps(inner), record_key(inner, key_path), n, valid=True)
+    else:
+        _add(batch, orjson.dumps(item), record_key(item, key_path), n, valid=True)
+
+
+def record_key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
+    """The request id at ``path`` of a decoded JSON record, as a Kafka key (None: not there)."""
+    if path is None or not isinstance(record, dict):
+        return None
+    value: Any = record
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value.encode() if isinstance(value, str) and value and value != "-" else None
+
+
+def _add(batch: DecodedBatch, value: bytes, key: bytes | None, n: int, valid: bool) -> None:
+    batch.values.append(value[:MAX_RECORD_BYTES])
+    batch.keys.append(key)
+    if not valid:
+        batch.invalid_lines.append(n)
+
+
+class _TokenCheck:
+    """Bearer tokens per source, kept as sha256 digests and compared in constant time."""
+
+    def __init__(self, tokens: Any) -> None:
+        self._digests = {source: [bytes.fromhex(d) for d in getattr(tokens, source)] for source in SOURCES}
+
+    def allows(self, source: str, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        presented = hashlib.sha256(token.strip().encode()).digest()
+        allowed = False
+        for digest in self._digests.get(source, ()):  # every one, so the time does not tell which matched
+            allowed |= hmac.compare_digest(presented, digest)
+        return allowed
+
+
+class _Budget:
+    """Bytes of bodies in flight; a request that would pass the limit is refused, never queued."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+
+    def take(self, size: int) -> bool:
+        # Only the event loop's thread calls take/give: no lock needed.
+        if self.used_bytes + size > self.limit_bytes and self.used_bytes > 0:
+            return False
+        self.used_bytes += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used_bytes -= size
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class HttpIngest:
+    """The ingest endpoint's state: tokens, the in-flight budget, the Kafka producer, batches acknowledged.
+
+    Built by ``serve``; :meth:`handle` is called by the FastAPI route for each request
+    (on the event loop); the blocking produce runs in a worker thread.
+    """
+
+    def __init__(self, config: Any, metrics: Any, producer: KafkaProducer | None = None) -> None:
+        settings = config.http_ingest
+        self.settings = settings
+        self.metrics = metrics
+        self.topics = {"gateway": config.kafka.topics.gateway, "app": config.kafka.topics.app}
+        self._unwrap = {source: getattr(settings.unwrap, source) for source in SOURCES}
+        self._key_paths = {source: request_id_paths(config, source) for source in SOURCES}
+        self._tokens = _TokenCheck(settings.tokens)
+        self._budget = _Budget(settings.max_in_flight_bytes)
+        self._acknowledged: OrderedDict[str, None] = OrderedDict()  # source:batch id, oldest first
+        self._lock = threading.Lock()
+        kafka = config.kafka
+        self._producer = producer or KafkaProducer(
+            bootstrap_servers=list(kafka.bootstrap_servers),
+            client_id=f"gatewatch-{kafka.group_id}-http-ingest",
+            acks="all",
+            linger_ms=2,
+            batch_size=1024 * 1024,  # a 1,000-record batch leaves in a few produce requests, not dozens
+            max_request_size=2 * MAX_RECORD_BYTES,
+            max_block_ms=int(settings.produce_timeout_secs * 1000),
+            **dict(kafka.security),
+        )
+
+    def close(self) -> None:
+        try:
+            self._producer.close(timeout=5)
+        except KafkaError:
+            pass
+
+    async def handle(self, source: str, headers: Callable[[str], str | None], chunks: Any) -> IngestAnswer:
+        """Answer one POST: ``headers(name)`` reads a request header, ``chunks`` is the body's async iterator."""
+        started = time.monotonic()
+        answer = await self._handle(source, headers, chunks)
+        self.metrics.record_http_request(source, answer.status, time.monotonic() - started)
+        return answer
+
+    async def _handle(self, source: str, headers: Callable[[str], str | None], chunks: Any) -> IngestAnswer:
+        if source not in SOURCES:
+            return IngestAnswer(404, {"error": f"unknown source {source!r}: gateway or app"})
+        if not self._tokens.allows(source, headers("authorization")):
+            return IngestAnswer(401, {"error": "missing or unknown bearer token"}, {"WWW-Authenticate": "Bearer"})
+        content_type = (headers("content-type") or "").split(";")[0].strip().lower()
+        if content_type in ("application/msgpack", "application/x-msgpack"):
+            return IngestAnswer(415, {"error": "msgpack is not taken: send JSON (Fluent Bit: format json_lines)"})
+        encoding = (headers("content-encoding") or "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            return IngestAnswer(415, {"error": f"Content-Encoding {encoding!r}: only gzip"})
+        limit = self.settings.max_body_bytes
+        length = _int_or_none(headers("content-length"))
+        if length is not None and length > limit:
+            return IngestAnswer(413, {"error": f"body of {length} bytes > max_body_bytes {limit}"})
+        batch_id = headers("idempotency-key")
+        if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
+            return IngestAnswer(400, {"error": "Idempotency-Key must match [A-Za-z0-9._-]{1,128}"})
+        # Reserve what the body can grow to before reading it: a gunzipped body may reach the limit.
+        reserved = length if length is not None and encoding == "identity" else limit
+        if not self._budget.take(reserved):
+            return IngestAnswer(429, {"error": "too many bytes in flight"}, {"Retry-After": "1"})
+        try:
+            try:
+                body = await _read(chunks, limit)
+            except _TooLargeError:
+                return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit}"})
+            # Gunzip, hash, decode and produce off the event loop: /metrics and other posts go on meanwhile.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._ingest, source, body, encoding == "gzip", batch_id)
+        finally:
+            self._budget.give(reserved)
+
+    def _ingest(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+        """Gunzip, decode and produce one batch; runs in a worker thread (produce waits for the broker)."""
+        limit = self.settings.max_body_bytes
+        if gzipped:
+            try:
+                body = _gunzip(body, limit)
+            except _TooLargeError:
+                return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit} once gunzipped"})
+            except zlib.error:
+                return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
+        batch_id = batch_id or hashlib.sha256(body).hexdigest()[:32]
+        batch = decode_body(body, self._unwrap[source], self._key_paths[source])
+        answer = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
+        if batch.invalid_lines:
+            answer["invalid_lines"] = batch.invalid_lines
+        status = 400 if batch.invalid_lines else 200
+        remembered = f"{source}:{batch_id}"
+        with self._lock:
+            if remembered in self._acknowledged:
+                return IngestAnswer(status, {**answer, "duplicate": True})
+        topic = self.topics[source]
+        prefix = f"http:{source}:{batch_id}:"
+        deadline = time.monotonic() + self.settings.produce_timeout_secs
+        try:
+            futures = [
+                self._producer.send(topic, value=value, key=key, headers=[(ORIGIN_HEADER, f"{prefix}{n}".encode())])
+                for n, (value, key) in enumerate(zip(batch.values, batch.keys, strict=True), start=1)
+            ]
+            for future in futures:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except KafkaError as error:
+            self.metrics.record_error("http_ingest", "kafka")
+            log.warning("http_ingest_failed source=%s batch_id=%s records=%d error=%r", source, batch_id,
+                        len(batch.values), str(error))  # fmt: skip
+            return IngestAnswer(503, {"error": "Kafka did not acknowledge the batch: retry"}, {"Retry-After": "5"})
+        with self._lock:
+            self._acknowledged[remembered] = None
+            if len(self._acknowledged) > _REMEMBERED_BATCHES:
+                self._acknowledged.popitem(last=False)
+        self.metrics.record_http_received(source, len(batch.values), len(body), len(batch.invalid_lines))
+        return IngestAnswer(status, answer)
+
+
+async def _read(chunks: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _TooLargeError
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    data = body
+    while not decompressor.eof:
+        # In steps, so a small body that inflates to gigabytes stops at the limit.
+        chunk = decompressor.decompress(data, _READ_CHUNK_BYTES)
+        data = decompressor.unconsumed_tail
+        if not chunk and not data:
+            raise zlib.error("truncated gzip stream")
+        out += chunk
+        if len(out) > limit:
+            raise _TooLargeError
+    return bytes(out)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def add_routes(app: Any, ingest: HttpIngest) -> None:
+    """Mount ``POST /v1/ingest/{source}`` on the FastAPI ``app``."""
+
+    @app.post("/v1/ingest/{source}")
+    async def ingest_batch(source: str, request: Request) -> JSONResponse:
+        answer = await ingest.handle(source, request.headers.get, request.stream())
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)

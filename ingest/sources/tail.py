@@ -1,0 +1,271 @@
+"""Follow log files as they grow: appends, rotation by rename or copytruncate, ``.gz`` rotations, restarts.
+
+A file is known by the *fingerprint* of its first line (up to FINGERPRINT_BYTES),
+as Vector's ``file`` source does, not by its name or inode: a file renamed by
+logrotate keeps its fingerprint, so it is read on to its end and the new file at
+the old name starts at 0; a rotated file compressed later (``access.log.1.gz``)
+gunzips to the same first line, so only what was not read yet is read; a file
+truncated in place (copytruncate) gets a new first line, so it is a new file,
+while its copy (``access.log.1``, if the globs match it) carries the old
+fingerprint and yields only its unread tail. A file with no complete line yet
+waits.
+
+Read positions (fingerprint -> bytes consumed) live in a JSON file written
+atomically by :meth:`Follower.commit`, which the caller calls only once the
+records handed out so far are durable: a restart then neither re-reads nor skips
+a line. A record's origin is ``file:<fingerprint>`` and the byte offset of its
+line, so ids stay the same whatever the file is called now.
+
+Container runtimes' wrappers are removed line by line: CRI (``<time> <stream>
+P|F <text>``, partial ``P`` pieces joined up to their ``F``) and Docker's
+json-file (``{"log": "...\\n", ...}``, pieces without the final newline joined).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from gatewatch.errors import SourceError
+from ingest.records import Dataset, Origin, RawRecord
+
+__all__ = ["Follower", "unwrap_container_line"]
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_BYTES = 256
+_READ_BYTES = 1 << 20
+_CRI = re.compile(rb"^\S+ (?:stdout|stderr) ([PF])(?:\S*) ?(.*)$", re.S)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def unwrap_container_line(line: bytes) -> tuple[bytes, bool]:
+    """(text, complete) of one line as a container runtime wrote it; other lines are returned as they are.
+
+    ``complete`` is False for a piece of a longer line (CRI ``P``, a Docker ``log`` without its newline).
+    """
+    if line[:8] == b'{"log":"':
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return line, True
+        text = record.get("log") if isinstance(record, dict) else None
+        if isinstance(text, str):
+            encoded = text.encode()
+            return (encoded[:-1], True) if encoded.endswith(b"\n") else (encoded, False)
+        return line, True
+    match = _CRI.match(line)
+    if match is not None:
+        return match.group(2), match.group(1) == b"F"
+    return line, True
+
+
+@dataclass(slots=True)
+class _Open:
+    """A file being followed: where its next unread byte is, and the pieces of a line being joined."""
+
+    path: str
+    dataset: Dataset
+    fingerprint: str
+    inode: int
+    handle: BinaryIO
+    offset: int  # bytes consumed (complete lines handed out)
+    compressed: bool
+    buffer: bytes = b""  # read after ``offset`` but not a complete line yet
+    partial: list[bytes] = field(default_factory=list)
+    partial_offset: int = -1
+    skipping: bool = False  # inside an oversized line whose head was handed out
+    done: bool = False  # a .gz file read to its end
+
+
+class Follower:
+    """Files matched by globs per dataset, read incrementally; :meth:`poll` then :meth:`commit`."""
+
+    def __init__(self, patterns: dict[Dataset, list[str]], positions_path: Path, max_line_bytes: int = 65536) -> None:
+        self.patterns = patterns
+        self.positions_path = positions_path
+        self.max_line_bytes = max_line_bytes
+        self._positions: dict[str, int] = self._load_positions()
+        self._pending: dict[str, int] = {}  # handed out but not committed
+        self._open: dict[str, _Open] = {}  # by fingerprint
+
+    def _load_positions(self) -> dict[str, int]:
+        try:
+            data = orjson.loads(self.positions_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError) as error:
+            raise SourceError(f"cannot read the follow positions {self.positions_path}: {error}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, int) and v >= 0 for v in data.values()):
+            raise SourceError(f"{self.positions_path}: not a map of fingerprint -> byte offset")
+        return data
+
+    def commit(self) -> None:
+        """Save the positions of everything :meth:`poll` handed out (call once those records are durable)."""
+        if not self._pending:
+            return
+        self._positions.update(self._pending)
+        self._pending = {}
+        tmp = self.positions_path.with_name(self.positions_path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(self._positions, option=orjson.OPT_SORT_KEYS))
+        os.replace(tmp, self.positions_path)
+
+    def close(self) -> None:
+        for opened in self._open.values():
+            opened.handle.close()
+        self._open = {}
+
+    def poll(self, max_records: int = 10_000) -> list[RawRecord]:
+        """The complete lines appended since the last poll, from every matched file (at most about ``max_records``)."""
+        self._discover()
+        records: list[RawRecord] = []
+        for opened in list(self._open.values()):
+            if len(records) >= max_records:
+                break
+            self._read(opened, records, max_records)
+        return records
+
+    # -- files ------------------------------------------------------------------
+
+    def _discover(self) -> None:
+        seen_inodes = {o.inode: o for o in self._open.values()}
+        for dataset, patterns in self.patterns.items():
+            for pattern in patterns:
+                for path in sorted(glob.glob(pattern)):
+                    try:
+                        stat = os.stat(path)
+                    except OSError:
+                        continue
+                    known = seen_inodes.get(stat.st_ino)
+                    if known is not None and not known.compressed:
+                        if stat.st_size < known.offset or _fingerprint(path) not in (known.fingerprint, None):
+                            self._close(known)  # truncated in place (copytruncate): the content is new
+                        else:
+                            known.path = path  # the same file, perhaps renamed: read on
+                            continue
+                    self._try_open(path, dataset, stat.st_ino)
+
+    def _try_open(self, path: str, dataset: Dataset, inode: int) -> None:
+        try:
+            handle: BinaryIO = open(path, "rb")  # noqa: SIM115 (kept open while followed)
+        except OSError:
+            return
+        compressed = handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        if compressed:
+            handle.close()
+            try:
+                handle = gzip.open(path, "rb")  # type: ignore[assignment]
+            except OSError:
+                return
+        try:
+            head = handle.read(FINGERPRINT_BYTES)
+        except (OSError, EOFError, gzip.BadGzipFile):
+            handle.close()
+            return
+        fingerprint = _head_fingerprint(head)
+        if fingerprint is None:
+            handle.close()  # no complete first line yet: try again at the next poll
+            return
+        if fingerprint in self._open:
+            handle.close()  # the same content under another name (a rotated copy): one reader is enough
+            return
+        offset = self._pending.get(fingerprint, self._positions.get(fingerprint, 0))
+        try:
+            handle.seek(offset)
+        except (OSError, EOFError):
+            handle.close()
+            return
+        self._open[fingerprint] = _Open(path, dataset, fingerprint, inode, handle, offset, compressed)
+        log.info("follow_opened path=%s fingerprint=%s offset=%d compressed=%s", path, fingerprint, offset, compressed)
+
+    def _close(self, opened: _Open) -> None:
+        opened.handle.close()
+        self._open.pop(opened.fingerprint, None)
+
+    def _read(self, opened: _Open, records: list[RawRecord], max_records: int) -> None:
+        if opened.done:
+            return
+        try:
+            chunk = opened.handle.read(_READ_BYTES)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            log.warning("follow_read_failed path=%s error=%r", opened.path, str(error))
+            self._close(opened)
+            return
+        if not chunk and not opened.buffer:
+            if opened.compressed:
+                opened.done = True  # a rotated .gz does not grow
+            elif not _exists_same(opened):
+                self._close(opened)  # deleted or replaced, and read to its end
+            return
+        data = opened.buffer + chunk
+        start = 0
+        stream = f"file:{opened.fingerprint}"
+        limit = self.max_line_bytes + 1
+        if opened.skipping:  # the rest of an oversized line, already handed out cut
+            end = data.find(b"\n")
+            if end < 0:
+                opened.offset += len(data)
+                opened.buffer = b""
+                self._pending[opened.fingerprint] = opened.offset
+                return
+            opened.offset += end + 1
+            start, opened.skipping = end + 1, False
+        while len(records) < max_records:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            raw = data[start:end]
+            line_offset = opened.offset
+            opened.offset += end + 1 - start
+            start = end + 1
+            text, complete = unwrap_container_line(raw.rstrip(b"\r"))
+            if opened.partial or not complete:
+                if not opened.partial:
+                    opened.partial_offset = line_offset
+                opened.partial.append(text)
+                if not complete and sum(len(p) for p in opened.partial) < limit:
+                    continue
+                text, line_offset = b"".join(opened.partial), opened.partial_offset
+                opened.partial = []
+            records.append(RawRecord(Origin(opened.dataset, stream, line_offset), text[:limit]))
+        opened.buffer = data[start:]
+        if len(opened.buffer) >= limit and len(records) < max_records:
+            # A line longer than max_line_bytes with no end yet: hand out its head (an "oversized"
+            # dead letter), skip the rest up to its newline, never hold it all in memory.
+            records.append(RawRecord(Origin(opened.dataset, stream, opened.offset), opened.buffer[:limit]))
+            opened.offset += len(opened.buffer)
+            opened.buffer, opened.skipping = b"", True
+        # Only whole records count as read: a piece being joined is read again after a restart.
+        self._pending[opened.fingerprint] = opened.partial_offset if opened.partial else opened.offset
+
+
+def _head_fingerprint(head: bytes) -> str | None:
+    newline = head.find(b"\n")
+    if newline < 0 and len(head) < FINGERPRINT_BYTES:
+        return None
+    return hashlib.blake2b(head[: newline + 1] if newline >= 0 else head, digest_size=8).hexdigest()
+
+
+def _fingerprint(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return _head_fingerprint(handle.read(FINGERPRINT_BYTES))
+    except OSError:
+        return None
+
+
+def _exists_same(opened: _Open) -> bool:
+    try:
+        return os.stat(opened.path).st_ino == opened.inode
+    except OSError:
+        return False

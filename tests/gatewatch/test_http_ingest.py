@@ -1,0 +1,250 @@
+"""HTTP ingest without Kafka: body formats, tokens, limits and answers that never reach the producer.
+
+What Kafka acknowledges (200/400 after produce, the ids downstream, a retried
+batch stored once) is tested against a real broker and a real ``serve`` in
+tests/integration/test_http_ingest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import threading
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from kafka.errors import KafkaTimeoutError
+
+from gatewatch.config import parse_config
+from gatewatch.http_ingest import HttpIngest, _gunzip, _TokenCheck, _TooLargeError, add_routes, decode_body
+from gatewatch.metrics import ServeMetrics
+from gatewatch.topology import build_parsers, parse_records
+from ingest.records import Dataset, Origin, RawRecord, record_id
+from ingest.sources.kafka import ORIGIN_HEADER, header_origin
+
+TOKEN = "s3cret-gateway-token"
+APP_TOKEN = "another-one-for-the-app"
+GATEWAY_LINE = '[2026-03-02T09:00:00.000Z] "GET /v1/invoices HTTP/1.1" 200 - 0 120 5 4 "203.0.113.7" "curl/8.5.0" "rid-1" "billing" "10.1.0.20:8080"'
+
+
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _config(**http_ingest: Any) -> Any:
+    tokens = {"gateway": [_sha(TOKEN)], "app": [_sha(APP_TOKEN)]}
+    return parse_config({"http_ingest": {"tokens": tokens, **http_ingest}})
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+
+def test_fluent_bit_json_array_unwraps_log_and_leaves_text_lines_unkeyed() -> None:
+    body = orjson.dumps([{"date": 1772442000.123, "log": GATEWAY_LINE}, {"date": 1772442001.0, "log": "x"}])
+    batch = decode_body(body, "log", None)
+    assert batch.values == [GATEWAY_LINE.encode(), b"x"]
+    assert batch.keys == [None, None] and batch.invalid_lines == []
+
+
+def test_json_lines_are_keyed_by_the_request_id_whether_the_shipper_parsed_the_line_or_not() -> None:
+    app = {"ts": "2026-03-02T09:00:00Z", "request_id": "rid-7", "status": 200}
+    body = b"\n".join([
+        orjson.dumps({"date": 1.0, "log": orjson.dumps(app).decode()}),  # the line as text under log
+        orjson.dumps({"date": 1.0, **app}),  # Fluent Bit's json parser made it the record
+        orjson.dumps({"log": {"request_id": "rid-9"}}),  # a map under log
+        b"",
+    ])  # fmt: skip
+    batch = decode_body(body, "log", ("request_id",))
+    assert batch.keys == [b"rid-7", b"rid-7", b"rid-9"]
+    assert orjson.loads(batch.values[0]) == app
+    assert orjson.loads(batch.values[1]) == {"date": 1.0, **app}  # the record itself is the log record
+
+
+def test_ndjson_lines_that_do_not_decode_are_listed_and_still_produced() -> None:
+    body = b'{"log": "a"}\r\nnot json\n\n"a bare line"\n[1, 2]\n{"log": "b"'
+    batch = decode_body(body, "log", None)
+    assert batch.values == [b"a", b"not json", b"a bare line", b"[1, 2]", b'{"log": "b"']
+    assert batch.invalid_lines == [2, 5, 6]  # physical lines, blank ones counted
+
+
+def test_fluentd_array_without_unwrap_sends_each_record_as_it_is() -> None:
+    records = [{"message": "m1", "request_id": "r1"}, 7]
+    batch = decode_body(orjson.dumps(records), None, ("request_id",))
+    assert [orjson.loads(v) for v in batch.values] == records
+    assert batch.keys == [b"r1", None] and batch.invalid_lines == [2]
+
+
+def test_a_broken_array_is_one_invalid_record() -> None:
+    batch = decode_body(b'[{"log": "a"}, {"log": ', "log", None)
+    assert batch.values == [b'[{"log": "a"}, {"log": '] and batch.invalid_lines == [1]
+
+
+def test_request_id_path_of_a_json_gateway_format_and_of_configured_app_fields() -> None:
+    from gatewatch.http_ingest import request_id_paths
+
+    config = parse_config({
+        "gateway": {"json_format": {"time": "%START_TIME%", "req": {"id": "%REQ(X-REQUEST-ID)%"}}},
+        "app": {"fields": {"request_id": "http.request_id"}},
+    })  # fmt: skip
+    assert request_id_paths(config, "gateway") == ("req", "id")
+    assert request_id_paths(config, "app") == ("http", "request_id")
+    assert request_id_paths(parse_config({}), "gateway") is None  # text format: not read
+
+
+def test_gunzip_stops_at_the_limit_and_refuses_a_cut_stream() -> None:
+    bomb = gzip.compress(b"\n" * 5_000_000)
+    assert len(bomb) < 10_000
+    with pytest.raises(_TooLargeError):
+        _gunzip(bomb, 1_000_000)
+    assert _gunzip(bomb, 5_000_000) == b"\n" * 5_000_000
+    with pytest.raises(Exception, match="truncated"):
+        _gunzip(gzip.compress(b"abc" * 1000)[:-12], 1_000_000)
+
+
+# -- tokens and ids ------------------------------------------------------------------------
+
+
+def test_tokens_are_per_source_and_bearer_only() -> None:
+    check = _TokenCheck(_config().http_ingest.tokens)
+    assert check.allows("gateway", f"Bearer {TOKEN}")
+    assert check.allows("gateway", f"bearer  {TOKEN} ")
+    assert not check.allows("app", f"Bearer {TOKEN}")
+    assert not check.allows("gateway", f"Bearer {TOKEN}x")
+    assert not check.allows("gateway", f"Basic {TOKEN}")
+    assert not check.allows("gateway", None)
+    assert not check.allows("gateway", "Bearer ")
+
+
+def test_a_configured_token_that_is_not_a_sha256_digest_is_refused() -> None:
+    from gatewatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="http_ingest.tokens.gateway.0"):
+        parse_config({"http_ingest": {"tokens": {"gateway": ["my-plain-token"]}}})
+    with pytest.raises(ConfigError, match="http_ingest.max_body: unknown key"):
+        parse_config({"http_ingest": {"max_body": 1}})
+
+
+def test_the_origin_header_gives_the_id_and_the_kafka_origin_stays() -> None:
+    header = [("other", b"x"), (ORIGIN_HEADER, b"http:app:0123abcd:7")]
+    entry = header_origin(header, Dataset.APP)
+    assert entry == Origin(Dataset.APP, "http:app:0123abcd", 7)
+    assert header_origin([(ORIGIN_HEADER, b"gw-app/0:7")], Dataset.APP) is None  # only http origins are taken
+    assert header_origin([(ORIGIN_HEADER, b"http:app:x:-1")], Dataset.APP) is None
+
+    kafka_origin = Origin(Dataset.APP, "gw-app/2", 41)
+    good = b'{"ts": "2026-03-02T09:00:00Z", "request_id": "r1", "status": 200}'
+    events, dead = parse_records(
+        build_parsers(parse_config({})),
+        [RawRecord(kafka_origin, good, id_origin=entry),
+         RawRecord(kafka_origin, b"{", id_origin=Origin(Dataset.APP, "http:app:b", 2))],
+    )
+    assert events[0].id == record_id(entry) and events[0].origin == kafka_origin
+    assert dead[0].origin == Origin(Dataset.APP, "http:app:b", 2) and dead[0].reason == "truncated"
+
+
+# -- answers before Kafka ------------------------------------------------------------------
+
+
+class _Producer:
+    """Stands in for a broker that never answers (``send`` times out)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, topic: str, **kwargs: Any) -> Any:
+        self.sent += 1
+        raise KafkaTimeoutError("no broker answered")
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+class _Client:
+    """Posts to the ingest routes in process (httpx's ASGI transport), one request at a time."""
+
+    def __init__(self, **http_ingest: Any) -> None:
+        self.metrics, self.producer = ServeMetrics(), _Producer()
+        self.app = FastAPI()
+        add_routes(self.app, HttpIngest(_config(**http_ingest), self.metrics, producer=self.producer))
+
+    def post(self, path: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gatewatch") as client:
+                return await client.post(path, content=content, headers=headers)
+
+        return asyncio.run(send())
+
+
+def test_answers_that_need_no_broker() -> None:
+    client = _Client(max_body_bytes=1000)
+    metrics, producer = client.metrics, client.producer
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/ingest/gateway", content=b'"x"').status_code == 401
+    answer = client.post("/v1/ingest/app", content=b'"x"', headers=auth)
+    assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/ingest/other", content=b'"x"', headers=auth).status_code == 404
+    assert client.post("/v1/ingest/gateway", content=b"x" * 1001, headers=auth).status_code == 413
+    gzipped = gzip.compress(b'"x"\n' * 300)
+    assert len(gzipped) < 1000
+    answer = client.post("/v1/ingest/gateway", content=gzipped, headers={**auth, "Content-Encoding": "gzip"})
+    assert answer.status_code == 413  # 1200 bytes once gunzipped
+    answer = client.post("/v1/ingest/gateway", content=b"not gzip", headers={**auth, "Content-Encoding": "gzip"})
+    assert answer.status_code == 400
+    answer = client.post("/v1/ingest/gateway", content=b"\x81", headers={**auth, "Content-Type": "application/msgpack"})
+    assert answer.status_code == 415
+    answer = client.post("/v1/ingest/gateway", content=b'"x"', headers={**auth, "Idempotency-Key": "a/b"})
+    assert answer.status_code == 400
+    assert producer.sent == 0
+    assert metrics.registry.get_sample_value(
+        "gatewatch_http_ingest_requests_total", {"source": "gateway", "code": "413"}
+    ) == 2  # fmt: skip
+
+
+def test_a_batch_kafka_does_not_acknowledge_is_answered_503_with_retry_after() -> None:
+    client = _Client(produce_timeout_secs=0.5)
+    metrics, producer = client.metrics, client.producer
+    answer = client.post("/v1/ingest/gateway", content=b'"x"\n"y"', headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert producer.sent == 1
+    assert metrics.registry.get_sample_value("component_errors_total", {"stage": "http_ingest", "error_type": "kafka"})
+
+
+def test_bodies_beyond_the_in_flight_budget_are_answered_429_and_the_budget_comes_back() -> None:
+    class Stuck(_Producer):
+        """The broker is slow: ``send`` waits until released."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def send(self, topic: str, **kwargs: Any) -> Any:
+            self.entered.set()
+            self.release.wait(timeout=30)
+            return super().send(topic, **kwargs)
+
+    producer = Stuck()
+    app = FastAPI()
+    add_routes(app, HttpIngest(_config(max_in_flight_bytes=200), ServeMetrics(), producer=producer))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = b'"x"\n' * 40  # 160 bytes
+
+    async def scenario() -> tuple[int, int, str | None, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gatewatch") as client:
+            first = asyncio.create_task(client.post("/v1/ingest/gateway", content=body, headers=auth))
+            while not producer.entered.is_set():
+                await asyncio.sleep(0.01)
+            second = await client.post("/v1/ingest/gateway", content=body, headers=auth)
+            producer.release.set()
+            answered = await first
+            third = await client.post("/v1/ingest/gateway", content=body, headers=auth)
+            return answered.status_code, second.status_code, second.headers.get("retry-after"), third.status_code
+
+    first, second, retry_after, third = asyncio.run(scenario())
+    assert (second, retry_after) == (429, "1")
+    assert first == third == 503  # both reached the (unanswering) broker: the budget was given back
