@@ -41,6 +41,7 @@ class Sample:
     position_lag: float  # sum of kafka_consumer_lag over every process
     ingest_committed_lag: int
     detect_committed_lag: int
+    checkpoint_bytes: float  # the detect owner's last checkpoint: how much state it holds
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Soak:
             position_lag=sum(metric(text, "kafka_consumer_lag") for text in texts),
             ingest_committed_lag=self.committed_lag(self.group, self.inputs),
             detect_committed_lag=self.committed_lag(f"{self.group}-detect", detect),
+            checkpoint_bytes=max(metric(text, "gatewatch_checkpoint_bytes") for text in texts),
         )
         self.samples.append(row)
         return row
@@ -114,14 +116,15 @@ def report(soak: Soak, warmup_secs: float) -> dict[str, object]:
     samples = soak.samples
     after = [s for s in samples if s.secs >= warmup_secs] or samples[-1:]
     warm, end = after[0], samples[-1]
-    print(f"{'secs':>6} {'requests':>9} {'RSS MiB per process':>28} {'position lag':>13} {'ingest lag':>11} {'detect lag':>11}")
+    print(f"{'secs':>6} {'requests':>9} {'RSS MiB per process':>28} {'position lag':>13} {'ingest lag':>11} "
+          f"{'detect lag':>11} {'checkpoint MiB':>15}")  # fmt: skip
     shown = -60.0
     for s in samples:
         if s.secs - shown >= 60 or s is end:
             shown = s.secs
             rss = " ".join(_mib(r) for r in s.rss_bytes)
             print(f"{s.secs:6.0f} {s.produced:9d} {rss:>28} {s.position_lag:13.0f} "
-                  f"{s.ingest_committed_lag:11d} {s.detect_committed_lag:11d}")  # fmt: skip
+                  f"{s.ingest_committed_lag:11d} {s.detect_committed_lag:11d} {_mib(s.checkpoint_bytes):>15}")  # fmt: skip
     figures: dict[str, object] = {"processes": []}
     for i in range(len(end.rss_bytes)):
         series = [s.rss_bytes[i] for s in after]
@@ -143,6 +146,8 @@ def report(soak: Soak, warmup_secs: float) -> dict[str, object]:
     print(" ".join(f"{k}={v:.0f}" for k, v in lags.items()))
     figures.update(lags)
     figures["requests"] = end.produced
+    figures["checkpoint_bytes_warm"], figures["checkpoint_bytes_end"] = warm.checkpoint_bytes, end.checkpoint_bytes
+    print(f"checkpoint: {_mib(warm.checkpoint_bytes)} MiB after warm-up, {_mib(end.checkpoint_bytes)} MiB at the end")
     return figures
 
 

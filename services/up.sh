@@ -43,6 +43,11 @@ launch() {
   setsid "$@" >"$RUN/$name/logs/stdout.log" 2>&1 </dev/null &
   echo $! >"$RUN/$name.pid"
   port_of "$name" >"$RUN/$name.port"
+  case $name in  # read back by `up.sh --keep-data`: a kept server comes back on its own ports
+    kafka) echo "KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" ;;
+    elasticsearch) echo "ES_PORT=$ES_PORT ES_TRANSPORT_PORT=$ES_TRANSPORT_PORT" ;;
+    opensearch) echo "OS_PORT=$OS_PORT OS_TRANSPORT_PORT=$OS_TRANSPORT_PORT" ;;
+  esac >"$RUN/$name/ports.env"
 }
 
 start_kafka() {
@@ -142,6 +147,7 @@ for s in elasticsearch opensearch kafka; do
   if running "$s"; then echo "up: $s already running"; continue; fi
   if [ "$KEEP_DATA" = 1 ]; then
     rm -f "$RUN/$s.pid" "$RUN/$s.port"
+    [ ! -f "$RUN/$s/ports.env" ] || . "$RUN/$s/ports.env"
   else
     "$SERVICES_DIR/down.sh" "$s" >/dev/null     # stale pid/run dir from an earlier run
   fi
