@@ -60,7 +60,8 @@ class Soak:
 
     def committed_lag(self, group: str, partitions: list[TopicPartition]) -> int:
         end = self.consumer.end_offsets(partitions)
-        committed = {tp: meta.offset for tp, meta in self.admin.list_group_offsets({group: None}).get(group, {}).items()}
+        offsets = self.admin.list_group_offsets({group: None}).get(group, {})
+        committed = {tp: meta.offset for tp, meta in offsets.items()}
         return sum(max(0, offset - max(committed.get(tp, 0), 0)) for tp, offset in end.items())
 
     def sample(self, started: float) -> Sample:
@@ -123,8 +124,8 @@ def report(soak: Soak, warmup_secs: float) -> dict[str, object]:
         if s.secs - shown >= 60 or s is end:
             shown = s.secs
             rss = " ".join(_mib(r) for r in s.rss_bytes)
-            print(f"{s.secs:6.0f} {s.produced:9d} {rss:>28} {s.position_lag:13.0f} "
-                  f"{s.ingest_committed_lag:11d} {s.detect_committed_lag:11d} {_mib(s.checkpoint_bytes):>15}")  # fmt: skip
+            print(f"{s.secs:6.0f} {s.produced:9d} {rss:>28} {s.position_lag:13.0f} {s.ingest_committed_lag:11d} "
+                  f"{s.detect_committed_lag:11d} {_mib(s.checkpoint_bytes):>15}")  # fmt: skip
     figures: dict[str, object] = {"processes": []}
     for i in range(len(end.rss_bytes)):
         series = [s.rss_bytes[i] for s in after]
