@@ -30,7 +30,7 @@ from test_scale_out import Indices
 from test_serve import REPO, Serve, Topics, build_traffic, replay_alerts, topics  # noqa: F401 (fixture)
 
 LIMIT = "1mb"
-NEIGHBOUR_BULK_BYTES = 900_000  # under the limit alone, past it with one of serve's bulks (~150 kB) in flight
+NEIGHBOUR_BULK_BYTES = 800_000  # under the limit alone, past it with one of serve's bulks (~450 kB) in flight
 
 
 def _free_port() -> int:
@@ -80,7 +80,7 @@ class Neighbour(threading.Thread):
             while not self.stopping.is_set():
                 status = http.post("/_bulk", content=body, headers={"content-type": "application/x-ndjson"}).status_code
                 self.answers[status] = self.answers.get(status, 0) + 1
-                self.stopping.wait(self.rng.uniform(0.0, 0.1))
+                self.stopping.wait(self.rng.uniform(0.0, 0.05))
 
 
 def _rejections(url: str) -> int:
@@ -97,7 +97,7 @@ def test_429s_from_indexing_pressure_store_once_and_alert_as_replay(
     lines = build_traffic(1500)
     prefix = f"gw-pressure-{uuid.uuid4().hex[:8]}"
     base = {"trust": {"gateway_networks": ["10.0.0.0/24"]},
-            "store": {"index_prefix": prefix, "retention_days": 3650, "bulk_max_docs": 100}}  # fmt: skip
+            "store": {"index_prefix": prefix, "retention_days": 3650, "bulk_max_docs": 300}}  # fmt: skip
     config = topics.config(tmp_path, base=base)
     indices = Indices(pressure_node, prefix)
     neighbour = Neighbour(pressure_node, SEED)
