@@ -36,10 +36,10 @@ SCRAPE_SECS = 0.2
 PARTITIONS = 4
 
 
-def traffic(requests: int, rate_per_sec: float) -> list[tuple[str, bytes, bytes]]:
-    """(side, key, value) in time order: one gateway and one app record per request."""
+def traffic(requests: int, rate_per_sec: float, first: int = 0) -> list[tuple[str, bytes, bytes]]:
+    """(side, key, value) in time order: one gateway and one app record per request (from request ``first``)."""
     out: list[tuple[str, bytes, bytes]] = []
-    for i in range(requests):
+    for i in range(first, first + requests):
         ts = T0 + i / rate_per_sec
         rid = f"{uuid.UUID(int=i * 7919 + 1)}"
         status = 503 if i % 97 == 0 else 200

@@ -2,7 +2,7 @@
 SERVICES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$SERVICES_DIR")"
 CACHE="$REPO_ROOT/.cache/services"   # downloaded servers (kept)
-RUN="$REPO_ROOT/.cache/run"          # pids, data, logs of running servers (removed by down.sh)
+RUN="${GW_SERVICES_RUN:-$REPO_ROOT/.cache/run}"  # pids, data, logs of running servers (removed by down.sh)
 
 KAFKA_VERSION=4.1.1
 ES_VERSION=9.2.0

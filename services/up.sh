@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start real test servers on loopback and wait until they are ready.
 #   services/up.sh [kafka] [elasticsearch] [opensearch]     (default: all three)
-#   services/up.sh --keep-data elasticsearch|opensearch     (again, on the data `down.sh --keep-data` left)
+#   services/up.sh --keep-data NAME...                       (again, on the data `down.sh --keep-data` left)
 # Fetches them first (services/fetch.sh). Leaves already-running ones alone. Writes
 # .cache/run/<name>.pid, <name>.port and .cache/run/services.env. Stop with services/down.sh.
 set -euo pipefail
@@ -43,6 +43,11 @@ launch() {
   setsid "$@" >"$RUN/$name/logs/stdout.log" 2>&1 </dev/null &
   echo $! >"$RUN/$name.pid"
   port_of "$name" >"$RUN/$name.port"
+  case $name in  # read back by `up.sh --keep-data`: a kept server comes back on its own ports
+    kafka) echo "KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" ;;
+    elasticsearch) echo "ES_PORT=$ES_PORT ES_TRANSPORT_PORT=$ES_TRANSPORT_PORT" ;;
+    opensearch) echo "OS_PORT=$OS_PORT OS_TRANSPORT_PORT=$OS_TRANSPORT_PORT" ;;
+  esac >"$RUN/$name/ports.env"
 }
 
 start_kafka() {
@@ -73,7 +78,9 @@ PROPS
   id="$(head -c 16 /dev/urandom | base64 | tr -d '=' | tr '+/' 'AB')"
   local java=("$jh/bin/java" -cp "$KAFKA_HOME/libs/*" -Dkafka.logs.dir="$d/logs"
               -Dlog4j2.configurationFile="$SERVICES_DIR/kafka/log4j2.properties")
-  "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" >"$d/logs/format.log" 2>&1 \
+  # --keep-data: the log dir is formatted already (and keeps its cluster id, topics and offsets)
+  [ -f "$d/data/meta.properties" ] \
+    || "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" >"$d/logs/format.log" 2>&1 \
     || { cat "$d/logs/format.log" >&2; die "kafka: storage format failed"; }
   launch kafka "${java[@]}" -Xms"$HEAP" -Xmx"$HEAP" kafka.Kafka "$d/server.properties"
 }
@@ -103,10 +110,12 @@ start_elasticsearch() {
   local d="$RUN/elasticsearch" jh
   jh="$(java_home 21 99)" || die "elasticsearch: needs a Java 21+ JDK (none found)"
   prepare_search_dir elasticsearch "$ES_HOME"
+  local setting extra=()  # GW_ELASTICSEARCH_SETTINGS="key=value ...": static node settings of a test's own node
+  for setting in ${GW_ELASTICSEARCH_SETTINGS:-}; do extra+=(-E "$setting"); done
   launch elasticsearch env ES_JAVA_HOME="$jh" ES_PATH_CONF="$d/config" ES_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP" \
     "${AS_SERVER_USER[@]}" "$ES_HOME/bin/elasticsearch" "${SEARCH_SETTINGS[@]}" \
     -E xpack.security.enabled=false -E http.host=127.0.0.1 -E transport.host=127.0.0.1 \
-    -E http.port="$ES_PORT" -E transport.port="$ES_TRANSPORT_PORT" -E path.data="$d/data" -E path.logs="$d/logs"
+    -E http.port="$ES_PORT" -E transport.port="$ES_TRANSPORT_PORT" -E path.data="$d/data" -E path.logs="$d/logs" "${extra[@]}"
 }
 
 start_opensearch() {
@@ -137,8 +146,8 @@ for s in elasticsearch opensearch kafka; do
   [[ " ${WANT[*]} " == *" $s "* ]] || continue
   if running "$s"; then echo "up: $s already running"; continue; fi
   if [ "$KEEP_DATA" = 1 ]; then
-    [ "$s" != kafka ] || die "--keep-data: only for elasticsearch and opensearch"
     rm -f "$RUN/$s.pid" "$RUN/$s.port"
+    [ ! -f "$RUN/$s/ports.env" ] || . "$RUN/$s/ports.env"
   else
     "$SERVICES_DIR/down.sh" "$s" >/dev/null     # stale pid/run dir from an earlier run
   fi

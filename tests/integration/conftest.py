@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+
+
+# -- the fault suite's counts, shown at the end of the run (CI runs pytest -q, which hides prints) --
+
+FAULT_COUNTS: list[str] = []
+
+
+@pytest.fixture
+def fault_counts() -> Callable[[str], None]:
+    """``record(line)``: print ``line`` and repeat it in the terminal summary."""
+
+    def record(line: str) -> None:
+        print(line)
+        FAULT_COUNTS.append(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FAULT_COUNTS:
+        terminalreporter.section("fault suite counts")
+        for line in FAULT_COUNTS:
+            terminalreporter.write_line(line)

@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -85,7 +86,7 @@ def _services(script: str, *args: str) -> None:
 
 @pytest.mark.parametrize("how", ["hang", "stop"])
 def test_search_node_goes_away_mid_stream_nothing_lost_or_duplicated(
-    topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str
+    topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str, fault_counts: Callable[[str], None]
 ) -> None:
     lines, config, indices = demo_on_elasticsearch(topics, tmp_path, elasticsearch_url, "outage")
     halves = split_halves(lines)
@@ -154,6 +155,11 @@ def test_search_node_goes_away_mid_stream_nothing_lost_or_duplicated(
             (rule, etype, value) for _, rule, etype, value, *_ in replayed
         }
         assert alerts == replayed  # the same ids, counts and evidence, too
+        dead = sum(1 for hit in indices.all("deadletter", ["id"]))
+        fault_counts(
+            f"elasticsearch {how} {OUTAGE_SECS}s: records={len(lines)} events={len(ids) - dead} dead_letters={dead} "
+            f"alerts={len(alerts)} /readyz={dict(Counter(ready_codes))}"
+        )
     finally:
         outage.back()  # never leave the shared node away
         if serve is not None and serve.process.poll() is None:

@@ -1,0 +1,208 @@
+"""Soak: ``gatewatch serve`` at a fixed rate for N minutes; is its memory flat and its lag bounded?
+
+    services/up.sh kafka                     # (and elasticsearch for --store elasticsearch:URL)
+    set -a; . .cache/run/services.env; set +a
+    .venv/bin/python bench/bench_soak.py                       # 10 minutes, 2 processes, --store none
+    .venv/bin/python bench/bench_soak.py --minutes 3 --store "elasticsearch:$GW_ELASTICSEARCH_URL"
+
+Live traffic (the serve benchmarks' records, stamped at the request rate, so
+event time moves with the wall clock and windows close as they would in
+production) is produced at ``--rate`` requests/s (two records each) into fresh
+4-partition topics. Every ``--sample-secs`` the script samples each serve
+process's RSS (``/proc/<pid>/status``), its consumers' lag as they report it
+(``kafka_consumer_lag``) and the groups' committed lag (end offsets minus
+committed offsets of the ingest group on the input topics and of the detect
+group on the detect topic: what a restart would read again). It prints a
+row per minute, then each process's RSS after the warm-up against the end
+(the aim: within +-10%) and the maximum lags. Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from serve_harness import PARTITIONS, ServeGroup, create_topics, metric, traffic, write_config
+
+
+@dataclass
+class Sample:
+    secs: float  # since the first record was produced
+    produced: int
+    rss_bytes: list[int]
+    position_lag: float  # sum of kafka_consumer_lag over every process
+    ingest_committed_lag: int
+    detect_committed_lag: int
+    checkpoint_bytes: float  # the detect owner's last checkpoint: how much state it holds
+
+
+@dataclass
+class Soak:
+    bootstrap: str
+    topics: dict[str, str]
+    group: str
+    serve: ServeGroup
+    samples: list[Sample] = field(default_factory=list)
+    produced: int = 0
+
+    def __post_init__(self) -> None:
+        self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        self.consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        self.inputs = [TopicPartition(self.topics[s], p) for s in ("gateway", "app") for p in range(PARTITIONS)]
+
+    def committed_lag(self, group: str, partitions: list[TopicPartition]) -> int:
+        end = self.consumer.end_offsets(partitions)
+        offsets = self.admin.list_group_offsets({group: None}).get(group, {})
+        committed = {tp: meta.offset for tp, meta in offsets.items()}
+        return sum(max(0, offset - max(committed.get(tp, 0), 0)) for tp, offset in end.items())
+
+    def sample(self, started: float) -> Sample:
+        texts = self.serve.scrape()
+        detect = [TopicPartition(f"{self.group}-detect", 0)]
+        row = Sample(
+            secs=time.monotonic() - started,
+            produced=self.produced,
+            rss_bytes=[_rss_bytes(proc.pid) for proc in self.serve.procs],
+            position_lag=sum(metric(text, "kafka_consumer_lag") for text in texts),
+            ingest_committed_lag=self.committed_lag(self.group, self.inputs),
+            detect_committed_lag=self.committed_lag(f"{self.group}-detect", detect),
+            checkpoint_bytes=max(metric(text, "gatewatch_checkpoint_bytes") for text in texts),
+        )
+        self.samples.append(row)
+        return row
+
+    def close(self) -> None:
+        self.admin.close()
+        self.consumer.close()
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _produce_at_rate(soak: Soak, rate: float, secs: float, started: float, stop: threading.Event) -> None:
+    producer = KafkaProducer(bootstrap_servers=soak.bootstrap, linger_ms=20)
+    try:
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if elapsed >= secs:
+                break
+            due = int(min(elapsed + 0.1, secs) * rate) - soak.produced
+            if due > 0:
+                for side, key, value in traffic(due, rate, first=soak.produced):
+                    producer.send(soak.topics[side], key=key, value=value)
+                soak.produced += due
+            time.sleep(0.1)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def report(soak: Soak, warmup_secs: float) -> dict[str, object]:
+    samples = soak.samples
+    after = [s for s in samples if s.secs >= warmup_secs] or samples[-1:]
+    warm, end = after[0], samples[-1]
+    print(f"{'secs':>6} {'requests':>9} {'RSS MiB per process':>28} {'position lag':>13} {'ingest lag':>11} "
+          f"{'detect lag':>11} {'checkpoint MiB':>15}")  # fmt: skip
+    shown = -60.0
+    for s in samples:
+        if s.secs - shown >= 60 or s is end:
+            shown = s.secs
+            rss = " ".join(_mib(r) for r in s.rss_bytes)
+            print(f"{s.secs:6.0f} {s.produced:9d} {rss:>28} {s.position_lag:13.0f} {s.ingest_committed_lag:11d} "
+                  f"{s.detect_committed_lag:11d} {_mib(s.checkpoint_bytes):>15}")  # fmt: skip
+    figures: dict[str, object] = {"processes": []}
+    for i in range(len(end.rss_bytes)):
+        series = [s.rss_bytes[i] for s in after]
+        change = (end.rss_bytes[i] - warm.rss_bytes[i]) / warm.rss_bytes[i]
+        print(f"process {i}: RSS {_mib(warm.rss_bytes[i])} MiB after warm-up ({warm.secs:.0f}s), "
+              f"{_mib(end.rss_bytes[i])} MiB at the end ({change:+.1%}); after warm-up min {_mib(min(series))}, "
+              f"max {_mib(max(series))} MiB")  # fmt: skip
+        figures["processes"].append(  # type: ignore[union-attr]
+            {"rss_warm": warm.rss_bytes[i], "rss_end": end.rss_bytes[i], "change": change,
+             "rss_min": min(series), "rss_max": max(series)}  # fmt: skip
+        )
+    lags = {
+        "max_position_lag": max(s.position_lag for s in samples),
+        "max_ingest_committed_lag": max(s.ingest_committed_lag for s in samples),
+        "max_detect_committed_lag": max(s.detect_committed_lag for s in samples),
+        "max_ingest_committed_lag_after_warmup": max(s.ingest_committed_lag for s in after),
+        "max_detect_committed_lag_after_warmup": max(s.detect_committed_lag for s in after),
+    }
+    print(" ".join(f"{k}={v:.0f}" for k, v in lags.items()))
+    figures.update(lags)
+    figures["requests"] = end.produced
+    figures["checkpoint_bytes_warm"], figures["checkpoint_bytes_end"] = warm.checkpoint_bytes, end.checkpoint_bytes
+    print(f"checkpoint: {_mib(warm.checkpoint_bytes)} MiB after warm-up, {_mib(end.checkpoint_bytes)} MiB at the end")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long to produce (default 10)")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second, two records each")
+    parser.add_argument("--processes", type=int, default=2, help="serve processes in the group")
+    parser.add_argument("--store", default="none", help="serve's --store (none, elasticsearch:URL, ...)")
+    parser.add_argument("--sample-secs", type=float, default=5.0)
+    parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of the run, at most 2")
+    parser.add_argument("--bootstrap", default=os.environ.get("GW_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--logs", type=Path, help="keep the serve logs in this directory")
+    args = parser.parse_args()
+    secs = args.minutes * 60
+    warmup_secs = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(2.0, args.minutes / 5))
+
+    run = uuid.uuid4().hex[:8]
+    group = f"soak-{run}"
+    topics = {"gateway": f"soak-{run}-gateway", "app": f"soak-{run}-app"}
+    create_topics(args.bootstrap, topics)
+    with TemporaryDirectory() as tmp:
+        directory = args.logs or Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        index_prefix = f"gw-soak-{run}" if args.store.startswith(("elasticsearch:", "opensearch:")) else None
+        config = write_config(directory, args.bootstrap, topics, group, index_prefix, checkpoint_interval_secs=30.0)
+        serve = ServeGroup(directory, config, group, args.processes, args.store)
+        soak = Soak(args.bootstrap, topics, group, serve)
+        stop = threading.Event()
+        try:
+            time.sleep(5.0)  # both members joined before the first record
+            started = time.monotonic()
+            producer = threading.Thread(target=_produce_at_rate, args=(soak, args.rate, secs, started, stop))
+            producer.start()
+            print(f"soak: {args.minutes:g} min at {args.rate:g} req/s, {args.processes} process(es), "
+                  f"--store {args.store}, topics {topics['gateway']}/{topics['app']}", flush=True)  # fmt: skip
+            while producer.is_alive():
+                row = soak.sample(started)
+                if len(soak.samples) % 12 == 0:
+                    print(f"  {row.secs:.0f}s produced={row.produced} rss_mib="
+                          f"{','.join(_mib(r) for r in row.rss_bytes)} ingest_lag={row.ingest_committed_lag}",
+                          flush=True)  # fmt: skip
+                producer.join(timeout=args.sample_secs)
+            soak.sample(started)
+            figures = report(soak, warmup_secs)
+            figures.update(minutes=args.minutes, rate=args.rate, store=args.store)
+            if args.json:
+                args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+        finally:
+            stop.set()
+            soak.close()
+            serve.stop()
+
+
+if __name__ == "__main__":
+    main()
