@@ -34,6 +34,7 @@ gatewatch_watermark_seconds                event-time watermark, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
 gatewatch_detect_events_total              events read by the detect stage from the detect topic
 gatewatch_detect_owner                     1 while this process runs the detect stage (0: standby)
+gatewatch_input_unkeyed_records_total      input records whose Kafka key is not their request id {topic}
 =========================================  ==========================================================
 
 :class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
@@ -115,6 +116,11 @@ class ServeMetrics:
         self.detect_owner = Gauge(
             "gatewatch_detect_owner", "1 while this process owns the detect stage, 0 on standby.", registry=r
         )
+        self.unkeyed_records = Counter(
+            "gatewatch_input_unkeyed_records_total", "Input records whose Kafka message key is not their request id.",
+            ["topic"], registry=r,
+        )  # fmt: skip
+        self._keying: dict[str, tuple[int, int]] = {}  # input topic -> (records, keyed by their request id)
         # Present from the start at 0, so a dashboard can alert on any increase.
         for intentional in ("true", "false"):
             self.discarded.labels(intentional=intentional)
@@ -127,6 +133,19 @@ class ServeMetrics:
     def record_received(self, topic: str, count: int, value_bytes: int) -> None:
         self.received_events.labels(component="kafka", topic=topic).inc(count)
         self.received_bytes.labels(component="kafka", topic=topic).inc(value_bytes)
+
+    def record_keying(self, topic: str, records: int, keyed: int) -> None:
+        """Count ``records`` read from ``topic``, of which ``keyed`` had their request id as message key."""
+        self.unkeyed_records.labels(topic=topic).inc(records - keyed)
+        seen, matched = self._keying.get(topic, (0, 0))
+        self._keying[topic] = (seen + records, matched + keyed)
+
+    def input_keying(self) -> dict[str, str]:
+        """Per input topic read so far: ``keyed_by_request_id``, ``not_keyed`` or ``mixed`` (for /readyz)."""
+        cases = {}
+        for topic, (records, keyed) in list(self._keying.items()):
+            cases[topic] = "keyed_by_request_id" if keyed == records else "not_keyed" if keyed == 0 else "mixed"
+        return cases
 
     def record_stored(self, batch: Batch, component: str = "store") -> None:
         """Count a batch the store acknowledged, and the alerts it raised for the first time."""

@@ -69,7 +69,7 @@ class IdleInputs:
         self._front = max(self.last_ts.values(), default=float("-inf"))
 
     def delivered(self, stream: str, wall_secs: float, newest_ts: float) -> None:
-        """``stream`` delivered events, the newest credible one at ``newest_ts``, in a message written at ``wall_secs``."""
+        """``stream`` delivered events, the newest credible one at ``newest_ts``, in a message of ``wall_secs``."""
         self.last_wall[stream] = wall_secs
         previous = self.last_ts.get(stream, newest_ts)
         self.last_ts[stream] = max(newest_ts, previous)
