@@ -41,7 +41,7 @@ topics' metadata) is opened, so none that still has a backlog to deliver lets
 the watermark run ahead of it. Progress messages then say which inputs are
 caught up (``position == end``), and :mod:`gatewatch.serve_idle` decides, the
 way Flink's source idleness does, when a caught-up, quiet input stops holding
-the watermark: it is advanced to the newest event time any input delivered
+the watermark: it is advanced to the newest event time two inputs reached
 (with every input quiet, that front moves on at wall-clock speed); one that
 never delivered is closed. Records it delivers later are ordered if the
 watermark has not passed them, else counted late, never dropped. Measured on a

@@ -13,13 +13,17 @@ out of the minimum, and when every channel is idle emits the maximum over all
 of them). Here an input is *idle* when the ingest stage's progress says it is
 caught up (``position == end``) and its last events message is
 ``correlate.idle_timeout_secs`` of wall time older than the progress message.
-An idle input is advanced to the *front*: the newest event time any input has
-delivered, or, if further, an idle input's last event time plus its quiet time
+An idle input is advanced to the *front*: the newest event time that inputs
+have shown, where an idle input shows its last event time plus its quiet time
 (so with every input idle, event time still moves at wall-clock speed and
-windows close without new traffic). Being at the front, it no longer bounds
-the minimum; the busy inputs alone set the watermark. Its clock is never moved
-back: a record it delivers later is ordered if the watermark has not passed it
-yet, else counted late and processed at once, never dropped.
+windows close without new traffic). Unlike Flink's maximum, the front is the
+newest time at least two inputs reached: one input with a clock hours ahead
+(a wrong host clock inside ``correlate.max_future_secs``) must not carry the
+others there, which would make every record after it late. Being at the
+front, an idle input no longer bounds the minimum; the busy inputs alone set
+the watermark. Its clock is never moved back: a record it delivers later is
+ordered if the watermark has not passed it yet, else counted late and
+processed at once, never dropped.
 
 An input that never delivered and has been caught up for the idle timeout (a
 partition no key hashes to) is closed instead; it opens again if it delivers.
@@ -66,22 +70,19 @@ class IdleInputs:
         self.last_wall: dict[str, float] = dict(last_wall or {})  # stream -> wall time of its last events message
         self.last_ts: dict[str, float] = dict(last_ts or {})  # stream -> newest credible event time delivered
         self.caught_up_since: dict[str, float] = dict(caught_up_since or {})  # never-delivered stream -> wall
-        self._front = max(self.last_ts.values(), default=float("-inf"))
 
     def delivered(self, stream: str, wall_secs: float, newest_ts: float) -> None:
         """``stream`` delivered events, the newest credible one at ``newest_ts``, in a message of ``wall_secs``."""
         self.last_wall[stream] = wall_secs
         previous = self.last_ts.get(stream, newest_ts)
         self.last_ts[stream] = max(newest_ts, previous)
-        if newest_ts > self._front:
-            self._front = newest_ts
 
     def on_progress(self, wall_secs: float, progress: Mapping[str, tuple[int, int]]) -> list[IdleMove]:
         """The moves one progress message (``{stream: (position, end_offset)}``, written at ``wall_secs``) implies."""
         timeout = self.idle_timeout_secs
+        reach = dict(self.last_ts)  # how far each input has shown event time to be
         idle: list[str] = []
         closed: list[IdleMove] = []
-        front = self._front
         for stream, (position, end) in progress.items():
             if position < end:
                 self.caught_up_since.pop(stream, None)
@@ -95,5 +96,25 @@ class IdleInputs:
             quiet_secs = wall_secs - delivered_at
             if quiet_secs >= timeout:
                 idle.append(stream)
-                front = max(front, self.last_ts[stream] + quiet_secs)
-        return closed + [IdleMove(stream, front) for stream in idle]
+                reach[stream] += quiet_secs
+        front = _front(reach)
+        return closed + [IdleMove(stream, max(front, reach[stream])) for stream in idle]
+
+
+def _front(reach: dict[str, float]) -> float:
+    """The newest event time at least two inputs have reached (the only one's, with one input).
+
+    One input whose clock runs hours ahead (a host with a wrong clock, still
+    inside ``max_future_secs``) must not drag the idle ones there: every record
+    after would be late. A request's records arrive on both topics, so real
+    time is always shown by two inputs at least.
+    """
+    if len(reach) < 2:
+        return max(reach.values(), default=float("-inf"))
+    first = second = float("-inf")
+    for value in reach.values():
+        if value > first:
+            first, second = value, first
+        elif value > second:
+            second = value
+    return second

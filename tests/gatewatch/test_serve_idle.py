@@ -31,19 +31,32 @@ def test_busy_or_recent_inputs_are_left_alone() -> None:
     assert idle.on_progress(109.0, {"gw/0": (5, 9), "gw/1": (9, 9)}) == []
 
 
-def test_a_quiet_caught_up_input_moves_to_the_newest_event_time_of_any_input() -> None:
+def test_a_quiet_caught_up_input_moves_to_the_newest_event_time_of_the_others() -> None:
     idle = IdleInputs(10.0)
     idle.delivered("gw/0", 100.0, T0)  # its data ended 9 minutes before the others'
     idle.delivered("gw/1", 125.0, T0 + 540)
-    assert idle.on_progress(126.0, {"gw/0": (7, 7), "gw/1": (3, 9)}) == [IdleMove("gw/0", T0 + 540)]
+    idle.delivered("app/0", 125.0, T0 + 540.003)
+    progress = {"gw/0": (7, 7), "gw/1": (3, 9), "app/0": (2, 8)}
+    assert idle.on_progress(126.0, progress) == [IdleMove("gw/0", T0 + 540)]
 
 
 def test_with_every_input_quiet_the_front_moves_at_wall_speed() -> None:
     idle = IdleInputs(10.0)
     idle.delivered("gw/0", 100.0, T0)
     idle.delivered("gw/1", 100.0, T0 + 540)
-    moves = idle.on_progress(130.0, {"gw/0": (7, 7), "gw/1": (9, 9)})
-    assert moves == [IdleMove("gw/0", T0 + 570), IdleMove("gw/1", T0 + 570)]
+    idle.delivered("app/0", 100.0, T0 + 540)
+    moves = idle.on_progress(130.0, {"gw/0": (7, 7), "gw/1": (9, 9), "app/0": (4, 4)})
+    assert moves == [IdleMove("gw/0", T0 + 570), IdleMove("gw/1", T0 + 570), IdleMove("app/0", T0 + 570)]
+
+
+def test_one_input_hours_ahead_does_not_carry_the_others_there() -> None:
+    """A host clock 12 h fast (credible: inside max_future_secs) shows on one input only."""
+    idle = IdleInputs(10.0)
+    idle.delivered("gw/0", 100.0, T0)
+    idle.delivered("app/0", 100.0, T0 + 1)
+    idle.delivered("gw/1", 100.0, T0 + 12 * 3600)
+    moves = idle.on_progress(110.0, {"gw/0": (1, 1), "app/0": (1, 1), "gw/1": (1, 1)})
+    assert moves == [IdleMove("gw/0", T0 + 11), IdleMove("app/0", T0 + 11), IdleMove("gw/1", T0 + 12 * 3600 + 10)]
 
 
 def test_a_never_delivering_input_is_closed_only_after_the_timeout() -> None:
@@ -78,27 +91,29 @@ def test_the_short_partition_no_longer_holds_the_watermark() -> None:
 def test_an_input_quiet_while_others_still_read_stops_holding_them() -> None:
     order = EventOrder(LATENESS_SECS)
     idle = IdleInputs(10.0)
-    for stream in ("gw/0", "gw/1"):
+    for stream in ("gw/0", "gw/1", "app/0"):
         order.open_stream(stream)
     order.add("gw/0", _event("gw/0", T0, 0))
     idle.delivered("gw/0", 100.0, T0)
-    order.add("gw/1", _event("gw/1", T0 + 600, 0))
-    idle.delivered("gw/1", 111.0, T0 + 600)
-    _apply(order, idle.on_progress(111.0, {"gw/0": (1, 1), "gw/1": (1, 50)}))
-    # gw/1 still reads: it alone bounds the watermark now, not gw/0's 10-minute-old last record
+    for stream in ("gw/1", "app/0"):
+        order.add(stream, _event(stream, T0 + 600, 0))
+        idle.delivered(stream, 111.0, T0 + 600)
+    _apply(order, idle.on_progress(111.0, {"gw/0": (1, 1), "gw/1": (1, 50), "app/0": (1, 40)}))
+    # the others still read: they alone bound the watermark now, not gw/0's 10-minute-old last record
     assert order.watermark == T0 + 600 - LATENESS_SECS
 
 
 def test_a_record_the_idle_input_delivers_later_is_judged_against_the_lateness() -> None:
     order = EventOrder(LATENESS_SECS)
     idle = IdleInputs(10.0)
-    for stream in ("gw/0", "gw/1"):
+    for stream in ("gw/0", "gw/1", "app/0"):
         order.open_stream(stream)
     order.add("gw/0", _event("gw/0", T0, 0))
     idle.delivered("gw/0", 100.0, T0)
-    order.add("gw/1", _event("gw/1", T0 + 600, 0))
-    idle.delivered("gw/1", 100.0, T0 + 600)
-    _apply(order, idle.on_progress(120.0, {"gw/0": (1, 1), "gw/1": (1, 1)}))
+    for stream in ("gw/1", "app/0"):
+        order.add(stream, _event(stream, T0 + 600, 0))
+        idle.delivered(stream, 100.0, T0 + 600)
+    _apply(order, idle.on_progress(120.0, {"gw/0": (1, 1), "gw/1": (1, 1), "app/0": (1, 1)}))
     assert [event.ts for event in order.release()] == [T0]
     # inside the lateness bound: ordered; beyond it (older than what was released): late, handed back
     assert order.add("gw/0", _event("gw/0", T0 + 600 - 60, 1)) is True

@@ -44,7 +44,8 @@ def unevenly_partitioned_traffic() -> list[Line]:
         partition = i % PARTITIONS
         if partition == SHORT_PARTITION and ts > cutoff:
             partition = others[(i // PARTITIONS) % len(others)]
-        gateway, app = _gateway(ts, rid, f"/v1/invoices/{i}", status), _app(ts + 0.003, rid, f"/v1/invoices/{i}", status)
+        path = f"/v1/invoices/{i}"
+        gateway, app = _gateway(ts, rid, path, status), _app(ts + 0.003, rid, path, status)
         lines.append(Line("gateway", ts, None, gateway.value, partition))
         lines.append(Line("app", ts + 0.003, None, app.value, (i + 1) % PARTITIONS))
         if i in (300, 1500):  # the app served a rogue pod directly
