@@ -158,7 +158,7 @@ class CorrelateConfig(_Section):
         120.0, ge=0, description="How far behind the slowest input a record may arrive and still be put in order."
     )
     idle_timeout_secs: float = Field(
-        10.0, gt=0, description="serve: an input silent this long is advanced with the wall clock."
+        10.0, gt=0, description="serve: an input read to its end and silent this long stops holding the watermark."
     )
     max_future_secs: float = Field(
         86400.0,

@@ -45,6 +45,7 @@ gatewatch_http_ingest_requests_total       HTTP ingest requests answered {source
                                            brought are component_received_events_total{component=http_server}
 gatewatch_http_ingest_duration_seconds     one HTTP ingest request, until answered: for a 2xx, until
                                            Kafka acknowledged every record (histogram {source})
+gatewatch_input_unkeyed_records_total      input records whose Kafka key is not their request id {topic}
 =========================================  ==========================================================
 
 :class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
@@ -137,6 +138,12 @@ class ServeMetrics:
             "gatewatch_http_ingest_duration_seconds", "Time to answer one HTTP ingest request.", ["source"],
             buckets=_BULK_BUCKETS_SECS, registry=r,
         )  # fmt: skip
+
+        self.unkeyed_records = Counter(
+            "gatewatch_input_unkeyed_records_total", "Input records whose Kafka message key is not their request id.",
+            ["topic"], registry=r,
+        )  # fmt: skip
+        self._keying: dict[str, tuple[int, int]] = {}  # input topic -> (records, keyed by their request id)
         # Present from the start at 0, so a dashboard can alert on any increase.
         for intentional in ("true", "false"):
             self.discarded.labels(intentional=intentional)
@@ -162,6 +169,19 @@ class ServeMetrics:
     def record_http_request(self, source: str, status: int, secs: float) -> None:
         self.http_requests.labels(source=source, code=str(status)).inc()
         self.http_duration.labels(source=source).observe(secs)
+
+    def record_keying(self, topic: str, records: int, keyed: int) -> None:
+        """Count ``records`` read from ``topic``, of which ``keyed`` had their request id as message key."""
+        self.unkeyed_records.labels(topic=topic).inc(records - keyed)
+        seen, matched = self._keying.get(topic, (0, 0))
+        self._keying[topic] = (seen + records, matched + keyed)
+
+    def input_keying(self) -> dict[str, str]:
+        """Per input topic read so far: ``keyed_by_request_id``, ``not_keyed`` or ``mixed`` (for /readyz)."""
+        cases = {}
+        for topic, (records, keyed) in list(self._keying.items()):
+            cases[topic] = "keyed_by_request_id" if keyed == records else "not_keyed" if keyed == 0 else "mixed"
+        return cases
 
     def record_stored(self, batch: Batch, component: str = "store") -> None:
         """Count a batch the store acknowledged, and the alerts it raised for the first time."""

@@ -291,6 +291,7 @@ class Service:
             "store_ok": shared.store_ok,
             "partitions": self._ingest.streams,
             "detect_owner": self._detect.owner,
+            "input_keying": shared.metrics.input_keying(),
         }
         return alive, ready, details
 

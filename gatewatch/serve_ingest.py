@@ -275,6 +275,8 @@ class IngestStage:
             by_stream = {}
             for event in events:
                 by_stream.setdefault(event.origin.stream, []).append(event)
+        for tp, info in polled.items():
+            metrics.record_keying(tp.topic, info.count, _keyed_by_request_id(info.keys, by_stream.get(stream_name(tp))))
         batch = Batch(events=events, dead_letters=dead_letters)
         pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
@@ -473,3 +475,10 @@ class IngestStage:
         """Wait for the writes in flight and commit them: then every handled poll is stored and committed."""
         log.info(kv("stopping", stage="ingest", partitions=len(self._parts), in_flight_docs=self._in_flight_docs))
         self._settle()
+
+
+def _keyed_by_request_id(keys: dict[int, bytes], events: list[Event] | None) -> int:
+    """How many of a partition's polled ``events`` had their request id as Kafka message key."""
+    if not keys or not events:
+        return 0
+    return sum(1 for e in events if e.request_id is not None and keys.get(e.origin.offset) == e.request_id.encode())

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -100,6 +100,7 @@ class PartitionPoll:
     count: int
     next_offset: int  # last returned offset + 1
     value_bytes: int
+    keys: dict[int, bytes] = field(default_factory=dict)  # offset -> message key, for messages that have one
 
 
 def commit_offsets(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
@@ -222,6 +223,9 @@ class KafkaSource:
             stream = stream_name(tp)
             unwrap = self._unwrap[tp.topic]
             size = 0
+            # Kept to count records not keyed by their request id (serve's ingest stage); most
+            # unkeyed shippers send no key at all, and an empty dict is all that costs.
+            keys = {m.offset: m.key for m in messages if m.key}
             if unwrap is None:
                 for m in messages:
                     value = m.value or b""
@@ -240,7 +244,7 @@ class KafkaSource:
                     records.append(self._unwrapped(Origin(dataset, stream, m.offset), value, unwrap))
             last = messages[-1].offset + 1
             positions[tp] = last
-            summary[tp] = PartitionPoll(len(messages), last, size)
+            summary[tp] = PartitionPoll(len(messages), last, size, keys)
         self.last_poll = summary
         return records
 
