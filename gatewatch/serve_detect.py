@@ -49,7 +49,7 @@ backlog where one of four partitions ends 9 minutes of event time before the
 others, the watermark reached the newest event time minus the lateness 2.2 s
 after the backlog was read with ``idle_timeout_secs`` 2 and 11 s with the
 default 10, where it used to take those 9 minutes at wall-clock speed
-(tests/integration/test_serve_idle.py).
+(tests/integration/test_serve_idle_kafka.py).
 
 The rules use the wall times written by the ingest stage into the messages,
 not this process's clock, and their state is checkpointed, so re-reading the

@@ -2,7 +2,7 @@
 
 What Kafka acknowledges (200/400 after produce, the ids downstream, a retried
 batch stored once) is tested against a real broker and a real ``serve`` in
-tests/integration/test_http_ingest.py.
+tests/integration/test_http_ingest_kafka.py.
 """
 
 from __future__ import annotations
