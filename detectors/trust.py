@@ -38,8 +38,8 @@ class TrustPolicy:
             gateway_identities=frozenset(gateway_identities),
             gateway_networks=tuple(ipaddress.ip_network(n, strict=False) for n in gateway_networks),
             allowlist_paths=frozenset(allowlist_paths),
-            internal_identities=frozenset(c for c in internal if not _is_network(c)),
-            internal_networks=tuple(ipaddress.ip_network(c, strict=False) for c in internal if _is_network(c)),
+            internal_identities=frozenset(c for c in internal if not is_network(c)),
+            internal_networks=tuple(ipaddress.ip_network(c, strict=False) for c in internal if is_network(c)),
         )
 
     @property
@@ -68,7 +68,8 @@ class TrustPolicy:
         return path.split("?", 1)[0] in self.allowlist_paths
 
 
-def _is_network(text: str) -> bool:
+def is_network(text: str) -> bool:
+    """Whether a trust entry is an address or CIDR (else it is an identity)."""
     try:
         ipaddress.ip_network(text, strict=False)
     except ValueError:

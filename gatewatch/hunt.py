@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detectors.trust import is_network
 from gatewatch.config import TrustConfig
 from gatewatch.notebook import DuckDBStore, SearchStore
 from ingest.ecs import EVENT_FIELDS
@@ -152,8 +153,8 @@ def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
     """
     app = events[(events["dataset"] == str(Dataset.APP)) & _served(events)]
     path = app["path"].fillna("").str.split("?", n=1).str[0]
-    internal = _matches(app, [c for c in trust.internal_callers if not _is_network(c)],
-                        [c for c in trust.internal_callers if _is_network(c)])  # fmt: skip
+    internal = _matches(app, [c for c in trust.internal_callers if not is_network(c)],
+                        [c for c in trust.internal_callers if is_network(c)])  # fmt: skip
     app = app[~path.isin(trust.allowlist_paths) & ~internal]
     by_identity = app["peer_identity"].notna() & bool(trust.gateway_identities)
     from_gateway = np.where(by_identity, app["peer_identity"].isin(trust.gateway_identities),
@@ -215,14 +216,6 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
 
 def _served(events: pd.DataFrame) -> pd.Series:
     return events["status"].notna() | events["method"].notna() | events["path"].notna()
-
-
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
 
 
 def _in_networks(addresses: pd.Series, networks: list[str]) -> np.ndarray:
