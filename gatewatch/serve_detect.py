@@ -7,7 +7,7 @@ serve process runs detection at a time; the others stand by in the group and
 take over on a rebalance (leave, crash, session timeout). One step::
 
     poll -> events: Pipeline.order_events / progress: advance quiet inputs
-         -> process -> drain -> store transactions + alerts, alerts topic
+         -> process -> drain -> store transactions + alerts; lifecycle events to the alerts topic
          -> (every kafka.checkpoint_interval_secs) checkpoint -> commit
 
 Why this is exact: the pipeline's output depends only on each input's records
