@@ -14,6 +14,9 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +192,61 @@ def test_search_documents_hold_no_secret(traffic: dict[str, Path]) -> None:
     _assert_clean("search documents", text)
     assert f"password=[REDACTED:secret {_h(PASSWORD)}]" in text
     assert f"[REDACTED:pan last4=1111 {_h(PAN)}]" in text
+
+
+class _Hook(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_forwarded_alert_events_hold_no_secret(
+    traffic: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What leaves for a SIEM — a webhook's JSON, CEF datagrams, the lifecycle file — is built from redacted events."""
+    monkeypatch.setenv("SWEEP_HOOK_SECRET", "hook-secret")
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    _Hook.bodies = []
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    cef = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cef.bind(("127.0.0.1", 0))
+    cef.settimeout(5)
+    config = json.loads(traffic["config"].read_text())
+    config["forward"] = [
+        {"name": "hook", "type": "webhook", "url": f"http://127.0.0.1:{hook.server_address[1]}/",
+         "secret_env": "SWEEP_HOOK_SECRET", "dead_letters": str(tmp_path / "hook.dl")},
+        {"name": "cef", "type": "syslog", "host": "127.0.0.1", "port": cef.getsockname()[1], "transport": "udp",
+         "format": "cef", "dead_letters": str(tmp_path / "cef.dl")},
+    ]  # fmt: skip
+    traffic["config"].write_text(json.dumps(config))
+    out = tmp_path / "out"
+    try:
+        code = main([
+            "replay", "--config", str(traffic["config"]), "--gateway", str(traffic["gateway"]),
+            "--app", str(traffic["app"]), "--alerts-out", str(out / "alerts.ndjson"), "--store", "none",
+        ])  # fmt: skip
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(cef.recv(65535))
+            except TimeoutError:
+                break
+    finally:
+        hook.shutdown()
+        hook.server_close()
+        cef.close()
+    assert code == 0
+    lifecycle = (out / "alerts.lifecycle.ndjson").read_text()
+    assert _Hook.bodies and datagrams and lifecycle, "every channel must have carried the alerts"
+    for where, text in {
+        "webhook bodies": b"\n".join(_Hook.bodies).decode(), "CEF datagrams": b"\n".join(datagrams).decode(),
+        "lifecycle file": lifecycle,
+    }.items():  # fmt: skip
+        _assert_clean(where, text)
+        assert "[REDACTED:" in text, where  # the bypass alert carries the redacted path
