@@ -48,6 +48,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gatewatch.errors import SourceError
+from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
 __all__ = ["Checkpoint", "CheckpointStore", "assemble", "assignment_key", "config_digest", "ensure_topic"]
 
@@ -129,7 +130,8 @@ class CheckpointStore:
         self._kafka = kafka
         self._compress = compress
         self._slots: dict[str, str] = {}  # key -> slot of its current manifest
-        common = {"bootstrap_servers": list(kafka.bootstrap_servers), **dict(kafka.security)}
+        # Bounded backoff: a save after the broker's return must not wait up to 36 s for metadata.
+        common = {"bootstrap_servers": list(kafka.bootstrap_servers), **BOUNDED_BACKOFF, **dict(kafka.security)}
         self._common = common
         try:
             self._ensure_topic()

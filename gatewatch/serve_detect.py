@@ -84,7 +84,7 @@ from ingest.codec import events_from_rows
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
-from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+from ingest.sources.kafka_client import BOUNDED_BACKOFF, STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -96,6 +96,9 @@ CHECKPOINT_MAX_TIME_SHARE = 0.05
 DETECT_POLL_MESSAGES = 5
 POLL_TIMEOUT_SECS = 0.2
 LAG_INTERVAL_SECS = 5.0
+# Bounds end_offsets (lag, the drain target): without it each try waits the whole request
+# timeout (30 s) while the broker is away, and the stage neither polls nor checkpoints meanwhile.
+END_OFFSET_TIMEOUT_SECS = 5.0
 # On stop, read the detect topic to its end for at most this long: well inside a
 # 30 s termination grace period, with room for the final checkpoint. Whatever is
 # left is read by the next owner from the checkpoint.
@@ -103,6 +106,18 @@ DRAIN_TIMEOUT_SECS = 15.0
 # A detect message that does not decode is kept as a dead letter, its first bytes only
 # (a message may hold 64 MiB; what it is can be told from far less).
 POISON_KEPT_BYTES = 64 * 1024
+
+
+def checkpoint_interval_secs(configured_secs: float, previous_save_secs: float, last_save_secs: float) -> float:
+    """The interval until the next checkpoint: stretched so saving takes at most CHECKPOINT_MAX_TIME_SHARE.
+
+    Stretched on the cheaper of the last two saves: a big state makes every save
+    slow, while one slow save alone is a wait (the broker away, a load spike), not
+    the state's cost. Stretching on such a wait stopped the checkpoints, and with
+    them the detect group's commits, for minutes: a save that waited 24 s through
+    a broker restart set the next one 8 minutes later.
+    """
+    return max(configured_secs, min(previous_save_secs, last_save_secs) / CHECKPOINT_MAX_TIME_SHARE)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -157,6 +172,7 @@ class DetectStage:
         self._input_topics = {kafka.topics.gateway, kafka.topics.app}
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
+        self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
         self._last_lag_at = 0.0
         self.loop_at = time.monotonic()
 
@@ -170,6 +186,7 @@ class DetectStage:
             client_id=f"gatewatch-{kafka.group_id}-alerts",
             acks="all",
             linger_ms=5,
+            **BOUNDED_BACKOFF,
             **dict(kafka.security),
         )
         self._forwarders = build_forwarders(self.config, self._count_forwarded)
@@ -428,9 +445,10 @@ class DetectStage:
             log.warning(kv("checkpoint_failed", error=str(error)))
             return
         elapsed = time.monotonic() - started
-        self._checkpoint_interval_secs = max(
-            self.config.kafka.checkpoint_interval_secs, elapsed / CHECKPOINT_MAX_TIME_SHARE
+        self._checkpoint_interval_secs = checkpoint_interval_secs(
+            self.config.kafka.checkpoint_interval_secs, self._last_save_secs, elapsed
         )
+        self._last_save_secs = elapsed
         metrics.checkpoint_duration.observe(elapsed)
         metrics.checkpoint_bytes.set(len(snapshot))
         self.shared.kafka_ok_at = time.monotonic()
@@ -550,7 +568,8 @@ class DetectStage:
     def _end_offset(self) -> int:
         assert self._consumer is not None
         try:
-            return int(self._consumer.end_offsets([self._tp])[self._tp])
+            timeout_ms = int(END_OFFSET_TIMEOUT_SECS * 1000)
+            return int(self._consumer.end_offsets([self._tp], timeout_ms=timeout_ms)[self._tp])
         except KafkaError as error:
             log.warning(kv("end_offset_failed", stage="detect", error=str(error)))
             return self._next_offset

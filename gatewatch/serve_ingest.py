@@ -70,6 +70,7 @@ from ingest.codec import encode_rows, split_unencodable
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import KafkaSource, stream_name
+from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -144,6 +145,7 @@ def detect_producer(kafka: Any, role: str) -> KafkaProducer:
         batch_size=1024 * 1024,
         max_request_size=DETECT_MAX_MESSAGE_BYTES,
         max_in_flight_requests_per_connection=1,  # a retry must not overtake: offset order per input
+        **BOUNDED_BACKOFF,
         **dict(kafka.security),
     )
 

@@ -11,6 +11,12 @@ arrives. A leader that joins in between assigns from an empty snapshot; the
 metadata then triggers a second rebalance that the consumer never finishes
 (it spins without heartbeats until the group drops it). ``subscribe``
 fetches metadata right after subscribing.
+
+After a broker outage: each metadata refresh that found no reachable broker
+doubled a backoff capped by ``reconnect_backoff_max_ms`` (30 s by default), and
+the refresh loop waits it out even when asked for metadata, so a client stays
+without partition leaders for up to 36 s after the broker is back.
+``BOUNDED_BACKOFF`` caps it at 1 s.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 
-from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+from ingest.sources.kafka_client import BOUNDED_BACKOFF, STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 
 
 class _Quiet(ConsumerRebalanceListener):
@@ -118,3 +124,20 @@ def test_the_sticky_assignor_is_where_serve_imports_it_from() -> None:
     sticky, fallback = STICKY_ASSIGNMENT
     assert issubclass(sticky, AbstractPartitionAssignor) and issubclass(fallback, AbstractPartitionAssignor)
     assert (sticky.name, fallback.name) == ("sticky", "range")
+
+
+def test_metadata_after_an_outage_waits_the_reconnect_backoff_which_bounded_backoff_caps(kafka_bootstrap: str) -> None:
+    def metadata_wait_ms(settings: dict[str, int]) -> float:
+        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, **settings)
+        try:
+            for _ in range(12):  # what 12 refreshes finding no broker do during an outage of a few seconds
+                consumer._manager.update_backoff("metadata")
+            consumer._cluster.request_update()  # a fetch missing its leader asks for metadata...
+            return float(consumer._cluster.ttl())  # ...and the refresh loop sleeps this long first
+        finally:
+            consumer.close()
+
+    assert metadata_wait_ms({}) >= 20_000, (
+        "kafka-python no longer makes metadata wait out the reconnect backoff: BOUNDED_BACKOFF may go"
+    )
+    assert metadata_wait_ms(BOUNDED_BACKOFF) <= 1_200  # 1 s with at most +20% jitter
