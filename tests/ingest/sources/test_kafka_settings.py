@@ -9,7 +9,8 @@ import pytest
 from gatewatch.config import load_config, parse_config
 from gatewatch.errors import ConfigError
 from ingest.sources.kafka import consumer_settings
-from ingest.sources.kafka_settings import client_settings
+from ingest.sources import kafka_settings
+from ingest.sources.kafka_settings import check_login, client_settings
 
 SECURITY = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
 
@@ -60,3 +61,23 @@ def test_ambiguous_or_half_credentials_are_refused(kafka: dict[str, object], mes
     with pytest.raises(ConfigError, match=message) as caught:
         parse_config({"kafka": kafka})
     assert "hunter2" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+
+
+class _Client:
+    built: list[dict[str, object]] = []
+
+    def __init__(self, **settings: object) -> None:
+        _Client.built.append(settings)
+
+    def close(self) -> None:
+        pass
+
+
+def test_login_check_connects_only_with_sasl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka_settings, "KafkaAdminClient", _Client)
+    check_login(parse_config({"kafka": {"bootstrap_servers": ["127.0.0.1:9"]}}).kafka)
+    assert _Client.built == []
+    check_login(parse_config({"kafka": {"security": SECURITY}}).kafka)  # a login that succeeds returns
+    assert [settings["sasl_mechanism"] for settings in _Client.built] == ["SCRAM-SHA-512"]
