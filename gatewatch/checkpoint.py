@@ -48,7 +48,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gatewatch.errors import SourceError
-from ingest.sources.kafka_client import BOUNDED_BACKOFF
+from ingest.sources.kafka_settings import client_settings
 
 __all__ = ["Checkpoint", "CheckpointStore", "assemble", "assignment_key", "config_digest", "ensure_topic"]
 
@@ -102,8 +102,7 @@ def ensure_topic(kafka: Any, topic: str, partitions: int = -1, configs: dict[str
     """Create ``topic`` unless it exists (-1 partitions: the broker's default); True if it was created."""
     admin = KafkaAdminClient(
         client_id=f"gatewatch-{kafka.group_id}-admin",
-        bootstrap_servers=list(kafka.bootstrap_servers),
-        **dict(kafka.security),
+        **client_settings(kafka),
     )
     try:
         if topic in admin.list_topics():
@@ -130,8 +129,7 @@ class CheckpointStore:
         self._kafka = kafka
         self._compress = compress
         self._slots: dict[str, str] = {}  # key -> slot of its current manifest
-        # Bounded backoff: a save after the broker's return must not wait up to 36 s for metadata.
-        common = {"bootstrap_servers": list(kafka.bootstrap_servers), **BOUNDED_BACKOFF, **dict(kafka.security)}
+        common = client_settings(kafka)
         self._common = common
         try:
             self._ensure_topic()

@@ -294,8 +294,17 @@ class KafkaConfig(_Section):
     unwrap: KafkaUnwrap = Field(default_factory=KafkaUnwrap)
     security: dict[str, Any] = Field(
         default_factory=dict,
-        description="Passed to kafka-python as is: security_protocol, sasl_mechanism, ssl_cafile, ...",
+        description="Passed to kafka-python as is: security_protocol, sasl_mechanism, ssl_cafile, ... "
+        "(not the SASL user or password: kafka.sasl_username / kafka.sasl_password).",
     )
+    sasl_username: str | None = Field(None, description="SASL user. Or sasl_username_env / sasl_username_file.")
+    sasl_username_env: str | None = Field(None, description="Environment variable holding the SASL user.")
+    sasl_username_file: Path | None = Field(None, description="File holding the SASL user.")
+    sasl_password: SecretStr | None = Field(
+        None, description="Password of kafka.sasl_username. Prefer sasl_password_env or sasl_password_file."
+    )
+    sasl_password_env: str | None = Field(None, description="Environment variable holding the SASL password.")
+    sasl_password_file: Path | None = Field(None, description="File holding the SASL password (e.g. a mounted secret).")
     checkpoint_interval_secs: float = Field(
         default=10.0,
         gt=0,
@@ -309,6 +318,25 @@ class KafkaConfig(_Section):
         "across restarts, e.g. the pod name; or --instance-id). A restarted process gets its partitions back at once "
         "instead of after the session timeout (10 s); a stopped one keeps them until then.",
     )
+
+    @model_validator(mode="after")
+    def _sasl_credentials(self) -> KafkaConfig:
+        # One way to give each: a password under kafka.security would skip the _env/_file keys and
+        # sit in a dict that is passed around (and printed) as is.
+        for key, name in (("sasl_plain_username", "sasl_username"), ("sasl_plain_password", "sasl_password")):
+            if key in self.security:
+                raise ValueError(f"kafka.security.{key} is not read: use kafka.{name}, {name}_env or {name}_file")
+        for name in ("sasl_username", "sasl_password"):
+            given = [key for key in (name, f"{name}_env", f"{name}_file") if getattr(self, key) is not None]
+            if len(given) > 1:
+                raise ValueError(f"give kafka.{name} one way, not {' and '.join(given)}")
+        has_user = any(getattr(self, k) is not None for k in ("sasl_username", "sasl_username_env", "sasl_username_file"))
+        has_password = any(
+            getattr(self, k) is not None for k in ("sasl_password", "sasl_password_env", "sasl_password_file")
+        )
+        if has_user != has_password:
+            raise ValueError("kafka.sasl_username and kafka.sasl_password go together")
+        return self
 
 
 _ADDRESS_CHARS = frozenset("0123456789abcdefABCDEF.:/")
@@ -438,6 +466,7 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> A
 _RELATIVE_PATHS = {
     "redact": ("hash_key_file",),
     "store": ("username_file", "password_file", "api_key_file", "ca_certs", "client_cert", "client_key"),
+    "kafka": ("sasl_username_file", "sasl_password_file"),
 }
 
 

@@ -25,6 +25,7 @@ from gatewatch.errors import ConfigError
 from gatewatch.http_ingest import MAX_RECORD_BYTES, record_key, request_id_paths
 from ingest.records import Dataset, RawRecord
 from ingest.sources.kafka import ORIGIN_HEADER
+from ingest.sources.kafka_settings import client_settings
 from ingest.sources.tail import Follower
 
 __all__ = ["FollowStage", "parse_follow_specs"]
@@ -60,13 +61,12 @@ class FollowStage:
             patterns, positions_path, max(config.gateway.max_line_bytes, config.app.max_line_bytes)
         )
         self._producer = KafkaProducer(
-            bootstrap_servers=list(kafka.bootstrap_servers),
             client_id=f"gatewatch-{kafka.group_id}-follow",
             acks="all",
             linger_ms=5,
             batch_size=1024 * 1024,
             max_request_size=2 * MAX_RECORD_BYTES,
-            **dict(kafka.security),
+            **client_settings(kafka),
         )
         self._thread = threading.Thread(target=self._run, name="gatewatch-follow", daemon=True)
         self.loop_at = time.monotonic()

@@ -49,6 +49,7 @@ from kafka.errors import KafkaError
 
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
 from ingest.sources.kafka import ORIGIN_HEADER
+from ingest.sources.kafka_settings import client_settings
 
 __all__ = ["DecodedBatch", "HttpIngest", "IngestAnswer", "add_routes", "decode_body", "record_key", "request_id_paths"]
 
@@ -237,14 +238,13 @@ class HttpIngest:
         self._lock = threading.Lock()
         kafka = config.kafka
         self._producer = producer or KafkaProducer(
-            bootstrap_servers=list(kafka.bootstrap_servers),
             client_id=f"gatewatch-{kafka.group_id}-http-ingest",
             acks="all",
             linger_ms=2,
             batch_size=1024 * 1024,  # a 1,000-record batch leaves in a few produce requests, not dozens
             max_request_size=2 * MAX_RECORD_BYTES,
             max_block_ms=int(settings.produce_timeout_secs * 1000),
-            **dict(kafka.security),
+            **client_settings(kafka),
         )
 
     def close(self) -> None:

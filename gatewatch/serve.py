@@ -66,6 +66,7 @@ from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
 from ingest.records import Dataset
 from ingest.sinks.base import Sink
+from ingest.sources.kafka_settings import check_login
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class Service:
 
     def run(self) -> int:
         kafka = self.config.kafka
+        check_login(kafka)  # a refused login stops here with one line, not in every client's retry loop
         try:
             tokens = self.config.http_ingest.tokens
             routes = None

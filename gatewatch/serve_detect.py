@@ -84,7 +84,8 @@ from ingest.codec import events_from_rows
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
-from ingest.sources.kafka_client import BOUNDED_BACKOFF, STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+from ingest.sources.kafka_settings import client_settings
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -182,12 +183,10 @@ class DetectStage:
         self._checkpoints = CheckpointStore(kafka)
         ensure_topic(kafka, kafka.topics.alerts)  # else the first alert's send logs an error while auto-creating
         self._alerts = KafkaProducer(
-            bootstrap_servers=list(kafka.bootstrap_servers),
             client_id=f"gatewatch-{kafka.group_id}-alerts",
             acks="all",
             linger_ms=5,
-            **BOUNDED_BACKOFF,
-            **dict(kafka.security),
+            **client_settings(kafka),
         )
         self._forwarders = build_forwarders(self.config, self._count_forwarded)
         group = f"{kafka.group_id}-detect"

@@ -66,11 +66,11 @@ from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
 from gatewatch.topology import build_parsers, parse_records
 from gatewatch.wire import encode_events, encode_progress
+from ingest.sources.kafka_settings import client_settings
 from ingest.codec import encode_rows, split_unencodable
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import KafkaSource, stream_name
-from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -138,15 +138,13 @@ def ensure_detect_topic(kafka: Any) -> str:
 
 def detect_producer(kafka: Any, role: str) -> KafkaProducer:
     return KafkaProducer(
-        bootstrap_servers=list(kafka.bootstrap_servers),
         client_id=f"gatewatch-{kafka.group_id}-{role}",
         acks="all",
         linger_ms=5,
         batch_size=1024 * 1024,
         max_request_size=DETECT_MAX_MESSAGE_BYTES,
         max_in_flight_requests_per_connection=1,  # a retry must not overtake: offset order per input
-        **BOUNDED_BACKOFF,
-        **dict(kafka.security),
+        **client_settings(kafka),
     )
 
 

@@ -101,7 +101,7 @@ class KafkaForwarderConfig(ForwarderSettings):
     type: Literal["kafka"]
     topic: str = Field(description="Topic for lifecycle events, keyed by alert id.")
     bootstrap_servers: list[str] | None = Field(
-        None, description="Default: kafka.bootstrap_servers (and its security)."
+        None, description="Default: kafka.bootstrap_servers (and its security and SASL credentials, in any case)."
     )
 
 

@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 from detectors.lifecycle import AlertEvent
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.config import KafkaForwarderConfig
+from ingest.sources.kafka_settings import client_settings
 
 
 class KafkaForwarder:
@@ -18,16 +19,14 @@ class KafkaForwarder:
 
     def __init__(self, config: KafkaForwarderConfig, kafka: Any) -> None:
         self.config = config
-        self._servers = list(config.bootstrap_servers or kafka.bootstrap_servers)
-        self._security = dict(kafka.security)
+        self._settings = client_settings(kafka, config.bootstrap_servers)
         self._producer: KafkaProducer | None = None
 
     def send(self, event: AlertEvent) -> None:
         try:
             if self._producer is None:
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self._servers, acks="all", client_id=f"gatewatch-forward-{self.config.name}",
-                    **self._security,
+                    acks="all", client_id=f"gatewatch-forward-{self.config.name}", **self._settings,
                 )  # fmt: skip
             future = self._producer.send(
                 self.config.topic, key=event.alert.id.encode(), value=orjson.dumps(event.to_document())

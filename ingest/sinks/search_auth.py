@@ -84,7 +84,11 @@ def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
     return f"{match['scheme']}{url[match.end():]}", unquote(user) or None, unquote(password) if password else None
 
 
-def _secret(config: Any, name: str) -> str | None:
+def read_secret(config: Any, name: str, section: str = "store") -> str | None:
+    """``config.<name>``, else the variable ``<name>_env`` names, else the file ``<name>_file`` names; or None.
+
+    Raises :class:`ConfigError` naming ``<section>.<name>_env|_file``, never the value.
+    """
     value = getattr(config, name, None)
     if value is not None:
         return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
@@ -92,7 +96,7 @@ def _secret(config: Any, name: str) -> str | None:
     if env is not None:
         found = os.environ.get(env)
         if not found:
-            raise ConfigError(f"store.{name}_env: the environment variable {env} is not set or empty")
+            raise ConfigError(f"{section}.{name}_env: the environment variable {env} is not set or empty")
         return found
     path = getattr(config, f"{name}_file", None)
     if path is not None:
@@ -100,9 +104,9 @@ def _secret(config: Any, name: str) -> str | None:
             text = Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as error:
             why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-            raise ConfigError(f"store.{name}_file: cannot read {path}: {why}") from None
+            raise ConfigError(f"{section}.{name}_file: cannot read {path}: {why}") from None
         if not text:
-            raise ConfigError(f"store.{name}_file: {path} is empty")
+            raise ConfigError(f"{section}.{name}_file: {path} is empty")
         return text
     return None
 
@@ -120,9 +124,9 @@ def store_auth(store_config: Any, url: str) -> tuple[str, StoreAuth]:
             "use store.username with store.password_env or store.password_file",
             redact_url(url),
         )
-    username = _secret(store_config, "username") if store_config is not None else None
-    password = _secret(store_config, "password") if store_config is not None else None
-    api_key = _secret(store_config, "api_key") if store_config is not None else None
+    username = read_secret(store_config, "username") if store_config is not None else None
+    password = read_secret(store_config, "password") if store_config is not None else None
+    api_key = read_secret(store_config, "api_key") if store_config is not None else None
     if username is None and api_key is None:
         username, password = url_user, url_password if password is None else password
     tls = {

@@ -36,7 +36,8 @@ from kafka.structs import OffsetAndMetadata
 
 from gatewatch.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
-from ingest.sources.kafka_client import BOUNDED_BACKOFF, release_parked_fetches, subscribe
+from ingest.sources.kafka_client import release_parked_fetches, subscribe
+from ingest.sources.kafka_settings import client_settings
 from ingest.sources.unwrap import Unwrap, compile_unwrap, unwrap_key
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
@@ -56,9 +57,8 @@ def stream_name(partition: TopicPartition) -> str:
 
 
 def consumer_settings(kafka: Any, **overrides: Any) -> dict[str, Any]:
-    """kafka-python consumer settings tuned for throughput, with ``kafka.security`` passed through."""
+    """kafka-python consumer settings tuned for throughput, on :func:`client_settings` (security, credentials)."""
     settings: dict[str, Any] = {
-        "bootstrap_servers": list(kafka.bootstrap_servers),
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": MAX_POLL_RECORDS,
@@ -69,8 +69,7 @@ def consumer_settings(kafka: Any, **overrides: Any) -> dict[str, Any]:
         # A member killed without leaving holds its partitions this long: a restart after
         # kill -9 waits for it. 10 s is the broker's minimum-safe order (default 45 s).
         "session_timeout_ms": SESSION_TIMEOUT_MS,
-        **BOUNDED_BACKOFF,  # back within ~1 s of the broker, not up to 36 s (see kafka_client)
-        **dict(kafka.security),
+        **client_settings(kafka),
     }
     settings.update(overrides)
     return settings

@@ -1,0 +1,96 @@
+"""What every kafka-python client gatewatch builds connects with: one place, so none is left out.
+
+Consumers, producers, the admin client, the checkpoint store, the alerts and
+forward producers, HTTP ingest and ``serve --follow`` all start from
+:func:`client_settings`: ``kafka.bootstrap_servers``, ``kafka.security`` as is,
+and the SASL user and password read from ``kafka.sasl_username`` /
+``kafka.sasl_password`` or their ``_env`` / ``_file`` variants (read like
+``store.username`` / ``store.password``). The password is never logged: these
+settings are only handed to clients, never formatted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, SaslAuthenticationFailedError
+
+from gatewatch.errors import SourceError
+from ingest.sinks.search_auth import read_secret
+from ingest.sources.kafka_client import BOUNDED_BACKOFF
+
+__all__ = ["check_login", "client_settings"]
+
+LOGIN_TIMEOUT_SECS = 30.0
+
+
+def client_settings(kafka: Any, servers: list[str] | None = None) -> dict[str, Any]:
+    """kafka-python connection settings from the ``kafka`` config section (``servers`` replaces its bootstrap list).
+
+    Raises :class:`~gatewatch.errors.ConfigError` naming the key when a
+    credential variable is unset or its file unreadable.
+    """
+    settings: dict[str, Any] = {
+        "bootstrap_servers": list(servers or kafka.bootstrap_servers),
+        **BOUNDED_BACKOFF,  # back within ~1 s of a restarted broker, not up to 36 s (see kafka_client)
+        **dict(kafka.security),
+    }
+    username = read_secret(kafka, "sasl_username", "kafka")
+    if username is not None:
+        settings["sasl_plain_username"] = username
+        settings["sasl_plain_password"] = read_secret(kafka, "sasl_password", "kafka")
+    return settings
+
+
+class _LoginWatch(logging.Handler):
+    """Sees the SASL failure kafka-python logs: it only logs it, then retries the bootstrap until a timeout."""
+
+    def __init__(self, refused: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.refused = refused
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple) and any(isinstance(a, SaslAuthenticationFailedError) for a in record.args):
+            self.refused.set()
+
+
+def check_login(kafka: Any, timeout_secs: float = LOGIN_TIMEOUT_SECS) -> None:
+    """Stop at once when the broker refuses the SASL login, instead of retrying until some timeout.
+
+    Does nothing without SASL. Raises :class:`SourceError` (one line, no
+    secret) when the broker refuses the credentials; any other failure is left
+    to the clients built next, which report it as before.
+    """
+    settings = client_settings(kafka)
+    if "sasl_mechanism" not in settings and "sasl_plain_username" not in settings:
+        return
+    refused, finished = threading.Event(), threading.Event()
+    watch = _LoginWatch(refused)
+
+    def probe() -> None:
+        try:
+            KafkaAdminClient(client_id=f"gatewatch-{kafka.group_id}-login", bootstrap_timeout_ms=int(timeout_secs * 1000),
+                             **settings).close()  # fmt: skip
+        except KafkaError:
+            pass
+        finally:
+            finished.set()
+            refused.set()  # wakes the wait below; `finished` tells the two apart
+
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(watch)
+    try:
+        # A daemon thread: on a refused login the process stops while the client still waits for its timeout.
+        threading.Thread(target=probe, name="gatewatch-kafka-login", daemon=True).start()
+        refused.wait(timeout_secs + 5)
+    finally:
+        kafka_log.removeHandler(watch)
+    if not finished.is_set():
+        raise SourceError(
+            f"Kafka at {','.join(settings['bootstrap_servers'])} refused the SASL login "
+            f"({settings.get('sasl_mechanism', 'PLAIN')}) of kafka.sasl_username {settings.get('sasl_plain_username')!r}: "
+            "check the user, its password and its SCRAM credentials on the broker"
+        )
