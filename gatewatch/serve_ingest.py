@@ -182,6 +182,11 @@ class IngestStage:
         self._paused = False  # back-pressure
         self._ahead: set[TopicPartition] = set()
         self._paused_now: set[TopicPartition] = set()
+        # A paused partition is not fetched, so its high watermark stops moving while records keep
+        # arriving: until a fetch with records or a ListOffsets answer after its resume, it is
+        # never reported caught up (the detect stage would otherwise idle it past its backlog).
+        self._stale_ends: set[TopicPartition] = set()
+        self._listed_ends: dict[TopicPartition, int] = {}
         self._poll_records: int | None = ALIGNED_POLL_RECORDS
         self._assigned_at = time.monotonic()
         self._last_progress_at = 0.0
@@ -285,6 +290,8 @@ class IngestStage:
             part = self._parts.get(tp)
             if part is not None:
                 part.next_offset = info.next_offset
+                if tp not in self._paused_now:
+                    self._stale_ends.discard(tp)  # fetched just now: its high watermark is current
                 own = by_stream.get(part.stream)
                 if own:
                     part.clock = max(part.clock, max(e.ts for e in own))
@@ -356,8 +363,12 @@ class IngestStage:
         progress = {}
         for tp, part in self._parts.items():
             end = source.highwater(tp)
-            if end is not None:
-                progress[part.stream] = (part.next_offset, end)
+            if end is None:
+                continue
+            end = max(end, self._listed_ends.get(tp, end))
+            if tp in self._stale_ends:
+                end = max(end, part.next_offset + 1)  # not known to be caught up (see _stale_ends)
+            progress[part.stream] = (part.next_offset, end)
         return progress
 
     def _send_progress_only(self) -> None:
@@ -401,6 +412,8 @@ class IngestStage:
         if parts:
             source.seek(offsets)
         self._paused_now = set(parts)  # the listener paused them
+        self._stale_ends = set(parts)
+        self._listed_ends = {}
         self._ahead = set()
         self._apply_pauses()
         log.info(kv("resumed", stage="ingest", how="committed_offsets", partitions=len(parts),
@@ -423,6 +436,7 @@ class IngestStage:
         want = set(self._parts) if self._paused else self._ahead & set(self._parts)
         if want - self._paused_now:
             source.pause(want - self._paused_now)
+            self._stale_ends |= want - self._paused_now
         if self._paused_now - want:
             source.resume(self._paused_now - want)
         self._paused_now = want
@@ -464,6 +478,10 @@ class IngestStage:
             log.warning(kv("kafka_unreachable", error=str(error)))
             return
         self.shared.kafka_ok_at = time.monotonic()
+        for tp, end in ends.items():
+            if end is not None and tp not in self._paused_now:
+                self._listed_ends[tp] = end
+                self._stale_ends.discard(tp)
         for tp, part in self._parts.items():
             end = ends.get(tp)
             if end is not None:
