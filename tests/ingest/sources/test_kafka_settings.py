@@ -10,6 +10,7 @@ from gatewatch.config import load_config, parse_config
 from gatewatch.errors import ConfigError
 from ingest.sources.kafka import consumer_settings
 from ingest.sources import kafka_settings
+from ingest.sources.kafka_client import BOUNDED_BACKOFF
 from ingest.sources.kafka_settings import check_login, client_settings
 
 SECURITY = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
@@ -25,7 +26,7 @@ def test_credentials_from_env_and_file_relative_to_the_config(tmp_path: Path, mo
     )
     kafka = load_config(config).kafka
     assert client_settings(kafka) == {
-        "bootstrap_servers": ["b:9093"], **SECURITY,
+        "bootstrap_servers": ["b:9093"], **BOUNDED_BACKOFF, **SECURITY,
         "sasl_plain_username": "gatewatch", "sasl_plain_password": "s3cret-from-file",
     }  # fmt: skip
     consumer = consumer_settings(kafka, max_poll_records=5)
