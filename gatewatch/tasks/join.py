@@ -33,12 +33,12 @@ from gatewatch.errors import WireError
 from gatewatch.serve_idle import IdleInputs
 from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.route import entity_partition
-from gatewatch.topology import Pipeline, detector_configs
+from gatewatch.topology import PIPELINE_STATE_VERSION, Pipeline, PipelineState, detector_configs
 from gatewatch.wire import (
     EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedMessage, KeyedTxn,
     decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state,
 )  # fmt: skip
-from ingest.codec import EventRow, EventTable, events_from_rows
+from ingest.codec import EventRow, EventTable, decode, events_from_rows, unpack_events
 from ingest.records import Dataset, Event, Transaction
 
 # The event fields a keyed rule reads (http_4xx_burst, http_5xx_burst, behaviour_outlier, token_replay and
@@ -92,10 +92,33 @@ class _JoinPipeline(Pipeline):
         super().__init__(config, select=lambda cls: cls.keyed_by is None, sink=task.on_finding)
         self.task = task
         self.in_tick = False  # inside _advance_to: findings belong to the tick being advanced to
+        # Ids of the events in the open window (reorder buffer, held, open requests): a batch that
+        # HTTP ingest produced twice (a shipper's retry after a lost 2xx) comes again under the
+        # same ids at new offsets, and must not be counted twice by the rules.
+        self.open_ids: set[str] = set()
+
+    def order_events(self, events: Any) -> None:
+        open_ids = self.open_ids
+        fresh = []
+        for event in events:
+            if event.id in open_ids:
+                self.stats.redelivered += 1
+                continue
+            open_ids.add(event.id)
+            fresh.append(event)
+        super().order_events(fresh)
 
     def _process_event(self, event: Event) -> None:
         super()._process_event(event)
+        if event.request_id is None:
+            self.open_ids.discard(event.id)
         self.task.route_event(event)
+
+    def restore(self, snapshot: bytes | memoryview) -> None:
+        super().restore(snapshot)
+        _, state = decode(snapshot, {"pipeline": (PIPELINE_STATE_VERSION, PipelineState)})
+        tables = (state.order.events, state.order.held, state.correlator.events)
+        self.open_ids = {event.id for table in tables for event in unpack_events(table)}
 
     def _advance_to(self, second: float) -> None:
         self.in_tick = True
@@ -109,10 +132,13 @@ class _JoinPipeline(Pipeline):
         route = self.task.route_transaction
         batch = self._batch.transactions
         observe = self.detectors.observe_transaction
+        open_ids = self.open_ids
         for txn in transactions:
             batch.append(txn)
             observe(txn)
             route(txn, correlator.closing_deadline)
+            for event in txn.gateway + txn.app:
+                open_ids.discard(event.id)
 
     def finish(self) -> None:
         self._order_credible(self.order.settle())

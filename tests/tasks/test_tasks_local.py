@@ -219,3 +219,20 @@ def test_a_checkpoint_that_does_not_decode_raises_wire_error(role: Any, tmp_path
     with pytest.raises(WireError):
         restore_task(QUICK_CONFIG, role, 0, 2, new_task(QUICK_CONFIG, other, 0, 2, ["gateway/0"]).snapshot())
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_batch_produced_twice_is_counted_once() -> None:
+    """HTTP ingest after a lost 2xx: the same records (ids ``http:<source>:<batch>:<n>``) at new offsets."""
+    events = stuffing(clients=2, seconds=150)
+    once = split(events, 1, keyed=False)
+    (stream, part), = once.items()
+    batch = part[100:160]
+    again = [dataclasses.replace(e, origin=Origin(e.dataset, stream, len(part) + n)) for n, e in enumerate(batch)]
+    twice = {stream: part[:170] + again + part[170:]}
+    twice[stream] = [dataclasses.replace(e, origin=Origin(e.dataset, stream, n)) for n, e in enumerate(twice[stream])]
+    # within the open window (allowed lateness + join window, the defaults): a retry comes seconds later
+    expected = reference(EXAMPLES_CONFIG, events=once)
+    for partitions in (1, 3):
+        got = LocalRun(EXAMPLES_CONFIG, partitions, seed=partitions, restarts=1, poll_records=16).run_events(twice)
+        assert got.redelivered >= len(batch)
+        assert_same(expected, got)
