@@ -71,7 +71,8 @@ class LocalRun:
     """P partitions of every internal topic, in memory; see the module docstring."""
 
     def __init__(self, config: Any, partitions: int, *, seed: int = 0, poll_records: int = 64,
-                 wall_step_secs: float = 0.001, restarts: int = 0, batch_messages: int = 3) -> None:  # fmt: skip
+                 wall_step_secs: float = 0.001, restarts: int = 0, batch_messages: int = 3,
+                 checkpoint_chance: float = 0.1) -> None:  # fmt: skip
         self.config = config
         self.partitions = partitions
         self.rng = random.Random(seed)
@@ -79,6 +80,7 @@ class LocalRun:
         self.wall_step_secs = wall_step_secs
         self.restarts = restarts
         self.batch_messages = batch_messages
+        self.checkpoint_chance = checkpoint_chance  # after a step, how often the task is snapshotted
         self.logs: dict[tuple[Role, int], list[bytes]] = {}
         self.tasks: dict[tuple[Role, int], Task] = {}
         self.checkpoints: dict[tuple[Role, int], bytes] = {}
@@ -178,7 +180,7 @@ class LocalRun:
                 break
             task.apply(offset, log[offset])
         self._route(task.take())
-        if self.rng.random() < 0.1:
+        if self.checkpoint_chance and self.rng.random() < self.checkpoint_chance:
             self.checkpoints[key] = task.snapshot()
 
     def _route(self, out: TaskOutput) -> None:
