@@ -31,7 +31,7 @@ from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.keyed import finding_row
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context, lifecycle_settings
 from gatewatch.wire import (
-    AlertTaskState, FindingRow, FindingsMessage, GatheredRows, decode_findings_message, decode_task_state,
+    AlertTaskState, FindingRow, GatheredRows, decode_findings_message, decode_task_state,
     encode_task_state,
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state

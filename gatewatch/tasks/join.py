@@ -295,7 +295,7 @@ class JoinTask:
         tick = pipeline.tick
         # the tick whose lifecycle step first sees it in the single pipeline: the tick being advanced
         # to, else the next one (events of second T are processed after T's step)
-        at_tick = tick if pipeline.in_tick or tick is None else tick + 1
+        at_tick = None if tick is None else float(tick if pipeline.in_tick else tick + 1)
         self._findings.append(FindingRow(at_tick, finding.rule, finding.severity, finding.entity_type,
                                          finding.entity_value, finding.ts, finding.summary, finding.request_ids,
                                          finding.reason, dict(finding.details), finding.key))  # fmt: skip
@@ -355,6 +355,8 @@ class JoinTask:
 
     def _send(self) -> None:
         tick = self._pipeline.tick
+        if tick is not None:
+            tick = float(tick)  # floats on the wire whatever made them: a restored task re-makes the same bytes
         messages = self._out.messages
         for partition, box in enumerate(self._boxes):
             dest = f"keyed/{partition}"

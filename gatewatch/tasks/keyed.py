@@ -43,7 +43,7 @@ from ingest.records import Event, Transaction
 
 def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
     """A finding for the findings topic, with the tick whose lifecycle step first sees it."""
-    return FindingRow(at_tick, finding.rule, finding.severity, finding.entity_type, finding.entity_value, finding.ts,
+    return FindingRow(None if at_tick is None else float(at_tick), finding.rule, finding.severity, finding.entity_type, finding.entity_value, finding.ts,
                       finding.summary, finding.request_ids, finding.reason, dict(finding.details),
                       finding.key)  # fmt: skip
 
@@ -270,7 +270,7 @@ class KeyedTask:
 
     def _gather(self, watermark: float, at_tick: float) -> None:
         for rule_id, rows in self._detectors.gather(watermark).items():
-            self._gathered.append(GatheredRows(rule_id, at_tick, msgspec.Raw(encode_state(rows))))
+            self._gathered.append(GatheredRows(rule_id, float(at_tick), msgspec.Raw(encode_state(rows))))
 
     def _late_event(self, event: Event, mask: int) -> None:
         self._out.late += 1
@@ -285,7 +285,7 @@ class KeyedTask:
         self._detectors.observe_transaction_masked(txn, mask)
 
     def _send(self) -> None:
-        tick = self._tick
+        tick = None if self._tick is None else float(self._tick)  # floats on the wire: the same bytes after a restore
         closing = self._final and not self._final_sent
         if not (self._findings or self._gathered or closing or (tick is not None and tick != self._sent_tick)):
             return

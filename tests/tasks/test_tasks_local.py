@@ -236,3 +236,26 @@ def test_a_batch_produced_twice_is_counted_once() -> None:
         got = LocalRun(EXAMPLES_CONFIG, partitions, seed=partitions, restarts=1, poll_records=16).run_events(twice)
         assert got.redelivered >= len(batch)
         assert_same(expected, got)
+
+
+def test_a_restored_task_makes_exactly_the_messages_the_original_made() -> None:
+    streams = split(stuffing(clients=3, seconds=150), 2, keyed=False)
+    run = LocalRun(QUICK_CONFIG, 2, seed=4)
+    run.run_events(streams)
+    for (role, partition), log in run.logs.items():
+        original = new_task(QUICK_CONFIG, role, partition, 2, list(streams))
+        half = len(log) // 2
+        for offset in range(half):
+            original.apply(offset, log[offset])
+        original.take()
+        restored = restore_task(QUICK_CONFIG, role, partition, 2, original.snapshot())
+        assert restored.next_offset == original.next_offset == half
+        outputs = []
+        for task in (original, restored):
+            for offset in range(half, len(log)):
+                task.apply(offset, log[offset])
+            out = task.take()
+            outputs.append((out.messages, sorted(e.id for e in out.batch.alert_events),
+                            sorted(t.id for t in out.batch.transactions)))  # fmt: skip
+        assert outputs[0] == outputs[1]
+        assert outputs[0][0] or role == "findings"
