@@ -39,6 +39,7 @@ from gatewatch.wire import (
     decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state,
 )  # fmt: skip
 from ingest.codec import EventRow, EventTable, decode, events_from_rows, unpack_events
+from ingest.order import MAX_HELD_EVENTS
 from ingest.records import Dataset, Event, Transaction
 
 # The event fields a keyed rule reads (http_4xx_burst, http_5xx_burst, behaviour_outlier, token_replay and
@@ -108,6 +109,14 @@ class _JoinPipeline(Pipeline):
             open_ids.add(event.id)
             fresh.append(event)
         super().order_events(fresh)
+        # Far-future events past the order's cap are dropped there and would stay here: a flood of
+        # them must not grow this set without bound, so it is rebuilt once it outgrows the window.
+        if len(open_ids) > 8 * (len(self.order) + len(self.correlator)) + MAX_HELD_EVENTS + 10_000:
+            self.open_ids = self._window_ids()
+
+    def _window_ids(self) -> set[str]:
+        order, correlator = self.order.state(), self.correlator.state()
+        return {row[0] for table in (order.events, order.held, correlator.events) for row in table.rows}
 
     def _process_event(self, event: Event) -> None:
         super()._process_event(event)

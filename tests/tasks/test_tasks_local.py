@@ -259,3 +259,20 @@ def test_a_restored_task_makes_exactly_the_messages_the_original_made() -> None:
                             sorted(t.id for t in out.batch.transactions)))  # fmt: skip
         assert outputs[0] == outputs[1]
         assert outputs[0][0] or role == "findings"
+
+
+def test_far_future_records_past_the_cap_do_not_grow_the_joins_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gatewatch.tasks.join
+    import ingest.order
+
+    held = 100
+    monkeypatch.setattr(ingest.order, "MAX_HELD_EVENTS", held)
+    monkeypatch.setattr(gatewatch.tasks.join, "MAX_HELD_EVENTS", held)
+    join = gatewatch.tasks.join.JoinTask(QUICK_CONFIG, 0, 1, ["gw/0"])
+    normal = [gateway_event(t, request_id=f"n-{t}") for t in range(5)]
+    far = [dataclasses.replace(gateway_event(0), ts=T0 + 10 * 86_400 * (n + 1)) for n in range(30_000)]
+    for n, event in enumerate([*normal, *far]):
+        origin = Origin(event.dataset, "gw/0", n)
+        join._pipeline.order_events([dataclasses.replace(event, origin=origin, id=record_id(origin))])
+    assert join._pipeline.order.future_events == 30_000  # 100 held, the rest dropped from detection
+    assert len(join._pipeline.open_ids) <= held + 10_000 + 100
