@@ -100,10 +100,10 @@ class _JoinPipeline(Pipeline):
         self.open_ids: set[str] = set()
 
     def order_events(self, events: Any) -> None:
-        open_ids = self.open_ids
+        open_ids, offsets = self.open_ids, self.stream_offsets
         fresh = []
         for event in events:
-            if event.id in open_ids:
+            if event.id in open_ids or event.origin.offset <= offsets.get(event.origin.stream, -1):
                 self.stats.redelivered += 1
                 continue
             open_ids.add(event.id)
@@ -283,6 +283,7 @@ class JoinTask:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no JOIN task's checkpoint")
         task = cls(config, partition, partitions, state.streams)
         task._pipeline.restore(state.pipeline)
+        task._late_seen = task._pipeline.order.late_events  # counters report what happens from here on
         task._idle = IdleInputs(config.correlate.idle_timeout_secs, state.last_wall, state.last_ts,
                                 state.caught_up_since)  # fmt: skip
         task._next_offset = state.next_offset
