@@ -53,7 +53,8 @@ class AlertTask:
         self.partitions = partitions
         kafka = config.kafka
         self._stream = f"{internal_topic(kafka, 'findings')}/0"
-        self._sources = [f"{internal_topic(kafka, role)}/{p}" for role in ("requests", "keyed") for p in range(partitions)]
+        self._sources = [f"{internal_topic(kafka, role)}/{p}"
+                         for role in ("requests", "keyed") for p in range(partitions)]  # fmt: skip
         self._book = AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids)
         self._settings = lifecycle_settings(config, self._book)
         self._lifecycle = AlertLifecycle(**self._settings)

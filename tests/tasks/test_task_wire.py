@@ -85,7 +85,8 @@ def test_task_states_round_trip() -> None:
                              {"gw-requests/0": 9}, {"gw-requests/0": None}, [], 3, None)  # fmt: skip
     row = findings_message().findings[0]
     alert = AlertTaskState(8, msgspec.Raw(encode_state([[], [], 0.0])), {"version": 1}, None, [(row, "a1")],
-                           findings_message().gathered, {"gw-keyed/0": 2}, {"gw-keyed/0": 5.0}, ["gw-keyed/0"])  # fmt: skip
+                           findings_message().gathered, {"gw-keyed/0": 2}, {"gw-keyed/0": 5.0},
+                           ["gw-keyed/0"])  # fmt: skip
     for state in (join, keyed_state, alert):
         back = decode_task_state(encode_task_state(state))
         assert type(back) is type(state)

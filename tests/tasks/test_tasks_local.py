@@ -40,7 +40,8 @@ EXAMPLES_CONFIG = parse_config({
 
 
 def assert_same(expected: RunResult, got: RunResult) -> None:
-    assert {i: a.to_document() for i, a in got.alerts.items()} == {i: a.to_document() for i, a in expected.alerts.items()}
+    documents = [{i: a.to_document() for i, a in run.alerts.items()} for run in (expected, got)]
+    assert documents[1] == documents[0]
     assert [e.to_document() for e in got.alert_events] == [e.to_document() for e in expected.alert_events]
     assert set(got.transactions) == set(expected.transactions)
 
@@ -110,7 +111,9 @@ def demo_reference(config: Any, streams: dict[str, list[Event]], keyed: bool) ->
 
 
 @pytest.mark.parametrize(("partitions", "keyed", "seed"), [(1, True, 1), (2, False, 2), (3, True, 3), (4, False, 4)])
-def test_demo_gives_replays_alerts_lifecycle_and_transactions(demo: Any, partitions: int, keyed: bool, seed: int) -> None:
+def test_demo_gives_replays_alerts_lifecycle_and_transactions(
+    demo: Any, partitions: int, keyed: bool, seed: int
+) -> None:
     config, _, events = demo
     streams = split(events, 3, keyed)
     expected = demo_reference(config, streams, keyed)
@@ -275,3 +278,34 @@ def test_far_future_records_past_the_cap_do_not_grow_the_joins_memory(monkeypatc
         join._pipeline.order_events([dataclasses.replace(event, origin=origin, id=record_id(origin))])
     assert join._pipeline.order.future_events == 30_000  # 100 held, the rest dropped from detection
     assert len(join._pipeline.open_ids) <= held + 10_000 + 100
+
+
+def test_a_quiet_caught_up_input_stops_holding_every_partitions_watermark() -> None:
+    early = [gateway_event(t, request_id=f"q-{t}", status=200, source_ip="192.0.2.9") for t in range(20)]
+    streams = {"quiet/0": split(early, 1, keyed=False)["envoy.access/0"],
+               "busy/0": split(stuffing(seconds=200), 1, keyed=False)["envoy.access/0"]}  # fmt: skip
+    for name, part in streams.items():
+        streams[name] = [dataclasses.replace(e, id=record_id(o), origin=o)
+                         for e in part for o in [Origin(e.dataset, name, e.origin.offset)]]  # fmt: skip
+    held = LocalRun(QUICK_CONFIG, 2, seed=6, poll_records=4, wall_step_secs=0.001)
+    assert held.run_events(streams, finish=False).alert_events == []  # "quiet" holds event time at 20 s
+    run = LocalRun(QUICK_CONFIG, 2, seed=6, poll_records=4, wall_step_secs=1.0)  # 10 s of wall time: idle
+    assert [e.state for e in run.run_events(streams, finish=False).alert_events][:1] == ["open"]
+    assert_same(reference(QUICK_CONFIG, events=streams), run.finish())
+
+
+def test_a_keyed_message_carrying_a_record_twice_does_not_break_the_task() -> None:
+    from gatewatch.tasks.keyed import KeyedTask
+    from gatewatch.wire import KeyedMessage, KeyedTxn, encode_keyed
+    from ingest.codec import pack_events
+
+    event = gateway_event(1, request_id="dup", status=401, source_ip="192.0.2.1")
+    forged = dataclasses.replace(event, status=403)  # the same id and time, other contents
+    task = KeyedTask(QUICK_CONFIG, 0, 1)
+    twice = KeyedMessage("gatewatch-requests/0", 1, None, pack_events([event, forged]), [1 << 2, 1 << 2],
+                         [KeyedTxn("dup", T0 + 9, 1, 1, 0)] * 2, pack_events([event, forged]))  # fmt: skip
+    task.apply(0, encode_keyed(twice))
+    task.apply(1, encode_keyed(KeyedMessage("gatewatch-requests/0", 2, T0 + 30, pack_events([]), [], [],
+                                            pack_events([]))))  # fmt: skip
+    out = task.take()
+    assert out.applied == 2 and out.rejected == 0 and task.tick == T0 + 30
