@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import random
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -309,3 +310,24 @@ def test_a_keyed_message_carrying_a_record_twice_does_not_break_the_task() -> No
                                             pack_events([]))))  # fmt: skip
     out = task.take()
     assert out.applied == 2 and out.rejected == 0 and task.tick == T0 + 30
+
+
+def test_flipped_bytes_in_any_internal_message_never_raise_out_of_a_task() -> None:
+    streams = split(stuffing(clients=2, seconds=60), 2, keyed=False)
+    run = LocalRun(QUICK_CONFIG, 2, seed=4)
+    run.run_events(streams)
+    rng = random.Random(1)
+    for (role, partition), log in run.logs.items():
+        for _ in range(30):
+            messages = list(log)
+            at = rng.randrange(len(messages))
+            flipped = bytearray(messages[at])
+            for _ in range(rng.randint(1, 4)):
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            messages[at] = bytes(flipped)
+            task = new_task(QUICK_CONFIG, role, partition, 2, list(streams))
+            for offset, value in enumerate(messages):
+                task.apply(offset, value)
+            restored = restore_task(QUICK_CONFIG, role, partition, 2, task.snapshot())
+            restored.finish()
+            restored.take()
