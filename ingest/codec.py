@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from gatewatch.errors import WireError
+from ingest.errors import WireError
 from ingest.records import Dataset, Event, Origin
 
 __all__ = [

@@ -414,7 +414,7 @@ def _jwt_claims(token: str) -> dict[str, str]:
 
 def resolve_hash_key(config: Any) -> bytes | None:
     """The HMAC key from ``hash_key``, ``hash_key_file`` or the ``hash_key_env`` variable; None if unset."""
-    from gatewatch.errors import ConfigError
+    from ingest.errors import ConfigError
 
     if config.hash_key is not None:
         return config.hash_key.get_secret_value().encode()

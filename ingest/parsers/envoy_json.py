@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
 from ingest.parsers.envoy_format import Command, tokenize
@@ -47,7 +48,7 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
         try:
             compiled = _compile_value(value)
         except ValueError as error:
-            raise ValueError(f"json_format {'.'.join(path)}: {error}") from None
+            raise FormatError(f"json_format {'.'.join(path)}: {error}") from None
         if compiled is None:
             continue
         plain = isinstance(compiled, Slot) and compiled.apply is None and not compiled.is_label

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from gatewatch.errors import ConfigError
+from ingest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Elasticsearch and OpenSearch clients behind the same few calls, with errors in two kinds.
 
 The official ``elasticsearch`` client refuses servers that are not Elasticsearch,
-so OpenSearch gets ``opensearch-py``. Each adapter raises :class:`Unreachable`
-(no answer) or :class:`Refused` (an error status) and nothing else.
+so OpenSearch gets ``opensearch-py``. Each adapter raises :class:`StoreUnreachableError`
+(no answer) or :class:`StoreRefusedError` (an error status) and nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gatewatch.errors import ConfigError, StoreAuthError, StoreError
+from ingest.errors import ConfigError, StoreAuthError, StoreError
 from ingest.sinks.search_auth import StoreAuth, redact_url
 
 FLAVORS = ("elasticsearch", "opensearch")
@@ -29,11 +29,11 @@ def is_content_rejection(status: int, error_type: str) -> bool:
 
 
 
-class Unreachable(Exception):
+class StoreUnreachableError(StoreError):
     """No answer: connection refused or reset, timeout, TLS failure."""
 
 
-class Refused(Exception):
+class StoreRefusedError(StoreError):
     """The server answered with an error status."""
 
     def __init__(self, status: int, error_type: str, reason: str) -> None:
@@ -76,7 +76,7 @@ def tls_failure(error: Exception) -> str:
 
 
 class SearchClient(Protocol):
-    """The calls the sink makes, identical for both flavors; raise ``Unreachable`` / ``Refused``."""
+    """The calls the sink makes, identical for both flavors; raise ``StoreUnreachableError`` / ``StoreRefusedError``."""
 
     flavor: str
 
@@ -114,9 +114,9 @@ class _ElasticsearchClient:
         except TlsError as error:
             raise StoreError(tls_failure(error)) from None
         except ApiError as error:
-            raise Refused(error.meta.status, *error_parts(error.body)) from None
+            raise StoreRefusedError(error.meta.status, *error_parts(error.body)) from None
         except TransportError as error:
-            raise Unreachable(str(error)) from None
+            raise StoreUnreachableError(str(error)) from None
 
     def health(self) -> Mapping[str, Any]:
         with self._errors():
@@ -179,11 +179,11 @@ class _OpenSearchClient:
         except SSLError as error:
             raise StoreError(tls_failure(error)) from None
         except OSConnectionError as error:
-            raise Unreachable(str(error)) from None
+            raise StoreUnreachableError(str(error)) from None
         except TransportError as error:
             status = error.status_code if isinstance(error.status_code, int) else 0
             error_type, reason = error_parts(error.info)
-            raise Refused(status, error_type or str(error.error), reason) from None
+            raise StoreRefusedError(status, error_type or str(error.error), reason) from None
 
     def health(self) -> Mapping[str, Any]:
         with self._errors():
@@ -214,7 +214,7 @@ class _OpenSearchClient:
                 current = ism.get_policy(policy=name)
             # Replacing an ISM policy needs the version just read (optimistic concurrency).
             params = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
-        except Refused as error:
+        except StoreRefusedError as error:
             if error.status != 404 or error.api_missing:
                 raise
         with self._errors():

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from gatewatch.errors import SourceError
+from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.unwrap import compile_unwrap, join_pieces
 

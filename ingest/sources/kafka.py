@@ -34,7 +34,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from gatewatch.errors import ConfigError, FencedError, SourceError
+from ingest.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.kafka_client import release_parked_fetches, subscribe
 from ingest.sources.kafka_settings import client_settings

@@ -18,7 +18,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
-from gatewatch.errors import SourceError
+from ingest.errors import SourceError
 from ingest.sinks.search_auth import read_secret
 from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
