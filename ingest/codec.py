@@ -221,6 +221,7 @@ def decode_state(data: bytes | memoryview, state_type: type[T]) -> T:
     if decoder is None:
         decoder = _decoders[state_type] = msgspec.msgpack.Decoder(state_type)
     try:
-        return decoder.decode(data)
+        state: T = decoder.decode(data)
     except msgspec.MsgspecError as error:
         raise WireError("undecodable", str(error)) from None
+    return state

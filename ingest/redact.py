@@ -205,7 +205,8 @@ class Redactor:
 
         def parse_redacted(record: RawRecord) -> Event | DeadLetter:
             result = parser(record)
-            return redact_event(result) if type(result) is Event else redact_letter(result)
+            # type() is: exact, and cheaper per record than isinstance; mypy narrows only its if branch
+            return redact_event(result) if type(result) is Event else redact_letter(result)  # type: ignore[arg-type]
 
         return parse_redacted
 
@@ -417,7 +418,8 @@ def resolve_hash_key(config: Any) -> bytes | None:
     from ingest.errors import ConfigError
 
     if config.hash_key is not None:
-        return config.hash_key.get_secret_value().encode()
+        secret: str = config.hash_key.get_secret_value()
+        return secret.encode()
     if config.hash_key_file is not None:
         try:
             key = Path(config.hash_key_file).read_bytes().strip()

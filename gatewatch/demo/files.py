@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 
 import orjson
 import yaml
@@ -262,7 +262,7 @@ def _open(path: Path, compress: bool) -> BinaryIO:
         return open(path, "wb")  # noqa: SIM115 - closed by the caller's with
     raw = open(path, "wb")  # noqa: SIM115
     # No file name and mtime 0 in the header: the same run gives the same bytes.
-    return _GzipFile(raw)
+    return cast(BinaryIO, _GzipFile(raw))  # a writable binary file, as far as the callers go
 
 
 class _GzipFile(io.RawIOBase):

@@ -32,7 +32,7 @@ from ingest.sinks.base import Batch
 
 log = logging.getLogger(__name__)
 
-_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+_SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(Severity)}
 # The event in flight when the drain time runs out is retried no more; this caps its wait.
 _ABORT_POLL_SECS = 0.05
 

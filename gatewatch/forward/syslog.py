@@ -29,7 +29,7 @@ from gatewatch.forward.fields import alert_fields, neutral
 from ingest.ecs import iso
 
 # Syslog severity (RFC 5424 6.2.1): critical 2, error 3, warning 4, notice 5.
-SYSLOG_SEVERITY = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
+SYSLOG_SEVERITY: dict[str, int] = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
 BOM = "\ufeff"
 
 

@@ -89,7 +89,7 @@ class BulkAction(NamedTuple):
     """
 
     kind: str  # index kind: events, transactions, alerts, deadletter
-    index: str
+    index: str  # type: ignore[assignment]  # the field shadows tuple.index(), which nothing here calls
     id: str
     source: bytes
 
@@ -127,7 +127,7 @@ def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction])
         raise StoreError(f"bulk response has {count} items for {len(actions)} actions")
     outcome = BulkOutcome()
     for action, item in zip(actions, items):
-        result = item.get("index") or next(iter(item.values()), {})
+        result: Mapping[str, Any] = item.get("index") or next(iter(item.values()), {})
         status = result.get("status", 0)
         if 200 <= status < 300:
             outcome.stored += 1
@@ -148,7 +148,7 @@ def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction])
 
 def describe_error(error: Mapping[str, Any]) -> str:
     """``type: reason; caused by type: reason`` for a bulk item's error, capped in length."""
-    parts = []
+    parts: list[str] = []
     current: Any = error
     while isinstance(current, Mapping) and len(parts) < 4:
         parts.append(f"{current.get('type', 'error')}: {current.get('reason', '')}".rstrip(": "))

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 import os
 import re
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -120,11 +120,12 @@ class _ElasticsearchClient:
 
     def health(self) -> Mapping[str, Any]:
         with self._errors():
-            return self._es.cluster.health().body
+            return cast(Mapping[str, Any], self._es.cluster.health().body)
 
     def bulk(self, body: bytes) -> Mapping[str, Any]:
         with self._errors():  # bytes go out as they are: no second serialization
-            return self._es.bulk(operations=body, filter_path=_BULK_FILTER).body
+            # The client sends bytes as they are (its stubs know only a list of actions).
+            return cast(Mapping[str, Any], self._es.bulk(operations=body, filter_path=_BULK_FILTER).body)  # type: ignore[arg-type]
 
     def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
         with self._errors():
@@ -139,7 +140,7 @@ class _ElasticsearchClient:
     def list_indices(self, pattern: str) -> list[str]:
         with self._errors():
             rows = self._es.cat.indices(index=pattern, h="index", format="json", expand_wildcards="open,closed")
-        return [row["index"] for row in rows.body]
+        return [row["index"] for row in cast(list[dict[str, str]], rows.body)]
 
     def delete_indices(self, names: Sequence[str]) -> None:
         with self._errors():
@@ -187,11 +188,11 @@ class _OpenSearchClient:
 
     def health(self) -> Mapping[str, Any]:
         with self._errors():
-            return self._os.cluster.health()
+            return cast(Mapping[str, Any], self._os.cluster.health())
 
     def bulk(self, body: bytes) -> Mapping[str, Any]:
         with self._errors():
-            return self._os.bulk(body=body, params={"filter_path": _BULK_FILTER})
+            return cast(Mapping[str, Any], self._os.bulk(body=body, params={"filter_path": _BULK_FILTER}))
 
     def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
         with self._errors():

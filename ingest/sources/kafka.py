@@ -117,7 +117,7 @@ def commit_offsets(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) 
         raise SourceError(f"offset commit failed: {error}") from None
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
 
@@ -337,9 +337,10 @@ class KafkaSource:
     def highwater(self, partition: TopicPartition) -> int | None:
         """The end as of the last fetch response (no request; None before the first fetch)."""
         try:
-            return self.consumer.highwater(partition)
+            end: int | None = self.consumer.highwater(partition)
         except KafkaError:
             return None
+        return end
 
     def position(self, partition: TopicPartition) -> int | None:
         """The next offset ``poll`` hands out for ``partition`` (None before it was sought)."""
