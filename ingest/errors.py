@@ -4,9 +4,9 @@
     ├── ConfigError                the config file is missing, unreadable or invalid: exit 2
     │   └── FormatError            a log format (gateway.format, json_format, app.fields) cannot be compiled
     ├── RuleRegistrationError      a detector module is misnamed, or two claim one rule_id
-    ├── SourceError                an input cannot be opened or read (file, Kafka)
-    │   ├── SourceAuthError        Kafka refuses gatewatch's credentials or ACLs (SASL, topic, group): stop
+    ├── SourceError                an input cannot be opened or read (file, Kafka): retried by serve
     │   └── CheckpointError        a checkpoint cannot be saved or read back
+    ├── SourceAuthError            Kafka refuses gatewatch's credentials or ACLs (SASL, topic, group): stop
     ├── FencedError                another process joined Kafka's group with this one's --instance-id
     ├── WireError                  bytes read from an internal topic or a checkpoint do not decode
     ├── StoreError                 a store refused or failed a write
@@ -59,11 +59,12 @@ class SourceError(GatewatchError):
     """An input could not be opened or read."""
 
 
-class SourceAuthError(SourceError):
+class SourceAuthError(GatewatchError):
     """Kafka refuses gatewatch: SASL authentication failed, or an ACL denies a topic or the group.
 
-    Retrying cannot help, so a stage stops on it with this one-line message
-    instead of waiting for the broker.
+    Retrying cannot help, so it is not a :class:`SourceError` (which serve's
+    stages retry): it unwinds to the command, which prints its one line and
+    exits 2.
     """
 
 

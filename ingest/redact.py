@@ -50,6 +50,7 @@ from typing import Any, overload
 import orjson
 
 from ingest.records import DeadLetter, Event, RawRecord
+from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class Redactor:
         )
 
     @classmethod
-    def from_config(cls, config: Any) -> Redactor:
+    def from_config(cls, config: RedactSettings) -> Redactor:
         """The redactor the ``redact`` config section describes; reads the hash key (file or env).
 
         Raises :class:`~gatewatch.errors.ConfigError` for an unreadable or empty key file.
@@ -413,7 +414,7 @@ def _jwt_claims(token: str) -> dict[str, str]:
     return kept
 
 
-def resolve_hash_key(config: Any) -> bytes | None:
+def resolve_hash_key(config: RedactSettings) -> bytes | None:
     """The HMAC key from ``hash_key``, ``hash_key_file`` or the ``hash_key_env`` variable; None if unset."""
     from ingest.errors import ConfigError
 
@@ -433,7 +434,7 @@ def resolve_hash_key(config: Any) -> bytes | None:
     return None
 
 
-def build_redactor(config: Any, *, warn_unkeyed: bool = False) -> Redactor:
+def build_redactor(config: HasRedact, *, warn_unkeyed: bool = False) -> Redactor:
     """The redactor for a whole config.
 
     ``warn_unkeyed`` (serve): say so when no hash key is configured, since replicas

@@ -24,9 +24,9 @@ from typing import IO, Protocol
 import orjson
 
 from detectors.base import Severity
-from detectors.lifecycle import AlertEvent
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.config import ForwarderSettings
+from ingest.alerts import AlertEvent
 from ingest.ecs import iso
 from ingest.sinks.base import Batch
 

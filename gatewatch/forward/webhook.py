@@ -27,11 +27,11 @@ import urllib.request
 import orjson
 
 from detectors.base import Severity
-from detectors.lifecycle import AlertEvent, AlertState
 from gatewatch.errors import ConfigError, DeliveryError
 from gatewatch.forward.cef import PRODUCT_VERSION
 from gatewatch.forward.config import WebhookForwarderConfig
 from gatewatch.forward.fields import alert_fields
+from ingest.alerts import AlertEvent, AlertState
 from ingest.ecs import iso
 
 OCSF_VERSION = "1.3.0"

@@ -68,6 +68,7 @@ from ingest.sinks.search_clients import (
     is_content_rejection,
     make_client,
 )
+from ingest.settings import StoreSettings
 from ingest.sinks.search_auth import store_auth
 from schemas.templates import INDEX_KINDS, index_template, template_name
 
@@ -309,7 +310,7 @@ class SearchSink:
         self.where = client.flavor  # "<flavor> at <url>" once connected: for the credentials error
 
     @classmethod
-    def connect(cls, kind: str, url: str, store_config: Any, timeout_secs: float = 30.0) -> SearchSink:
+    def connect(cls, kind: str, url: str, store_config: StoreSettings, timeout_secs: float = 30.0) -> SearchSink:
         """Check that the node answers, install the index templates and apply retention.
 
         ``store_config`` is a :class:`gatewatch.config.StoreConfig` (index_prefix,
