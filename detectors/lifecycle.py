@@ -43,6 +43,7 @@ from typing import Any
 from detectors.alerts import _Window
 from detectors.base import Finding, Severity
 from ingest.alerts import Alert, AlertEvent as AlertEvent, AlertState as AlertState  # values live in the leaf
+from ingest.errors import WireError
 
 # Per-rule quiet time before an alert resolves, in event time. Bursts are judged over
 # one or two minutes, so five quiet minutes mean the burst is over; the outlier model
@@ -223,7 +224,9 @@ class AlertLifecycle:
     def from_state(cls, state: Mapping[str, Any], **settings: Any) -> AlertLifecycle:
         """A lifecycle with this process's ``settings`` continuing from :meth:`to_state`'s output."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"alert lifecycle state version {state.get('version')!r}, expected {STATE_VERSION}")
+            raise WireError(
+                "unknown_version", f"alert lifecycle state version {state.get('version')!r}, expected {STATE_VERSION}"
+            )
         lifecycle = cls(**settings)
         for finding, alert_id in state["parked"]:
             lifecycle.add(_finding_from_state(finding), alert_id)

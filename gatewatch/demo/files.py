@@ -34,6 +34,7 @@ from gatewatch.demo.world import (
     RECONCILER_IDENTITY,
     uuid_from_bits,
 )
+from gatewatch.errors import ConfigError
 
 GatewayFormat = Literal["text", "default", "json", "json_strings"]
 OVERSIZED_LINE_BYTES = 2 * 1024 * 1024
@@ -94,7 +95,7 @@ def gateway_renderer(gateway_format: GatewayFormat) -> Callable[[dict[str, Any]]
     if gateway_format in ("json", "json_strings"):
         render_json = compile_json(DEMO_JSON_FORMAT, typed=gateway_format == "json")
         return lambda record: render_json(record) + b"\n"
-    raise ValueError(f"gateway_format must be text, default, json or json_strings, not {gateway_format!r}")
+    raise ConfigError(f"demo: --format must be text, default, json or json_strings, not {gateway_format!r}")
 
 
 def config_document(gateway_format: GatewayFormat, revoked_csv: Path) -> dict[str, Any]:
