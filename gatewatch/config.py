@@ -417,7 +417,7 @@ class HttpIngestConfig(_Section):
 class DetectorsConfig(BaseModel):
     """One section per detection rule, named after it, with the rule's own settings."""
 
-    # A new rule adds its line here: tests/gatewatch/test_config_contract.py fails while
+    # A new rule adds its line here: tests/gatewatch/test_config_declared.py fails while
     # these sections and detectors.registry() differ.
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -167,7 +167,7 @@ class Redactor:
     def from_config(cls, config: RedactSettings) -> Redactor:
         """The redactor the ``redact`` config section describes; reads the hash key (file or env).
 
-        Raises :class:`~gatewatch.errors.ConfigError` for an unreadable or empty key file.
+        Raises :class:`~ingest.errors.ConfigError` for an unreadable or empty key file.
         """
         return cls(
             query_params=config.query_params,

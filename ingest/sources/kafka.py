@@ -36,9 +36,9 @@ from kafka.structs import OffsetAndMetadata
 
 from ingest.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
-from ingest.sources.kafka_client import release_parked_fetches, subscribe
+from ingest.sources.kafka_client import release_parked_fetches, subscribe, unauthorized_topics
 from ingest.settings import KafkaSettings
-from ingest.sources.kafka_settings import client_settings, refusal
+from ingest.sources.kafka_settings import client_settings, denied_topics, refusal
 from ingest.sources.unwrap import Unwrap, compile_unwrap, unwrap_key
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
@@ -164,11 +164,14 @@ def unwrap(value: bytes, key: str) -> bytes | None:
 
 
 class KafkaSource:
-    """A consumer-group member reading the gateway and app topics.
+    """A consumer-group member reading the gateway and app topics: a :class:`~ingest.sources.base.Source`.
 
     All methods are called from one thread (the serve loop). ``poll`` raises
-    :class:`~gatewatch.errors.SourceError` when the client fails; a broker that
-    is merely unreachable makes ``poll`` return nothing until it is back.
+    :class:`~ingest.errors.SourceError` when the client fails (retry),
+    :class:`~ingest.errors.SourceAuthError` when Kafka refuses gatewatch's
+    login or its ACLs deny a topic or the group (stop); a broker that is
+    merely unreachable makes ``poll`` return nothing until it is back.
+    Beyond the contract: seeking, pausing and rebalance hand-over for serve.
     """
 
     def __init__(self, kafka: KafkaSettings, consumer: KafkaConsumer | None = None) -> None:
@@ -216,6 +219,9 @@ class KafkaSource:
                 polled = self.consumer.poll(timeout_ms=int(timeout_secs * 1000), max_records=max_records)
         except KafkaError as error:
             raise refusal(error, self._kafka, "reading") or SourceError(f"Kafka poll failed: {error}") from None
+        denied = unauthorized_topics(self.consumer) & self._datasets.keys()
+        if denied:  # kafka-python would go on polling the other topic alone
+            raise denied_topics(self._kafka, denied, "reading")
         records: list[RawRecord] = []
         summary: dict[TopicPartition, PartitionPoll] = {}
         positions = self._positions

@@ -23,7 +23,7 @@ from ingest.settings import KafkaSettings
 from ingest.sinks.search_auth import read_secret
 from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
-__all__ = ["check_login", "client_settings", "refusal"]
+__all__ = ["check_login", "client_settings", "denied_topics", "refusal"]
 
 LOGIN_TIMEOUT_SECS = 30.0
 
@@ -31,7 +31,7 @@ LOGIN_TIMEOUT_SECS = 30.0
 def client_settings(kafka: KafkaSettings, servers: list[str] | None = None) -> dict[str, Any]:
     """kafka-python connection settings from the ``kafka`` config section (``servers`` replaces its bootstrap list).
 
-    Raises :class:`~gatewatch.errors.ConfigError` naming the key when a
+    Raises :class:`~ingest.errors.ConfigError` naming the key when a
     credential variable is unset or its file unreadable.
     """
     settings: dict[str, Any] = {
@@ -54,11 +54,18 @@ def refusal(error: BaseException, kafka: KafkaSettings, what: str) -> SourceAuth
     :class:`~ingest.errors.SourceError` it would retry.
     """
     if isinstance(error, SaslAuthenticationFailedError):
-        cause = "refused the SASL login"
-    elif isinstance(error, AuthorizationError):
-        cause = f"denied it ({type(error).__name__.removesuffix('Error')}: {error})"
-    else:
-        return None
+        return _refused(kafka, "refused the SASL login", what)
+    if isinstance(error, AuthorizationError):
+        return _refused(kafka, f"denied it ({type(error).__name__.removesuffix('Error')}: {error})", what)
+    return None
+
+
+def denied_topics(kafka: KafkaSettings, topics: set[str], what: str) -> SourceAuthError:
+    """The one-line :class:`SourceAuthError` for topics the ACLs deny (see ``kafka_client.unauthorized_topics``)."""
+    return _refused(kafka, f"denied it (TopicAuthorizationFailed: {', '.join(sorted(topics))})", what)
+
+
+def _refused(kafka: KafkaSettings, cause: str, what: str) -> SourceAuthError:
     user = read_secret(kafka, "sasl_username", "kafka")
     return SourceAuthError(
         f"Kafka at {','.join(kafka.bootstrap_servers)} {cause} while {what} as kafka.sasl_username {user!r}: "

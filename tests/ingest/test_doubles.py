@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -201,3 +202,16 @@ def test_other_kafka_failures_stay_retryable() -> None:
         _kafka_source(KafkaConnectionError("broker down")).poll(0.1)
     with pytest.raises(FencedError, match="pod-1-ingest"):
         commit_offsets(_Consumer(FencedInstanceIdError()), {TopicPartition("t", 0): 1})  # type: ignore[arg-type]
+
+
+def test_a_topic_the_acls_deny_stops_the_source_instead_of_reading_the_other_alone() -> None:
+    # kafka-python only records the refusal in its cluster metadata and polls the other topic on.
+    consumer = _Consumer(KafkaConnectionError("unused"))
+    consumer.poll = lambda **kwargs: {}  # type: ignore[method-assign]
+    consumer._client = SimpleNamespace(cluster=SimpleNamespace(unauthorized_topics=set()))  # type: ignore[attr-defined]
+    kafka = parse_config({"kafka": {"sasl_username": "gw-ingest", "sasl_password": "s3cret"}}).kafka
+    source = KafkaSource(kafka, consumer=consumer)
+    assert source.poll(0.1) == []
+    consumer._client.cluster.unauthorized_topics = {kafka.topics.gateway, "someone-elses-topic"}  # type: ignore[attr-defined]
+    with pytest.raises(SourceAuthError, match=f"TopicAuthorizationFailed: {kafka.topics.gateway}\\)"):
+        source.poll(0.1)
