@@ -12,12 +12,11 @@ import pkgutil
 from functools import cache
 
 from detectors.base import Detector
+from ingest.errors import RuleRegistrationError
+
+__all__ = ["RuleRegistrationError", "registry"]
 
 _SUPPORT_MODULES = frozenset({"base", "alerts", "trust", "sample", "runner"})
-
-
-class RuleRegistrationError(RuntimeError):
-    """A detector is misnamed, or two claim the same ``rule_id``."""
 
 
 @cache

@@ -23,13 +23,12 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from detectors.base import Finding, Severity
-from ingest.ecs import iso
+from ingest.alerts import Alert as Alert  # the value lives in the leaf; re-exported
 from ingest.escape import visible
 
 _SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
@@ -39,43 +38,6 @@ DAY_SECS = 86_400
 MIN_GRACE_SECS = 300.0
 # Distinct finding keys remembered per alert; past this, every keyed finding counts.
 MAX_KEYS_PER_ALERT = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One alert, as the SIEM and the alerts index see it (see schemas/alert.schema.json)."""
-
-    id: str
-    rule: str
-    severity: Severity
-    entity_type: str
-    entity_value: str
-    first_seen: float
-    last_seen: float
-    count: int
-    request_ids: tuple[str, ...]
-    summary: str
-    reason: str | None = None
-    details: dict[str, object] = field(default_factory=dict)
-
-    def to_document(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "id": self.id,
-            "@timestamp": iso(self.first_seen),
-            "rule": self.rule,
-            "severity": str(self.severity),
-            "entity": {"type": self.entity_type, "value": self.entity_value},
-            "first_seen": iso(self.first_seen),
-            "last_seen": iso(self.last_seen),
-            "count": self.count,
-            "request_ids": list(self.request_ids),
-            "summary": self.summary,
-        }
-        if self.reason is not None:
-            doc["reason"] = self.reason
-        if self.details:
-            doc["details"] = self.details
-        return doc
 
 
 def alert_id(rule: str, entity_type: str, entity_value: str, window: str) -> str:

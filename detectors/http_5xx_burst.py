@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 from pydantic import Field
@@ -55,7 +56,7 @@ class _Route:
                  "base_ts", "last_ts", "fired_bucket", "recent_ids")
 
     def __init__(self) -> None:
-        self.buckets: deque[list] = deque()  # [bucket_start, requests, errors], in the window
+        self.buckets: deque[list[Any]] = deque()  # [bucket_start (float), requests, errors (int)], in the window
         self.win_requests = 0
         self.win_errors = 0
         self.base_requests = 0.0  # decayed sums of buckets that left the window
@@ -335,9 +336,13 @@ class Http5xxBurst(Detector):
         ), frozenset())
 
 
-def _pods(route: str, begin: float, end: float, pods: dict[str, tuple[float, Callable[[int, float], int]]]) -> list:
+_Row = tuple[float, str, int, str | None]  # time, route, status, upstream address
+_Flow = tuple[str, float, float, float, Callable[[int, float], int]]
+
+
+def _pods(route: str, begin: float, end: float, pods: dict[str, tuple[float, Callable[[int, float], int]]]) -> list[_Row]:
     """Flows of one route spread over its pods: address -> (requests per second, status(i, t))."""
-    rows = []
+    rows: list[_Row] = []
     for address, (per_sec, status) in pods.items():
         for i in range(int((end - begin) * per_sec)):
             t = begin + i / per_sec
@@ -349,9 +354,9 @@ def _every(i: int, n: int) -> int:
     return 500 if i % n == n - 1 else 200
 
 
-def _traffic(*flows: tuple) -> tuple[Event, ...]:
+def _traffic(*flows: _Flow | list[_Row]) -> tuple[Event, ...]:
     """Flows of (route, start, end, requests per second, status(i, t)) or rows of :func:`_pods`, in time order."""
-    rows = []
+    rows: list[_Row] = []
     for flow in flows:
         if isinstance(flow, list):
             rows.extend(flow)

@@ -38,13 +38,12 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from detectors.alerts import Alert, _Window
+from detectors.alerts import _Window
 from detectors.base import Finding, Severity
-from ingest.ecs import iso
+from ingest.alerts import Alert, AlertEvent as AlertEvent, AlertState as AlertState  # values live in the leaf
+from ingest.errors import WireError
 
 # Per-rule quiet time before an alert resolves, in event time. Bursts are judged over
 # one or two minutes, so five quiet minutes mean the burst is over; the outlier model
@@ -57,41 +56,6 @@ DEFAULT_RESOLVE_AFTER_SECS: Mapping[str, float] = {
 }
 FALLBACK_RESOLVE_AFTER_SECS = 600.0
 STATE_VERSION = 1
-
-
-class AlertState(StrEnum):
-    OPEN = "open"
-    UPDATED = "updated"
-    RESOLVED = "resolved"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertEvent:
-    """One transition of an alert: what a SIEM receives.
-
-    ``sequence`` counts the alert's transitions from 1; ``at`` is the event time
-    at which the transition was decided; ``alert`` is the alert as folded then.
-    """
-
-    alert: Alert
-    state: AlertState
-    sequence: int
-    at: float
-
-    @property
-    def id(self) -> str:
-        return f"{self.alert.id}-{self.sequence}"
-
-    def to_document(self) -> dict[str, object]:
-        """The alert document plus a ``lifecycle`` object (see schemas/alert.schema.json)."""
-        doc = self.alert.to_document()
-        doc["lifecycle"] = {
-            "event_id": self.id,
-            "state": str(self.state),
-            "sequence": self.sequence,
-            "at": iso(self.at),
-        }
-        return doc
 
 
 class _Tracked:
@@ -260,7 +224,9 @@ class AlertLifecycle:
     def from_state(cls, state: Mapping[str, Any], **settings: Any) -> AlertLifecycle:
         """A lifecycle with this process's ``settings`` continuing from :meth:`to_state`'s output."""
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"alert lifecycle state version {state.get('version')!r}, expected {STATE_VERSION}")
+            raise WireError(
+                "unknown_version", f"alert lifecycle state version {state.get('version')!r}, expected {STATE_VERSION}"
+            )
         lifecycle = cls(**settings)
         for finding, alert_id in state["parked"]:
             lifecycle.add(_finding_from_state(finding), alert_id)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import T0, app_event
+from ingest.ecs import iso
 from ingest.records import Dataset, Event
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import T0, app_event, gateway_event, transaction
+from ingest.ecs import iso
 from ingest.records import Event, Transaction
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import app_event, gateway_event
+from ingest.ecs import iso
 from ingest.records import Event
 
 

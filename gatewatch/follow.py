@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from kafka import KafkaProducer
@@ -27,6 +27,9 @@ from ingest.records import Dataset, RawRecord
 from ingest.sources.kafka import ORIGIN_HEADER
 from ingest.sources.kafka_settings import client_settings
 from ingest.sources.tail import Follower
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 __all__ = ["FollowStage", "parse_follow_specs"]
 
@@ -51,7 +54,7 @@ def parse_follow_specs(specs: list[str]) -> dict[Dataset, list[str]]:
 class FollowStage:
     """The follow thread: poll files, produce, wait for acks, save positions (see the module docstring)."""
 
-    def __init__(self, config: Any, metrics: Any, patterns: dict[Dataset, list[str]], positions_path: Path) -> None:
+    def __init__(self, config: GatewatchConfig, metrics: Any, patterns: dict[Dataset, list[str]], positions_path: Path) -> None:
         kafka = config.kafka
         self.metrics = metrics
         self._stop = threading.Event()

@@ -386,8 +386,9 @@ def _timeline_table(rows_html: str) -> str:
 def _timeline_rows(rows: pd.DataFrame) -> str:
     lines = []
     for r in timeline(rows).itertuples():
-        status = "" if pd.isna(r.status) else int(r.status)
-        css = "s5" if status and status >= 500 else "s4" if status and status >= 400 else ""
+        code = None if pd.isna(r.status) else int(r.status)
+        css = "s5" if code and code >= 500 else "s4" if code and code >= 400 else ""
+        status = "" if code is None else code
         peer = esc(r.source_ip) if pd.notna(r.source_ip) else ""
         if pd.notna(r.peer_identity):
             peer += f'<br><span class="note">{esc(r.peer_identity)}</span>'

@@ -39,7 +39,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import Request
@@ -50,6 +50,9 @@ from kafka.errors import KafkaError
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
 from ingest.sources.kafka import ORIGIN_HEADER
 from ingest.sources.kafka_settings import client_settings
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 __all__ = ["DecodedBatch", "HttpIngest", "IngestAnswer", "add_routes", "decode_body", "record_key", "request_id_paths"]
 
@@ -82,11 +85,11 @@ class IngestAnswer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def request_id_paths(config: Any, source: str) -> tuple[str, ...] | None:
+def request_id_paths(config: GatewatchConfig, source: str) -> tuple[str, ...] | None:
     """The dotted path of the request id in a JSON record of ``source``, or None (text lines: not read)."""
     if source == "app":
-        path = {**DEFAULT_APP_FIELDS, **config.app.fields}.get("request_id")
-        return tuple(path.split(".")) if path else None
+        dotted = {**DEFAULT_APP_FIELDS, **config.app.fields}.get("request_id")
+        return tuple(dotted.split(".")) if dotted else None
     json_format = config.gateway.json_format
     if not json_format:
         return None
@@ -225,7 +228,7 @@ class HttpIngest:
     (on the event loop); the blocking produce runs in a worker thread.
     """
 
-    def __init__(self, config: Any, metrics: Any, producer: KafkaProducer | None = None) -> None:
+    def __init__(self, config: GatewatchConfig, metrics: Any, producer: KafkaProducer | None = None) -> None:
         settings = config.http_ingest
         self.settings = settings
         self.metrics = metrics

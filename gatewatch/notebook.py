@@ -41,7 +41,7 @@ def open_store(url: str, index_prefix: str = "gatewatch") -> DuckDBStore | Searc
 class _Tables:
     """One accessor per kind of record; each store implements ``query``."""
 
-    def query(self, kind: str, **kwargs: Any) -> pd.DataFrame:
+    def query(self, kind: str, *args: Any, **kwargs: Any) -> pd.DataFrame:  # each store has its own filters
         raise NotImplementedError
 
     def events(self, **kwargs: Any) -> pd.DataFrame:

@@ -7,22 +7,22 @@ however long or unbalanced the files are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from gatewatch.config import GatewatchConfig
 from gatewatch.topology import Pipeline, RunStats, tune_gc_for_streaming
-from ingest.records import Dataset, RawRecord
+from ingest.records import Dataset
 from ingest.sinks.base import Sink
-from ingest.sources.files import read_lines
+from ingest.sources.base import Source
+from ingest.sources.files import FileSource
 
 CHUNK_RECORDS = 512
 DRAIN_EVERY_RECORDS = 20_000
 
 
 def replay(
-    config: Any,
+    config: GatewatchConfig,
     gateway_paths: Sequence[Path],
     app_paths: Sequence[Path],
     sinks: Sequence[Sink],
@@ -31,30 +31,34 @@ def replay(
     """Read every file to its end, write all outputs to ``sinks``, and return the run's counts."""
     tune_gc_for_streaming()
     pipeline = Pipeline(config)
-    readers: dict[str, Iterator[RawRecord]] = {}
+    readers: dict[str, Source[str]] = {}
     for dataset, paths, section in (
         (Dataset.GATEWAY, gateway_paths, config.gateway),
         (Dataset.APP, app_paths, config.app),
     ):
         for path in paths:
-            readers[str(path)] = read_lines(path, dataset, section.max_line_bytes, section.unwrap)
+            readers[str(path)] = FileSource(path, dataset, section.max_line_bytes, section.unwrap)
             pipeline.open_stream(str(path))
 
     since_drain = 0
-    while readers:
-        stream = min(readers, key=pipeline.order.stream_clock)
-        chunk = list(islice(readers[stream], CHUNK_RECORDS))
-        if not chunk:
-            del readers[stream]
-            pipeline.close_stream(stream)
-        pipeline.feed(chunk)
-        pipeline.process()
-        since_drain += len(chunk)
-        if since_drain >= DRAIN_EVERY_RECORDS:
-            _write(pipeline, sinks)
-            if on_progress is not None:
-                on_progress(since_drain)
-            since_drain = 0
+    try:
+        while readers:
+            stream = min(readers, key=pipeline.order.stream_clock)
+            chunk = readers[stream].poll(0.0, CHUNK_RECORDS)
+            if readers[stream].at_end:
+                readers.pop(stream).close()
+                pipeline.close_stream(stream)
+            pipeline.feed(chunk)
+            pipeline.process()
+            since_drain += len(chunk)
+            if since_drain >= DRAIN_EVERY_RECORDS:
+                _write(pipeline, sinks)
+                if on_progress is not None:
+                    on_progress(since_drain)
+                since_drain = 0
+    finally:
+        for reader in readers.values():  # a file failed, or a sink: close the others now
+            reader.close()
     pipeline.finish()
     _write(pipeline, sinks)
     if on_progress is not None:

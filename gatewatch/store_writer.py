@@ -24,6 +24,7 @@ import threading
 from collections import deque
 from typing import Any
 
+from gatewatch.errors import StoppedError
 from ingest.sinks.base import Batch, Sink
 
 __all__ = ["PendingWrite", "StoreWriter", "merge_batches"]
@@ -87,7 +88,7 @@ class StoreWriter:
         pending = PendingWrite(batch)
         with self._ready:
             if self._closing:
-                raise RuntimeError("store writer is closed")
+                raise StoppedError("store writer is closed")
             self._queue.append(pending)
             self._ready.notify()
         return pending
@@ -105,7 +106,7 @@ class StoreWriter:
                 self._queue.clear()
             self._ready.notify_all()
         for pending in abandoned:
-            pending._finish(RuntimeError("store writer closed before this batch was written"))
+            pending._finish(StoppedError("store writer closed before this batch was written"))
         for thread in self._threads:
             thread.join()
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
+from gatewatch.config import GatewatchConfig
 from gatewatch.errors import ConfigError
 from ingest.sinks.base import Sink
 from ingest.sinks.search_auth import redact_url
@@ -12,7 +11,7 @@ from ingest.sinks.search_auth import redact_url
 STORE_KINDS = ("duckdb", "elasticsearch", "opensearch", "none")
 
 
-def open_store(url: str, config: Any) -> Sink | None:
+def open_store(url: str, config: GatewatchConfig) -> Sink | None:
     """The sink for ``url``, or None for ``none``."""
     kind, _, target = url.partition(":")
     if kind == "none" and not target:

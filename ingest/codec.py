@@ -11,7 +11,7 @@ newer (or an older, retired) format is refused as ``unknown_version`` rather
 than misread. Adding a field at the end of a Struct with a default is
 compatible; anything else bumps the version.
 
-:func:`decode` raises :class:`~gatewatch.errors.WireError` with a
+:func:`decode` raises :class:`~ingest.errors.WireError` with a
 low-cardinality ``reason`` (``undecodable``, ``unknown_version``,
 ``unknown_kind``) and nothing else, whatever the bytes hold.
 """
@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from gatewatch.errors import WireError
+from ingest.errors import WireError
 from ingest.records import Dataset, Event, Origin
 
 __all__ = [
@@ -111,7 +111,7 @@ def _event(stream: str, row: EventRow) -> Event:
 def encode_rows(events: Sequence[Event]) -> msgspec.Raw:
     """The events' rows, encoded once, to embed in a message (``encode(..., (..., rows))``).
 
-    Raises :class:`~gatewatch.errors.WireError` (reason ``invalid_value``) if an
+    Raises :class:`~ingest.errors.WireError` (reason ``invalid_value``) if an
     event cannot cross the wire: an integer past uint64 or an event time
     outside ±:data:`MAX_TS_SECS`. :func:`split_unencodable` tells which.
     """
@@ -221,6 +221,7 @@ def decode_state(data: bytes | memoryview, state_type: type[T]) -> T:
     if decoder is None:
         decoder = _decoders[state_type] = msgspec.msgpack.Decoder(state_type)
     try:
-        return decoder.decode(data)
+        state: T = decoder.decode(data)
     except msgspec.MsgspecError as error:
         raise WireError("undecodable", str(error)) from None
+    return state

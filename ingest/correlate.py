@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from gatewatch.errors import WireError
+from ingest.errors import WireError
 from ingest.codec import EventTable, pack_events, unpack_events
 from ingest.records import Dataset, Event, Transaction
 

@@ -210,7 +210,7 @@ class Transaction:
     def first(self, attribute: str) -> object | None:
         """The first non-empty value of ``attribute`` over gateway, then app records."""
         for event in self.gateway + self.app:
-            value = getattr(event, attribute)
+            value: object = getattr(event, attribute)
             if value is not None:
                 return value
         return None

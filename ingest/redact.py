@@ -50,6 +50,7 @@ from typing import Any, overload
 import orjson
 
 from ingest.records import DeadLetter, Event, RawRecord
+from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,10 @@ class Redactor:
         )
 
     @classmethod
-    def from_config(cls, config: Any) -> Redactor:
+    def from_config(cls, config: RedactSettings) -> Redactor:
         """The redactor the ``redact`` config section describes; reads the hash key (file or env).
 
-        Raises :class:`~gatewatch.errors.ConfigError` for an unreadable or empty key file.
+        Raises :class:`~ingest.errors.ConfigError` for an unreadable or empty key file.
         """
         return cls(
             query_params=config.query_params,
@@ -205,7 +206,8 @@ class Redactor:
 
         def parse_redacted(record: RawRecord) -> Event | DeadLetter:
             result = parser(record)
-            return redact_event(result) if type(result) is Event else redact_letter(result)
+            # type() is: exact, and cheaper per record than isinstance; mypy narrows only its if branch
+            return redact_event(result) if type(result) is Event else redact_letter(result)  # type: ignore[arg-type]
 
         return parse_redacted
 
@@ -412,12 +414,13 @@ def _jwt_claims(token: str) -> dict[str, str]:
     return kept
 
 
-def resolve_hash_key(config: Any) -> bytes | None:
+def resolve_hash_key(config: RedactSettings) -> bytes | None:
     """The HMAC key from ``hash_key``, ``hash_key_file`` or the ``hash_key_env`` variable; None if unset."""
-    from gatewatch.errors import ConfigError
+    from ingest.errors import ConfigError
 
     if config.hash_key is not None:
-        return config.hash_key.get_secret_value().encode()
+        secret: str = config.hash_key.get_secret_value()
+        return secret.encode()
     if config.hash_key_file is not None:
         try:
             key = Path(config.hash_key_file).read_bytes().strip()
@@ -431,7 +434,7 @@ def resolve_hash_key(config: Any) -> bytes | None:
     return None
 
 
-def build_redactor(config: Any, *, warn_unkeyed: bool = False) -> Redactor:
+def build_redactor(config: HasRedact, *, warn_unkeyed: bool = False) -> Redactor:
     """The redactor for a whole config.
 
     ``warn_unkeyed`` (serve): say so when no hash key is configured, since replicas

@@ -28,4 +28,5 @@ def _load(name: str) -> str:
 
 def load_schema(name: str) -> dict[str, Any]:
     """The JSON Schema ``schemas/<name>.schema.json`` as a fresh dict (callers may change it)."""
-    return json.loads(_load(name))
+    schema: dict[str, Any] = json.loads(_load(name))
+    return schema

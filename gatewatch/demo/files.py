@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 
 import orjson
 import yaml
@@ -34,6 +34,7 @@ from gatewatch.demo.world import (
     RECONCILER_IDENTITY,
     uuid_from_bits,
 )
+from gatewatch.errors import ConfigError
 
 GatewayFormat = Literal["text", "default", "json", "json_strings"]
 OVERSIZED_LINE_BYTES = 2 * 1024 * 1024
@@ -94,7 +95,7 @@ def gateway_renderer(gateway_format: GatewayFormat) -> Callable[[dict[str, Any]]
     if gateway_format in ("json", "json_strings"):
         render_json = compile_json(DEMO_JSON_FORMAT, typed=gateway_format == "json")
         return lambda record: render_json(record) + b"\n"
-    raise ValueError(f"gateway_format must be text, default, json or json_strings, not {gateway_format!r}")
+    raise ConfigError(f"demo: --format must be text, default, json or json_strings, not {gateway_format!r}")
 
 
 def config_document(gateway_format: GatewayFormat, revoked_csv: Path) -> dict[str, Any]:
@@ -262,7 +263,7 @@ def _open(path: Path, compress: bool) -> BinaryIO:
         return open(path, "wb")  # noqa: SIM115 - closed by the caller's with
     raw = open(path, "wb")  # noqa: SIM115
     # No file name and mtime 0 in the header: the same run gives the same bytes.
-    return _GzipFile(raw)
+    return cast(BinaryIO, _GzipFile(raw))  # a writable binary file, as far as the callers go
 
 
 class _GzipFile(io.RawIOBase):

@@ -93,7 +93,8 @@ class Plan:
 
 def times(rng: random.Random, t0: float, t1: float, mean_gap_secs: float) -> list[float]:
     """Poisson arrival times in ``[t0, t1)`` with the given mean gap."""
-    out, t = [], t0
+    out: list[float] = []
+    t = t0
     while True:
         t += rng.expovariate(1.0 / mean_gap_secs)
         if t >= t1:

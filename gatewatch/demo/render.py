@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -258,7 +258,8 @@ def _value_expression(template: Any, typed: bool, namespace: dict[str, Any]) -> 
         return _mapping_expression(template, typed, namespace)
     parts = _parse(template) if isinstance(template, str) else None
     if parts is None or all(isinstance(p, str) for p in parts):
-        namespace["C"].append("".join(parts) if parts is not None else template)  # a literal, kept as is
+        literal = "".join(cast(list[str], parts)) if parts is not None else template
+        namespace["C"].append(literal)  # a literal, kept as is
         return f"C[{len(namespace['C']) - 1}]"
     if len(parts) == 1 and not isinstance(parts[0], str):
         key, max_length, arg = parts[0]

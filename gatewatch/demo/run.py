@@ -10,16 +10,19 @@ from rich.table import Table
 
 from detectors.alerts import Alert
 from gatewatch.config import load_config
-from gatewatch.demo.files import write_demo
+from gatewatch.demo.files import GatewayFormat, write_demo
 from gatewatch.demo.scenario import Scenario
 from gatewatch.html_report import write_report
 from gatewatch.replay import replay
 from gatewatch.report import alerts_table, cell, shown
+from ingest.sinks.base import Sink
 from ingest.sinks.duckdb import DuckDBSink
 from ingest.sinks.ndjson import AlertFile, DeadLetterFile
 
 
-def run_demo(console: Console, out: Path, minutes: float, rate: float, seed: int, gateway_format: str) -> int:
+def run_demo(
+    console: Console, out: Path, minutes: float, rate: float, seed: int, gateway_format: GatewayFormat
+) -> int:
     """Write the demo logs under ``out``, run the pipeline over them, print the verdict.
 
     Ends with the path of the HTML report of the store (``out/report.html``).
@@ -39,7 +42,7 @@ def run_demo(console: Console, out: Path, minutes: float, rate: float, seed: int
     store_path = out / "gatewatch.duckdb"
     store_path.unlink(missing_ok=True)
     alert_file = AlertFile(out / "alerts.ndjson")
-    sinks = [DuckDBSink(store_path), alert_file, DeadLetterFile(out / "dead-letters.ndjson")]
+    sinks: list[Sink] = [DuckDBSink(store_path), alert_file, DeadLetterFile(out / "dead-letters.ndjson")]
     progress = Progress(
         TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )

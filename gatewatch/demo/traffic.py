@@ -60,6 +60,7 @@ from gatewatch.demo.token_incidents import (
     plan_revoked_used,
 )
 from gatewatch.demo.world import DEFAULT_START, ROUTE_BY_NAME, ROUTES, Route, User, World, route_path
+from gatewatch.errors import ConfigError
 
 LATE_FRACTION = 0.02
 MAX_LATE_SECS = 60.0
@@ -87,10 +88,12 @@ def scenario(
     Needs ``duration_secs >= 600`` for incidents and look-alikes to fit; a shorter
     run (``attacks=False`` only) is background traffic, probes and the reconciler.
     """
-    if requests_per_sec <= 0 or duration_secs <= 0:
-        raise ValueError("requests_per_sec and duration_secs must be positive")
+    if not (requests_per_sec > 0 and duration_secs > 0):  # NaN too
+        raise ConfigError(
+            f"demo: --rate and --minutes must be positive (got {requests_per_sec:g} req/s, {duration_secs:g} s)"
+        )
     if attacks and duration_secs < MIN_SCENARIO_SECS:
-        raise ValueError(f"attacks need duration_secs >= {MIN_SCENARIO_SECS:g}")
+        raise ConfigError(f"demo: the attacks need --minutes {MIN_SCENARIO_SECS / 60:g} or more")
     world = _world(seed, start)
     p = Plan(world, start, duration_secs, requests_per_sec)
     parts: list[Incident] = [plan_probes(p), plan_reconciler(p)]

@@ -11,15 +11,19 @@ retry and dead-letter machinery.
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gatewatch.errors import ConfigError
 from gatewatch.forward.base import Forwarder, ForwarderRunner, ForwarderSet, OutcomeHook
 
+if TYPE_CHECKING:  # gatewatch.config imports gatewatch.forward.config, so not at run time
+    from gatewatch.config import GatewatchConfig
+    from gatewatch.forward.config import ForwarderConfig
+
 __all__ = ["Forwarder", "ForwarderRunner", "ForwarderSet", "build_forwarders"]
 
 
-def build_forwarders(config: Any, on_outcome: OutcomeHook | None = None) -> ForwarderSet | None:
+def build_forwarders(config: GatewatchConfig, on_outcome: OutcomeHook | None = None) -> ForwarderSet | None:
     """A runner per entry of the config's ``forward`` list (None when there is none)."""
     if not config.forward:
         return None
@@ -33,7 +37,7 @@ def build_forwarders(config: Any, on_outcome: OutcomeHook | None = None) -> Forw
     return ForwarderSet(runners)
 
 
-def _forwarder(settings: Any, config: Any) -> Forwarder:
+def _forwarder(settings: ForwarderConfig, config: GatewatchConfig) -> Forwarder:
     try:
         if settings.type == "syslog":
             from gatewatch.forward.syslog import SyslogForwarder

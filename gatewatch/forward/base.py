@@ -24,15 +24,15 @@ from typing import IO, Protocol
 import orjson
 
 from detectors.base import Severity
-from detectors.lifecycle import AlertEvent
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.config import ForwarderSettings
+from ingest.alerts import AlertEvent
 from ingest.ecs import iso
 from ingest.sinks.base import Batch
 
 log = logging.getLogger(__name__)
 
-_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+_SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(Severity)}
 # The event in flight when the drain time runs out is retried no more; this caps its wait.
 _ABORT_POLL_SECS = 0.05
 

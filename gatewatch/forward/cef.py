@@ -16,11 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 import orjson
 
 from detectors.base import Severity
-from detectors.lifecycle import AlertEvent
 from gatewatch.forward.fields import alert_fields, neutral
+from ingest.alerts import AlertEvent
 
 # CEF severity 0-10: 0-3 low, 4-6 medium, 7-8 high, 9-10 very high.
-CEF_SEVERITY = {Severity.LOW: 3, Severity.MEDIUM: 5, Severity.HIGH: 8, Severity.CRITICAL: 10}
+CEF_SEVERITY: dict[str, int] = {Severity.LOW: 3, Severity.MEDIUM: 5, Severity.HIGH: 8, Severity.CRITICAL: 10}
 # The header Name is shown in ArcSight's channel; its documented limit is 512 characters.
 MAX_NAME_CHARS = 512
 

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from detectors import registry
 from detectors.base import Severity
-from detectors.lifecycle import AlertState
+from ingest.alerts import AlertState
 
 
 class _Section(BaseModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from detectors.alerts import Alert
+from ingest.alerts import Alert
 
 _NEUTRAL = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421}
 _NEUTRAL |= {c: 0xFFFD for c in range(0x80, 0xA0)}

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from detectors.lifecycle import AlertEvent
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.config import KafkaForwarderConfig
+from ingest.alerts import AlertEvent
+from ingest.settings import KafkaSettings
 from ingest.sources.kafka_settings import client_settings
 
 
 class KafkaForwarder:
     """Produces each event with ``acks=all`` and waits for the acknowledgement."""
 
-    def __init__(self, config: KafkaForwarderConfig, kafka: Any) -> None:
+    def __init__(self, config: KafkaForwarderConfig, kafka: KafkaSettings) -> None:
         self.config = config
         self._settings = client_settings(kafka, config.bootstrap_servers)
         self._producer: KafkaProducer | None = None

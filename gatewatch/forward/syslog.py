@@ -21,15 +21,15 @@ import socket
 import ssl
 
 from detectors.base import Severity
-from detectors.lifecycle import AlertEvent
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.cef import cef_line
 from gatewatch.forward.config import SyslogForwarderConfig
 from gatewatch.forward.fields import alert_fields, neutral
+from ingest.alerts import AlertEvent
 from ingest.ecs import iso
 
 # Syslog severity (RFC 5424 6.2.1): critical 2, error 3, warning 4, notice 5.
-SYSLOG_SEVERITY = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
+SYSLOG_SEVERITY: dict[str, int] = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
 BOM = "\ufeff"
 
 

@@ -27,16 +27,16 @@ import urllib.request
 import orjson
 
 from detectors.base import Severity
-from detectors.lifecycle import AlertEvent, AlertState
 from gatewatch.errors import ConfigError, DeliveryError
 from gatewatch.forward.cef import PRODUCT_VERSION
 from gatewatch.forward.config import WebhookForwarderConfig
 from gatewatch.forward.fields import alert_fields
+from ingest.alerts import AlertEvent, AlertState
 from ingest.ecs import iso
 
 OCSF_VERSION = "1.3.0"
 # OCSF severity_id: 1 informational, 2 low, 3 medium, 4 high, 5 critical.
-OCSF_SEVERITY = {Severity.LOW: 2, Severity.MEDIUM: 3, Severity.HIGH: 4, Severity.CRITICAL: 5}
+OCSF_SEVERITY: dict[str, int] = {Severity.LOW: 2, Severity.MEDIUM: 3, Severity.HIGH: 4, Severity.CRITICAL: 5}
 # Detection Finding activity_id (create, update, close) and status_id (new, in progress, resolved).
 OCSF_ACTIVITY = {AlertState.OPEN: (1, "Create"), AlertState.UPDATED: (2, "Update"), AlertState.RESOLVED: (3, "Close")}
 OCSF_STATUS = {
@@ -45,7 +45,7 @@ OCSF_STATUS = {
     AlertState.RESOLVED: (4, "Resolved"),
 }
 # ECS event.severity is a number; these follow the risk-score bands of Elastic Security.
-ECS_SEVERITY = {Severity.LOW: 21, Severity.MEDIUM: 47, Severity.HIGH: 73, Severity.CRITICAL: 99}
+ECS_SEVERITY: dict[str, int] = {Severity.LOW: 21, Severity.MEDIUM: 47, Severity.HIGH: 73, Severity.CRITICAL: 99}
 DETECTION_FINDING_CLASS_UID = 2004
 
 

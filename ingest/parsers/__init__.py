@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ingest.errors import FormatError
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS, compile_app_parser
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT
@@ -49,7 +50,7 @@ def build_gateway_parser(
     format. Raises ``ValueError`` for both, or for a broken format.
     """
     if format is not None and json_format is not None:
-        raise ValueError("gateway: set format or json_format, not both")
+        raise FormatError("gateway: set format or json_format, not both")
     if json_format is not None:
         return compile_json_format(json_format, max_line_bytes)
     return compile_text_format(ENVOY_DEFAULT_FORMAT if format is None else format, max_line_bytes)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ingest.errors import FormatError
 from ingest.normalize import normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
 from ingest.parsers.fused import Leaf, fuse
@@ -56,10 +57,10 @@ def canonical_app_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], lis
     for key, path in fields.items():
         name = DEPRECATED_APP_FIELDS.get(key, key)
         if name not in APP_FIELDS:
-            raise ValueError(f"unknown field {key!r}; the fields are: {', '.join(APP_FIELDS)}")
+            raise FormatError(f"unknown field {key!r}; the fields are: {', '.join(APP_FIELDS)}")
         if name != key:
             if name in fields:
-                raise ValueError(f"{key!r} and {name!r} are the same field; keep {name!r}")
+                raise FormatError(f"{key!r} and {name!r} are the same field; keep {name!r}")
             notices.append(f"app.fields.{key} is deprecated: rename it to {name!r}")
         canonical[name] = path
     return canonical, notices

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ingest.errors import FormatError
 from ingest.parsers import build_gateway_parser
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, tokenize
 from ingest.parsers.envoy_time import start_time_has_date
@@ -52,11 +53,11 @@ def check_gateway_format(
     try:
         build_gateway_parser(format, json_format)
     except ValueError as error:
-        raise ValueError(_located(str(error))) from None
+        raise FormatError(_located(str(error))) from None
     warnings: list[str] = []
     state, key = format_time(format, json_format)
     if state == "undated" and not runtime_time:
-        raise ValueError(
+        raise FormatError(
             f"{key}: its %START_TIME(...)% has no date (it needs %s, or a year, month and day), so no line can be "
             "placed in time; log a full START_TIME, or read container logs with gateway.unwrap (or "
             "kafka.unwrap.gateway) docker or cri to date each line by the runtime's timestamp"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ingest.errors import FormatError
+
 ENVOY_DEFAULT_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
     "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
@@ -69,7 +71,7 @@ def tokenize(fmt: str) -> list[Token]:
             continue
         match = _COMMAND.match(fmt, percent)
         if match is None:
-            raise ValueError(f"format: no valid command operator at position {percent}: {fmt[percent:percent + 40]!r}")
+            raise FormatError(f"format: no valid command operator at position {percent}: {fmt[percent:percent + 40]!r}")
         if any(text):
             tokens.append(Literal("".join(text)))
         text = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
 from ingest.parsers.envoy_format import Command, tokenize
@@ -47,15 +48,16 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
         try:
             compiled = _compile_value(value)
         except ValueError as error:
-            raise ValueError(f"json_format {'.'.join(path)}: {error}") from None
+            raise FormatError(f"json_format {'.'.join(path)}: {error}") from None
         if compiled is None:
             continue
         plain = isinstance(compiled, Slot) and compiled.apply is None and not compiled.is_label
+        field = compiled.field if plain and isinstance(compiled, Slot) else ""
         if plain and len(path) == 1:
-            top.append((path[0], compiled.field))
+            top.append((path[0], field))
             top_leaves.append(_leaf(compiled, path))
         elif plain:
-            parents.setdefault(path[:-1], []).append((path[-1], compiled.field, None))
+            parents.setdefault(path[:-1], []).append((path[-1], field, None))
             nested_leaves.setdefault(path[:-1], []).append(_leaf(compiled, path))
         else:
             parents.setdefault(path[:-1], []).append((path[-1], "", _reader(compiled, path)))

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ingest.errors import FormatError
 from ingest.parsers.envoy_format import Command
 from ingest.parsers.envoy_time import DEFAULT_START_TIME, compile_start_time
 from ingest.records import Event
@@ -218,7 +219,7 @@ def resolve(command: Command) -> Slot:
         try:
             pattern, read = compile_start_time(arg)
         except ValueError as error:
-            raise ValueError(f"format: {error} at position {command.position}") from None
+            raise FormatError(f"format: {error} at position {command.position}") from None
         if read is None:  # no date (%H:%M:%S, %f): the time comes from the wrapper, if any
             return Slot(command.text, "start_time", Kind.TIME, None, pattern, is_label=True)
         return Slot(command.text, "ts", Kind.TIME, Converted(read), pattern)
@@ -294,7 +295,7 @@ def _header(command: Command) -> str:
     header = _required(command).lower()
     names = header.split("?")
     if len(names) > 2 or not all(names):
-        raise ValueError(
+        raise FormatError(
             f"format: {command.text} at position {command.position}: expected HEADER or HEADER?ALTERNATIVE"
         )
     return header
@@ -302,7 +303,7 @@ def _header(command: Command) -> str:
 
 def _required(command: Command) -> str:
     if not command.arg:
-        raise ValueError(f"format: {command.name} at position {command.position} needs an argument")
+        raise FormatError(f"format: {command.name} at position {command.position} needs an argument")
     return command.arg
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
@@ -40,7 +41,7 @@ class TextPattern:
         self.format = fmt
         self.slots: tuple[Slot, ...] = tuple(resolve(t) for t in tokens if isinstance(t, Command))
         if not self.slots:
-            raise ValueError(f"format: no command operator in {fmt!r}")
+            raise FormatError(f"format: no command operator in {fmt!r}")
         prefix = _LINE_PREFIX if whole_line else ""
         strict, lenient, cut, all_absent_matched = _pieces(tokens, self.slots)
         self._strict: _Match = re.compile(prefix + "".join(strict), re.DOTALL).fullmatch

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError
 
 DEFAULT_START_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
@@ -114,7 +115,7 @@ def _spec(spec: str, strftime: str) -> tuple[str | None, str]:
         return "fraction", rf"\d{{{spec[0]}}}"
     if spec.startswith("E") and spec.endswith("S"):  # %E3S: seconds with that many fraction digits
         return "secfrac", rf"\d{{2}}\.\d{{{spec[1]}}}"
-    raise ValueError(f"START_TIME({strftime}): unsupported specifier %{spec}")
+    raise FormatError(f"START_TIME({strftime}): unsupported specifier %{spec}")
 
 
 def _epoch(parts: dict[str, str | None]) -> float:

@@ -2,7 +2,7 @@
 
 A sink receives a :class:`Batch` at a time. ``write`` returns only once the
 batch is durable in the sink (a Kafka source commits offsets after every sink
-has returned); it raises :class:`~gatewatch.errors.StoreUnavailableError` when
+has returned); it raises :class:`~ingest.errors.StoreUnavailableError` when
 the store cannot be reached, after which the caller pauses and retries the
 same batch — so every write must be idempotent: events, transactions and dead
 letters are keyed by deterministic ids, and an alert that grew replaces its
@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from detectors.alerts import Alert
-from detectors.lifecycle import AlertEvent
+from ingest.alerts import Alert, AlertEvent
 from ingest.records import DeadLetter, Event, Transaction
 
 

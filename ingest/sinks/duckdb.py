@@ -16,7 +16,7 @@ import duckdb
 import orjson
 import pandas as pd
 
-from gatewatch.errors import StoreError
+from ingest.errors import StoreError
 from ingest.records import Event
 from ingest.sinks.base import Batch
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from detectors.alerts import Alert
+from ingest.alerts import Alert
 from ingest.ecs import dead_letter_document
 from ingest.sinks.base import Batch
 

@@ -57,17 +57,18 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from gatewatch.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
+from ingest.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
 from ingest.ecs import dead_letter_document, event_document, iso, transaction_document
 from ingest.sinks.base import Batch
 from ingest.sinks.search_clients import (
     DETAIL_MAX_CHARS,
-    Refused,
     SearchClient,
-    Unreachable,
+    StoreRefusedError,
+    StoreUnreachableError,
     is_content_rejection,
     make_client,
 )
+from ingest.settings import StoreSettings
 from ingest.sinks.search_auth import store_auth
 from schemas.templates import INDEX_KINDS, index_template, template_name
 
@@ -89,7 +90,7 @@ class BulkAction(NamedTuple):
     """
 
     kind: str  # index kind: events, transactions, alerts, deadletter
-    index: str
+    index: str  # type: ignore[assignment]  # the field shadows tuple.index(), which nothing here calls
     id: str
     source: bytes
 
@@ -111,7 +112,7 @@ class BulkOutcome:
     retry: list[BulkAction] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     retry_reason: str = ""  # one example, for the error message when retries run out
-    auth_refused: Refused | None = None  # an item refused for gatewatch's credentials: stop, do not retry
+    auth_refused: StoreRefusedError | None = None  # an item refused for gatewatch's credentials: stop, do not retry
 
 
 def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction]) -> BulkOutcome:
@@ -127,7 +128,7 @@ def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction])
         raise StoreError(f"bulk response has {count} items for {len(actions)} actions")
     outcome = BulkOutcome()
     for action, item in zip(actions, items):
-        result = item.get("index") or next(iter(item.values()), {})
+        result: Mapping[str, Any] = item.get("index") or next(iter(item.values()), {})
         status = result.get("status", 0)
         if 200 <= status < 300:
             outcome.stored += 1
@@ -135,7 +136,7 @@ def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction])
         error = result.get("error") or {}
         if not isinstance(error, Mapping):
             error = {"type": "unknown", "reason": str(error)}
-        refusal = Refused(status, str(error.get("type", "")), str(error.get("reason", "")))
+        refusal = StoreRefusedError(status, str(error.get("type", "")), str(error.get("reason", "")))
         if refusal.auth_failed:
             outcome.auth_refused = outcome.auth_refused or refusal
         if is_content_rejection(status, str(error.get("type", ""))):
@@ -148,7 +149,7 @@ def check_bulk_items(response: Mapping[str, Any], actions: Sequence[BulkAction])
 
 def describe_error(error: Mapping[str, Any]) -> str:
     """``type: reason; caused by type: reason`` for a bulk item's error, capped in length."""
-    parts = []
+    parts: list[str] = []
     current: Any = error
     while isinstance(current, Mapping) and len(parts) < 4:
         parts.append(f"{current.get('type', 'error')}: {current.get('reason', '')}".rstrip(": "))
@@ -309,7 +310,7 @@ class SearchSink:
         self.where = client.flavor  # "<flavor> at <url>" once connected: for the credentials error
 
     @classmethod
-    def connect(cls, kind: str, url: str, store_config: Any, timeout_secs: float = 30.0) -> SearchSink:
+    def connect(cls, kind: str, url: str, store_config: StoreSettings, timeout_secs: float = 30.0) -> SearchSink:
         """Check that the node answers, install the index templates and apply retention.
 
         ``store_config`` is a :class:`gatewatch.config.StoreConfig` (index_prefix,
@@ -340,7 +341,7 @@ class SearchSink:
             try:  # the capability check: does the lifecycle API answer?
                 self.client.put_retention_policy(policy, self.retention_days, patterns)
                 self.retention_policy = "ilm" if self.client.flavor == "elasticsearch" else "ism"
-            except Refused as error:
+            except StoreRefusedError as error:
                 if not error.api_missing:  # there but refused (permissions?): say so, then delete ourselves
                     _log.warning("search_retention_policy_refused policy=%s error=%r", policy, str(error))
         with self._store_calls("install index templates"):
@@ -469,9 +470,9 @@ class SearchSink:
             started = time.perf_counter()
             try:
                 response = self.client.bulk(bulk_body(pending))
-            except Unreachable as error:
+            except StoreUnreachableError as error:
                 raise StoreUnavailableError(f"bulk: store unreachable: {error}", self.retry_after_secs) from None
-            except Refused as error:  # the whole request: 429 / 5xx are worth another try
+            except StoreRefusedError as error:  # the whole request: 429 / 5xx are worth another try
                 if error.auth_failed:
                     raise self._auth_error("bulk", error) from None
                 if not error.retryable:
@@ -500,16 +501,16 @@ class SearchSink:
         """Translate the adapters' errors: no answer or a transient refusal -> StoreUnavailableError."""
         try:
             yield
-        except Unreachable as error:
+        except StoreUnreachableError as error:
             raise StoreUnavailableError(f"{what}: store unreachable: {error}", self.retry_after_secs) from None
-        except Refused as error:
+        except StoreRefusedError as error:
             if error.auth_failed:
                 raise self._auth_error(what, error) from None
             if error.retryable:
                 raise StoreUnavailableError(f"{what}: store refused: {error}", self.retry_after_secs) from None
             raise StoreError(f"{what}: store refused: {error}") from None
 
-    def _auth_error(self, what: str, error: Refused) -> StoreAuthError:
+    def _auth_error(self, what: str, error: StoreRefusedError) -> StoreAuthError:
         need = "accept gatewatch's credentials" if error.status == 401 else "grant gatewatch's user this"
         return StoreAuthError(
             f"{self.where} does not {need} ({what}: {error.status} {error.error_type}: {error.reason[:300]}); "

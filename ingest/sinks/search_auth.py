@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from gatewatch.errors import ConfigError
+from ingest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
     return f"{match['scheme']}{url[match.end():]}", unquote(user) or None, unquote(password) if password else None
 
 
-def read_secret(config: Any, name: str, section: str = "store") -> str | None:
+def read_secret(config: object, name: str, section: str = "store") -> str | None:
     """``config.<name>``, else the variable ``<name>_env`` names, else the file ``<name>_file`` names; or None.
 
     Raises :class:`ConfigError` naming ``<section>.<name>_env|_file``, never the value.
@@ -111,7 +111,7 @@ def read_secret(config: Any, name: str, section: str = "store") -> str | None:
     return None
 
 
-def store_auth(store_config: Any, url: str) -> tuple[str, StoreAuth]:
+def store_auth(store_config: object | None, url: str) -> tuple[str, StoreAuth]:
     """The URL to connect to (no userinfo) and the credentials, from ``store_config`` and ``url``.
 
     Raises :class:`ConfigError` naming the key when a variable is unset or a

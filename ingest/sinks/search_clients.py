@@ -1,8 +1,8 @@
 """Elasticsearch and OpenSearch clients behind the same few calls, with errors in two kinds.
 
 The official ``elasticsearch`` client refuses servers that are not Elasticsearch,
-so OpenSearch gets ``opensearch-py``. Each adapter raises :class:`Unreachable`
-(no answer) or :class:`Refused` (an error status) and nothing else.
+so OpenSearch gets ``opensearch-py``. Each adapter raises :class:`StoreUnreachableError`
+(no answer) or :class:`StoreRefusedError` (an error status) and nothing else.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 import os
 import re
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
-from gatewatch.errors import ConfigError, StoreAuthError, StoreError
+from ingest.errors import ConfigError, StoreAuthError, StoreError
 from ingest.sinks.search_auth import StoreAuth, redact_url
 
 FLAVORS = ("elasticsearch", "opensearch")
@@ -29,11 +29,11 @@ def is_content_rejection(status: int, error_type: str) -> bool:
 
 
 
-class Unreachable(Exception):
+class StoreUnreachableError(StoreError):
     """No answer: connection refused or reset, timeout, TLS failure."""
 
 
-class Refused(Exception):
+class StoreRefusedError(StoreError):
     """The server answered with an error status."""
 
     def __init__(self, status: int, error_type: str, reason: str) -> None:
@@ -76,7 +76,7 @@ def tls_failure(error: Exception) -> str:
 
 
 class SearchClient(Protocol):
-    """The calls the sink makes, identical for both flavors; raise ``Unreachable`` / ``Refused``."""
+    """The calls the sink makes, identical for both flavors; raise ``StoreUnreachableError`` / ``StoreRefusedError``."""
 
     flavor: str
 
@@ -114,17 +114,18 @@ class _ElasticsearchClient:
         except TlsError as error:
             raise StoreError(tls_failure(error)) from None
         except ApiError as error:
-            raise Refused(error.meta.status, *error_parts(error.body)) from None
+            raise StoreRefusedError(error.meta.status, *error_parts(error.body)) from None
         except TransportError as error:
-            raise Unreachable(str(error)) from None
+            raise StoreUnreachableError(str(error)) from None
 
     def health(self) -> Mapping[str, Any]:
         with self._errors():
-            return self._es.cluster.health().body
+            return cast(Mapping[str, Any], self._es.cluster.health().body)
 
     def bulk(self, body: bytes) -> Mapping[str, Any]:
         with self._errors():  # bytes go out as they are: no second serialization
-            return self._es.bulk(operations=body, filter_path=_BULK_FILTER).body
+            # The client sends bytes as they are (its stubs know only a list of actions).
+            return cast(Mapping[str, Any], self._es.bulk(operations=body, filter_path=_BULK_FILTER).body)  # type: ignore[arg-type]
 
     def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
         with self._errors():
@@ -139,7 +140,7 @@ class _ElasticsearchClient:
     def list_indices(self, pattern: str) -> list[str]:
         with self._errors():
             rows = self._es.cat.indices(index=pattern, h="index", format="json", expand_wildcards="open,closed")
-        return [row["index"] for row in rows.body]
+        return [row["index"] for row in cast(list[dict[str, str]], rows.body)]
 
     def delete_indices(self, names: Sequence[str]) -> None:
         with self._errors():
@@ -179,19 +180,19 @@ class _OpenSearchClient:
         except SSLError as error:
             raise StoreError(tls_failure(error)) from None
         except OSConnectionError as error:
-            raise Unreachable(str(error)) from None
+            raise StoreUnreachableError(str(error)) from None
         except TransportError as error:
             status = error.status_code if isinstance(error.status_code, int) else 0
             error_type, reason = error_parts(error.info)
-            raise Refused(status, error_type or str(error.error), reason) from None
+            raise StoreRefusedError(status, error_type or str(error.error), reason) from None
 
     def health(self) -> Mapping[str, Any]:
         with self._errors():
-            return self._os.cluster.health()
+            return cast(Mapping[str, Any], self._os.cluster.health())
 
     def bulk(self, body: bytes) -> Mapping[str, Any]:
         with self._errors():
-            return self._os.bulk(body=body, params={"filter_path": _BULK_FILTER})
+            return cast(Mapping[str, Any], self._os.bulk(body=body, params={"filter_path": _BULK_FILTER}))
 
     def put_index_template(self, name: str, body: Mapping[str, Any]) -> None:
         with self._errors():
@@ -214,7 +215,7 @@ class _OpenSearchClient:
                 current = ism.get_policy(policy=name)
             # Replacing an ISM policy needs the version just read (optimistic concurrency).
             params = {"if_seq_no": current["_seq_no"], "if_primary_term": current["_primary_term"]}
-        except Refused as error:
+        except StoreRefusedError as error:
             if error.status != 404 or error.api_missing:
                 raise
         with self._errors():

@@ -10,11 +10,12 @@ ever sitting in memory.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
-from gatewatch.errors import SourceError
+from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.unwrap import compile_unwrap, join_pieces
 
@@ -31,7 +32,9 @@ def open_log(path: Path) -> BinaryIO:
         raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
 
 
-def read_lines(path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None) -> Iterator[RawRecord]:
+def read_lines(
+    path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None
+) -> Generator[RawRecord, None, None]:
     """Yield every line of ``path`` (without its line ending) as a raw record.
 
     ``unwrap`` (``none``, ``docker``, ``cri`` or a JSON key, see
@@ -56,6 +59,44 @@ def read_lines(path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | 
 
 
 _WRAPPER_BYTES = 4096
+
+POLL_RECORDS = 512
+"""Records a :meth:`FileSource.poll` returns when the caller sets no cap."""
+
+
+class FileSource:
+    """One log file as a :class:`~ingest.sources.base.Source`: read once, to its end, in line order.
+
+    Its one partition is the file's stream name (its path, the records'
+    ``origin.stream``). ``poll`` never waits: a file has no more lines later.
+    Positions are not durable (a replay starts over): ``commit`` only
+    remembers them, in :attr:`committed`.
+    """
+
+    def __init__(self, path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None) -> None:
+        self.stream = str(path)
+        self.committed: dict[str, int] = {}
+        self._lines = read_lines(path, dataset, max_line_bytes, unwrap)
+        self._at_end = False
+
+    @property
+    def at_end(self) -> bool:
+        return self._at_end
+
+    def poll(self, timeout_secs: float = 0.0, max_records: int | None = None) -> list[RawRecord]:
+        """The next ``max_records`` lines (default :data:`POLL_RECORDS`); ``[]`` at the end. Raises SourceError."""
+        if self._at_end:
+            return []
+        chunk = list(islice(self._lines, max_records or POLL_RECORDS))
+        if not chunk:
+            self._at_end = True
+        return chunk
+
+    def commit(self, offsets: Mapping[str, int]) -> None:
+        self.committed.update(offsets)
+
+    def close(self) -> None:
+        self._lines.close()  # closes the file now, not when the generator is collected
 
 
 _BLOCK_BYTES = 1 << 20

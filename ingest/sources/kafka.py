@@ -26,7 +26,7 @@ where to resume them) and records what happened; the loop picks that up with
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +34,11 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from gatewatch.errors import ConfigError, FencedError, SourceError
+from ingest.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
-from ingest.sources.kafka_client import release_parked_fetches, subscribe
-from ingest.sources.kafka_settings import client_settings
+from ingest.sources.kafka_client import release_parked_fetches, subscribe, unauthorized_topics
+from ingest.settings import KafkaSettings
+from ingest.sources.kafka_settings import client_settings, denied_topics, refusal
 from ingest.sources.unwrap import Unwrap, compile_unwrap, unwrap_key
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
@@ -56,7 +57,7 @@ def stream_name(partition: TopicPartition) -> str:
     return f"{partition.topic}/{partition.partition}"
 
 
-def consumer_settings(kafka: Any, **overrides: Any) -> dict[str, Any]:
+def consumer_settings(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """kafka-python consumer settings tuned for throughput, on :func:`client_settings` (security, credentials)."""
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
@@ -75,7 +76,7 @@ def consumer_settings(kafka: Any, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
-def static_membership(kafka: Any, role: str) -> dict[str, Any]:
+def static_membership(kafka: KafkaSettings, role: str) -> dict[str, Any]:
     """``group_instance_id`` for the consumer of ``role`` when ``kafka.instance_id`` is set (KIP-345)."""
     instance_id = getattr(kafka, "instance_id", None)
     return {"group_instance_id": f"{instance_id}-{role}"} if instance_id else {}
@@ -103,21 +104,25 @@ class PartitionPoll:
     keys: dict[int, bytes] = field(default_factory=dict)  # offset -> message key, for messages that have one
 
 
-def commit_offsets(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+def commit_offsets(
+    consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int], kafka: KafkaSettings | None = None
+) -> None:
     """Commit ``offsets`` (next record to read) to ``consumer``'s group.
 
     Raises FencedError if another process took this one's static member name,
-    SourceError on any other failure.
+    SourceAuthError if the group's ACL denies it (given ``kafka``, to name the
+    user), SourceError on any other failure.
     """
     try:
         consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
     except FencedInstanceIdError:
         raise FencedError(consumer.config["group_instance_id"]) from None
     except KafkaError as error:
-        raise SourceError(f"offset commit failed: {error}") from None
+        refused = refusal(error, kafka, "committing offsets") if kafka is not None else None
+        raise refused or SourceError(f"offset commit failed: {error}") from None
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
 
@@ -159,14 +164,17 @@ def unwrap(value: bytes, key: str) -> bytes | None:
 
 
 class KafkaSource:
-    """A consumer-group member reading the gateway and app topics.
+    """A consumer-group member reading the gateway and app topics: a :class:`~ingest.sources.base.Source`.
 
     All methods are called from one thread (the serve loop). ``poll`` raises
-    :class:`~gatewatch.errors.SourceError` when the client fails; a broker that
-    is merely unreachable makes ``poll`` return nothing until it is back.
+    :class:`~ingest.errors.SourceError` when the client fails (retry),
+    :class:`~ingest.errors.SourceAuthError` when Kafka refuses gatewatch's
+    login or its ACLs deny a topic or the group (stop); a broker that is
+    merely unreachable makes ``poll`` return nothing until it is back.
+    Beyond the contract: seeking, pausing and rebalance hand-over for serve.
     """
 
-    def __init__(self, kafka: Any, consumer: KafkaConsumer | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, consumer: KafkaConsumer | None = None) -> None:
         topics = kafka.topics
         if topics.gateway == topics.app:
             raise ConfigError(f"kafka.topics.gateway and kafka.topics.app are both {topics.gateway!r}: use two topics")
@@ -188,7 +196,11 @@ class KafkaSource:
             )
             subscribe(self.consumer, [topics.gateway, topics.app], _Listener(self))
         except KafkaError as error:
-            raise SourceError(f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}") from None
+            refused = refusal(error, kafka, "subscribing")
+            raise refused or SourceError(
+                f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}"
+            ) from None
+        self._kafka = kafka
 
     # -- reading ----------------------------------------------------------------
 
@@ -206,7 +218,10 @@ class KafkaSource:
                 release_parked_fetches(self.consumer)
                 polled = self.consumer.poll(timeout_ms=int(timeout_secs * 1000), max_records=max_records)
         except KafkaError as error:
-            raise SourceError(f"Kafka poll failed: {error}") from None
+            raise refusal(error, self._kafka, "reading") or SourceError(f"Kafka poll failed: {error}") from None
+        denied = unauthorized_topics(self.consumer) & self._datasets.keys()
+        if denied:  # kafka-python would go on polling the other topic alone
+            raise denied_topics(self._kafka, denied, "reading")
         records: list[RawRecord] = []
         summary: dict[TopicPartition, PartitionPoll] = {}
         positions = self._positions
@@ -287,6 +302,11 @@ class KafkaSource:
         self._positions.clear()
         return Rebalance(revoked=revoked, assigned=assigned)
 
+    @property
+    def at_end(self) -> bool:
+        """Never: a topic has no end (the :class:`~ingest.sources.base.Source` contract)."""
+        return False
+
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self.consumer.assignment())
 
@@ -310,36 +330,43 @@ class KafkaSource:
         if targets:
             self.consumer.resume(*targets)
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit ``offsets`` (next record to read) to the group; see :func:`commit_offsets`."""
-        commit_offsets(self.consumer, offsets)
+        commit_offsets(self.consumer, offsets, self._kafka)
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The group's committed offset per partition (None: never committed)."""
         try:
             return {tp: self.consumer.committed(tp, timeout_ms=REQUEST_TIMEOUT_MS) for tp in partitions}
         except KafkaError as error:
-            raise SourceError(f"cannot read committed offsets: {error}") from None
+            raise refusal(error, self._kafka, "reading committed offsets") or SourceError(
+                f"cannot read committed offsets: {error}"
+            ) from None
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         try:
             return dict(self.consumer.beginning_offsets(list(partitions), timeout_ms=REQUEST_TIMEOUT_MS))
         except KafkaError as error:
-            raise SourceError(f"cannot read beginning offsets: {error}") from None
+            raise refusal(error, self._kafka, "listing offsets") or SourceError(
+                f"cannot read beginning offsets: {error}"
+            ) from None
 
     def end_offsets(self, partitions: Iterable[TopicPartition], timeout_secs: float = 5.0) -> dict[TopicPartition, int]:
         """Each partition's end (the offset the next message will get): lag = end - position."""
         try:
             return dict(self.consumer.end_offsets(list(partitions), timeout_ms=int(timeout_secs * 1000)))
         except KafkaError as error:
-            raise SourceError(f"cannot read end offsets: {error}") from None
+            raise refusal(error, self._kafka, "listing offsets") or SourceError(
+                f"cannot read end offsets: {error}"
+            ) from None
 
     def highwater(self, partition: TopicPartition) -> int | None:
         """The end as of the last fetch response (no request; None before the first fetch)."""
         try:
-            return self.consumer.highwater(partition)
+            end: int | None = self.consumer.highwater(partition)
         except KafkaError:
             return None
+        return end
 
     def position(self, partition: TopicPartition) -> int | None:
         """The next offset ``poll`` hands out for ``partition`` (None before it was sought)."""

@@ -28,7 +28,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-__all__ = ["BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "release_parked_fetches", "subscribe"]
+__all__ = ["BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "release_parked_fetches", "subscribe", "unauthorized_topics"]
 
 # Sticky first: a member joining the group leaves a partition with its owner, which keeps
 # its state. Range stays listed so members of an older gatewatch can still agree on one.
@@ -81,3 +81,16 @@ def release_parked_fetches(consumer: KafkaConsumer) -> None:
     current = getattr(fetcher, "_next_partition_records", None)
     if current is not None and not current and getattr(fetcher, "_paused_partition_records", None):
         fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+def unauthorized_topics(consumer: KafkaConsumer) -> set[str]:
+    """The subscribed topics the broker's ACLs deny ``consumer``; check after each ``poll``.
+
+    kafka-python 3.0.12 raises nothing for them: the metadata answer's
+    TOPIC_AUTHORIZATION_FAILED is only recorded in the cluster metadata, the
+    group assigns the other topics' partitions, and ``poll`` returns nothing
+    for the denied topic forever, as if it were empty (measured against a
+    broker with StandardAuthorizer, tests/integration/test_serve_sasl.py).
+    """
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    return set(getattr(cluster, "unauthorized_topics", None) or ())

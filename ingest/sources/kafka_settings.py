@@ -16,21 +16,22 @@ import threading
 from typing import Any
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, SaslAuthenticationFailedError
+from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 
-from gatewatch.errors import SourceError
+from ingest.errors import SourceAuthError
+from ingest.settings import KafkaSettings
 from ingest.sinks.search_auth import read_secret
 from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
-__all__ = ["check_login", "client_settings"]
+__all__ = ["check_login", "client_settings", "denied_topics", "refusal"]
 
 LOGIN_TIMEOUT_SECS = 30.0
 
 
-def client_settings(kafka: Any, servers: list[str] | None = None) -> dict[str, Any]:
+def client_settings(kafka: KafkaSettings, servers: list[str] | None = None) -> dict[str, Any]:
     """kafka-python connection settings from the ``kafka`` config section (``servers`` replaces its bootstrap list).
 
-    Raises :class:`~gatewatch.errors.ConfigError` naming the key when a
+    Raises :class:`~ingest.errors.ConfigError` naming the key when a
     credential variable is unset or its file unreadable.
     """
     settings: dict[str, Any] = {
@@ -45,6 +46,33 @@ def client_settings(kafka: Any, servers: list[str] | None = None) -> dict[str, A
     return settings
 
 
+def refusal(error: BaseException, kafka: KafkaSettings, what: str) -> SourceAuthError | None:
+    """The one-line :class:`SourceAuthError` when ``error`` is Kafka refusing gatewatch, else None.
+
+    A refused SASL login or an ACL that denies a topic, the group or the
+    cluster does not heal by retrying: the caller raises this instead of the
+    :class:`~ingest.errors.SourceError` it would retry.
+    """
+    if isinstance(error, SaslAuthenticationFailedError):
+        return _refused(kafka, "refused the SASL login", what)
+    if isinstance(error, AuthorizationError):
+        return _refused(kafka, f"denied it ({type(error).__name__.removesuffix('Error')}: {error})", what)
+    return None
+
+
+def denied_topics(kafka: KafkaSettings, topics: set[str], what: str) -> SourceAuthError:
+    """The one-line :class:`SourceAuthError` for topics the ACLs deny (see ``kafka_client.unauthorized_topics``)."""
+    return _refused(kafka, f"denied it (TopicAuthorizationFailed: {', '.join(sorted(topics))})", what)
+
+
+def _refused(kafka: KafkaSettings, cause: str, what: str) -> SourceAuthError:
+    user = read_secret(kafka, "sasl_username", "kafka")
+    return SourceAuthError(
+        f"Kafka at {','.join(kafka.bootstrap_servers)} {cause} while {what} as kafka.sasl_username {user!r}: "
+        f"check the user, its password and the ACLs that grant it the topics and the group {kafka.group_id!r}"
+    )
+
+
 class _LoginWatch(logging.Handler):
     """Sees the SASL failure kafka-python logs: it only logs it, then retries the bootstrap until a timeout."""
 
@@ -57,10 +85,10 @@ class _LoginWatch(logging.Handler):
             self.refused.set()
 
 
-def check_login(kafka: Any, timeout_secs: float = LOGIN_TIMEOUT_SECS) -> None:
+def check_login(kafka: KafkaSettings, timeout_secs: float = LOGIN_TIMEOUT_SECS) -> None:
     """Stop at once when the broker refuses the SASL login, instead of retrying until some timeout.
 
-    Does nothing without SASL. Raises :class:`SourceError` (one line, no
+    Does nothing without SASL. Raises :class:`SourceAuthError` (one line, no
     secret) when the broker refuses the credentials; any other failure is left
     to the clients built next, which report it as before.
     """
@@ -89,7 +117,7 @@ def check_login(kafka: Any, timeout_secs: float = LOGIN_TIMEOUT_SECS) -> None:
     finally:
         kafka_log.removeHandler(watch)
     if not finished.is_set():
-        raise SourceError(
+        raise SourceAuthError(
             f"Kafka at {','.join(settings['bootstrap_servers'])} refused the SASL login "
             f"({settings.get('sasl_mechanism', 'PLAIN')}) of kafka.sasl_username {settings.get('sasl_plain_username')!r}: "
             "check the user, its password and its SCRAM credentials on the broker"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from gatewatch.errors import SourceError
+from ingest.errors import SourceError
 from ingest.normalize import InvalidValueError, parse_timestamp
 
 

@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 import orjson
 
-from gatewatch.errors import SourceError
+from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
 
 __all__ = ["Follower", "unwrap_container_line"]

@@ -13,6 +13,7 @@ import yaml
 
 from gatewatch.demo import DEMO_JSON_FORMAT, DEMO_TEXT_FORMAT, ENVOY_DEFAULT_FORMAT, DemoFiles, write_demo
 from gatewatch.demo.files import OVERSIZED_LINE_BYTES
+from gatewatch.errors import ConfigError
 
 SMALL = {"seed": 11, "duration_secs": 900.0, "requests_per_sec": 5.0}
 LEFTOVER = re.compile(r"%[A-Z][A-Z0-9_]*(\(|%|:\d)")
@@ -175,5 +176,5 @@ def test_short_run_still_gets_every_bad_line(tmp_path: Path) -> None:
 
 
 def test_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="--format"):
         write_demo(tmp_path, gateway_format="xml", **SMALL)  # type: ignore[arg-type]

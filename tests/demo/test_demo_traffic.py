@@ -20,6 +20,7 @@ from gatewatch.demo.world import (
     RECONCILER_IDENTITY,
     RECONCILER_IP,
 )
+from gatewatch.errors import ConfigError
 
 RID = "REQ(X-REQUEST-ID)"
 IP = "REQ(X-FORWARDED-FOR)"
@@ -60,7 +61,7 @@ def test_generate_is_lazy() -> None:
 
 
 def test_too_short_for_attacks() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="--minutes 10"):
         scenario(duration_secs=300.0)
     assert list(islice(generate(duration_secs=60.0, attacks=False), 10))
 

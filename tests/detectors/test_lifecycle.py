@@ -6,9 +6,12 @@ import itertools
 import math
 import random
 
+import pytest
+
 from detectors.alerts import AlertBook
 from detectors.base import Finding, Severity
 from detectors.lifecycle import AlertEvent, AlertLifecycle
+from ingest.errors import WireError
 
 T0 = 1_772_442_000.0  # 2026-03-02T09:00:00Z, on a 600 s window boundary
 
@@ -143,3 +146,9 @@ def test_an_event_document_is_the_alert_document_plus_its_lifecycle() -> None:
     assert lifecycle == {
         "event_id": f"{event.alert.id}-1", "state": "open", "sequence": 1, "at": "2026-03-02T09:00:01.000Z",
     }  # fmt: skip
+
+
+def test_a_state_of_another_version_is_refused_as_a_wire_error() -> None:
+    state = AlertLifecycle().to_state()
+    with pytest.raises(WireError, match="unknown_version"):
+        AlertLifecycle.from_state({**state, "version": 99})

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gatewatch.errors import StoreUnavailableError
+from gatewatch.errors import StoppedError, StoreUnavailableError
 from gatewatch.metrics import ServeMetrics
 from gatewatch.store_writer import StoreWriter, merge_batches
 from ingest.records import Dataset, DeadLetter, Origin
@@ -80,7 +80,7 @@ def test_close_finishes_what_was_submitted() -> None:
     writer.close()
     assert all(p.done() for p in pending)
     assert sorted(o for write in sink.writes for o in write) == list(range(6))
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(StoppedError, match="closed"):
         writer.submit(batch(9))
 
 
@@ -100,7 +100,7 @@ def test_close_without_drain_abandons_queued_batches_but_finishes_the_running_wr
     queued = writer.submit(batch(1))
     closer = threading.Thread(target=writer.close, kwargs={"drain": False})
     closer.start()
-    with pytest.raises(RuntimeError, match="closed before"):
+    with pytest.raises(StoppedError, match="closed before"):
         queued.result()
     sink.release.set()
     closer.join(timeout=10)

@@ -24,6 +24,9 @@ from kafka.errors import KafkaError
 REPO = Path(__file__).resolve().parents[2]
 MECHANISM = "SCRAM-SHA-512"
 USER, PASSWORD = "gatewatch-test", "Sc4am-only-in-env"
+# A second user for the ACL test: its login works, and a topic that has ACLs (for USER only) is denied to it.
+# Resources without ACLs stay open to every user (allow.everyone.if.no.acl.found), as before.
+DENIED_USER, DENIED_PASSWORD = "gatewatch-no-acl", "N0-acl-for-me"
 _BROKER_PASSWORD = "broker-inter-secret"
 
 
@@ -128,6 +131,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:broker
+allow.everyone.if.no.acl.found=true
 """
     )
     logs = directory / "logs"
@@ -139,7 +145,8 @@ group.initial.rebalance.delay.ms=0
     subprocess.run(
         [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties),
          "--add-scram", f"{MECHANISM}=[name=broker,password={_BROKER_PASSWORD}]",
-         "--add-scram", f"{MECHANISM}=[name={USER},password={PASSWORD}]"],
+         "--add-scram", f"{MECHANISM}=[name={USER},password={PASSWORD}]",
+         "--add-scram", f"{MECHANISM}=[name={DENIED_USER},password={DENIED_PASSWORD}]"],
         check=True, capture_output=True,
     )  # fmt: skip
     log = logs / "stdout.log"

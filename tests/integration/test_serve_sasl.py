@@ -3,7 +3,8 @@
 The broker is this module's own (see :mod:`sasl_kafka`). serve reads both input
 topics over SASL_SSL, stores into DuckDB and alerts exactly as ``replay`` over
 the same lines; the config file names environment variables, never a secret.
-A wrong password stops serve at once with one line and exit 2.
+A wrong password, or an ACL that denies serve's user an input topic, stops
+serve with one line and exit 2.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 from kafka import KafkaAdminClient, KafkaProducer
-from sasl_kafka import PASSWORD, USER, SaslBroker, start_sasl_broker
+from kafka.admin import ACL, ACLOperation, ACLPermissionType, NewTopic, ResourcePattern, ResourceType
+from sasl_kafka import DENIED_PASSWORD, DENIED_USER, PASSWORD, USER, SaslBroker, start_sasl_broker
 from test_serve import REPO, PARTITIONS, Serve, build_traffic, replay_alerts, stored_alerts, stored_origins, wait_for
 
 
@@ -111,3 +113,34 @@ def test_a_wrong_password_stops_serve_with_one_line(
     assert "Traceback" not in done.stderr and PASSWORD not in done.stderr
     # Well under kafka-python's 30 s bootstrap timeout: stopped on the refusal, not on a timer.
     print(f"wrong password: exit 2 after {time.monotonic() - started:.1f}s")
+
+
+def test_a_topic_the_acls_deny_stops_serve_with_one_line(
+    sasl_broker: SaslBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    group, names = f"gw-acl-{run}", {side: f"gw-acl-{run}-{side}" for side in ("gateway", "app", "alerts")}
+    admin = KafkaAdminClient(**sasl_broker.client())
+    try:
+        admin.create_topics([NewTopic(names[side], PARTITIONS, 1) for side in ("gateway", "app")])
+        # The gateway topic gets an ACL for the other user only: from then on it is closed to everyone else.
+        pattern = ResourcePattern(ResourceType.TOPIC, names["gateway"])
+        admin.create_acls([ACL(f"User:{USER}", "*", ACLOperation.ALL, ACLPermissionType.ALLOW, pattern)])
+    finally:
+        admin.close()
+    monkeypatch.setenv("GW_TEST_KAFKA_USER", DENIED_USER)
+    monkeypatch.setenv("GW_TEST_KAFKA_PASSWORD", DENIED_PASSWORD)
+    config = _config(tmp_path, sasl_broker, group, names)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store",
+         f"duckdb:{tmp_path / 'store.duckdb'}", "--listen", "127.0.0.1:0"],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert "denied it (TopicAuthorizationFailed" in errors[0] and names["gateway"] in errors[0], errors[0]
+    assert f"kafka.sasl_username '{DENIED_USER}'" in errors[0] and DENIED_PASSWORD not in done.stderr
+    assert "Traceback" not in done.stderr
+    print(f"denied topic: exit 2 after {time.monotonic() - started:.1f}s: {errors[0]}")

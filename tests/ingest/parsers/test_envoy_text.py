@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.errors import FormatError
 from ingest.parsers import ENVOY_DEFAULT_FORMAT, Parser, build_gateway_parser, compile_text_format
 from ingest.parsers.envoy_text import compile_text_pattern
 from ingest.records import Dataset, Origin
@@ -384,7 +385,7 @@ def test_impossible_start_time_is_an_invalid_value() -> None:
     ],
 )
 def test_broken_formats_raise_at_compile_time(fmt: str, message: str) -> None:
-    with pytest.raises(ValueError, match="format") as error:
+    with pytest.raises(FormatError, match="format") as error:
         compile_text_format(fmt)
     assert message in str(error.value)
 
@@ -394,7 +395,7 @@ def test_unknown_operators_never_break_compilation() -> None:
 
 
 def test_build_gateway_parser_rejects_two_formats() -> None:
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(FormatError, match="not both"):
         build_gateway_parser(format=ENVOY_DEFAULT_FORMAT, json_format={"ts": "%START_TIME%"})
 
 

@@ -87,7 +87,7 @@ def test_unreachable_store_error_carries_no_password() -> None:
 
 
 class RefusingClient(ScriptedClient):
-    def __init__(self, refusal: search.Refused, **kwargs: Any) -> None:
+    def __init__(self, refusal: search.StoreRefusedError, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.refusal = refusal
         self.calls = 0
@@ -99,7 +99,7 @@ class RefusingClient(ScriptedClient):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_403_stop_with_one_clear_message_instead_of_retrying(status: int) -> None:
-    client = RefusingClient(search.Refused(status, "security_exception", "unable to authenticate user [gw]"))
+    client = RefusingClient(search.StoreRefusedError(status, "security_exception", "unable to authenticate user [gw]"))
     sink = search.SearchSink(client, "gw", sleep=lambda s: None)
     with pytest.raises(StoreAuthError, match=r"store.username / store.password / store.api_key") as caught:
         with sink._store_calls("connect"):
@@ -109,7 +109,7 @@ def test_401_403_stop_with_one_clear_message_instead_of_retrying(status: int) ->
 
 def test_bulk_refused_for_credentials_stops_at_once() -> None:
     sleeps: list[float] = []
-    whole = ScriptedClient([search.Refused(401, "security_exception", "missing authentication credentials")])
+    whole = ScriptedClient([search.StoreRefusedError(401, "security_exception", "missing authentication credentials")])
     with pytest.raises(StoreAuthError):
         search.SearchSink(whole, "gw", sleep=sleeps.append).write_documents("deadletter", [{"id": "d1"}])
     items = ScriptedClient([[403]])  # an item refused: "action [indices:data/write/bulk[s]] is unauthorized"
@@ -119,7 +119,7 @@ def test_bulk_refused_for_credentials_stops_at_once() -> None:
 
 
 def test_a_blocked_index_403_is_still_retried() -> None:
-    client = ScriptedClient([search.Refused(403, "cluster_block_exception", "index read-only"), None])
+    client = ScriptedClient([search.StoreRefusedError(403, "cluster_block_exception", "index read-only"), None])
     sink = search.SearchSink(client, "gw", sleep=lambda s: None)
     sink.write(Batch())
     sink.write_documents("deadletter", [{"id": "d1"}])

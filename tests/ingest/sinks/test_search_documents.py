@@ -255,7 +255,7 @@ class ScriptedClient:
         if isinstance(self.lifecycle, Exception):
             raise self.lifecycle
         if not self.lifecycle:
-            raise search.Refused(400, "", f"no handler found for uri [/_ilm/policy/{name}] and method [PUT]")
+            raise search.StoreRefusedError(400, "", f"no handler found for uri [/_ilm/policy/{name}] and method [PUT]")
 
     def list_indices(self, pattern: str) -> list[str]:
         return list(self.indices)
@@ -297,18 +297,18 @@ def test_retries_run_out_into_store_unavailable() -> None:
 
 
 def test_whole_request_refusal_is_retried_or_raised() -> None:
-    client = ScriptedClient([search.Refused(429, "circuit_breaking_exception", "too big"), [201]])
+    client = ScriptedClient([search.StoreRefusedError(429, "circuit_breaking_exception", "too big"), [201]])
     sink, _ = scripted_sink(client)
     sink.store([action(1)])
     assert sink.docs_written == 1 and len(client.sent) == 2
-    client = ScriptedClient([search.Refused(400, "parse_exception", "malformed bulk")])
+    client = ScriptedClient([search.StoreRefusedError(400, "parse_exception", "malformed bulk")])
     sink, _ = scripted_sink(client)
     with pytest.raises(StoreError, match="bulk request refused: 400 parse_exception"):
         sink.store([action(1)])
 
 
 def test_unreachable_store_raises_at_once() -> None:
-    client = ScriptedClient([search.Unreachable("Connection refused")])
+    client = ScriptedClient([search.StoreUnreachableError("Connection refused")])
     sink, sleeps = scripted_sink(client)
     with pytest.raises(StoreUnavailableError, match="Connection refused"):
         sink.store([action(1)])
@@ -356,7 +356,7 @@ def test_install_without_a_lifecycle_api_deletes_by_date() -> None:
 
 
 def test_a_refused_lifecycle_policy_falls_back_to_deleting(caplog: pytest.LogCaptureFixture) -> None:
-    client = ScriptedClient(lifecycle=search.Refused(403, "security_exception", "no manage_ilm privilege"))
+    client = ScriptedClient(lifecycle=search.StoreRefusedError(403, "security_exception", "no manage_ilm privilege"))
     sink, _ = scripted_sink(client)
     sink.install()
     assert sink.retention_policy is None
@@ -431,7 +431,7 @@ def test_ism_missing_means_the_sink_deletes() -> None:
 
     text = "no handler found for uri [/_plugins/_ism/policies/gw-retention] and method [GET]"
     ism = StubISM(RequestError(400, text, {"error": text}))
-    with pytest.raises(search.Refused) as caught:
+    with pytest.raises(search.StoreRefusedError) as caught:
         opensearch_adapter(ism).put_retention_policy("gw-retention", 30, ["gw-events-*"])
     assert caught.value.api_missing
     assert ism.put is None
@@ -467,7 +467,7 @@ def test_ilm_missing_means_the_sink_deletes() -> None:
 
     adapter = object.__new__(search_clients._ElasticsearchClient)
     adapter._es = SimpleNamespace(ilm=SimpleNamespace(put_lifecycle=put_lifecycle))
-    with pytest.raises(search.Refused) as caught:
+    with pytest.raises(search.StoreRefusedError) as caught:
         adapter.put_retention_policy("gw-retention", 30, ["gw-events-*"])
     assert caught.value.api_missing and caught.value.status == 400
 

@@ -1,0 +1,88 @@
+"""Alerts as values: what detection hands to stores, files and forwarders.
+
+A leaf module, like :mod:`ingest.records`: the alert book and the lifecycle
+(:mod:`detectors.alerts`, :mod:`detectors.lifecycle`) build these, and the
+sinks in :mod:`ingest.sinks` store them, without either package importing the
+other. ``severity`` is a ``detectors.base.Severity`` at run time, a ``str``
+here (a ``StrEnum`` is one): the sinks only write it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ingest.ecs import iso
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert, as the SIEM and the alerts index see it (see schemas/alert.schema.json)."""
+
+    id: str
+    rule: str
+    severity: str
+    entity_type: str
+    entity_value: str
+    first_seen: float
+    last_seen: float
+    count: int
+    request_ids: tuple[str, ...]
+    summary: str
+    reason: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+    def to_document(self) -> dict[str, object]:
+        """The alert's JSON document (the alerts index, the NDJSON file)."""
+        doc: dict[str, object] = {
+            "id": self.id,
+            "@timestamp": iso(self.first_seen),
+            "rule": self.rule,
+            "severity": str(self.severity),
+            "entity": {"type": self.entity_type, "value": self.entity_value},
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "count": self.count,
+            "request_ids": list(self.request_ids),
+            "summary": self.summary,
+        }
+        if self.reason is not None:
+            doc["reason"] = self.reason
+        if self.details:
+            doc["details"] = self.details
+        return doc
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One transition of an alert: what a SIEM receives.
+
+    ``sequence`` counts the alert's transitions from 1; ``at`` is the event time
+    at which the transition was decided; ``alert`` is the alert as folded then.
+    """
+
+    alert: Alert
+    state: AlertState
+    sequence: int
+    at: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.alert.id}-{self.sequence}"
+
+    def to_document(self) -> dict[str, object]:
+        """The alert document plus a ``lifecycle`` object (see schemas/alert.schema.json)."""
+        doc = self.alert.to_document()
+        doc["lifecycle"] = {
+            "event_id": self.id,
+            "state": str(self.state),
+            "sequence": self.sequence,
+            "at": iso(self.at),
+        }
+        return doc
