@@ -10,19 +10,20 @@ One thread owns the :class:`~gatewatch.topology.Pipeline` and the store: it
 takes every queued batch at once, so under load a cycle carries many batches
 and one store write and one checkpoint serve them all (group commit).
 
-What is durable, and when a batch is acknowledged: the store holds the records
-(events, dead letters, transactions, alerts) and the checkpoint file
-(:mod:`gatewatch.local_checkpoint`) holds the detection state with the follow
-positions and the batch ids it covers. An HTTP batch is answered 2xx, and a
-file's read position saved, only once both cover it. So after a crash (even
-``kill -9``) a restart restores state that has seen exactly the batches that
-were acknowledged and the lines up to the saved positions: files are re-read
-from there, a batch the shipper was not answered is posted again and counted
-once (the restored state never saw it; in the store it overwrites itself by
-id), a batch it was answered is answered 200 ``duplicate`` again (the last
-:data:`~gatewatch.local_checkpoint.REMEMBERED_BATCHES` ids are in the
-checkpoint). Saving is spaced so it takes at most about a fifth of the time
-(:data:`CHECKPOINT_SHARE`): acknowledgements wait at most that long for it.
+What is durable, and when (:mod:`gatewatch.local_checkpoint`): the store holds
+the records (events, dead letters, transactions, alerts); the checkpoint file
+holds the detection state with the follow positions and the batch ids it
+covers, saved every few seconds (so that saving takes at most
+:data:`CHECKPOINT_SHARE` of the time); the batch log beside it holds every HTTP
+batch acknowledged since. An HTTP batch is answered 2xx once its records are
+stored and it is in the batch log (fsynced); a file's read position is saved
+with a checkpoint. After a crash (even ``kill -9``) a restart restores the
+checkpoint and feeds the logged batches again, so the state has seen exactly
+the acknowledged batches and the lines up to the saved positions: files are
+re-read from there; a batch the shipper was not answered is posted again and
+counted once (the restored state never saw it; in the store it overwrites
+itself by id); a batch it was answered is answered 200 ``duplicate`` again
+(the last :data:`~gatewatch.local_checkpoint.REMEMBERED_BATCHES` ids are kept).
 
 Ordering: every HTTP side and every followed side is one input stream
 (``http:gateway``, ``follow:app``, ...) numbered by this process, its records
@@ -58,7 +59,9 @@ from typing import Any
 from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.http_ingest import HttpIngestEndpoint, IngestAnswer, UnpackedBatch, add_routes
-from gatewatch.local_checkpoint import REMEMBERED_BATCHES, LocalState, load_local_state, save_local_state
+from gatewatch.local_checkpoint import (
+    REMEMBERED_BATCHES, BatchLog, LocalState, LoggedBatch, load_local_state, save_local_state,
+)  # fmt: skip
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_idle import IdleInputs
 from gatewatch.serve_stage import RETRY_MAX_SECS, kv
@@ -73,7 +76,7 @@ __all__ = ["LocalPipeline", "LocalService", "kafka_configured", "serve_local"]
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SHARE = 0.2  # at most this share of the pipeline thread's time goes to saving
-MIN_CHECKPOINT_INTERVAL_SECS = 0.02
+MIN_CHECKPOINT_INTERVAL_SECS = 1.0  # the batch log grows by what arrives in between
 MAX_QUEUED_RECORDS = 200_000  # records waiting for the pipeline thread; beyond: 429
 FOLLOW_POLL_SECS = 0.25
 SHUTDOWN_DELIVERY_TIMEOUT_SECS = 60.0
@@ -118,6 +121,9 @@ class LocalPipeline:
         self.pipeline = Pipeline(config)
         state = load_local_state(checkpoint_path)
         self._acknowledged: OrderedDict[str, None] = OrderedDict()
+        self._batch_log = BatchLog(checkpoint_path.with_name(checkpoint_path.name + ".batches"))
+        self._logged_seq = state.logged_seq if state is not None else 0
+        self._to_replay = self._batch_log.read(self._logged_seq)
         positions = None
         if state is not None:
             self.pipeline.restore(state.snapshot)
@@ -138,7 +144,6 @@ class LocalPipeline:
         self._queue: deque[_Submission] = deque()
         self._queued_records = 0
         self._pending: dict[str, _Submission] = {}  # queued or fed, not yet durable
-        self._fed: list[_Submission] = []  # fed and stored, waiting for the checkpoint
         self._dirty = False  # state changed since the last checkpoint
         self._last_save_at = time.monotonic()
         self._last_save_secs = 0.0
@@ -185,6 +190,7 @@ class LocalPipeline:
     def run(self) -> None:
         """Cycle until stopped, then finish what was taken in, checkpoint and return (exit code in ``code``)."""
         try:
+            self._recover()
             while not self._stop.is_set():
                 self.loop_at = time.monotonic()
                 self._cycle(self._take(wait_secs=self._wait_secs()))
@@ -205,10 +211,9 @@ class LocalPipeline:
         finally:
             with self._lock:
                 self.stopping = True
-                dropped = list(self._queue) + self._fed + list(self._pending.values())
+                dropped = list(self._queue) + list(self._pending.values())
                 self._queue.clear()
                 self._pending.clear()
-                self._fed = []
             for submission in dropped:
                 if not submission.future.done():
                     submission.future.set_result(False)
@@ -219,8 +224,28 @@ class LocalPipeline:
         if self._follower is not None:
             self._follower.close()
 
+    def _recover(self) -> None:
+        """Feed the batches logged after the checkpoint again, store their outputs, checkpoint."""
+        replay, self._to_replay = self._to_replay, []
+        if not replay:
+            self._batch_log.reset()  # drops a last entry a crash cut short
+            return
+        records: list[RawRecord] = []
+        for logged in replay:
+            records += self._http_records(logged.source, logged.batch_id, logged.values)
+            self._acknowledged[f"{logged.source}:{logged.batch_id}"] = None
+            self._logged_seq = logged.seq
+        self.pipeline.feed(records)
+        self.pipeline.process()
+        batch = self.pipeline.drain()
+        if len(batch):
+            self._deliver(batch)
+        self._dirty = True
+        self._checkpoint()
+        log.info(kv("batch_log_replayed", batches=len(replay), records=len(records)))
+
     def _wait_secs(self) -> float:
-        if self._fed or self._dirty:
+        if self._dirty:
             return max(0.0, self._checkpoint_interval() - (time.monotonic() - self._last_save_at))
         return FOLLOW_POLL_SECS
 
@@ -258,26 +283,45 @@ class LocalPipeline:
         self._count(submissions, followed, batch)
         if len(batch):
             self._deliver(batch)
-        self._fed.extend(submissions)
+        if submissions:
+            self._acknowledge(submissions)
         self._dirty = self._dirty or bool(records) or len(batch) > 0
-        if (self._fed or self._dirty) and time.monotonic() - self._last_save_at >= self._checkpoint_interval():
+        if self._dirty and time.monotonic() - self._last_save_at >= self._checkpoint_interval():
             self._checkpoint()
 
     def _records(self, submissions: list[_Submission]) -> list[RawRecord]:
         records: list[RawRecord] = []
-        offsets = self._next_offset
         for submission in submissions:
             unpacked = submission.unpacked
-            dataset = _DATASETS[unpacked.source]
-            stream = f"http:{unpacked.source}"
-            entered = f"http:{unpacked.source}:{unpacked.batch_id}"
-            start = offsets.get(stream, 0)
-            records += [
-                RawRecord(Origin(dataset, stream, start + i), value, id_origin=Origin(dataset, entered, n))
-                for i, (n, value) in enumerate(enumerate(unpacked.batch.values, start=1))
-            ]
-            offsets[stream] = start + len(unpacked.batch.values)
+            records += self._http_records(unpacked.source, unpacked.batch_id, unpacked.batch.values)
         return records
+
+    def _http_records(self, source: str, batch_id: str, values: list[bytes]) -> list[RawRecord]:
+        dataset = _DATASETS[source]
+        stream, entered = f"http:{source}", f"http:{source}:{batch_id}"
+        start = self._next_offset.get(stream, 0)
+        self._next_offset[stream] = start + len(values)
+        return [
+            RawRecord(Origin(dataset, stream, start + i), value, id_origin=Origin(dataset, entered, i + 1))
+            for i, value in enumerate(values)
+        ]
+
+    def _acknowledge(self, submissions: list[_Submission]) -> None:
+        """Log the stored batches (fsync), then answer them 2xx."""
+        logged = []
+        for submission in submissions:
+            self._logged_seq += 1
+            unpacked = submission.unpacked
+            logged.append(LoggedBatch(self._logged_seq, unpacked.source, unpacked.batch_id, unpacked.batch.values))
+        self._batch_log.append(logged)
+        with self._lock:
+            for submission in submissions:
+                self._acknowledged[submission.key] = None
+                self._pending.pop(submission.key, None)
+            while len(self._acknowledged) > REMEMBERED_BATCHES:
+                self._acknowledged.popitem(last=False)
+        for submission in submissions:
+            submission.future.set_result(True)
 
     def _follow_records(self, followed: list[RawRecord]) -> list[RawRecord]:
         records: list[RawRecord] = []
@@ -336,19 +380,17 @@ class LocalPipeline:
         return max(MIN_CHECKPOINT_INTERVAL_SECS, self._last_save_secs / CHECKPOINT_SHARE)
 
     def _checkpoint(self) -> None:
-        """Save state, positions and batch ids, then acknowledge everything fed so far."""
-        if not (self._fed or self._dirty):
+        """Save state, positions and batch ids; then empty the batch log and save the follow positions file."""
+        if not self._dirty:
             return
         started = time.monotonic()
         follower = self._follower
         with self._lock:
-            for submission in self._fed:
-                self._acknowledged[submission.key] = None
-            while len(self._acknowledged) > REMEMBERED_BATCHES:
-                self._acknowledged.popitem(last=False)
             batches = list(self._acknowledged)
-        state = LocalState(self.pipeline.snapshot(), follower.positions() if follower else {}, batches, time.time())
+        state = LocalState(self.pipeline.snapshot(), follower.positions() if follower else {}, batches, time.time(),
+                           self._logged_seq)  # fmt: skip
         size = save_local_state(self.checkpoint_path, state)
+        self._batch_log.reset()  # a crash before this: the restart skips what the checkpoint covers, by seq
         if follower is not None:
             follower.commit()  # the positions file too, for whoever reads it; a restart takes the checkpoint's
         elapsed = time.monotonic() - started
@@ -357,12 +399,6 @@ class LocalPipeline:
         metrics.checkpoint_duration.observe(elapsed)
         metrics.checkpoint_bytes.set(size)
         metrics.checkpoint_saved.set_to_current_time()
-        with self._lock:
-            fed, self._fed = self._fed, []
-            for submission in fed:
-                self._pending.pop(submission.key, None)
-        for submission in fed:
-            submission.future.set_result(True)
 
     def _count(self, submissions: list[_Submission], followed: list[RawRecord], batch: Batch) -> None:
         metrics = self.metrics
@@ -390,7 +426,7 @@ class _Abandoned(Exception):
 
 
 class LocalHttpIngest(HttpIngestEndpoint):
-    """HTTP ingest into the local pipeline: answered once the store and the checkpoint hold the batch."""
+    """HTTP ingest into the local pipeline: answered once the batch is stored and in the batch log."""
 
     def __init__(self, config: Any, metrics: Any, pipeline: LocalPipeline) -> None:
         super().__init__(config, metrics)

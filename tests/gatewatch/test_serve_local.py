@@ -24,9 +24,9 @@ from gatewatch.cli import main
 from gatewatch.config import parse_config
 from gatewatch.errors import SourceError, StoreUnavailableError
 from gatewatch.http_ingest import IngestAnswer, UnpackedBatch, add_routes
-from gatewatch.local_checkpoint import LocalState, load_local_state, save_local_state
+from gatewatch.local_checkpoint import BatchLog, LocalState, LoggedBatch, load_local_state, save_local_state
 from gatewatch.metrics import ServeMetrics
-from gatewatch.serve_local import LocalHttpIngest, LocalPipeline, kafka_configured
+from gatewatch.serve_local import LocalHttpIngest, LocalPipeline, _Abandoned, kafka_configured
 from ingest.records import Dataset, Origin, record_id
 from ingest.sinks.base import Batch
 
@@ -164,32 +164,39 @@ def test_store_down_answers_503_with_retry_after_and_the_retry_waits_for_the_bat
 
 
 def test_a_restart_keeps_what_was_acknowledged_and_feeds_again_only_what_was_not(tmp_path: Path) -> None:
-    """A crash after batch B was stored but before a checkpoint covered it: B is fed again, A is not."""
+    """A crash after A was checkpointed, B acknowledged (logged, no checkpoint yet) and C taken in but not stored."""
     config, metrics = _config(), ServeMetrics()
-    first = LocalPipeline(config, _Store(), None, metrics, tmp_path / "cp", None, threading.Event())
+    store = _Store()
+    first = LocalPipeline(config, store, None, metrics, tmp_path / "cp", None, threading.Event())
     ingest = LocalHttpIngest(config, metrics, first)
-    a = ingest._unpack("gateway", _body(0, 4), False, "batch-a")
-    b = ingest._unpack("gateway", _body(4, 3), False, "batch-b")
-    assert isinstance(a, UnpackedBatch) and isinstance(b, UnpackedBatch)
+    a, b, c = (ingest._unpack("gateway", _body(first_n, count), False, f"batch-{name}")
+               for name, first_n, count in (("a", 0, 4), ("b", 4, 3), ("c", 7, 2)))  # fmt: skip
+    assert isinstance(a, UnpackedBatch) and isinstance(b, UnpackedBatch) and isinstance(c, UnpackedBatch)
     future_a, _ = _offered(first.offer(a))
     first._cycle(first._take(0.0))
     first._checkpoint()
-    assert future_a.result(timeout=1) is True
     first._last_save_secs = 1e6  # no checkpoint is due before the "crash"
     future_b, _ = _offered(first.offer(b))
     first._cycle(first._take(0.0))
-    assert not future_b.done()
-    assert len(first.pipeline.order) == 7
+    assert future_a.result(timeout=1) is True and future_b.result(timeout=1) is True
+    store.down.set()
+    first.abort.set()  # the store fails C's write; the crash comes while it is retried
+    future_c, _ = _offered(first.offer(c))
+    with pytest.raises(_Abandoned):
+        first._cycle(first._take(0.0))
+    assert not future_c.done() and len(first.pipeline.order) == 9
 
     second = LocalPipeline(config, _Store(), None, ServeMetrics(), tmp_path / "cp", None, threading.Event())
-    assert len(second.pipeline.order) == 4  # A's events, waiting in the reorder buffer
-    assert _offered(second.offer(a))[1] is True  # acknowledged before the crash: answered, not fed
-    future_b, known = _offered(second.offer(b))
+    assert len(second.pipeline.order) == 4  # A, from the checkpoint
+    second._recover()  # B, from the batch log
+    assert len(second.pipeline.order) == 7
+    assert _offered(second.offer(a))[1] is True and _offered(second.offer(b))[1] is True  # answered, not fed
+    future_c, known = _offered(second.offer(c))
     assert known is False
     second._cycle(second._take(0.0))
-    second._checkpoint()
-    assert future_b.result(timeout=1) is True
-    assert len(second.pipeline.order) == 7 and second.pipeline.stats.redelivered == 0
+    assert future_c.result(timeout=1) is True
+    assert len(second.pipeline.order) == 9 and second.pipeline.stats.redelivered == 0
+    assert load_local_state(tmp_path / "cp") is not None
 
 
 def test_a_checkpoint_that_does_not_decode_stops_the_start_with_its_name(tmp_path: Path) -> None:
@@ -201,6 +208,19 @@ def test_a_checkpoint_that_does_not_decode_stops_the_start_with_its_name(tmp_pat
     with pytest.raises(SourceError, match=str(path)):
         load_local_state(path)
     assert load_local_state(tmp_path / "missing") is None
+
+
+def test_the_batch_log_ignores_a_last_entry_cut_short_and_skips_what_the_checkpoint_covers(tmp_path: Path) -> None:
+    log = BatchLog(tmp_path / "cp.batches")
+    log.append([LoggedBatch(1, "gateway", "a", [b"x"]), LoggedBatch(2, "app", "b", [b"y", b"z"])])
+    with open(log.path, "ab") as handle:
+        handle.write((100).to_bytes(4, "big") + b"cut short by a crash")
+    assert [(b.seq, b.batch_id, b.values) for b in log.read(after_seq=1)] == [(2, "b", [b"y", b"z"])]
+    log.reset()
+    assert log.read(after_seq=0) == []
+    log.path.write_bytes((5).to_bytes(4, "big") + b"junk!" + (1).to_bytes(4, "big") + b"x")
+    with pytest.raises(SourceError, match="batch log"):
+        log.read(after_seq=0)
 
 
 @pytest.mark.parametrize(
