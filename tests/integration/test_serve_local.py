@@ -162,7 +162,7 @@ def test_a_fluent_bit_client_without_kafka_stores_each_record_once_and_alerts_as
     tmp_path: Path, store_kind: str, request: pytest.FixtureRequest, local_serves: None
 ) -> None:
     """The demo scenario posted to a serve with no Kafka; on Elasticsearch the node is stopped mid-stream."""
-    lines, demo_config = demo_traffic(tmp_path)
+    lines, demo_config = demo_traffic(tmp_path, rate=5.0)
     # Fluent Bit's records are msgpack strings: bytes that are not UTF-8 arrive replaced (replay must see the same).
     lines = [replace(line, value=line.value.decode("utf-8", "replace").encode()) for line in lines]
     indices: Indices | None = None
