@@ -169,7 +169,7 @@ class LocalPipeline:
             if self.stopping:
                 return IngestAnswer(503, {"error": "stopping: retry"}, {"Retry-After": "5"})
             if not self.store_ok:
-                return IngestAnswer(503, {"error": "the store is unavailable: retry"}, self._retry_after())
+                return IngestAnswer(503, {"error": "the store is unavailable: retry"}, self.retry_after())
             if self._queued_records > MAX_QUEUED_RECORDS:
                 return IngestAnswer(429, {"error": "too many records queued"}, {"Retry-After": "1"})
             submission = _Submission(key, unpacked, concurrent.futures.Future())
@@ -179,7 +179,8 @@ class LocalPipeline:
             self._lock.notify()
             return submission.future, False
 
-    def _retry_after(self) -> dict[str, str]:
+    def retry_after(self) -> dict[str, str]:
+        """The ``Retry-After`` header of a 503: the store's own retry delay, in whole seconds."""
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_secs)))}
 
     def queued_records(self) -> int:
@@ -450,7 +451,7 @@ class LocalHttpIngest(HttpIngestEndpoint):
             durable = False
         if not durable:
             self.metrics.record_error("http_ingest", "not_durable")
-            return IngestAnswer(503, {"error": "the batch is not stored yet: retry"}, self._pipeline._retry_after())
+            return IngestAnswer(503, {"error": "the batch is not stored yet: retry"}, self._pipeline.retry_after())
         return IngestAnswer(unpacked.status, {**unpacked.answer, "duplicate": True} if duplicate else unpacked.answer)
 
 
