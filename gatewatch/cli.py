@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--follow", nargs="+", default=[], metavar="SIDE=GLOB",
-        help="tail these files into the input topics: gateway=/var/log/envoy/*.log app=/var/log/billing/*.log*",
+        help="tail these files into the input topics (without Kafka: into the pipeline): "
+        "gateway=/var/log/envoy/*.log app=/var/log/billing/*.log*",
     )  # fmt: skip
     serve.add_argument(
         "--follow-positions", type=Path, default=Path("gatewatch-follow-positions.json"), metavar="FILE",
