@@ -1,4 +1,4 @@
-"""HTTP ingest for ``gatewatch serve``: shippers POST batches, answered once Kafka holds them.
+"""HTTP ingest for ``gatewatch serve``: shippers POST batches, answered once Kafka (or the store) holds them.
 
 ``POST /v1/ingest/{gateway|app}`` on ``--listen``::
 
@@ -24,6 +24,11 @@ downstream (:func:`ingest.sources.kafka.header_origin`), so a batch posted again
 (a shipper's retry) overwrites itself in the store instead of being stored twice;
 a batch already acknowledged by this process is answered 200 again without
 producing it twice.
+
+:class:`HttpIngestEndpoint` is everything up to the durable point; :class:`HttpIngest`
+produces to Kafka, and :class:`gatewatch.serve_local.LocalHttpIngest` feeds serve's own
+pipeline when no Kafka is configured (answered once stored and logged; 503 while the
+store is down).
 """
 
 from __future__ import annotations
