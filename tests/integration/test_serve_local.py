@@ -39,7 +39,7 @@ from ingest.records import Dataset, Origin, record_id
 
 TOKENS = {"gateway": secrets.token_urlsafe(24), "app": secrets.token_urlsafe(24)}
 BATCH_RECORDS = 500  # a Fluent Bit chunk holds up to 2 MB: hundreds of access-log lines
-OUTAGE_SECS = 10  # the load test (bench/bench_http_ingest.py --outage-secs) stops the node for 30 s
+OUTAGE_SECS = 10  # frozen (SIGSTOP): the load test (bench_http_ingest.py --outage-secs) stops and starts it
 _DATASETS = {"gateway": Dataset.GATEWAY, "app": Dataset.APP}
 
 
@@ -166,7 +166,11 @@ def _duckdb_ids(store: Path) -> Counter[str]:
 def test_a_fluent_bit_client_without_kafka_stores_each_record_once_and_alerts_as_replay(
     tmp_path: Path, store_kind: str, request: pytest.FixtureRequest, local_serves: None
 ) -> None:
-    """The demo scenario posted to a serve with no Kafka; on Elasticsearch the node is stopped mid-stream."""
+    """The demo scenario posted to a serve with no Kafka; on Elasticsearch the node is frozen mid-stream.
+
+    Frozen rather than stopped keeps the suite short (a stopped node takes ~50 s to start again here);
+    bench/bench_http_ingest.py --local --outage-secs 30 stops it and starts it on its data.
+    """
     lines, demo_config = demo_traffic(tmp_path, rate=5.0)
     # Fluent Bit's records are msgpack strings: bytes that are not UTF-8 arrive replaced (replay must see the same).
     lines = [replace(line, value=line.value.decode("utf-8", "replace").encode()) for line in lines]
@@ -183,7 +187,7 @@ def test_a_fluent_bit_client_without_kafka_stores_each_record_once_and_alerts_as
     # of the file furthest behind; shippers post what they have). Within the lateness, order cannot matter.
     demo_config["correlate"] = {**demo_config.get("correlate", {}), "allowed_lateness_secs": 600}
     config = _local_config(tmp_path / "demo", demo_config)
-    outage = Outage("stop") if indices is not None else None
+    outage = Outage("hang") if indices is not None else None
     shipper: Shipper | None = None
     try:
         serve = LocalServe(config, store, tmp_path / "serve-1.log", tmp_path / "checkpoint.msgpack")
@@ -192,13 +196,13 @@ def test_a_fluent_bit_client_without_kafka_stores_each_record_once_and_alerts_as
         outage_thread: threading.Thread | None = None
         for n, (side, batch, chunk) in enumerate(batches):
             if outage is not None and n == len(batches) // 2:
-                outage.start()  # refused connections; it comes back while the shipper retries
+                outage.start()  # the bulk in hand hangs; the node comes back while the shipper retries
                 outage_thread = threading.Thread(target=lambda: (time.sleep(OUTAGE_SECS), outage.back()))
                 outage_thread.start()
             shipper.ship(side, batch, chunk)
         if outage_thread is not None:
             outage_thread.join()
-            assert shipper.answers[503] > 0 and shipper.retry_afters == {"5"}, shipper.answers
+            assert shipper.answers[503] > 0 and shipper.retry_afters <= {"1", "5"}, shipper.answers
             assert serve.metric("gatewatch_backpressure") == 0
         # The shipper retries a batch it was answered (a lost answer): answered again, not fed again.
         side, batch, chunk = batches[0]
