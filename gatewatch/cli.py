@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=("text", "json", "json_strings", "default"), default="text", help="gateway log format")
     demo.set_defaults(run=_run_demo)
 
-    serve = commands.add_parser("serve", help="consume Kafka, store and detect until stopped")
+    serve = commands.add_parser("serve", help="consume Kafka (or HTTP ingest, --follow), store and detect until stopped")
     serve.add_argument("--config", type=Path, help="YAML config file")
     serve.add_argument("--store", help="elasticsearch:URL, opensearch:URL, duckdb:PATH or none (default: config)")
     serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for /healthz, /readyz, /metrics")
@@ -87,11 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--follow", nargs="+", default=[], metavar="SIDE=GLOB",
-        help="tail these files into the input topics: gateway=/var/log/envoy/*.log app=/var/log/billing/*.log*",
+        help="tail these files into the input topics (without Kafka: into the pipeline): "
+        "gateway=/var/log/envoy/*.log app=/var/log/billing/*.log*",
     )  # fmt: skip
     serve.add_argument(
         "--follow-positions", type=Path, default=Path("gatewatch-follow-positions.json"), metavar="FILE",
         help="where --follow keeps its read positions (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--local-checkpoint", type=Path, default=Path("gatewatch-local-checkpoint.msgpack"), metavar="FILE",
+        help="without Kafka: where detection state, follow positions and batch ids are saved (default: %(default)s)",
     )  # fmt: skip
     serve.set_defaults(run=_run_serve, service=True)
 
@@ -154,6 +159,11 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     install_log_redaction(build_redactor(config, warn_unkeyed=True))
+    from gatewatch.serve_local import kafka_configured
+
+    local = not kafka_configured(config)  # before --instance-id, which names a Kafka group member
+    if local and args.stages != "all":
+        raise GatewatchError(f"--stages {args.stages} splits the Kafka stages: without a kafka section there is one")
     if args.instance_id:
         config = with_instance_id(config, args.instance_id)
     follow = None
@@ -162,6 +172,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
         follow = (parse_follow_specs(args.follow), args.follow_positions)
     tune_gc_for_streaming()
+    if local:
+        from gatewatch.serve_local import serve_local
+
+        return serve_local(config, args.store or config.store.url, args.listen, args.local_checkpoint, follow)
     return serve(config, args.store or config.store.url, args.listen, stages=args.stages, follow=follow)
 
 

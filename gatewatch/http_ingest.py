@@ -1,4 +1,4 @@
-"""HTTP ingest for ``gatewatch serve``: shippers POST batches, answered once Kafka holds them.
+"""HTTP ingest for ``gatewatch serve``: shippers POST batches, answered once Kafka (or the store) holds them.
 
 ``POST /v1/ingest/{gateway|app}`` on ``--listen``::
 
@@ -24,6 +24,11 @@ downstream (:func:`ingest.sources.kafka.header_origin`), so a batch posted again
 (a shipper's retry) overwrites itself in the store instead of being stored twice;
 a batch already acknowledged by this process is answered 200 again without
 producing it twice.
+
+:class:`HttpIngestEndpoint` is everything up to the durable point; :class:`HttpIngest`
+produces to Kafka, and :class:`gatewatch.serve_local.LocalHttpIngest` feeds serve's own
+pipeline when no Kafka is configured (answered once stored and logged; 503 while the
+store is down).
 """
 
 from __future__ import annotations
@@ -54,7 +59,10 @@ from ingest.sources.kafka_settings import client_settings
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
 
-__all__ = ["DecodedBatch", "HttpIngest", "IngestAnswer", "add_routes", "decode_body", "record_key", "request_id_paths"]
+__all__ = [
+    "DecodedBatch", "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "UnpackedBatch", "add_routes", "decode_body",
+    "record_key", "request_id_paths",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -221,40 +229,37 @@ class _TooLargeError(Exception):
     pass
 
 
-class HttpIngest:
-    """The ingest endpoint's state: tokens, the in-flight budget, the Kafka producer, batches acknowledged.
+@dataclass(frozen=True, slots=True)
+class UnpackedBatch:
+    """A request body gunzipped and split into records, with the answer it gets once durable."""
 
-    Built by ``serve``; :meth:`handle` is called by the FastAPI route for each request
-    (on the event loop); the blocking produce runs in a worker thread.
+    source: str
+    batch_id: str
+    batch: DecodedBatch
+    body_bytes: int
+    status: int  # 200, or 400 when some records did not decode
+    answer: dict[str, Any]
+
+
+class HttpIngestEndpoint:
+    """What every HTTP ingest does before a batch is durable: tokens, limits, the in-flight budget, decoding.
+
+    :meth:`handle` is called by the FastAPI route for each request (on the event
+    loop); a subclass makes the batch durable in :meth:`_deliver` (Kafka:
+    :class:`HttpIngest`; the local pipeline: :mod:`gatewatch.serve_local`).
     """
 
-    def __init__(self, config: GatewatchConfig, metrics: Any, producer: KafkaProducer | None = None) -> None:
+    def __init__(self, config: GatewatchConfig, metrics: Any) -> None:
         settings = config.http_ingest
         self.settings = settings
         self.metrics = metrics
-        self.topics = {"gateway": config.kafka.topics.gateway, "app": config.kafka.topics.app}
         self._unwrap = {source: getattr(settings.unwrap, source) for source in SOURCES}
         self._key_paths = {source: request_id_paths(config, source) for source in SOURCES}
         self._tokens = _TokenCheck(settings.tokens)
         self._budget = _Budget(settings.max_in_flight_bytes)
-        self._acknowledged: OrderedDict[str, None] = OrderedDict()  # source:batch id, oldest first
-        self._lock = threading.Lock()
-        kafka = config.kafka
-        self._producer = producer or KafkaProducer(
-            client_id=f"gatewatch-{kafka.group_id}-http-ingest",
-            acks="all",
-            linger_ms=2,
-            batch_size=1024 * 1024,  # a 1,000-record batch leaves in a few produce requests, not dozens
-            max_request_size=2 * MAX_RECORD_BYTES,
-            max_block_ms=int(settings.produce_timeout_secs * 1000),
-            **client_settings(kafka),
-        )
 
     def close(self) -> None:
-        try:
-            self._producer.close(timeout=5)
-        except KafkaError:
-            pass
+        """Release what the endpoint holds (called once, after the HTTP server stopped)."""
 
     async def handle(self, source: str, headers: Callable[[str], str | None], chunks: Any) -> IngestAnswer:
         """Answer one POST: ``headers(name)`` reads a request header, ``chunks`` is the body's async iterator."""
@@ -290,14 +295,16 @@ class HttpIngest:
                 body = await _read(chunks, limit)
             except _TooLargeError:
                 return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit}"})
-            # Gunzip, hash, decode and produce off the event loop: /metrics and other posts go on meanwhile.
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self._ingest, source, body, encoding == "gzip", batch_id)
+            return await self._deliver(source, body, encoding == "gzip", batch_id)
         finally:
             self._budget.give(reserved)
 
-    def _ingest(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
-        """Gunzip, decode and produce one batch; runs in a worker thread (produce waits for the broker)."""
+    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+        """Make the batch durable and answer; the bytes reserved for it stay taken until this returns."""
+        raise NotImplementedError
+
+    def _unpack(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer | UnpackedBatch:
+        """Gunzip and decode ``body`` (CPU work: call it off the event loop); an answer if it cannot be."""
         limit = self.settings.max_body_bytes
         if gzipped:
             try:
@@ -308,10 +315,50 @@ class HttpIngest:
                 return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
         batch_id = batch_id or hashlib.sha256(body).hexdigest()[:32]
         batch = decode_body(body, self._unwrap[source], self._key_paths[source])
-        answer = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
+        answer: dict[str, Any] = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
         if batch.invalid_lines:
             answer["invalid_lines"] = batch.invalid_lines
-        status = 400 if batch.invalid_lines else 200
+        return UnpackedBatch(source, batch_id, batch, len(body), 400 if batch.invalid_lines else 200, answer)
+
+
+class HttpIngest(HttpIngestEndpoint):
+    """HTTP ingest into Kafka: a batch is answered once the broker acknowledged every record.
+
+    The blocking produce runs in a worker thread, so /metrics and other posts go on meanwhile.
+    """
+
+    def __init__(self, config: GatewatchConfig, metrics: Any, producer: KafkaProducer | None = None) -> None:
+        super().__init__(config, metrics)
+        self.topics = {"gateway": config.kafka.topics.gateway, "app": config.kafka.topics.app}
+        self._acknowledged: OrderedDict[str, None] = OrderedDict()  # source:batch id, oldest first
+        self._lock = threading.Lock()
+        kafka = config.kafka
+        self._producer = producer or KafkaProducer(
+            client_id=f"gatewatch-{kafka.group_id}-http-ingest",
+            acks="all",
+            linger_ms=2,
+            batch_size=1024 * 1024,  # a 1,000-record batch leaves in a few produce requests, not dozens
+            max_request_size=2 * MAX_RECORD_BYTES,
+            max_block_ms=int(self.settings.produce_timeout_secs * 1000),
+            **client_settings(kafka),
+        )
+
+    def close(self) -> None:
+        try:
+            self._producer.close(timeout=5)
+        except KafkaError:
+            pass
+
+    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._ingest, source, body, gzipped, batch_id)
+
+    def _ingest(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+        """Gunzip, decode and produce one batch; runs in a worker thread (produce waits for the broker)."""
+        unpacked = self._unpack(source, body, gzipped, batch_id)
+        if isinstance(unpacked, IngestAnswer):
+            return unpacked
+        batch, batch_id, status, answer = unpacked.batch, unpacked.batch_id, unpacked.status, unpacked.answer
         remembered = f"{source}:{batch_id}"
         with self._lock:
             if remembered in self._acknowledged:
@@ -335,7 +382,7 @@ class HttpIngest:
             self._acknowledged[remembered] = None
             if len(self._acknowledged) > _REMEMBERED_BATCHES:
                 self._acknowledged.popitem(last=False)
-        self.metrics.record_http_received(source, len(batch.values), len(body), len(batch.invalid_lines))
+        self.metrics.record_http_received(source, len(batch.values), unpacked.body_bytes, len(batch.invalid_lines))
         return IngestAnswer(status, answer)
 
 
@@ -373,7 +420,7 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def add_routes(app: Any, ingest: HttpIngest) -> None:
+def add_routes(app: Any, ingest: HttpIngestEndpoint) -> None:
     """Mount ``POST /v1/ingest/{source}`` on the FastAPI ``app``."""
 
     @app.post("/v1/ingest/{source}")

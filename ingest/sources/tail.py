@@ -90,11 +90,18 @@ class _Open:
 class Follower:
     """Files matched by globs per dataset, read incrementally; :meth:`poll` then :meth:`commit`."""
 
-    def __init__(self, patterns: dict[Dataset, list[str]], positions_path: Path, max_line_bytes: int = 65536) -> None:
+    def __init__(
+        self,
+        patterns: dict[Dataset, list[str]],
+        positions_path: Path,
+        max_line_bytes: int = 65536,
+        positions: dict[str, int] | None = None,
+    ) -> None:
+        """``positions``: start from these instead of the file's (serve without Kafka keeps them in its checkpoint)."""
         self.patterns = patterns
         self.positions_path = positions_path
         self.max_line_bytes = max_line_bytes
-        self._positions: dict[str, int] = self._load_positions()
+        self._positions: dict[str, int] = dict(positions) if positions is not None else self._load_positions()
         self._pending: dict[str, int] = {}  # handed out but not committed
         self._open: dict[str, _Open] = {}  # by fingerprint
 
@@ -108,6 +115,10 @@ class Follower:
         if not isinstance(data, dict) or not all(isinstance(v, int) and v >= 0 for v in data.values()):
             raise SourceError(f"{self.positions_path}: not a map of fingerprint -> byte offset")
         return data
+
+    def positions(self) -> dict[str, int]:
+        """Fingerprint -> bytes consumed, everything :meth:`poll` handed out included: what :meth:`commit` saves."""
+        return {**self._positions, **self._pending}
 
     def commit(self) -> None:
         """Save the positions of everything :meth:`poll` handed out (call once those records are durable)."""

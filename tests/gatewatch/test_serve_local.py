@@ -1,0 +1,246 @@
+"""serve without Kafka, in process: when a batch is acknowledged, retried, refused, and what a restart keeps.
+
+The pipeline thread and the HTTP routes run for real (httpx's ASGI transport);
+the store is a test double that can be down. The same paths against real
+DuckDB and Elasticsearch, a real outage, rotations and ``kill -9`` are in
+tests/integration/test_serve_local.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from gatewatch.cli import main
+from gatewatch.config import parse_config
+from gatewatch.errors import SourceError, StoreUnavailableError
+from gatewatch.http_ingest import IngestAnswer, UnpackedBatch, add_routes
+from gatewatch.local_checkpoint import BatchLog, LocalState, LoggedBatch, load_local_state, save_local_state
+from gatewatch.metrics import ServeMetrics
+from gatewatch.serve_local import LocalHttpIngest, LocalPipeline, _Abandoned, kafka_configured
+from ingest.records import Dataset, Origin, record_id
+from ingest.sinks.base import Batch
+
+TOKEN = "local-gateway-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _line(second: int, rid: str) -> str:
+    return (f'[2026-03-02T09:00:{second:02d}.000Z] "GET /v1/invoices HTTP/1.1" 200 - 0 120 5 4 "203.0.113.7" '
+            f'"curl/8.5.0" "{rid}" "billing" "10.1.0.20:8080"')  # fmt: skip
+
+
+def _body(first: int, count: int) -> bytes:
+    """Fluent Bit ``json_lines``: one record a line, the log line under ``log``."""
+    return b"".join(orjson.dumps({"date": 1.0, "log": _line(n % 60, f"rid-{n}")}) + b"\n" for n in range(first, first + count))
+
+
+def _config(**http_ingest: Any) -> Any:
+    return parse_config({"http_ingest": {"tokens": {"gateway": [hashlib.sha256(TOKEN.encode()).hexdigest()]},
+                                         **http_ingest}})  # fmt: skip
+
+
+class _Store:
+    """A store that keeps every document id it was written, and can be down."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.down = threading.Event()
+        self.refused = 0
+
+    def write(self, batch: Batch) -> None:
+        if self.down.is_set():
+            self.refused += 1
+            raise StoreUnavailableError("store unreachable", retry_after_secs=0.2)
+        self.ids += [event.id for event in batch.events] + [letter_id(letter) for letter in batch.dead_letters]
+
+    def close(self) -> None:
+        pass
+
+
+def letter_id(letter: Any) -> str:
+    return record_id(letter.origin)
+
+
+class _Local:
+    """A LocalPipeline on its thread, and an ASGI client for its routes."""
+
+    def __init__(self, tmp_path: Path, store: _Store, **http_ingest: Any) -> None:
+        self.config, self.metrics, self.stop = _config(**http_ingest), ServeMetrics(), threading.Event()
+        self.pipeline = LocalPipeline(self.config, store, None, self.metrics, tmp_path / "cp", None, self.stop)
+        self.app = FastAPI()
+        add_routes(self.app, LocalHttpIngest(self.config, self.metrics, self.pipeline))
+        self.thread = threading.Thread(target=self.pipeline.run)
+        self.thread.start()
+
+    async def post(self, client: httpx.AsyncClient, body: bytes) -> httpx.Response:
+        return await client.post("/v1/ingest/gateway", content=body, headers=AUTH)
+
+    def run(self, scenario: Any) -> Any:
+        async def go() -> Any:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gatewatch", timeout=30) as client:
+                return await scenario(client)
+
+        return asyncio.run(go())
+
+    def close(self) -> int:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.pipeline.close()
+        return self.pipeline.code
+
+
+def _offered(offer: tuple[Future[bool], bool] | IngestAnswer) -> tuple[Future[bool], bool]:
+    assert not isinstance(offer, IngestAnswer), offer
+    return offer
+
+
+def _ids(batch_id: str, count: int) -> list[str]:
+    return [record_id(Origin(Dataset.GATEWAY, f"http:gateway:{batch_id}", n)) for n in range(1, count + 1)]
+
+
+def test_kafka_is_used_only_when_a_kafka_section_names_brokers() -> None:
+    assert not kafka_configured(parse_config({}))
+    assert not kafka_configured(parse_config({"kafka": {"bootstrap_servers": []}}))
+    assert kafka_configured(parse_config({"kafka": {"bootstrap_servers": ["127.0.0.1:9092"]}}))
+
+
+def test_a_batch_is_stored_once_and_a_retry_is_answered_without_feeding_it_again(tmp_path: Path) -> None:
+    store = _Store()
+    local = _Local(tmp_path, store)
+    body = _body(0, 5)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        return await local.post(client, body), await local.post(client, body)
+
+    try:
+        first, again = local.run(scenario)
+    finally:
+        assert local.close() == 0
+    assert first.status_code == 200 and first.json()["accepted"] == 5 and "duplicate" not in first.json()
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert store.ids == _ids(first.json()["batch_id"], 5)
+    assert local.pipeline.pipeline.stats.records_in == 5  # counted once by the rules too
+    state = load_local_state(tmp_path / "cp")
+    assert state is not None and state.batches == [f"gateway:{first.json()['batch_id']}"]
+
+
+def test_store_down_answers_503_with_retry_after_and_the_retry_waits_for_the_batch_in_hand(tmp_path: Path) -> None:
+    store = _Store()
+    store.down.set()
+    local = _Local(tmp_path, store, produce_timeout_secs=2.0)
+    body, other = _body(0, 3), _body(10, 2)
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        waited = await local.post(client, body)  # fed, then the store refused it: not durable in time
+        refused = await local.post(client, other)  # a new batch while the store is down: not taken in
+        store.down.clear()
+        for _ in range(100):  # a shipper retries until answered 2xx; each retry waits for the batch in hand
+            retried = await local.post(client, body)
+            if retried.status_code != 503:
+                break
+        return [waited, refused, retried, await local.post(client, other)]
+
+    try:
+        waited, refused, retried, later = local.run(scenario)
+    finally:
+        assert local.close() == 0
+    assert (waited.status_code, waited.headers["retry-after"]) == (503, "1")
+    assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+    assert retried.status_code == 200 and later.status_code == 200
+    assert store.refused >= 1
+    assert sorted(store.ids) == sorted(_ids(retried.json()["batch_id"], 3) + _ids(later.json()["batch_id"], 2))
+    assert local.pipeline.pipeline.stats.records_in == 5  # the retried batch was fed once
+
+
+def test_a_restart_keeps_what_was_acknowledged_and_feeds_again_only_what_was_not(tmp_path: Path) -> None:
+    """A crash after A was checkpointed, B acknowledged (logged, no checkpoint yet) and C taken in but not stored."""
+    config, metrics = _config(), ServeMetrics()
+    store = _Store()
+    first = LocalPipeline(config, store, None, metrics, tmp_path / "cp", None, threading.Event())
+    ingest = LocalHttpIngest(config, metrics, first)
+    a, b, c = (ingest._unpack("gateway", _body(first_n, count), False, f"batch-{name}")
+               for name, first_n, count in (("a", 0, 4), ("b", 4, 3), ("c", 7, 2)))  # fmt: skip
+    assert isinstance(a, UnpackedBatch) and isinstance(b, UnpackedBatch) and isinstance(c, UnpackedBatch)
+    future_a, _ = _offered(first.offer(a))
+    first._cycle(first._take(0.0))
+    first._checkpoint()
+    first._last_save_secs = 1e6  # no checkpoint is due before the "crash"
+    future_b, _ = _offered(first.offer(b))
+    first._cycle(first._take(0.0))
+    assert future_a.result(timeout=1) is True and future_b.result(timeout=1) is True
+    store.down.set()
+    first.abort.set()  # the store fails C's write; the crash comes while it is retried
+    future_c, _ = _offered(first.offer(c))
+    with pytest.raises(_Abandoned):
+        first._cycle(first._take(0.0))
+    assert not future_c.done() and len(first.pipeline.order) == 9
+
+    second = LocalPipeline(config, _Store(), None, ServeMetrics(), tmp_path / "cp", None, threading.Event())
+    assert len(second.pipeline.order) == 4  # A, from the checkpoint
+    second._recover()  # B, from the batch log
+    assert len(second.pipeline.order) == 7
+    assert _offered(second.offer(a))[1] is True and _offered(second.offer(b))[1] is True  # answered, not fed
+    future_c, known = _offered(second.offer(c))
+    assert known is False
+    second._cycle(second._take(0.0))
+    assert future_c.result(timeout=1) is True
+    assert len(second.pipeline.order) == 9 and second.pipeline.stats.redelivered == 0
+    assert load_local_state(tmp_path / "cp") is not None
+
+
+def test_a_checkpoint_that_does_not_decode_stops_the_start_with_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "cp"
+    save_local_state(path, LocalState(b"", {"abc": 10}, ["gateway:x"], 0.0))
+    state = load_local_state(path)
+    assert state is not None and state.positions == {"abc": 10} and state.batches == ["gateway:x"]
+    path.write_bytes(b"\x93\x01\xa5junk")
+    with pytest.raises(SourceError, match=str(path)):
+        load_local_state(path)
+    assert load_local_state(tmp_path / "missing") is None
+
+
+def test_the_batch_log_ignores_a_last_entry_cut_short_and_skips_what_the_checkpoint_covers(tmp_path: Path) -> None:
+    log = BatchLog(tmp_path / "cp.batches")
+    log.append([LoggedBatch(1, "gateway", "a", [b"x"]), LoggedBatch(2, "app", "b", [b"y", b"z"])])
+    with open(log.path, "ab") as handle:
+        handle.write((100).to_bytes(4, "big") + b"cut short by a crash")
+    assert [(b.seq, b.batch_id, b.values) for b in log.read(after_seq=1)] == [(2, "b", [b"y", b"z"])]
+    log.reset()
+    assert log.read(after_seq=0) == []
+    log.path.write_bytes((5).to_bytes(4, "big") + b"junk!" + (1).to_bytes(4, "big") + b"x")
+    with pytest.raises(SourceError, match="batch log"):
+        log.read(after_seq=0)
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        ({"http_ingest": {"tokens": {"gateway": ["0" * 64]}}}, ["--stages", "detect"], "--stages detect"),
+        ({}, [], "needs an input"),
+    ],
+    ids=["stages", "no-input"],
+)
+def test_serve_without_kafka_refuses_what_it_cannot_do_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict[str, Any], args: list[str], message: str
+) -> None:
+    import yaml
+
+    path = tmp_path / "gatewatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["serve", "--config", str(path), "--store", "none", "--listen", "127.0.0.1:0",
+            "--local-checkpoint", str(tmp_path / "cp"), *args]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last and "Traceback" not in err, err
