@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -117,7 +118,7 @@ class DetectorSet:
         for detector in self._gatherers:
             rows = gathered.get(detector.rule_id)
             if rows:
-                alerts += self._run([(detector.rule_id, lambda w, d=detector, r=rows: d.judge(w, r))], watermark)
+                alerts += self._run([(detector.rule_id, functools.partial(_judge, detector, rows))], watermark)
         return alerts
 
     def _run(self, hooks: list[tuple[str, Callable[[Any], Iterable[Finding]]]], argument: object) -> list[Alert]:
@@ -165,3 +166,7 @@ def _hooks(
 def rule_mask(rule_id: str) -> int:
     """The rule's bit in an item's mask: its index in :func:`detectors.registry` (alphabetical, stable)."""
     return 1 << list(registry()).index(rule_id)
+
+
+def _judge(detector: Detector, rows: list[Any], watermark: float) -> Iterable[Finding]:
+    return detector.judge(watermark, rows)

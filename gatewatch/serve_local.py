@@ -562,7 +562,7 @@ def serve_local(
 ) -> int:
     """Run a serve without Kafka until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
     service = LocalService(config, store_url, listen, checkpoint_path, follow, stop)
-    restore: list[tuple[int, Any]] = []
+    restore: list[tuple[signal.Signals, Any]] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             restore.append((signum, signal.signal(signum, service.request_stop)))
