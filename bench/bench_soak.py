@@ -52,6 +52,7 @@ class Soak:
     serve: ServeGroup
     samples: list[Sample] = field(default_factory=list)
     produced: int = 0
+    existing: set[str] = field(default_factory=set)  # topics known to exist
 
     def __post_init__(self) -> None:
         self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -59,6 +60,13 @@ class Soak:
         self.inputs = [TopicPartition(self.topics[s], p) for s in ("gateway", "app") for p in range(PARTITIONS)]
 
     def committed_lag(self, group: str, partitions: list[TopicPartition]) -> int:
+        # end_offsets of a topic that does not exist yet creates it with the broker's default partitions
+        # (kafka-python does, whatever allow_auto_create_topics says): a serve slower to start than
+        # the first sample would then find a 4-partition detect topic and refuse to run.
+        if not {tp.topic for tp in partitions} <= self.existing:
+            self.existing = set(self.admin.list_topics())
+            if not {tp.topic for tp in partitions} <= self.existing:
+                return 0
         end = self.consumer.end_offsets(partitions)
         offsets = self.admin.list_group_offsets({group: None}).get(group, {})
         committed = {tp: meta.offset for tp, meta in offsets.items()}
