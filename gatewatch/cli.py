@@ -162,6 +162,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
         follow = (parse_follow_specs(args.follow), args.follow_positions)
     tune_gc_for_streaming()
+    if args.stages != "ingest":
+        from gatewatch.preload import preload_detector_imports
+
+        preload_detector_imports(config)
     return serve(config, args.store or config.store.url, args.listen, stages=args.stages, follow=follow)
 
 
