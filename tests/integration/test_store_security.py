@@ -121,29 +121,23 @@ def _replay_cli(node: SecureNode, tmp_path: Path, store: dict[str, object], env:
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("given", ["config", "env", "file"])
-def test_api_key_with_only_gatewatch_privileges_stores_everything_and_never_shows(
-    node: SecureNode, tmp_path: Path, given: str
-) -> None:
-    created = node.request("POST", "/_security/api_key",
-                           {"name": f"gatewatch-{given}", "role_descriptors": {"gatewatch_writer": WRITER_ROLE}})  # fmt: skip
+def _api_key(node: SecureNode, name: str) -> dict[str, str]:
+    """A new API key limited to the privileges gatewatch needs (``encoded`` is what gatewatch is given)."""
+    body = {"name": name, "role_descriptors": {"gatewatch_writer": WRITER_ROLE}}
+    return node.request("POST", "/_security/api_key", body)  # type: ignore[no-any-return]
+
+
+def test_replay_with_an_api_key_stores_everything_and_never_shows_it(node: SecureNode, tmp_path: Path) -> None:
+    created = _api_key(node, "gatewatch-replay")
     key, secret_part = created["encoded"], created["api_key"]
-    prefix = f"{PREFIX}-key{given}"
-    store: dict[str, object] = {"index_prefix": prefix}
-    env: dict[str, str] = {}
-    if given == "config":
-        store["api_key"] = key
-    elif given == "env":
-        store["api_key_env"], env["GW_TEST_STORE_API_KEY"] = "GW_TEST_STORE_API_KEY", key
-    else:
-        (tmp_path / "api-key").write_text(key + "\n")
-        store["api_key_file"] = str(tmp_path / "api-key")
-    code, output = _replay_cli(node, tmp_path, store, env)
+    prefix = f"{PREFIX}-key"
+    store = {"index_prefix": prefix, "api_key": key}
+    code, output = _replay_cli(node, tmp_path, store, {})
     assert code == 0, output[-3000:]
     node.request("POST", f"/{prefix}-*/_refresh")
     counts = {kind: node.request("GET", f"/{prefix}-{kind}-*/_count")["count"]
               for kind in ("events", "transactions", "alerts", "deadletter")}  # fmt: skip
-    lines = len((tmp_path / "gateway.log").read_text().splitlines()) + len((tmp_path / "app.log").read_bytes().splitlines())
+    lines = len((tmp_path / "gateway.log").read_bytes().splitlines()) + len((tmp_path / "app.log").read_bytes().splitlines())
     assert counts["events"] + counts["deadletter"] == lines and counts["transactions"] > 0 and counts["alerts"] > 0
     assert key not in output and secret_part not in output
 
@@ -151,7 +145,26 @@ def test_api_key_with_only_gatewatch_privileges_stores_everything_and_never_show
     node.request("DELETE", "/_security/api_key", {"ids": [created["id"]]})
     again = tmp_path / "again"
     again.mkdir()
-    code, output = _replay_cli(node, again, store, env)
+    code, output = _replay_cli(node, again, store, {})
     assert code == 2, output[-3000:]
     assert "does not accept gatewatch's credentials" in output and "Traceback" not in output
     assert key not in output and secret_part not in output
+
+
+@pytest.mark.parametrize("given", ["env", "file"])
+def test_api_key_from_env_or_file(node: SecureNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    key = _api_key(node, f"gatewatch-{given}")["encoded"]
+    if given == "env":
+        monkeypatch.setenv("GW_TEST_STORE_API_KEY", key)
+        source: dict[str, object] = {"api_key_env": "GW_TEST_STORE_API_KEY"}
+    else:
+        (tmp_path / "api-key").write_text(key + "\n")
+        source = {"api_key_file": str(tmp_path / "api-key")}
+    prefix = f"{PREFIX}-key{given}"
+    sink = SearchSink.connect("elasticsearch", node.url, store_config(node, tmp_path, index_prefix=prefix, **source))
+    try:
+        sink.write_documents("deadletter", [{"id": f"d-{i}", "reason": "test"} for i in range(3)])
+    finally:
+        sink.close()
+    node.request("POST", f"/{prefix}-*/_refresh")
+    assert node.request("GET", f"/{prefix}-deadletter-*/_count")["count"] == 3
