@@ -116,7 +116,7 @@ def _java_home() -> str:
 
 
 def _home_with_pattern_capture(es_home: Path, folder: Path, java_home: str) -> Path:
-    """A home for the node: the distribution's files (linked) plus the analysis plugin the security index needs, built here.
+    """A home for the node: the distribution's files (linked) and the analysis plugin the security index needs.
 
     API keys live in the ``.security`` index, whose analyzer needs a tokenizer and filters
     from the ``analysis-common`` module that the integ-test distribution leaves out.

@@ -114,7 +114,8 @@ def _replay_cli(node: SecureNode, tmp_path: Path, store: dict[str, object], env:
     files["config"].write_text(json.dumps(config))
     done = subprocess.run(
         [sys.executable, "-m", "gatewatch.cli", "-v", "replay", "--config", str(files["config"]),
-         "--gateway", str(files["gateway"]), "--app", str(files["app"]), "--alerts-out", str(tmp_path / "alerts.ndjson"),
+         "--gateway", str(files["gateway"]), "--app", str(files["app"]),
+         "--alerts-out", str(tmp_path / "alerts.ndjson"),
          "--store", f"elasticsearch:{node.url}"],
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -137,7 +138,7 @@ def test_replay_with_an_api_key_stores_everything_and_never_shows_it(node: Secur
     node.request("POST", f"/{prefix}-*/_refresh")
     counts = {kind: node.request("GET", f"/{prefix}-{kind}-*/_count")["count"]
               for kind in ("events", "transactions", "alerts", "deadletter")}  # fmt: skip
-    lines = len((tmp_path / "gateway.log").read_bytes().splitlines()) + len((tmp_path / "app.log").read_bytes().splitlines())
+    lines = sum(len((tmp_path / name).read_bytes().splitlines()) for name in ("gateway.log", "app.log"))
     assert counts["events"] + counts["deadletter"] == lines and counts["transactions"] > 0 and counts["alerts"] > 0
     assert key not in output and secret_part not in output
 
@@ -152,7 +153,9 @@ def test_replay_with_an_api_key_stores_everything_and_never_shows_it(node: Secur
 
 
 @pytest.mark.parametrize("given", ["env", "file"])
-def test_api_key_from_env_or_file(node: SecureNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+def test_api_key_from_env_or_file(
+    node: SecureNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
     key = _api_key(node, f"gatewatch-{given}")["encoded"]
     if given == "env":
         monkeypatch.setenv("GW_TEST_STORE_API_KEY", key)

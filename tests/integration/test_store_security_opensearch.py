@@ -90,7 +90,9 @@ def test_certificate_not_verified_without_the_ca_is_a_setting_to_fix(node: Secur
 
 
 @pytest.mark.parametrize("password_ok", [True, False])
-def test_replay_command_with_the_password_from_a_file(node: SecureOpenSearch, tmp_path: Path, password_ok: bool) -> None:
+def test_replay_command_with_the_password_from_a_file(
+    node: SecureOpenSearch, tmp_path: Path, password_ok: bool
+) -> None:
     files = write_traffic(tmp_path)
     password = node.passwords["gw_writer"] if password_ok else "Wrong-password-123"
     (tmp_path / "password").write_text(password + "\n")
@@ -100,7 +102,8 @@ def test_replay_command_with_the_password_from_a_file(node: SecureOpenSearch, tm
     files["config"].write_text(json.dumps(config))
     done = subprocess.run(
         [sys.executable, "-m", "gatewatch.cli", "-v", "replay", "--config", str(files["config"]),
-         "--gateway", str(files["gateway"]), "--app", str(files["app"]), "--alerts-out", str(tmp_path / "alerts.ndjson"),
+         "--gateway", str(files["gateway"]), "--app", str(files["app"]),
+         "--alerts-out", str(tmp_path / "alerts.ndjson"),
          "--store", f"opensearch:{node.url}"],
         cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
