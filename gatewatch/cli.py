@@ -161,10 +161,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         from gatewatch.follow import parse_follow_specs
 
         follow = (parse_follow_specs(args.follow), args.follow_positions)
+    from gatewatch.service_memory import preload_detector_imports, tune_malloc
+
+    tune_malloc()
     tune_gc_for_streaming()
     if args.stages != "ingest":
-        from gatewatch.preload import preload_detector_imports
-
         preload_detector_imports(config)
     return serve(config, args.store or config.store.url, args.listen, stages=args.stages, follow=follow)
 
