@@ -167,13 +167,16 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="serve processes in the group")
     parser.add_argument("--store", default="none", help="serve's --store (none, elasticsearch:URL, ...)")
     parser.add_argument("--sample-secs", type=float, default=5.0)
-    parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of the run, at most 2")
+    # The default config's state fills for ~4 minutes: behaviour_outlier's 300 s window of per-client counters
+    # and the reorder buffer's 150 s; after that it saws around a level as windows close.
+    parser.add_argument("--warmup-minutes", type=float, default=None,
+                        help="default: two fifths of the run, at most 4")  # fmt: skip
     parser.add_argument("--bootstrap", default=os.environ.get("GW_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--logs", type=Path, help="keep the serve logs in this directory")
     args = parser.parse_args()
     secs = args.minutes * 60
-    warmup_secs = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(2.0, args.minutes / 5))
+    warmup_secs = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(4.0, args.minutes * 0.4))
 
     run = uuid.uuid4().hex[:8]
     group = f"soak-{run}"
