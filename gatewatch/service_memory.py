@@ -7,10 +7,12 @@ Two things made the detect process's RSS climb long after start in the soak benc
   is ``window_secs`` + ``allowed_lateness_secs`` into the stream (about 7 minutes by
   default): ~1.5 s of CPU and ~130 MiB of modules and shared libraries at once. A
   container memory limit sized on the first minutes would be crossed there.
-  :func:`preload_detector_imports` starts these imports in a thread at start: the
-  stream does not wait (a detector that needs the module first waits on Python's
-  import lock, as it would have imported it anyway). ``replay`` keeps the lazy
-  import: a short run whose windows never close skips it.
+  :func:`preload_detector_imports` imports them in a thread one minute after start:
+  the stream does not wait (a detector that needs the module first waits on
+  Python's import lock, as it would have imported it anyway), a restarted replica
+  catches up on its backlog first, and a short-lived process (the tests start
+  dozens) skips them. ``replay`` keeps the lazy import: a short run whose windows
+  never close skips it.
 - glibc's allocator kept freed memory: its mmap threshold rises to the largest
   block freed (up to 32 MiB; a checkpoint's encoded state is ~20 MiB), after which
   such blocks come from the heap, whose free space it trims only past twice that.
@@ -28,12 +30,14 @@ import importlib
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 # rule_id -> modules it imports on first use
 HEAVY_IMPORTS: dict[str, tuple[str, ...]] = {"behaviour_outlier": ("sklearn.ensemble",)}
+PRELOAD_DELAY_SECS = 60.0  # well before the first window can close (300 s + lateness by default)
 
 # mallopt(3) parameters, each with the environment variable glibc reads for it: an operator's
 # value there wins over ours.
@@ -45,7 +49,8 @@ MALLOC_SETTINGS: dict[str, tuple[int, int]] = {
 }
 
 
-def _import_all(modules: list[str]) -> None:
+def _import_all(modules: list[str], delay_secs: float) -> None:
+    time.sleep(delay_secs)
     for module in modules:
         try:
             importlib.import_module(module)
@@ -53,8 +58,11 @@ def _import_all(modules: list[str]) -> None:
             log.warning("event=preload_failed module=%s error=%r", module, str(error))
 
 
-def preload_detector_imports(config: Any) -> threading.Thread | None:
-    """Start importing what the enabled detectors import lazily; the thread, or None if there is nothing to import."""
+def preload_detector_imports(config: Any, delay_secs: float = PRELOAD_DELAY_SECS) -> threading.Thread | None:
+    """Import what the enabled detectors import lazily, in a thread, after ``delay_secs``.
+
+    Returns the thread, or None if there is nothing to import.
+    """
     modules = [
         module
         for rule_id, wanted in HEAVY_IMPORTS.items()
@@ -63,7 +71,7 @@ def preload_detector_imports(config: Any) -> threading.Thread | None:
     ]
     if not modules:
         return None
-    thread = threading.Thread(target=_import_all, args=(modules,), name="preload-imports", daemon=True)
+    thread = threading.Thread(target=_import_all, args=(modules, delay_secs), name="preload-imports", daemon=True)
     thread.start()
     return thread
 

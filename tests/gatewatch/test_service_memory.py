@@ -16,7 +16,8 @@ from gatewatch.config import parse_config
 from gatewatch.service_memory import preload_detector_imports
 config = parse_config({"detectors": {"behaviour_outlier": {"enabled": %s}}})
 assert "sklearn" not in sys.modules
-thread = preload_detector_imports(config)
+thread = preload_detector_imports(config, delay_secs=0.5)
+assert "sklearn" not in sys.modules  # not before the delay
 if thread is not None:
     thread.join(120)
 print(thread is not None, "sklearn.ensemble" in sys.modules)
