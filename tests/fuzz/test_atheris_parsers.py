@@ -2,7 +2,7 @@
 
 The hostile-record generator and hypothesis mutate what we thought of; libFuzzer
 mutates toward the branches the parsers have not taken yet. Each run is bounded
-(``GATEWATCH_ATHERIS_SECS``, 4 s by default, and a run count) and happens in a
+(``GATEWATCH_ATHERIS_SECS``, 3 s by default, and a run count) and happens in a
 child process, as libFuzzer exits the process that runs it.
 """
 
@@ -19,7 +19,7 @@ from test_fuzz_parsers import TARGETS
 
 pytest.importorskip("atheris", reason="atheris has wheels for Linux x86_64, Python 3.11-3.13 only")
 
-SECS = int(os.environ.get("GATEWATCH_ATHERIS_SECS", "4"))
+SECS = int(os.environ.get("GATEWATCH_ATHERIS_SECS", "3"))
 MAX_RUNS = 2_000_000
 HARNESS = Path(__file__).parent / "atheris_parsers.py"
 REPO = Path(__file__).resolve().parents[2]
