@@ -37,15 +37,16 @@ PREFIX = "gwossec"
 HOME = REPO / ".cache" / "opensearch-secure" / f"opensearch-{VERSION}"
 _DEP_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
-# What gatewatch needs, and nothing more: health, templates, and on its own indices creating,
-# writing, listing (retention) and deleting (retention without ISM, which this distribution lacks).
+# What gatewatch needs, and nothing more (each one dropped in turn makes connect, bulk or retention fail):
+# health, templates, and on its own indices creating, writing, listing (retention) and deleting
+# (retention without ISM, which this distribution lacks). No mapping updates: the templates are
+# "dynamic": false.
 WRITER_ROLE = {
     "cluster_permissions": ["cluster:monitor/health", "indices:admin/index_template/put", "cluster:monitor/state"],
     "index_permissions": [{
         "index_patterns": [f"{PREFIX}-*"],
         "allowed_actions": ["indices:admin/create", "indices:data/write/bulk*", "indices:data/write/index",
-                            "indices:admin/mapping/put", "indices:monitor/settings/get", "indices:monitor/stats",
-                            "indices:admin/delete"],
+                            "indices:monitor/settings/get", "indices:monitor/stats", "indices:admin/delete"],
     }],
 }  # fmt: skip
 READ_ONLY_ROLE = {
