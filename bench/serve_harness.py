@@ -182,6 +182,8 @@ def start_serve(
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     entry = ["-c", CPU_PREAMBLE] if cpu else ["-m", "gatewatch.cli"]
+    if probe := os.environ.get("GW_BENCH_MEM_PROBE"):  # a directory: one memory series per process (mem_probe.py)
+        entry = [str(REPO / "bench" / "mem_probe.py"), str(Path(probe) / f"{log_path.stem}.jsonl")]
     return subprocess.Popen(
         [sys.executable, *entry, "serve", "--config", str(config_path), "--store", store,
          "--listen", f"127.0.0.1:{port}", "--stages", stages],

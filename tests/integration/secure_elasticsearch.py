@@ -115,6 +115,34 @@ def _java_home() -> str:
     return found.stdout.strip()
 
 
+def _home_with_pattern_capture(es_home: Path, folder: Path, java_home: str) -> Path:
+    """A home for the node: the distribution's files (linked) and the analysis plugin the security index needs.
+
+    API keys live in the ``.security`` index, whose analyzer needs a tokenizer and filters
+    from the ``analysis-common`` module that the integ-test distribution leaves out.
+    """
+    home = folder / "home"
+    home.mkdir()
+    for entry in es_home.iterdir():
+        if entry.name not in ("plugins", "config", "logs"):
+            (home / entry.name).symlink_to(entry)
+    source = Path(__file__).parent / "es_pattern_capture" / "PatternCapturePlugin.java"
+    build = folder / "plugin-build"
+    subprocess.run([f"{java_home}/bin/javac", "--release", "21", "-cp", f"{es_home}/lib/*", "-d", str(build),
+                    str(source)], check=True, capture_output=True)  # fmt: skip
+    plugin = home / "plugins" / "gw-pattern-capture"
+    plugin.mkdir(parents=True)
+    subprocess.run([f"{java_home}/bin/jar", "--create", "--file", str(plugin / "gw-pattern-capture.jar"),
+                    "-C", str(build), "."], check=True, capture_output=True)  # fmt: skip
+    version = es_home.name.removeprefix("elasticsearch-")
+    (plugin / "plugin-descriptor.properties").write_text(
+        "description=the analysis parts the security index needs (tests only)\nversion=1.0\n"
+        f"name=gw-pattern-capture\nclassname=gatewatch.testplugin.PatternCapturePlugin\njava.version=21\n"
+        f"elasticsearch.version={version}\n"
+    )
+    return home
+
+
 def start_secure_node() -> SecureNode:
     """Start the node and wait until the admin gets a yellow or green health over TLS."""
     es_home = REPO / ".cache" / "services" / "elasticsearch-9.2.0"
@@ -151,9 +179,11 @@ def start_secure_node() -> SecureNode:
             "xpack.security.http.ssl.client_authentication: required\n"
             "xpack.security.authc.api_key.enabled: true\n"
         )
+    java_home = _java_home()
+    home = _home_with_pattern_capture(es_home, folder, java_home)
     port, transport = _free_port(), _free_port()
     command = [
-        str(es_home / "bin" / "elasticsearch"), "-E", "discovery.type=single-node",
+        str(home / "bin" / "elasticsearch"), "-E", "discovery.type=single-node",
         "-E", "cluster.routing.allocation.disk.threshold_enabled=false", "-E", "http.host=127.0.0.1",
         "-E", "transport.host=127.0.0.1", "-E", f"http.port={port}", "-E", f"transport.port={transport}",
         "-E", f"path.data={folder / 'data'}", "-E", f"path.logs={folder / 'logs'}", "-E", "xpack.ml.enabled=false",
@@ -162,7 +192,7 @@ def start_secure_node() -> SecureNode:
         subprocess.run(["chown", "-R", "65534:65534", str(folder)], check=True)
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     heap = os.environ.get("GW_SERVICES_HEAP", "512m")
-    env = {**os.environ, "ES_JAVA_HOME": _java_home(), "ES_PATH_CONF": str(config),
+    env = {**os.environ, "ES_JAVA_HOME": java_home, "ES_PATH_CONF": str(config),
            "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}"}  # fmt: skip
     with (folder / "logs" / "stdout.log").open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
