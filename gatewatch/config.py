@@ -311,6 +311,14 @@ class KafkaConfig(_Section):
         description="How often serve's detect stage saves its state (stretched so saving takes <= 5% of its time); "
         "a restart re-reads the detect topic from the last save",
     )
+    detect_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="serve: partitions of the internal topics <group_id>-requests and <group_id>-keyed, so the most "
+        "processes detection splits over; null: the larger partition count of the two input topics, read at start. "
+        "Fixed once the topics exist (a different value refuses to start: changing it needs a new group_id)",
+    )
     instance_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
