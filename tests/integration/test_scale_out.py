@@ -39,18 +39,30 @@ def split_halves(lines: list[Line]) -> tuple[list[Line], list[Line]]:
     return halves
 
 
+def internal_partitions(topics: Topics) -> list[TopicPartition]:
+    """Every partition of the group's three internal topics (requests, keyed, findings)."""
+    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap)
+    try:
+        return [TopicPartition(f"{topics.group}-{role}", p)
+                for role in ("requests", "keyed", "findings")
+                for p in sorted(consumer.partitions_for_topic(f"{topics.group}-{role}") or ())]  # fmt: skip
+    finally:
+        consumer.close()
+
+
 def detect_caught_up(topics: Topics) -> bool:
-    """The detect group has committed (i.e. checkpointed) up to the detect topic's end as of now."""
-    tp = TopicPartition(f"{topics.group}-detect", 0)
+    """The detect group has committed (i.e. checkpointed) every internal partition up to its end as of now."""
+    partitions = internal_partitions(topics)
     consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap)
     admin = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
     try:
-        end = consumer.end_offsets([tp])[tp]
+        end = consumer.end_offsets(partitions)
         deadline = time.monotonic() + 30
+        group = f"{topics.group}-detect"
         while time.monotonic() < deadline:
-            group = f"{topics.group}-detect"
-            committed = admin.list_group_offsets({group: None}).get(group, {}).get(tp)
-            if committed is not None and committed.offset >= end:
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+            if partitions and all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp])
+                                  for tp in partitions):  # fmt: skip
                 return True
             time.sleep(0.5)
         return False
