@@ -49,6 +49,21 @@ between calls declares it as data, next to the rule, in one explicit pair:
   :class:`~gatewatch.errors.WireError`) if the state is inconsistent; the
   whole checkpoint is then discarded, never half-applied.
 
+Partitioned detection (``gatewatch serve``, :mod:`gatewatch.tasks`) places
+each rule by what it declares, never by a list in the engine:
+
+- ``keyed_by`` — None: one record or one request proves the rule, and it runs
+  where requests are joined. Otherwise the short name of the entity whose
+  records it needs together (``"source.ip"``, ``"route"``, ``"token.jti"``);
+- ``partition_key(item)`` — for such a rule, the entity an event or a
+  transaction belongs to (None: the rule would ignore it, so it is not sent).
+  Every item with the same key reaches the same partition, in event-time order;
+- a rule that compares entities with each other (``behaviour_outlier``'s model
+  over all clients of a window) *gathers*: it declares a ``Row`` type, its
+  keyed half turns closed windows into rows (``gather(watermark)``), and one
+  place judges the rows of every partition (``judge(watermark, rows)``). Its
+  own ``advance`` is ``judge(w, gather(w))``, so a single process runs it as before.
+
 A stateless rule keeps the defaults below (``State = None``). The same pair
 is the convention of every stateful component the pipeline checkpoints
 (:class:`~ingest.order.EventOrder`, :class:`~ingest.correlate.Correlator`,
@@ -128,6 +143,10 @@ class Detector:
     State: ClassVar[type[Any] | None] = None  # a stateless rule
     datasets: ClassVar[frozenset[Dataset]] = frozenset(Dataset)
     """The events the rule reads in ``observe_arrival`` / ``observe_event``; it is offered no others."""
+    keyed_by: ClassVar[str | None] = None
+    """None: proved by one record or one request. Else the entity its records are partitioned by."""
+    Row: ClassVar[type[Any] | None] = None
+    """A gathering rule's row type (a msgspec Struct of plain values): what ``gather`` returns."""
 
     def __init__(self, config: DetectorConfig, context: "DetectorContext") -> None:
         self.config = config
@@ -143,6 +162,22 @@ class Detector:
         return ()
 
     def advance(self, watermark: float) -> Iterable[Finding]:
+        return ()
+
+    def partition_key(self, item: Event | Transaction) -> str | None:
+        """The entity ``item`` belongs to, for a rule with ``keyed_by``; None: the rule does not need it.
+
+        Must be None exactly for items the rule ignores, and the same for
+        every item whose findings or state it shares with another.
+        """
+        return None
+
+    def gather(self, watermark: float) -> list[Any]:
+        """A gathering rule's keyed half: the rows of the windows ``watermark`` has closed (then forgotten)."""
+        return []
+
+    def judge(self, watermark: float, rows: list[Any]) -> Iterable[Finding]:
+        """A gathering rule's model half: findings over ``rows`` gathered from every partition at ``watermark``."""
         return ()
 
     def state(self) -> Any:

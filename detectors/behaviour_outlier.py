@@ -37,7 +37,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Dataset, Event
+from ingest.records import Dataset, Event, Transaction
 
 
 class _Client:
@@ -52,10 +52,26 @@ class _Client:
         self.request_ids: list[str] = []  # the first few, as evidence
 
 
+class FeatureRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One client's counters over one closed window: what the keyed half hands the model."""
+
+    start: float  # the window's start
+    ip: str
+    requests: int
+    distinct_paths: int
+    errors_4xx: int
+    errors_5xx: int
+    bytes_sent: int
+    bytes_seen: int
+    no_token: int
+    last_ts: float
+    request_ids: list[str]
+
+
 # name -> (value from the window's counters, use log1p in the model, floor of the z scale)
-FEATURES: dict[str, tuple[Callable[[_Client], float], bool, float]] = {
+FEATURES: dict[str, tuple[Callable[[FeatureRow], float], bool, float]] = {
     "requests": (lambda c: c.requests, True, 1.0),
-    "distinct_paths": (lambda c: len(c.paths), True, 1.0),
+    "distinct_paths": (lambda c: c.distinct_paths, True, 1.0),
     "4xx_ratio": (lambda c: c.errors_4xx / c.requests, False, 0.05),
     "5xx_ratio": (lambda c: c.errors_5xx / c.requests, False, 0.05),
     "mean_bytes_sent": (lambda c: c.bytes_sent / c.bytes_seen if c.bytes_seen else 0.0, True, 1.0),
@@ -93,6 +109,8 @@ class BehaviourOutlier(Detector):
     rule_id = "behaviour_outlier"
     severity = Severity.LOW
     datasets = frozenset({Dataset.GATEWAY})
+    keyed_by = "source.ip"
+    Row = FeatureRow
 
     class Config(DetectorConfig):
         window_secs: float = Field(300.0, gt=0)
@@ -161,18 +179,37 @@ class BehaviourOutlier(Detector):
             client.request_ids.append(event.request_id)
         return ()
 
+    def partition_key(self, item: Event | Transaction) -> str | None:
+        return item.source_ip if type(item) is Event and item.is_gateway else None
+
     def advance(self, watermark: float) -> Iterable[Finding]:
-        findings: list[Finding] = []
+        return self.judge(watermark, self.gather(watermark))
+
+    def gather(self, watermark: float) -> list[FeatureRow]:
+        """The rows of every window ending at or before ``watermark``, which are then forgotten."""
+        rows: list[FeatureRow] = []
         for start in sorted(s for s in self._windows if s + self.config.window_secs <= watermark):
-            findings += self._close(start, self._windows.pop(start))
+            rows += [FeatureRow(start, ip, c.requests, len(c.paths), c.errors_4xx, c.errors_5xx, c.bytes_sent,
+                                c.bytes_seen, c.no_token, c.last_ts, c.request_ids)
+                     for ip, c in self._windows.pop(start).items()]  # fmt: skip
+        return rows
+
+    def judge(self, watermark: float, rows: list[FeatureRow]) -> list[Finding]:
+        """The model over each window's rows (from one process or gathered from every partition)."""
+        windows: dict[float, list[FeatureRow]] = {}
+        for row in rows:
+            windows.setdefault(row.start, []).append(row)
+        findings: list[Finding] = []
+        for start in sorted(windows):
+            findings += self._close(start, windows[start])
         return findings
 
-    def _close(self, start: float, window: dict[str, _Client]) -> list[Finding]:
+    def _close(self, start: float, window: list[FeatureRow]) -> list[Finding]:
         cfg = self.config
         if len(window) < cfg.min_clients:
             return []
-        ips = sorted(window)  # row order feeds the forest: sort for reproducible scores
-        clients = [window[ip] for ip in ips]
+        clients = sorted(window, key=lambda row: row.ip)  # row order feeds the forest: sort for reproducible scores
+        ips = [c.ip for c in clients]
         matrix = np.array([[value(c) for value, _, _ in FEATURES.values()] for c in clients], dtype=float)
         scores = outlier_scores(matrix, cfg.random_state)
         z = robust_z(matrix)
@@ -185,7 +222,7 @@ class BehaviourOutlier(Detector):
                                           matrix[row], z[row], top, float(scores[row])))
         return findings
 
-    def _finding(self, ip: str, client: _Client, start: float, peers: int, values: np.ndarray,
+    def _finding(self, ip: str, client: FeatureRow, start: float, peers: int, values: np.ndarray,
                  z: np.ndarray, top: np.ndarray, score: float) -> Finding:
         names = list(FEATURES)
         # name the top features, at least one, then those that are themselves far out

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Dataset, Event
+from ingest.records import Dataset, Event, Transaction
 
 
 class _Client:
@@ -45,6 +45,7 @@ class Http4xxBurst(Detector):
     rule_id = "http_4xx_burst"
     severity = Severity.MEDIUM
     datasets = frozenset({Dataset.GATEWAY})
+    keyed_by = "client"  # the token's subject, else the address: the alert's entity
 
     class Config(DetectorConfig):
         window_secs: float = Field(60.0, gt=0)
@@ -82,6 +83,12 @@ class Http4xxBurst(Detector):
             for _, status, _ in errors:
                 client.statuses[status] = client.statuses.get(status, 0) + 1
         self._next_sweep = state.next_sweep
+
+    def partition_key(self, item: Event | Transaction) -> str | None:
+        if type(item) is not Event or not item.is_gateway or item.status is None or not 400 <= item.status <= 499:
+            return None
+        # the client's key as observe_event makes it, so one client's errors meet in one partition
+        return f"token.sub={item.token_sub}" if item.token_sub else (f"source.ip={item.source_ip}" if item.source_ip else None)
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status

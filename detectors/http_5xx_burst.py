@@ -35,7 +35,7 @@ from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Dataset, Event
+from ingest.records import Dataset, Event, Transaction
 
 
 def route_key(event: Event) -> str | None:
@@ -105,6 +105,7 @@ class Http5xxBurst(Detector):
     rule_id = "http_5xx_burst"
     severity = Severity.MEDIUM
     datasets = frozenset({Dataset.GATEWAY})
+    keyed_by = "route"  # a host is judged per route it serves: its state lives with the route's
 
     class Config(DetectorConfig):
         window_secs: float = Field(120.0, gt=0)
@@ -144,6 +145,12 @@ class Http5xxBurst(Detector):
         self._upstreams = _load(state.upstreams)
         self._hosted = _load(state.hosted)
         self._next_sweep = state.next_sweep
+
+    def partition_key(self, item: Event | Transaction) -> str | None:
+        if type(item) is not Event or not item.is_gateway or item.status is None or item.status < 100:
+            return None
+        key = route_key(item)
+        return f"route={key}" if key is not None else (f"upstream={item.upstream_host}" if item.upstream_host else None)
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status

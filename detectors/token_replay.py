@@ -23,7 +23,7 @@ import msgspec
 from detectors.alerts import iso
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import T0, app_event, gateway_event, transaction
-from ingest.records import Transaction
+from ingest.records import Event, Transaction
 
 
 @dataclass(slots=True)
@@ -40,6 +40,7 @@ class TokenReplay(Detector):
 
     rule_id = "token_replay"
     severity = Severity.HIGH
+    keyed_by = "token.jti"
 
     class Config(DetectorConfig):
         min_distinct_addresses: int = 2
@@ -69,6 +70,12 @@ class TokenReplay(Detector):
     def restore_state(self, state: State) -> None:
         self._tokens, self._expiry, self._seq = dict(state.tokens), list(state.expiry), state.seq
         heapq.heapify(self._expiry)
+
+    def partition_key(self, item: Event | Transaction) -> str | None:
+        if type(item) is not Transaction:
+            return None
+        jti = item.first("token_jti")
+        return jti if isinstance(jti, str) and jti else None
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
         jti = txn.first("token_jti")

@@ -13,22 +13,48 @@ kind                version  body
 ``pipeline``        1        :class:`gatewatch.topology.PipelineState`
 ==================  =======  ==========================================================
 
-Partitioned detection (issue 14) will add a partition and key to ``events``:
-a new version, which a reader of version 1 dead-letters as ``unknown_version``
-rather than misreads.
+Partitioned detection (issue 14, :mod:`gatewatch.tasks`) reads three internal
+topics; ``events`` is the same, now only the rows for one requests partition:
+
+==================  =======  ==========================================================
+topic / kind        version  body
+==================  =======  ==========================================================
+requests
+  ``events``        1        :class:`EventsMessage` (above)
+  ``progress``      2        :class:`IngestProgress`: wall time and, per input stream,
+                             position, end, credible event-time clock, last wall time
+keyed
+  ``keyed``         1        :class:`KeyedMessage`: source task, seq, tick, events and
+                             transactions for the keyed rules, with rule masks
+findings
+  ``findings``      1        :class:`FindingsMessage`: source task, seq, tick, findings,
+                             gathered rows (behaviour_outlier's feature rows)
+checkpoints
+  ``join_state``    1        :class:`JoinState`: a JOIN task (see gatewatch.tasks.join)
+  ``keyed_state``   1        :class:`KeyedState`: a KEYED task
+  ``alert_state``   1        :class:`AlertTaskState`: the ALERT task
+==================  =======  ==========================================================
+
+A reader of ``progress`` v1 dead-letters v2 as ``unknown_version`` rather than
+misreads it, and the other way round.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
-from ingest.codec import EventRow, decode, encode
+from detectors.base import Severity
+from ingest.codec import EventRow, EventTable, Ts, decode, encode
 
 __all__ = [
     "DetectState", "EventsMessage", "PartitionProgress", "ProgressMessage", "decode_detect_message",
     "decode_detect_state", "encode_detect_state", "encode_events", "encode_progress",
+    "AlertTaskState", "FindingRow", "FindingsMessage", "GatheredRows", "IngestProgress", "JoinState", "KeyedMessage",
+    "KeyedState", "KeyedTxn", "StreamProgress", "decode_findings_message", "decode_keyed_message",
+    "decode_requests_message", "decode_task_state", "encode_findings", "encode_ingest_progress", "encode_keyed",
+    "encode_task_state",
 ]  # fmt: skip
 
 EVENTS_VERSION = 1
@@ -104,3 +130,192 @@ def encode_detect_state(pipeline_snapshot: bytes, last_wall: dict[str, float], l
 def decode_detect_state(data: bytes) -> DetectState:
     """The inverse of :func:`encode_detect_state`. Raises WireError."""
     return decode(data, {"detect_state": (DETECT_STATE_VERSION, DetectState)})[1]
+
+
+# -- partitioned detection (gatewatch.tasks) ------------------------------------------------------
+
+INGEST_PROGRESS_VERSION = 2
+KEYED_VERSION = 1
+FINDINGS_VERSION = 1
+TASK_STATE_VERSION = 1
+
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+Mask = Annotated[int, msgspec.Meta(ge=0, lt=2**63)]
+
+
+class StreamProgress(msgspec.Struct, array_like=True, gc=False):
+    """How far an ingest stage has read one input stream, and the event time it has shown.
+
+    ``clock``: the newest *credible* event time read on the stream (see
+    :class:`gatewatch.tasks.route.StreamClocks`), None before the first;
+    ``last_wall``: the ingest wall time of the stream's last poll with events, None if never.
+    """
+
+    position: Annotated[int, msgspec.Meta(ge=0)]
+    end_offset: Annotated[int, msgspec.Meta(ge=0)]
+    clock: Ts | None = None
+    last_wall: WallSecs | None = None
+
+
+class IngestProgress(msgspec.Struct, array_like=True, gc=False):
+    """``progress`` v2: sent by every ingest stage to every requests partition after each poll and when idle."""
+
+    wall_secs: WallSecs
+    streams: dict[str, StreamProgress]
+
+
+class KeyedTxn(msgspec.Struct, array_like=True, gc=False):
+    """A closed transaction for the keyed rules; its events follow in the message's ``txn_events``."""
+
+    request_id: str
+    deadline: Ts  # the correlator's deadline: a KEYED task closes it at the first tick >= deadline
+    mask: Mask  # the rules it is for (bit = the rule's index in detectors.registry())
+    gateway: Annotated[int, msgspec.Meta(ge=0)]  # how many of txn_events are its gateway events, then its app events
+    app: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class KeyedMessage(msgspec.Struct, array_like=True, gc=False):
+    """``keyed`` v1: what one JOIN task sends one keyed partition after one input message.
+
+    ``tick``: the sender's event-time tick after that message: every item for
+    ticks <= tick has been sent (None until it has one). ``final``: end of input
+    (the in-memory driver only; a live stream never ends).
+    """
+
+    source: str  # the sending task's input partition, "topic/partition"
+    seq: Seq  # per (source, destination partition), from 1; a repeat (seq <= last seen) is skipped
+    tick: Ts | None
+    events: EventTable  # in the order processed, fields the keyed rules read only
+    event_masks: list[Mask]  # one per event
+    transactions: list[KeyedTxn]
+    txn_events: EventTable
+    final: bool = False
+
+
+class FindingRow(msgspec.Struct, array_like=True, gc=False):
+    """A :class:`~detectors.base.Finding` and the tick whose lifecycle step first sees it (None: at once)."""
+
+    at_tick: Ts | None
+    rule: str
+    severity: Severity
+    entity_type: str
+    entity_value: str
+    ts: Ts
+    summary: str
+    request_ids: tuple[str, ...] = ()
+    reason: str | None = None
+    details: dict[str, Any] = {}
+    key: str | None = None
+
+
+class GatheredRows(msgspec.Struct, array_like=True, gc=False):
+    """A gathering rule's rows (its ``Row`` type, decoded by the rule's own decoder), ready at ``at_tick``."""
+
+    rule: str
+    at_tick: Ts
+    rows: msgspec.Raw
+
+
+class FindingsMessage(msgspec.Struct, array_like=True, gc=False):
+    """``findings`` v1: what a JOIN or KEYED task sends the ALERT task after one input message."""
+
+    source: str
+    seq: Seq
+    tick: Ts | None
+    findings: list[FindingRow]
+    gathered: list[GatheredRows]
+    final: bool = False
+
+
+class JoinState(msgspec.Struct, array_like=True, gc=False):
+    """A JOIN task's checkpoint: its pipeline, idle bookkeeping, output seqs, pending outputs."""
+
+    next_offset: Annotated[int, msgspec.Meta(ge=0)]
+    pipeline: msgspec.Raw  # Pipeline.snapshot(), itself an envelope
+    last_wall: dict[str, float]
+    last_ts: dict[str, float]
+    caught_up_since: dict[str, float]
+    seqs: dict[str, int]  # "role/partition" -> last seq sent
+    sent_ticks: dict[str, Ts | None]  # "role/partition" -> tick of the last message sent there
+    final: bool = False
+
+
+class KeyedState(msgspec.Struct, array_like=True, gc=False):
+    """A KEYED task's checkpoint: its rules' states, buffered items, tick, upstream and output seqs."""
+
+    next_offset: Annotated[int, msgspec.Meta(ge=0)]
+    detectors: dict[str, msgspec.Raw]  # rule_id -> its State
+    tick: Ts | None
+    events: EventTable  # buffered, any order
+    event_masks: list[Mask]
+    transactions: list[KeyedTxn]  # buffered
+    txn_events: EventTable
+    upstream_seqs: dict[str, int]
+    upstream_ticks: dict[str, Ts | None]
+    upstream_final: list[str]
+    seq: int  # last seq sent to the findings topic
+    sent_tick: Ts | None
+    final: bool = False
+
+
+class AlertTaskState(msgspec.Struct, array_like=True, gc=False):
+    """The ALERT task's checkpoint: alert book, lifecycle, pending findings and rows, tick, upstream seqs."""
+
+    next_offset: Annotated[int, msgspec.Meta(ge=0)]
+    alert_book: msgspec.Raw  # AlertBook.State
+    lifecycle: Any  # AlertLifecycle.to_state(): plain data only
+    tick: Ts | None
+    pending: list[tuple[FindingRow, str]]  # findings waiting for their lifecycle tick, with their alert id
+    gathered: list[GatheredRows]  # rows waiting for their tick
+    upstream_seqs: dict[str, int]
+    upstream_ticks: dict[str, Ts | None]
+    upstream_final: list[str]
+    final: bool = False
+
+
+_REQUESTS: dict[str, tuple[int, type]] = {"events": (EVENTS_VERSION, EventsMessage),
+                                          "progress": (INGEST_PROGRESS_VERSION, IngestProgress)}  # fmt: skip
+_TASK_STATES: dict[str, tuple[int, type]] = {"join_state": (TASK_STATE_VERSION, JoinState),
+                                             "keyed_state": (TASK_STATE_VERSION, KeyedState),
+                                             "alert_state": (TASK_STATE_VERSION, AlertTaskState)}  # fmt: skip
+_STATE_KINDS = {JoinState: "join_state", KeyedState: "keyed_state", AlertTaskState: "alert_state"}
+
+
+def encode_ingest_progress(wall_secs: float, streams: dict[str, tuple[int, int, float | None, float | None]]) -> bytes:
+    """One ``progress`` v2 message: ``{stream: (position, end_offset, clock, last_wall)}``."""
+    return encode("progress", INGEST_PROGRESS_VERSION, (wall_secs, streams))
+
+
+def decode_requests_message(data: bytes | memoryview) -> EventsMessage | IngestProgress:
+    """A requests-topic message. Raises WireError (``undecodable``, ``unknown_version``, ``unknown_kind``)."""
+    return decode(data, _REQUESTS)[1]
+
+
+def encode_keyed(message: KeyedMessage) -> bytes:
+    """One ``keyed`` message."""
+    return encode("keyed", KEYED_VERSION, message)
+
+
+def decode_keyed_message(data: bytes | memoryview) -> KeyedMessage:
+    """A keyed-topic message. Raises WireError."""
+    return decode(data, {"keyed": (KEYED_VERSION, KeyedMessage)})[1]
+
+
+def encode_findings(message: FindingsMessage) -> bytes:
+    """One ``findings`` message."""
+    return encode("findings", FINDINGS_VERSION, message)
+
+
+def decode_findings_message(data: bytes | memoryview) -> FindingsMessage:
+    """A findings-topic message. Raises WireError."""
+    return decode(data, {"findings": (FINDINGS_VERSION, FindingsMessage)})[1]
+
+
+def encode_task_state(state: JoinState | KeyedState | AlertTaskState) -> bytes:
+    """A task's checkpoint body, in its kind's envelope."""
+    return encode(_STATE_KINDS[type(state)], TASK_STATE_VERSION, state)
+
+
+def decode_task_state(data: bytes | memoryview) -> JoinState | KeyedState | AlertTaskState:
+    """The inverse of :func:`encode_task_state`. Raises WireError."""
+    return decode(data, _TASK_STATES)[1]
