@@ -62,7 +62,7 @@ from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.serve_topics import (
     FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, ensure_internal_topics, internal_producer,
 )  # fmt: skip
-from gatewatch.tasks import Task, new_task, restore_task
+from gatewatch.tasks.base import Task, new_task, restore_task
 from ingest.records import Dataset
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name

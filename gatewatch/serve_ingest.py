@@ -71,7 +71,7 @@ from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
 from gatewatch.serve_topics import InternalTopics, ensure_internal_topics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
-from gatewatch.tasks.route import StreamClocks, progress_messages, requests_partition
+from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
 from gatewatch.wire import encode_events
 from ingest.codec import encode_rows, split_unencodable
 from ingest.records import DeadLetter, Event, RawRecord
@@ -265,7 +265,9 @@ class IngestStage:
         pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
-        self._clocks.observe(time.time(), {stream: [e.ts for e in own] for stream, own in by_stream.items()})
+        wall = time.time()
+        for stream, own in by_stream.items():
+            self._clocks.observe(stream, own, wall)
         for tp, info in polled.items():
             part = self._parts.get(tp)
             if part is not None:
@@ -333,10 +335,10 @@ class IngestStage:
         wall = time.time()
         futures = [producer.send(topics.requests, value=encode_events(wall, stream, rows), partition=partition)
                    for stream, partition, rows in chunks]  # fmt: skip
-        progress = self._progress()
-        if progress:
-            futures += [producer.send(topics.requests, value=value, partition=partition)
-                        for partition, value in progress_messages(wall, progress, self._clocks, topics.partitions)]  # fmt: skip
+        positions = self._progress()
+        if positions:
+            progress = progress_message(wall, self._clocks, positions)  # the same bytes to every partition
+            futures += [producer.send(topics.requests, value=progress, partition=p) for p in range(topics.partitions)]
         producer.flush(timeout=30)
         for future in futures:
             future.get(timeout=0)
