@@ -18,25 +18,40 @@ log = logging.getLogger(__name__)
 
 
 class DetectorSet:
-    """All enabled detectors and the alert book they feed.
+    """All enabled detectors (or those ``select`` picks) and the alert book they feed.
 
     A detector that raises skips only that record: the error is counted in
     ``errors`` and logged at most once a minute per rule, and the others go on.
     Every method returns the alerts that were opened or grew.
+
+    Partitioned detection (:mod:`gatewatch.tasks`) runs a share of the rules
+    per task: ``sink`` then receives each finding instead of the alert book
+    (the methods return no alerts), ``gathering`` leaves out gathering rules'
+    ``advance`` (the task calls :meth:`gather` instead), and the ``*_masked``
+    hooks offer an item only to the rules its mask names (see
+    :func:`rule_mask`).
     """
 
     def __init__(
         self,
         configs: Mapping[str, DetectorConfig],
         context: DetectorContext,
-        alert_book: AlertBook,
+        alert_book: AlertBook | None,
         lifecycle: AlertLifecycle | None = None,
+        *,
+        select: Callable[[type[Detector]], bool] | None = None,
+        sink: Callable[[Finding], None] | None = None,
+        gathering: bool = False,
     ) -> None:
+        self._gathering = gathering
         self.detectors = [
-            cls(configs[rule_id], context) for rule_id, cls in registry().items() if configs[rule_id].enabled
+            cls(configs[rule_id], context)
+            for rule_id, cls in registry().items()
+            if configs[rule_id].enabled and (select is None or select(cls))
         ]
         self.alert_book = alert_book
         self.lifecycle = lifecycle  # also sees each finding, with the alert id the book gave it
+        self.sink = sink
         self.errors: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}
 
@@ -54,7 +69,11 @@ class DetectorSet:
         self._arrival = {ds: _hooks(detectors, "observe_arrival", ds) for ds in Dataset}
         self._event = {ds: _hooks(detectors, "observe_event", ds) for ds in Dataset}
         self._transaction = _hooks(detectors, "observe_transaction")
-        self._advancing = _hooks(detectors, "advance")
+        advancing = [d for d in detectors if not (self._gathering and d.Row is not None)]
+        self._advancing = _hooks(advancing, "advance")
+        self._gatherers = [d for d in detectors if d.Row is not None]
+        self._event_bits = {ds: [(rule_mask(r), r, h) for r, h in self._event[ds]] for ds in Dataset}
+        self._transaction_bits = [(rule_mask(r), r, h) for r, h in self._transaction]
 
     def observe_arrival(self, event: Event) -> list[Alert]:
         return self._run(self._arrival[event.dataset], event)
@@ -67,7 +86,38 @@ class DetectorSet:
 
     def advance(self, watermark: float) -> list[Alert]:
         alerts = self._run(self._advancing, watermark)
-        self.alert_book.expire(watermark)
+        if self.alert_book is not None:
+            self.alert_book.expire(watermark)
+        return alerts
+
+    def observe_event_masked(self, event: Event, mask: int) -> None:
+        """``observe_event`` for the rules in ``mask`` only (findings go to the sink)."""
+        self._run([(r, h) for bit, r, h in self._event_bits[event.dataset] if mask & bit], event)
+
+    def observe_transaction_masked(self, txn: Transaction, mask: int) -> None:
+        """``observe_transaction`` for the rules in ``mask`` only (findings go to the sink)."""
+        self._run([(r, h) for bit, r, h in self._transaction_bits if mask & bit], txn)
+
+    def gather(self, watermark: float) -> dict[str, list[Any]]:
+        """Each gathering rule's rows of the windows ``watermark`` closed (rules with none left out)."""
+        gathered: dict[str, list[Any]] = {}
+        for detector in self._gatherers:
+            try:
+                rows = detector.gather(watermark)
+            except Exception:
+                self._record_error(detector.rule_id)
+                continue
+            if rows:
+                gathered[detector.rule_id] = rows
+        return gathered
+
+    def judge(self, watermark: float, gathered: Mapping[str, list[Any]]) -> list[Alert]:
+        """Each gathering rule's model over the rows gathered from every partition."""
+        alerts: list[Alert] = []
+        for detector in self._gatherers:
+            rows = gathered.get(detector.rule_id)
+            if rows:
+                alerts += self._run([(detector.rule_id, lambda w, d=detector, r=rows: d.judge(w, r))], watermark)
         return alerts
 
     def _run(self, hooks: list[tuple[str, Callable[[Any], Iterable[Finding]]]], argument: object) -> list[Alert]:
@@ -82,6 +132,11 @@ class DetectorSet:
         return alerts
 
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
+        if self.sink is not None:
+            for finding in findings:
+                self.sink(finding)
+            return
+        assert self.alert_book is not None
         lifecycle = self.lifecycle
         for finding in findings:
             alert = self.alert_book.add(finding)
@@ -105,3 +160,8 @@ def _hooks(
         for d in detectors
         if getattr(type(d), hook) is not getattr(Detector, hook) and (dataset is None or dataset in d.datasets)
     ]
+
+
+def rule_mask(rule_id: str) -> int:
+    """The rule's bit in an item's mask: its index in :func:`detectors.registry` (alphabetical, stable)."""
+    return 1 << list(registry()).index(rule_id)

@@ -19,14 +19,14 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
 
 from detectors.alerts import Alert, AlertBook
-from detectors.base import DetectorContext
+from detectors.base import Detector, DetectorContext, Finding
 from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from detectors.trust import TrustPolicy
@@ -139,31 +139,55 @@ def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadL
     return DeadLetter(origin, result.reason, result.detail, result.line)
 
 
-class Pipeline:
-    """Parse, order, correlate and detect; everything in event time."""
+def detector_context(config: Any) -> DetectorContext:
+    """What the rules share: the trust policy and the revocation list the config names."""
+    trust = TrustPolicy.build(
+        gateway_identities=config.trust.gateway_identities,
+        gateway_networks=config.trust.gateway_networks,
+        allowlist_paths=config.trust.allowlist_paths,
+        internal_callers=config.trust.internal_callers,
+    )
+    if not trust.knows_gateway:
+        log.warning(
+            "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
+            "until then gateway_bypass cannot tell the gateway's peers from others"
+        )
+    revoked = load_revocations(config.tokens.revoked) if config.tokens.revoked else {}
+    return DetectorContext(trust=trust, revoked=revoked)
 
-    def __init__(self, config: Any) -> None:
+
+def detector_configs(config: Any) -> dict[str, Any]:
+    """Each rule's config section, by rule id."""
+    return {rule_id: getattr(config.detectors, rule_id) for rule_id in type(config.detectors).model_fields}
+
+
+class Pipeline:
+    """Parse, order, correlate and detect; everything in event time.
+
+    ``select`` and ``sink`` run a share of the rules with findings handed to
+    ``sink`` instead of the alert book and lifecycle: the JOIN task of
+    partitioned detection (:mod:`gatewatch.tasks.join`) is this pipeline so.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        select: Callable[[type[Detector]], bool] | None = None,
+        sink: Callable[[Finding], None] | None = None,
+    ) -> None:
         self.config = config
         self._parsers = build_parsers(config)
-        trust = TrustPolicy.build(
-            gateway_identities=config.trust.gateway_identities,
-            gateway_networks=config.trust.gateway_networks,
-            allowlist_paths=config.trust.allowlist_paths,
-            internal_callers=config.trust.internal_callers,
-        )
-        if not trust.knows_gateway:
-            log.warning(
-                "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
-                "until then gateway_bypass cannot tell the gateway's peers from others"
-            )
-        revoked = load_revocations(config.tokens.revoked) if config.tokens.revoked else {}
         book = AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids)
         self._lifecycle_settings = lifecycle_settings(config, book)
+        self.context = detector_context(config)
         self.detectors = DetectorSet(
-            {rule_id: getattr(config.detectors, rule_id) for rule_id in type(config.detectors).model_fields},
-            DetectorContext(trust=trust, revoked=revoked),
+            detector_configs(config),
+            self.context,
             book,
-            AlertLifecycle(**self._lifecycle_settings),
+            AlertLifecycle(**self._lifecycle_settings) if sink is None else None,
+            select=select,
+            sink=sink,
         )
         self.order = EventOrder(config.correlate.allowed_lateness_secs, config.correlate.max_future_secs)
         self.correlator = Correlator(config.correlate.join_window_secs)

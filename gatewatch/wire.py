@@ -140,7 +140,7 @@ FINDINGS_VERSION = 1
 TASK_STATE_VERSION = 1
 
 Seq = Annotated[int, msgspec.Meta(ge=0)]
-Mask = Annotated[int, msgspec.Meta(ge=0, lt=2**63)]
+Mask = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class StreamProgress(msgspec.Struct, array_like=True, gc=False):
@@ -238,6 +238,7 @@ class JoinState(msgspec.Struct, array_like=True, gc=False):
     seqs: dict[str, int]  # "role/partition" -> last seq sent
     sent_ticks: dict[str, Ts | None]  # "role/partition" -> tick of the last message sent there
     final: bool = False
+    streams: list[str] = []  # the input streams it was opened with
 
 
 class KeyedState(msgspec.Struct, array_like=True, gc=False):

@@ -37,6 +37,7 @@ class Correlator:
         self.join_window_secs = join_window_secs
         self._groups: dict[str, _Group] = {}
         self._deadlines: list[tuple[float, str]] = []  # lazy: stale entries skipped on pop
+        self.closing_deadline = float("-inf")  # the deadline of the transaction close_until yielded last
 
     def add(self, event: Event, now: float) -> None:
         """Add a record with a request id; ``now`` is the order's clock (for late records)."""
@@ -60,6 +61,7 @@ class Correlator:
             if group is None or group.deadline != deadline:
                 continue  # superseded by a later record of the same request
             del self._groups[request_id]
+            self.closing_deadline = deadline
             yield Transaction(request_id, _in_order(group.gateway), _in_order(group.app))
 
     def close_all(self) -> Iterator[Transaction]:

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from detectors import registry
+from detectors.runner import rule_mask
 from gatewatch.errors import WireError
+from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
 
 __all__ = [
-    "ROLES", "Role", "Task", "TaskOutput", "internal_topic", "new_task", "restore_task", "rule_bit",
+    "POISON_KEPT_BYTES", "ROLES", "Role", "poison", "Task", "TaskOutput", "internal_topic", "new_task", "restore_task", "rule_bit",
     "rules_of_mask",
 ]  # fmt: skip
 
@@ -92,6 +94,18 @@ class Task(Protocol):
         ...
 
 
+# Bytes of a poison message kept in its dead letter (as serve's detect stage keeps).
+POISON_KEPT_BYTES = 64 * 1024
+
+
+def poison(stream: str, offset: int, value: bytes, error: WireError) -> DeadLetter:
+    """The dead letter of an internal message that did not decode; its id derives from topic/partition@offset."""
+    detail = error.detail
+    if len(value) > POISON_KEPT_BYTES:
+        detail += f" (first {POISON_KEPT_BYTES} of {len(value)} bytes kept)"
+    return DeadLetter(Origin(Dataset.INTERNAL, stream, offset), error.reason, detail, bytes(value[:POISON_KEPT_BYTES]))
+
+
 def internal_topic(kafka: Any, role: Role) -> str:
     """``<group_id>-requests``, ``<group_id>-keyed`` or ``<group_id>-findings``."""
     return f"{kafka.group_id}-{role}"
@@ -99,7 +113,7 @@ def internal_topic(kafka: Any, role: Role) -> str:
 
 def rule_bit(rule_id: str) -> int:
     """The rule's bit in an item's mask: its index in :func:`detectors.registry` (alphabetical, stable)."""
-    return 1 << list(registry()).index(rule_id)
+    return rule_mask(rule_id)
 
 
 def rules_of_mask(mask: int) -> list[str]:
@@ -155,6 +169,3 @@ def _check(role: str, partition: int, partitions: int) -> None:
         raise ValueError(f"partition {partition} out of range for role {role} with {partitions} partitions")
 
 
-def wire_error_reason(error: Exception) -> str:
-    """The dead-letter reason of a message that failed: the WireError's, else ``invalid_value``."""
-    return error.reason if isinstance(error, WireError) else "invalid_value"

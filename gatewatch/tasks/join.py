@@ -1,32 +1,352 @@
-"""The JOIN task (one per requests partition): order, correlate, the rules one record or request proves."""
+"""The JOIN task (one per requests partition): order, correlate, the rules one record or request proves.
+
+It is the single :class:`~gatewatch.topology.Pipeline` (replay's) over the
+events routed to its partition, with the rules whose ``keyed_by`` is None;
+their findings go to the findings topic instead of an alert book. Every event
+it processes in event-time order, and every transaction it closes, goes on to
+the keyed partitions of the keyed rules that need it (``partition_key``),
+with a mask naming those rules.
+
+Stream clocks come from the ingest stages' ``progress`` v2 as well as from
+its own events, so a partition that holds few (or no) events of a stream
+still sees that stream's event time; then :class:`~gatewatch.serve_idle.IdleInputs`
+applies the idle rules. ``process()`` runs after every input message, so the
+outputs are a pure function of the input sequence. Each output message
+carries the task's tick after that input message: "everything for ticks <=
+tick is sent" (see :mod:`gatewatch.tasks.keyed`). A task whose watermark is
+finite but that has no events yet starts its tick at the watermark, so an
+empty partition never stalls the others.
+"""
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
-from gatewatch.tasks.base import TaskOutput
+import msgspec
+
+from detectors import registry
+from detectors.base import Detector, Finding
+from detectors.runner import rule_mask
+from gatewatch.errors import WireError
+from gatewatch.serve_idle import IdleInputs
+from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
+from gatewatch.tasks.route import entity_partition
+from gatewatch.topology import Pipeline, detector_configs
+from gatewatch.wire import (
+    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedMessage, KeyedTxn,
+    decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state,
+)  # fmt: skip
+from ingest.codec import EventRow, EventTable, events_from_rows
+from ingest.records import Dataset, Event, Transaction
+
+# The event fields a keyed rule reads (http_4xx_burst, http_5xx_burst, behaviour_outlier, token_replay and
+# the trust policy it asks); the others cross the keyed topic empty. tests/tasks run every rule's examples
+# through the partitioned path, so a rule reading a field missing here fails there.
+KEYED_FIELDS = frozenset({
+    "request_id", "path", "status", "bytes_sent", "upstream_host", "upstream_cluster", "route_name", "authority",
+    "source_ip", "peer_identity", "token_jti", "token_sub", "token_exp",
+})  # fmt: skip
+_ROW_REST = list(EventRow.__struct_fields__[4:])
+_KEPT_AT = [i for i, name in enumerate(_ROW_REST) if name in KEYED_FIELDS]
+_kept = operator.attrgetter(*[_ROW_REST[i] for i in _KEPT_AT])
+_EMPTY_REST = [EventRow.__struct_defaults__[i] for i in range(len(_ROW_REST))]
+
+
+def project_events(events: list[Event]) -> EventTable:
+    """``events`` with only :data:`KEYED_FIELDS` (and id, dataset, ts, origin) filled, as a table."""
+    index: dict[str, int] = {}
+    stream_of: list[int] = []
+    rows: list[tuple[Any, ...]] = []
+    for event in events:
+        stream = event.origin.stream
+        i = index.get(stream)
+        if i is None:
+            i = index[stream] = len(index)
+        stream_of.append(i)
+        rest = _EMPTY_REST.copy()
+        for at, value in zip(_KEPT_AT, _kept(event)):
+            rest[at] = value
+        rows.append((event.id, event.dataset, event.ts, event.origin.offset, *rest))
+    return EventTable(list(index), stream_of, rows)  # type: ignore[arg-type]
+
+
+class _Outbox:
+    __slots__ = ("events", "masks", "txns", "txn_events")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.masks: list[int] = []
+        self.txns: list[KeyedTxn] = []
+        self.txn_events: list[Event] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.txns)
+
+
+class _JoinPipeline(Pipeline):
+    """The single pipeline, with its processed events and closed transactions handed on."""
+
+    def __init__(self, config: Any, task: JoinTask) -> None:
+        super().__init__(config, select=lambda cls: cls.keyed_by is None, sink=task.on_finding)
+        self.task = task
+        self.in_tick = False  # inside _advance_to: findings belong to the tick being advanced to
+
+    def _process_event(self, event: Event) -> None:
+        super()._process_event(event)
+        self.task.route_event(event)
+
+    def _advance_to(self, second: float) -> None:
+        self.in_tick = True
+        try:
+            super()._advance_to(second)
+        finally:
+            self.in_tick = False
+
+    def _emit_transactions(self, transactions: Any) -> None:
+        correlator = self.correlator
+        route = self.task.route_transaction
+        batch = self._batch.transactions
+        observe = self.detectors.observe_transaction
+        for txn in transactions:
+            batch.append(txn)
+            observe(txn)
+            route(txn, correlator.closing_deadline)
+
+    def finish(self) -> None:
+        self._order_credible(self.order.settle())
+        for event in self.order.release(float("inf")):
+            self._process_event(event)
+        if math.isinf(self.order.clock):
+            self._tick = None  # a tick started at the watermark, and never an event: nothing to close
+        super().finish()
+
+    def credible(self) -> None:
+        """Add held far-future events the horizon has now reached."""
+        self._order_credible(self.order.reached())
+
+    def start_tick(self) -> None:
+        """No event yet but every input has a clock: start event time at the watermark."""
+        watermark = self.order.watermark
+        if self._tick is None and math.isfinite(watermark):
+            self._tick = math.floor(watermark)
+
+    @property
+    def tick(self) -> float | None:
+        return self._tick
 
 
 class JoinTask:
     """Reads ``<group_id>-requests/<partition>``; writes keyed items and findings."""
 
-    role = "requests"
+    role: Role = "requests"
 
     def __init__(self, config: Any, partition: int, partitions: int, input_streams: list[str]) -> None:
-        raise NotImplementedError
+        self.config = config
+        self.partition = partition
+        self.partitions = partitions
+        self._stream = f"{internal_topic(config.kafka, 'requests')}/{partition}"
+        self._streams = list(input_streams)
+        self._topics = {stream.rpartition("/")[0] for stream in input_streams}
+        self._findings: list[FindingRow] = []
+        self._boxes = [_Outbox() for _ in range(partitions)]
+        self._pipeline = _JoinPipeline(config, self)
+        for stream in input_streams:
+            self._pipeline.open_stream(stream)
+        self._idle = IdleInputs(config.correlate.idle_timeout_secs)
+        self._seqs: dict[str, int] = {}
+        self._sent_ticks: dict[str, float | None] = {}
+        self._next_offset = 0
+        self._final = False
+        self._out = TaskOutput()
+        self._late_seen = 0
+        self._redelivered_seen = 0
+        context = self._pipeline.context
+        configs = detector_configs(config)
+        keyed = [cls(configs[rule_id], context) for rule_id, cls in registry().items()
+                 if cls.keyed_by is not None and configs[rule_id].enabled]  # fmt: skip
+        self._event_routes = {
+            ds: [(rule_mask(d.rule_id), d.partition_key) for d in keyed
+                 if _overrides(d, "observe_event") and ds in d.datasets]
+            for ds in Dataset
+        }  # fmt: skip
+        self._txn_routes = [(rule_mask(d.rule_id), d.partition_key) for d in keyed
+                            if _overrides(d, "observe_transaction")]  # fmt: skip
+
+    # -- the contract (gatewatch.tasks.base) --------------------------------------------------
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def watermark(self) -> float:
+        return self._pipeline.order.watermark
+
+    @property
+    def tick(self) -> float | None:
+        return self._pipeline.tick
+
+    def apply(self, offset: int, value: bytes) -> None:
+        """One requests-topic message: events of one input stream, or an ingest stage's progress."""
+        out = self._out
+        if offset < self._next_offset:
+            out.redelivered += 1
+            return
+        self._next_offset = offset + 1
+        out.applied += 1
+        try:
+            message = decode_requests_message(value)
+            streams = [message.stream] if type(message) is EventsMessage else list(message.streams)
+            unknown = [stream for stream in streams if stream.rpartition("/")[0] not in self._topics]
+            if unknown:
+                raise WireError("unknown_stream", f"not an input partition: {unknown[0][:200]!r}")
+        except WireError as error:
+            out.rejected += 1
+            out.batch.dead_letters.append(poison(self._stream, offset, value, error))
+            return
+        pipeline = self._pipeline
+        if type(message) is EventsMessage:
+            if message.events:
+                events = events_from_rows(message.stream, message.events)
+                out.records += len(events)
+                pipeline.order_events(events)
+        else:
+            assert type(message) is IngestProgress
+            self._on_progress(message)
+        pipeline.process()
+        pipeline.start_tick()
+        self._send()
+
+    def take(self) -> TaskOutput:
+        pipeline = self._pipeline
+        out, self._out = self._out, TaskOutput()
+        batch = pipeline.drain()
+        batch.dead_letters[:0] = out.batch.dead_letters
+        out.batch = batch
+        stats = pipeline.stats
+        out.late, self._late_seen = stats.late_events - self._late_seen, stats.late_events
+        redelivered = stats.redelivered - self._redelivered_seen
+        self._redelivered_seen = stats.redelivered
+        out.redelivered += redelivered
+        out.detector_errors.update(pipeline.detectors.errors)
+        pipeline.detectors.errors.clear()
+        return out
+
+    def snapshot(self) -> bytes:
+        idle = self._idle
+        state = JoinState(self._next_offset, msgspec.Raw(self._pipeline.snapshot()), idle.last_wall, idle.last_ts,
+                          idle.caught_up_since, self._seqs, self._sent_ticks, self._final, self._streams)  # fmt: skip
+        return encode_task_state(state)
 
     @classmethod
     def restore(cls, config: Any, partition: int, partitions: int, snapshot: bytes) -> JoinTask:
-        raise NotImplementedError
-
-    def apply(self, offset: int, value: bytes) -> None:
-        raise NotImplementedError
-
-    def take(self) -> TaskOutput:
-        raise NotImplementedError
-
-    def snapshot(self) -> bytes:
-        raise NotImplementedError
+        state = decode_task_state(snapshot)
+        if type(state) is not JoinState:
+            raise WireError("unknown_kind", f"a {type(state).__name__} is no JOIN task's checkpoint")
+        task = cls(config, partition, partitions, state.streams)
+        task._pipeline.restore(state.pipeline)
+        task._idle = IdleInputs(config.correlate.idle_timeout_secs, state.last_wall, state.last_ts,
+                                state.caught_up_since)  # fmt: skip
+        task._next_offset = state.next_offset
+        task._seqs, task._sent_ticks, task._final = dict(state.seqs), dict(state.sent_ticks), state.final
+        return task
 
     def finish(self) -> None:
-        raise NotImplementedError
+        """End of input, as replay's :meth:`Pipeline.finish`; every output then says ``final``."""
+        if self._final:
+            return
+        self._pipeline.finish()
+        self._final = True
+        self._send()
+
+    # -- seams of _JoinPipeline ----------------------------------------------------------------
+
+    def on_finding(self, finding: Finding) -> None:
+        pipeline = self._pipeline
+        tick = pipeline.tick
+        # the tick whose lifecycle step first sees it in the single pipeline: the tick being advanced
+        # to, else the next one (events of second T are processed after T's step)
+        at_tick = tick if pipeline.in_tick or tick is None else tick + 1
+        self._findings.append(FindingRow(at_tick, finding.rule, finding.severity, finding.entity_type,
+                                         finding.entity_value, finding.ts, finding.summary, finding.request_ids,
+                                         finding.reason, dict(finding.details), finding.key))  # fmt: skip
+
+    def route_event(self, event: Event) -> None:
+        routes = self._event_routes[event.dataset]
+        if not routes:
+            return
+        masks: dict[int, int] = {}
+        partitions = self.partitions
+        for bit, partition_key in routes:
+            key = partition_key(event)
+            if key is not None:
+                partition = entity_partition(key, partitions)
+                masks[partition] = masks.get(partition, 0) | bit
+        for partition, mask in masks.items():
+            box = self._boxes[partition]
+            box.events.append(event)
+            box.masks.append(mask)
+
+    def route_transaction(self, txn: Transaction, deadline: float) -> None:
+        masks: dict[int, int] = {}
+        for bit, partition_key in self._txn_routes:
+            key = partition_key(txn)
+            if key is not None:
+                partition = entity_partition(key, self.partitions)
+                masks[partition] = masks.get(partition, 0) | bit
+        for partition, mask in masks.items():
+            box = self._boxes[partition]
+            box.txns.append(KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app)))
+            box.txn_events += txn.gateway
+            box.txn_events += txn.app
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _on_progress(self, message: IngestProgress) -> None:
+        pipeline = self._pipeline
+        order = pipeline.order
+        idle = self._idle
+        reach = order.max_future_secs
+        for stream, progress in message.streams.items():
+            clock = progress.clock
+            if clock is None:
+                continue
+            order.advance_stream(stream, clock)
+            if clock + reach > order.horizon:
+                order.horizon = clock + reach
+            if progress.last_wall is not None:
+                idle.delivered(stream, progress.last_wall, clock)
+        pipeline.credible()
+        moves = idle.on_progress(message.wall_secs, {s: (p.position, p.end_offset) for s, p in message.streams.items()})
+        for move in moves:
+            if move.ts is not None:
+                order.advance_stream(move.stream, move.ts)
+            elif math.isinf(order.stream_clock(move.stream)):
+                order.close_stream(move.stream)
+
+    def _send(self) -> None:
+        tick = self._pipeline.tick
+        messages = self._out.messages
+        for partition, box in enumerate(self._boxes):
+            dest = f"keyed/{partition}"
+            if not (box or self._final or (tick is not None and tick != self._sent_ticks.get(dest))):
+                continue
+            seq = self._seqs[dest] = self._seqs.get(dest, 0) + 1
+            self._sent_ticks[dest] = tick
+            message = KeyedMessage(self._stream, seq, tick, project_events(box.events), box.masks, box.txns,
+                                   project_events(box.txn_events), self._final)  # fmt: skip
+            messages.append(("keyed", partition, encode_keyed(message)))
+            self._boxes[partition] = _Outbox()
+        dest = "findings/0"
+        if self._findings or self._final or (tick is not None and tick != self._sent_ticks.get(dest)):
+            seq = self._seqs[dest] = self._seqs.get(dest, 0) + 1
+            self._sent_ticks[dest] = tick
+            message = FindingsMessage(self._stream, seq, tick, self._findings, [], self._final)
+            messages.append(("findings", 0, encode_findings(message)))
+            self._findings = []
+
+
+def _overrides(detector: Detector, hook: str) -> bool:
+    return getattr(type(detector), hook) is not getattr(Detector, hook)

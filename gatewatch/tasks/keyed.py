@@ -1,32 +1,298 @@
-"""The KEYED task (one per keyed partition): the rules keyed by an entity, in event-time order per key."""
+"""The KEYED task (one per keyed partition): the rules keyed by an entity, in event-time order per key.
+
+It receives, from every JOIN task, the events and closed transactions whose
+entity hashes to its partition, each with the mask of the rules it is for,
+and replays the single pipeline's phases on them up to its *frontier* F: the
+minimum over every JOIN task of the latest tick it sent (an upstream never
+heard from holds F). With its own tick t, while t < F:
+
+1. the buffered events of second t (``floor(ts) == t``), in ``(ts, id)`` order;
+2. t += 1;
+3. the buffered transactions closing at tick t (deadline <= t), in
+   ``(deadline, request_id)`` order;
+4. ``advance(t)`` of its rules; gathering rules hand their closed windows'
+   rows to the ALERT task instead of judging them.
+
+That is the order in which :class:`~gatewatch.topology.Pipeline` calls the same
+rules, so each key's rule state sees exactly the single pipeline's sequence.
+An item older than what it already processed (a late record) is processed at
+once, as the single pipeline does. Each finding carries the tick whose
+lifecycle step first sees it there (:class:`~gatewatch.wire.FindingRow`).
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
 from typing import Any
 
-from gatewatch.tasks.base import TaskOutput
+import msgspec
+
+from detectors.base import Finding
+from detectors.runner import DetectorSet
+from gatewatch.errors import WireError
+from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
+from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context
+from gatewatch.wire import (
+    FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedState, KeyedTxn, decode_keyed_message,
+    decode_task_state, encode_findings, encode_task_state,
+)  # fmt: skip
+from ingest.codec import decode_state, encode_state, pack_events, unpack_events
+from ingest.records import Event, Transaction
+
+
+def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
+    """A finding for the findings topic, with the tick whose lifecycle step first sees it."""
+    return FindingRow(at_tick, finding.rule, finding.severity, finding.entity_type, finding.entity_value, finding.ts,
+                      finding.summary, finding.request_ids, finding.reason, dict(finding.details),
+                      finding.key)  # fmt: skip
+
+
+def keyed_items(message: KeyedMessage) -> tuple[list[tuple[Event, int]], list[tuple[Transaction, float, int]]]:
+    """The events (with masks) and transactions (with deadlines and masks) of a keyed message.
+
+    Raises WireError ``undecodable`` if the message is inconsistent.
+    """
+    events = unpack_events(message.events)
+    if len(message.event_masks) != len(events):
+        raise WireError("undecodable", "keyed: one mask per event expected")
+    txn_events = unpack_events(message.txn_events)
+    if sum(t.gateway + t.app for t in message.transactions) != len(txn_events):
+        raise WireError("undecodable", "keyed: transaction event counts do not match")
+    txns: list[tuple[Transaction, float, int]] = []
+    at = 0
+    for txn in message.transactions:
+        gateway = tuple(txn_events[at:at + txn.gateway])
+        at += txn.gateway
+        app = tuple(txn_events[at:at + txn.app])
+        at += txn.app
+        if not gateway and not app:
+            raise WireError("undecodable", "keyed: a transaction without events")
+        txns.append((Transaction(txn.request_id, gateway, app), txn.deadline, txn.mask))
+    return list(zip(events, message.event_masks)), txns
 
 
 class KeyedTask:
     """Reads ``<group_id>-keyed/<partition>``; writes findings and gathered rows."""
 
-    role = "keyed"
+    role: Role = "keyed"
 
     def __init__(self, config: Any, partition: int, partitions: int) -> None:
-        raise NotImplementedError
+        self.config = config
+        self.partition = partition
+        self.partitions = partitions
+        self._stream = f"{internal_topic(config.kafka, 'keyed')}/{partition}"
+        requests = internal_topic(config.kafka, "requests")
+        self._sources = [f"{requests}/{p}" for p in range(partitions)]
+        self._detectors = DetectorSet(detector_configs(config), detector_context(config), None,
+                                      select=lambda cls: cls.keyed_by is not None, sink=self._on_finding,
+                                      gathering=True)  # fmt: skip
+        self._events: list[tuple[float, str, Event, int]] = []  # heap
+        self._txns: list[tuple[float, str, Transaction, int]] = []  # heap by (deadline, request_id)
+        self._tick: float | None = None
+        self._at_tick: float | None = None  # the lifecycle tick of findings raised now
+        self._upstream_seqs: dict[str, int] = {}
+        self._upstream_ticks: dict[str, float | None] = {}
+        self._upstream_final: set[str] = set()
+        self._seq = 0
+        self._sent_tick: float | None = None
+        self._final = False
+        self._next_offset = 0
+        self._findings: list[FindingRow] = []
+        self._gathered: list[GatheredRows] = []
+        self._out = TaskOutput()
+        self._final_sent = False
+
+    # -- the contract (gatewatch.tasks.base) --------------------------------------------------
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def watermark(self) -> float:
+        return float("-inf") if self._tick is None else self._tick
+
+    @property
+    def tick(self) -> float | None:
+        return self._tick
+
+    def apply(self, offset: int, value: bytes) -> None:
+        """One keyed message from a JOIN task: buffer its items, then process up to the frontier."""
+        out = self._out
+        if offset < self._next_offset:
+            out.redelivered += 1
+            return
+        self._next_offset = offset + 1
+        out.applied += 1
+        try:
+            message = decode_keyed_message(value)
+            if message.source not in self._sources:
+                raise WireError("unknown_source", f"not a JOIN task of this group: {message.source[:200]!r}")
+            events, txns = keyed_items(message)
+        except WireError as error:
+            out.rejected += 1
+            out.batch.dead_letters.append(poison(self._stream, offset, value, error))
+            return
+        source = message.source
+        if message.seq <= self._upstream_seqs.get(source, 0):
+            out.redelivered += 1  # a restarted JOIN task re-sending what followed its checkpoint
+            return
+        self._upstream_seqs[source] = message.seq
+        if message.tick is not None:
+            previous = self._upstream_ticks.get(source)
+            self._upstream_ticks[source] = message.tick if previous is None else max(previous, message.tick)
+        if message.final:
+            self._upstream_final.add(source)
+        out.records += len(events) + len(txns)
+        tick = self._tick
+        for event, mask in events:
+            if tick is not None and math.floor(event.ts) < tick:
+                self._late_event(event, mask)
+            else:
+                heapq.heappush(self._events, (event.ts, event.id, event, mask))
+        for txn, deadline, mask in txns:
+            if tick is not None and deadline <= tick:
+                self._late_transaction(txn, mask)
+            else:
+                heapq.heappush(self._txns, (deadline, txn.request_id, txn, mask))
+        self._run()
+        self._send()
+
+    def take(self) -> TaskOutput:
+        out, self._out = self._out, TaskOutput()
+        out.detector_errors.update(self._detectors.errors)
+        self._detectors.errors.clear()
+        return out
+
+    def snapshot(self) -> bytes:
+        detectors = {d.rule_id: msgspec.Raw(encode_state(d.state())) for d in self._detectors.detectors}
+        events = [entry[2] for entry in self._events]
+        masks = [entry[3] for entry in self._events]
+        txns = [KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app))
+                for deadline, _, txn, mask in self._txns]  # fmt: skip
+        txn_events = [event for _, _, txn, _ in self._txns for event in txn.gateway + txn.app]
+        state = KeyedState(self._next_offset, detectors, self._tick, pack_events(events), masks, txns,
+                           pack_events(txn_events), self._upstream_seqs, self._upstream_ticks,
+                           sorted(self._upstream_final), self._seq, self._sent_tick, self._final)  # fmt: skip
+        return encode_task_state(state)
 
     @classmethod
     def restore(cls, config: Any, partition: int, partitions: int, snapshot: bytes) -> KeyedTask:
-        raise NotImplementedError
-
-    def apply(self, offset: int, value: bytes) -> None:
-        raise NotImplementedError
-
-    def take(self) -> TaskOutput:
-        raise NotImplementedError
-
-    def snapshot(self) -> bytes:
-        raise NotImplementedError
+        state = decode_task_state(snapshot)
+        if type(state) is not KeyedState:
+            raise WireError("unknown_kind", f"a {type(state).__name__} is no KEYED task's checkpoint")
+        task = cls(config, partition, partitions)
+        detectors = task._detectors.detectors
+        for detector in detectors:
+            saved = state.detectors.get(detector.rule_id)
+            if saved is not None and detector.State is not None:
+                detector.restore_state(decode_state(saved, detector.State))
+        items = KeyedMessage("", 0, None, state.events, state.event_masks, state.transactions, state.txn_events)
+        events, txns = keyed_items(items)
+        task._events = [(event.ts, event.id, event, mask) for event, mask in events]
+        heapq.heapify(task._events)
+        task._txns = [(deadline, txn.request_id, txn, mask) for txn, deadline, mask in txns]
+        heapq.heapify(task._txns)
+        task._tick, task._next_offset = state.tick, state.next_offset
+        task._upstream_seqs, task._upstream_ticks = dict(state.upstream_seqs), dict(state.upstream_ticks)
+        task._upstream_final = set(state.upstream_final)
+        task._seq, task._sent_tick, task._final = state.seq, state.sent_tick, state.final
+        task._final_sent = state.final
+        return task
 
     def finish(self) -> None:
-        raise NotImplementedError
+        """Nothing of its own: a KEYED task ends when every JOIN task's final message is in."""
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _on_finding(self, finding: Finding) -> None:
+        self._findings.append(finding_row(self._at_tick, finding))
+
+    def _frontier(self) -> float | None:
+        ticks = self._upstream_ticks
+        if len(ticks) < len(self._sources) or any(ticks.get(s) is None for s in self._sources):
+            return None
+        return min(ticks[s] for s in self._sources)  # type: ignore[type-var]
+
+    def _run(self) -> None:
+        final = len(self._upstream_final) == len(self._sources) and not self._final
+        if final:
+            known = [t for t in self._upstream_ticks.values() if t is not None]
+            frontier = max(known) if known else None
+        else:
+            frontier = self._frontier()
+        if frontier is not None:
+            self._advance(frontier)
+        if final:
+            self._finish()
+
+    def _advance(self, frontier: float) -> None:
+        events, txns, detectors = self._events, self._txns, self._detectors
+        if self._tick is None:
+            start = frontier
+            if events:
+                start = min(start, math.floor(events[0][0]))
+            if txns:
+                start = min(start, math.ceil(txns[0][0]) - 1)
+            self._tick = start
+        tick = self._tick
+        while tick < frontier:
+            self._at_tick = tick + 1
+            while events and events[0][0] < tick + 1:
+                _, _, event, mask = heapq.heappop(events)
+                detectors.observe_event_masked(event, mask)
+            target = min(frontier, math.floor(events[0][0])) if events else frontier
+            if target - tick > _MAX_TICKED_GAP_SECS:
+                tick = target - 1
+            tick += 1
+            self._tick = self._at_tick = tick
+            while txns and txns[0][0] <= tick:
+                _, _, txn, mask = heapq.heappop(txns)
+                detectors.observe_transaction_masked(txn, mask)
+            detectors.advance(tick)
+            self._gather(tick, tick)
+
+    def _finish(self) -> None:
+        # replay's Pipeline.finish: close every open request, then let every window end
+        detectors = self._detectors
+        end = self._tick
+        self._at_tick = end
+        while self._events:
+            _, _, event, mask = heapq.heappop(self._events)
+            detectors.observe_event_masked(event, mask)
+        while self._txns:
+            _, _, txn, mask = heapq.heappop(self._txns)
+            detectors.observe_transaction_masked(txn, mask)
+        detectors.advance(float("inf"))
+        self._gather(float("inf"), end if end is not None else 0.0)
+        self._final = True
+
+    def _gather(self, watermark: float, at_tick: float) -> None:
+        for rule_id, rows in self._detectors.gather(watermark).items():
+            self._gathered.append(GatheredRows(rule_id, at_tick, msgspec.Raw(encode_state(rows))))
+
+    def _late_event(self, event: Event, mask: int) -> None:
+        self._out.late += 1
+        assert self._tick is not None
+        self._at_tick = self._tick + 1
+        self._detectors.observe_event_masked(event, mask)
+
+    def _late_transaction(self, txn: Transaction, mask: int) -> None:
+        self._out.late += 1
+        assert self._tick is not None
+        self._at_tick = self._tick + 1
+        self._detectors.observe_transaction_masked(txn, mask)
+
+    def _send(self) -> None:
+        tick = self._tick
+        closing = self._final and not self._final_sent
+        if not (self._findings or self._gathered or closing or (tick is not None and tick != self._sent_tick)):
+            return
+        self._final_sent = self._final
+        self._seq += 1
+        self._sent_tick = tick
+        message = FindingsMessage(self._stream, self._seq, tick, self._findings, self._gathered, self._final)
+        self._out.messages.append(("findings", 0, encode_findings(message)))
+        self._findings, self._gathered = [], []
+
