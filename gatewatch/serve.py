@@ -9,12 +9,11 @@ processes store the same data and raise the same alerts as one::
        v
     <group_id>-requests   P partitions, by crc32(request id) % P; progress to all
        |  JOIN task per partition: order, correlate, one-request rules; stores transactions
-       v                                          \ their findings
-    <group_id>-keyed      P partitions, by the rule's entity  \
-       |  KEYED task per partition: bursts, token replay,      \
-       |  behaviour_outlier's per-client features               \
-       v                                                         v
-    <group_id>-findings   1 partition
+       v                                               (their findings -> findings)
+    <group_id>-keyed      P partitions, by the rule's entity
+       |  KEYED task per partition: bursts, token replay, behaviour_outlier's per-client features
+       v
+    <group_id>-findings   1 partition: findings of the join and keyed tasks, feature rows
           ALERT task: alert book, lifecycle, behaviour_outlier's model;
           stores alerts, lifecycle events -> kafka.topics.alerts + forwarders
 

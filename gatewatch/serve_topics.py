@@ -135,7 +135,7 @@ def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, i
     wanted = [t for t in dict.fromkeys(topics) if t in existing]
     if not wanted:
         return {}
-    return {d["topic"]: len(d["partitions"]) for d in admin.describe_topics(wanted) if not d.get("error_code")}
+    return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(wanted) if not d.get("error_code")}
 
 
 def internal_producer(kafka: Any, role: str) -> KafkaProducer:
