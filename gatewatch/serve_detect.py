@@ -66,7 +66,7 @@ from gatewatch.tasks.base import Task, new_task, restore_task
 from ingest.records import Dataset
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
-from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+from ingest.sources.kafka_client import TOPIC_STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 from ingest.sources.kafka_settings import client_settings
 
 log = logging.getLogger("gatewatch.serve")
@@ -189,7 +189,7 @@ class DetectStage:
                 fetch_max_bytes=INTERNAL_MAX_MESSAGE_BYTES,
                 # Sticky: a member joining the group takes partitions from the others and
                 # leaves the rest with their owners, which keep their state.
-                partition_assignment_strategy=STICKY_ASSIGNMENT,
+                partition_assignment_strategy=TOPIC_STICKY_ASSIGNMENT,
                 **static_membership(kafka, "detect"),
             ),
         )
