@@ -34,6 +34,17 @@ def _unkeyed(lines: list[Line]) -> list[Line]:
     return out
 
 
+def _thirds(lines: list[Line]) -> list[list[Line]]:
+    """Each side's traffic (the demo's files hold one side after the other) cut in three, in order; tails last."""
+    thirds: list[list[Line]] = [[], [], []]
+    for side in ("gateway", "app"):
+        own = [line for line in lines if line.side == side and line.partition is None]
+        for i in range(3):
+            thirds[i] += own[i * len(own) // 3 : (i + 1) * len(own) // 3]
+    thirds[2] += [line for line in lines if line.partition is not None]
+    return thirds
+
+
 def test_three_processes_unkeyed_inputs_join_and_kill_alert_as_replay(
     kafka_bootstrap: str, tmp_path: Path, elasticsearch_url: str
 ) -> None:
@@ -45,9 +56,7 @@ def test_three_processes_unkeyed_inputs_join_and_kill_alert_as_replay(
     config = topics.config(tmp_path / "demo", base=base)
     indices = Indices(elasticsearch_url, prefix)
     store = f"elasticsearch:{elasticsearch_url}"
-    main = [line for line in lines if line.partition is None]
-    tails = [line for line in lines if line.partition is not None]
-    thirds = [main[: len(main) // 3], main[len(main) // 3 : 2 * len(main) // 3], main[2 * len(main) // 3 :] + tails]
+    thirds = _thirds(lines)
     processes: list[Serve] = []
     try:
         a = Serve(config, store, tmp_path / "serve-a.log", instance_id="part-a")
