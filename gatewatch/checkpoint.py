@@ -1,12 +1,13 @@
-"""Durable checkpoints of the pipeline's event-time state, in a compacted Kafka topic.
+"""Durable checkpoints of the detect tasks' event-time state, in a compacted Kafka topic.
 
-A checkpoint pairs ``Pipeline.snapshot()`` (reorder buffer, open requests,
-detector windows, alert book) with the input offsets it covers — the Flink /
-Bytewax shape. Serve's detect stage (:mod:`gatewatch.serve_detect`) saves
-one, *then* commits the same offset to its consumer group; whichever process
-owns the detect partition next restores the state and seeks to that offset,
-so it re-reads only what came after. Its "assignment" is the one detect
-partition (``<group_id>-detect/0``), so a rebalance never orphans a checkpoint.
+A checkpoint pairs a task's ``snapshot()`` (its reorder buffer, open requests,
+detector windows, alert book, sequence numbers, ...: :mod:`gatewatch.tasks`)
+with the input offset it covers — the Flink / Bytewax shape. Serve's detect
+stage (:mod:`gatewatch.serve_detect`) saves one per task, *then* commits the
+same offset to its consumer group; whichever process owns the partition next
+restores the state and seeks to that offset, so it re-reads only what came
+after. Its "assignment" is the task's one partition (``<group_id>-requests/3``,
+``<group_id>-findings/0``, ...), so a rebalance never orphans a checkpoint.
 
 Topic ``<group_id>-checkpoints``: one partition, ``cleanup.policy=compact``,
 ``retention.ms=-1``, ``max.message.bytes`` 64 MiB. The key is the group id
@@ -29,8 +30,8 @@ whose state does not decode falls back to the previous one.
 The state is typed MessagePack (:mod:`gatewatch.wire`), never pickle. Format
 history: version 2 held a pickle; such a checkpoint (left by the previous
 gatewatch on upgrade) is never read past its manifest: it is logged as
-``reason=retired_pickle_format`` and the detect stage rebuilds its state from
-the committed offset, as on a first start.
+``reason=retired_pickle_format`` and the task rebuilds its state from the
+committed offset, as on a first start.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ _TIMEOUT_MS = 30_000
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The pipeline state and the offsets it covers, for one assignment."""
+    """A task's state and the offsets it covers, for one assignment (the task's partition)."""
 
     assignment: tuple[str, ...]  # sorted "topic/partition" streams
     offsets: dict[str, int]  # stream -> next offset to read (last consumed + 1)
-    snapshot: bytes  # the state bytes the caller saved (gatewatch.wire.encode_detect_state)
+    snapshot: bytes  # the state bytes the caller saved (a task's snapshot(), gatewatch.wire)
     created_at: float  # Unix seconds
     config_digest: str = ""  # config_digest() of the pipeline that took it
     slot: str = ""  # where its chunks are (set by load)
