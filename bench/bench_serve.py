@@ -81,10 +81,11 @@ def run_serve(
     rate: float,
     processes: int = 1,
     detect_process: bool = False,
+    detect_partitions: int | None = None,
 ) -> dict[str, float]:
     """``processes`` serve processes in one group, started together; timings from the first record anywhere."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    config_path = write_config(directory, bootstrap, topics, group)
+    config_path = write_config(directory, bootstrap, topics, group, detect_partitions=detect_partitions)
     launched = time.perf_counter()
     serves = ServeGroup(directory, config_path, group, processes, cpu=True, detect_process=detect_process)
     first = last = detected = None
@@ -193,6 +194,8 @@ def main() -> None:
     parser.add_argument("--skip-none", action="store_true", help="skip the serve --store none row")
     parser.add_argument("--processes", default="1,2,3",
                         help="serve processes in one group, a row per count (comma-separated)")
+    parser.add_argument("--detect-partitions", type=int, default=6,
+                        help="kafka.detect_partitions of the serve rows (6: an even split over 1, 2 or 3 processes)")
     parser.add_argument("--detect-process", action="store_true",
                         help="the serve row: --processes run --stages ingest, one more runs --stages detect")
     parser.add_argument("--elasticsearch", default=os.environ.get("GW_ELASTICSEARCH_URL") or None, metavar="URL",
@@ -218,7 +221,9 @@ def main() -> None:
             tmp = str(args.logs)
         counts = [int(n) for n in args.processes.split(",")]
         serves = [] if args.skip_none else [
-            (n, run_serve(Path(tmp), args.bootstrap, topics, total, args.rate, n, args.detect_process)) for n in counts
+            (n, run_serve(Path(tmp), args.bootstrap, topics, total, args.rate, n, args.detect_process,
+                          args.detect_partitions))
+            for n in counts
         ]
         restarts = [] if args.skip_restart else [
             (label, run_restart(Path(tmp), args.bootstrap, topics, total, static))

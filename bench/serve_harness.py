@@ -198,6 +198,7 @@ def write_config(
     correlate: dict[str, float] | None = None,
     checkpoint_interval_secs: float | None = None,
     instance_id: str | None = None,
+    detect_partitions: int | None = None,
 ) -> Path:
     path = directory / f"{group}.yaml"
     config: dict[str, Any] = {
@@ -214,6 +215,8 @@ def write_config(
         config["kafka"]["checkpoint_interval_secs"] = checkpoint_interval_secs
     if instance_id is not None:
         config["kafka"]["instance_id"] = instance_id
+    if detect_partitions is not None:
+        config["kafka"]["detect_partitions"] = detect_partitions
     path.write_text(yaml.safe_dump(config))
     return path
 
