@@ -37,7 +37,7 @@ gatewatch_checkpoint_duration_seconds      one state checkpoint saved (histogram
 gatewatch_checkpoint_bytes                 size of the last checkpoint's state
 gatewatch_checkpoint_timestamp_seconds     when the last checkpoint was saved, Unix seconds (0: none
                                            yet); its age is ``time() - ...`` in PromQL
-gatewatch_watermark_seconds                event-time watermark, Unix seconds
+gatewatch_watermark_seconds                event time of the slowest detect task this process owns, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
 gatewatch_detect_events_total              events read by this process's join tasks from <group_id>-requests
 gatewatch_detect_owner                     1 while this process owns a detect task (0: standby)

@@ -48,7 +48,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -62,7 +61,7 @@ from gatewatch.serve_stage import Shared, Stopped, deliver, kv
 from gatewatch.serve_topics import (
     FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, ensure_internal_topics, internal_producer,
 )  # fmt: skip
-from gatewatch.tasks.base import Task, new_task, restore_task
+from gatewatch.serve_resume import OwnedTask, Resumer
 from ingest.records import Dataset
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
@@ -120,19 +119,6 @@ class _Listener(ConsumerRebalanceListener):
             self._stage._rebalanced = True
 
 
-@dataclass(slots=True)
-class _Owned:
-    """A task this process runs, with the offset of the next message of its partition to read."""
-
-    task: Task
-    tp: TopicPartition
-    stream: str
-    role: str
-    next_offset: int
-    applied: bool = False  # messages applied since its last take()
-    dirty: bool = False  # state changed since its last checkpoint
-
-
 class DetectStage:
     """The detect consumer, the tasks of the partitions it is assigned, their outputs and checkpoints."""
 
@@ -150,8 +136,8 @@ class DetectStage:
         self._revoked: set[TopicPartition] = set()
         self._assigned: set[TopicPartition] | None = None  # as the group last assigned; None: not (yet) known
         self._rebalanced = False
-        self._tasks: dict[TopicPartition, _Owned] = {}
-        self._parked: dict[TopicPartition, _Owned] = {}  # revoked; kept in case the group gives them back
+        self._tasks: dict[TopicPartition, OwnedTask] = {}
+        self._parked: dict[TopicPartition, OwnedTask] = {}  # revoked; kept in case the group gives them back
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
@@ -300,7 +286,7 @@ class DetectStage:
         if len(batch):
             self._deliver_batch(batch)
 
-    def _count(self, owned: _Owned, out: Any) -> None:
+    def _count(self, owned: OwnedTask, out: Any) -> None:
         metrics = self.shared.metrics
         labels = {"role": owned.role, "partition": str(owned.tp.partition)}
         records = int(getattr(out, "records", 0))
@@ -457,7 +443,7 @@ class DetectStage:
         wanted = sorted(tp for tp in assigned if tp not in self._tasks)
         started = time.monotonic()
         try:
-            resumed = self._resume(wanted)
+            resumed = self._resumer().resume(wanted, self._parked)
         except (SourceError, KafkaError) as error:
             # Cannot tell where to resume: stay paused and try again on the next rebalance check.
             self.shared.metrics.record_error("checkpoint", "load")
@@ -481,100 +467,16 @@ class DetectStage:
         elif revoked:
             log.info(kv("standby", stage="detect"))
 
+    def _resumer(self) -> Resumer:
+        assert self._consumer is not None and self._checkpoints is not None and self.topics is not None
+        return Resumer(self.config, self._digest, self.shared.metrics, self._consumer, self._checkpoints, self.topics)
+
     def _publish_ownership(self) -> None:
         metrics = self.shared.metrics
         metrics.detect_owner.set(1 if self._tasks else 0)
         roles = Counter(owned.role for owned in self._tasks.values())
         for role in (REQUESTS, "keyed", FINDINGS):
             metrics.detect_tasks.labels(role=role).set(roles.get(role, 0))
-
-    def _resume(self, partitions: list[TopicPartition]) -> list[tuple[_Owned, str]]:
-        """A task for each of ``partitions``, with the offset to continue from, and how it was made.
-
-        How: kept_state (the same partition back, nobody committed past it),
-        checkpoint, previous_checkpoint (the latest did not decode),
-        committed_offsets (no usable checkpoint: fresh state, logged).
-        """
-        consumer, checkpoints, topics = self._consumer, self._checkpoints, self.topics
-        assert consumer is not None and checkpoints is not None and topics is not None
-        committed = {tp: consumer.committed(tp) for tp in partitions}
-        resumed: list[tuple[_Owned, str]] = []
-        load: list[TopicPartition] = []
-        for tp in partitions:
-            parked = self._parked.get(tp)
-            if parked is not None and (committed[tp] is None or committed[tp] <= parked.next_offset):
-                resumed.append((parked, "kept_state"))
-            else:
-                load.append(tp)
-        if not load:
-            return resumed
-        found = checkpoints.load_many([(stream_name(tp),) for tp in load])
-        fresh: list[TopicPartition] = []
-        for tp in load:
-            stream = stream_name(tp)
-            role = topics.role(tp.topic)
-            assert role is not None
-            restored = self._restore(tp, role, found.get((stream,), []))
-            if restored is None:
-                fresh.append(tp)
-            else:
-                resumed.append(restored)
-        if fresh:
-            starts = {tp: committed[tp] for tp in fresh if committed[tp] is not None}
-            missing = [tp for tp in fresh if tp not in starts]
-            if missing:
-                starts.update(consumer.beginning_offsets(missing))
-            streams = self._input_streams()
-            for tp in fresh:
-                role = topics.role(tp.topic)
-                assert role is not None
-                task = new_task(self.config, role, tp.partition, topics.partitions, streams)
-                resumed.append((_Owned(task, tp, stream_name(tp), role, int(starts[tp]), dirty=True),
-                                "committed_offsets"))  # fmt: skip
-        return resumed
-
-    def _restore(self, tp: TopicPartition, role: str, found: list[Checkpoint]) -> tuple[_Owned, str] | None:
-        topics = self.topics
-        assert topics is not None and self._checkpoints is not None
-        stream = stream_name(tp)
-        reason = "no_checkpoint"
-        for age, checkpoint in enumerate(found):
-            if checkpoint.config_digest != self._digest:
-                reason = "config_changed"
-                continue
-            offset = checkpoint.offsets.get(stream)
-            if offset is None or offset < 0:
-                reason = "malformed"
-                log.warning(kv("checkpoint_unusable", task=stream, reason=reason, error="no offset for the partition"))
-                continue
-            try:
-                task = restore_task(self.config, role, tp.partition, topics.partitions, checkpoint.snapshot)
-            except Exception as error:  # noqa: BLE001 (typed but inconsistent state: whatever a restore raises)
-                # Never half-applied: the task is used only once everything decoded.
-                reason = "state_undecodable"
-                self.shared.metrics.record_error("checkpoint", "undecodable")
-                log.warning(kv("checkpoint_unusable", task=stream, reason=reason, error=str(error)[:300],
-                               which="latest" if age == 0 else "previous"))  # fmt: skip
-                continue
-            if age:
-                self._checkpoints.resumed_from(checkpoint)
-                log.warning(kv("checkpoint_fallback", stage="detect", task=stream,
-                               note="restored the previous checkpoint", offset=offset))  # fmt: skip
-            return _Owned(task, tp, stream, role, offset), "checkpoint" if age == 0 else "previous_checkpoint"
-        log.warning(kv("state_fresh", stage="detect", task=stream, reason=reason,
-                       note="the task's state starts empty at the committed offset"))  # fmt: skip
-        return None
-
-    def _input_streams(self) -> list[str]:
-        """Every input partition, ``<topic>/<partition>``: a fresh join task waits for each until it is heard from."""
-        consumer = self._consumer
-        assert consumer is not None
-        topics = self.config.kafka.topics
-        streams = []
-        for topic in (topics.gateway, topics.app):
-            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
-                streams.append(stream_name(TopicPartition(topic, partition)))
-        return streams
 
     def _end_offsets(self) -> dict[TopicPartition, int] | None:
         assert self._consumer is not None

@@ -17,7 +17,7 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-import gatewatch.serve_detect as serve_detect
+import gatewatch.serve_resume as serve_resume
 from gatewatch.checkpoint import Checkpoint
 from gatewatch.config import parse_config
 from gatewatch.metrics import ServeMetrics
@@ -171,9 +171,9 @@ class FakeCheckpoints:
 
 @pytest.fixture
 def stage(monkeypatch: pytest.MonkeyPatch) -> DetectStage:
-    monkeypatch.setattr(serve_detect, "new_task", lambda config, role, partition, partitions, streams:
+    monkeypatch.setattr(serve_resume, "new_task", lambda config, role, partition, partitions, streams:
                         FakeTask(role, partition))  # fmt: skip
-    monkeypatch.setattr(serve_detect, "restore_task", lambda config, role, partition, partitions, snapshot:
+    monkeypatch.setattr(serve_resume, "restore_task", lambda config, role, partition, partitions, snapshot:
                         FakeTask.restore(role, partition, snapshot))  # fmt: skip
     config = parse_config({"kafka": {"checkpoint_interval_secs": 3600}})
     shared = Shared(config, ServeMetrics(), threading.Event())
