@@ -281,8 +281,9 @@ class DetectStage:
             for letter in batch.dead_letters:
                 if letter.origin.dataset is Dataset.INTERNAL:
                     metrics.record_error("detect", letter.reason)
-                    log.warning(kv("message_rejected", stage="detect", stream=letter.origin.stream,
-                                   offset=letter.origin.offset, reason=letter.reason, bytes=len(letter.line)))  # fmt: skip
+                    origin = letter.origin
+                    log.warning(kv("message_rejected", stage="detect", stream=origin.stream, offset=origin.offset,
+                                   reason=letter.reason, bytes=len(letter.line)))  # fmt: skip
         if len(batch):
             self._deliver_batch(batch)
 
@@ -456,7 +457,8 @@ class DetectStage:
         for owned, how in resumed:
             self._tasks[owned.tp] = owned
             consumer.seek(owned.tp, owned.next_offset)
-            log.info(kv("resumed", how=how, stage="detect", task=owned.role, offset=f"{owned.stream}@{owned.next_offset}"))
+            log.info(kv("resumed", how=how, stage="detect", task=owned.role,
+                        offset=f"{owned.stream}@{owned.next_offset}"))  # fmt: skip
         if self._tasks:
             consumer.resume(*self._tasks)
         self._publish_ownership()

@@ -98,7 +98,7 @@ class TopicStickyAssignor(StickyPartitionAssignor):  # type: ignore[misc]
                 assigned[m][topic].sort()
                 load[m] += len(assigned[m][topic])
         return {
-            member_id: ConsumerProtocolAssignment(self.version, sorted((t, ps) for t, ps in by_topic.items() if ps), b"")
+            member_id: ConsumerProtocolAssignment(self.version, sorted((t, p) for t, p in by_topic.items() if p), b"")
             for member_id, by_topic in assigned.items()
         }
 
