@@ -138,6 +138,7 @@ class DetectStage:
         self._rebalanced = False
         self._tasks: dict[TopicPartition, OwnedTask] = {}
         self._parked: dict[TopicPartition, OwnedTask] = {}  # revoked; kept in case the group gives them back
+        self._owned_before: set[TopicPartition] = set()  # owned when the rebalance being handled began
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
@@ -431,6 +432,9 @@ class DetectStage:
         with self._lock:
             revoked, self._revoked, self._rebalanced = self._revoked, set(), False
             assigned = self._assigned
+        self._owned_before |= set(self._tasks)
+        if assigned is not None:
+            revoked |= set(self._tasks) - assigned  # eager rebalances revoke everything; never keep a stray one
         for tp in revoked:
             owned = self._tasks.pop(tp, None)
             if owned is not None:
@@ -462,12 +466,28 @@ class DetectStage:
         if self._tasks:
             consumer.resume(*self._tasks)
         self._publish_ownership()
+        self._forget_metrics(self._owned_before - set(self._tasks))
+        self._owned_before = set()
         self._last_checkpoint_at = time.monotonic()
         if wanted:
             log.info(kv("tasks_assigned", stage="detect", tasks=[stream_name(tp) for tp in self._tasks],
                         secs=time.monotonic() - started))  # fmt: skip
-        elif revoked:
+        elif not self._tasks:
             log.info(kv("standby", stage="detect"))
+
+    def _forget_metrics(self, partitions: set[TopicPartition]) -> None:
+        """Drop the per-task series of tasks this process no longer runs (their new owner reports them)."""
+        topics = self.topics
+        metrics = self.shared.metrics
+        for tp in partitions:
+            role = topics.role(tp.topic) if topics is not None else None
+            for gauge, labels in ((metrics.consumer_lag, (tp.topic, str(tp.partition))),
+                                  (metrics.task_watermark, (role, str(tp.partition))),
+                                  (metrics.task_checkpoint_saved, (role, str(tp.partition)))):  # fmt: skip
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
 
     def _resumer(self) -> Resumer:
         assert self._consumer is not None and self._checkpoints is not None and self.topics is not None

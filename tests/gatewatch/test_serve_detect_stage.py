@@ -287,3 +287,21 @@ def test_a_produce_that_fails_is_retried_with_the_partitions_paused_and_nothing_
     assert not consumer.paused  # resumed once delivered
     text = stage.shared.metrics.exposition().decode()
     assert 'component_errors_total{error_type="KafkaTimeoutError",stage="alerts"} 1.0' in text
+
+
+def test_a_task_moved_away_drops_its_series_and_the_stage_stands_by_without_tasks(stage: DetectStage) -> None:
+    consumer: FakeConsumer = stage._consumer  # type: ignore[assignment]
+    r0, r1 = _tp("requests", 0), _tp("requests", 1)
+    consumer.logs[r0], consumer.logs[r1] = [b"a"], [b"b"]
+    _rebalance(stage, {r0, r1})
+    stage.step()
+    stage._checkpoint()
+    series = 'gatewatch_task_checkpoint_timestamp_seconds{partition="1",role="requests"}'
+    assert series in stage.shared.metrics.exposition().decode()
+    _rebalance(stage, {r0})
+    text = stage.shared.metrics.exposition().decode()
+    assert series not in text and 'partition="0",role="requests"' in text
+    assert stage.owner and stage.tasks == ["g-requests/0"]
+    _rebalance(stage, set())
+    assert not stage.owner
+    assert "gatewatch_detect_owner 0.0" in stage.shared.metrics.exposition().decode()
