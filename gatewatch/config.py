@@ -309,7 +309,7 @@ class KafkaConfig(_Section):
         default=10.0,
         gt=0,
         description="How often serve's detect stage saves its state (stretched so saving takes <= 5% of its time); "
-        "a restart re-reads the detect topic from the last save",
+        "a restart re-reads each detect task's partition from its last save",
     )
     detect_partitions: int | None = Field(
         default=None,

@@ -130,7 +130,7 @@ class ServeMetrics:
             "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
         )
         self.detect_events = Counter(
-            "gatewatch_detect_events_total", "Events read from the detect topic (re-deliveries included).", registry=r
+            "gatewatch_detect_events_total", "Events read by this process's join tasks (re-deliveries included).", registry=r
         )
         self.detect_owner = Gauge(
             "gatewatch_detect_owner", "1 while this process owns the detect stage, 0 on standby.", registry=r
