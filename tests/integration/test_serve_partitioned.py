@@ -15,12 +15,18 @@ process ran a share of the join tasks.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
 
+import yaml
 from test_scale_out import Indices, detect_caught_up
-from test_serve import Line, Serve, Topics, demo_traffic, replay_alerts, wait_for
+from test_serve import REPO, Line, Serve, Topics, demo_traffic, replay_alerts, wait_for
+
+from gatewatch.config import load_config
+from gatewatch.serve_topics import ensure_internal_topics
 
 COUNTS = {"gateway": 4, "app": 3}
 
@@ -104,3 +110,25 @@ def test_three_processes_unkeyed_inputs_join_and_kill_alert_as_replay(
             if process.process.poll() is None:
                 process.kill()
         indices.cleanup()
+
+
+def test_internal_topics_with_another_partition_count_refuse_the_start_with_one_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """P is fixed once the internal topics exist: a process configured otherwise stops before reading anything."""
+    topics = Topics(kafka_bootstrap)  # 4 partitions each: P = 4 by default
+    config = topics.config(tmp_path)
+    kafka = load_config(config).kafka
+    assert ensure_internal_topics(kafka).partitions == 4  # creates the three topics
+    other = yaml.safe_load(config.read_text())
+    other["kafka"]["detect_partitions"] = 6
+    config.write_text(yaml.safe_dump(other))
+    done = subprocess.run(
+        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
+         "--listen", "127.0.0.1:0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    refusal = [line for line in done.stderr.splitlines() if f"{topics.group}-requests has 4 partitions" in line]
+    assert len(refusal) == 1 and "kafka.detect_partitions" in refusal[0], done.stderr
+    assert "Traceback" not in done.stderr
