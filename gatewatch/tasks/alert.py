@@ -31,7 +31,7 @@ from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.keyed import finding_row
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context, lifecycle_settings
 from gatewatch.wire import (
-    AlertTaskState, FindingRow, FindingsMessage, GatheredRows, decode_findings_message, decode_task_state,
+    AlertTaskState, FindingRow, GatheredRows, decode_findings_message, decode_task_state,
     encode_task_state,
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state
@@ -53,7 +53,8 @@ class AlertTask:
         self.partitions = partitions
         kafka = config.kafka
         self._stream = f"{internal_topic(kafka, 'findings')}/0"
-        self._sources = [f"{internal_topic(kafka, role)}/{p}" for role in ("requests", "keyed") for p in range(partitions)]
+        self._sources = [f"{internal_topic(kafka, role)}/{p}"
+                         for role in ("requests", "keyed") for p in range(partitions)]  # fmt: skip
         self._book = AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids)
         self._settings = lifecycle_settings(config, self._book)
         self._lifecycle = AlertLifecycle(**self._settings)

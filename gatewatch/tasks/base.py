@@ -34,7 +34,8 @@ from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
 
 __all__ = [
-    "POISON_KEPT_BYTES", "ROLES", "Role", "poison", "Task", "TaskOutput", "internal_topic", "new_task", "restore_task", "rule_bit",
+    "POISON_KEPT_BYTES", "ROLES", "Role", "Task", "TaskOutput", "internal_topic", "new_task", "poison", "restore_task",
+    "rule_bit",
     "rules_of_mask",
 ]  # fmt: skip
 

@@ -43,7 +43,8 @@ from ingest.records import Event, Transaction
 
 def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
     """A finding for the findings topic, with the tick whose lifecycle step first sees it."""
-    return FindingRow(at_tick, finding.rule, finding.severity, finding.entity_type, finding.entity_value, finding.ts,
+    return FindingRow(None if at_tick is None else float(at_tick), finding.rule, finding.severity, finding.entity_type,
+                      finding.entity_value, finding.ts,
                       finding.summary, finding.request_ids, finding.reason, dict(finding.details),
                       finding.key)  # fmt: skip
 
@@ -87,8 +88,11 @@ class KeyedTask:
         self._detectors = DetectorSet(detector_configs(config), detector_context(config), None,
                                       select=lambda cls: cls.keyed_by is not None, sink=self._on_finding,
                                       gathering=True)  # fmt: skip
-        self._events: list[tuple[float, str, Event, int]] = []  # heap
-        self._txns: list[tuple[float, str, Transaction, int]] = []  # heap by (deadline, request_id)
+        # Heaps by (ts, id) and (deadline, request_id), then arrival: two equal keys (a record sent twice,
+        # long after its request closed) must never fall through to comparing the records.
+        self._events: list[tuple[float, str, int, Event, int]] = []
+        self._txns: list[tuple[float, str, int, Transaction, int]] = []
+        self._pushed = 0
         self._tick: float | None = None
         self._at_tick: float | None = None  # the lifecycle tick of findings raised now
         self._upstream_seqs: dict[str, int] = {}
@@ -150,12 +154,14 @@ class KeyedTask:
             if tick is not None and math.floor(event.ts) < tick:
                 self._late_event(event, mask)
             else:
-                heapq.heappush(self._events, (event.ts, event.id, event, mask))
+                self._pushed += 1
+                heapq.heappush(self._events, (event.ts, event.id, self._pushed, event, mask))
         for txn, deadline, mask in txns:
             if tick is not None and deadline <= tick:
                 self._late_transaction(txn, mask)
             else:
-                heapq.heappush(self._txns, (deadline, txn.request_id, txn, mask))
+                self._pushed += 1
+                heapq.heappush(self._txns, (deadline, txn.request_id, self._pushed, txn, mask))
         self._run()
         self._send()
 
@@ -167,11 +173,11 @@ class KeyedTask:
 
     def snapshot(self) -> bytes:
         detectors = {d.rule_id: msgspec.Raw(encode_state(d.state())) for d in self._detectors.detectors}
-        events = [entry[2] for entry in self._events]
-        masks = [entry[3] for entry in self._events]
+        events = [entry[3] for entry in self._events]
+        masks = [entry[4] for entry in self._events]
         txns = [KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app))
-                for deadline, _, txn, mask in self._txns]  # fmt: skip
-        txn_events = [event for _, _, txn, _ in self._txns for event in txn.gateway + txn.app]
+                for deadline, _, _, txn, mask in self._txns]  # fmt: skip
+        txn_events = [event for _, _, _, txn, _ in self._txns for event in txn.gateway + txn.app]
         state = KeyedState(self._next_offset, detectors, self._tick, pack_events(events), masks, txns,
                            pack_events(txn_events), self._upstream_seqs, self._upstream_ticks,
                            sorted(self._upstream_final), self._seq, self._sent_tick, self._final)  # fmt: skip
@@ -190,10 +196,12 @@ class KeyedTask:
                 detector.restore_state(decode_state(saved, detector.State))
         items = KeyedMessage("", 0, None, state.events, state.event_masks, state.transactions, state.txn_events)
         events, txns = keyed_items(items)
-        task._events = [(event.ts, event.id, event, mask) for event, mask in events]
+        task._events = [(event.ts, event.id, n, event, mask) for n, (event, mask) in enumerate(events)]
         heapq.heapify(task._events)
-        task._txns = [(deadline, txn.request_id, txn, mask) for txn, deadline, mask in txns]
+        task._txns = [(deadline, txn.request_id, len(events) + n, txn, mask)
+                      for n, (txn, deadline, mask) in enumerate(txns)]  # fmt: skip
         heapq.heapify(task._txns)
+        task._pushed = len(events) + len(txns)
         task._tick, task._next_offset = state.tick, state.next_offset
         task._upstream_seqs, task._upstream_ticks = dict(state.upstream_seqs), dict(state.upstream_ticks)
         task._upstream_final = set(state.upstream_final)
@@ -240,7 +248,7 @@ class KeyedTask:
         while tick < frontier:
             self._at_tick = tick + 1
             while events and events[0][0] < tick + 1:
-                _, _, event, mask = heapq.heappop(events)
+                _, _, _, event, mask = heapq.heappop(events)
                 detectors.observe_event_masked(event, mask)
             target = min(frontier, math.floor(events[0][0])) if events else frontier
             if target - tick > _MAX_TICKED_GAP_SECS:
@@ -248,7 +256,7 @@ class KeyedTask:
             tick += 1
             self._tick = self._at_tick = tick
             while txns and txns[0][0] <= tick:
-                _, _, txn, mask = heapq.heappop(txns)
+                _, _, _, txn, mask = heapq.heappop(txns)
                 detectors.observe_transaction_masked(txn, mask)
             detectors.advance(tick)
             self._gather(tick, tick)
@@ -259,10 +267,10 @@ class KeyedTask:
         end = self._tick
         self._at_tick = end
         while self._events:
-            _, _, event, mask = heapq.heappop(self._events)
+            _, _, _, event, mask = heapq.heappop(self._events)
             detectors.observe_event_masked(event, mask)
         while self._txns:
-            _, _, txn, mask = heapq.heappop(self._txns)
+            _, _, _, txn, mask = heapq.heappop(self._txns)
             detectors.observe_transaction_masked(txn, mask)
         detectors.advance(float("inf"))
         self._gather(float("inf"), end if end is not None else 0.0)
@@ -270,7 +278,7 @@ class KeyedTask:
 
     def _gather(self, watermark: float, at_tick: float) -> None:
         for rule_id, rows in self._detectors.gather(watermark).items():
-            self._gathered.append(GatheredRows(rule_id, at_tick, msgspec.Raw(encode_state(rows))))
+            self._gathered.append(GatheredRows(rule_id, float(at_tick), msgspec.Raw(encode_state(rows))))
 
     def _late_event(self, event: Event, mask: int) -> None:
         self._out.late += 1
@@ -285,7 +293,7 @@ class KeyedTask:
         self._detectors.observe_transaction_masked(txn, mask)
 
     def _send(self) -> None:
-        tick = self._tick
+        tick = None if self._tick is None else float(self._tick)  # floats on the wire: the same bytes after a restore
         closing = self._final and not self._final_sent
         if not (self._findings or self._gathered or closing or (tick is not None and tick != self._sent_tick)):
             return

@@ -48,6 +48,8 @@ class RunResult:
     redelivered: int = 0
     rejected: int = 0
     messages: dict[str, int] = field(default_factory=dict)  # role -> messages written to that topic
+    restarts: int = 0  # tasks replaced mid-stream
+    alert_events_before_finish: int = 0  # lifecycle events out before the inputs ended
     _event_ids: dict[str, AlertEvent] = field(default_factory=dict)
 
     def store(self, batch: Batch) -> None:
@@ -69,7 +71,8 @@ class LocalRun:
     """P partitions of every internal topic, in memory; see the module docstring."""
 
     def __init__(self, config: Any, partitions: int, *, seed: int = 0, poll_records: int = 64,
-                 wall_step_secs: float = 0.001, restarts: int = 0, batch_messages: int = 3) -> None:  # fmt: skip
+                 wall_step_secs: float = 0.001, restarts: int = 0, batch_messages: int = 3,
+                 checkpoint_chance: float = 0.1) -> None:  # fmt: skip
         self.config = config
         self.partitions = partitions
         self.rng = random.Random(seed)
@@ -77,15 +80,21 @@ class LocalRun:
         self.wall_step_secs = wall_step_secs
         self.restarts = restarts
         self.batch_messages = batch_messages
+        self.checkpoint_chance = checkpoint_chance  # after a step, how often the task is snapshotted
         self.logs: dict[tuple[Role, int], list[bytes]] = {}
         self.tasks: dict[tuple[Role, int], Task] = {}
         self.checkpoints: dict[tuple[Role, int], bytes] = {}
         self.result = RunResult()
         self._streams: list[str] = []
 
-    def run_records(self, records: dict[str, Sequence[RawRecord]], poison: Sequence[tuple[Role, int, bytes]] = ()
-                    ) -> RunResult:  # fmt: skip
-        """Parse and run raw records per input stream (``"topic/partition"`` or a file name)."""
+    def run_records(self, records: dict[str, Sequence[RawRecord]], poison: Sequence[tuple[Role, int, bytes]] = (),
+                    finish: bool = True) -> RunResult:  # fmt: skip
+        """Parse and run raw records per input stream (``"topic/partition"`` or a file name).
+
+        ``poison``: messages to slip into internal topics at random points.
+        ``finish=False`` stops once every message is read, before the end of
+        input; :meth:`finish` then ends the run.
+        """
         parsers = build_parsers(self.config)
 
         def parse(chunk: Sequence[RawRecord]) -> list[Event]:
@@ -93,16 +102,29 @@ class LocalRun:
             self.result.dead_letters += dead_letters
             return events
 
-        return self._run({s: list(r) for s, r in records.items()}, parse, poison)
+        return self._run({s: list(r) for s, r in records.items()}, parse, poison, finish)
 
-    def run_events(self, events: dict[str, Sequence[Event]], poison: Sequence[tuple[Role, int, bytes]] = ()
-                   ) -> RunResult:  # fmt: skip
-        """Run parsed events per input stream (each stream's in offset order)."""
-        return self._run({s: list(e) for s, e in events.items()}, list, poison)
+    def run_events(self, events: dict[str, Sequence[Event]], poison: Sequence[tuple[Role, int, bytes]] = (),
+                   finish: bool = True) -> RunResult:  # fmt: skip
+        """Run parsed events per input stream (each stream's in offset order); as :meth:`run_records`."""
+        return self._run({s: list(e) for s, e in events.items()}, list, poison, finish)
+
+    def finish(self) -> RunResult:
+        """End of input: finish every JOIN task (in a random order) as replay ends, and drain."""
+        self.result.alert_events_before_finish = len(self.result.alert_events)
+        joins = [key for key in self.tasks if key[0] == "requests"]
+        self.rng.shuffle(joins)
+        for key in joins:
+            self._drain()
+            self.tasks[key].finish()
+            self._route(self.tasks[key].take())
+        self._drain()
+        return self.result
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _run(self, inputs: dict[str, list[Any]], parse: Any, poison: Sequence[tuple[Role, int, bytes]]) -> RunResult:
+    def _run(self, inputs: dict[str, list[Any]], parse: Any, poison: Sequence[tuple[Role, int, bytes]],
+             finish: bool) -> RunResult:  # fmt: skip
         rng, partitions = self.rng, self.partitions
         self._streams = list(inputs)
         for role in ("requests", "keyed", "findings"):
@@ -123,7 +145,7 @@ class LocalRun:
                 role, partition, value = pending_poison.pop(rng.randrange(len(pending_poison)))
                 self.logs[(role, partition)].append(value)
                 continue
-            if restarts and ready and rng.random() < 0.02:
+            if restarts and ready and rng.random() < 0.05:
                 restarts -= 1
                 self._restart(rng.choice(ready))
                 continue
@@ -138,14 +160,8 @@ class LocalRun:
                 self._step(rng.choice(ready))
         for role, partition, value in pending_poison:
             self.logs[(role, partition)].append(value)
-        joins = [key for key in self.tasks if key[0] == "requests"]
-        rng.shuffle(joins)
-        for key in joins:
-            self._drain()
-            self.tasks[key].finish()
-            self._route(self.tasks[key].take())
         self._drain()
-        return self.result
+        return self.finish() if finish else self.result
 
     def _ingest(self, stream: str, events: list[Event], wall: float, clocks: StreamClocks, read: dict[str, int],
                 inputs: dict[str, list[Any]]) -> None:  # fmt: skip
@@ -164,7 +180,7 @@ class LocalRun:
                 break
             task.apply(offset, log[offset])
         self._route(task.take())
-        if self.rng.random() < 0.3:
+        if self.checkpoint_chance and self.rng.random() < self.checkpoint_chance:
             self.checkpoints[key] = task.snapshot()
 
     def _route(self, out: TaskOutput) -> None:
@@ -179,6 +195,7 @@ class LocalRun:
 
     def _restart(self, key: tuple[Role, int]) -> None:
         role, partition = key
+        self.result.restarts += 1
         saved = self.checkpoints.get(key)
         if saved is None:
             task = new_task(self.config, role, partition, self.partitions, self._streams)

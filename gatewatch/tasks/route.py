@@ -13,9 +13,11 @@ task's view of every stream's clock is the single pipeline's.
 
 Credible, as :mod:`ingest.order` judges it, over this process's streams: an
 event time is credible if it is at most ``max_future_secs`` past the newest
-credible one, or, before there is one, if another event of the same poll lies
-within ``max_future_secs`` of it. One record dated 9999 therefore never moves
-a stream's clock, and so no partition's watermark.
+credible one, or if another event of the same poll lies within
+``max_future_secs`` of it (before any time is credible, that is the only
+way; after, it lets logs that really jumped ahead, which corroborate
+themselves, move the clock, as the order lets them). One record dated 9999
+therefore never moves a stream's clock, and so no partition's watermark.
 """
 
 from __future__ import annotations
@@ -73,17 +75,16 @@ class StreamClocks:
             return
         self.last_wall[stream] = wall_secs
         reach = self.max_future_secs
-        times = sorted(event.ts for event in events) if self.newest is None else None
+        times: list[float] | None = None
         clock = self.clocks.get(stream)
         for event in events:
             ts = event.ts
             newest = self.newest
-            if newest is None:
-                assert times is not None
+            if newest is None or ts > newest + reach:
+                if times is None:
+                    times = sorted(event.ts for event in events)
                 if not _vouched(times, ts, reach):
                     continue
-            elif ts > newest + reach:
-                continue
             if newest is None or ts > newest:
                 self.newest = ts
             if clock is None or ts > clock:

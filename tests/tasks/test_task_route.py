@@ -1,0 +1,66 @@
+"""The ingest side of partitioned detection: routing by request id, and the credible stream clocks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from detectors.sample import T0, app_event, gateway_event
+from gatewatch.tasks.route import StreamClocks, entity_partition, progress_message, requests_partition, route_events
+from gatewatch.wire import EventsMessage, IngestProgress, decode_requests_message, encode_events
+from ingest.codec import events_from_rows
+
+DAY = 86_400.0
+FAR = 253_402_300_000.0  # 9999-12-31
+
+
+def test_both_sides_of_a_request_meet_in_one_partition_whatever_stream_they_came_from() -> None:
+    for n in range(200):
+        gateway = gateway_event(n, request_id=f"req-{n}")
+        app = dataclasses.replace(app_event(n + 0.1, request_id=f"req-{n}"))
+        assert requests_partition(gateway, 5) == requests_partition(app, 5) == entity_partition(f"req-{n}", 5)
+    spread = {requests_partition(gateway_event(0, request_id=f"req-{n}"), 4) for n in range(200)}
+    assert spread == {0, 1, 2, 3}
+    no_id = gateway_event(0)
+    assert requests_partition(no_id, 4) == entity_partition(no_id.origin.stream, 4)
+
+
+def test_route_events_splits_a_poll_by_partition_in_offset_order() -> None:
+    events = [gateway_event(n, request_id=f"req-{n}") for n in range(50)]
+    parts = route_events(events, 3)
+    seen = []
+    for partition, rows in parts:
+        message = decode_requests_message(encode_events(1.0, "gw/0", rows))
+        assert isinstance(message, EventsMessage)
+        part = events_from_rows("gw/0", message.events)
+        assert all(requests_partition(e, 3) == partition for e in part)
+        assert [e.origin.offset for e in part] == sorted(e.origin.offset for e in part)
+        seen += part
+    assert sorted(e.id for e in seen) == sorted(e.id for e in events)
+
+
+def test_a_record_dated_9999_never_moves_a_stream_clock() -> None:
+    clocks = StreamClocks(DAY)
+    first = [gateway_event(0), gateway_event(1)]
+    clocks.observe("gw/0", first, 100.0)
+    far = dataclasses.replace(gateway_event(2), ts=FAR)
+    clocks.observe("gw/0", [far, gateway_event(3)], 101.0)
+    clocks.observe("app/0", [dataclasses.replace(app_event(4), ts=FAR)], 102.0)
+    assert clocks.clocks == {"gw/0": T0 + 3}
+    assert clocks.last_wall == {"gw/0": 101.0, "app/0": 102.0}
+    progress = decode_requests_message(progress_message(103.0, clocks, {"gw/0": (5, 5), "app/0": (1, 1)}))
+    assert isinstance(progress, IngestProgress)
+    assert (progress.streams["gw/0"].clock, progress.streams["app/0"].clock) == (T0 + 3, None)
+    assert progress.streams["app/0"].last_wall == 102.0
+
+
+def test_before_any_credible_time_a_record_needs_another_of_its_poll_within_reach() -> None:
+    clocks = StreamClocks(DAY)
+    clocks.observe("gw/0", [dataclasses.replace(gateway_event(0), ts=FAR)], 1.0)
+    assert clocks.clocks == {} and clocks.newest is None
+    clocks.observe("gw/0", [gateway_event(0), dataclasses.replace(gateway_event(1), ts=FAR), gateway_event(2)], 2.0)
+    assert clocks.clocks == {"gw/0": T0 + 2}
+    # a lone record two days ahead stays out; logs that really jumped corroborate each other
+    clocks.observe("gw/0", [gateway_event(3), gateway_event(2 * DAY)], 3.0)
+    assert clocks.clocks == {"gw/0": T0 + 3}
+    clocks.observe("gw/0", [gateway_event(2 * DAY + 1), gateway_event(2 * DAY + 2)], 4.0)
+    assert clocks.clocks == {"gw/0": T0 + 2 * DAY + 2}
