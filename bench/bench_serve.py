@@ -9,10 +9,13 @@ the same records:
 
 1. bare: a tuned kafka-python consumer (the settings serve uses) reading every
    record and ``orjson.loads``-ing its value;
-2. serve: ``gatewatch serve --store none`` as a subprocess, timed from its
-   first received record to its last (the ingest stage, read from /metrics)
-   and to the detect stage's last event (end to end), plus the detect
-   stage's checkpoint size and time;
+2. serve: ``gatewatch serve --store none`` with 1, 2 and 3 processes in one
+   group (``--processes 1,2,3``, each a fresh group on the same records),
+   timed from the first received record to the last (the ingest stage, read
+   from /metrics) and until every process's slowest detect task has reached
+   the last event time (end to end); the CPU of all processes per record,
+   each process's share of the detect records (events its join tasks
+   applied), and the checkpoints' size and time;
 3. restart: ``kill -9`` once the detect stage checkpointed in a second
    group's run, then the time until the restarted process resumed (ingest from
    committed offsets, detect from its checkpoint) and caught up;
@@ -40,6 +43,7 @@ from serve_harness import (
     ServeGroup,
     consume_all,
     detect_done,
+    detect_shares,
     free_port,
     metric,
     produce,
@@ -77,10 +81,11 @@ def run_serve(
     rate: float,
     processes: int = 1,
     detect_process: bool = False,
+    detect_partitions: int | None = None,
 ) -> dict[str, float]:
     """``processes`` serve processes in one group, started together; timings from the first record anywhere."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    config_path = write_config(directory, bootstrap, topics, group)
+    config_path = write_config(directory, bootstrap, topics, group, detect_partitions=detect_partitions)
     launched = time.perf_counter()
     serves = ServeGroup(directory, config_path, group, processes, cpu=True, detect_process=detect_process)
     first = last = detected = None
@@ -102,11 +107,14 @@ def run_serve(
                 window.stop()
             time.sleep(SCRAPE_SECS)
         time.sleep(CHECKPOINT_WAIT_SECS)
-        text = max(serves.scrape(), key=lambda t: metric(t, "gatewatch_detect_owner"))
+        texts = serves.scrape()
+        text = "\n".join(texts)
     finally:
         serves.stop(timeout_secs=60)
     assert first is not None
+    shares = detect_shares(texts)
     return {
+        "shares": shares,  # type: ignore[dict-item]
         "startup_secs": first - launched,
         "consume_secs": last - first,  # type: ignore[operator]
         "end_to_end_secs": detected - first,
@@ -184,7 +192,10 @@ def main() -> None:
     parser.add_argument("--skip-restart", action="store_true")
     parser.add_argument("--logs", type=Path, help="keep configs and serve logs in this folder")
     parser.add_argument("--skip-none", action="store_true", help="skip the serve --store none row")
-    parser.add_argument("--processes", type=int, default=1, help="serve processes in one group (the serve row)")
+    parser.add_argument("--processes", default="1,2,3",
+                        help="serve processes in one group, a row per count (comma-separated)")
+    parser.add_argument("--detect-partitions", type=int, default=6,
+                        help="kafka.detect_partitions of the serve rows (6: an even split over 1, 2 or 3 processes)")
     parser.add_argument("--detect-process", action="store_true",
                         help="the serve row: --processes run --stages ingest, one more runs --stages detect")
     parser.add_argument("--elasticsearch", default=os.environ.get("GW_ELASTICSEARCH_URL") or None, metavar="URL",
@@ -208,9 +219,12 @@ def main() -> None:
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
             tmp = str(args.logs)
-        serve = None if args.skip_none else run_serve(
-            Path(tmp), args.bootstrap, topics, total, args.rate, args.processes, args.detect_process
-        )
+        counts = [int(n) for n in args.processes.split(",")]
+        serves = [] if args.skip_none else [
+            (n, run_serve(Path(tmp), args.bootstrap, topics, total, args.rate, n, args.detect_process,
+                          args.detect_partitions))
+            for n in counts
+        ]
         restarts = [] if args.skip_restart else [
             (label, run_restart(Path(tmp), args.bootstrap, topics, total, static))
             for label, static in (("dynamic member", False), ("static member, kafka.instance_id", True))
@@ -228,8 +242,8 @@ def main() -> None:
                 es_cleanup(url, prefixes)
     print(f"{'':34}{'seconds':>10}{'records/s':>12}")
     print(f"{'bare kafka-python + orjson.loads':34}{bare_secs:10.2f}{total / bare_secs:12,.0f}")
-    if serve:
-        shape = f"{args.processes} process(es)" + (", ingest only, + 1 detect only" if args.detect_process else "")
+    for n, serve in serves:
+        shape = f"{n} process(es)" + (", ingest only, + 1 detect only" if args.detect_process else "")
         print_serve(serve, bare, total, shape)
     if raw and es:
         print_es(raw, es, total)
@@ -244,8 +258,11 @@ def print_serve(serve: dict[str, float], bare: dict[str, float], total: int, pro
     print(f"{'serve, end to end (detect stage)':34}{end_secs:10.2f}{total / end_secs:12,.0f}"
           f"   ({bare_secs / end_secs:.0%} of bare)")  # fmt: skip
     print(f"serve startup (launch to first record) {serve['startup_secs']:.2f}s")
-    print(f"checkpoint: state {serve['checkpoint_bytes'] / 1024:,.0f} KiB (last), "
+    print(f"checkpoint: state {serve['checkpoint_bytes'] / 1024:,.0f} KiB (last save, all processes), "
           f"{serve['checkpoint_secs'] * 1000:.0f} ms mean over {serve['checkpoints']:.0f} saves")  # fmt: skip
+    shares = serve["shares"]
+    print("detect records per process: " + ", ".join(f"{share:.1%}" for share in shares)  # type: ignore[union-attr]
+          + f" (even: {1 / len(shares):.1%})")  # type: ignore[arg-type]
     # What bounds the ratio on this machine: CPU per record, each over its own window.
     bare_us, serve_us = bare["cpu"] / total * 1e6, serve["cpu"] / total * 1e6
     cores = os.cpu_count() or 1

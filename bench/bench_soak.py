@@ -12,7 +12,7 @@ production) is produced at ``--rate`` requests/s (two records each) into fresh
 process's RSS (``/proc/<pid>/status``), its consumers' lag as they report it
 (``kafka_consumer_lag``) and the groups' committed lag (end offsets minus
 committed offsets of the ingest group on the input topics and of the detect
-group on the detect topic: what a restart would read again). It prints a
+group on the internal topics: what a restart would read again). It prints a
 row per minute, then each process's RSS after the warm-up against the end
 (the aim: within +-10%) and the maximum lags. Not a test: it asserts nothing.
 """
@@ -74,7 +74,8 @@ class Soak:
 
     def sample(self, started: float) -> Sample:
         texts = self.serve.scrape()
-        detect = [TopicPartition(f"{self.group}-detect", 0)]
+        detect = [TopicPartition(f"{self.group}-{role}", p) for role in ("requests", "keyed", "findings")
+                  for p in sorted(self.consumer.partitions_for_topic(f"{self.group}-{role}") or ())]  # fmt: skip
         row = Sample(
             secs=time.monotonic() - started,
             produced=self.produced,

@@ -200,6 +200,7 @@ def write_config(
     correlate: dict[str, float] | None = None,
     checkpoint_interval_secs: float | None = None,
     instance_id: str | None = None,
+    detect_partitions: int | None = None,
 ) -> Path:
     path = directory / f"{group}.yaml"
     config: dict[str, Any] = {
@@ -216,6 +217,8 @@ def write_config(
         config["kafka"]["checkpoint_interval_secs"] = checkpoint_interval_secs
     if instance_id is not None:
         config["kafka"]["instance_id"] = instance_id
+    if detect_partitions is not None:
+        config["kafka"]["detect_partitions"] = detect_partitions
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -262,15 +265,18 @@ class ServeGroup:
 
 
 def detect_done(texts: list[str], total: int, last_ts: float) -> bool:
-    """The detect owner has seen all ``total`` events, or its watermark passed the last event time.
+    """Detection has caught up: every process that owns detect tasks has its slowest task's event time within
+    the allowed lateness (120 s) and 2 s of slack of the last event time.
 
-    With several processes an event can be read by two owners (a takeover
-    re-reads from the checkpoint), so counting is not enough: then the owner's
-    watermark must reach ``last_ts`` less the allowed lateness (120 s) and 2 s of slack.
+    Counting events is not enough: a task restored after a rebalance re-reads from its checkpoint, so
+    an event can be applied twice.
     """
-    return any(
-        metric(t, "gatewatch_detect_owner") == 1
-        and (metric(t, "gatewatch_detect_events_total") >= total or metric(t, "gatewatch_watermark_seconds") >= last_ts - 122)
-        for t in texts
-    )
+    owners = [t for t in texts if metric(t, "gatewatch_detect_owner") == 1]
+    return bool(owners) and all(metric(t, "gatewatch_watermark_seconds") >= last_ts - 122 for t in owners)
 
+
+def detect_shares(texts: list[str]) -> list[float]:
+    """Each process's share of the events its join tasks applied (the detect records)."""
+    counts = [metric_where(t, "gatewatch_task_records_total", role="requests") for t in texts]
+    whole = sum(counts) or 1.0
+    return [count / whole for count in counts]

@@ -1,12 +1,13 @@
-"""Durable checkpoints of the pipeline's event-time state, in a compacted Kafka topic.
+"""Durable checkpoints of the detect tasks' event-time state, in a compacted Kafka topic.
 
-A checkpoint pairs ``Pipeline.snapshot()`` (reorder buffer, open requests,
-detector windows, alert book) with the input offsets it covers — the Flink /
-Bytewax shape. Serve's detect stage (:mod:`gatewatch.serve_detect`) saves
-one, *then* commits the same offset to its consumer group; whichever process
-owns the detect partition next restores the state and seeks to that offset,
-so it re-reads only what came after. Its "assignment" is the one detect
-partition (``<group_id>-detect/0``), so a rebalance never orphans a checkpoint.
+A checkpoint pairs a task's ``snapshot()`` (its reorder buffer, open requests,
+detector windows, alert book, sequence numbers, ...: :mod:`gatewatch.tasks`)
+with the input offset it covers — the Flink / Bytewax shape. Serve's detect
+stage (:mod:`gatewatch.serve_detect`) saves one per task, *then* commits the
+same offset to its consumer group; whichever process owns the partition next
+restores the state and seeks to that offset, so it re-reads only what came
+after. Its "assignment" is the task's one partition (``<group_id>-requests/3``,
+``<group_id>-findings/0``, ...), so a rebalance never orphans a checkpoint.
 
 Topic ``<group_id>-checkpoints``: one partition, ``cleanup.policy=compact``,
 ``retention.ms=-1``, ``max.message.bytes`` 64 MiB. The key is the group id
@@ -29,8 +30,8 @@ whose state does not decode falls back to the previous one.
 The state is typed MessagePack (:mod:`gatewatch.wire`), never pickle. Format
 history: version 2 held a pickle; such a checkpoint (left by the previous
 gatewatch on upgrade) is never read past its manifest: it is logged as
-``reason=retired_pickle_format`` and the detect stage rebuilds its state from
-the committed offset, as on a first start.
+``reason=retired_pickle_format`` and the task rebuilds its state from the
+committed offset, as on a first start.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ _TIMEOUT_MS = 30_000
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The pipeline state and the offsets it covers, for one assignment."""
+    """A task's state and the offsets it covers, for one assignment (the task's partition)."""
 
     assignment: tuple[str, ...]  # sorted "topic/partition" streams
     offsets: dict[str, int]  # stream -> next offset to read (last consumed + 1)
-    snapshot: bytes  # the state bytes the caller saved (gatewatch.wire.encode_detect_state)
+    snapshot: bytes  # the state bytes the caller saved (a task's snapshot(), gatewatch.wire)
     created_at: float  # Unix seconds
     config_digest: str = ""  # config_digest() of the pipeline that took it
     slot: str = ""  # where its chunks are (set by load)
@@ -151,50 +152,70 @@ class CheckpointStore:
 
     def save(self, checkpoint: Checkpoint) -> int:
         """Write ``checkpoint`` durably (acks=all); return the bytes of state written. Raises SourceError."""
-        key = assignment_key(self.group_id, checkpoint.assignment)
-        slot = "b" if self._slots.get(key) == "a" else "a"
-        payload = zlib.compress(checkpoint.snapshot, 1) if self._compress else checkpoint.snapshot
-        checkpoint_id = uuid.uuid4().bytes
-        chunks = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
-        manifest = {
-            "version": _FORMAT_VERSION,
-            "id": checkpoint_id.hex(),
-            "slot": slot,
-            "chunks": len(chunks),
-            "encoding": "zlib" if self._compress else "raw",
-            "bytes": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "assignment": sorted(checkpoint.assignment),
-            "offsets": checkpoint.offsets,
-            "created_at": checkpoint.created_at,
-            "config_digest": checkpoint.config_digest,
-        }
+        return self.save_many([checkpoint])
+
+    def save_many(self, checkpoints: list[Checkpoint]) -> int:
+        """Write several checkpoints (one per task) with two round trips in all; return the state bytes written.
+
+        Every chunk of every checkpoint is acknowledged before the first
+        manifest is sent, so each manifest names whole chunks. Raises SourceError.
+        """
+        manifests: list[tuple[str, str, bytes]] = []
+        futures = []
+        written = 0
         try:
-            futures = [
-                self._producer.send(self.topic, key=f"{key}/{slot}/{i}".encode(), value=checkpoint_id + chunk)
-                for i, chunk in enumerate(chunks)
-            ]
+            for checkpoint in checkpoints:
+                key = assignment_key(self.group_id, checkpoint.assignment)
+                slot = "b" if self._slots.get(key) == "a" else "a"
+                payload = zlib.compress(checkpoint.snapshot, 1) if self._compress else checkpoint.snapshot
+                checkpoint_id = uuid.uuid4().bytes
+                chunks = [payload[i : i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
+                manifest = {
+                    "version": _FORMAT_VERSION,
+                    "id": checkpoint_id.hex(),
+                    "slot": slot,
+                    "chunks": len(chunks),
+                    "encoding": "zlib" if self._compress else "raw",
+                    "bytes": len(payload),
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                    "assignment": sorted(checkpoint.assignment),
+                    "offsets": checkpoint.offsets,
+                    "created_at": checkpoint.created_at,
+                    "config_digest": checkpoint.config_digest,
+                }
+                futures += [
+                    self._producer.send(self.topic, key=f"{key}/{slot}/{i}".encode(), value=checkpoint_id + chunk)
+                    for i, chunk in enumerate(chunks)
+                ]
+                manifests.append((key, slot, orjson.dumps(manifest)))
+                written += len(payload)
             self._producer.flush(timeout=_TIMEOUT_MS / 1000)
             for future in futures:
                 future.get(timeout=0)
-            # Only now that every chunk is durable does the manifest point at them.
-            self._producer.send(self.topic, key=key.encode(), value=orjson.dumps(manifest)).get(
-                timeout=_TIMEOUT_MS / 1000
-            )
+            # Only now that every chunk is durable do the manifests point at them.
+            sent = [self._producer.send(self.topic, key=key.encode(), value=value) for key, _, value in manifests]
+            self._producer.flush(timeout=_TIMEOUT_MS / 1000)
+            for future in sent:
+                future.get(timeout=0)
         except KafkaError as error:
             raise SourceError(f"checkpoint write to {self.topic} failed: {error}") from None
-        self._slots[key] = slot
-        return len(payload)
+        for key, slot, _ in manifests:
+            self._slots[key] = slot
+        return written
 
     # -- load -------------------------------------------------------------------
 
     def load(self, assignment: tuple[str, ...] | list[str]) -> list[Checkpoint]:
         """The whole checkpoints for ``assignment``, newest first (at most two). Raises SourceError if Kafka fails."""
-        key = assignment_key(self.group_id, list(assignment))
-        prefix = key.encode()
+        return self.load_many([tuple(assignment)])[tuple(assignment)]
+
+    def load_many(self, assignments: list[tuple[str, ...]]) -> dict[tuple[str, ...], list[Checkpoint]]:
+        """:meth:`load` for several assignments, reading the topic once."""
+        keys = {assignment_key(self.group_id, list(a)).encode(): tuple(a) for a in assignments}
         values: dict[bytes, bytes] = {}
-        manifests: list[bytes] = []  # every value of the manifest key still in the topic, oldest first
+        manifests: dict[bytes, list[bytes]] = {key: [] for key in keys}  # every manifest value, oldest first
         started = time.monotonic()
+        prefix = f"{self.group_id}/".encode()
         consumer = KafkaConsumer(
             group_id=None,
             enable_auto_commit=False,
@@ -207,7 +228,7 @@ class CheckpointStore:
         try:
             partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))]
             if not partitions:
-                return []
+                return {a: [] for a in keys.values()}
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             end = consumer.end_offsets(partitions, timeout_ms=_TIMEOUT_MS)
@@ -219,19 +240,24 @@ class CheckpointStore:
                     for message in messages:
                         if message.key is None or not message.key.startswith(prefix):
                             continue
-                        if message.key == prefix:
+                        own = manifests.get(message.key)
+                        if own is not None:
                             if message.value is None:
-                                manifests.clear()
+                                own.clear()
                             else:
-                                manifests.append(message.value)
+                                own.append(message.value)
                         elif message.value is None:  # tombstone
                             values.pop(message.key, None)
-                        else:
+                        elif message.key.rsplit(b"/", 2)[0] in keys:
                             values[message.key] = message.value
         except KafkaError as error:
             raise SourceError(f"cannot read checkpoints from {self.topic}: {error}") from None
         finally:
             consumer.close(autocommit=False)
+        return {assignment: self._found(key.decode(), manifests[key], values, started)
+                for key, assignment in keys.items()}  # fmt: skip
+
+    def _found(self, key: str, manifests: list[bytes], values: dict[bytes, bytes], started: float) -> list[Checkpoint]:
         found = assemble(key, manifests, values)
         if found:
             self._slots[key] = found[0].slot

@@ -317,7 +317,15 @@ class KafkaConfig(_Section):
         default=10.0,
         gt=0,
         description="How often serve's detect stage saves its state (stretched so saving takes <= 5% of its time); "
-        "a restart re-reads the detect topic from the last save",
+        "a restart re-reads each detect task's partition from its last save",
+    )
+    detect_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="serve: partitions of the internal topics <group_id>-requests and <group_id>-keyed, so the most "
+        "processes detection splits over; null: the larger partition count of the two input topics, read at start. "
+        "Fixed once the topics exist (a different value refuses to start: changing it needs a new group_id)",
     )
     instance_id: str | None = Field(
         default=None,

@@ -20,7 +20,7 @@ component_sent_events_total                outputs the store acknowledged {kind:
                                            component=forward_<name>)
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
                                            kafka, unwrap, detect (a rule's exception, by rule; a
-                                           rejected detect-topic message, by reason);
+                                           rejected internal-topic message, by reason);
                                            forward_<name> {retried, dead_letter_<reason>}; store
                                            errors start at 0 {error_type: unavailable, rejected,
                                            document_rejected}
@@ -31,16 +31,20 @@ gatewatch_dead_letters_total               dead letters {reason}; ``store_reject
 gatewatch_late_events_total                events that arrived behind the watermark
 gatewatch_alerts_total                     distinct alerts raised {rule}
 kafka_consumer_lag                         messages behind the partition's end {topic, partition}
-                                           (input partitions and the internal detect topic)
+                                           (input partitions and the internal topics)
 store_bulk_duration_seconds                one batch written to the store (histogram)
 gatewatch_checkpoint_duration_seconds      one state checkpoint saved (histogram)
 gatewatch_checkpoint_bytes                 size of the last checkpoint's state
 gatewatch_checkpoint_timestamp_seconds     when the last checkpoint was saved, Unix seconds (0: none
                                            yet); its age is ``time() - ...`` in PromQL
-gatewatch_watermark_seconds                event-time watermark, Unix seconds
+gatewatch_watermark_seconds                event time of the slowest detect task this process owns, Unix seconds
 gatewatch_backpressure                     1 while partitions are paused for a store that is down
-gatewatch_detect_events_total              events read by the detect stage from the detect topic
-gatewatch_detect_owner                     1 while this process runs the detect stage (0: standby)
+gatewatch_detect_events_total              events read by this process's join tasks from <group_id>-requests
+gatewatch_detect_owner                     1 while this process owns a detect task (0: standby)
+gatewatch_detect_tasks                     detect tasks owned {role: requests, keyed, findings}
+gatewatch_task_records_total               records a task applied {role, partition}: its share of detection
+gatewatch_task_watermark_seconds           a task's event time {role, partition}
+gatewatch_task_checkpoint_timestamp_seconds  a task's last checkpoint, Unix seconds {role, partition}
 gatewatch_http_ingest_requests_total       HTTP ingest requests answered {source, code}; records they
                                            brought are component_received_events_total{component=http_server}
 gatewatch_http_ingest_duration_seconds     one HTTP ingest request, until answered: for a 2xx, until
@@ -126,11 +130,24 @@ class ServeMetrics:
             "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
         )
         self.detect_events = Counter(
-            "gatewatch_detect_events_total", "Events read from the detect topic (re-deliveries included).", registry=r
+            "gatewatch_detect_events_total", "Events read by this process's join tasks (re-deliveries included).", registry=r
         )
         self.detect_owner = Gauge(
             "gatewatch_detect_owner", "1 while this process owns the detect stage, 0 on standby.", registry=r
         )
+        self.task_records = Counter(
+            "gatewatch_task_records_total", "Records a detect task applied (events for join tasks, items for keyed "
+            "tasks, findings for the alert task).", ["role", "partition"], registry=r,
+        )  # fmt: skip
+        self.task_watermark = Gauge(
+            "gatewatch_task_watermark_seconds", "A detect task's event time (Unix seconds).", ["role", "partition"],
+            registry=r,
+        )  # fmt: skip
+        self.task_checkpoint_saved = Gauge(
+            "gatewatch_task_checkpoint_timestamp_seconds", "When a detect task's last checkpoint was saved.",
+            ["role", "partition"], registry=r,
+        )  # fmt: skip
+        self.detect_tasks = Gauge("gatewatch_detect_tasks", "Detect tasks this process owns.", ["role"], registry=r)
         self.http_requests = Counter(
             "gatewatch_http_ingest_requests_total", "HTTP ingest requests by answer.", ["source", "code"], registry=r
         )

@@ -1,40 +1,42 @@
 """``gatewatch serve``: consume Kafka, store and detect until stopped.
 
-Two stages, each with its own consumer group and thread, so that any number of
-serve processes in one group store the same data and raise the same alerts as
-one::
+Two stages, each with its own consumer group and thread; detection is split
+by key over every process of the group (issue 14), so any number of serve
+processes store the same data and raise the same alerts as one::
 
-    gateway/app topics --(group kafka.group_id, split by Kafka)--> ingest:
-        poll -> parse -> store events + dead letters -> produce events -> commit
-                                                   |
-                                      <group_id>-detect (1 partition)
-                                                   |
-    --(group <group_id>-detect, one owner, others stand by)--> detect:
-        order -> correlate -> detect -> store transactions + alerts, alerts topic -> checkpoint -> commit
+    gateway, app topics (any keying, any partition counts)
+       |  ingest (group <group_id>): parse -> store events + dead letters
+       v
+    <group_id>-requests   P partitions, by crc32(request id) % P; progress to all
+       |  JOIN task per partition: order, correlate, one-request rules; stores transactions
+       v                                               (their findings -> findings)
+    <group_id>-keyed      P partitions, by the rule's entity
+       |  KEYED task per partition: bursts, token replay, behaviour_outlier's per-client features
+       v
+    <group_id>-findings   1 partition: findings of the join and keyed tasks, feature rows
+          ALERT task: alert book, lifecycle, behaviour_outlier's model;
+          stores alerts, lifecycle events -> kafka.topics.alerts + forwarders
 
 Ingest (:mod:`gatewatch.serve_ingest`) is stateless and idempotent: a
 rebalance or a crash only makes the next owner re-read from the committed
-offsets. Detect (:mod:`gatewatch.serve_detect`) holds all event-time state,
-checkpointed with the detect-topic offset it covers, keyed by the one detect
-partition, so a failover resumes exactly. Topics are keyed by request id;
-detectors keyed by client, route or token see every record of their entity
-because detection reads the single merged topic.
+offsets. Detect (:mod:`gatewatch.serve_detect`) runs one task per internal
+partition it is assigned (group ``<group_id>-detect``), each checkpointed with
+the offset it covers, so a rebalance moves partitions, not the whole detector.
+P and the topics: :mod:`gatewatch.serve_topics`.
 
 Delivery is at-least-once with idempotent outputs: ingest commits input
 offsets only after the store acknowledged the events and dead letters *and*
-the detect topic has the events; detect commits only after the store and the
-alerts topic acknowledged the outputs and a checkpoint covers them.
+the requests topic has the events; a task's offset is committed only after
+its messages, stored documents and alert events were acknowledged and a
+checkpoint covers them; repeated messages are dropped downstream by sequence.
 
 Stopping (SIGTERM/SIGINT): ingest finishes the batch in hand, commits and
-leaves its group; then detect, if it owns the detect partition, reads that
-topic to its end (at most DRAIN_TIMEOUT_SECS), stores, checkpoints, commits and
-leaves. ``Pipeline.finish`` is *not* called: the next owner continues the open
-windows. A second signal abandons a delivery that is still retrying (the
-records are re-read on restart) and skips the drain.
+leaves its group; then detect reads its partitions to their end (at most
+DRAIN_TIMEOUT_SECS), stores, checkpoints, commits and leaves. A second signal
+abandons a delivery that is still retrying (the records are re-read on
+restart) and skips the drain.
 
-``--stages ingest`` or ``--stages detect`` runs one stage only, so detection
-(one thread, on one owner) can have a process, and so a core, to itself while
-ingest replicas scale out; the default runs both.
+``--stages ingest`` or ``--stages detect`` runs one stage only; the default runs both.
 
 HTTP (``--listen``): ``/healthz`` (the stages' loops alive), ``/readyz`` (Kafka and
 the store answered recently), ``/metrics`` (Prometheus, see :mod:`gatewatch.metrics`),
@@ -179,7 +181,7 @@ class Service:
             raise
         log.info(
             kv("started", bootstrap=kafka.bootstrap_servers, group=kafka.group_id, store=self.store_url.split(":")[0],
-               topics=[kafka.topics.gateway, kafka.topics.app], detect_topic=self._detect.topic,
+               topics=[kafka.topics.gateway, kafka.topics.app], detect_partitions=self._partitions(),
                alerts_topic=kafka.topics.alerts, listen=self.listen)
         )  # fmt: skip
         if self._follow is not None:
@@ -240,6 +242,10 @@ class Service:
         if self._detect_code:
             self._stop.set()
 
+    def _partitions(self) -> int | None:
+        topics = self._detect.topics or self._ingest.topics
+        return None if topics is None else topics.partitions
+
     def _open_store(self) -> Sink | None:
         """Open the store, waiting while it is unreachable (/healthz answers, /readyz says 503)."""
         while True:
@@ -293,6 +299,7 @@ class Service:
             "store_ok": shared.store_ok,
             "partitions": self._ingest.streams,
             "detect_owner": self._detect.owner,
+            "detect_tasks": self._detect.tasks,
             "input_keying": shared.metrics.input_keying(),
         }
         return alive, ready, details

@@ -1,59 +1,43 @@
-"""Stage 2 of ``gatewatch serve``, "detect": one total order, one owner, checkpointed.
+"""Stage 2 of ``gatewatch serve``, "detect": the partitioned tasks, split over the processes by Kafka.
 
-A second consumer, in group ``<group_id>-detect``, reads the internal topic
-``<group_id>-detect`` that every ingest stage writes (see
-:mod:`gatewatch.serve_ingest`). The topic has one partition, so exactly one
-serve process runs detection at a time; the others stand by in the group and
-take over on a rebalance (leave, crash, session timeout). One step::
+ONE consumer, in group ``<group_id>-detect``, subscribed to the three internal
+topics (:mod:`gatewatch.serve_topics`). Every partition it is assigned is a
+task (:mod:`gatewatch.tasks`): a JOIN task per ``<group_id>-requests``
+partition, a KEYED task per ``<group_id>-keyed`` partition, the ALERT task on
+``<group_id>-findings``. The tasks are pure (no Kafka, no clock); this stage
+drives them. One step::
 
-    poll -> events: Pipeline.order_events / progress: advance quiet inputs
-         -> process -> drain -> store transactions + alerts; lifecycle events to the alerts topic
-         -> (every kafka.checkpoint_interval_secs) checkpoint -> commit
+    poll -> each message to its partition's task (apply)
+         -> per task take(): its messages to the keyed / findings partitions it names,
+            its batch to the store (transactions, alerts, dead letters),
+            its lifecycle events to kafka.topics.alerts and the forwarders
+         -> (every kafka.checkpoint_interval_secs) per task snapshot -> checkpoint -> commit
 
-Why this is exact: the pipeline's output depends only on each input's records
-in offset order (chunking, interleaving of inputs, re-delivery and
-snapshot/restore do not change it), and the detect topic keeps every input in
-offset order. Records re-produced after an ingest crash are at or below the
-highest offset seen on their input and are skipped. So one process or
-several, with or without failovers, raise the same alerts as ``gatewatch
-replay`` over the same records.
+Why this is exact: each task's outputs are a pure function of its input
+messages in offset order, every output message carries the task's source name
+and a sequence number, and a downstream task skips what it has already seen
+from a source. A task's checkpoint (:class:`gatewatch.checkpoint.Checkpoint`,
+keyed by its partition's stream ``<topic>/<partition>``) holds its state and
+the offset it covers, and is saved only after everything the task output up to
+there was acknowledged; then that offset is committed. So a task restored
+anywhere re-reads from its offset, re-makes exactly the same messages with the
+same sequence numbers (dropped downstream) and the same stored documents (the
+same ids: idempotent upserts).
 
-Messages and checkpoints are typed MessagePack (:mod:`gatewatch.wire`), never
-pickle. A message that does not decode (``undecodable``), has an unknown
-version or kind, or names a stream that is no input partition
-(``unknown_stream``) is poison: it becomes a dead letter whose origin is the
-detect topic's partition and offset, is counted and logged, and is skipped;
-its offset is passed like any other's, so the stage (and a standby taking
-over) never stops on it.
+Rebalances (the sticky assignor: a joining member takes partitions from the
+others, the rest stay): a revoked task is dropped (its last checkpoint
+stands); one assigned back unchanged (nobody committed past it meanwhile)
+keeps its state, the others restore their checkpoint (the latest whose state
+decodes, else the one before) or start fresh from the committed offset (logged
+``state_fresh``). Poison on an internal topic (a message that does not decode,
+has an unknown version or kind, or names an unknown source or stream) is a
+dead letter of its task with the topic, partition and offset and the reason,
+counted and skipped: no task stops on it.
 
-Checkpoints: the state (``Pipeline.snapshot()`` plus the per-input wall and
-event times below, :class:`gatewatch.wire.DetectState`) is saved with the
-detect-topic offset it covers, keyed by the detect partition (so a rebalance
-never orphans it), then that offset is committed. The new owner restores the
-latest checkpoint whose state decodes (else the one before it) and seeks to
-its offset; without a usable one (none yet, config changed, state that does
-not decode, the retired pickle format) it starts from the committed offset
-with empty state and logs ``state_fresh``. Outputs re-made after a failover
-have the same ids, so storing them again is harmless.
-
-Inputs and the watermark: with fresh state every input partition (from the
-topics' metadata) is opened, so none that still has a backlog to deliver lets
-the watermark run ahead of it. Progress messages then say which inputs are
-caught up (``position == end``), and :mod:`gatewatch.serve_idle` decides, the
-way Flink's source idleness does, when a caught-up, quiet input stops holding
-the watermark: it is advanced to the newest event time two inputs reached
-(with every input quiet, that front moves on at wall-clock speed); one that
-never delivered is closed. Records it delivers later are ordered if the
-watermark has not passed them, else counted late, never dropped. Measured on a
-backlog where one of four partitions ends 9 minutes of event time before the
-others, the watermark reached the newest event time minus the lateness 2.2 s
-after the backlog was read with ``idle_timeout_secs`` 2 and 11 s with the
-default 10, where it used to take those 9 minutes at wall-clock speed
-(tests/integration/test_serve_idle_kafka.py).
-
-The rules use the wall times written by the ingest stage into the messages,
-not this process's clock, and their state is checkpointed, so re-reading the
-topic after a failover takes the same decisions at the same points.
+Back-pressure: while the store or Kafka refuses a delivery, every owned
+partition is paused and the same outputs are retried. Stopping: once the
+ingest stage has stopped, the stage reads its partitions to their end (at most
+DRAIN_TIMEOUT_SECS), checkpoints every task and leaves.
 """
 
 from __future__ import annotations
@@ -71,20 +55,17 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
-from gatewatch.errors import SourceError, WireError
+from gatewatch.errors import SourceError
 from gatewatch.forward import ForwarderSet, build_forwarders
-from gatewatch.serve_ingest import DETECT_MAX_MESSAGE_BYTES, detect_topic, ensure_detect_topic
-from gatewatch.serve_idle import IdleInputs
 from gatewatch.serve_stage import Shared, Stopped, deliver, kv
-from gatewatch.topology import Pipeline
-from gatewatch.wire import (
-    EventsMessage, PartitionProgress, decode_detect_message, decode_detect_state, encode_detect_state,
+from gatewatch.serve_topics import (
+    FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, ensure_internal_topics, internal_producer,
 )  # fmt: skip
-from ingest.codec import events_from_rows
-from ingest.records import Dataset, DeadLetter, Origin
+from gatewatch.serve_resume import OwnedTask, Resumer
+from ingest.records import Dataset
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
-from ingest.sources.kafka_client import STICKY_ASSIGNMENT, release_parked_fetches, subscribe
+from ingest.sources.kafka_client import TOPIC_STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 from ingest.sources.kafka_settings import client_settings
 
 log = logging.getLogger("gatewatch.serve")
@@ -92,21 +73,17 @@ log = logging.getLogger("gatewatch.serve")
 # A checkpoint may take at most this share of the loop's time: with a big state
 # (a long allowed lateness at a high rate) the interval stretches to match.
 CHECKPOINT_MAX_TIME_SHARE = 0.05
-# Up to 5 x DETECT_EVENTS_PER_MESSAGE events per step: a step of ~1 s at most, so the
-# consumer polls often enough to take part in a rebalance promptly.
-DETECT_POLL_MESSAGES = 5
+# Messages per poll over all owned partitions: an events message holds up to 5,000
+# events, so a step stays well under a second and the consumer takes part in a rebalance promptly.
+DETECT_POLL_MESSAGES = 8
 POLL_TIMEOUT_SECS = 0.2
 LAG_INTERVAL_SECS = 5.0
 # Bounds end_offsets (lag, the drain target): without it each try waits the whole request
 # timeout (30 s) while the broker is away, and the stage neither polls nor checkpoints meanwhile.
 END_OFFSET_TIMEOUT_SECS = 5.0
-# On stop, read the detect topic to its end for at most this long: well inside a
-# 30 s termination grace period, with room for the final checkpoint. Whatever is
-# left is read by the next owner from the checkpoint.
+# On stop, read the owned partitions to their end for at most this long: well inside a
+# 30 s termination grace period, with room for the final checkpoint.
 DRAIN_TIMEOUT_SECS = 15.0
-# A detect message that does not decode is kept as a dead letter, its first bytes only
-# (a message may hold 64 MiB; what it is can be told from far less).
-POISON_KEPT_BYTES = 64 * 1024
 
 
 def checkpoint_interval_secs(configured_secs: float, previous_save_secs: float, last_save_secs: float) -> float:
@@ -143,17 +120,15 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class DetectStage:
-    """The detect consumer, the pipeline it owns while it holds the detect partition, and its checkpoints."""
+    """The detect consumer, the tasks of the partitions it is assigned, their outputs and checkpoints."""
 
     def __init__(self, shared: Shared, digest: str) -> None:
         self.shared = shared
         self.config = shared.config
         self._digest = digest
-        kafka = self.config.kafka
-        self.topic = detect_topic(kafka)
-        self._tp = TopicPartition(self.topic, 0)
-        self._stream = stream_name(self._tp)
+        self.topics: InternalTopics | None = None
         self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
         self._checkpoints: CheckpointStore | None = None
         self._alerts: KafkaProducer | None = None
         self._forwarders: ForwarderSet | None = None
@@ -161,33 +136,34 @@ class DetectStage:
         self._revoked: set[TopicPartition] = set()
         self._assigned: set[TopicPartition] | None = None  # as the group last assigned; None: not (yet) known
         self._rebalanced = False
-        self.owner = False
-        self._state_valid = False  # the pipeline matches _next_offset (kept across a revoke + same re-assign)
-        self._pipeline = Pipeline(self.config)
-        self._idle = IdleInputs(self.config.correlate.idle_timeout_secs)
-        self._next_offset = 0
-        self._dirty = False
-        self._delivering = False
-        self._detector_errors: dict[str, int] = {}
-        self._poison: list[DeadLetter] = []  # rejected messages, stored with the next delivery
-        self._input_topics = {kafka.topics.gateway, kafka.topics.app}
+        self._tasks: dict[TopicPartition, OwnedTask] = {}
+        self._parked: dict[TopicPartition, OwnedTask] = {}  # revoked; kept in case the group gives them back
+        self._owned_before: set[TopicPartition] = set()  # owned when the rebalance being handled began
         self._last_checkpoint_at = time.monotonic()
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
         self._last_lag_at = 0.0
         self.loop_at = time.monotonic()
 
+    @property
+    def owner(self) -> bool:
+        """This process runs at least one task."""
+        return bool(self._tasks)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The streams of the owned tasks (``<topic>/<partition>``), for /readyz."""
+        return sorted(owned.stream for owned in self._tasks.values())
+
     def open(self) -> None:
         kafka = self.config.kafka
-        ensure_detect_topic(kafka)
+        self.topics = ensure_internal_topics(kafka)
         self._checkpoints = CheckpointStore(kafka)
         ensure_topic(kafka, kafka.topics.alerts)  # else the first alert's send logs an error while auto-creating
         self._alerts = KafkaProducer(
-            client_id=f"gatewatch-{kafka.group_id}-alerts",
-            acks="all",
-            linger_ms=5,
-            **client_settings(kafka),
+            client_id=f"gatewatch-{kafka.group_id}-alerts", acks="all", linger_ms=5, **client_settings(kafka)
         )
+        self._producer = internal_producer(kafka, "detect")
         self._forwarders = build_forwarders(self.config, self._count_forwarded)
         group = f"{kafka.group_id}-detect"
         self._consumer = KafkaConsumer(
@@ -196,170 +172,156 @@ class DetectStage:
             **consumer_settings(
                 kafka,
                 max_poll_records=DETECT_POLL_MESSAGES,
-                max_partition_fetch_bytes=DETECT_MAX_MESSAGE_BYTES,
-                fetch_max_bytes=DETECT_MAX_MESSAGE_BYTES,
-                # Sticky: a member joining the group leaves the detect partition with its owner,
-                # which keeps its state, instead of handing it over to restore from the checkpoint.
-                partition_assignment_strategy=STICKY_ASSIGNMENT,
+                max_partition_fetch_bytes=INTERNAL_MAX_MESSAGE_BYTES,
+                fetch_max_bytes=INTERNAL_MAX_MESSAGE_BYTES,
+                # Sticky: a member joining the group takes partitions from the others and
+                # leaves the rest with their owners, which keep their state.
+                partition_assignment_strategy=TOPIC_STICKY_ASSIGNMENT,
                 **static_membership(kafka, "detect"),
             ),
         )
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if partitions is not None and len(partitions) != 1:
-            raise SourceError(f"{self.topic} has {len(partitions)} partitions: the detect topic must have exactly one")
-        subscribe(self._consumer, [self.topic], _Listener(self))
+        subscribe(self._consumer, self.topics.names, _Listener(self))
 
     def close(self) -> None:
-        if self._consumer is not None:
+        for name in ("_consumer", "_checkpoints", "_alerts", "_producer", "_forwarders"):
+            resource, closed = getattr(self, name), None
+            setattr(self, name, closed)
+            if resource is None:
+                continue
             try:
-                self._consumer.close(autocommit=False)
+                if name == "_consumer":
+                    resource.close(autocommit=False)
+                elif name in ("_alerts", "_producer"):
+                    resource.close(timeout=5)
+                else:
+                    resource.close()
             except KafkaError:
                 pass
-            self._consumer = None
-        if self._checkpoints is not None:
-            self._checkpoints.close()
-            self._checkpoints = None
-        if self._alerts is not None:
-            try:
-                self._alerts.close(timeout=5)
-            except KafkaError:
-                pass
-            self._alerts = None
-        if self._forwarders is not None:
-            self._forwarders.close()
-            self._forwarders = None
 
     # -- the loop ---------------------------------------------------------------
 
     def run(self, ingest_done: threading.Event) -> None:
-        """Loop until the ingest stage has stopped, then read to the topic's end (if owner) and checkpoint."""
-        target: int | None = None
-        deadline = 0.0
+        """Loop until the ingest stage has stopped, then read the owned partitions to their end and checkpoint."""
+        deadline: float | None = None
         while not self.shared.abort.is_set():
             if ingest_done.is_set():
-                if target is None:
-                    target = self._end_offset() if self.owner else -1
+                if deadline is None:
                     deadline = time.monotonic() + DRAIN_TIMEOUT_SECS
-                    log.info(kv("draining", stage="detect", owner=self.owner, to_offset=target))
-                if not self.owner or self._next_offset >= target or time.monotonic() > deadline:
+                    log.info(kv("draining", stage="detect", tasks=len(self._tasks)))
+                if not self._tasks or time.monotonic() > deadline or self._drained():
                     break
             self.step()
         self._shutdown()
 
     def step(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        assert self._consumer is not None
         self.loop_at = time.monotonic()
-        messages = self._poll(POLL_TIMEOUT_SECS)
+        polled = self._poll(POLL_TIMEOUT_SECS)
         if self._rebalanced:
             self._handle_rebalance()
             return  # anything fetched around the rebalance is read again after the seek
-        if self.owner:
-            if messages:
-                self._apply(messages)
-            self._flush()
-            now = time.monotonic()
-            if self._rebalanced:
-                return  # seen during a delivery wait: the partition may be someone else's already
-            if now - self._last_checkpoint_at >= self._checkpoint_interval_secs:
-                self._checkpoint()
-            if now - self._last_lag_at >= LAG_INTERVAL_SECS:
-                self._update_lag()
+        if not self._tasks:
+            return
+        if polled:
+            self._apply(polled)
+        self._flush()
+        if self._rebalanced:
+            return  # seen during a delivery wait: the partitions may be someone else's already
+        now = time.monotonic()
+        if now - self._last_checkpoint_at >= self._checkpoint_interval_secs:
+            self._checkpoint()
+        if now - self._last_lag_at >= LAG_INTERVAL_SECS:
+            self._update_lag()
 
-    def _poll(self, timeout_secs: float) -> list[Any]:
+    def _poll(self, timeout_secs: float) -> dict[TopicPartition, list[Any]]:
         consumer = self._consumer
         assert consumer is not None
-        release_parked_fetches(consumer)  # the partition is paused on every rebalance and back-pressure
+        release_parked_fetches(consumer)  # partitions are paused on every rebalance and back-pressure
         try:
             polled = consumer.poll(timeout_ms=int(timeout_secs * 1000))
         except KafkaError as error:
             self.shared.metrics.record_error("kafka", "poll")
             log.warning(kv("poll_failed", stage="detect", error=str(error)))
             time.sleep(1.0)
-            return []
+            return {}
         self.shared.kafka_ok_at = time.monotonic()  # a detect-only standby polls nothing else
-        return polled.get(self._tp, [])
+        return polled
 
-    def _apply(self, messages: list[Any]) -> None:
-        pipeline = self._pipeline
-        for message in messages:
-            if message.offset < self._next_offset:
-                continue  # fetched before a seek back
-            try:
-                value = decode_detect_message(message.value or b"")
-                streams = [value.stream] if type(value) is EventsMessage else list(value.partitions)
-                unknown = [stream for stream in streams if stream.rpartition("/")[0] not in self._input_topics]
-                if unknown:
-                    raise WireError("unknown_stream", f"not an input partition: {unknown[0][:200]!r}")
-            except WireError as error:
-                self._reject(message, error)
-            else:
-                if type(value) is EventsMessage:
-                    if value.events:
-                        stream = value.stream
-                        events = events_from_rows(stream, value.events)
-                        pipeline.order_events(events)
-                        self.shared.metrics.detect_events.inc(len(events))
-                        # Credible time only: a far-future record held by the order must not be idled forward from.
-                        horizon = pipeline.order.horizon
-                        newest = max((event.ts for event in events if event.ts <= horizon), default=None)
-                        if newest is not None:
-                            self._idle.delivered(stream, value.wall_secs, newest)
-                else:
-                    self._on_progress(value.wall_secs, value.partitions)
-            self._next_offset = message.offset + 1
-        self._dirty = True
-
-    def _reject(self, message: Any, error: WireError) -> None:
-        """A message that does not decode: a dead letter with its origin, counted, logged; the stage goes on.
-
-        Its id derives from the detect topic's name and the offset, so a
-        re-read after a failover writes the same dead letter again.
-        """
-        value = message.value or b""
-        detail = error.detail
-        if len(value) > POISON_KEPT_BYTES:
-            detail += f" (first {POISON_KEPT_BYTES} of {len(value)} bytes kept)"
-        self._poison.append(DeadLetter(Origin(Dataset.INTERNAL, self._stream, message.offset), error.reason, detail,
-                                       bytes(value[:POISON_KEPT_BYTES])))  # fmt: skip
-        self.shared.metrics.record_error("detect", error.reason)
-        log.warning(kv("message_rejected", stage="detect", topic=self.topic, partition=self._tp.partition,
-                       offset=message.offset, reason=error.reason, bytes=len(value)))  # fmt: skip
-
-    def _on_progress(self, wall: float, progress: dict[str, PartitionProgress]) -> None:
-        order = self._pipeline.order
-        moves = self._idle.on_progress(wall, {stream: (p.position, p.end_offset) for stream, p in progress.items()})
-        for move in moves:
-            if move.ts is not None:
-                order.advance_stream(move.stream, move.ts)
-            elif math.isinf(order.stream_clock(move.stream)):
-                order.close_stream(move.stream)
+    def _apply(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        for tp, messages in polled.items():
+            owned = self._tasks.get(tp)
+            if owned is None:
+                continue
+            task = owned.task
+            for message in messages:
+                if message.offset < owned.next_offset:
+                    continue  # fetched before a seek back
+                task.apply(message.offset, message.value or b"")
+                owned.next_offset = message.offset + 1
+                owned.applied = owned.dirty = True
 
     def _flush(self) -> None:
-        """Release what the watermark allows and deliver it."""
-        pipeline = self._pipeline
-        pipeline.process()
-        batch = pipeline.drain()
-        if self._poison:
-            batch.dead_letters.extend(self._poison)
-            self.shared.metrics.record_dead_letters(Counter(letter.reason for letter in self._poison))
-            self._poison = []
-        stats = pipeline.stats
+        """Take every task's outputs and deliver them: internal messages, then the store and the alerts topic."""
+        topics = self.topics
+        assert topics is not None
         metrics = self.shared.metrics
-        metrics.sync_pipeline_stats({}, stats.late_events)
-        for rule_id, errors in stats.detector_errors.items():
-            total = self._detector_errors.get(rule_id, 0)
-            if errors > total:
-                metrics.record_error("detect", rule_id, errors - total)
-                self._detector_errors[rule_id] = errors
-        watermark = pipeline.order.watermark
-        if math.isfinite(watermark):
-            metrics.watermark.set(watermark)
+        messages: list[tuple[str, int, bytes]] = []
+        batch = Batch()
+        for owned in self._tasks.values():
+            if not owned.applied:
+                continue
+            owned.applied = False
+            out = owned.task.take()
+            messages += [(topics.topic(role), partition, value) for role, partition, value in out.messages]
+            _merge(batch, out.batch)
+            self._count(owned, out)
+        if messages:
+            self._deliver(lambda: self._produce(messages))
+        if batch.dead_letters:
+            metrics.record_dead_letters(Counter(letter.reason for letter in batch.dead_letters))
+            for letter in batch.dead_letters:
+                if letter.origin.dataset is Dataset.INTERNAL:
+                    metrics.record_error("detect", letter.reason)
+                    origin = letter.origin
+                    log.warning(kv("message_rejected", stage="detect", stream=origin.stream, offset=origin.offset,
+                                   reason=letter.reason, bytes=len(letter.line)))  # fmt: skip
         if len(batch):
-            self._deliver(batch)
-            self._dirty = True
+            self._deliver_batch(batch)
 
-    def _deliver(self, batch: Batch) -> None:
+    def _count(self, owned: OwnedTask, out: Any) -> None:
+        metrics = self.shared.metrics
+        labels = {"role": owned.role, "partition": str(owned.tp.partition)}
+        records = int(getattr(out, "records", 0))
+        if records:
+            metrics.task_records.labels(**labels).inc(records)
+            if owned.role == REQUESTS:
+                metrics.detect_events.inc(records)
+        late = int(getattr(out, "late", 0))
+        if late:
+            metrics.late_events.inc(late)
+        for rule_id, errors in (getattr(out, "detector_errors", None) or {}).items():
+            if errors:
+                metrics.record_error("detect", rule_id, errors)
+        watermark = owned.task.watermark
+        if watermark is not None and math.isfinite(watermark):
+            metrics.task_watermark.labels(**labels).set(watermark)
+            # The process-wide gauge: the slowest owned task's event time.
+            times = [o.task.watermark for o in self._tasks.values()]
+            finite = [t for t in times if t is not None and math.isfinite(t)]
+            if finite:
+                metrics.watermark.set(min(finite))
+
+    def _produce(self, messages: list[tuple[str, int, bytes]]) -> None:
+        """The tasks' messages to the partitions they name, flushed. Raises KafkaError (then retried whole)."""
+        producer = self._producer
+        assert producer is not None
+        futures = [producer.send(topic, value=value, partition=partition) for topic, partition, value in messages]
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=0)
+        self.shared.kafka_ok_at = time.monotonic()
+
+    def _deliver_batch(self, batch: Batch) -> None:
         done = {"stored": False, "forwarded": not batch.alert_events or self._alerts is None}
 
         def attempt() -> None:
@@ -370,14 +332,13 @@ class DetectStage:
                 self._forward_alerts(batch)
                 done["forwarded"] = True
 
-        self._delivering = True
-        try:
-            deliver(self.shared, attempt, self._set_backpressure, self._idle_poll, log)
-        finally:
-            self._delivering = False
+        self._deliver(attempt)
         self.shared.metrics.record_stored(batch)
         if self._forwarders is not None:
             self._forwarders.submit(batch.alert_events)  # queued: delivered on the forwarders' own threads
+
+    def _deliver(self, attempt: Any) -> None:
+        deliver(self.shared, attempt, self._set_backpressure, self._idle_poll, log)
 
     def _forward_alerts(self, batch: Batch) -> None:
         producer = self._alerts
@@ -402,43 +363,47 @@ class DetectStage:
     def _set_backpressure(self, paused: bool) -> None:
         consumer = self._consumer
         assert consumer is not None
-        if self.owner:
-            (consumer.pause if paused else consumer.resume)(self._tp)
+        owned = [tp for tp in self._tasks if tp in consumer.assignment()]
+        if owned:
+            (consumer.pause if paused else consumer.resume)(*owned)
         log.log(logging.WARNING if paused else logging.INFO,
                 kv("backpressure_on" if paused else "backpressure_off", stage="detect"))  # fmt: skip
         self.shared.metrics.backpressure.set(1 if paused else 0)
 
     def _idle_poll(self, timeout_secs: float) -> None:
         # Paused: nothing is fetched, the group sees a live member. A rebalance seen here
-        # is handled by the next step (the batch in hand is delivered first).
+        # is handled by the next step (the outputs in hand are delivered first).
         self.loop_at = time.monotonic()
-        if self._poll(timeout_secs) and self.owner:
-            assert self._consumer is not None
-            self._consumer.seek(self._tp, self._next_offset)  # not expected while paused; never skip any
+        polled = self._poll(timeout_secs)
+        assert self._consumer is not None
+        for tp in polled:
+            owned = self._tasks.get(tp)
+            if owned is not None and tp in self._consumer.assignment():
+                self._consumer.seek(tp, owned.next_offset)  # not expected while paused; never skip any
 
     # -- checkpoints and rebalances ---------------------------------------------
 
     def _checkpoint(self, force: bool = False) -> None:
-        """Save the state with the detect offset it covers, then commit it. Call right after a delivered drain."""
+        """Save every changed task's state with the offset it covers, then commit those offsets.
+
+        Called right after a delivered flush: everything the tasks output up to
+        their offsets is acknowledged, so a restore from here loses nothing.
+        """
         self._last_checkpoint_at = time.monotonic()
-        if not self.owner or not (self._dirty or force):
+        changed = [owned for owned in self._tasks.values() if owned.dirty or force]
+        if not changed:
             return
         assert self._checkpoints is not None and self._consumer is not None
         metrics = self.shared.metrics
         started = time.monotonic()
+        now = time.time()
         try:
-            idle = self._idle
-            snapshot = encode_detect_state(self._pipeline.snapshot(), idle.last_wall, idle.last_ts,
-                                           idle.caught_up_since)  # fmt: skip
-            self._checkpoints.save(
-                Checkpoint(
-                    assignment=(self._stream,),
-                    offsets={self._stream: self._next_offset},
-                    snapshot=snapshot,
-                    created_at=time.time(),
-                    config_digest=self._digest,
-                )
-            )
+            checkpoints = [
+                Checkpoint(assignment=(o.stream,), offsets={o.stream: o.next_offset}, snapshot=o.task.snapshot(),
+                           created_at=now, config_digest=self._digest)
+                for o in changed
+            ]  # fmt: skip
+            written = self._checkpoints.save_many(checkpoints)
         except (SourceError, OverflowError, TypeError) as error:  # Overflow/Type: state past what MessagePack holds
             metrics.record_error("checkpoint", "save")
             log.warning(kv("checkpoint_failed", error=str(error)))
@@ -449,12 +414,14 @@ class DetectStage:
         )
         self._last_save_secs = elapsed
         metrics.checkpoint_duration.observe(elapsed)
-        metrics.checkpoint_bytes.set(len(snapshot))
+        metrics.checkpoint_bytes.set(written)
         self.shared.kafka_ok_at = time.monotonic()
-        metrics.checkpoint_saved.set_to_current_time()
-        self._dirty = False
+        metrics.checkpoint_saved.set(now)
+        for owned in changed:
+            owned.dirty = False
+            metrics.task_checkpoint_saved.labels(role=owned.role, partition=str(owned.tp.partition)).set(now)
         try:
-            commit_offsets(self._consumer, {self._tp: self._next_offset})
+            commit_offsets(self._consumer, {o.tp: o.next_offset for o in changed})
         except SourceError as error:
             metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="detect", error=str(error)))
@@ -465,21 +432,23 @@ class DetectStage:
         with self._lock:
             revoked, self._revoked, self._rebalanced = self._revoked, set(), False
             assigned = self._assigned
-        if self._tp in revoked and self.owner:
-            self.owner = False
-            self.shared.metrics.detect_owner.set(0)
+        self._owned_before |= set(self._tasks)
+        if assigned is not None:
+            revoked |= set(self._tasks) - assigned  # eager rebalances revoke everything; never keep a stray one
+        for tp in revoked:
+            owned = self._tasks.pop(tp, None)
+            if owned is not None:
+                self._parked[tp] = owned
         if assigned is None:
             # Revoked, and the group has not synced yet: own nothing until the assignment
             # arrives (``consumer.assignment()`` may still name the old partitions meanwhile).
+            self._publish_ownership()
             return
-        if self._tp not in assigned:
-            if revoked:
-                log.info(kv("standby", stage="detect", topic=self.topic))
-            self._state_valid = False
-            return
+        self._parked = {tp: owned for tp, owned in self._parked.items() if tp in assigned}
+        wanted = sorted(tp for tp in assigned if tp not in self._tasks)
         started = time.monotonic()
         try:
-            how = self._resume()
+            resumed = self._resumer().resume(wanted, self._parked)
         except (SourceError, KafkaError) as error:
             # Cannot tell where to resume: stay paused and try again on the next rebalance check.
             self.shared.metrics.record_error("checkpoint", "load")
@@ -488,102 +457,91 @@ class DetectStage:
             with self._lock:
                 self._rebalanced = True
             return
-        consumer.seek(self._tp, self._next_offset)
-        consumer.resume(self._tp)
-        self.owner = True
-        self._state_valid = True
-        self.shared.metrics.detect_owner.set(1)
-        self.shared.metrics.reset_pipeline_baseline(self._pipeline.order.late_events)
+        self._parked = {}
+        for owned, how in resumed:
+            self._tasks[owned.tp] = owned
+            consumer.seek(owned.tp, owned.next_offset)
+            log.info(kv("resumed", how=how, stage="detect", task=owned.role,
+                        offset=f"{owned.stream}@{owned.next_offset}"))  # fmt: skip
+        if self._tasks:
+            consumer.resume(*self._tasks)
+        self._publish_ownership()
+        self._forget_metrics(self._owned_before - set(self._tasks))
+        self._owned_before = set()
         self._last_checkpoint_at = time.monotonic()
-        log.info(kv("resumed", how=how, stage="detect", offset=f"{self._stream}@{self._next_offset}",
-                    secs=time.monotonic() - started))  # fmt: skip
+        if wanted:
+            log.info(kv("tasks_assigned", stage="detect", tasks=[stream_name(tp) for tp in self._tasks],
+                        secs=time.monotonic() - started))  # fmt: skip
+        elif not self._tasks:
+            log.info(kv("standby", stage="detect"))
 
-    def _resume(self) -> str:
-        """Set the pipeline and the offset to continue from.
+    def _forget_metrics(self, partitions: set[TopicPartition]) -> None:
+        """Drop the per-task series of tasks this process no longer runs (their new owner reports them)."""
+        topics = self.topics
+        metrics = self.shared.metrics
+        for tp in partitions:
+            role = topics.role(tp.topic) if topics is not None else None
+            for gauge, labels in ((metrics.consumer_lag, (tp.topic, str(tp.partition))),
+                                  (metrics.task_watermark, (role, str(tp.partition))),
+                                  (metrics.task_checkpoint_saved, (role, str(tp.partition)))):  # fmt: skip
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
 
-        Returns how: kept_state, checkpoint, previous_checkpoint (the latest did
-        not decode), committed_offsets (no usable checkpoint: fresh state).
-        """
-        consumer, checkpoints = self._consumer, self._checkpoints
-        assert consumer is not None and checkpoints is not None
-        committed = consumer.committed(self._tp)
-        if self._state_valid and (committed is None or committed <= self._next_offset):
-            return "kept_state"  # the same partition back after an eager rebalance, nobody moved on
-        reason = "no_checkpoint"
-        for age, checkpoint in enumerate(checkpoints.load((self._stream,))):
-            if checkpoint.config_digest != self._digest:
-                reason = "config_changed"
-                continue
-            offset = checkpoint.offsets.get(self._stream)
-            if offset is None or offset < 0:
-                reason = "malformed"
-                log.warning(kv("checkpoint_unusable", reason=reason, error="no offset for the detect partition"))
-                continue
-            pipeline = Pipeline(self.config)
-            try:
-                state = decode_detect_state(checkpoint.snapshot)
-                pipeline.restore(state.pipeline)
-            except Exception as error:  # noqa: BLE001 (typed but inconsistent state: whatever restore_state raises)
-                # Never half-applied: the pipeline is replaced only once everything decoded.
-                reason = "state_undecodable"
-                self.shared.metrics.record_error("checkpoint", "undecodable")
-                log.warning(kv("checkpoint_unusable", reason=reason, error=str(error)[:300],
-                               which="latest" if age == 0 else "previous"))  # fmt: skip
-                continue
-            self._pipeline = pipeline
-            self._idle = IdleInputs(self.config.correlate.idle_timeout_secs, state.last_wall, state.last_ts,
-                                    state.caught_up_since)  # fmt: skip
-            self._next_offset = offset
-            self._dirty = False
-            if age:
-                checkpoints.resumed_from(checkpoint)
-                log.warning(kv("checkpoint_fallback", stage="detect", note="restored the previous checkpoint",
-                               offset=self._next_offset))  # fmt: skip
-            return "checkpoint" if age == 0 else "previous_checkpoint"
-        log.warning(
-            kv("state_fresh", stage="detect", reason=reason,
-               note="event-time state starts empty: windows and open requests before the committed offset are lost")
-        )  # fmt: skip
-        self._pipeline = Pipeline(self.config)
-        self._idle = IdleInputs(self.config.correlate.idle_timeout_secs)
-        for stream in self._input_streams():
-            self._pipeline.open_stream(stream)  # each holds the watermark until it delivers or is caught up
-        if committed is None:
-            committed = consumer.beginning_offsets([self._tp])[self._tp]
-        self._next_offset = committed
-        self._dirty = True
-        return "committed_offsets"
+    def _resumer(self) -> Resumer:
+        assert self._consumer is not None and self._checkpoints is not None and self.topics is not None
+        return Resumer(self.config, self._digest, self.shared.metrics, self._consumer, self._checkpoints, self.topics)
 
-    def _input_streams(self) -> list[str]:
-        consumer = self._consumer
-        assert consumer is not None
-        topics = self.config.kafka.topics
-        streams = []
-        for topic in (topics.gateway, topics.app):
-            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
-                streams.append(stream_name(TopicPartition(topic, partition)))
-        return streams
+    def _publish_ownership(self) -> None:
+        metrics = self.shared.metrics
+        metrics.detect_owner.set(1 if self._tasks else 0)
+        roles = Counter(owned.role for owned in self._tasks.values())
+        for role in (REQUESTS, "keyed", FINDINGS):
+            metrics.detect_tasks.labels(role=role).set(roles.get(role, 0))
 
-    def _end_offset(self) -> int:
+    def _end_offsets(self) -> dict[TopicPartition, int] | None:
         assert self._consumer is not None
+        if not self._tasks:
+            return {}
         try:
-            timeout_ms = int(END_OFFSET_TIMEOUT_SECS * 1000)
-            return int(self._consumer.end_offsets([self._tp], timeout_ms=timeout_ms)[self._tp])
+            ends = self._consumer.end_offsets(list(self._tasks), timeout_ms=int(END_OFFSET_TIMEOUT_SECS * 1000))
         except KafkaError as error:
             log.warning(kv("end_offset_failed", stage="detect", error=str(error)))
-            return self._next_offset
+            return None
+        return {tp: int(end) for tp, end in ends.items()}
+
+    def _drained(self) -> bool:
+        """Every owned partition read to its end (its own tasks' outputs included)."""
+        ends = self._end_offsets()
+        return ends is not None and all(self._tasks[tp].next_offset >= end for tp, end in ends.items()
+                                        if tp in self._tasks)  # fmt: skip
 
     def _update_lag(self) -> None:
         self._last_lag_at = time.monotonic()
-        end = self._end_offset()
-        self.shared.metrics.consumer_lag.labels(topic=self.topic, partition="0").set(max(0, end - self._next_offset))
+        ends = self._end_offsets()
+        if not ends:
+            return
+        for tp, end in ends.items():
+            owned = self._tasks.get(tp)
+            if owned is not None:
+                lag = self.shared.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition))
+                lag.set(max(0, end - owned.next_offset))
 
     def _shutdown(self) -> None:
-        log.info(kv("stopping", stage="detect", owner=self.owner))
-        if not self.owner or self._rebalanced:
-            return  # the partition may be someone else's now; the last checkpoint stands
+        log.info(kv("stopping", stage="detect", tasks=len(self._tasks)))
+        if not self._tasks or self._rebalanced:
+            return  # the partitions may be someone else's now; the last checkpoints stand
         try:
             self._flush()
         except Stopped:
             return
         self._checkpoint(force=True)
+
+
+def _merge(into: Batch, batch: Batch) -> None:
+    into.events += batch.events
+    into.transactions += batch.transactions
+    into.alerts.update(batch.alerts)
+    into.dead_letters += batch.dead_letters
+    into.alert_events += batch.alert_events

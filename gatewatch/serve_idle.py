@@ -32,7 +32,7 @@ arrive.
 
 Every decision reads only the wall times the ingest stage wrote into the
 messages and the event times of the records, never this process's clock, and
-:class:`IdleInputs` is saved in each checkpoint: a re-read of the detect topic
+:class:`IdleInputs` is saved in each JOIN task's checkpoint: a re-read of its requests partition
 after a failover takes the same decisions at the same offsets.
 """
 

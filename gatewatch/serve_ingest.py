@@ -1,11 +1,19 @@
-"""Stage 1 of ``gatewatch serve``, "ingest": parse and store, split across processes by Kafka.
+"""Stage 1 of ``gatewatch serve``, "ingest": parse, store and route, split across processes by Kafka.
 
 Consumer group ``kafka.group_id`` on the gateway and app topics; Kafka spreads
 their partitions over the serve processes. One step::
 
     poll -> parse_records -> hand events + dead letters to the store writer
-         -> produce the events to <group_id>-detect -> progress messages -> flush
+         -> events to <group_id>-requests, partition crc32(request id) % P
+         -> progress to every requests partition -> flush
          -> commit the polls whose batches the store acknowledged
+
+Correctness never depends on how the shippers keyed the input topics: every
+event is routed by its own request id (:func:`gatewatch.tasks.route.requests_partition`;
+an event without one by its input stream), so the two sides of a request
+always meet in the same JOIN task, whatever partition each side was read
+from. How the inputs were keyed is still counted
+(``gatewatch_input_unkeyed_records_total``, ``/readyz`` ``input_keying``).
 
 The store writer (:mod:`gatewatch.store_writer`) indexes while this thread
 parses the next polls; up to IN_FLIGHT_BULKS x ``store.bulk_max_docs``
@@ -15,35 +23,33 @@ The stage keeps no state across polls but those writes in flight, which it
 finishes and commits before a rebalance is handled and on stop. After a crash
 (or a rebalance) the partition's next owner re-reads from the committed
 offsets, stores the same ids again (idempotent) and produces the same events
-again; the detect stage drops those repeats, because ``Pipeline.order_events``
-skips every offset at or below the highest already seen on its input.
+again; the join tasks drop those repeats by input offset.
 
-The internal topic ``<group_id>-detect`` (see :mod:`gatewatch.serve_detect`)
-has ONE partition, so it holds one total order of everything every ingest
-process produced. gatewatch creates it at start-up with ``retention.ms`` =
-DETECT_RETENTION_MS (7 days, set explicitly rather than inherited from the
-broker) and ``max.message.bytes`` = 64 MiB. Its messages carry the produce
-time as Kafka timestamp, never event time, so the broker's future-timestamp
-limit and time retention never act on old logs. Messages (typed MessagePack,
-versioned: :mod:`gatewatch.wire`; nothing in them can run code):
+Messages to ``<group_id>-requests`` (:mod:`gatewatch.serve_topics`; typed
+MessagePack, versioned: :mod:`gatewatch.wire`; nothing in them can run code):
 
-- ``events`` (wall time, stream, event rows): one per input partition and
-  poll (split every DETECT_EVENTS_PER_MESSAGE), in offset order. The rows are
-  encoded once when the poll is handled; an event that cannot cross the wire
-  (an integer past 64 bits, an event time past ±1e15 s) becomes an
-  ``invalid_value`` dead letter there, before anything is stored;
-- ``progress`` (wall time, ``{stream: (position, end_offset)}``): every
-  assigned partition whose end is known, after each poll with records and
-  every PROGRESS_INTERVAL_SECS when idle. ``position == end_offset`` says the
-  partition is caught up; the detect stage uses it to tell a quiet input from
-  one whose owner is behind or gone.
+- ``events`` (wall time, input stream, event rows): one per (input
+  partition, requests partition) and poll (split every EVENTS_PER_MESSAGE),
+  in offset order. The rows are encoded once when the poll is handled; an
+  event that cannot cross the wire (an integer past 64 bits, an event time
+  past ±1e15 s) becomes an ``invalid_value`` dead letter there, before
+  anything is stored;
+- ``progress`` v2 (wall time; per assigned input partition whose end is
+  known: position, end offset, its credible clock and the wall time of its
+  last poll with events, :class:`gatewatch.tasks.route.StreamClocks`): to
+  EVERY requests partition, after each poll and every PROGRESS_INTERVAL_SECS
+  when idle. A join task learns from it how far each input has got even when
+  none of that input's events hash to its partition; a record dated far in
+  the future never moves a clock (credible only within
+  ``correlate.max_future_secs`` of the newest credible time).
 
-The producer keeps one request in flight, so a retried send cannot overtake
-an earlier one: every input's events stay in offset order in the topic.
+The producer keeps one request in flight and sends a poll's events before
+its progress, so a join task sees an input's events before the progress that
+covers them.
 
 Catching up a backlog, partitions are read abreast in event time (those
 ALIGN_AHEAD_SECS ahead of the slowest with unread data are paused), which
-keeps the detect stage's reorder buffer small. Back-pressure: while the store
+keeps the join tasks' reorder buffers small. Back-pressure: while the store
 is down every partition is paused and the same batch is retried.
 """
 
@@ -60,13 +66,13 @@ import msgspec
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from gatewatch.checkpoint import ensure_topic
 from gatewatch.errors import SourceError, WireError
 from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
+from gatewatch.serve_topics import InternalTopics, ensure_internal_topics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
-from gatewatch.wire import encode_events, encode_progress
-from ingest.sources.kafka_settings import client_settings
+from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
+from gatewatch.wire import encode_events
 from ingest.codec import encode_rows, split_unencodable
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.sinks.base import Batch
@@ -74,9 +80,7 @@ from ingest.sources.kafka import KafkaSource, stream_name
 
 log = logging.getLogger("gatewatch.serve")
 
-DETECT_RETENTION_MS = 7 * 24 * 3600 * 1000
-DETECT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-DETECT_EVENTS_PER_MESSAGE = 5_000
+EVENTS_PER_MESSAGE = 5_000
 PROGRESS_INTERVAL_SECS = 1.0
 ALIGN_AHEAD_SECS = 30.0
 ALIGNED_POLL_RECORDS = 2_000  # per poll while partitions are behind
@@ -86,22 +90,31 @@ IN_FLIGHT_BULKS = 2  # documents handed to the store writer and not yet stored, 
 
 
 def _encode_chunks(
-    by_stream: dict[str, list[Event]],
-) -> tuple[list[tuple[str, msgspec.Raw]], list[tuple[Event, str]]]:
-    """Each input's events as encoded rows, DETECT_EVENTS_PER_MESSAGE a chunk; and those that cannot be encoded."""
-    chunks: list[tuple[str, msgspec.Raw]] = []
+    by_partition: dict[tuple[str, int], list[Event]],
+) -> tuple[list[tuple[str, int, msgspec.Raw]], list[tuple[Event, str]]]:
+    """Each (input, requests partition)'s events as encoded rows, EVENTS_PER_MESSAGE a chunk; and those that
+    cannot be encoded."""
+    chunks: list[tuple[str, int, msgspec.Raw]] = []
     rejected: list[tuple[Event, str]] = []
-    for stream, events in by_stream.items():
-        for i in range(0, len(events), DETECT_EVENTS_PER_MESSAGE):
-            chunk = events[i : i + DETECT_EVENTS_PER_MESSAGE]
+    for (stream, partition), events in by_partition.items():
+        for i in range(0, len(events), EVENTS_PER_MESSAGE):
+            chunk = events[i : i + EVENTS_PER_MESSAGE]
             try:
-                chunks.append((stream, encode_rows(chunk)))
+                chunks.append((stream, partition, encode_rows(chunk)))
             except WireError:
                 good, bad = split_unencodable(chunk)
                 rejected += bad
                 if good:
-                    chunks.append((stream, encode_rows(good)))
+                    chunks.append((stream, partition, encode_rows(good)))
     return chunks, rejected
+
+
+def _by_partition(events: list[Event], partitions: int) -> dict[tuple[str, int], list[Event]]:
+    """Events grouped by (input stream, requests partition), each group in offset order."""
+    grouped: dict[tuple[str, int], list[Event]] = {}
+    for event in events:
+        grouped.setdefault((event.origin.stream, requests_partition(event, partitions)), []).append(event)
+    return grouped
 
 
 def _reject_unencodable(
@@ -113,39 +126,6 @@ def _reject_unencodable(
     letters = [DeadLetter(e.origin, "invalid_value", f"cannot be encoded: {why}", lines.get(e.origin, b""))
                for e, why in rejected]  # fmt: skip
     return [e for e in events if id(e) not in dropped], dead_letters + letters
-
-
-def detect_topic(kafka: Any) -> str:
-    """The internal topic between the stages: ``<group_id>-detect``."""
-    return f"{kafka.group_id}-detect"
-
-
-def ensure_detect_topic(kafka: Any) -> str:
-    topic = detect_topic(kafka)
-    ensure_topic(
-        kafka,
-        topic,
-        partitions=1,
-        configs={
-            "cleanup.policy": "delete",
-            "retention.ms": str(DETECT_RETENTION_MS),
-            "max.message.bytes": str(DETECT_MAX_MESSAGE_BYTES),
-            "message.timestamp.type": "CreateTime",
-        },
-    )
-    return topic
-
-
-def detect_producer(kafka: Any, role: str) -> KafkaProducer:
-    return KafkaProducer(
-        client_id=f"gatewatch-{kafka.group_id}-{role}",
-        acks="all",
-        linger_ms=5,
-        batch_size=1024 * 1024,
-        max_request_size=DETECT_MAX_MESSAGE_BYTES,
-        max_in_flight_requests_per_connection=1,  # a retry must not overtake: offset order per input
-        **client_settings(kafka),
-    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -169,7 +149,7 @@ class _Partition:
 
 
 class IngestStage:
-    """The ingest consumer, its producer to the detect topic, and one :meth:`step` of the loop."""
+    """The ingest consumer, its producer to the requests topic, and one :meth:`step` of the loop."""
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
@@ -177,14 +157,15 @@ class IngestStage:
         self._parsers = build_parsers(self.config)
         self._source: KafkaSource | None = None
         self._producer: KafkaProducer | None = None
-        self.topic = detect_topic(self.config.kafka)
+        self.topics: InternalTopics | None = None
+        self._clocks = StreamClocks(self.config.correlate.max_future_secs)
         self._parts: dict[TopicPartition, _Partition] = {}
         self._paused = False  # back-pressure
         self._ahead: set[TopicPartition] = set()
         self._paused_now: set[TopicPartition] = set()
         # A paused partition is not fetched, so its high watermark stops moving while records keep
         # arriving: until a fetch with records or a ListOffsets answer after its resume, it is
-        # never reported caught up (the detect stage would otherwise idle it past its backlog).
+        # never reported caught up (a join task would otherwise idle it past its backlog).
         self._stale_ends: set[TopicPartition] = set()
         self._listed_ends: dict[TopicPartition, int] = {}
         self._poll_records: int | None = ALIGNED_POLL_RECORDS
@@ -204,8 +185,8 @@ class IngestStage:
 
     def open(self) -> None:
         kafka = self.config.kafka
-        ensure_detect_topic(kafka)
-        self._producer = detect_producer(kafka, "ingest")
+        self.topics = ensure_internal_topics(kafka)
+        self._producer = internal_producer(kafka, "ingest")
         self._source = KafkaSource(kafka)
 
     def close(self) -> None:
@@ -271,21 +252,22 @@ class IngestStage:
             metrics.record_error("unwrap", "not_a_wrapped_record", source.unwrap_misses)
             source.unwrap_misses = 0
         events, dead_letters = parse_records(self._parsers, records)
+        assert self.topics is not None
+        chunks, rejected = _encode_chunks(_by_partition(events, self.topics.partitions))
+        if rejected:
+            events, dead_letters = _reject_unencodable(records, events, dead_letters, rejected)
         by_stream: dict[str, list[Event]] = {}
         for event in events:
             by_stream.setdefault(event.origin.stream, []).append(event)
-        chunks, rejected = _encode_chunks(by_stream)
-        if rejected:
-            events, dead_letters = _reject_unencodable(records, events, dead_letters, rejected)
-            by_stream = {}
-            for event in events:
-                by_stream.setdefault(event.origin.stream, []).append(event)
         for tp, info in polled.items():
             metrics.record_keying(tp.topic, info.count, _keyed_by_request_id(info.keys, by_stream.get(stream_name(tp))))
         batch = Batch(events=events, dead_letters=dead_letters)
         pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
+        wall = time.time()
+        for stream, own in by_stream.items():
+            self._clocks.observe(stream, own, wall)
         for tp, info in polled.items():
             part = self._parts.get(tp)
             if part is not None:
@@ -305,7 +287,7 @@ class IngestStage:
 
         Writes finish in submission order, and each poll's offsets are
         committed only once its batch is stored (and its events are in the
-        detect topic, which ``_handle`` made sure of before queueing it). A
+        requests topic, which ``_handle`` made sure of before queueing it). A
         write that failed because the store is unavailable is retried here,
         pausing consumption, exactly as a write in this thread would be.
         """
@@ -343,21 +325,27 @@ class IngestStage:
             self.shared.metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="ingest", error=str(error)))
 
-    def _produce(self, chunks: list[tuple[str, msgspec.Raw]]) -> None:
-        """Events, then the progress of every partition; flushed. Raises KafkaError (then retried whole)."""
-        producer = self._producer
-        assert producer is not None
+    def _produce(self, chunks: list[tuple[str, int, msgspec.Raw]]) -> None:
+        """Events, then the progress of every partition to every requests partition; flushed.
+
+        Raises KafkaError (then retried whole: the join tasks drop repeated events by offset).
+        """
+        producer, topics = self._producer, self.topics
+        assert producer is not None and topics is not None
         wall = time.time()
-        futures = [producer.send(self.topic, value=encode_events(wall, stream, rows)) for stream, rows in chunks]
-        progress = self._progress()
-        if progress:
-            futures.append(producer.send(self.topic, value=encode_progress(wall, progress)))
+        futures = [producer.send(topics.requests, value=encode_events(wall, stream, rows), partition=partition)
+                   for stream, partition, rows in chunks]  # fmt: skip
+        positions = self._progress()
+        if positions:
+            progress = progress_message(wall, self._clocks, positions)  # the same bytes to every partition
+            futures += [producer.send(topics.requests, value=progress, partition=p) for p in range(topics.partitions)]
         producer.flush(timeout=30)
         for future in futures:
             future.get(timeout=0)
         self._last_progress_at = self.shared.kafka_ok_at = time.monotonic()
 
     def _progress(self) -> dict[str, tuple[int, int]]:
+        """``{stream: (position, end_offset)}`` of every assigned input partition whose end is known."""
         source = self._source
         assert source is not None
         progress = {}
@@ -444,8 +432,8 @@ class IngestStage:
     def _align(self) -> None:
         """Pause partitions more than ALIGN_AHEAD_SECS of event time ahead of the slowest one with unread data.
 
-        Everything read ahead of the slowest input waits in the detect stage's
-        reorder buffer (and in every checkpoint of it); reading abreast, as
+        Everything read ahead of the slowest input waits in the join tasks'
+        reorder buffers (and in every checkpoint of them); reading abreast, as
         replay reads files, keeps that near ``allowed_lateness_secs`` of traffic.
         """
         source = self._source

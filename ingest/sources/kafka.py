@@ -3,8 +3,8 @@
 A message's origin is its topic-partition (the stream, ``"<topic>/<partition>"``)
 and its offset, so a re-read yields the same record ids. Offsets are never
 committed automatically: serve's ingest stage commits them only after the
-store has the records' events and dead letters *and* the internal detect topic
-has the events (see :mod:`gatewatch.serve_ingest`).
+store has the records' events and dead letters *and* the internal requests
+topic has the events (see :mod:`gatewatch.serve_ingest`).
 
 Log shippers often wrap the line in a JSON record (Fluent Bit's ``kafka``
 output, Fluentd's ``out_kafka2``: ``{"log": "<line>", "stream": ..., ...}``).

@@ -16,6 +16,9 @@ workaround                       kafka-python internals it relies on
                                  the first JoinGroup
 :data:`STICKY_ASSIGNMENT`        ``kafka.coordinator.assignors.sticky.sticky_assignor`` is not
                                  exported by the package
+:class:`TopicStickyAssignor`     ``StickyPartitionAssignor``'s member metadata (the previous
+                                 assignment and generation in its user data, read by
+                                 ``parse_member_metadata``) and its ``on_assignment``
 :data:`BOUNDED_BACKOFF`          ``ClusterMetadata.ttl`` waits out the manager's backoff of the
                                  pseudo-node ``"metadata"`` (``KafkaNetManager.update_backoff``),
                                  which grows to ``reconnect_backoff_max_ms``
@@ -24,15 +27,85 @@ workaround                       kafka-python internals it relies on
 
 from __future__ import annotations
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from collections import Counter
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.coordinator.assignors.abstract import ConsumerProtocolAssignment
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-__all__ = ["BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "release_parked_fetches", "subscribe", "unauthorized_topics"]
+__all__ = [
+    "BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "TOPIC_STICKY_ASSIGNMENT", "TopicStickyAssignor", "release_parked_fetches",
+    "subscribe", "unauthorized_topics",
+]  # fmt: skip
 
 # Sticky first: a member joining the group leaves a partition with its owner, which keeps
 # its state. Range stays listed so members of an older gatewatch can still agree on one.
 STICKY_ASSIGNMENT = (StickyPartitionAssignor, RangePartitionAssignor)
+
+
+class TopicStickyAssignor(StickyPartitionAssignor):  # type: ignore[misc]
+    """Sticky, and balanced per topic: each member gets its share of EVERY topic, not just of the total.
+
+    kafka-python's sticky assignor balances the number of partitions per
+    member over all topics together: with serve's detect group (P requests, P
+    keyed and one findings partition) one process could own every JOIN task
+    and another every KEYED task, so one core would do all the joining.
+    Here each topic's partitions are split as evenly as the members allow
+    (their counts differ by at most one, the extra ones going to the least
+    loaded members), and within that a partition stays with its previous owner
+    (read from the sticky assignor's member metadata): a member joining takes
+    partitions from the others, the rest keep their state.
+    """
+
+    name = "gatewatch-topic-sticky"
+
+    def assign(self, cluster: Any, members: list[Any]) -> dict[str, Any]:
+        previous: dict[TopicPartition, tuple[int, str]] = {}  # partition -> (generation, member) of its last owner
+        for member in members:
+            meta = self.parse_member_metadata(member.metadata)
+            for tp in meta.partitions:
+                if tp not in previous or meta.generation > previous[tp][0]:
+                    previous[tp] = (meta.generation, member.member_id)
+        subscribed = {member.member_id: set(member.metadata.topics) for member in members}
+        topics = {topic for member in members for topic in member.metadata.topics}
+        partitions = {topic: sorted(cluster.partitions_for_topic(topic) or ()) for topic in topics}
+        load: Counter[str] = Counter()
+        assigned: dict[str, dict[str, list[int]]] = {member.member_id: {} for member in members}
+        for topic in sorted(topics, key=lambda t: (-len(partitions[t]), t)):
+            eligible = sorted(m for m in subscribed if topic in subscribed[m])
+            if not eligible or not partitions[topic]:
+                continue
+            owned = {m: [p for p in partitions[topic] if previous.get(TopicPartition(topic, p), (0, ""))[1] == m]
+                     for m in eligible}  # fmt: skip
+            base, extra = divmod(len(partitions[topic]), len(eligible))
+            # The extra partitions go to members that own more of this topic already, then to the least loaded.
+            ranked = sorted(eligible, key=lambda m: (-len(owned[m]), load[m], m))
+            quota = {m: base + (1 if i < extra else 0) for i, m in enumerate(ranked)}
+            free: list[int] = []
+            for m in eligible:
+                keep, give = owned[m][: quota[m]], owned[m][quota[m] :]
+                assigned[m][topic] = keep
+                free += give
+            taken = {p for m in eligible for p in assigned[m][topic]}
+            free = sorted(set(free) | {p for p in partitions[topic] if p not in taken})
+            for p in free:
+                m = min((m for m in eligible if len(assigned[m][topic]) < quota[m]),
+                        key=lambda m: (load[m] + len(assigned[m][topic]), m))  # fmt: skip
+                assigned[m][topic].append(p)
+            for m in eligible:
+                assigned[m][topic].sort()
+                load[m] += len(assigned[m][topic])
+        return {
+            member_id: ConsumerProtocolAssignment(self.version, sorted((t, p) for t, p in by_topic.items() if p), b"")
+            for member_id, by_topic in assigned.items()
+        }
+
+
+# The detect group: per-topic balance first; the plain sticky and range assignors stay listed so that
+# members of an older gatewatch in the same group can still agree on one.
+TOPIC_STICKY_ASSIGNMENT = (TopicStickyAssignor, StickyPartitionAssignor, RangePartitionAssignor)
 
 # Client settings that bound how long a client stays blind after its broker comes back.
 # kafka-python 3.0.12 backs off metadata refreshes on the reconnect backoff: each refresh

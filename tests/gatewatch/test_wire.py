@@ -17,7 +17,7 @@ from detectors.sample import app_event, gateway_event
 from gatewatch.checkpoint import assemble
 from gatewatch.config import parse_config
 from gatewatch.errors import WireError
-from gatewatch.serve_ingest import DETECT_EVENTS_PER_MESSAGE, _encode_chunks, _reject_unencodable
+from gatewatch.serve_ingest import EVENTS_PER_MESSAGE, _encode_chunks, _reject_unencodable
 from gatewatch.topology import Pipeline
 from gatewatch.wire import (
     EventsMessage, ProgressMessage, decode_detect_message, decode_detect_state, encode_detect_state, encode_events,
@@ -175,12 +175,13 @@ def test_events_that_cannot_be_encoded_become_dead_letters_before_the_store() ->
         origin = Origin(Dataset.GATEWAY, "gw/0", offset)
         return Event(record_id(origin), Dataset.GATEWAY, 1e9 + offset, origin, **values)  # type: ignore[arg-type]
 
-    events = [event(i, status=200) for i in range(DETECT_EVENTS_PER_MESSAGE + 3)]
+    events = [event(i, status=200) for i in range(EVENTS_PER_MESSAGE + 3)]
     events[7] = event(7, bytes_sent=2**70)
     records = [RawRecord(e.origin, f"line {e.origin.offset}".encode()) for e in events]
-    chunks, rejected = _encode_chunks({"gw/0": events})
+    chunks, rejected = _encode_chunks({("gw/0", 1): events})
+    assert {(stream, partition) for stream, partition, _ in chunks} == {("gw/0", 1)}
     assert [e.origin.offset for e, _ in rejected] == [7]
-    decoded = [e for _, rows in chunks for e in events_from_rows("gw/0", decode_detect_message(
+    decoded = [e for _, _, rows in chunks for e in events_from_rows("gw/0", decode_detect_message(
         encode_events(0.0, "gw/0", rows)).events)]  # type: ignore[union-attr]  # fmt: skip
     assert decoded == events[:7] + events[8:]
     kept, letters = _reject_unencodable(records, events, [], rejected)

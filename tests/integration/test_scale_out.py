@@ -7,8 +7,9 @@ share of every client's, route's and token's records. The store is
 Elasticsearch (DuckDB takes one writing process per file), with an index
 prefix of its own. Afterwards the indices must hold every record exactly once
 (events + dead letters, by origin) and the alerts of ``gatewatch replay`` over
-the same lines: detection runs on the single merged detect topic, so neither
-the split nor the failover may change them.
+the same lines: detection is split by key over the processes' tasks, each
+checkpointed with the offset it covers, so neither the split nor the failover
+may change them.
 """
 
 from __future__ import annotations
@@ -39,18 +40,30 @@ def split_halves(lines: list[Line]) -> tuple[list[Line], list[Line]]:
     return halves
 
 
+def internal_partitions(topics: Topics) -> list[TopicPartition]:
+    """Every partition of the group's three internal topics (requests, keyed, findings)."""
+    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap)
+    try:
+        return [TopicPartition(f"{topics.group}-{role}", p)
+                for role in ("requests", "keyed", "findings")
+                for p in sorted(consumer.partitions_for_topic(f"{topics.group}-{role}") or ())]  # fmt: skip
+    finally:
+        consumer.close()
+
+
 def detect_caught_up(topics: Topics) -> bool:
-    """The detect group has committed (i.e. checkpointed) up to the detect topic's end as of now."""
-    tp = TopicPartition(f"{topics.group}-detect", 0)
+    """The detect group has committed (i.e. checkpointed) every internal partition up to its end as of now."""
+    partitions = internal_partitions(topics)
     consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap)
     admin = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
     try:
-        end = consumer.end_offsets([tp])[tp]
+        end = consumer.end_offsets(partitions)
         deadline = time.monotonic() + 30
+        group = f"{topics.group}-detect"
         while time.monotonic() < deadline:
-            group = f"{topics.group}-detect"
-            committed = admin.list_group_offsets({group: None}).get(group, {}).get(tp)
-            if committed is not None and committed.offset >= end:
+            committed = admin.list_group_offsets({group: None}).get(group, {})
+            if partitions and all(end[tp] == 0 or (tp in committed and committed[tp].offset >= end[tp])
+                                  for tp in partitions):  # fmt: skip
                 return True
             time.sleep(0.5)
         return False
@@ -122,7 +135,7 @@ def demo_on_elasticsearch(
 def test_two_processes_one_leaves_store_once_and_alert_as_replay(
     topics: Topics, tmp_path: Path, elasticsearch_url: str, how: str
 ) -> None:
-    """The detect owner dies (kill -9) or leaves (SIGTERM) mid-stream and comes back."""
+    """The process running the ALERT task dies (kill -9) or leaves (SIGTERM) mid-stream and comes back."""
     lines, config, indices = demo_on_elasticsearch(topics, tmp_path, elasticsearch_url, "scale")
     store = f"elasticsearch:{elasticsearch_url}"
     halves = split_halves(lines)
@@ -133,29 +146,30 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
         wait_for(lambda: a.metric("gatewatch_detect_owner") == 1, 30, "the first process to own detection", a)
         b = Serve(config, store, tmp_path / "serve-b.log")
         processes.append(b)
-        # Both members own input partitions before any record arrives.
+        # Both members own input partitions and detect tasks before any record arrives; a keeps the
+        # tasks it still owns (the assignor leaves them where they were) and hands the rest to b.
         wait_for(lambda: all(p.partitions() for p in (a, b)),
                  60, "both processes to be assigned partitions", b)  # fmt: skip
-        # b's detect consumer joining makes a rebalance; the sticky assignor leaves the detect
-        # partition with its owner, which keeps its state.
-        wait_for(lambda: "how=kept_state" in a.output() or b.metric("gatewatch_detect_owner") == 1,
-                 30, "b to join the detect group", b)  # fmt: skip
-        assert a.metric("gatewatch_detect_owner") == 1 and b.metric("gatewatch_detect_owner") == 0
+        wait_for(lambda: b.metric("gatewatch_detect_owner") == 1, 30, "b to take its share of the tasks", b)
+        wait_for(lambda: "how=kept_state" in a.output(), 30, "a to keep the tasks it still owns", a)
+        for process in (a, b):  # P = 4: two join and two keyed tasks each
+            assert process.metric('gatewatch_detect_tasks{role="requests"}') == 2
         topics.produce(halves[0])
         wait_for(topics.all_committed, 60, "the first half to be committed", a)
         wait_for(lambda: a.metric("gatewatch_checkpoint_bytes") + b.metric("gatewatch_checkpoint_bytes") > 0,
                  30, "a detect checkpoint", a)  # fmt: skip
-        one_owner = "exactly one detect owner (never two)"
-        wait_for(lambda: sum(p.metric("gatewatch_detect_owner") for p in (a, b)) == 1, 30, one_owner, a)
-        # Both take part: the group split the input partitions between them.
-        assert a.metric("component_received_events_total") > 0 and b.metric("component_received_events_total") > 0
-        owner, other = (a, b) if a.metric("gatewatch_detect_owner") == 1 else (b, a)
+        # Both take part: the group split the input partitions and the join tasks between them.
+        for process in (a, b):
+            assert process.metric("component_received_events_total") > 0
+            assert process.metric("gatewatch_detect_events_total") > 0
+        alerting = 'gatewatch_detect_tasks{role="findings"}'
+        owner, other = (a, b) if a.metric(alerting) == 1 else (b, a)
         producer = threading.Thread(target=topics.produce, args=(halves[1], 500, 0.05))
         producer.start()
         received = owner.metric("component_received_events_total")
         wait_for(lambda: owner.metric("component_received_events_total") > received + 300, 30, "more", owner)
         if how == "kill-9":
-            owner.kill()  # the detect owner and an ingest member die at once
+            owner.kill()  # its join, keyed and alert tasks and its ingest partitions die at once
         else:
             assert owner.stop() == 0, owner.output()  # leaves both groups: a rebalance, no session timeout
         producer.join(timeout=90)
@@ -165,12 +179,11 @@ def test_two_processes_one_leaves_store_once_and_alert_as_replay(
         wait_for(topics.all_committed, 90, "every record committed after the kill", restarted)
         wait_for(lambda: detect_caught_up(topics), 90, "the detect stage to catch up", restarted)
         print(f"{how}: caught up {time.monotonic() - left_at:.1f}s after the producer finished")
-        wait_for(lambda: sum(p.metric("gatewatch_detect_owner") for p in (other, restarted)) == 1, 30, one_owner,
-                 restarted)  # fmt: skip
+        wait_for(lambda: sum(p.metric(alerting) for p in (other, restarted)) == 1, 30, "one alert task", restarted)
         for process in (other, restarted):
             assert process.stop() == 0, process.output()
         resumed = other.output() + restarted.output()
-        assert "event=resumed how=checkpoint stage=detect" in resumed or "how=kept_state" in resumed
+        assert "event=resumed how=checkpoint stage=detect" in resumed
 
         assert indices.origins() == topics.expected_origins()  # every record exactly once, ids included
         alerts = indices.alerts()
@@ -209,6 +222,7 @@ def test_stages_in_processes_of_their_own_store_once_and_alert_as_replay(
         wait_for(topics.all_committed, 60, "the first half to be committed", ingest[0])
         wait_for(lambda: detect.metric("gatewatch_checkpoint_bytes") > 0, 30, "a detect checkpoint", detect)
         assert detect.metric("gatewatch_detect_owner") == 1
+        assert detect.metric("gatewatch_detect_tasks") == 9  # P = 4: every join, keyed and the alert task
         assert all(p.metric("gatewatch_detect_owner") == 0 for p in ingest)
         assert detect.metric("component_received_events_total") == 0  # it never joined the ingest group
         producer = threading.Thread(target=topics.produce, args=(halves[1], 500, 0.05))

@@ -161,24 +161,24 @@ def demo_traffic(directory: Path, duration_secs: float = 600.0, rate: float = 15
 
 
 class Topics:
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, counts: dict[str, int] | None = None) -> None:
+        """Fresh input topics (``counts``: partitions per side, PARTITIONS each by default) and group."""
         run = uuid.uuid4().hex[:10]
         self.bootstrap = bootstrap
         self.group = f"gw-test-{run}"
         self.names = {"gateway": f"gw-{run}-gateway", "app": f"gw-{run}-app", "alerts": f"gw-{run}-alerts"}
+        self.counts = counts or {"gateway": PARTITIONS, "app": PARTITIONS}
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
-            admin.create_topics(
-                {self.names["gateway"]: {"num_partitions": PARTITIONS}, self.names["app"]: {"num_partitions": PARTITIONS}},
-                wait_for_metadata=True,
-            )
+            admin.create_topics({self.names[side]: {"num_partitions": self.counts[side]} for side in ("gateway", "app")},
+                                wait_for_metadata=True)  # fmt: skip
         finally:
             admin.close()
         self.produced: list[tuple[Line, str, int, int]] = []  # line, topic, partition, offset
 
     @property
     def partitions(self) -> list[TopicPartition]:
-        return [TopicPartition(self.names[s], p) for s in ("gateway", "app") for p in range(PARTITIONS)]
+        return [TopicPartition(self.names[s], p) for s in ("gateway", "app") for p in range(self.counts[s])]
 
     def produce(self, lines: list[Line], pause_every: int = 0, pause_secs: float = 0.0) -> None:
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)

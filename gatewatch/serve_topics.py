@@ -1,0 +1,151 @@
+"""serve's internal topics: their names, how many partitions they have, and creating them.
+
+=============================  ==========  ===================================================
+topic                          partitions  read by
+=============================  ==========  ===================================================
+``<group_id>-requests``        P           JOIN tasks: events by request id, ingest progress
+``<group_id>-keyed``           P           KEYED tasks: items by the keyed rules' entity
+``<group_id>-findings``        1           the ALERT task: findings, outlier feature rows
+=============================  ==========  ===================================================
+
+P is ``kafka.detect_partitions``, or (null) the larger partition count of the
+two input topics, read at start. Every serve process of a group must agree on
+it, so once the topics exist their partition count is the contract: a process
+whose P differs refuses to start with one line (a message routed with another
+P would reach a task that does not own its key).
+
+gatewatch creates the topics with ``retention.ms`` 7 days (set explicitly, not
+inherited from the broker), ``message.timestamp.type=CreateTime`` (messages
+carry the produce time, never event time, so the broker's future-timestamp
+limit and time retention never act on old logs) and ``max.message.bytes`` 64 MiB.
+The old single-partition ``<group_id>-detect`` topic is no longer used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from gatewatch.errors import ConfigError, SourceError
+from ingest.sources.kafka_settings import client_settings
+
+__all__ = [
+    "FINDINGS", "INTERNAL_MAX_MESSAGE_BYTES", "INTERNAL_RETENTION_MS", "InternalTopics", "KEYED", "REQUESTS", "ROLES",
+    "ensure_internal_topics", "internal_producer", "internal_topic",
+]  # fmt: skip
+
+REQUESTS, KEYED, FINDINGS = "requests", "keyed", "findings"
+ROLES = (REQUESTS, KEYED, FINDINGS)
+INTERNAL_RETENTION_MS = 7 * 24 * 3600 * 1000
+INTERNAL_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_TIMEOUT_MS = 30_000
+
+
+def internal_topic(kafka: Any, role: str) -> str:
+    """``<group_id>-<role>`` for role requests, keyed or findings."""
+    return f"{kafka.group_id}-{role}"
+
+
+@dataclass(frozen=True, slots=True)
+class InternalTopics:
+    """The three internal topics of a group and P, the partition count of requests and keyed."""
+
+    requests: str
+    keyed: str
+    findings: str
+    partitions: int
+
+    def topic(self, role: str) -> str:
+        """The topic a task of ``role`` reads (and upstream tasks write to for that role)."""
+        return {REQUESTS: self.requests, KEYED: self.keyed, FINDINGS: self.findings}[role]
+
+    def role(self, topic: str) -> str | None:
+        """The role whose tasks read ``topic``, or None for a topic that is not internal."""
+        return {self.requests: REQUESTS, self.keyed: KEYED, self.findings: FINDINGS}.get(topic)
+
+    def partitions_of(self, role: str) -> int:
+        return 1 if role == FINDINGS else self.partitions
+
+    @property
+    def names(self) -> list[str]:
+        return [self.requests, self.keyed, self.findings]
+
+
+def ensure_internal_topics(kafka: Any) -> InternalTopics:
+    """Find P, check the internal topics that exist against it, create the missing ones.
+
+    Raises ConfigError (one line) on a partition-count mismatch or when P cannot
+    be known, SourceError when Kafka cannot be asked.
+    """
+    admin = KafkaAdminClient(client_id=f"gatewatch-{kafka.group_id}-admin", **client_settings(kafka))
+    try:
+        names = {role: internal_topic(kafka, role) for role in ROLES}
+        counts = _partition_counts(admin, [kafka.topics.gateway, kafka.topics.app, *names.values()])
+        partitions = kafka.detect_partitions
+        source = "kafka.detect_partitions"
+        if partitions is None:
+            inputs = [counts[t] for t in (kafka.topics.gateway, kafka.topics.app) if counts.get(t)]
+            existing = counts.get(names[REQUESTS])
+            if inputs:
+                partitions, source = max(inputs), "the input topics' partition count"
+            elif existing:
+                partitions, source = existing, f"{names[REQUESTS]}'s partition count"
+            else:
+                raise ConfigError(
+                    f"kafka.detect_partitions is not set and neither {kafka.topics.gateway} nor {kafka.topics.app} "
+                    "exists yet: create the input topics first or set kafka.detect_partitions"
+                )
+        for role in ROLES:
+            want = 1 if role == FINDINGS else partitions
+            have = counts.get(names[role])
+            if have is not None and have != want:
+                raise ConfigError(
+                    f"{names[role]} has {have} partitions but {source} gives {want}: the internal topics' partition "
+                    f"count cannot change (set kafka.detect_partitions: {have}, or use a new kafka.group_id)"
+                )
+        configs = {
+            "cleanup.policy": "delete",
+            "retention.ms": str(INTERNAL_RETENTION_MS),
+            "max.message.bytes": str(INTERNAL_MAX_MESSAGE_BYTES),
+            "message.timestamp.type": "CreateTime",
+        }
+        missing = {
+            names[role]: {"num_partitions": 1 if role == FINDINGS else partitions, "configs": configs}
+            for role in ROLES
+            if names[role] not in counts
+        }
+        for topic, spec in missing.items():
+            try:
+                admin.create_topics({topic: spec}, timeout_ms=_TIMEOUT_MS, wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                continue  # another process of the group created it meanwhile; its count is checked next start
+        return InternalTopics(names[REQUESTS], names[KEYED], names[FINDINGS], partitions)
+    except KafkaError as error:
+        raise SourceError(f"cannot set up the internal topics: {error}") from None
+    finally:
+        admin.close()
+
+
+def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists."""
+    existing = set(admin.list_topics())
+    wanted = [t for t in dict.fromkeys(topics) if t in existing]
+    if not wanted:
+        return {}
+    return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(wanted) if not d.get("error_code")}
+
+
+def internal_producer(kafka: Any, role: str) -> KafkaProducer:
+    """A producer to the internal topics; one request in flight, so a retried send cannot overtake an earlier one."""
+    return KafkaProducer(
+        client_id=f"gatewatch-{kafka.group_id}-{role}",
+        acks="all",
+        linger_ms=5,
+        batch_size=1024 * 1024,
+        max_request_size=INTERNAL_MAX_MESSAGE_BYTES,
+        max_in_flight_requests_per_connection=1,
+        **client_settings(kafka),
+    )

@@ -1,0 +1,134 @@
+"""Detection split over three ``gatewatch serve`` processes by key, with inputs nobody keyed.
+
+The demo generator's traffic (every rule's attacks and look-alikes, late app
+lines, bad lines) goes to a 4-partition gateway topic and a 3-partition app
+topic with NO message key, as rsyslog's ``omkafka`` or Fluent Bit without
+``message_key_field`` send it: the two sides of a request land in unrelated
+partitions. Serve repartitions both by request id (P = 4 requests and keyed
+partitions, one findings partition). Two processes start, a third joins
+mid-stream (a rebalance moves tasks to it), then one of the first two is
+killed -9 mid-stream (its tasks restore their checkpoints elsewhere) and
+restarted. Afterwards the store holds every record once and exactly the alerts
+of ``gatewatch replay`` over the same lines (ids, counts, evidence), and each
+process ran a share of the join tasks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import yaml
+from test_scale_out import Indices, detect_caught_up
+from test_serve import REPO, Line, Serve, Topics, demo_traffic, replay_alerts, wait_for
+
+from gatewatch.config import load_config
+from gatewatch.serve_topics import ensure_internal_topics
+
+COUNTS = {"gateway": 4, "app": 3}
+
+
+def _unkeyed(lines: list[Line]) -> list[Line]:
+    """No key at all; the benign tails (one per partition, to move every input's clock) fit each topic's count."""
+    out = []
+    for line in lines:
+        partition = None if line.partition is None else line.partition % COUNTS[line.side]
+        out.append(Line(line.side, line.ts, None, line.value, partition))
+    return out
+
+
+def _thirds(lines: list[Line]) -> list[list[Line]]:
+    """Each side's traffic (the demo's files hold one side after the other) cut in three, in order; tails last."""
+    thirds: list[list[Line]] = [[], [], []]
+    for side in ("gateway", "app"):
+        own = [line for line in lines if line.side == side and line.partition is None]
+        for i in range(3):
+            thirds[i] += own[i * len(own) // 3 : (i + 1) * len(own) // 3]
+    thirds[2] += [line for line in lines if line.partition is not None]
+    return thirds
+
+
+def test_three_processes_unkeyed_inputs_join_and_kill_alert_as_replay(
+    kafka_bootstrap: str, tmp_path: Path, elasticsearch_url: str
+) -> None:
+    topics = Topics(kafka_bootstrap, COUNTS)
+    lines, demo_config = demo_traffic(tmp_path)
+    lines = _unkeyed(lines)
+    prefix = f"gw-part-{uuid.uuid4().hex[:8]}"
+    base = {**demo_config, "store": {**demo_config.get("store", {}), "index_prefix": prefix, "retention_days": 3650}}
+    config = topics.config(tmp_path / "demo", base=base)
+    indices = Indices(elasticsearch_url, prefix)
+    store = f"elasticsearch:{elasticsearch_url}"
+    thirds = _thirds(lines)
+    processes: list[Serve] = []
+    try:
+        a = Serve(config, store, tmp_path / "serve-a.log", instance_id="part-a")
+        b = Serve(config, store, tmp_path / "serve-b.log", instance_id="part-b")
+        processes += [a, b]
+        wait_for(lambda: all(p.metric("gatewatch_detect_owner") == 1 for p in (a, b)), 60, "both to own tasks", b)
+        topics.produce(thirds[0])
+        wait_for(topics.all_committed, 60, "the first third to be committed", a)
+        wait_for(lambda: a.metric("gatewatch_checkpoint_bytes") + b.metric("gatewatch_checkpoint_bytes") > 0,
+                 30, "a detect checkpoint", a)  # fmt: skip
+        producer = threading.Thread(target=topics.produce, args=(thirds[1], 300, 0.05))
+        producer.start()
+        c = Serve(config, store, tmp_path / "serve-c.log", instance_id="part-c")  # joins mid-stream
+        processes.append(c)
+        wait_for(lambda: c.metric("gatewatch_detect_owner") == 1, 60, "the joining process to take tasks", c)
+        producer.join(timeout=90)
+        producer = threading.Thread(target=topics.produce, args=(thirds[2], 300, 0.05))
+        producer.start()
+        received = b.metric("component_received_events_total")
+        wait_for(lambda: b.metric("component_received_events_total") > received + 100, 30, "more for b", b)
+        b.kill()  # its join, keyed (and maybe alert) tasks and its ingest partitions die at once
+        producer.join(timeout=90)
+        restarted = Serve(config, store, tmp_path / "serve-b2.log", instance_id="part-b")
+        processes.append(restarted)
+        wait_for(topics.all_committed, 120, "every record committed after the kill", restarted)
+        wait_for(lambda: detect_caught_up(topics), 120, "the detect tasks to catch up", restarted)
+        shares = {p.log.name: p.metric("gatewatch_task_records_total") for p in (a, c, restarted)}
+        for process in (a, c, restarted):
+            assert process.stop() == 0, process.output()
+        outputs = "".join(p.output() for p in processes)
+        assert "how=checkpoint" in outputs  # the killed process's tasks resumed from their checkpoints
+        assert "Traceback" not in outputs
+        print(f"task records per process: {shares}")
+
+        assert indices.origins() == topics.expected_origins()  # every record exactly once, ids included
+        alerts = indices.alerts()
+        assert len({rule for _, rule, *_ in alerts}) >= 6
+        expected = replay_alerts(config, lines, tmp_path)
+        assert {(rule, etype, value) for _, rule, etype, value, *_ in alerts} == {
+            (rule, etype, value) for _, rule, etype, value, *_ in expected
+        }
+        assert alerts == expected  # the same ids, counts and evidence, too
+    finally:
+        for process in processes:
+            if process.process.poll() is None:
+                process.kill()
+        indices.cleanup()
+
+
+def test_internal_topics_with_another_partition_count_refuse_the_start_with_one_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """P is fixed once the internal topics exist: a process configured otherwise stops before reading anything."""
+    topics = Topics(kafka_bootstrap)  # 4 partitions each: P = 4 by default
+    config = topics.config(tmp_path)
+    kafka = load_config(config).kafka
+    assert ensure_internal_topics(kafka).partitions == 4  # creates the three topics
+    other = yaml.safe_load(config.read_text())
+    other["kafka"]["detect_partitions"] = 6
+    config.write_text(yaml.safe_dump(other))
+    done = subprocess.run(
+        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
+         "--listen", "127.0.0.1:0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    refusal = [line for line in done.stderr.splitlines() if f"{topics.group}-requests has 4 partitions" in line]
+    assert len(refusal) == 1 and "kafka.detect_partitions" in refusal[0], done.stderr
+    assert "Traceback" not in done.stderr
