@@ -88,7 +88,8 @@ def robust_z(matrix: np.ndarray) -> np.ndarray:
     mad = np.median(deviation, axis=0)
     scale = np.where(mad > 0, 1.4826 * mad, 1.2533 * deviation.mean(axis=0))
     scale = np.maximum.reduce([scale, 0.1 * np.abs(median), _SCALE_FLOORS])
-    return (matrix - median) / scale
+    z: np.ndarray = (matrix - median) / scale
+    return z
 
 
 def outlier_scores(matrix: np.ndarray, random_state: int = 7) -> np.ndarray:
@@ -100,7 +101,8 @@ def outlier_scores(matrix: np.ndarray, random_state: int = 7) -> np.ndarray:
     from sklearn.ensemble import IsolationForest
 
     forest = IsolationForest(n_estimators=100, contamination="auto", random_state=random_state)
-    return forest.fit(model_input).decision_function(model_input)
+    scores: np.ndarray = forest.fit(model_input).decision_function(model_input)
+    return scores
 
 
 class BehaviourOutlier(Detector):

@@ -48,7 +48,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from gatewatch.errors import SourceError
+from gatewatch.errors import CheckpointError
 from ingest.sources.kafka_settings import client_settings
 
 __all__ = ["Checkpoint", "CheckpointStore", "assemble", "assignment_key", "config_digest", "ensure_topic"]
@@ -142,7 +142,7 @@ class CheckpointStore:
                 **common,
             )
         except KafkaError as error:
-            raise SourceError(f"cannot open the checkpoint topic {self.topic}: {error}") from None
+            raise CheckpointError(f"cannot open the checkpoint topic {self.topic}: {error}") from None
 
     def _ensure_topic(self) -> None:
         configs = {"cleanup.policy": "compact", "retention.ms": "-1", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
@@ -151,14 +151,14 @@ class CheckpointStore:
     # -- save -------------------------------------------------------------------
 
     def save(self, checkpoint: Checkpoint) -> int:
-        """Write ``checkpoint`` durably (acks=all); return the bytes of state written. Raises SourceError."""
+        """Write ``checkpoint`` durably (acks=all); return the bytes of state written. Raises CheckpointError (a SourceError)."""
         return self.save_many([checkpoint])
 
     def save_many(self, checkpoints: list[Checkpoint]) -> int:
         """Write several checkpoints (one per task) with two round trips in all; return the state bytes written.
 
         Every chunk of every checkpoint is acknowledged before the first
-        manifest is sent, so each manifest names whole chunks. Raises SourceError.
+        manifest is sent, so each manifest names whole chunks. Raises CheckpointError (a SourceError).
         """
         manifests: list[tuple[str, str, bytes]] = []
         futures = []
@@ -198,7 +198,7 @@ class CheckpointStore:
             for future in sent:
                 future.get(timeout=0)
         except KafkaError as error:
-            raise SourceError(f"checkpoint write to {self.topic} failed: {error}") from None
+            raise CheckpointError(f"checkpoint write to {self.topic} failed: {error}") from None
         for key, slot, _ in manifests:
             self._slots[key] = slot
         return written
@@ -206,7 +206,7 @@ class CheckpointStore:
     # -- load -------------------------------------------------------------------
 
     def load(self, assignment: tuple[str, ...] | list[str]) -> list[Checkpoint]:
-        """The whole checkpoints for ``assignment``, newest first (at most two). Raises SourceError if Kafka fails."""
+        """The whole checkpoints for ``assignment``, newest first (at most two). Raises CheckpointError (a SourceError) if Kafka fails."""
         return self.load_many([tuple(assignment)])[tuple(assignment)]
 
     def load_many(self, assignments: list[tuple[str, ...]]) -> dict[tuple[str, ...], list[Checkpoint]]:
@@ -235,7 +235,7 @@ class CheckpointStore:
             deadline = time.monotonic() + _TIMEOUT_MS / 1000
             while any(consumer.position(tp) < end[tp] for tp in partitions):
                 if time.monotonic() > deadline:
-                    raise SourceError(f"reading {self.topic} did not reach its end in {_TIMEOUT_MS / 1000:.0f}s")
+                    raise CheckpointError(f"reading {self.topic} did not reach its end in {_TIMEOUT_MS / 1000:.0f}s")
                 for messages in consumer.poll(timeout_ms=500).values():
                     for message in messages:
                         if message.key is None or not message.key.startswith(prefix):
@@ -251,7 +251,7 @@ class CheckpointStore:
                         elif message.key.rsplit(b"/", 2)[0] in keys:
                             values[message.key] = message.value
         except KafkaError as error:
-            raise SourceError(f"cannot read checkpoints from {self.topic}: {error}") from None
+            raise CheckpointError(f"cannot read checkpoints from {self.topic}: {error}") from None
         finally:
             consumer.close(autocommit=False)
         return {assignment: self._found(key.decode(), manifests[key], values, started)

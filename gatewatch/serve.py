@@ -57,13 +57,13 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import config_digest
-from gatewatch.errors import FencedError, SourceError, StoreError, StoreUnavailableError
+from gatewatch.errors import FencedError, SourceError, StoppedError, StoreError, StoreUnavailableError
 from gatewatch.follow import FollowStage
 from gatewatch.http_ingest import HttpIngest, add_routes
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
-from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, Stopped, kv
+from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, kv
 from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
 from ingest.records import Dataset
@@ -91,7 +91,7 @@ def serve(
     """
     _default_log_level()
     service = Service(config, store_url, listen, stages=stages, stop=stop, follow=follow)
-    restore: list[tuple[int, Any]] = []
+    restore: list[tuple[signal.Signals, Any]] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             restore.append((signum, signal.signal(signum, service.request_stop)))
@@ -172,7 +172,7 @@ class Service:
         except KafkaError as error:
             self._close()
             raise SourceError(f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}") from None
-        except Stopped:
+        except StoppedError:
             self._close()
             log.warning(kv("stopped", reason="store_never_answered", exit_code=1))
             return 1
@@ -199,7 +199,7 @@ class Service:
                     self._stop.wait(1.0)
             if ingests:
                 self._ingest.shutdown()
-        except Stopped:
+        except StoppedError:
             log.warning(kv("stopped_without_commit", stage="ingest", reason="store_unavailable"))
             code = 1
         except FencedError as error:
@@ -226,7 +226,7 @@ class Service:
     def _run_detect(self) -> None:
         try:
             self._detect.run(self._ingest_done)
-        except Stopped:
+        except StoppedError:
             log.warning(kv("stopped_without_commit", stage="detect", reason="store_unavailable"))
             self._detect_code = 1
         except FencedError as error:
@@ -260,7 +260,7 @@ class Service:
                 delay = min(max(error.retry_after_secs, 0.5), RETRY_MAX_SECS)
                 log.warning(kv("store_unreachable", error=str(error), retry_after_secs=delay))
                 if self._stop.wait(delay):
-                    raise Stopped("stopped before the store answered") from None
+                    raise StoppedError("stopped before the store answered") from None
 
     def _close(self) -> None:
         follow, self._follow = self._follow, None

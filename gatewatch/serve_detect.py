@@ -55,9 +55,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
-from gatewatch.errors import SourceError
+from gatewatch.errors import SourceError, StoppedError
 from gatewatch.forward import ForwarderSet, build_forwarders
-from gatewatch.serve_stage import Shared, Stopped, deliver, kv
+from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.serve_topics import (
     FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, ensure_internal_topics, internal_producer,
 )  # fmt: skip
@@ -534,7 +534,7 @@ class DetectStage:
             return  # the partitions may be someone else's now; the last checkpoints stand
         try:
             self._flush()
-        except Stopped:
+        except StoppedError:
             return
         self._checkpoint(force=True)
 

@@ -266,8 +266,8 @@ class IngestStage:
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
         wall = time.time()
-        for stream, own in by_stream.items():
-            self._clocks.observe(stream, own, wall)
+        for stream, stream_events in by_stream.items():
+            self._clocks.observe(stream, stream_events, wall)
         for tp, info in polled.items():
             part = self._parts.get(tp)
             if part is not None:
@@ -466,9 +466,9 @@ class IngestStage:
             log.warning(kv("kafka_unreachable", error=str(error)))
             return
         self.shared.kafka_ok_at = time.monotonic()
-        for tp, end in ends.items():
-            if end is not None and tp not in self._paused_now:
-                self._listed_ends[tp] = end
+        for tp, listed in ends.items():
+            if listed is not None and tp not in self._paused_now:
+                self._listed_ends[tp] = listed
                 self._stale_ends.discard(tp)
         for tp, part in self._parts.items():
             end = ends.get(tp)

@@ -22,7 +22,7 @@ from gatewatch.checkpoint import Checkpoint, CheckpointStore
 from gatewatch.metrics import ServeMetrics
 from gatewatch.serve_stage import kv
 from gatewatch.serve_topics import InternalTopics
-from gatewatch.tasks.base import Task, new_task, restore_task
+from gatewatch.tasks.base import Role, Task, new_task, restore_task
 from ingest.sources.kafka import stream_name
 
 __all__ = ["OwnedTask", "Resumer"]
@@ -109,7 +109,7 @@ class Resumer:
                                 "committed_offsets"))  # fmt: skip
         return resumed
 
-    def _restore(self, tp: TopicPartition, role: str, found: list[Checkpoint]) -> tuple[OwnedTask, str] | None:
+    def _restore(self, tp: TopicPartition, role: Role, found: list[Checkpoint]) -> tuple[OwnedTask, str] | None:
         topics = self._topics
         stream = stream_name(tp)
         reason = "no_checkpoint"

@@ -16,13 +16,13 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from gatewatch.errors import GatewatchError, StoreUnavailableError
+from gatewatch.errors import StoppedError, StoreUnavailableError
 from gatewatch.metrics import ServeMetrics
 from gatewatch.store_writer import PendingWrite, StoreWriter
 from ingest.escape import quoted
 from ingest.sinks.base import Batch
 
-__all__ = ["RETRY_MAX_SECS", "Shared", "Stopped", "deliver", "kv"]
+__all__ = ["RETRY_MAX_SECS", "Shared", "deliver", "kv"]
 
 RETRY_MAX_SECS = 30.0
 SHUTDOWN_DELIVERY_TIMEOUT_SECS = 60.0
@@ -41,9 +41,6 @@ def kv(event: str, **fields: Any) -> str:
         parts.append(f"{key}={quoted(text)}")
     return " ".join(parts)
 
-
-class Stopped(GatewatchError):
-    """A second stop signal abandoned a delivery that was still retrying."""
 
 
 class Shared:
@@ -79,7 +76,7 @@ def deliver(
 
     ``attempt_once`` must be safe to repeat (ids are deterministic). While the
     store is unavailable, ``idle_poll`` keeps the consumer's group membership
-    alive without fetching. Raises :class:`Stopped` on a second stop signal, or
+    alive without fetching. Raises :class:`StoppedError` on a second stop signal, or
     on the first once a delivery has been retried for SHUTDOWN_DELIVERY_TIMEOUT_SECS.
     """
     attempt = 0
@@ -108,7 +105,7 @@ def deliver(
         if shared.abort.is_set() or (
             shared.stop.is_set() and time.monotonic() - started > SHUTDOWN_DELIVERY_TIMEOUT_SECS
         ):
-            raise Stopped("delivery abandoned")
+            raise StoppedError("delivery abandoned")
         deadline = time.monotonic() + delay
         while (remaining := deadline - time.monotonic()) > 0 and not shared.abort.is_set():
             idle_poll(min(remaining, 0.5))

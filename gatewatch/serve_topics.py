@@ -30,6 +30,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gatewatch.errors import ConfigError, SourceError
+from gatewatch.tasks.base import Role
 from ingest.sources.kafka_settings import client_settings
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "ensure_internal_topics", "internal_producer", "internal_topic",
 ]  # fmt: skip
 
-REQUESTS, KEYED, FINDINGS = "requests", "keyed", "findings"
+REQUESTS: Role = "requests"
+KEYED: Role = "keyed"
+FINDINGS: Role = "findings"
 ROLES = (REQUESTS, KEYED, FINDINGS)
 INTERNAL_RETENTION_MS = 7 * 24 * 3600 * 1000
 INTERNAL_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -58,11 +61,11 @@ class InternalTopics:
     findings: str
     partitions: int
 
-    def topic(self, role: str) -> str:
+    def topic(self, role: Role) -> str:
         """The topic a task of ``role`` reads (and upstream tasks write to for that role)."""
         return {REQUESTS: self.requests, KEYED: self.keyed, FINDINGS: self.findings}[role]
 
-    def role(self, topic: str) -> str | None:
+    def role(self, topic: str) -> Role | None:
         """The role whose tasks read ``topic``, or None for a topic that is not internal."""
         return {self.requests: REQUESTS, self.keyed: KEYED, self.findings: FINDINGS}.get(topic)
 

@@ -98,7 +98,7 @@ def parse_records(
         result = parsers[record.origin.dataset](record)
         if record.id_origin is not None:
             result = _with_id_origin(result, record.id_origin)
-        if type(result) is Event:
+        if isinstance(result, Event):
             events.append(result)
         else:
             dead_letters.append(result)
@@ -134,7 +134,7 @@ class PipelineState(msgspec.Struct, array_like=True, gc=False):
 def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadLetter:
     # An event keeps its Kafka origin (its input's order and offsets) and takes its id from where it entered;
     # a dead letter, which is never ordered, names where it entered.
-    if type(result) is Event:
+    if isinstance(result, Event):
         return replace(result, id=record_id(origin))
     return DeadLetter(origin, result.reason, result.detail, result.line)
 
@@ -312,7 +312,9 @@ class Pipeline:
         """
         detectors = {d.rule_id: msgspec.Raw(encode_state(d.state())) for d in self.detectors.detectors}
         lifecycle = self.detectors.lifecycle.to_state() if self.detectors.lifecycle is not None else None
-        body = (self.order.state(), self.correlator.state(), detectors, self.detectors.alert_book.state(),
+        book = self.detectors.alert_book
+        assert book is not None  # a Pipeline always gives its detectors a book (a JOIN task's sink aside, it folds)
+        body = (self.order.state(), self.correlator.state(), detectors, book.state(),
                 self._tick, self.stream_offsets, lifecycle)  # fmt: skip
         return encode("pipeline", PIPELINE_STATE_VERSION, body)
 
@@ -335,6 +337,7 @@ class Pipeline:
             if saved is not None and detector.State is not None:
                 detector.restore_state(decode_state(saved, detector.State))
         book = self.detectors.alert_book
+        assert book is not None
         alert_book = AlertBook(book.suppression_window_secs, book.max_request_ids)
         alert_book.restore_state(state.alert_book)
         lifecycle = self.detectors.lifecycle

@@ -47,7 +47,7 @@ ROLES: tuple[Role, ...] = ("requests", "keyed", "findings")
 class TaskOutput:
     """What a task produced since the last ``take()``."""
 
-    messages: list[tuple[str, int, bytes]] = field(default_factory=list)  # (role, partition, value), send order
+    messages: list[tuple[Role, int, bytes]] = field(default_factory=list)  # (role, partition, value), send order
     batch: Batch = field(default_factory=Batch)  # transactions, alerts, alert_events, dead_letters
     applied: int = 0  # input messages applied (poison and repeats included)
     records: int = 0  # events, items or findings those messages carried

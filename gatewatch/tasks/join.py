@@ -116,7 +116,8 @@ class _JoinPipeline(Pipeline):
 
     def _window_ids(self) -> set[str]:
         order, correlator = self.order.state(), self.correlator.state()
-        return {row[0] for table in (order.events, order.held, correlator.events) for row in table.rows}
+        tables = (order.events, order.held, correlator.events)
+        return {row[0] for table in tables for row in table.rows}  # type: ignore[index]  # packed rows are tuples
 
     def _process_event(self, event: Event) -> None:
         super()._process_event(event)
@@ -234,7 +235,7 @@ class JoinTask:
         out.applied += 1
         try:
             message = decode_requests_message(value)
-            streams = [message.stream] if type(message) is EventsMessage else list(message.streams)
+            streams = [message.stream] if isinstance(message, EventsMessage) else list(message.streams)
             unknown = [stream for stream in streams if stream.rpartition("/")[0] not in self._topics]
             if unknown:
                 raise WireError("unknown_stream", f"not an input partition: {unknown[0][:200]!r}")
@@ -382,8 +383,8 @@ class JoinTask:
         if self._findings or self._final or (tick is not None and tick != self._sent_ticks.get(dest)):
             seq = self._seqs[dest] = self._seqs.get(dest, 0) + 1
             self._sent_ticks[dest] = tick
-            message = FindingsMessage(self._stream, seq, tick, self._findings, [], self._final)
-            messages.append(("findings", 0, encode_findings(message)))
+            findings = FindingsMessage(self._stream, seq, tick, self._findings, [], self._final)
+            messages.append(("findings", 0, encode_findings(findings)))
             self._findings = []
 
 

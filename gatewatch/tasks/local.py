@@ -186,7 +186,7 @@ class LocalRun:
     def _route(self, out: TaskOutput) -> None:
         result = self.result
         for role, partition, value in out.messages:
-            self.logs[(role, partition)].append(value)  # type: ignore[index]
+            self.logs[(role, partition)].append(value)
             result.messages[role] = result.messages.get(role, 0) + 1
         result.store(out.batch)
         result.late += out.late
