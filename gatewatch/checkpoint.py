@@ -151,7 +151,7 @@ class CheckpointStore:
     # -- save -------------------------------------------------------------------
 
     def save(self, checkpoint: Checkpoint) -> int:
-        """Write ``checkpoint`` durably (acks=all); return the bytes of state written. Raises CheckpointError (a SourceError)."""
+        """Write ``checkpoint`` durably (acks=all); return the bytes of state written. Raises CheckpointError."""
         return self.save_many([checkpoint])
 
     def save_many(self, checkpoints: list[Checkpoint]) -> int:
@@ -206,7 +206,7 @@ class CheckpointStore:
     # -- load -------------------------------------------------------------------
 
     def load(self, assignment: tuple[str, ...] | list[str]) -> list[Checkpoint]:
-        """The whole checkpoints for ``assignment``, newest first (at most two). Raises CheckpointError (a SourceError) if Kafka fails."""
+        """The whole checkpoints for ``assignment``, newest first (at most two). Raises CheckpointError."""
         return self.load_many([tuple(assignment)])[tuple(assignment)]
 
     def load_many(self, assignments: list[tuple[str, ...]]) -> dict[tuple[str, ...], list[Checkpoint]]:
