@@ -42,7 +42,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -50,6 +50,9 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gatewatch.errors import CheckpointError
 from ingest.sources.kafka_settings import client_settings
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig, KafkaConfig
 
 __all__ = ["Checkpoint", "CheckpointStore", "assemble", "assignment_key", "config_digest", "ensure_topic"]
 
@@ -81,7 +84,7 @@ def assignment_key(group_id: str, assignment: tuple[str, ...] | list[str]) -> st
     return f"{group_id}/{digest}"
 
 
-def config_digest(config: Any) -> str:
+def config_digest(config: GatewatchConfig) -> str:
     """A hash of every config section the pipeline's state depends on (and the revocation list's content).
 
     A snapshot holds detectors built from their config; restoring one under a
@@ -99,7 +102,7 @@ def config_digest(config: Any) -> str:
     return digest.hexdigest()[:32]
 
 
-def ensure_topic(kafka: Any, topic: str, partitions: int = -1, configs: dict[str, str] | None = None) -> bool:
+def ensure_topic(kafka: KafkaConfig, topic: str, partitions: int = -1, configs: dict[str, str] | None = None) -> bool:
     """Create ``topic`` unless it exists (-1 partitions: the broker's default); True if it was created."""
     admin = KafkaAdminClient(
         client_id=f"gatewatch-{kafka.group_id}-admin",
@@ -124,7 +127,7 @@ def ensure_topic(kafka: Any, topic: str, partitions: int = -1, configs: dict[str
 class CheckpointStore:
     """Saves and loads checkpoints in ``<group_id>-checkpoints``; creates the topic if it is missing."""
 
-    def __init__(self, kafka: Any, compress: bool = True) -> None:
+    def __init__(self, kafka: KafkaConfig, compress: bool = True) -> None:
         self.group_id: str = kafka.group_id
         self.topic = f"{kafka.group_id}-checkpoints"
         self._kafka = kafka

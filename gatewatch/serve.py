@@ -52,7 +52,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka.errors import KafkaError
 
@@ -70,6 +70,9 @@ from ingest.records import Dataset
 from ingest.sinks.base import Sink
 from ingest.sources.kafka_settings import check_login
 
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -77,7 +80,7 @@ STAGES = ("all", "ingest", "detect")
 
 
 def serve(
-    config: Any,
+    config: GatewatchConfig,
     store_url: str,
     listen: str,
     *,
@@ -115,7 +118,7 @@ class Service:
 
     def __init__(
         self,
-        config: Any,
+        config: GatewatchConfig,
         store_url: str,
         listen: str,
         stages: str = "all",

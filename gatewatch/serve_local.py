@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
@@ -71,6 +71,9 @@ from ingest.records import Dataset, Origin, RawRecord
 from ingest.sinks.base import Batch, Sink
 from ingest.sources.tail import Follower
 
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
+
 __all__ = ["LocalPipeline", "LocalService", "kafka_configured", "serve_local"]
 
 log = logging.getLogger(__name__)
@@ -84,7 +87,7 @@ _DATASETS = {"gateway": Dataset.GATEWAY, "app": Dataset.APP}
 _SIDES = {dataset: side for side, dataset in _DATASETS.items()}
 
 
-def kafka_configured(config: Any) -> bool:
+def kafka_configured(config: GatewatchConfig) -> bool:
     """Whether ``serve`` reads Kafka: the config has a ``kafka`` section naming at least one broker."""
     return "kafka" in config.model_fields_set and bool(config.kafka.bootstrap_servers)
 
@@ -103,7 +106,7 @@ class LocalPipeline:
 
     def __init__(
         self,
-        config: Any,
+        config: GatewatchConfig,
         sink: Sink | None,
         forwarders: ForwarderSet | None,
         metrics: ServeMetrics,
@@ -429,7 +432,7 @@ class _Abandoned(Exception):
 class LocalHttpIngest(HttpIngestEndpoint):
     """HTTP ingest into the local pipeline: answered once the batch is stored and in the batch log."""
 
-    def __init__(self, config: Any, metrics: Any, pipeline: LocalPipeline) -> None:
+    def __init__(self, config: GatewatchConfig, metrics: Any, pipeline: LocalPipeline) -> None:
         super().__init__(config, metrics)
         self._pipeline = pipeline
 
@@ -460,7 +463,7 @@ class LocalService:
 
     def __init__(
         self,
-        config: Any,
+        config: GatewatchConfig,
         store_url: str,
         listen: str,
         checkpoint_path: Path,
@@ -553,7 +556,7 @@ class LocalService:
 
 
 def serve_local(
-    config: Any,
+    config: GatewatchConfig,
     store_url: str,
     listen: str,
     checkpoint_path: Path,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -24,6 +24,9 @@ from gatewatch.serve_stage import kv
 from gatewatch.serve_topics import InternalTopics
 from gatewatch.tasks.base import Role, Task, new_task, restore_task
 from ingest.sources.kafka import stream_name
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 __all__ = ["OwnedTask", "Resumer"]
 
@@ -49,7 +52,7 @@ class Resumer:
 
     def __init__(
         self,
-        config: Any,
+        config: GatewatchConfig,
         digest: str,
         metrics: ServeMetrics,
         consumer: KafkaConsumer,

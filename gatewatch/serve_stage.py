@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka.errors import KafkaError
 
@@ -21,6 +21,9 @@ from gatewatch.metrics import ServeMetrics
 from gatewatch.store_writer import PendingWrite, StoreWriter
 from ingest.escape import quoted
 from ingest.sinks.base import Batch
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 __all__ = ["RETRY_MAX_SECS", "Shared", "deliver", "kv"]
 
@@ -46,7 +49,7 @@ def kv(event: str, **fields: Any) -> str:
 class Shared:
     """Config, metrics, stop flags, the store and health timestamps, shared by both stages."""
 
-    def __init__(self, config: Any, metrics: ServeMetrics, stop: threading.Event) -> None:
+    def __init__(self, config: GatewatchConfig, metrics: ServeMetrics, stop: threading.Event) -> None:
         self.config = config
         self.metrics = metrics
         self.stop = stop

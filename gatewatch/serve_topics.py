@@ -24,7 +24,7 @@ The old single-partition ``<group_id>-detect`` topic is no longer used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -32,6 +32,9 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from gatewatch.errors import ConfigError, SourceError
 from gatewatch.tasks.base import Role
 from ingest.sources.kafka_settings import client_settings
+
+if TYPE_CHECKING:
+    from gatewatch.config import KafkaConfig
 
 __all__ = [
     "FINDINGS", "INTERNAL_MAX_MESSAGE_BYTES", "INTERNAL_RETENTION_MS", "InternalTopics", "KEYED", "REQUESTS", "ROLES",
@@ -47,7 +50,7 @@ INTERNAL_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _TIMEOUT_MS = 30_000
 
 
-def internal_topic(kafka: Any, role: str) -> str:
+def internal_topic(kafka: KafkaConfig, role: str) -> str:
     """``<group_id>-<role>`` for role requests, keyed or findings."""
     return f"{kafka.group_id}-{role}"
 
@@ -77,7 +80,7 @@ class InternalTopics:
         return [self.requests, self.keyed, self.findings]
 
 
-def ensure_internal_topics(kafka: Any) -> InternalTopics:
+def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
     """Find P, check the internal topics that exist against it, create the missing ones.
 
     Raises ConfigError (one line) on a partition-count mismatch or when P cannot
@@ -141,7 +144,7 @@ def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, i
     return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(wanted) if not d.get("error_code")}
 
 
-def internal_producer(kafka: Any, role: str) -> KafkaProducer:
+def internal_producer(kafka: KafkaConfig, role: str) -> KafkaProducer:
     """A producer to the internal topics; one request in flight, so a retried send cannot overtake an earlier one."""
     return KafkaProducer(
         client_id=f"gatewatch-{kafka.group_id}-{role}",

@@ -31,7 +31,10 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def _import_all(modules: list[str], delay_secs: float) -> None:
             log.warning("event=preload_failed module=%s error=%r", module, str(error))
 
 
-def preload_detector_imports(config: Any, delay_secs: float = PRELOAD_DELAY_SECS) -> threading.Thread | None:
+def preload_detector_imports(config: GatewatchConfig, delay_secs: float = PRELOAD_DELAY_SECS) -> threading.Thread | None:
     """Import what the enabled detectors import lazily, in a thread, after ``delay_secs``.
 
     Returns the thread, or None if there is nothing to import.

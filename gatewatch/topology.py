@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -39,6 +39,9 @@ from ingest.redact import build_redactor
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def tune_gc_for_streaming() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-def build_parsers(config: Any) -> dict[Dataset, Parser]:
+def build_parsers(config: GatewatchConfig) -> dict[Dataset, Parser]:
     """The gateway and app parsers the config describes, compiled once.
 
     Their results are redacted (``redact`` section): the one place every event
@@ -105,7 +108,7 @@ def parse_records(
     return events, dead_letters
 
 
-def lifecycle_settings(config: Any, book: AlertBook) -> dict[str, Any]:
+def lifecycle_settings(config: GatewatchConfig, book: AlertBook) -> dict[str, Any]:
     """The alert lifecycle's settings: ``alerts.*`` of the config, and how long the book keeps a window open."""
     return {
         "update_interval_secs": config.alerts.update_interval_secs,
@@ -139,7 +142,7 @@ def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadL
     return DeadLetter(origin, result.reason, result.detail, result.line)
 
 
-def detector_context(config: Any) -> DetectorContext:
+def detector_context(config: GatewatchConfig) -> DetectorContext:
     """What the rules share: the trust policy and the revocation list the config names."""
     trust = TrustPolicy.build(
         gateway_identities=config.trust.gateway_identities,
@@ -156,7 +159,7 @@ def detector_context(config: Any) -> DetectorContext:
     return DetectorContext(trust=trust, revoked=revoked)
 
 
-def detector_configs(config: Any) -> dict[str, Any]:
+def detector_configs(config: GatewatchConfig) -> dict[str, Any]:
     """Each rule's config section, by rule id."""
     return {rule_id: getattr(config.detectors, rule_id) for rule_id in type(config.detectors).model_fields}
 
@@ -171,7 +174,7 @@ class Pipeline:
 
     def __init__(
         self,
-        config: Any,
+        config: GatewatchConfig,
         *,
         select: Callable[[type[Detector]], bool] | None = None,
         sink: Callable[[Finding], None] | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,6 +36,9 @@ from gatewatch.wire import (
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state
 
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
+
 
 def _finding(row: FindingRow) -> Finding:
     return Finding(row.rule, row.severity, row.entity_type, row.entity_value, row.ts, row.summary,
@@ -48,7 +51,7 @@ class AlertTask:
     role: Role = "findings"
     partition = 0
 
-    def __init__(self, config: Any, partitions: int) -> None:
+    def __init__(self, config: GatewatchConfig, partitions: int) -> None:
         self.config = config
         self.partitions = partitions
         kafka = config.kafka
@@ -147,7 +150,7 @@ class AlertTask:
         return encode_task_state(state)
 
     @classmethod
-    def restore(cls, config: Any, partitions: int, snapshot: bytes) -> AlertTask:
+    def restore(cls, config: GatewatchConfig, partitions: int, snapshot: bytes) -> AlertTask:
         state = decode_task_state(snapshot)
         if type(state) is not AlertTaskState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no ALERT task's checkpoint")

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from detectors import registry
 from detectors.runner import rule_mask
 from gatewatch.errors import WireError
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig, KafkaConfig
 
 __all__ = [
     "POISON_KEPT_BYTES", "ROLES", "Role", "Task", "TaskOutput", "internal_topic", "new_task", "poison", "restore_task",
@@ -107,7 +110,7 @@ def poison(stream: str, offset: int, value: bytes, error: WireError) -> DeadLett
     return DeadLetter(Origin(Dataset.INTERNAL, stream, offset), error.reason, detail, bytes(value[:POISON_KEPT_BYTES]))
 
 
-def internal_topic(kafka: Any, role: Role) -> str:
+def internal_topic(kafka: KafkaConfig, role: Role) -> str:
     """``<group_id>-requests``, ``<group_id>-keyed`` or ``<group_id>-findings``."""
     return f"{kafka.group_id}-{role}"
 
@@ -122,7 +125,7 @@ def rules_of_mask(mask: int) -> list[str]:
     return [rule_id for i, rule_id in enumerate(registry()) if mask >> i & 1]
 
 
-def new_task(config: Any, role: Role, partition: int, partitions: int, input_streams: list[str]) -> Task:
+def new_task(config: GatewatchConfig, role: Role, partition: int, partitions: int, input_streams: list[str]) -> Task:
     """A task with empty state for ``role``'s ``partition`` of ``partitions``.
 
     ``input_streams``: every input partition, ``"topic/partition"`` (a JOIN task
@@ -142,7 +145,7 @@ def new_task(config: Any, role: Role, partition: int, partitions: int, input_str
     return AlertTask(config, partitions)
 
 
-def restore_task(config: Any, role: Role, partition: int, partitions: int, snapshot: bytes) -> Task:
+def restore_task(config: GatewatchConfig, role: Role, partition: int, partitions: int, snapshot: bytes) -> Task:
     """A task continuing from ``snapshot`` (taken by a task of the same role, partition and P).
 
     Raises :class:`~gatewatch.errors.WireError` or ValueError if the snapshot

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -41,6 +41,9 @@ from gatewatch.wire import (
 from ingest.codec import EventRow, EventTable, decode, events_from_rows, unpack_events
 from ingest.order import MAX_HELD_EVENTS
 from ingest.records import Dataset, Event, Transaction
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 # The event fields a keyed rule reads (http_4xx_burst, http_5xx_burst, behaviour_outlier, token_replay and
 # the trust policy it asks); the others cross the keyed topic empty. tests/tasks run every rule's examples
@@ -90,7 +93,7 @@ class _Outbox:
 class _JoinPipeline(Pipeline):
     """The single pipeline, with its processed events and closed transactions handed on."""
 
-    def __init__(self, config: Any, task: JoinTask) -> None:
+    def __init__(self, config: GatewatchConfig, task: JoinTask) -> None:
         super().__init__(config, select=lambda cls: cls.keyed_by is None, sink=task.on_finding)
         self.task = task
         self.in_tick = False  # inside _advance_to: findings belong to the tick being advanced to
@@ -179,7 +182,7 @@ class JoinTask:
 
     role: Role = "requests"
 
-    def __init__(self, config: Any, partition: int, partitions: int, input_streams: list[str]) -> None:
+    def __init__(self, config: GatewatchConfig, partition: int, partitions: int, input_streams: list[str]) -> None:
         self.config = config
         self.partition = partition
         self.partitions = partitions
@@ -278,7 +281,7 @@ class JoinTask:
         return encode_task_state(state)
 
     @classmethod
-    def restore(cls, config: Any, partition: int, partitions: int, snapshot: bytes) -> JoinTask:
+    def restore(cls, config: GatewatchConfig, partition: int, partitions: int, snapshot: bytes) -> JoinTask:
         state = decode_task_state(snapshot)
         if type(state) is not JoinState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no JOIN task's checkpoint")

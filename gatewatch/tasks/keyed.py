@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -39,6 +39,9 @@ from gatewatch.wire import (
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state, pack_events, unpack_events
 from ingest.records import Event, Transaction
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 
 def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
@@ -78,7 +81,7 @@ class KeyedTask:
 
     role: Role = "keyed"
 
-    def __init__(self, config: Any, partition: int, partitions: int) -> None:
+    def __init__(self, config: GatewatchConfig, partition: int, partitions: int) -> None:
         self.config = config
         self.partition = partition
         self.partitions = partitions
@@ -184,7 +187,7 @@ class KeyedTask:
         return encode_task_state(state)
 
     @classmethod
-    def restore(cls, config: Any, partition: int, partitions: int, snapshot: bytes) -> KeyedTask:
+    def restore(cls, config: GatewatchConfig, partition: int, partitions: int, snapshot: bytes) -> KeyedTask:
         state = decode_task_state(snapshot)
         if type(state) is not KeyedState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no KEYED task's checkpoint")

@@ -22,7 +22,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detectors.alerts import Alert
 from detectors.lifecycle import AlertEvent
@@ -32,6 +32,9 @@ from gatewatch.topology import Pipeline, build_parsers, parse_records
 from gatewatch.wire import encode_events
 from ingest.records import DeadLetter, Event, RawRecord, Transaction
 from ingest.sinks.base import Batch
+
+if TYPE_CHECKING:
+    from gatewatch.config import GatewatchConfig
 
 WALL_START_SECS = 1_700_000_000.0
 
@@ -70,7 +73,7 @@ class RunResult:
 class LocalRun:
     """P partitions of every internal topic, in memory; see the module docstring."""
 
-    def __init__(self, config: Any, partitions: int, *, seed: int = 0, poll_records: int = 64,
+    def __init__(self, config: GatewatchConfig, partitions: int, *, seed: int = 0, poll_records: int = 64,
                  wall_step_secs: float = 0.001, restarts: int = 0, batch_messages: int = 3,
                  checkpoint_chance: float = 0.1) -> None:  # fmt: skip
         self.config = config
@@ -211,7 +214,7 @@ class LocalRun:
             self._step(self.rng.choice(ready))
 
 
-def reference(config: Any, inputs: dict[str, Sequence[RawRecord]] | None = None,
+def reference(config: GatewatchConfig, inputs: dict[str, Sequence[RawRecord]] | None = None,
               events: dict[str, Sequence[Event]] | None = None, chunk: int = 512) -> RunResult:  # fmt: skip
     """The single pipeline over the same inputs, read as ``gatewatch replay`` reads files."""
     pipeline = Pipeline(config)
