@@ -3,7 +3,7 @@
 The pipeline thread and the HTTP routes run for real (httpx's ASGI transport);
 the store is a test double that can be down. The same paths against real
 DuckDB and Elasticsearch, a real outage, rotations and ``kill -9`` are in
-tests/integration/test_serve_local.py.
+tests/integration/test_serve_local_end_to_end.py.
 """
 
 from __future__ import annotations
