@@ -170,7 +170,7 @@ def _child_memory(spec: dict) -> dict:
         pipeline.open_stream(path)
     fed, stop = 0, spec["lines"] // 2
     while fed < stop:
-        stream = min(readers, key=pipeline.order.stream_clock)
+        stream = min(readers, key=pipeline.stream_clock)
         chunk = list(islice(readers[stream], CHUNK_RECORDS))
         pipeline.feed(chunk)
         pipeline.process()

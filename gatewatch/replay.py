@@ -43,7 +43,7 @@ def replay(
     since_drain = 0
     try:
         while readers:
-            stream = min(readers, key=pipeline.order.stream_clock)
+            stream = min(readers, key=pipeline.stream_clock)
             chunk = readers[stream].poll(0.0, CHUNK_RECORDS)
             if readers[stream].at_end:
                 readers.pop(stream).close()

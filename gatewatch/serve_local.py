@@ -271,7 +271,7 @@ class LocalPipeline:
         if records:
             pipeline.feed(records)
             for stream in {record.origin.stream for record in records}:
-                self._idle.delivered(stream, wall, pipeline.order.stream_clock(stream))
+                self._idle.delivered(stream, wall, pipeline.stream_clock(stream))
         with self._lock:
             caught_up = not self._queue
         if caught_up:
@@ -420,7 +420,7 @@ class LocalPipeline:
             metrics.record_dead_letters(Counter(letter.reason for letter in batch.dead_letters))
         stats = self.pipeline.stats
         metrics.sync_pipeline_stats({}, stats.late_events)
-        watermark = self.pipeline.order.watermark
+        watermark = self.pipeline.watermark
         if math.isfinite(watermark):
             metrics.watermark.set(watermark)
 

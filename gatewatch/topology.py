@@ -214,6 +214,15 @@ class Pipeline:
     def advance_stream(self, stream: str, ts: float) -> None:
         self.order.advance_stream(stream, ts)
 
+    def stream_clock(self, stream: str) -> float:
+        """The newest event time seen on ``stream`` (-inf before its first event)."""
+        return self.order.stream_clock(stream)
+
+    @property
+    def watermark(self) -> float:
+        """The newest time every open input has reached, less the allowed lateness (inf with none open)."""
+        return self.order.watermark
+
     def feed(self, records: Iterable[RawRecord]) -> None:
         """Parse records of one or more inputs and queue their events for ordering."""
         events, dead_letters = parse_records(self._parsers, records)

@@ -222,7 +222,7 @@ class JoinTask:
 
     @property
     def watermark(self) -> float:
-        return self._pipeline.order.watermark
+        return self._pipeline.watermark
 
     @property
     def tick(self) -> float | None:

@@ -224,7 +224,7 @@ def reference(config: GatewatchConfig, inputs: dict[str, Sequence[RawRecord]] | 
         readers[stream] = iter(items)
         pipeline.open_stream(stream)
     while readers:
-        stream = min(readers, key=pipeline.order.stream_clock)
+        stream = min(readers, key=pipeline.stream_clock)
         part = list(islice(readers[stream], chunk))
         if not part:
             del readers[stream]
