@@ -5,6 +5,11 @@ A leaf module, like :mod:`ingest.records`: the alert book and the lifecycle
 sinks in :mod:`ingest.sinks` store them, without either package importing the
 other. ``severity`` is a ``detectors.base.Severity`` at run time, a ``str``
 here (a ``StrEnum`` is one): the sinks only write it out.
+
+Both values build their JSON document once and keep it: serve hands the same
+alert to the store, the Kafka alerts topic and every forwarder, and each would
+otherwise build it again. The document is shared, so a consumer that wants to
+change it copies it first.
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ class Alert:
     summary: str
     reason: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    _document: dict[str, object] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_document(self) -> dict[str, object]:
-        """The alert's JSON document (the alerts index, the NDJSON file)."""
+        """The alert's JSON document (the alerts index, the NDJSON file): built on the first call, then shared."""
+        if self._document is not None:
+            return self._document
         doc: dict[str, object] = {
             "id": self.id,
             "@timestamp": iso(self.first_seen),
@@ -50,6 +58,7 @@ class Alert:
             doc["reason"] = self.reason
         if self.details:
             doc["details"] = self.details
+        object.__setattr__(self, "_document", doc)  # frozen: the cache is the one field set after init
         return doc
 
 
@@ -71,18 +80,24 @@ class AlertEvent:
     state: AlertState
     sequence: int
     at: float
+    _document: dict[str, object] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
         return f"{self.alert.id}-{self.sequence}"
 
     def to_document(self) -> dict[str, object]:
-        """The alert document plus a ``lifecycle`` object (see schemas/alert.schema.json)."""
-        doc = self.alert.to_document()
-        doc["lifecycle"] = {
-            "event_id": self.id,
-            "state": str(self.state),
-            "sequence": self.sequence,
-            "at": iso(self.at),
+        """The alert document plus a ``lifecycle`` object (see schemas/alert.schema.json): built once, then shared."""
+        if self._document is not None:
+            return self._document
+        doc = {
+            **self.alert.to_document(),
+            "lifecycle": {
+                "event_id": self.id,
+                "state": str(self.state),
+                "sequence": self.sequence,
+                "at": iso(self.at),
+            },
         }
+        object.__setattr__(self, "_document", doc)
         return doc

@@ -139,7 +139,7 @@ def test_an_event_document_is_the_alert_document_plus_its_lifecycle() -> None:
     from schemas import load_schema
 
     (event,) = run([(T0, finding(T0, "r0"))], end=T0 + 2)
-    doc = event.to_document()
+    doc = dict(event.to_document())  # the document is shared: copy before changing it
     lifecycle = doc.pop("lifecycle")
     Draft202012Validator(load_schema("alert")).validate(doc)
     assert doc == event.alert.to_document()

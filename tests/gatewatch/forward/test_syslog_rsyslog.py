@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -257,7 +258,7 @@ def test_an_unreachable_receiver_leaves_dead_letters_not_silence(tmp_path: Path)
 def test_a_datagram_too_big_for_udp_is_rejected_at_once(rsyslog: Rsyslog, tmp_path: Path) -> None:
     (event, *_) = hostile_events()
     huge = AlertEvent(
-        Alert(**{**{f: getattr(event.alert, f) for f in event.alert.__dataclass_fields__}, "summary": "x" * 70_000}),
+        replace(event.alert, summary="x" * 70_000),
         event.state, event.sequence, event.at,
     )  # fmt: skip
     dead = tmp_path / "dl.ndjson"
