@@ -61,13 +61,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gatewatch.errors import ConfigError
 from ingest.sinks.base import Batch
+
+if TYPE_CHECKING:
+    from gatewatch.topology import RunStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "HealthServer", "ServeMetrics"]
 
@@ -169,8 +172,6 @@ class ServeMetrics:
         for error_type in ("unavailable", "rejected", "document_rejected"):
             self.errors.labels(stage="store", error_type=error_type)
         self._seen_alerts: OrderedDict[str, None] = OrderedDict()
-        self._dead_letter_counts: dict[str, int] = {}
-        self._late_count = 0
 
     def record_received(self, topic: str, count: int, value_bytes: int) -> None:
         self.received_events.labels(component="kafka", topic=topic).inc(count)
@@ -239,22 +240,13 @@ class ServeMetrics:
         for reason, count in reasons.items():
             self.dead_letters.labels(reason=reason).inc(count)
 
-    def sync_pipeline_stats(self, dead_letter_reasons: dict[str, int], late_events: int) -> None:
-        """Move the counters to the pipeline's running totals (which only grow)."""
-        seen = self._dead_letter_counts
-        for reason, total in dead_letter_reasons.items():
-            delta = total - seen.get(reason, 0)
-            if delta > 0:
-                self.dead_letters.labels(reason=reason).inc(delta)
-                seen[reason] = total
-        if late_events > self._late_count:
-            self.late_events.inc(late_events - self._late_count)
-            self._late_count = late_events
+    def record_pipeline_counts(self, counts: RunStats) -> None:
+        """Add what a pipeline counted since its last report (``Pipeline.take_counts``): late events.
 
-    def reset_pipeline_baseline(self, late_events: int = 0) -> None:
-        """A new pipeline's totals start again: dead letters at 0, late events where its state left them."""
-        self._dead_letter_counts = {}
-        self._late_count = late_events
+        Dead letters are counted from the batches themselves (:meth:`record_dead_letters`).
+        """
+        if counts.late_events > 0:
+            self.late_events.inc(counts.late_events)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

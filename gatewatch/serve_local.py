@@ -418,8 +418,7 @@ class LocalPipeline:
             )
         if batch.dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in batch.dead_letters))
-        stats = self.pipeline.stats
-        metrics.sync_pipeline_stats({}, stats.late_events)
+        metrics.record_pipeline_counts(self.pipeline.take_counts())
         watermark = self.pipeline.watermark
         if math.isfinite(watermark):
             metrics.watermark.set(watermark)

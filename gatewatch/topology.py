@@ -20,7 +20,7 @@ import gc
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -52,6 +52,8 @@ _MAX_TICKED_GAP_SECS = 86_400
 
 @dataclass(slots=True)
 class RunStats:
+    """A pipeline's running totals (``Pipeline.stats``), or what was counted between two reports."""
+
     records_in: int = 0
     events: int = 0
     dead_letters: int = 0
@@ -62,6 +64,27 @@ class RunStats:
     ts_from_runtime: int = 0  # events dated by the container runtime's timestamp: their format had no date
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     detector_errors: dict[str, int] = field(default_factory=dict)
+
+    def since(self, earlier: RunStats) -> RunStats:
+        """What was counted after ``earlier`` (a copy of these totals taken before)."""
+        counts = RunStats(
+            dead_letter_reasons=_grown(self.dead_letter_reasons, earlier.dead_letter_reasons),
+            detector_errors=_grown(self.detector_errors, earlier.detector_errors),
+        )
+        for name in _RUN_COUNTS:
+            setattr(counts, name, getattr(self, name) - getattr(earlier, name))
+        return counts
+
+    def copy(self) -> RunStats:
+        return replace(self, dead_letter_reasons=dict(self.dead_letter_reasons),
+                       detector_errors=dict(self.detector_errors))  # fmt: skip
+
+
+_RUN_COUNTS = tuple(f.name for f in fields(RunStats) if f.type == "int")
+
+
+def _grown(now: dict[str, int], earlier: dict[str, int]) -> dict[str, int]:
+    return {key: count - earlier.get(key, 0) for key, count in now.items() if count > earlier.get(key, 0)}
 
 
 def tune_gc_for_streaming() -> None:
@@ -194,7 +217,8 @@ class Pipeline:
         )
         self.order = EventOrder(config.correlate.allowed_lateness_secs, config.correlate.max_future_secs)
         self.correlator = Correlator(config.correlate.join_window_secs)
-        self.stats = RunStats()
+        self.stats = RunStats()  # running totals: the one count; others take what is new (take_counts)
+        self._reported = RunStats()
         self._runtime_dated = bool(
             {config.gateway.unwrap, config.app.unwrap, config.kafka.unwrap.gateway, config.kafka.unwrap.app}
             & RUNTIME_WRAPPERS
@@ -310,10 +334,26 @@ class Pipeline:
         self.stats.events += len(batch.events)
         self.stats.dead_letters += len(batch.dead_letters)
         self.stats.transactions += len(batch.transactions)
-        self.stats.late_events = self.order.late_events
-        self.stats.future_events = self.order.future_events
-        self.stats.detector_errors = dict(self.detectors.errors)
+        self._refresh_stats()
         return batch
+
+    def take_counts(self) -> RunStats:
+        """What :attr:`stats` counted since the previous call (or since :meth:`restore`).
+
+        For counters kept elsewhere (serve's metrics, a task's output): they add
+        these, so the pipeline's totals stay the one count and nobody else keeps
+        a baseline of them.
+        """
+        self._refresh_stats()
+        totals = self.stats.copy()
+        counts, self._reported = totals.since(self._reported), totals
+        return counts
+
+    def _refresh_stats(self) -> None:
+        stats = self.stats
+        stats.late_events = self.order.late_events
+        stats.future_events = self.order.future_events
+        stats.detector_errors = dict(self.detectors.errors)
 
     def snapshot(self) -> bytes:
         """All event-time state (order buffer, open requests, detectors, alert book) as bytes.
@@ -363,6 +403,8 @@ class Pipeline:
         self.detectors.detectors, self.detectors.alert_book = detectors, alert_book
         self.detectors.lifecycle = lifecycle
         self.stream_offsets = dict(state.stream_offsets)
+        self._refresh_stats()
+        self._reported = self.stats.copy()  # what the checkpointed state counted was reported before it
 
     # -- internals ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import re
 from detectors.alerts import Alert
 from detectors.base import Severity
 from gatewatch.metrics import ServeMetrics
+from gatewatch.topology import RunStats
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
 
@@ -64,8 +65,9 @@ def test_counts_move() -> None:
     metrics.record_stored(Batch(alerts={"a1": _alert("a1", "gateway_bypass", count=2)}))
     metrics.record_alerts_forwarded(2)
     metrics.record_error("store", "unavailable")
-    metrics.sync_pipeline_stats({"format_mismatch": 1}, late_events=4)
-    metrics.sync_pipeline_stats({"format_mismatch": 3, "invalid_json": 1}, late_events=5)
+    metrics.record_dead_letters({"format_mismatch": 3, "invalid_json": 1})
+    metrics.record_pipeline_counts(RunStats(late_events=4))
+    metrics.record_pipeline_counts(RunStats(late_events=1))
     metrics.consumer_lag.labels(topic="gw-gateway", partition="0").set(42)
     metrics.bulk_duration.observe(0.2)
     metrics.checkpoint_duration.observe(0.05)
@@ -87,17 +89,6 @@ def test_counts_move() -> None:
     assert _value(text, "store_bulk_duration_seconds_bucket", le="0.25") == 1
     assert _value(text, "gatewatch_checkpoint_duration_seconds_sum") == 0.05
     assert _value(text, "gatewatch_watermark_seconds") == 1772442000.0
-
-
-def test_a_new_pipeline_does_not_count_twice() -> None:
-    metrics = ServeMetrics()
-    metrics.sync_pipeline_stats({"truncated": 2}, late_events=3)
-    # After a rebalance the pipeline restored from a checkpoint already counted 3 late events.
-    metrics.reset_pipeline_baseline(late_events=3)
-    metrics.sync_pipeline_stats({"truncated": 1}, late_events=4)
-    text = metrics.exposition().decode()
-    assert _value(text, "gatewatch_dead_letters_total", reason="truncated") == 3
-    assert _value(text, "gatewatch_late_events_total") == 4
 
 
 def test_registries_are_independent() -> None:

@@ -200,8 +200,6 @@ class JoinTask:
         self._next_offset = 0
         self._final = False
         self._out = TaskOutput()
-        self._late_seen = 0
-        self._redelivered_seen = 0
         context = self._pipeline.context
         configs = detector_configs(config)
         keyed = [cls(configs[rule_id], context) for rule_id, cls in registry().items()
@@ -265,13 +263,10 @@ class JoinTask:
         batch = pipeline.drain()
         batch.dead_letters[:0] = out.batch.dead_letters
         out.batch = batch
-        stats = pipeline.stats
-        out.late, self._late_seen = stats.late_events - self._late_seen, stats.late_events
-        redelivered = stats.redelivered - self._redelivered_seen
-        self._redelivered_seen = stats.redelivered
-        out.redelivered += redelivered
-        out.detector_errors.update(pipeline.detectors.errors)
-        pipeline.detectors.errors.clear()
+        counts = pipeline.take_counts()
+        out.late = counts.late_events
+        out.redelivered += counts.redelivered
+        out.detector_errors.update(counts.detector_errors)
         return out
 
     def snapshot(self) -> bytes:
@@ -287,7 +282,6 @@ class JoinTask:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no JOIN task's checkpoint")
         task = cls(config, partition, partitions, state.streams)
         task._pipeline.restore(state.pipeline)
-        task._late_seen = task._pipeline.order.late_events  # counters report what happens from here on
         task._idle = IdleInputs(config.correlate.idle_timeout_secs, state.last_wall, state.last_ts,
                                 state.caught_up_since)  # fmt: skip
         task._next_offset = state.next_offset
