@@ -1,6 +1,8 @@
 """An in-memory checkpoint store that keeps :class:`gatewatch.checkpoint.CheckpointStore`'s contract.
 
-The source and sink doubles are in :mod:`ingest.testing`. This one lives
+:class:`MemoryProducer` stands in for kafka-python's ``KafkaProducer`` where
+serve produces to its internal topics. The source and sink doubles (and a
+``KafkaConsumer`` double) are in :mod:`ingest.testing`. This one lives
 here because a checkpoint (:class:`~gatewatch.checkpoint.Checkpoint`) is
 serve's own value. It keeps what the real store promises, without Kafka:
 
@@ -19,10 +21,13 @@ import itertools
 from collections import deque
 from dataclasses import replace
 
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
+
 from gatewatch.checkpoint import Checkpoint, assignment_key
 from gatewatch.errors import CheckpointError
 
-__all__ = ["MemoryCheckpointStore"]
+__all__ = ["MemoryCheckpointStore", "MemoryProducer"]
 
 
 class MemoryCheckpointStore:
@@ -89,3 +94,47 @@ class MemoryCheckpointStore:
     def _check_open(self) -> None:
         if self.closed:
             raise AssertionError("checkpoint store used after close")
+
+
+class MemoryProducer:
+    """kafka-python's ``KafkaProducer`` as serve's stages use it: ``send`` then ``flush``, in memory.
+
+    ``sent`` lists ``(topic, partition, value)`` as acknowledged, in send order;
+    ``appended_to`` (a ``MemoryKafkaConsumer``'s ``logs``, optional) receives
+    them too, so a stage can read what another produced. ``fail_next(n)``
+    makes the next ``n`` sends raise ``KafkaTimeoutError`` (nothing is sent).
+    """
+
+    def __init__(self, appended_to: dict[TopicPartition, list[bytes]] | None = None) -> None:
+        self.sent: list[tuple[str, int | None, bytes]] = []
+        self.flushes = 0
+        self.closed = False
+        self._logs = appended_to
+        self._failures = 0
+
+    def fail_next(self, sends: int = 1) -> None:
+        self._failures += sends
+
+    def send(
+        self, topic: str, value: bytes, partition: int | None = None, key: bytes | None = None
+    ) -> _Acknowledged:
+        if self.closed:
+            raise AssertionError("send after close")
+        if self._failures:
+            self._failures -= 1
+            raise KafkaTimeoutError("broker away")
+        self.sent.append((topic, partition, value))
+        if self._logs is not None:
+            self._logs.setdefault(TopicPartition(topic, partition or 0), []).append(value)
+        return _Acknowledged()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushes += 1
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class _Acknowledged:
+    def get(self, timeout: float | None = None) -> None:
+        return None

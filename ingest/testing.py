@@ -9,7 +9,11 @@ Kafka or a store:
 - :class:`MemorySource` is one reader of it (a group member), resuming at the
   committed offsets: a new one after a "crash" re-reads what was not committed;
 - :class:`MemorySink` stores by id, as the real sinks do, so a batch written
-  twice is stored once; it can be told to fail its next writes.
+  twice is stored once; it can be told to fail its next writes;
+- :class:`MemoryKafkaConsumer` stands in for kafka-python's ``KafkaConsumer``
+  under the real :class:`~ingest.sources.kafka.KafkaSource` (``KafkaSource(kafka,
+  consumer=...)``): partitions as lists, a group's committed offsets, pauses,
+  and rebalances when the test says so.
 
 Both raise what the real ones raise (:mod:`ingest.errors`), queued with
 ``fail_next``. A caller that breaks a contract (polls after close, commits
@@ -20,8 +24,9 @@ not a failure to handle.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ingest.alerts import Alert, AlertEvent
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transaction
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
     from ingest.sources.files import FileSource
     from ingest.sources.kafka import KafkaSource
 
-__all__ = ["MemoryLog", "MemorySink", "MemorySource"]
+__all__ = ["MemoryKafkaConsumer", "MemoryLog", "MemoryMessage", "MemorySink", "MemorySource"]
 
 
 class MemoryLog:
@@ -153,6 +158,128 @@ class MemorySink:
         self.writes += 1
 
     def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryMessage:
+    """The part of a kafka-python ``ConsumerRecord`` the sources read."""
+
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+class MemoryKafkaConsumer:
+    """kafka-python's ``KafkaConsumer`` as :class:`~ingest.sources.kafka.KafkaSource` uses it, in memory.
+
+    ``logs`` holds each partition's message values (append to it to produce);
+    ``committed_offsets`` is the group's. Nothing is assigned until
+    :meth:`rebalance`, which calls the subscribed listener as the group
+    coordinator would (revoked, then assigned) during the next ``poll``.
+    ``highwater`` is the end as of the partition's last fetch, as in Kafka: a
+    paused partition is not fetched, so its end stops moving. ``journal``
+    lists the group calls (``commit``, ``committed``) in order. ``fail_next``
+    makes the next ``poll`` or ``commit`` calls raise.
+    """
+
+    def __init__(self, logs: dict[TopicPartition, list[bytes]] | None = None) -> None:
+        self.logs: dict[TopicPartition, list[bytes]] = logs if logs is not None else {}
+        self.keys: dict[tuple[TopicPartition, int], bytes] = {}
+        self.assigned: set[TopicPartition] = set()
+        self.paused: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.journal: list[str] = []
+        self.config: dict[str, Any] = {"group_instance_id": None}
+        self.closed = False
+        self._fetched_ends: dict[TopicPartition, int] = {}
+        self._listener: Any = None
+        self._rebalance_to: set[TopicPartition] | None = None
+        self._failures: deque[Exception] = deque()
+
+    # -- what a test does -------------------------------------------------------
+
+    def rebalance(self, assigned: Iterable[TopicPartition]) -> None:
+        """The group assigns ``assigned`` to this member during the next ``poll``."""
+        self._rebalance_to = set(assigned)
+
+    def fail_next(self, *errors: Exception) -> None:
+        """Make the next ``poll`` or ``commit`` calls raise ``errors``, one each, in order."""
+        self._failures.extend(errors)
+
+    # -- the KafkaConsumer surface ------------------------------------------------
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        self._listener = listener
+
+    def topics(self) -> set[str]:
+        return {tp.topic for tp in self.logs}
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[MemoryMessage]]:
+        if self.closed:
+            raise AssertionError("poll after close")
+        if self._failures:
+            raise self._failures.popleft()
+        if self._rebalance_to is not None:
+            assigned, self._rebalance_to = self._rebalance_to, None
+            if self._listener is not None:
+                self._listener.on_partitions_revoked(set(self.assigned))
+            self.assigned, self.paused = assigned, self.paused & assigned
+            if self._listener is not None:
+                self._listener.on_partitions_assigned(set(assigned))
+            return {}  # a poll that rebalanced hands out nothing here
+        budget = max_records if max_records is not None else 500
+        out: dict[TopicPartition, list[MemoryMessage]] = {}
+        for tp in sorted(self.assigned - self.paused):
+            values = self.logs.get(tp, [])
+            self._fetched_ends[tp] = len(values)
+            at = self.positions.get(tp, 0)
+            taken = values[at : at + budget]
+            if taken:
+                out[tp] = [MemoryMessage(at + i, v, self.keys.get((tp, at + i))) for i, v in enumerate(taken)]
+                self.positions[tp] = at + len(taken)
+                budget -= len(taken)
+            if budget <= 0:
+                break
+        return out
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.assigned:
+            raise AssertionError(f"seek of {tp}, not assigned")
+        self.positions[tp] = offset
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+    def commit(self, offsets: Mapping[TopicPartition, Any]) -> None:
+        if self._failures:
+            raise self._failures.popleft()
+        for tp, meta in sorted(offsets.items()):
+            self.committed_offsets[tp] = meta.offset
+            self.journal.append(f"commit {tp.topic}/{tp.partition}@{meta.offset}")
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        self.journal.append(f"committed {tp.topic}/{tp.partition}")
+        return self.committed_offsets.get(tp)
+
+    def beginning_offsets(self, tps: list[TopicPartition], timeout_ms: int | None = None) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    def end_offsets(self, tps: list[TopicPartition], timeout_ms: int | None = None) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs.get(tp, [])) for tp in tps}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self._fetched_ends.get(tp)
+
+    def close(self, autocommit: bool = True) -> None:
         self.closed = True
 
 
