@@ -25,6 +25,8 @@ from typing import Any
 
 from ingest.normalize import (
     _COERCE,
+    MAX_DURATION_MS,
+    MAX_INT64,
     MAX_TS,
     MIN_TS,
     _TEXT_FIELDS,
@@ -152,7 +154,26 @@ def _leaf_lines(index: int, leaf: Leaf, absent: str, indent: str, names: dict[st
         lines.append(f"{inner}f_{field} = intern(x) if type(x) is str else _to_str(x)")
     elif field in _TEXT_FIELDS:
         lines.append(f"{inner}f_{field} = x if type(x) is str else _to_str(x)")
+    elif field in _FAST:
+        names[f"coerce_{field}"] = _COERCE[field]
+        lines.append(f"{inner}f_{field} = {_FAST[field]} else coerce_{field}(x)")
     else:
         names[f"coerce_{field}"] = _COERCE[field]
         lines.append(f"{inner}f_{field} = coerce_{field}(x)")
     return lines
+
+
+# A typed JSON number already in range is its own value: what the field's coerce function
+# returns for it, without the call and its isinstance checks; anything else takes the call.
+_COUNT = f"x if type(x) is int and 0 <= x <= {MAX_INT64}"
+_DURATION = f"x if type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r} else float(x) if type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}"
+_EPOCH = f"x if type(x) is float and 0.0 <= x < {MAX_TS!r} else float(x) if type(x) is int and 0 <= x < {MAX_TS!r}"
+_FAST = {
+    "status": "x if type(x) is int and (100 <= x <= 599 or x == 0)",
+    "bytes_received": _COUNT,
+    "bytes_sent": _COUNT,
+    "duration_ms": _DURATION,
+    "upstream_service_time_ms": _DURATION,
+    "token_exp": _EPOCH,
+    "token_iat": _EPOCH,
+}
