@@ -68,3 +68,19 @@ def test_every_field_reads_back_as_written_whatever_the_batch_holds(tmp_path: Pa
         ("r2", None, None, None, None, bare.ts, None, [], None, None, "billing.app", bare.origin.offset),
         ("r3", 200, None, None, None, other.ts, None, [], None, None, "billing.app", other.origin.offset),
     ]  # fmt: skip
+
+
+def test_one_count_past_int32_among_thousands_of_small_ones(tmp_path: Path) -> None:
+    # DuckDB types an object column from a sample of its rows: a sample of small counts made it INTEGER.
+    events = [gateway_event(float(i), request_id=f"r{i}", bytes_sent=i, status=200) for i in range(5000)]
+    events[4321] = gateway_event(1.0, request_id="big", bytes_sent=2**31, status=None, bytes_received=2**62)
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=events))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select bytes_sent, bytes_received, status from events where request_id = 'big'").fetchall() == [
+        (2**31, 2**62, None)
+    ]
+    assert con.execute("select sum(bytes_sent), count(status) from events").fetchone() == (
+        sum(range(5000)) - 4321 + 2**31, 4999
+    )
