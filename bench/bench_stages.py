@@ -108,7 +108,8 @@ def main() -> int:
                         sink.write(batch)
                     sink.close()
 
-            print(f"duckdb write (batches, close):       {best_cpu_secs(write, args.repeat) / events * 1e6:6.2f} us an event")
+            secs = best_cpu_secs(write, args.repeat)
+            print(f"duckdb write (batches, close):       {secs / events * 1e6:6.2f} us an event")
     return 0
 
 

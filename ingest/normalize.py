@@ -309,7 +309,9 @@ def make_event(values: dict[str, Any], ts: float, origin: Origin) -> Event:
     return Event(id=record_id(origin), dataset=origin.dataset, ts=ts, origin=origin, **values)
 
 
-def gateway_values(status: int | None, source_ip: str | None, forwarded_for: str | None) -> tuple[int | None, str | None]:
+def gateway_values(
+    status: int | None, source_ip: str | None, forwarded_for: str | None
+) -> tuple[int | None, str | None]:
     """A gateway event's ``status`` and ``source_ip`` from what its line held.
 
     The one place of these rules, for :func:`make_event` and the fused readers, which

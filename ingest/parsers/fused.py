@@ -135,7 +135,8 @@ def fuse(
 
 def _leaf_lines(index: int, leaf: Leaf, absent: str, indent: str, names: dict[str, Any]) -> list[str]:
     key = leaf.path[-1]
-    lines = [f"{indent}x = h[{key}]" if type(key) is int else f"{indent}x = h.get({key!r})", f"{indent}if not ({absent}):"]
+    read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
+    lines = [f"{indent}x = {read}", f"{indent}if not ({absent}):"]
     inner = indent + "    "
     if leaf.scalar_only:
         lines.append(f"{inner}if type(x) is dict or type(x) is list or type(x) is bool:")
@@ -166,7 +167,10 @@ def _leaf_lines(index: int, leaf: Leaf, absent: str, indent: str, names: dict[st
 # A typed JSON number already in range is its own value: what the field's coerce function
 # returns for it, without the call and its isinstance checks; anything else takes the call.
 _COUNT = f"x if type(x) is int and 0 <= x <= {MAX_INT64}"
-_DURATION = f"x if type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r} else float(x) if type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}"
+_DURATION = (
+    f"x if type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r}"
+    f" else float(x) if type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}"
+)
 _EPOCH = f"x if type(x) is float and 0.0 <= x < {MAX_TS!r} else float(x) if type(x) is int and 0 <= x < {MAX_TS!r}"
 _FAST = {
     "status": "x if type(x) is int and (100 <= x <= 599 or x == 0)",

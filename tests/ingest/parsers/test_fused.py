@@ -108,14 +108,16 @@ def test_app_lines_read_as_the_general_path_reads_them(
 
 
 TEXT_JUNK = st.one_of(
-    st.sampled_from(["", "abc", "1.5", "1e400", "1772442628", "1999-12-31T23:59:59Z", "99999999999999999999", "9999-01-01T00:00:00Z"]),
+    st.sampled_from(["", "abc", "1.5", "1e400", "1772442628", "1999-12-31T23:59:59Z", "99999999999999999999",
+                     "9999-01-01T00:00:00Z"]),
     st.text(alphabet='ab1 -:."', max_size=6),
 )
-TEXT_VALUES = {  # values of the operator's kind, so most lines are events (statuses double as counts); now and then anything of the operator's kind, so most lines are events; now and then anything
+# Values of each operator's kind, so most lines are events (statuses double as counts); TEXT_JUNK now and then.
+TEXT_VALUES = {
     Kind.NUMBER: st.sampled_from(["-", "0", "200", "503", "404"]),
     Kind.TIME: st.sampled_from(["2026-03-02T09:00:00.003Z", "2026-03-02T09:00:02.520436+00:00"]),
-    Kind.TEXT: st.sampled_from(["-", "GET", "HTTP/2", "UF,URX", "10.0.0.1:443", "[::1]:80", "spiffe://cluster.local/ns/x",
-                                "1772442628", "0"]),
+    Kind.TEXT: st.sampled_from(["-", "GET", "HTTP/2", "UF,URX", "10.0.0.1:443", "[::1]:80",
+                                "spiffe://cluster.local/ns/x", "1772442628", "0"]),
     Kind.JSON: st.sampled_from(["-", "abc"]),
 }  # fmt: skip
 
@@ -134,7 +136,8 @@ def _text_line(fmt: str, draw: Any) -> str:
         elif resolve(token).field in ("upstream_service_time_ms", "duration_ms"):
             parts.append(draw(TEXT_VALUES[Kind.NUMBER]))
         elif parts and parts[-1].endswith('"') and getattr(after, "text", "").startswith('"'):  # may be empty, spaced
-            parts.append(draw(st.one_of(TEXT_VALUES[resolve(token).kind], st.sampled_from(["", "a b", "10.0.0.1, 10.0.0.2"]))))
+            spaced = st.sampled_from(["", "a b", "10.0.0.1, 10.0.0.2"])
+            parts.append(draw(st.one_of(TEXT_VALUES[resolve(token).kind], spaced)))
         else:
             parts.append(draw(TEXT_VALUES[resolve(token).kind]))
     return "".join(parts)
