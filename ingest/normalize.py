@@ -296,13 +296,29 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float
 def make_event(values: dict[str, Any], ts: float, origin: Origin) -> Event:
     """The event of ``values`` (Event field names, values of their types) read at ``origin``.
 
-    The one place every event is built, by :func:`normalize` and by the parsers'
-    fused paths (:mod:`ingest.parsers.fused`): what all events need belongs here.
+    The one place :func:`normalize` builds an event; the parsers' fused paths
+    (:mod:`ingest.parsers.fused`) call the Event constructor themselves, with
+    :func:`gateway_values` for the rules of gateway events: what all events need
+    belongs in both.
     """
     if origin.dataset is Dataset.GATEWAY:
-        # RESPONSE_CODE 0: Envoy never started a response (downstream reset).
-        if values.get("status") == 0:
-            values["status"] = None
-        if "source_ip" not in values and "forwarded_for" in values:
-            values["source_ip"] = values["forwarded_for"].split(",", 1)[0].strip()
+        status, source_ip = gateway_values(values.get("status"), values.get("source_ip"), values.get("forwarded_for"))
+        values["status"] = status
+        if source_ip is not None:
+            values["source_ip"] = source_ip
     return Event(id=record_id(origin), dataset=origin.dataset, ts=ts, origin=origin, **values)
+
+
+def gateway_values(
+    status: int | None, source_ip: str | None, forwarded_for: str | None
+) -> tuple[int | None, str | None]:
+    """A gateway event's ``status`` and ``source_ip`` from what its line held.
+
+    The one place of these rules, for :func:`make_event` and the fused readers, which
+    build their events without it.
+    """
+    if status == 0:  # RESPONSE_CODE 0: Envoy never started a response (downstream reset)
+        status = None
+    if source_ip is None and forwarded_for is not None:
+        source_ip = forwarded_for.split(",", 1)[0].strip()
+    return status, source_ip

@@ -15,8 +15,9 @@ from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
-from ingest.parsers.envoy_operators import Apply, Kind, Slot, resolve
-from ingest.records import DeadLetter, Event, RawRecord
+from ingest.parsers.envoy_operators import Apply, Converted, Kind, ScalarClaim, Slot, resolve
+from ingest.parsers.fused import Leaf, fuse
+from ingest.records import DeadLetter, Event, Origin, RawRecord
 
 __all__ = ["ENVOY_DEFAULT_FORMAT", "TextPattern", "compile_text_format", "compile_text_pattern"]
 
@@ -88,6 +89,39 @@ class TextPattern:
                 apply(field, value, fields)
         return fields
 
+    def fused(self, name: str) -> Callable[[str, Origin], Event | None] | None:
+        """A reader that types a line's values straight into an Event (see :mod:`ingest.parsers.fused`),
+        or ``None`` when this format needs the general path (a label, two operators back to back).
+
+        The reader returns ``None`` for any line it does not take plainly (no strict match, a value
+        that does not type), and the caller then runs :meth:`extract` and :func:`normalize`.
+        """
+        if not self._zip_only:
+            return None
+        plain: list[Leaf] = []
+        applied: list[Leaf] = []
+        for index, slot in enumerate(self.slots):  # a leaf's path is its group's index
+            if slot.is_label or not (slot.apply is None or isinstance(slot.apply, (Converted, ScalarClaim))):
+                return None
+            if isinstance(slot.apply, Converted):
+                applied.append(Leaf((index,), slot.field, convert=slot.apply.convert))
+            elif slot.apply is not None:  # a claim in text is always a scalar: kept as it is
+                applied.append(Leaf((index,), slot.field))
+            else:
+                plain.append(Leaf((index,), slot.field))
+        # extract() writes applied values after the plain ones: a later leaf wins, so the same order.
+        # Only None is absent: the regex leaves "-" uncaptured, and normalize keeps "" as text.
+        reader = fuse(plain + applied, dash_is_absent=False, name=name, empty_is_absent=False)
+        if reader is None:
+            return None
+        strict = self._strict
+
+        def fused(text: str, origin: Origin) -> Event | None:
+            match = strict(text)
+            return None if match is None else reader(match.groups(), origin)
+
+        return fused
+
     def diagnose(self, text: str) -> str:
         """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
         return "truncated" if self._cut_short(text) else "format_mismatch"
@@ -105,11 +139,14 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
     """A parser for access logs written with the Envoy format string ``fmt``."""
     pattern = compile_text_pattern(fmt, whole_line=True)
     extract = pattern.extract
+    fused = pattern.fused("gateway.format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
             return text
+        if fused is not None and record.created is None and (event := fused(text, record.origin)) is not None:
+            return event
         try:
             fields = extract(text)
         except InvalidValueError as error:

@@ -1,11 +1,13 @@
-"""Fused JSON reading: find, check and type a line's fields in one straight pass.
+"""Fused reading (JSON, and text once its regex matched): find, check and type a line's fields in one pass.
 
-A JSON parser's general path finds values into a dict (a loop over the
-compiled key table), then :func:`ingest.normalize.normalize` walks that dict
-again to type each value. Both loops are per-field Python work, the bulk of a
-record's cost. For a mapping whose every leaf fills a known Event field, this
-module writes one function, once, that reads each key and types its value in
-place (as ``dataclasses`` writes ``__init__``): no table, no second dict, no
+A parser's general path finds values into a dict (a loop over the compiled key
+table, or a regex's groups zipped with their names), then
+:func:`ingest.normalize.normalize` walks that dict again to type each value and
+builds the Event from it by keywords. All of it is per-field Python work, the
+bulk of a record's cost. For a format whose every value fills a known Event
+field, this module writes one function, once, that reads each value and types
+it into a local variable, then calls the Event's constructor with positional
+arguments (as ``dataclasses`` writes ``__init__``): no table, no dict, no
 second walk.
 
 It only ever takes the common road. Whenever a line is not plain (no
@@ -18,57 +20,73 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ingest.normalize import (
     _COERCE,
+    MAX_DURATION_MS,
+    MAX_INT64,
     MAX_TS,
     MIN_TS,
     _TEXT_FIELDS,
     SHARED_TEXT_FIELDS,
     InvalidValueError,
     _to_str,
-    make_event,
+    gateway_values,
     parse_timestamp,
 )
-from ingest.records import Event, Origin
+from ingest.records import Dataset, Event, Origin, record_id
 
-Fused = Callable[[dict[str, Any], Origin], Event | None]
-"""``(decoded object, origin) -> event``, or ``None``: take the general path for this line."""
+Fused = Callable[[Any, Origin], Event | None]
+"""``(decoded object or regex groups, origin) -> event``, or ``None``: take the general path for this line."""
+
+_DEFAULTS = {f.name: f.default for f in fields(Event)}
 
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
     """One key of the line: where it sits, the Event field it fills, how its value is read.
 
-    ``convert`` turns the value into the field's value before it is typed;
+    ``path``: keys from the decoded object down to the value; an ``int`` indexes a tuple
+    (a regex's groups). ``convert`` turns the value into the field's value before it is typed;
     ``scalar_only`` leaves a line whose value is an object, a list or a bool to
     the general path (which keeps such a value as a label).
     """
 
-    path: tuple[str, ...]
+    path: tuple[str | int, ...]
     field: str
     convert: Callable[[Any], Any] | None = None
     scalar_only: bool = False
 
 
-def fuse(leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json") -> Fused | None:
+def fuse(
+    leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json", *, empty_is_absent: bool = True
+) -> Fused | None:
     """The fused reader of ``leaves`` (in the general path's order: a later leaf wins), or
     ``None`` when a leaf fills no Event field (a label), which only the general path keeps.
 
-    ``dash_is_absent``: ``"-"`` means "not set" (Envoy), besides ``null`` and ``""``; ``name``
-    tells profiles and tracebacks which reader ran.
+    ``dash_is_absent``: ``"-"`` means "not set" (Envoy), besides ``null``; ``empty_is_absent``:
+    so does ``""`` (the JSON parsers drop it; a text line's ``""`` is kept, as normalize keeps
+    it); ``name`` tells profiles and tracebacks which reader ran.
     """
-    names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "make_event": make_event,
-                             "InvalidValueError": InvalidValueError, "intern": sys.intern,
+    names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "Event": Event,
+                             "InvalidValueError": InvalidValueError, "intern": sys.intern, "record_id": record_id,
+                             "gateway_values": gateway_values, "GATEWAY": Dataset.GATEWAY,
                              "MIN_TS": MIN_TS, "MAX_TS": MAX_TS}  # fmt: skip
-    absent = "x is None or x == '-' or x == ''" if dash_is_absent else "x is None or x == ''"
-    lines = ["def fused(obj, origin):", "    v = {}", "    t = None", "    try:"]
-    groups: dict[tuple[str, ...], list[tuple[int, Leaf]]] = {}
+    absent = "x is None" + (" or x == '-'" if dash_is_absent else "") + (" or x == ''" if empty_is_absent else "")
+    filled = {leaf.field for leaf in leaves} - {"ts"}
+    if not filled <= _TEXT_FIELDS | _COERCE.keys():
+        return None  # a label: only the general path keeps those
+    derived = ("status", "source_ip", "forwarded_for")  # gateway_values(): source_ip may come from forwarded_for
+    if "forwarded_for" in filled:
+        filled.add("source_ip")
+    # Each filled field is a local holding its Event default until a value replaces it.
+    lines = ["def fused(obj, origin):", "    t = None"]
+    lines += [f"    f_{field} = {_DEFAULTS[field]!r}" for field in sorted(filled)]
+    lines.append("    try:")
+    groups: dict[tuple[str | int, ...], list[tuple[int, Leaf]]] = {}
     for index, leaf in enumerate(leaves):
-        if leaf.field != "ts" and leaf.field not in _TEXT_FIELDS and leaf.field not in _COERCE:
-            return None
         groups.setdefault(leaf.path[:-1], []).append((index, leaf))
     for parent, members in groups.items():
         indent = "        "
@@ -80,6 +98,12 @@ def fuse(leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json") -> Fu
             indent += "    "
         for index, leaf in members:
             lines += _leaf_lines(index, leaf, absent, indent, names)
+    arguments = ", ".join(
+        {"id": "record_id(origin)", "dataset": "origin.dataset", "ts": "ts", "origin": "origin"}.get(
+            name, f"f_{name}" if name in filled else repr(default)
+        )
+        for name, default in _DEFAULTS.items()
+    )
     lines += [
         "    except InvalidValueError:",
         "        return None",
@@ -91,7 +115,16 @@ def fuse(leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json") -> Fu
         "        return None",
         "    if not MIN_TS <= ts < MAX_TS:",  # out of range: normalize dead-letters it with the reason
         "        return None",
-        "    return make_event(v, ts, origin)",
+        *(
+            [
+                "    if origin.dataset is GATEWAY:",
+                f"        {', '.join(f'f_{n}' if n in filled else '_' for n in derived[:2])} = "
+                f"gateway_values({', '.join(f'f_{n}' if n in filled else 'None' for n in derived)})",
+            ]
+            if filled & set(derived)
+            else []
+        ),
+        f"    return Event({arguments})",
     ]
     scope: dict[str, Any] = {}
     exec(compile("\n".join(lines), f"<fused reader: {name}>", "exec"), names, scope)  # noqa: S102 (our own text)
@@ -101,24 +134,50 @@ def fuse(leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json") -> Fu
 
 
 def _leaf_lines(index: int, leaf: Leaf, absent: str, indent: str, names: dict[str, Any]) -> list[str]:
-    lines = [f"{indent}x = h.get({leaf.path[-1]!r})", f"{indent}if not ({absent}):"]
+    key = leaf.path[-1]
+    read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
+    lines = [f"{indent}x = {read}", f"{indent}if not ({absent}):"]
     inner = indent + "    "
     if leaf.scalar_only:
         lines.append(f"{inner}if type(x) is dict or type(x) is list or type(x) is bool:")
         lines.append(f"{inner}    return None")
+    field = leaf.field
     if leaf.convert is not None:
         names[f"convert_{index}"] = leaf.convert
         lines.append(f"{inner}x = convert_{index}(x)")
-    field = leaf.field
+        if field != "ts":
+            lines.append(f"{inner}if x is not None:")
+            inner += "    "
     if field == "ts":
         lines.append(f"{inner}t = x")
         return lines
-    lines.append(f"{inner}if x is not None:")
     if field in SHARED_TEXT_FIELDS:
-        lines.append(f"{inner}    v[{field!r}] = intern(x) if type(x) is str else _to_str(x)")
+        lines.append(f"{inner}f_{field} = intern(x) if type(x) is str else _to_str(x)")
     elif field in _TEXT_FIELDS:
-        lines.append(f"{inner}    v[{field!r}] = x if type(x) is str else _to_str(x)")
+        lines.append(f"{inner}f_{field} = x if type(x) is str else _to_str(x)")
+    elif field in _FAST:
+        names[f"coerce_{field}"] = _COERCE[field]
+        lines.append(f"{inner}f_{field} = {_FAST[field]} else coerce_{field}(x)")
     else:
         names[f"coerce_{field}"] = _COERCE[field]
-        lines.append(f"{inner}    v[{field!r}] = coerce_{field}(x)")
+        lines.append(f"{inner}f_{field} = coerce_{field}(x)")
     return lines
+
+
+# A typed JSON number already in range is its own value: what the field's coerce function
+# returns for it, without the call and its isinstance checks; anything else takes the call.
+_COUNT = f"x if type(x) is int and 0 <= x <= {MAX_INT64}"
+_DURATION = (
+    f"x if type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r}"
+    f" else float(x) if type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}"
+)
+_EPOCH = f"x if type(x) is float and 0.0 <= x < {MAX_TS!r} else float(x) if type(x) is int and 0 <= x < {MAX_TS!r}"
+_FAST = {
+    "status": "x if type(x) is int and (100 <= x <= 599 or x == 0)",
+    "bytes_received": _COUNT,
+    "bytes_sent": _COUNT,
+    "duration_ms": _DURATION,
+    "upstream_service_time_ms": _DURATION,
+    "token_exp": _EPOCH,
+    "token_iat": _EPOCH,
+}

@@ -1,7 +1,8 @@
-"""The fused JSON readers give exactly what the general path gives, line for line."""
+"""The fused readers (JSON, text) give exactly what the general path gives, line for line."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,9 +13,18 @@ from hypothesis import strategies as st
 
 import ingest.parsers.app_json as app_json
 import ingest.parsers.envoy_json as envoy_json
-from gatewatch.demo.render import DEMO_JSON_FORMAT
-from ingest.parsers import DEFAULT_APP_FIELDS, compile_app_parser, compile_json_format
+import ingest.parsers.envoy_text as envoy_text
+from gatewatch.demo.render import DEMO_JSON_FORMAT, DEMO_TEXT_FORMAT
+from ingest.parsers import (
+    DEFAULT_APP_FIELDS,
+    ENVOY_DEFAULT_FORMAT,
+    compile_app_parser,
+    compile_json_format,
+    compile_text_format,
+)
 from ingest.parsers.decode import Parser
+from ingest.parsers.envoy_format import Command, tokenize
+from ingest.parsers.envoy_operators import Kind, resolve
 from ingest.parsers.fused import Leaf, fuse
 from ingest.records import Dataset, Origin, RawRecord
 
@@ -97,6 +107,62 @@ def test_app_lines_read_as_the_general_path_reads_them(
     assert fused(_record(obj, Dataset.APP, created)) == general(_record(obj, Dataset.APP, created))
 
 
+TEXT_JUNK = st.one_of(
+    st.sampled_from(["", "abc", "1.5", "1e400", "1772442628", "1999-12-31T23:59:59Z", "99999999999999999999",
+                     "9999-01-01T00:00:00Z"]),
+    st.text(alphabet='ab1 -:."', max_size=6),
+)
+# Values of each operator's kind, so most lines are events (statuses double as counts); TEXT_JUNK now and then.
+TEXT_VALUES = {
+    Kind.NUMBER: st.sampled_from(["-", "0", "200", "503", "404"]),
+    Kind.TIME: st.sampled_from(["2026-03-02T09:00:00.003Z", "2026-03-02T09:00:02.520436+00:00"]),
+    Kind.TEXT: st.sampled_from(["-", "GET", "HTTP/2", "UF,URX", "10.0.0.1:443", "[::1]:80",
+                                "spiffe://cluster.local/ns/x", "1772442628", "0"]),
+    Kind.JSON: st.sampled_from(["-", "abc"]),
+}  # fmt: skip
+
+
+def _text_line(fmt: str, draw: Any) -> str:
+    parts = []
+    tokens = tokenize(fmt)
+    for index, token in enumerate(tokens):
+        after = tokens[index + 1] if index + 1 < len(tokens) else None
+        if not isinstance(token, Command):
+            parts.append(token.text)
+        elif draw(st.integers(0, 39)) == 0:
+            parts.append(draw(TEXT_JUNK))
+        elif resolve(token).field in ("token_exp", "token_iat"):
+            parts.append(draw(st.sampled_from(["-", "1772442628", "1772442628.5"])))
+        elif resolve(token).field in ("upstream_service_time_ms", "duration_ms"):
+            parts.append(draw(TEXT_VALUES[Kind.NUMBER]))
+        elif parts and parts[-1].endswith('"') and getattr(after, "text", "").startswith('"'):  # may be empty, spaced
+            spaced = st.sampled_from(["", "a b", "10.0.0.1, 10.0.0.2"])
+            parts.append(draw(st.one_of(TEXT_VALUES[resolve(token).kind], spaced)))
+        else:
+            parts.append(draw(TEXT_VALUES[resolve(token).kind]))
+    return "".join(parts)
+
+
+@functools.cache
+def _text_parsers(fmt: str) -> tuple[Parser, Parser]:
+    return _both(envoy_text, lambda: compile_text_format(fmt))
+
+
+TWICE_FORMAT = "[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %RESPONSE_CODE%"
+"""Two operators fill source_ip: the general path lets the one with a reader (the port cut) win."""
+
+
+@pytest.mark.parametrize(
+    "fmt", [DEMO_TEXT_FORMAT, ENVOY_DEFAULT_FORMAT, TWICE_FORMAT], ids=["demo", "envoy_default", "one_field_twice"]
+)
+@settings(database=None, max_examples=300, deadline=None)
+@given(data=st.data(), created=st.sampled_from([None, 1_772_442_000.5]))
+def test_text_lines_read_as_the_general_path_reads_them(fmt: str, data: st.DataObject, created: float | None) -> None:
+    fused, general = _text_parsers(fmt)
+    record = RawRecord(Origin(Dataset.GATEWAY, "s", 1), _text_line(fmt, data.draw).encode(), created)
+    assert fused(record) == general(record)
+
+
 def test_a_typical_line_takes_the_fused_path() -> None:
     line = {"time": "2026-03-02T09:00:00.003Z", "http": {"status": 200, "method": "GET"}, "request_id": "r-1",
             "downstream": {"address": "10.0.0.1:443"}, "jwt": {"exp": 1772442628}}  # fmt: skip
@@ -116,3 +182,4 @@ def test_a_typical_line_takes_the_fused_path() -> None:
 
 def test_a_label_leaves_the_format_to_the_general_path() -> None:
     assert fuse([Leaf(("time",), "ts"), Leaf(("tenant",), "req.x-tenant")], dash_is_absent=True) is None
+
