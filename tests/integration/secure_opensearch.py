@@ -168,6 +168,18 @@ def _create_users(node: SecureOpenSearch) -> None:
         node.request("PUT", f"/_plugins/_security/api/roles/{role}", definition)
         node.request("PUT", f"/_plugins/_security/api/internalusers/{user}", {"password": node.passwords[user]})
         node.request("PUT", f"/_plugins/_security/api/rolesmapping/{role}", {"users": [user]})
+    # The security plugin applies each change by reloading its configuration on every node, in the
+    # background: under load a test could run before the roles held (a 403 on cluster health once).
+    deadline = time.monotonic() + 60
+    for user in ("gw_writer", "gw_reader"):
+        while True:
+            try:
+                node.request("GET", "/_cluster/health", user=user)
+                break
+            except urllib.error.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def start_secure_opensearch() -> SecureOpenSearch:
