@@ -1,4 +1,4 @@
-"""The detect topic's messages and the detect checkpoint: typed MessagePack against the pickle it replaced.
+"""The requests topic's events messages and a pipeline checkpoint: typed MessagePack against the pickle it replaced.
 
     .venv/bin/python bench/bench_wire.py                     # 600 s of demo traffic at 200 req/s
     .venv/bin/python bench/bench_wire.py --rate 50 --repeat 3
@@ -12,10 +12,10 @@ figures hold on a busy machine, where wall time would count the waits):
 - per record, the hand-off between the stages: encoding a 5,000-event message
   and decoding it back to events. *pickle* is a copy of what serve did before
   (rows of plain tuples, ``pickle.dumps`` / ``loads``); *msgspec* is
-  ``gatewatch.wire`` (``encode_rows`` + envelope, ``decode_detect_message`` +
+  ``gatewatch.wire`` (``encode_rows`` + envelope, ``decode_requests_message`` +
   ``events_from_rows``);
-- the checkpoint state: save (``Pipeline.snapshot`` and the detect stage's
-  wrapper) and load (decode and restore into a pipeline), and the bytes before
+- the checkpoint state: save (``Pipeline.snapshot``, the body of a JOIN
+  task's checkpoint) and load (decode and restore into a pipeline), and the bytes before
   and after the zlib level 1 the checkpoint store applies. *pickle* is a copy
   of the previous snapshot: the same objects pickled whole, with the
   previous release's pickling hooks (flat-tuple Event and Origin, the reorder
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from gatewatch.config import load_config  # noqa: E402
 from gatewatch.demo.files import write_demo  # noqa: E402
 from gatewatch.topology import Pipeline, tune_gc_for_streaming  # noqa: E402
-from gatewatch.wire import decode_detect_message, decode_detect_state, encode_detect_state, encode_events  # noqa: E402
+from gatewatch.wire import decode_requests_message, encode_events  # noqa: E402
 from ingest.codec import encode_rows, events_from_rows  # noqa: E402
 from ingest.order import EventOrder  # noqa: E402
 from ingest.records import Dataset, Event, Origin  # noqa: E402
@@ -164,15 +164,15 @@ def main() -> None:
     rows: dict[str, list[Any]] = {}
     new_enc, rows["msgspec"] = best(args.repeat, lambda: [encode_events(1.0, stream, encode_rows(m)) for m in messages])
     new_dec, _ = best(args.repeat, lambda: [events_from_rows(v.stream, v.events)  # type: ignore[union-attr]
-                                            for v in map(decode_detect_message, rows["msgspec"])])  # fmt: skip
+                                            for v in map(decode_requests_message, rows["msgspec"])])  # fmt: skip
     old_enc, rows["pickle"] = best(args.repeat, lambda: [pickle_encode_events(1.0, stream, m) for m in messages])
     old_dec, _ = best(args.repeat, lambda: [pickle_decode_events(data) for data in rows["pickle"]])
 
     times: tuple[dict, dict, dict] = ({stream: 1.0}, {stream: 2.0}, {})
-    new_save, new_state = best(args.repeat, lambda: encode_detect_state(pipeline.snapshot(), *times))
+    new_save, new_state = best(args.repeat, pipeline.snapshot)
 
     def new_load() -> None:
-        fresh.pop().restore(decode_detect_state(new_state).pipeline)
+        fresh.pop().restore(new_state)
 
     new_load_secs, _ = best(args.repeat, new_load)
     install_previous_pickling()

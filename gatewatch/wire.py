@@ -1,26 +1,14 @@
-"""The messages of serve's internal topic ``<group_id>-detect`` and the detect stage's checkpoint body.
+"""The messages of serve's internal topics and the tasks' checkpoint bodies.
 
-Each is an :mod:`ingest.codec` envelope ``[version, kind, body]``:
-
-==================  =======  ==========================================================
-kind                version  body
-==================  =======  ==========================================================
-``events``          1        :class:`EventsMessage`: wall time, input stream, event rows
-``progress``        1        :class:`ProgressMessage`: wall time, position and end of
-                             every assigned input partition
-``detect_state``    1        :class:`DetectState`: a checkpoint (pipeline snapshot and
-                             the detect stage's per-input times)
-``pipeline``        1        :class:`gatewatch.topology.PipelineState`
-==================  =======  ==========================================================
-
-Partitioned detection (issue 14, :mod:`gatewatch.tasks`) reads three internal
-topics; ``events`` is the same, now only the rows for one requests partition:
+Each is an :mod:`ingest.codec` envelope ``[version, kind, body]``; partitioned
+detection (:mod:`gatewatch.tasks`) reads three internal topics:
 
 ==================  =======  ==========================================================
 topic / kind        version  body
 ==================  =======  ==========================================================
 requests
-  ``events``        1        :class:`EventsMessage` (above)
+  ``events``        1        :class:`EventsMessage`: wall time, input stream, the event
+                             rows of that input for one requests partition
   ``progress``      2        :class:`IngestProgress`: wall time and, per input stream,
                              position, end, credible event-time clock, last wall time
 keyed
@@ -30,13 +18,17 @@ findings
   ``findings``      1        :class:`FindingsMessage`: source task, seq, tick, findings,
                              gathered rows (behaviour_outlier's feature rows)
 checkpoints
-  ``join_state``    1        :class:`JoinState`: a JOIN task (see gatewatch.tasks.join)
+  ``join_state``    1        :class:`JoinState`: a JOIN task (see gatewatch.tasks.join),
+                             around a ``pipeline`` v1 body
+                             (:class:`gatewatch.topology.PipelineState`)
   ``keyed_state``   1        :class:`KeyedState`: a KEYED task
   ``alert_state``   1        :class:`AlertTaskState`: the ALERT task
 ==================  =======  ==========================================================
 
-A reader of ``progress`` v1 dead-letters v2 as ``unknown_version`` rather than
-misreads it, and the other way round.
+The single detect topic's messages (``progress`` v1, ``detect_state``) are
+retired: a ``progress`` v1 message is refused as ``unknown_version``, never
+misread, and an old ``detect_state`` checkpoint is never looked up (the tasks'
+checkpoints are keyed by their own partitions).
 """
 
 from __future__ import annotations
@@ -49,17 +41,13 @@ from detectors.base import Severity
 from ingest.codec import EventRow, EventTable, Ts, decode, encode
 
 __all__ = [
-    "DetectState", "EventsMessage", "PartitionProgress", "ProgressMessage", "decode_detect_message",
-    "decode_detect_state", "encode_detect_state", "encode_events", "encode_progress",
-    "AlertTaskState", "FindingRow", "FindingsMessage", "GatheredRows", "IngestProgress", "JoinState", "KeyedMessage",
-    "KeyedState", "KeyedTxn", "StreamProgress", "decode_findings_message", "decode_keyed_message",
-    "decode_requests_message", "decode_task_state", "encode_findings", "encode_ingest_progress", "encode_keyed",
-    "encode_task_state",
+    "AlertTaskState", "EventsMessage", "FindingRow", "FindingsMessage", "GatheredRows", "IngestProgress", "JoinState",
+    "KeyedMessage", "KeyedState", "KeyedTxn", "StreamProgress", "decode_findings_message", "decode_keyed_message",
+    "decode_requests_message", "decode_task_state", "encode_events", "encode_findings", "encode_ingest_progress",
+    "encode_keyed", "encode_task_state",
 ]  # fmt: skip
 
 EVENTS_VERSION = 1
-PROGRESS_VERSION = 1
-DETECT_STATE_VERSION = 1
 
 # Wall-clock seconds written by an ingest stage; finite, as the idle rules subtract them.
 WallSecs = Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]
@@ -73,24 +61,6 @@ class EventsMessage(msgspec.Struct, array_like=True, gc=False):
     events: list[EventRow]
 
 
-class PartitionProgress(msgspec.Struct, array_like=True, gc=False):
-    """How far an ingest stage has read one input partition: ``position == end_offset`` is caught up."""
-
-    position: Annotated[int, msgspec.Meta(ge=0)]
-    end_offset: Annotated[int, msgspec.Meta(ge=0)]
-
-
-class ProgressMessage(msgspec.Struct, array_like=True, gc=False):
-    """Every assigned input partition whose end is known, after each poll and every second when idle."""
-
-    wall_secs: WallSecs
-    partitions: dict[str, PartitionProgress]
-
-
-_MESSAGES: dict[str, tuple[int, type]] = {"events": (EVENTS_VERSION, EventsMessage),
-                                          "progress": (PROGRESS_VERSION, ProgressMessage)}  # fmt: skip
-
-
 def encode_events(wall_secs: float, stream: str, rows: msgspec.Raw) -> bytes:
     """One ``events`` message: events of one input in offset order, as :func:`~ingest.codec.encode_rows` encoded them.
 
@@ -100,39 +70,6 @@ def encode_events(wall_secs: float, stream: str, rows: msgspec.Raw) -> bytes:
     """
     return encode("events", EVENTS_VERSION, (wall_secs, stream, rows))
 
-
-def encode_progress(wall_secs: float, partitions: dict[str, tuple[int, int]]) -> bytes:
-    """One ``progress`` message: ``{stream: (position, end_offset)}``."""
-    return encode("progress", PROGRESS_VERSION, (wall_secs, partitions))
-
-
-def decode_detect_message(data: bytes) -> EventsMessage | ProgressMessage:
-    """A detect-topic message. Raises WireError (``undecodable``, ``unknown_version``, ``unknown_kind``)."""
-    return decode(data, _MESSAGES)[1]
-
-
-class DetectState(msgspec.Struct, array_like=True, gc=False):
-    """What the detect stage checkpoints: the pipeline's snapshot and the inputs' wall and event times."""
-
-    pipeline: msgspec.Raw  # Pipeline.snapshot(), itself an envelope
-    last_wall: dict[str, float]  # input stream -> ingest wall time of its last events message
-    last_ts: dict[str, float]  # input stream -> newest event time it delivered
-    caught_up_since: dict[str, float]  # never-delivered stream -> wall time first seen caught up
-
-
-def encode_detect_state(pipeline_snapshot: bytes, last_wall: dict[str, float], last_ts: dict[str, float],
-                        caught_up_since: dict[str, float]) -> bytes:  # fmt: skip
-    """A checkpoint's state bytes."""
-    body = (msgspec.Raw(pipeline_snapshot), last_wall, last_ts, caught_up_since)
-    return encode("detect_state", DETECT_STATE_VERSION, body)
-
-
-def decode_detect_state(data: bytes) -> DetectState:
-    """The inverse of :func:`encode_detect_state`. Raises WireError."""
-    return decode(data, {"detect_state": (DETECT_STATE_VERSION, DetectState)})[1]
-
-
-# -- partitioned detection (gatewatch.tasks) ------------------------------------------------------
 
 INGEST_PROGRESS_VERSION = 2
 KEYED_VERSION = 1

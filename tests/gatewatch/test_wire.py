@@ -19,10 +19,7 @@ from gatewatch.config import parse_config
 from gatewatch.errors import WireError
 from gatewatch.serve_ingest import EVENTS_PER_MESSAGE, _encode_chunks, _reject_unencodable
 from gatewatch.topology import Pipeline
-from gatewatch.wire import (
-    EventsMessage, ProgressMessage, decode_detect_message, decode_detect_state, encode_detect_state, encode_events,
-    encode_progress,
-)  # fmt: skip
+from gatewatch.wire import EventsMessage, IngestProgress, decode_requests_message, encode_events, encode_ingest_progress
 from ingest.codec import encode, encode_rows, events_from_rows
 from ingest.records import Dataset, Event, Origin, RawRecord, record_id
 
@@ -40,13 +37,15 @@ class _Marker:
 def test_events_and_progress_messages_round_trip() -> None:
     events = [gateway_event(i, request_id=f"r-{i}", status=200, response_flags=("UF",)) for i in range(5)]
     stream = events[0].origin.stream
-    message = decode_detect_message(encode_events(1_700_000_000.5, stream, encode_rows(events)))
+    message = decode_requests_message(encode_events(1_700_000_000.5, stream, encode_rows(events)))
     assert isinstance(message, EventsMessage)
     assert (message.wall_secs, message.stream) == (1_700_000_000.5, stream)
     assert events_from_rows(message.stream, message.events) == events
-    progress = decode_detect_message(encode_progress(1_700_000_001.0, {"gw-gateway/0": (10, 12)}))
-    assert isinstance(progress, ProgressMessage)
-    assert {s: (p.position, p.end_offset) for s, p in progress.partitions.items()} == {"gw-gateway/0": (10, 12)}
+    progress = decode_requests_message(encode_ingest_progress(1_700_000_001.0, {"gw-gateway/0": (10, 12, 5.5, None)}))
+    assert isinstance(progress, IngestProgress)
+    assert {s: (p.position, p.end_offset, p.clock, p.last_wall) for s, p in progress.streams.items()} == {
+        "gw-gateway/0": (10, 12, 5.5, None)
+    }
 
 
 @pytest.mark.parametrize(
@@ -57,14 +56,15 @@ def test_events_and_progress_messages_round_trip() -> None:
         (lambda tmp: b"", "undecodable"),
         (lambda tmp: encode("events", 2, (0.0, "gw/0", [])), "unknown_version"),
         (lambda tmp: encode("command", 1, ["rm -rf /"]), "unknown_kind"),
-        (lambda tmp: encode("progress", 1, (float("inf"), {})), "undecodable"),
-        (lambda tmp: encode("progress", 1, (0.0, {"gw/0": (-1, 3)})), "undecodable"),
+        (lambda tmp: encode("progress", 2, (float("inf"), {})), "undecodable"),
+        (lambda tmp: encode("progress", 2, (0.0, {"gw/0": (-1, 3, None, None)})), "undecodable"),
+        (lambda tmp: encode("progress", 1, (0.0, {"gw/0": (1, 3)})), "unknown_version"),
     ],
-    ids=["pickle", "random", "empty", "version", "kind", "infinite-wall", "negative-offset"],
+    ids=["pickle", "random", "empty", "version", "kind", "infinite-wall", "negative-offset", "retired-progress-v1"],
 )
 def test_poison_raises_wire_error_and_runs_nothing(tmp_path: Path, payload: object, reason: str) -> None:
     with pytest.raises(WireError) as caught:
-        decode_detect_message(payload(tmp_path))  # type: ignore[operator]
+        decode_requests_message(payload(tmp_path))  # type: ignore[operator]
     assert caught.value.reason == reason
     assert not (tmp_path / "ran").exists()
 
@@ -83,13 +83,10 @@ def _pipeline_with_state() -> tuple[Pipeline, bytes]:
     return pipeline, pipeline.snapshot()
 
 
-def test_the_detect_state_carries_the_pipeline_and_the_input_times() -> None:
+def test_a_pipeline_snapshot_restores_the_same_state() -> None:
     pipeline, snapshot = _pipeline_with_state()
-    data = encode_detect_state(snapshot, {"gw/0": 1.5}, {"gw/0": 2.5}, {"app/1": 3.5})
-    state = decode_detect_state(data)
-    assert (state.last_wall, state.last_ts, state.caught_up_since) == ({"gw/0": 1.5}, {"gw/0": 2.5}, {"app/1": 3.5})
     restored = Pipeline(pipeline.config)
-    restored.restore(state.pipeline)
+    restored.restore(snapshot)
     assert restored.snapshot() == snapshot
     assert len(restored.order) == len(pipeline.order) > 0
 
@@ -181,7 +178,7 @@ def test_events_that_cannot_be_encoded_become_dead_letters_before_the_store() ->
     chunks, rejected = _encode_chunks({("gw/0", 1): events})
     assert {(stream, partition) for stream, partition, _ in chunks} == {("gw/0", 1)}
     assert [e.origin.offset for e, _ in rejected] == [7]
-    decoded = [e for _, _, rows in chunks for e in events_from_rows("gw/0", decode_detect_message(
+    decoded = [e for _, _, rows in chunks for e in events_from_rows("gw/0", decode_requests_message(
         encode_events(0.0, "gw/0", rows)).events)]  # type: ignore[union-attr]  # fmt: skip
     assert decoded == events[:7] + events[8:]
     kept, letters = _reject_unencodable(records, events, [], rejected)
