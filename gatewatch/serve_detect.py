@@ -62,6 +62,7 @@ from gatewatch.serve_topics import (
     FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, ensure_internal_topics, internal_producer,
 )  # fmt: skip
 from gatewatch.serve_resume import OwnedTask, Resumer
+from gatewatch.tasks.base import TaskOutput
 from ingest.records import Dataset
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
@@ -288,18 +289,17 @@ class DetectStage:
         if len(batch):
             self._deliver_batch(batch)
 
-    def _count(self, owned: OwnedTask, out: Any) -> None:
+    def _count(self, owned: OwnedTask, out: TaskOutput) -> None:
         metrics = self.shared.metrics
         labels = {"role": owned.role, "partition": str(owned.tp.partition)}
-        records = int(getattr(out, "records", 0))
+        records = out.records
         if records:
             metrics.task_records.labels(**labels).inc(records)
             if owned.role == REQUESTS:
                 metrics.detect_events.inc(records)
-        late = int(getattr(out, "late", 0))
-        if late:
-            metrics.late_events.inc(late)
-        for rule_id, errors in (getattr(out, "detector_errors", None) or {}).items():
+        if out.late:
+            metrics.late_events.inc(out.late)
+        for rule_id, errors in out.detector_errors.items():
             if errors:
                 metrics.record_error("detect", rule_id, errors)
         watermark = owned.task.watermark
