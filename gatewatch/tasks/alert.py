@@ -27,7 +27,7 @@ from detectors.base import Finding
 from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from gatewatch.errors import WireError
-from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
+from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, poison
 from gatewatch.tasks.keyed import finding_row
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context, lifecycle_settings
 from gatewatch.wire import (
@@ -69,9 +69,7 @@ class AlertTask:
         self._gathered: list[tuple[float, int, str, list[Any]]] = []  # heap by tick: (tick, n, rule, rows)
         self._gathered_n = 0
         self._tick: float | None = None
-        self._upstream_seqs: dict[str, int] = {}
-        self._upstream_ticks: dict[str, float | None] = {}
-        self._upstream_final: set[str] = set()
+        self._upstreams = Upstreams(self._sources)
         self._final = False
         self._next_offset = 0
         self._out = TaskOutput()
@@ -100,7 +98,7 @@ class AlertTask:
         out.applied += 1
         try:
             message = decode_findings_message(value)
-            if message.source not in self._sources:
+            if message.source not in self._upstreams:
                 raise WireError("unknown_source", f"not a task of this group: {message.source[:200]!r}")
             gathered = [(g.at_tick, g.rule, self._rows(g)) for g in message.gathered]
         except WireError as error:
@@ -108,15 +106,9 @@ class AlertTask:
             out.batch.dead_letters.append(poison(self._stream, offset, value, error))
             return
         source = message.source
-        if message.seq <= self._upstream_seqs.get(source, 0):
+        if not self._upstreams.accept(source, message.seq, message.tick, message.final):
             out.redelivered += 1
             return
-        self._upstream_seqs[source] = message.seq
-        if message.tick is not None:
-            previous = self._upstream_ticks.get(source)
-            self._upstream_ticks[source] = message.tick if previous is None else max(previous, message.tick)
-        if message.final:
-            self._upstream_final.add(source)
         out.records += len(message.findings) + len(gathered)
         for row in message.findings:
             finding = _finding(row)
@@ -145,8 +137,8 @@ class AlertTask:
         gathered = [GatheredRows(rule, at_tick, msgspec.Raw(encode_state(rows)))
                     for at_tick, _, rule, rows in sorted(self._gathered, key=lambda g: g[:2])]  # fmt: skip
         state = AlertTaskState(self._next_offset, msgspec.Raw(encode_state(self._book.state())),
-                               self._lifecycle.to_state(), self._tick, pending, gathered, self._upstream_seqs,
-                               self._upstream_ticks, sorted(self._upstream_final), self._final)  # fmt: skip
+                               self._lifecycle.to_state(), self._tick, pending, gathered, self._upstreams.seqs,
+                               self._upstreams.ticks, sorted(self._upstreams.final), self._final)  # fmt: skip
         return encode_task_state(state)
 
     @classmethod
@@ -170,8 +162,8 @@ class AlertTask:
             task._gathered_n += 1
             task._gathered.append((gathered.at_tick, task._gathered_n, gathered.rule, task._rows(gathered)))
         task._tick, task._next_offset = state.tick, state.next_offset
-        task._upstream_seqs, task._upstream_ticks = dict(state.upstream_seqs), dict(state.upstream_ticks)
-        task._upstream_final, task._final = set(state.upstream_final), state.final
+        task._upstreams = Upstreams(task._sources, state.upstream_seqs, state.upstream_ticks, state.upstream_final)
+        task._final = state.final
         return task
 
     def finish(self) -> None:
@@ -190,19 +182,9 @@ class AlertTask:
         self._out.batch.alerts[alert.id] = alert
         self._lifecycle.add(finding, alert.id)
 
-    def _frontier(self) -> float | None:
-        ticks = self._upstream_ticks
-        if any(ticks.get(s) is None for s in self._sources):
-            return None
-        return min(ticks[s] for s in self._sources)  # type: ignore[type-var]
-
     def _run(self) -> None:
-        final = len(self._upstream_final) == len(self._sources) and not self._final
-        if final:
-            known = [t for t in self._upstream_ticks.values() if t is not None]
-            frontier = max(known) if known else None
-        else:
-            frontier = self._frontier()
+        final = self._upstreams.all_final and not self._final
+        frontier = self._upstreams.newest() if final else self._upstreams.frontier()
         if frontier is not None:
             self._advance(frontier)
         if final:

@@ -24,6 +24,7 @@ same snapshot and reading the same messages produces the same bytes.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig, KafkaConfig
 
 __all__ = [
-    "POISON_KEPT_BYTES", "ROLES", "Role", "Task", "TaskOutput", "internal_topic", "new_task", "poison", "restore_task",
+    "POISON_KEPT_BYTES", "ROLES", "Role", "Task", "TaskOutput", "Upstreams", "internal_topic", "new_task", "poison", "restore_task",
     "rule_bit",
     "rules_of_mask",
 ]  # fmt: skip
@@ -58,6 +59,56 @@ class TaskOutput:
     redelivered: int = 0  # input messages or events skipped as already applied
     rejected: int = 0  # poison messages (each is also a dead letter in ``batch``)
     detector_errors: Counter[str] = field(default_factory=Counter)  # rule_id -> exceptions
+
+
+
+class Upstreams:
+    """A downstream task's view of its upstream tasks: each one's last seq and latest tick, and which have ended.
+
+    A message whose seq was already seen is a repeat (a restored upstream re-sending
+    what followed its checkpoint) and must be skipped. The frontier is the minimum
+    tick over every upstream: an upstream never heard from holds it.
+    """
+
+    def __init__(self, sources: Iterable[str], seqs: Mapping[str, int] | None = None,
+                 ticks: Mapping[str, float | None] | None = None, final: Iterable[str] = ()) -> None:  # fmt: skip
+        self.sources = list(sources)
+        self._known = frozenset(self.sources)
+        self.seqs: dict[str, int] = dict(seqs or {})
+        self.ticks: dict[str, float | None] = dict(ticks or {})
+        self.final: set[str] = set(final)
+
+    def __contains__(self, source: str) -> bool:
+        return source in self._known
+
+    def accept(self, source: str, seq: int, tick: float | None, final: bool) -> bool:
+        """Record one message of ``source``; False if it is a repeat, to be skipped."""
+        if seq <= self.seqs.get(source, 0):
+            return False
+        self.seqs[source] = seq
+        if tick is not None:
+            previous = self.ticks.get(source)
+            self.ticks[source] = tick if previous is None else max(previous, tick)
+        if final:
+            self.final.add(source)
+        return True
+
+    @property
+    def all_final(self) -> bool:
+        """Every upstream has sent its final message (end of input: the in-memory driver only)."""
+        return len(self.final) == len(self.sources)
+
+    def frontier(self) -> float | None:
+        """The minimum tick over every upstream; None while one has not sent any."""
+        ticks = [self.ticks.get(source) for source in self.sources]
+        if any(tick is None for tick in ticks):
+            return None
+        return min(tick for tick in ticks if tick is not None)
+
+    def newest(self) -> float | None:
+        """The newest tick any upstream sent: how far to run once all have ended."""
+        known = [tick for tick in self.ticks.values() if tick is not None]
+        return max(known) if known else None
 
 
 class Task(Protocol):

@@ -31,7 +31,7 @@ import msgspec
 from detectors.base import Finding
 from detectors.runner import DetectorSet
 from gatewatch.errors import WireError
-from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
+from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, poison
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context
 from gatewatch.wire import (
     FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedState, KeyedTxn, decode_keyed_message,
@@ -98,9 +98,7 @@ class KeyedTask:
         self._pushed = 0
         self._tick: float | None = None
         self._at_tick: float | None = None  # the lifecycle tick of findings raised now
-        self._upstream_seqs: dict[str, int] = {}
-        self._upstream_ticks: dict[str, float | None] = {}
-        self._upstream_final: set[str] = set()
+        self._upstreams = Upstreams(self._sources)
         self._seq = 0
         self._sent_tick: float | None = None
         self._final = False
@@ -134,7 +132,7 @@ class KeyedTask:
         out.applied += 1
         try:
             message = decode_keyed_message(value)
-            if message.source not in self._sources:
+            if message.source not in self._upstreams:
                 raise WireError("unknown_source", f"not a JOIN task of this group: {message.source[:200]!r}")
             events, txns = keyed_items(message)
         except WireError as error:
@@ -142,15 +140,9 @@ class KeyedTask:
             out.batch.dead_letters.append(poison(self._stream, offset, value, error))
             return
         source = message.source
-        if message.seq <= self._upstream_seqs.get(source, 0):
+        if not self._upstreams.accept(source, message.seq, message.tick, message.final):
             out.redelivered += 1  # a restarted JOIN task re-sending what followed its checkpoint
             return
-        self._upstream_seqs[source] = message.seq
-        if message.tick is not None:
-            previous = self._upstream_ticks.get(source)
-            self._upstream_ticks[source] = message.tick if previous is None else max(previous, message.tick)
-        if message.final:
-            self._upstream_final.add(source)
         out.records += len(events) + len(txns)
         tick = self._tick
         for event, mask in events:
@@ -182,8 +174,8 @@ class KeyedTask:
                 for deadline, _, _, txn, mask in self._txns]  # fmt: skip
         txn_events = [event for _, _, _, txn, _ in self._txns for event in txn.gateway + txn.app]
         state = KeyedState(self._next_offset, detectors, self._tick, pack_events(events), masks, txns,
-                           pack_events(txn_events), self._upstream_seqs, self._upstream_ticks,
-                           sorted(self._upstream_final), self._seq, self._sent_tick, self._final)  # fmt: skip
+                           pack_events(txn_events), self._upstreams.seqs, self._upstreams.ticks,
+                           sorted(self._upstreams.final), self._seq, self._sent_tick, self._final)  # fmt: skip
         return encode_task_state(state)
 
     @classmethod
@@ -206,8 +198,7 @@ class KeyedTask:
         heapq.heapify(task._txns)
         task._pushed = len(events) + len(txns)
         task._tick, task._next_offset = state.tick, state.next_offset
-        task._upstream_seqs, task._upstream_ticks = dict(state.upstream_seqs), dict(state.upstream_ticks)
-        task._upstream_final = set(state.upstream_final)
+        task._upstreams = Upstreams(task._sources, state.upstream_seqs, state.upstream_ticks, state.upstream_final)
         task._seq, task._sent_tick, task._final = state.seq, state.sent_tick, state.final
         task._final_sent = state.final
         return task
@@ -220,19 +211,9 @@ class KeyedTask:
     def _on_finding(self, finding: Finding) -> None:
         self._findings.append(finding_row(self._at_tick, finding))
 
-    def _frontier(self) -> float | None:
-        ticks = self._upstream_ticks
-        if len(ticks) < len(self._sources) or any(ticks.get(s) is None for s in self._sources):
-            return None
-        return min(ticks[s] for s in self._sources)  # type: ignore[type-var]
-
     def _run(self) -> None:
-        final = len(self._upstream_final) == len(self._sources) and not self._final
-        if final:
-            known = [t for t in self._upstream_ticks.values() if t is not None]
-            frontier = max(known) if known else None
-        else:
-            frontier = self._frontier()
+        final = self._upstreams.all_final and not self._final
+        frontier = self._upstreams.newest() if final else self._upstreams.frontier()
         if frontier is not None:
             self._advance(frontier)
         if final:
