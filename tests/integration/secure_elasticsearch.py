@@ -92,26 +92,32 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def _certificates(certs: Path) -> None:
+def make_certificates(certs: Path, ca_subject: str, leaves: tuple[tuple[str, str, str], ...]) -> None:
+    """A CA (``ca.crt``/``ca.key``) and, per ``(name, subject, extensions)``, ``<name>.crt``/``.key`` signed by it."""
     certs.mkdir(parents=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "2", "-subj", "/CN=gatewatch test CA", cwd=certs)  # fmt: skip
-    for name, extensions in (
-        ("node", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
+             "-days", "2", "-subj", ca_subject, cwd=certs)  # fmt: skip
+    for name, subject, extensions in leaves:
         (certs / f"{name}.ext").write_text(extensions + "\n")
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN=gatewatch test {name}", cwd=certs)  # fmt: skip
+                 "-subj", subject, cwd=certs)  # fmt: skip
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                  "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=certs)  # fmt: skip
 
 
-def _java_home() -> str:
-    found = subprocess.run(["bash", "-c", f"source {REPO}/services/lib.sh; java_home 21 99"],
+def _certificates(certs: Path) -> None:
+    make_certificates(certs, "/CN=gatewatch test CA", (
+        ("node", "/CN=gatewatch test node", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+        ("client", "/CN=gatewatch test client", "extendedKeyUsage=clientAuth"),
+    ))  # fmt: skip
+
+
+def find_java(needs: str, low: int = 21, high: int = 99) -> str:
+    """A JDK from ``low`` to ``high`` (services/lib.sh finds it), else RuntimeError naming ``needs``."""
+    found = subprocess.run(["bash", "-c", f"source {REPO}/services/lib.sh; java_home {low} {high}"],
                            capture_output=True, text=True)  # fmt: skip
     if found.returncode != 0 or not found.stdout.strip():
-        raise RuntimeError("Elasticsearch needs a Java 21+ JDK (none found)")
+        raise RuntimeError(f"{needs} (none found)")
     return found.stdout.strip()
 
 
@@ -179,7 +185,7 @@ def start_secure_node() -> SecureNode:
             "xpack.security.http.ssl.client_authentication: required\n"
             "xpack.security.authc.api_key.enabled: true\n"
         )
-    java_home = _java_home()
+    java_home = find_java("Elasticsearch needs a Java 21+ JDK")
     home = _home_with_pattern_capture(es_home, folder, java_home)
     port, transport = _free_port(), _free_port()
     command = [

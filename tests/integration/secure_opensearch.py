@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secure_elasticsearch import REPO, _free_port, _openssl
+from secure_elasticsearch import REPO, _free_port, find_java, make_certificates
 
 VERSION = "2.19.4"
 STARTUP_TIMEOUT_SECS = 240.0
@@ -122,27 +122,11 @@ def fetch() -> Path:
 
 
 def _certificates(certs: Path) -> None:
-    certs.mkdir(parents=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "2", "-subj", "/CN=gwca", cwd=certs)  # fmt: skip
-    for name, extensions in (
+    make_certificates(certs, "/CN=gwca", (
         # The node's certificate serves HTTP and both ends of the transport layer.
-        ("node", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth"),
-        ("admin", "extendedKeyUsage=clientAuth"),
-    ):
-        (certs / f"{name}.ext").write_text(extensions + "\n")
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN=gw{name}", cwd=certs)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=certs)  # fmt: skip
-
-
-def _java_home() -> str:
-    found = subprocess.run(["bash", "-c", f"source {REPO}/services/lib.sh; java_home 17 23"],
-                           capture_output=True, text=True)  # fmt: skip
-    if found.returncode != 0 or not found.stdout.strip():
-        raise RuntimeError("OpenSearch 2.x needs a Java 17-23 JDK (none found)")
-    return found.stdout.strip()
+        ("node", "/CN=gwnode", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth"),
+        ("admin", "/CN=gwadmin", "extendedKeyUsage=clientAuth"),
+    ))  # fmt: skip
 
 
 SECURITY_SETTINGS = """
@@ -212,7 +196,8 @@ def start_secure_opensearch() -> SecureOpenSearch:
         subprocess.run(["chown", "-R", "65534:65534", str(folder)], check=True)
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     heap = os.environ.get("GW_SERVICES_HEAP", "512m")
-    env = {**os.environ, "OPENSEARCH_JAVA_HOME": _java_home(), "OPENSEARCH_PATH_CONF": str(config),
+    java = find_java("OpenSearch 2.x needs a Java 17-23 JDK", 17, 23)
+    env = {**os.environ, "OPENSEARCH_JAVA_HOME": java, "OPENSEARCH_PATH_CONF": str(config),
            "OPENSEARCH_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}"}  # fmt: skip
     with (folder / "logs" / "stdout.log").open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
