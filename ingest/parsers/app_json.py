@@ -87,14 +87,18 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
     for field, _, parts in dotted:
         parents.setdefault(parts[:-1], []).append((field, parts[-1]))
     groups = tuple((parent, tuple(children)) for parent, children in parents.items())
-    fused = fuse(
-        [Leaf((key,), field) for field, key in flat]
-        + [Leaf((*parent, key), field) for parent, children in groups for field, key in children],
-        dash_is_absent=False,
-        name="app.fields",
-    )
+    leaves = [Leaf((key,), field) for field, key in flat] + [
+        Leaf((*parent, key), field) for parent, children in groups for field, key in children
+    ]
+    # The line read straight into Structs (a literal "token.jti" key sends it to the general
+    # path); else, when a key is both a value and an object, from its dict.
+    line_reader = fuse(leaves, dash_is_absent=False, name="app.fields", raw_json=True, refuse_keys=dotted_keys)
+    fused = fuse(leaves, dash_is_absent=False, name="app.fields") if line_reader is None else None
 
     def parse(record: RawRecord) -> Event | DeadLetter:
+        if line_reader is not None and record.created is None and len(record.line) <= max_line_bytes:
+            if (event := line_reader(record.line, record.origin)) is not None:
+                return event
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj

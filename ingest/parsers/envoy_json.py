@@ -64,9 +64,17 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             nested_leaves.setdefault(path[:-1], []).append(_leaf(compiled, path))
     nested = tuple((parent, tuple(children)) for parent, children in parents.items())
     plan = top_leaves + [leaf for leaves in nested_leaves.values() for leaf in leaves]
-    fused = None if None in plan else fuse([leaf for leaf in plan if leaf is not None], True, "gateway.json_format")
+    # The line read straight into Structs; else (a key both a value and an object) from its dict.
+    plain_leaves = None if None in plan else [leaf for leaf in plan if leaf is not None]
+    line_reader = None if plain_leaves is None else fuse(plain_leaves, True, "gateway.json_format", raw_json=True)
+    fused = None
+    if line_reader is None and plain_leaves is not None:
+        fused = fuse(plain_leaves, True, "gateway.json_format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
+        if line_reader is not None and record.created is None and len(record.line) <= max_line_bytes:
+            if (event := line_reader(record.line, record.origin)) is not None:
+                return event
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj

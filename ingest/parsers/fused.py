@@ -14,14 +14,27 @@ It only ever takes the common road. Whenever a line is not plain (no
 timestamp, a value that does not type, an object where a scalar belongs, a
 runtime timestamp to carry), the function returns ``None`` and the parser runs
 its general path, so every dead letter keeps its exact reason and detail.
+
+A JSON reader (``raw_json=True``) also decodes the line itself, with msgspec,
+into Structs written from the same leaves: only the keys a leaf names are
+built, each checked against the type its field takes (text, or a number or
+text), in C. A line that does not decode that way (not JSON, a list where
+text belongs, a key the leaves do not name holding bytes that are not
+UTF-8) goes the general path, which decodes it with orjson and names the
+reason. msgspec skips the keys no leaf names: it checks their syntax but not
+the range of their numbers, so ``1e400`` under such a key no longer costs the
+line (RFC 8259 sets no range, and the value was never read).
 """
 
 from __future__ import annotations
 
+import keyword
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
+
+import msgspec
 
 from ingest.normalize import (
     _COERCE,
@@ -39,7 +52,7 @@ from ingest.normalize import (
 from ingest.records import Dataset, Event, Origin, record_id
 
 Fused = Callable[[Any, Origin], Event | None]
-"""``(decoded object or regex groups, origin) -> event``, or ``None``: take the general path for this line."""
+"""``(decoded object, regex groups or raw JSON line, origin) -> event``, or ``None``: take the general path."""
 
 _DEFAULTS = {f.name: f.default for f in fields(Event)}
 
@@ -61,7 +74,13 @@ class Leaf:
 
 
 def fuse(
-    leaves: Sequence[Leaf], dash_is_absent: bool, name: str = "json", *, empty_is_absent: bool = True
+    leaves: Sequence[Leaf],
+    dash_is_absent: bool,
+    name: str = "json",
+    *,
+    empty_is_absent: bool = True,
+    raw_json: bool = False,
+    refuse_keys: Collection[str] = (),
 ) -> Fused | None:
     """The fused reader of ``leaves`` (in the general path's order: a later leaf wins), or
     ``None`` when a leaf fills no Event field (a label), which only the general path keeps.
@@ -69,21 +88,33 @@ def fuse(
     ``dash_is_absent``: ``"-"`` means "not set" (Envoy), besides ``null``; ``empty_is_absent``:
     so does ``""`` (the JSON parsers drop it; a text line's ``""`` is kept, as normalize keeps
     it); ``name`` tells profiles and tracebacks which reader ran.
+
+    ``raw_json``: the reader takes the line's bytes and decodes them itself (see the module's
+    docstring); ``None`` too when the leaves cannot be one Struct (a key both a value and an
+    object). ``refuse_keys``: top-level keys whose presence sends a line to the general path.
     """
     names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "Event": Event,
                              "InvalidValueError": InvalidValueError, "intern": sys.intern, "record_id": record_id,
                              "gateway_values": gateway_values, "GATEWAY": Dataset.GATEWAY,
-                             "MIN_TS": MIN_TS, "MAX_TS": MAX_TS}  # fmt: skip
+                             "MIN_TS": MIN_TS, "MAX_TS": MAX_TS, "UNSET": msgspec.UNSET}  # fmt: skip
     absent = "x is None" + (" or x == '-'" if dash_is_absent else "") + (" or x == ''" if empty_is_absent else "")
     filled = {leaf.field for leaf in leaves} - {"ts"}
     if not filled <= _TEXT_FIELDS | _COERCE.keys():
         return None  # a label: only the general path keeps those
+    line_type: type[msgspec.Struct] | None = None
+    attributes: dict[tuple[str | int, ...], str] = {}
+    if raw_json:
+        built = _line_struct(leaves, refuse_keys, name)
+        if built is None:
+            return None
+        line_type, attributes = built
     derived = ("status", "source_ip", "forwarded_for")  # gateway_values(): source_ip may come from forwarded_for
     if "forwarded_for" in filled:
         filled.add("source_ip")
     # Each filled field is a local holding its Event default until a value replaces it.
     lines = ["def fused(obj, origin):", "    t = None"]
     lines += [f"    f_{field} = {_DEFAULTS[field]!r}" for field in sorted(filled)]
+    lines += [f"    if obj.{attributes[(key,)]} is not UNSET:  # {key!r}\n        return None" for key in refuse_keys]
     lines.append("    try:")
     groups: dict[tuple[str | int, ...], list[tuple[int, Leaf]]] = {}
     for index, leaf in enumerate(leaves):
@@ -91,13 +122,16 @@ def fuse(
     for parent, members in groups.items():
         indent = "        "
         lines.append(f"{indent}h = obj")
-        for part in parent:
-            lines.append(f"{indent}h = h.get({part!r}) if type(h) is dict else None")
+        for depth, part in enumerate(parent, 1):
+            if raw_json:  # a Struct, or None where the line lacks the object
+                lines.append(f"{indent}h = h.{attributes[parent[:depth]]} if h is not None else None  # {part!r}")
+            else:
+                lines.append(f"{indent}h = h.get({part!r}) if type(h) is dict else None")
         if parent:
-            lines.append(f"{indent}if type(h) is dict:")
+            lines.append(f"{indent}if {'h is not None' if raw_json else 'type(h) is dict'}:")
             indent += "    "
         for index, leaf in members:
-            lines += _leaf_lines(index, leaf, absent, indent, names)
+            lines += _leaf_lines(index, leaf, absent, indent, names, attributes.get(leaf.path))
     arguments = ", ".join(
         {"id": "record_id(origin)", "dataset": "origin.dataset", "ts": "ts", "origin": "origin"}.get(
             name, f"f_{name}" if name in filled else repr(default)
@@ -130,15 +164,92 @@ def fuse(
     exec(compile("\n".join(lines), f"<fused reader: {name}>", "exec"), names, scope)  # noqa: S102 (our own text)
     fused: Fused = scope["fused"]
     fused.source = "\n".join(lines)  # type: ignore[attr-defined]  # for a reader of tracebacks
-    return fused
+    if line_type is None:
+        return fused
+    return _from_json_line(msgspec.json.Decoder(line_type).decode, fused)
 
 
-def _leaf_lines(index: int, leaf: Leaf, absent: str, indent: str, names: dict[str, Any]) -> list[str]:
+def _from_json_line(decode: Callable[[bytes], Any], read: Fused) -> Fused:
+    def from_json_line(line: bytes, origin: Origin) -> Event | None:
+        # msgspec leaves the text of keys it skips unchecked: bytes that are not UTF-8
+        # anywhere in the line must stay an invalid_utf8 dead letter (the general path).
+        if not line.isascii():
+            try:
+                line.decode()
+            except UnicodeDecodeError:
+                return None
+        try:
+            obj = decode(line)
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: nesting past the C stack's budget
+            return None
+        return read(obj, origin)
+
+    return from_json_line
+
+
+# What a Struct field accepts, by the Event field it fills: exactly the JSON types the
+# fused reader takes as they are. Anything else (a bool, an object, a list, text where
+# only a number or text goes) fails validation, and the general path reads the line.
+_TEXT_VALUE = str | None
+_NUMBER_VALUE = int | float | str | None
+
+
+def _line_struct(
+    leaves: Sequence[Leaf], refuse_keys: Collection[str], name: str
+) -> tuple[type[msgspec.Struct], dict[tuple[str | int, ...], str]] | None:
+    """The Struct a JSON line decodes into (nested Structs for nested objects), and the
+    attribute that holds each path's value; ``None`` if a key is both a value and an object."""
+    tree: dict[str, Any] = {}  # key -> subtree, or the leaf that reads it
+    for leaf in leaves:
+        node = tree
+        for part in leaf.path[:-1]:
+            child = node.setdefault(str(part), {})
+            if not isinstance(child, dict):
+                return None
+            node = child
+        if str(leaf.path[-1]) in node:
+            return None
+        node[str(leaf.path[-1])] = leaf
+    for key in refuse_keys:
+        if key in tree:
+            return None
+        tree[key] = None  # present at all: refused
+    attributes: dict[tuple[str | int, ...], str] = {}
+
+    def struct(node: dict[str, Any], path: tuple[str, ...]) -> type[msgspec.Struct]:
+        members: list[tuple[str, Any, Any]] = []
+        plain = {key for key in node if key.isidentifier() and not keyword.iskeyword(key) and not key.startswith("_")}
+        for number, (key, value) in enumerate(node.items()):
+            # The key itself when it makes a plain attribute name, else a numbered one.
+            attribute = key if key in plain else f"key_{number}"
+            while attribute != key and attribute in plain:
+                attribute += "_"
+            attributes[(*path, key)] = attribute
+            if value is None:
+                kind: Any = object
+                default: Any = msgspec.UNSET
+            elif isinstance(value, dict):
+                kind, default = struct(value, (*path, key)) | None, None
+            else:
+                kind = _NUMBER_VALUE if value.field == "ts" or value.field in _FAST else _TEXT_VALUE
+                default = None
+            members.append((attribute, kind, msgspec.field(default=default, name=key)))
+        return msgspec.defstruct(f"Line_{len(attributes)}", members, gc=False, module=__name__)
+
+    return struct(tree, ()), attributes
+
+
+def _leaf_lines(
+    index: int, leaf: Leaf, absent: str, indent: str, names: dict[str, Any], attribute: str | None = None
+) -> list[str]:
     key = leaf.path[-1]
-    read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
+    if attribute is not None:  # a Struct decoded from the line: its value is already of its field's JSON type
+        read = f"h.{attribute}"
+    else:
+        read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
     lines = [f"{indent}x = {read}", f"{indent}if not ({absent}):"]
     inner = indent + "    "
-    if leaf.scalar_only:
+    if leaf.scalar_only and attribute is None:  # a Struct's field never holds an object, a list or a bool
         lines.append(f"{inner}if type(x) is dict or type(x) is list or type(x) is bool:")
         lines.append(f"{inner}    return None")
     field = leaf.field
