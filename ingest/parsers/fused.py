@@ -99,7 +99,7 @@ def fuse(
                              "gateway_values": gateway_values, "GATEWAY": Dataset.GATEWAY,
                              "MIN_TS": MIN_TS, "MAX_TS": MAX_TS, "UNSET": msgspec.UNSET,
                              "fromisoformat": datetime.fromisoformat}  # fmt: skip
-    absent = "x is None" + (" or x == '-'" if dash_is_absent else "") + (" or x == ''" if empty_is_absent else "")
+    absent = _Absent(dash_is_absent, empty_is_absent)
     filled = {leaf.field for leaf in leaves} - {"ts"}
     if not filled <= _TEXT_FIELDS | _COERCE.keys():
         return None  # a label: only the general path keeps those
@@ -116,7 +116,9 @@ def fuse(
     # Each filled field is a local holding its Event default until a value replaces it.
     lines = ["def fused(obj, origin):", "    t = None"]
     lines += [f"    f_{field} = {_DEFAULTS[field]!r}" for field in sorted(filled)]
-    lines += [f"    if obj.{attributes[(key,)]} is not UNSET:  # {key!r}\n        return None" for key in refuse_keys]
+    if refuse_keys:
+        present = " or ".join(f"obj.{attributes[(key,)]} is not UNSET" for key in refuse_keys)
+        lines += [f"    if {present}:  # {', '.join(map(repr, refuse_keys))}", "        return None"]
     lines.append("    try:")
     groups: dict[tuple[str | int, ...], list[tuple[int, Leaf]]] = {}
     for index, leaf in enumerate(leaves):
@@ -126,7 +128,8 @@ def fuse(
         lines.append(f"{indent}h = obj")
         for depth, part in enumerate(parent, 1):
             if raw_json:  # a Struct, or None where the line lacks the object
-                lines.append(f"{indent}h = h.{attributes[parent[:depth]]} if h is not None else None  # {part!r}")
+                guard = " if h is not None else None" if depth > 1 else ""
+                lines.append(f"{indent}h = h.{attributes[parent[:depth]]}{guard}  # {part!r}")
             else:
                 lines.append(f"{indent}h = h.get({part!r}) if type(h) is dict else None")
         if parent:
@@ -248,22 +251,25 @@ def _line_struct(
 
 
 def _leaf_lines(
-    index: int, leaf: Leaf, absent: str, indent: str, names: dict[str, Any], attribute: str | None = None
+    index: int, leaf: Leaf, absent: _Absent, indent: str, names: dict[str, Any], attribute: str | None = None
 ) -> list[str]:
     key = leaf.path[-1]
+    field = leaf.field
     if attribute is not None:  # a Struct decoded from the line: its value is already of its field's JSON type
         read = f"h.{attribute}"
+        text = field != "ts" and field not in _FAST  # typed _TEXT_VALUE
     else:
         read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
-    lines = [f"{indent}x = {read}", f"{indent}if not ({absent}):"]
+        text = type(key) is int  # a regex group: text, or None
+    lines = [f"{indent}x = {read}", f"{indent}if {absent.test(text)}:"]
     inner = indent + "    "
     if leaf.scalar_only and attribute is None:  # a Struct's field never holds an object, a list or a bool
         lines.append(f"{inner}if type(x) is dict or type(x) is list or type(x) is bool:")
         lines.append(f"{inner}    return None")
-    field = leaf.field
     if leaf.convert is not None:
         names[f"convert_{index}"] = leaf.convert
         lines.append(f"{inner}x = convert_{index}(x)")
+        text = False  # whatever the conversion returns
         if field != "ts":
             lines.append(f"{inner}if x is not None:")
             inner += "    "
@@ -271,19 +277,36 @@ def _leaf_lines(
         lines.append(f"{inner}t = x")
         return lines
     if field in SHARED_TEXT_FIELDS:
-        lines.append(f"{inner}f_{field} = intern(x) if type(x) is str else _to_str(x)")
+        lines.append(f"{inner}f_{field} = intern(x)" + ("" if text else " if type(x) is str else _to_str(x)"))
     elif field in _TEXT_FIELDS:
-        lines.append(f"{inner}f_{field} = x if type(x) is str else _to_str(x)")
+        lines.append(f"{inner}f_{field} = x" + ("" if text else " if type(x) is str else _to_str(x)"))
     elif field in _FAST:
         names[f"coerce_{field}"] = _COERCE[field]
         convert, longest = _FROM_DIGITS[field]
-        lines.append(f"{inner}if type(x) is str and x.isdecimal() and len(x) <= {longest}:")
+        lines.append(f"{inner}if {'' if text else 'type(x) is str and '}x.isdecimal() and len(x) <= {longest}:")
         lines.append(f"{inner}    x = {convert}(x)")
         lines.append(f"{inner}f_{field} = {_FAST[field]} else coerce_{field}(x)")
     else:
         names[f"coerce_{field}"] = _COERCE[field]
         lines.append(f"{inner}f_{field} = coerce_{field}(x)")
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Absent:
+    """Which values mean "not set": ``null`` always, ``"-"`` (Envoy) and ``""`` when asked."""
+
+    dash: bool
+    empty: bool
+
+    def test(self, text: bool) -> str:
+        """The condition for a value that is set; ``text``: the value is a str whenever it is not None."""
+        tests = ["x" if text and self.empty else "x is not None"]  # a str is false only when ""
+        if self.empty and not text:
+            tests.append("x != ''")
+        if self.dash:
+            tests.append("x != '-'")
+        return " and ".join(tests)
 
 
 # A typed JSON number already in range is its own value: what the field's coerce function
