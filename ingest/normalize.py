@@ -92,8 +92,9 @@ def _parse_iso(text: str) -> float:
     # Not cached: log timestamps carry milliseconds, so nearly every one is new and a
     # cache miss cost more (0.5 us) than the parse. An extended ISO date ("2026-...")
     # skips the epoch checks; all digits is an epoch number, not a compact ISO date
-    # ("14640601" is not 1464-06-01).
-    if text[4:5] != "-" and (text.isdigit() or _looks_decimal(text)):
+    # ("14640601" is not 1464-06-01). Decimal digits, which float() reads: str.isdigit() also
+    # takes "²", which float() refuses with a ValueError that no caller expects.
+    if text[4:5] != "-" and (text.isdecimal() or _looks_decimal(text)):
         return parse_timestamp(float(text))
     try:
         moment = datetime.fromisoformat(text)
@@ -106,7 +107,7 @@ def _parse_iso(text: str) -> float:
 
 def _looks_decimal(text: str) -> bool:
     whole, dot, fraction = text.partition(".")
-    return bool(dot) and whole.isdigit() and fraction.isdigit()
+    return bool(dot) and whole.isdecimal() and fraction.isdecimal()
 
 
 def _to_int(value: Any) -> int:

@@ -46,7 +46,10 @@ def test_forms(value: object, expected: float) -> None:
     assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("value", ["2026-13-02T09:00:00Z", "2026-03-02T25:00:00.1Z", "yesterday", "", None, float("nan")])
+@pytest.mark.parametrize(
+    "value",
+    ["2026-13-02T09:00:00Z", "2026-03-02T25:00:00.1Z", "yesterday", "", None, float("nan"), "\u00b2", "1.\u00b2"],
+)
 def test_invalid(value: object) -> None:
     with pytest.raises(InvalidValueError):
         parse_timestamp(value)

@@ -31,6 +31,8 @@ from ingest.records import Dataset, Origin, RawRecord
 VALUES = st.one_of(
     st.none(),
     st.sampled_from(["", "-", "0", "200", "abc", "10.0.0.1:443", "1.5", "2026-03-02T09:00:00.003Z", "a,b"]),
+    # Digits as text: other scripts' digits, digits float() refuses, and past each field's range.
+    st.sampled_from(["0016", "\u0661\u0662\u0663", "\u00b2", "9" * 19, "1772442628", "99999999999", "1" * 13]),
     st.integers(min_value=-5, max_value=2_000_000_000),
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
@@ -157,6 +159,7 @@ TEXT_JUNK = st.one_of(
     st.sampled_from(["", "abc", "1.5", "1e400", "1772442628", "1999-12-31T23:59:59Z", "99999999999999999999",
                      "9999-01-01T00:00:00Z"]),
     st.text(alphabet='ab1 -:."', max_size=6),
+    st.sampled_from(["\u0661\u0662\u0663", "\u00b2", "9" * 19, "1" * 13]),
 )
 # Values of each operator's kind, so most lines are events (statuses double as counts); TEXT_JUNK now and then.
 TEXT_VALUES = {
