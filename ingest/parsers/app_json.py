@@ -96,15 +96,15 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
     fused = fuse(leaves, dash_is_absent=False, name="app.fields") if line_reader is None else None
 
     def parse(record: RawRecord) -> Event | DeadLetter:
-        if line_reader is not None and record.created is None and len(record.line) <= max_line_bytes:
-            if (event := line_reader(record.line, record.origin)) is not None:
+        if line_reader is not None and len(record.line) <= max_line_bytes:
+            if (event := line_reader(record.line, record.origin, record.created)) is not None:
                 return event
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj
         # A literal "token.jti" key wins over {"token": {"jti": ...}}: the general path knows how.
-        if fused is not None and record.created is None and dotted_keys.isdisjoint(obj):
-            if (event := fused(obj, record.origin)) is not None:
+        if fused is not None and dotted_keys.isdisjoint(obj):
+            if (event := fused(obj, record.origin, record.created)) is not None:
                 return event
         get = obj.get
         found = {field: value for field, key in flat if (value := get(key)) is not None and value != ""}

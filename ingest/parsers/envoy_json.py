@@ -72,13 +72,13 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
         fused = fuse(plain_leaves, True, "gateway.json_format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
-        if line_reader is not None and record.created is None and len(record.line) <= max_line_bytes:
-            if (event := line_reader(record.line, record.origin)) is not None:
+        if line_reader is not None and len(record.line) <= max_line_bytes:
+            if (event := line_reader(record.line, record.origin, record.created)) is not None:
                 return event
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj
-        if fused is not None and record.created is None and (event := fused(obj, record.origin)) is not None:
+        if fused is not None and (event := fused(obj, record.origin, record.created)) is not None:
             return event
         get = obj.get
         fields: dict[str, Any] = {}

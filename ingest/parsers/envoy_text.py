@@ -89,7 +89,7 @@ class TextPattern:
                 apply(field, value, fields)
         return fields
 
-    def fused(self, name: str) -> Callable[[str, Origin], Event | None] | None:
+    def fused(self, name: str) -> Callable[[str, Origin, float | None], Event | None] | None:
         """A reader that types a line's values straight into an Event (see :mod:`ingest.parsers.fused`),
         or ``None`` when this format needs the general path (a label, two operators back to back).
 
@@ -116,9 +116,9 @@ class TextPattern:
             return None
         strict = self._strict
 
-        def fused(text: str, origin: Origin) -> Event | None:
+        def fused(text: str, origin: Origin, created: float | None) -> Event | None:
             match = strict(text)
-            return None if match is None else reader(match.groups(), origin)
+            return None if match is None else reader(match.groups(), origin, created)
 
         return fused
 
@@ -145,7 +145,7 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
             return text
-        if fused is not None and record.created is None and (event := fused(text, record.origin)) is not None:
+        if fused is not None and (event := fused(text, record.origin, record.created)) is not None:
             return event
         try:
             fields = extract(text)

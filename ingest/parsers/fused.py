@@ -52,8 +52,9 @@ from ingest.normalize import (
 )
 from ingest.records import Dataset, Event, Origin, record_id
 
-Fused = Callable[[Any, Origin], Event | None]
-"""``(decoded object, regex groups or raw JSON line, origin) -> event``, or ``None``: take the general path."""
+Fused = Callable[..., Event | None]
+"""``(decoded object, regex groups or raw JSON line, origin, created=None) -> event``, or ``None``: take
+the general path. ``created``: the container runtime's time of the line (:attr:`RawRecord.created`)."""
 
 _DEFAULTS = {f.name: f.default for f in fields(Event)}
 
@@ -114,7 +115,7 @@ def fuse(
     if "forwarded_for" in filled:
         filled.add("source_ip")
     # Each filled field is a local holding its Event default until a value replaces it.
-    lines = ["def fused(obj, origin):", "    t = None"]
+    lines = ["def fused(obj, origin, created=None):", "    t = None"]
     lines += [f"    f_{field} = {_DEFAULTS[field]!r}" for field in sorted(filled)]
     if refuse_keys:
         present = " or ".join(f"obj.{attributes[(key,)]} is not UNSET" for key in refuse_keys)
@@ -138,7 +139,8 @@ def fuse(
         for index, leaf in members:
             lines += _leaf_lines(index, leaf, absent, indent, names, attributes.get(leaf.path))
     arguments = ", ".join(
-        {"id": "record_id(origin)", "dataset": "origin.dataset", "ts": "ts", "origin": "origin"}.get(
+        {"id": "record_id(origin)", "dataset": "origin.dataset", "ts": "ts", "origin": "origin",
+         "created": "created"}.get(
             name, f"f_{name}" if name in filled else repr(default)
         )
         for name, default in _DEFAULTS.items()
@@ -146,20 +148,25 @@ def fuse(
     lines += [
         "    except InvalidValueError:",
         "        return None",
-        "    if t is None:",
-        "        return None",
-        "    try:",
+        "    if t is not None:",
+        "        try:",
         # parse_timestamp's common case without its two calls: an extended ISO 8601 date with
         # an offset (a naive one is UTC, which parse_timestamp knows).
-        "        if type(t) is str and t[4:5] == '-':",
-        "            moment = fromisoformat(t)",
-        "            ts = moment.timestamp() if moment.tzinfo is not None else parse_timestamp(t)",
-        "        else:",
-        "            ts = parse_timestamp(t)",
-        "    except ValueError:",  # InvalidValueError, or fromisoformat's: the general path names it
+        "            if type(t) is str and t[4:5] == '-':",
+        "                moment = fromisoformat(t)",
+        "                ts = moment.timestamp() if moment.tzinfo is not None else parse_timestamp(t)",
+        "            else:",
+        "                ts = parse_timestamp(t)",
+        "        except ValueError:",  # InvalidValueError, or fromisoformat's: the general path names it
+        "            return None",
+        "    elif created is not None:",  # no time of its own: the runtime's stands in, as in normalize
+        "        ts = created",
+        "    else:",
         "        return None",
         "    if not MIN_TS <= ts < MAX_TS:",  # out of range: normalize dead-letters it with the reason
         "        return None",
+        "    if created is not None and not MIN_TS <= created < MAX_TS:",  # normalize drops an absurd one
+        "        created = None",
         *(
             [
                 "    if origin.dataset is GATEWAY:",
@@ -181,7 +188,7 @@ def fuse(
 
 
 def _from_json_line(decode: Callable[[bytes], Any], read: Fused) -> Fused:
-    def from_json_line(line: bytes, origin: Origin) -> Event | None:
+    def from_json_line(line: bytes, origin: Origin, created: float | None) -> Event | None:
         # msgspec leaves the text of keys it skips unchecked: bytes that are not UTF-8
         # anywhere in the line must stay an invalid_utf8 dead letter (the general path).
         if not line.isascii():
@@ -193,7 +200,7 @@ def _from_json_line(decode: Callable[[bytes], Any], read: Fused) -> Fused:
             obj = decode(line)
         except (msgspec.DecodeError, RecursionError):  # RecursionError: nesting past the C stack's budget
             return None
-        return read(obj, origin)
+        return read(obj, origin, created)
 
     return from_json_line
 
