@@ -1,4 +1,10 @@
-"""The Billing service's JSON log lines: gatewatch field -> dotted path into the object."""
+"""The Billing service's JSON log lines: gatewatch field -> dotted path into the object.
+
+A line is first decoded by msgspec straight into Structs of the configured paths
+and typed by a fused reader (:mod:`ingest.parsers.fused`); a line that does not
+fit them (a literal dotted key, a value of another type) is decoded by orjson and
+read by the general path, which names every dead letter.
+"""
 
 from __future__ import annotations
 

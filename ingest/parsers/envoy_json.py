@@ -4,6 +4,11 @@
 The mapping is compiled once into (key path, reader) pairs. A value that is a
 single ``%OPERATOR%`` is read straight from the key; a value mixing text and
 operators (``"%REQ(:METHOD)% %REQ(:PATH)%"``) is read by the text compiler.
+
+When every key fills an Event field plainly, a line is first decoded by msgspec
+straight into Structs of those keys and typed by a fused reader
+(:mod:`ingest.parsers.fused`); a line that does not fit them is decoded by
+orjson and read by the table, which names every dead letter.
 """
 
 from __future__ import annotations

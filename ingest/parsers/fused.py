@@ -11,9 +11,10 @@ arguments (as ``dataclasses`` writes ``__init__``): no table, no dict, no
 second walk.
 
 It only ever takes the common road. Whenever a line is not plain (no
-timestamp, a value that does not type, an object where a scalar belongs, a
-runtime timestamp to carry), the function returns ``None`` and the parser runs
-its general path, so every dead letter keeps its exact reason and detail.
+timestamp of its own nor from the container runtime, a value that does not
+type, an object where a scalar belongs), the function returns ``None`` and the
+parser runs its general path, so every dead letter keeps its exact reason and
+detail.
 
 A JSON reader (``raw_json=True``) also decodes the line itself, with msgspec,
 into Structs written from the same leaves: only the keys a leaf names are
@@ -107,7 +108,7 @@ def fuse(
     line_type: type[msgspec.Struct] | None = None
     attributes: dict[tuple[str | int, ...], str] = {}
     if raw_json:
-        built = _line_struct(leaves, refuse_keys, name)
+        built = _line_struct(leaves, refuse_keys)
         if built is None:
             return None
         line_type, attributes = built
@@ -188,6 +189,8 @@ def fuse(
 
 
 def _from_json_line(decode: Callable[[bytes], Any], read: Fused) -> Fused:
+    """``read`` applied to the Structs ``decode`` makes of a raw line; ``None`` for a line that does not decode."""
+
     def from_json_line(line: bytes, origin: Origin, created: float | None) -> Event | None:
         # msgspec leaves the text of keys it skips unchecked: bytes that are not UTF-8
         # anywhere in the line must stay an invalid_utf8 dead letter (the general path).
@@ -205,15 +208,15 @@ def _from_json_line(decode: Callable[[bytes], Any], read: Fused) -> Fused:
     return from_json_line
 
 
-# What a Struct field accepts, by the Event field it fills: exactly the JSON types the
-# fused reader takes as they are. Anything else (a bool, an object, a list, text where
-# only a number or text goes) fails validation, and the general path reads the line.
+# What a Struct field accepts, by the Event field it fills: the JSON types the fused reader
+# types itself (msgspec and orjson read them to equal values). Anything else (a bool, an
+# object, a list, a number where text goes) fails validation: the general path reads the line.
 _TEXT_VALUE = str | None
 _NUMBER_VALUE = int | float | str | None
 
 
 def _line_struct(
-    leaves: Sequence[Leaf], refuse_keys: Collection[str], name: str
+    leaves: Sequence[Leaf], refuse_keys: Collection[str]
 ) -> tuple[type[msgspec.Struct], dict[tuple[str | int, ...], str]] | None:
     """The Struct a JSON line decodes into (nested Structs for nested objects), and the
     attribute that holds each path's value; ``None`` if a key is both a value and an object."""
