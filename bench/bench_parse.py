@@ -45,6 +45,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=40_000, help="lines of each file")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--created", action="store_true",
+                        help="every line carries a container runtime's time (gateway.unwrap: docker or cri)")
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the source tree to measure (default: this one), for A/B runs")
     args = parser.parse_args()
@@ -68,7 +70,8 @@ def main() -> int:
             parse = build_app_parser(config.app.fields)
         with open(folder / name, "rb") as file:
             lines = [line for _, line in zip(range(args.lines), file)]
-        records = [RawRecord(Origin(dataset, str(folder / name), i), line) for i, line in enumerate(lines, 1)]
+        created = 1_772_442_000.5 if args.created else None
+        records = [RawRecord(Origin(dataset, str(folder / name), i), line, created) for i, line in enumerate(lines, 1)]
         secs = best_cpu_secs(lambda: [parse(r) for r in records], args.repeat)
         dead = sum(1 for r in records if not hasattr(parse(r), "ts"))
         if lines[0].startswith(b"{"):
