@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterator
+from heapq import heappop, heappush
 
 import msgspec
 
@@ -46,6 +47,8 @@ from ingest.records import Event
 
 # Far-future events held at most; past it a lone one is counted and left out of detection.
 MAX_HELD_EVENTS = 10_000
+
+_NEVER = float("-inf")  # the clock of an input that has delivered nothing yet
 
 
 class EventOrder:
@@ -72,19 +75,20 @@ class EventOrder:
 
     def advance_stream(self, stream: str, ts: float) -> None:
         """Move an input's clock to ``ts`` without an event: an idle partition on a live stream."""
-        if ts > self._stream_clock.get(stream, float("-inf")):
+        if ts > self._stream_clock.get(stream, _NEVER):
             self._stream_clock[stream] = ts
 
     def add(self, stream: str, event: Event) -> bool:
         """Queue ``event``; return False if it is late and must be handled now, out of order."""
-        if event.ts > self._stream_clock.get(stream, float("-inf")):
-            self._stream_clock[stream] = event.ts
-            if event.ts + self.max_future_secs > self.horizon:
-                self.horizon = event.ts + self.max_future_secs
-        if event.ts < self.clock:
+        ts = event.ts
+        if ts > self._stream_clock.get(stream, _NEVER):
+            self._stream_clock[stream] = ts
+            if ts + self.max_future_secs > self.horizon:
+                self.horizon = ts + self.max_future_secs
+        if ts < self.clock:
             self.late_events += 1
             return False
-        heapq.heappush(self._heap, (event.ts, event.id, event))
+        heappush(self._heap, (ts, event.id, event))
         return True
 
     def hold(self, event: Event) -> list[Event]:
@@ -138,7 +142,7 @@ class EventOrder:
 
     def stream_clock(self, stream: str) -> float:
         """The newest event time seen on ``stream`` (-inf before its first event)."""
-        return self._stream_clock.get(stream, float("-inf"))
+        return self._stream_clock.get(stream, _NEVER)
 
     @property
     def watermark(self) -> float:
@@ -151,7 +155,7 @@ class EventOrder:
         limit = self.watermark if watermark is None else watermark
         heap = self._heap
         while heap and heap[0][0] <= limit:
-            ts, _, event = heapq.heappop(heap)
+            ts, _, event = heappop(heap)
             self.clock = ts
             yield event
 
