@@ -49,6 +49,7 @@ MAX_HELD_EVENTS = 10_000
 
 _NEVER = float("-inf")  # the clock of an input that has delivered nothing yet
 _TS = itemgetter(0)  # of a buffer entry (ts, id, event)
+_NEWEST_ENTRIES = 512  # arrivals earlier than the buffer's newest this many are inserted one by one
 
 
 class EventOrder:
@@ -175,14 +176,30 @@ class EventOrder:
 
     def _sort_arrivals(self) -> None:
         buffer, sorted_end = self._heap, self._sorted
-        if sorted_end < len(buffer):
-            # Only the sorted entries after the earliest arrival are sorted again with the arrivals:
-            # two runs, which the sort finds and merges.
-            start = bisect.bisect_right(buffer, min(buffer[sorted_end:]), 0, sorted_end)
+        if sorted_end == len(buffer):
+            return
+        arrivals = buffer[sorted_end:]
+        del buffer[sorted_end:]
+        arrivals.sort()
+        # Most arrivals land among the newest entries. A few per release land far back (a slow request:
+        # Envoy logs it when it ends, dated when it began); sorting everything after those again would cost
+        # a comparison per buffered event, so they are inserted one by one, and only the rest is sorted in
+        # with the newest entries, a run of each that the sort finds and merges.
+        near_from = len(buffer) - _NEWEST_ENTRIES
+        far = bisect.bisect_left(arrivals, buffer[near_from]) if near_from > 0 else 0
+        at = 0
+        for entry in arrivals[:far]:
+            at = bisect.bisect_right(buffer, entry, at, near_from)
+            buffer.insert(at, entry)
+            at += 1
+            near_from += 1
+        if far < len(arrivals):
+            start = bisect.bisect_right(buffer, arrivals[far], max(near_from, 0))
             tail = buffer[start:]
+            tail += arrivals[far:]
             tail.sort()
             buffer[start:] = tail
-            self._sorted = len(buffer)
+        self._sorted = len(buffer)
 
     def __len__(self) -> int:
         return len(self._heap)
