@@ -165,9 +165,7 @@ class EventOrder:
         end = bisect.bisect_right(buffer, limit, key=_TS)
         released = 0
         try:
-            while released < end:
-                ts, _, event = buffer[released]
-                released += 1
+            for released, (ts, _, event) in enumerate(buffer[:end], 1):
                 self.clock = ts
                 yield event
         finally:  # also when the consumer stops early: what it was given leaves the buffer, nothing else
