@@ -49,6 +49,9 @@ MAX_HELD_EVENTS = 10_000
 
 _NEVER = float("-inf")  # the clock of an input that has delivered nothing yet
 _TS = itemgetter(0)  # of a buffer entry (ts, id, event)
+# The sort key: two entries of one id and time (a record delivered twice) keep their arrival order,
+# and are never compared by their events, which have no order.
+_TS_ID = itemgetter(0, 1)
 _NEWEST_ENTRIES = 512  # arrivals earlier than the buffer's newest this many are inserted one by one
 
 
@@ -178,24 +181,24 @@ class EventOrder:
             return
         arrivals = buffer[sorted_end:]
         del buffer[sorted_end:]
-        arrivals.sort()
+        arrivals.sort(key=_TS_ID)
         # Most arrivals land among the newest entries. A few per release land far back (a slow request:
         # Envoy logs it when it ends, dated when it began); sorting everything after those again would cost
         # a comparison per buffered event, so they are inserted one by one, and only the rest is sorted in
         # with the newest entries, a run of each that the sort finds and merges.
         near_from = len(buffer) - _NEWEST_ENTRIES
-        far = bisect.bisect_left(arrivals, buffer[near_from]) if near_from > 0 else 0
+        far = bisect.bisect_left(arrivals, _TS_ID(buffer[near_from]), key=_TS_ID) if near_from > 0 else 0
         at = 0
         for entry in arrivals[:far]:
-            at = bisect.bisect_right(buffer, entry, at, near_from)
+            at = bisect.bisect_right(buffer, _TS_ID(entry), at, near_from, key=_TS_ID)
             buffer.insert(at, entry)
             at += 1
             near_from += 1
         if far < len(arrivals):
-            start = bisect.bisect_right(buffer, arrivals[far], max(near_from, 0))
+            start = bisect.bisect_right(buffer, _TS_ID(arrivals[far]), max(near_from, 0), key=_TS_ID)
             tail = buffer[start:]
             tail += arrivals[far:]
-            tail.sort()
+            tail.sort(key=_TS_ID)
             buffer[start:] = tail
         self._sorted = len(buffer)
 
@@ -232,7 +235,7 @@ class EventOrder:
         self.late_events = state.late_events
         self._stream_clock = dict(state.stream_clock)
         # Already sorted if this process wrote it (the sort then only checks), but never trusts the order.
-        self._heap = sorted((event.ts, event.id, event) for event in unpack_events(state.events))
+        self._heap = sorted(((event.ts, event.id, event) for event in unpack_events(state.events)), key=_TS_ID)
         self._sorted = len(self._heap)
         self.horizon = state.horizon
         self.future_discarded = state.future_discarded

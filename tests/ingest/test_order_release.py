@@ -8,6 +8,7 @@ order, and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -79,3 +80,15 @@ def test_groups_close_in_deadline_then_request_id_order_also_between_whole_secon
         closed.extend(t.request_id for t in correlator.close_until(until))
         assert all(deadlines[r] > until for r in correlator._groups)
     assert closed == sorted(deadlines, key=lambda r: (deadlines[r], r))
+
+
+def test_a_record_delivered_twice_is_released_twice_in_arrival_order() -> None:
+    # Same id and time, another position (a batch posted twice): the buffer never compares the events.
+    order = EventOrder(lateness_secs=0.0)
+    first = gateway_event(1.0)
+    again = dataclasses.replace(first, origin=dataclasses.replace(first.origin, offset=first.origin.offset + 1))
+    for event in (gateway_event(2.0), first, gateway_event(0.5), again):
+        order.add("gw", event)
+    released = list(order.release(float("inf")))
+    assert [e.ts for e in released] == [T0 + 0.5, T0 + 1.0, T0 + 1.0, T0 + 2.0]
+    assert released[1] is first and released[2] is again
