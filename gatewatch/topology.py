@@ -272,9 +272,10 @@ class Pipeline:
         """
         order = self.order
         offsets = self.stream_offsets
-        detectors = self.detectors
+        observe_arrival, add = self.detectors.observe_arrival, order.add
         for event in events:
-            stream, offset = event.origin.stream, event.origin.offset
+            origin = event.origin
+            stream, offset = origin.stream, origin.offset
             if offset <= offsets.get(stream, -1):
                 self.stats.redelivered += 1
                 continue
@@ -282,10 +283,10 @@ class Pipeline:
             if event.ts > order.horizon:
                 self._order_credible(order.hold(event))
                 continue
-            alerts = detectors.observe_arrival(event)
+            alerts = observe_arrival(event)
             if alerts:
                 self._collect(alerts)
-            if not order.add(stream, event):
+            if not add(stream, event):
                 self._process_event(event)
         self._order_credible(order.reached())
 
@@ -306,8 +307,9 @@ class Pipeline:
         Event time then advances to the watermark even without events, so
         requests close and windows end on a quiet stream too.
         """
+        process_event = self._process_event
         for event in self.order.release():
-            self._process_event(event)
+            process_event(event)
         watermark = self.order.watermark
         if self._tick is not None and watermark != float("inf") and watermark >= self._tick + 1:
             self._advance_to(math.floor(watermark))
@@ -409,11 +411,11 @@ class Pipeline:
     # -- internals ------------------------------------------------------------
 
     def _process_event(self, event: Event) -> None:
-        second = math.floor(event.ts)
-        if self._tick is None:
-            self._tick = second
-        elif second > self._tick:
-            self._advance_to(second)
+        tick = self._tick
+        if tick is None:
+            self._tick = math.floor(event.ts)
+        elif event.ts >= tick + 1:  # a later second (the tick is a whole second): floor only then
+            self._advance_to(math.floor(event.ts))
         if event.request_id is not None:
             self.correlator.add(event, self.order.clock)
         alerts = self.detectors.observe_event(event)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
+from math import ceil
 
 import msgspec
 
@@ -36,7 +37,12 @@ class Correlator:
     def __init__(self, join_window_secs: float) -> None:
         self.join_window_secs = join_window_secs
         self._groups: dict[str, _Group] = {}
-        self._deadlines: list[tuple[float, str]] = []  # lazy: stale entries skipped on pop
+        # The schedule: request ids by the whole second their group's deadline falls in (its ceiling), and a
+        # heap of those seconds. The pipeline closes once a second, so a second's groups close together: one
+        # sort of a few hundred ids instead of a heap entry pushed and popped per record. An id whose group
+        # was closed since, or whose deadline moved to a later second, is skipped where it is found.
+        self._deadlines: dict[int, list[str]] = {}
+        self._deadline_seconds: list[int] = []
         self.closing_deadline = float("-inf")  # the deadline of the transaction close_until yielded last
 
     def add(self, event: Event, now: float) -> None:
@@ -47,22 +53,48 @@ class Correlator:
         if group is None:
             group = self._groups[request_id] = _Group([], [])
         (group.gateway if event.dataset is Dataset.GATEWAY else group.app).append(event)
-        deadline = max(event.ts, now) + self.join_window_secs
+        deadline = (event.ts if event.ts > now else now) + self.join_window_secs
         if deadline > group.deadline:
+            second = ceil(deadline)
+            if group.deadline <= second - 1:  # not yet scheduled in that second (most records of a request)
+                self._schedule(second, request_id)
             group.deadline = deadline
-            heapq.heappush(self._deadlines, (deadline, request_id))
+
+    def _schedule(self, second: int, request_id: str) -> None:
+        request_ids = self._deadlines.get(second)
+        if request_ids is None:
+            request_ids = self._deadlines[second] = []
+            heapq.heappush(self._deadline_seconds, second)
+        request_ids.append(request_id)
 
     def close_until(self, ts: float) -> Iterator[Transaction]:
-        """Close and yield every group whose deadline is at or before ``ts``."""
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= ts:
-            deadline, request_id = heapq.heappop(deadlines)
-            group = self._groups.get(request_id)
-            if group is None or group.deadline != deadline:
-                continue  # superseded by a later record of the same request
-            del self._groups[request_id]
-            self.closing_deadline = deadline
-            yield Transaction(request_id, _in_order(group.gateway), _in_order(group.app))
+        """Close and yield every group whose deadline is at or before ``ts``, in ``(deadline, request id)`` order."""
+        groups, schedule, seconds = self._groups, self._deadlines, self._deadline_seconds
+        while seconds and seconds[0] - 1 < ts:  # that second holds deadlines in (second - 1, second]
+            second = seconds[0]
+            due: list[tuple[float, str]] = []
+            waiting: list[str] = []  # deadline in this second but after ts: ts is not a whole second
+            for request_id in schedule[second]:
+                group = groups.get(request_id)
+                if group is None or ceil(group.deadline) != second:
+                    continue  # closed already, or its deadline moved to a later second
+                if group.deadline <= ts:
+                    due.append((group.deadline, request_id))
+                else:
+                    waiting.append(request_id)
+            due.sort()
+            for deadline, request_id in due:
+                group = groups.pop(request_id, None)
+                if group is None:
+                    continue  # listed twice: a consumer stopped early, and the request id opened again since
+                self.closing_deadline = deadline
+                yield Transaction(request_id, _in_order(group.gateway), _in_order(group.app))
+            # Only now, so that a consumer stopping early leaves every group it was not given scheduled.
+            if waiting:
+                schedule[second] = waiting
+                break
+            del schedule[second]
+            heapq.heappop(seconds)
 
     def close_all(self) -> Iterator[Transaction]:
         return self.close_until(float("inf"))
@@ -75,14 +107,16 @@ class Correlator:
 
         groups: list[tuple[str, float, int, int]]  # (request id, deadline, gateway events, app events)
         events: EventTable  # every group's gateway then app events, groups in order
-        deadlines: list[tuple[float, str]]  # the heap as it is, stale entries included
+        # (deadline, request id) of the groups to close; an entry not matching its group's deadline is ignored
+        deadlines: list[tuple[float, str]]
 
     def state(self) -> State:
         """The open groups, for a checkpoint."""
         groups = self._groups.items()
         rows = [(request_id, g.deadline, len(g.gateway), len(g.app)) for request_id, g in groups]
         events = pack_events(e for g in self._groups.values() for side in (g.gateway, g.app) for e in side)
-        return self.State(rows, events, self._deadlines)
+        deadlines = sorted((g.deadline, request_id) for request_id, g in groups if g.deadline > 0.0)
+        return self.State(rows, events, deadlines)
 
     def restore_state(self, state: State) -> None:
         """Continue from a decoded :meth:`state`; ``join_window_secs`` stays this correlator's own."""
@@ -98,8 +132,11 @@ class Correlator:
             groups[request_id] = _Group(gateway, app, deadline)
             at += n_gateway + n_app
         self._groups = groups
-        self._deadlines = list(state.deadlines)
-        heapq.heapify(self._deadlines)
+        self._deadlines, self._deadline_seconds = {}, []
+        for deadline, request_id in state.deadlines:
+            group = groups.get(request_id)
+            if group is not None and group.deadline == deadline:  # as written by an older gatewatch: stale ones too
+                self._schedule(ceil(deadline), request_id)
 
 
 def _in_order(events: list[Event]) -> tuple[Event, ...]:
