@@ -9,8 +9,9 @@ transactions, advances), in order; then a fresh detector set, with the alert
 book and lifecycle a pipeline gives it, replays those calls ``--repeat`` times
 and the best CPU time (``time.process_time``) is printed per event, with the
 share of ``advance`` (where windows close and behaviour_outlier's model fits).
-The digest of the alerts raised tells two trees' rules apart: it must not
-change when the rules get faster.
+``--each`` then does the same with no rule and with each rule alone, to see
+what each costs. The digest of the alerts raised tells two trees' rules apart:
+it must not change when the rules get faster.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import gc
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -30,10 +32,13 @@ def main() -> int:
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the gatewatch tree whose detectors run (default: this one)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--each", action="store_true", help="also time no rule, then each rule alone")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
 
+    from detectors import registry
     from detectors.alerts import AlertBook
+    from detectors.base import Detector
     from detectors.lifecycle import AlertLifecycle
     from detectors.runner import DetectorSet
     from gatewatch.config import load_config
@@ -77,10 +82,10 @@ def main() -> int:
     events = sum(1 for hook, _ in calls if hook == "observe_event")
     print(f"{folder.name}: {events:,} events, {len(calls):,} detector calls ({args.tree})")
 
-    def run() -> tuple[float, float, str]:
+    def run(select: Callable[[type[Detector]], bool] | None) -> tuple[float, float, str]:
         book = AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids)
         fresh = DetectorSet(detector_configs(config), pipeline.context, book,
-                            AlertLifecycle(**lifecycle_settings(config, book)))
+                            AlertLifecycle(**lifecycle_settings(config, book)), select=select)
         hooks = {hook: getattr(fresh, hook) for hook in ("observe_arrival", "observe_event",
                                                          "observe_transaction", "advance")}
         alerts = []
@@ -97,18 +102,23 @@ def main() -> int:
         total = time.process_time() - start
         digest = hashlib.blake2b(digest_size=8)
         for alert in alerts:
-            digest.update(f"{alert.id} {alert.count} {alert.last_seen}\n".encode())
+            digest.update(repr(alert).encode())  # every field of every alert raised, in order
         return total, advancing, digest.hexdigest()
 
-    best: tuple[float, float, str] | None = None
-    for _ in range(args.repeat):
-        figures = run()
-        if best is None or figures[0] < best[0]:
-            best = figures
-    assert best is not None
-    total, advancing, digest = best
-    print(f"detector set: {total / events * 1e6:6.3f} us an event, of which advance {advancing / events * 1e6:6.3f}"
-          f"  (alerts digest {digest})")
+    selections: list[tuple[str, Callable[[type[Detector]], bool] | None]] = [("detector set", None)]
+    if args.each:
+        selections.append(("no rule", lambda cls: False))
+        selections += [(rule_id, lambda cls, r=rule_id: cls.rule_id == r) for rule_id in registry()]
+    for name, select in selections:
+        best: tuple[float, float, str] | None = None
+        for _ in range(args.repeat):
+            figures = run(select)
+            if best is None or figures[0] < best[0]:
+                best = figures
+        assert best is not None
+        total, advancing, digest = best
+        print(f"{name + ':':<24}{total / events * 1e6:6.3f} us an event, of which advance "
+              f"{advancing / events * 1e6:6.3f}  (alerts digest {digest})")
     return 0
 
 
