@@ -172,7 +172,7 @@ class BehaviourOutlier(Detector):
         client.last_ts = ts
         path = event.path
         if path is not None and len(client.paths) < cfg.max_paths_per_client:
-            client.paths.add(path.partition("?")[0])
+            client.paths.add(path.partition("?")[0] if "?" in path else path)
         status = event.status
         if status is not None and status >= 400:  # most requests succeed: one comparison for them
             if status <= 499:

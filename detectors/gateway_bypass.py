@@ -45,12 +45,13 @@ class GatewayBypass(Detector):
     config: Config
 
     def observe_arrival(self, event: Event) -> Iterable[Finding]:
-        if event.is_gateway or not _is_served(event):
-            return ()
         trust = self.context.trust
+        # Nearly every app line is a request the gateway proxied: that test goes first.
+        if trust.peer_is_gateway(event) or event.dataset is Dataset.GATEWAY or not _is_served(event):
+            return ()
         if not trust.knows_gateway:
             return ()  # no trust.gateway_identities / gateway_networks: every peer would look foreign
-        if trust.peer_is_gateway(event) or trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
+        if trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
             return ()
         peer = _peer(event)
         if not event.request_id:

@@ -92,7 +92,7 @@ class Http4xxBurst(Detector):
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
-        if status is None or status < 400 or status > 499 or not event.is_gateway:
+        if status is None or status < 400 or status > 499 or event.dataset is not Dataset.GATEWAY:
             return ()
         if event.token_sub:
             key = ("token.sub", event.token_sub)
