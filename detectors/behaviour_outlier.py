@@ -191,7 +191,7 @@ class BehaviourOutlier(Detector):
         return ()
 
     def partition_key(self, item: Event | Transaction) -> str | None:
-        return item.source_ip if type(item) is Event and item.is_gateway else None
+        return item.source_ip if type(item) is Event and item.dataset is Dataset.GATEWAY else None
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         return self.judge(watermark, self.gather(watermark))

@@ -85,7 +85,9 @@ class Http4xxBurst(Detector):
         self._next_sweep = state.next_sweep
 
     def partition_key(self, item: Event | Transaction) -> str | None:
-        if type(item) is not Event or not item.is_gateway or item.status is None or not 400 <= item.status <= 499:
+        if type(item) is not Event or item.dataset is not Dataset.GATEWAY:
+            return None
+        if item.status is None or not 400 <= item.status <= 499:
             return None
         # the client's key as observe_event makes it, so one client's errors meet in one partition
         return f"token.sub={item.token_sub}" if item.token_sub else (f"source.ip={item.source_ip}" if item.source_ip else None)

@@ -148,7 +148,7 @@ class Http5xxBurst(Detector):
         self._next_sweep = state.next_sweep
 
     def partition_key(self, item: Event | Transaction) -> str | None:
-        if type(item) is not Event or not item.is_gateway or item.status is None or item.status < 100:
+        if type(item) is not Event or item.dataset is not Dataset.GATEWAY or item.status is None or item.status < 100:
             return None
         key = route_key(item)
         return f"route={key}" if key is not None else (f"upstream={item.upstream_host}" if item.upstream_host else None)

@@ -121,11 +121,11 @@ class DetectorSet:
 
     def observe_event_masked(self, event: Event, mask: int) -> None:
         """``observe_event`` for the rules in ``mask`` only (findings go to the sink)."""
-        self._run([(r, h) for bit, r, h in self._event_bits[event.dataset] if mask & bit], event)
+        self._run_masked(self._event_bits[event.dataset], mask, event)
 
     def observe_transaction_masked(self, txn: Transaction, mask: int) -> None:
         """``observe_transaction`` for the rules in ``mask`` only (findings go to the sink)."""
-        self._run([(r, h) for bit, r, h in self._transaction_bits if mask & bit], txn)
+        self._run_masked(self._transaction_bits, mask, txn)
 
     def gather(self, watermark: float) -> dict[str, list[Any]]:
         """Each gathering rule's rows of the windows ``watermark`` closed (rules with none left out)."""
@@ -159,6 +159,19 @@ class DetectorSet:
             except Exception:
                 self._record_error(rule_id)
         return alerts
+
+    def _run_masked(
+        self, hooks: list[tuple[int, str, Callable[[Any], Iterable[Finding]]]], mask: int, argument: object
+    ) -> None:
+        alerts: list[Alert] = []  # stays empty: a masked run's findings go to the sink
+        for bit, rule_id, hook in hooks:
+            if mask & bit:
+                try:
+                    findings = hook(argument)
+                    if findings:
+                        self._fold(findings, alerts)
+                except Exception:
+                    self._record_error(rule_id)
 
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
         if self.sink is not None:
