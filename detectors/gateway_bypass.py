@@ -44,6 +44,11 @@ class GatewayBypass(Detector):
 
     config: Config
 
+    def wants(self, hook: str) -> bool:
+        if hook == "observe_arrival" and not self.context.trust.knows_gateway:
+            return False  # the peer-based reasons need a gateway identity or network; no_gateway_record does not
+        return super().wants(hook)
+
     def observe_arrival(self, event: Event) -> Iterable[Finding]:
         trust = self.context.trust
         # Nearly every app line is a request the gateway proxied: that test goes first.

@@ -63,9 +63,9 @@ class DetectorSet:
     @detectors.setter
     def detectors(self, detectors: list[Detector]) -> None:
         # Built once: each hook's bound methods, per dataset for the record hooks. A detector is
-        # offered only the records it can use (the hooks its class overrides, the datasets it
-        # declares): most records interest two or three of the nine rules, and a call is a
-        # measurable share of a record's budget.
+        # offered only the records it can use (the hooks it wants, the datasets it declares): most
+        # records interest two or three of the nine rules, and a call is a measurable share of a
+        # record's budget.
         self._detectors = detectors
         self._arrival = {ds: _hooks(detectors, "observe_arrival", ds) for ds in Dataset}
         self._event = {ds: _hooks(detectors, "observe_event", ds) for ds in Dataset}
@@ -200,7 +200,7 @@ def _hooks(
     return [
         (d.rule_id, getattr(d, hook))
         for d in detectors
-        if getattr(type(d), hook) is not getattr(Detector, hook) and (dataset is None or dataset in d.datasets)
+        if d.wants(hook) and (dataset is None or dataset in d.datasets)
     ]
 
 
