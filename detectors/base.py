@@ -26,7 +26,9 @@ and, always in event-time order:
 A detector is offered only what it can use: the hooks its class overrides,
 and ``observe_arrival`` / ``observe_event`` only for events of the datasets in
 its ``datasets`` (both by default; a rule that reads only the gateway's lines
-says so, and is not called for the app's).
+says so, and is not called for the app's). A rule whose context rules a hook
+out (no revocation list, no known gateway) says so in ``wants(hook)``, asked
+once when the engine is built, and then costs nothing per record.
 
 Each returns findings. Detectors never read the wall clock, never import a
 client library, and must not raise on odd input (the engine counts and skips
@@ -163,6 +165,15 @@ class Detector:
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         return ()
+
+    def wants(self, hook: str) -> bool:
+        """Whether the engine offers ``hook`` (a hook's name) to this detector; asked once, when it is built.
+
+        By default, the hooks its class overrides. False only where the hook, given this
+        detector's config and context, can find nothing; a keyed rule's ``partition_key`` still
+        answers None for what it does not want (the JOIN task routes by the overridden hooks).
+        """
+        return getattr(type(self), hook) is not getattr(Detector, hook)
 
     def partition_key(self, item: Event | Transaction) -> str | None:
         """The entity ``item`` belongs to, for a rule with ``keyed_by``; None: the rule does not need it.

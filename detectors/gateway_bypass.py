@@ -44,13 +44,19 @@ class GatewayBypass(Detector):
 
     config: Config
 
+    def wants(self, hook: str) -> bool:
+        if hook == "observe_arrival" and not self.context.trust.knows_gateway:
+            return False  # the peer-based reasons need a gateway identity or network; no_gateway_record does not
+        return super().wants(hook)
+
     def observe_arrival(self, event: Event) -> Iterable[Finding]:
-        if event.is_gateway or not _is_served(event):
-            return ()
         trust = self.context.trust
+        # Nearly every app line is a request the gateway proxied: that test goes first.
+        if trust.peer_is_gateway(event) or event.dataset is Dataset.GATEWAY or not _is_served(event):
+            return ()
         if not trust.knows_gateway:
             return ()  # no trust.gateway_identities / gateway_networks: every peer would look foreign
-        if trust.peer_is_gateway(event) or trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
+        if trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
             return ()
         peer = _peer(event)
         if not event.request_id:

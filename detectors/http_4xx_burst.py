@@ -85,14 +85,16 @@ class Http4xxBurst(Detector):
         self._next_sweep = state.next_sweep
 
     def partition_key(self, item: Event | Transaction) -> str | None:
-        if type(item) is not Event or not item.is_gateway or item.status is None or not 400 <= item.status <= 499:
+        if type(item) is not Event or item.dataset is not Dataset.GATEWAY:
+            return None
+        if item.status is None or not 400 <= item.status <= 499:
             return None
         # the client's key as observe_event makes it, so one client's errors meet in one partition
         return f"token.sub={item.token_sub}" if item.token_sub else (f"source.ip={item.source_ip}" if item.source_ip else None)
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
-        if status is None or status < 400 or status > 499 or not event.is_gateway:
+        if status is None or status < 400 or status > 499 or event.dataset is not Dataset.GATEWAY:
             return ()
         if event.token_sub:
             key = ("token.sub", event.token_sub)

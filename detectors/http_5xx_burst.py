@@ -148,48 +148,51 @@ class Http5xxBurst(Detector):
         self._next_sweep = state.next_sweep
 
     def partition_key(self, item: Event | Transaction) -> str | None:
-        if type(item) is not Event or not item.is_gateway or item.status is None or item.status < 100:
+        if type(item) is not Event or item.dataset is not Dataset.GATEWAY or item.status is None or item.status < 100:
             return None
         key = route_key(item)
         return f"route={key}" if key is not None else (f"upstream={item.upstream_host}" if item.upstream_host else None)
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
-        if status is None or status < 100 or not event.is_gateway:
+        if status is None or status < 100 or event.dataset is not Dataset.GATEWAY:
             return ()  # Envoy logs status 0 when no response was sent: not a request outcome
-        findings: tuple[Finding, ...] = ()
+        # Every request is counted, up to three times: for its route, for its host within the
+        # route and for the route's hosts together. Only a 5xx can then make a table fire.
+        error = 500 <= status <= 599
+        ts = event.ts
+        start = ts - ts % self.config.bucket_secs
+        request_id = event.request_id
         key = route_key(event)
-        if key is not None:
-            findings += self._observe("route", key, key, self._routes, event, status)
         host = event.upstream_host
+        route = upstream = hosted = None
+        if key is not None:
+            route = self._count(self._routes, key, ts, start, error, request_id)
         if host:
             # A host is judged per route it serves: its siblings are the route's other hosts
             # (a request Envoy answered itself, a 401 say, reached no host and is no sibling).
-            hosted = None
             if key is not None:
-                self._observe("", key, key, self._hosted, event, status, judge=False)
-                hosted = self._hosted[key]
+                hosted = self._count(self._hosted, key, ts, start, error, request_id)
             pair = host if key is None else f"{key}\x1f{host}"
-            findings += self._observe("upstream.address", host, pair, self._upstreams, event, status, hosted)
+            upstream = self._count(self._upstreams, pair, ts, start, error, request_id)
+        if not error:
+            return ()
+        findings: tuple[Finding, ...] = ()
+        if route is not None:
+            assert key is not None
+            findings += self._judge("route", key, route, ts)
+        if upstream is not None:
+            assert host is not None
+            findings += self._judge("upstream.address", host, upstream, ts, hosted)
         return findings
 
-    def _observe(
-        self,
-        kind: str,
-        entity: str,
-        key: str,
-        table: dict[str, _Route],
-        event: Event,
-        status: int,
-        of_route: _Route | None = None,
-        judge: bool = True,
-    ) -> tuple[Finding, ...]:
+    def _count(
+        self, table: dict[str, _Route], key: str, ts: float, start: float, error: bool, request_id: str | None
+    ) -> _Route:
+        """Count a request in ``table[key]``'s bucket starting at ``start``."""
         route = table.get(key)
         if route is None:
             route = table[key] = _Route()
-        cfg = self.config
-        ts = event.ts
-        start = ts - ts % cfg.bucket_secs
         buckets = route.buckets
         if not buckets or start > buckets[-1][0]:  # a slightly late record counts in the current bucket
             self._slide(route, start)
@@ -198,12 +201,19 @@ class Http5xxBurst(Detector):
         bucket[1] += 1
         route.win_requests += 1
         route.last_ts = ts
-        if status < 500 or status > 599:
-            return ()
-        bucket[2] += 1
-        route.win_errors += 1
-        route.recent_ids.append(event.request_id)
-        if not judge or route.win_errors < cfg.min_errors or route.fired_bucket == bucket[0]:
+        if error:
+            bucket[2] += 1
+            route.win_errors += 1
+            route.recent_ids.append(request_id)
+        return route
+
+    def _judge(
+        self, kind: str, entity: str, route: _Route, ts: float, of_route: _Route | None = None
+    ) -> tuple[Finding, ...]:
+        """A finding if ``route``'s window, just grown by a 5xx, is a burst (once per bucket)."""
+        cfg = self.config
+        bucket_start = route.buckets[-1][0]
+        if route.win_errors < cfg.min_errors or route.fired_bucket == bucket_start:
             return ()
         learned = route.base_errors / route.base_requests if route.base_requests else 0.0
         baseline = max(learned, cfg.min_baseline_rate)
@@ -220,7 +230,7 @@ class Http5xxBurst(Detector):
             siblings_rate = (of_route.win_errors - route.win_errors) / requests
             if rate < cfg.sibling_factor * siblings_rate:
                 return ()
-        route.fired_bucket = bucket[0]
+        route.fired_bucket = bucket_start
         return (self._finding(kind, entity, route, ts, rate, baseline, learned, siblings_rate),)
 
     def advance(self, watermark: float) -> Iterable[Finding]:

@@ -63,9 +63,9 @@ class DetectorSet:
     @detectors.setter
     def detectors(self, detectors: list[Detector]) -> None:
         # Built once: each hook's bound methods, per dataset for the record hooks. A detector is
-        # offered only the records it can use (the hooks its class overrides, the datasets it
-        # declares): most records interest two or three of the nine rules, and a call is a
-        # measurable share of a record's budget.
+        # offered only the records it can use (the hooks it wants, the datasets it declares): most
+        # records interest two or three of the nine rules, and a call is a measurable share of a
+        # record's budget.
         self._detectors = detectors
         self._arrival = {ds: _hooks(detectors, "observe_arrival", ds) for ds in Dataset}
         self._event = {ds: _hooks(detectors, "observe_event", ds) for ds in Dataset}
@@ -76,14 +76,42 @@ class DetectorSet:
         self._event_bits = {ds: [(rule_mask(r), r, h) for r, h in self._event[ds]] for ds in Dataset}
         self._transaction_bits = [(rule_mask(r), r, h) for r, h in self._transaction]
 
+    # The three record hooks run once or twice a record: each is the loop of _run written out, one
+    # call fewer per record, and a record no rule reads (an app event in observe_event) costs a
+    # dict lookup.
+
     def observe_arrival(self, event: Event) -> list[Alert]:
-        return self._run(self._arrival[event.dataset], event)
+        alerts: list[Alert] = []
+        for rule_id, hook in self._arrival[event.dataset]:
+            try:
+                findings = hook(event)
+                if findings:
+                    self._fold(findings, alerts)
+            except Exception:
+                self._record_error(rule_id)
+        return alerts
 
     def observe_event(self, event: Event) -> list[Alert]:
-        return self._run(self._event[event.dataset], event)
+        alerts: list[Alert] = []
+        for rule_id, hook in self._event[event.dataset]:
+            try:
+                findings = hook(event)
+                if findings:
+                    self._fold(findings, alerts)
+            except Exception:
+                self._record_error(rule_id)
+        return alerts
 
     def observe_transaction(self, txn: Transaction) -> list[Alert]:
-        return self._run(self._transaction, txn)
+        alerts: list[Alert] = []
+        for rule_id, hook in self._transaction:
+            try:
+                findings = hook(txn)
+                if findings:
+                    self._fold(findings, alerts)
+            except Exception:
+                self._record_error(rule_id)
+        return alerts
 
     def advance(self, watermark: float) -> list[Alert]:
         alerts = self._run(self._advancing, watermark)
@@ -93,11 +121,11 @@ class DetectorSet:
 
     def observe_event_masked(self, event: Event, mask: int) -> None:
         """``observe_event`` for the rules in ``mask`` only (findings go to the sink)."""
-        self._run([(r, h) for bit, r, h in self._event_bits[event.dataset] if mask & bit], event)
+        self._run_masked(self._event_bits[event.dataset], mask, event)
 
     def observe_transaction_masked(self, txn: Transaction, mask: int) -> None:
         """``observe_transaction`` for the rules in ``mask`` only (findings go to the sink)."""
-        self._run([(r, h) for bit, r, h in self._transaction_bits if mask & bit], txn)
+        self._run_masked(self._transaction_bits, mask, txn)
 
     def gather(self, watermark: float) -> dict[str, list[Any]]:
         """Each gathering rule's rows of the windows ``watermark`` closed (rules with none left out)."""
@@ -132,6 +160,19 @@ class DetectorSet:
                 self._record_error(rule_id)
         return alerts
 
+    def _run_masked(
+        self, hooks: list[tuple[int, str, Callable[[Any], Iterable[Finding]]]], mask: int, argument: object
+    ) -> None:
+        alerts: list[Alert] = []  # stays empty: a masked run's findings go to the sink
+        for bit, rule_id, hook in hooks:
+            if mask & bit:
+                try:
+                    findings = hook(argument)
+                    if findings:
+                        self._fold(findings, alerts)
+                except Exception:
+                    self._record_error(rule_id)
+
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
         if self.sink is not None:
             for finding in findings:
@@ -159,7 +200,7 @@ def _hooks(
     return [
         (d.rule_id, getattr(d, hook))
         for d in detectors
-        if getattr(type(d), hook) is not getattr(Detector, hook) and (dataset is None or dataset in d.datasets)
+        if d.wants(hook) and (dataset is None or dataset in d.datasets)
     ]
 
 

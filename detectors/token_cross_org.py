@@ -29,7 +29,7 @@ class TokenCrossOrg(Detector):
 
     def observe_arrival(self, event: Event) -> Iterable[Finding]:
         token_org, org = event.token_org, event.org_id
-        if token_org is None or org is None or token_org == org or event.is_gateway:
+        if token_org is None or org is None or token_org == org or event.dataset is Dataset.GATEWAY:
             return ()
         if event.status is None or not 200 <= event.status < 300:
             return ()

@@ -30,6 +30,9 @@ class TokenRevokedUsed(Detector):
 
     config: Config
 
+    def wants(self, hook: str) -> bool:
+        return bool(self.context.revoked) and super().wants(hook)  # no revocation list: nothing to find
+
     def observe_arrival(self, event: Event) -> Iterable[Finding]:
         revoked = self.context.revoked
         jti = event.token_jti

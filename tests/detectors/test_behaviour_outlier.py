@@ -122,6 +122,25 @@ def test_outlier_scores_are_reproducible() -> None:
     assert not np.array_equal(outlier_scores(matrix, random_state=8), outlier_scores(matrix))
 
 
+def test_scoring_some_rows_gives_exactly_their_scores_among_all() -> None:
+    """The window's forest scores only its candidates: the same bits as scoring every client."""
+    for seed in range(5):
+        matrix = np.abs(np.random.default_rng(seed).normal(size=(300, len(FEATURES)))) * 50
+        rows = np.flatnonzero(np.random.default_rng(seed + 100).random(300) < 0.05)
+        assert np.array_equal(outlier_scores(matrix, rows=rows), outlier_scores(matrix)[rows])
+
+
+def test_a_window_without_a_candidate_fits_no_forest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No busy client with a far-out feature: nothing could be flagged, so no model is fitted."""
+    import detectors.behaviour_outlier as module
+
+    def no_forest(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("fitted a forest for a window without a candidate")
+
+    monkeypatch.setattr(module, "outlier_scores", no_forest)
+    assert run(detector(), _population(40, scanner=False)) == []
+
+
 def _fields(event: Event) -> dict[str, object]:
     return {
         name: getattr(event, name)

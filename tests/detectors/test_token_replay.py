@@ -139,3 +139,19 @@ def test_deterministic() -> None:
     first, second = feed(records), feed(records)
     assert first == second
     assert len(first) == 8  # each of 4 tokens sees 3 addresses: fires at the 2nd and 3rd
+
+
+def test_a_known_client_is_judged_by_its_request_s_first_record_not_its_first_listed() -> None:
+    """A request whose app line is inside the token's lifetime and gateway line past it is still inside."""
+    end = 3600  # default lifetime from the first use at 0
+    straddling = transaction(
+        "r-2",
+        gateway=(gateway_event(end + 0.5, request_id="r-2", source_ip="203.0.113.7", token_jti="jti-1"),),
+        app=(app_event(end - 0.5, request_id="r-2", token_jti="jti-1"),),
+    )
+    detector = TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT)
+    assert list(detector.observe_transaction(use("r-1", 0, "203.0.113.7", exp=None))) == []
+    assert list(detector.observe_transaction(straddling)) == []
+    # still the first use's window: a second address within it alerts, listing the first use
+    (finding,) = detector.observe_transaction(use("r-3", end - 0.2, "198.51.100.23", exp=None))
+    assert finding.details["first_seen"]["203.0.113.7"] == "2026-01-01T00:00:00.000Z"
