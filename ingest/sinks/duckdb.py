@@ -9,6 +9,7 @@ a grown alert replaces its earlier version.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import orjson
 
 from ingest.errors import StoreError
-from ingest.records import Event
+from ingest.records import Dataset, Event, Transaction
 from ingest.sinks.base import Batch
 
 Frame = dict[str, np.ndarray]
@@ -194,68 +195,84 @@ _INT_COLUMNS = frozenset({"status", "bytes_received", "bytes_sent", "stream_offs
 
 
 def _frame(columns: dict[str, Any]) -> Frame:
-    return {name: _ints(values) if name in _INT_COLUMNS else np.array(values, dtype=object)
+    return {name: _ints(values) if name in _INT_COLUMNS else _objects(values, len(values))
             for name, values in columns.items()}  # fmt: skip
 
 
-def _ints(values: Any) -> np.ndarray:
-    mask = [value is None for value in values]
-    if not any(mask):
-        return np.array(values, dtype=np.int64)
-    return np.ma.masked_array([0 if value is None else value for value in values], mask=mask, dtype=np.int64)
+def _objects(values: Iterable[Any], count: int) -> np.ndarray:
+    # fromiter fills the array without np.array's search for nested sequences in every value.
+    return np.fromiter(values, dtype=object, count=count)
 
 
-_copied = attrgetter(*_COPIED)
+def _ints(values: Sequence[int | None]) -> np.ndarray:
+    if None not in values:
+        return np.fromiter(values, dtype=np.int64, count=len(values))
+    objects = _objects(values, len(values))
+    null: np.ndarray = objects == None  # noqa: E711 (numpy compares each value)
+    objects[null] = 0
+    return np.ma.masked_array(objects.astype(np.int64), mask=null)
+
+
+# The copied fields that are text or floats (object columns), and the integer ones.
+_OBJECT_FIELDS = {name: attrgetter(name) for name in _COPIED if name not in _INT_COLUMNS and name != "ts"}
+_INT_FIELDS = {name: attrgetter(name) for name in _COPIED if name in _INT_COLUMNS}
+_DATASET_NAMES = {dataset: str(dataset) for dataset in Dataset}
+_ts = attrgetter("ts")
+_dataset = attrgetter("dataset")
+_stream = attrgetter("origin.stream")
+_offset = attrgetter("origin.offset")
+_response_flags = attrgetter("response_flags")
+_labels = attrgetter("labels")
+_id = attrgetter("id")
 
 
 def _event_frame(events: list[Event]) -> Frame:
-    # One C call per event reads every copied field; zip(*) turns the rows into columns.
-    columns: dict[str, Any] = dict(zip(_COPIED, zip(*map(_copied, events))))
-    columns["dataset"] = [str(e.dataset) for e in events]
-    columns["stream"] = [e.origin.stream for e in events]
-    columns["stream_offset"] = [e.origin.offset for e in events]
-    columns["response_flags"] = ["\x1f".join(e.response_flags) for e in events]
-    columns["labels"] = [orjson.dumps(dict(e.labels)).decode() if e.labels else None for e in events]
-    return _frame(columns)
+    # A column at a time, each read by one C loop (map of an attrgetter) straight into its array.
+    count = len(events)
+    frame = {name: _objects(map(get, events), count) for name, get in _OBJECT_FIELDS.items()}
+    frame.update((name, _ints(list(map(get, events)))) for name, get in _INT_FIELDS.items())
+    frame["ts"] = np.fromiter(map(_ts, events), dtype=np.float64, count=count)  # never None
+    frame["dataset"] = _objects(map(_DATASET_NAMES.__getitem__, map(_dataset, events)), count)
+    frame["stream"] = _objects(map(_stream, events), count)
+    frame["stream_offset"] = _ints(list(map(_offset, events)))
+    frame["response_flags"] = _objects(map("\x1f".join, map(_response_flags, events)), count)
+    frame["labels"] = _objects((orjson.dumps(dict(labels)).decode() if labels else None
+                                for labels in map(_labels, events)), count)  # fmt: skip
+    return frame
 
 
+_TXN_COLUMNS = ("id", "request_id", "kind", "first_ts", "last_ts", "gateway_attempts", "app_records", "client_ip",
+                "method", "path", "route_name", "user_id", "org_id", "token_jti", "token_sub", "gateway_status",
+                "app_status", "event_ids")  # fmt: skip
 _TXN_FIRSTS = ("method", "path", "route_name", "user_id", "org_id", "token_jti", "token_sub")
+_txn_firsts = attrgetter(*_TXN_FIRSTS)
 
 
 def _transaction_frame(batch: Batch) -> Frame:
-    columns: dict[str, list[Any]] = {
-        name: [] for name in ("id", "request_id", "kind", "first_ts", "last_ts", "gateway_attempts", "app_records",
-                              "client_ip", *_TXN_FIRSTS, "gateway_status", "app_status", "event_ids")
-    }  # fmt: skip
-    for txn in batch.transactions:
-        events = txn.gateway + txn.app
-        times = [e.ts for e in events]
-        columns["id"].append(txn.id)
-        columns["request_id"].append(txn.request_id)
-        columns["kind"].append(txn.kind)
-        columns["first_ts"].append(min(times))
-        columns["last_ts"].append(max(times))
-        columns["gateway_attempts"].append(len(txn.gateway))
-        columns["app_records"].append(len(txn.app))
-        columns["client_ip"].append(txn.client_ip)
-        for name, value in zip(_TXN_FIRSTS, _firsts(events)):
-            columns[name].append(value)
-        columns["gateway_status"].append(txn.gateway_status)
-        columns["app_status"].append(txn.app_status)
-        columns["event_ids"].append("\x1f".join(e.id for e in events))
-    return _frame(columns)
+    return _frame(dict(zip(_TXN_COLUMNS, zip(*map(_transaction_row, batch.transactions)))))
 
 
-def _firsts(events: tuple[Event, ...]) -> list[Any]:
+def _transaction_row(txn: Transaction) -> tuple[Any, ...]:
+    """The values of :data:`_TXN_COLUMNS` for ``txn``."""
+    events = txn.gateway + txn.app
+    times = list(map(_ts, events))
+    return (
+        txn.id, txn.request_id, txn.kind, min(times), max(times), len(txn.gateway), len(txn.app), txn.client_ip,
+        *_firsts(events), txn.gateway_status, txn.app_status, "\x1f".join(map(_id, events)),
+    )  # fmt: skip
+
+
+def _firsts(events: tuple[Event, ...]) -> Sequence[Any]:
     """:meth:`Transaction.first` of each of :data:`_TXN_FIRSTS`, in one walk over the events."""
-    found: list[Any] = [None] * len(_TXN_FIRSTS)
-    missing = len(found)
-    for event in events:
-        for index, name in enumerate(_TXN_FIRSTS):
-            if found[index] is None and (value := getattr(event, name)) is not None:
+    found: Sequence[Any] = _txn_firsts(events[0])
+    if None not in found:
+        return found
+    found = list(found)
+    for event in events[1:]:
+        for index, value in enumerate(_txn_firsts(event)):
+            if found[index] is None:
                 found[index] = value
-                missing -= 1
-        if not missing:
+        if None not in found:
             break
     return found
 
