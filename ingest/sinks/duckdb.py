@@ -134,8 +134,8 @@ class DuckDBSink:
         except duckdb.Error as error:
             con.execute("ROLLBACK")
             con.unregister("frame")
-            if isinstance(error, duckdb.ConstraintException):
-                raise
+            if isinstance(error, duckdb.ConstraintException) and conflicts is _NEW_ROWS:
+                raise  # for write() to try again with the conflict clauses
             raise StoreError(f"DuckDB write to {self.path} failed: {error}") from None
 
     def close(self) -> None:
