@@ -9,6 +9,7 @@ a grown alert replaces its earlier version.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import orjson
 
 from ingest.errors import StoreError
-from ingest.records import Event
+from ingest.records import Dataset, Event, Transaction
 from ingest.sinks.base import Batch
 
 Frame = dict[str, np.ndarray]
@@ -87,6 +88,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+# Measured on bench_stages' batches (CPU of the whole process, DuckDB's threads included):
+# - one thread: a batch's insert and the checkpoint gain nothing from a second thread, which
+#   costs about 1 us an event in hand-offs (the setting holds for the whole database instance,
+#   so a reader in the same process shares it while the sink is open);
+# - a checkpoint every 64 MiB of write-ahead log instead of 16: each checkpoint compresses
+#   the last, partly filled row group again, and fewer of them save about 1 us an event.
+#   A crash leaves at most that much log to replay on the next open; 128 MiB held 70 MiB
+#   more memory at the peak, 64 MiB no more than 16.
+_WRITER_SETTINGS = "SET threads = 1; SET checkpoint_threshold = '64MiB';"
+
+
 class DuckDBSink:
     """Writes batches to a DuckDB file; each batch is one transaction."""
 
@@ -94,33 +106,37 @@ class DuckDBSink:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.connection = duckdb.connect(str(path))
+            self.connection.execute(_WRITER_SETTINGS)
             self.connection.execute(_SCHEMA)
         except (OSError, duckdb.Error) as error:
             raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
         self.path = path
 
     def write(self, batch: Batch) -> None:
+        frames = _frames(batch)
+        try:
+            self._commit(frames, _NEW_ROWS)
+        except duckdb.ConstraintException:
+            # Some id is stored already: a file read twice, a batch delivered again after a
+            # restart. Write the batch again, skipping what is there.
+            self._commit(frames, _SEEN_ROWS)
+
+    def _commit(self, frames: list[tuple[str, Frame]], conflicts: dict[str, str]) -> None:
+        """Insert ``frames`` in one transaction: all of them or, when a statement fails, none."""
         con = self.connection
         try:
             con.execute("BEGIN")
-            if batch.events:
-                self._insert("events", _event_frame(batch.events), _EVENT_SELECT, "OR IGNORE")
-            if batch.transactions:
-                self._insert("transactions", _transaction_frame(batch), _TXN_SELECT, "OR IGNORE")
-            if batch.alerts:
-                self._insert("alerts", _alert_frame(batch), _ALERT_SELECT, "OR REPLACE")
-            if batch.dead_letters:
-                self._insert("dead_letters", _dead_letter_frame(batch), "SELECT * FROM frame", "OR IGNORE")
+            for table, frame in frames:
+                con.register("frame", frame)
+                con.execute(f"INSERT {conflicts[table]} INTO {table} {_SELECTS[table]}")
+                con.unregister("frame")
             con.execute("COMMIT")
         except duckdb.Error as error:
             con.execute("ROLLBACK")
             con.unregister("frame")
+            if isinstance(error, duckdb.ConstraintException) and conflicts is _NEW_ROWS:
+                raise  # for write() to try again with the conflict clauses
             raise StoreError(f"DuckDB write to {self.path} failed: {error}") from None
-
-    def _insert(self, table: str, frame: Frame, select: str, conflict: str) -> None:
-        self.connection.register("frame", frame)
-        self.connection.execute(f"INSERT {conflict} INTO {table} {select}")
-        self.connection.unregister("frame")
 
     def close(self) -> None:
         self.connection.close()
@@ -153,6 +169,7 @@ def _select(columns: list[str]) -> str:
 
 
 _EVENT_SELECT = _select(list(_EVENT_COLUMNS))
+
 _TXN_SELECT = _select(
     "id request_id kind first_ts last_ts gateway_attempts app_records client_ip method path route_name user_id"
     " org_id token_jti token_sub gateway_status app_status event_ids".split()
@@ -160,6 +177,29 @@ _TXN_SELECT = _select(
 _ALERT_SELECT = _select(
     "id rule severity entity_type entity_value first_seen last_seen count request_ids summary reason details".split()
 )
+_SELECTS = {"events": _EVENT_SELECT, "transactions": _TXN_SELECT, "alerts": _ALERT_SELECT,
+            "dead_letters": "SELECT * FROM frame"}  # fmt: skip
+
+# A plain INSERT checks each new id against the primary key index; INSERT OR IGNORE costs
+# about 4 us an event more, for the rare batch that holds ids already stored. So a batch is
+# first written plainly and written again with the conflict clauses only when a key clashes.
+# Alerts always replace: a grown alert keeps its id.
+_NEW_ROWS = {"events": "", "transactions": "", "alerts": "OR REPLACE", "dead_letters": ""}
+_SEEN_ROWS = {"events": "OR IGNORE", "transactions": "OR IGNORE", "alerts": "OR REPLACE", "dead_letters": "OR IGNORE"}
+
+
+def _frames(batch: Batch) -> list[tuple[str, Frame]]:
+    """Each table's rows of ``batch`` as a frame, for the tables it has rows for."""
+    frames = []
+    if batch.events:
+        frames.append(("events", _event_frame(batch.events)))
+    if batch.transactions:
+        frames.append(("transactions", _transaction_frame(batch)))
+    if batch.alerts:
+        frames.append(("alerts", _alert_frame(batch)))
+    if batch.dead_letters:
+        frames.append(("dead_letters", _dead_letter_frame(batch)))
+    return frames
 
 
 _INT_COLUMNS = frozenset({"status", "bytes_received", "bytes_sent", "stream_offset", "gateway_attempts",
@@ -167,68 +207,84 @@ _INT_COLUMNS = frozenset({"status", "bytes_received", "bytes_sent", "stream_offs
 
 
 def _frame(columns: dict[str, Any]) -> Frame:
-    return {name: _ints(values) if name in _INT_COLUMNS else np.array(values, dtype=object)
+    return {name: _ints(values) if name in _INT_COLUMNS else _objects(values, len(values))
             for name, values in columns.items()}  # fmt: skip
 
 
-def _ints(values: Any) -> np.ndarray:
-    mask = [value is None for value in values]
-    if not any(mask):
-        return np.array(values, dtype=np.int64)
-    return np.ma.masked_array([0 if value is None else value for value in values], mask=mask, dtype=np.int64)
+def _objects(values: Iterable[Any], count: int) -> np.ndarray:
+    # fromiter fills the array without np.array's search for nested sequences in every value.
+    return np.fromiter(values, dtype=object, count=count)
 
 
-_copied = attrgetter(*_COPIED)
+def _ints(values: Sequence[int | None]) -> np.ndarray:
+    if None not in values:
+        return np.fromiter(values, dtype=np.int64, count=len(values))
+    objects = _objects(values, len(values))
+    null: np.ndarray = objects == None  # noqa: E711 (numpy compares each value)
+    objects[null] = 0
+    return np.ma.masked_array(objects.astype(np.int64), mask=null)
+
+
+# The copied fields that are text or floats (object columns), and the integer ones.
+_OBJECT_FIELDS = {name: attrgetter(name) for name in _COPIED if name not in _INT_COLUMNS and name != "ts"}
+_INT_FIELDS = {name: attrgetter(name) for name in _COPIED if name in _INT_COLUMNS}
+_DATASET_NAMES = {dataset: str(dataset) for dataset in Dataset}
+_ts = attrgetter("ts")
+_dataset = attrgetter("dataset")
+_stream = attrgetter("origin.stream")
+_offset = attrgetter("origin.offset")
+_response_flags = attrgetter("response_flags")
+_labels = attrgetter("labels")
+_id = attrgetter("id")
 
 
 def _event_frame(events: list[Event]) -> Frame:
-    # One C call per event reads every copied field; zip(*) turns the rows into columns.
-    columns: dict[str, Any] = dict(zip(_COPIED, zip(*map(_copied, events))))
-    columns["dataset"] = [str(e.dataset) for e in events]
-    columns["stream"] = [e.origin.stream for e in events]
-    columns["stream_offset"] = [e.origin.offset for e in events]
-    columns["response_flags"] = ["\x1f".join(e.response_flags) for e in events]
-    columns["labels"] = [orjson.dumps(dict(e.labels)).decode() if e.labels else None for e in events]
-    return _frame(columns)
+    # A column at a time, each read by one C loop (map of an attrgetter) straight into its array.
+    count = len(events)
+    frame = {name: _objects(map(get, events), count) for name, get in _OBJECT_FIELDS.items()}
+    frame.update((name, _ints(list(map(get, events)))) for name, get in _INT_FIELDS.items())
+    frame["ts"] = np.fromiter(map(_ts, events), dtype=np.float64, count=count)  # never None
+    frame["dataset"] = _objects(map(_DATASET_NAMES.__getitem__, map(_dataset, events)), count)
+    frame["stream"] = _objects(map(_stream, events), count)
+    frame["stream_offset"] = _ints(list(map(_offset, events)))
+    frame["response_flags"] = _objects(map("\x1f".join, map(_response_flags, events)), count)
+    frame["labels"] = _objects((orjson.dumps(dict(labels)).decode() if labels else None
+                                for labels in map(_labels, events)), count)  # fmt: skip
+    return frame
 
 
+_TXN_COLUMNS = ("id", "request_id", "kind", "first_ts", "last_ts", "gateway_attempts", "app_records", "client_ip",
+                "method", "path", "route_name", "user_id", "org_id", "token_jti", "token_sub", "gateway_status",
+                "app_status", "event_ids")  # fmt: skip
 _TXN_FIRSTS = ("method", "path", "route_name", "user_id", "org_id", "token_jti", "token_sub")
+_txn_firsts = attrgetter(*_TXN_FIRSTS)
 
 
 def _transaction_frame(batch: Batch) -> Frame:
-    columns: dict[str, list[Any]] = {
-        name: [] for name in ("id", "request_id", "kind", "first_ts", "last_ts", "gateway_attempts", "app_records",
-                              "client_ip", *_TXN_FIRSTS, "gateway_status", "app_status", "event_ids")
-    }  # fmt: skip
-    for txn in batch.transactions:
-        events = txn.gateway + txn.app
-        times = [e.ts for e in events]
-        columns["id"].append(txn.id)
-        columns["request_id"].append(txn.request_id)
-        columns["kind"].append(txn.kind)
-        columns["first_ts"].append(min(times))
-        columns["last_ts"].append(max(times))
-        columns["gateway_attempts"].append(len(txn.gateway))
-        columns["app_records"].append(len(txn.app))
-        columns["client_ip"].append(txn.client_ip)
-        for name, value in zip(_TXN_FIRSTS, _firsts(events)):
-            columns[name].append(value)
-        columns["gateway_status"].append(txn.gateway_status)
-        columns["app_status"].append(txn.app_status)
-        columns["event_ids"].append("\x1f".join(e.id for e in events))
-    return _frame(columns)
+    return _frame(dict(zip(_TXN_COLUMNS, zip(*map(_transaction_row, batch.transactions)))))
 
 
-def _firsts(events: tuple[Event, ...]) -> list[Any]:
+def _transaction_row(txn: Transaction) -> tuple[Any, ...]:
+    """The values of :data:`_TXN_COLUMNS` for ``txn``."""
+    events = txn.gateway + txn.app
+    times = list(map(_ts, events))
+    return (
+        txn.id, txn.request_id, txn.kind, min(times), max(times), len(txn.gateway), len(txn.app), txn.client_ip,
+        *_firsts(events), txn.gateway_status, txn.app_status, "\x1f".join(map(_id, events)),
+    )  # fmt: skip
+
+
+def _firsts(events: tuple[Event, ...]) -> Sequence[Any]:
     """:meth:`Transaction.first` of each of :data:`_TXN_FIRSTS`, in one walk over the events."""
-    found: list[Any] = [None] * len(_TXN_FIRSTS)
-    missing = len(found)
-    for event in events:
-        for index, name in enumerate(_TXN_FIRSTS):
-            if found[index] is None and (value := getattr(event, name)) is not None:
+    found: Sequence[Any] = _txn_firsts(events[0])
+    if None not in found:
+        return found
+    found = list(found)
+    for event in events[1:]:
+        for index, value in enumerate(_txn_firsts(event)):
+            if found[index] is None:
                 found[index] = value
-                missing -= 1
-        if not missing:
+        if None not in found:
             break
     return found
 

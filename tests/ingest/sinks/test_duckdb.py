@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from detectors.alerts import AlertBook
 from detectors.base import Finding, Severity
 from detectors.sample import app_event, gateway_event, transaction
+from ingest.errors import StoreError
+from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
 from ingest.sinks.duckdb import DuckDBSink
 
@@ -84,3 +87,42 @@ def test_one_count_past_int32_among_thousands_of_small_ones(tmp_path: Path) -> N
     assert con.execute("select sum(bytes_sent), count(status) from events").fetchone() == (
         sum(range(5000)) - 4321 + 2**31, 4999
     )
+
+
+def test_a_batch_with_some_rows_already_stored_adds_only_the_new_ones(tmp_path: Path) -> None:
+    # A batch is inserted plainly first; a key already stored sends the whole batch down the
+    # conflict-aware path. Neither a stored row nor a new one may be lost or written twice.
+    old = [gateway_event(float(i), request_id=f"r{i}", status=200) for i in range(3)]
+    new = [gateway_event(float(i), request_id=f"r{i}", status=200) for i in range(3, 6)]
+    letter = DeadLetter(Origin(Dataset.GATEWAY, "gw.log", 99), "truncated", "no newline", b"GET /")
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=old, transactions=[transaction("r0", (old[0],))], dead_letters=[letter]))
+    sink.write(Batch(
+        events=[*new, *old], transactions=[transaction("r0", (old[0],)), transaction("r3", (new[0],))],
+        dead_letters=[letter],
+    ))  # fmt: skip
+    sink.write(Batch(events=[new[0], new[0]]))  # the same record twice in one batch
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select request_id, count(*) from events group by 1 order by 1").fetchall() == [
+        (f"r{i}", 1) for i in range(6)
+    ]
+    assert con.execute("select request_id from transactions order by 1").fetchall() == [("r0",), ("r3",)]
+    assert con.execute("select count(*) from dead_letters").fetchone() == (1,)
+
+
+def test_a_failed_write_leaves_nothing_of_its_batch(tmp_path: Path) -> None:
+    stored = gateway_event(1.0, request_id="r1", status=200)
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=[stored]))
+    # A constraint the dead letter breaks: the statement after the events insert fails.
+    sink.connection.execute(
+        "DROP TABLE dead_letters; CREATE TABLE dead_letters (id VARCHAR PRIMARY KEY, reason VARCHAR,"
+        " detail VARCHAR, dataset VARCHAR, stream VARCHAR, stream_offset BIGINT, line VARCHAR CHECK (line IS NULL))"
+    )
+    letter = DeadLetter(Origin(Dataset.GATEWAY, "gw.log", 7), "truncated", "no newline", b"GET /")
+    with pytest.raises(StoreError):
+        sink.write(Batch(events=[stored, gateway_event(2.0, request_id="r2")], dead_letters=[letter]))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select request_id from events").fetchall() == [("r1",)]
