@@ -10,7 +10,8 @@ with a mask naming those rules.
 Stream clocks come from the ingest stages' ``progress`` v2 as well as from
 its own events, so a partition that holds few (or no) events of a stream
 still sees that stream's event time; then :class:`~gatewatch.serve_idle.IdleInputs`
-applies the idle rules. ``process()`` runs after every input message, so the
+applies the idle rules. An ``events`` message is buffered; ``process()`` runs
+after every ``progress`` message (which follows each poll's events), so the
 outputs are a pure function of the input sequence. Each output message
 carries the task's tick after that input message: "everything for ticks <=
 tick is sent" (see :mod:`gatewatch.tasks.keyed`). A task whose watermark is
@@ -230,9 +231,14 @@ class JoinTask:
                 events = events_from_rows(message.stream, message.events)
                 out.records += len(events)
                 pipeline.order_events(events)
-        else:
-            assert type(message) is IngestProgress
-            self._on_progress(message)
+            # Buffered only: an ingest stage sends a poll's events, then its progress, so the progress
+            # message right behind runs the pipeline once for the whole poll. Processing after each
+            # events message as well sent every keyed partition and the ALERT task a message per input
+            # stream and poll, each then applied downstream, for the same findings: the pipeline's
+            # results do not depend on how its input is chunked (replay reads 512 records a chunk).
+            return
+        assert type(message) is IngestProgress
+        self._on_progress(message)
         pipeline.process()
         pipeline.start_tick()
         self._send()
