@@ -10,7 +10,8 @@ with a mask naming those rules.
 Stream clocks come from the ingest stages' ``progress`` v2 as well as from
 its own events, so a partition that holds few (or no) events of a stream
 still sees that stream's event time; then :class:`~gatewatch.serve_idle.IdleInputs`
-applies the idle rules. ``process()`` runs after every input message, so the
+applies the idle rules. An ``events`` message is buffered; ``process()`` runs
+after every ``progress`` message (which follows each poll's events), so the
 outputs are a pure function of the input sequence. Each output message
 carries the task's tick after that input message: "everything for ticks <=
 tick is sent" (see :mod:`gatewatch.tasks.keyed`). A task whose watermark is
@@ -21,7 +22,6 @@ empty partition never stalls the others.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,46 +35,27 @@ from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.route import entity_partition
 from gatewatch.topology import PIPELINE_STATE_VERSION, Pipeline, PipelineState, detector_configs
 from gatewatch.wire import (
-    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedMessage, KeyedTxn,
-    decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state,
+    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn,
+    decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state, keyed_row,
 )  # fmt: skip
-from ingest.codec import EventRow, EventTable, decode, events_from_rows, unpack_events
+from ingest.codec import decode, events_from_rows, unpack_events
 from ingest.order import MAX_HELD_EVENTS
 from ingest.records import Dataset, Event, Transaction
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
 
-# The event fields a keyed rule reads (http_4xx_burst, http_5xx_burst, behaviour_outlier, token_replay and
-# the trust policy it asks); the others cross the keyed topic empty. tests/tasks run every rule's examples
-# through the partitioned path, so a rule reading a field missing here fails there.
-KEYED_FIELDS = frozenset({
-    "request_id", "path", "status", "bytes_sent", "upstream_host", "upstream_cluster", "route_name", "authority",
-    "source_ip", "peer_identity", "token_jti", "token_sub", "token_exp",
-})  # fmt: skip
-_ROW_REST = list(EventRow.__struct_fields__[4:])
-# One function that builds a row, written once from the field names above (no data reaches it): a
-# generic loop over 33 fields per event cost more than the rest of the hand-off.
-_project_row: Callable[[Event], tuple[Any, ...]] = eval(  # noqa: S307
-    "lambda e: (e.id, e.dataset, e.ts, e.origin.offset, "
-    + "".join(f"e.{name}, " if name in KEYED_FIELDS else f"{EventRow.__struct_defaults__[i]!r}, "
-              for i, name in enumerate(_ROW_REST))
-    + ")"
-)  # fmt: skip
-
-
-def project_events(events: list[Event]) -> EventTable:
-    """``events`` with only :data:`KEYED_FIELDS` (and id, dataset, ts, origin) filled, as a table."""
+def keyed_rows(events: list[Event]) -> tuple[list[str], list[tuple[object, ...]]]:
+    """``events`` as :class:`~gatewatch.wire.KeyedRow` arrays (only what the keyed rules read), and their streams."""
     index: dict[str, int] = {}
-    stream_of: list[int] = []
+    rows = []
     for event in events:
         stream = event.origin.stream
         i = index.get(stream)
         if i is None:
             i = index[stream] = len(index)
-        stream_of.append(i)
-    rows = [_project_row(event) for event in events]
-    return EventTable(list(index), stream_of, rows)  # type: ignore[arg-type]
+        rows.append(keyed_row(event, i))
+    return list(index), rows
 
 
 class _Outbox:
@@ -250,9 +231,14 @@ class JoinTask:
                 events = events_from_rows(message.stream, message.events)
                 out.records += len(events)
                 pipeline.order_events(events)
-        else:
-            assert type(message) is IngestProgress
-            self._on_progress(message)
+            # Buffered only: an ingest stage sends a poll's events, then its progress, so the progress
+            # message right behind runs the pipeline once for the whole poll. Processing after each
+            # events message as well sent every keyed partition and the ALERT task a message per input
+            # stream and poll, each then applied downstream, for the same findings: the pipeline's
+            # results do not depend on how its input is chunked (replay reads 512 records a chunk).
+            return
+        assert type(message) is IngestProgress
+        self._on_progress(message)
         pipeline.process()
         pipeline.start_tick()
         self._send()
@@ -372,8 +358,11 @@ class JoinTask:
                 continue
             seq = self._seqs[dest] = self._seqs.get(dest, 0) + 1
             self._sent_ticks[dest] = tick
-            message = KeyedMessage(self._stream, seq, tick, project_events(box.events), box.masks, box.txns,
-                                   project_events(box.txn_events), self._final)  # fmt: skip
+            # One stream table for the events and the transactions' events: the same few inputs.
+            streams, rows = keyed_rows(box.events + box.txn_events)
+            split = len(box.events)
+            message = KeyedRowsMessage(self._stream, seq, tick, streams, rows[:split], box.masks,  # type: ignore[arg-type]
+                                       box.txns, rows[split:], self._final)  # type: ignore[arg-type]  # fmt: skip
             messages.append(("keyed", partition, encode_keyed(message)))
             self._boxes[partition] = _Outbox()
         dest = "findings/0"

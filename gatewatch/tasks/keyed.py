@@ -34,8 +34,8 @@ from gatewatch.errors import WireError
 from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, poison
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context
 from gatewatch.wire import (
-    FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedState, KeyedTxn, decode_keyed_message,
-    decode_task_state, encode_findings, encode_task_state,
+    FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedRowsMessage, KeyedState, KeyedTxn,
+    decode_keyed_message, decode_task_state, encode_findings, encode_task_state, keyed_event,
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state, pack_events, unpack_events
 from ingest.records import Event, Transaction
@@ -52,15 +52,26 @@ def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
                       finding.key)  # fmt: skip
 
 
-def keyed_items(message: KeyedMessage) -> tuple[list[tuple[Event, int]], list[tuple[Transaction, float, int]]]:
+def keyed_items(
+    message: KeyedRowsMessage | KeyedMessage,
+) -> tuple[list[tuple[Event, int]], list[tuple[Transaction, float, int]]]:
     """The events (with masks) and transactions (with deadlines and masks) of a keyed message.
 
     Raises WireError ``undecodable`` if the message is inconsistent.
     """
-    events = unpack_events(message.events)
+    if type(message) is KeyedRowsMessage:
+        streams = message.streams
+        try:
+            events = [keyed_event(row, streams[row.stream]) for row in message.events]
+            txn_events = [keyed_event(row, streams[row.stream]) for row in message.txn_events]
+        except IndexError:
+            raise WireError("undecodable", "keyed: stream index out of range") from None
+    else:
+        assert type(message) is KeyedMessage
+        events = unpack_events(message.events)
+        txn_events = unpack_events(message.txn_events)
     if len(message.event_masks) != len(events):
         raise WireError("undecodable", "keyed: one mask per event expected")
-    txn_events = unpack_events(message.txn_events)
     if sum(t.gateway + t.app for t in message.transactions) != len(txn_events):
         raise WireError("undecodable", "keyed: transaction event counts do not match")
     txns: list[tuple[Transaction, float, int]] = []
