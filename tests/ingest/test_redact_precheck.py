@@ -109,3 +109,14 @@ def test_remembered_texts_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(redactor._clean) <= 50 + 1
     dirty = Event("e-x", Dataset.GATEWAY, 1.0, origin, path=f"/pay?card={PAN}", user_agent="curl/8")
     assert PAN not in (redactor.redact(dirty).path or "")  # a remembered user agent shields nothing else
+
+
+@pytest.mark.parametrize(
+    "card", ["4111-1111 1111-1111", "4111 1111-1111 1111", "4111-1111-1111 1111", "3782 822463-10005", "3782-822463 10005"]
+)
+def test_a_card_number_with_spaces_and_dashes_mixed_is_redacted(card: str) -> None:
+    # The full patterns always took these; the pre-check used to let them through.
+    origin = Origin(Dataset.APP, "app.log", 1)
+    event = Event("e-1", Dataset.APP, 1.0, origin, message=f"charged {card} ok", user_agent="curl/8")
+    out = Redactor(hash_key=b"k").redact(event)
+    assert card not in (out.message or "") and "[REDACTED:pan last4=" in (out.message or "")
