@@ -22,13 +22,19 @@ class Dataset(StrEnum):
     INTERNAL = "gatewatch.internal"  # a message of serve's internal topics that did not decode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Origin:
     """Where a record came from: a file and line number, or a topic-partition and offset.
 
     ``stream`` names one ordered input (``/var/log/envoy.log`` or ``gw-gateway/3``);
     ``offset`` is the record's position in it. Together they identify the record,
     so ids derived from them are stable across re-reads.
+
+    Treated as immutable, but not ``frozen`` (like :class:`Event`): a frozen
+    dataclass sets each field through ``object.__setattr__``, and one Origin and
+    one RawRecord are built for every line read (0.6 µs a line frozen, 0.2 µs
+    not). It hashes and compares by its fields as before (``unsafe_hash``: safe
+    while nothing assigns to one after it is built), since origins are dict keys.
     """
 
     dataset: Dataset
@@ -36,9 +42,9 @@ class Origin:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RawRecord:
-    """One undecoded log line, as a source read it.
+    """One undecoded log line, as a source read it; immutable by convention, see :class:`Origin`.
 
     ``created`` is when the container runtime wrote the line (Docker's
     ``time``, CRI's leading timestamp), when the line came wrapped in one.

@@ -28,9 +28,13 @@ A name matches a configured one when, case-insensitive and with ``-`` read as
 ``access_token``. Markers are never redacted again, so a second pass (a log
 line quoting a stored value) leaves them as they are.
 
-Cost: clean records must pay almost nothing. An event's text fields are joined
-once and checked with a few substring searches and one digit-run search; only
-a record that trips one of them goes through the full patterns.
+Cost: clean records must pay almost nothing. Each text of an event (a field,
+a flag, a label) is folded once and checked with a few substring searches, one
+of them for digit runs; only a record that trips one of them goes through the
+full patterns. Texts found clean are remembered (a bounded set, clean verdicts
+only), so those that repeat from record to record (a route, a user agent, a
+client, a token) cost one set lookup, and a hex request id (a UUID) is searched
+for digit runs only, the one needle a hex string can hold.
 """
 
 from __future__ import annotations
@@ -76,6 +80,16 @@ _FOLD = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _", b"abcdefghijklmnopqrstuvwxyz00000000000-"
 )
 _PAN_NEEDLES = ("0" * 13, "0000-0000-0000-0000", "0000-000000-0000")
+# Spaces and dashes mixed in one card number ("4111-1111 1111-1111" folds to 0000-000000000-0000,
+# "4111 1111-1111 1111" to 000000000-000000000): the full patterns take them, but none of the
+# needles above found them. A UUID holds neither run unless 9 digits follow its 4th group.
+_MIXED_PAN_NEEDLES = ("0000-000000000", "000000000-0000")
+# A request id is nearly always hex and dashes (a UUID): folded by this table (hex letters
+# read as "x", anything else as "?"), only needles of digits and dashes can be in it.
+_HEX_ID_FOLD = bytes(
+    ord("0") if c in b"0123456789" else ord("x") if c in b"abcdefABCDEF" else c if c == ord("-") else ord("?")
+    for c in range(256)
+)
 _GROUP = re.compile(r"[0-9]+")
 _UUID_DIGITS = re.compile(r"[0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}")
 _USERINFO = re.compile(r"://([^\s/@:\[\]]+):(?!\[REDACTED:)([^\s/@\[\]]+)@")
@@ -87,6 +101,28 @@ _TEXT_FIELDS = tuple(
     if spec.type == "str | None" and name != "id"
 )
 _text_values = operator.attrgetter(*_TEXT_FIELDS)
+
+
+def _repeating_texts(event: Event) -> tuple[str | None, ...]:
+    """Every text field of ``event`` but its request id: the values that repeat from record to record.
+
+    A route, a user agent, a client, a path, a token's jti: their clean verdicts are kept
+    (see Redactor._suspect_event). Not the request id, new for nearly every record, which
+    would only push the others out. Read as attributes, not with operator.attrgetter: a
+    third of its cost for 22 fields. tests/ingest/test_redact_precheck.py checks it reads them all.
+    """
+    return (
+        event.method, event.path, event.protocol, event.response_code_details, event.upstream_host,
+        event.upstream_cluster, event.route_name, event.authority, event.user_agent, event.forwarded_for,
+        event.source_ip, event.peer_identity, event.tls_version, event.user_id, event.org_id, event.action,
+        event.outcome, event.level, event.message, event.token_jti, event.token_sub, event.token_org,
+    )  # fmt: skip
+
+
+# Values a Redactor keeps as clean; past this it forgets them all and starts over, so
+# hostile variety costs the plain search per value and a bounded amount of memory.
+CLEAN_CACHE_VALUES = 1 << 15
+
 
 def _name_pattern(names: Iterable[str]) -> str:
     # "api_key" must match api_key, api-key, API-KEY: '-' and '_' are one character here.
@@ -107,8 +143,9 @@ def _quoted_value(group: str) -> str:
 class Redactor:
     """Replaces secrets in records and text by markers; see the module docstring for what and how.
 
-    Build one per process with :meth:`from_config`; it is stateless after
-    construction and safe to share between threads.
+    Build one per process with :meth:`from_config`. Its one state after
+    construction is the set of texts it found clean, which changes no result,
+    only its cost: it is safe to share between threads.
     """
 
     def __init__(
@@ -132,11 +169,22 @@ class Redactor:
         }
         # Pre-check needles, in the folded form _suspect compares: any of them sends a value
         # through the full patterns. A needle containing another one is redundant.
-        needles = {"@", "eyj", "cv", *_PAN_NEEDLES}
+        needles = {"@", "eyj", "cv", *_PAN_NEEDLES, *_MIXED_PAN_NEEDLES}
         needles.update(_fold(n) for n in (*query_params, *json_keys, *headers))
         self._needles = tuple(
             sorted(n for n in needles if not any(o != n and o in n for o in needles))
         )
+        # The needles a hex id can hold: runs of digits and dashes. Every other one holds a
+        # character no hex id has, unless a configured name is spelt in hex letters ("fee"):
+        # then ids take the plain search (None).
+        in_hex_id = [n for n in self._needles if set(n) <= set("0abcdef-")]
+        self._hex_id_needles = None if any(set(n) & set("abcdef") for n in in_hex_id) else tuple(in_hex_id)
+        # Texts (field values, flags, label pairs) already found clean: see _suspect_event.
+        # Only clean verdicts are kept, so a stale or raced entry can cost a search, never a secret.
+        self._clean: set[str | tuple[str, str] | None] = {None}
+        # A needle holding the "\x1f" that joins an event's texts could span two of them:
+        # then (an odd config) texts are never judged one by one.
+        self._judge_texts_alone = not any("\x1f" in n for n in self._needles)
         marker = (
             r"\[REDACTED:(?:" + "|".join(_KINDS) + r")(?: last4=[0-9]{4})?"
             r"(?: jti=(?!(?:[^ \]]*?[0-9]){13})(?![^ \]]*eyJ)[A-Za-z0-9._@+-]{1,64})?"
@@ -222,11 +270,51 @@ class Redactor:
                 return True
         return False
 
+    def _suspect_event(self, event: Event) -> bool:
+        """Whether a needle is in any of ``event``'s texts: then it goes through the full patterns.
+
+        The verdict of searching all its texts joined, since no needle spans two of them.
+        But most texts of a record repeat earlier records' (a route, a user agent, a client,
+        a token's jti): one set lookup each, in C, finds them clean again, and only the
+        request id and the texts not seen before are searched.
+        """
+        clean = self._clean
+        request_id = event.request_id
+        if (
+            clean.issuperset(_repeating_texts(event))
+            and (not event.response_flags or clean.issuperset(event.response_flags))
+            and (not event.labels or clean.issuperset(event.labels))
+        ):
+            return request_id is not None and self._suspect_id(request_id)
+        if not self._judge_texts_alone:
+            return self._suspect(_joined_texts(event))
+        unseen = {*_repeating_texts(event), *event.response_flags, *event.labels}.difference(clean)
+        for text in unseen:
+            if isinstance(text, tuple):  # a label: its name and its value
+                if self._suspect(text[0]) or self._suspect(text[1]):
+                    return True
+            elif text and self._suspect(text):
+                return True
+        if len(clean) + len(unseen) > CLEAN_CACHE_VALUES:
+            clean.clear()
+            clean.add(None)
+        clean.update(unseen)
+        return request_id is not None and self._suspect_id(request_id)
+
+    def _suspect_id(self, request_id: str) -> bool:
+        # _suspect's verdict, in a third of its time for a hex id: its needles are runs of
+        # digits and dashes, and digits and dashes fold the same in both tables.
+        needles = self._hex_id_needles
+        folded = request_id.encode("utf-8", "surrogatepass").translate(_HEX_ID_FOLD).decode("latin-1")
+        if needles is None or "?" in folded:
+            return self._suspect(request_id)
+        for needle in needles:
+            if needle in folded:
+                return True
+        return False
+
     def _event(self, event: Event) -> Event:
-        text = "\x1f".join(filter(None, _text_values(event)))
-        if event.labels or event.response_flags:
-            text = "\x1f".join((text, *event.response_flags, *(f"{k}\x1f{v}" for k, v in event.labels)))
-        if not self._suspect(text):
+        if not self._suspect_event(event):
             return event
         changes: dict[str, Any] = {}
         for name in _TEXT_FIELDS:
@@ -369,6 +457,14 @@ class Redactor:
     def _marker(self, kind: str, secret: str, extra: str = "") -> str:
         digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return f"{MARKER_PREFIX}{kind}{extra} h={digest[: self._hex_chars]}]"
+
+
+def _joined_texts(event: Event) -> str:
+    # Every text of an event in one string, for one search instead of one per field.
+    text = "\x1f".join(filter(None, _text_values(event)))
+    if event.labels or event.response_flags:
+        text = "\x1f".join((text, *event.response_flags, *(f"{k}\x1f{v}" for k, v in event.labels)))
+    return text
 
 
 def _fold(name: str) -> str:
