@@ -236,6 +236,10 @@ class JoinTask:
             # events message as well sent every keyed partition and the ALERT task a message per input
             # stream and poll, each then applied downstream, for the same findings: the pipeline's
             # results do not depend on how its input is chunked (replay reads 512 records a chunk).
+            # But what the events made at once (arrival findings, late events routed) goes now: a
+            # checkpoint holds no outbox, so one taken before the progress would lose it.
+            if self._findings or any(self._boxes):
+                self._send()
             return
         assert type(message) is IngestProgress
         self._on_progress(message)
