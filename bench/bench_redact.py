@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,19 +25,7 @@ from ingest.parsers import build_app_parser, build_gateway_parser  # noqa: E402
 from ingest.records import Dataset, Origin, RawRecord  # noqa: E402
 from ingest.redact import build_redactor  # noqa: E402
 from ingest.sources.files import FileSource  # noqa: E402
-
-DATA = Path(__file__).resolve().parent / ".data"
-
-
-def best_cpu_secs(run: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
-
+from bench_stages import DATA, best_cpu_secs  # noqa: E402
 
 def read_all(path: Path, dataset: Dataset, max_line_bytes: int) -> int:
     source = FileSource(path, dataset, max_line_bytes)
