@@ -77,13 +77,13 @@ class Converted:
 
 def without_port(address: Any) -> str:
     """``10.0.0.1:443`` -> ``10.0.0.1``, ``[::1]:443`` -> ``::1``; anything else unchanged."""
-    text = str(address)
-    if text.startswith("["):
-        end = text.find("]")
-        return text[1:end] if end > 0 else text
-    host, colon, port = text.rpartition(":")
-    # One colon only: a bare IPv6 address has several and no port.
-    return host if colon and port.isdigit() and ":" not in host else text
+    text = address if type(address) is str else str(address)
+    if text[:1] != "[":
+        host, colon, port = text.rpartition(":")
+        # One colon only: a bare IPv6 address has several and no port.
+        return host if colon and port.isdigit() and ":" not in host else text
+    end = text.find("]")
+    return text[1:end] if end > 0 else text
 
 
 # Envoy's long response flag names (RESPONSE_FLAGS_LONG), stored as the short

@@ -16,8 +16,8 @@ from ingest.normalize import InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
 from ingest.parsers.envoy_operators import Apply, Converted, Kind, ScalarClaim, Slot, resolve
-from ingest.parsers.fused import Leaf, fuse
-from ingest.records import DeadLetter, Event, Origin, RawRecord
+from ingest.parsers.fused import Fused, Leaf, fuse
+from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["ENVOY_DEFAULT_FORMAT", "TextPattern", "compile_text_format", "compile_text_pattern"]
 
@@ -45,7 +45,8 @@ class TextPattern:
             raise FormatError(f"format: no command operator in {fmt!r}")
         prefix = _LINE_PREFIX if whole_line else ""
         strict, lenient, cut, all_absent_matched = _pieces(tokens, self.slots)
-        self._strict: _Match = re.compile(prefix + "".join(strict), re.DOTALL).fullmatch
+        self.strict: _Match = re.compile(prefix + "".join(strict), re.DOTALL).fullmatch
+        """The format's match of a whole text, each operator's value a group (``None``: ``-``, not set)."""
         self._lenient: _Match | None = (
             re.compile(prefix + "".join(lenient), re.DOTALL).fullmatch if lenient != strict else None
         )
@@ -70,7 +71,7 @@ class TextPattern:
         treats alike. Raises ``InvalidValueError`` when a value cannot be read
         (an impossible date).
         """
-        match = self._strict(text)
+        match = self.strict(text)
         if match is None and self._lenient is not None:
             match = self._lenient(text)
         if match is None:
@@ -89,12 +90,13 @@ class TextPattern:
                 apply(field, value, fields)
         return fields
 
-    def fused(self, name: str) -> Callable[[str, Origin, float | None], Event | None] | None:
-        """A reader that types a line's values straight into an Event (see :mod:`ingest.parsers.fused`),
-        or ``None`` when this format needs the general path (a label, two operators back to back).
+    def fused(self, name: str) -> Fused | None:
+        """A reader that types the groups of a :attr:`strict` match straight into an Event (see
+        :mod:`ingest.parsers.fused`), or ``None`` when this format needs the general path (a label,
+        two operators back to back).
 
-        The reader returns ``None`` for any line it does not take plainly (no strict match, a value
-        that does not type), and the caller then runs :meth:`extract` and :func:`normalize`.
+        The reader returns ``None`` for any line it does not take plainly (a value that does not
+        type), and the caller then runs :meth:`extract` and :func:`normalize`.
         """
         if not self._zip_only:
             return None
@@ -107,20 +109,12 @@ class TextPattern:
                 applied.append(Leaf((index,), slot.field, convert=slot.apply.convert))
             elif slot.apply is not None:  # a claim in text is always a scalar: kept as it is
                 applied.append(Leaf((index,), slot.field))
-            else:
-                plain.append(Leaf((index,), slot.field))
+            else:  # a number's group matched \d+: decimal digits, unless the format gave a pattern
+                digits = slot.kind is Kind.NUMBER and slot.pattern is None
+                plain.append(Leaf((index,), slot.field, digits=digits))
         # extract() writes applied values after the plain ones: a later leaf wins, so the same order.
         # Only None is absent: the regex leaves "-" uncaptured, and normalize keeps "" as text.
-        reader = fuse(plain + applied, dash_is_absent=False, name=name, empty_is_absent=False)
-        if reader is None:
-            return None
-        strict = self._strict
-
-        def fused(text: str, origin: Origin, created: float | None) -> Event | None:
-            match = strict(text)
-            return None if match is None else reader(match.groups(), origin, created)
-
-        return fused
+        return fuse(plain + applied, dash_is_absent=False, name=name, empty_is_absent=False)
 
     def diagnose(self, text: str) -> str:
         """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
@@ -138,15 +132,16 @@ def compile_text_pattern(fmt: str, *, whole_line: bool = True) -> TextPattern:
 def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
     """A parser for access logs written with the Envoy format string ``fmt``."""
     pattern = compile_text_pattern(fmt, whole_line=True)
-    extract = pattern.extract
+    extract, strict = pattern.extract, pattern.strict
     fused = pattern.fused("gateway.format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
             return text
-        if fused is not None and (event := fused(text, record.origin, record.created)) is not None:
-            return event
+        if fused is not None and (match := strict(text)) is not None:
+            if (event := fused(match.groups(), record.origin, record.created)) is not None:
+                return event
         try:
             fields = extract(text)
         except InvalidValueError as error:

@@ -96,9 +96,14 @@ def test_a_label_never_collides_with_an_event_field() -> None:
         ("10.0.0.1", "10.0.0.1"),
         ("envoy://internal_client_address/", "envoy://internal_client_address/"),
         ("[broken", "[broken"),
+        ("[broken:80", "[broken:80"),  # a bracket opened, never closed: kept whole, port and all
+        (":80", ""),
+        ("10.0.0.1:", "10.0.0.1:"),
+        ("10.0.0.1:8x", "10.0.0.1:8x"),
+        (443, "443"),  # typed_json_format may log a number
     ],
 )
-def test_without_port(address: str, host: str) -> None:
+def test_without_port(address: object, host: str) -> None:
     assert without_port(address) == host
 
 

@@ -167,9 +167,10 @@ TEXT_JUNK = st.one_of(
 )
 # Values of each operator's kind, so most lines are events (statuses double as counts); TEXT_JUNK now and then.
 TEXT_VALUES = {
-    Kind.NUMBER: st.sampled_from(["-", "0", "200", "503", "404"]),
+    # Past 12 digits (a duration's fast limit) and past int64 (a count's), leading zeros.
+    Kind.NUMBER: st.sampled_from(["-", "0", "200", "503", "404", "0016", "1" * 13, "9" * 19]),
     Kind.TIME: st.sampled_from(["2026-03-02T09:00:00.003Z", "2026-03-02T09:00:02.520436+00:00"]),
-    Kind.TEXT: st.sampled_from(["-", "GET", "HTTP/2", "UF,URX", "10.0.0.1:443", "[::1]:80",
+    Kind.TEXT: st.sampled_from(["-", "GET", "HTTP/2", "UF,URX", "10.0.0.1:443", "[::1]:80", "[::1:80", ":80",
                                 "spiffe://cluster.local/ns/x", "1772442628", "0"]),
     Kind.JSON: st.sampled_from(["-", "abc"]),
 }  # fmt: skip
