@@ -293,7 +293,15 @@ def _leaf_lines(
     else:
         read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
         text = type(key) is int  # a regex group: text, or None
-    lines = [f"{indent}x = {read}", f"{indent}if {absent.test(text)}:"]
+    lines = [f"{indent}x = {read}"]
+    if field in _TYPED and not text and leaf.convert is None:
+        # A typed JSON number in range first: it is its own value (as the tests below would find),
+        # without comparing a number to "" and "-".
+        for number, (condition, value) in enumerate(_TYPED[field]):
+            lines += [f"{indent}{'elif' if number else 'if'} {condition}:", f"{indent}    f_{field} = {value}"]
+        lines.append(f"{indent}elif {absent.test(text)}:")
+    else:
+        lines.append(f"{indent}if {absent.test(text)}:")
     inner = indent + "    "
     if leaf.scalar_only and attribute is None:  # a Struct's field never holds an object, a list or a bool
         lines.append(f"{inner}if type(x) is dict or type(x) is list or type(x) is bool:")
@@ -355,14 +363,14 @@ class _Absent:
 
 # A typed JSON number already in range is its own value: what the field's coerce function
 # returns for it, without the call and its isinstance checks; anything else takes the call.
-_COUNT = f"x if type(x) is int and 0 <= x <= {MAX_INT64}"
+_COUNT = ((f"type(x) is int and 0 <= x <= {MAX_INT64}", "x"),)
 _DURATION = (
-    f"x if type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r}"
-    f" else float(x) if type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}"
+    (f"type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}", "float(x)"),
+    (f"type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r}", "x"),
 )
-_EPOCH = f"x if type(x) is float and 0.0 <= x < {MAX_TS!r} else float(x) if type(x) is int and 0 <= x < {MAX_TS!r}"
-_FAST = {
-    "status": "x if type(x) is int and (100 <= x <= 599 or x == 0)",
+_EPOCH = ((f"type(x) is int and 0 <= x < {MAX_TS!r}", "float(x)"), (f"type(x) is float and 0.0 <= x < {MAX_TS!r}", "x"))
+_TYPED: dict[str, tuple[tuple[str, str], ...]] = {
+    "status": (("type(x) is int and (100 <= x <= 599 or x == 0)", "x"),),
     "bytes_received": _COUNT,
     "bytes_sent": _COUNT,
     "duration_ms": _DURATION,
@@ -370,6 +378,8 @@ _FAST = {
     "token_exp": _EPOCH,
     "token_iat": _EPOCH,
 }
+# The same as one expression, the start of ``<expression> else coerce(x)``.
+_FAST = {field: " else ".join(f"{value} if {condition}" for condition, value in typed) for field, typed in _TYPED.items()}
 # Decimal digits as text (a text format's numbers, a header's value in JSON): what the field's
 # coerce function makes of them, read without its calls. Up to ``longest`` digits, so that an
 # int stays within int64 (str -> int has no length limit to meet) and an epoch below 1e11
