@@ -51,7 +51,7 @@ from ingest.normalize import (
     gateway_values,
     parse_timestamp,
 )
-from ingest.records import Dataset, Event, Origin, record_id
+from ingest.records import Dataset, Event, record_id
 
 Fused = Callable[..., Event | None]
 """``(decoded object, regex groups or raw JSON line, origin, created=None) -> event``, or ``None``: take
@@ -129,6 +129,9 @@ def fuse(
     }  # fmt: skip
     # Each other filled field is a local holding its Event default until a value replaces it.
     lines = ["def fused(obj, origin, created=None):"]
+    if line_type is not None:  # the line's bytes: decoded here, as _decoded_line() says
+        names.update(decode=msgspec.json.Decoder(line_type).decode, DecodeError=msgspec.DecodeError)
+        lines = ["def fused(line, origin, created=None):", *_decoded_line()]
     lines += [] if "ts" in stored else ["    t = None"]
     lines += [f"    f_{field} = {_DEFAULTS[field]!r}" for field in sorted(filled - stored)]
     if refuse_keys:
@@ -205,29 +208,25 @@ def fuse(
     exec(compile("\n".join(lines), f"<fused reader: {name}>", "exec"), names, scope)  # noqa: S102 (our own text)
     fused: Fused = scope["fused"]
     fused.source = "\n".join(lines)  # type: ignore[attr-defined]  # for a reader of tracebacks
-    if line_type is None:
-        return fused
-    return _from_json_line(msgspec.json.Decoder(line_type).decode, fused)
+    return fused
 
 
-def _from_json_line(decode: Callable[[bytes], Any], read: Fused) -> Fused:
-    """``read`` applied to the Structs ``decode`` makes of a raw line; ``None`` for a line that does not decode."""
-
-    def from_json_line(line: bytes, origin: Origin, created: float | None) -> Event | None:
+def _decoded_line() -> list[str]:
+    """The start of a reader of a raw JSON line: ``obj``, the Structs ``decode`` makes of ``line``,
+    or ``None`` returned for a line that does not decode (written into the reader, not a call a line)."""
+    return [
         # msgspec leaves the text of keys it skips unchecked: bytes that are not UTF-8
         # anywhere in the line must stay an invalid_utf8 dead letter (the general path).
-        if not line.isascii():
-            try:
-                line.decode()
-            except UnicodeDecodeError:
-                return None
-        try:
-            obj = decode(line)
-        except (msgspec.DecodeError, RecursionError):  # RecursionError: nesting past the C stack's budget
-            return None
-        return read(obj, origin, created)
-
-    return from_json_line
+        "    if not line.isascii():",
+        "        try:",
+        "            line.decode()",
+        "        except UnicodeDecodeError:",
+        "            return None",
+        "    try:",
+        "        obj = decode(line)",
+        "    except (DecodeError, RecursionError):",  # RecursionError: nesting past the C stack's budget
+        "        return None",
+    ]
 
 
 # What a Struct field accepts, by the Event field it fills: the JSON types the fused reader
