@@ -178,7 +178,7 @@ def fuse(
         "        try:",
         # parse_timestamp's common case without its two calls: an extended ISO 8601 date with
         # an offset (a naive one is UTC, which parse_timestamp knows).
-        "            if type(t) is str and t[4:5] == '-':",
+        f"            if {'' if 'ts' in stored else 'type(t) is str and '}t[4:5] == '-':",  # a stored t is text
         "                moment = fromisoformat(t)",
         "                ts = moment.timestamp() if moment.tzinfo is not None else parse_timestamp(t)",
         "            else:",
