@@ -316,7 +316,9 @@ def gateway_values(
     """A gateway event's ``status`` and ``source_ip`` from what its line held.
 
     The one place of these rules, for :func:`make_event` and the fused readers, which
-    build their events without it.
+    build their events without it. A fused reader calls it only for a status of 0 or a
+    missing ``source_ip`` beside a ``forwarded_for`` (what it changes): a new rule here
+    widens that test in :func:`ingest.parsers.fused.fuse` too.
     """
     if status == 0:  # RESPONSE_CODE 0: Envoy never started a response (downstream reset)
         status = None
