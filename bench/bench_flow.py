@@ -29,11 +29,13 @@ from typing import Any
 DATA = Path(__file__).resolve().parent / ".data"
 
 
-def run(config: Any, events: dict[str, list[Any]]) -> list[Any]:
+def run(config: Any, events: dict[str, list[Any]], rules: bool = True) -> list[Any]:
     from gatewatch.replay import CHUNK_RECORDS, DRAIN_EVERY_RECORDS
     from gatewatch.topology import Pipeline
 
     pipeline = Pipeline(config)
+    if not rules:
+        pipeline.detectors.detectors = []
     positions = {stream: 0 for stream in events}
     for stream in events:
         pipeline.open_stream(stream)
@@ -76,6 +78,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parents[1],
                         help="the gatewatch tree to run (default: this one)")
+    parser.add_argument("--no-rules", action="store_true", help="order and correlate only: no detector enabled")
     args = parser.parse_args()
     sys.path.insert(0, str(args.tree))
 
@@ -102,13 +105,13 @@ def main() -> int:
     for _ in range(args.repeat):
         gc.collect()
         start = time.process_time()
-        batches = run(config, events)
+        batches = run(config, events, not args.no_rules)
         times.append(time.process_time() - start)
     transactions = sum(len(b.transactions) for b in batches)
     alerts = len({a for b in batches for a in b.alerts})
     print(f"{args.tree} {folder.name}: {count:,} events, {transactions:,} transactions, {alerts} alerts, "
           f"digest {digest(batches)}")
-    print(f"order + correlate + detect: {min(times) / count * 1e6:6.2f} us an event "
+    print(f"order + correlate{'' if args.no_rules else ' + detect'}: {min(times) / count * 1e6:6.2f} us an event "
           f"(runs: {', '.join(f'{t / count * 1e6:.2f}' for t in times)})")
     return 0
 
