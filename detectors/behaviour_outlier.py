@@ -39,6 +39,8 @@ from detectors.base import Detector, DetectorConfig, DetectorContext, Example, F
 from detectors.sample import gateway_event
 from ingest.records import Dataset, Event, Transaction
 
+_GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
+
 
 class _Client:
     __slots__ = ("requests", "paths", "errors_4xx", "errors_5xx", "bytes_sent", "bytes_seen",
@@ -134,6 +136,10 @@ class BehaviourOutlier(Detector):
     def __init__(self, config: DetectorConfig, context: DetectorContext) -> None:
         super().__init__(config, context)
         self._windows: dict[float, dict[str, _Client]] = {}  # window start -> clients; open windows only
+        # Read for every gateway event: a plain attribute costs a quarter of a pydantic field's read.
+        self._window_secs = self.config.window_secs
+        self._max_paths = self.config.max_paths_per_client
+        self._max_request_ids = self.config.max_request_ids
 
     class State(msgspec.Struct, array_like=True, gc=False):
         # (window start, {ip: client's counters in _Client.__slots__ order, paths as a list})
@@ -157,11 +163,10 @@ class BehaviourOutlier(Detector):
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         ip = event.source_ip
-        if ip is None or event.dataset is not Dataset.GATEWAY:
+        if ip is None or event.dataset is not _GATEWAY:
             return ()
-        cfg = self.config
         ts = event.ts
-        start = ts - ts % cfg.window_secs
+        start = ts - ts % self._window_secs
         window = self._windows.get(start)
         if window is None:
             window = self._windows[start] = {}
@@ -171,7 +176,7 @@ class BehaviourOutlier(Detector):
         client.requests += 1
         client.last_ts = ts
         path = event.path
-        if path is not None and len(client.paths) < cfg.max_paths_per_client:
+        if path is not None and len(client.paths) < self._max_paths:
             client.paths.add(path.partition("?")[0] if "?" in path else path)
         status = event.status
         if status is not None and status >= 400:  # most requests succeed: one comparison for them
@@ -186,7 +191,7 @@ class BehaviourOutlier(Detector):
         if event.token_sub is None:
             client.no_token += 1
         request_ids = client.request_ids
-        if event.request_id and len(request_ids) < cfg.max_request_ids:
+        if event.request_id and len(request_ids) < self._max_request_ids:
             request_ids.append(event.request_id)
         return ()
 

@@ -38,6 +38,8 @@ from detectors.base import Detector, DetectorConfig, DetectorContext, Example, F
 from detectors.sample import gateway_event
 from ingest.records import Dataset, Event, Transaction
 
+_GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
+
 
 def route_key(event: Event) -> str | None:
     """Route name, else upstream cluster, else ``authority/first-path-segment``."""
@@ -129,6 +131,7 @@ class Http5xxBurst(Detector):
         self._upstreams: dict[str, _Route] = {}  # "<route>\x1f<host>", or the host without a route
         self._hosted: dict[str, _Route] = {}  # per route, only the requests that reached a host: the siblings' sum
         self._next_sweep = -math.inf
+        self._bucket_secs = self.config.bucket_secs  # read for every line: a plain attribute is quicker
 
     class State(msgspec.Struct, array_like=True, gc=False):
         routes: dict[str, _RouteState]
@@ -155,15 +158,15 @@ class Http5xxBurst(Detector):
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
-        if status is None or status < 100 or event.dataset is not Dataset.GATEWAY:
+        if status is None or status < 100 or event.dataset is not _GATEWAY:
             return ()  # Envoy logs status 0 when no response was sent: not a request outcome
         # Every request is counted, up to three times: for its route, for its host within the
         # route and for the route's hosts together. Only a 5xx can then make a table fire.
         error = 500 <= status <= 599
         ts = event.ts
-        start = ts - ts % self.config.bucket_secs
+        start = ts - ts % self._bucket_secs
         request_id = event.request_id
-        key = route_key(event)
+        key = event.route_name or route_key(event)  # most lines name their route: no call for them
         host = event.upstream_host
         route = upstream = hosted = None
         if key is not None:

@@ -76,11 +76,15 @@ class DetectorSet:
         self._event_bits = {ds: [(rule_mask(r), r, h) for r, h in self._event[ds]] for ds in Dataset}
         self._transaction_bits = [(rule_mask(r), r, h) for r, h in self._transaction]
 
+    # A dataset no rule reads (the app's lines, for observe_event) costs no call to _run.
+
     def observe_arrival(self, event: Event) -> list[Alert]:
-        return self._run(self._arrival[event.dataset], event)
+        hooks = self._arrival[event.dataset]
+        return self._run(hooks, event) if hooks else []
 
     def observe_event(self, event: Event) -> list[Alert]:
-        return self._run(self._event[event.dataset], event)
+        hooks = self._event[event.dataset]
+        return self._run(hooks, event) if hooks else []
 
     def observe_transaction(self, txn: Transaction) -> list[Alert]:
         return self._run(self._transaction, txn)

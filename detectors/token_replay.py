@@ -78,10 +78,12 @@ class TokenReplay(Detector):
         return jti if jti else None
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
-        jti = _first_jti(txn)
+        # Most requests: the gateway's line carries the token and the client address; no call for them.
+        first = txn.gateway[0] if txn.gateway else None
+        jti = first.token_jti if first is not None and first.token_jti is not None else _first_jti(txn)
         if not jti:
             return ()
-        address = self._client_address(txn)
+        address = first.source_ip if first is not None and first.source_ip else self._client_address(txn)
         if address is None:
             return ()
         entry = self._tokens.get(jti)

@@ -437,9 +437,10 @@ class Pipeline:
                 self._batch.alert_events.extend(lifecycle.advance(self._tick))
 
     def _emit_transactions(self, transactions: Iterable[Transaction]) -> None:
+        batch, observe = self._batch.transactions, self.detectors.observe_transaction
         for txn in transactions:
-            self._batch.transactions.append(txn)
-            alerts = self.detectors.observe_transaction(txn)
+            batch.append(txn)
+            alerts = observe(txn)
             if alerts:
                 self._collect(alerts)
 

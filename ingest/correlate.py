@@ -16,12 +16,15 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 from math import ceil
+from operator import attrgetter
 
 import msgspec
 
 from ingest.errors import WireError
 from ingest.codec import EventTable, pack_events, unpack_events
 from ingest.records import Dataset, Event, Transaction
+
+_GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
 
 
 @dataclass(slots=True)
@@ -52,12 +55,17 @@ class Correlator:
         group = self._groups.get(request_id)
         if group is None:
             group = self._groups[request_id] = _Group([], [])
-        (group.gateway if event.dataset is Dataset.GATEWAY else group.app).append(event)
-        deadline = (event.ts if event.ts > now else now) + self.join_window_secs
+        (group.gateway if event.dataset is _GATEWAY else group.app).append(event)
+        ts = event.ts
+        deadline = (ts if ts > now else now) + self.join_window_secs
         if deadline > group.deadline:
             second = ceil(deadline)
             if group.deadline <= second - 1:  # not yet scheduled in that second (most records of a request)
-                self._schedule(second, request_id)
+                request_ids = self._deadlines.get(second)
+                if request_ids is None:
+                    request_ids = self._deadlines[second] = []
+                    heapq.heappush(self._deadline_seconds, second)
+                request_ids.append(request_id)
             group.deadline = deadline
 
     def _schedule(self, second: int, request_id: str) -> None:
@@ -74,12 +82,16 @@ class Correlator:
             second = seconds[0]
             due: list[tuple[float, str]] = []
             waiting: list[str] = []  # deadline in this second but after ts: ts is not a whole second
+            earliest = second - 1
             for request_id in schedule[second]:
                 group = groups.get(request_id)
-                if group is None or ceil(group.deadline) != second:
-                    continue  # closed already, or its deadline moved to a later second
-                if group.deadline <= ts:
-                    due.append((group.deadline, request_id))
+                if group is None:
+                    continue  # closed already
+                deadline = group.deadline
+                if not earliest < deadline <= second:
+                    continue  # its deadline moved to a later second
+                if deadline <= ts:
+                    due.append((deadline, request_id))
                 else:
                     waiting.append(request_id)
             due.sort()
@@ -88,7 +100,13 @@ class Correlator:
                 if group is None:
                     continue  # listed twice: a consumer stopped early, and the request id opened again since
                 self.closing_deadline = deadline
-                yield Transaction(request_id, _in_order(group.gateway), _in_order(group.app))
+                gateway, app = group.gateway, group.app
+                # Most requests have one record a side: nothing to sort, and no call to _in_order.
+                yield Transaction(
+                    request_id,
+                    tuple(gateway) if len(gateway) < 2 else _in_order(gateway),
+                    tuple(app) if len(app) < 2 else _in_order(app),
+                )
             # Only now, so that a consumer stopping early leaves every group it was not given scheduled.
             if waiting:
                 schedule[second] = waiting
@@ -141,10 +159,7 @@ class Correlator:
 
 def _in_order(events: list[Event]) -> tuple[Event, ...]:
     # Late records are appended when they arrive; keep each side in event time.
-    if len(events) < 2:  # most requests: one line a side, nothing to sort
-        return tuple(events)
-    return tuple(sorted(events, key=_time_and_id))
+    return tuple(sorted(events, key=_TIME_AND_ID))
 
 
-def _time_and_id(event: Event) -> tuple[float, str]:
-    return (event.ts, event.id)
+_TIME_AND_ID = attrgetter("ts", "id")  # an event's (ts, id), built in C
