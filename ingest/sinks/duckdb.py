@@ -257,8 +257,9 @@ _NUMBER_FIELDS = {name: (attrgetter(name), np.int64 if name in _INT_COLUMNS else
 _DATASET_NAMES = {dataset: str(dataset) for dataset in Dataset}
 _ts = attrgetter("ts")
 _dataset = attrgetter("dataset")
-_stream = attrgetter("origin.stream")
-_offset = attrgetter("origin.offset")
+_origin = attrgetter("origin")
+_stream = attrgetter("stream")
+_offset = attrgetter("offset")
 _response_flags = attrgetter("response_flags")
 _labels = attrgetter("labels")
 _id = attrgetter("id")
@@ -270,8 +271,9 @@ def _event_frame(events: list[Event]) -> Frame:
     frame = {name: _objects(map(get, events), count) for name, get in _TEXT_FIELDS.items()}
     frame.update((name, _numbers(list(map(get, events)), dtype)) for name, (get, dtype) in _NUMBER_FIELDS.items())
     frame["dataset"] = _objects(map(_DATASET_NAMES.__getitem__, map(_dataset, events)), count)
-    frame["stream"] = _objects(map(_stream, events), count)
-    frame["stream_offset"] = _numbers(list(map(_offset, events)), np.int64)
+    origins = list(map(_origin, events))  # read once: a dotted attrgetter costs twice as much
+    frame["stream"] = _objects(map(_stream, origins), count)
+    frame["stream_offset"] = _numbers(list(map(_offset, origins)), np.int64)
     frame["response_flags"] = _objects(map("\x1f".join, map(_response_flags, events)), count)
     frame["labels"] = _objects((orjson.dumps(dict(labels)).decode() if labels else None
                                 for labels in map(_labels, events)), count)  # fmt: skip
