@@ -24,10 +24,10 @@ from ingest.sinks.base import Batch
 
 Frame = dict[str, np.ndarray]
 """A batch as columns: DuckDB scans a dict of numpy arrays as a table without a pandas DataFrame
-in between, whose string inference cost more than the insert (3.9 -> 2.8 us an event). Text and
-float columns are object arrays (None is NULL) that DuckDB types from their values; integer
-columns are int64, masked where NULL, because DuckDB types an object column from a sample of
-its rows and would read one count past 2**31 among a thousand small ones as INTEGER."""
+in between, whose string inference cost more than the insert (3.9 -> 2.8 us an event). Text
+columns are object arrays (None is NULL), read as VARCHAR; number columns are int64 or float64,
+masked where NULL. DuckDB would otherwise type an object column from a sample of its rows: one
+count past 2**31 among a thousand small ones was read as INTEGER, and a sample of NULLs is no type."""
 
 _EVENT_COLUMNS: dict[str, str] = {
     "id": "VARCHAR PRIMARY KEY",
@@ -90,13 +90,24 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 # Measured on bench_stages' batches (CPU of the whole process, DuckDB's threads included):
 # - one thread: a batch's insert and the checkpoint gain nothing from a second thread, which
-#   costs about 1 us an event in hand-offs (the setting holds for the whole database instance,
-#   so a reader in the same process shares it while the sink is open);
+#   costs about 1 us an event in hand-offs (the settings hold for the sink's own in-memory
+#   database instance, see ROW_GROUP_ROWS, not for readers);
 # - a checkpoint every 64 MiB of write-ahead log instead of 16: each checkpoint compresses
 #   the last, partly filled row group again, and fewer of them save about 1 us an event.
 #   A crash leaves at most that much log to replay on the next open; 128 MiB held 70 MiB
 #   more memory at the peak, 64 MiB no more than 16.
-_WRITER_SETTINGS = "SET threads = 1; SET checkpoint_threshold = '64MiB';"
+# - no sample of a column's values to find its type: every object column is text (numbers are
+#   typed arrays), which DuckDB reads as VARCHAR without looking.
+_WRITER_SETTINGS = "SET threads = 1; SET checkpoint_threshold = '64MiB'; SET pandas_analyze_sample = 0;"
+
+# Rows in a row group of the rows this sink writes (DuckDB's default is 122,880). A transaction
+# that inserts at least one row group's worth into a table has DuckDB compress its rows straight
+# into the file and log only their place, instead of logging every value in the write-ahead log
+# and compressing them again at the next checkpoint. A replay batch (about 20,000 events, 8,000
+# transactions) fills two event groups: 11.6-11.7 -> 9.8-10.1 us an event on the bench batches. Smaller
+# groups compress less well: the file is ~20% larger (8,192: 50%). The size is a setting of this
+# process, not of the file: anyone else who opens it appends in DuckDB's default groups.
+ROW_GROUP_ROWS = 10_240
 
 
 class DuckDBSink:
@@ -105,7 +116,11 @@ class DuckDBSink:
     def __init__(self, path: Path) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = duckdb.connect(str(path))
+            # The row group size is an option of ATTACH only, so the file is attached to an
+            # in-memory database and made the default catalog.
+            self.connection = duckdb.connect()
+            quoted = str(path).replace("'", "''")
+            self.connection.execute(f"ATTACH '{quoted}' AS store (ROW_GROUP_SIZE {ROW_GROUP_ROWS}); USE store")
             self.connection.execute(_WRITER_SETTINGS)
             self.connection.execute(_SCHEMA)
         except (OSError, duckdb.Error) as error:
@@ -204,11 +219,20 @@ def _frames(batch: Batch) -> list[tuple[str, Frame]]:
 
 _INT_COLUMNS = frozenset({"status", "bytes_received", "bytes_sent", "stream_offset", "gateway_attempts",
                           "app_records", "gateway_status", "app_status", "count"})  # fmt: skip
+_FLOAT_COLUMNS = frozenset({"ts", "duration_ms", "upstream_service_time_ms", "token_exp", "token_iat", "first_ts",
+                            "last_ts", "first_seen", "last_seen"})  # fmt: skip
 
 
 def _frame(columns: dict[str, Any]) -> Frame:
-    return {name: _ints(values) if name in _INT_COLUMNS else _objects(values, len(values))
-            for name, values in columns.items()}  # fmt: skip
+    return {name: _column(name, values) for name, values in columns.items()}
+
+
+def _column(name: str, values: Sequence[Any]) -> np.ndarray:
+    if name in _INT_COLUMNS:
+        return _numbers(values, np.int64)
+    if name in _FLOAT_COLUMNS:
+        return _numbers(values, np.float64)
+    return _objects(values, len(values))
 
 
 def _objects(values: Iterable[Any], count: int) -> np.ndarray:
@@ -216,23 +240,26 @@ def _objects(values: Iterable[Any], count: int) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=count)
 
 
-def _ints(values: Sequence[int | None]) -> np.ndarray:
+def _numbers(values: Sequence[float | None], dtype: type[np.generic]) -> np.ndarray:
+    """A number column as a typed array, masked where a value is None (DuckDB reads the mask as NULL)."""
     if None not in values:
-        return np.fromiter(values, dtype=np.int64, count=len(values))
+        return np.fromiter(values, dtype=dtype, count=len(values))
     objects = _objects(values, len(values))
     null: np.ndarray = objects == None  # noqa: E711 (numpy compares each value)
     objects[null] = 0
-    return np.ma.masked_array(objects.astype(np.int64), mask=null)
+    return np.ma.masked_array(objects.astype(dtype), mask=null)
 
 
-# The copied fields that are text or floats (object columns), and the integer ones.
-_OBJECT_FIELDS = {name: attrgetter(name) for name in _COPIED if name not in _INT_COLUMNS and name != "ts"}
-_INT_FIELDS = {name: attrgetter(name) for name in _COPIED if name in _INT_COLUMNS}
+# The copied fields that are text (object columns), and the number ones.
+_TEXT_FIELDS = {name: attrgetter(name) for name in _COPIED if name not in _INT_COLUMNS | _FLOAT_COLUMNS}
+_NUMBER_FIELDS = {name: (attrgetter(name), np.int64 if name in _INT_COLUMNS else np.float64)
+                  for name in _COPIED if name in _INT_COLUMNS | _FLOAT_COLUMNS}  # fmt: skip
 _DATASET_NAMES = {dataset: str(dataset) for dataset in Dataset}
 _ts = attrgetter("ts")
 _dataset = attrgetter("dataset")
-_stream = attrgetter("origin.stream")
-_offset = attrgetter("origin.offset")
+_origin = attrgetter("origin")
+_stream = attrgetter("stream")
+_offset = attrgetter("offset")
 _response_flags = attrgetter("response_flags")
 _labels = attrgetter("labels")
 _id = attrgetter("id")
@@ -241,12 +268,12 @@ _id = attrgetter("id")
 def _event_frame(events: list[Event]) -> Frame:
     # A column at a time, each read by one C loop (map of an attrgetter) straight into its array.
     count = len(events)
-    frame = {name: _objects(map(get, events), count) for name, get in _OBJECT_FIELDS.items()}
-    frame.update((name, _ints(list(map(get, events)))) for name, get in _INT_FIELDS.items())
-    frame["ts"] = np.fromiter(map(_ts, events), dtype=np.float64, count=count)  # never None
+    frame = {name: _objects(map(get, events), count) for name, get in _TEXT_FIELDS.items()}
+    frame.update((name, _numbers(list(map(get, events)), dtype)) for name, (get, dtype) in _NUMBER_FIELDS.items())
     frame["dataset"] = _objects(map(_DATASET_NAMES.__getitem__, map(_dataset, events)), count)
-    frame["stream"] = _objects(map(_stream, events), count)
-    frame["stream_offset"] = _ints(list(map(_offset, events)))
+    origins = list(map(_origin, events))  # read once: a dotted attrgetter costs twice as much
+    frame["stream"] = _objects(map(_stream, origins), count)
+    frame["stream_offset"] = _numbers(list(map(_offset, origins)), np.int64)
     frame["response_flags"] = _objects(map("\x1f".join, map(_response_flags, events)), count)
     frame["labels"] = _objects((orjson.dumps(dict(labels)).decode() if labels else None
                                 for labels in map(_labels, events)), count)  # fmt: skip

@@ -13,7 +13,7 @@ from detectors.sample import app_event, gateway_event, transaction
 from ingest.errors import StoreError
 from ingest.records import Dataset, DeadLetter, Origin
 from ingest.sinks.base import Batch
-from ingest.sinks.duckdb import DuckDBSink
+from ingest.sinks.duckdb import ROW_GROUP_ROWS, DuckDBSink
 
 
 def test_a_rare_non_empty_list_among_thousands_of_empty_ones(tmp_path: Path) -> None:
@@ -126,3 +126,39 @@ def test_a_failed_write_leaves_nothing_of_its_batch(tmp_path: Path) -> None:
     sink.close()
     con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
     assert con.execute("select request_id from events").fetchall() == [("r1",)]
+
+
+def test_batches_of_whole_row_groups_are_stored_once_however_often_they_come(tmp_path: Path) -> None:
+    # A batch of at least one row group goes straight into the file instead of the write-ahead
+    # log; a re-read (the same batch again, an overlapping one, a second process) adds nothing twice.
+    count = 2 * ROW_GROUP_ROWS + 100
+    events = [gateway_event(float(i), request_id=f"r{i}", status=200) for i in range(2 * count)]
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=events[:count]))
+    sink.write(Batch(events=events[:count]))
+    sink.write(Batch(events=events[count // 2 :]))
+    sink.close()
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=events))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select count(*) from events").fetchone() == (len(events),)
+    assert {id for (id,) in con.execute("select id from events").fetchall()} == {e.id for e in events}
+
+
+def test_a_failed_write_of_whole_row_groups_leaves_nothing_of_its_batch(tmp_path: Path) -> None:
+    # The rows DuckDB already wrote to the file for a large batch are dropped with its transaction.
+    events = [gateway_event(float(i), request_id=f"r{i}", status=200) for i in range(2 * ROW_GROUP_ROWS)]
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=events[:10]))
+    sink.connection.execute(
+        "DROP TABLE dead_letters; CREATE TABLE dead_letters (id VARCHAR PRIMARY KEY, reason VARCHAR,"
+        " detail VARCHAR, dataset VARCHAR, stream VARCHAR, stream_offset BIGINT, line VARCHAR CHECK (line IS NULL))"
+    )
+    letter = DeadLetter(Origin(Dataset.GATEWAY, "gw.log", 7), "truncated", "no newline", b"GET /")
+    with pytest.raises(StoreError):
+        sink.write(Batch(events=events[10:], dead_letters=[letter]))
+    sink.write(Batch(events=events[10:20]))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select count(*) from events").fetchone() == (20,)
