@@ -34,7 +34,8 @@ of them for digit runs; only a record that trips one of them goes through the
 full patterns. Texts found clean are remembered (a bounded set, clean verdicts
 only), so those that repeat from record to record (a route, a user agent, a
 client, a token) cost one set lookup, and a hex request id (a UUID) is searched
-for digit runs only, the one needle a hex string can hold. The full patterns
+for digit runs only, the one needle a hex string can hold, and once a request:
+the other side's line finds its id remembered clean. The full patterns
 cost ~200 ns a character wherever they run, so a suspect text (but a very short
 one) is searched for where a match can start (a name, a digit run, ...) and the
 patterns are tried there only: a 2 MB line costs a few substring searches, not 0.4 s.
@@ -139,6 +140,10 @@ CHARS_PER_MATCH_START = 4
 # Values a Redactor keeps as clean; past this it forgets them all and starts over, so
 # hostile variety costs the plain search per value and a bounded amount of memory.
 CLEAN_CACHE_VALUES = 1 << 15
+# Request ids a Redactor keeps as clean, for the other side of the same request: a gateway
+# line and the app's line carry one id and are read close together (by time), so the
+# second costs a set lookup instead of a search. Past this it forgets them all.
+CLEAN_CACHE_IDS = 1 << 12
 
 
 def _name_pattern(names: Iterable[str]) -> str:
@@ -161,8 +166,8 @@ class Redactor:
     """Replaces secrets in records and text by markers; see the module docstring for what and how.
 
     Build one per process with :meth:`from_config`. Its one state after
-    construction is the set of texts it found clean, which changes no result,
-    only its cost: it is safe to share between threads.
+    construction is the sets of texts and request ids it found clean, which
+    change no result, only its cost: it is safe to share between threads.
     """
 
     def __init__(
@@ -199,6 +204,7 @@ class Redactor:
         # Texts (field values, flags, label pairs) already found clean: see _suspect_event.
         # Only clean verdicts are kept, so a stale or raced entry can cost a search, never a secret.
         self._clean: set[str | tuple[str, str] | None] = {None}
+        self._clean_ids: set[str] = set()  # see CLEAN_CACHE_IDS
         # A needle holding the "\x1f" that joins an event's texts could span two of them:
         # then (an odd config) texts are never judged one by one.
         self._judge_texts_alone = not any("\x1f" in n for n in self._needles)
@@ -280,12 +286,14 @@ class Redactor:
         """``parser`` whose every result is redacted: the one place records are redacted."""
         if not self.enabled:
             return parser
-        redact_event, redact_letter = self._event, self._dead_letter
+        suspect_event, redact_fields, redact_letter = self._suspect_event, self._redacted_fields, self._dead_letter
 
         def parse_redacted(record: RawRecord) -> Event | DeadLetter:
             result = parser(record)
             # type() is: exact, and cheaper per record than isinstance; mypy narrows only its if branch
-            return redact_event(result) if type(result) is Event else redact_letter(result)  # type: ignore[arg-type]
+            if type(result) is Event:
+                return redact_fields(result) if suspect_event(result) else result
+            return redact_letter(result)  # type: ignore[arg-type]
 
         return parse_redacted
 
@@ -333,19 +341,30 @@ class Redactor:
 
     def _suspect_id(self, request_id: str) -> bool:
         # _suspect's verdict, in a third of its time for a hex id: its needles are runs of
-        # digits and dashes, and digits and dashes fold the same in both tables.
+        # digits and dashes, and digits and dashes fold the same in both tables. An id
+        # found clean is remembered for the request's other side (CLEAN_CACHE_IDS).
+        clean_ids = self._clean_ids
+        if request_id in clean_ids:
+            return False
         needles = self._hex_id_needles
         folded = request_id.encode("utf-8", "surrogatepass").translate(_HEX_ID_FOLD).decode("latin-1")
         if needles is None or "?" in folded:
-            return self._suspect(request_id)
-        for needle in needles:
-            if needle in folded:
+            if self._suspect(request_id):
                 return True
+        else:
+            for needle in needles:
+                if needle in folded:
+                    return True
+        if len(clean_ids) >= CLEAN_CACHE_IDS:
+            clean_ids.clear()
+        clean_ids.add(request_id)
         return False
 
     def _event(self, event: Event) -> Event:
-        if not self._suspect_event(event):
-            return event
+        return self._redacted_fields(event) if self._suspect_event(event) else event
+
+    def _redacted_fields(self, event: Event) -> Event:
+        # The full patterns over every text of an event the pre-check found suspect.
         changes: dict[str, Any] = {}
         for name in _TEXT_FIELDS:
             value = getattr(event, name)
