@@ -133,9 +133,10 @@ def _repeating_texts(event: Event) -> tuple[str | None, ...]:
 # Redactor._sub_at_starts): measured, that wins from ~10 characters on (2.2 against 3.4 us
 # at 16, 24 against 240 at 1024); below, the plain scan costs less than finding the places.
 LONG_TEXT_CHARS = 16
-# Past one place a match can start in this many characters, the plain scan costs less
-# (a try at one place costs about what the scan spends on one character, plus the loop).
-CHARS_PER_MATCH_START = 4
+# Past one place a match can start in this many characters, the plain scan costs less:
+# measured on 2 MB texts, "cv" every 8 characters took 146 ms against 404 for the plain
+# scan, "1234 " repeated (a place every 5) 1.2 s against 0.96.
+CHARS_PER_MATCH_START = 6
 
 # Values a Redactor keeps as clean; past this it forgets them all and starts over, so
 # hostile variety costs the plain search per value and a bounded amount of memory.
@@ -457,23 +458,24 @@ class Redactor:
             return None
         starts: set[int] = set()
         folded = _fold_case(text)
+        # str.count, in C, tells before the loop in Python whether the places are too many.
         for needle in self._start_needles:
             at = folded.find(needle)
+            if at >= 0 and len(starts) + folded.count(needle, at) > max_starts:
+                return None
             while at >= 0:
                 starts.add(at)
-                if len(starts) > max_starts:
-                    return None
                 at = folded.find(needle, at + 1)
         # A card number starts at a digit with no letter, digit or "_" before it (nor one
         # joined by a dash): inside a run, only at its first digit or one after a space.
         for run in _PAN_RUN.finditer(text):
             first, end = run.span()
+            if len(starts) + 1 + text.count(" ", first, end) > max_starts:
+                return None
             starts.add(first)
             at = text.find(" ", first, end)
             while at >= 0:
                 starts.add(at + 1)
-                if len(starts) > max_starts:
-                    return None
                 at = text.find(" ", at + 1, end)
         return starts if len(starts) <= max_starts else None
 
