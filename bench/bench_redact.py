@@ -6,7 +6,11 @@ Prints, in CPU µs (``time.process_time``, best of ``--repeat``):
 
 - ``redact``: what :meth:`Redactor.wrap` adds to each line's parser (parse with
   it, minus parse without it);
-- ``read``: :meth:`FileSource.poll` over each log file, to its end.
+- ``read``: :meth:`FileSource.poll` over each log file, to its end;
+- ``redact, replay order``: the same difference over both files' records sorted
+  by time, as replay reads them (a request's two lines close together);
+- ``longest line``: the full patterns over the data's longest gateway line
+  (``Redactor._text``), whole and cut to ``max_line_bytes`` as a file source cuts it.
 
 To compare two trees, run it in each, alternating (see bench_stages.py).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +55,7 @@ def main() -> int:
         ),
         Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
     }
+    timed: dict[Dataset, list[tuple[float, Callable[[RawRecord], object], RawRecord]]] = {}
     for dataset, name in ((Dataset.GATEWAY, "gateway.log"), (Dataset.APP, "app.log")):
         path = folder / name
         lines = path.read_bytes().splitlines()
@@ -75,6 +81,31 @@ def main() -> int:
         )
         secs = best_cpu_secs(lambda: read_all(path, dataset, config.gateway.max_line_bytes), args.repeat)
         print(f"read (FileSource.poll), {dataset.name.lower()} line: {secs / len(lines) * 1e6:6.2f} us")
+        timed[dataset] = [(getattr(parse(record), "ts", 0.0), parse, record) for record in records]
+
+    by_time = sorted(timed[Dataset.GATEWAY] + timed[Dataset.APP], key=lambda item: item[0])
+    in_order = [(parse, record) for _, parse, record in by_time]
+
+    def parse_in_order() -> None:
+        for parse, record in in_order:
+            parse(record)
+
+    def parse_and_redact_in_order() -> None:
+        redactor = build_redactor(config)
+        wrapped = {parse: redactor.wrap(parse) for parse in parsers.values()}
+        for parse, record in in_order:
+            wrapped[parse](record)
+
+    plain = best_cpu_secs(parse_in_order, args.repeat)
+    redacted = best_cpu_secs(parse_and_redact_in_order, args.repeat)
+    print(f"redact, replay order, a record: {(redacted - plain) / len(in_order) * 1e6:6.2f} us")
+
+    longest = max((folder / "gateway.log").read_bytes().split(b"\n"), key=len)
+    redactor = build_redactor(config)
+    for label, line in (("whole", longest), ("cut", longest[: config.gateway.max_line_bytes + 1])):
+        text = line.decode("utf-8", "surrogateescape")
+        secs = best_cpu_secs(lambda: redactor._text(text), args.repeat)
+        print(f"longest line ({label}, {len(text):,} chars), full patterns: {secs * 1e3:8.2f} ms")
     return 0
 
 

@@ -91,6 +91,22 @@ def test_request_id_check_gives_the_plain_verdict(request_id: str) -> None:
         assert redactor._suspect_id(request_id) == redactor._suspect(request_id)
 
 
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.one_of(HEX_ID, DIGITS_ID, st.sampled_from(POOL)), min_size=1, max_size=20))
+def test_a_remembered_request_id_gives_the_plain_verdict(ids: list[str]) -> None:
+    # Each id twice over (a request's two sides), through a memory of 3 ids, so it is both
+    # remembered and forgotten along the way.
+    original = redact.CLEAN_CACHE_IDS
+    redact.CLEAN_CACHE_IDS = 3
+    try:
+        redactor = Redactor(hash_key=b"k")
+        for request_id in ids + ids:
+            assert redactor._suspect_id(request_id) == redactor._suspect(request_id)
+            assert len(redactor._clean_ids) <= 3
+    finally:
+        redact.CLEAN_CACHE_IDS = original
+
+
 def test_repeating_texts_are_every_text_field_but_the_request_id() -> None:
     texts = {name: f"value of {name}" for name in _TEXT_FIELDS}
     event = Event("e-1", Dataset.APP, 1.0, Origin(Dataset.APP, "app.log", 1), **texts)  # type: ignore[arg-type]
