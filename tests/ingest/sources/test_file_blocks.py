@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ingest.records import Dataset, Origin, RawRecord
@@ -22,8 +22,11 @@ from ingest.sources.files import FileSource, read_lines
 def test_polls_hand_out_every_line_once_in_order(
     tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], block_bytes: int, polls: list[int]
 ) -> None:
+    content = b"\n".join(lines)
+    # A file that starts with gzip's magic bytes is read as gzip (by content, not name): not a plain file.
+    assume(not content.startswith(b"\x1f\x8b"))
     path = tmp_path_factory.mktemp("blocks") / "a.log"
-    path.write_bytes(b"\n".join(lines))
+    path.write_bytes(content)
     original = files._BLOCK_BYTES
     files._BLOCK_BYTES = block_bytes
     try:
