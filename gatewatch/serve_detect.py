@@ -76,12 +76,14 @@ log = logging.getLogger("gatewatch.serve")
 CHECKPOINT_MAX_TIME_SHARE = 0.05
 # Messages per poll over all owned partitions, between these bounds: as many as carry about
 # STEP_RECORDS records (events, keyed items, findings) at the last step's records per message.
-# An events message holds up to 5,000 events, so a step stays well under a second and the
-# consumer takes part in a rebalance promptly; but most internal messages carry a few dozen
-# records, and a step costs a poll and a flushed produce (a broker round trip) whatever it
-# carries: at 8 messages a step those took ~3 us of CPU per record of the whole path.
+# An events message holds up to 5,000 events, so a step of full messages stays near a second
+# and the consumer takes part in a rebalance promptly; but most internal messages carry a few
+# dozen records, and a step costs a poll and a flushed produce (a broker round trip) whatever
+# it carries: at 8 messages a step those took ~2-3 us of CPU per record of the whole path
+# (bench_serve.py). The estimate lags one step: the first step of full messages after an idle
+# spell (progress messages only) may take DETECT_POLL_MESSAGES_MAX of them, ~8 s at worst.
 DETECT_POLL_MESSAGES = 8
-DETECT_POLL_MESSAGES_MAX = 256
+DETECT_POLL_MESSAGES_MAX = 64
 STEP_RECORDS = 20_000
 POLL_TIMEOUT_SECS = 0.2
 LAG_INTERVAL_SECS = 5.0
