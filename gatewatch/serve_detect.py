@@ -74,9 +74,17 @@ log = logging.getLogger("gatewatch.serve")
 # A checkpoint may take at most this share of the loop's time: with a big state
 # (a long allowed lateness at a high rate) the interval stretches to match.
 CHECKPOINT_MAX_TIME_SHARE = 0.05
-# Messages per poll over all owned partitions: an events message holds up to 5,000
-# events, so a step stays well under a second and the consumer takes part in a rebalance promptly.
+# Messages per poll over all owned partitions, between these bounds: as many as carry about
+# STEP_RECORDS records (events, keyed items, findings) at the last step's records per message.
+# An events message holds up to 5,000 events, so a step of full messages stays near a second
+# and the consumer takes part in a rebalance promptly; but most internal messages carry a few
+# dozen records, and a step costs a poll and a flushed produce (a broker round trip) whatever
+# it carries: at 8 messages a step those took ~2-3 us of CPU per record of the whole path
+# (bench_serve.py). The estimate lags one step: the first step of full messages after an idle
+# spell (progress messages only) may take DETECT_POLL_MESSAGES_MAX of them, ~8 s at worst.
 DETECT_POLL_MESSAGES = 8
+DETECT_POLL_MESSAGES_MAX = 64
+STEP_RECORDS = 20_000
 POLL_TIMEOUT_SECS = 0.2
 LAG_INTERVAL_SECS = 5.0
 # Bounds end_offsets (lag, the drain target): without it each try waits the whole request
@@ -85,6 +93,12 @@ END_OFFSET_TIMEOUT_SECS = 5.0
 # On stop, read the owned partitions to their end for at most this long: well inside a
 # 30 s termination grace period, with room for the final checkpoint.
 DRAIN_TIMEOUT_SECS = 15.0
+
+
+def poll_messages(applied: int, records: int) -> int:
+    """The next poll's size in messages, after a step that applied ``applied`` messages carrying ``records``."""
+    per_message = max(1, records // applied)
+    return max(DETECT_POLL_MESSAGES, min(DETECT_POLL_MESSAGES_MAX, STEP_RECORDS // per_message))
 
 
 def checkpoint_interval_secs(configured_secs: float, previous_save_secs: float, last_save_secs: float) -> float:
@@ -144,6 +158,7 @@ class DetectStage:
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
         self._last_lag_at = 0.0
+        self._poll_messages = DETECT_POLL_MESSAGES  # the next poll's size (see STEP_RECORDS)
         self.loop_at = time.monotonic()
 
     @property
@@ -239,7 +254,7 @@ class DetectStage:
         assert consumer is not None
         release_parked_fetches(consumer)  # partitions are paused on every rebalance and back-pressure
         try:
-            polled = consumer.poll(timeout_ms=int(timeout_secs * 1000))
+            polled = consumer.poll(timeout_ms=int(timeout_secs * 1000), max_records=self._poll_messages)
         except KafkaError as error:
             self.shared.metrics.record_error("kafka", "poll")
             log.warning(kv("poll_failed", stage="detect", error=str(error)))
@@ -268,6 +283,7 @@ class DetectStage:
         metrics = self.shared.metrics
         messages: list[tuple[str, int, bytes]] = []
         batch = Batch()
+        applied = records = 0
         for owned in self._tasks.values():
             if not owned.applied:
                 continue
@@ -276,6 +292,10 @@ class DetectStage:
             messages += [(topics.topic(role), partition, value) for role, partition, value in out.messages]
             _merge(batch, out.batch)
             self._count(owned, out)
+            applied += out.applied
+            records += out.records
+        if applied:
+            self._poll_messages = poll_messages(applied, records)
         if messages:
             self._deliver(lambda: self._produce(messages))
         if batch.dead_letters:
