@@ -1,7 +1,7 @@
 """The wire codec alone: CPU µs an event to encode and decode bench_replay's events (ingest/codec.py).
 
-    cd /work/wt/serve && .venv/bin/python bench/bench_codec.py              # this checkout's codec
-    cd /work/main && .venv/bin/python /work/wt/serve/bench/bench_codec.py   # another checkout's, same events
+    .venv/bin/python bench/bench_codec.py                                  # this checkout's codec
+    cd ../other-checkout && .venv/bin/python ../gatewatch/bench/bench_codec.py   # another checkout's, same events
 
 Imports gatewatch from the current directory, so the same script measures two
 checkouts' codecs in turn (alternate them: the machine is shared and noisy).
@@ -31,7 +31,7 @@ from ingest.codec import (  # noqa: E402
 )  # fmt: skip
 from ingest.records import Dataset, Event, Origin, RawRecord  # noqa: E402
 
-DATA = Path("/work/main/bench/.data")
+DATA = Path(__file__).resolve().parent / ".data"  # bench_replay.py writes it
 MESSAGE_EVENTS = 5_000
 
 

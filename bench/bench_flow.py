@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_flow.py json
     .venv/bin/python bench/bench_flow.py text --repeat 5
-    .venv/bin/python bench/bench_flow.py json --tree /work/main    # the same run on another tree
+    .venv/bin/python bench/bench_flow.py json --tree ../other-checkout   # the same run on another tree
 
 The records of bench_replay's data are parsed once (parse, normalize, redact,
 as the pipeline builds its parsers); then each repeat runs a fresh

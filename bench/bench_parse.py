@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_parse.py            # json gateway, text gateway, app lines
     .venv/bin/python bench/bench_parse.py --lines 40000 --repeat 7
-    .venv/bin/python bench/bench_parse.py --against /work/main --repeat 9   # A/B in one process
+    .venv/bin/python bench/bench_parse.py --against ../other-checkout --repeat 9  # A/B in one process
 
 Each dataset's parser is built the way the pipeline builds it, without the
 Redactor wrap (that is the redaction front's cost). Figures are the best of

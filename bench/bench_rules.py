@@ -1,7 +1,7 @@
 """CPU per event of the detector set alone, on bench_replay's data.
 
     .venv/bin/python bench/bench_rules.py json
-    .venv/bin/python bench/bench_rules.py json --tree /work/main      # the same calls on another tree
+    .venv/bin/python bench/bench_rules.py json --tree ../other-checkout # the same calls on another tree
 
 One pipeline run (as ``bench_stages.py``'s) records every call the pipeline
 makes to its :class:`~detectors.runner.DetectorSet` (arrivals, ordered events,
