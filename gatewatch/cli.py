@@ -17,7 +17,8 @@ from rich.text import Text
 
 from gatewatch.errors import GatewatchError
 from ingest.escape import visible
-from ingest.redact import LOG_FILTER, build_redactor, install_log_redaction
+from ingest.redact import build_redactor
+from ingest.redact_logs import LOG_FILTER, install_log_redaction
 
 console = Console(stderr=True)
 

@@ -58,6 +58,7 @@ from typing import Any, overload
 import orjson
 
 from ingest.records import DeadLetter, Event, RawRecord
+from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, sub_at
 from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,6 @@ _HEX_ID_FOLD = bytes(
     for c in range(256)
 )
 _GROUP = re.compile(r"[0-9]+")
-# A run of digits with single spaces or dashes between them, 13 digits at least: the only
-# stretch a card number (the pattern's "pan") can lie in.
-_PAN_RUN = re.compile(r"[0-9](?:[ -]?[0-9]){12,}+")
-# Characters that re's IGNORECASE matches to an ASCII letter, besides its two cases
-# (tests/ingest/test_redact_long.py checks the list is whole).
-_CASE_TWINS = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k"))
 _UUID_DIGITS = re.compile(r"[0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}")
 _USERINFO = re.compile(r"://([^\s/@:\[\]]+):(?!\[REDACTED:)([^\s/@\[\]]+)@")
 
@@ -128,15 +123,6 @@ def _repeating_texts(event: Event) -> tuple[str | None, ...]:
         event.outcome, event.level, event.message, event.token_jti, event.token_sub, event.token_org,
     )  # fmt: skip
 
-
-# Texts this long or longer take the full patterns only where a match can start (see
-# Redactor._sub_at_starts): measured, that wins from ~10 characters on (2.2 against 3.4 us
-# at 16, 24 against 240 at 1024); below, the plain scan costs less than finding the places.
-LONG_TEXT_CHARS = 16
-# Past one place a match can start in this many characters, the plain scan costs less:
-# measured on 2 MB texts, "cv" every 8 characters took 146 ms against 404 for the plain
-# scan, "1234 " repeated (a place every 5) 1.2 s against 0.96.
-CHARS_PER_MATCH_START = 6
 
 # Values a Redactor keeps as clean; past this it forgets them all and starts over, so
 # hostile variety costs the plain search per value and a bounded amount of memory.
@@ -239,18 +225,8 @@ class Redactor:
             r"|(?<![0-9A-Za-z_])(?<![0-9A-Za-z_]-)(?P<pan>[0-9](?:[ -]?[0-9]){12,47})(?![0-9A-Za-z_])(?!-[0-9A-Za-z_])"
         )
 
-        # Where a match of the pattern can start, in _fold_case's form: each alternative begins
-        # with a configured name, "cv", "eyJ", "[REDACTED:" or a digit. A needle starting with
-        # another one adds no place. Names beyond ASCII fold in ways _fold_case does not
-        # follow: then (an odd config) every text takes the plain scan (None).
-        names = [n for n in (*query_params, *json_keys, *headers) if n]
-        if all(n.isascii() for n in names):
-            starts = {n.lower().replace("_", "-") for n in names} | {"[redacted:", "cv", "eyj"}
-            self._start_needles: tuple[str, ...] | None = tuple(
-                sorted(n for n in starts if not any(o != n and n.startswith(o) for o in starts))
-            )
-        else:
-            self._start_needles = None
+        # Where a match of the pattern can start (a long text is matched only there).
+        self._starts = MatchStarts.for_names((*query_params, *json_keys, *headers))
 
     @classmethod
     def from_config(cls, config: RedactSettings) -> Redactor:
@@ -419,65 +395,14 @@ class Redactor:
         )
 
     def _text(self, text: str) -> str:
-        if len(text) < LONG_TEXT_CHARS:
+        if len(text) < LONG_TEXT_CHARS or self._starts is None:
             text = self._pattern.sub(self._replace, text)
         else:
-            text = self._sub_at_starts(text, len(text) // CHARS_PER_MATCH_START)
+            starts = self._starts.find(text, len(text) // CHARS_PER_MATCH_START)
+            text = sub_at(self._pattern, self._replace, text, starts)
         if "://" in text:
             text = _USERINFO.sub(lambda m: f"://{m[1]}:{self._marker('secret', m[2])}@", text)
         return text
-
-    def _sub_at_starts(self, text: str, max_starts: int) -> str:
-        """``self._pattern.sub(self._replace, text)``, the pattern tried only where a match can start.
-
-        The pattern is an alternation that re cannot skip ahead in: it tries every
-        alternative at every character (~200 ns each), so a 2 MB line cost 0.4 s.
-        Every alternative begins with a needle (a name, ``cv``, ``eyJ``, a marker) or,
-        for a card number, a digit inside a long enough run of them: str.find and one
-        quick regex find those places, and the pattern is matched at each in turn, as
-        sub would. Past ``max_starts`` places the plain scan is cheaper, and is taken.
-        """
-        starts = self._match_starts(text, max_starts)
-        if starts is None:
-            return self._pattern.sub(self._replace, text)
-        match = self._pattern.match
-        pieces: list[str] = []
-        done = 0
-        for start in sorted(starts):
-            if start >= done and (found := match(text, start)) is not None:
-                pieces += (text[done:start], self._replace(found))
-                done = found.end()
-        if not pieces:
-            return text
-        pieces.append(text[done:])
-        return "".join(pieces)
-
-    def _match_starts(self, text: str, max_starts: int) -> set[int] | None:
-        """Every index where the pattern can match in ``text`` (and more); None past ``max_starts``."""
-        if self._start_needles is None:
-            return None
-        starts: set[int] = set()
-        folded = _fold_case(text)
-        # str.count, in C, tells before the loop in Python whether the places are too many.
-        for needle in self._start_needles:
-            at = folded.find(needle)
-            if at >= 0 and len(starts) + folded.count(needle, at) > max_starts:
-                return None
-            while at >= 0:
-                starts.add(at)
-                at = folded.find(needle, at + 1)
-        # A card number starts at a digit with no letter, digit or "_" before it (nor one
-        # joined by a dash): inside a run, only at its first digit or one after a space.
-        for run in _PAN_RUN.finditer(text):
-            first, end = run.span()
-            if len(starts) + 1 + text.count(" ", first, end) > max_starts:
-                return None
-            starts.add(first)
-            at = text.find(" ", first, end)
-            while at >= 0:
-                starts.add(at + 1)
-                at = text.find(" ", at + 1, end)
-        return starts if len(starts) <= max_starts else None
 
     def _replace(self, match: re.Match[str]) -> str:
         kind = match.lastgroup
@@ -581,17 +506,6 @@ def _joined_texts(event: Event) -> str:
     return text
 
 
-def _fold_case(text: str) -> str:
-    # ``text`` as the pattern's case-insensitive names read it, index for index: lower case,
-    # "_" as "-", and the non-ASCII letters re matches to an ASCII one (the Kelvin sign to k)
-    # as that letter. str.lower() keeps every length but U+0130's, a twin replaced first.
-    if not text.isascii():
-        for twin, letter in _CASE_TWINS:
-            if twin in text:
-                text = text.replace(twin, letter)
-    return text.lower().replace("_", "-")
-
-
 def _fold(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -670,32 +584,3 @@ def build_redactor(config: HasRedact, *, warn_unkeyed: bool = False) -> Redactor
             config.redact.hash_key_env,
         )
     return redactor
-
-
-class RedactingLogFilter(logging.Filter):
-    """Redacts every log record's message (and traceback) before a handler writes it."""
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        super().__init__()
-        self.redactor = redactor or Redactor()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self.redactor.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.redactor.redact(logging.Formatter().formatException(record.exc_info))
-        return True
-
-
-LOG_FILTER = RedactingLogFilter()
-
-
-def install_log_redaction(redactor: Redactor | None = None) -> None:
-    """Put :data:`LOG_FILTER` on every root handler (once) and use ``redactor`` from now on."""
-    if redactor is not None:
-        LOG_FILTER.redactor = redactor
-    for handler in logging.getLogger().handlers:
-        if LOG_FILTER not in handler.filters:
-            handler.addFilter(LOG_FILTER)

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
-from ingest.redact import Redactor, RedactingLogFilter
+from ingest.redact import Redactor
+from ingest.redact_logs import RedactingLogFilter
 
 KEY = b"test-key"
 PAN = "4111111111111111"  # Luhn-valid test card

@@ -1,7 +1,7 @@
 """Redaction of long texts: the full patterns tried only where a match can start.
 
 The guard on that speed-up: for any text, trying the pattern at the places
-Redactor._match_starts finds gives exactly what the plain ``pattern.sub`` over
+MatchStarts.find finds (ingest/redact_starts.py) gives exactly what the plain ``pattern.sub`` over
 every character gives (kept here as the reference).
 """
 
@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ingest.redact as redact
-from ingest.redact import _CASE_TWINS, Redactor
+from ingest.redact import Redactor
+from ingest.redact_starts import CASE_TWINS, LONG_TEXT_CHARS, sub_at
 
 PAN = "4111111111111111"
 
@@ -31,6 +32,11 @@ def jwt(claims: dict[str, object]) -> str:
 def plain_sub(redactor: Redactor, text: str) -> str:
     """The full pattern tried at every character, as _text did for every text before."""
     return redactor._pattern.sub(redactor._replace, text)
+
+
+def places(redactor: Redactor, text: str, max_starts: int) -> set[int] | None:
+    """Where the redactor would try its pattern in ``text``; None: everywhere (the plain scan)."""
+    return None if redactor._starts is None else redactor._starts.find(text, max_starts)
 
 
 # Pieces a text is built of: names (in other cases, with Unicode letters re reads as ASCII
@@ -78,7 +84,7 @@ def test_matching_where_a_match_can_start_is_the_plain_substitution(
     config: dict[str, tuple[str, ...]], text: str
 ) -> None:
     redactor = Redactor(hash_key=b"k", **config)  # type: ignore[arg-type]
-    assert redactor._sub_at_starts(text, max_starts=len(text) + 1) == plain_sub(redactor, text)
+    assert sub_at(redactor._pattern, redactor._replace, text, places(redactor, text, len(text) + 1)) == plain_sub(redactor, text)
 
 
 @settings(max_examples=200, deadline=None)
@@ -86,7 +92,7 @@ def test_matching_where_a_match_can_start_is_the_plain_substitution(
 def test_a_long_text_is_redacted_as_the_plain_substitution_would(text: str, filler: str) -> None:
     # Long enough to take the new pass, or (much filler that could start a match) its fallback.
     redactor = Redactor(hash_key=b"k")
-    long = text + filler * max(64, redact.LONG_TEXT_CHARS) + text
+    long = text + filler * max(64, LONG_TEXT_CHARS) + text
     expected = plain_sub(redactor, long)
     if "://" in expected:
         expected = redact._USERINFO.sub(lambda m: f"://{m[1]}:{redactor._marker('secret', m[2])}@", expected)
@@ -97,7 +103,7 @@ def test_a_hostile_long_line_is_matched_at_a_few_places_only() -> None:
     # The text bench's oversized line: a 2 MB user agent after a status line holding a needle.
     redactor = Redactor(hash_key=b"k")
     line = f'"GET /v1?password=x HTTP/1.1" 200 - 0 1200 40 38 "{"A" * 2_000_000}" card {PAN}'
-    starts = redactor._match_starts(line, len(line))
+    starts = places(redactor, line, len(line))
     assert starts is not None and len(starts) < 10
     out = redactor._text(line)
     assert out == plain_sub(redactor, line) and PAN not in out and "password=[REDACTED:secret" in out
@@ -106,15 +112,16 @@ def test_a_hostile_long_line_is_matched_at_a_few_places_only() -> None:
 def test_too_many_places_fall_back_to_the_plain_scan() -> None:
     redactor = Redactor(hash_key=b"k")
     text = "cv " * 1000
-    assert redactor._match_starts(text, max_starts=10) is None
-    assert redactor._sub_at_starts(text, max_starts=10) == plain_sub(redactor, text)
+    assert places(redactor, text, max_starts=10) is None
+    fallback = places(redactor, text, max_starts=10)
+    assert sub_at(redactor._pattern, redactor._replace, text, fallback) == plain_sub(redactor, text)
 
 
 def test_the_case_twins_are_every_letter_re_reads_as_an_ascii_one() -> None:
-    # _fold_case reads these as their ASCII letter; any other non-ASCII character that
-    # IGNORECASE matched to an ASCII letter or digit would be a place _match_starts misses.
+    # fold_case reads these as their ASCII letter; any other non-ASCII character that
+    # IGNORECASE matched to an ASCII letter or digit would be a place MatchStarts.find misses.
     ascii_alnum = re.compile(r"(?i)[a-z0-9]")
     found = {chr(c) for c in range(0x80, 0x110000) if ascii_alnum.fullmatch(chr(c))}
-    assert found == {twin for twin, _ in _CASE_TWINS}
-    for twin, letter in _CASE_TWINS:
+    assert found == {twin for twin, _ in CASE_TWINS}
+    for twin, letter in CASE_TWINS:
         assert re.fullmatch(f"(?i){letter}", twin)
