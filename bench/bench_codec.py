@@ -13,10 +13,7 @@ messages; their decode (envelope and rows) plus ``events_from_rows``; and
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
-import time
-from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from ingest.codec import (  # noqa: E402
     EventRow, EventTable, decode, encode, encode_rows, events_from_rows, pack_events, unpack_events,
 )  # fmt: skip
 from ingest.records import Dataset, Event, Origin, RawRecord  # noqa: E402
+from timing import best_cpu_secs  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / ".data"  # bench_replay.py writes it
 MESSAGE_EVENTS = 5_000
@@ -38,16 +36,6 @@ MESSAGE_EVENTS = 5_000
 class _Message(msgspec.Struct, array_like=True):
     stream: str
     rows: list[EventRow]
-
-
-def best_cpu_secs(run: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def main() -> int:

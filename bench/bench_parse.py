@@ -28,19 +28,11 @@ from typing import Any
 
 import orjson
 
+from timing import best_cpu_secs  # bench/, beside this script
+
 DATA = Path(__file__).resolve().parent / ".data"
 SHAPES = (("json gateway", "json-seed*", "gateway.log"), ("text gateway", "text-seed*", "gateway.log"),
           ("app", "json-seed*", "app.log"))  # fmt: skip
-
-
-def best_cpu_secs(run: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def _loads(line: bytes) -> object:

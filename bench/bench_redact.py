@@ -30,7 +30,8 @@ from ingest.parsers import build_app_parser, build_gateway_parser  # noqa: E402
 from ingest.records import Dataset, Origin, RawRecord  # noqa: E402
 from ingest.redact import build_redactor  # noqa: E402
 from ingest.sources.files import FileSource  # noqa: E402
-from bench_stages import DATA, best_cpu_secs  # noqa: E402
+from bench_stages import DATA  # noqa: E402
+from timing import best_cpu_secs  # noqa: E402
 
 def read_all(path: Path, dataset: Dataset, max_line_bytes: int) -> int:
     source = FileSource(path, dataset, max_line_bytes)

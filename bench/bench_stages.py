@@ -15,11 +15,9 @@ machine's load moves a whole run by more than most changes do.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -31,18 +29,9 @@ from gatewatch.topology import Pipeline, build_parsers, tune_gc_for_streaming  #
 from ingest.records import Dataset, Origin, RawRecord  # noqa: E402
 from ingest.sinks.base import Batch  # noqa: E402
 from ingest.sinks.duckdb import DuckDBSink  # noqa: E402
+from timing import best_cpu_secs  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / ".data"
-
-
-def best_cpu_secs(run: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.process_time()
-        run()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def feed(config: object, records: dict[Dataset, list[RawRecord]]) -> list[Batch]:
