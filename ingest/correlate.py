@@ -61,11 +61,7 @@ class Correlator:
         if deadline > group.deadline:
             second = ceil(deadline)
             if group.deadline <= second - 1:  # not yet scheduled in that second (most records of a request)
-                request_ids = self._deadlines.get(second)
-                if request_ids is None:
-                    request_ids = self._deadlines[second] = []
-                    heapq.heappush(self._deadline_seconds, second)
-                request_ids.append(request_id)
+                self._schedule(second, request_id)
             group.deadline = deadline
 
     def _schedule(self, second: int, request_id: str) -> None:
