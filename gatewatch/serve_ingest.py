@@ -28,9 +28,10 @@ again; the join tasks drop those repeats by input offset.
 Messages to ``<group_id>-requests`` (:mod:`gatewatch.serve_topics`; typed
 MessagePack, versioned: :mod:`gatewatch.wire`; nothing in them can run code):
 
-- ``events`` (wall time, input stream, event rows): one per (input
-  partition, requests partition) and poll (split every EVENTS_PER_MESSAGE),
-  in offset order. The rows are encoded once when the poll is handled; an
+- ``poll_events`` (wall time; per input partition, its event rows in offset
+  order): one per requests partition and poll, every input's events in it
+  (an input's rows split every EVENTS_PER_MESSAGE, a message closed past
+  EVENTS_MESSAGE_BYTES). The rows are encoded once when the poll is handled; an
   event that cannot cross the wire (an integer past 64 bits, an event time
   past ±1e15 s) becomes an ``invalid_value`` dead letter there, before
   anything is stored;
@@ -72,7 +73,7 @@ from gatewatch.store_writer import PendingWrite
 from gatewatch.serve_topics import InternalTopics, ensure_internal_topics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
 from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
-from gatewatch.wire import encode_events
+from gatewatch.wire import encode_poll_events
 from ingest.codec import encode_rows, split_unencodable
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.sinks.base import Batch
@@ -81,6 +82,9 @@ from ingest.sources.kafka import KafkaSource, stream_name
 log = logging.getLogger("gatewatch.serve")
 
 EVENTS_PER_MESSAGE = 5_000
+# An events message takes the next input's rows while it is below this (an input's rows alone may pass it:
+# EVENTS_PER_MESSAGE bounds them); internal topics take 64 MiB a message.
+EVENTS_MESSAGE_BYTES = 8 * 1024 * 1024
 PROGRESS_INTERVAL_SECS = 1.0
 ALIGN_AHEAD_SECS = 30.0
 ALIGNED_POLL_RECORDS = 2_000  # per poll while partitions are behind
@@ -107,6 +111,22 @@ def _encode_chunks(
                 if good:
                     chunks.append((stream, partition, encode_rows(good)))
     return chunks, rejected
+
+
+def _poll_messages(chunks: list[tuple[str, int, msgspec.Raw]]) -> list[tuple[int, list[tuple[str, msgspec.Raw]]]]:
+    """The encoded chunks as ``events`` v2 bodies: ``(requests partition, [(stream, rows), ...])``, in chunk order."""
+    messages: list[tuple[int, list[tuple[str, msgspec.Raw]]]] = []
+    sizes: list[int] = []  # bytes of rows in each message
+    open_at: dict[int, int] = {}  # requests partition -> its message being filled
+    for stream, partition, rows in chunks:
+        at = open_at.get(partition)
+        if at is None or sizes[at] >= EVENTS_MESSAGE_BYTES:
+            at = open_at[partition] = len(messages)
+            messages.append((partition, []))
+            sizes.append(0)
+        messages[at][1].append((stream, rows))
+        sizes[at] += len(rows)
+    return messages
 
 
 def _by_partition(events: list[Event], partitions: int) -> dict[tuple[str, int], list[Event]]:
@@ -253,7 +273,8 @@ class IngestStage:
             source.unwrap_misses = 0
         events, dead_letters = parse_records(self._parsers, records)
         assert self.topics is not None
-        chunks, rejected = _encode_chunks(_by_partition(events, self.topics.partitions))
+        encoded, rejected = _encode_chunks(_by_partition(events, self.topics.partitions))
+        chunks = _poll_messages(encoded)
         if rejected:
             events, dead_letters = _reject_unencodable(records, events, dead_letters, rejected)
         by_stream: dict[str, list[Event]] = {}
@@ -325,7 +346,7 @@ class IngestStage:
             self.shared.metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="ingest", error=str(error)))
 
-    def _produce(self, chunks: list[tuple[str, int, msgspec.Raw]]) -> None:
+    def _produce(self, messages: list[tuple[int, list[tuple[str, msgspec.Raw]]]]) -> None:
         """Events, then the progress of every partition to every requests partition; flushed.
 
         Raises KafkaError (then retried whole: the join tasks drop repeated events by offset).
@@ -333,8 +354,8 @@ class IngestStage:
         producer, topics = self._producer, self.topics
         assert producer is not None and topics is not None
         wall = time.time()
-        futures = [producer.send(topics.requests, value=encode_events(wall, stream, rows), partition=partition)
-                   for stream, partition, rows in chunks]  # fmt: skip
+        futures = [producer.send(topics.requests, value=encode_poll_events(wall, parts), partition=partition)
+                   for partition, parts in messages]  # fmt: skip
         positions = self._progress()
         if positions:
             progress = progress_message(wall, self._clocks, positions)  # the same bytes to every partition

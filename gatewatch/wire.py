@@ -7,8 +7,13 @@ detection (:mod:`gatewatch.tasks`) reads three internal topics:
 topic / kind        version  body
 ==================  =======  ==========================================================
 requests
+  ``poll_events``   1        :class:`PollEventsMessage`: wall time and, per input stream,
+                             its event rows for one requests partition: one message per
+                             requests partition and poll, whatever the number of inputs
   ``events``        1        :class:`EventsMessage`: wall time, input stream, the event
-                             rows of that input for one requests partition
+                             rows of that input for one requests partition; no longer
+                             written, still read (a topic written by an older gatewatch
+                             is consumed as it was)
   ``progress``      2        :class:`IngestProgress`: wall time and, per input stream,
                              position, end, credible event-time clock, last wall time
 keyed
@@ -47,19 +52,21 @@ from ingest.records import Dataset, Event, Origin
 
 __all__ = [
     "AlertTaskState", "EventsMessage", "FindingRow", "FindingsMessage", "GatheredRows", "IngestProgress", "JoinState",
-    "KeyedMessage", "KeyedRow", "KeyedRowsMessage", "KeyedState", "KeyedTxn", "StreamProgress",
-    "decode_findings_message", "decode_keyed_message", "decode_requests_message", "decode_task_state", "encode_events",
-    "encode_findings", "encode_ingest_progress", "encode_keyed", "encode_task_state", "keyed_event", "keyed_row",
+    "KeyedMessage", "KeyedRow", "KeyedRowsMessage", "KeyedState", "KeyedTxn", "PollEventsMessage", "StreamProgress",
+    "StreamRows", "decode_findings_message", "decode_keyed_message", "decode_requests_message", "decode_task_state",
+    "encode_events", "encode_findings", "encode_ingest_progress", "encode_keyed", "encode_poll_events",
+    "encode_task_state", "keyed_event", "keyed_row",
 ]  # fmt: skip
 
 EVENTS_VERSION = 1
+POLL_EVENTS_VERSION = 1
 
 # Wall-clock seconds written by an ingest stage; finite, as the idle rules subtract them.
 WallSecs = Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]
 
 
 class EventsMessage(msgspec.Struct, array_like=True, gc=False):
-    """Events of one input partition, in offset order; one per partition and poll (split past 5,000)."""
+    """``events`` v1: events of one input partition, in offset order. Read, no longer written."""
 
     wall_secs: WallSecs  # when the ingest stage produced it
     stream: str  # the input partition, "topic/partition"
@@ -67,13 +74,39 @@ class EventsMessage(msgspec.Struct, array_like=True, gc=False):
 
 
 def encode_events(wall_secs: float, stream: str, rows: msgspec.Raw) -> bytes:
-    """One ``events`` message: events of one input in offset order, as :func:`~ingest.codec.encode_rows` encoded them.
+    """One ``events`` message (as an older gatewatch wrote): events of one input in offset order."""
+    return encode("events", EVENTS_VERSION, (wall_secs, stream, rows))
+
+
+class StreamRows(msgspec.Struct, array_like=True, gc=False):
+    """The events of one input stream within a :class:`PollEventsMessage`, in offset order."""
+
+    stream: str  # the input partition, "topic/partition"
+    events: list[EventRow]
+
+
+class PollEventsMessage(msgspec.Struct, array_like=True, gc=False):
+    """``poll_events`` v1: one poll's events for one requests partition, every input stream's in one message.
+
+    ``events`` was one message per input stream and requests partition: with 8 inputs
+    and 6 requests partitions, 48 a poll, each paying kafka-python's produce
+    and fetch and a JOIN task's apply (and the keyed and findings messages its
+    arrival findings sent at once); this is 6. The JOIN task orders the parts'
+    events as it ordered the ``events`` messages' (stream by stream, offset order).
+    """
+
+    wall_secs: WallSecs  # when the ingest stage produced it
+    parts: list[StreamRows]  # split past 5,000 events; a stream appears once per message
+
+
+def encode_poll_events(wall_secs: float, parts: list[tuple[str, msgspec.Raw]]) -> bytes:
+    """One ``poll_events`` message: ``(stream, rows)`` per input, as :func:`~ingest.codec.encode_rows` encoded them.
 
     The rows are encoded once, when the poll is handled (an event that cannot
     be encoded becomes a dead letter before anything is stored); the message
     around them is made at each send attempt, with that attempt's wall time.
     """
-    return encode("events", EVENTS_VERSION, (wall_secs, stream, rows))
+    return encode("poll_events", POLL_EVENTS_VERSION, (wall_secs, parts))
 
 
 INGEST_PROGRESS_VERSION = 2
@@ -290,7 +323,8 @@ class AlertTaskState(msgspec.Struct, array_like=True, gc=False):
     final: bool = False
 
 
-_REQUESTS: dict[str, tuple[int, type]] = {"events": (EVENTS_VERSION, EventsMessage),
+_REQUESTS: dict[str, tuple[int, type]] = {"poll_events": (POLL_EVENTS_VERSION, PollEventsMessage),
+                                          "events": (EVENTS_VERSION, EventsMessage),
                                           "progress": (INGEST_PROGRESS_VERSION, IngestProgress)}  # fmt: skip
 _TASK_STATES: dict[str, tuple[int, type]] = {"join_state": (TASK_STATE_VERSION, JoinState),
                                              "keyed_state": (TASK_STATE_VERSION, KeyedState),
@@ -303,8 +337,9 @@ def encode_ingest_progress(wall_secs: float, streams: dict[str, tuple[int, int, 
     return encode("progress", INGEST_PROGRESS_VERSION, (wall_secs, streams))
 
 
-def decode_requests_message(data: bytes | memoryview) -> EventsMessage | IngestProgress:
-    """A requests-topic message. Raises WireError (``undecodable``, ``unknown_version``, ``unknown_kind``)."""
+def decode_requests_message(data: bytes | memoryview) -> PollEventsMessage | EventsMessage | IngestProgress:
+    """A requests-topic message (``poll_events``, ``events``, ``progress``). Raises WireError (``undecodable``,
+    ``unknown_version``, ``unknown_kind``)."""
     return decode(data, _REQUESTS)[1]
 
 

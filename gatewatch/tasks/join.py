@@ -35,7 +35,7 @@ from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.route import entity_partition
 from gatewatch.topology import PIPELINE_STATE_VERSION, Pipeline, PipelineState, detector_configs
 from gatewatch.wire import (
-    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn,
+    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn, PollEventsMessage,
     decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state, keyed_row,
 )  # fmt: skip
 from ingest.codec import decode, events_from_rows, unpack_events
@@ -208,7 +208,7 @@ class JoinTask:
         return self._pipeline.tick
 
     def apply(self, offset: int, value: bytes) -> None:
-        """One requests-topic message: events of one input stream, or an ingest stage's progress."""
+        """One requests-topic message: a poll's events (v2: of every input stream; v1: of one), or a progress."""
         out = self._out
         if offset < self._next_offset:
             out.redelivered += 1
@@ -217,7 +217,12 @@ class JoinTask:
         out.applied += 1
         try:
             message = decode_requests_message(value)
-            streams = [message.stream] if isinstance(message, EventsMessage) else list(message.streams)
+            if isinstance(message, PollEventsMessage):
+                streams = [part.stream for part in message.parts]
+            elif isinstance(message, EventsMessage):
+                streams = [message.stream]
+            else:
+                streams = list(message.streams)
             unknown = [stream for stream in streams if stream.rpartition("/")[0] not in self._topics]
             if unknown:
                 raise WireError("unknown_stream", f"not an input partition: {unknown[0][:200]!r}")
@@ -226,9 +231,13 @@ class JoinTask:
             out.batch.dead_letters.append(poison(self._stream, offset, value, error))
             return
         pipeline = self._pipeline
-        if type(message) is EventsMessage:
-            if message.events:
+        if not isinstance(message, IngestProgress):
+            if isinstance(message, PollEventsMessage):
+                # Stream by stream, each in offset order: as the v1 messages of the same poll came.
+                events = [event for part in message.parts for event in events_from_rows(part.stream, part.events)]
+            else:
                 events = events_from_rows(message.stream, message.events)
+            if events:
                 out.records += len(events)
                 pipeline.order_events(events)
             # Buffered only: an ingest stage sends a poll's events, then its progress, so the progress
@@ -241,7 +250,6 @@ class JoinTask:
             if self._findings or any(self._boxes):
                 self._send()
             return
-        assert type(message) is IngestProgress
         self._on_progress(message)
         pipeline.process()
         pipeline.start_tick()

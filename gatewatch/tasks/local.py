@@ -29,7 +29,7 @@ from detectors.lifecycle import AlertEvent
 from gatewatch.tasks.base import Role, Task, TaskOutput, new_task, restore_task
 from gatewatch.tasks.route import StreamClocks, progress_message, route_events
 from gatewatch.topology import Pipeline, build_parsers, parse_records
-from gatewatch.wire import encode_events
+from gatewatch.wire import encode_poll_events
 from ingest.records import DeadLetter, Event, RawRecord, Transaction
 from ingest.sinks.base import Batch
 
@@ -170,7 +170,7 @@ class LocalRun:
                 inputs: dict[str, list[Any]]) -> None:  # fmt: skip
         clocks.observe(stream, events, wall)
         for partition, rows in route_events(events, self.partitions):
-            self.logs[("requests", partition)].append(encode_events(wall, stream, rows))
+            self.logs[("requests", partition)].append(encode_poll_events(wall, [(stream, rows)]))
         progress = progress_message(wall, clocks, {s: (read[s], len(inputs[s])) for s in inputs})
         for partition in range(self.partitions):
             self.logs[("requests", partition)].append(progress)

@@ -50,7 +50,7 @@ def route_events(events: Sequence[Event], partitions: int) -> list[tuple[int, ms
     """One input stream's events (offset order) split by requests partition, each part's rows encoded once.
 
     Returns ``(partition, rows)`` for every partition with events, in partition
-    order; wrap each with :func:`gatewatch.wire.encode_events` at send time.
+    order; wrap them with :func:`gatewatch.wire.encode_poll_events` at send time.
     Raises WireError ``invalid_value`` as :func:`~ingest.codec.encode_rows`
     does (sort those out first with :func:`~ingest.codec.split_unencodable`).
     """
