@@ -113,8 +113,8 @@ def _encode_chunks(
     return chunks, rejected
 
 
-def _poll_messages(chunks: list[tuple[str, int, msgspec.Raw]]) -> list[tuple[int, list[tuple[str, msgspec.Raw]]]]:
-    """The encoded chunks as ``events`` v2 bodies: ``(requests partition, [(stream, rows), ...])``, in chunk order."""
+def _events_messages(chunks: list[tuple[str, int, msgspec.Raw]]) -> list[tuple[int, list[tuple[str, msgspec.Raw]]]]:
+    """The encoded chunks as ``poll_events`` bodies: ``(requests partition, [(stream, rows), ...])``, in chunk order."""
     messages: list[tuple[int, list[tuple[str, msgspec.Raw]]]] = []
     sizes: list[int] = []  # bytes of rows in each message
     open_at: dict[int, int] = {}  # requests partition -> its message being filled
@@ -274,7 +274,7 @@ class IngestStage:
         events, dead_letters = parse_records(self._parsers, records)
         assert self.topics is not None
         encoded, rejected = _encode_chunks(_by_partition(events, self.topics.partitions))
-        chunks = _poll_messages(encoded)
+        messages = _events_messages(encoded)
         if rejected:
             events, dead_letters = _reject_unencodable(records, events, dead_letters, rejected)
         by_stream: dict[str, list[Event]] = {}
@@ -298,7 +298,7 @@ class IngestStage:
                 own = by_stream.get(part.stream)
                 if own:
                     part.clock = max(part.clock, max(e.ts for e in own))
-        deliver(self.shared, lambda: self._produce(chunks), self._set_backpressure, self._idle_poll, log)
+        deliver(self.shared, lambda: self._produce(messages), self._set_backpressure, self._idle_poll, log)
         offsets = {tp: self._parts[tp].next_offset for tp in polled if tp in self._parts}
         self._in_flight.append(_InFlight(batch, pending, offsets))
         self._in_flight_docs += len(batch)

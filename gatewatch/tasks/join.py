@@ -10,7 +10,7 @@ with a mask naming those rules.
 Stream clocks come from the ingest stages' ``progress`` v2 as well as from
 its own events, so a partition that holds few (or no) events of a stream
 still sees that stream's event time; then :class:`~gatewatch.serve_idle.IdleInputs`
-applies the idle rules. An ``events`` message is buffered; ``process()`` runs
+applies the idle rules. A ``poll_events`` message is buffered; ``process()`` runs
 after every ``progress`` message (which follows each poll's events), so the
 outputs are a pure function of the input sequence. Each output message
 carries the task's tick after that input message: "everything for ticks <=
@@ -208,7 +208,8 @@ class JoinTask:
         return self._pipeline.tick
 
     def apply(self, offset: int, value: bytes) -> None:
-        """One requests-topic message: a poll's events (v2: of every input stream; v1: of one), or a progress."""
+        """One requests-topic message: a poll's events (``poll_events``: of every input; ``events``: of one input),
+        or an ingest stage's progress."""
         out = self._out
         if offset < self._next_offset:
             out.redelivered += 1
@@ -233,7 +234,7 @@ class JoinTask:
         pipeline = self._pipeline
         if not isinstance(message, IngestProgress):
             if isinstance(message, PollEventsMessage):
-                # Stream by stream, each in offset order: as the v1 messages of the same poll came.
+                # Stream by stream, each in offset order: as the events messages of the same poll came.
                 events = [event for part in message.parts for event in events_from_rows(part.stream, part.events)]
             else:
                 events = events_from_rows(message.stream, message.events)

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from gatewatch.config import parse_config
-from gatewatch.serve_ingest import _poll_messages
+from gatewatch.serve_ingest import _events_messages
 from gatewatch.tasks.join import JoinTask
 from gatewatch.wire import (
     PollEventsMessage, decode_findings_message, decode_keyed_message, decode_requests_message, encode_events,
@@ -53,7 +53,7 @@ def test_the_bytes_of_a_poll_events_message_stay_the_same() -> None:
 def test_the_ingest_stage_packs_each_requests_partition_s_chunks_in_one_message() -> None:
     rows = {stream: encode_rows(events) for stream, events in _poll().items()}
     chunks = [(GATEWAY, 0, rows[GATEWAY]), (GATEWAY, 2, rows[GATEWAY]), (APP, 0, rows[APP]), (APP, 1, rows[APP])]
-    assert _poll_messages(chunks) == [(0, [(GATEWAY, rows[GATEWAY]), (APP, rows[APP])]), (2, [(GATEWAY, rows[GATEWAY])]),
+    assert _events_messages(chunks) == [(0, [(GATEWAY, rows[GATEWAY]), (APP, rows[APP])]), (2, [(GATEWAY, rows[GATEWAY])]),
                                       (1, [(APP, rows[APP])])]  # fmt: skip
 
 
