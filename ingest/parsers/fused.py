@@ -30,6 +30,7 @@ line (RFC 8259 sets no range, and the value was never read).
 from __future__ import annotations
 
 import keyword
+import re
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
@@ -54,8 +55,13 @@ from ingest.normalize import (
 from ingest.records import Dataset, Event, record_id
 
 Fused = Callable[..., Event | None]
-"""``(decoded object, regex groups or raw JSON line, origin, created=None) -> event``, or ``None``: take
+"""``(decoded object, regex match or raw JSON line, origin, created=None) -> event``, or ``None``: take
 the general path. ``created``: the container runtime's time of the line (:attr:`RawRecord.created`)."""
+
+RUN_CACHE_ENTRIES = 4096
+"""Texts of a :class:`Run` remembered, per run and reader; past it the cache starts afresh."""
+RUN_CACHE_MAX_CHARS = 256
+"""Longest text of a :class:`Run` remembered (a longer one is read, not kept): at most ~1.5 MB a run."""
 
 _DEFAULTS = {f.name: f.default for f in fields(Event)}
 
@@ -78,6 +84,26 @@ class Leaf:
     digits: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Text operators that follow each other in a text format (literals between them), read as one.
+
+    ``group``: the regex group holding the whole run's text; ``leaves``: its operators, each a
+    regex group of its own (``path == (group number,)``), each filling a field of
+    :data:`~ingest.normalize.SHARED_TEXT_FIELDS` that no other leaf fills.
+
+    Such values repeat together (the client's X-Forwarded-For and user agent, authority, host,
+    route and cluster, a token's subject and org), so the reader looks the run's text up in a
+    cache of the interned values it held before: one text made and hashed instead of one per
+    operator, and no group of the run made at all when the text was seen. The same text always
+    held the same values: the regex has no back references, and a run's operators only look
+    past it at the literal that follows it, which every match of the line has there.
+    """
+
+    group: int
+    leaves: tuple[Leaf, ...]
+
+
 def fuse(
     leaves: Sequence[Leaf],
     dash_is_absent: bool,
@@ -86,6 +112,7 @@ def fuse(
     empty_is_absent: bool = True,
     raw_json: bool = False,
     refuse_keys: Collection[str] = (),
+    runs: Sequence[Run] = (),
 ) -> Fused | None:
     """The fused reader of ``leaves`` (in the general path's order: a later leaf wins), or
     ``None`` when a leaf fills no Event field (a label), which only the general path keeps.
@@ -97,6 +124,7 @@ def fuse(
     ``raw_json``: the reader takes the line's bytes and decodes them itself (see the module's
     docstring); ``None`` too when the leaves cannot be one Struct (a key both a value and an
     object). ``refuse_keys``: top-level keys whose presence sends a line to the general path.
+    ``runs``: a text format's runs of shared text (see :class:`Run`), read besides ``leaves``.
     """
     names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "Event": Event,
                              "InvalidValueError": InvalidValueError, "intern": sys.intern, "record_id": record_id,
@@ -104,7 +132,8 @@ def fuse(
                              "MIN_TS": MIN_TS, "MAX_TS": MAX_TS, "UNSET": msgspec.UNSET,
                              "fromisoformat": datetime.fromisoformat}  # fmt: skip
     absent = _Absent(dash_is_absent, empty_is_absent)
-    filled = {leaf.field for leaf in leaves} - {"ts"}
+    run_fields = {leaf.field for run in runs for leaf in run.leaves}
+    filled = ({leaf.field for leaf in leaves} | run_fields) - {"ts"}
     if not filled <= _TEXT_FIELDS | _COERCE.keys():
         return None  # a label: only the general path keeps those
     line_type: type[msgspec.Struct] | None = None
@@ -126,7 +155,7 @@ def fuse(
         leaf.field for leaf in leaves
         if type(leaf.path[0]) is int and len(leaf.path) == 1 and fillers[leaf.field] == 1 and leaf.convert is None
         and not absent.empty and not absent.dash and (leaf.field == "ts" or leaf.field in _TEXT_FIELDS)
-    }  # fmt: skip
+    } | run_fields  # fmt: skip
     # Each other filled field is a local holding its Event default until a value replaces it.
     lines = ["def fused(obj, origin, created=None):"]
     if line_type is not None:  # the line's bytes: decoded here, as _decoded_line() says
@@ -138,6 +167,15 @@ def fuse(
         present = " or ".join(f"obj.{attributes[(key,)]} is not UNSET" for key in refuse_keys)
         lines += [f"    if {present}:  # {', '.join(map(repr, refuse_keys))}", "        return None"]
     lines.append("    try:")
+    for number, run in enumerate(runs):  # a run's text, then its values: cached, else read (see Run)
+        names[f"run_cached_{number}"], names[f"run_read_{number}"] = _run_reader(run)
+        lines += [
+            f"        x = obj[{run.group}]",
+            f"        v = run_cached_{number}(x)",
+            "        if v is None:",
+            f"            v = run_read_{number}(obj, x)",
+            f"        {', '.join(f'f_{leaf.field}' for leaf in run.leaves)}, = v",
+        ]
     groups: dict[tuple[str | int, ...], list[tuple[int, Leaf]]] = {}
     for index, leaf in enumerate(leaves):
         groups.setdefault(leaf.path[:-1], []).append((index, leaf))
@@ -209,6 +247,25 @@ def fuse(
     fused: Fused = scope["fused"]
     fused.source = "\n".join(lines)  # type: ignore[attr-defined]  # for a reader of tracebacks
     return fused
+
+
+def _run_reader(
+    run: Run,
+) -> tuple[Callable[[str], tuple[str | None, ...] | None], Callable[[re.Match[str], str], tuple[str | None, ...]]]:
+    """The cache of ``run``'s texts (its ``get``) and what reads a text it lacks from the match."""
+    cache: dict[str, tuple[str | None, ...]] = {}
+    numbers = [leaf.path[0] for leaf in run.leaves]
+    intern = sys.intern
+
+    def read(match: re.Match[str], text: str) -> tuple[str | None, ...]:
+        values = tuple(None if (value := match[number]) is None else intern(value) for number in numbers)
+        if len(text) <= RUN_CACHE_MAX_CHARS:
+            if len(cache) >= RUN_CACHE_ENTRIES:
+                cache.clear()  # bounded, whatever the variety; a steady stream refills it at once
+            cache[text] = values
+        return values
+
+    return cache.get, read
 
 
 def _decoded_line() -> list[str]:

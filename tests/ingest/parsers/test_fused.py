@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import ingest.parsers.app_json as app_json
 import ingest.parsers.envoy_json as envoy_json
 import ingest.parsers.envoy_text as envoy_text
+import ingest.parsers.fused as fused_module
 from gatewatch.demo.render import DEMO_JSON_FORMAT, DEMO_TEXT_FORMAT
 from ingest.parsers import (
     DEFAULT_APP_FIELDS,
@@ -24,6 +25,7 @@ from ingest.parsers import (
 )
 from ingest.parsers.decode import Parser
 from ingest.parsers.envoy_format import Command, tokenize
+from ingest.parsers.envoy_text import compile_text_pattern
 from ingest.parsers.envoy_operators import Kind, resolve
 from ingest.parsers.fused import Leaf, fuse
 from ingest.records import Dataset, Origin, RawRecord
@@ -237,3 +239,26 @@ def test_a_typical_line_takes_the_fused_path() -> None:
 def test_a_label_leaves_the_format_to_the_general_path() -> None:
     assert fuse([Leaf(("time",), "ts"), Leaf(("tenant",), "req.x-tenant")], dash_is_absent=True) is None
 
+
+
+def test_a_run_of_shared_text_remembers_a_bounded_number_of_short_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_module, "RUN_CACHE_ENTRIES", 8)
+    built = compile_text_pattern(DEMO_TEXT_FORMAT).fused("demo")
+    assert built is not None
+    match, reader = built
+    cache = reader.__globals__["run_cached_0"].__self__  # X-Forwarded-For and user agent: the first run
+    line = (
+        'ACCESS [2026-03-02T09:00:00.003Z] "GET /a HTTP/2" 200 - 0 1 2 2 "10.0.0.1" "{agent}" "r-1" "api" '
+        '"10.1.0.20:8080" route cluster 10.0.0.1:5 "-" TLSv1.3 "via_upstream" jti=j sub=s org=o exp=1772442628'
+    )
+    agents = [f"agent-{n}" for n in range(20)] + ["x" * (fused_module.RUN_CACHE_MAX_CHARS + 1), "agent-3"]
+    for agent in agents:
+        found = match(line.format(agent=agent))
+        assert found is not None
+        event = reader(found, Origin(Dataset.GATEWAY, "s", 1))
+        assert event is not None
+        assert (event.forwarded_for, event.user_agent, event.route_name, event.token_org) == (
+            "10.0.0.1", agent, "route", "o"
+        )
+        assert len(cache) <= 8
+    assert not any(len(text) > fused_module.RUN_CACHE_MAX_CHARS for text in cache)
