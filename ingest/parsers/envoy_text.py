@@ -17,8 +17,8 @@ from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
 from ingest.parsers.envoy_operators import Apply, Converted, Kind, ScalarClaim, Slot, resolve
-from ingest.parsers.fused import Fused, Leaf, Run, fuse
-from ingest.records import DeadLetter, Event, Origin, RawRecord
+from ingest.parsers.fused import Fused, Leaf, Run, Whole, fuse
+from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["ENVOY_DEFAULT_FORMAT", "TextPattern", "compile_text_format", "compile_text_pattern"]
 
@@ -92,17 +92,8 @@ class TextPattern:
                 apply(field, value, fields)
         return fields
 
-    def fused(self, name: str) -> tuple[_Match, Fused] | None:
-        """A reader that types the groups of a match straight into an Event (see
-        :mod:`ingest.parsers.fused`), with the regex whose match it takes, or ``None`` when this
-        format needs the general path (a label, two operators back to back).
-
-        That regex is :attr:`strict` with one more group around each run of shared text
-        operators (:class:`~ingest.parsers.fused.Run`): it matches the same lines, with the same
-        value in each operator's group. The reader returns ``None`` for any line it does not take
-        plainly (a value that does not type), and the caller then runs :meth:`extract` and
-        :func:`normalize`.
-        """
+    def _fused_plan(self) -> tuple[_Match, list[Leaf], list[Run]] | None:
+        """The fused reader's regex, leaves and runs (see :meth:`fused`), ``None`` if it has none."""
         if not self._zip_only:
             return None
         for slot in self.slots:
@@ -163,11 +154,37 @@ class TextPattern:
             for number, indexes in runs
         ]
         # extract() writes applied values after the plain ones: a later leaf wins, so the same order.
-        # Only None is absent: the regex leaves "-" uncaptured, and normalize keeps "" as text.
-        reader = fuse(plain + applied, dash_is_absent=False, name=name, empty_is_absent=False, runs=read_runs)
-        if reader is None:
+        match = re.compile(self._prefix + "".join(pieces), re.DOTALL).fullmatch
+        return match, plain + applied, read_runs
+
+    def fused(self, name: str) -> tuple[_Match, Fused] | None:
+        """A reader that types the groups of a match straight into an Event (see
+        :mod:`ingest.parsers.fused`), with the regex whose match it takes, or ``None`` when this
+        format needs the general path (a label, two operators back to back).
+
+        That regex is :attr:`strict` with one more group around each run of shared text
+        operators (:class:`~ingest.parsers.fused.Run`): it matches the same lines, with the same
+        value in each operator's group. The reader returns ``None`` for any line it does not take
+        plainly (a value that does not type), and the caller then runs :meth:`extract` and
+        :func:`normalize`.
+        """
+        plan = self._fused_plan()
+        if plan is None:
             return None
-        return re.compile(self._prefix + "".join(pieces), re.DOTALL).fullmatch, reader
+        match, leaves, runs = plan
+        # Only None is absent: the regex leaves "-" uncaptured, and normalize keeps "" as text.
+        reader = fuse(leaves, dash_is_absent=False, name=name, empty_is_absent=False, runs=runs)
+        return None if reader is None else (match, reader)
+
+    def fused_parser(self, name: str, general: Parser, max_line_bytes: int) -> Parser | None:
+        """The reader of :meth:`fused` as the whole parser (``whole`` of :func:`~ingest.parsers.fused.fuse`):
+        it decodes and matches the line itself and hands what it does not take to ``general``."""
+        plan = self._fused_plan()
+        if plan is None:
+            return None
+        match, leaves, runs = plan
+        whole = Whole(general, max_line_bytes, match)
+        return fuse(leaves, False, name, empty_is_absent=False, runs=runs, whole=whole)
 
     def diagnose(self, text: str) -> str:
         """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
@@ -186,16 +203,11 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
     """A parser for access logs written with the Envoy format string ``fmt``."""
     pattern = compile_text_pattern(fmt, whole_line=True)
     extract = pattern.extract
-    # A format without a fused reader matches no line for it: every line takes the general path.
-    match_fused, fused = pattern.fused("gateway.format") or (_no_match, _no_event)
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
             return text
-        if (match := match_fused(text)) is not None:
-            if (event := fused(match, record.origin, record.created)) is not None:
-                return event
         try:
             fields = extract(text)
         except InvalidValueError as error:
@@ -205,15 +217,8 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
             return DeadLetter(record.origin, reason, _DETAILS[reason], record.line)
         return normalize(fields, record.origin, record.line, record.created)
 
-    return parse
-
-
-def _no_match(text: str) -> None:
-    return None
-
-
-def _no_event(match: re.Match[str], origin: Origin, created: float | None = None) -> None:
-    return None
+    # The common line is read by the fused reader, which hands the others to parse().
+    return pattern.fused_parser("gateway.format", parse, max_line_bytes) or parse
 
 
 def _pieces(
