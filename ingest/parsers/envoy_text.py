@@ -1,8 +1,10 @@
 """Envoy text access logs: a format string compiled once into one anchored regex.
 
-Per line the parser runs one ``fullmatch`` and builds one dict; only a line
-that fails pays for a second, more lenient match and for telling a line cut
-short (``truncated``) from one that never fit the format (``format_mismatch``).
+Per line the parser runs one ``fullmatch`` and types its groups straight into an
+Event (the fused reader, :mod:`ingest.parsers.fused`); a line it does not take is
+read into a dict and normalized. Only a line that fails pays for a second, more
+lenient match and for telling a line cut short (``truncated``) from one that never
+fit the format (``format_mismatch``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ UTF-8) goes the general path, which decodes it with orjson and names the
 reason. msgspec skips the keys no leaf names: it checks their syntax but not
 the range of their numbers, so ``1e400`` under such a key no longer costs the
 line (RFC 8259 sets no range, and the value was never read).
+
+The parsers use the reader as their whole parser (``whole``): it takes the record,
+and instead of returning ``None`` it calls the general path itself, so the common
+line costs one Python call. In a text format, operators whose values repeat
+together are read as one :class:`Run`, through a bounded cache.
 """
 
 from __future__ import annotations
@@ -187,19 +192,20 @@ def fuse(
         return None  # a label: only the general path keeps those
     line_type: type[msgspec.Struct] | None = None
     attributes: dict[tuple[str | int, ...], str] = {}
+    objects: dict[str, type[msgspec.Struct]] = {}  # top-level objects read through a cache
+    fillers: dict[str, int] = {}
+    for leaf in leaves:
+        fillers[leaf.field] = fillers.get(leaf.field, 0) + 1
     if raw_json:
-        built = _line_struct(leaves, refuse_keys)
+        built = _line_struct(leaves, refuse_keys, _cached_objects(leaves, fillers))
         if built is None:
             return None
-        line_type, attributes = built
+        line_type, attributes, objects = built
     derived = ("status", "source_ip", "forwarded_for")  # gateway_values(): source_ip may come from forwarded_for
     if "forwarded_for" in filled:
         filled.add("source_ip")
     # A regex group's text filling a field no other leaf fills is stored as it is, "-" and all
     # absent values being None already: the assignment needs no test, its local no default.
-    fillers: dict[str, int] = {}
-    for leaf in leaves:
-        fillers[leaf.field] = fillers.get(leaf.field, 0) + 1
     stored = {
         leaf.field for leaf in leaves
         if type(leaf.path[0]) is int and len(leaf.path) == 1 and fillers[leaf.field] == 1 and leaf.convert is None
@@ -233,6 +239,23 @@ def fuse(
         groups.setdefault(leaf.path[:-1], []).append((index, leaf))
     for parent, members in groups.items():
         indent = "        "
+        if len(parent) == 1 and parent[0] in objects:  # its raw text: values cached, else read
+            key = str(parent[0])
+            number = list(objects).index(key)
+            cached, read = _object_reader(key, members, objects[key], absent, names, attributes)
+            names[f"object_cached_{number}"], names[f"object_read_{number}"] = cached, read
+            lines += [
+                f"{indent}x = obj.{attributes[parent]}  # {key!r}",
+                f"{indent}if x:",  # an empty Raw: the line lacks the key
+                f"{indent}    x = bytes(x)",
+                f"{indent}    v = object_cached_{number}(x)",
+                f"{indent}    if v is None:",
+                f"{indent}        v = object_read_{number}(x)",
+                f"{indent}        if v is None:",
+                f"{indent}            return None",
+                f"{indent}    {', '.join(f'f_{leaf.field}' for _, leaf in members)}, = v",
+            ]
+            continue
         lines.append(f"{indent}h = obj")
         for depth, part in enumerate(parent, 1):
             if raw_json:  # a Struct, or None where the line lacks the object
@@ -369,10 +392,12 @@ _NUMBER_VALUE = int | float | str | None
 
 
 def _line_struct(
-    leaves: Sequence[Leaf], refuse_keys: Collection[str]
-) -> tuple[type[msgspec.Struct], dict[tuple[str | int, ...], str]] | None:
-    """The Struct a JSON line decodes into (nested Structs for nested objects), and the
-    attribute that holds each path's value; ``None`` if a key is both a value and an object."""
+    leaves: Sequence[Leaf], refuse_keys: Collection[str], cached: Collection[str] = ()
+) -> tuple[type[msgspec.Struct], dict[tuple[str | int, ...], str], dict[str, type[msgspec.Struct]]] | None:
+    """The Struct a JSON line decodes into (nested Structs for nested objects), the
+    attribute that holds each path's value, and the Struct of each ``cached`` top-level object,
+    which the line's Struct holds as raw JSON (``msgspec.Raw``); ``None`` if a key is both a
+    value and an object."""
     tree: dict[str, Any] = {}  # key -> subtree, or the leaf that reads it
     for leaf in leaves:
         node = tree
@@ -389,6 +414,7 @@ def _line_struct(
             return None
         tree[key] = None  # present at all: refused
     attributes: dict[tuple[str | int, ...], str] = {}
+    objects: dict[str, type[msgspec.Struct]] = {}
 
     def struct(node: dict[str, Any], path: tuple[str, ...]) -> type[msgspec.Struct]:
         members: list[tuple[str, Any, Any]] = []
@@ -402,6 +428,9 @@ def _line_struct(
             if value is None:
                 kind: Any = object
                 default: Any = msgspec.UNSET
+            elif isinstance(value, dict) and not path and key in cached:
+                objects[key] = struct(value, (key,))
+                kind, default = msgspec.Raw, msgspec.Raw()  # empty: the line lacks the key
             elif isinstance(value, dict):
                 kind, default = struct(value, (*path, key)) | None, None
             else:
@@ -410,7 +439,77 @@ def _line_struct(
             members.append((attribute, kind, msgspec.field(default=default, name=key)))
         return msgspec.defstruct(f"Line_{len(attributes)}", members, gc=False, module=__name__)
 
-    return struct(tree, ()), attributes
+    return struct(tree, ()), attributes, objects
+
+
+def _cached_objects(leaves: Sequence[Leaf], fillers: dict[str, int]) -> set[str]:
+    """The top-level objects of a JSON line read through a cache of their raw text (see
+    :func:`_object_reader`): those whose values repeat together from line to line, as a token's
+    claims or the app's peer do. An object whose value changes with each request (a time, an id,
+    a path, a size, a duration, an address with its port) would only fill the cache; an object
+    holding another object, or a field another leaf fills too, is read plainly."""
+    by_object: dict[str, list[Leaf]] = {}
+    for leaf in leaves:
+        if len(leaf.path) >= 2:
+            by_object.setdefault(str(leaf.path[0]), []).append(leaf)
+    return {
+        key for key, members in by_object.items()
+        if all(len(leaf.path) == 2 and leaf.convert is None and fillers[leaf.field] == 1
+               and leaf.field not in _PER_REQUEST_FIELDS for leaf in members)
+    }  # fmt: skip
+
+
+# Fields whose values differ from request to request (or nearly so): an object holding one is
+# not worth a cache of its raw text.
+_PER_REQUEST_FIELDS = frozenset({
+    "ts", "request_id", "path", "bytes_received", "bytes_sent", "duration_ms", "upstream_service_time_ms",
+})  # fmt: skip
+
+
+def _object_reader(
+    key: str,
+    members: Sequence[tuple[int, Leaf]],
+    struct: type[msgspec.Struct],
+    absent: _Absent,
+    names: dict[str, Any],
+    attributes: dict[tuple[str | int, ...], str],
+) -> tuple[Callable[[bytes], tuple[Any, ...] | None], Callable[[bytes], tuple[Any, ...] | None]]:
+    """The cache of a top-level object's raw JSON (its ``get``) and what reads one it lacks:
+    the typed values of ``members`` (their fields' defaults where absent), or ``None`` when
+    the object does not decode or a value does not type (the general path reads the line).
+
+    The same raw text always reads to the same values: they depend on nothing else of the line.
+    Bounded like a :class:`Run`'s cache (entries, and the length of a text kept)."""
+    cache: dict[bytes, tuple[Any, ...]] = {}
+    fields = [leaf.field for _, leaf in members]
+    lines = [
+        "def read(raw):",
+        "    try:",
+        "        h = decode(raw)",
+        "    except (DecodeError, RecursionError):",  # not an object (the line's Struct took any value)
+        "        return None",
+        *(f"    f_{field} = {_DEFAULTS[field]!r}" for field in fields),
+        "    if h is not None:",
+        "        try:",
+    ]
+    for index, leaf in members:
+        lines += _leaf_lines(index, leaf, absent, "            ", names, attributes.get(leaf.path))
+    lines += [
+        "        except InvalidValueError:",
+        "            return None",
+        f"    values = ({', '.join(f'f_{field}' for field in fields)},)",
+        "    if len(raw) <= RUN_CACHE_MAX_CHARS:",
+        "        if len(cache) >= RUN_CACHE_ENTRIES:",
+        "            cache.clear()",
+        "        cache[raw] = values",
+        "    return values",
+    ]
+    scope: dict[str, Any] = {}
+    own = {**names, "decode": msgspec.json.Decoder(struct | None).decode, "DecodeError": msgspec.DecodeError,
+           "cache": cache, "RUN_CACHE_MAX_CHARS": RUN_CACHE_MAX_CHARS, "RUN_CACHE_ENTRIES": RUN_CACHE_ENTRIES}  # fmt: skip
+    exec(compile("\n".join(lines), f"<fused reader of {key!r}>", "exec"), own, scope)  # noqa: S102 (our own text)
+    read: Callable[[bytes], tuple[Any, ...] | None] = scope["read"]
+    return cache.get, read
 
 
 def _leaf_lines(
