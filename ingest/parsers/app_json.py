@@ -15,7 +15,7 @@ from typing import Any
 from ingest.errors import FormatError
 from ingest.normalize import normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
-from ingest.parsers.fused import Leaf, fuse
+from ingest.parsers.fused import Leaf, Whole, fuse
 from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["APP_FIELDS", "DEFAULT_APP_FIELDS", "DEPRECATED_APP_FIELDS", "canonical_app_fields", "compile_app_parser"]
@@ -96,15 +96,10 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
     leaves = [Leaf((key,), field) for field, key in flat] + [
         Leaf((*parent, key), field) for parent, children in groups for field, key in children
     ]
-    # The line read straight into Structs (a literal "token.jti" key sends it to the general
-    # path); else, when a key is both a value and an object, from its dict.
-    line_reader = fuse(leaves, dash_is_absent=False, name="app.fields", raw_json=True, refuse_keys=dotted_keys)
-    fused = fuse(leaves, dash_is_absent=False, name="app.fields") if line_reader is None else None
+    # When a key is both a value and an object, no line is read into Structs: from its dict, then.
+    fused = fuse(leaves, dash_is_absent=False, name="app.fields")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
-        if line_reader is not None and len(record.line) <= max_line_bytes:
-            if (event := line_reader(record.line, record.origin, record.created)) is not None:
-                return event
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj
@@ -136,4 +131,8 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
                     found[field] = value
         return normalize(found, record.origin, record.line, record.created)
 
-    return parse
+    # The common line is read straight into Structs by the whole parser, which hands the others
+    # (a literal "token.jti" key among them) to parse().
+    whole = Whole(parse, max_line_bytes)
+    line_parser = fuse(leaves, False, "app.fields", raw_json=True, refuse_keys=dotted_keys, whole=whole)
+    return line_parser or parse

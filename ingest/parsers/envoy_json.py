@@ -24,7 +24,7 @@ from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_ob
 from ingest.parsers.envoy_format import Command, tokenize
 from ingest.parsers.envoy_operators import Converted, ScalarClaim, Slot, resolve
 from ingest.parsers.envoy_text import TextPattern, compile_text_pattern
-from ingest.parsers.fused import Leaf, fuse
+from ingest.parsers.fused import Leaf, Whole, fuse
 from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["compile_json_format"]
@@ -71,15 +71,9 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
     plan = top_leaves + [leaf for leaves in nested_leaves.values() for leaf in leaves]
     # The line read straight into Structs; else (a key both a value and an object) from its dict.
     plain_leaves = None if None in plan else [leaf for leaf in plan if leaf is not None]
-    line_reader = None if plain_leaves is None else fuse(plain_leaves, True, "gateway.json_format", raw_json=True)
-    fused = None
-    if line_reader is None and plain_leaves is not None:
-        fused = fuse(plain_leaves, True, "gateway.json_format")
+    fused = None if plain_leaves is None else fuse(plain_leaves, True, "gateway.json_format")
 
     def parse(record: RawRecord) -> Event | DeadLetter:
-        if line_reader is not None and len(record.line) <= max_line_bytes:
-            if (event := line_reader(record.line, record.origin, record.created)) is not None:
-                return event
         obj = decode_json_object(record, max_line_bytes)
         if isinstance(obj, DeadLetter):
             return obj
@@ -110,7 +104,11 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             return DeadLetter(record.origin, "format_mismatch", str(error), record.line)
         return normalize(fields, record.origin, record.line, record.created)
 
-    return parse
+    # The common line is read straight into Structs by the whole parser, which hands the others to parse().
+    if plain_leaves is None:
+        return parse
+    whole = Whole(parse, max_line_bytes)
+    return fuse(plain_leaves, True, "gateway.json_format", raw_json=True, whole=whole) or parse
 
 
 def _leaf(compiled: Slot | TextPattern, path: tuple[str, ...]) -> Leaf | None:

@@ -1,22 +1,25 @@
 """Envoy text access logs: a format string compiled once into one anchored regex.
 
-Per line the parser runs one ``fullmatch`` and builds one dict; only a line
-that fails pays for a second, more lenient match and for telling a line cut
-short (``truncated``) from one that never fit the format (``format_mismatch``).
+Per line the parser runs one ``fullmatch`` and types its groups straight into an
+Event (the fused reader, :mod:`ingest.parsers.fused`); a line it does not take is
+read into a dict and normalized. Only a line that fails pays for a second, more
+lenient match and for telling a line cut short (``truncated``) from one that never
+fit the format (``format_mismatch``).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from ingest.errors import FormatError
-from ingest.normalize import InvalidValueError, normalize
+from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
 from ingest.parsers.envoy_operators import Apply, Converted, Kind, ScalarClaim, Slot, resolve
-from ingest.parsers.fused import Fused, Leaf, fuse
+from ingest.parsers.fused import Fused, Leaf, Run, Whole, fuse
 from ingest.records import DeadLetter, Event, RawRecord
 
 __all__ = ["ENVOY_DEFAULT_FORMAT", "TextPattern", "compile_text_format", "compile_text_pattern"]
@@ -45,6 +48,7 @@ class TextPattern:
             raise FormatError(f"format: no command operator in {fmt!r}")
         prefix = _LINE_PREFIX if whole_line else ""
         strict, lenient, cut, all_absent_matched = _pieces(tokens, self.slots)
+        self._tokens, self._prefix, self._strict_pieces = tokens, prefix, strict
         self.strict: _Match = re.compile(prefix + "".join(strict), re.DOTALL).fullmatch
         """The format's match of a whole text, each operator's value a group (``None``: ``-``, not set)."""
         self._lenient: _Match | None = (
@@ -90,31 +94,99 @@ class TextPattern:
                 apply(field, value, fields)
         return fields
 
-    def fused(self, name: str) -> Fused | None:
-        """A reader that types the groups of a :attr:`strict` match straight into an Event (see
-        :mod:`ingest.parsers.fused`), or ``None`` when this format needs the general path (a label,
-        two operators back to back).
-
-        The reader returns ``None`` for any line it does not take plainly (a value that does not
-        type), and the caller then runs :meth:`extract` and :func:`normalize`.
-        """
+    def _fused_plan(self) -> tuple[_Match, list[Leaf], list[Run]] | None:
+        """The fused reader's regex, leaves and runs (see :meth:`fused`), ``None`` if it has none."""
         if not self._zip_only:
             return None
-        plain: list[Leaf] = []
-        applied: list[Leaf] = []
-        for index, slot in enumerate(self.slots):  # a leaf's path is its group's index
+        for slot in self.slots:
             if slot.is_label or not (slot.apply is None or isinstance(slot.apply, (Converted, ScalarClaim))):
                 return None
+        fillers = Counter(slot.field for slot in self.slots)
+        shared = [  # a claim in text is a scalar, kept as it is
+            (slot.apply is None or isinstance(slot.apply, ScalarClaim)) and slot.pattern is None
+            and slot.field in SHARED_TEXT_FIELDS and fillers[slot.field] == 1
+            for slot in self.slots
+        ]  # fmt: skip
+        # Runs: two or more shared text operators in a row (only literals between them).
+        run_of: dict[int, list[int]] = {}  # first operator's index -> the run's operators
+        current: list[int] = []
+        for index in [*range(len(self.slots)), -1]:
+            if index >= 0 and shared[index]:
+                current.append(index)
+                continue
+            if len(current) >= 2:
+                run_of[current[0]] = current
+            current = []
+        last_of = {indexes[-1] for indexes in run_of.values()}
+        pieces: list[str] = []
+        numbers: list[int] = []  # each operator's group number in the fused regex
+        runs: list[tuple[int, list[int]]] = []  # (group number, operators' indexes)
+        group = 0
+        commands = iter(range(len(self.slots)))
+        for token, piece in zip(self._tokens, self._strict_pieces):
+            if isinstance(token, Literal):
+                pieces.append(piece)
+                continue
+            index = next(commands)
+            if index in run_of:
+                group += 1
+                runs.append((group, run_of[index]))
+                pieces.append("(")
+            group += 1
+            numbers.append(group)
+            pieces.append(piece)
+            if index in last_of:
+                pieces.append(")")
+        in_runs = {index for _, indexes in runs for index in indexes}
+        plain: list[Leaf] = []
+        applied: list[Leaf] = []
+        for index, slot in enumerate(self.slots):  # a leaf's path is its group's number
+            path = (numbers[index],)
+            if index in in_runs:
+                continue
             if isinstance(slot.apply, Converted):
-                applied.append(Leaf((index,), slot.field, convert=slot.apply.convert))
+                applied.append(Leaf(path, slot.field, convert=slot.apply.convert))
             elif slot.apply is not None:  # a claim in text is always a scalar: kept as it is
-                applied.append(Leaf((index,), slot.field))
+                applied.append(Leaf(path, slot.field))
             else:  # a number's group matched \d+: decimal digits, unless the format gave a pattern
                 digits = slot.kind is Kind.NUMBER and slot.pattern is None
-                plain.append(Leaf((index,), slot.field, digits=digits))
+                plain.append(Leaf(path, slot.field, digits=digits))
+        read_runs = [
+            Run(number, tuple(Leaf((numbers[index],), self.slots[index].field) for index in indexes))
+            for number, indexes in runs
+        ]
         # extract() writes applied values after the plain ones: a later leaf wins, so the same order.
+        match = re.compile(self._prefix + "".join(pieces), re.DOTALL).fullmatch
+        return match, plain + applied, read_runs
+
+    def fused(self, name: str) -> tuple[_Match, Fused] | None:
+        """A reader that types the groups of a match straight into an Event (see
+        :mod:`ingest.parsers.fused`), with the regex whose match it takes, or ``None`` when this
+        format needs the general path (a label, two operators back to back).
+
+        That regex is :attr:`strict` with one more group around each run of shared text
+        operators (:class:`~ingest.parsers.fused.Run`): it matches the same lines, with the same
+        value in each operator's group. The reader returns ``None`` for any line it does not take
+        plainly (a value that does not type), and the caller then runs :meth:`extract` and
+        :func:`normalize`.
+        """
+        plan = self._fused_plan()
+        if plan is None:
+            return None
+        match, leaves, runs = plan
         # Only None is absent: the regex leaves "-" uncaptured, and normalize keeps "" as text.
-        return fuse(plain + applied, dash_is_absent=False, name=name, empty_is_absent=False)
+        reader = fuse(leaves, dash_is_absent=False, name=name, empty_is_absent=False, runs=runs)
+        return None if reader is None else (match, reader)
+
+    def fused_parser(self, name: str, general: Parser, max_line_bytes: int) -> Parser | None:
+        """The reader of :meth:`fused` as the whole parser (``whole`` of :func:`~ingest.parsers.fused.fuse`):
+        it decodes and matches the line itself and hands what it does not take to ``general``."""
+        plan = self._fused_plan()
+        if plan is None:
+            return None
+        match, leaves, runs = plan
+        whole = Whole(general, max_line_bytes, match)
+        return fuse(leaves, False, name, empty_is_absent=False, runs=runs, whole=whole)
 
     def diagnose(self, text: str) -> str:
         """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
@@ -132,16 +204,12 @@ def compile_text_pattern(fmt: str, *, whole_line: bool = True) -> TextPattern:
 def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
     """A parser for access logs written with the Envoy format string ``fmt``."""
     pattern = compile_text_pattern(fmt, whole_line=True)
-    extract, strict = pattern.extract, pattern.strict
-    fused = pattern.fused("gateway.format")
+    extract = pattern.extract
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
             return text
-        if fused is not None and (match := strict(text)) is not None:
-            if (event := fused(match.groups(), record.origin, record.created)) is not None:
-                return event
         try:
             fields = extract(text)
         except InvalidValueError as error:
@@ -151,7 +219,8 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
             return DeadLetter(record.origin, reason, _DETAILS[reason], record.line)
         return normalize(fields, record.origin, record.line, record.created)
 
-    return parse
+    # The common line is read by the fused reader, which hands the others to parse().
+    return pattern.fused_parser("gateway.format", parse, max_line_bytes) or parse
 
 
 def _pieces(

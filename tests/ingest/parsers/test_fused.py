@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import ingest.parsers.app_json as app_json
 import ingest.parsers.envoy_json as envoy_json
 import ingest.parsers.envoy_text as envoy_text
+import ingest.parsers.fused as fused_module
 from gatewatch.demo.render import DEMO_JSON_FORMAT, DEMO_TEXT_FORMAT
 from ingest.parsers import (
     DEFAULT_APP_FIELDS,
@@ -24,6 +25,7 @@ from ingest.parsers import (
 )
 from ingest.parsers.decode import Parser
 from ingest.parsers.envoy_format import Command, tokenize
+from ingest.parsers.envoy_text import compile_text_pattern
 from ingest.parsers.envoy_operators import Kind, resolve
 from ingest.parsers.fused import Leaf, fuse
 from ingest.records import Dataset, Origin, RawRecord
@@ -237,3 +239,62 @@ def test_a_typical_line_takes_the_fused_path() -> None:
 def test_a_label_leaves_the_format_to_the_general_path() -> None:
     assert fuse([Leaf(("time",), "ts"), Leaf(("tenant",), "req.x-tenant")], dash_is_absent=True) is None
 
+
+
+def test_a_run_of_shared_text_remembers_a_bounded_number_of_short_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_module, "RUN_CACHE_ENTRIES", 8)
+    built = compile_text_pattern(DEMO_TEXT_FORMAT).fused("demo")
+    assert built is not None
+    match, reader = built
+    cache = reader.__globals__["run_cached_0"].__self__  # X-Forwarded-For and user agent: the first run
+    line = (
+        'ACCESS [2026-03-02T09:00:00.003Z] "GET /a HTTP/2" 200 - 0 1 2 2 "10.0.0.1" "{agent}" "r-1" "api" '
+        '"10.1.0.20:8080" route cluster 10.0.0.1:5 "-" TLSv1.3 "via_upstream" jti=j sub=s org=o exp=1772442628'
+    )
+    agents = [f"agent-{n}" for n in range(20)] + ["x" * (fused_module.RUN_CACHE_MAX_CHARS + 1), "agent-3"]
+    for agent in agents:
+        found = match(line.format(agent=agent))
+        assert found is not None
+        event = reader(found, Origin(Dataset.GATEWAY, "s", 1))
+        assert event is not None
+        assert (event.forwarded_for, event.user_agent, event.route_name, event.token_org) == (
+            "10.0.0.1", agent, "route", "o"
+        )
+        assert len(cache) <= 8
+    assert not any(len(text) > fused_module.RUN_CACHE_MAX_CHARS for text in cache)
+
+
+# Objects whose values repeat together (a token's claims, the app's peer) are read through a cache
+# of their raw JSON: the lines below reuse a few such objects around other values, so most of them
+# are read from the cache, and must still read as the general path reads them.
+@settings(database=None, max_examples=200, deadline=None)
+@given(data=st.data())
+def test_repeated_objects_read_as_the_general_path_reads_them(
+    gateway_parsers: tuple[Parser, Parser], app_parsers: tuple[Parser, Parser], data: st.DataObject
+) -> None:
+    if data.draw(st.booleans()):
+        (fused, general), dataset, shape, key = gateway_parsers, Dataset.GATEWAY, DEMO_JSON_FORMAT, "jwt"
+    else:
+        shape = {"ts": "%", "request_id": "%", "token": {"jti": "%", "sub": "%", "exp": "%"}, "peer": {"ip": "%"}}
+        (fused, general), dataset, key = app_parsers, Dataset.APP, "token"
+    pool = [_shaped({key: shape[key]}, data.draw).get(key) for _ in range(2)]
+    for number in range(6):
+        obj = _shaped(shape, data.draw)
+        obj[key] = pool[data.draw(st.integers(0, 1))]
+        record = RawRecord(Origin(dataset, "s", number), orjson.dumps(obj))
+        assert fused(record) == general(record)
+
+
+def test_a_cached_object_remembers_a_bounded_number_of_short_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_module, "RUN_CACHE_ENTRIES", 4)
+    fused, general = _both(app_json, lambda: compile_app_parser({}))
+    cache = fused.__globals__["object_cached_0"].__self__  # the token's
+    subjects = [f"u-{n}" for n in range(10)] + ["x" * fused_module.RUN_CACHE_MAX_CHARS, "u-3"]
+    for number, subject in enumerate(subjects):
+        line = {"ts": "2026-03-02T09:00:00.003Z", "request_id": "r", "token": {"sub": subject, "exp": 1772442628}}
+        record = RawRecord(Origin(Dataset.APP, "s", number), orjson.dumps(line))
+        event = fused(record)
+        assert event == general(record)
+        assert (event.token_sub, event.token_exp) == (subject, 1772442628.0)  # type: ignore[union-attr]
+        assert len(cache) <= 4
+    assert not any(len(text) > fused_module.RUN_CACHE_MAX_CHARS for text in cache)
