@@ -354,8 +354,15 @@ class Redactor:
                 if needle in folded:
                     return True
             # Digits and dashes fold alike in both tables: _suspect's second look at a dashed card.
-            if _DASHED_PAN_HINT in folded and _PAN_ALONE.search(request_id) is not None:
-                return True
+            # In a hex id every character but a dash is a letter or digit, so the pattern's
+            # look-behinds let a card start only at the first character or after "--": one
+            # place to try instead of a search.
+            if _DASHED_PAN_HINT in folded:
+                if "--" in folded or folded[0] == "-":
+                    if _PAN_ALONE.search(request_id) is not None:
+                        return True
+                elif _PAN_ALONE.match(request_id) is not None:
+                    return True
         if len(clean_ids) >= CLEAN_CACHE_IDS:
             clean_ids.clear()
         clean_ids.add(request_id)
