@@ -35,7 +35,10 @@ full patterns. Texts found clean are remembered (a bounded set, clean verdicts
 only), so those that repeat from record to record (a route, a user agent, a
 client, a token) cost one set lookup, and a hex request id (a UUID) is searched
 for digit runs only, the one needle a hex string can hold, and once a request:
-the other side's line finds its id remembered clean. The full patterns
+the other side's line finds its id remembered clean. A text holding a group of
+four digits, a dash and three more (any dashed card number does, and one UUID in
+seven) is also tried with the card-number pattern alone, in a hex id at its first
+character only. The full patterns
 cost ~200 ns a character wherever they run, so a suspect text (but a very short
 one) is searched for where a match can start (a name, a digit run, ...) and the
 patterns are tried there only: a 2 MB line costs a few substring searches, not 0.4 s.
