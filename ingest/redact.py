@@ -35,7 +35,10 @@ full patterns. Texts found clean are remembered (a bounded set, clean verdicts
 only), so those that repeat from record to record (a route, a user agent, a
 client, a token) cost one set lookup, and a hex request id (a UUID) is searched
 for digit runs only, the one needle a hex string can hold, and once a request:
-the other side's line finds its id remembered clean. The full patterns
+the other side's line finds its id remembered clean. A text holding a group of
+four digits, a dash and three more (any dashed card number does, and one UUID in
+seven) is also tried with the card-number pattern alone, in a hex id at its first
+character only. The full patterns
 cost ~200 ns a character wherever they run, so a suspect text (but a very short
 one) is searched for where a match can start (a name, a digit run, ...) and the
 patterns are tried there only: a 2 MB line costs a few substring searches, not 0.4 s.
@@ -95,6 +98,17 @@ _HEX_ID_FOLD = bytes(
     ord("0") if c in b"0123456789" else ord("x") if c in b"abcdefABCDEF" else c if c == ord("-") else ord("?")
     for c in range(256)
 )
+# Every other card number written with a dash holds "0000-000" folded (a group of 4, a dash, a
+# group of 3 or more: 4-4-5, 4-3-3-3, 4-6-3, which none of the needles above found), and so does
+# one UUID in 7: a text holding it is suspect only if the patterns' own "pan" alternative, run
+# alone, finds a place to match (~0.6 us on a UUID). It is not a needle for that reason.
+_DASHED_PAN_HINT = "0000-000"
+# The full patterns' card number: not next to a letter or a dash-joined hex group (ids and
+# UUIDs are not card numbers).
+_PAN = (
+    r"(?<![0-9A-Za-z_])(?<![0-9A-Za-z_]-)(?P<pan>[0-9](?:[ -]?[0-9]){12,47})(?![0-9A-Za-z_])(?!-[0-9A-Za-z_])"
+)
+_PAN_ALONE = re.compile(_PAN)
 _GROUP = re.compile(r"[0-9]+")
 _UUID_DIGITS = re.compile(r"[0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}")
 _USERINFO = re.compile(r"://([^\s/@:\[\]]+):(?!\[REDACTED:)([^\s/@\[\]]+)@")
@@ -184,14 +198,18 @@ class Redactor:
             sorted(n for n in needles if not any(o != n and o in n for o in needles))
         )
         # The card-number needles are digit runs holding "0000" (four digits): a text without
-        # it, most of them, skips those five searches.
-        self._run_needles = tuple(n for n in self._needles if "0000" in n)
+        # it, most of them, skips those searches. Four of the five also hold _DASHED_PAN_HINT,
+        # looked for anyway: only a text holding it searches them (each search ~70 ns).
+        self._run_needles = tuple(n for n in self._needles if "0000" in n and _DASHED_PAN_HINT not in n)
+        self._dashed_needles = tuple(n for n in self._needles if _DASHED_PAN_HINT in n)
         self._other_needles = tuple(n for n in self._needles if "0000" not in n)
         # The needles a hex id can hold: runs of digits and dashes. Every other one holds a
         # character no hex id has, unless a configured name is spelt in hex letters ("fee"):
-        # then ids take the plain search (None).
+        # then ids take the plain search (None). Those without "0000" (none but for an odd
+        # config) are searched first; the others as _suspect searches them.
         in_hex_id = [n for n in self._needles if set(n) <= set("0abcdef-")]
         self._hex_id_needles = None if any(set(n) & set("abcdef") for n in in_hex_id) else tuple(in_hex_id)
+        self._hex_id_other_needles = tuple(n for n in in_hex_id if "0000" not in n)
         # Texts (field values, flags, label pairs) already found clean: see _suspect_event.
         # Only clean verdicts are kept, so a stale or raced entry can cost a search, never a secret.
         self._clean: set[str | tuple[str, str] | None] = {None}
@@ -221,8 +239,7 @@ class Redactor:
             rf"(?:{_quoted_value('j')}|(?P<j_uv>{unquoted}))"
             rf"|(?P<cvv_name>(?i:cvv2?|cvc2?))(?P<cvv_sep>\\?[\"']?\s*[:=]?\s*\\?[\"']?)(?P<cvv>[0-9]{{3,4}})(?![0-9])"
             r"|(?P<jwt>eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"
-            # Not next to a letter or a dash-joined hex group: ids and UUIDs are not card numbers.
-            r"|(?<![0-9A-Za-z_])(?<![0-9A-Za-z_]-)(?P<pan>[0-9](?:[ -]?[0-9]){12,47})(?![0-9A-Za-z_])(?!-[0-9A-Za-z_])"
+            rf"|{_PAN}"
         )
 
         # Where a match of the pattern can start (a long text is matched only there).
@@ -288,6 +305,12 @@ class Redactor:
             for needle in self._run_needles:
                 if needle in folded:
                     return True
+            if _DASHED_PAN_HINT in folded:
+                for needle in self._dashed_needles:
+                    if needle in folded:
+                        return True
+                if _PAN_ALONE.search(text) is not None:
+                    return True
         for needle in self._other_needles:
             if needle in folded:
                 return True
@@ -338,9 +361,27 @@ class Redactor:
             if self._suspect(request_id):
                 return True
         else:
-            for needle in needles:
+            # _suspect's searches in its order (a needle with a letter but hex ones is never
+            # found here): digits and dashes fold alike in both tables.
+            for needle in self._hex_id_other_needles:
                 if needle in folded:
                     return True
+            if "0000" in folded:
+                for needle in self._run_needles:
+                    if needle in folded:
+                        return True
+                if _DASHED_PAN_HINT in folded:
+                    for needle in self._dashed_needles:
+                        if needle in folded:
+                            return True
+                    # In a hex id every character but a dash is a letter or digit, so the
+                    # pattern's look-behinds let a card start only at the first character or
+                    # after "--": one place to try instead of a search.
+                    if "--" in folded or folded[0] == "-":
+                        if _PAN_ALONE.search(request_id) is not None:
+                            return True
+                    elif folded[0] == "0" and _PAN_ALONE.match(request_id) is not None:
+                        return True
         if len(clean_ids) >= CLEAN_CACHE_IDS:
             clean_ids.clear()
         clean_ids.add(request_id)
