@@ -162,3 +162,35 @@ def test_a_failed_write_of_whole_row_groups_leaves_nothing_of_its_batch(tmp_path
     sink.close()
     con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
     assert con.execute("select count(*) from events").fetchone() == (20,)
+
+
+def test_a_transaction_row_says_what_the_transaction_properties_say(tmp_path: Path) -> None:
+    # The sink writes Transaction's properties out over one walk of its events: every shape must
+    # store what the properties (the analyst's definition) return.
+    gw = gateway_event(5.0, request_id="r", status=503, source_ip="", method="GET", path="/a")
+    retry = gateway_event(4.0, request_id="r", status=None, source_ip="203.0.113.9", route_name="api")
+    app = app_event(6.0, request_id="r", status=201, source_ip="10.0.0.2", user_id="u-1", org_id="o-1")
+    later = app_event(3.0, request_id="r", status=None, token_jti="j", token_sub="s", path="/b")
+    again = app_event(7.0, request_id="r", status=500)
+    shapes = [
+        transaction("r", (gw,), ()), transaction("r", (), (app,)), transaction("r", (gw, retry), (app, later)),
+        transaction("r", (retry, gw), (later,)), transaction("r", (gw,), (later, app)), transaction("r", (), (later,)),
+        transaction("r", (retry,), (app, again, later)),
+    ]  # fmt: skip
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(transactions=shapes))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    stored = {row[0]: row[1:] for row in con.execute(
+        "select id, kind, epoch(first_ts), epoch(last_ts), gateway_attempts, app_records, client_ip, method, path,"
+        " route_name, user_id, org_id, token_jti, token_sub, gateway_status, app_status, event_ids from transactions"
+    ).fetchall()}  # fmt: skip
+    assert len(stored) == len(shapes)
+    for txn in shapes:
+        events = txn.gateway + txn.app
+        assert stored[txn.id] == (
+            txn.kind, txn.first_ts, txn.last_ts, len(txn.gateway), len(txn.app), txn.client_ip,
+            *(txn.first(name) for name in ("method", "path", "route_name", "user_id", "org_id", "token_jti",
+                                           "token_sub")),
+            txn.gateway_status, txn.app_status, [e.id for e in events],
+        )  # fmt: skip
