@@ -49,6 +49,7 @@ MAX_HELD_EVENTS = 10_000
 
 _NEVER = float("-inf")  # the clock of an input that has delivered nothing yet
 _TS = itemgetter(0)  # of a buffer entry (ts, id, event)
+_EVENT = itemgetter(2)
 # The sort key: two entries of one id and time (a record delivered twice) keep their arrival order,
 # and are never compared by their events, which have no order.
 _TS_ID = itemgetter(0, 1)
@@ -174,6 +175,24 @@ class EventOrder:
         finally:  # also when the consumer stops early: what it was given leaves the buffer, nothing else
             del buffer[:released]
             self._sorted -= released
+
+    def take(self, watermark: float | None = None) -> list[Event]:
+        """:meth:`release` as one list: every queued event at or below the watermark, oldest first.
+
+        For a consumer that handles the whole batch at once (the pipeline, a second of
+        event time at a time); :attr:`clock` is then already the last one's time.
+        """
+        limit = self.watermark if watermark is None else watermark
+        self._sort_arrivals()
+        buffer = self._heap
+        end = bisect.bisect_right(buffer, limit, key=_TS)
+        if not end:
+            return []
+        self.clock = buffer[end - 1][0]
+        released = list(map(_EVENT, buffer[:end]))
+        del buffer[:end]
+        self._sorted -= end
+        return released
 
     def _sort_arrivals(self) -> None:
         buffer, sorted_end = self._heap, self._sorted
