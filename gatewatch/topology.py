@@ -313,12 +313,13 @@ class Pipeline:
         self._arrive(arrived)
 
     def _arrive(self, arrived: list[Event]) -> None:
-        # The arrival rules over the events queued in ``arrived``, which is then emptied.
+        # The arrival rules over the events queued in ``arrived``, which is then emptied (the rules get a copy).
         if arrived:
-            alerts = self.detectors.observe_arrivals(arrived)
+            events = arrived[:]
+            arrived.clear()
+            alerts = self.detectors.observe_arrivals(events)
             if alerts:
                 self._collect(alerts)
-            arrived.clear()
 
     # -- processing -----------------------------------------------------------
 
