@@ -26,6 +26,11 @@ from itertools import islice
 from pathlib import Path
 
 
+# The detector set's entry points a pipeline calls: the record hooks (a late event) and their batch forms.
+HOOKS = ("observe_arrival", "observe_event", "observe_transaction",
+         "observe_arrivals", "observe_events", "observe_transactions", "advance")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("format", choices=("json", "text"), help="which bench_replay data set")
@@ -58,9 +63,9 @@ def main() -> int:
     pipeline = Pipeline(config)
     calls: list[tuple[str, object]] = []
     detectors = pipeline.detectors
-    for hook in ("observe_arrival", "observe_event", "observe_transaction", "advance"):
+    for hook in (h for h in HOOKS if hasattr(detectors, h)):  # an older tree has no batch methods
         def recorded(argument: object, _hook: str = hook, _run: object = getattr(detectors, hook)) -> object:
-            calls.append((_hook, argument))
+            calls.append((_hook, list(argument) if isinstance(argument, list) else argument))  # the pipeline reuses its lists
             return _run(argument)  # type: ignore[operator]
         setattr(detectors, hook, recorded)
     readers = {}
@@ -79,15 +84,15 @@ def main() -> int:
         pipeline.process()
         pipeline.drain()
     pipeline.finish()
-    events = sum(1 for hook, _ in calls if hook == "observe_event")
+    events = sum(1 if hook == "observe_event" else len(argument)  # type: ignore[arg-type]
+                 for hook, argument in calls if hook in ("observe_event", "observe_events"))
     print(f"{folder.name}: {events:,} events, {len(calls):,} detector calls ({args.tree})")
 
     def run(select: Callable[[type[Detector]], bool] | None) -> tuple[float, float, str]:
         book = AlertBook(config.alerts.suppression_window_secs, config.alerts.max_request_ids)
         fresh = DetectorSet(detector_configs(config), pipeline.context, book,
                             AlertLifecycle(**lifecycle_settings(config, book)), select=select)
-        hooks = {hook: getattr(fresh, hook) for hook in ("observe_arrival", "observe_event",
-                                                         "observe_transaction", "advance")}
+        hooks = {hook: getattr(fresh, hook) for hook in HOOKS if hasattr(fresh, hook)}
         alerts = []
         advancing = 0.0  # advances are few (one a second of event time): timed one by one
         gc.collect()

@@ -34,6 +34,12 @@ Each returns findings. Detectors never read the wall clock, never import a
 client library, and must not raise on odd input (the engine counts and skips
 an exception, but that loses the detector's view of that record).
 
+The engine hands these hooks batches (:meth:`~detectors.runner.DetectorSet.observe_events`
+and its kin: a release's events a second at a time, a tick's transactions): each
+rule is called for every item of a batch, in order, before the next rule is.
+So rules must share no state with each other; each still sees its own sequence
+exactly, and their findings reach the alert book in item order.
+
 State, for checkpoints (``gatewatch serve``): a detector that keeps anything
 between calls declares it as data, next to the rule, in one explicit pair:
 

@@ -16,11 +16,13 @@ however the input was batched.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 # A gap in event time longer than this is crossed in one step instead of one
 # tick a second (a replay of logs with a day missing would otherwise spin).
 _MAX_TICKED_GAP_SECS = 86_400
+_TS = attrgetter("ts")
 
 
 @dataclass(slots=True)
@@ -226,6 +229,9 @@ class Pipeline:
         self.stream_offsets: dict[str, int] = {}  # highest offset ordered, per input
         self._tick: float | None = None
         self._batch = Batch()
+        # A subclass that handles each ordered event itself (serve's JOIN task routes each one on) is given
+        # them one by one, as the order releases them; this class takes a release a second at a time.
+        self._per_event = type(self)._process_event is not Pipeline._process_event
 
     # -- inputs ---------------------------------------------------------------
 
@@ -272,7 +278,10 @@ class Pipeline:
         """
         order = self.order
         offsets = self.stream_offsets
-        observe_arrival, add = self.detectors.observe_arrival, order.add
+        add = order.add
+        # The arrival rules are stateless: they are offered the events as one batch, in the order they
+        # came, before anything else detects (a late event, processed at once; held events turned credible).
+        arrived: list[Event] = []
         for event in events:
             origin = event.origin
             stream, offset = origin.stream, origin.offset
@@ -281,23 +290,36 @@ class Pipeline:
                 continue
             offsets[stream] = offset
             if event.ts > order.horizon:
-                self._order_credible(order.hold(event))
+                credible = order.hold(event)
+                if credible:
+                    self._arrive(arrived)
+                    self._order_credible(credible)
                 continue
-            alerts = observe_arrival(event)
-            if alerts:
-                self._collect(alerts)
+            arrived.append(event)
             if not add(stream, event):
+                self._arrive(arrived)
                 self._process_event(event)
+        self._arrive(arrived)
         self._order_credible(order.reached())
 
     def _order_credible(self, events: list[Event]) -> None:
         # Held events that became credible: the same path as any other, minus the checks done.
+        arrived: list[Event] = []
         for event in events:
-            alerts = self.detectors.observe_arrival(event)
+            arrived.append(event)
+            if not self.order.add(event.origin.stream, event):
+                self._arrive(arrived)
+                self._process_event(event)
+        self._arrive(arrived)
+
+    def _arrive(self, arrived: list[Event]) -> None:
+        # The arrival rules over the events queued in ``arrived``, which is then emptied (the rules get a copy).
+        if arrived:
+            events = arrived[:]
+            arrived.clear()
+            alerts = self.detectors.observe_arrivals(events)
             if alerts:
                 self._collect(alerts)
-            if not self.order.add(event.origin.stream, event):
-                self._process_event(event)
 
     # -- processing -----------------------------------------------------------
 
@@ -307,9 +329,12 @@ class Pipeline:
         Event time then advances to the watermark even without events, so
         requests close and windows end on a quiet stream too.
         """
-        process_event = self._process_event
-        for event in self.order.release():
-            process_event(event)
+        if self._per_event:
+            process_event = self._process_event
+            for event in self.order.release():
+                process_event(event)
+        else:
+            self._process_released(self.order.take())
         watermark = self.order.watermark
         if self._tick is not None and watermark != float("inf") and watermark >= self._tick + 1:
             self._advance_to(math.floor(watermark))
@@ -321,8 +346,11 @@ class Pipeline:
         like any other) and are counted in ``future_events``.
         """
         self._order_credible(self.order.settle())
-        for event in self.order.release(float("inf")):
-            self._process_event(event)
+        if self._per_event:
+            for event in self.order.release(float("inf")):
+                self._process_event(event)
+        else:
+            self._process_released(self.order.take(float("inf")))
         if self._tick is not None:
             self._advance_to(math.floor(self.order.clock) + self.config.correlate.join_window_secs + 1)
         self._emit_transactions(self.correlator.close_all())
@@ -422,6 +450,32 @@ class Pipeline:
         if alerts:
             self._collect(alerts)
 
+    def _process_released(self, events: list[Event]) -> None:
+        """:meth:`_process_event` for each of ``events`` (one release, in event-time order), a second at a time.
+
+        The events of one second of event time are correlated, then offered to the rules, as one
+        batch; between two seconds, requests close and windows end (:meth:`_advance_to`) exactly
+        where they would one event at a time. The correlator and the rules share nothing, so every
+        rule sees the same sequence, and the alerts come in the same order.
+        """
+        correlator, observe_events = self.correlator, self.detectors.observe_events
+        at, end = 0, len(events)
+        while at < end:
+            ts = events[at].ts
+            tick = self._tick
+            if tick is None:
+                tick = self._tick = math.floor(ts)
+            elif ts >= tick + 1:
+                tick = math.floor(ts)
+                self._advance_to(tick)  # which leaves the tick there
+            upto = bisect.bisect_left(events, tick + 1, at, end, key=_TS)
+            second = events[at:upto] if at or upto < end else events
+            correlator.add_released(second)
+            alerts = observe_events(second)
+            if alerts:
+                self._collect(alerts)
+            at = upto
+
     def _advance_to(self, second: float) -> None:
         assert self._tick is not None
         if second - self._tick > _MAX_TICKED_GAP_SECS:
@@ -437,10 +491,10 @@ class Pipeline:
                 self._batch.alert_events.extend(lifecycle.advance(self._tick))
 
     def _emit_transactions(self, transactions: Iterable[Transaction]) -> None:
-        batch, observe = self._batch.transactions, self.detectors.observe_transaction
-        for txn in transactions:
-            batch.append(txn)
-            alerts = observe(txn)
+        txns = list(transactions)
+        if txns:
+            self._batch.transactions += txns
+            alerts = self.detectors.observe_transactions(txns)
             if alerts:
                 self._collect(alerts)
 

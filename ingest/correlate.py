@@ -64,6 +64,28 @@ class Correlator:
                 self._schedule(second, request_id)
             group.deadline = deadline
 
+    def add_released(self, events: list[Event]) -> None:
+        """:meth:`add` for events just released by the order, in its order: each one's own ``ts`` is the clock.
+
+        The records without a request id are skipped. The loop of :meth:`add`, written
+        out for a batch (one call a release instead of one a record).
+        """
+        groups, window, schedule = self._groups, self.join_window_secs, self._schedule
+        for event in events:
+            request_id = event.request_id
+            if request_id is None:
+                continue
+            group = groups.get(request_id)
+            if group is None:
+                group = groups[request_id] = _Group([], [])
+            (group.gateway if event.dataset is _GATEWAY else group.app).append(event)
+            deadline = event.ts + window
+            if deadline > group.deadline:
+                second = ceil(deadline)
+                if group.deadline <= second - 1:
+                    schedule(second, request_id)
+                group.deadline = deadline
+
     def _schedule(self, second: int, request_id: str) -> None:
         request_ids = self._deadlines.get(second)
         if request_ids is None:

@@ -49,6 +49,7 @@ MAX_HELD_EVENTS = 10_000
 
 _NEVER = float("-inf")  # the clock of an input that has delivered nothing yet
 _TS = itemgetter(0)  # of a buffer entry (ts, id, event)
+_EVENT = itemgetter(2)
 # The sort key: two entries of one id and time (a record delivered twice) keep their arrival order,
 # and are never compared by their events, which have no order.
 _TS_ID = itemgetter(0, 1)
@@ -175,13 +176,31 @@ class EventOrder:
             del buffer[:released]
             self._sorted -= released
 
+    def take(self, watermark: float | None = None) -> list[Event]:
+        """:meth:`release` as one list: every queued event at or below the watermark, oldest first.
+
+        For a consumer that handles the whole batch at once (the pipeline, a second of
+        event time at a time); :attr:`clock` is then already the last one's time.
+        """
+        limit = self.watermark if watermark is None else watermark
+        self._sort_arrivals()
+        buffer = self._heap
+        end = bisect.bisect_right(buffer, limit, key=_TS)
+        if not end:
+            return []
+        self.clock = buffer[end - 1][0]
+        released = list(map(_EVENT, buffer[:end]))
+        del buffer[:end]
+        self._sorted -= end
+        return released
+
     def _sort_arrivals(self) -> None:
         buffer, sorted_end = self._heap, self._sorted
         if sorted_end == len(buffer):
             return
         arrivals = buffer[sorted_end:]
         del buffer[sorted_end:]
-        arrivals.sort(key=_TS_ID)
+        _sort_entries(arrivals)
         # Most arrivals land among the newest entries. A few per release land far back (a slow request:
         # Envoy logs it when it ends, dated when it began); sorting everything after those again would cost
         # a comparison per buffered event, so they are inserted one by one, and only the rest is sorted in
@@ -198,7 +217,7 @@ class EventOrder:
             start = bisect.bisect_right(buffer, _TS_ID(arrivals[far]), max(near_from, 0), key=_TS_ID)
             tail = buffer[start:]
             tail += arrivals[far:]
-            tail.sort(key=_TS_ID)
+            _sort_entries(tail)
             buffer[start:] = tail
         self._sorted = len(buffer)
 
@@ -235,8 +254,27 @@ class EventOrder:
         self.late_events = state.late_events
         self._stream_clock = dict(state.stream_clock)
         # Already sorted if this process wrote it (the sort then only checks), but never trusts the order.
-        self._heap = sorted(((event.ts, event.id, event) for event in unpack_events(state.events)), key=_TS_ID)
+        self._heap = [(event.ts, event.id, event) for event in unpack_events(state.events)]
+        _sort_entries(self._heap)
         self._sorted = len(self._heap)
         self.horizon = state.horizon
         self.future_discarded = state.future_discarded
-        self._held = sorted((event.ts, event.id, event) for event in unpack_events(state.held))
+        self._held = [(event.ts, event.id, event) for event in unpack_events(state.held)]
+        _sort_entries(self._held)  # held twice (a record delivered twice) must not fail on comparing the events
+
+
+def _sort_entries(entries: list[tuple[float, str, Event]]) -> None:
+    """Sort buffer entries by (ts, id), in place; two entries of one id and time keep their arrival order.
+
+    The entries themselves are sorted, not a key of each: tuples compare in C, where a key
+    function built a (ts, id) tuple per entry per sort and cost twice as much. Two entries
+    of one id and time (a record delivered twice) would then compare their events, which
+    have no order: that raises, always (a sort compares every pair that ends up side by
+    side), and then the stable sort by key puts them back in arrival order.
+    """
+    arrived = entries[:]
+    try:
+        entries.sort()
+    except TypeError:
+        entries[:] = arrived
+        entries.sort(key=_TS_ID)
