@@ -243,7 +243,10 @@ class Transaction:
     @property
     def app_status(self) -> int | None:
         """The last status the app logged for the request."""
-        return next((e.status for e in reversed(self.app) if e.status is not None), None)
+        for event in reversed(self.app):  # a loop, not next() of a generator: sinks read it per transaction
+            if event.status is not None:
+                return event.status
+        return None
 
     def first(self, attribute: str) -> object | None:
         """The first non-empty value of ``attribute`` over gateway, then app records."""
