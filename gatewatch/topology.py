@@ -229,9 +229,13 @@ class Pipeline:
         self.stream_offsets: dict[str, int] = {}  # highest offset ordered, per input
         self._tick: float | None = None
         self._batch = Batch()
-        # A subclass that handles each ordered event itself (serve's JOIN task routes each one on) is given
-        # them one by one, as the order releases them; this class takes a release a second at a time.
-        self._per_event = type(self)._process_event is not Pipeline._process_event
+        # A subclass that handles each ordered event itself, and not each second's batch, is given them one
+        # by one, as the order releases them; this class (and serve's JOIN task, which routes each second's
+        # batch on in _process_second) takes a release a second at a time.
+        cls = type(self)
+        self._per_event = (
+            cls._process_event is not Pipeline._process_event and cls._process_second is Pipeline._process_second
+        )
 
     # -- inputs ---------------------------------------------------------------
 
@@ -458,7 +462,7 @@ class Pipeline:
         where they would one event at a time. The correlator and the rules share nothing, so every
         rule sees the same sequence, and the alerts come in the same order.
         """
-        correlator, observe_events = self.correlator, self.detectors.observe_events
+        process_second = self._process_second
         at, end = 0, len(events)
         while at < end:
             ts = events[at].ts
@@ -469,12 +473,16 @@ class Pipeline:
                 tick = math.floor(ts)
                 self._advance_to(tick)  # which leaves the tick there
             upto = bisect.bisect_left(events, tick + 1, at, end, key=_TS)
-            second = events[at:upto] if at or upto < end else events
-            correlator.add_released(second)
-            alerts = observe_events(second)
-            if alerts:
-                self._collect(alerts)
+            process_second(events[at:upto] if at or upto < end else events)
             at = upto
+
+    def _process_second(self, second: list[Event]) -> None:
+        # The released events of one second of event time (the tick's), after the tick's step: correlated,
+        # then offered to the rules. A seam for serve's JOIN task, which routes them on after this.
+        self.correlator.add_released(second)
+        alerts = self.detectors.observe_events(second)
+        if alerts:
+            self._collect(alerts)
 
     def _advance_to(self, second: float) -> None:
         assert self._tick is not None

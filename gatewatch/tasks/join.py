@@ -104,10 +104,21 @@ class _JoinPipeline(Pipeline):
         return {row[0] for table in tables for row in table.rows}  # type: ignore[index]  # packed rows are tuples
 
     def _process_event(self, event: Event) -> None:
+        # A late event (processed as it arrives, not released): routed on alone.
         super()._process_event(event)
         if event.request_id is None:
             self.open_ids.discard(event.id)
-        self.task.route_event(event)
+        self.task.route_processed([event])
+
+    def _process_second(self, second: list[Event]) -> None:
+        # A second's released events are routed on after the rules saw them and before the next tick's
+        # step closes requests (whose transactions are routed then): where one event at a time routed them.
+        super()._process_second(second)
+        open_ids = self.open_ids
+        for event in second:
+            if event.request_id is None:
+                open_ids.discard(event.id)
+        self.task.route_processed(second)
 
     def restore(self, snapshot: bytes | memoryview) -> None:
         super().restore(snapshot)
@@ -123,22 +134,26 @@ class _JoinPipeline(Pipeline):
             self.in_tick = False
 
     def _emit_transactions(self, transactions: Any) -> None:
+        # Each transaction's deadline is the correlator's as it yields that one: taken while closing.
         correlator = self.correlator
-        route = self.task.route_transaction
-        batch = self._batch.transactions
-        observe = self.detectors.observe_transaction
-        open_ids = self.open_ids
+        txns, deadlines = [], []
         for txn in transactions:
-            batch.append(txn)
-            observe(txn)
-            route(txn, correlator.closing_deadline)
-            for event in txn.gateway + txn.app:
+            txns.append(txn)
+            deadlines.append(correlator.closing_deadline)
+        if not txns:
+            return
+        super()._emit_transactions(txns)  # the rules see the tick's transactions as one batch
+        self.task.route_transactions(txns, deadlines)
+        open_ids = self.open_ids
+        for txn in txns:
+            for event in txn.gateway:
+                open_ids.discard(event.id)
+            for event in txn.app:
                 open_ids.discard(event.id)
 
     def finish(self) -> None:
         self._order_credible(self.order.settle())
-        for event in self.order.release(float("inf")):
-            self._process_event(event)
+        self._process_released(self.order.take(float("inf")))
         if math.isinf(self.order.clock):
             self._tick = None  # a tick started at the watermark, and never an event: nothing to close
         super().finish()
@@ -307,34 +322,39 @@ class JoinTask:
                                          finding.entity_value, finding.ts, finding.summary, finding.request_ids,
                                          finding.reason, dict(finding.details), finding.key))  # fmt: skip
 
-    def route_event(self, event: Event) -> None:
-        routes = self._event_routes[event.dataset]
-        if not routes:
-            return
-        masks: dict[int, int] = {}
-        partitions = self.partitions
-        for bit, partition_key in routes:
-            key = partition_key(event)
-            if key is not None:
-                partition = entity_partition(key, partitions)
-                masks[partition] = masks.get(partition, 0) | bit
-        for partition, mask in masks.items():
-            box = self._boxes[partition]
-            box.events.append(event)
-            box.masks.append(mask)
+    def route_processed(self, events: list[Event]) -> None:
+        """Put each of ``events`` (processed, in that order) in the outbox of every keyed partition it goes to."""
+        event_routes, boxes, partitions = self._event_routes, self._boxes, self.partitions
+        for event in events:
+            routes = event_routes[event.dataset]
+            if not routes:
+                continue
+            masks: dict[int, int] = {}
+            for bit, partition_key in routes:
+                key = partition_key(event)
+                if key is not None:
+                    partition = entity_partition(key, partitions)
+                    masks[partition] = masks.get(partition, 0) | bit
+            for partition, mask in masks.items():
+                box = boxes[partition]
+                box.events.append(event)
+                box.masks.append(mask)
 
-    def route_transaction(self, txn: Transaction, deadline: float) -> None:
-        masks: dict[int, int] = {}
-        for bit, partition_key in self._txn_routes:
-            key = partition_key(txn)
-            if key is not None:
-                partition = entity_partition(key, self.partitions)
-                masks[partition] = masks.get(partition, 0) | bit
-        for partition, mask in masks.items():
-            box = self._boxes[partition]
-            box.txns.append(KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app)))
-            box.txn_events += txn.gateway
-            box.txn_events += txn.app
+    def route_transactions(self, txns: list[Transaction], deadlines: list[float]) -> None:
+        """Put each of ``txns`` (closed at ``deadlines``, in that order) in the outboxes of the partitions it goes to."""
+        routes, boxes, partitions = self._txn_routes, self._boxes, self.partitions
+        for txn, deadline in zip(txns, deadlines, strict=True):
+            masks: dict[int, int] = {}
+            for bit, partition_key in routes:
+                key = partition_key(txn)
+                if key is not None:
+                    partition = entity_partition(key, partitions)
+                    masks[partition] = masks.get(partition, 0) | bit
+            for partition, mask in masks.items():
+                box = boxes[partition]
+                box.txns.append(KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app)))
+                box.txn_events += txn.gateway
+                box.txn_events += txn.app
 
     # -- internals -----------------------------------------------------------------------------
 
