@@ -16,7 +16,8 @@ figures hold on a busy machine, where wall time would count the waits):
   ``events_from_rows``);
 - the checkpoint state: save (``Pipeline.snapshot``, the body of a JOIN
   task's checkpoint) and load (decode and restore into a pipeline), and the bytes before
-  and after the zlib level 1 the checkpoint store applies. *pickle* is a copy
+  and after zlib level 1 (what the checkpoint store applied when this bench was written; it
+  uses zstd level 1 now, smaller still). *pickle* is a copy
   of the previous snapshot: the same objects pickled whole, with the
   previous release's pickling hooks (flat-tuple Event and Origin, the reorder
   buffer in chunks of 5,000) installed through ``copyreg``.
