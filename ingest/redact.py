@@ -302,15 +302,10 @@ class Redactor:
         # beat bytes ones here): a regex over the same text cost twice as much.
         folded = text.encode("utf-8", "surrogatepass").translate(_FOLD).decode("latin-1")
         if "0000" in folded:
-            for needle in self._run_needles:
-                if needle in folded:
-                    return True
-            if _DASHED_PAN_HINT in folded:
-                for needle in self._dashed_needles:
-                    if needle in folded:
-                        return True
-                if _PAN_ALONE.search(text) is not None:
-                    return True
+            if self._card_needle_in(folded):
+                return True
+            if _DASHED_PAN_HINT in folded and _PAN_ALONE.search(text) is not None:
+                return True
         for needle in self._other_needles:
             if needle in folded:
                 return True
@@ -367,13 +362,9 @@ class Redactor:
                 if needle in folded:
                     return True
             if "0000" in folded:
-                for needle in self._run_needles:
-                    if needle in folded:
-                        return True
+                if self._card_needle_in(folded):
+                    return True
                 if _DASHED_PAN_HINT in folded:
-                    for needle in self._dashed_needles:
-                        if needle in folded:
-                            return True
                     # In a hex id every character but a dash is a letter or digit, so the
                     # pattern's look-behinds let a card start only at the first character or
                     # after "--": one place to try instead of a search.
@@ -385,6 +376,18 @@ class Redactor:
         if len(clean_ids) >= CLEAN_CACHE_IDS:
             clean_ids.clear()
         clean_ids.add(request_id)
+        return False
+
+    def _card_needle_in(self, folded: str) -> bool:
+        # A card number's needle in a folded text holding "0000": a digit run, else (only where
+        # _DASHED_PAN_HINT is) one of the dashed ones.
+        for needle in self._run_needles:
+            if needle in folded:
+                return True
+        if _DASHED_PAN_HINT in folded:
+            for needle in self._dashed_needles:
+                if needle in folded:
+                    return True
         return False
 
     def _event(self, event: Event) -> Event:

@@ -71,6 +71,18 @@ class _Outbox:
         return bool(self.events or self.txns)
 
 
+def _partition_masks(routes: Any, item: Any, partitions: int) -> dict[int, int]:
+    """The keyed partitions ``item`` (an event or a transaction) goes to, each with the mask of the rules
+    (``routes``: their bit and partition key) that send it there."""
+    masks: dict[int, int] = {}
+    for bit, partition_key in routes:
+        key = partition_key(item)
+        if key is not None:
+            partition = entity_partition(key, partitions)
+            masks[partition] = masks.get(partition, 0) | bit
+    return masks
+
+
 class _JoinPipeline(Pipeline):
     """The single pipeline, with its processed events and closed transactions handed on."""
 
@@ -329,13 +341,7 @@ class JoinTask:
             routes = event_routes[event.dataset]
             if not routes:
                 continue
-            masks: dict[int, int] = {}
-            for bit, partition_key in routes:
-                key = partition_key(event)
-                if key is not None:
-                    partition = entity_partition(key, partitions)
-                    masks[partition] = masks.get(partition, 0) | bit
-            for partition, mask in masks.items():
+            for partition, mask in _partition_masks(routes, event, partitions).items():
                 box = boxes[partition]
                 box.events.append(event)
                 box.masks.append(mask)
@@ -344,13 +350,7 @@ class JoinTask:
         """Put each of ``txns`` (closed at ``deadlines``, in that order) in the outboxes of the partitions it goes to."""
         routes, boxes, partitions = self._txn_routes, self._boxes, self.partitions
         for txn, deadline in zip(txns, deadlines, strict=True):
-            masks: dict[int, int] = {}
-            for bit, partition_key in routes:
-                key = partition_key(txn)
-                if key is not None:
-                    partition = entity_partition(key, partitions)
-                    masks[partition] = masks.get(partition, 0) | bit
-            for partition, mask in masks.items():
+            for partition, mask in _partition_masks(routes, txn, partitions).items():
                 box = boxes[partition]
                 box.txns.append(KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app)))
                 box.txn_events += txn.gateway
