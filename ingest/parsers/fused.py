@@ -46,8 +46,6 @@ import msgspec
 
 from ingest.normalize import (
     _COERCE,
-    MAX_DURATION_MS,
-    MAX_INT64,
     MAX_TS,
     MIN_TS,
     _TEXT_FIELDS,
@@ -58,6 +56,7 @@ from ingest.normalize import (
     parse_timestamp,
 )
 from ingest.parsers.decode import Parser
+from ingest.parsers.fused_values import FAST, FROM_DIGITS, IN_RANGE_FROM_DIGITS, TYPED
 from ingest.records import Dataset, Event, record_id
 
 Fused = Callable[..., Event | None]
@@ -434,7 +433,7 @@ def _line_struct(
             elif isinstance(value, dict):
                 kind, default = struct(value, (*path, key)) | None, None
             else:
-                kind = _NUMBER_VALUE if value.field == "ts" or value.field in _FAST else _TEXT_VALUE
+                kind = _NUMBER_VALUE if value.field == "ts" or value.field in FAST else _TEXT_VALUE
                 default = None
             members.append((attribute, kind, msgspec.field(default=default, name=key)))
         return msgspec.defstruct(f"Line_{len(attributes)}", members, gc=False, module=__name__)
@@ -519,15 +518,15 @@ def _leaf_lines(
     field = leaf.field
     if attribute is not None:  # a Struct decoded from the line: its value is already of its field's JSON type
         read = f"h.{attribute}"
-        text = field != "ts" and field not in _FAST  # typed _TEXT_VALUE
+        text = field != "ts" and field not in FAST  # typed _TEXT_VALUE
     else:
         read = f"h[{key}]" if type(key) is int else f"h.get({key!r})"
         text = type(key) is int  # a regex group: text, or None
     lines = [f"{indent}x = {read}"]
-    if field in _TYPED and not text and leaf.convert is None:
+    if field in TYPED and not text and leaf.convert is None:
         # A typed JSON number in range first: it is its own value (as the tests below would find),
         # without comparing a number to "" and "-".
-        for number, (condition, value) in enumerate(_TYPED[field]):
+        for number, (condition, value) in enumerate(TYPED[field]):
             lines += [f"{indent}{'elif' if number else 'if'} {condition}:", f"{indent}    f_{field} = {value}"]
         lines.append(f"{indent}elif {absent.test(text)}:")
     else:
@@ -550,16 +549,16 @@ def _leaf_lines(
         lines.append(f"{inner}f_{field} = intern(x)" + ("" if text else " if type(x) is str else _to_str(x)"))
     elif field in _TEXT_FIELDS:
         lines.append(f"{inner}f_{field} = x" + ("" if text else " if type(x) is str else _to_str(x)"))
-    elif field in _FAST:
+    elif field in FAST:
         names[f"coerce_{field}"] = _COERCE[field]
-        convert, longest = _FROM_DIGITS[field]
-        if text and leaf.digits and field in _IN_RANGE_FROM_DIGITS:
+        convert, longest = FROM_DIGITS[field]
+        if text and leaf.digits and field in IN_RANGE_FROM_DIGITS:
             lines.append(f"{inner}f_{field} = {convert} if len(x) <= {longest} else coerce_{field}(x)")
         else:
             digits = "" if text and leaf.digits else ("" if text else "type(x) is str and ") + "x.isdecimal() and "
             lines.append(f"{inner}if {digits}len(x) <= {longest}:")
             lines.append(f"{inner}    x = {convert}")
-            lines.append(f"{inner}f_{field} = {_FAST[field]} else coerce_{field}(x)")
+            lines.append(f"{inner}f_{field} = {FAST[field]} else coerce_{field}(x)")
     else:
         names[f"coerce_{field}"] = _COERCE[field]
         lines.append(f"{inner}f_{field} = coerce_{field}(x)")
@@ -589,40 +588,3 @@ class _Absent:
         if self.dash:
             tests.append("x != '-'")
         return " and ".join(tests)
-
-
-# A typed JSON number already in range is its own value: what the field's coerce function
-# returns for it, without the call and its isinstance checks; anything else takes the call.
-_COUNT = ((f"type(x) is int and 0 <= x <= {MAX_INT64}", "x"),)
-_DURATION = (
-    (f"type(x) is int and 0 <= x <= {MAX_DURATION_MS!r}", "float(x)"),
-    (f"type(x) is float and 0.0 <= x <= {MAX_DURATION_MS!r}", "x"),
-)
-_EPOCH = ((f"type(x) is int and 0 <= x < {MAX_TS!r}", "float(x)"), (f"type(x) is float and 0.0 <= x < {MAX_TS!r}", "x"))
-_TYPED: dict[str, tuple[tuple[str, str], ...]] = {
-    "status": (("type(x) is int and (100 <= x <= 599 or x == 0)", "x"),),
-    "bytes_received": _COUNT,
-    "bytes_sent": _COUNT,
-    "duration_ms": _DURATION,
-    "upstream_service_time_ms": _DURATION,
-    "token_exp": _EPOCH,
-    "token_iat": _EPOCH,
-}
-# The same as one expression, the start of ``<expression> else coerce(x)``.
-_FAST = {field: " else ".join(f"{value} if {condition}" for condition, value in typed) for field, typed in _TYPED.items()}
-# Decimal digits as text (a text format's numbers, a header's value in JSON): what the field's
-# coerce function makes of them, read without its calls. Up to ``longest`` digits, so that an
-# int stays within int64 (str -> int has no length limit to meet) and an epoch below 1e11
-# (parse_timestamp reads larger numbers as milliseconds); longer text takes the call.
-# A float through int: the same value (up to 12 digits is exact in a double), read in half the time.
-_FROM_DIGITS = {
-    "status": ("int(x)", 18),
-    "bytes_received": ("int(x)", 18),
-    "bytes_sent": ("int(x)", 18),
-    "duration_ms": ("float(int(x))", 12),
-    "upstream_service_time_ms": ("float(int(x))", 12),
-    "token_exp": ("float(int(x))", 10),
-    "token_iat": ("float(int(x))", 10),
-}
-# Fields whose every value of up to ``longest`` digits is in range: no check after typing.
-_IN_RANGE_FROM_DIGITS = frozenset({"bytes_received", "bytes_sent", "duration_ms", "upstream_service_time_ms"})
