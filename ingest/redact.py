@@ -46,7 +46,6 @@ patterns are tried there only: a 2 MB line costs a few substring searches, not 0
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import logging
@@ -58,10 +57,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, overload
 
-import orjson
-
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, sub_at
+from ingest.redact_values import jwt_claims, luhn_valid
 from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
@@ -75,8 +73,6 @@ _CVV_WORDS = ("cvv", "cvc")
 # Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
 _SCHEMES = ("basic", "bearer", "digest", "dpop", "hoba", "mutual", "negotiate", "ntlm", "token", "apikey")
 # Claims are kept in a marker only when they cannot smuggle a secret back in.
-_CLAIM = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
-_MAX_JWT_PAYLOAD_CHARS = 8192
 # One key per process when none is configured: hashes then match within this process only.
 _PROCESS_KEY = secrets.token_bytes(32)
 
@@ -497,7 +493,7 @@ class Redactor:
         return f"{scheme}{space}{secret}"
 
     def _jwt(self, token: str) -> str:
-        claims = _jwt_claims(token)
+        claims = jwt_claims(token)
         extra = "".join(f" {name}={claims[name]}" for name in ("jti", "sub") if name in claims)
         return self._marker("jwt", token, extra)
 
@@ -522,7 +518,7 @@ class Redactor:
                 digits += span[start:end]
                 if len(digits) > 19:
                     break
-                if len(digits) >= 13 and _luhn(digits):
+                if len(digits) >= 13 and luhn_valid(digits):
                     found = (j, digits)
             if found is None:
                 i += 1
@@ -560,37 +556,6 @@ def _norm(name: str) -> str:
 
 def _header_kind(name: str) -> str:
     return "cookie" if "cookie" in name.lower() else "authorization"
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
-def _jwt_claims(token: str) -> dict[str, str]:
-    """``jti`` and ``sub`` of a JWT's payload when they read as plain ids; nothing is verified."""
-    payload = token.split(".")[1]
-    if len(payload) > _MAX_JWT_PAYLOAD_CHARS:
-        return {}
-    try:
-        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        return {}
-    if not isinstance(claims, dict):
-        return {}
-    kept = {}
-    for name in ("jti", "sub"):
-        value = claims.get(name)
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            text = str(value)
-            if _CLAIM.fullmatch(text) and "eyJ" not in text and sum(c.isdigit() for c in text) < 13:
-                kept[name] = text
-    return kept
 
 
 def resolve_hash_key(config: RedactSettings) -> bytes | None:
