@@ -9,6 +9,7 @@ a grown alert replaces its earlier version.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -128,13 +129,23 @@ class DuckDBSink:
         self.path = path
 
     def write(self, batch: Batch) -> None:
-        frames = _frames(batch)
+        # No garbage collection while a batch is framed and inserted: its rows are thousands of
+        # short-lived tuples and lists, freed before the write returns, and a collection they
+        # set off rescans every object the pipeline allocated since the last one (the records
+        # it buffers). Measured in replay (text): 5 -> 3 collections, 1.2-1.5 -> 0.6 us an event.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            self._commit(frames, _NEW_ROWS)
-        except duckdb.ConstraintException:
-            # Some id is stored already: a file read twice, a batch delivered again after a
-            # restart. Write the batch again, skipping what is there.
-            self._commit(frames, _SEEN_ROWS)
+            frames = _frames(batch)
+            try:
+                self._commit(frames, _NEW_ROWS)
+            except duckdb.ConstraintException:
+                # Some id is stored already: a file read twice, a batch delivered again after a
+                # restart. Write the batch again, skipping what is there.
+                self._commit(frames, _SEEN_ROWS)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _commit(self, frames: list[tuple[str, Frame]], conflicts: dict[str, str]) -> None:
         """Insert ``frames`` in one transaction: all of them or, when a statement fails, none."""
