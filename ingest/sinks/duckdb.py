@@ -314,10 +314,23 @@ def _transaction_frame(batch: Batch) -> Frame:
 
 def _transaction_row(txn: Transaction) -> tuple[Any, ...]:
     """The values of :data:`_TXN_COLUMNS` for ``txn``."""
-    events = txn.gateway + txn.app
+    gateway, app = txn.gateway, txn.app
+    if len(gateway) == 1 and len(app) == 1:  # most requests: the properties' loops written out for two events
+        first, second = gateway[0], app[0]
+        found = _txn_firsts(first)
+        if None in found:
+            found = _fill(found, _txn_firsts(second))
+        start, end = first.ts, second.ts
+        if end < start:
+            start, end = end, start
+        return (
+            txn.id, txn.request_id, "joined", start, end, 1, 1, first.source_ip or second.source_ip or None,
+            *found, first.status, second.status, first.id + "\x1f" + second.id,
+        )  # fmt: skip
+    events = gateway + app
     times = list(map(_ts, events))
     return (
-        txn.id, txn.request_id, txn.kind, min(times), max(times), len(txn.gateway), len(txn.app), txn.client_ip,
+        txn.id, txn.request_id, txn.kind, min(times), max(times), len(gateway), len(app), txn.client_ip,
         *_firsts(events), txn.gateway_status, txn.app_status, "\x1f".join(map(_id, events)),
     )  # fmt: skip
 
@@ -325,16 +338,26 @@ def _transaction_row(txn: Transaction) -> tuple[Any, ...]:
 def _firsts(events: tuple[Event, ...]) -> Sequence[Any]:
     """:meth:`Transaction.first` of each of :data:`_TXN_FIRSTS`, in one walk over the events."""
     found: Sequence[Any] = _txn_firsts(events[0])
-    if None not in found:
-        return found
-    found = list(found)
     for event in events[1:]:
-        for index, value in enumerate(_txn_firsts(event)):
-            if found[index] is None:
-                found[index] = value
         if None not in found:
             break
+        found = _fill(found, _txn_firsts(event))
     return found
+
+
+def _fill(found: Sequence[Any], more: Sequence[Any]) -> tuple[Any, ...]:
+    """``found`` (values of :data:`_TXN_FIRSTS`) with each None replaced by the value in its place in ``more``.
+
+    Written out for the seven: 0.1 us, where a loop over the places took 0.2-0.35 (and every
+    transaction has a None among its first event's values).
+    """
+    method, path, route_name, user_id, org_id, token_jti, token_sub = found
+    return (
+        more[0] if method is None else method, more[1] if path is None else path,
+        more[2] if route_name is None else route_name, more[3] if user_id is None else user_id,
+        more[4] if org_id is None else org_id, more[5] if token_jti is None else token_jti,
+        more[6] if token_sub is None else token_sub,
+    )  # fmt: skip
 
 
 def _alert_frame(batch: Batch) -> Frame:

@@ -194,3 +194,37 @@ def test_a_transaction_row_says_what_the_transaction_properties_say(tmp_path: Pa
                                            "token_sub")),
             txn.gateway_status, txn.app_status, [e.id for e in events],
         )  # fmt: skip
+
+
+def test_a_one_attempt_one_app_line_transaction_row_says_what_the_properties_say(tmp_path: Path) -> None:
+    # Most requests have one gateway attempt and one app line: the sink writes those without the
+    # properties' loops, so every value a pair can hold (empty addresses, an app line logged first,
+    # a None on either side) must still store what the properties return.
+    pairs = [
+        (gateway_event(5.0, request_id="a", status=200, source_ip="203.0.113.9", method="GET", path="/a"),
+         app_event(6.0, request_id="a", status=200, source_ip="10.0.0.2", user_id="u-1", org_id="o-1")),
+        (gateway_event(5.0, request_id="b", status=503, source_ip=""),
+         app_event(4.0, request_id="b", status=None, source_ip="", token_jti="j", token_sub="s", path="/b")),
+        (gateway_event(5.0, request_id="c", status=None, source_ip=None, route_name="api"),
+         app_event(5.0, request_id="c", status=201, source_ip="10.0.0.3", method="POST")),
+        (gateway_event(7.0, request_id="d", status=200, source_ip="", user_id="u-2", org_id="o-2", token_jti="k",
+                       token_sub="t", method="PUT", path="/d", route_name="r"),
+         app_event(2.0, request_id="d", status=500, source_ip=None, user_id="u-3")),
+    ]  # fmt: skip
+    shapes = [transaction(gw.request_id or "", (gw,), (app,)) for gw, app in pairs]
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(transactions=shapes))
+    sink.close()
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    stored = {row[0]: row[1:] for row in con.execute(
+        "select id, kind, epoch(first_ts), epoch(last_ts), gateway_attempts, app_records, client_ip, method, path,"
+        " route_name, user_id, org_id, token_jti, token_sub, gateway_status, app_status, event_ids from transactions"
+    ).fetchall()}  # fmt: skip
+    assert len(stored) == len(shapes)
+    for txn in shapes:
+        assert stored[txn.id] == (
+            txn.kind, txn.first_ts, txn.last_ts, 1, 1, txn.client_ip,
+            *(txn.first(name) for name in ("method", "path", "route_name", "user_id", "org_id", "token_jti",
+                                           "token_sub")),
+            txn.gateway_status, txn.app_status, [txn.gateway[0].id, txn.app[0].id],
+        )  # fmt: skip
