@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import duckdb
@@ -228,3 +229,26 @@ def test_a_one_attempt_one_app_line_transaction_row_says_what_the_properties_say
                                            "token_sub")),
             txn.gateway_status, txn.app_status, [txn.gateway[0].id, txn.app[0].id],
         )  # fmt: skip
+
+
+def test_a_write_leaves_garbage_collection_as_it_found_it(tmp_path: Path) -> None:
+    # The sink pauses collection while it frames a batch: on, it must be on again after (even
+    # when framing fails); off, the caller's choice, it must stay off.
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    gw = gateway_event(1.0, request_id="r1", status=200)
+    app = app_event(1.2, request_id="r1", status=200)
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        sink.write(Batch(events=[gw], transactions=[transaction("r1", (gw,), (app,))]))
+        assert gc.isenabled()
+        with pytest.raises(AttributeError):
+            sink.write(Batch(events=[object()]))  # type: ignore[list-item]
+        assert gc.isenabled()
+        gc.disable()
+        sink.write(Batch(events=[app]))
+        assert not gc.isenabled()
+    finally:
+        if was:
+            gc.enable()
+        sink.close()
