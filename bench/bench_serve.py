@@ -123,9 +123,18 @@ def run_serve(
         / max(1.0, metric(text, "gatewatch_checkpoint_duration_seconds_count")),
         "checkpoints": metric(text, "gatewatch_checkpoint_duration_seconds_count"),
         "cpu": cpu_parts(done_text)["process"] - cpu_parts(first_text).get("process", 0.0),
+        "parts": _parts_since(first_text, done_text, group),  # type: ignore[dict-item]
         "broker_cpu": window.node,
         "machine_cpu": window.machine,
     }
+
+
+def _parts_since(first_text: str, done_text: str, group: str) -> dict[str, float]:
+    """CPU seconds by part (thread, or time inside a consumer's poll) over the window, the group id left out
+    of the thread names."""
+    first = cpu_parts(first_text)
+    return {k.replace(f"-{group}", "").removeprefix("thread:"): v - first.get(k, 0.0)
+            for k, v in cpu_parts(done_text).items() if k != "process"}  # fmt: skip
 
 
 def run_restart(
@@ -270,6 +279,9 @@ def print_serve(serve: dict[str, float], bare: dict[str, float], total: int, pro
           f"processes, first record to detect done); Kafka broker {bare['broker_cpu'] / total * 1e6:.1f} us "
           f"during bare, {serve['broker_cpu'] / total * 1e6:.1f} us during serve; machine busy "
           f"{bare['machine_cpu'] / bare_secs:.2f} / {serve['machine_cpu'] / end_secs:.2f} of {cores} cores")  # fmt: skip
+    parts = sorted(((v, k) for k, v in serve["parts"].items()), reverse=True)  # type: ignore[attr-defined]
+    print("  by thread (and inside the consumers' polls), us per record: "
+          + ", ".join(f"{k} {v / total * 1e6:.1f}" for v, k in parts if v >= 0.05 * total / 1e6))  # fmt: skip
     half_rate = 0.5 * total / bare_secs
     print(f"end to end at 0.5x bare ({half_rate:,.0f} records/s) would take {half_rate * serve_us / 1e6:.2f} cores "
           f"for serve and {half_rate * serve['broker_cpu'] / total:.2f} for the broker, at these costs")  # fmt: skip
