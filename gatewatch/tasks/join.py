@@ -118,19 +118,21 @@ class _JoinPipeline(Pipeline):
     def _process_event(self, event: Event) -> None:
         # A late event (processed as it arrives, not released): routed on alone.
         super()._process_event(event)
-        if event.request_id is None:
-            self.open_ids.discard(event.id)
-        self.task.route_processed([event])
+        self._hand_on([event])
 
     def _process_second(self, second: list[Event]) -> None:
         # A second's released events are routed on after the rules saw them and before the next tick's
         # step closes requests (whose transactions are routed then): where one event at a time routed them.
         super()._process_second(second)
+        self._hand_on(second)
+
+    def _hand_on(self, processed: list[Event]) -> None:
+        """Route ``processed`` on; an event without a request id, never joined, is no longer open."""
         open_ids = self.open_ids
-        for event in second:
+        for event in processed:
             if event.request_id is None:
                 open_ids.discard(event.id)
-        self.task.route_processed(second)
+        self.task.route_processed(processed)
 
     def restore(self, snapshot: bytes | memoryview) -> None:
         super().restore(snapshot)
