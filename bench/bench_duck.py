@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_stages import DATA, feed  # noqa: E402
+from bench_stages import feed  # noqa: E402
+from data_sets import data_folder  # noqa: E402
 from gatewatch.config import load_config  # noqa: E402
 from gatewatch.topology import tune_gc_for_streaming  # noqa: E402
 from ingest.records import Dataset, Origin, RawRecord  # noqa: E402
@@ -63,9 +64,7 @@ def main() -> int:
     parser.add_argument("format", choices=("json", "text"), help="which bench_replay data set")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    folder = next(iter(sorted(DATA.glob(f"{args.format}-seed*"))), None)
-    if folder is None:
-        sys.exit(f"no {args.format} data in {DATA}: run bench/bench_replay.py first")
+    folder = data_folder(args.format)
     config = load_config(folder / "gatewatch.yaml")
     tune_gc_for_streaming()
     records: dict[Dataset, list[RawRecord]] = {}

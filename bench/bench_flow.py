@@ -23,10 +23,9 @@ import hashlib
 import sys
 import time
 from pathlib import Path
-
 from typing import Any
 
-DATA = Path(__file__).resolve().parent / ".data"
+from data_sets import data_folder
 
 
 def run(config: Any, events: dict[str, list[Any]], rules: bool = True) -> list[Any]:
@@ -86,9 +85,7 @@ def main() -> int:
     from gatewatch.topology import build_parsers, tune_gc_for_streaming
     from ingest.records import Dataset, Event, Origin, RawRecord
 
-    folder = next(iter(sorted(DATA.glob(f"{args.format}-seed*"))), None)
-    if folder is None:
-        sys.exit(f"no {args.format} data in {DATA}: run bench/bench_replay.py first")
+    folder = data_folder(args.format)
     config = load_config(folder / "gatewatch.yaml")
     tune_gc_for_streaming()
     from sklearn.ensemble import IsolationForest  # noqa: F401  (its import is not the pipeline's cost)

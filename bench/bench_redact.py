@@ -30,7 +30,7 @@ from ingest.parsers import build_app_parser, build_gateway_parser  # noqa: E402
 from ingest.records import Dataset, Origin, RawRecord  # noqa: E402
 from ingest.redact import build_redactor  # noqa: E402
 from ingest.sources.files import FileSource  # noqa: E402
-from bench_stages import DATA  # noqa: E402
+from data_sets import data_folder  # noqa: E402
 from timing import best_cpu_secs  # noqa: E402
 
 def read_all(path: Path, dataset: Dataset, max_line_bytes: int) -> int:
@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("format", choices=("json", "text"), help="which bench_replay data set")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    folder = next(iter(sorted(DATA.glob(f"{args.format}-seed*"))))
+    folder = data_folder(args.format)
     config = load_config(folder / "gatewatch.yaml")
     gc.set_threshold(100_000, 50, 100)
     parsers = {

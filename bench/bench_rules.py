@@ -25,6 +25,7 @@ from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
+from data_sets import data_folder
 
 # The detector set's entry points a pipeline calls: the record hooks (a late event) and their batch forms.
 HOOKS = ("observe_arrival", "observe_event", "observe_transaction",
@@ -51,10 +52,7 @@ def main() -> int:
     from gatewatch.topology import Pipeline, detector_configs, lifecycle_settings, tune_gc_for_streaming
     from ingest.records import Dataset, Origin, RawRecord
 
-    data = Path(__file__).resolve().parent / ".data"
-    folder = next(iter(sorted(data.glob(f"{args.format}-seed*"))), None)
-    if folder is None:
-        sys.exit(f"no {args.format} data in {data}: run bench/bench_replay.py first")
+    folder = data_folder(args.format)
     config = load_config(folder / "gatewatch.yaml")
     tune_gc_for_streaming()
     from sklearn.ensemble import IsolationForest  # noqa: F401  (its import is not the rules' cost)

@@ -29,9 +29,8 @@ from gatewatch.topology import Pipeline, build_parsers, tune_gc_for_streaming  #
 from ingest.records import Dataset, Origin, RawRecord  # noqa: E402
 from ingest.sinks.base import Batch  # noqa: E402
 from ingest.sinks.duckdb import DuckDBSink  # noqa: E402
+from data_sets import data_folder  # noqa: E402
 from timing import best_cpu_secs  # noqa: E402
-
-DATA = Path(__file__).resolve().parent / ".data"
 
 
 def feed(config: object, records: dict[Dataset, list[RawRecord]]) -> list[Batch]:
@@ -65,9 +64,7 @@ def main() -> int:
     parser.add_argument("--stages", default="parse,pipeline,duckdb")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    folder = args.data or next(iter(sorted(DATA.glob(f"{args.format}-seed*"))), None)
-    if folder is None:
-        sys.exit(f"no {args.format} data in {DATA}: run bench/bench_replay.py first")
+    folder = args.data or data_folder(args.format)
     stages = set(args.stages.split(","))
     config = load_config(folder / "gatewatch.yaml")
     tune_gc_for_streaming()
