@@ -37,9 +37,10 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+from msgspec.structs import fields
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -164,7 +164,7 @@ def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadL
     # An event keeps its Kafka origin (its input's order and offsets) and takes its id from where it entered;
     # a dead letter, which is never ordered, names where it entered.
     if isinstance(result, Event):
-        return replace(result, id=record_id(origin))
+        return msgspec.structs.replace(result, id=record_id(origin))
     return DeadLetter(origin, result.reason, result.detail, result.line)
 
 

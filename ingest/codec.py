@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -84,7 +83,7 @@ class EventRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     created: float | None = None
 
 
-_EVENT_FIELDS = [f.name for f in fields(Event)]
+_EVENT_FIELDS = list(Event.__struct_fields__)
 # The row is the event with its origin flattened to the offset; tests/ingest/test_codec.py
 # holds the two field lists together, so a field added to Event fails until it is added here.
 assert list(EventRow.__struct_fields__) == [*_EVENT_FIELDS[:3], "offset", *_EVENT_FIELDS[4:]], "EventRow != Event"

@@ -219,7 +219,7 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
     "token_iat": _to_epoch,
     "response_flags": _to_flags,
 }
-_TEXT_FIELDS = frozenset(Event.__slots__) - {"id", "dataset", "ts", "origin", "labels", "created"} - _COERCE.keys()
+_TEXT_FIELDS = frozenset(Event.__struct_fields__) - {"id", "dataset", "ts", "origin", "labels", "created"} - _COERCE.keys()
 
 
 SHARED_TEXT_FIELDS = frozenset({

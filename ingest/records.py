@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
+import msgspec
+
 
 class Dataset(StrEnum):
     """Which side of a request a record was written by (or, for dead letters only, gatewatch itself)."""
@@ -22,19 +24,16 @@ class Dataset(StrEnum):
     INTERNAL = "gatewatch.internal"  # a message of serve's internal topics that did not decode
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class Origin:
+class Origin(msgspec.Struct, frozen=True, gc=False):
     """Where a record came from: a file and line number, or a topic-partition and offset.
 
     ``stream`` names one ordered input (``/var/log/envoy.log`` or ``gw-gateway/3``);
     ``offset`` is the record's position in it. Together they identify the record,
-    so ids derived from them are stable across re-reads.
+    so ids derived from them are stable across re-reads. Hashable: origins are dict keys.
 
-    Treated as immutable, but not ``frozen`` (like :class:`Event`): a frozen
-    dataclass sets each field through ``object.__setattr__``, and one Origin and
-    one RawRecord are built for every line read (0.6 µs a line frozen, 0.2 µs
-    not). It hashes and compares by its fields as before (``unsafe_hash``: safe
-    while nothing assigns to one after it is built), since origins are dict keys.
+    A msgspec Struct, like :class:`Event` and for its reasons: built in C (a
+    frozen dataclass sets each field through ``object.__setattr__``; one Origin is
+    built for every line read), and not tracked by the garbage collector.
     """
 
     dataset: Dataset
@@ -42,9 +41,8 @@ class Origin:
     offset: int
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class RawRecord:
-    """One undecoded log line, as a source read it; immutable by convention, see :class:`Origin`.
+class RawRecord(msgspec.Struct, frozen=True, gc=False):
+    """One undecoded log line, as a source read it; a Struct for the reasons :class:`Origin` gives.
 
     ``created`` is when the container runtime wrote the line (Docker's
     ``time``, CRI's leading timestamp), when the line came wrapped in one.
@@ -96,14 +94,18 @@ def _stream_key(dataset: Dataset, stream: str) -> str:
     return hashlib.blake2b(f"{dataset}\x1f{stream}".encode(), digest_size=8).hexdigest()
 
 
-@dataclass(slots=True)
-class Event:
+class Event(msgspec.Struct, gc=False):
     """One parsed and normalized log record, from the gateway or from the app.
 
-    Treated as immutable, but not ``frozen``: a frozen dataclass sets each of
-    these ~37 fields through ``object.__setattr__``, which cost 4 µs a record —
-    half the whole pipeline's budget. Nothing assigns to an event after
-    :func:`ingest.normalize.normalize` built it.
+    Treated as immutable; nothing assigns to an event after
+    :func:`ingest.normalize.normalize` built it. A msgspec Struct rather than a
+    dataclass: its ``__init__`` is C (a slots dataclass's, Python setting ~37
+    attributes, cost 3-4x as much, and an event is built at parse, and in serve
+    again from each internal message that carries it), and ``gc=False`` keeps
+    the garbage collector from tracking or rescanning the hundreds of thousands
+    of events the reorder buffer and the join hold (an event holds strings,
+    numbers and tuples of strings: it can never be part of a cycle).
+    ``msgspec.structs`` has its ``fields`` and ``replace``.
 
     ``source_ip`` is the client the writer saw: for the gateway the downstream
     client (Envoy's remote address, else the first X-Forwarded-For hop); for the
@@ -165,10 +167,9 @@ class Transaction:
     the gateway rejected, an app-only one means the app served a request the
     gateway never saw.
 
-    Treated as immutable, but not ``frozen``, for the reason :class:`Event`
-    gives: a frozen dataclass sets each field through ``object.__setattr__``,
-    which made building one cost twice what it does now, once per request.
-    Nothing assigns to a transaction after it was built.
+    Treated as immutable, but not ``frozen``: a frozen dataclass sets each field
+    through ``object.__setattr__``, which made building one cost twice what it
+    does now, once per request. Nothing assigns to a transaction after it was built.
 
     Its ``__init__`` is written out (``init=False``): it sets the three fields and no more.
     The :attr:`id` is hashed when it is first read, by a sink or a test: a replay that

@@ -57,6 +57,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, overload
 
+import msgspec
+
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, sub_at
 from ingest.redact_values import jwt_claims, luhn_valid
@@ -111,9 +113,9 @@ _USERINFO = re.compile(r"://([^\s/@:\[\]]+):(?!\[REDACTED:)([^\s/@\[\]]+)@")
 
 # Text fields of an Event, fetched in one C call on the hot path.
 _TEXT_FIELDS = tuple(
-    name
-    for name, spec in Event.__dataclass_fields__.items()
-    if spec.type == "str | None" and name != "id"
+    spec.name
+    for spec in msgspec.structs.fields(Event)
+    if spec.type == (str | None) and spec.name != "id"
 )
 _text_values = operator.attrgetter(*_TEXT_FIELDS)
 
@@ -406,8 +408,7 @@ class Redactor:
                 changes["response_flags"] = flags
         if not changes:
             return event
-        values_by_name = {name: getattr(event, name) for name in Event.__dataclass_fields__}
-        return Event(**{**values_by_name, **changes})
+        return msgspec.structs.replace(event, **changes)
 
     def _labelled(self, name: str, value: str) -> str:
         # A label named like a secret (a header operator, a JSON key) is a secret whatever it holds.

@@ -176,7 +176,7 @@ JWT_CLAIMS: dict[str, str] = {
 """JWT claim -> field, for ``%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:<payload>[:<claim>])%``."""
 
 _HEADER_OPERATORS = frozenset({"REQ", "RESP", "TRAILER"})
-_EVENT_FIELDS = frozenset(Event.__slots__)
+_EVENT_FIELDS = frozenset(Event.__struct_fields__)
 
 
 @dataclass(frozen=True, slots=True)

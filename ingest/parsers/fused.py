@@ -38,7 +38,7 @@ import keyword
 import re
 import sys
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, overload
 
@@ -68,7 +68,7 @@ RUN_CACHE_ENTRIES = 4096
 RUN_CACHE_MAX_CHARS = 256
 """Longest text of a :class:`Run` remembered (a longer one is read, not kept): at most ~1.5 MB a run."""
 
-_DEFAULTS = {f.name: f.default for f in fields(Event)}
+_DEFAULTS = {f.name: f.default for f in msgspec.structs.fields(Event)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
+import msgspec
 import pytest
 
 from detectors import registry
@@ -43,7 +43,7 @@ def test_undeclared_datasets_find_nothing(cls: type[Detector], example: Example)
     others = [d for d in Dataset if d not in cls.datasets]
     if not others or not any(isinstance(r, Event) for r in example.records):
         pytest.skip("the rule reads every dataset, or the example has no event")
-    moved = [dataclasses.replace(r, dataset=others[0]) for r in example.records if isinstance(r, Event)]
+    moved = [msgspec.structs.replace(r, dataset=others[0]) for r in example.records if isinstance(r, Event)]
     hooks = ("observe_arrival", "observe_event")
     detector = cls(cls.Config(), EXAMPLE_CONTEXT)
     assert [f for e in moved for hook in hooks for f in getattr(detector, hook)(e)] == []

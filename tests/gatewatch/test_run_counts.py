@@ -6,8 +6,9 @@ totals in ``Pipeline.stats`` stay the one count, whoever reports them.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+
+import msgspec
 
 from gatewatch.config import GatewatchConfig, load_config
 from gatewatch.demo.files import write_demo
@@ -50,7 +51,7 @@ def test_counts_taken_add_up_to_the_totals_and_never_repeat(tmp_path: Path) -> N
     taken.append(pipeline.take_counts())
     assert pipeline.take_counts() == RunStats()  # nothing new: nothing reported twice
     end = lines[-1].origin.offset
-    late = replace(lines[0], origin=Origin(Dataset.GATEWAY, stream, end + 1))  # an old request, new offset
+    late = msgspec.structs.replace(lines[0], origin=Origin(Dataset.GATEWAY, stream, end + 1))  # an old request, new offset
     garbage = RawRecord(Origin(Dataset.GATEWAY, stream, end + 2), b"not an access log line")
     pipeline.feed(lines[half - 5 :] + [late, garbage])  # five re-delivered
     pipeline.process()

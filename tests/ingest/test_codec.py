@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import fields
 from pathlib import Path
 
 import msgspec
 import pytest
+from msgspec.structs import fields
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

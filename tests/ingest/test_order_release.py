@@ -8,9 +8,9 @@ order, and nothing else.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
+import msgspec
 import pytest
 
 from detectors.sample import T0, app_event, gateway_event
@@ -86,7 +86,7 @@ def test_a_record_delivered_twice_is_released_twice_in_arrival_order() -> None:
     # Same id and time, another position (a batch posted twice): the buffer never compares the events.
     order = EventOrder(lateness_secs=0.0)
     first = gateway_event(1.0)
-    again = dataclasses.replace(first, origin=dataclasses.replace(first.origin, offset=first.origin.offset + 1))
+    again = msgspec.structs.replace(first, origin=msgspec.structs.replace(first.origin, offset=first.origin.offset + 1))
     for event in (gateway_event(2.0), first, gateway_event(0.5), again):
         order.add("gw", event)
     released = list(order.release(float("inf")))

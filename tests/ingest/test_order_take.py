@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import msgspec
@@ -39,9 +38,9 @@ def test_a_record_delivered_twice_survives_a_checkpoint_in_arrival_order() -> No
     order = EventOrder(lateness_secs=0.0, max_future_secs=10.0)
     order.add("gw", gateway_event(0.0))
     first = gateway_event(1.0)
-    again = dataclasses.replace(first, origin=dataclasses.replace(first.origin, offset=first.origin.offset + 1))
+    again = msgspec.structs.replace(first, origin=msgspec.structs.replace(first.origin, offset=first.origin.offset + 1))
     late = gateway_event(1_000.0)  # beyond the horizon: held
-    late_again = dataclasses.replace(late, origin=dataclasses.replace(late.origin, offset=late.origin.offset + 1))
+    late_again = msgspec.structs.replace(late, origin=msgspec.structs.replace(late.origin, offset=late.origin.offset + 1))
     for event in (gateway_event(2.0), first, again):
         order.add("gw", event)
     # Two held entries of one id and time vouch for each other, so only a checkpoint written elsewhere has them.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import pytest
 
 from detectors.sample import app_event, gateway_event
@@ -32,8 +31,8 @@ KEYED_FIELDS = set(KeyedRow.__struct_fields__) - {"stream", "offset"}
 
 def _projected(event: Event) -> Event:
     """``event`` with every field a KeyedRow does not carry back at its default."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Event) if f.name not in KEYED_FIELDS | {"origin"}}
-    return dataclasses.replace(event, **defaults)
+    defaults = {f.name: f.default for f in msgspec.structs.fields(Event) if f.name not in KEYED_FIELDS | {"origin"}}
+    return msgspec.structs.replace(event, **defaults)
 
 
 def test_a_keyed_row_carries_exactly_the_keyed_fields() -> None:

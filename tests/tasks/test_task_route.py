@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec
 
 from detectors.sample import T0, app_event, gateway_event
 from gatewatch.tasks.route import StreamClocks, entity_partition, progress_message, requests_partition, route_events
@@ -16,7 +16,7 @@ FAR = 253_402_300_000.0  # 9999-12-31
 def test_both_sides_of_a_request_meet_in_one_partition_whatever_stream_they_came_from() -> None:
     for n in range(200):
         gateway = gateway_event(n, request_id=f"req-{n}")
-        app = dataclasses.replace(app_event(n + 0.1, request_id=f"req-{n}"))
+        app = msgspec.structs.replace(app_event(n + 0.1, request_id=f"req-{n}"))
         assert requests_partition(gateway, 5) == requests_partition(app, 5) == entity_partition(f"req-{n}", 5)
     spread = {requests_partition(gateway_event(0, request_id=f"req-{n}"), 4) for n in range(200)}
     assert spread == {0, 1, 2, 3}
@@ -42,9 +42,9 @@ def test_a_record_dated_9999_never_moves_a_stream_clock() -> None:
     clocks = StreamClocks(DAY)
     first = [gateway_event(0), gateway_event(1)]
     clocks.observe("gw/0", first, 100.0)
-    far = dataclasses.replace(gateway_event(2), ts=FAR)
+    far = msgspec.structs.replace(gateway_event(2), ts=FAR)
     clocks.observe("gw/0", [far, gateway_event(3)], 101.0)
-    clocks.observe("app/0", [dataclasses.replace(app_event(4), ts=FAR)], 102.0)
+    clocks.observe("app/0", [msgspec.structs.replace(app_event(4), ts=FAR)], 102.0)
     assert clocks.clocks == {"gw/0": T0 + 3}
     assert clocks.last_wall == {"gw/0": 101.0, "app/0": 102.0}
     progress = decode_requests_message(progress_message(103.0, clocks, {"gw/0": (5, 5), "app/0": (1, 1)}))
@@ -55,9 +55,9 @@ def test_a_record_dated_9999_never_moves_a_stream_clock() -> None:
 
 def test_before_any_credible_time_a_record_needs_another_of_its_poll_within_reach() -> None:
     clocks = StreamClocks(DAY)
-    clocks.observe("gw/0", [dataclasses.replace(gateway_event(0), ts=FAR)], 1.0)
+    clocks.observe("gw/0", [msgspec.structs.replace(gateway_event(0), ts=FAR)], 1.0)
     assert clocks.clocks == {} and clocks.newest is None
-    clocks.observe("gw/0", [gateway_event(0), dataclasses.replace(gateway_event(1), ts=FAR), gateway_event(2)], 2.0)
+    clocks.observe("gw/0", [gateway_event(0), msgspec.structs.replace(gateway_event(1), ts=FAR), gateway_event(2)], 2.0)
     assert clocks.clocks == {"gw/0": T0 + 2}
     # a lone record two days ahead stays out; logs that really jumped corroborate each other
     clocks.observe("gw/0", [gateway_event(3), gateway_event(2 * DAY)], 3.0)

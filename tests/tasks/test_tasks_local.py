@@ -9,7 +9,6 @@ document, every lifecycle event in order, every transaction.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import random
@@ -18,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from detectors import registry
@@ -58,7 +58,7 @@ def split(events: Iterable[Event], inputs: int, keyed: bool) -> dict[str, list[E
         stream = f"{event.dataset.value}/{k}"
         part = streams.setdefault(stream, [])
         origin = Origin(event.dataset, stream, len(part))
-        part.append(dataclasses.replace(event, id=record_id(origin), origin=origin))
+        part.append(msgspec.structs.replace(event, id=record_id(origin), origin=origin))
     return streams
 
 
@@ -171,7 +171,7 @@ def test_an_empty_requests_partition_never_stalls_the_alerts() -> None:
 def test_a_record_dated_9999_moves_no_partitions_watermark() -> None:
     events = stuffing(seconds=120)
     far = gateway_event(0, request_id="far", status=401, source_ip="203.0.113.1")
-    far = dataclasses.replace(far, ts=253_402_300_000.0)  # 9999-12-31
+    far = msgspec.structs.replace(far, ts=253_402_300_000.0)  # 9999-12-31
     events.insert(60, far)
     streams = split(events, 2, keyed=False)
     run = LocalRun(QUICK_CONFIG, 3, seed=2)
@@ -230,9 +230,9 @@ def test_a_batch_produced_twice_is_counted_once() -> None:
     once = split(events, 1, keyed=False)
     (stream, part), = once.items()
     batch = part[100:160]
-    again = [dataclasses.replace(e, origin=Origin(e.dataset, stream, len(part) + n)) for n, e in enumerate(batch)]
+    again = [msgspec.structs.replace(e, origin=Origin(e.dataset, stream, len(part) + n)) for n, e in enumerate(batch)]
     twice = {stream: part[:170] + again + part[170:]}
-    twice[stream] = [dataclasses.replace(e, origin=Origin(e.dataset, stream, n)) for n, e in enumerate(twice[stream])]
+    twice[stream] = [msgspec.structs.replace(e, origin=Origin(e.dataset, stream, n)) for n, e in enumerate(twice[stream])]
     # within the open window (allowed lateness + join window, the defaults): a retry comes seconds later
     expected = reference(EXAMPLES_CONFIG, events=once)
     for partitions in (1, 3):
@@ -297,10 +297,10 @@ def test_far_future_records_past_the_cap_do_not_grow_the_joins_memory(monkeypatc
     monkeypatch.setattr(gatewatch.tasks.join, "MAX_HELD_EVENTS", held)
     join = gatewatch.tasks.join.JoinTask(QUICK_CONFIG, 0, 1, ["gw/0"])
     normal = [gateway_event(t, request_id=f"n-{t}") for t in range(5)]
-    far = [dataclasses.replace(gateway_event(0), ts=T0 + 10 * 86_400 * (n + 1)) for n in range(30_000)]
+    far = [msgspec.structs.replace(gateway_event(0), ts=T0 + 10 * 86_400 * (n + 1)) for n in range(30_000)]
     for n, event in enumerate([*normal, *far]):
         origin = Origin(event.dataset, "gw/0", n)
-        join._pipeline.order_events([dataclasses.replace(event, origin=origin, id=record_id(origin))])
+        join._pipeline.order_events([msgspec.structs.replace(event, origin=origin, id=record_id(origin))])
     assert join._pipeline.order.future_events == 30_000  # 100 held, the rest dropped from detection
     assert len(join._pipeline.open_ids) <= held + 10_000 + 100
 
@@ -310,7 +310,7 @@ def test_a_quiet_caught_up_input_stops_holding_every_partitions_watermark() -> N
     streams = {"quiet/0": split(early, 1, keyed=False)["envoy.access/0"],
                "busy/0": split(stuffing(seconds=200), 1, keyed=False)["envoy.access/0"]}  # fmt: skip
     for name, part in streams.items():
-        streams[name] = [dataclasses.replace(e, id=record_id(o), origin=o)
+        streams[name] = [msgspec.structs.replace(e, id=record_id(o), origin=o)
                          for e in part for o in [Origin(e.dataset, name, e.origin.offset)]]  # fmt: skip
     held = LocalRun(QUICK_CONFIG, 2, seed=6, poll_records=4, wall_step_secs=0.001)
     assert held.run_events(streams, finish=False).alert_events == []  # "quiet" holds event time at 20 s
@@ -325,7 +325,7 @@ def test_a_keyed_message_carrying_a_record_twice_does_not_break_the_task() -> No
     from ingest.codec import pack_events
 
     event = gateway_event(1, request_id="dup", status=401, source_ip="192.0.2.1")
-    forged = dataclasses.replace(event, status=403)  # the same id and time, other contents
+    forged = msgspec.structs.replace(event, status=403)  # the same id and time, other contents
     task = KeyedTask(QUICK_CONFIG, 0, 1)
     twice = KeyedMessage("gatewatch-requests/0", 1, None, pack_events([event, forged]), [1 << 2, 1 << 2],
                          [KeyedTxn("dup", T0 + 9, 1, 1, 0)] * 2, pack_events([event, forged]))  # fmt: skip
