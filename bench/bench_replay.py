@@ -199,10 +199,12 @@ def _deep_size(root: object, seen: set[int]) -> int:
         elif isinstance(obj, (list, tuple, set, frozenset)):
             stack.extend(obj)
         elif not isinstance(obj, (str, bytes, int, float)):
-            for cls in type(obj).__mro__:
-                for name in (*getattr(cls, "__slots__", ()), *getattr(cls, "__struct_fields__", ())):
-                    if hasattr(obj, name):
-                        stack.append(getattr(obj, name))
+            struct_fields = getattr(type(obj), "__struct_fields__", None)  # a msgspec Struct's, in a tuple
+            names = struct_fields if isinstance(struct_fields, tuple) else [
+                name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())]
+            for name in names:
+                if hasattr(obj, name):
+                    stack.append(getattr(obj, name))
             if hasattr(obj, "__dict__"):
                 stack.append(obj.__dict__)
     return size
