@@ -44,4 +44,6 @@ def test_a_copied_event_changes_only_what_it_names() -> None:
     forged = msgspec.structs.replace(event, status=403)
     assert forged.status == 403 and event.status == 200
     assert msgspec.structs.replace(forged, status=200) == event
+    with pytest.raises(AttributeError):
+        event.status = 500  # type: ignore[misc]
     assert app_event(3) != event
