@@ -9,7 +9,6 @@ a grown alert replaces its earlier version.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -129,7 +128,7 @@ class DuckDBSink:
         self.path = path
 
     def write(self, batch: Batch) -> None:
-        frames = _frames_without_collection(batch)
+        frames = _frames(batch)
         try:
             self._commit(frames, _NEW_ROWS)
         except duckdb.ConstraintException:
@@ -202,23 +201,6 @@ _SELECTS = {"events": _EVENT_SELECT, "transactions": _TXN_SELECT, "alerts": _ALE
 # Alerts always replace: a grown alert keeps its id.
 _NEW_ROWS = {"events": "", "transactions": "", "alerts": "OR REPLACE", "dead_letters": ""}
 _SEEN_ROWS = {"events": "OR IGNORE", "transactions": "OR IGNORE", "alerts": "OR REPLACE", "dead_letters": "OR IGNORE"}
-
-
-def _frames_without_collection(batch: Batch) -> list[tuple[str, Frame]]:
-    """:func:`_frames`, with no garbage collection meanwhile.
-
-    A batch's transaction rows are thousands of short-lived tuples, freed before this returns;
-    a collection they set off rescans every object the pipeline allocated since the last one
-    (the records it buffers). Measured in replay (text): 5 -> 3 collections, their CPU 1.2-1.5
-    -> 0.6 us an event. Only the Python part pauses: DuckDB's insert lets other threads run.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _frames(batch)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _frames(batch: Batch) -> list[tuple[str, Frame]]:

@@ -222,8 +222,8 @@ def _assert_rows_say_what_the_properties_say(tmp_path: Path, shapes: list[Transa
 
 
 def test_a_write_leaves_garbage_collection_as_it_found_it(tmp_path: Path) -> None:
-    # The sink pauses collection while it frames a batch: on, it must be on again after (even
-    # when framing fails); off, the caller's choice, it must stay off.
+    # A write must not change the caller's choice: collection on stays on (even when framing
+    # fails), off stays off. (The sink once paused collection while framing a batch.)
     sink = DuckDBSink(tmp_path / "s.duckdb")
     gw = gateway_event(1.0, request_id="r1", status=200)
     app = app_event(1.2, request_id="r1", status=200)
