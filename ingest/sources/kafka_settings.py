@@ -76,13 +76,14 @@ def _refused(kafka: KafkaSettings, cause: str, what: str) -> SourceAuthError:
 class _LoginWatch(logging.Handler):
     """Sees the SASL failure kafka-python logs: it only logs it, then retries the bootstrap until a timeout."""
 
-    def __init__(self, refused: threading.Event) -> None:
+    def __init__(self, refused: threading.Event, answered: threading.Event) -> None:
         super().__init__(logging.WARNING)
-        self.refused = refused
+        self.refused, self.answered = refused, answered
 
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.args, tuple) and any(isinstance(a, SaslAuthenticationFailedError) for a in record.args):
             self.refused.set()
+            self.answered.set()
 
 
 def check_login(kafka: KafkaSettings, timeout_secs: float = LOGIN_TIMEOUT_SECS) -> None:
@@ -95,28 +96,29 @@ def check_login(kafka: KafkaSettings, timeout_secs: float = LOGIN_TIMEOUT_SECS) 
     settings = client_settings(kafka)
     if "sasl_mechanism" not in settings and "sasl_plain_username" not in settings:
         return
-    refused, finished = threading.Event(), threading.Event()
-    watch = _LoginWatch(refused)
+    refused, answered = threading.Event(), threading.Event()
+    watch = _LoginWatch(refused, answered)
 
     def probe() -> None:
         try:
             KafkaAdminClient(client_id=f"gatewatch-{kafka.group_id}-login", bootstrap_timeout_ms=int(timeout_secs * 1000),
                              **settings).close()  # fmt: skip
+        except SaslAuthenticationFailedError:
+            refused.set()
         except KafkaError:
             pass
         finally:
-            finished.set()
-            refused.set()  # wakes the wait below; `finished` tells the two apart
+            answered.set()
 
     kafka_log = logging.getLogger("kafka")
     kafka_log.addHandler(watch)
     try:
         # A daemon thread: on a refused login the process stops while the client still waits for its timeout.
         threading.Thread(target=probe, name="gatewatch-kafka-login", daemon=True).start()
-        refused.wait(timeout_secs + 5)
+        answered.wait(timeout_secs + 5)
     finally:
         kafka_log.removeHandler(watch)
-    if not finished.is_set():
+    if refused.is_set():
         raise SourceAuthError(
             f"Kafka at {','.join(settings['bootstrap_servers'])} refused the SASL login "
             f"({settings.get('sasl_mechanism', 'PLAIN')}) of kafka.sasl_username {settings.get('sasl_plain_username')!r}: "
