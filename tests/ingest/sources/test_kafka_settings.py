@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kafka.errors import SaslAuthenticationFailedError
 
 from gatewatch.config import load_config, parse_config
 from gatewatch.errors import ConfigError
+from ingest.errors import SourceAuthError
 from ingest.sources.kafka import consumer_settings
 from ingest.sources import kafka_settings
 from ingest.sources.kafka_client import BOUNDED_BACKOFF
@@ -64,8 +66,6 @@ def test_ambiguous_or_half_credentials_are_refused(kafka: dict[str, object], mes
     assert "hunter2" not in str(caught.value) and "\n" not in str(caught.value)
 
 
-
-
 class _Client:
     built: list[dict[str, object]] = []
 
@@ -82,3 +82,16 @@ def test_login_check_connects_only_with_sasl(monkeypatch: pytest.MonkeyPatch) ->
     assert _Client.built == []
     check_login(parse_config({"kafka": {"security": SECURITY}}).kafka)  # a login that succeeds returns
     assert [settings["sasl_mechanism"] for settings in _Client.built] == ["SCRAM-SHA-512"]
+
+
+class _RefusedClient:
+    """kafka-python once the broker refused the login: the client raises it, and need not log it again first."""
+
+    def __init__(self, **settings: object) -> None:
+        raise SaslAuthenticationFailedError("Authentication failed during authentication due to invalid credentials")
+
+
+def test_a_refusal_the_client_raises_stops_the_login_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka_settings, "KafkaAdminClient", _RefusedClient)
+    with pytest.raises(SourceAuthError, match="refused the SASL login"):
+        check_login(parse_config({"kafka": {"security": SECURITY}}).kafka)
