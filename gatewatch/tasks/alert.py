@@ -27,11 +27,11 @@ from detectors.base import Finding
 from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from gatewatch.errors import WireError
-from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, poison
+from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, receive
 from gatewatch.tasks.keyed import finding_row
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context, lifecycle_settings
 from gatewatch.wire import (
-    AlertTaskState, FindingRow, GatheredRows, decode_findings_message, decode_task_state,
+    AlertTaskState, FindingRow, FindingsMessage, GatheredRows, decode_findings_message, decode_task_state,
     encode_task_state,
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state
@@ -96,19 +96,11 @@ class AlertTask:
             return
         self._next_offset = offset + 1
         out.applied += 1
-        try:
-            message = decode_findings_message(value)
-            if message.source not in self._upstreams:
-                raise WireError("unknown_source", f"not a task of this group: {message.source[:200]!r}")
-            gathered = [(g.at_tick, g.rule, self._rows(g)) for g in message.gathered]
-        except WireError as error:
-            out.rejected += 1
-            out.batch.dead_letters.append(poison(self._stream, offset, value, error))
+        received = receive(out, self._stream, self._upstreams, offset, value, decode_findings_message, self._gathered_rows,
+                           "task")  # fmt: skip
+        if received is None:
             return
-        source = message.source
-        if not self._upstreams.accept(source, message.seq, message.tick, message.final):
-            out.redelivered += 1
-            return
+        message, gathered = received
         out.records += len(message.findings) + len(gathered)
         for row in message.findings:
             finding = _finding(row)
@@ -170,6 +162,9 @@ class AlertTask:
         """Nothing of its own: the ALERT task ends when every upstream task's final message is in."""
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _gathered_rows(self, message: FindingsMessage) -> list[tuple[float, str, list[Any]]]:
+        return [(gathered.at_tick, gathered.rule, self._rows(gathered)) for gathered in message.gathered]
 
     def _rows(self, gathered: GatheredRows) -> list[Any]:
         row_type = self._row_types.get(gathered.rule)

@@ -24,9 +24,9 @@ same snapshot and reading the same messages produces the same bytes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from detectors import registry
 from detectors.runner import rule_mask
@@ -38,9 +38,8 @@ if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig, KafkaConfig
 
 __all__ = [
-    "POISON_KEPT_BYTES", "ROLES", "Role", "Task", "TaskOutput", "Upstreams", "internal_topic", "new_task", "poison", "restore_task",
-    "rule_bit",
-    "rules_of_mask",
+    "POISON_KEPT_BYTES", "ROLES", "Role", "Task", "TaskOutput", "UpstreamMessage", "Upstreams", "internal_topic",
+    "new_task", "poison", "receive", "restore_task", "rule_bit", "rules_of_mask",
 ]  # fmt: skip
 
 Role = Literal["requests", "keyed", "findings"]
@@ -59,7 +58,6 @@ class TaskOutput:
     redelivered: int = 0  # input messages or events skipped as already applied
     rejected: int = 0  # poison messages (each is also a dead letter in ``batch``)
     detector_errors: Counter[str] = field(default_factory=Counter)  # rule_id -> exceptions
-
 
 
 class Upstreams:
@@ -109,6 +107,46 @@ class Upstreams:
         """The newest tick any upstream sent: how far to run once all have ended."""
         known = [tick for tick in self.ticks.values() if tick is not None]
         return max(known) if known else None
+
+
+class UpstreamMessage(Protocol):
+    """A message one task sends another (``keyed_rows``, ``keyed``, ``findings``): who sent it, in which order."""
+
+    source: str  # the sending task's input partition
+    seq: int
+    tick: float | None
+    final: bool
+
+
+M = TypeVar("M", bound=UpstreamMessage)
+Items = TypeVar("Items")
+
+
+def receive(
+    out: TaskOutput, stream: str, upstreams: Upstreams, offset: int, value: bytes,
+    decode: Callable[[bytes], M], read: Callable[[M], Items], senders: str,
+) -> tuple[M, Items] | None:  # fmt: skip
+    """The message at ``offset`` of ``stream`` from an upstream task, and what ``read`` takes from it; None to skip it.
+
+    What the tasks fed by other tasks (KEYED and ALERT) do with a message before
+    using it: poison (undecodable, unreadable, or from a source that is not one
+    of ``upstreams``, ``senders`` naming what they are) becomes a dead letter in
+    ``out``; a repeat (a restored upstream re-sending what followed its
+    checkpoint) is counted and skipped.
+    """
+    try:
+        message = decode(value)
+        if message.source not in upstreams:
+            raise WireError("unknown_source", f"not a {senders} of this group: {message.source[:200]!r}")
+        items = read(message)
+    except WireError as error:
+        out.rejected += 1
+        out.batch.dead_letters.append(poison(stream, offset, value, error))
+        return None
+    if not upstreams.accept(message.source, message.seq, message.tick, message.final):
+        out.redelivered += 1
+        return None
+    return message, items
 
 
 class Task(Protocol):

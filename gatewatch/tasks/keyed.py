@@ -31,7 +31,7 @@ import msgspec
 from detectors.base import Finding
 from detectors.runner import DetectorSet
 from gatewatch.errors import WireError
-from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, poison
+from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, receive
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context
 from gatewatch.wire import (
     FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedRowsMessage, KeyedState, KeyedTxn,
@@ -141,19 +141,11 @@ class KeyedTask:
             return
         self._next_offset = offset + 1
         out.applied += 1
-        try:
-            message = decode_keyed_message(value)
-            if message.source not in self._upstreams:
-                raise WireError("unknown_source", f"not a JOIN task of this group: {message.source[:200]!r}")
-            events, txns = keyed_items(message)
-        except WireError as error:
-            out.rejected += 1
-            out.batch.dead_letters.append(poison(self._stream, offset, value, error))
+        received = receive(out, self._stream, self._upstreams, offset, value, decode_keyed_message, keyed_items,
+                           "JOIN task")  # fmt: skip
+        if received is None:
             return
-        source = message.source
-        if not self._upstreams.accept(source, message.seq, message.tick, message.final):
-            out.redelivered += 1  # a restarted JOIN task re-sending what followed its checkpoint
-            return
+        _, (events, txns) = received
         out.records += len(events) + len(txns)
         tick = self._tick
         for event, mask in events:
