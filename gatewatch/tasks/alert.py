@@ -96,8 +96,8 @@ class AlertTask:
             return
         self._next_offset = offset + 1
         out.applied += 1
-        received = receive(out, self._stream, self._upstreams, offset, value, decode_findings_message, self._gathered_rows,
-                           "task")  # fmt: skip
+        received = receive(out, self._stream, self._upstreams, offset, value, decode_findings_message,
+                           self._gathered_rows, "task")  # fmt: skip
         if received is None:
             return
         message, gathered = received

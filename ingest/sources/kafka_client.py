@@ -2,9 +2,10 @@
 
 kafka-python is pinned to ``>=3.0.12,<3.1`` (pyproject.toml) because of what
 is below. Each workaround has a test in ``tests/integration/test_kafka_client.py``
-against a real broker that fails if the library changes under it — the
-private attribute renamed, the bug fixed (then the workaround can go), the
-module moved — so a new version cannot pass the suite silently.
+(against a real broker, or a real socket for the transports) that fails if the
+library changes under it — the private attribute renamed, the bug fixed (then
+the workaround can go), the module moved — so a new version cannot pass the
+suite silently.
 
 ======================================  ===============================================================
 workaround                              kafka-python internals it relies on
@@ -41,8 +42,8 @@ from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAs
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
 __all__ = [
-    "BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "TOPIC_STICKY_ASSIGNMENT", "TopicStickyAssignor", "keep_bytes_read_before_close",
-    "release_parked_fetches", "subscribe", "unauthorized_topics",
+    "BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "TOPIC_STICKY_ASSIGNMENT", "TopicStickyAssignor",
+    "keep_bytes_read_before_close", "release_parked_fetches", "subscribe", "unauthorized_topics",
 ]  # fmt: skip
 
 # Sticky first: a member joining the group leaves a partition with its owner, which keeps

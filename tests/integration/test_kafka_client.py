@@ -1,4 +1,4 @@
-"""The kafka-python workarounds of :mod:`ingest.sources.kafka_client`, one test each, against a real broker.
+"""The kafka-python workarounds of :mod:`ingest.sources.kafka_client`, one test each, against a real broker or socket.
 
 Each reads the library's private state the workaround depends on, because
 that is exactly what changes under it: a test fails when an attribute is
@@ -167,7 +167,8 @@ def test_bytes_read_with_the_close_reach_the_protocol_before_the_close(transport
     transport = closed_after_answer()
     data, error = patched.__wrapped__(transport)
     assert data == b"refusal" and isinstance(error, KafkaConnectionError), (
-        "kafka-python no longer returns the bytes with the close: check _read_from_sock, keep_bytes_read_before_close may go"
+        "kafka-python no longer returns the bytes with the close: "
+        "check _read_from_sock, keep_bytes_read_before_close may go"
     )
     transport._sock.close()
 
