@@ -37,7 +37,8 @@ from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transaction, record_id
-from ingest.redact import build_redactor
+from ingest.redact import Redactor, build_redactor
+from ingest.redact_batch import redact_events
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import load_revocations
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
@@ -102,36 +103,52 @@ def tune_gc_for_streaming() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-def build_parsers(config: GatewatchConfig) -> dict[Dataset, Parser]:
-    """The gateway and app parsers the config describes, compiled once.
+class RecordParsers:
+    """The gateway and app parsers a config describes, compiled once, and the redactor their results pass.
 
-    Their results are redacted (``redact`` section): the one place every event
-    and dead letter passes before anything stores, detects or logs it.
+    ``parsers[dataset]`` is the parser of one record, its result redacted;
+    :func:`parse_records` parses a batch and redacts its events together
+    (:mod:`ingest.redact_batch`), for less. Either way every event and dead
+    letter is redacted (``redact`` section) before anything stores, detects or
+    logs it.
     """
-    redactor = build_redactor(config)
-    return {
-        Dataset.GATEWAY: redactor.wrap(
-            build_gateway_parser(config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes)
-        ),
-        Dataset.APP: redactor.wrap(build_app_parser(config.app.fields, config.app.max_line_bytes)),
-    }
+
+    def __init__(self, plain: dict[Dataset, Parser], redactor: Redactor) -> None:
+        self.plain = plain  # unredacted: read only through parse_records or parsers[dataset]
+        self.redactor = redactor
+        self._redacted = {dataset: redactor.wrap(parse) for dataset, parse in plain.items()}
+
+    def __getitem__(self, dataset: Dataset) -> Parser:
+        return self._redacted[dataset]
 
 
-def parse_records(
-    parsers: dict[Dataset, Parser], records: Iterable[RawRecord]
-) -> tuple[list[Event], list[DeadLetter]]:
-    """Parse and normalize raw records: the stateless first stage, safe to split across processes."""
+def build_parsers(config: GatewatchConfig) -> RecordParsers:
+    """The gateway and app parsers the config describes, compiled once, with its redactor."""
+    return RecordParsers(
+        {
+            Dataset.GATEWAY: build_gateway_parser(
+                config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes
+            ),
+            Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
+        },
+        build_redactor(config),
+    )
+
+
+def parse_records(parsers: RecordParsers, records: Iterable[RawRecord]) -> tuple[list[Event], list[DeadLetter]]:
+    """Parse, normalize and redact raw records: the stateless first stage, safe to split across processes."""
     events: list[Event] = []
     dead_letters: list[DeadLetter] = []
+    plain, redactor = parsers.plain, parsers.redactor
     for record in records:
-        result = parsers[record.origin.dataset](record)
+        result = plain[record.origin.dataset](record)
         if record.id_origin is not None:
             result = _with_id_origin(result, record.id_origin)
-        if isinstance(result, Event):
+        if type(result) is Event:
             events.append(result)
         else:
-            dead_letters.append(result)
-    return events, dead_letters
+            dead_letters.append(redactor.redact(result))  # type: ignore[arg-type]
+    return redact_events(redactor, events), dead_letters
 
 
 def lifecycle_settings(config: GatewatchConfig, book: AlertBook) -> dict[str, Any]:
