@@ -25,6 +25,10 @@ workaround                              kafka-python internals it relies on
                                         which grows to ``reconnect_backoff_max_ms``
 :func:`keep_bytes_read_before_close`    ``KafkaTCPTransport._sock_recv`` and ``KafkaSSLTransport._sock_recv``
 (applied on import)                     return ``(bytes, error)``; ``_read_from_sock`` drops the bytes on error
+:func:`~ingest.sources.kafka_records`   ``DefaultRecordBatch``'s ``_buffer``, ``_pos``, ``_num_records``,
+``.install`` (applied on import; for    ``_next_record_index`` and ``_maybe_uncompress``; the fetcher reads
+speed, not a bug)                       a batch with ``for record in batch`` (tests/ingest/sources/
+                                        test_kafka_records.py, no broker needed)
 ======================================  ===============================================================
 """
 
@@ -40,6 +44,8 @@ from kafka.coordinator.assignors.abstract import ConsumerProtocolAssignment
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
+
+from ingest.sources import kafka_records
 
 __all__ = [
     "BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "TOPIC_STICKY_ASSIGNMENT", "TopicStickyAssignor",
@@ -206,3 +212,4 @@ def keep_bytes_read_before_close(transport_class: type) -> None:
 
 keep_bytes_read_before_close(KafkaTCPTransport)
 keep_bytes_read_before_close(KafkaSSLTransport)
+kafka_records.install()

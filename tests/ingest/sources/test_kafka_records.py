@@ -1,0 +1,124 @@
+"""Kafka record batches read by ingest.sources.kafka_records give what kafka-python's own reading gives.
+
+Batches are built by kafka-python's own builder, so the bytes are the library's
+idea of the format; each is read both ways and every field compared, and so is
+what each reading hands over before it refuses a damaged batch.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kafka.errors import CorruptRecordError
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
+import ingest.sources.kafka_client  # noqa: F401  (installs the reading, as serve's imports do)
+from ingest.sources import kafka_records
+from ingest.sources.kafka_records import Record, read_batch
+
+LIBRARY_ITER = DefaultRecordBatch.__iter__.library_iter  # type: ignore[attr-defined]
+FIELDS = ("size_in_bytes", "offset", "timestamp", "timestamp_type", "key", "value", "headers", "checksum")
+CODECS = {"none": 0, "gzip": DefaultRecordBatch.CODEC_GZIP, "zstd": DefaultRecordBatch.CODEC_ZSTD}
+
+# Short and long values (a varint length of one byte or more), None, header lists, offsets with gaps.
+BYTES = st.one_of(st.none(), st.binary(max_size=8), st.binary(min_size=60, max_size=300))
+RECORDS = st.lists(
+    st.tuples(
+        st.integers(0, 5_000),  # the gap to the previous offset
+        st.integers(-(10**6), 10**10),  # timestamp ms after the batch's first
+        BYTES,
+        BYTES,
+        st.lists(st.tuples(st.text(max_size=12), BYTES), max_size=3),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def build(records: list[tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
+          codec: int = 0, log_append_time: bool = False) -> bytes:  # fmt: skip
+    builder = DefaultRecordBatchBuilder(2, codec, False, -1, -1, -1, 10**8)
+    offset, first = 0, 1_772_442_698_000
+    for gap, ts, key, value, headers in records:
+        offset += gap
+        builder.append(offset, first + ts, key, value, headers)
+    data = bytearray(builder.build())
+    if log_append_time:  # the broker's clock: every record takes the batch's max timestamp (no CRC is checked)
+        (attributes,) = struct.unpack_from(">h", data, DefaultRecordBatch.ATTRIBUTES_OFFSET)
+        struct.pack_into(">h", data, DefaultRecordBatch.ATTRIBUTES_OFFSET, attributes | 0x08)
+    return bytes(data)
+
+
+def library_reading(batch: DefaultRecordBatch) -> Iterator[object]:
+    # The library's __iter__ returns the batch, whose __iter__ is now ours: step its __next__ instead.
+    records = LIBRARY_ITER(batch)
+    while True:
+        try:
+            yield records.__next__()
+        except StopIteration:
+            return
+
+
+def read_both(data: bytes) -> tuple[tuple[list[tuple], type | None], tuple[list[tuple], type | None]]:
+    """Each reading's records (as field tuples) until the end or an error, and the error's type."""
+    results = []
+    for read in (library_reading, read_batch):
+        rows: list[tuple] = []
+        error = None
+        try:
+            for record in read(DefaultRecordBatch(data)):
+                rows.append(tuple(getattr(record, name) for name in FIELDS))
+        except Exception as raised:  # noqa: BLE001 - which error is the point
+            error = type(raised)
+        results.append((rows, error))
+    return results[0], results[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=RECORDS, codec=st.sampled_from(sorted(CODECS.values())), log_append_time=st.booleans())
+def test_every_field_of_every_record_is_the_library_s(records: list, codec: int, log_append_time: bool) -> None:
+    library, ours = read_both(build(records, codec, log_append_time))
+    assert library[1] is None and ours[1] is None
+    assert ours[0] == library[0]
+    assert len(ours[0]) == len(records)
+
+
+@settings(max_examples=400, deadline=None)
+@given(records=RECORDS, data=st.data())
+def test_a_damaged_batch_gives_the_same_records_then_the_same_refusal(records: list, data: st.DataObject) -> None:
+    batch = bytearray(build(records))
+    header = DefaultRecordBatch.HEADER_STRUCT.size
+    if data.draw(st.booleans(), label="truncate"):
+        batch = batch[: data.draw(st.integers(header, len(batch) - 1), label="cut at")]
+    else:
+        for _ in range(data.draw(st.integers(1, 3), label="bytes changed")):
+            batch[data.draw(st.integers(header, len(batch) - 1), label="at")] = data.draw(st.integers(0, 255))
+    library, ours = read_both(bytes(batch))
+    assert ours == library
+    assert ours[1] in (None, CorruptRecordError)
+
+
+def test_the_fetcher_s_loop_reads_with_it_and_a_control_batch_keeps_the_library_s_reading() -> None:
+    data = build([(0, 0, None, b'{"ts": 1}', [])])
+    assert type(next(iter(DefaultRecordBatch(data)))) is Record
+    control = bytearray(data)
+    struct.pack_into(">h", control, DefaultRecordBatch.ATTRIBUTES_OFFSET, 0x20)
+    assert iter(DefaultRecordBatch(bytes(control))) is not None
+    assert type(iter(DefaultRecordBatch(bytes(control)))) is DefaultRecordBatch  # the library's: itself
+
+
+def test_installing_twice_changes_nothing() -> None:
+    installed = DefaultRecordBatch.__iter__
+    kafka_records.install()
+    assert DefaultRecordBatch.__iter__ is installed
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=CODECS)
+def test_a_compressed_batch_of_log_lines_reads_the_same(codec: str) -> None:
+    lines = [(1, n, None, b'{"request_id": "%d"}' % n + b"x" * 500, []) for n in range(200)]
+    library, ours = read_both(build(lines, CODECS[codec]))
+    assert ours == library and len(ours[0]) == 200
