@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
 
 import msgspec
 
@@ -86,12 +85,21 @@ def record_id(origin: Origin) -> str:
     A hash of the input's name, then the offset in hex: unique per record and
     cheap, since consecutive records share their input.
     """
-    return f"{_stream_key(origin.dataset, origin.stream)}-{origin.offset:x}"
+    # One dict lookup by the stream's name (an lru_cache keyed by both hashed a tuple per call: twice the cost).
+    known = _STREAM_KEYS.get(origin.stream)
+    if known is None or known[0] is not origin.dataset:
+        known = _stream_key(origin.dataset, origin.stream)
+    return f"{known[1]}-{origin.offset:x}"
 
 
-@lru_cache(maxsize=4096)
-def _stream_key(dataset: Dataset, stream: str) -> str:
-    return hashlib.blake2b(f"{dataset}\x1f{stream}".encode(), digest_size=8).hexdigest()
+_STREAM_KEYS: dict[str, tuple[Dataset, str]] = {}  # stream -> (its dataset, its hash); at most 4,096 streams
+
+
+def _stream_key(dataset: Dataset, stream: str) -> tuple[Dataset, str]:
+    if len(_STREAM_KEYS) >= 4096:
+        _STREAM_KEYS.clear()
+    known = _STREAM_KEYS[stream] = (dataset, hashlib.blake2b(f"{dataset}\x1f{stream}".encode(), digest_size=8).hexdigest())
+    return known
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
