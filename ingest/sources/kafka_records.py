@@ -74,7 +74,8 @@ def read_batch(batch: Any) -> Iterator[Record]:
     fixed_timestamp = batch.max_timestamp if timestamp_type == _LOG_APPEND_TIME else None
     try:
         for _ in range(batch._num_records - batch._next_record_index):
-            # A varint below 0x80 is one byte, zigzag-encoded: (b >> 1) ^ -(b & 1).
+            # A varint below 0x80 is one byte, zigzag-encoded: (b >> 1) ^ -(b & 1). Written out for each
+            # field, not a helper (a call per varint is what this module saves) nor a loop (measured slower).
             b = buffer[pos]
             if b < 0x80:
                 length, pos = (b >> 1) ^ -(b & 1), pos + 1
