@@ -98,7 +98,8 @@ _STREAM_KEYS: dict[str, tuple[Dataset, str]] = {}  # stream -> (its dataset, its
 def _stream_key(dataset: Dataset, stream: str) -> tuple[Dataset, str]:
     if len(_STREAM_KEYS) >= 4096:
         _STREAM_KEYS.clear()
-    known = _STREAM_KEYS[stream] = (dataset, hashlib.blake2b(f"{dataset}\x1f{stream}".encode(), digest_size=8).hexdigest())
+    digest = hashlib.blake2b(f"{dataset}\x1f{stream}".encode(), digest_size=8).hexdigest()
+    known = _STREAM_KEYS[stream] = (dataset, digest)
     return known
 
 
