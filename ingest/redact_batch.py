@@ -6,10 +6,11 @@ substring searches, ~1 us a call however short the text. On serve's traffic ever
 request has its own path and its own id, so every event pays that twice.
 :func:`redact_events` gives the same verdicts for a parsed batch at once:
 
-1. the batch's texts (every field but the request id, the flags, the labels) in
-   one set, less those remembered clean: the texts not seen before;
+1. each event's texts (every field but the request id, the flags, the labels)
+   looked up among those remembered clean, a set lookup each as before; the
+   texts of the events left that are not remembered, in one set;
 2. those texts joined, folded once and searched once for each needle (and for
-   the dashed card hint), and likewise the request ids not seen before;
+   the dashed card hint), and likewise the batch's request ids not remembered;
 3. only a text or id a hit falls in (found by its offset) is judged alone, as
    ``_suspect`` / ``_suspect_id`` judge it; the others are clean, and remembered.
 
@@ -94,11 +95,12 @@ def _suspect_texts(redactor: Redactor, unseen: set[Text | None]) -> set[Text | N
             else redactor._suspect(item)
         ):
             suspect.add(item)
-    clean = redactor._clean
-    if len(clean) + len(unseen) > redact.CLEAN_CACHE_VALUES:
+    clean, found_clean = redactor._clean, unseen.difference(suspect) if suspect else unseen
+    if len(clean) + len(found_clean) > redact.CLEAN_CACHE_VALUES:
         clean.clear()
         clean.add(None)
-    clean.update(unseen.difference(suspect) if suspect else unseen)
+    if len(found_clean) <= redact.CLEAN_CACHE_VALUES:  # a batch of more new texts than that: none kept
+        clean.update(found_clean)
     return suspect
 
 
