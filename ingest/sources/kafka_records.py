@@ -5,10 +5,11 @@ record), and kafka-python reads each one in Python: ``DefaultRecordBatch``'s
 ``__next__`` calls ``decode_varint`` six or more times, reads the batch's
 header fields through properties, and builds a ``DefaultRecord`` whose every
 field is a property again, read a dozen times by the fetcher. serve's ingest
-poll took 9-10 us of its ~64 a record (bench/README, session 13). :func:`read_batch` reads the same records with the
-one-byte varints (nearly all: attributes, deltas, key length, header count)
-decoded in line, the header fields read once a batch, and each record
-built as a :class:`Record` of plain slots.
+poll took 9-10 us of its ~64 a record (bench/README, session 13).
+:func:`read_batch` reads the same records with the one-byte varints (nearly
+all: attributes, deltas, key length, header count) decoded in line, the header
+fields read once a batch, and each record built as a :class:`Record` of plain
+slots.
 
 It follows the format (Kafka's ``DefaultRecord``): a record is its length
 (varint), attributes (int8), timestamp delta (varlong), offset delta (varint),
