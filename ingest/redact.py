@@ -53,7 +53,7 @@ import operator
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, overload
 
@@ -143,6 +143,15 @@ CLEAN_CACHE_VALUES = 1 << 15
 # line and the app's line carry one id and are read close together (by time), so the
 # second costs a set lookup instead of a search. Past this it forgets them all.
 CLEAN_CACHE_IDS = 1 << 12
+
+
+def remember_clean(memory: set[Any], found: Collection[Any], cap: int, *always: Any) -> None:
+    """Add ``found`` to a memory of clean verdicts held to ``cap``: past it, all is forgotten but ``always``."""
+    if len(memory) + len(found) > cap:
+        memory.clear()
+        memory.update(always)
+    if len(found) <= cap:  # more at once than the memory holds: none of it kept
+        memory.update(found)
 
 
 def _name_pattern(names: Iterable[str]) -> str:
@@ -335,10 +344,7 @@ class Redactor:
                     return True
             elif text and self._suspect(text):
                 return True
-        if len(clean) + len(unseen) > CLEAN_CACHE_VALUES:
-            clean.clear()
-            clean.add(None)
-        clean.update(unseen)
+        remember_clean(clean, unseen, CLEAN_CACHE_VALUES, None)
         return request_id is not None and self._suspect_id(request_id)
 
     def _suspect_id(self, request_id: str) -> bool:
@@ -371,9 +377,7 @@ class Redactor:
                             return True
                     elif folded[0] == "0" and _PAN_ALONE.match(request_id) is not None:
                         return True
-        if len(clean_ids) >= CLEAN_CACHE_IDS:
-            clean_ids.clear()
-        clean_ids.add(request_id)
+        remember_clean(clean_ids, (request_id,), CLEAN_CACHE_IDS)
         return False
 
     def _card_needle_in(self, folded: str) -> bool:

@@ -30,7 +30,7 @@ from typing import cast
 
 from ingest import redact
 from ingest.records import Event
-from ingest.redact import _DASHED_PAN_HINT, _FOLD, Redactor, _repeating_texts
+from ingest.redact import _DASHED_PAN_HINT, _FOLD, Redactor, _repeating_texts, remember_clean
 
 _JOINER = "\x1f"
 _request_id = attrgetter("request_id")
@@ -95,12 +95,8 @@ def _suspect_texts(redactor: Redactor, unseen: set[Text | None]) -> set[Text | N
             else redactor._suspect(item)
         ):
             suspect.add(item)
-    clean, found_clean = redactor._clean, unseen.difference(suspect) if suspect else unseen
-    if len(clean) + len(found_clean) > redact.CLEAN_CACHE_VALUES:
-        clean.clear()
-        clean.add(None)
-    if len(found_clean) <= redact.CLEAN_CACHE_VALUES:  # a batch of more new texts than that: none kept
-        clean.update(found_clean)
+    found_clean = unseen.difference(suspect) if suspect else unseen
+    remember_clean(redactor._clean, found_clean, redact.CLEAN_CACHE_VALUES, None)
     return suspect
 
 
@@ -115,10 +111,7 @@ def _suspect_ids(redactor: Redactor, request_ids: set[str | None]) -> set[str]:
     # _suspect_id judges a hit alone (and remembers it when clean); every other new id is clean.
     suspect = {new[at] for at in _hits(redactor, new) if redactor._suspect_id(new[at])}
     found_clean.difference_update(suspect)
-    if len(clean_ids) + len(found_clean) > redact.CLEAN_CACHE_IDS:
-        clean_ids.clear()
-    if len(found_clean) <= redact.CLEAN_CACHE_IDS:
-        clean_ids.update(found_clean)  # type: ignore[arg-type]
+    remember_clean(clean_ids, found_clean, redact.CLEAN_CACHE_IDS)
     return suspect
 
 
