@@ -74,7 +74,7 @@ from gatewatch.serve_topics import InternalTopics, ensure_internal_topics, inter
 from gatewatch.topology import build_parsers, parse_records
 from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
 from gatewatch.wire import encode_poll_events
-from ingest.codec import encode_rows, split_unencodable
+from ingest.codec import encode_event_list, split_unencodable
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import KafkaSource, stream_name
@@ -104,12 +104,12 @@ def _encode_chunks(
         for i in range(0, len(events), EVENTS_PER_MESSAGE):
             chunk = events[i : i + EVENTS_PER_MESSAGE]
             try:
-                chunks.append((stream, partition, encode_rows(chunk)))
+                chunks.append((stream, partition, encode_event_list(chunk)))
             except WireError:
                 good, bad = split_unencodable(chunk)
                 rejected += bad
                 if good:
-                    chunks.append((stream, partition, encode_rows(good)))
+                    chunks.append((stream, partition, encode_event_list(good)))
     return chunks, rejected
 
 

@@ -7,9 +7,12 @@ detection (:mod:`gatewatch.tasks`) reads three internal topics:
 topic / kind        version  body
 ==================  =======  ==========================================================
 requests
-  ``poll_events``   1        :class:`PollEventsMessage`: wall time and, per input stream,
-                             its event rows for one requests partition: one message per
+  ``poll_events``   2        :class:`PollEventsMessage`: wall time and, per input stream,
+                             its events for one requests partition (whole
+                             :class:`~ingest.records.Event` arrays): one message per
                              requests partition and poll, whatever the number of inputs
+  ``poll_events``   1        :class:`PollRowsMessage`: the same with :class:`EventRow`
+                             rows; no longer written, still read
   ``events``        1        :class:`EventsMessage`: wall time, input stream, the event
                              rows of that input for one requests partition; no longer
                              written, still read (a topic written by an older gatewatch
@@ -52,14 +55,15 @@ from ingest.records import Dataset, Event, Origin
 
 __all__ = [
     "AlertTaskState", "EventsMessage", "FindingRow", "FindingsMessage", "GatheredRows", "IngestProgress", "JoinState",
-    "KeyedMessage", "KeyedRow", "KeyedRowsMessage", "KeyedState", "KeyedTxn", "PollEventsMessage", "StreamProgress",
-    "StreamRows", "decode_findings_message", "decode_keyed_message", "decode_requests_message", "decode_task_state",
-    "encode_events", "encode_findings", "encode_ingest_progress", "encode_keyed", "encode_poll_events",
-    "encode_task_state", "keyed_event", "keyed_row",
+    "KeyedMessage", "KeyedRow", "KeyedRowsMessage", "KeyedState", "KeyedTxn", "PollEventsMessage", "PollRowsMessage",
+    "StreamEvents", "StreamProgress", "StreamRows", "decode_findings_message", "decode_keyed_message",
+    "decode_requests_message", "decode_task_state", "encode_events", "encode_findings", "encode_ingest_progress",
+    "encode_keyed", "encode_poll_events", "encode_poll_rows", "encode_task_state", "keyed_event", "keyed_row",
 ]  # fmt: skip
 
 EVENTS_VERSION = 1
-POLL_EVENTS_VERSION = 1
+POLL_ROWS_VERSION = 1
+POLL_EVENTS_VERSION = 2
 
 # Wall-clock seconds written by an ingest stage; finite, as the idle rules subtract them.
 WallSecs = Annotated[float, msgspec.Meta(ge=0.0, le=1e12)]
@@ -78,15 +82,20 @@ def encode_events(wall_secs: float, stream: str, rows: msgspec.Raw) -> bytes:
     return encode("events", EVENTS_VERSION, (wall_secs, stream, rows))
 
 
-class StreamRows(msgspec.Struct, array_like=True, gc=False):
-    """The events of one input stream within a :class:`PollEventsMessage`, in offset order."""
+class StreamEvents(msgspec.Struct, array_like=True, gc=False):
+    """The events of one input stream within a :class:`PollEventsMessage`, in offset order.
+
+    Each event's origin names ``stream`` again (the JOIN task refuses a part where
+    one does not): the repeat costs ~15 bytes an event, and buys decoding the
+    whole Event in C, where rows were made into events one by one in Python.
+    """
 
     stream: str  # the input partition, "topic/partition"
-    events: list[EventRow]
+    events: list[Event]
 
 
 class PollEventsMessage(msgspec.Struct, array_like=True, gc=False):
-    """``poll_events`` v1: one poll's events for one requests partition, every input stream's in one message.
+    """``poll_events`` v2: one poll's events for one requests partition, every input stream's in one message.
 
     ``events`` was one message per input stream and requests partition: with 8 inputs
     and 6 requests partitions, 48 a poll, each paying kafka-python's produce
@@ -96,17 +105,38 @@ class PollEventsMessage(msgspec.Struct, array_like=True, gc=False):
     """
 
     wall_secs: WallSecs  # when the ingest stage produced it
-    parts: list[StreamRows]  # split past 5,000 events; a stream appears once per message
+    parts: list[StreamEvents]  # split past 5,000 events; a stream appears once per message
 
 
 def encode_poll_events(wall_secs: float, parts: list[tuple[str, msgspec.Raw]]) -> bytes:
-    """One ``poll_events`` message: ``(stream, rows)`` per input, as :func:`~ingest.codec.encode_rows` encoded them.
+    """One ``poll_events`` message: ``(stream, events)`` per input, as
+    :func:`~ingest.codec.encode_event_list` encoded them.
 
-    The rows are encoded once, when the poll is handled (an event that cannot
+    The events are encoded once, when the poll is handled (an event that cannot
     be encoded becomes a dead letter before anything is stored); the message
     around them is made at each send attempt, with that attempt's wall time.
     """
     return encode("poll_events", POLL_EVENTS_VERSION, (wall_secs, parts))
+
+
+class StreamRows(msgspec.Struct, array_like=True, gc=False):
+    """The events of one input stream within a :class:`PollRowsMessage`, in offset order."""
+
+    stream: str  # the input partition, "topic/partition"
+    events: list[EventRow]
+
+
+class PollRowsMessage(msgspec.Struct, array_like=True, gc=False):
+    """``poll_events`` v1: :class:`PollEventsMessage` with :class:`EventRow` rows. Read, no longer written."""
+
+    wall_secs: WallSecs
+    parts: list[StreamRows]
+
+
+def encode_poll_rows(wall_secs: float, parts: list[tuple[str, msgspec.Raw]]) -> bytes:
+    """One ``poll_events`` v1 message (as an older gatewatch wrote): ``(stream, rows)`` per input, as
+    :func:`~ingest.codec.encode_rows` encoded them."""
+    return encode("poll_events", POLL_ROWS_VERSION, (wall_secs, parts))
 
 
 INGEST_PROGRESS_VERSION = 2
@@ -323,9 +353,11 @@ class AlertTaskState(msgspec.Struct, array_like=True, gc=False):
     final: bool = False
 
 
-_REQUESTS: dict[str, tuple[int, type]] = {"poll_events": (POLL_EVENTS_VERSION, PollEventsMessage),
-                                          "events": (EVENTS_VERSION, EventsMessage),
-                                          "progress": (INGEST_PROGRESS_VERSION, IngestProgress)}  # fmt: skip
+_REQUESTS: dict[str, tuple[int, type] | dict[int, type]] = {
+    "poll_events": {POLL_EVENTS_VERSION: PollEventsMessage, POLL_ROWS_VERSION: PollRowsMessage},
+    "events": (EVENTS_VERSION, EventsMessage),
+    "progress": (INGEST_PROGRESS_VERSION, IngestProgress),
+}
 _TASK_STATES: dict[str, tuple[int, type]] = {"join_state": (TASK_STATE_VERSION, JoinState),
                                              "keyed_state": (TASK_STATE_VERSION, KeyedState),
                                              "alert_state": (TASK_STATE_VERSION, AlertTaskState)}  # fmt: skip
@@ -337,9 +369,11 @@ def encode_ingest_progress(wall_secs: float, streams: dict[str, tuple[int, int, 
     return encode("progress", INGEST_PROGRESS_VERSION, (wall_secs, streams))
 
 
-def decode_requests_message(data: bytes | memoryview) -> PollEventsMessage | EventsMessage | IngestProgress:
-    """A requests-topic message (``poll_events``, ``events``, ``progress``). Raises WireError (``undecodable``,
-    ``unknown_version``, ``unknown_kind``)."""
+def decode_requests_message(
+    data: bytes | memoryview,
+) -> PollEventsMessage | PollRowsMessage | EventsMessage | IngestProgress:
+    """A requests-topic message (``poll_events`` v2 or v1, ``events``, ``progress``). Raises WireError
+    (``undecodable``, ``unknown_version``, ``unknown_kind``)."""
     return decode(data, _REQUESTS)[1]
 
 

@@ -19,24 +19,22 @@ low-cardinality ``reason`` (``undecodable``, ``unknown_version``,
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from ingest.errors import WireError
-from ingest.records import Dataset, Event, Origin
+from ingest.records import MAX_TS_SECS, Dataset, Event, Origin
 
 __all__ = [
-    "EventRow", "EventTable", "Envelope", "MAX_TS_SECS", "decode", "decode_state", "encode", "encode_state",
-    "encode_rows", "event_rows", "events_from_rows", "pack_events", "split_unencodable", "unpack_events",
+    "EventRow", "EventTable", "Envelope", "MAX_TS_SECS", "decode", "decode_state", "encode", "encode_event_list",
+    "encode_rows", "encode_state", "event_rows", "events_from_rows", "pack_events", "split_unencodable",
+    "unpack_events",
 ]  # fmt: skip
 
 T = TypeVar("T")
 
-# Event times beyond this (either way) are refused: a forged row could otherwise
-# carry inf or NaN, which the pipeline's per-second ticks cannot step over.
-MAX_TS_SECS = 1e15
 Ts = Annotated[float, msgspec.Meta(ge=-MAX_TS_SECS, le=MAX_TS_SECS)]
 Offset = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -112,19 +110,37 @@ def _event(stream: str, row: EventRow) -> Event:
     return Event(*values)
 
 
-def encode_rows(events: Sequence[Event]) -> msgspec.Raw:
-    """The events' rows, encoded once, to embed in a message (``encode(..., (..., rows))``).
+def encode_event_list(events: Sequence[Event]) -> msgspec.Raw:
+    """The events, encoded once as a list of their arrays, to embed in a message (``encode(..., (..., events))``).
+
+    :class:`~ingest.records.Event` is ``array_like``: msgspec writes each one
+    from the Struct in C (its origin as ``[dataset, stream, offset]``), and a
+    ``list[Event]`` decodes straight back into events, bounds checked.
 
     Raises :class:`~ingest.errors.WireError` (reason ``invalid_value``) if an
     event cannot cross the wire: an integer past uint64 or an event time
     outside ±:data:`MAX_TS_SECS`. :func:`split_unencodable` tells which.
     """
-    if not all(-MAX_TS_SECS <= e.ts <= MAX_TS_SECS for e in events):  # NaN fails it too
-        raise WireError("invalid_value", "event time out of range")
+    _check_times(events)
+    try:
+        return msgspec.Raw(_encoder.encode(events))
+    except OverflowError as error:
+        raise WireError("invalid_value", str(error)) from None
+
+
+def encode_rows(events: Sequence[Event]) -> msgspec.Raw:
+    """The events as :class:`EventRow` arrays, encoded once, as an older gatewatch embedded them in a
+    message; raises as :func:`encode_event_list` does."""
+    _check_times(events)
     try:
         return msgspec.Raw(_encoder.encode(event_rows(events)))
     except OverflowError as error:
         raise WireError("invalid_value", str(error)) from None
+
+
+def _check_times(events: Sequence[Event]) -> None:
+    if not all(-MAX_TS_SECS <= e.ts <= MAX_TS_SECS for e in events):  # NaN fails it too
+        raise WireError("invalid_value", "event time out of range")
 
 
 def split_unencodable(events: Iterable[Event]) -> tuple[list[Event], list[tuple[Event, str]]]:
@@ -133,7 +149,7 @@ def split_unencodable(events: Iterable[Event]) -> tuple[list[Event], list[tuple[
     bad: list[tuple[Event, str]] = []
     for event in events:
         try:
-            encode_rows((event,))
+            encode_event_list((event,))
         except WireError as error:
             bad.append((event, error.detail))
         else:
@@ -189,8 +205,9 @@ def encode(kind: str, version: int, body: object) -> bytes:
     return _encoder.encode((version, kind, body))
 
 
-def decode(data: bytes | memoryview, kinds: dict[str, tuple[int, type[T]]]) -> tuple[str, T]:
-    """The kind and body of an envelope whose kind is one of ``kinds`` (kind -> (version, body type)).
+def decode(data: bytes | memoryview, kinds: Mapping[str, tuple[int, type[T]] | Mapping[int, type[T]]]) -> tuple[str, T]:
+    """The kind and body of an envelope whose kind is one of ``kinds``: kind -> (version, body type),
+    or kind -> {version: body type} for a kind read in more than one version.
 
     Raises WireError: ``undecodable`` (not an envelope, or a body that does not
     match its type), ``unknown_version``, ``unknown_kind``.
@@ -202,9 +219,11 @@ def decode(data: bytes | memoryview, kinds: dict[str, tuple[int, type[T]]]) -> t
     expected = kinds.get(envelope.kind)
     if expected is None:
         raise WireError("unknown_kind", f"kind {envelope.kind[:64]!r}")
-    version, body_type = expected
-    if envelope.version != version:
-        raise WireError("unknown_version", f"{envelope.kind} v{envelope.version}, this gatewatch reads v{version}")
+    versions: Mapping[int, type[T]] = {expected[0]: expected[1]} if isinstance(expected, tuple) else expected
+    body_type = versions.get(envelope.version)
+    if body_type is None:
+        known = ", ".join(f"v{version}" for version in sorted(versions))
+        raise WireError("unknown_version", f"{envelope.kind} v{envelope.version}, this gatewatch reads {known}")
     decoder = _decoders.get(body_type)
     if decoder is None:
         decoder = _decoders[body_type] = msgspec.msgpack.Decoder(body_type)

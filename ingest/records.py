@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
 
@@ -23,7 +24,12 @@ class Dataset(StrEnum):
     INTERNAL = "gatewatch.internal"  # a message of serve's internal topics that did not decode
 
 
-class Origin(msgspec.Struct, frozen=True, gc=False):
+MAX_TS_SECS = 1e15
+"""Event times beyond this (either way) are refused where events are decoded (:mod:`ingest.codec`): a
+forged row could otherwise carry inf or NaN, which the pipeline's per-second ticks cannot step over."""
+
+
+class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Where a record came from: a file and line number, or a topic-partition and offset.
 
     ``stream`` names one ordered input (``/var/log/envoy.log`` or ``gw-gateway/3``);
@@ -33,11 +39,12 @@ class Origin(msgspec.Struct, frozen=True, gc=False):
     A msgspec Struct, like :class:`Event` and for its reasons: built in C (a
     frozen dataclass sets each field through ``object.__setattr__``; one Origin is
     built for every line read), and not tracked by the garbage collector.
+    ``array_like``: on serve's internal topics it travels as ``[dataset, stream, offset]``.
     """
 
     dataset: Dataset
     stream: str
-    offset: int
+    offset: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class RawRecord(msgspec.Struct, frozen=True, gc=False):
@@ -103,7 +110,7 @@ def _stream_key(dataset: Dataset, stream: str) -> tuple[Dataset, str]:
     return known
 
 
-class Event(msgspec.Struct, frozen=True, gc=False):
+class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One parsed and normalized log record, from the gateway or from the app.
 
     Frozen: nothing assigns to an event after :func:`ingest.normalize.normalize`
@@ -123,11 +130,16 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     ``peer_identity`` is the mTLS identity of that peer (URI SAN / SPIFFE id).
     Fields a format does not carry are ``None``. ``created`` is the container
     runtime's timestamp of the line (ECS ``event.created``), when it had one.
+
+    ``array_like``: serve's internal topics and checkpoints carry an event as the
+    array of its values (:mod:`ingest.codec`), which msgspec encodes and decodes
+    in C, straight from and into this class. The annotations bound what a
+    decoded event may hold; building one checks nothing.
     """
 
     id: str
     dataset: Dataset
-    ts: float
+    ts: Annotated[float, msgspec.Meta(ge=-MAX_TS_SECS, le=MAX_TS_SECS)]
     origin: Origin
     request_id: str | None = None
     method: str | None = None

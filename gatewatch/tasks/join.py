@@ -36,7 +36,7 @@ from gatewatch.tasks.route import entity_partition
 from gatewatch.topology import PIPELINE_STATE_VERSION, Pipeline, PipelineState, detector_configs
 from gatewatch.wire import (
     EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn, PollEventsMessage,
-    decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state, keyed_row,
+    PollRowsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state, keyed_row,
 )  # fmt: skip
 from ingest.codec import decode, events_from_rows, unpack_events
 from ingest.order import MAX_HELD_EVENTS
@@ -56,6 +56,20 @@ def keyed_rows(events: list[Event]) -> tuple[list[str], list[tuple[object, ...]]
             i = index[stream] = len(index)
         rows.append(keyed_row(event, i))
     return list(index), rows
+
+
+def _check_origins(message: PollEventsMessage) -> None:
+    """Raise WireError ``undecodable`` unless every event's origin is its part's stream and its own dataset.
+
+    A ``poll_events`` v1 row had no origin of its own: it was built from the part's stream and the
+    row's dataset. A v2 event carries one, which no other check reads.
+    """
+    for part in message.parts:
+        stream = part.stream
+        for event in part.events:
+            origin = event.origin
+            if origin.stream != stream or origin.dataset is not event.dataset:
+                raise WireError("undecodable", f"poll_events: an event's origin is not {stream[:200]!r}")
 
 
 class _Outbox:
@@ -249,6 +263,9 @@ class JoinTask:
             message = decode_requests_message(value)
             if isinstance(message, PollEventsMessage):
                 streams = [part.stream for part in message.parts]
+                _check_origins(message)
+            elif isinstance(message, PollRowsMessage):
+                streams = [part.stream for part in message.parts]
             elif isinstance(message, EventsMessage):
                 streams = [message.stream]
             else:
@@ -264,6 +281,8 @@ class JoinTask:
         if not isinstance(message, IngestProgress):
             if isinstance(message, PollEventsMessage):
                 # Stream by stream, each in offset order: as the events messages of the same poll came.
+                events = [event for part in message.parts for event in part.events]
+            elif isinstance(message, PollRowsMessage):
                 events = [event for part in message.parts for event in events_from_rows(part.stream, part.events)]
             else:
                 events = events_from_rows(message.stream, message.events)

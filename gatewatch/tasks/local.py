@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from msgspec.structs import replace
+
 from detectors.alerts import Alert
 from detectors.lifecycle import AlertEvent
 from gatewatch.tasks.base import Role, Task, TaskOutput, new_task, restore_task
 from gatewatch.tasks.route import StreamClocks, progress_message, route_events
 from gatewatch.topology import Pipeline, build_parsers, parse_records
 from gatewatch.wire import encode_poll_events
-from ingest.records import DeadLetter, Event, RawRecord, Transaction
+from ingest.records import DeadLetter, Event, Origin, RawRecord, Transaction
 from ingest.sinks.base import Batch
 
 if TYPE_CHECKING:
@@ -168,6 +170,10 @@ class LocalRun:
 
     def _ingest(self, stream: str, events: list[Event], wall: float, clocks: StreamClocks, read: dict[str, int],
                 inputs: dict[str, list[Any]]) -> None:  # fmt: skip
+        # A poll_events message's events are read from its stream (the JOIN task checks their origins): an
+        # input named apart from its records' origins (a file run as "gateway/0") lends them its name.
+        events = [e if e.origin.stream == stream else replace(e, origin=Origin(e.dataset, stream, e.origin.offset))
+                  for e in events]  # fmt: skip
         clocks.observe(stream, events, wall)
         for partition, rows in route_events(events, self.partitions):
             self.logs[("requests", partition)].append(encode_poll_events(wall, [(stream, rows)]))

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import msgspec
 
 from gatewatch.wire import encode_ingest_progress
-from ingest.codec import encode_rows
+from ingest.codec import encode_event_list
 from ingest.records import Event
 
 __all__ = ["StreamClocks", "entity_partition", "progress_message", "requests_partition", "route_events"]
@@ -51,13 +51,13 @@ def route_events(events: Sequence[Event], partitions: int) -> list[tuple[int, ms
 
     Returns ``(partition, rows)`` for every partition with events, in partition
     order; wrap them with :func:`gatewatch.wire.encode_poll_events` at send time.
-    Raises WireError ``invalid_value`` as :func:`~ingest.codec.encode_rows`
+    Raises WireError ``invalid_value`` as :func:`~ingest.codec.encode_event_list`
     does (sort those out first with :func:`~ingest.codec.split_unencodable`).
     """
     parts: dict[int, list[Event]] = {}
     for event in events:
         parts.setdefault(requests_partition(event, partitions), []).append(event)
-    return [(partition, encode_rows(parts[partition])) for partition in sorted(parts)]
+    return [(partition, encode_event_list(parts[partition])) for partition in sorted(parts)]
 
 
 class StreamClocks:

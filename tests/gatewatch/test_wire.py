@@ -19,7 +19,9 @@ from gatewatch.config import parse_config
 from gatewatch.errors import WireError
 from gatewatch.serve_ingest import EVENTS_PER_MESSAGE, _encode_chunks, _reject_unencodable
 from gatewatch.topology import Pipeline
-from gatewatch.wire import EventsMessage, IngestProgress, decode_requests_message, encode_events, encode_ingest_progress
+from gatewatch.wire import (
+    EventsMessage, IngestProgress, decode_requests_message, encode_events, encode_ingest_progress, encode_poll_events,
+)  # fmt: skip
 from ingest.codec import encode, encode_rows, events_from_rows
 from ingest.records import Dataset, Event, Origin, RawRecord, record_id
 
@@ -178,8 +180,8 @@ def test_events_that_cannot_be_encoded_become_dead_letters_before_the_store() ->
     chunks, rejected = _encode_chunks({("gw/0", 1): events})
     assert {(stream, partition) for stream, partition, _ in chunks} == {("gw/0", 1)}
     assert [e.origin.offset for e, _ in rejected] == [7]
-    decoded = [e for _, _, rows in chunks for e in events_from_rows("gw/0", decode_requests_message(
-        encode_events(0.0, "gw/0", rows)).events)]  # type: ignore[union-attr]  # fmt: skip
+    messages = [decode_requests_message(encode_poll_events(0.0, [(s, events)])) for s, _, events in chunks]
+    decoded = [e for message in messages for part in message.parts for e in part.events]  # type: ignore[union-attr]
     assert decoded == events[:7] + events[8:]
     kept, letters = _reject_unencodable(records, events, [], rejected)
     assert kept == decoded

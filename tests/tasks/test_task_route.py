@@ -6,8 +6,7 @@ import msgspec
 
 from detectors.sample import T0, app_event, gateway_event
 from gatewatch.tasks.route import StreamClocks, entity_partition, progress_message, requests_partition, route_events
-from gatewatch.wire import EventsMessage, IngestProgress, decode_requests_message, encode_events
-from ingest.codec import events_from_rows
+from gatewatch.wire import IngestProgress, PollEventsMessage, decode_requests_message, encode_poll_events
 
 DAY = 86_400.0
 FAR = 253_402_300_000.0  # 9999-12-31
@@ -28,10 +27,10 @@ def test_route_events_splits_a_poll_by_partition_in_offset_order() -> None:
     events = [gateway_event(n, request_id=f"req-{n}") for n in range(50)]
     parts = route_events(events, 3)
     seen = []
-    for partition, rows in parts:
-        message = decode_requests_message(encode_events(1.0, "gw/0", rows))
-        assert isinstance(message, EventsMessage)
-        part = events_from_rows("gw/0", message.events)
+    for partition, encoded in parts:
+        message = decode_requests_message(encode_poll_events(1.0, [(events[0].origin.stream, encoded)]))
+        assert isinstance(message, PollEventsMessage)
+        part = message.parts[0].events
         assert all(requests_partition(e, 3) == partition for e in part)
         assert [e.origin.offset for e in part] == sorted(e.origin.offset for e in part)
         seen += part
