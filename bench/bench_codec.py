@@ -7,7 +7,11 @@ Imports gatewatch from the current directory, so the same script measures two
 checkouts' codecs in turn (alternate them: the machine is shared and noisy).
 Times, best of ``--repeat``, in CPU seconds: ``encode_rows`` of 5,000-event
 messages; their decode (envelope and rows) plus ``events_from_rows``; and
-``pack_events`` / ``unpack_events`` of the same events as checkpoint tables.
+``pack_events`` / ``unpack_events`` of the same events as checkpoint tables:
+the formats of ``poll_events`` v1 and of state v1. Beside them, in a checkout
+that has them, the v2 formats of the same events: ``encode_event_list`` and its
+decode straight into events (a message), ``encode_event_state`` and
+``decode_event_state`` (a checkpoint).
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ MESSAGE_EVENTS = 5_000
 class _Message(msgspec.Struct, array_like=True):
     stream: str
     rows: list[EventRow]
+
+
+class _EventsMessage(msgspec.Struct, array_like=True):
+    stream: str
+    events: list[Event]
 
 
 def main() -> int:
@@ -69,12 +78,27 @@ def main() -> int:
 
     n = len(events)
     print(f"{n:,} events, imported from {Path.cwd()}")
-    for name, run in (
+    runs = [
         ("encode_rows", lambda: [encode_rows(m) for m in messages]),
         ("decode + events_from_rows", decode_all),
         ("pack_events + encode", lambda: [encode("table", 1, pack_events(m)) for m in messages]),
         ("decode + unpack_events", unpack_all),
-    ):
+    ]
+    try:  # the v2 formats, in a checkout that has them
+        from ingest.codec import decode_event_state, encode_event_list, encode_event_state
+    except ImportError:
+        print("(no v2 formats in this checkout)")
+    else:
+        lists = [encode("events", 2, ("bench", encode_event_list(m))) for m in messages]
+        list_kinds = {"events": (2, _EventsMessage)}
+        states = [encode_event_state(m) for m in messages]
+        runs += [
+            ("encode_event_list", lambda: [encode_event_list(m) for m in messages]),
+            ("decode (list[Event])", lambda: [decode(data, list_kinds) for data in lists]),
+            ("encode_event_state", lambda: [encode_event_state(m) for m in messages]),
+            ("decode_event_state", lambda: [decode_event_state(state, packed=False) for state in states]),
+        ]
+    for name, run in runs:
         print(f"{name:28} {best_cpu_secs(run, args.repeat) / n * 1e6:6.3f} us an event")
     return 0
 

@@ -12,8 +12,8 @@ figures hold on a busy machine, where wall time would count the waits):
 - per record, the hand-off between the stages: encoding a 5,000-event message
   and decoding it back to events. *pickle* is a copy of what serve did before
   (rows of plain tuples, ``pickle.dumps`` / ``loads``); *msgspec* is
-  ``gatewatch.wire`` (``encode_rows`` + envelope, ``decode_requests_message`` +
-  ``events_from_rows``);
+  ``gatewatch.wire``'s ``poll_events`` v2 (``encode_event_list`` + envelope,
+  ``decode_requests_message``, which gives the events);
 - the checkpoint state: save (``Pipeline.snapshot``, the body of a JOIN
   task's checkpoint) and load (decode and restore into a pipeline), and the bytes before
   and after zlib level 1 (what the checkpoint store applied when this bench was written; it
@@ -48,8 +48,8 @@ sys.path.insert(0, str(REPO))
 from gatewatch.config import load_config  # noqa: E402
 from gatewatch.demo.files import write_demo  # noqa: E402
 from gatewatch.topology import Pipeline, tune_gc_for_streaming  # noqa: E402
-from gatewatch.wire import decode_requests_message, encode_events  # noqa: E402
-from ingest.codec import encode_rows, events_from_rows  # noqa: E402
+from gatewatch.wire import decode_requests_message, encode_poll_events  # noqa: E402
+from ingest.codec import encode_event_list  # noqa: E402
 from ingest.order import EventOrder  # noqa: E402
 from ingest.records import Dataset, Event, Origin  # noqa: E402
 from ingest.sources.files import read_lines  # noqa: E402
@@ -164,8 +164,9 @@ def main() -> None:
     count = sum(len(m) for m in messages)
     stream = "gw-gateway/0"
     rows: dict[str, list[Any]] = {}
-    new_enc, rows["msgspec"] = best(args.repeat, lambda: [encode_events(1.0, stream, encode_rows(m)) for m in messages])
-    new_dec, _ = best(args.repeat, lambda: [events_from_rows(v.stream, v.events)  # type: ignore[union-attr]
+    new_enc, rows["msgspec"] = best(args.repeat, lambda: [encode_poll_events(1.0, [(stream, encode_event_list(m))])
+                                                          for m in messages])  # fmt: skip
+    new_dec, _ = best(args.repeat, lambda: [v.parts[0].events  # type: ignore[union-attr]
                                             for v in map(decode_requests_message, rows["msgspec"])])  # fmt: skip
     old_enc, rows["pickle"] = best(args.repeat, lambda: [pickle_encode_events(1.0, stream, m) for m in messages])
     old_dec, _ = best(args.repeat, lambda: [pickle_decode_events(data) for data in rows["pickle"]])

@@ -32,7 +32,7 @@ from detectors.base import Detector, DetectorContext, Finding
 from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from detectors.trust import TrustPolicy
-from ingest.codec import Ts, decode, decode_state, encode, encode_state
+from ingest.codec import Ts, decode_state, decode_versioned, encode, encode_state
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
 from ingest.parsers import Parser, build_app_parser, build_gateway_parser
@@ -161,7 +161,8 @@ def lifecycle_settings(config: GatewatchConfig, book: AlertBook) -> dict[str, An
     }
 
 
-PIPELINE_STATE_VERSION = 1
+PIPELINE_STATE_VERSION = 2
+"""v2: the order buffer's and the correlator's events as Event arrays; v1 (EventTables) is still read."""
 
 
 class PipelineState(msgspec.Struct, array_like=True, gc=False):
@@ -175,6 +176,12 @@ class PipelineState(msgspec.Struct, array_like=True, gc=False):
     stream_offsets: dict[str, int]
     # The alert lifecycle's own versioned plain data (dicts, lists, numbers, strings): decoded to builtins only.
     lifecycle: Any | None = None
+
+
+PIPELINE_STATES: dict[str, dict[int, type[PipelineState]]] = {
+    "pipeline": {1: PipelineState, PIPELINE_STATE_VERSION: PipelineState}
+}
+"""Every version a snapshot is read in: their bodies differ only inside the order's and correlator's events."""
 
 
 def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadLetter:
@@ -429,11 +436,11 @@ class Pipeline:
         WireError (or ValueError) if the snapshot does not decode, leaving this
         pipeline untouched.
         """
-        _, state = decode(snapshot, {"pipeline": (PIPELINE_STATE_VERSION, PipelineState)})
+        _, version, state = decode_versioned(snapshot, PIPELINE_STATES)
         order = EventOrder(self.order.lateness_secs, self.order.max_future_secs)
-        order.restore_state(state.order)
+        order.restore_state(state.order, packed=version == 1)
         correlator = Correlator(self.correlator.join_window_secs)
-        correlator.restore_state(state.correlator)
+        correlator.restore_state(state.correlator, packed=version == 1)
         detectors = [type(d)(d.config, d.context) for d in self.detectors.detectors]
         for detector in detectors:
             saved = state.detectors.get(detector.rule_id)

@@ -31,9 +31,10 @@ findings
                              gathered rows (behaviour_outlier's feature rows)
 checkpoints
   ``join_state``    1        :class:`JoinState`: a JOIN task (see gatewatch.tasks.join),
-                             around a ``pipeline`` v1 body
+                             around a ``pipeline`` v2 (or v1) body
                              (:class:`gatewatch.topology.PipelineState`)
-  ``keyed_state``   1        :class:`KeyedState`: a KEYED task
+  ``keyed_state``   2        :class:`KeyedState`: a KEYED task, its buffered events as
+                             Event arrays (v1, EventTables, is still read)
   ``alert_state``   1        :class:`AlertTaskState`: the ALERT task
 ==================  =======  ==========================================================
 
@@ -50,7 +51,7 @@ from typing import Annotated, Any
 import msgspec
 
 from detectors.base import Severity
-from ingest.codec import EventRow, EventTable, Ts, decode, encode
+from ingest.codec import EventRow, EventTable, Ts, decode, decode_versioned, encode
 from ingest.records import Dataset, Event, Origin
 
 __all__ = [
@@ -144,6 +145,7 @@ KEYED_VERSION = 1
 KEYED_ROWS_VERSION = 1
 FINDINGS_VERSION = 1
 TASK_STATE_VERSION = 1
+KEYED_STATE_VERSION = 2
 
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 Mask = Annotated[int, msgspec.Meta(ge=0)]
@@ -326,10 +328,10 @@ class KeyedState(msgspec.Struct, array_like=True, gc=False):
     next_offset: Annotated[int, msgspec.Meta(ge=0)]
     detectors: dict[str, msgspec.Raw]  # rule_id -> its State
     tick: Ts | None
-    events: EventTable  # buffered, any order
+    events: msgspec.Raw  # buffered, any order: encode_event_state (v1: an EventTable)
     event_masks: list[Mask]
     transactions: list[KeyedTxn]  # buffered
-    txn_events: EventTable
+    txn_events: msgspec.Raw  # as events
     upstream_seqs: dict[str, int]
     upstream_ticks: dict[str, Ts | None]
     upstream_final: list[str]
@@ -358,10 +360,13 @@ _REQUESTS: dict[str, tuple[int, type] | dict[int, type]] = {
     "events": (EVENTS_VERSION, EventsMessage),
     "progress": (INGEST_PROGRESS_VERSION, IngestProgress),
 }
-_TASK_STATES: dict[str, tuple[int, type]] = {"join_state": (TASK_STATE_VERSION, JoinState),
-                                             "keyed_state": (TASK_STATE_VERSION, KeyedState),
-                                             "alert_state": (TASK_STATE_VERSION, AlertTaskState)}  # fmt: skip
-_STATE_KINDS = {JoinState: "join_state", KeyedState: "keyed_state", AlertTaskState: "alert_state"}
+_TASK_STATES: dict[str, tuple[int, type] | dict[int, type]] = {
+    "join_state": (TASK_STATE_VERSION, JoinState),
+    "keyed_state": {TASK_STATE_VERSION: KeyedState, KEYED_STATE_VERSION: KeyedState},
+    "alert_state": (TASK_STATE_VERSION, AlertTaskState),
+}
+_STATE_KINDS = {JoinState: ("join_state", TASK_STATE_VERSION), KeyedState: ("keyed_state", KEYED_STATE_VERSION),
+                AlertTaskState: ("alert_state", TASK_STATE_VERSION)}  # fmt: skip
 
 
 def encode_ingest_progress(wall_secs: float, streams: dict[str, tuple[int, int, float | None, float | None]]) -> bytes:
@@ -405,9 +410,11 @@ def decode_findings_message(data: bytes | memoryview) -> FindingsMessage:
 
 def encode_task_state(state: JoinState | KeyedState | AlertTaskState) -> bytes:
     """A task's checkpoint body, in its kind's envelope."""
-    return encode(_STATE_KINDS[type(state)], TASK_STATE_VERSION, state)
+    kind, version = _STATE_KINDS[type(state)]
+    return encode(kind, version, state)
 
 
-def decode_task_state(data: bytes | memoryview) -> JoinState | KeyedState | AlertTaskState:
-    """The inverse of :func:`encode_task_state`. Raises WireError."""
-    return decode(data, _TASK_STATES)[1]
+def decode_task_state(data: bytes | memoryview) -> tuple[int, JoinState | KeyedState | AlertTaskState]:
+    """The inverse of :func:`encode_task_state`, and the version it was written in. Raises WireError."""
+    _, version, state = decode_versioned(data, _TASK_STATES)  # type: ignore[var-annotated]  # the kinds' union
+    return version, state

@@ -28,9 +28,9 @@ from ingest.errors import WireError
 from ingest.records import MAX_TS_SECS, Dataset, Event, Origin
 
 __all__ = [
-    "EventRow", "EventTable", "Envelope", "MAX_TS_SECS", "decode", "decode_state", "encode", "encode_event_list",
-    "encode_rows", "encode_state", "event_rows", "events_from_rows", "pack_events", "split_unencodable",
-    "unpack_events",
+    "EventRow", "EventTable", "Envelope", "MAX_TS_SECS", "decode", "decode_event_state", "decode_state",
+    "decode_versioned", "encode", "encode_event_list", "encode_event_state", "encode_rows", "encode_state",
+    "event_rows", "events_from_rows", "pack_events", "split_unencodable", "unpack_events",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -157,8 +157,32 @@ def split_unencodable(events: Iterable[Event]) -> tuple[list[Event], list[tuple[
     return good, bad
 
 
+def encode_event_state(events: Iterable[Event]) -> msgspec.Raw:
+    """Events a component holds, for its checkpoint state: a list of Event arrays, in their order.
+
+    msgspec writes each Event in C, where :func:`pack_events` built a row tuple
+    an event in Python first (a state v1 wrote those tables); a checkpoint
+    writes every buffered event, tens of thousands, at every save. Raises
+    OverflowError past uint64, as encoding the state around it would.
+    """
+    return msgspec.Raw(_encoder.encode(list(events)))
+
+
+def decode_event_state(data: msgspec.Raw | bytes, packed: bool) -> list[Event]:
+    """The events of :func:`encode_event_state`, or, ``packed``, of an :class:`EventTable` (a state v1's).
+
+    Raises WireError ``undecodable``.
+    """
+    if packed:
+        return unpack_events(decode_state(data, EventTable))
+    return decode_state(data, _EventList)
+
+
+_EventList = list[Event]
+
+
 class EventTable(msgspec.Struct, array_like=True, gc=False):
-    """Events of any streams, in a given order (a checkpointed buffer): stream names once, then rows."""
+    """Events of any streams, in a given order (a state v1's buffer): stream names once, then rows."""
 
     streams: list[str]
     stream_of: list[int]  # index into streams, one per row
@@ -205,13 +229,23 @@ def encode(kind: str, version: int, body: object) -> bytes:
     return _encoder.encode((version, kind, body))
 
 
-def decode(data: bytes | memoryview, kinds: Mapping[str, tuple[int, type[T]] | Mapping[int, type[T]]]) -> tuple[str, T]:
-    """The kind and body of an envelope whose kind is one of ``kinds``: kind -> (version, body type),
-    or kind -> {version: body type} for a kind read in more than one version.
+Kinds = Mapping[str, tuple[int, type[T]] | Mapping[int, type[T]]]
+"""What :func:`decode` reads: kind -> (version, body type), or kind -> {version: body type} for a kind
+read in more than one version."""
+
+
+def decode(data: bytes | memoryview, kinds: Kinds[T]) -> tuple[str, T]:
+    """The kind and body of an envelope whose kind is one of ``kinds``.
 
     Raises WireError: ``undecodable`` (not an envelope, or a body that does not
     match its type), ``unknown_version``, ``unknown_kind``.
     """
+    kind, _, body = decode_versioned(data, kinds)
+    return kind, body
+
+
+def decode_versioned(data: bytes | memoryview, kinds: Kinds[T]) -> tuple[str, int, T]:
+    """:func:`decode`, and the version the envelope says: for a kind whose versions share a body type."""
     try:
         envelope = _envelope_decoder.decode(data)
     except msgspec.MsgspecError as error:
@@ -228,7 +262,7 @@ def decode(data: bytes | memoryview, kinds: Mapping[str, tuple[int, type[T]] | M
     if decoder is None:
         decoder = _decoders[body_type] = msgspec.msgpack.Decoder(body_type)
     try:
-        return envelope.kind, decoder.decode(envelope.body)
+        return envelope.kind, envelope.version, decoder.decode(envelope.body)
     except msgspec.MsgspecError as error:
         raise WireError("undecodable", f"{envelope.kind}: {error}") from None
 

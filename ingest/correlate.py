@@ -20,8 +20,8 @@ from operator import attrgetter
 
 import msgspec
 
+from ingest.codec import decode_event_state, encode_event_state
 from ingest.errors import WireError
-from ingest.codec import EventTable, pack_events, unpack_events
 from ingest.records import Dataset, Event, Transaction
 
 _GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
@@ -142,7 +142,8 @@ class Correlator:
         """Open groups for a checkpoint: per group its request id, deadline and counts of its events."""
 
         groups: list[tuple[str, float, int, int]]  # (request id, deadline, gateway events, app events)
-        events: EventTable  # every group's gateway then app events, groups in order
+        # every group's gateway then app events, groups in order: encode_event_state (v1: an EventTable)
+        events: msgspec.Raw
         # (deadline, request id) of the groups to close; an entry not matching its group's deadline is ignored
         deadlines: list[tuple[float, str]]
 
@@ -150,13 +151,20 @@ class Correlator:
         """The open groups, for a checkpoint."""
         groups = self._groups.items()
         rows = [(request_id, g.deadline, len(g.gateway), len(g.app)) for request_id, g in groups]
-        events = pack_events(e for g in self._groups.values() for side in (g.gateway, g.app) for e in side)
+        events = encode_event_state(e for g in self._groups.values() for side in (g.gateway, g.app) for e in side)
         deadlines = sorted((g.deadline, request_id) for request_id, g in groups if g.deadline > 0.0)
         return self.State(rows, events, deadlines)
 
-    def restore_state(self, state: State) -> None:
-        """Continue from a decoded :meth:`state`; ``join_window_secs`` stays this correlator's own."""
-        events = unpack_events(state.events)
+    def event_ids(self) -> set[str]:
+        """The ids of every event in an open group."""
+        return {e.id for g in self._groups.values() for side in (g.gateway, g.app) for e in side}
+
+    def restore_state(self, state: State, packed: bool = False) -> None:
+        """Continue from a decoded :meth:`state`; ``join_window_secs`` stays this correlator's own.
+
+        ``packed``: the state is a v1 one, its events in an EventTable. Raises WireError if it does not decode.
+        """
+        events = decode_event_state(state.events, packed)
         if sum(n_gateway + n_app for _, _, n_gateway, n_app in state.groups) != len(events):
             raise WireError("undecodable", "correlator state: group sizes do not match its events")
         groups: dict[str, _Group] = {}

@@ -41,7 +41,7 @@ from operator import itemgetter
 
 import msgspec
 
-from ingest.codec import EventTable, pack_events, unpack_events
+from ingest.codec import decode_event_state, encode_event_state
 from ingest.records import Event
 
 # Far-future events held at most; past it a lone one is counted and left out of detection.
@@ -225,15 +225,18 @@ class EventOrder:
         return len(self._heap)
 
     class State(msgspec.Struct, array_like=True, gc=False):
-        """The buffer for a checkpoint: its events in time order (sorted again when read back)."""
+        """The buffer for a checkpoint: its events in time order (sorted again when read back).
+
+        ``events`` and ``held``: :func:`~ingest.codec.encode_event_state` (a state v1 held an EventTable).
+        """
 
         clock: float
         late_events: int
         stream_clock: dict[str, float]
-        events: EventTable
+        events: msgspec.Raw
         horizon: float
         future_discarded: int
-        held: EventTable
+        held: msgspec.Raw
 
     def state(self) -> State:
         """This buffer, for a checkpoint."""
@@ -242,24 +245,31 @@ class EventOrder:
             self.clock,
             self.late_events,
             self._stream_clock,
-            pack_events(e[2] for e in self._heap),
+            encode_event_state(map(_EVENT, self._heap)),
             self.horizon,
             self.future_discarded,
-            pack_events(e[2] for e in self._held),
+            encode_event_state(map(_EVENT, self._held)),
         )
 
-    def restore_state(self, state: State) -> None:
-        """Continue from a decoded :meth:`state`; ``lateness_secs`` stays this buffer's own (from the config)."""
+    def event_ids(self) -> set[str]:
+        """The ids of every event it holds, buffered or held."""
+        return {entry[1] for entries in (self._heap, self._held) for entry in entries}
+
+    def restore_state(self, state: State, packed: bool = False) -> None:
+        """Continue from a decoded :meth:`state`; ``lateness_secs`` stays this buffer's own (from the config).
+
+        ``packed``: the state is a v1 one, its events in EventTables. Raises WireError if they do not decode.
+        """
         self.clock = state.clock
         self.late_events = state.late_events
         self._stream_clock = dict(state.stream_clock)
         # Already sorted if this process wrote it (the sort then only checks), but never trusts the order.
-        self._heap = [(event.ts, event.id, event) for event in unpack_events(state.events)]
+        self._heap = [(event.ts, event.id, event) for event in decode_event_state(state.events, packed)]
         _sort_entries(self._heap)
         self._sorted = len(self._heap)
         self.horizon = state.horizon
         self.future_discarded = state.future_discarded
-        self._held = [(event.ts, event.id, event) for event in unpack_events(state.held)]
+        self._held = [(event.ts, event.id, event) for event in decode_event_state(state.held, packed)]
         _sort_entries(self._held)  # held twice (a record delivered twice) must not fail on comparing the events
 
 

@@ -135,7 +135,7 @@ class AlertTask:
 
     @classmethod
     def restore(cls, config: GatewatchConfig, partitions: int, snapshot: bytes) -> AlertTask:
-        state = decode_task_state(snapshot)
+        _, state = decode_task_state(snapshot)
         if type(state) is not AlertTaskState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no ALERT task's checkpoint")
         task = cls(config, partitions)

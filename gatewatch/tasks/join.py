@@ -33,12 +33,12 @@ from gatewatch.errors import WireError
 from gatewatch.serve_idle import IdleInputs
 from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.route import entity_partition
-from gatewatch.topology import PIPELINE_STATE_VERSION, Pipeline, PipelineState, detector_configs
+from gatewatch.topology import Pipeline, detector_configs
 from gatewatch.wire import (
     EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn, PollEventsMessage,
     PollRowsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state, keyed_row,
 )  # fmt: skip
-from ingest.codec import decode, events_from_rows, unpack_events
+from ingest.codec import events_from_rows
 from ingest.order import MAX_HELD_EVENTS
 from ingest.records import Dataset, Event, Transaction
 
@@ -125,9 +125,7 @@ class _JoinPipeline(Pipeline):
             self.open_ids = self._window_ids()
 
     def _window_ids(self) -> set[str]:
-        order, correlator = self.order.state(), self.correlator.state()
-        tables = (order.events, order.held, correlator.events)
-        return {row[0] for table in tables for row in table.rows}  # type: ignore[index]  # packed rows are tuples
+        return self.order.event_ids() | self.correlator.event_ids()
 
     def _process_event(self, event: Event) -> None:
         # A late event (processed as it arrives, not released): routed on alone.
@@ -150,9 +148,7 @@ class _JoinPipeline(Pipeline):
 
     def restore(self, snapshot: bytes | memoryview) -> None:
         super().restore(snapshot)
-        _, state = decode(snapshot, {"pipeline": (PIPELINE_STATE_VERSION, PipelineState)})
-        tables = (state.order.events, state.order.held, state.correlator.events)
-        self.open_ids = {event.id for table in tables for event in unpack_events(table)}
+        self.open_ids = self._window_ids()
 
     def _advance_to(self, second: float) -> None:
         self.in_tick = True
@@ -324,7 +320,7 @@ class JoinTask:
 
     @classmethod
     def restore(cls, config: GatewatchConfig, partition: int, partitions: int, snapshot: bytes) -> JoinTask:
-        state = decode_task_state(snapshot)
+        _, state = decode_task_state(snapshot)
         if type(state) is not JoinState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no JOIN task's checkpoint")
         task = cls(config, partition, partitions, state.streams)

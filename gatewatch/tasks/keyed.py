@@ -37,7 +37,7 @@ from gatewatch.wire import (
     FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedRowsMessage, KeyedState, KeyedTxn,
     decode_keyed_message, decode_task_state, encode_findings, encode_task_state, keyed_event,
 )  # fmt: skip
-from ingest.codec import decode_state, encode_state, pack_events, unpack_events
+from ingest.codec import decode_event_state, decode_state, encode_event_state, encode_state, unpack_events
 from ingest.records import Event, Transaction
 
 if TYPE_CHECKING:
@@ -70,13 +70,20 @@ def keyed_items(
         assert type(message) is KeyedMessage
         events = unpack_events(message.events)
         txn_events = unpack_events(message.txn_events)
-    if len(message.event_masks) != len(events):
+    return _items(events, message.event_masks, message.transactions, txn_events)
+
+
+def _items(
+    events: list[Event], masks: list[int], transactions: list[KeyedTxn], txn_events: list[Event]
+) -> tuple[list[tuple[Event, int]], list[tuple[Transaction, float, int]]]:
+    """:func:`keyed_items` once the events are read. Raises WireError ``undecodable`` if they do not add up."""
+    if len(masks) != len(events):
         raise WireError("undecodable", "keyed: one mask per event expected")
-    if sum(t.gateway + t.app for t in message.transactions) != len(txn_events):
+    if sum(t.gateway + t.app for t in transactions) != len(txn_events):
         raise WireError("undecodable", "keyed: transaction event counts do not match")
     txns: list[tuple[Transaction, float, int]] = []
     at = 0
-    for txn in message.transactions:
+    for txn in transactions:
         gateway = tuple(txn_events[at:at + txn.gateway])
         at += txn.gateway
         app = tuple(txn_events[at:at + txn.app])
@@ -84,7 +91,7 @@ def keyed_items(
         if not gateway and not app:
             raise WireError("undecodable", "keyed: a transaction without events")
         txns.append((Transaction(txn.request_id, gateway, app), txn.deadline, txn.mask))
-    return list(zip(events, message.event_masks)), txns
+    return list(zip(events, masks)), txns
 
 
 class KeyedTask:
@@ -176,14 +183,14 @@ class KeyedTask:
         txns = [KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app))
                 for deadline, _, _, txn, mask in self._txns]  # fmt: skip
         txn_events = [event for _, _, _, txn, _ in self._txns for event in txn.gateway + txn.app]
-        state = KeyedState(self._next_offset, detectors, self._tick, pack_events(events), masks, txns,
-                           pack_events(txn_events), self._upstreams.seqs, self._upstreams.ticks,
+        state = KeyedState(self._next_offset, detectors, self._tick, encode_event_state(events), masks, txns,
+                           encode_event_state(txn_events), self._upstreams.seqs, self._upstreams.ticks,
                            sorted(self._upstreams.final), self._seq, self._sent_tick, self._final)  # fmt: skip
         return encode_task_state(state)
 
     @classmethod
     def restore(cls, config: GatewatchConfig, partition: int, partitions: int, snapshot: bytes) -> KeyedTask:
-        state = decode_task_state(snapshot)
+        version, state = decode_task_state(snapshot)
         if type(state) is not KeyedState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no KEYED task's checkpoint")
         task = cls(config, partition, partitions)
@@ -192,8 +199,9 @@ class KeyedTask:
             saved = state.detectors.get(detector.rule_id)
             if saved is not None and detector.State is not None:
                 detector.restore_state(decode_state(saved, detector.State))
-        items = KeyedMessage("", 0, None, state.events, state.event_masks, state.transactions, state.txn_events)
-        events, txns = keyed_items(items)
+        packed = version == 1  # its events in EventTables
+        events, txns = _items(decode_event_state(state.events, packed), state.event_masks, state.transactions,
+                              decode_event_state(state.txn_events, packed))  # fmt: skip
         task._events = [(event.ts, event.id, n, event, mask) for n, (event, mask) in enumerate(events)]
         heapq.heapify(task._events)
         task._txns = [(deadline, txn.request_id, len(events) + n, txn, mask)

@@ -13,6 +13,7 @@ from gatewatch.demo.files import DemoFiles, write_demo
 from gatewatch.topology import Pipeline
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.files import read_lines
+from tests.state_v1 import pipeline_as_v1
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,11 @@ def test_redelivered_records_are_ignored(demo: DemoFiles) -> None:
     assert pipeline.stats.redelivered > 0
 
 
-def test_snapshot_and_restore_continue_exactly(demo: DemoFiles) -> None:
-    """What a process killed after a checkpoint must do: resume from snapshot + offsets, same alerts."""
+@pytest.mark.parametrize("written_by", ["this release", "the previous release"])
+def test_snapshot_and_restore_continue_exactly(demo: DemoFiles, written_by: str) -> None:
+    """What a process killed after a checkpoint must do: resume from snapshot + offsets, same alerts.
+
+    Also from a snapshot the previous release wrote (``pipeline`` v1: events in EventTables)."""
     config = load_config(demo.config_yaml)
     streams = records(demo)
     reference = run(Pipeline(config), streams, {"gateway": 400, "app": 400})
@@ -96,6 +100,8 @@ def test_snapshot_and_restore_continue_exactly(demo: DemoFiles) -> None:
     half = sum(len(lines) for lines in streams.values()) // 2
     alerts, transactions = run(first, streams, {"gateway": 400, "app": 400}, stop_after=half)
     snapshot = first.snapshot()
+    if written_by == "the previous release":
+        snapshot = pipeline_as_v1(snapshot)
     resume_at = dict(first.stream_offsets)
     # Records after the snapshot were also fed and drained, then the process "died".
     run(first, {k: v[len(v) // 2 :] for k, v in streams.items()}, {"gateway": 400, "app": 400}, finish=False)

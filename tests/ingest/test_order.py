@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from detectors.sample import app_event, gateway_event
 from gatewatch.errors import WireError
-from ingest.codec import decode_state, encode_state
+from ingest.codec import decode_event_state, decode_state, encode_event_state, encode_state, pack_events
 from ingest.order import EventOrder
 
 
@@ -51,16 +52,45 @@ def test_an_empty_buffer_with_a_silent_input_keeps_holding_the_watermark() -> No
 def test_a_state_out_of_heap_order_is_restored_as_a_heap() -> None:
     original = _buffer_of(200)
     state = original.state()
-    state.events.rows.reverse()
-    state.events.stream_of.reverse()
+    reversed_events = decode_event_state(state.events, packed=False)[::-1]
+    state = msgspec.structs.replace(state, events=encode_event_state(reversed_events))
     restored = EventOrder(original.lateness_secs)
     restored.restore_state(decode_state(encode_state(state), EventOrder.State))
     released = list(restored.release(float("inf")))
     assert released == [e for _, _, e in sorted(original._heap)]
 
 
+def _packed(state: EventOrder.State) -> EventOrder.State:
+    """``state`` as a state v1 held it: its events in EventTables."""
+    events, held = (decode_event_state(raw, packed=False) for raw in (state.events, state.held))
+    return msgspec.structs.replace(state, events=msgspec.Raw(encode_state(pack_events(events))),
+                                   held=msgspec.Raw(encode_state(pack_events(held))))  # fmt: skip
+
+
+def test_a_state_v1_with_event_tables_restores_the_same_buffer() -> None:
+    original = _buffer_of(2_000)
+    original.add("gw", gateway_event(1e9))  # far in the future
+    state = _packed(original.state())
+    restored = EventOrder(original.lateness_secs)
+    restored.restore_state(decode_state(encode_state(state), EventOrder.State), packed=True)
+    assert restored.event_ids() == original.event_ids() and len(restored.event_ids()) == 2_001
+    assert (len(restored), restored.future_events) == (len(original), original.future_events)
+    assert list(restored.release(float("inf"))) == list(original.release(float("inf")))
+
+
 def test_a_table_naming_a_stream_it_does_not_have_is_refused() -> None:
+    state = _packed(_buffer_of(10).state())
+    table = decode_state(state.events, type(pack_events([])))
+    table.stream_of[3] = 7
+    state = msgspec.structs.replace(state, events=msgspec.Raw(encode_state(table)))
+    with pytest.raises(WireError):
+        EventOrder(1.0).restore_state(decode_state(encode_state(state), EventOrder.State), packed=True)
+
+
+def test_events_that_do_not_decode_are_refused() -> None:
     state = _buffer_of(10).state()
-    state.events.stream_of[3] = 7
+    events = msgspec.msgpack.decode(state.events)
+    events[3][2] = float("nan")  # an event time no tick can step over
+    state = msgspec.structs.replace(state, events=msgspec.Raw(encode_state(events)))
     with pytest.raises(WireError):
         EventOrder(1.0).restore_state(decode_state(encode_state(state), EventOrder.State))

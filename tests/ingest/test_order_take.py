@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from detectors.sample import T0, app_event, gateway_event
-from ingest.codec import decode_state, encode_state, pack_events
+from ingest.codec import decode_state, encode_event_state, encode_state
 from ingest.order import EventOrder
 
 
@@ -44,7 +44,7 @@ def test_a_record_delivered_twice_survives_a_checkpoint_in_arrival_order() -> No
     for event in (gateway_event(2.0), first, again):
         order.add("gw", event)
     # Two held entries of one id and time vouch for each other, so only a checkpoint written elsewhere has them.
-    state = msgspec.structs.replace(order.state(), held=pack_events([late, late_again]))
+    state = msgspec.structs.replace(order.state(), held=encode_event_state([late, late_again]))
     restored = EventOrder(lateness_secs=0.0, max_future_secs=10.0)
     restored.restore_state(decode_state(encode_state(state), EventOrder.State))
     released = restored.take(float("inf"))

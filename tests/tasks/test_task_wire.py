@@ -19,7 +19,7 @@ from gatewatch.wire import (
     KeyedMessage, KeyedState, KeyedTxn, decode_findings_message, decode_keyed_message, decode_requests_message,
     decode_task_state, encode_events, encode_findings, encode_ingest_progress, encode_keyed, encode_task_state,
 )  # fmt: skip
-from ingest.codec import encode, encode_rows, encode_state, pack_events, unpack_events
+from ingest.codec import encode, encode_event_state, encode_rows, encode_state, pack_events, unpack_events
 
 
 class _Shell:
@@ -81,14 +81,16 @@ def test_task_states_round_trip() -> None:
     join = JoinState(12, msgspec.Raw(encode("pipeline", 1, [])), {"gw/0": 1.0}, {"gw/0": 2.0}, {}, {"keyed/0": 4},
                      {"keyed/0": 1_767_225_600.0}, False, ["gw/0", "app/0"])  # fmt: skip
     keyed_state = KeyedState(5, {"http_4xx_burst": msgspec.Raw(encode_state([[], 0.0]))}, 1_767_225_600.0,
-                             keyed.events, keyed.event_masks, keyed.transactions, keyed.txn_events,
+                             encode_event_state(EVENTS), keyed.event_masks, keyed.transactions,
+                             encode_event_state(TXN_EVENTS),
                              {"gw-requests/0": 9}, {"gw-requests/0": None}, [], 3, None)  # fmt: skip
     row = findings_message().findings[0]
     alert = AlertTaskState(8, msgspec.Raw(encode_state([[], [], 0.0])), {"version": 1}, None, [(row, "a1")],
                            findings_message().gathered, {"gw-keyed/0": 2}, {"gw-keyed/0": 5.0},
                            ["gw-keyed/0"])  # fmt: skip
-    for state in (join, keyed_state, alert):
-        back = decode_task_state(encode_task_state(state))
+    for state, version in ((join, 1), (keyed_state, 2), (alert, 1)):
+        assert decode_task_state(encode_task_state(state))[0] == version
+        back = decode_task_state(encode_task_state(state))[1]
         assert type(back) is type(state)
         assert encode_task_state(back) == encode_task_state(state)
 
@@ -120,6 +122,7 @@ def test_a_pickle_that_would_run_a_shell_decodes_to_wire_error_and_runs_nothing(
         (lambda: encode("keyed", 2, encode_keyed(keyed_message())), decode_keyed_message),
         (lambda: encode("findings", 0, []), decode_findings_message),
         (lambda: encode("join_state", 2, []), decode_task_state),
+        (lambda: encode("keyed_state", 3, []), decode_task_state),
         (lambda: encode("alert_state", 9, []), decode_task_state),
     ],
 )
