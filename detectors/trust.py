@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 from ingest.records import Event
 
@@ -24,6 +23,9 @@ class TrustPolicy:
     allowlist_paths: frozenset[str] = frozenset({"/healthz", "/readyz", "/livez", "/metrics"})
     internal_identities: frozenset[str] = frozenset()
     internal_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Verdicts by peer address: ``ip in network`` is Python code (~0.9 us), asked for every app record.
+    _in_gateway_networks: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    _in_internal_networks: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -55,12 +57,12 @@ class TrustPolicy:
         """
         if event.peer_identity is not None and self.gateway_identities:
             return event.peer_identity in self.gateway_identities
-        return _in_networks(event.source_ip, self.gateway_networks)
+        return _in_networks(event.source_ip, self.gateway_networks, self._in_gateway_networks)
 
     def is_internal_caller(self, event: Event) -> bool:
         if event.peer_identity is not None and event.peer_identity in self.internal_identities:
             return True
-        return _in_networks(event.source_ip, self.internal_networks)
+        return _in_networks(event.source_ip, self.internal_networks, self._in_internal_networks)
 
     def is_allowlisted_path(self, path: str | None) -> bool:
         if path is None:
@@ -77,14 +79,27 @@ def is_network(text: str) -> bool:
     return True
 
 
-def _in_networks(address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+VERDICTS_REMEMBERED = 65_536
+"""Addresses whose verdict a policy remembers per network list; past it, it starts afresh."""
+
+
+def _in_networks(
+    address: str | None,
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+    verdicts: dict[str, bool],
+) -> bool:
     if not address or not networks:
         return False
-    ip = _parse_ip(address)
-    return ip is not None and any(ip in network for network in networks)
+    verdict = verdicts.get(address)
+    if verdict is None:
+        ip = _parse_ip(address)
+        verdict = ip is not None and any(ip in network for network in networks)
+        if len(verdicts) >= VERDICTS_REMEMBERED:
+            verdicts.clear()
+        verdicts[address] = verdict
+    return verdict
 
 
-@lru_cache(maxsize=65536)
 def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(address)

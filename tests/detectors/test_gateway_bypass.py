@@ -137,3 +137,18 @@ def test_without_trust_config_peers_are_not_judged_but_missing_gateway_records_a
     assert list(detector.observe_arrival(served)) == []
     (finding,) = detector.observe_transaction(transaction("r-9", app=(served,)))
     assert finding.reason == "no_gateway_record"
+
+
+def test_a_peer_address_verdict_is_remembered_within_bounds(monkeypatch: Any) -> None:
+    monkeypatch.setattr("detectors.trust.VERDICTS_REMEMBERED", 8)
+    policy = TrustPolicy.build(gateway_networks=["10.0.0.0/24", "fd00::/64"], internal_callers=["10.9.0.0/16"])
+    peers = {"10.0.0.10": True, "fd00::1": True, "10.0.1.10": False, "not-an-ip": False, "10.9.3.4": False}
+    for _ in range(3):  # asked again and again, past the bound: the verdicts stay right
+        for n in range(20):
+            address = f"192.0.2.{n}"
+            assert not policy.peer_is_gateway(app_event(T0, source_ip=address))
+        for address, expected in peers.items():
+            assert policy.peer_is_gateway(app_event(T0, source_ip=address)) is expected
+            assert policy.is_internal_caller(app_event(T0, source_ip=address)) is (address == "10.9.3.4")
+        assert len(policy._in_gateway_networks) <= 8 and len(policy._in_internal_networks) <= 8
+    assert policy == TrustPolicy.build(gateway_networks=["10.0.0.0/24", "fd00::/64"], internal_callers=["10.9.0.0/16"])
