@@ -42,6 +42,8 @@ class Sample:
     ingest_committed_lag: int
     detect_committed_lag: int
     checkpoint_bytes: float  # the detect owner's last checkpoint: how much state it holds
+    cpu_secs: float  # user + system CPU of every serve process so far
+    checkpoint_secs: float  # time spent saving detect checkpoints so far, every process
 
 
 @dataclass
@@ -84,6 +86,8 @@ class Soak:
             ingest_committed_lag=self.committed_lag(self.group, self.inputs),
             detect_committed_lag=self.committed_lag(f"{self.group}-detect", detect),
             checkpoint_bytes=max(metric(text, "gatewatch_checkpoint_bytes") for text in texts),
+            cpu_secs=sum(_cpu_secs(proc.pid) for proc in self.serve.procs),
+            checkpoint_secs=sum(metric(text, "gatewatch_checkpoint_duration_seconds_sum") for text in texts),
         )
         self.samples.append(row)
         return row
@@ -98,6 +102,12 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _cpu_secs(pid: int) -> float:
+    # utime and stime, fields 14 and 15 of /proc/<pid>/stat (after the parenthesised command name)
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _produce_at_rate(soak: Soak, rate: float, secs: float, started: float, stop: threading.Event) -> None:
@@ -158,6 +168,15 @@ def report(soak: Soak, warmup_secs: float) -> dict[str, object]:
     figures["requests"] = end.produced
     figures["checkpoint_bytes_warm"], figures["checkpoint_bytes_end"] = warm.checkpoint_bytes, end.checkpoint_bytes
     print(f"checkpoint: {_mib(warm.checkpoint_bytes)} MiB after warm-up, {_mib(end.checkpoint_bytes)} MiB at the end")
+    # CPU at a live rate: what a record costs when serve mostly waits for the next one (fixed costs
+    # such as checkpoints, polls and metrics are spread over fewer records than in bench_serve.py).
+    records, wall = 2 * (end.produced - warm.produced), end.secs - warm.secs
+    if records > 0 and wall > 0:
+        cpu = end.cpu_secs - warm.cpu_secs
+        saving = end.checkpoint_secs - warm.checkpoint_secs
+        figures.update(cpu_us_per_record=cpu / records * 1e6, cores=cpu / wall, checkpoint_share=saving / wall)
+        print(f"after warm-up: serve CPU {cpu / records * 1e6:.1f} us per record ({cpu / wall:.3f} cores at "
+              f"{records / wall:,.0f} records/s); saving checkpoints {saving / wall:.1%} of the time (wall)")  # fmt: skip
     return figures
 
 
