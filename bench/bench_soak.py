@@ -176,7 +176,7 @@ def report(soak: Soak, warmup_secs: float) -> dict[str, object]:
         saving = end.checkpoint_secs - warm.checkpoint_secs
         figures.update(cpu_us_per_record=cpu / records * 1e6, cores=cpu / wall, checkpoint_share=saving / wall)
         print(f"after warm-up: serve CPU {cpu / records * 1e6:.1f} us per record ({cpu / wall:.3f} cores at "
-              f"{records / wall:,.0f} records/s); saving checkpoints {saving / wall:.1%} of the time (wall)")  # fmt: skip
+              f"{records / wall:,.0f} records/s); saving checkpoints {saving / wall:.1%} of wall time")
     return figures
 
 

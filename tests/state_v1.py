@@ -35,5 +35,6 @@ def task_state_as_v1(snapshot: bytes) -> bytes:
     if isinstance(state, JoinState):
         return encode_task_state(replace(state, pipeline=msgspec.Raw(pipeline_as_v1(state.pipeline))))
     if isinstance(state, KeyedState):
-        return encode("keyed_state", 1, replace(state, events=_table(state.events), txn_events=_table(state.txn_events)))
+        events, txn_events = _table(state.events), _table(state.txn_events)
+        return encode("keyed_state", 1, replace(state, events=events, txn_events=txn_events))
     return snapshot  # the ALERT task's holds no events: unchanged

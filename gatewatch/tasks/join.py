@@ -35,8 +35,9 @@ from gatewatch.tasks.base import Role, TaskOutput, internal_topic, poison
 from gatewatch.tasks.route import entity_partition
 from gatewatch.topology import Pipeline, detector_configs
 from gatewatch.wire import (
-    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn, PollEventsMessage,
-    PollRowsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed, encode_task_state, keyed_row,
+    EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn,
+    PollEventsMessage, PollRowsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed,
+    encode_task_state, keyed_row,
 )  # fmt: skip
 from ingest.codec import events_from_rows
 from ingest.order import MAX_HELD_EVENTS

@@ -1,4 +1,6 @@
-"""``poll_events``: a poll's events for one requests partition in one message, all inputs; v1 and ``events`` still read."""
+"""``poll_events``: a poll's events for one requests partition in one message, all inputs.
+
+Its v1 and the ``events`` messages before it are still read."""
 
 from __future__ import annotations
 
