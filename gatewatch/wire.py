@@ -86,9 +86,10 @@ def encode_events(wall_secs: float, stream: str, rows: msgspec.Raw) -> bytes:
 class StreamEvents(msgspec.Struct, array_like=True, gc=False):
     """The events of one input stream within a :class:`PollEventsMessage`, in offset order.
 
-    Each event's origin names ``stream`` again (the JOIN task refuses a part where
-    one does not): the repeat costs ~15 bytes an event, and buys decoding the
-    whole Event in C, where rows were made into events one by one in Python.
+    Each event's origin names ``stream`` and its dataset again (the JOIN task refuses
+    a part where it names others): ~20 bytes an event (bench/serve_path.py's traffic:
+    289 -> 310 bytes a record), for decoding the whole Event in C, where rows were
+    made into events one by one in Python.
     """
 
     stream: str  # the input partition, "topic/partition"
