@@ -36,7 +36,7 @@ from gatewatch.tasks.route import entity_partition
 from gatewatch.topology import Pipeline, detector_configs
 from gatewatch.wire import (
     EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn,
-    PollEventsMessage, PollRowsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed,
+    PollEventsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed,
     encode_task_state, keyed_row,
 )  # fmt: skip
 from ingest.codec import events_from_rows
@@ -258,15 +258,19 @@ class JoinTask:
         out.applied += 1
         try:
             message = decode_requests_message(value)
-            if isinstance(message, PollEventsMessage):
-                streams = [part.stream for part in message.parts]
-                _check_origins(message)
-            elif isinstance(message, PollRowsMessage):
-                streams = [part.stream for part in message.parts]
+            events: list[Event] = []
+            if isinstance(message, IngestProgress):
+                streams = list(message.streams)
             elif isinstance(message, EventsMessage):
                 streams = [message.stream]
-            else:
-                streams = list(message.streams)
+                events = events_from_rows(message.stream, message.events)
+            else:  # poll_events; stream by stream, each in offset order: as the events messages of a poll came
+                streams = [part.stream for part in message.parts]
+                if isinstance(message, PollEventsMessage):
+                    _check_origins(message)
+                    events = [event for part in message.parts for event in part.events]
+                else:
+                    events = [event for part in message.parts for event in events_from_rows(part.stream, part.events)]
             unknown = [stream for stream in streams if stream.rpartition("/")[0] not in self._topics]
             if unknown:
                 raise WireError("unknown_stream", f"not an input partition: {unknown[0][:200]!r}")
@@ -276,13 +280,6 @@ class JoinTask:
             return
         pipeline = self._pipeline
         if not isinstance(message, IngestProgress):
-            if isinstance(message, PollEventsMessage):
-                # Stream by stream, each in offset order: as the events messages of the same poll came.
-                events = [event for part in message.parts for event in part.events]
-            elif isinstance(message, PollRowsMessage):
-                events = [event for part in message.parts for event in events_from_rows(part.stream, part.events)]
-            else:
-                events = events_from_rows(message.stream, message.events)
             if events:
                 out.records += len(events)
                 pipeline.order_events(events)
