@@ -6,8 +6,9 @@ record), and kafka-python reads each one in Python: ``DefaultRecordBatch``'s
 header fields through properties, and builds a ``DefaultRecord`` whose every
 field is a property again, read a dozen times by the fetcher. serve's ingest
 poll took 9-10 us of its ~64 a record (bench/README, session 13).
-:func:`read_batch` reads the same records with the one-byte varints (nearly
-all: attributes, deltas, key length, header count) decoded in line, the header
+:func:`read_batch` reads the same records with the one- and two-byte varints
+(all of a log line's: length, attributes, deltas, key and value sizes, header
+count) decoded in line, the header
 fields read once a batch, and each record built as a :class:`Record` of plain
 slots.
 
@@ -75,11 +76,17 @@ def read_batch(batch: Any) -> Iterator[Record]:
     fixed_timestamp = batch.max_timestamp if timestamp_type == _LOG_APPEND_TIME else None
     try:
         for _ in range(batch._num_records - batch._next_record_index):
-            # A varint below 0x80 is one byte, zigzag-encoded: (b >> 1) ^ -(b & 1). Written out for each
-            # field, not a helper (a call per varint is what this module saves) nor a loop (measured slower).
+            # A varint below 0x80 is one byte, zigzag-encoded: (b >> 1) ^ -(b & 1); two bytes are the low
+            # seven bits, then the next byte's seven above them. A log line's length and its value's size
+            # (64 to 8,191 bytes) take two, and so do time and offset deltas past 63 within a batch.
+            # Written out for each field, not a helper (a call per varint is what this module saves) nor a
+            # loop (measured slower); longer varints take kafka-python's decode_varint.
             b = buffer[pos]
             if b < 0x80:
                 length, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                length, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 length, pos = decode_varint(buffer, pos)
             start = pos
@@ -90,16 +97,25 @@ def read_batch(batch: Any) -> Iterator[Record]:
             b = buffer[pos]
             if b < 0x80:
                 timestamp_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                timestamp_delta, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 timestamp_delta, pos = decode_varint(buffer, pos)
             b = buffer[pos]
             if b < 0x80:
                 offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 offset_delta, pos = decode_varint(buffer, pos)
             b = buffer[pos]
             if b < 0x80:
                 size, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                size, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 size, pos = decode_varint(buffer, pos)
             key = None
@@ -109,6 +125,9 @@ def read_batch(batch: Any) -> Iterator[Record]:
             b = buffer[pos]
             if b < 0x80:
                 size, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif buffer[pos + 1] < 0x80:
+                b = (b & 0x7F) | buffer[pos + 1] << 7
+                size, pos = (b >> 1) ^ -(b & 1), pos + 2
             else:
                 size, pos = decode_varint(buffer, pos)
             value = None

@@ -102,6 +102,16 @@ def test_a_damaged_batch_gives_the_same_records_then_the_same_refusal(records: l
     assert ours[1] in (None, CorruptRecordError)
 
 
+@pytest.mark.parametrize("size", [31, 32, 63, 64, 4_095, 4_096, 8_191, 8_192])
+def test_varints_at_the_edges_of_one_two_and_three_bytes_read_as_the_library_reads_them(size: int) -> None:
+    # A zigzag varint holds 63 in one byte, 8,191 in two: the value's size, the record's length (a
+    # little more), the time and offset deltas (the same sizes as gaps) each cross those edges here.
+    records = [(0, 0, None, b"x" * size, []), (size, size, b"k", b"y" * (size // 2), []), (1, 10**9, None, None, [])]
+    library, ours = read_both(build(records))
+    assert library[1] is None and ours == library
+    assert [row[5] for row in ours[0]] == [b"x" * size, b"y" * (size // 2), None]
+
+
 def test_the_fetcher_s_loop_reads_with_it_and_a_control_batch_keeps_the_library_s_reading() -> None:
     data = build([(0, 0, None, b'{"ts": 1}', [])])
     assert type(next(iter(DefaultRecordBatch(data)))) is Record
