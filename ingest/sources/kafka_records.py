@@ -7,8 +7,8 @@ header fields through properties, and builds a ``DefaultRecord`` whose every
 field is a property again, read a dozen times by the fetcher. serve's ingest
 poll took 9-10 us of its ~64 a record (bench/README, session 13).
 :func:`read_batch` reads the same records with the one- and two-byte varints
-(all of a log line's: length, attributes, deltas, key and value sizes, header
-count) decoded in line, the header
+(a log line's length, attributes, deltas up to 8,191, key and value sizes,
+header count) decoded in line, the header
 fields read once a batch, and each record built as a :class:`Record` of plain
 slots.
 
