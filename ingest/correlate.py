@@ -151,13 +151,17 @@ class Correlator:
         """The open groups, for a checkpoint."""
         groups = self._groups.items()
         rows = [(request_id, g.deadline, len(g.gateway), len(g.app)) for request_id, g in groups]
-        events = encode_event_state(e for g in self._groups.values() for side in (g.gateway, g.app) for e in side)
+        events = encode_event_state(self._open_events())
         deadlines = sorted((g.deadline, request_id) for request_id, g in groups if g.deadline > 0.0)
         return self.State(rows, events, deadlines)
 
     def event_ids(self) -> set[str]:
         """The ids of every event in an open group."""
-        return {e.id for g in self._groups.values() for side in (g.gateway, g.app) for e in side}
+        return {e.id for e in self._open_events()}
+
+    def _open_events(self) -> Iterator[Event]:
+        """Every open group's gateway then app events, groups in order: what a state holds."""
+        return (e for g in self._groups.values() for side in (g.gateway, g.app) for e in side)
 
     def restore_state(self, state: State, packed: bool = False) -> None:
         """Continue from a decoded :meth:`state`; ``join_window_secs`` stays this correlator's own.
