@@ -80,6 +80,8 @@ class DetectorSet:
         self._gatherers = [d for d in detectors if d.Row is not None]
         self._event_bits = {ds: [(rule_mask(r), r, h) for r, h in self._event[ds]] for ds in Dataset}
         self._transaction_bits = [(rule_mask(r), r, h) for r, h in self._transaction]
+        self._event_batch_bits = [(rule_mask(r), r, h, ds) for r, h, ds in self._event_batch]
+        self._transaction_batch_bits = [(rule_mask(r), r, h, ds) for r, h, ds in self._transaction_batch]
 
     # A dataset no rule reads (the app's lines, for observe_event) costs no call to _run.
 
@@ -125,6 +127,14 @@ class DetectorSet:
     def observe_transaction_masked(self, txn: Transaction, mask: int) -> None:
         """``observe_transaction`` for the rules in ``mask`` only (findings go to the sink)."""
         self._run_masked(self._transaction_bits, mask, txn)
+
+    def observe_events_masked(self, events: Sequence[Event], masks: Sequence[int]) -> None:
+        """``observe_event_masked`` for each of ``events`` with its mask, in order, run as the batch methods run."""
+        self._run_masked_batch(self._event_batch_bits, events, masks)
+
+    def observe_transactions_masked(self, txns: Sequence[Transaction], masks: Sequence[int]) -> None:
+        """``observe_transaction_masked`` for each of ``txns`` with its mask, in order, run as the batch methods run."""
+        self._run_masked_batch(self._transaction_batch_bits, txns, masks)
 
     def gather(self, watermark: float) -> dict[str, list[Any]]:
         """Each gathering rule's rows of the windows ``watermark`` closed (rules with none left out)."""
@@ -199,6 +209,28 @@ class DetectorSet:
         # A masked run's findings go to the sink: the alerts _run returns stay empty.
         self._run([(rule_id, hook) for bit, rule_id, hook in hooks if mask & bit], argument)
 
+    def _run_masked_batch(self, hooks: list[_MaskedBatchHook], items: Sequence[Any], masks: Sequence[int]) -> None:
+        # _run_batch's order with a mask an item: each rule offered the items its bit is set in (and whose
+        # dataset it reads, as observe_event_masked checks), its findings folded by item, then by rule.
+        found: list[tuple[int, int, list[Finding]]] = []
+        for rank, (bit, rule_id, hook, datasets) in enumerate(hooks):
+            for at in [at for at, mask in enumerate(masks) if mask & bit]:
+                item = items[at]
+                if datasets is not None and item.dataset not in datasets:
+                    continue
+                try:
+                    findings = hook(item)
+                    if findings:
+                        found.append((at, rank, list(findings)))
+                except Exception:
+                    self._record_error(rule_id)
+        found.sort(key=_PLACE_AND_RANK)
+        for _, rank, findings in found:
+            try:
+                self._fold(findings, [])
+            except Exception:
+                self._record_error(hooks[rank][1])
+
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
         if self.sink is not None:
             for finding in findings:
@@ -231,6 +263,7 @@ def _hooks(
 
 
 _BatchHook = tuple[str, Callable[[Any], Iterable[Finding]], "frozenset[Dataset] | None"]
+_MaskedBatchHook = tuple[int, str, Callable[[Any], Iterable[Finding]], "frozenset[Dataset] | None"]
 _PLACE_AND_RANK = itemgetter(0, 1)
 
 

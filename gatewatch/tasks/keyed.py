@@ -22,9 +22,12 @@ lifecycle step first sees it there (:class:`~gatewatch.wire.FindingRow`).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from operator import itemgetter
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
@@ -94,6 +97,71 @@ def _items(
     return list(zip(events, masks)), txns
 
 
+Item = TypeVar("Item", Event, Transaction)
+Entry = tuple[float, str, int, Item, int]
+"""A buffered item: its time (an event's ts, a transaction's deadline), its id, its arrival number, itself, its mask."""
+
+
+class _TickBuckets(Generic[Item]):
+    """Buffered items by the tick that takes them (``tick_of`` their time), each tick's taken sorted.
+
+    A heap took each item in time order at a push and a pop of O(log n) tuple comparisons each;
+    the items of a tick only ever leave together, so they are appended to their tick's list and
+    sorted once when it is taken, in the heap's order: (time, id, arrival).
+    """
+
+    def __init__(self, tick_of: Callable[[float], int]) -> None:
+        self._tick_of = tick_of
+        self._buckets: dict[int, list[Entry[Item]]] = {}
+        self._ticks: list[int] = []  # a heap of the buckets' ticks
+
+    def add(self, entry: Entry[Item]) -> None:
+        tick = self._tick_of(entry[0])
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            self._buckets[tick] = [entry]
+            heapq.heappush(self._ticks, tick)
+        else:
+            bucket.append(entry)
+
+    def first_tick(self) -> int:
+        """The earliest tick holding an item."""
+        return self._ticks[0]
+
+    def take_below(self, limit: float) -> list[Entry[Item]]:
+        """Every item whose time is < ``limit``, in order."""
+        return self._take(math.ceil(limit) - 1, limit, strict=True)
+
+    def take_through(self, limit: float) -> list[Entry[Item]]:
+        """Every item whose time is <= ``limit``, in order."""
+        return self._take(limit if math.isinf(limit) else math.ceil(limit), limit, strict=False)
+
+    def _take(self, last: float, limit: float, *, strict: bool) -> list[Entry[Item]]:
+        ticks, buckets = self._ticks, self._buckets
+        due: list[Entry[Item]] = []
+        while ticks and ticks[0] <= last:
+            due += buckets.pop(heapq.heappop(ticks))
+        due.sort()
+        if due and (due[-1][0] >= limit if strict else due[-1][0] > limit):
+            # Only for a limit that is not a whole tick (an upstream's tick, read from the wire): the
+            # last bucket taken holds items past it, which go back.
+            at = (bisect.bisect_left if strict else bisect.bisect_right)(due, limit, key=_TIME)
+            for entry in due[at:]:
+                self.add(entry)
+            del due[at:]
+        return due
+
+    def entries(self) -> list[Entry[Item]]:
+        """Every buffered item, in no particular order."""
+        return [entry for bucket in self._buckets.values() for entry in bucket]
+
+    def __bool__(self) -> bool:
+        return bool(self._ticks)
+
+
+_TIME = itemgetter(0)
+
+
 class KeyedTask:
     """Reads ``<group_id>-keyed/<partition>``; writes findings and gathered rows."""
 
@@ -109,10 +177,11 @@ class KeyedTask:
         self._detectors = DetectorSet(detector_configs(config), detector_context(config), None,
                                       select=lambda cls: cls.keyed_by is not None, sink=self._on_finding,
                                       gathering=True)  # fmt: skip
-        # Heaps by (ts, id) and (deadline, request_id), then arrival: two equal keys (a record sent twice,
-        # long after its request closed) must never fall through to comparing the records.
-        self._events: list[tuple[float, str, int, Event, int]] = []
-        self._txns: list[tuple[float, str, int, Transaction, int]] = []
+        # Events by their second, transactions by the tick their deadline falls in; each taken in (ts, id)
+        # and (deadline, request_id) order, then arrival: two equal keys (a record sent twice, long after
+        # its request closed) must never fall through to comparing the records.
+        self._events: _TickBuckets[Event] = _TickBuckets(math.floor)
+        self._txns: _TickBuckets[Transaction] = _TickBuckets(math.ceil)
         self._pushed = 0
         self._tick: float | None = None
         self._at_tick: float | None = None  # the lifecycle tick of findings raised now
@@ -160,13 +229,13 @@ class KeyedTask:
                 self._late_event(event, mask)
             else:
                 self._pushed += 1
-                heapq.heappush(self._events, (event.ts, event.id, self._pushed, event, mask))
+                self._events.add((event.ts, event.id, self._pushed, event, mask))
         for txn, deadline, mask in txns:
             if tick is not None and deadline <= tick:
                 self._late_transaction(txn, mask)
             else:
                 self._pushed += 1
-                heapq.heappush(self._txns, (deadline, txn.request_id, self._pushed, txn, mask))
+                self._txns.add((deadline, txn.request_id, self._pushed, txn, mask))
         self._run()
         self._send()
 
@@ -178,11 +247,12 @@ class KeyedTask:
 
     def snapshot(self) -> bytes:
         detectors = {d.rule_id: msgspec.Raw(encode_state(d.state())) for d in self._detectors.detectors}
-        events = [entry[3] for entry in self._events]
-        masks = [entry[4] for entry in self._events]
+        buffered, buffered_txns = self._events.entries(), self._txns.entries()
+        events = [entry[3] for entry in buffered]
+        masks = [entry[4] for entry in buffered]
         txns = [KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app))
-                for deadline, _, _, txn, mask in self._txns]  # fmt: skip
-        txn_events = [event for _, _, _, txn, _ in self._txns for event in txn.gateway + txn.app]
+                for deadline, _, _, txn, mask in buffered_txns]  # fmt: skip
+        txn_events = [event for _, _, _, txn, _ in buffered_txns for event in txn.gateway + txn.app]
         state = KeyedState(self._next_offset, detectors, self._tick, encode_event_state(events), masks, txns,
                            encode_event_state(txn_events), self._upstreams.seqs, self._upstreams.ticks,
                            sorted(self._upstreams.final), self._seq, self._sent_tick, self._final)  # fmt: skip
@@ -202,11 +272,10 @@ class KeyedTask:
         packed = version == 1  # its events in EventTables
         events, txns = _items(decode_event_state(state.events, packed), state.event_masks, state.transactions,
                               decode_event_state(state.txn_events, packed))  # fmt: skip
-        task._events = [(event.ts, event.id, n, event, mask) for n, (event, mask) in enumerate(events)]
-        heapq.heapify(task._events)
-        task._txns = [(deadline, txn.request_id, len(events) + n, txn, mask)
-                      for n, (txn, deadline, mask) in enumerate(txns)]  # fmt: skip
-        heapq.heapify(task._txns)
+        for n, (event, mask) in enumerate(events):
+            task._events.add((event.ts, event.id, n, event, mask))
+        for n, (txn, deadline, mask) in enumerate(txns, len(events)):
+            task._txns.add((deadline, txn.request_id, n, txn, mask))
         task._pushed = len(events) + len(txns)
         task._tick, task._next_offset = state.tick, state.next_offset
         task._upstreams = Upstreams(task._sources, state.upstream_seqs, state.upstream_ticks, state.upstream_final)
@@ -235,24 +304,24 @@ class KeyedTask:
         if self._tick is None:
             start = frontier
             if events:
-                start = min(start, math.floor(events[0][0]))
+                start = min(start, events.first_tick())  # the oldest event's second
             if txns:
-                start = min(start, math.ceil(txns[0][0]) - 1)
+                start = min(start, txns.first_tick() - 1)  # the tick before the earliest deadline's
             self._tick = start
         tick = self._tick
         while tick < frontier:
             self._at_tick = tick + 1
-            while events and events[0][0] < tick + 1:
-                _, _, _, event, mask = heapq.heappop(events)
-                detectors.observe_event_masked(event, mask)
-            target = min(frontier, math.floor(events[0][0])) if events else frontier
+            second = events.take_below(tick + 1)
+            if second:
+                detectors.observe_events_masked([entry[3] for entry in second], [entry[4] for entry in second])
+            target = min(frontier, events.first_tick()) if events else frontier
             if target - tick > _MAX_TICKED_GAP_SECS:
                 tick = target - 1
             tick += 1
             self._tick = self._at_tick = tick
-            while txns and txns[0][0] <= tick:
-                _, _, _, txn, mask = heapq.heappop(txns)
-                detectors.observe_transaction_masked(txn, mask)
+            closing = txns.take_through(tick)
+            if closing:
+                detectors.observe_transactions_masked([entry[3] for entry in closing], [entry[4] for entry in closing])
             detectors.advance(tick)
             self._gather(tick, tick)
 
@@ -261,12 +330,10 @@ class KeyedTask:
         detectors = self._detectors
         end = self._tick
         self._at_tick = end
-        while self._events:
-            _, _, _, event, mask = heapq.heappop(self._events)
-            detectors.observe_event_masked(event, mask)
-        while self._txns:
-            _, _, _, txn, mask = heapq.heappop(self._txns)
-            detectors.observe_transaction_masked(txn, mask)
+        events = self._events.take_through(math.inf)
+        detectors.observe_events_masked([entry[3] for entry in events], [entry[4] for entry in events])
+        txns = self._txns.take_through(math.inf)
+        detectors.observe_transactions_masked([entry[3] for entry in txns], [entry[4] for entry in txns])
         detectors.advance(float("inf"))
         self._gather(float("inf"), end if end is not None else 0.0)
         self._final = True
