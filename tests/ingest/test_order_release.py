@@ -54,6 +54,32 @@ def test_each_release_is_the_sorted_events_up_to_the_watermark(seed: int, far_sh
     assert list(order.release(float("inf"))) == sorted(waiting, key=lambda e: (e.ts, e.id))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_lagging_input_is_sorted_in_where_it_belongs(seed: int) -> None:
+    """One input's polls seconds behind the other's: its arrivals land close together, far back in the buffer."""
+    rng = random.Random(seed)
+    order = EventOrder(lateness_secs=60.0)
+    order.open_stream("gw")
+    order.open_stream("app")
+    gateway = [gateway_event(i * 0.01 + rng.uniform(0, 0.02), request_id=f"r-{i}") for i in range(8_000)]
+    app = [app_event(i * 0.01 + rng.uniform(0, 0.02), request_id=f"r-{i}") for i in range(8_000)]
+    app += [app_event(gateway[i].ts, request_id=gateway[i].request_id) for i in range(0, 8_000, 97)]  # same times
+    app.sort(key=lambda e: e.ts)
+    waiting: list[Event] = []
+    lag = rng.randint(800, 2_000)  # arrivals, ~8-20 s of event time
+    for at in range(0, len(app) + lag + 250, 250):
+        late = app[at - lag : at - lag + 250] if at >= lag else []
+        for stream, batch in (("gw", gateway[at : at + 250]), ("app", late)):
+            for event in batch:
+                if order.add(stream, event):
+                    waiting.append(event)
+        limit = T0 + rng.uniform(0, (at - lag) * 0.01) if rng.random() < 0.3 else order.watermark
+        expected = sorted((e for e in waiting if e.ts <= limit), key=lambda e: (e.ts, e.id))
+        assert order.take(limit) == expected
+        waiting = [e for e in waiting if e.ts > limit]
+    assert order.take(float("inf")) == sorted(waiting, key=lambda e: (e.ts, e.id))
+
+
 def test_a_consumer_stopping_early_leaves_the_rest_buffered() -> None:
     order = EventOrder(lateness_secs=0.0)
     events = [gateway_event(float(i)) for i in range(10)]
