@@ -15,8 +15,10 @@ config, once doing that and then ``replay()`` over the files with no sinks.
 The difference over the events replayed is the figure: parse, normalize,
 redact, order, correlate and detect, as bench_replay's in-process
 ``--store none`` row times them (minus its two ndjson sinks). PYTHONHASHSEED
-is fixed: two counts of one tree differed by 0.3% (138,202 and 137,821
-instructions an event), where its CPU seconds move by tens of percent.
+is fixed, and the child runs one OpenMP thread: with a pool, scikit-learn's
+threads spin-waiting added a varying count (two counts of one tree 0.7-2.3%
+apart); with one, two counts of the whole child were 0.003% apart, where the
+tree's CPU seconds move by tens of percent.
 
 An instruction is not a unit of time (a cache miss costs more than an add),
 so this compares two trees' work; the MiB/s aims stay bench_replay's. A cut
@@ -61,7 +63,9 @@ def _count(tree: Path, folder: Path, mode: str) -> tuple[int, int]:
     """Instructions the child executed, and the events it replayed (0 when it only set up)."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, "-c", _CHILD, str(tree), str(folder), mode]  # fmt: skip
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # One OpenMP (and BLAS) thread: scikit-learn's fit at the first closed outlier window otherwise starts a
+    # pool whose spin-waiting adds a varying count (two counts of one tree were 0.7-2.3% apart).
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or found is None:
