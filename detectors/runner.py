@@ -170,7 +170,7 @@ class DetectorSet:
         return alerts
 
     def _run_batch(self, hooks: list[_BatchHook], items: Sequence[Any]) -> list[Alert]:
-        found: list[tuple[int, int, list[Finding]]] = []  # (item's place in what the rule was offered, rank, findings)
+        found: list[_Found] = []  # (item's place in what the rule was offered, rank, findings)
         subsets: dict[frozenset[Dataset], list[Any]] = {}  # the items of the datasets some rules read
         for rank, (rule_id, hook, datasets) in enumerate(hooks):
             if datasets is None:
@@ -179,13 +179,7 @@ class DetectorSet:
                 offered = subsets[datasets]
             else:
                 offered = subsets[datasets] = [item for item in items if item.dataset in datasets]
-            for at, item in enumerate(offered):
-                try:
-                    findings = hook(item)
-                    if findings:
-                        found.append((at, rank, list(findings)))
-                except Exception:
-                    self._record_error(rule_id)
+            self._offer(rank, rule_id, hook, enumerate(offered), found)
         if not found:  # nearly every batch
             return []
         # Findings are rare: only now is a place in a subset turned into the item's place in the batch.
@@ -194,13 +188,8 @@ class DetectorSet:
             datasets = hooks[rank][2]
             if datasets is not None:
                 found[i] = (places[datasets][at], rank, findings)
-        found.sort(key=_PLACE_AND_RANK)
         alerts: list[Alert] = []
-        for _, rank, findings in found:
-            try:
-                self._fold(findings, alerts)
-            except Exception:
-                self._record_error(hooks[rank][0])
+        self._fold_in_order(found, [rule_id for rule_id, _, _ in hooks], alerts)
         return alerts
 
     def _run_masked(
@@ -212,24 +201,34 @@ class DetectorSet:
     def _run_masked_batch(self, hooks: list[_MaskedBatchHook], items: Sequence[Any], masks: Sequence[int]) -> None:
         # _run_batch's order with a mask an item: each rule offered the items its bit is set in (and whose
         # dataset it reads, as observe_event_masked checks), its findings folded by item, then by rule.
-        found: list[tuple[int, int, list[Finding]]] = []
+        found: list[_Found] = []
         for rank, (bit, rule_id, hook, datasets) in enumerate(hooks):
-            for at in [at for at, mask in enumerate(masks) if mask & bit]:
-                item = items[at]
-                if datasets is not None and item.dataset not in datasets:
-                    continue
-                try:
-                    findings = hook(item)
-                    if findings:
-                        found.append((at, rank, list(findings)))
-                except Exception:
-                    self._record_error(rule_id)
+            offered = [(at, items[at]) for at, mask in enumerate(masks)
+                       if mask & bit and (datasets is None or items[at].dataset in datasets)]  # fmt: skip
+            self._offer(rank, rule_id, hook, offered, found)
+        self._fold_in_order(found, [rule_id for _, rule_id, _, _ in hooks], [])
+
+    def _offer(
+        self, rank: int, rule_id: str, hook: Callable[[Any], Iterable[Finding]], offered: Iterable[tuple[int, Any]],
+        found: list[_Found],
+    ) -> None:
+        """One rule's turn in a batch: ``hook`` on each ``(place, item)``; findings kept with place and rank."""
+        for at, item in offered:
+            try:
+                findings = hook(item)
+                if findings:
+                    found.append((at, rank, list(findings)))
+            except Exception:
+                self._record_error(rule_id)
+
+    def _fold_in_order(self, found: list[_Found], rule_ids: Sequence[str], alerts: list[Alert]) -> None:
+        """Fold a batch's findings by their item's place, then by rule, as the record hooks would have."""
         found.sort(key=_PLACE_AND_RANK)
         for _, rank, findings in found:
             try:
-                self._fold(findings, [])
+                self._fold(findings, alerts)
             except Exception:
-                self._record_error(hooks[rank][1])
+                self._record_error(rule_ids[rank])
 
     def _fold(self, findings: Iterable[Finding], alerts: list[Alert]) -> None:
         if self.sink is not None:
@@ -264,6 +263,7 @@ def _hooks(
 
 _BatchHook = tuple[str, Callable[[Any], Iterable[Finding]], "frozenset[Dataset] | None"]
 _MaskedBatchHook = tuple[int, str, Callable[[Any], Iterable[Finding]], "frozenset[Dataset] | None"]
+_Found = tuple[int, int, list[Finding]]  # an item's place (in the batch, or what the rule was offered), rank, findings
 _PLACE_AND_RANK = itemgetter(0, 1)
 
 
