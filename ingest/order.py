@@ -54,8 +54,9 @@ _EVENT = itemgetter(2)
 # and are never compared by their events, which have no order.
 _TS_ID = itemgetter(0, 1)
 _NEWEST_ENTRIES = 512  # arrivals earlier than the buffer's newest this many are inserted (_insert_far)
-# Buffered entries between far arrivals, an arrival, up to which they are sorted in together: a merge
-# compares ~30 ns an entry, where an insert costs a search and a move of every newer entry (~2-3 us).
+# Far arrivals are sorted in together when at most this many buffered entries an arrival lie between the
+# first and the last: a merge compares ~30 ns an entry, where an insert searches and moves every newer
+# entry (~2-3 us).
 _FAR_SPAN_AN_ARRIVAL = 64
 
 
@@ -277,10 +278,10 @@ def _insert_far(buffer: list[tuple[float, str, Event]], far: list[tuple[float, s
     """Insert ``far`` (sorted arrivals, each placed before ``buffer[end]``) where they belong in ``buffer``.
 
     Each is inserted after the entries of its time and id already there. When they land close
-    together, as a lagging input's poll does (one JOIN task of serve's: half its arrivals, ~10 a
-    buffered entry apart), the stretch of the buffer between the first and the last is sorted
-    with them at once, so the newer entries move once, not once an arrival; far apart (a few
-    slow requests), they are inserted one by one.
+    together, as a lagging input's poll does (in a JOIN task of serve's, half the arrivals, most
+    within a few buffered entries of one another), the stretch of the buffer between the first and
+    the last is sorted with them at once, so the newer entries move once, not once an arrival; far
+    apart (a few slow requests), they are inserted one by one.
     """
     first = bisect.bisect_right(buffer, _TS_ID(far[0]), 0, end, key=_TS_ID)
     last = bisect.bisect_right(buffer, _TS_ID(far[-1]), first, end, key=_TS_ID)
