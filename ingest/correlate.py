@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
 from math import ceil
 from operator import attrgetter
 
@@ -27,8 +26,11 @@ from ingest.records import Dataset, Event, Transaction
 _GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
 
 
-@dataclass(slots=True)
-class _Group:
+class _Group(msgspec.Struct, gc=False):
+    """One open request: its events a side, and when it closes. A Struct: built in C, one a request
+    (a slots dataclass's ``__init__`` is Python: 350 ns against 110). ``gc=False``: it holds lists of
+    events, which reference nothing back."""
+
     gateway: list[Event]
     app: list[Event]
     deadline: float = 0.0

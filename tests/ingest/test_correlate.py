@@ -182,3 +182,19 @@ def test_open_groups_continue_from_their_state() -> None:
     fill(restored, batch[70:])
     for until in (batch[0].ts + 40, batch[-1].ts + 10, math.inf):
         assert [t.id for t in restored.close_until(until)] == [t.id for t in original.close_until(until)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=1, max_size=4), data=st.data())
+def test_each_side_closes_in_time_then_id_order(times: list[float], data: st.DataObject) -> None:
+    """However a request's records arrive (late ones appended), each side leaves sorted by (ts, id).
+
+    Ties in time are common (one millisecond clock), so the id breaks them, as it does in the order.
+    """
+    app = [app_event(ts, request_id="r") for ts in times]
+    arrival = data.draw(st.permutations(app))
+    correlator = Correlator(WINDOW_SECS)
+    for event in arrival:
+        correlator.add(event, now=0.0)
+    (txn,) = correlator.close_all()
+    assert list(txn.app) == sorted(app, key=lambda e: (e.ts, e.id))
