@@ -29,8 +29,9 @@ batches built by kafka-python's own builder both ways and compares every field.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
+import msgspec
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.util import decode_varint
@@ -38,32 +39,23 @@ from kafka.record.util import decode_varint
 _LOG_APPEND_TIME = DefaultRecordBatch.LOG_APPEND_TIME
 
 
-class Record:
-    """One record of a batch: what kafka-python's ``DefaultRecord`` offers, as plain attributes."""
+class Record(msgspec.Struct, gc=False):
+    """One record of a batch: what kafka-python's ``DefaultRecord`` offers, as plain attributes.
 
-    __slots__ = ("size_in_bytes", "offset", "timestamp", "timestamp_type", "key", "value", "headers")
-    checksum = None  # format v2 checks the batch, not the record
+    A Struct: built in C, one a record (a slots class's Python ``__init__`` cost 230 ns, this 70).
+    """
 
-    def __init__(
-        self, size_in_bytes: int, offset: int, timestamp: int, timestamp_type: int,
-        key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]],
-    ) -> None:  # fmt: skip
-        self.size_in_bytes = size_in_bytes
-        self.offset = offset
-        self.timestamp = timestamp
-        self.timestamp_type = timestamp_type
-        self.key = key
-        self.value = value
-        self.headers = headers
+    size_in_bytes: int
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    checksum: ClassVar[None] = None  # format v2 checks the batch, not the record
 
     def validate_crc(self) -> bool:
         return True
-
-    def __repr__(self) -> str:
-        return (
-            f"Record(offset={self.offset!r}, timestamp={self.timestamp!r}, timestamp_type={self.timestamp_type!r},"
-            f" key={self.key!r}, value={self.value!r}, headers={self.headers!r})"
-        )
 
 
 def read_batch(batch: Any) -> Iterator[Record]:
