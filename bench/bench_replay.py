@@ -40,6 +40,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -225,6 +226,33 @@ def _fastest(tried: list[dict]) -> dict:
     """The run of a step with the least CPU time; a failure if every run failed."""
     done = [r for r in tried if "failed" not in r]
     return min(done, key=_cpu_secs) if done else tried[-1]
+
+
+def _print_paired(runs: dict[str, list[dict]], formats: list[str]) -> None:
+    """The ratios of the aims taken within each round, where the table pairs each row's fastest run.
+
+    On a shared machine a core's speed moved 1.5-2x between runs (orjson.loads of the same lines:
+    0.33 to 0.72 s in one evening), so a row's fastest run and the baseline's may come from
+    different minutes. A round's runs are seconds apart; the spread of its ratios shows how far
+    the machine moved even then.
+    """
+    loads = runs.get("orjson.loads", [])
+    print("\npaired within each round (median, then every round):")
+    for fmt in formats:
+        none = runs.get(f"{fmt}: replay none (in-process)", [])
+        duck = runs.get(f"{fmt}: replay duckdb (in-process)", [])
+        x_loads = [_cpu_secs(n) / _cpu_secs(b) for n, b in zip(none, loads) if _done(n, b)]
+        # the same events either way: the ratio of the rates is the inverse ratio of the CPU seconds
+        duck_ratio = [_cpu_secs(n) / _cpu_secs(d) for n, d in zip(none, duck) if _done(n, d)]
+        for label, ratios in ((f"x loads (aim <= {AIM_RATIO:g}x)", x_loads),
+                              (f"duckdb / none (aim >= {AIM_DUCKDB_RATIO}x)", duck_ratio)):  # fmt: skip
+            if ratios:
+                listed = ", ".join(f"{r:.2f}" for r in ratios)
+                print(f"  {fmt}: {label:<30} {statistics.median(ratios):.2f}  ({listed})")
+
+
+def _done(*results: dict) -> bool:
+    return not any("failed" in r for r in results)
 
 
 def dataset(lines: int, rate: float, seed: int, fresh: bool, fmt: str = "json") -> tuple[Path, dict]:
@@ -446,6 +474,7 @@ def main() -> int:
             cpus = sorted(_cpu_secs(r) for r in tried if "failed" not in r)
             if len(cpus) > 1:
                 print(f"  {name:<50} {cpus[0]:.2f} .. {cpus[-1]:.2f}  ({', '.join(f'{c:.2f}' for c in cpus)})")
+        _print_paired(runs, formats)
     base = results["orjson.loads"]
     if "failed" in base:
         sys.exit("the orjson baseline failed; nothing to compare against")
