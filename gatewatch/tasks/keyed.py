@@ -162,6 +162,11 @@ class _TickBuckets(Generic[Item]):
 _TIME = itemgetter(0)
 
 
+def _split(entries: list[Entry[Item]]) -> tuple[list[Item], list[int]]:
+    """Buffered entries' items, and their masks, in the entries' order."""
+    return [entry[3] for entry in entries], [entry[4] for entry in entries]
+
+
 class KeyedTask:
     """Reads ``<group_id>-keyed/<partition>``; writes findings and gathered rows."""
 
@@ -248,8 +253,7 @@ class KeyedTask:
     def snapshot(self) -> bytes:
         detectors = {d.rule_id: msgspec.Raw(encode_state(d.state())) for d in self._detectors.detectors}
         buffered, buffered_txns = self._events.entries(), self._txns.entries()
-        events = [entry[3] for entry in buffered]
-        masks = [entry[4] for entry in buffered]
+        events, masks = _split(buffered)
         txns = [KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app))
                 for deadline, _, _, txn, mask in buffered_txns]  # fmt: skip
         txn_events = [event for _, _, _, txn, _ in buffered_txns for event in txn.gateway + txn.app]
@@ -313,7 +317,7 @@ class KeyedTask:
             self._at_tick = tick + 1
             second = events.take_below(tick + 1)
             if second:
-                detectors.observe_events_masked([entry[3] for entry in second], [entry[4] for entry in second])
+                detectors.observe_events_masked(*_split(second))
             target = min(frontier, events.first_tick()) if events else frontier
             if target - tick > _MAX_TICKED_GAP_SECS:
                 tick = target - 1
@@ -321,7 +325,7 @@ class KeyedTask:
             self._tick = self._at_tick = tick
             closing = txns.take_through(tick)
             if closing:
-                detectors.observe_transactions_masked([entry[3] for entry in closing], [entry[4] for entry in closing])
+                detectors.observe_transactions_masked(*_split(closing))
             detectors.advance(tick)
             self._gather(tick, tick)
 
@@ -330,10 +334,8 @@ class KeyedTask:
         detectors = self._detectors
         end = self._tick
         self._at_tick = end
-        events = self._events.take_through(math.inf)
-        detectors.observe_events_masked([entry[3] for entry in events], [entry[4] for entry in events])
-        txns = self._txns.take_through(math.inf)
-        detectors.observe_transactions_masked([entry[3] for entry in txns], [entry[4] for entry in txns])
+        detectors.observe_events_masked(*_split(self._events.take_through(math.inf)))
+        detectors.observe_transactions_masked(*_split(self._txns.take_through(math.inf)))
         detectors.advance(float("inf"))
         self._gather(float("inf"), end if end is not None else 0.0)
         self._final = True

@@ -59,7 +59,6 @@ def test_hooks_are_offered_only_where_overridden_and_declared() -> None:
     assert {rule for rule, _ in engine._transaction} == {"gateway_bypass", "token_replay"}
 
 
-
 def _sink_set() -> tuple[DetectorSet, list[object]]:
     found: list[object] = []
     configs = {r: cls.Config() for r, cls in registry().items()}
