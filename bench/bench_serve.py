@@ -8,8 +8,9 @@ JSON, keyed by request id) to two fresh 4-partition topics, then measures on
 the same records:
 
 1. bare: a tuned kafka-python consumer (the settings serve uses) reading every
-   record and ``orjson.loads``-ing its value, with kafka-python's own reading
-   of record batches (serve reads them with ``ingest.sources.kafka_records``);
+   record and ``orjson.loads``-ing its value, with kafka-python's own socket
+   reads, response frames and record batches (serve reads them with
+   ``ingest.sources.kafka_frames`` and ``kafka_records``);
 2. serve: ``gatewatch serve --store none`` with 1, 2 and 3 processes in one
    group (``--processes 1,2,3``, each a fresh group on the same records),
    timed from the first received record to the last (the ingest stage, read
@@ -37,7 +38,6 @@ import uuid
 from pathlib import Path
 
 import orjson
-from kafka.record.default_records import DefaultRecordBatch
 from serve_es import CpuWindow, cpu_parts, es_cleanup, print_es, raw_bulk, read_raw_records, run_serve_es
 from serve_harness import (
     SCRAPE_SECS,
@@ -47,6 +47,7 @@ from serve_harness import (
     detect_done,
     detect_shares,
     free_port,
+    library_reading,
     metric,
     produce,
     scrape,
@@ -62,22 +63,19 @@ def bare_consume(bootstrap: str, topics: dict[str, str], total: int) -> dict[str
     """Seconds (and CPU seconds: this process, the broker, the machine) for the tuned kafka-python consumer
     to read and ``orjson.loads`` every record.
 
-    With kafka-python's own reading of record batches, not ingest.sources.kafka_records' (which the
-    harness's imports install): the baseline is the library as it ships.
+    With kafka-python's own socket reads, response frames and record batches, not gatewatch's
+    (ingest.sources.kafka_frames and kafka_records, which the harness's imports install): the
+    baseline is the library as it ships.
     """
-    installed = DefaultRecordBatch.__iter__
-    DefaultRecordBatch.__iter__ = installed.library_iter  # type: ignore[attr-defined]
     started = None
     window = CpuWindow("kafka")
-    try:
+    with library_reading():
         for _, messages in consume_all(bootstrap, topics, total):
             if started is None:
                 started, cpu_started = time.perf_counter(), time.process_time()
                 window.start()
             for message in messages:
                 orjson.loads(message.value)
-    finally:
-        DefaultRecordBatch.__iter__ = installed
     window.stop()
     assert started is not None
     return {"secs": time.perf_counter() - started, "cpu": time.process_time() - cpu_started,

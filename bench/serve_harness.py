@@ -17,18 +17,23 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
+from kafka.protocol.parser import KafkaProtocol
+from kafka.record.default_records import DefaultRecordBatch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gatewatch.demo.render import DEMO_JSON_FORMAT, JWT_JTI, JWT_ORG, JWT_SUB, render_json  # noqa: E402
 from ingest.ecs import iso  # noqa: E402
+from ingest.sources import kafka_frames  # noqa: E402
 from ingest.sources.kafka import consumer_settings  # noqa: E402
 
 T0 = 1772442000.0  # 2026-03-02T09:00:00Z
@@ -111,6 +116,29 @@ def consume_all(bootstrap: str, topics: dict[str, str], total: int) -> Iterator[
                 yield tp, messages
     finally:
         consumer.close()
+
+
+@contextmanager
+def library_reading() -> Iterator[None]:
+    """kafka-python as it ships for the time of the block: its socket reads, response frames and record batches.
+
+    gatewatch's own (ingest.sources.kafka_frames and kafka_records) are installed when it is
+    imported, as here; a bare consumer timed inside the block is the library's baseline.
+    """
+    library = {
+        (KafkaTCPTransport, "_sock_recv"): kafka_frames.read_socket.library_reads[KafkaTCPTransport],  # type: ignore[attr-defined]
+        (KafkaSSLTransport, "_sock_recv"): kafka_frames.read_socket.library_reads[KafkaSSLTransport],  # type: ignore[attr-defined]
+        (KafkaProtocol, "receive_bytes"): kafka_frames.receive_bytes.library_receive,  # type: ignore[attr-defined]
+        (DefaultRecordBatch, "__iter__"): DefaultRecordBatch.__iter__.library_iter,  # type: ignore[attr-defined]
+    }
+    installed = {place: getattr(*place) for place in library}
+    for (owner, name), function in library.items():
+        setattr(owner, name, function)
+    try:
+        yield
+    finally:
+        for (owner, name), function in installed.items():
+            setattr(owner, name, function)
 
 
 def free_port() -> int:

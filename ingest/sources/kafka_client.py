@@ -23,8 +23,12 @@ workaround                              kafka-python internals it relies on
 :data:`BOUNDED_BACKOFF`                 ``ClusterMetadata.ttl`` waits out the manager's backoff of the
                                         pseudo-node ``"metadata"`` (``KafkaNetManager.update_backoff``),
                                         which grows to ``reconnect_backoff_max_ms``
-:func:`keep_bytes_read_before_close`    ``KafkaTCPTransport._sock_recv`` and ``KafkaSSLTransport._sock_recv``
-(applied on import)                     return ``(bytes, error)``; ``_read_from_sock`` drops the bytes on error
+:func:`~ingest.sources.kafka_frames`    ``_read_from_sock`` of both transports reads with ``_sock_recv`` and
+``.install`` (applied on import; the    drops the bytes of a pass that ends at the peer's close; the
+bytes read before a close, and speed)   connection hands them to ``KafkaProtocol.receive_bytes``, whose
+                                        ``_header``, ``_rbuffer``, ``_receiving``, ``_reset_buffer`` and
+                                        ``_process_response`` it uses (tests/ingest/sources/
+                                        test_kafka_frames.py, no broker needed)
 :func:`~ingest.sources.kafka_records`   ``DefaultRecordBatch``'s ``_buffer``, ``_pos``, ``_num_records``,
 ``.install`` (applied on import; for    ``_next_record_index`` and ``_maybe_uncompress``; the fetcher reads
 speed, not a bug)                       a batch with ``for record in batch`` (tests/ingest/sources/
@@ -34,22 +38,19 @@ speed, not a bug)                       a batch with ``for record in batch`` (te
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.abstract import ConsumerProtocolAssignment
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
-from ingest.sources import kafka_records
+from ingest.sources import kafka_frames, kafka_records
 
 __all__ = [
     "BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "TOPIC_STICKY_ASSIGNMENT", "TopicStickyAssignor",
-    "keep_bytes_read_before_close", "release_parked_fetches", "subscribe", "unauthorized_topics",
+    "release_parked_fetches", "subscribe", "unauthorized_topics",
 ]  # fmt: skip
 
 # Sticky first: a member joining the group leaves a partition with its owner, which keeps
@@ -181,35 +182,5 @@ def unauthorized_topics(consumer: KafkaConsumer) -> set[str]:
     return set(getattr(cluster, "unauthorized_topics", None) or ())
 
 
-def keep_bytes_read_before_close(transport_class: type) -> None:
-    """Make ``transport_class`` hand over the bytes read in the same pass as the peer's close, then see the close.
-
-    kafka-python 3.0.12's transports read a socket until it would block; when
-    that pass ends at the peer's close, the read loop aborts the connection
-    and drops what the pass read before it. A broker refusing a SASL login
-    sends its answer only as it closes the connection (after
-    ``connection.failed.authentication.delay.ms``, 100 ms by default), so a
-    client that reached the socket after both had arrived never saw the
-    refusal: it took "socket disconnected" for a network fault and retried the
-    bootstrap until its timeout, and ``serve`` reported a wrong password as an
-    unreachable broker after a minute (seen on a loaded 2-core CI machine).
-    Here such a pass returns its bytes without the error: the protocol takes
-    the answer, and the next read, at the closed socket, reports the close.
-    Applied on import to both transports; applying twice changes nothing.
-    """
-    read: Callable[[Any], tuple[bytes, Exception | None]] = transport_class.__dict__["_sock_recv"]
-    if getattr(read, "keeps_bytes_read_before_close", False):
-        return
-
-    @functools.wraps(read)
-    def sock_recv(transport: Any) -> tuple[bytes, Exception | None]:
-        data, error = read(transport)
-        return (data, None) if data else (data, error)
-
-    sock_recv.keeps_bytes_read_before_close = True  # type: ignore[attr-defined]
-    transport_class._sock_recv = sock_recv  # type: ignore[attr-defined]
-
-
-keep_bytes_read_before_close(KafkaTCPTransport)
-keep_bytes_read_before_close(KafkaSSLTransport)
+kafka_frames.install()
 kafka_records.install()

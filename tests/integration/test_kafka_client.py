@@ -18,27 +18,22 @@ the refresh loop waits it out even when asked for metadata, so a client stays
 without partition leaders for up to 36 s after the broker is back.
 ``BOUNDED_BACKOFF`` caps it at 1 s.
 
-A refused SASL login: the broker sends its refusal as it closes the
-connection, and a read that took both in one pass dropped the refusal
-(``keep_bytes_read_before_close``).
+The socket reads and response frames (:mod:`ingest.sources.kafka_frames`,
+which also keeps a refused SASL login's answer that arrives with the close)
+are checked in ``tests/ingest/sources/test_kafka_frames.py``.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
-
-import pytest
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
-from kafka.errors import KafkaConnectionError
-from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
 from ingest.sources.kafka_client import (
-    BOUNDED_BACKOFF, STICKY_ASSIGNMENT, keep_bytes_read_before_close, release_parked_fetches, subscribe,
+    BOUNDED_BACKOFF, STICKY_ASSIGNMENT, release_parked_fetches, subscribe,
 )  # fmt: skip
 
 
@@ -152,31 +147,3 @@ def test_metadata_after_an_outage_waits_the_reconnect_backoff_which_bounded_back
         "kafka-python no longer makes metadata wait out the reconnect backoff: BOUNDED_BACKOFF may go"
     )
     assert metadata_wait_ms(BOUNDED_BACKOFF) <= 1_200  # 1 s with at most +20% jitter
-
-
-@pytest.mark.parametrize("transport_class", [KafkaTCPTransport, KafkaSSLTransport])
-def test_bytes_read_with_the_close_reach_the_protocol_before_the_close(transport_class: type) -> None:
-    def closed_after_answer() -> KafkaTCPTransport:
-        ours, broker = socket.socketpair()
-        ours.setblocking(False)
-        broker.sendall(b"refusal")  # what a broker refusing a SASL login sends as it closes
-        broker.close()
-        return KafkaTCPTransport(None, ours)  # only the socket is used by a read
-
-    patched = transport_class.__dict__["_sock_recv"]
-    transport = closed_after_answer()
-    data, error = patched.__wrapped__(transport)
-    assert data == b"refusal" and isinstance(error, KafkaConnectionError), (
-        "kafka-python no longer returns the bytes with the close: "
-        "check _read_from_sock, keep_bytes_read_before_close may go"
-    )
-    transport._sock.close()
-
-    transport = closed_after_answer()
-    assert patched(transport) == (b"refusal", None)  # handed to the protocol...
-    data, error = patched(transport)  # ...and the next read, at the closed socket, reports the close
-    assert data == b"" and isinstance(error, KafkaConnectionError)
-    transport._sock.close()
-
-    keep_bytes_read_before_close(transport_class)
-    assert transport_class.__dict__["_sock_recv"] is patched
