@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import Fetcher
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 from kafka.protocol.parser import KafkaProtocol
 from kafka.record.default_records import DefaultRecordBatch
@@ -33,8 +34,16 @@ sys.path.insert(0, str(REPO))
 
 from gatewatch.demo.render import DEMO_JSON_FORMAT, JWT_JTI, JWT_ORG, JWT_SUB, render_json  # noqa: E402
 from ingest.ecs import iso  # noqa: E402
-from ingest.sources import kafka_frames  # noqa: E402
 from ingest.sources.kafka import consumer_settings  # noqa: E402
+
+try:  # gatewatch's own Kafka reading, installed on import; an older checkout has fewer of them
+    from ingest.sources import kafka_frames
+except ImportError:
+    kafka_frames = None  # type: ignore[assignment]
+try:
+    from ingest.sources import kafka_records
+except ImportError:
+    kafka_records = None  # type: ignore[assignment]
 
 T0 = 1772442000.0  # 2026-03-02T09:00:00Z
 # /metrics is scraped this often while timing: each scrape costs serve ~2 ms of CPU.
@@ -120,17 +129,24 @@ def consume_all(bootstrap: str, topics: dict[str, str], total: int) -> Iterator[
 
 @contextmanager
 def library_reading() -> Iterator[None]:
-    """kafka-python as it ships for the time of the block: its socket reads, response frames and record batches.
+    """kafka-python as it ships for the time of the block: its socket reads, response frames, record batches
+    and the fetcher's loop over them.
 
     gatewatch's own (ingest.sources.kafka_frames and kafka_records) are installed when it is
-    imported, as here; a bare consumer timed inside the block is the library's baseline.
+    imported, as here; a bare consumer timed inside the block is the library's baseline. An older
+    checkout that installs fewer of them (run against it to compare trees) swaps those it has.
     """
-    library = {
-        (KafkaTCPTransport, "_sock_recv"): kafka_frames.read_socket.library_reads[KafkaTCPTransport],  # type: ignore[attr-defined]
-        (KafkaSSLTransport, "_sock_recv"): kafka_frames.read_socket.library_reads[KafkaSSLTransport],  # type: ignore[attr-defined]
-        (KafkaProtocol, "receive_bytes"): kafka_frames.receive_bytes.library_receive,  # type: ignore[attr-defined]
-        (DefaultRecordBatch, "__iter__"): DefaultRecordBatch.__iter__.library_iter,  # type: ignore[attr-defined]
-    }
+    library = {}
+    read_socket = getattr(kafka_frames, "read_socket", None) if kafka_frames else None
+    if read_socket is not None:
+        library[KafkaTCPTransport, "_sock_recv"] = read_socket.library_reads[KafkaTCPTransport]
+        library[KafkaSSLTransport, "_sock_recv"] = read_socket.library_reads[KafkaSSLTransport]
+        library[KafkaProtocol, "receive_bytes"] = kafka_frames.receive_bytes.library_receive
+    if hasattr(DefaultRecordBatch.__iter__, "library_iter"):
+        library[DefaultRecordBatch, "__iter__"] = DefaultRecordBatch.__iter__.library_iter
+    unpack = getattr(kafka_records, "unpack_records", None) if kafka_records else None
+    if unpack is not None:
+        library[Fetcher.PartitionRecords, "_unpack_records"] = unpack.library_unpack
     installed = {place: getattr(*place) for place in library}
     for (owner, name), function in library.items():
         setattr(owner, name, function)

@@ -31,8 +31,12 @@ bytes read before a close, and speed)   connection hands them to ``KafkaProtocol
                                         test_kafka_frames.py, no broker needed)
 :func:`~ingest.sources.kafka_records`   ``DefaultRecordBatch``'s ``_buffer``, ``_pos``, ``_num_records``,
 ``.install`` (applied on import; for    ``_next_record_index`` and ``_maybe_uncompress``; the fetcher reads
-speed, not a bug)                       a batch with ``for record in batch`` (tests/ingest/sources/
-                                        test_kafka_records.py, no broker needed)
+speed, not a bug)                       a batch with ``for record in batch``, and a partition's fetched data
+                                        with ``PartitionRecords._unpack_records``, whose ``check_crcs``,
+                                        ``isolation_level``, ``next_fetch_offset``, ``leader_epoch``,
+                                        ``records_read``, ``bytes_read`` and ``drain`` it keeps as the
+                                        library's loop does (tests/ingest/sources/test_kafka_records.py,
+                                        no broker needed)
 ======================================  ===============================================================
 """
 

@@ -83,6 +83,29 @@ def test_responses_cut_anywhere_decode_as_with_the_library(batches: list[list[by
     assert not ours._receiving and ours._header.tell() == 0  # nothing left half read
 
 
+def _outcome(receive: object, protocol: KafkaProtocol, pieces: list[bytes]) -> tuple[list[object], object]:
+    """The answers ``receive`` gives for ``pieces``, and the type of the error that stopped it (or None)."""
+    answers: list[object] = []
+    try:
+        for piece in pieces:
+            answers += receive(protocol, piece)  # type: ignore[operator]
+    except Exception as raised:  # noqa: BLE001 - which error is the point
+        return answers, type(raised)
+    return answers, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VALUES, min_size=1, max_size=3), st.data())
+def test_damaged_responses_give_what_the_library_gives(batches: list[list[bytes]], data: st.DataObject) -> None:
+    wire = bytearray(b"".join(_response(n, values)[1] for n, values in enumerate(batches, 1)))
+    for _ in range(data.draw(st.integers(1, 4), label="bytes changed")):
+        wire[data.draw(st.integers(0, len(wire) - 1), label="at")] = data.draw(st.integers(0, 255), label="to")
+    pieces = _pieces(bytes(wire), data.draw(st.lists(st.integers(0, 10**6), max_size=6), label="cuts"))
+    ours = _outcome(receive_bytes, _protocol(len(batches), receive_message_max_bytes=10**6), pieces)
+    library = _outcome(LIBRARY_RECEIVE, _protocol(len(batches), receive_message_max_bytes=10**6), pieces)
+    assert ours == library
+
+
 def test_a_response_a_byte_at_a_time() -> None:
     response, data = _response(1, [b"a" * 100, b"", b"b" * 7])
     protocol = _protocol(1)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord, Fetcher, IsolationLevel
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.legacy_records import LegacyRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecords
 
 import ingest.sources.kafka_client  # noqa: F401  (installs the reading, as serve's imports do)
 from ingest.sources import kafka_records
@@ -132,3 +137,121 @@ def test_a_compressed_batch_of_log_lines_reads_the_same(codec: str) -> None:
     lines = [(1, n, None, b'{"request_id": "%d"}' % n + b"x" * 500, []) for n in range(200)]
     library, ours = read_both(build(lines, CODECS[codec]))
     assert ours == library and len(ours[0]) == 200
+
+
+# The fetcher's loop (PartitionRecords._unpack_records): what a consumer's poll hands over.
+
+CONSUMER_FIELDS = ConsumerRecord._fields
+LIBRARY_UNPACK = kafka_records.unpack_records.library_unpack  # type: ignore[attr-defined]
+TP = TopicPartition("gateway", 3)
+
+
+@contextmanager
+def library_loop() -> Iterator[None]:
+    """kafka-python's own fetcher loop and batch reading, for the time of the block."""
+    ours = Fetcher.PartitionRecords._unpack_records, DefaultRecordBatch.__iter__
+    Fetcher.PartitionRecords._unpack_records, DefaultRecordBatch.__iter__ = LIBRARY_UNPACK, LIBRARY_ITER
+    try:
+        yield
+    finally:
+        Fetcher.PartitionRecords._unpack_records, DefaultRecordBatch.__iter__ = ours
+
+
+def control(batch: bytes) -> bytes:
+    data = bytearray(batch)
+    (attributes,) = struct.unpack_from(">h", data, DefaultRecordBatch.ATTRIBUTES_OFFSET)
+    struct.pack_into(">h", data, DefaultRecordBatch.ATTRIBUTES_OFFSET, attributes | 0x20)
+    return bytes(data)
+
+
+def rebase(batch: bytes, base_offset: int) -> bytes:
+    return struct.pack(">q", base_offset) + batch[8:]
+
+
+def fetch(data: bytes, fetch_offset: int, takes: list[int | None], **settings: object) -> tuple[list[object], ...]:
+    """What each ``take`` of a partition's fetched ``data`` gives (or raises), with the position after it."""
+    drained: list[object] = []
+    part = Fetcher.PartitionRecords(fetch_offset, TP, MemoryRecords(data), on_drain=drained.append, **settings)
+    steps: list[object] = []
+    for n in takes:
+        try:
+            records = part.take(n)
+        except Exception as raised:  # noqa: BLE001 - which error is the point
+            steps.append(type(raised))
+            break
+        steps.append([tuple(getattr(r, name) for name in CONSUMER_FIELDS) for r in records])
+        steps.append((part.next_fetch_offset, part.leader_epoch, bool(part)))
+    return steps, [part.records_read, part.bytes_read, len(drained)]
+
+
+BATCHES = st.lists(st.tuples(RECORDS, st.booleans(), st.sampled_from(sorted(CODECS.values()))), min_size=1, max_size=4)
+
+
+def partition_data(batches: list[tuple[list, bool, int]]) -> bytes:
+    """Batches one after the other at rising offsets, as a fetch response holds them; some are control batches."""
+    data, base = b"", 0
+    for records, is_control, codec in batches:
+        batch = rebase(build(records, codec), base)
+        data += control(batch) if is_control else batch
+        base += sum(gap for gap, *_ in records) + 1
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=BATCHES, skip=st.integers(0, 30), takes=st.lists(st.one_of(st.none(), st.integers(1, 40)), max_size=8))
+def test_a_poll_hands_over_what_the_library_s_loop_does(batches: list, skip: int, takes: list[int | None]) -> None:
+    data = partition_data(batches)
+    takes = [*takes, None, None]  # and the rest, then past the end
+    ours = fetch(data, skip, takes, check_crcs=False)
+    with library_loop():
+        library = fetch(data, skip, takes, check_crcs=False)
+    assert ours == library
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=BATCHES, data=st.data())
+def test_damaged_data_hands_over_the_same_records_then_the_same_refusal(batches: list, data: st.DataObject) -> None:
+    fetched = bytearray(partition_data(batches))
+    if data.draw(st.booleans(), label="truncate"):
+        fetched = fetched[: data.draw(st.integers(1, len(fetched) - 1), label="cut at")]
+    else:
+        for _ in range(data.draw(st.integers(1, 3), label="bytes changed")):
+            fetched[data.draw(st.integers(0, len(fetched) - 1), label="at")] = data.draw(st.integers(0, 255))
+    takes = data.draw(st.lists(st.one_of(st.none(), st.integers(1, 40)), max_size=4), label="takes") + [None, None]
+    ours = fetch(bytes(fetched), 0, takes, check_crcs=False)
+    with library_loop():
+        library = fetch(bytes(fetched), 0, takes, check_crcs=False)
+    assert ours == library
+
+
+def test_a_format_before_v2_is_read_by_the_library_s_loop_from_that_batch_on() -> None:
+    legacy = LegacyRecordBatchBuilder(1, 0, 10**6)
+    for offset in range(3, 6):
+        legacy.append(offset, 1_772_442_698_000 + offset, b"k", b"old %d" % offset)
+    data = build([(0, 0, None, b"new 0", []), (1, 5, None, b"new 1", [])]) + bytes(legacy.build())
+    ours = fetch(data, 0, [None, None], check_crcs=False)
+    with library_loop():
+        assert ours == fetch(data, 0, [None, None], check_crcs=False)
+    assert [row[7] for row in ours[0][0]] == [b"new 0", b"new 1", b"old 3", b"old 4", b"old 5"]  # type: ignore[index]
+
+
+class _Text:
+    def deserialize(self, topic: str, headers: object, data: bytes) -> str:
+        return data.decode()
+
+
+@pytest.mark.parametrize("settings_", [{"check_crcs": True}, {"isolation_level": IsolationLevel.READ_COMMITTED},
+                                       {"key_deserializer": _Text()}])  # fmt: skip
+def test_any_other_consumer_takes_the_library_s_loop(settings_: dict) -> None:
+    data = build([(0, 0, b"key", b"value", [("h", b"v")])])
+    part = Fetcher.PartitionRecords(0, TP, MemoryRecords(data), **settings_)
+    assert part.record_iterator is not None
+    (record,) = part.take()
+    assert type(record) is ConsumerRecord
+    assert record.key == ("key" if "key_deserializer" in settings_ else b"key")
+
+
+def test_serve_s_consumer_gets_gatewatch_s_records() -> None:
+    part = Fetcher.PartitionRecords(0, TP, MemoryRecords(build([(0, 0, None, b"{}", [])])), check_crcs=False)
+    (record,) = part.take()
+    assert type(record) is Record and (record.topic, record.partition) == ("gateway", 3)
