@@ -11,8 +11,8 @@ line on the input topics, the events it became on the internal ones).
 
 Here:
 
-- :func:`read_socket` reads 256 KiB a ``recv`` (a pass still reads until the
-  socket would block), and keeps what it read before the peer closed: a pass
+- :func:`read_socket` reads up to 256 KiB at a time (a pass still reads until
+  the socket would block), and keeps what it read before the peer closed: a pass
   that ends at the close returns its bytes without the error, and the next
   read, at the closed socket, reports the close. The library's read returned
   both at once and its read loop dropped the bytes on the error, so a broker
@@ -26,7 +26,8 @@ Here:
 - the decoder reads it from a :class:`Frame`, whose remainder is a memoryview
   of those bytes, not a copy.
 
-One copy of the bytes is left (the join). :func:`install` puts both functions
+Left: a copy out of the thread's read buffer, and a join where a pass or a
+frame came in several pieces. :func:`install` puts both functions
 in place of the library's (from :mod:`ingest.sources.kafka_client`, on
 import). ``tests/ingest/sources/test_kafka_frames.py`` feeds the same frames,
 cut anywhere, to both ways and compares what reaches the decoder.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 from typing import Any
 
 from kafka.errors import KafkaConnectionError
@@ -46,7 +48,12 @@ from kafka.protocol.schemas.fields.codecs import Int32
 __all__ = ["RECV_BYTES", "Frame", "install", "read_socket", "receive_bytes"]
 
 RECV_BYTES = 256 * 1024
-"""Bytes asked of one ``recv``. 64 KiB left a third of the gain (bench/README, session 18); 1 MiB no more than this."""
+"""Bytes asked of one read: 64 KiB gave two thirds of the gain, 1 MiB no more (bench/README, session 18).
+
+Read into a buffer kept by the thread, then copied out: ``recv`` of this size allocated
+256 KiB for every read, which glibc maps and unmaps when its heap has no room, ~9 us a
+read of a small answer (a live rate's fetch, a heartbeat)."""
+_reads = threading.local()
 
 _log = logging.getLogger("kafka.net.transport")  # where the library logs its own read errors
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -100,22 +107,25 @@ def read_socket(transport: Any) -> tuple[bytes, Exception | None]:
     the library's read ``serve`` took a wrong password for an unreachable broker
     and retried for a minute.
     """
+    space = getattr(_reads, "space", None)
+    if space is None:  # one a thread: each client's network thread reads its own sockets
+        space = _reads.space = memoryview(bytearray(RECV_BYTES))
     pieces: list[bytes] = []
     error: Exception | None = None
     while True:
         try:
-            data = transport._sock.recv(RECV_BYTES)
+            size = transport._sock.recv_into(space)
         except _WOULD_BLOCK:
             break
         except BaseException as failure:  # as the library: any other failure closes the connection
             _log.exception("%s: Error receiving network data closing socket", transport)
             error = KafkaConnectionError(failure)
             break
-        if not data:
+        if not size:
             _log.error("%s: socket disconnected", transport)
             error = KafkaConnectionError("socket disconnected")
             break
-        pieces.append(data)
+        pieces.append(space[:size].tobytes())
     received = b"".join(pieces)
     return (received, None) if received else (received, error)
 

@@ -9,7 +9,7 @@ field is a property again, read a dozen times by the fetcher, whose loop
 (a named tuple of 13 fields, a Python ``__new__``) after two calls to
 deserializers that are not there. serve's ingest poll took 9-10 us of its
 ~64 a record (bench/README, session 13), the fetcher's loop ~1.3 us of the
-2.5 left in session 17.
+~2.7 left in session 17.
 
 :func:`read_batch` reads the same records with the one- and two-byte varints
 (a log line's length, attributes, deltas up to 8,191, key and value sizes,

@@ -175,3 +175,28 @@ def test_a_read_takes_what_the_socket_holds_past_one_recv() -> None:
     assert read_socket(transport) == (b"", None)  # nothing more, no close: the caller waits
     broker.close()
     ours.close()
+
+
+def test_network_threads_read_side_by_side_without_mixing_their_bytes() -> None:
+    # Each client has its own network thread; a read buffer shared between them would mix their bytes.
+    payloads = [bytes([n]) * (RECV_BYTES + 12_345) for n in (1, 2, 3)]
+    received = [b""] * len(payloads)
+
+    def read(at: int, sock: socket.socket) -> None:
+        transport = _transport(sock)
+        while len(received[at]) < len(payloads[at]):
+            data, error = read_socket(transport)
+            assert error is None
+            received[at] += data
+
+    pairs = [socket.socketpair() for _ in payloads]
+    threads = [threading.Thread(target=read, args=(at, ours)) for at, (ours, _) in enumerate(pairs)]
+    threads += [threading.Thread(target=pair[1].sendall, args=(payload,)) for pair, payload in zip(pairs, payloads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert received == payloads
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
