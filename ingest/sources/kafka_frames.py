@@ -1,4 +1,4 @@
-"""The broker's responses read off the socket with one copy: kafka-python's network thread, half the CPU.
+"""The broker's responses read off the socket with few copies: kafka-python's network thread, half the CPU.
 
 kafka-python 3.0.12 reads a socket 4 KiB a ``recv`` and joins the pieces; its
 protocol then copies each piece's share into a frame buffer it zero-filled
