@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from serve_harness import PARTITIONS, KafkaSettings, library_reading, produce, traffic  # noqa: E402  (puts the repo on sys.path)
 
+from timing import stat_cpu_secs  # noqa: E402
+
 from ingest.sources.kafka import consumer_settings  # noqa: E402
 
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _thread_cpu() -> dict[int, float]:
@@ -47,10 +49,9 @@ def _thread_cpu() -> dict[int, float]:
     seconds = {}
     for tid in os.listdir("/proc/self/task"):
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds[int(tid)] = stat_cpu_secs(Path(f"/proc/self/task/{tid}/stat"))
         except OSError:  # the thread ended meanwhile
             continue
-        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICK
     return seconds
 
 
@@ -92,10 +93,7 @@ def main() -> int:
     for round_number in range(1, args.rounds + 1):
         for reading in figures:
             started = time.perf_counter()
-            if reading == "library":
-                with library_reading():
-                    result = read_all(args.bootstrap, topics, total)
-            else:
+            with library_reading() if reading == "library" else nullcontext():
                 result = read_all(args.bootstrap, topics, total)
             figures[reading].append(result)
             print(f"{round_number:>5}  {reading:10s} {result['network']:15.2f} {result['poll']:12.2f}"

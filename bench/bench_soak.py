@@ -31,6 +31,7 @@ from tempfile import TemporaryDirectory
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from serve_harness import PARTITIONS, ServeGroup, create_topics, metric, traffic, write_config
+from timing import stat_cpu_secs
 
 from gatewatch.service_memory import PRELOAD_DELAY_SECS
 
@@ -88,7 +89,7 @@ class Soak:
             ingest_committed_lag=self.committed_lag(self.group, self.inputs),
             detect_committed_lag=self.committed_lag(f"{self.group}-detect", detect),
             checkpoint_bytes=max(metric(text, "gatewatch_checkpoint_bytes") for text in texts),
-            cpu_secs=sum(_cpu_secs(proc.pid) for proc in self.serve.procs),
+            cpu_secs=sum(stat_cpu_secs(Path(f"/proc/{proc.pid}/stat")) for proc in self.serve.procs),
             checkpoint_secs=sum(metric(text, "gatewatch_checkpoint_duration_seconds_sum") for text in texts),
         )
         self.samples.append(row)
@@ -104,12 +105,6 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def _cpu_secs(pid: int) -> float:
-    # utime and stime, fields 14 and 15 of /proc/<pid>/stat (after the parenthesised command name)
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _produce_at_rate(soak: Soak, rate: float, secs: float, started: float, stop: threading.Event) -> None:
