@@ -41,7 +41,7 @@ from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transa
 from ingest.redact import Redactor, build_redactor
 from ingest.redact_batch import redact_events
 from ingest.sinks.base import Batch
-from ingest.sources.revocations import load_revocations
+from ingest.sources.revocations import shared_revocations
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def detector_context(config: GatewatchConfig) -> DetectorContext:
             "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
             "until then gateway_bypass cannot tell the gateway's peers from others"
         )
-    revoked = load_revocations(config.tokens.revoked) if config.tokens.revoked else {}
+    revoked = shared_revocations(config.tokens.revoked) if config.tokens.revoked else {}
     return DetectorContext(trust=trust, revoked=revoked)
 
 

@@ -134,3 +134,11 @@ def test_a_record_that_proves_a_rule_alerts_before_the_reorder_buffer_releases_i
     assert [(a.rule, a.reason, a.entity_value) for a in batch.alerts.values()] == [
         ("gateway_bypass", "untrusted_peer", "10.9.9.9")
     ]
+
+
+def test_every_pipeline_of_a_process_shares_one_revocation_list(demo: DemoFiles) -> None:
+    """serve runs a pipeline (or rule set) a task: a list of a million jtis was 140 MB a copy."""
+    config = load_config(demo.config_yaml)
+    assert config.tokens.revoked is not None
+    first, second = Pipeline(config), Pipeline(config)
+    assert first.context.revoked and first.context.revoked is second.context.revoked

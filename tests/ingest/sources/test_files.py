@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gatewatch.errors import SourceError
 from ingest.records import Dataset
 from ingest.sources.files import read_lines
-from ingest.sources.revocations import load_revocations
+from ingest.sources.revocations import load_revocations, shared_revocations
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -50,6 +50,23 @@ def test_revocation_list(tmp_path: Path) -> None:
     worse.write_text("jti,revoked_at\nj1,yesterday\n")
     with pytest.raises(SourceError, match=":2: revoked_at"):
         load_revocations(worse)
+
+
+def test_the_revocation_list_is_read_once_a_process_until_the_file_changes(tmp_path: Path) -> None:
+    """Every task serve runs makes the rules' context: one copy of a big list, not one a task."""
+    path = tmp_path / "revoked.csv"
+    path.write_text("jti,revoked_at\nj1,1767225600\n")
+    first = shared_revocations(path)
+    assert shared_revocations(path) is first and first == {"j1": 1_767_225_600.0}
+    path.write_text("jti,revoked_at\nj1,1767225600\nj2,1767225700\n")
+    assert shared_revocations(path) == {"j1": 1_767_225_600.0, "j2": 1_767_225_700.0}
+    replaced = tmp_path / "new.csv"  # an editor's save: same size, a new file moved over the old
+    replaced.write_text("jti,revoked_at\nj1,1767225600\nj3,1767225700\n")
+    replaced.replace(path)
+    assert shared_revocations(path) == {"j1": 1_767_225_600.0, "j3": 1_767_225_700.0}
+    path.unlink()
+    with pytest.raises(SourceError, match="cannot read the revocation list"):
+        shared_revocations(path)
 
 
 @settings(max_examples=200, deadline=None)
