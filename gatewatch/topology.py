@@ -193,6 +193,12 @@ def _with_id_origin(result: Event | DeadLetter, origin: Origin) -> Event | DeadL
     return DeadLetter(origin, result.reason, result.detail, result.line)
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    # serve makes a context for each of its tasks (13 by default) and again at each rebalance
+    log.warning(message)
+
+
 def detector_context(config: GatewatchConfig) -> DetectorContext:
     """What the rules share: the trust policy and the revocation list the config names."""
     trust = TrustPolicy.build(
@@ -202,7 +208,7 @@ def detector_context(config: GatewatchConfig) -> DetectorContext:
         internal_callers=config.trust.internal_callers,
     )
     if not trust.knows_gateway:
-        log.warning(
+        _warn_once(
             "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
             "until then gateway_bypass cannot tell the gateway's peers from others"
         )

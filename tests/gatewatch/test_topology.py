@@ -10,7 +10,7 @@ import pytest
 
 from gatewatch.config import load_config, parse_config
 from gatewatch.demo.files import DemoFiles, write_demo
-from gatewatch.topology import Pipeline
+from gatewatch.topology import Pipeline, _warn_once
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.files import read_lines
 from tests.state_v1 import pipeline_as_v1
@@ -142,3 +142,11 @@ def test_every_pipeline_of_a_process_shares_one_revocation_list(demo: DemoFiles)
     assert config.tokens.revoked is not None
     first, second = Pipeline(config), Pipeline(config)
     assert first.context.revoked and first.context.revoked is second.context.revoked
+
+
+def test_an_unconfigured_trust_is_warned_of_once_a_process(caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_config({})
+    _warn_once.cache_clear()
+    for _ in range(2):
+        Pipeline(config)
+    assert [r.getMessage()[:18] for r in caplog.records] == ["trust_unconfigured"]
