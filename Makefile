@@ -3,11 +3,13 @@
 #   make test   -- set up, start real Kafka/Elasticsearch/OpenSearch on loopback, run every test, stop them
 VENV := .venv
 PY := $(VENV)/bin/python
+# The interpreter the venv is made from (bench/README: its build moves every figure).
+PYTHON ?= python3
 
 .PHONY: demo test unit bench
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@

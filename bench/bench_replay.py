@@ -43,6 +43,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -323,6 +324,21 @@ def child(prefix: list[str], kind: str, spec: dict) -> dict:
     return {**run, **json.loads(run["stdout"].strip().splitlines()[-1])}
 
 
+def interpreter_build() -> str:
+    """What of the interpreter's build moves every row but the loads loop: its configure flags, a shared libpython.
+
+    This machine's ``python3`` (pyenv's 3.11.7: a shared libpython, no PGO or LTO) replayed 6-7%
+    slower than Debian's ``/usr/bin/python3.11`` (a static executable) on the same tree (bench/README).
+    """
+    args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+    flags = [flag for flag in ("--enable-optimizations", "--with-lto") if flag in args] or ["no --enable-optimizations"]
+    try:
+        shared = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libpython" in line]
+    except OSError:
+        return ", ".join(flags)
+    return ", ".join(flags) + (f", libpython shared ({shared[0]})" if shared else ", static executable")
+
+
 def machine_facts(pin: str) -> list[str]:
     cpu = ""
     try:
@@ -342,7 +358,7 @@ def machine_facts(pin: str) -> list[str]:
     return [
         f"nproc {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), cpu {cpu or platform.processor()}",
         f"load average before the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"python {platform.python_version()} ({sys.executable}); {versions}",
+        f"python {platform.python_version()} ({sys.executable}: {interpreter_build()}); {versions}",
         f"thread env: {threads or 'none of ' + '/'.join(THREAD_ENV[:3]) + '... set'}",
         f"git {rev.stdout.strip() or '?'}{' (dirty tree)' if dirty.stdout.strip() else ''}; {pin}",
     ]
