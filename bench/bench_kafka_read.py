@@ -43,7 +43,6 @@ from timing import stat_cpu_secs  # noqa: E402
 from ingest.sources.kafka import consumer_settings  # noqa: E402
 
 
-
 def _thread_cpu() -> dict[int, float]:
     """CPU seconds of each thread of this process, by native thread id."""
     seconds = {}

@@ -56,8 +56,9 @@ class Record(msgspec.Struct, gc=False):
     fetcher reads (``size_in_bytes``, ``checksum``, ``validate_crc``), as plain attributes.
 
     A Struct: built in C, one a record (a slots class's Python ``__init__`` cost 230 ns, this 70; the
-    ``ConsumerRecord`` named tuple, through a Python ``__new__``, ~5x as much). Read from a batch outside :func:`unpack_records` (the library's
-    loop builds its own ``ConsumerRecord`` of it) it names no topic: ``""``, partition -1.
+    ``ConsumerRecord`` named tuple, through a Python ``__new__``, ~5x as much). Read from a batch
+    outside :func:`unpack_records` (the library's loop builds its own ``ConsumerRecord`` of it) it
+    names no topic: ``""``, partition -1.
     """
 
     topic: str
