@@ -2,17 +2,18 @@
 
 Per client address (gateway events), features over tumbling ``window_secs``
 windows of event time (see ``FEATURES``). When the watermark passes a window's
-end, an IsolationForest is fitted on that window's clients (sorted by address,
+end, an isolation forest (``detectors/isolation_forest.py``, scikit-learn's
+IsolationForest in numpy) is grown on that window's clients (sorted by address,
 fixed ``random_state``: the same records give the same findings) and a client is
 flagged when all three hold:
 
-- its ``decision_function`` is below ``score_threshold``;
+- its score (IsolationForest's ``decision_function``) is below ``score_threshold``;
 - it sent at least ``min_requests`` requests;
 - one of its features is at least ``min_feature_z`` robust z-scores from the
   window's median.
 
 Why these values: -0.2 is an anomaly score of 0.7, the usual cut. Alone it is
-not enough, as IsolationForest always ranks someone last: on simulated
+not enough, as an isolation forest always ranks someone last: on simulated
 homogeneous populations of 20–1,500 clients the lowest score reached -0.235 (in
 a few percent of 40-client windows and in most windows of 600+ clients), but
 those clients' most deviant feature stayed under |z| 4. Scanners and credential
@@ -36,6 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
+from detectors.isolation_forest import isolation_scores
 from detectors.sample import gateway_event
 from ingest.records import Dataset, Event, Transaction
 
@@ -95,25 +97,18 @@ def robust_z(matrix: np.ndarray) -> np.ndarray:
 
 
 def outlier_scores(matrix: np.ndarray, random_state: int = 7, rows: np.ndarray | None = None) -> np.ndarray:
-    """IsolationForest ``decision_function`` per row (or per row of ``rows``): below 0 is more isolated than usual.
+    """Isolation forest score per row (or per row of ``rows``): below 0 is more isolated than usual.
 
-    The forest is fitted on every row either way; a row's score depends on the forest and the row
+    The forest is grown on every row either way; a row's score depends on the forest and the row
     alone, so scoring a few rows gives exactly their scores among all.
     """
     model_input = matrix.copy()
     model_input[:, _LOG_COLUMNS] = np.log1p(model_input[:, _LOG_COLUMNS])  # heavy tails: busy but ordinary clients
-    # ~1.5 s of CPU to import: paid once, when the first window closes, rather than on every start
-    # (a restart after a crash would wait for it).
-    from sklearn.ensemble import IsolationForest
-
-    forest = IsolationForest(n_estimators=100, contamination="auto", random_state=random_state)
-    forest.fit(model_input)
-    scores: np.ndarray = forest.decision_function(model_input if rows is None else model_input[rows])
-    return scores
+    return isolation_scores(model_input, rows, random_state)
 
 
 class BehaviourOutlier(Detector):
-    """A client whose window of traffic IsolationForest isolates from its peers'."""
+    """A client whose window of traffic an isolation forest isolates from its peers'."""
 
     rule_id = "behaviour_outlier"
     severity = Severity.LOW
@@ -229,8 +224,7 @@ class BehaviourOutlier(Detector):
         matrix = np.array([[value(c) for value, _, _ in FEATURES.values()] for c in clients], dtype=float)
         z = robust_z(matrix)
         # Only a busy enough client with a far-out feature can be flagged, whatever its score: the
-        # forest (~0.1 s of CPU a window, whatever its size) is fitted only when there is one, and
-        # scores only those.
+        # forest (~10 ms of CPU for 220 clients) is grown only when there is one, and scores only those.
         requests = np.array([c.requests for c in clients])
         candidates = np.flatnonzero((requests >= cfg.min_requests) & (np.abs(z).max(axis=1) >= cfg.min_feature_z))
         if not len(candidates):

@@ -45,7 +45,7 @@ def test_scanner_finding_explains_itself() -> None:
         "mean_bytes_sent": 180.0, "no_token_ratio": 1.0,
     }
     assert finding.details["deviations"]["distinct_paths"] == 98.48
-    assert finding.details["score"] == pytest.approx(-0.3629, abs=1e-4)
+    assert finding.details["score"] == pytest.approx(-0.3575, abs=1e-4)  # the seeded forest: the same every run
     assert finding.details["window_start"] == T0 and finding.details["peers"] == 40
     assert len(finding.request_ids) == 20
 
