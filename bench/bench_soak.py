@@ -33,8 +33,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from serve_harness import PARTITIONS, ServeGroup, create_topics, metric, traffic, write_config
 from timing import stat_cpu_secs
 
-from gatewatch.service_memory import PRELOAD_DELAY_SECS
-
 
 @dataclass
 class Sample:
@@ -185,18 +183,15 @@ def main() -> None:
     parser.add_argument("--store", default="none", help="serve's --store (none, elasticsearch:URL, ...)")
     parser.add_argument("--sample-secs", type=float, default=5.0)
     # The default config's state fills for ~4 minutes: behaviour_outlier's 300 s window of per-client counters
-    # and the reorder buffer's 150 s; after that it saws around a level as windows close. serve imports
-    # scikit-learn PRELOAD_DELAY_SECS after it starts (1.5-2.5 s of CPU, once): the CPU figure starts after it.
+    # and the reorder buffer's 150 s; after that it saws around a level as windows close.
     parser.add_argument("--warmup-minutes", type=float, default=None,
-                        help="default: two fifths of the run, at most 4, at least 1.5 (past serve's preload)")  # fmt: skip
+                        help="default: two fifths of the run, at most 4")  # fmt: skip
     parser.add_argument("--bootstrap", default=os.environ.get("GW_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--logs", type=Path, help="keep the serve logs in this directory")
     args = parser.parse_args()
     secs = args.minutes * 60
     warmup_secs = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(4.0, args.minutes * 0.4))
-    if args.warmup_minutes is None:
-        warmup_secs = max(warmup_secs, PRELOAD_DELAY_SECS + 30.0)
 
     run = uuid.uuid4().hex[:8]
     group = f"soak-{run}"

@@ -172,12 +172,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         from gatewatch.follow import parse_follow_specs
 
         follow = (parse_follow_specs(args.follow), args.follow_positions)
-    from gatewatch.service_memory import preload_detector_imports, tune_malloc
+    from gatewatch.service_memory import tune_malloc
 
     tune_malloc()
     tune_gc_for_streaming()
-    if args.stages != "ingest":
-        preload_detector_imports(config)
     if local:
         from gatewatch.serve_local import serve_local
 
