@@ -88,7 +88,6 @@ def main() -> int:
     folder = data_folder(args.format)
     config = load_config(folder / "gatewatch.yaml")
     tune_gc_for_streaming()
-    from sklearn.ensemble import IsolationForest  # noqa: F401  (its import is not the pipeline's cost)
 
     parsers = build_parsers(config)
     events: dict[str, list[Any]] = {}

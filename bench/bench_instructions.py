@@ -10,7 +10,8 @@ not depend on the neighbours. The first ``--lines`` lines of a bench_replay
 data set (both files cut at the same share of their lines, so both cover
 about the same stretch of time) are copied with its config; for each tree a
 child runs under ``valgrind --tool=cachegrind --cache-sim=no`` (counting
-only) twice: once importing gatewatch and scikit-learn and loading the
+only) twice: once importing gatewatch (and scikit-learn, which trees before
+the numpy forest import at their first window) and loading the
 config, once doing that and then ``replay()`` over the files with no sinks.
 The difference over the events replayed is the figure: parse, normalize,
 redact, order, correlate and detect, as bench_replay's in-process
@@ -50,7 +51,7 @@ sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from gatewatch.config import load_config
 from gatewatch.replay import replay
-from sklearn.ensemble import IsolationForest  # behaviour_outlier imports it at its first window: not counted
+from sklearn.ensemble import IsolationForest  # older trees' behaviour_outlier imports it: not counted
 folder = Path(sys.argv[2])
 config = load_config(folder / "gatewatch.yaml")
 if sys.argv[3] == "replay":
@@ -63,7 +64,7 @@ def _count(tree: Path, folder: Path, mode: str) -> tuple[int, int]:
     """Instructions the child executed, and the events it replayed (0 when it only set up)."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, "-c", _CHILD, str(tree), str(folder), mode]  # fmt: skip
-    # One OpenMP (and BLAS) thread: scikit-learn's fit at the first closed outlier window otherwise starts a
+    # One OpenMP (and BLAS) thread: an older tree's scikit-learn fit at the first closed outlier window starts a
     # pool whose spin-waiting adds a varying count (two counts of one tree were 0.7-2.3% apart).
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -58,7 +58,7 @@ def main() -> None:
         for event in events:
             streams.setdefault(event.origin.stream, []).append(event)
         LocalRun(config, args.partitions, seed=1, poll_records=args.poll, checkpoint_chance=0.0).run_events(
-            {s: e[:2000] for s, e in streams.items()})  # imports, sklearn's first fit
+            {s: e[:2000] for s, e in streams.items()})  # imports, the first forest
         for _ in range(args.repeat):
             _spent[0] = 0.0
             run = LocalRun(config, args.partitions, seed=1, poll_records=args.poll, checkpoint_chance=0.0)

@@ -111,10 +111,6 @@ def _child_pipeline(spec: dict) -> dict:
     from gatewatch.stores import open_store
     from ingest.sinks.ndjson import AlertFile, DeadLetterFile
 
-    # behaviour_outlier imports scikit-learn when its first window closes (~1 s of CPU):
-    # once a process, not per record, so it is counted with the imports, outside the timing.
-    from sklearn.ensemble import IsolationForest  # noqa: F401
-
     import_secs = time.perf_counter() - start
     start = time.perf_counter()
     config = load_config(Path(spec["config"]))

@@ -55,7 +55,6 @@ def main() -> int:
     folder = data_folder(args.format)
     config = load_config(folder / "gatewatch.yaml")
     tune_gc_for_streaming()
-    from sklearn.ensemble import IsolationForest  # noqa: F401  (its import is not the rules' cost)
 
     # Record: the pipeline as replay() drives it, its detector set's four entry points wrapped.
     pipeline = Pipeline(config)

@@ -55,7 +55,7 @@ def _run(config: Any, records: list[RawRecord], partitions_list: list[int], poll
     streams: dict[str, list[Event]] = {}
     for event in events:
         streams.setdefault(event.origin.stream, []).append(event)
-    reference(config, events={s: e[:2000] for s, e in streams.items()})  # imports, sklearn's first fit
+    reference(config, events={s: e[:2000] for s, e in streams.items()})  # imports, the first forest
     rows: list[tuple[str, float, float, bool | None]] = []
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     expected = reference(config, events=streams)

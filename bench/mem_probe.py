@@ -95,7 +95,7 @@ def main() -> None:
     diff = float(os.environ.get("GW_BENCH_TRACEMALLOC_DIFF_SECS", "30"))
     threading.Thread(target=_run, args=(out, every, diff), name="mem-probe", daemon=True).start()
     for module in filter(None, os.environ.get("GW_BENCH_PRELOAD", "").split(",")):
-        importlib.import_module(module)  # e.g. sklearn.ensemble: what a lazy import would load mid-run
+        importlib.import_module(module)  # what a lazy import would load mid-run
     import gatewatch.cli
 
     sys.exit(gatewatch.cli.main(sys.argv[2:]))
