@@ -2,8 +2,8 @@
 
 Per client address (gateway events), features over tumbling ``window_secs``
 windows of event time (see ``FEATURES``). When the watermark passes a window's
-end, an isolation forest (``detectors/isolation_forest.py``, scikit-learn's
-IsolationForest in numpy) is grown on that window's clients (sorted by address,
+end, an isolation forest (scikit-learn's IsolationForest model, grown with numpy:
+``detectors/isolation_forest.py``) is grown on that window's clients (sorted by address,
 fixed ``random_state``: the same records give the same findings) and a client is
 flagged when all three hold:
 
