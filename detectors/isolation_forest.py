@@ -30,6 +30,7 @@ import numpy as np
 
 TREES = 100
 ROWS_A_TREE = 256
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def average_path_length(rows: np.ndarray) -> np.ndarray:
@@ -43,7 +44,8 @@ def average_path_length(rows: np.ndarray) -> np.ndarray:
 
 def isolation_scores(matrix: np.ndarray, rows: np.ndarray | None = None, seed: int = 7) -> np.ndarray:
     """The score of each row of ``matrix`` (or of each row of ``rows``) in a forest grown on all of them."""
-    data = np.ascontiguousarray(matrix, dtype=np.float32)  # as scikit-learn's trees read it
+    # float32, as scikit-learn's trees read it; a value past float32's range is its largest, not inf
+    data = np.ascontiguousarray(np.clip(matrix, -_FLOAT32_MAX, _FLOAT32_MAX), dtype=np.float32)
     count, width = data.shape
     if count < 2:
         raise ValueError(f"an isolation forest needs at least 2 rows, got {count}")

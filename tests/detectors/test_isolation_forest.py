@@ -102,6 +102,14 @@ def test_scores_are_the_seeds() -> None:
     assert np.array_equal(isolation_scores(matrix, rows, seed=3), isolation_scores(matrix, seed=3)[rows])
 
 
+def test_values_out_of_range_or_missing_score_without_a_warning() -> None:
+    matrix = _planted(60)
+    matrix[10, 0], matrix[11, 1], matrix[12, 2], matrix[13, 3] = 1e300, -np.inf, np.inf, np.nan
+    scores = isolation_scores(matrix)  # the tests turn warnings into errors
+    assert np.isfinite(scores).all()
+    assert scores[10] < np.median(scores)  # far beyond the others, as float32's largest value
+
+
 def test_fewer_than_two_rows_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least 2 rows"):
         isolation_scores(np.zeros((1, 3)))
