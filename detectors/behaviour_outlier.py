@@ -85,6 +85,18 @@ _LOG_COLUMNS = [i for i, (_, log, _) in enumerate(FEATURES.values()) if log]
 _SCALE_FLOORS = np.array([floor for _, _, floor in FEATURES.values()])
 
 
+def feature_matrix(rows: list[FeatureRow]) -> np.ndarray:
+    """The ``FEATURES`` of each row, a line each, in the order given."""
+    return np.array([[value(row) for value, _, _ in FEATURES.values()] for row in rows], dtype=float)
+
+
+def model_input(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` as the forest reads it: the heavy-tailed features (busy but ordinary clients) as log1p."""
+    scaled = matrix.copy()
+    scaled[:, _LOG_COLUMNS] = np.log1p(scaled[:, _LOG_COLUMNS])
+    return scaled
+
+
 def robust_z(matrix: np.ndarray) -> np.ndarray:
     """Each value's distance from its column's median, in robust standard deviations."""
     median = np.median(matrix, axis=0)
@@ -102,9 +114,7 @@ def outlier_scores(matrix: np.ndarray, random_state: int = 7, rows: np.ndarray |
     The forest is grown on every row either way; a row's score depends on the forest and the row
     alone, so scoring a few rows gives exactly their scores among all.
     """
-    model_input = matrix.copy()
-    model_input[:, _LOG_COLUMNS] = np.log1p(model_input[:, _LOG_COLUMNS])  # heavy tails: busy but ordinary clients
-    return isolation_scores(model_input, rows, random_state)
+    return isolation_scores(model_input(matrix), rows, random_state)
 
 
 class BehaviourOutlier(Detector):
@@ -221,7 +231,7 @@ class BehaviourOutlier(Detector):
             return []
         clients = sorted(window, key=lambda row: row.ip)  # row order feeds the forest: sort for reproducible scores
         ips = [c.ip for c in clients]
-        matrix = np.array([[value(c) for value, _, _ in FEATURES.values()] for c in clients], dtype=float)
+        matrix = feature_matrix(clients)
         z = robust_z(matrix)
         # Only a busy enough client with a far-out feature can be flagged, whatever its score: the
         # forest (~10 ms of CPU for 220 clients) is grown only when there is one, and scores only those.

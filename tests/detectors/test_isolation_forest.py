@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
-from detectors.behaviour_outlier import _LOG_COLUMNS, FEATURES, BehaviourOutlier, _population
+from detectors.behaviour_outlier import BehaviourOutlier, _population, feature_matrix, model_input
 from detectors.isolation_forest import average_path_length, isolation_scores
 from tests.detectors.test_examples import EXAMPLE_CONTEXT
 from tests.detectors.test_examples import feed as run
@@ -20,13 +20,11 @@ SEEDS = range(8)
 
 
 def _window(clients: int, scanner: bool) -> tuple[np.ndarray, list[str]]:
-    """behaviour_outlier's model input for one window of ``_population`` (log columns applied)."""
+    """behaviour_outlier's model input for one window of ``_population``, and the clients' addresses."""
     det = BehaviourOutlier(BehaviourOutlier.Config(), EXAMPLE_CONTEXT)
     run(det, _population(clients, scanner), end=False)
     rows = sorted(det.gather(math.inf), key=lambda row: row.ip)
-    matrix = np.array([[value(row) for value, _, _ in FEATURES.values()] for row in rows], dtype=float)
-    matrix[:, _LOG_COLUMNS] = np.log1p(matrix[:, _LOG_COLUMNS])
-    return matrix, [row.ip for row in rows]
+    return model_input(feature_matrix(rows)), [row.ip for row in rows]
 
 
 def _theirs(matrix: np.ndarray, seed: int) -> np.ndarray:
