@@ -90,6 +90,12 @@ class GatewayConfig(_Section):
     max_line_bytes: int = Field(
         65536, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines become dead letters (oversized)."
     )
+    xff_num_trusted_hops: int = Field(
+        0, ge=0, le=64,
+        description="The gateway's own xff_num_trusted_hops: proxies in front of it that append to X-Forwarded-For. "
+        "Without the downstream address in the line the client is read from X-Forwarded-For from the right, this "
+        "many entries left of the last (the left end is whatever the client sent).",
+    )  # fmt: skip
     unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("unwrap")(check_unwrap)

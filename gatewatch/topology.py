@@ -128,7 +128,10 @@ def build_parsers(config: GatewatchConfig) -> RecordParsers:
     return RecordParsers(
         {
             Dataset.GATEWAY: build_gateway_parser(
-                config.gateway.format, config.gateway.json_format, config.gateway.max_line_bytes
+                config.gateway.format,
+                config.gateway.json_format,
+                config.gateway.max_line_bytes,
+                config.gateway.xff_num_trusted_hops,
             ),
             Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
         },

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from ingest.addresses import forwarded_client, without_port
 from ingest.records import Dataset, DeadLetter, Event, Origin, record_id
 
 
@@ -233,13 +234,16 @@ for every line): 1,645 -> 925 bytes per buffered event on the bench's JSON data.
 interned string with its last user, so hostile variety costs no more than without."""
 
 
-def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float | None = None) -> Event | DeadLetter:
+def normalize(
+    fields: dict[str, Any], origin: Origin, raw: bytes, created: float | None = None, trusted_hops: int = 0
+) -> Event | DeadLetter:
     """Build the event for ``fields`` read from the record at ``origin``.
 
     ``fields`` holds Event field names; ``ts`` is required unless the line
     came with the runtime's timestamp ``created``, which then stands in for it.
     Keys that are not Event fields are kept as string ``labels`` (custom
     headers and operators). Absent values are simply missing keys or ``None``.
+    ``trusted_hops``: the gateway's ``xff_num_trusted_hops`` (see :func:`gateway_values`).
     """
     try:
         ts = parse_timestamp(fields.pop("ts"))
@@ -291,10 +295,10 @@ def normalize(fields: dict[str, Any], origin: Origin, raw: bytes, created: float
         values["created"] = created
     if labels:
         values["labels"] = tuple(sorted(labels))
-    return make_event(values, ts, origin)
+    return make_event(values, ts, origin, trusted_hops)
 
 
-def make_event(values: dict[str, Any], ts: float, origin: Origin) -> Event:
+def make_event(values: dict[str, Any], ts: float, origin: Origin, trusted_hops: int = 0) -> Event:
     """The event of ``values`` (Event field names, values of their types) read at ``origin``.
 
     The one place :func:`normalize` builds an event; the parsers' fused paths
@@ -303,15 +307,21 @@ def make_event(values: dict[str, Any], ts: float, origin: Origin) -> Event:
     belongs in both.
     """
     if origin.dataset is Dataset.GATEWAY:
-        status, source_ip = gateway_values(values.get("status"), values.get("source_ip"), values.get("forwarded_for"))
+        status, source_ip = gateway_values(
+            values.get("status"), values.get("source_ip"), values.get("forwarded_for"), trusted_hops
+        )
         values["status"] = status
         if source_ip is not None:
             values["source_ip"] = source_ip
+    elif (source_ip := values.get("source_ip")) is not None:
+        # The app's peer: many servers log it as ip:port (Go's RemoteAddr), and the rules
+        # compare it with the gateway's networks. The app parser's fused reader drops it too.
+        values["source_ip"] = without_port(source_ip)
     return Event(id=record_id(origin), dataset=origin.dataset, ts=ts, origin=origin, **values)
 
 
 def gateway_values(
-    status: int | None, source_ip: str | None, forwarded_for: str | None
+    status: int | None, source_ip: str | None, forwarded_for: str | None, trusted_hops: int = 0
 ) -> tuple[int | None, str | None]:
     """A gateway event's ``status`` and ``source_ip`` from what its line held.
 
@@ -319,9 +329,13 @@ def gateway_values(
     build their events without it. A fused reader calls it only for a status of 0 or a
     missing ``source_ip`` beside a ``forwarded_for`` (what it changes): a new rule here
     widens that test in :func:`ingest.parsers.fused.fuse` too.
+
+    Without the downstream address in the line, the client is read from X-Forwarded-For
+    from the right, ``trusted_hops`` entries left of the one the gateway appended
+    (:func:`ingest.addresses.forwarded_client`): its left end is whatever the client wrote.
     """
     if status == 0:  # RESPONSE_CODE 0: Envoy never started a response (downstream reset)
         status = None
     if source_ip is None and forwarded_for is not None:
-        source_ip = forwarded_for.split(",", 1)[0].strip()
+        source_ip = forwarded_client(forwarded_for, trusted_hops)
     return status, source_ip

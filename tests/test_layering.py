@@ -30,6 +30,7 @@ LEAF = frozenset({
     "ingest.codec",  # events <-> MessagePack tables
     "ingest.ecs",  # ECS documents and timestamps
     "ingest.escape",  # control characters made visible
+    "ingest.addresses",  # client addresses: ports, X-Forwarded-For
 })  # fmt: skip
 
 # Backwards imports in files this change could not edit (issue 14 reshapes them at the same time).

@@ -42,18 +42,22 @@ def build_gateway_parser(
     format: str | None = None,  # shadows the builtin on purpose: Envoy's option name
     json_format: Mapping[str, Any] | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    xff_num_trusted_hops: int = 0,
 ) -> Parser:
     """The parser for the gateway's access log, configured like Envoy's access logger.
 
     Give ``format`` (a format string) or ``json_format`` (a ``json_format`` or
     ``typed_json_format`` mapping), not both; with neither, Envoy's default
     format. Raises ``ValueError`` for both, or for a broken format.
+    ``xff_num_trusted_hops``: as the gateway's own setting, for reading the client from
+    X-Forwarded-For (:func:`ingest.addresses.forwarded_client`).
     """
     if format is not None and json_format is not None:
         raise FormatError("gateway: set format or json_format, not both")
     if json_format is not None:
-        return compile_json_format(json_format, max_line_bytes)
-    return compile_text_format(ENVOY_DEFAULT_FORMAT if format is None else format, max_line_bytes)
+        return compile_json_format(json_format, max_line_bytes, xff_num_trusted_hops)
+    fmt = ENVOY_DEFAULT_FORMAT if format is None else format
+    return compile_text_format(fmt, max_line_bytes, xff_num_trusted_hops)
 
 
 def build_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:

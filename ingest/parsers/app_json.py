@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ingest.addresses import without_port
 from ingest.errors import FormatError
 from ingest.normalize import normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
@@ -73,6 +74,7 @@ def canonical_app_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], lis
 
 
 _MISSING = object()
+_CONVERT = {"source_ip": without_port}
 
 
 def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
@@ -93,8 +95,9 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
     for field, _, parts in dotted:
         parents.setdefault(parts[:-1], []).append((field, parts[-1]))
     groups = tuple((parent, tuple(children)) for parent, children in parents.items())
-    leaves = [Leaf((key,), field) for field, key in flat] + [
-        Leaf((*parent, key), field) for parent, children in groups for field, key in children
+    # The peer's port is dropped here as make_event drops it on the general path.
+    leaves = [Leaf((key,), field, _CONVERT.get(field)) for field, key in flat] + [
+        Leaf((*parent, key), field, _CONVERT.get(field)) for parent, children in groups for field, key in children
     ]
     # When a key is both a value and an object, no line is read into Structs: from its dict, then.
     fused = fuse(leaves, dash_is_absent=False, name="app.fields")

@@ -36,12 +36,15 @@ class _Mismatch(Exception):
     """A text value did not fit the format of its key."""
 
 
-def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
+def compile_json_format(
+    mapping: Mapping[str, Any], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, trusted_hops: int = 0
+) -> Parser:
     """A parser for access logs written with the Envoy ``json_format`` / ``typed_json_format`` ``mapping``.
 
     Nested mappings are nested objects in the line. Values without an operator
     (constants) are ignored. Raises ``ValueError`` naming the key of a broken
-    format string.
+    format string. ``trusted_hops``: the gateway's ``xff_num_trusted_hops``
+    (:func:`ingest.normalize.gateway_values`).
     """
     top: list[tuple[str, str]] = []  # the common case: one key, value copied as is
     # Everything else, grouped by the object that holds it, so "http" is looked up once a line.
@@ -71,7 +74,7 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
     plan = top_leaves + [leaf for leaves in nested_leaves.values() for leaf in leaves]
     # The line read straight into Structs; else (a key both a value and an object) from its dict.
     plain_leaves = None if None in plan else [leaf for leaf in plan if leaf is not None]
-    fused = None if plain_leaves is None else fuse(plain_leaves, True, "gateway.json_format")
+    fused = None if plain_leaves is None else fuse(plain_leaves, True, "gateway.json_format", trusted_hops=trusted_hops)
 
     def parse(record: RawRecord) -> Event | DeadLetter:
         obj = decode_json_object(record, max_line_bytes)
@@ -102,13 +105,13 @@ def compile_json_format(mapping: Mapping[str, Any], max_line_bytes: int = DEFAUL
             return DeadLetter(record.origin, "invalid_value", str(error), record.line)
         except _Mismatch as error:
             return DeadLetter(record.origin, "format_mismatch", str(error), record.line)
-        return normalize(fields, record.origin, record.line, record.created)
+        return normalize(fields, record.origin, record.line, record.created, trusted_hops)
 
     # The common line is read straight into Structs by the whole parser, which hands the others to parse().
     if plain_leaves is None:
         return parse
     whole = Whole(parse, max_line_bytes)
-    return fuse(plain_leaves, True, "gateway.json_format", raw_json=True, whole=whole) or parse
+    return fuse(plain_leaves, True, "gateway.json_format", raw_json=True, whole=whole, trusted_hops=trusted_hops) or parse
 
 
 def _leaf(compiled: Slot | TextPattern, path: tuple[str, ...]) -> Leaf | None:

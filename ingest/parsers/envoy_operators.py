@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ingest.addresses import without_port
 from ingest.errors import FormatError
 from ingest.parsers.envoy_format import Command
 from ingest.parsers.envoy_time import DEFAULT_START_TIME, compile_start_time
@@ -72,18 +73,6 @@ class Converted:
 
     def __call__(self, field: str, value: Any, fields: dict[str, Any]) -> None:
         fields[field] = self.convert(value)
-
-
-
-def without_port(address: Any) -> str:
-    """``10.0.0.1:443`` -> ``10.0.0.1``, ``[::1]:443`` -> ``::1``; anything else unchanged."""
-    text = address if type(address) is str else str(address)
-    if text[:1] != "[":
-        host, colon, port = text.rpartition(":")
-        # One colon only: a bare IPv6 address has several and no port.
-        return host if colon and port.isdigit() and ":" not in host else text
-    end = text.find("]")
-    return text[1:end] if end > 0 else text
 
 
 # Envoy's long response flag names (RESPONSE_FLAGS_LONG), stored as the short

@@ -178,7 +178,7 @@ class TextPattern:
         reader = fuse(leaves, dash_is_absent=False, name=name, empty_is_absent=False, runs=runs)
         return None if reader is None else (match, reader)
 
-    def fused_parser(self, name: str, general: Parser, max_line_bytes: int) -> Parser | None:
+    def fused_parser(self, name: str, general: Parser, max_line_bytes: int, trusted_hops: int = 0) -> Parser | None:
         """The reader of :meth:`fused` as the whole parser (``whole`` of :func:`~ingest.parsers.fused.fuse`):
         it decodes and matches the line itself and hands what it does not take to ``general``."""
         plan = self._fused_plan()
@@ -186,7 +186,7 @@ class TextPattern:
             return None
         match, leaves, runs = plan
         whole = Whole(general, max_line_bytes, match)
-        return fuse(leaves, False, name, empty_is_absent=False, runs=runs, whole=whole)
+        return fuse(leaves, False, name, empty_is_absent=False, runs=runs, whole=whole, trusted_hops=trusted_hops)
 
     def diagnose(self, text: str) -> str:
         """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
@@ -201,8 +201,9 @@ def compile_text_pattern(fmt: str, *, whole_line: bool = True) -> TextPattern:
     return TextPattern(fmt, whole_line=whole_line)
 
 
-def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
-    """A parser for access logs written with the Envoy format string ``fmt``."""
+def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, trusted_hops: int = 0) -> Parser:
+    """A parser for access logs written with the Envoy format string ``fmt``; ``trusted_hops``: the
+    gateway's ``xff_num_trusted_hops`` (:func:`ingest.normalize.gateway_values`)."""
     pattern = compile_text_pattern(fmt, whole_line=True)
     extract = pattern.extract
 
@@ -217,10 +218,10 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) 
         if fields is None:
             reason = pattern.diagnose(text)
             return DeadLetter(record.origin, reason, _DETAILS[reason], record.line)
-        return normalize(fields, record.origin, record.line, record.created)
+        return normalize(fields, record.origin, record.line, record.created, trusted_hops)
 
     # The common line is read by the fused reader, which hands the others to parse().
-    return pattern.fused_parser("gateway.format", parse, max_line_bytes) or parse
+    return pattern.fused_parser("gateway.format", parse, max_line_bytes, trusted_hops) or parse
 
 
 def _pieces(

@@ -134,6 +134,7 @@ def fuse(
     refuse_keys: Collection[str] = (),
     runs: Sequence[Run] = (),
     whole: None = None,
+    trusted_hops: int = 0,
 ) -> Fused | None: ...
 
 
@@ -148,6 +149,7 @@ def fuse(
     refuse_keys: Collection[str] = (),
     runs: Sequence[Run] = (),
     whole: Whole,
+    trusted_hops: int = 0,
 ) -> Parser | None: ...
 
 
@@ -161,6 +163,7 @@ def fuse(
     refuse_keys: Collection[str] = (),
     runs: Sequence[Run] = (),
     whole: Whole | None = None,
+    trusted_hops: int = 0,
 ) -> Fused | Parser | None:
     """The fused reader of ``leaves`` (in the general path's order: a later leaf wins), or
     ``None`` when a leaf fills no Event field (a label), which only the general path keeps.
@@ -178,6 +181,7 @@ def fuse(
     matches a text format's regex), and hands any record it does not take to ``whole.general``
     instead of returning ``None``. So a line costs one Python call, not three (the parser, the
     text's decoding, the reader), and every dead letter is still the general path's.
+    ``trusted_hops``: the gateway's ``xff_num_trusted_hops``, for :func:`gateway_values`.
     """
     names: dict[str, Any] = {"parse_timestamp": parse_timestamp, "_to_str": _to_str, "Event": Event,
                              "InvalidValueError": InvalidValueError, "intern": sys.intern, "record_id": record_id,
@@ -309,7 +313,7 @@ def fuse(
             [
                 f"    if origin.dataset is GATEWAY and ({' or '.join(changes)}):",
                 f"        {', '.join(f'f_{n}' if n in filled else '_' for n in derived[:2])} = "
-                f"gateway_values({', '.join(f'f_{n}' if n in filled else 'None' for n in derived)})",
+                f"gateway_values({', '.join(f'f_{n}' if n in filled else 'None' for n in derived)}, {int(trusted_hops)})",
             ]
             if changes
             else []
@@ -453,8 +457,8 @@ def _cached_objects(leaves: Sequence[Leaf], fillers: dict[str, int]) -> set[str]
             by_object.setdefault(str(leaf.path[0]), []).append(leaf)
     return {
         key for key, members in by_object.items()
-        if all(len(leaf.path) == 2 and leaf.convert is None and fillers[leaf.field] == 1
-               and leaf.field not in _PER_REQUEST_FIELDS for leaf in members)
+        if all(len(leaf.path) == 2 and fillers[leaf.field] == 1 and leaf.field not in _PER_REQUEST_FIELDS
+               for leaf in members)
     }  # fmt: skip
 
 

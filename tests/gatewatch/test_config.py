@@ -36,6 +36,7 @@ def test_the_shipped_schema_matches_the_model() -> None:
         ({"gatway": {}}, "gatway: unknown key"),
         ({"detectors": {"no_such_rule": {}}}, "detectors.no_such_rule: unknown key"),
         ({"gateway": {"format": "%START_TIME%", "json_format": {"t": "%START_TIME%"}}}, "not both"),
+        ({"gateway": {"xff_num_trusted_hops": -1}}, "gateway.xff_num_trusted_hops"),
     ],
 )
 def test_invalid_values_name_the_dotted_key(data: dict, message: str) -> None:

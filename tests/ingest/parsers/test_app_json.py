@@ -225,3 +225,13 @@ _JSONISH = json_values(["jti", "exp", "ip", "x"], max_list=3, max_leaves=15)
 def test_arbitrary_input_never_raises(line: bytes) -> None:
     result = build_app_parser({})(record(line))
     assert isinstance(result, (Event, DeadLetter))
+
+
+@pytest.mark.parametrize(
+    ("peer", "source_ip"),
+    [("10.0.0.99:5555", "10.0.0.99"), ("[2001:db8::5]:443", "2001:db8::5"), ("2001:db8::5", "2001:db8::5")],
+)
+def test_the_peer_address_loses_its_port(billing: Parser, peer: str, source_ip: str) -> None:
+    fused = event(billing, orjson.dumps({"ts": 1709290800, "peer": {"ip": peer}}))
+    general = event(billing, orjson.dumps({"ts": 1709290800, "peer.ip": peer, "token": {"jti": "j"}}))
+    assert fused.source_ip == general.source_ip == source_ip

@@ -318,3 +318,15 @@ def test_istio_json_format_with_upstream_cluster_raw() -> None:
     current = {**ISTIO_JSON_FORMAT, "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%"}
     e = event(build_gateway_parser(None, current), ISTIO_JSON_LINE)
     assert e.upstream_cluster == "outbound|8000||httpbin.foo.svc.cluster.local"
+
+
+@pytest.mark.parametrize(("hops", "client"), [(0, "198.51.100.66"), (1, "203.0.113.5")])
+@pytest.mark.parametrize("bytes_sent", [5, 1e30])  # 1e30: out of range, read by the general path
+def test_the_client_is_read_from_the_right_of_x_forwarded_for(hops: int, client: str, bytes_sent: float) -> None:
+    parser = build_gateway_parser(
+        None, {"ts": "%START_TIME%", "xff": "%REQ(X-FORWARDED-FOR)%", "bytes": "%BYTES_SENT%"}, xff_num_trusted_hops=hops
+    )
+    chain = "10.9.9.9, 203.0.113.5, 198.51.100.66"
+    line = orjson.dumps({"ts": "2026-12-07T10:00:00Z", "xff": chain, "bytes": bytes_sent})
+    e = event(parser, line)
+    assert (e.forwarded_for, e.source_ip, e.bytes_sent) == (chain, client, 5 if bytes_sent == 5 else None)

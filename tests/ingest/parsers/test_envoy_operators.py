@@ -16,7 +16,6 @@ from ingest.parsers.envoy_operators import (
     Kind,
     resolve,
     short_flags,
-    without_port,
 )
 from ingest.parsers.envoy_time import compile_start_time
 from ingest.records import Event
@@ -83,28 +82,6 @@ def test_a_label_never_collides_with_an_event_field() -> None:
     (command,) = tokenize("%MESSAGE%")
     assert isinstance(command, Command)
     assert resolve(command).field == "envoy.message"
-
-
-@pytest.mark.parametrize(
-    ("address", "host"),
-    [
-        ("10.0.0.1:443", "10.0.0.1"),
-        ("[::1]:443", "::1"),
-        ("[fe80::1%eth0]:8080", "fe80::1%eth0"),
-        ("::1", "::1"),
-        ("2001:db8::7", "2001:db8::7"),
-        ("10.0.0.1", "10.0.0.1"),
-        ("envoy://internal_client_address/", "envoy://internal_client_address/"),
-        ("[broken", "[broken"),
-        ("[broken:80", "[broken:80"),  # a bracket opened, never closed: kept whole, port and all
-        (":80", ""),
-        ("10.0.0.1:", "10.0.0.1:"),
-        ("10.0.0.1:8x", "10.0.0.1:8x"),
-        (443, "443"),  # typed_json_format may log a number
-    ],
-)
-def test_without_port(address: object, host: str) -> None:
-    assert without_port(address) == host
 
 
 def test_short_flags() -> None:

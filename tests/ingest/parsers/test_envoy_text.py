@@ -59,7 +59,7 @@ def test_envoy_documentation_example(default: Parser) -> None:
     assert e.response_flags == ()
     assert (e.bytes_received, e.bytes_sent, e.duration_ms, e.upstream_service_time_ms) == (154, 0, 226.0, 100.0)
     assert e.forwarded_for == "10.0.35.28"
-    assert e.source_ip == "10.0.35.28"  # normalize: first X-Forwarded-For hop
+    assert e.source_ip == "10.0.35.28"  # normalize: the X-Forwarded-For entry the gateway appended
     assert e.user_agent == "nsq2http"
     assert e.request_id == "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"
     assert e.authority == "locations"
@@ -468,3 +468,17 @@ def test_upstream_cluster_raw_fills_upstream_cluster() -> None:
     e = event(compile_text_format(ISTIO_FORMAT.replace("%UPSTREAM_CLUSTER%", "%UPSTREAM_CLUSTER_RAW%")), ISTIO_SLEEP)
     assert e.upstream_cluster == "outbound|8000||httpbin.foo.svc.cluster.local"
     assert "upstream_cluster_raw" not in dict(e.labels)
+
+
+_CHAIN = '"10.9.9.9, 203.0.113.5, 198.51.100.66"'  # the client wrote 10.9.9.9 itself
+
+
+@pytest.mark.parametrize(("hops", "client"), [(0, "198.51.100.66"), (1, "203.0.113.5"), (5, "10.9.9.9")])
+@pytest.mark.parametrize("general_path", [False, True])
+def test_the_client_is_read_from_the_right_of_x_forwarded_for(hops: int, client: str, general_path: bool) -> None:
+    line = ENVOY_DOC_LINE.replace('"10.0.35.28"', _CHAIN)
+    if general_path:  # a byte count past int64: the fused reader hands the line to normalize
+        line = line.replace('" 204 - 154 0 ', '" 204 - 99999999999999999999 0 ')
+    e = event(build_gateway_parser(xff_num_trusted_hops=hops), line)
+    assert (e.forwarded_for, e.source_ip) == (_CHAIN.strip('"'), client)
+    assert (e.bytes_received is None) is general_path

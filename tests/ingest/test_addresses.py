@@ -1,0 +1,52 @@
+"""Client addresses: ports dropped, X-Forwarded-For read from the right."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.addresses import forwarded_client, without_port
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        ("10.0.0.1:443", "10.0.0.1"),
+        ("[::1]:443", "::1"),
+        ("[fe80::1%eth0]:8080", "fe80::1%eth0"),
+        ("::1", "::1"),
+        ("2001:db8::7", "2001:db8::7"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("envoy://internal_client_address/", "envoy://internal_client_address/"),
+        ("[broken", "[broken"),
+        ("[broken:80", "[broken:80"),  # a bracket opened, never closed: kept whole, port and all
+        (":80", ""),
+        ("10.0.0.1:", "10.0.0.1:"),
+        ("10.0.0.1:8x", "10.0.0.1:8x"),
+        (443, "443"),  # typed_json_format may log a number
+    ],
+)
+def test_without_port(address: object, host: str) -> None:
+    assert without_port(address) == host
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "trusted_hops", "client"),
+    [
+        ("203.0.113.7", 0, "203.0.113.7"),
+        # The client wrote the left entry; the gateway appended the peer it saw.
+        ("10.9.9.9, 198.51.100.66", 0, "198.51.100.66"),
+        ("10.9.9.9,198.51.100.66", 0, "198.51.100.66"),
+        # A load balancer in front appended the client, the gateway appended the balancer.
+        ("10.9.9.9, 198.51.100.66, 10.0.5.1", 1, "198.51.100.66"),
+        ("198.51.100.66, 10.0.5.1", 1, "198.51.100.66"),
+        ("10.0.5.1", 1, "10.0.5.1"),  # shorter than the trusted hops: its left-most entry
+        ("10.9.9.9, 198.51.100.66:4711", 0, "198.51.100.66"),
+        ("10.9.9.9, [2001:db8::7]:443", 0, "2001:db8::7"),
+        ("10.9.9.9, 2001:db8::7", 0, "2001:db8::7"),
+        ("198.51.100.66, ", 0, "198.51.100.66"),  # an empty entry is no address
+        (" , ", 0, None),
+        ("", 0, None),
+    ],
+)
+def test_forwarded_client_reads_from_the_right(forwarded_for: str, trusted_hops: int, client: str | None) -> None:
+    assert forwarded_client(forwarded_for, trusted_hops) == client
