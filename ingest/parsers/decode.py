@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,9 @@ def decode_json_object(record: RawRecord, max_line_bytes: int) -> dict[str, Any]
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        value = _after_access_prefix(line)
+        value = _with_infinite_numbers(line, error)
+        if value is None:
+            value = _after_access_prefix(line)
         if value is None:
             return _not_json(record, max_line_bytes, error)
     if type(value) is not dict:
@@ -71,6 +74,30 @@ def decode_json_object(record: RawRecord, max_line_bytes: int) -> dict[str, Any]
 def _oversized(record: RawRecord, max_line_bytes: int) -> DeadLetter:
     size = len(record.line)
     return DeadLetter(record.origin, "oversized", f"{size} bytes > max_line_bytes {max_line_bytes}", record.line)
+
+
+def _with_infinite_numbers(line: bytes, error: orjson.JSONDecodeError) -> Any:
+    """The line's value when orjson refused it only for a number past a double's range (``1e400``).
+
+    RFC 8259 sets no range, and the number is one value of a record that is otherwise real: read
+    as infinity, normalize drops it and flags it as it does ``1e300`` (or refuses the record when
+    the number is its time or status). The standard library's reader takes such a number;
+    it is used only then, refusing ``NaN`` and ``Infinity`` as orjson does, and its value is
+    kept only if its text encodes as UTF-8 (a lone surrogate escape, which orjson refuses,
+    stays a dead letter). ``None``: the line is not JSON after all.
+    """
+    if not str(error).startswith("number is infinity"):
+        return None
+    try:
+        value = json.loads(line.decode(), parse_constant=_refuse_constant)
+        json.dumps(value, ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeDecodeError and UnicodeEncodeError are ValueErrors
+        return None
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _after_access_prefix(line: bytes) -> Any:

@@ -235,3 +235,9 @@ def test_the_peer_address_loses_its_port(billing: Parser, peer: str, source_ip: 
     fused = event(billing, orjson.dumps({"ts": 1709290800, "peer": {"ip": peer}}))
     general = event(billing, orjson.dumps({"ts": 1709290800, "peer.ip": peer, "token": {"jti": "j"}}))
     assert fused.source_ip == general.source_ip == source_ip
+
+
+def test_a_token_time_past_a_doubles_range_is_dropped_not_the_line(billing: Parser) -> None:
+    e = event(billing, b'{"ts": 1709290800, "request_id": "r1", "token": {"jti": "j", "exp": 1e400}}')
+    assert (e.request_id, e.token_jti, e.token_exp) == ("r1", "j", None)
+    assert e.labels == (("gatewatch.out_of_range", "token_exp"),)

@@ -86,12 +86,24 @@ def test_decode_json_object_tolerates_ambassadors_access_prefix() -> None:
         (b'{"a": "\xff"}', "invalid_utf8"),
         (b"", "format_mismatch"),
         (b'{"pad": "' + b"x" * 2000 + b'"}', "oversized"),
+        # Past a double's range is read as infinity (below), but not with these beside it:
+        (b'{"a": 1e400, "b": NaN}', "invalid_json"),
+        (b'{"a": 1e400, "b": "\\ud800"}', "invalid_json"),  # a lone surrogate escape
+        (b'{"a": 1e400, "b": ', "invalid_json"),
     ],
 )
 def test_decode_json_object_dead_letters(line: bytes, reason: str) -> None:
     letter = decode_json_object(record(line), 1024)
     assert isinstance(letter, DeadLetter)
     assert (letter.reason, letter.line) == (reason, line)
+
+
+def test_a_number_past_a_doubles_range_costs_only_its_value() -> None:
+    # orjson refuses 1e400; RFC 8259 sets no range. Read as infinity, normalize drops it and flags it.
+    line = b'{"a": 1e400, "b": -1e400, "c": "1e400", "d": {"e": 2.5, "f": 100000000000000000000000}}'
+    assert decode_json_object(record(line), 1024) == {
+        "a": float("inf"), "b": float("-inf"), "c": "1e400", "d": {"e": 2.5, "f": 10**23},
+    }  # fmt: skip
 
 
 def test_access_prefix_before_broken_json_keeps_the_original_line() -> None:

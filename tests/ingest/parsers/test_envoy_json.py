@@ -330,3 +330,11 @@ def test_the_client_is_read_from_the_right_of_x_forwarded_for(hops: int, client:
     line = orjson.dumps({"ts": "2026-12-07T10:00:00Z", "xff": chain, "bytes": bytes_sent})
     e = event(parser, line)
     assert (e.forwarded_for, e.source_ip, e.bytes_sent) == (chain, client, 5 if bytes_sent == 5 else None)
+
+
+def test_a_number_past_a_doubles_range_is_dropped_not_the_line() -> None:
+    parser = build_gateway_parser(None, {"ts": "%START_TIME%", "bytes": "%BYTES_SENT%", "rid": "%REQ(X-REQUEST-ID)%"})
+    e = event(parser, b'{"ts": "2026-12-07T10:00:00Z", "bytes": 1e400, "rid": "r1"}')
+    assert (e.request_id, e.bytes_sent, e.labels) == ("r1", None, (("gatewatch.out_of_range", "bytes_sent"),))
+    letter = parser(record(b'{"ts": 1e400, "rid": "r2"}'))
+    assert isinstance(letter, DeadLetter) and letter.reason == "invalid_value"  # no time: no event
