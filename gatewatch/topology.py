@@ -36,9 +36,9 @@ from detectors.trust import TrustPolicy
 from ingest.codec import Ts, decode_state, decode_versioned, encode, encode_state
 from ingest.correlate import Correlator
 from ingest.order import EventOrder
-from ingest.parsers import Parser, build_app_parser, build_gateway_parser
+from ingest.parsers import Parser, build_app_parser, build_gateway_parser, gateway_labelled_values
 from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord, Transaction, record_id
-from ingest.redact import Redactor, build_redactor
+from ingest.redact import Labelled, Redactor, build_redactor
 from ingest.redact_batch import redact_events
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import shared_revocations
@@ -114,10 +114,13 @@ class RecordParsers:
     logs it.
     """
 
-    def __init__(self, plain: dict[Dataset, Parser], redactor: Redactor) -> None:
+    def __init__(
+        self, plain: dict[Dataset, Parser], redactor: Redactor, labelled: dict[Dataset, Labelled] | None = None
+    ) -> None:
         self.plain = plain  # unredacted: read only through parse_records or parsers[dataset]
         self.redactor = redactor
-        self._redacted = {dataset: redactor.wrap(parse) for dataset, parse in plain.items()}
+        self.labelled = labelled or {}  # a format's label values in a dead letter's line, by dataset
+        self._redacted = {dataset: redactor.wrap(parse, self.labelled.get(dataset)) for dataset, parse in plain.items()}
 
     def __getitem__(self, dataset: Dataset) -> Parser:
         return self._redacted[dataset]
@@ -136,6 +139,7 @@ def build_parsers(config: GatewatchConfig) -> RecordParsers:
             Dataset.APP: build_app_parser(config.app.fields, config.app.max_line_bytes),
         },
         build_redactor(config),
+        {Dataset.GATEWAY: gateway_labelled_values(config.gateway.format, config.gateway.json_format)},
     )
 
 
@@ -143,7 +147,7 @@ def parse_records(parsers: RecordParsers, records: Iterable[RawRecord]) -> tuple
     """Parse, normalize and redact raw records: the stateless first stage, safe to split across processes."""
     events: list[Event] = []
     dead_letters: list[DeadLetter] = []
-    plain, redactor = parsers.plain, parsers.redactor
+    plain, redactor, labelled = parsers.plain, parsers.redactor, parsers.labelled
     for record in records:
         result = plain[record.origin.dataset](record)
         if record.id_origin is not None:
@@ -151,7 +155,7 @@ def parse_records(parsers: RecordParsers, records: Iterable[RawRecord]) -> tuple
         if type(result) is Event:
             events.append(result)
         else:
-            dead_letters.append(redactor.redact(result))  # type: ignore[arg-type]
+            dead_letters.append(redactor.redact_dead_letter(result, labelled.get(record.origin.dataset)))  # type: ignore[arg-type]
     return redact_events(redactor, events), dead_letters
 
 

@@ -118,6 +118,8 @@ _TEXT_FIELDS = tuple(
     if spec.type == (str | None) and spec.name != "id"
 )
 _text_values = operator.attrgetter(*_TEXT_FIELDS)
+Labelled = Callable[[str], Iterable[tuple[str, str]]]
+"""A format's label values in a raw line: ``(label name, value as the line holds it)``."""
 
 
 def _repeating_texts(event: Event) -> tuple[str | None, ...]:
@@ -287,8 +289,10 @@ class Redactor:
             return self._text(record) if self._suspect(record) else record
         raise TypeError(f"cannot redact a {type(record).__name__}")
 
-    def wrap(self, parser: Callable[[RawRecord], Event | DeadLetter]) -> Callable[[RawRecord], Event | DeadLetter]:
-        """``parser`` whose every result is redacted: the one place records are redacted."""
+    def wrap(self, parser: Callable[[RawRecord], Event | DeadLetter], labelled: Labelled | None = None
+             ) -> Callable[[RawRecord], Event | DeadLetter]:  # fmt: skip
+        """``parser`` whose every result is redacted: the one place records are redacted.
+        ``labelled``: its format's label values in a line (see :meth:`redact_dead_letter`)."""
         if not self.enabled:
             return parser
         suspect_event, redact_fields, redact_letter = self._suspect_event, self._redacted_fields, self._dead_letter
@@ -298,7 +302,7 @@ class Redactor:
             # type() is: exact, and cheaper per record than isinstance; mypy narrows only its if branch
             if type(result) is Event:
                 return redact_fields(result) if suspect_event(result) else result
-            return redact_letter(result)  # type: ignore[arg-type]
+            return redact_letter(result, labelled)  # type: ignore[arg-type]
 
         return parse_redacted
 
@@ -428,11 +432,20 @@ class Redactor:
                 return self._marker(kind, value)
         return self._text(value)
 
-    def _dead_letter(self, letter: DeadLetter) -> DeadLetter:
+    def redact_dead_letter(self, letter: DeadLetter, labelled: Labelled | None) -> DeadLetter:
+        """``redact(letter)``, where ``labelled(line)`` gives the values its format's label
+        operators hold in the line: a text format logs ``%REQ(AUTHORIZATION)%`` by its place, with
+        no name beside it, so only the format says which value is a credential."""
+        return self._dead_letter(letter, labelled) if self.enabled else letter
+
+    def _dead_letter(self, letter: DeadLetter, labelled: Labelled | None = None) -> DeadLetter:
         # Raw bytes may not be UTF-8: surrogateescape keeps every undecodable byte as it was.
-        line = letter.line.decode("utf-8", "surrogateescape")
+        line = new_line = letter.line.decode("utf-8", "surrogateescape")
         detail = self.redact(letter.detail)
-        new_line = self._text(line) if self._suspect(line) else line
+        for name, value in labelled(line) if labelled is not None else ():
+            if (marked := self._labelled(name, value)) != value:
+                new_line = new_line.replace(value, marked)
+        new_line = self._text(new_line) if self._suspect(new_line) else new_line
         if detail == letter.detail and new_line == line:
             return letter
         return DeadLetter(

@@ -37,6 +37,7 @@ PASSWORD = "hunter2"
 COOKIE = "s3ss10n-value-77"
 API_KEY = "K3Y-abcdef-99"
 BASIC = base64.b64encode(b"bob:" + PASSWORD.encode()).decode()
+OPAQUE = "opaque-tok-9f8e7d6c5b4a"  # a bearer token that is no JWT: only its header's name says what it is
 
 
 def _jwt(claims: dict[str, Any]) -> str:
@@ -47,7 +48,7 @@ def _jwt(claims: dict[str, Any]) -> str:
 
 
 JWT = _jwt({"jti": "tok-42", "sub": "alice", "exp": 1772449200})
-SECRETS = (*PAN_FORMS, PASSWORD, COOKIE, API_KEY, BASIC, JWT, JWT.split(".")[1], "cvv: 123", "cvv=123")
+SECRETS = (*PAN_FORMS, PASSWORD, COOKIE, API_KEY, BASIC, JWT, JWT.split(".")[1], "cvv: 123", "cvv=123", OPAQUE)
 
 FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
@@ -90,6 +91,10 @@ def write_traffic(tmp_path: Path) -> dict[str, Path]:
     ]
     gateway.append(_gateway_line(41, "r-pay", f"/v1/pay?card={PAN_FORMS[2]}&cvv=123&api_key={API_KEY}", 200, "app/1"))
     gateway.append(f'[2026-03-02T09:00:42.000Z] "GET /v1/x?password={PASSWORD}&token={JWT}')  # cut short
+    # Dead letters whose headers stand only by their place in the format: a status out of range,
+    # and (below) a path that is not UTF-8.
+    gateway.append(_gateway_line(45, "r-999", "/v1/x", 999, "app/1").replace(f"Bearer {JWT}", f"Bearer {OPAQUE}"))
+    latin1 = _gateway_line(46, "r-latin1", "/v1/caf\xe9", 200, "app/1").replace(f"Bearer {JWT}", f"Bearer {OPAQUE}")
     app = [
         _app_line(i, f"r-{i}", login, "10.0.0.10", f"login failed, card {PAN_FORMS[1]} cvv: 123") for i in range(40)
     ]
@@ -98,7 +103,7 @@ def write_traffic(tmp_path: Path) -> dict[str, Path]:
     app.append(f'{{"ts": "2026-03-02T09:00:44Z", "msg": "card {PAN}", "token": "{JWT}"')  # truncated JSON
     app.append(json.dumps({"ts": JWT, "msg": "cookie: session=" + COOKIE}))  # invalid timestamp
     gateway_log, app_log = tmp_path / "gateway.log", tmp_path / "app.log"
-    gateway_log.write_text("\n".join(gateway) + "\n")
+    gateway_log.write_bytes(("\n".join(gateway) + "\n").encode() + latin1.encode("latin-1") + b"\n")
     not_utf8 = f"\xff\xfe card {PAN} password={PASSWORD}\n".encode("latin-1")
     app_log.write_bytes(("\n".join(app) + "\n").encode() + not_utf8)
     key_file = tmp_path / "redact.key"
@@ -181,13 +186,14 @@ def test_replay_stores_and_prints_no_secret(
     assert f"Basic [REDACTED:authorization {_h(BASIC)}]" in tables["events"]
     assert f"[REDACTED:cookie {_h(f'session={COOKIE}; theme=dark')}]" in tables["events"]
     assert f"cvv: [REDACTED:cvv {_h('123')}]" in tables["events"]
-    assert dead.count("\n") == 4  # the truncated gateway line, two broken app lines, the non-UTF-8 one
+    # The truncated gateway line, the status 999 and the non-UTF-8 ones, two broken app lines, the non-UTF-8 one.
+    assert dead.count("\n") == 6
 
 
 def test_search_documents_hold_no_secret(traffic: dict[str, Path]) -> None:
     documents = SearchDocuments()
     stats = replay(load_config(traffic["config"]), [traffic["gateway"]], [traffic["app"]], [documents])
-    assert stats.events == 82 and stats.dead_letters == 4 and stats.transactions > 0
+    assert stats.events == 82 and stats.dead_letters == 6 and stats.transactions > 0
     text = b"\n".join(documents.documents).decode("utf-8", "backslashreplace")
     _assert_clean("search documents", text)
     assert f"password=[REDACTED:secret {_h(PASSWORD)}]" in text

@@ -13,15 +13,15 @@ The pipeline calls :func:`build_gateway_parser` and :func:`build_app_parser`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ingest.errors import FormatError
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS, compile_app_parser
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT
-from ingest.parsers.envoy_json import compile_json_format
-from ingest.parsers.envoy_text import compile_text_format
+from ingest.parsers.envoy_json import compile_json_format, json_labelled_values
+from ingest.parsers.envoy_text import compile_text_format, compile_text_pattern
 
 __all__ = [
     "DEFAULT_APP_FIELDS",
@@ -35,6 +35,7 @@ __all__ = [
     "compile_text_format",
     "decode_json_object",
     "decode_line",
+    "gateway_labelled_values",
 ]
 
 
@@ -58,6 +59,16 @@ def build_gateway_parser(
         return compile_json_format(json_format, max_line_bytes, xff_num_trusted_hops)
     fmt = ENVOY_DEFAULT_FORMAT if format is None else format
     return compile_text_format(fmt, max_line_bytes, xff_num_trusted_hops)
+
+
+def gateway_labelled_values(
+    format: str | None = None, json_format: Mapping[str, Any] | None = None
+) -> Callable[[str], list[tuple[str, str]]]:
+    """For a gateway line, the values of the format's label operators (``req.authorization``...):
+    what redaction needs to find a header's secret by its place in a dead letter's raw line."""
+    if json_format is not None:
+        return json_labelled_values(json_format)
+    return compile_text_pattern(ENVOY_DEFAULT_FORMAT if format is None else format).labelled_values
 
 
 def build_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:

@@ -114,6 +114,27 @@ def compile_json_format(
     return fuse(plain_leaves, True, "gateway.json_format", raw_json=True, whole=whole, trusted_hops=trusted_hops) or parse
 
 
+def json_labelled_values(mapping: Mapping[str, Any]) -> Callable[[str], list[tuple[str, str]]]:
+    """What :meth:`TextPattern.labelled_values` is for a text format: the text values a line of
+    ``mapping`` holds for its label operators, each as decoded and as its JSON string writes it."""
+    labels = [(path, slot.field) for path, value in _leaves(mapping, ())
+              if isinstance(slot := _compile_value(value), Slot) and slot.is_label]  # fmt: skip
+
+    def labelled_values(text: str) -> list[tuple[str, str]]:
+        try:
+            obj = orjson.loads(text)
+        except ValueError:  # not JSON, or a line that was not UTF-8 (surrogates)
+            return []
+        found = []
+        for path, label in labels:
+            value = _lookup(obj, path)
+            if isinstance(value, str) and value:
+                found += [(label, value), (label, orjson.dumps(value).decode()[1:-1])]
+        return found
+
+    return labelled_values
+
+
 def _leaf(compiled: Slot | TextPattern, path: tuple[str, ...]) -> Leaf | None:
     """The fused reader's view of a key, or None if only the general path reads it."""
     if not isinstance(compiled, Slot) or compiled.is_label:

@@ -94,6 +94,21 @@ class TextPattern:
                 apply(field, value, fields)
         return fields
 
+    def labelled_values(self, text: str) -> list[tuple[str, str]]:
+        """The values ``text`` holds for the format's label operators (``req.authorization``,
+        ``req.cookie``...), as logged; none if ``text`` does not fit the format.
+
+        In a dead letter's raw line a header's value stands where the format puts it, with no
+        name beside it: redaction judges it by the operator's name (:meth:`Redactor.redact_dead_letter`).
+        """
+        text = text.rstrip()
+        match = self.strict(text)
+        if match is None and self._lenient is not None:
+            match = self._lenient(text)
+        if match is None:
+            return []
+        return [(slot.field, value) for slot, value in zip(self.slots, match.groups()) if slot.is_label and value]
+
     def _fused_plan(self) -> tuple[_Match, list[Leaf], list[Run]] | None:
         """The fused reader's regex, leaves and runs (see :meth:`fused`), ``None`` if it has none."""
         if not self._zip_only:
