@@ -181,12 +181,14 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
                     ) -> pd.DataFrame:  # fmt: skip
     """Token misuse, per token (``token.jti``) or user (``token.sub``).
 
-    - ``token_replay``: one token presented at the gateway from two or more addresses before it expired;
+    - ``token_replay``: one token presented at the gateway from two or more addresses before it expired
+      (the token of a gateway line that logs none is its request's app line's, as the rule joins them);
     - ``token_expired_accepted``: Billing answered 2xx to a token expired more than the skew allowance;
     - ``token_revoked_used``: a revoked token used after its revocation;
     - ``token_cross_org``: Billing answered 2xx where the token's org is not the resource's org.
     """
-    gateway = events[(events["dataset"] == str(Dataset.GATEWAY)) & events["token_jti"].notna()]
+    gateway = _with_app_tokens(events)
+    gateway = gateway[gateway["token_jti"].notna()]
     live = gateway[gateway["token_exp"].isna() | (gateway["ts"] <= gateway["token_exp"])]
     addresses = live.groupby("token_jti")["source_ip"].nunique()
     replayed = live[live["token_jti"].isin(addresses[addresses >= 2].index)]
@@ -212,6 +214,17 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
     ]
     parts = [p.assign(reason=pd.NA) for p in parts if len(p)]
     return _group(pd.concat(parts)) if parts else _incident_frame([])
+
+
+def _with_app_tokens(events: pd.DataFrame) -> pd.DataFrame:
+    """The gateway's events, each missing token (``token_jti``, ``token_exp``) taken from its request's app line."""
+    gateway = events[events["dataset"] == str(Dataset.GATEWAY)].copy()
+    app = events[(events["dataset"] == str(Dataset.APP)) & events["token_jti"].notna() & events["request_id"].notna()]
+    tokens = app.drop_duplicates("request_id").set_index("request_id")
+    missing = gateway["token_jti"].isna() & gateway["request_id"].isin(tokens.index)
+    for column in ("token_jti", "token_exp"):
+        gateway.loc[missing, column] = gateway.loc[missing, "request_id"].map(tokens[column])
+    return gateway
 
 
 def _served(events: pd.DataFrame) -> pd.Series:

@@ -92,6 +92,17 @@ def test_token_rules_and_their_benign_look_alikes() -> None:
     }  # fmt: skip
 
 
+def test_a_replay_is_found_when_only_the_app_logs_the_token() -> None:
+    # Envoy's default format logs no jti: the detector joins each request with its app line, and so does the hunt.
+    events = frame(
+        gateway(10, "a", source_ip="198.51.100.1"), app(10.1, "a", "10.0.0.11", GATEWAY_ID, token_jti="t1"),
+        gateway(20, "b", source_ip="192.0.2.66"), app(20.1, "b", "10.0.0.11", GATEWAY_ID, token_jti="t1"),
+        gateway(30, "c", source_ip="198.51.100.2"), app(30.1, "c", "10.0.0.11", GATEWAY_ID, token_jti="t2"),
+        gateway(31, "d", source_ip="198.51.100.2"), app(31.1, "d", "10.0.0.11", GATEWAY_ID, token_jti="t2"),
+    )  # fmt: skip
+    assert found(token_incidents(events, {})) == {("t1", "token_replay", None)}
+
+
 def test_a_request_timeline_spans_both_sides_in_order() -> None:
     events = frame(app(2.5, "r-1", "10.0.0.11", GATEWAY_ID, message="charged"), gateway(0, "r-1"),
                    gateway(0.2, "r-2"))  # fmt: skip
