@@ -74,7 +74,14 @@ def canonical_app_fields(fields: Mapping[str, str]) -> tuple[dict[str, str], lis
 
 
 _MISSING = object()
-_CONVERT = {"source_ip": without_port}
+
+
+def _text_without_port(value: Any) -> Any:
+    # Only text: anything else is typed (and refused, for an object) as any other field's value is.
+    return without_port(value) if type(value) is str else value
+
+
+_CONVERT = {"source_ip": _text_without_port}
 
 
 def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Parser:
