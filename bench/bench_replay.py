@@ -154,7 +154,7 @@ def _child_memory(spec: dict) -> dict:
     walks what the two structures hold with ``sys.getsizeof``, each object once.
     Objects every record shares (dataset members, a file's name) are not counted.
     """
-    from itertools import islice
+    from itertools import chain, islice
 
     from gatewatch.config import load_config
     from gatewatch.replay import CHUNK_RECORDS
@@ -168,8 +168,10 @@ def _child_memory(spec: dict) -> dict:
     readers = {}
     for dataset, path, section in ((Dataset.GATEWAY, spec["gateway"], config.gateway),
                                    (Dataset.APP, spec["app"], config.app)):  # fmt: skip
-        readers[path] = read_lines(Path(path), dataset, section.max_line_bytes, section.unwrap)
-        pipeline.open_stream(path)
+        lines = read_lines(Path(path), dataset, section.max_line_bytes, section.unwrap)
+        first = next(lines)  # opened under its records' stream name (a tree before session 21: the path as given)
+        readers[first.origin.stream] = chain([first], lines)
+        pipeline.open_stream(first.origin.stream)
     fed, stop = 0, spec["lines"] // 2
     while fed < stop:
         stream = min(readers, key=pipeline.stream_clock)

@@ -37,8 +37,9 @@ def replay(
         (Dataset.APP, app_paths, config.app),
     ):
         for path in paths:
-            readers[str(path)] = FileSource(path, dataset, section.max_line_bytes, section.unwrap)
-            pipeline.open_stream(str(path))
+            source = FileSource(path, dataset, section.max_line_bytes, section.unwrap)
+            readers[source.stream] = source  # the records' stream, one for every name of a file: read once
+            pipeline.open_stream(source.stream)
 
     since_drain = 0
     try:

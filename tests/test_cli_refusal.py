@@ -43,7 +43,6 @@ EXTRA: dict[str, list[str]] = {
     "config_name_with_escapes": ["--config", "{dir}/\x1b[31m[/x]\r\nforged.yaml"],
     "alerts_out_unwritable": ["--alerts-out", "/proc/no/such/alerts.ndjson"],
     "gateway_is_a_folder": ["--gateway", "{dir}"],
-    "gateway_bad_gzip": ["--gateway", "{dir}/bad.log.gz"],
     "store_unknown": ["--store", "bogus:x"],
     "store_unwritable": ["--store", "duckdb:/proc/no/such.duckdb"],
 }
@@ -56,7 +55,6 @@ REVOKED_MORE = {
 def _cases(tmp_path: Path) -> dict[str, list[str]]:
     log = tmp_path / "gateway.log"
     log.write_text("")
-    (tmp_path / "bad.log.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     good = tmp_path / "good.yaml"
     good.write_text(TRUSTED)
     base = ["--gateway", str(log), "--alerts-out", str(tmp_path / "alerts.ndjson"), "--store", "none"]
@@ -103,6 +101,19 @@ def test_every_broken_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     }  # fmt: skip
     assert wrong == {}
     print(f"\nrefused with one line and exit 2: {len(outcomes)} broken configs and files")
+
+
+def test_a_damaged_gzip_is_one_warning_and_the_run_goes_on(tmp_path: Path) -> None:
+    # Damage is data, not a broken setting: the lines before it are read (none here), the other files too.
+    (tmp_path / "bad.log.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    (tmp_path / "good.yaml").write_text(TRUSTED)
+    argv = ["replay", "--config", str(tmp_path / "good.yaml"), "--gateway", str(tmp_path / "bad.log.gz"),
+            "--alerts-out", str(tmp_path / "alerts.ndjson"), "--store", "none"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "gatewatch.cli", *argv], capture_output=True, timeout=120)
+    err = done.stderr.decode()
+    warnings = [line for line in err.splitlines() if line.startswith("WARNING")]
+    assert done.returncode == 0 and "Traceback" not in err, err
+    assert len(warnings) == 1 and "gzip_damaged" in warnings[0] and "bad.log.gz" in warnings[0]
 
 
 @pytest.mark.parametrize(

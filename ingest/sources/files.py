@@ -1,35 +1,56 @@
 """Files: read log files (plain or gzip) as raw records, one line each.
 
-A line's origin is the file's path and its 1-based line number, so a replay of
-the same file yields the same record ids. Lines longer than ``max_line_bytes``
-are read in pieces and only their first ``max_line_bytes + 1`` bytes are kept:
-the parser turns that into an ``oversized`` dead letter without the whole line
-ever sitting in memory.
+A line's origin is the file's resolved path and its 1-based line number, so a
+replay of the same file, under whatever name, yields the same record ids. Lines
+longer than ``max_line_bytes`` are read in pieces and only their first
+``max_line_bytes + 1`` bytes are kept: the parser turns that into an
+``oversized`` dead letter without the whole line ever sitting in memory.
+
+A gzip file that ends early or is corrupt part-way (an interrupted copy, a
+full disk during rotation) yields every line before the damage and then ends,
+with a warning; its cut last line goes to the parser like any other, which
+dead-letters it (``truncated``, ``invalid_json``...). Only a file that cannot
+be opened or read at all is a :class:`~ingest.errors.SourceError`.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Generator, Iterator, Mapping
+import io
+import logging
+import zlib
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO
 
 from ingest.errors import SourceError
+from ingest.escape import quoted
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.unwrap import compile_unwrap, join_pieces
 
+log = logging.getLogger(__name__)
+
 _GZIP_MAGIC = b"\x1f\x8b"
+_DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error)
+"""What reading a gzip stream raises when it ends early or is corrupt part-way."""
 
 
-def open_log(path: Path) -> BinaryIO:
+def open_log(path: Path) -> io.BufferedIOBase:
     """Open ``path`` for binary reading, gunzipping it if it is gzip (by content, not name)."""
     try:
         with path.open("rb") as probe:
             compressed = probe.read(2) == _GZIP_MAGIC
-        return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb") if compressed else path.open("rb")
     except OSError as error:
         raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
+
+
+def stream_name(path: Path) -> str:
+    """The stream of a file's records: its resolved path, the same for every name of the file (ids derive from it)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: opening the file fails with a SourceError
+        return str(path.absolute())
 
 
 def read_lines(
@@ -53,20 +74,21 @@ def read_blocks(
     A list built in one comprehension costs less per line than a generator's
     step per line; :class:`FileSource` hands out slices of it.
     """
-    stream = str(path)
+    stream = stream_name(path)
     unwrapper = compile_unwrap(unwrap)
     with open_log(path) as handle:
         try:
+            chunks = _chunks(handle, path)
             if unwrapper is not None:
                 # JSON escaping can double a line: keep enough of the wrapper to find the line in it.
-                lines = _bounded_lines(handle, 2 * max_line_bytes + _WRAPPER_BYTES)
+                lines = _bounded_lines(chunks, 2 * max_line_bytes + _WRAPPER_BYTES)
                 yield from _batched(join_pieces(lines, unwrapper, dataset, stream, max_line_bytes), POLL_RECORDS)
                 return
             number = 0
-            for block in _bounded_blocks(handle, max_line_bytes + 1):
+            for block in _bounded_blocks(chunks, max_line_bytes + 1):
                 yield [RawRecord(Origin(dataset, stream, n), line) for n, line in enumerate(block, number + 1)]
                 number += len(block)
-        except (OSError, EOFError, gzip.BadGzipFile) as error:
+        except OSError as error:
             raise SourceError(f"error reading {path}: {error}") from None
 
 
@@ -84,14 +106,14 @@ POLL_RECORDS = 512
 class FileSource:
     """One log file as a :class:`~ingest.sources.base.Source`: read once, to its end, in line order.
 
-    Its one partition is the file's stream name (its path, the records'
-    ``origin.stream``). ``poll`` never waits: a file has no more lines later.
-    Positions are not durable (a replay starts over): ``commit`` only
-    remembers them, in :attr:`committed`.
+    Its one partition is the file's stream name (its resolved path, the
+    records' ``origin.stream``, see :func:`stream_name`). ``poll`` never
+    waits: a file has no more lines later. Positions are not durable (a
+    replay starts over): ``commit`` only remembers them, in :attr:`committed`.
     """
 
     def __init__(self, path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None) -> None:
-        self.stream = str(path)
+        self.stream = stream_name(path)
         self.committed: dict[str, int] = {}
         self._blocks = read_blocks(path, dataset, max_line_bytes, unwrap)
         self._block: list[RawRecord] = []  # the block being handed out, from _taken on
@@ -125,16 +147,63 @@ class FileSource:
 
 
 _BLOCK_BYTES = 1 << 20
+_SALVAGE_STEPS_BYTES = (4096, 1)
 
 
-def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[bytes]:
+def _chunks(handle: io.BufferedIOBase, path: Path) -> Iterator[bytes]:
+    """The bytes of ``handle`` a block at a time; at damage in a gzip stream, what came before it, then the end.
+
+    ``read1`` reads the gzip stream once per call, so all it decoded before an
+    early end or a bad CRC has been handed out when the error comes. Corrupt
+    deflate data (``zlib.error``) also loses what the failing call decoded:
+    :func:`_salvage` reads that stretch again.
+    """
+    done = 0
+    try:
+        while chunk := handle.read1(_BLOCK_BYTES):
+            done += len(chunk)
+            yield chunk
+    except _DAMAGED as error:
+        rest = _salvage(path, done) if isinstance(error, zlib.error) else b""
+        log.warning(
+            "gzip_damaged path=%s bytes_read=%d error=%s", quoted(str(path)), done + len(rest), quoted(str(error))
+        )
+        if rest:
+            yield rest
+
+
+def _salvage(path: Path, start: int) -> bytes:
+    """What of the gzip file ``path`` decodes from byte ``start`` up to its damage.
+
+    A read that meets the damage returns nothing of what it decoded, so the
+    stretch is read in small steps, the last of them one byte.
+    """
+    kept = b""
+    for step in _SALVAGE_STEPS_BYTES:
+        kept += _read_to_damage(path, start + len(kept), step)
+    return kept
+
+
+def _read_to_damage(path: Path, start: int, step: int) -> bytes:
+    pieces = []
+    with gzip.open(path, "rb") as handle:
+        try:
+            handle.seek(start)  # reads up to ``start`` and no further
+            while piece := handle.read1(step):
+                pieces.append(piece)
+        except _DAMAGED:
+            pass
+    return b"".join(pieces)
+
+
+def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
     """Lines of at most ``limit`` bytes: a longer line is cut to its head, the rest skipped."""
-    for lines in _bounded_blocks(handle, limit):
+    for lines in _bounded_blocks(chunks, limit):
         yield from lines
 
 
-def _bounded_blocks(handle: BinaryIO, limit: int) -> Iterator[list[bytes]]:
-    """The lines of :func:`_bounded_lines`, a list for each block read.
+def _bounded_blocks(chunks: Iterable[bytes], limit: int) -> Iterator[list[bytes]]:
+    """The lines of :func:`_bounded_lines`, a list for each block of ``chunks`` (none empty).
 
     Reads whole blocks and splits them in C: a readline() call per line cost
     more than parsing it. A block with no carriage return and no line past
@@ -142,7 +211,7 @@ def _bounded_blocks(handle: BinaryIO, limit: int) -> Iterator[list[bytes]]:
     """
     head = b""  # start of a line that continues in the next block
     cut = False  # the line in ``head`` is already longer than ``limit``
-    while block := handle.read(_BLOCK_BYTES):
+    for block in chunks:
         lines = block.split(b"\n")
         tail = lines.pop()
         if lines:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewatch.errors import SourceError
-from ingest.records import Dataset
-from ingest.sources.files import read_lines
+from ingest.records import Dataset, record_id
+from ingest.sources.files import FileSource, read_lines
 from ingest.sources.revocations import load_revocations, shared_revocations
 
 
@@ -23,7 +23,20 @@ def test_lines_and_origins(tmp_path: Path, compress: bool) -> None:
     records = list(read_lines(path, Dataset.APP, max_line_bytes=100))
     assert [r.line for r in records] == [b"first", b"second", b"", b"last-without-newline"]
     assert [r.origin.offset for r in records] == [1, 2, 3, 4]
-    assert {r.origin.stream for r in records} == {str(path)}
+    assert {r.origin.stream for r in records} == {str(path.resolve())}
+
+
+def test_every_name_of_a_file_gives_its_records_the_same_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids derive from the stream name: a file replayed again under another name is stored once, not twice."""
+    path = tmp_path / "logs" / "gateway.log"
+    path.parent.mkdir()
+    path.write_bytes(b"first\nsecond\n")
+    (tmp_path / "current.log").symlink_to(path)
+    monkeypatch.chdir(tmp_path)
+    names = [path, Path("logs/gateway.log"), Path("logs/../logs/./gateway.log"), Path("current.log")]
+    ids = {tuple(record_id(r.origin) for r in read_lines(name, Dataset.GATEWAY, 100)) for name in names}
+    assert len(ids) == 1 and len(next(iter(ids))) == 2
+    assert {FileSource(name, Dataset.GATEWAY, 100).stream for name in names} == {str(path.resolve())}
 
 
 def test_oversized_line_is_cut_to_its_head_and_the_next_line_survives(tmp_path: Path) -> None:
@@ -88,6 +101,6 @@ def test_block_reading_matches_line_splitting(data: list[bytes], block: int, lim
     original = files._BLOCK_BYTES
     files._BLOCK_BYTES = block
     try:
-        assert list(files._bounded_lines(io.BytesIO(raw), limit)) == expected
+        assert list(files._bounded_lines(files._chunks(io.BytesIO(raw), Path("a.log")), limit)) == expected
     finally:
         files._BLOCK_BYTES = original
