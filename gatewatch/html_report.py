@@ -7,7 +7,9 @@ requests across gateway and Billing, from the events).
 The page fetches nothing: CSS, SVG and its one small script are inline, and a
 Content-Security-Policy (``default-src 'none'``, the script allowed by its hash)
 stops the browser from loading or running anything else. Every data-derived
-text is HTML-escaped — log lines are written by whoever sends requests.
+text goes through :func:`~gatewatch.svg_charts.esc` — control characters, bidi
+overrides and line separators shown as escapes, as in the terminal, then
+HTML-escaped — log lines are written by whoever sends requests.
 
 Named ``html_report`` because ``gatewatch/report.py`` is the terminal run summary
 that ``replay`` and ``demo`` print; the two share no code.
@@ -327,7 +329,7 @@ def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str
             f'<span class="sev" style="background:{color}">{esc(a.severity)}</span> '
             f'<span class="what"><code>{esc(a.rule)}</code> · {esc(a.entity_type)} = '
             f'<span class="mono">{esc(a.entity_value)}</span></span> '
-            f'<span class="when">· {a.count}× · {esc(_time(a.first_seen))} → {esc(_time(a.last_seen))} UTC '
+            f'<span class="when">· {esc(a.count)}× · {esc(_time(a.first_seen))} → {esc(_time(a.last_seen))} UTC '
             f"({esc(minutes((a.last_seen - a.first_seen).total_seconds()))}){reason}</span>"
             f"<div>{esc(a.summary)}</div></summary>{body}</details>"
         )
@@ -394,7 +396,7 @@ def _timeline_rows(rows: pd.DataFrame) -> str:
             peer += f'<br><span class="note">{esc(r.peer_identity)}</span>'
         lines.append(
             f'<tr><td class="mono">{esc(r.ts.strftime("%H:%M:%S.%f")[:-3])}</td>'
-            f'<td class="num">+{r.offset_ms:,.0f} ms</td><td><span class="side {r.side}">{r.side}</span></td>'
+            f'<td class="num">+{r.offset_ms:,.0f} ms</td><td><span class="side {esc(r.side)}">{esc(r.side)}</span></td>'
             f'<td class="mono">{peer}</td><td class="mono">{esc(_text(r.method))} {esc(_text(r.path))}</td>'
             f'<td class="num {css}">{status}</td><td class="mono">{esc(_text(r.route_name))}</td>'
             f"<td>{esc(_text(r.message))}</td></tr>"

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from ingest.escape import visible
+
 SEVERITY_COLORS = {"critical": "#b91c1c", "high": "#ea580c", "medium": "#ca8a04", "low": "#2563eb"}
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
 COLOR_4XX = "#d97706"
@@ -21,14 +23,12 @@ _TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
 def esc(value: object) -> str:
     """``value`` as text safe inside HTML/SVG elements and quoted attributes.
 
-    Control characters (ANSI escapes, CR, NUL...) are shown as ``\\xNN``: an analyst
-    should see that a log value carried them, and no viewer should act on them.
+    Control characters (ANSI escapes, CR, LF, C1, bidi overrides, line separators)
+    are shown as escapes by :func:`ingest.escape.visible`, as in the terminal: an
+    analyst should see that a log value carried them, and no viewer should act on them.
     """
     text = "" if value is None else str(value)
-    return html.escape(text.translate(_CONTROLS), quote=True)
-
-
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F] if c not in (0x09, 0x0A)}
+    return html.escape(visible(text), quote=True)
 
 
 @dataclass(frozen=True)

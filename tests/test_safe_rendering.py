@@ -44,7 +44,10 @@ def test_visible_escapes_every_control_and_keeps_text() -> None:
     assert visible("a\x00b\x1bc\x7fd\x85e\tf\u2066g") == "a\\x00b\\x1bc\\x7fd\\x85e\\tf\\u2066g"
     hostile = "\x1b[31m\r\n\u202e"
     assert visible(visible(hostile)) == visible(hostile) == "\\x1b[31m\\r\\n\\u202e"  # escaping twice is harmless
-    dangerous = {*range(0x20), 0x7F, *range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+    assert visible("a\u2028b\u2029c") == "a\\u2028b\\u2029c"  # line and paragraph separators break lines too
+    assert visible("\u061cx") == "\\u061cx"  # the Arabic letter mark, a bidi control
+    dangerous = {*range(0x20), 0x7F, *range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+                 0x2028, 0x2029, 0x061C}  # fmt: skip
     every = "".join(chr(c) for c in range(0x30000) if not 0xD800 <= c <= 0xDFFF)
     assert not {ord(c) for c in visible(every)} & dangerous
 

@@ -69,23 +69,23 @@ def test_the_page_fetches_nothing_and_runs_only_its_own_script(demo_out: Path) -
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&\x1b[31m'
 
 
-def hostile_data() -> ReportData:
+def hostile_data(text: str = HOSTILE) -> ReportData:
     ts = pd.Timestamp("2026-03-02T09:00:00Z")
     events = pd.DataFrame({column: _typed(None, kind, 2) for column, (_, kind) in EVENT_COLUMNS.items()})
     values = {
         "id": ["e1", "e2"], "dataset": ["envoy.access", "billing.app"], "ts": [ts, ts + pd.Timedelta(seconds=1)],
-        "request_id": [HOSTILE, HOSTILE], "method": ["GET", "GET"], "path": [f"/{HOSTILE}", f"/{HOSTILE}"],
-        "status": [403, 200], "route_name": [HOSTILE, None], "source_ip": [HOSTILE, "10.9.9.9"],
-        "peer_identity": [None, HOSTILE], "message": [None, HOSTILE], "user_agent": [HOSTILE, None],
+        "request_id": [text, text], "method": ["GET", "GET"], "path": [f"/{text}", f"/{text}"],
+        "status": [403, 200], "route_name": [text, None], "source_ip": [text, "10.9.9.9"],
+        "peer_identity": [None, text], "message": [None, text], "user_agent": [text, None],
     }  # fmt: skip
     for column, column_values in values.items():
         events[column] = _typed(pd.Series(column_values, dtype="object"), EVENT_COLUMNS[column][1], 2)
     alerts = pd.DataFrame({
         column: _typed(pd.Series([value], dtype="object"), kind, 1)
         for (column, (_, kind)), value in zip(ALERT_COLUMNS.items(), [
-            "a1", "gateway_bypass", "high", "source.ip", HOSTILE, ts, ts, 2, [HOSTILE], HOSTILE, HOSTILE])
+            "a1", "gateway_bypass", "high", "source.ip", text, ts, ts, 2, [text], text, text])
     })  # fmt: skip
-    return ReportData(f"duckdb:/{HOSTILE}", events, alerts, 0)
+    return ReportData(f"duckdb:/{text}", events, alerts, 0)
 
 
 def test_data_cannot_inject_markup() -> None:
@@ -113,3 +113,22 @@ def test_report_command_writes_the_page(demo_out: Path, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "report.html"
     assert main(["report", "--store", f"duckdb:{demo_out / 'gatewatch.duckdb'}", "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == (demo_out / "report.html").read_text(encoding="utf-8")
+
+
+# ESC, a bidi override, the line separator, NEL (C1) and LF, between two markers.
+CONTROLS = "MARK\x1b[31m\u202e\u2028\x85\nEND"
+
+
+def test_control_characters_and_bidi_overrides_are_shown_as_escapes() -> None:
+    text = render_report(hostile_data(CONTROLS))
+    for raw in ("\x1b", "\u202e", "\u2028", "\x85"):
+        assert raw not in text
+    shown = "MARK\\x1b[31m\\u202e\\u2028\\x85\\nEND"  # as ingest.escape.visible writes them
+    assert text.count("MARK") == text.count(shown) >= 10  # every place the data is drawn, LF included
+
+
+def test_a_stored_number_that_is_not_one_is_escaped_too() -> None:
+    data = hostile_data()
+    data.alerts["count"] = pd.array([None], dtype="Int64")  # a store row without its count
+    text = render_report(data)
+    assert "<NA>" not in text and "&lt;NA&gt;×" in text
