@@ -94,21 +94,17 @@ def assignment_key(group_id: str, assignment: tuple[str, ...] | list[str]) -> st
 
 
 def config_digest(config: GatewatchConfig) -> str:
-    """A hash of every config section the pipeline's state depends on (and the revocation list's content).
+    """A hash of every config section the pipeline's state depends on.
 
     A snapshot holds detectors built from their config; restoring one under a
     different config would silently keep the old settings, so it is refused.
+    Not the revocation list (``tokens``): no state holds it, a restored task reads
+    the list as it is then, and revoking a token is routine, not a reason to drop
+    every open window and join.
     """
-    sections = config.model_dump(mode="json", include={"gateway", "app", "trust", "tokens", "correlate", "alerts"})
+    sections = config.model_dump(mode="json", include={"gateway", "app", "trust", "correlate", "alerts"})
     sections["detectors"] = config.detectors.model_dump(mode="json")
-    digest = hashlib.sha256(orjson.dumps(sections, option=orjson.OPT_SORT_KEYS))
-    revoked = config.tokens.revoked
-    if revoked is not None:
-        try:
-            digest.update(revoked.read_bytes())
-        except OSError:
-            pass
-    return digest.hexdigest()[:32]
+    return hashlib.sha256(orjson.dumps(sections, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 def ensure_topic(kafka: KafkaConfig, topic: str, partitions: int = -1, configs: dict[str, str] | None = None) -> bool:

@@ -1,0 +1,18 @@
+"""Which config changes make a checkpoint's state unusable, and which do not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gatewatch.checkpoint import config_digest
+from gatewatch.config import parse_config
+
+
+def test_revoking_a_token_keeps_the_state_a_new_threshold_does_not(tmp_path: Path) -> None:
+    revoked = tmp_path / "revoked.csv"
+    revoked.write_text("jti,revoked_at\nt-1,2026-12-07T10:00:00Z\n")
+    before = config_digest(parse_config({"tokens": {"revoked": str(revoked)}}))
+    revoked.write_text("jti,revoked_at\nt-1,2026-12-07T10:00:00Z\nt-2,2026-12-07T11:00:00Z\n")
+    assert config_digest(parse_config({"tokens": {"revoked": str(revoked)}})) == before  # no state holds the list
+    threshold = parse_config({"tokens": {"revoked": str(revoked)}, "detectors": {"http_4xx_burst": {"min_errors": 50}}})
+    assert config_digest(threshold) != before  # the rule's state was built with the old one
