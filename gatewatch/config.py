@@ -560,7 +560,14 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
-_SECRET_KEYS = frozenset({"password", "api_key", "hash_key"})
+_SECRET_NAMES = ("password", "secret", "token", "key", "authorization")
+
+
+def _holds_a_secret(location: tuple[int | str, ...]) -> bool:
+    """A setting whose value must not be echoed: a name ending like a secret's (``sasl_password``,
+    ``hash_key``), or a header a forwarder sends (``Authorization: Bearer ...``)."""
+    name = str(location[-1]).lower().replace("-", "_") if location else ""
+    return "headers" in map(str, location) or any(name == n or name.endswith("_" + n) for n in _SECRET_NAMES)
 
 
 def _describe(error: ValidationError) -> str:
@@ -571,8 +578,8 @@ def _describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
-        elif item["loc"] and str(item["loc"][-1]) in _SECRET_KEYS:
-            problems.append(f"{key}: {message} (value not shown: it is a secret)")
+        elif _holds_a_secret(item["loc"]):
+            problems.append(f"{key} (its value not shown): {message}")
         elif isinstance(item.get("input"), (dict, list)):  # a whole section may hold secrets: name the keys only
             problems.append(f"{key}: {message}")
         else:

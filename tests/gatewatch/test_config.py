@@ -71,3 +71,18 @@ def test_instance_id_makes_each_stage_a_static_group_member() -> None:
     assert with_instance_id(parse_config({}), "pod-7").kafka.instance_id == "pod-7"
     with pytest.raises(ConfigError, match="--instance-id"):
         with_instance_id(config, "two words")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kafka": {"sasl_username": "u", "sasl_password": 123456789}},  # YAML reads an all-digit password as a number
+        {"redact": {"hash_key": 123456789}},
+        {"forward": [{"type": "webhook", "name": "siem", "url": "https://siem.example/x",
+                      "headers": {"Authorization": 123456789}}]},  # fmt: skip
+    ],
+)
+def test_a_refused_secret_is_not_echoed(data: dict) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert "123456789" not in str(caught.value) and "its value not shown" in str(caught.value)
