@@ -30,7 +30,7 @@ from detectors.base import Severity
 from gatewatch.errors import ConfigError, DeliveryError
 from gatewatch.forward.cef import PRODUCT_VERSION
 from gatewatch.forward.config import WebhookForwarderConfig
-from gatewatch.forward.fields import alert_fields
+from gatewatch.forward.fields import alert_fields, neutral
 from ingest.alerts import AlertEvent, AlertState
 from ingest.ecs import iso
 
@@ -178,7 +178,8 @@ class WebhookForwarder:
                 self._context.verify_mode = ssl.CERT_NONE
 
     def body(self, event: AlertEvent) -> bytes:
-        return orjson.dumps(ocsf_finding(event) if self.config.format == "ocsf" else ecs_document(event))
+        document = ocsf_finding(event) if self.config.format == "ocsf" else ecs_document(event)
+        return orjson.dumps(_neutral_texts(document))
 
     def send(self, event: AlertEvent) -> None:
         body = self.body(event)
@@ -204,6 +205,18 @@ class WebhookForwarder:
 
     def close(self) -> None:
         return None
+
+
+def _neutral_texts(value: object) -> object:
+    """``value`` with every string in it made :func:`neutral`: JSON would carry an ESC or a LF as an
+    escape, and the receiver would hand the character itself to whatever shows or parses the value."""
+    if isinstance(value, str):
+        return neutral(value)
+    if isinstance(value, dict):
+        return {key: _neutral_texts(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_neutral_texts(item) for item in value]
+    return value
 
 
 def _retry_after_secs(value: str | None) -> float | None:

@@ -16,7 +16,10 @@ import pytest
 
 from gatewatch.config import parse_config
 from gatewatch.forward import build_forwarders
+from gatewatch.forward.fields import neutral
 from tests.gatewatch.forward.test_syslog_rsyslog import HOSTILE, hostile_events
+
+SHOWN = neutral(HOSTILE)  # as every format sends it: no ESC, CR or LF for the receiver to pass on
 
 SECRET = "s3cret-for-tests"
 
@@ -129,10 +132,18 @@ def test_ecs_document_carries_the_alert_fields(
     assert opened["event"]["kind"] == "alert" and opened["event"]["action"] == "alert-open"
     assert (opened["source"], opened["http"], opened["url"], opened["user_agent"]) == (
         {"ip": "10.9.9.9"}, {"request": {"method": "GET"}, "response": {"status_code": 200}},
-        {"path": "/v1/invoices" + HOSTILE}, {"original": HOSTILE},
+        {"path": "/v1/invoices" + SHOWN}, {"original": SHOWN},
     )  # fmt: skip
     assert opened["rule"]["id"] == "gateway_bypass" and opened["event"]["severity"] == 73
+    assert not [text for text in _texts(receiver.accepted) if {"\x1b", "\r", "\n"} & set(text)]
     assert opened["gatewatch"]["alert"]["count"] == 3 and resolved["event"]["action"] == "alert-resolved"
+
+
+def _texts(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [text for item in items for text in _texts(item)]
 
 
 def test_ocsf_detection_finding(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,10 +157,10 @@ def test_ocsf_detection_finding(receiver: Receiver, tmp_path: Path, monkeypatch:
     assert opened["severity_id"] == 4 and replay["severity_id"] == 5
     assert opened["evidences"] == [{
         "src_endpoint": {"ip": "10.9.9.9"}, "http_response": {"code": 200},
-        "http_request": {"http_method": "GET", "url": {"path": "/v1/invoices" + HOSTILE}, "user_agent": HOSTILE},
+        "http_request": {"http_method": "GET", "url": {"path": "/v1/invoices" + SHOWN}, "user_agent": SHOWN},
     }]  # fmt: skip
     assert replay["evidences"] == [
-        {"src_endpoint": {"ip": "2001:db8::7"}, "actor": {"user": {"name": "user|" + HOSTILE}}}
+        {"src_endpoint": {"ip": "2001:db8::7"}, "actor": {"user": {"name": "user|" + SHOWN}}}
     ]
 
 
