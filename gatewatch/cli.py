@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = args.verbose or getattr(args, "service", False)  # a service logs what it does
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        # kafka-python narrates every connection at INFO, in its own format: a service's log is its key=value lines.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     install_log_redaction()
     try:
         return int(args.run(args) or 0)
