@@ -13,11 +13,12 @@ task's view of every stream's clock is the single pipeline's.
 
 Credible, as :mod:`ingest.order` judges it, over this process's streams: an
 event time is credible if it is at most ``max_future_secs`` past the newest
-credible one, or if another event of the same poll lies within
-``max_future_secs`` of it (before any time is credible, that is the only
-way; after, it lets logs that really jumped ahead, which corroborate
+credible one, or if another event lies within ``max_future_secs`` of it, of the
+same poll or a lone one read before (before any time is credible, that is the
+only way; after, it lets logs that really jumped ahead, which corroborate
 themselves, move the clock, as the order lets them). One record dated 9999
-therefore never moves a stream's clock, and so no partition's watermark.
+therefore never moves a stream's clock, and so no partition's watermark; two
+lone records of a quiet new deployment, polls apart, start it.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class StreamClocks:
         self.newest: float | None = None  # newest credible event time over every stream of this process
         self.clocks: dict[str, float] = {}
         self.last_wall: dict[str, float] = {}
+        self._lone: list[tuple[float, str]] = []  # (time, stream) of events no other vouched for yet, sorted
 
     def observe(self, stream: str, events: Sequence[Event], wall_secs: float) -> None:
         """One poll's events of ``stream``, in offset order, read at ``wall_secs``."""
@@ -76,26 +78,47 @@ class StreamClocks:
         self.last_wall[stream] = wall_secs
         reach = self.max_future_secs
         times: list[float] | None = None
-        clock = self.clocks.get(stream)
         for event in events:
             ts = event.ts
             newest = self.newest
             if newest is None or ts > newest + reach:
                 if times is None:
                     times = sorted(event.ts for event in events)
-                if not _vouched(times, ts, reach):
+                if not (_vouched(times, ts, reach) or self._vouched_by_a_lone_one(ts)):
+                    if len(self._lone) < MAX_LONE_EVENTS:
+                        bisect.insort(self._lone, (ts, stream))
                     continue
-            if newest is None or ts > newest:
-                self.newest = ts
-            if clock is None or ts > clock:
-                clock = ts
-        if clock is not None:
-            self.clocks[stream] = clock
+            self._credit(stream, ts)
+        self._credit_lone_ones_within_reach()
+
+    def _vouched_by_a_lone_one(self, ts: float) -> bool:
+        # A lone event of an earlier poll (any stream) within reach: the two vouch for each other.
+        lone, reach = self._lone, self.max_future_secs
+        at = bisect.bisect_left(lone, (ts, ""))
+        return (at > 0 and ts - lone[at - 1][0] <= reach) or (at < len(lone) and lone[at][0] - ts <= reach)
+
+    def _credit_lone_ones_within_reach(self) -> None:
+        # Lone events the newest credible time has come within reach of are credible now, as the order releases them.
+        lone = self._lone
+        while lone and self.newest is not None and lone[0][0] <= self.newest + self.max_future_secs:
+            ts, stream = lone.pop(0)
+            self._credit(stream, ts)
+
+    def _credit(self, stream: str, ts: float) -> None:
+        if self.newest is None or ts > self.newest:
+            self.newest = ts
+        clock = self.clocks.get(stream)
+        if clock is None or ts > clock:
+            self.clocks[stream] = ts
 
     def progress(self, positions: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int, float | None, float | None]]:
         """``{stream: (position, end_offset)}`` with each stream's clock and last wall time added."""
         return {stream: (position, end, self.clocks.get(stream), self.last_wall.get(stream))
                 for stream, (position, end) in positions.items()}  # fmt: skip
+
+
+MAX_LONE_EVENTS = 10_000
+"""Lone event times :class:`StreamClocks` remembers for a later event to vouch for (as ``ingest.order`` holds)."""
 
 
 def _vouched(times: list[float], ts: float, reach: float) -> bool:
