@@ -3,7 +3,7 @@
 ``POST /v1/ingest/{gateway|app}`` on ``--listen``::
 
     Authorization: Bearer TOKEN       sha256(TOKEN) hex must be in http_ingest.tokens.<source>
-    Content-Encoding: gzip            optional
+    Content-Encoding: gzip            optional; several members (``cat a.gz b.gz``) are one body
     Idempotency-Key: BATCH-ID         optional, [A-Za-z0-9._-]{1,128}; default: sha256 of the gunzipped body
     body                              a JSON array (Fluent Bit ``format json``, Fluentd ``out_http`` with
                                       ``json_array true``) or one JSON value a line (NDJSON, Fluent Bit
@@ -12,13 +12,14 @@
 
 Answers (JSON): 200 ``{accepted, batch_id}``; 400 the same plus ``invalid_lines`` (1-based line numbers,
 or element numbers of an array) whose records did not decode: they are produced too and become dead
-letters, the rest is accepted; 401 without a valid token; 413 over ``max_body_bytes``; 415 for msgpack;
-429 over ``max_in_flight_bytes``; 503 when Kafka does not acknowledge in ``produce_timeout_secs``. 429
-and 503 carry ``Retry-After``.
+letters, the rest is accepted; 400 (nothing taken) for gzip that does not decode to its end; 401
+without a valid token; 413 over ``max_body_bytes``; 415 for msgpack; 429 over ``max_in_flight_bytes``;
+503 when Kafka does not acknowledge in ``produce_timeout_secs``. 429 and 503 carry ``Retry-After``.
 
 Every record is produced to the source's input topic with acks from all in-sync
 replicas, keyed by its request id when the record is a JSON object that has it
-(app records, JSON gateway formats; text access-log lines go unkeyed). The
+(app records, JSON gateway formats, also when the line comes as a string; text
+access-log lines go unkeyed). The
 header ``gatewatch-origin: http:<source>:<batch id>:<n>`` gives it its id
 downstream (:func:`ingest.sources.kafka.header_origin`), so a batch posted again
 (a shipper's retry) overwrites itself in the store instead of being stored twice;
@@ -67,12 +68,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCES = ("gateway", "app")
+# The metrics' ``source`` label of a request to a path that is no source (answered 404).
+_UNKNOWN_SOURCE = "unknown"
 # Kafka's default message limit is 1 MB: a longer record is cut (it is far past max_line_bytes,
 # so it still becomes an "oversized" dead letter, with its start kept).
 MAX_RECORD_BYTES = 512 * 1024
 _BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _REMEMBERED_BATCHES = 10_000
 _READ_CHUNK_BYTES = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(slots=True)
@@ -150,25 +154,30 @@ def _add_record(
     batch: DecodedBatch, item: Any, raw: bytes, n: int, unwrap: str | None, key_path: tuple[str, ...] | None
 ) -> None:
     if isinstance(item, str):
-        _add(batch, item.encode(), None, n, valid=True)
+        _add(batch, item.encode(), _line_key(item, key_path), n, valid=True)
         return
     if not isinstance(item, dict):
         _add(batch, raw, None, n, valid=False)
         return
     inner = item.get(unwrap) if unwrap is not None else None
     if isinstance(inner, str):
-        # The line itself may be JSON (an app line the shipper did not parse): its request id is cheap to read.
-        record = None
-        if key_path is not None and inner[:1] == "{":
-            try:
-                record = orjson.loads(inner)
-            except orjson.JSONDecodeError:
-                record = None
-        _add(batch, inner.encode(), record_key(record, key_path), n, valid=True)
+        _add(batch, inner.encode(), _line_key(inner, key_path), n, valid=True)
     elif isinstance(inner, dict):
         _add(batch, orjson.dumps(inner), record_key(inner, key_path), n, valid=True)
     else:
         _add(batch, orjson.dumps(item), record_key(item, key_path), n, valid=True)
+
+
+def _line_key(line: str, key_path: tuple[str, ...] | None) -> bytes | None:
+    # A line given as a string (bare, or under unwrap) may itself be a JSON record (an app line the
+    # shipper did not parse): its request id is cheap to read. Only a line that opens an object is
+    # decoded, and only for a source whose records carry a request id, so text lines cost nothing.
+    if key_path is None or line[:1] != "{":
+        return None
+    try:
+        return record_key(orjson.loads(line), key_path)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def record_key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
@@ -229,6 +238,10 @@ class _TooLargeError(Exception):
     pass
 
 
+class _TrailingBytesError(Exception):
+    """Bytes after the last gzip member that are not one (``args[0]``: how many)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UnpackedBatch:
     """A request body gunzipped and split into records, with the answer it gets once durable."""
@@ -265,7 +278,10 @@ class HttpIngestEndpoint:
         """Answer one POST: ``headers(name)`` reads a request header, ``chunks`` is the body's async iterator."""
         started = time.monotonic()
         answer = await self._handle(source, headers, chunks)
-        self.metrics.record_http_request(source, answer.status, time.monotonic() - started)
+        # The path segment is the client's: anything but a known source is one label value, so
+        # tokenless posts to /v1/ingest/<random> cannot grow the metric's label set.
+        label = source if source in SOURCES else _UNKNOWN_SOURCE
+        self.metrics.record_http_request(label, answer.status, time.monotonic() - started)
         return answer
 
     async def _handle(self, source: str, headers: Callable[[str], str | None], chunks: Any) -> IngestAnswer:
@@ -313,6 +329,9 @@ class HttpIngestEndpoint:
                 return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit} once gunzipped"})
             except zlib.error:
                 return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
+            except _TrailingBytesError as error:
+                return IngestAnswer(400, {"error": f"Content-Encoding gzip, but the last {error.args[0]} bytes "
+                                                   "of the body are not a gzip member"})  # fmt: skip
         batch_id = batch_id or hashlib.sha256(body).hexdigest()[:32]
         batch = decode_body(body, self._unwrap[source], self._key_paths[source])
         answer: dict[str, Any] = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
@@ -398,19 +417,27 @@ async def _read(chunks: Any, limit: int) -> bytes:
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    # RFC 1952: a gzip file is one or more members (``cat a.gz b.gz``); each is inflated in turn
+    # and ``limit`` caps their total. Bytes after a member that do not start another are refused
+    # (as Python's gzip.decompress does), never dropped unseen: they may be a shipper's records.
     out = bytearray()
     data = body
-    while not decompressor.eof:
-        # In steps, so a small body that inflates to gigabytes stops at the limit.
-        chunk = decompressor.decompress(data, _READ_CHUNK_BYTES)
-        data = decompressor.unconsumed_tail
-        if not chunk and not data:
-            raise zlib.error("truncated gzip stream")
-        out += chunk
-        if len(out) > limit:
-            raise _TooLargeError
-    return bytes(out)
+    while True:
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not decompressor.eof:
+            # In steps, so a small body that inflates to gigabytes stops at the limit.
+            chunk = decompressor.decompress(data, _READ_CHUNK_BYTES)
+            data = decompressor.unconsumed_tail
+            if not chunk and not data and not decompressor.eof:  # an empty member ends with no output
+                raise zlib.error("truncated gzip stream")
+            out += chunk
+            if len(out) > limit:
+                raise _TooLargeError
+        data = decompressor.unused_data
+        if not data:
+            return bytes(out)
+        if data[:2] != _GZIP_MAGIC:
+            raise _TrailingBytesError(len(data))
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -20,7 +20,9 @@ from fastapi import FastAPI
 from kafka.errors import KafkaTimeoutError
 
 from gatewatch.config import parse_config
-from gatewatch.http_ingest import HttpIngest, _gunzip, _TokenCheck, _TooLargeError, add_routes, decode_body
+from gatewatch.http_ingest import (
+    HttpIngest, _gunzip, _TokenCheck, _TooLargeError, _TrailingBytesError, add_routes, decode_body,
+)  # fmt: skip
 from gatewatch.metrics import ServeMetrics
 from gatewatch.topology import build_parsers, parse_records
 from ingest.records import Dataset, Origin, RawRecord, record_id
@@ -78,6 +80,17 @@ def test_fluentd_array_without_unwrap_sends_each_record_as_it_is() -> None:
     assert batch.keys == [b"r1", None] and batch.invalid_lines == [2]
 
 
+def test_a_json_line_given_as_a_string_is_keyed_by_its_request_id() -> None:
+    app = orjson.dumps({"ts": "2026-03-02T09:00:00Z", "request_id": "rid-3", "status": 200}).decode()
+    body = orjson.dumps([app, "a text line", '{"request_id": "rid-4"', '{"request_id": "-"}'])
+    batch = decode_body(body, None, ("request_id",))
+    assert batch.values == [app.encode(), b"a text line", b'{"request_id": "rid-4"', b'{"request_id": "-"}']
+    assert batch.keys == [b"rid-3", None, None, None] and batch.invalid_lines == []
+    lines = decode_body(orjson.dumps(app) + b"\n" + orjson.dumps({"log": app}), "log", ("request_id",))
+    assert lines.keys == [b"rid-3", b"rid-3"]  # an NDJSON line that is a JSON string, and one under unwrap
+    assert decode_body(body, None, None).keys == [None] * 4  # text gateway format: lines are not read
+
+
 def test_a_broken_array_is_one_invalid_record() -> None:
     batch = decode_body(b'[{"log": "a"}, {"log": ', "log", None)
     assert batch.values == [b'[{"log": "a"}, {"log": '] and batch.invalid_lines == [1]
@@ -103,6 +116,20 @@ def test_gunzip_stops_at_the_limit_and_refuses_a_cut_stream() -> None:
     assert _gunzip(bomb, 5_000_000) == b"\n" * 5_000_000
     with pytest.raises(Exception, match="truncated"):
         _gunzip(gzip.compress(b"abc" * 1000)[:-12], 1_000_000)
+
+
+def test_gunzip_reads_every_member_under_one_limit_and_refuses_trailing_bytes() -> None:
+    first, second = gzip.compress(b'"a"\n' * 100), gzip.compress(b'"b"\n' * 100)
+    assert _gunzip(first + second, 1_000_000) == b'"a"\n' * 100 + b'"b"\n' * 100
+    assert _gunzip(first + gzip.compress(b"") + second, 800) == b'"a"\n' * 100 + b'"b"\n' * 100
+    with pytest.raises(_TooLargeError):  # each member is under the limit, the two are not
+        _gunzip(first + second, 799)
+    with pytest.raises(_TrailingBytesError):
+        _gunzip(first + b'"not gzip"\n', 1_000_000)
+    with pytest.raises(_TrailingBytesError):
+        _gunzip(first + b"\0" * 8, 1_000_000)  # padding too: gzip -d only warns, Python refuses
+    with pytest.raises(Exception, match="truncated"):
+        _gunzip(first + second[:-12], 1_000_000)
 
 
 # -- tokens and ids ------------------------------------------------------------------------
@@ -203,6 +230,60 @@ def test_answers_that_need_no_broker() -> None:
     assert metrics.registry.get_sample_value(
         "gatewatch_http_ingest_requests_total", {"source": "gateway", "code": "413"}
     ) == 2  # fmt: skip
+
+
+def test_requests_to_unknown_sources_share_one_metric_label() -> None:
+    client = _Client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for n in range(40):
+        assert client.post(f"/v1/ingest/{n:04x}{'x' * 200}", content=b'"x"').status_code == 404
+    assert client.post("/v1/ingest/metrics", content=b'"x"', headers=auth).status_code == 404
+    assert client.post("/v1/ingest/gateway", content=b'"x"').status_code == 401
+    sources = {
+        sample.labels["source"]
+        for family in client.metrics.registry.collect()
+        if family.name.startswith("gatewatch_http_ingest_")
+        for sample in family.samples
+        if "source" in sample.labels
+    }
+    assert sources == {"unknown", "gateway"}
+    requests = client.metrics.registry.get_sample_value
+    assert requests("gatewatch_http_ingest_requests_total", {"source": "unknown", "code": "404"}) == 41
+    assert requests("gatewatch_http_ingest_duration_seconds_count", {"source": "unknown"}) == 41
+
+
+class _Acknowledging(_Producer):
+    """A broker that acknowledges every record at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[bytes] = []
+
+    def send(self, topic: str, **kwargs: Any) -> Any:
+        self.sent += 1
+        self.values.append(kwargs["value"])
+        return self
+
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+def test_a_gzip_body_of_several_members_is_taken_whole_and_trailing_bytes_are_refused() -> None:
+    producer = _Acknowledging()
+    app = FastAPI()
+    add_routes(app, HttpIngest(_config(), ServeMetrics(), producer=producer))
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+
+    async def post(body: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gatewatch") as client:
+            return await client.post("/v1/ingest/gateway", content=body, headers=headers)
+
+    answer = asyncio.run(post(gzip.compress(b'"a"\n') + gzip.compress(b'"b"\n')))  # cat a.gz b.gz
+    assert answer.status_code == 200 and answer.json()["accepted"] == 2
+    assert producer.values == [b"a", b"b"]
+    answer = asyncio.run(post(gzip.compress(b'"c"\n') + b'"d"\n'))
+    assert answer.status_code == 400 and "not a gzip member" in answer.json()["error"]
+    assert producer.values == [b"a", b"b"]  # nothing of a refused body is produced
 
 
 def test_a_batch_kafka_does_not_acknowledge_is_answered_503_with_retry_after() -> None:
