@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -14,6 +15,60 @@ from ingest.alerts import AlertState
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# A destination is checked when the config loads: a bad one would otherwise pass, and serve would
+# retry and dead-letter every alert (or, for an empty host, connect to localhost).
+def _check_host(host: str) -> str:
+    if not host:
+        raise ValueError("needs a host name or address")
+    if any(c.isspace() or not c.isprintable() for c in host):
+        raise ValueError("a host name or address has no spaces or control characters")
+    if "/" in host:
+        raise ValueError("a host name or address, not a URL or path")
+    return host
+
+
+def _check_port(port: str) -> None:
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError("the port must be 1-65535")
+
+
+def _check_url(url: str) -> str:
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("a URL has no spaces or control characters (percent-encode them)")
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unclosed [IPv6] bracket
+        raise ValueError(f"not a URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("needs scheme http or https")
+    if not parts.hostname:
+        raise ValueError("needs a host: http(s)://HOST[:PORT]/PATH")
+    try:
+        port = parts.port  # ValueError for a port that is not a number or is past 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be 1-65535")
+    return url
+
+
+def _check_bootstrap_server(server: str) -> str:
+    # kafka-python's forms: HOST, HOST:PORT, [IPV6]:PORT, or a bare IPv6 address.
+    host, port = server, None
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("expected HOST:PORT or [IPV6]:PORT")
+            port = rest[1:]
+    elif server.count(":") == 1:
+        host, _, port = server.partition(":")
+    _check_host(host)
+    if port is not None:
+        _check_port(port)
+    return server
 
 
 class ForwarderSettings(_Section):
@@ -64,7 +119,7 @@ class TlsSettings(_Section):
 
 class SyslogForwarderConfig(ForwarderSettings):
     type: Literal["syslog"]
-    host: str = Field(description="Receiver host name or address.")
+    host: Annotated[str, AfterValidator(_check_host)] = Field(description="Receiver host name or address.")
     port: int = Field(ge=1, le=65535, description="514 (udp/tcp) or 6514 (tls) by convention.")
     transport: Literal["tcp", "tls", "udp"] = Field(
         "tcp", description="tcp/tls: RFC 6587 octet-counting framing (RFC 5425 for tls); udp: one datagram each."
@@ -85,7 +140,9 @@ class SyslogForwarderConfig(ForwarderSettings):
 
 class WebhookForwarderConfig(ForwarderSettings):
     type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://", description="Where each event is POSTed as JSON.")
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        pattern=r"^https?://", description="Where each event is POSTed as JSON."
+    )
     format: Literal["ecs", "ocsf"] = Field(
         "ecs", description="ecs: ECS-shaped alert; ocsf: OCSF Detection Finding (2004)."
     )
@@ -100,7 +157,7 @@ class WebhookForwarderConfig(ForwarderSettings):
 class KafkaForwarderConfig(ForwarderSettings):
     type: Literal["kafka"]
     topic: str = Field(description="Topic for lifecycle events, keyed by alert id.")
-    bootstrap_servers: list[str] | None = Field(
+    bootstrap_servers: list[Annotated[str, AfterValidator(_check_bootstrap_server)]] | None = Field(
         None, description="Default: kafka.bootstrap_servers (and its security and SASL credentials, in any case)."
     )
 
