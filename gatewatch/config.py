@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -39,7 +40,7 @@ from detectors.token_expired_accepted import TokenExpiredAccepted
 from detectors.token_replay import TokenReplay
 from detectors.token_revoked_used import TokenRevokedUsed
 from gatewatch.errors import ConfigError
-from gatewatch.forward.config import ForwardSection
+from gatewatch.forward.config import ForwardSection, check_bootstrap_server
 from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
 from ingest.parsers.check import check_gateway_format
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
@@ -302,7 +303,9 @@ class KafkaUnwrap(_Section):
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
+    bootstrap_servers: list[Annotated[str, AfterValidator(check_bootstrap_server)]] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"]
+    )
     group_id: str = "gatewatch"
     topics: KafkaTopics = Field(default_factory=KafkaTopics)
     unwrap: KafkaUnwrap = Field(default_factory=KafkaUnwrap)

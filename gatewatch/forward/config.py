@@ -54,7 +54,8 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _check_bootstrap_server(server: str) -> str:
+def check_bootstrap_server(server: str) -> str:
+    """``server`` if it is a Kafka bootstrap address kafka-python takes, else a ValueError saying why."""
     # kafka-python's forms: HOST, HOST:PORT, [IPV6]:PORT, or a bare IPv6 address.
     host, port = server, None
     if server.startswith("["):
@@ -157,7 +158,7 @@ class WebhookForwarderConfig(ForwarderSettings):
 class KafkaForwarderConfig(ForwarderSettings):
     type: Literal["kafka"]
     topic: str = Field(description="Topic for lifecycle events, keyed by alert id.")
-    bootstrap_servers: list[Annotated[str, AfterValidator(_check_bootstrap_server)]] | None = Field(
+    bootstrap_servers: list[Annotated[str, AfterValidator(check_bootstrap_server)]] | None = Field(
         None, description="Default: kafka.bootstrap_servers (and its security and SASL credentials, in any case)."
     )
 

@@ -45,6 +45,7 @@ def test_the_shipped_schema_matches_the_model() -> None:
          "forward.0.webhook.url: the port must be 1-65535"),
         ({"forward": [{"name": "s", "type": "syslog", "host": "", "port": 514}]},
          "forward.0.syslog.host: needs a host"),
+        ({"kafka": {"bootstrap_servers": ["kafka-0:9092", "kafka-1:90920"]}}, "kafka.bootstrap_servers.1: the port"),
         ({"forward": [{"name": "k", "type": "kafka", "topic": "t", "bootstrap_servers": ["b:9092", "a b:9092"]}]},
          "forward.0.kafka.bootstrap_servers.1: a host name or address has no spaces"),
     ],
