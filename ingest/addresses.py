@@ -26,6 +26,9 @@ def forwarded_client(forwarded_for: str, trusted_hops: int = 0) -> str | None:
     of it: the client is the entry that many places left of the right-most. A chain
     shorter than that gives its left-most entry. Empty entries are skipped, a port dropped.
     """
+    if "," not in forwarded_for:  # one entry, the common case: what the gateway appended
+        entry = forwarded_for.strip()
+        return without_port(entry) if entry else None
     entries = [entry for part in forwarded_for.split(",") if (entry := part.strip())]
     if not entries:
         return None
