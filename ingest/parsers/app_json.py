@@ -102,9 +102,10 @@ def compile_app_parser(fields: Mapping[str, str], max_line_bytes: int = DEFAULT_
     for field, _, parts in dotted:
         parents.setdefault(parts[:-1], []).append((field, parts[-1]))
     groups = tuple((parent, tuple(children)) for parent, children in parents.items())
-    # The peer's port is dropped here as make_event drops it on the general path.
-    leaves = [Leaf((key,), field, _CONVERT.get(field)) for field, key in flat] + [
-        Leaf((*parent, key), field, _CONVERT.get(field)) for parent, children in groups for field, key in children
+    # The peer's port is dropped here as make_event drops it on the general path; its values repeat.
+    leaves = [Leaf((key,), field, _CONVERT.get(field), repeats=True) for field, key in flat] + [
+        Leaf((*parent, key), field, _CONVERT.get(field), repeats=True)
+        for parent, children in groups for field, key in children
     ]
     # When a key is both a value and an object, no line is read into Structs: from its dict, then.
     fused = fuse(leaves, dash_is_absent=False, name="app.fields")

@@ -80,6 +80,9 @@ class Leaf:
     ``scalar_only`` leaves a line whose value is an object, a list or a bool to
     the general path (which keeps such a value as a label). ``digits``: the value, when set,
     is decimal digits (a regex group matched by ``\\d+``), so the reader need not check it.
+    ``repeats``: a converted value that still repeats from line to line (an app's peer, logged
+    without a port but now and then), so its object may be read through a cache as unconverted
+    ones are (see :func:`_cached_objects`).
     """
 
     path: tuple[str | int, ...]
@@ -87,6 +90,7 @@ class Leaf:
     convert: Callable[[Any], Any] | None = None
     scalar_only: bool = False
     digits: bool = False
+    repeats: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,16 +453,17 @@ def _cached_objects(leaves: Sequence[Leaf], fillers: dict[str, int]) -> set[str]
     """The top-level objects of a JSON line read through a cache of their raw text (see
     :func:`_object_reader`): those whose values repeat together from line to line, as a token's
     claims or the app's peer do. An object whose value changes with each request (a time, an id,
-    a path, a size, a duration, an address with its port) would only fill the cache; an object
-    holding another object, or a field another leaf fills too, is read plainly."""
+    a path, a size, a duration, an address with its port: a converted value, unless its leaf
+    ``repeats``) would only fill the cache; an object holding another object, or a field another
+    leaf fills too, is read plainly."""
     by_object: dict[str, list[Leaf]] = {}
     for leaf in leaves:
         if len(leaf.path) >= 2:
             by_object.setdefault(str(leaf.path[0]), []).append(leaf)
     return {
         key for key, members in by_object.items()
-        if all(len(leaf.path) == 2 and fillers[leaf.field] == 1 and leaf.field not in _PER_REQUEST_FIELDS
-               for leaf in members)
+        if all(len(leaf.path) == 2 and (leaf.convert is None or leaf.repeats) and fillers[leaf.field] == 1
+               and leaf.field not in _PER_REQUEST_FIELDS for leaf in members)
     }  # fmt: skip
 
 
