@@ -61,7 +61,7 @@ def decode_json_object(record: RawRecord, max_line_bytes: int) -> dict[str, Any]
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        value = _with_infinite_numbers(line, error)
+        value = with_infinite_numbers(line, error)
         if value is None:
             value = _after_access_prefix(line)
         if value is None:
@@ -76,7 +76,7 @@ def _oversized(record: RawRecord, max_line_bytes: int) -> DeadLetter:
     return DeadLetter(record.origin, "oversized", f"{size} bytes > max_line_bytes {max_line_bytes}", record.line)
 
 
-def _with_infinite_numbers(line: bytes, error: orjson.JSONDecodeError) -> Any:
+def with_infinite_numbers(line: bytes, error: orjson.JSONDecodeError) -> Any:
     """The line's value when orjson refused it only for a number past a double's range (``1e400``).
 
     RFC 8259 sets no range, and the number is one value of a record that is otherwise real: read

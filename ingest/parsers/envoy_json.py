@@ -20,7 +20,7 @@ import orjson
 
 from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError, normalize
-from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object
+from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object, with_infinite_numbers
 from ingest.parsers.envoy_format import Command, tokenize
 from ingest.parsers.envoy_operators import Converted, ScalarClaim, Slot, resolve
 from ingest.parsers.envoy_text import TextPattern, compile_text_pattern
@@ -123,7 +123,9 @@ def json_labelled_values(mapping: Mapping[str, Any]) -> Callable[[str], list[tup
     def labelled_values(text: str) -> list[tuple[str, str]]:
         try:
             obj = orjson.loads(text)
-        except ValueError:  # not JSON, or a line that was not UTF-8 (surrogates)
+        except orjson.JSONDecodeError as error:  # 1e400 (read as the parser reads it), else not JSON
+            obj = with_infinite_numbers(text.encode("utf-8", "surrogateescape"), error)
+        except ValueError:  # a line that was not UTF-8 (surrogates)
             return []
         found = []
         for path, label in labels:

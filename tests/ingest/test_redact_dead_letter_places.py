@@ -32,6 +32,7 @@ JSON_LINE = orjson.dumps({"ts": "2026-12-07T10:00:00Z", "status": 999, "auth": f
         ({"format": TEXT_FORMAT}, TEXT_LINE.encode("latin-1"), "invalid_utf8"),
         ({"format": TEXT_FORMAT}, TEXT_LINE.replace(" 200 ", " 999 ").encode(), "out_of_range"),
         ({"json_format": JSON_FORMAT}, JSON_LINE, "out_of_range"),
+        ({"json_format": JSON_FORMAT}, JSON_LINE.replace(b'"status":999', b'"status":1e400'), "invalid_value"),
     ],
 )
 def test_a_headers_value_is_redacted_by_its_operators_name(parse_format: dict, line: bytes, reason: str) -> None:
