@@ -247,7 +247,7 @@ def _unpack(fetched: Any, tp: Any, records: Any) -> Iterator[Any]:
     last_batch = None
     batch = records.next_batch()
     while batch is not None:
-        if batch.magic < 2:  # a format before v2 (brokers before 0.11): the library's loop from this batch on
+        if batch.magic != 2:  # before v2 (brokers before 0.11), or a damaged magic byte: the library's loop from here
             yield from unpack_records.library_unpack(fetched, tp, _Rest(batch, records), None, None)  # type: ignore[attr-defined]
             return
         last_batch = batch
