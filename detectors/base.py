@@ -84,6 +84,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -234,13 +235,19 @@ class Detector:
         )
 
 
+NO_REVOCATIONS: Mapping[str, float] = MappingProxyType({})
+"""The revocation list of a deployment that names none (``tokens.revoked`` unset)."""
+
+
 @dataclass(frozen=True)
 class DetectorContext:
     """Deployment facts shared by detectors: who the gateway is, revoked tokens.
 
-    ``revoked`` maps a token's ``jti`` to its revocation time (epoch seconds).
+    ``revoked`` maps a token's ``jti`` to its revocation time (epoch seconds). A list that
+    ``serve`` reads again while it runs changes in place, empty at first or not; only
+    :data:`NO_REVOCATIONS` says there is none to watch.
     """
 
     trust: TrustPolicy
-    revoked: Mapping[str, float] = field(default_factory=dict)
+    revoked: Mapping[str, float] = field(default_factory=lambda: NO_REVOCATIONS)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
+from detectors.base import NO_REVOCATIONS, Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import app_event, gateway_event
 from ingest.ecs import iso
 from ingest.records import Event
@@ -31,7 +31,8 @@ class TokenRevokedUsed(Detector):
     config: Config
 
     def wants(self, hook: str) -> bool:
-        return bool(self.context.revoked) and super().wants(hook)  # no revocation list: nothing to find
+        # No revocation list: nothing to find. A list empty at the start may fill while serve runs.
+        return self.context.revoked is not NO_REVOCATIONS and super().wants(hook)
 
     def observe_arrival(self, event: Event) -> Iterable[Finding]:
         revoked = self.context.revoked

@@ -68,6 +68,7 @@ from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
 from ingest.sources.kafka_client import TOPIC_STICKY_ASSIGNMENT, release_parked_fetches, subscribe
 from ingest.sources.kafka_settings import client_settings
+from ingest.sources.revocations import refresh_shared_revocations
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -244,6 +245,7 @@ class DetectStage:
         if self._rebalanced:
             return  # seen during a delivery wait: the partitions may be someone else's already
         now = time.monotonic()
+        refresh_shared_revocations(now)  # a token revoked now counts from now on
         if now - self._last_checkpoint_at >= self._checkpoint_interval_secs:
             self._checkpoint()
         if now - self._last_lag_at >= LAG_INTERVAL_SECS:

@@ -69,6 +69,7 @@ from gatewatch.stores import open_store
 from gatewatch.topology import Pipeline
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sinks.base import Batch, Sink
+from ingest.sources.revocations import refresh_shared_revocations
 from ingest.sources.tail import Follower
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ class LocalPipeline:
             self._recover()
             while not self._stop.is_set():
                 self.loop_at = time.monotonic()
+                refresh_shared_revocations(self.loop_at)  # a token revoked now counts from now on
                 self._cycle(self._take(wait_secs=self._wait_secs()))
             with self._lock:
                 self.stopping = True

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from detectors.alerts import Alert, AlertBook
-from detectors.base import Detector, DetectorContext, Finding
+from detectors.base import NO_REVOCATIONS, Detector, DetectorContext, Finding
 from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from detectors.trust import TrustPolicy
@@ -219,7 +219,7 @@ def detector_context(config: GatewatchConfig) -> DetectorContext:
             "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
             "until then gateway_bypass cannot tell the gateway's peers from others"
         )
-    revoked = shared_revocations(config.tokens.revoked) if config.tokens.revoked else {}
+    revoked = shared_revocations(config.tokens.revoked) if config.tokens.revoked else NO_REVOCATIONS
     return DetectorContext(trust=trust, revoked=revoked)
 
 

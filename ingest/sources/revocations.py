@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from ingest.errors import SourceError
+from ingest.escape import quoted
 from ingest.normalize import InvalidValueError, parse_timestamp
+
+log = logging.getLogger(__name__)
 
 
 def load_revocations(path: Path) -> dict[str, float]:
@@ -38,8 +42,12 @@ def load_revocations(path: Path) -> dict[str, float]:
         raise SourceError(f"the revocation list {path} is not CSV: {error}") from None
 
 
-_shared: dict[Path, tuple[tuple[int, int, int], Mapping[str, float]]] = {}  # path -> (inode, mtime, size; its list)
+_shared: dict[Path, tuple[tuple[int, int, int], dict[str, float]]] = {}  # path -> (inode, mtime, size; its list)
 _shared_lock = threading.Lock()
+_last_refresh = float("-inf")  # time.monotonic() of the last refresh_shared_revocations that looked
+
+REFRESH_SECS = 5.0
+"""How often a running ``serve`` looks whether a revocation list it read has changed."""
 
 
 def shared_revocations(path: Path) -> Mapping[str, float]:
@@ -47,7 +55,8 @@ def shared_revocations(path: Path) -> Mapping[str, float]:
 
     ``serve`` makes the rules' context for every task it runs (13 with the default six
     partitions) and again at each rebalance: a list of a million jtis cost 2.6 s of CPU and
-    140 MB each time it was read. Every caller gets the same mapping: never change it.
+    140 MB each time it was read. Every caller gets the same mapping, which
+    :func:`refresh_shared_revocations` brings up to date in place: never change it yourself.
     """
     try:
         stat = path.stat()
@@ -56,6 +65,47 @@ def shared_revocations(path: Path) -> Mapping[str, float]:
     signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     with _shared_lock:
         known = _shared.get(path)
-        if known is None or known[0] != signature:
+        if known is None:
             known = _shared[path] = (signature, load_revocations(path))
+        elif known[0] != signature:
+            _replace_in_place(known[1], load_revocations(path))
+            _shared[path] = (signature, known[1])
     return known[1]
+
+
+def refresh_shared_revocations(now: float) -> list[Path]:
+    """Read again every shared revocation list whose file changed; the paths read. ``now``: ``time.monotonic()``.
+
+    Looks at most every :data:`REFRESH_SECS`. A list that no longer reads (a half-written
+    file, a bad line) is kept as it was, with a warning, until the file reads again: a
+    revocation is never lost to an edit in progress.
+    """
+    global _last_refresh
+    if now - _last_refresh < REFRESH_SECS:
+        return []
+    _last_refresh = now
+    read: list[Path] = []
+    with _shared_lock:
+        for path, (signature, revoked) in list(_shared.items()):
+            try:
+                stat = path.stat()
+                current = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                if current == signature:
+                    continue
+                _replace_in_place(revoked, load_revocations(path))
+            except (OSError, SourceError) as error:
+                log.warning("revocations_unreadable path=%s error=%s kept=%d", quoted(str(path)), quoted(str(error)),
+                            len(revoked))  # fmt: skip
+                continue
+            _shared[path] = (current, revoked)
+            log.info("revocations_read path=%s jtis=%d", quoted(str(path)), len(revoked))
+            read.append(path)
+    return read
+
+
+def _replace_in_place(revoked: dict[str, float], new: dict[str, float]) -> None:
+    # The rules read this dict from another thread: additions and changes first, removals after,
+    # so a token revoked in both lists is never missing from it.
+    revoked.update(new)
+    for jti in revoked.keys() - new.keys():
+        del revoked[jti]

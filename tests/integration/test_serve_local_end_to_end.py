@@ -280,3 +280,31 @@ def test_follow_without_kafka_through_rotations_and_a_kill_loses_and_duplicates_
     assert sum(expected.values()) == len(lines)
     assert _duckdb_ids(store) == expected
     assert stored_alerts(store) == replay_alerts(config, lines, tmp_path)
+
+
+def test_a_token_revoked_while_serve_runs_alerts_from_then_on(tmp_path: Path, local_serves: Any) -> None:
+    # A security engineer revokes a leaked token by editing the list: the running service reads it again.
+    revoked = tmp_path / "revoked.csv"
+    revoked.write_text("jti,revoked_at\n")  # nothing revoked when serve starts
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text(yaml.safe_dump({"tokens": {"revoked": str(revoked)}}))
+    app_log = tmp_path / "app.log"
+
+    def use(second: int) -> None:
+        line = {"ts": f"2026-12-07T10:00:{second:02d}Z", "request_id": f"r-{second}", "status": 200,
+                "token": {"jti": "leaked"}}  # fmt: skip
+        with app_log.open("ab") as handle:
+            handle.write(orjson.dumps(line) + b"\n")
+
+    use(1)
+    serve = LocalServe(config, f"duckdb:{tmp_path / 'store.duckdb'}", tmp_path / "serve.log", tmp_path / "checkpoint",
+                       follow=[f"app={app_log}"], positions=tmp_path / "positions.json")  # fmt: skip
+    wait_for(lambda: serve.followed() >= 1, 30, "the first use", serve)
+    revoked.write_text("jti,revoked_at\nleaked,2026-12-07T10:00:05Z\n")
+    wait_for(lambda: "revocations_read" in serve.output(), 30, "serve to read the list again", serve)
+    use(10)
+    wait_for(lambda: serve.followed() >= 2, 30, "the second use", serve)
+    assert serve.stop() == 0, serve.output()
+    with duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True) as con:
+        alerts = con.execute("SELECT rule, entity_value, request_ids FROM alerts").fetchall()
+    assert alerts == [("token_revoked_used", "leaked", ["r-10"])]  # the use before the revocation raised nothing
