@@ -155,7 +155,8 @@ def parse_records(parsers: RecordParsers, records: Iterable[RawRecord]) -> tuple
         if type(result) is Event:
             events.append(result)
         else:
-            dead_letters.append(redactor.redact_dead_letter(result, labelled.get(record.origin.dataset)))  # type: ignore[arg-type]
+            letter: DeadLetter = result  # type: ignore[assignment]
+            dead_letters.append(redactor.redact_dead_letter(letter, labelled.get(record.origin.dataset)))
     return redact_events(redactor, events), dead_letters
 
 

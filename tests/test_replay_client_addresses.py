@@ -16,7 +16,10 @@ from gatewatch.cli import main
 
 ATTACKER = "198.51.100.66"
 BALANCER = "10.0.5.1"
-FORMAT = '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% "%REQ(X-FORWARDED-FOR)%" "%REQ(X-REQUEST-ID)%"\n'
+FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% "%REQ(X-FORWARDED-FOR)%" '
+    '"%REQ(X-REQUEST-ID)%"\n'
+)
 
 
 def _gateway_line(second: int, forwarded_for: str, status: int = 404) -> str:

@@ -111,7 +111,8 @@ def compile_json_format(
     if plain_leaves is None:
         return parse
     whole = Whole(parse, max_line_bytes)
-    return fuse(plain_leaves, True, "gateway.json_format", raw_json=True, whole=whole, trusted_hops=trusted_hops) or parse
+    name = "gateway.json_format"
+    return fuse(plain_leaves, True, name, raw_json=True, whole=whole, trusted_hops=trusted_hops) or parse
 
 
 def json_labelled_values(mapping: Mapping[str, Any]) -> Callable[[str], list[tuple[str, str]]]:

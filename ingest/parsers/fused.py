@@ -317,7 +317,8 @@ def fuse(
             [
                 f"    if origin.dataset is GATEWAY and ({' or '.join(changes)}):",
                 f"        {', '.join(f'f_{n}' if n in filled else '_' for n in derived[:2])} = "
-                f"gateway_values({', '.join(f'f_{n}' if n in filled else 'None' for n in derived)}, {int(trusted_hops)})",
+                f"gateway_values({', '.join(f'f_{n}' if n in filled else 'None' for n in derived)}, "
+                f"{int(trusted_hops)})",
             ]
             if changes
             else []

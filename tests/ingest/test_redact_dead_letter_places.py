@@ -16,7 +16,8 @@ TOKEN, COOKIE = 'opaque-"tok"-9f8e7d', "session=SeCrEt; theme=dark"
 
 
 def _letter(parse_format: dict[str, object], line: bytes) -> DeadLetter:
-    result = build_gateway_parser(**parse_format)(RawRecord(Origin(Dataset.GATEWAY, "gw", 1), line))  # type: ignore[arg-type]
+    parser = build_gateway_parser(**parse_format)  # type: ignore[arg-type]
+    result = parser(RawRecord(Origin(Dataset.GATEWAY, "gw", 1), line))
     assert isinstance(result, DeadLetter)
     return result
 

@@ -323,9 +323,8 @@ def test_istio_json_format_with_upstream_cluster_raw() -> None:
 @pytest.mark.parametrize(("hops", "client"), [(0, "198.51.100.66"), (1, "203.0.113.5")])
 @pytest.mark.parametrize("bytes_sent", [5, 1e30])  # 1e30: out of range, read by the general path
 def test_the_client_is_read_from_the_right_of_x_forwarded_for(hops: int, client: str, bytes_sent: float) -> None:
-    parser = build_gateway_parser(
-        None, {"ts": "%START_TIME%", "xff": "%REQ(X-FORWARDED-FOR)%", "bytes": "%BYTES_SENT%"}, xff_num_trusted_hops=hops
-    )
+    mapping = {"ts": "%START_TIME%", "xff": "%REQ(X-FORWARDED-FOR)%", "bytes": "%BYTES_SENT%"}
+    parser = build_gateway_parser(None, mapping, xff_num_trusted_hops=hops)
     chain = "10.9.9.9, 203.0.113.5, 198.51.100.66"
     line = orjson.dumps({"ts": "2026-12-07T10:00:00Z", "xff": chain, "bytes": bytes_sent})
     e = event(parser, line)

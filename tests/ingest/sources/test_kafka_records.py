@@ -230,7 +230,8 @@ def test_a_damaged_magic_byte_is_read_as_the_library_reads_it(is_control: bool) 
     # leader epoch nor skips it as a control batch; our loop did both.
     batch = bytearray(rebase(build([(0, 0, None, b"v", []), (1, 5, b"k", None, [])]), 7))
     batch[16] = 3  # the magic byte: after the base offset (8 bytes), the length (4) and the leader epoch (4)
-    data = bytes(control(bytes(batch)) if is_control else batch) + partition_data([([(0, 0, None, b"w", [])], False, 0)])
+    after = partition_data([([(0, 0, None, b"w", [])], False, 0)])
+    data = bytes(control(bytes(batch)) if is_control else batch) + after
     ours = fetch(data, 0, [None, None], check_crcs=False)
     with library_loop():
         library = fetch(data, 0, [None, None], check_crcs=False)
