@@ -370,8 +370,8 @@ def test_every_record_is_stored_once_with_its_origin(topics: Topics, tmp_path: P
     wait_for(lambda: serve.metric("component_received_events_total") >= len(lines), 30, "every record", serve)
     assert serve.stop() == 0, serve.output()
     # The service's log is its own key=value lines: without -v kafka-python's INFO narration stays out of it.
-    lines = serve.output().splitlines()
-    assert [line for line in lines if "KafkaConnection" in line or "Attempting bootstrap" in line] == []
+    logged = serve.output().splitlines()
+    assert [line for line in logged if "KafkaConnection" in line or "Attempting bootstrap" in line] == []
 
     stored = stored_origins(store)
     assert stored == topics.expected_origins()  # each origin exactly once, none missing, none extra
