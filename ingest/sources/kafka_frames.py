@@ -112,13 +112,19 @@ def read_socket(transport: Any) -> tuple[bytes, Exception | None]:
         space = _reads.space = memoryview(bytearray(RECV_BYTES))
     pieces: list[bytes] = []
     error: Exception | None = None
+    sock = transport._sock
+    if sock is None:  # closed by another thread (a client closing at a rebalance or a stop) since it was polled
+        return b"", KafkaConnectionError("socket closed")
     while True:
         try:
-            size = transport._sock.recv_into(space)
+            size = sock.recv_into(space)
         except _WOULD_BLOCK:
             break
         except BaseException as failure:  # as the library: any other failure closes the connection
-            _log.exception("%s: Error receiving network data closing socket", transport)
+            if transport._sock is None:  # closed meanwhile: an expected end, not a fault worth a traceback
+                _log.info("%s: socket closed while receiving", transport)
+            else:
+                _log.exception("%s: Error receiving network data closing socket", transport)
             error = KafkaConnectionError(failure)
             break
         if not size:

@@ -8,6 +8,7 @@ real socket pair.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 
@@ -200,3 +201,17 @@ def test_network_threads_read_side_by_side_without_mixing_their_bytes() -> None:
     for pair in pairs:
         for sock in pair:
             sock.close()
+
+
+def test_a_transport_closed_by_another_thread_is_a_quiet_close(caplog: pytest.LogCaptureFixture) -> None:
+    # A client closing its connections (a rebalance, a stop) while its network thread was about to read:
+    # seen once in serve_partitioned's three-process test as a logged AttributeError traceback.
+    ours, broker = socket.socketpair()
+    transport = _transport(ours)
+    transport._sock = None
+    with caplog.at_level(logging.DEBUG, logger="ingest.sources.kafka_frames"):
+        data, error = read_socket(transport)
+    assert data == b"" and isinstance(error, KafkaConnectionError)
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
+    ours.close()
+    broker.close()
