@@ -50,16 +50,15 @@ import hashlib
 import hmac
 import logging
 import operator
-import os
 import re
 import secrets
 from collections.abc import Callable, Collection, Iterable
-from pathlib import Path
 from typing import Any, overload
 
 import msgspec
 
 from ingest.records import DeadLetter, Event, RawRecord
+from ingest.redact_key import resolve_hash_key
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, sub_at
 from ingest.redact_values import jwt_claims, luhn_valid
 from ingest.settings import HasRedact, RedactSettings
@@ -574,26 +573,6 @@ def _norm(name: str) -> str:
 
 def _header_kind(name: str) -> str:
     return "cookie" if "cookie" in name.lower() else "authorization"
-
-
-def resolve_hash_key(config: RedactSettings) -> bytes | None:
-    """The HMAC key from ``hash_key``, ``hash_key_file`` or the ``hash_key_env`` variable; None if unset."""
-    from ingest.errors import ConfigError
-
-    if config.hash_key is not None:
-        secret: str = config.hash_key.get_secret_value()
-        return secret.encode()
-    if config.hash_key_file is not None:
-        try:
-            key = Path(config.hash_key_file).read_bytes().strip()
-        except OSError as error:
-            raise ConfigError(f"redact.hash_key_file: cannot read {config.hash_key_file}: {error.strerror}") from None
-        if not key:
-            raise ConfigError(f"redact.hash_key_file: {config.hash_key_file} is empty")
-        return key
-    if config.hash_key_env and (value := os.environ.get(config.hash_key_env)):
-        return value.encode()
-    return None
 
 
 def build_redactor(config: HasRedact, *, warn_unkeyed: bool = False) -> Redactor:
