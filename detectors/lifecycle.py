@@ -29,7 +29,12 @@ finding in only once event time has passed it:
 Events of one tick come out sorted (opens and updates by alert id, then
 resolutions by due time and id). An event's id is ``<alert id>-<sequence>``,
 so a receiver orders by sequence and drops repeats (a restart re-sends what
-followed its checkpoint).
+followed its checkpoint). A lifecycle that starts empty part way through its
+input (serve's ALERT task after ``state_fresh``: a detection setting changed, a
+checkpoint did not decode) counts from 1 again, and the alerts it had sent may
+continue: it is given an ``epoch`` (where it started), and its ids are
+``<alert id>.<epoch>-<sequence>``, so they never repeat an id sent before with
+other contents.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class AlertLifecycle:
         self.resolve_after_secs = {**DEFAULT_RESOLVE_AFTER_SECS, **(resolve_after_secs or {})}
         self.forget_after_secs = forget_after_secs
         self.max_request_ids = max_request_ids
+        self.epoch = ""  # set by a lifecycle that started empty part way through its input
         self._parked: list[tuple[float, int, Finding, str]] = []  # heap by finding time
         self._parked_n = 0  # tie-breaker only: the fold is order-free
         self._alerts: dict[str, _Tracked] = {}
@@ -202,7 +208,7 @@ class AlertLifecycle:
         tracked.sequence += 1
         tracked.sent_at = tick
         tracked.sent_count, tracked.sent_last_seen = alert.count, alert.last_seen
-        return AlertEvent(alert=alert, state=state, sequence=tracked.sequence, at=tick)
+        return AlertEvent(alert=alert, state=state, sequence=tracked.sequence, at=tick, epoch=self.epoch)
 
     def _quiet_secs(self, rule: str) -> float:
         return self.resolve_after_secs.get(rule, FALLBACK_RESOLVE_AFTER_SECS)
@@ -213,6 +219,7 @@ class AlertLifecycle:
         """Everything event-time dependent, as msgpack/JSON-able data (settings excluded)."""
         return {
             "version": STATE_VERSION,
+            "epoch": self.epoch,
             "parked": [[_finding_to_state(f), alert_id] for _, _, f, alert_id in sorted(self._parked)],
             "alerts": {alert_id: _tracked_to_state(t) for alert_id, t in self._alerts.items()},
             "dirty": sorted(self._dirty),
@@ -228,6 +235,7 @@ class AlertLifecycle:
                 "unknown_version", f"alert lifecycle state version {state.get('version')!r}, expected {STATE_VERSION}"
             )
         lifecycle = cls(**settings)
+        lifecycle.epoch = str(state.get("epoch", ""))  # absent from checkpoints written before it existed
         for finding, alert_id in state["parked"]:
             lifecycle.add(_finding_from_state(finding), alert_id)
         lifecycle._alerts = {alert_id: _tracked_from_state(alert_id, t) for alert_id, t in state["alerts"].items()}

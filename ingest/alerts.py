@@ -74,16 +74,22 @@ class AlertEvent:
 
     ``sequence`` counts the alert's transitions from 1; ``at`` is the event time
     at which the transition was decided; ``alert`` is the alert as folded then.
+    ``epoch`` names a lifecycle that started afresh part way through the input
+    (see :class:`~detectors.lifecycle.AlertLifecycle`); it is part of the id, so
+    a new count from 1 never reuses an id a receiver already holds.
     """
 
     alert: Alert
     state: AlertState
     sequence: int
     at: float
+    epoch: str = ""
     _document: dict[str, object] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
+        if self.epoch:
+            return f"{self.alert.id}.{self.epoch}-{self.sequence}"
         return f"{self.alert.id}-{self.sequence}"
 
     def to_document(self) -> dict[str, object]:

@@ -72,6 +72,7 @@ class AlertTask:
         self._upstreams = Upstreams(self._sources)
         self._final = False
         self._next_offset = 0
+        self._fresh = True  # built empty, not restored: see apply()
         self._out = TaskOutput()
 
     # -- the contract (gatewatch.tasks.base) --------------------------------------------------
@@ -96,6 +97,12 @@ class AlertTask:
             return
         self._next_offset = offset + 1
         out.applied += 1
+        if self._fresh:
+            self._fresh = False
+            if offset > 0:
+                # Empty state part way through the topic (state_fresh): the alerts sent before may
+                # go on, counted from 1 again, so their events take ids of their own.
+                self._lifecycle.epoch = str(offset)
         received = receive(out, self._stream, self._upstreams, offset, value, decode_findings_message,
                            self._gathered_rows, "task")  # fmt: skip
         if received is None:
@@ -139,6 +146,7 @@ class AlertTask:
         if type(state) is not AlertTaskState:
             raise WireError("unknown_kind", f"a {type(state).__name__} is no ALERT task's checkpoint")
         task = cls(config, partitions)
+        task._fresh = False
         task._book.restore_state(decode_state(state.alert_book, AlertBook.State))
         if not isinstance(state.lifecycle, dict):
             raise WireError("undecodable", "alert_state: the lifecycle is not a map")

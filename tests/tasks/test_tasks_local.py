@@ -361,3 +361,36 @@ def test_flipped_bytes_in_any_internal_message_never_raise_out_of_a_task() -> No
             restored = restore_task(QUICK_CONFIG, role, partition, 2, task.snapshot())
             restored.finish()
             restored.take()
+
+
+def test_an_alert_task_started_empty_part_way_gives_its_lifecycle_events_ids_of_their_own() -> None:
+    """serve's ``state_fresh`` (a detection setting changed): the ALERT task starts empty at the committed offset.
+
+    Its alerts may go on (same rule, entity and window: the same alert id), counted from sequence 1 again.
+    With the ids of before, a SIEM that drops ids it has seen would drop them: the resolution too.
+    """
+    streams = split(stuffing(clients=2, seconds=400), 2, keyed=False)
+    run = LocalRun(QUICK_CONFIG, 2, seed=4)
+    run.run_events(streams)
+    log = run.logs[("findings", 0)]
+
+    def events_from(start: int, snapshot_at: int | None = None) -> list[Any]:
+        task = new_task(QUICK_CONFIG, "findings", 0, 2, list(streams))
+        events = []
+        for offset in range(start, len(log)):
+            if offset == snapshot_at:
+                events += task.take().batch.alert_events
+                task = restore_task(QUICK_CONFIG, "findings", 0, 2, task.snapshot())
+            task.apply(offset, log[offset])
+        return events + task.take().batch.alert_events
+
+    from_start = events_from(0)
+    assert [e.id for e in from_start] == [e.id for e in run.result.alert_events]  # replay's ids, unchanged
+    start = len(log) // 3
+    fresh = events_from(start)
+    continued = {e.alert.id for e in fresh} & {e.alert.id for e in from_start}
+    assert continued, "no alert went on past the fresh start: the case is not tested"
+    assert all(e.id == f"{e.alert.id}.{start}-{e.sequence}" for e in fresh)
+    assert not {e.id for e in fresh} & {e.id for e in from_start}
+    # a checkpoint of the fresh task keeps its epoch
+    assert [e.id for e in events_from(start, snapshot_at=start + (len(log) - start) // 2)] == [e.id for e in fresh]
