@@ -128,14 +128,16 @@ def _run_replay(args: argparse.Namespace) -> int:
     from gatewatch.stores import open_store
     from gatewatch.forward import build_forwarders
     from ingest.sinks.ndjson import AlertEventFile, AlertFile, DeadLetterFile
+    from ingest.sources.files import stream_name
 
     dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
     alert_events = args.alerts_out.with_name(args.alerts_out.stem + ".lifecycle.ndjson")
     forwarders = build_forwarders(config)
     store = open_store(args.store or config.store.url, config)
     alert_file = AlertFile(args.alerts_out)
-    sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters), forwarders)
-             if s is not None]  # fmt: skip
+    files = {stream_name(path): str(path) for path in [*args.gateway, *args.app]}  # where a dead letter's line is
+    sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters, files),
+                         forwarders) if s is not None]  # fmt: skip
     try:
         stats = replay(config, args.gateway, args.app, sinks)
     finally:

@@ -146,9 +146,9 @@ def transaction_document(txn: Transaction) -> dict[str, Any]:
     return doc
 
 
-def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
-    """A record that could not be parsed, with why and where it came from."""
-    return {
+def dead_letter_document(letter: DeadLetter, file: str | None = None) -> dict[str, Any]:
+    """A record that could not be parsed, with why and where it came from (``file``: the path its stream was read from)."""
+    document = {
         "id": letter.id,
         "reason": letter.reason,
         "detail": letter.detail,
@@ -157,3 +157,6 @@ def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
         "offset": letter.origin.offset,
         "line": letter.line.decode("utf-8", errors="backslashreplace"),
     }
+    if file is not None:
+        document["file"] = file
+    return document

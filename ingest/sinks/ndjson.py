@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -50,16 +51,21 @@ class AlertEventFile:
 
 
 class DeadLetterFile:
-    """Appends each dead letter as it comes: reason, detail, origin and the original line."""
+    """Appends each dead letter as it comes: reason, detail, origin and the original line.
 
-    def __init__(self, path: Path) -> None:
+    ``files`` (stream -> path) adds the path of the log file a letter's stream was read from.
+    """
+
+    def __init__(self, path: Path, files: Mapping[str, str] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.files = files or {}
         self._handle = path.open("wb")
 
     def write(self, batch: Batch) -> None:
         for letter in batch.dead_letters:
-            self._handle.write(orjson.dumps(dead_letter_document(letter)) + b"\n")
+            document = dead_letter_document(letter, self.files.get(letter.origin.stream))
+            self._handle.write(orjson.dumps(document) + b"\n")
 
     def close(self) -> None:
         self._handle.close()

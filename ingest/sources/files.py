@@ -1,7 +1,10 @@
 """Files: read log files (plain or gzip) as raw records, one line each.
 
-A line's origin is the file's resolved path and its 1-based line number, so a
-replay of the same file, under whatever name, yields the same record ids. Lines
+A line's origin is ``file:<fingerprint>`` (of the file's first line, see
+:mod:`ingest.sources.fingerprint`) and the byte offset where the line starts in
+the file's (gunzipped) content, as ``--follow`` names it: a replay of the same
+file under whatever name (rotated, compressed, copied) yields the same record
+ids, and a new file at an old name yields new ones. Lines
 longer than ``max_line_bytes`` are read in pieces and only their first
 ``max_line_bytes + 1`` bytes are kept: the parser turns that into an
 ``oversized`` dead letter without the whole line ever sitting in memory.
@@ -20,17 +23,17 @@ import io
 import logging
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from itertools import islice
+from itertools import accumulate, islice
 from pathlib import Path
 
 from ingest.errors import SourceError
 from ingest.escape import quoted
 from ingest.records import Dataset, Origin, RawRecord
+from ingest.sources.fingerprint import GZIP_MAGIC, head_fingerprint, read_head
 from ingest.sources.unwrap import compile_unwrap, join_pieces
 
 log = logging.getLogger(__name__)
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _DAMAGED = (EOFError, gzip.BadGzipFile, zlib.error)
 """What reading a gzip stream raises when it ends early or is corrupt part-way."""
 
@@ -39,18 +42,19 @@ def open_log(path: Path) -> io.BufferedIOBase:
     """Open ``path`` for binary reading, gunzipping it if it is gzip (by content, not name)."""
     try:
         with path.open("rb") as probe:
-            compressed = probe.read(2) == _GZIP_MAGIC
+            compressed = probe.read(2) == GZIP_MAGIC
         return gzip.open(path, "rb") if compressed else path.open("rb")
     except OSError as error:
         raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
 
 
 def stream_name(path: Path) -> str:
-    """The stream of a file's records: its resolved path, the same for every name of the file (ids derive from it)."""
+    """The stream of a file's records, ``file:<fingerprint>``: its content's, not its name's (ids derive from it)."""
     try:
-        return str(path.resolve())
-    except (OSError, RuntimeError):  # a symlink loop: opening the file fails with a SourceError
-        return str(path.absolute())
+        head = read_head(path)
+    except OSError as error:
+        raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
+    return f"file:{head_fingerprint(head, whole_file=True)}"
 
 
 def read_lines(
@@ -67,14 +71,15 @@ def read_lines(
 
 
 def read_blocks(
-    path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None
+    path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None, stream: str | None = None
 ) -> Generator[list[RawRecord], None, None]:
     """The records of :func:`read_lines`, a list of them for each block read from ``path``.
 
     A list built in one comprehension costs less per line than a generator's
-    step per line; :class:`FileSource` hands out slices of it.
+    step per line; :class:`FileSource` hands out slices of it. ``stream``:
+    the file's :func:`stream_name`, when the caller has it already.
     """
-    stream = stream_name(path)
+    stream = stream or stream_name(path)
     unwrapper = compile_unwrap(unwrap)
     with open_log(path) as handle:
         try:
@@ -84,10 +89,8 @@ def read_blocks(
                 lines = _bounded_lines(chunks, 2 * max_line_bytes + _WRAPPER_BYTES)
                 yield from _batched(join_pieces(lines, unwrapper, dataset, stream, max_line_bytes), POLL_RECORDS)
                 return
-            number = 0
-            for block in _bounded_blocks(chunks, max_line_bytes + 1):
-                yield [RawRecord(Origin(dataset, stream, n), line) for n, line in enumerate(block, number + 1)]
-                number += len(block)
+            for starts, block in _bounded_blocks(chunks, max_line_bytes + 1):
+                yield [RawRecord(Origin(dataset, stream, start), line) for start, line in zip(starts, block)]
         except OSError as error:
             raise SourceError(f"error reading {path}: {error}") from None
 
@@ -106,16 +109,17 @@ POLL_RECORDS = 512
 class FileSource:
     """One log file as a :class:`~ingest.sources.base.Source`: read once, to its end, in line order.
 
-    Its one partition is the file's stream name (its resolved path, the
+    Its one partition is the file's stream name (``file:<fingerprint>``, the
     records' ``origin.stream``, see :func:`stream_name`). ``poll`` never
     waits: a file has no more lines later. Positions are not durable (a
     replay starts over): ``commit`` only remembers them, in :attr:`committed`.
     """
 
     def __init__(self, path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None) -> None:
+        self.path = path
         self.stream = stream_name(path)
         self.committed: dict[str, int] = {}
-        self._blocks = read_blocks(path, dataset, max_line_bytes, unwrap)
+        self._blocks = read_blocks(path, dataset, max_line_bytes, unwrap, self.stream)
         self._block: list[RawRecord] = []  # the block being handed out, from _taken on
         self._taken = 0
         self._at_end = False
@@ -196,14 +200,17 @@ def _read_to_damage(path: Path, start: int, step: int) -> bytes:
     return b"".join(pieces)
 
 
-def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
-    """Lines of at most ``limit`` bytes: a longer line is cut to its head, the rest skipped."""
-    for lines in _bounded_blocks(chunks, limit):
-        yield from lines
+def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of each line, of at most ``limit`` bytes: a longer line is cut to its head, the rest skipped."""
+    for starts, lines in _bounded_blocks(chunks, limit):
+        yield from zip(starts, lines)
 
 
-def _bounded_blocks(chunks: Iterable[bytes], limit: int) -> Iterator[list[bytes]]:
-    """The lines of :func:`_bounded_lines`, a list for each block of ``chunks`` (none empty).
+_PLUS_ONE = (1).__add__  # a line's length and its newline, in C
+
+
+def _bounded_blocks(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[list[int], list[bytes]]]:
+    """The lines of :func:`_bounded_lines` and their byte offsets, two lists for each block of ``chunks`` (none empty).
 
     Reads whole blocks and splits them in C: a readline() call per line cost
     more than parsing it. A block with no carriage return and no line past
@@ -211,10 +218,15 @@ def _bounded_blocks(chunks: Iterable[bytes], limit: int) -> Iterator[list[bytes]
     """
     head = b""  # start of a line that continues in the next block
     cut = False  # the line in ``head`` is already longer than ``limit``
+    head_start = 0  # the byte offset of the line in ``head``
+    position = 0  # the byte offset of ``block``
     for block in chunks:
         lines = block.split(b"\n")
         tail = lines.pop()
         if lines:
+            starts = list(accumulate(map(_PLUS_ONE, map(len, lines)), initial=position))
+            starts[0] = head_start
+            head_start = starts.pop()  # the tail's
             first = lines[0]
             lines[0] = head if cut else head + first
             if b"\r" in block or b"\r" in head or max(map(len, lines)) >= limit:
@@ -222,11 +234,12 @@ def _bounded_blocks(chunks: Iterable[bytes], limit: int) -> Iterator[list[bytes]
                     line[:limit] if len(line) >= limit else line[:-1] if line.endswith(b"\r") else line
                     for line in lines
                 ]
-            yield lines
+            yield starts, lines
             head, cut = b"", False
+        position += len(block)
         if not cut:
             head += tail
             if len(head) >= limit:
                 head, cut = head[:limit], True
     if head:
-        yield [head if cut or not head.endswith(b"\r") else head[:-1]]
+        yield [head_start], [head if cut or not head.endswith(b"\r") else head[:-1]]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import logging
 import os
 import re
@@ -37,15 +36,14 @@ import orjson
 
 from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
+from ingest.sources.fingerprint import FINGERPRINT_BYTES, GZIP_MAGIC, head_fingerprint, read_head
 
 __all__ = ["Follower", "unwrap_container_line"]
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_BYTES = 256
 _READ_BYTES = 1 << 20
 _CRI = re.compile(rb"^\S+ (?:stdout|stderr) ([PF])(?:\S*) ?(.*)$", re.S)
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def unwrap_container_line(line: bytes) -> tuple[bytes, bool]:
@@ -170,7 +168,7 @@ class Follower:
             handle: BinaryIO = open(path, "rb")  # noqa: SIM115 (kept open while followed)
         except OSError:
             return
-        compressed = handle.read(2) == _GZIP_MAGIC
+        compressed = handle.read(2) == GZIP_MAGIC
         handle.seek(0)
         if compressed:
             handle.close()
@@ -183,7 +181,7 @@ class Follower:
         except (OSError, EOFError, gzip.BadGzipFile):
             handle.close()
             return
-        fingerprint = _head_fingerprint(head)
+        fingerprint = head_fingerprint(head)
         if fingerprint is None:
             handle.close()  # no complete first line yet: try again at the next poll
             return
@@ -260,17 +258,9 @@ class Follower:
         self._pending[opened.fingerprint] = opened.partial_offset if opened.partial else opened.offset
 
 
-def _head_fingerprint(head: bytes) -> str | None:
-    newline = head.find(b"\n")
-    if newline < 0 and len(head) < FINGERPRINT_BYTES:
-        return None
-    return hashlib.blake2b(head[: newline + 1] if newline >= 0 else head, digest_size=8).hexdigest()
-
-
 def _fingerprint(path: str) -> str | None:
     try:
-        with open(path, "rb") as handle:
-            return _head_fingerprint(handle.read(FINGERPRINT_BYTES))
+        return head_fingerprint(read_head(path))
     except OSError:
         return None
 

@@ -69,11 +69,11 @@ def unwrap_key(value: bytes, key: str) -> bytes | None:
 
 
 def join_pieces(
-    lines: Iterable[bytes], unwrap: Unwrap, dataset: Dataset, stream: str, max_line_bytes: int
+    lines: Iterable[tuple[int, bytes]], unwrap: Unwrap, dataset: Dataset, stream: str, max_line_bytes: int
 ) -> Iterator[RawRecord]:
-    """Raw records for the wrapped lines of one file, pieces of a split line joined.
+    """Raw records for the wrapped lines of one file (with their byte offsets), pieces of a split line joined.
 
-    A joined line takes the number of its last piece as its offset, so records
+    A joined line takes the offset of its last piece as its offset, so records
     still come out in increasing offset order (the pipeline skips an offset it
     has passed as a re-delivery). Pieces of a line interrupted by the other
     output stream, or cut off by the end of the file, are handed over as far
@@ -84,23 +84,22 @@ def join_pieces(
     created: float | None = None
     piece_stream = ""
     last = 0
-    number = 0
-    for number, raw in enumerate(lines, start=1):
+    for offset, raw in lines:
         found = unwrap(raw)
         if pieces and (found is None or found.stream != piece_stream):
             yield RawRecord(Origin(dataset, stream, last), b"".join(pieces), created)
             pieces, size = [], 0
         if found is None:
-            yield RawRecord(Origin(dataset, stream, number), raw)
+            yield RawRecord(Origin(dataset, stream, offset), raw)
             continue
         if not pieces:
             created, piece_stream = found.created, found.stream
         if size <= max_line_bytes:  # past the limit the line is oversized anyway: keep its head only
             pieces.append(found.line)
             size += len(found.line)
-        last = number
+        last = offset
         if not found.partial:
-            yield RawRecord(Origin(dataset, stream, number), b"".join(pieces), created)
+            yield RawRecord(Origin(dataset, stream, offset), b"".join(pieces), created)
             pieces, size = [], 0
     if pieces:
         yield RawRecord(Origin(dataset, stream, last), b"".join(pieces), created)

@@ -112,6 +112,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
         "dead_letter": [
             dead_letter_document(letter),
             {"@timestamp": iso(T0), **dead_letter_document(letter)},  # as the search sink stores it
+            dead_letter_document(letter, "/var/log/envoy/access.log.1.gz"),  # as replay's dead-letter file has it
             rejected,
             alert_rejected,
         ],

@@ -38,9 +38,18 @@ def expected_records(decoded: bytes) -> tuple[list[bytes], bytes]:
     return whole, partial
 
 
+def line_starts(lines: list[bytes]) -> list[int]:
+    """The byte offset of each of ``lines`` in the file they were split from."""
+    starts, at = [], 0
+    for line in lines:
+        starts.append(at)
+        at += len(line) + 1
+    return starts
+
+
 def assert_read_to_the_damage(records: list[RawRecord], whole: list[bytes], partial: bytes) -> None:
     assert [r.line for r in records] == [*whole, partial]
-    assert [r.origin.offset for r in records] == list(range(1, len(whole) + 2))
+    assert [r.origin.offset for r in records] == line_starts([*whole, partial])
     letter = build_app_parser({})(records[-1])
     assert isinstance(letter, DeadLetter) and letter.reason == "truncated"
 
@@ -68,9 +77,9 @@ def test_a_truncated_container_log_is_unwrapped_up_to_the_damage(tmp_path: Path)
     path = tmp_path / "app.log.gz"
     path.write_bytes(cut)
     records = list(read_lines(path, Dataset.APP, 65536, unwrap="cri"))
-    *whole, _ = decodable_prefix(cut).split(b"\n")
-    assert [r.line for r in records[:-1]] == LINES[: len(whole)]
-    assert [r.origin.offset for r in records] == list(range(1, len(whole) + 2))
+    raw_lines = decodable_prefix(cut).split(b"\n")
+    assert [r.line for r in records[:-1]] == LINES[: len(raw_lines) - 1]
+    assert [r.origin.offset for r in records] == line_starts(raw_lines)  # the wrapped lines' offsets
     assert isinstance(build_app_parser({})(records[-1]), DeadLetter)
 
 
@@ -124,16 +133,16 @@ def test_a_replay_with_a_truncated_file_stores_the_other_files_events(tmp_path: 
     sink = MemorySink()
     stats = replay(load_config(files.config_yaml), [files.gateway_log], [truncated], [sink])
     gateway_lines = len(files.gateway_log.read_bytes().splitlines())
-    app_lines = len(decodable_prefix(truncated.read_bytes()).split(b"\n"))  # the whole ones and the cut one
+    decoded = decodable_prefix(truncated.read_bytes()).split(b"\n")
+    app_lines = len(decoded)  # the whole ones and the cut one
     stored = [*sink.events.values(), *sink.dead_letters.values()]
     by_dataset = {dataset: sum(1 for s in stored if s.origin.dataset == dataset) for dataset in Dataset}
     assert by_dataset[Dataset.GATEWAY] == gateway_lines and by_dataset[Dataset.APP] == app_lines
     assert stats.records_in == gateway_lines + app_lines
     cut = max((d for d in sink.dead_letters.values() if d.origin.dataset == Dataset.APP), key=lambda d: d.origin.offset)
-    assert (cut.origin.offset, cut.reason) == (app_lines, "truncated")
+    assert (cut.origin.offset, cut.reason) == (line_starts(decoded)[-1], "truncated")
 
 
 def test_a_missing_file_is_still_a_source_error(tmp_path: Path) -> None:
-    source = FileSource(tmp_path / "missing.log.gz", Dataset.APP, 100)
     with pytest.raises(SourceError, match="cannot open log file"):
-        source.poll()
+        FileSource(tmp_path / "missing.log.gz", Dataset.APP, 100)

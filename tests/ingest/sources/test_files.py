@@ -1,4 +1,4 @@
-"""Files source: plain and gzip, line numbers as origins, oversized lines kept bounded."""
+"""Files source: plain and gzip, a file named by its first line, byte offsets as origins, oversized lines bounded."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from gatewatch.errors import SourceError
 from ingest.records import Dataset, record_id
 from ingest.sources.files import FileSource, read_lines
+from ingest.sources.fingerprint import head_fingerprint
 from ingest.sources.revocations import load_revocations, shared_revocations
+from ingest.sources.tail import Follower
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -22,28 +24,57 @@ def test_lines_and_origins(tmp_path: Path, compress: bool) -> None:
     path.write_bytes(gzip.compress(data) if compress else data)
     records = list(read_lines(path, Dataset.APP, max_line_bytes=100))
     assert [r.line for r in records] == [b"first", b"second", b"", b"last-without-newline"]
-    assert [r.origin.offset for r in records] == [1, 2, 3, 4]
-    assert {r.origin.stream for r in records} == {str(path.resolve())}
+    assert [r.origin.offset for r in records] == [0, 7, 14, 15]  # where each line starts, gunzipped
+    assert {r.origin.stream for r in records} == {"file:" + str(head_fingerprint(b"first\r\n"))}
 
 
 def test_every_name_of_a_file_gives_its_records_the_same_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ids derive from the stream name: a file replayed again under another name is stored once, not twice."""
+    """Ids derive from the stream name: a file replayed again under another name is stored once, not twice.
+
+    Renamed by logrotate, then compressed, or grown since: the lines it had keep their ids.
+    """
     path = tmp_path / "logs" / "gateway.log"
     path.parent.mkdir()
     path.write_bytes(b"first\nsecond\n")
     (tmp_path / "current.log").symlink_to(path)
+    (tmp_path / "logs" / "gateway.log.1.gz").write_bytes(gzip.compress(b"first\nsecond\nthird\n"))
     monkeypatch.chdir(tmp_path)
-    names = [path, Path("logs/gateway.log"), Path("logs/../logs/./gateway.log"), Path("current.log")]
-    ids = {tuple(record_id(r.origin) for r in read_lines(name, Dataset.GATEWAY, 100)) for name in names}
+    names = [path, Path("logs/gateway.log"), Path("logs/../logs/./gateway.log"), Path("current.log"),
+             Path("logs/gateway.log.1.gz")]  # fmt: skip
+    ids = {tuple(record_id(r.origin) for r in read_lines(name, Dataset.GATEWAY, 100))[:2] for name in names}
     assert len(ids) == 1 and len(next(iter(ids))) == 2
-    assert {FileSource(name, Dataset.GATEWAY, 100).stream for name in names} == {str(path.resolve())}
+    assert len({FileSource(name, Dataset.GATEWAY, 100).stream for name in names}) == 1
+
+
+def test_a_new_file_at_an_old_name_gives_new_ids(tmp_path: Path) -> None:
+    """logrotate's create: the next day's access.log is other lines at the same offsets, not records seen before."""
+    path = tmp_path / "access.log"
+    path.write_bytes(b"monday 1\nmonday 2\n")
+    monday = {record_id(r.origin) for r in read_lines(path, Dataset.GATEWAY, 100)}
+    path.write_bytes(b"tuesday 1\ntuesday 2\n")
+    tuesday = {record_id(r.origin) for r in read_lines(path, Dataset.GATEWAY, 100)}
+    assert len(monday) == len(tuesday) == 2 and not monday & tuesday
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_replay_names_a_files_records_as_follow_does(tmp_path: Path, compress: bool) -> None:
+    """A file first followed by serve and then replayed (or the other way round) is stored once."""
+    data = b"first\r\nsecond\n\n" + b"x" * 300 + b"\nlast\n"
+    path = tmp_path / ("a.log.gz" if compress else "a.log")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    follower = Follower({Dataset.APP: [str(path)]}, tmp_path / "positions.json", 100)
+    followed = follower.poll(100)
+    follower.close()
+    replayed = list(read_lines(path, Dataset.APP, 100))
+    assert [(r.origin, r.line) for r in replayed] == [(r.origin, r.line) for r in followed]
+    assert len(replayed) == 5
 
 
 def test_oversized_line_is_cut_to_its_head_and_the_next_line_survives(tmp_path: Path) -> None:
     path = tmp_path / "big.log"
     path.write_bytes(b"x" * 5_000_000 + b"\nnext\n")
     first, second = read_lines(path, Dataset.GATEWAY, max_line_bytes=1000)
-    assert len(first.line) == 1001 and second.line == b"next" and second.origin.offset == 2
+    assert len(first.line) == 1001 and second.line == b"next" and second.origin.offset == 5_000_001
 
 
 def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
@@ -101,6 +132,8 @@ def test_block_reading_matches_line_splitting(data: list[bytes], block: int, lim
     original = files._BLOCK_BYTES
     files._BLOCK_BYTES = block
     try:
-        assert list(files._bounded_lines(files._chunks(io.BytesIO(raw), Path("a.log")), limit)) == expected
+        got = list(files._bounded_lines(files._chunks(io.BytesIO(raw), Path("a.log")), limit))
+        assert [line for _, line in got] == expected
+        assert [start for start, _ in got] == [sum(len(line) + 1 for line in data[:n]) for n in range(len(got))]
     finally:
         files._BLOCK_BYTES = original

@@ -77,29 +77,28 @@ def test_wrapped_istio_lines_parse_with_the_runtime_time_kept(tmp_path: Path, un
     assert (e.upstream_host, e.route_name, e.source_ip) == ("10.244.1.15:9080", "default", "10.244.2.19")
 
 
-def test_a_joined_line_takes_the_number_of_its_last_piece_so_offsets_keep_increasing(tmp_path: Path) -> None:
-    content = (
-        f"{RUNTIME_TIME} stdout F first\n"
-        f"{RUNTIME_TIME} stdout P sec\n"
-        f"{RUNTIME_TIME} stdout F ond\n"
-        "not wrapped at all\n"
-        f"{RUNTIME_TIME} stderr P cut off by the end of the file"
-    ).encode()
-    records = gateway_records(tmp_path, "cri", content)
+def test_a_joined_line_takes_the_offset_of_its_last_piece_so_offsets_keep_increasing(tmp_path: Path) -> None:
+    lines = [
+        f"{RUNTIME_TIME} stdout F first",
+        f"{RUNTIME_TIME} stdout P sec",
+        f"{RUNTIME_TIME} stdout F ond",
+        "not wrapped at all",
+        f"{RUNTIME_TIME} stderr P cut off by the end of the file",
+    ]
+    starts = [sum(len(line) + 1 for line in lines[:n]) for n in range(len(lines))]
+    records = gateway_records(tmp_path, "cri", "\n".join(lines).encode())
     assert [(r.origin.offset, r.line, r.created) for r in records] == [
-        (1, b"first", RUNTIME_TS), (3, b"second", RUNTIME_TS), (4, b"not wrapped at all", None),
-        (5, b"cut off by the end of the file", RUNTIME_TS),
+        (starts[0], b"first", RUNTIME_TS), (starts[2], b"second", RUNTIME_TS),
+        (starts[3], b"not wrapped at all", None), (starts[4], b"cut off by the end of the file", RUNTIME_TS),
     ]
 
 
 def test_pieces_interrupted_by_the_other_stream_are_not_glued_to_it(tmp_path: Path) -> None:
-    content = (
-        f"{RUNTIME_TIME} stdout P [2025-05-04T17:22:59.046Z] \"GET\n"
-        f"{RUNTIME_TIME} stderr F envoy's own log line\n"
-    ).encode()
+    first = f"{RUNTIME_TIME} stdout P [2025-05-04T17:22:59.046Z] \"GET\n"
+    content = (first + f"{RUNTIME_TIME} stderr F envoy's own log line\n").encode()
     records = gateway_records(tmp_path, "cri", content)
     assert [(r.origin.offset, r.line) for r in records] == [
-        (1, b'[2025-05-04T17:22:59.046Z] "GET'), (2, b"envoy's own log line"),
+        (0, b'[2025-05-04T17:22:59.046Z] "GET'), (len(first), b"envoy's own log line"),
     ]
 
 
