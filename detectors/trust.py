@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ingest.addresses import parse_ip
 from ingest.records import Event
 
 
@@ -92,7 +93,7 @@ def _in_networks(
         return False
     verdict = verdicts.get(address)
     if verdict is None:
-        ip = _parse_ip(address)
+        ip = parse_ip(address)  # an IPv4-mapped address as IPv4: a store written before they were
         verdict = ip is not None and any(ip in network for network in networks)
         if len(verdicts) >= VERDICTS_REMEMBERED:
             verdicts.clear()
@@ -100,8 +101,3 @@ def _in_networks(
     return verdict
 
 
-def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(address)
-    except ValueError:
-        return None

@@ -25,6 +25,7 @@ import pandas as pd
 from detectors.trust import is_network
 from gatewatch.config import TrustConfig
 from gatewatch.notebook import DuckDBStore, SearchStore
+from ingest.addresses import parse_ip
 from ingest.ecs import EVENT_FIELDS
 from ingest.records import Dataset
 
@@ -222,6 +223,8 @@ def _with_app_tokens(events: pd.DataFrame) -> pd.DataFrame:
     app = events[(events["dataset"] == str(Dataset.APP)) & events["token_jti"].notna() & events["request_id"].notna()]
     tokens = app.drop_duplicates("request_id").set_index("request_id")
     missing = gateway["token_jti"].isna() & gateway["request_id"].isin(tokens.index)
+    if not missing.any():  # an empty assignment would cast the datetime column to float and fail
+        return gateway
     for column in ("token_jti", "token_exp"):
         gateway.loc[missing, column] = gateway.loc[missing, "request_id"].map(tokens[column])
     return gateway
@@ -235,13 +238,8 @@ def _in_networks(addresses: pd.Series, networks: list[str]) -> np.ndarray:
     parsed = [ipaddress.ip_network(n, strict=False) for n in networks]
 
     def inside(address: Any) -> bool:
-        if not isinstance(address, str):
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in parsed)
+        ip = parse_ip(address) if isinstance(address, str) else None
+        return ip is not None and any(ip in network for network in parsed)
 
     cache = {a: inside(a) for a in addresses.dropna().unique()}
     return addresses.map(lambda a: cache.get(a, False)).astype(bool).to_numpy()

@@ -1,19 +1,50 @@
-"""Client addresses as logs write them: a port to drop, an X-Forwarded-For chain to read from the right."""
+"""Client addresses as logs write them: a port to drop, an X-Forwarded-For chain to read from the right,
+and IPv6's many spellings of one address.
+
+An address is stored in one form, so that a client is one key for the rules
+that count clients: ``2001:DB8:0::A`` is ``2001:db8::a``, and an IPv4 peer that
+a dual-stack server reports as ``::ffff:10.0.0.10`` (Node.js, Java) is
+``10.0.0.10``, which ``trust.gateway_networks: [10.0.0.0/24]`` holds.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def without_port(address: Any) -> str:
-    """``10.0.0.1:443`` -> ``10.0.0.1``, ``[::1]:443`` -> ``::1``; anything else unchanged."""
+    """``10.0.0.1:443`` -> ``10.0.0.1``, ``[::1]:443`` -> ``::1``, an IPv6 address in its :func:`canonical`
+    form; anything else unchanged."""
     text = address if type(address) is str else str(address)
     if text[:1] != "[":
         host, colon, port = text.rpartition(":")
+        if not colon:
+            return text
         # One colon only: a bare IPv6 address has several and no port.
-        return host if colon and port.isdigit() and ":" not in host else text
+        return host if port.isdigit() and ":" not in host else canonical(text)
     end = text.find("]")
-    return text[1:end] if end > 0 else text
+    return canonical(text[1:end]) if end > 0 else text
+
+
+def canonical(text: str) -> str:
+    """An IPv6 address as Python and Envoy write it (RFC 5952), an IPv4-mapped one as IPv4; else ``text``."""
+    if ":" not in text:
+        return text  # IPv4 has one spelling (leading zeros are refused, not read as octal)
+    ip = parse_ip(text)
+    return text if ip is None else str(ip)
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """The address ``text`` names (an IPv4-mapped IPv6 address as its IPv4 address); None if it names none."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped or ip
 
 
 def forwarded_client(forwarded_for: str, trusted_hops: int = 0) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ingest.addresses import without_port
+from ingest.addresses import canonical, without_port
 from ingest.errors import FormatError
 from ingest.parsers.envoy_format import Command
 from ingest.parsers.envoy_time import DEFAULT_START_TIME, compile_start_time
@@ -131,7 +131,7 @@ OPERATORS: dict[str, Operator] = {
     "UPSTREAM_CLUSTER_RAW": Operator("upstream_cluster"),
     "ROUTE_NAME": Operator("route_name"),
     "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=Converted(without_port)),
-    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip"),
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip", apply=Converted(canonical)),
     # The TCP peer, not the client: Envoy may have taken the remote address from XFF.
     "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": Operator(None),
     "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": Operator(None),

@@ -41,6 +41,13 @@ def test_untrusted_peer_by_address_when_no_identity_is_logged() -> None:
     ]
 
 
+def test_an_ipv4_mapped_peer_is_judged_by_its_ipv4_networks() -> None:
+    """A store written before addresses were stored in one form holds ``::ffff:10.0.0.7`` as logged."""
+    assert feed([served(10, source_ip="::ffff:10.0.0.7"), served(11, "r-2", source_ip="::ffff:10.3.1.1")],
+                BY_ADDRESS) == []  # fmt: skip
+    assert summary(feed([served(10, source_ip="::ffff:192.168.4.4")], BY_ADDRESS))[0][0] == "untrusted_peer"
+
+
 def test_identity_decides_over_a_gateway_address() -> None:
     # a pod inside the gateway network presenting another workload's identity is not the gateway
     rogue = served(10, source_ip="10.0.0.7", peer_identity="spiffe://billing.example/ns/dev/sa/debug")

@@ -103,6 +103,17 @@ def test_a_replay_is_found_when_only_the_app_logs_the_token() -> None:
     assert found(token_incidents(events, {})) == {("t1", "token_replay", None)}
 
 
+@pytest.mark.parametrize("app_side", ["none", "tokenless"])
+def test_token_incidents_of_a_store_whose_app_lines_carry_no_token(app_side: str) -> None:
+    """A gateway-only store, or app lines without a jti: nothing to take from them, and no error."""
+    rows = [gateway(10, "a", source_ip="198.51.100.1", token_jti="t9"),
+            gateway(20, "b", source_ip="192.0.2.66", token_jti="t9")]  # fmt: skip
+    if app_side == "tokenless":
+        rows.append(app(10.1, "a", "10.0.0.11", GATEWAY_ID))
+    assert found(token_incidents(frame(*rows), {})) == {("t9", "token_replay", None)}
+    assert found(token_incidents(frame(), {})) == set()
+
+
 def test_a_request_timeline_spans_both_sides_in_order() -> None:
     events = frame(app(2.5, "r-1", "10.0.0.11", GATEWAY_ID, message="charged"), gateway(0, "r-1"),
                    gateway(0.2, "r-2"))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Client addresses: ports dropped, X-Forwarded-For read from the right."""
+"""Client addresses: ports dropped, X-Forwarded-For read from the right, one spelling for each address."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ from ingest.addresses import forwarded_client, without_port
         ("10.0.0.1:", "10.0.0.1:"),
         ("10.0.0.1:8x", "10.0.0.1:8x"),
         (443, "443"),  # typed_json_format may log a number
+        # one spelling per address: a client is one key for the rules that count clients
+        ("2001:DB8::A", "2001:db8::a"),
+        ("2001:0db8:0:0:0:0:0:000a", "2001:db8::a"),
+        ("[2001:DB8:0::A]:443", "2001:db8::a"),
+        ("::ffff:10.0.0.10", "10.0.0.10"),  # a dual-stack server's IPv4 peer (Node.js, Java)
+        ("[::ffff:10.0.0.10]:5555", "10.0.0.10"),
+        ("::FFFF:198.51.100.7", "198.51.100.7"),
     ],
 )
 def test_without_port(address: object, host: str) -> None:
@@ -43,6 +50,8 @@ def test_without_port(address: object, host: str) -> None:
         ("10.9.9.9, 198.51.100.66:4711", 0, "198.51.100.66"),
         ("10.9.9.9, [2001:db8::7]:443", 0, "2001:db8::7"),
         ("10.9.9.9, 2001:db8::7", 0, "2001:db8::7"),
+        ("10.9.9.9, 2001:DB8:0::7", 0, "2001:db8::7"),
+        ("10.9.9.9, ::ffff:198.51.100.66", 0, "198.51.100.66"),
         ("198.51.100.66, ", 0, "198.51.100.66"),  # an empty entry is no address
         (" , ", 0, None),
         ("", 0, None),
