@@ -132,7 +132,7 @@ class BehaviourOutlier(Detector):
         min_requests: int = Field(20, ge=1)
         score_threshold: float = Field(-0.2, ge=-0.5, le=0.5)
         min_feature_z: float = Field(6.0, ge=0)
-        random_state: int = 7
+        random_state: int = Field(7, ge=0, le=2**32 - 1)  # the model's seed, as numpy takes it
         max_paths_per_client: int = Field(1024, ge=1)  # distinct_paths saturates here: bounded memory
         max_request_ids: int = Field(20, ge=0)
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Self
 
 import msgspec
+from pydantic import Field, model_validator
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import T0, app_event, gateway_event, transaction
@@ -43,13 +45,19 @@ class TokenReplay(Detector):
     keyed_by = "token.jti"
 
     class Config(DetectorConfig):
-        min_distinct_addresses: int = 2
+        min_distinct_addresses: int = Field(2, ge=2)  # one address is every token's normal use
         skew_allowance_secs: float = 30.0
         default_token_lifetime_secs: float = 3600.0
         # must be at least the correlator's join window (how late a transaction arrives)
         late_transaction_allowance_secs: float = 120.0
-        max_addresses_per_token: int = 16
-        max_tracked_tokens: int = 1_000_000
+        max_addresses_per_token: int = Field(16, ge=2)
+        max_tracked_tokens: int = Field(1_000_000, ge=1)
+
+        @model_validator(mode="after")
+        def _cap_covers_threshold(self) -> Self:
+            if self.max_addresses_per_token < self.min_distinct_addresses:
+                raise ValueError("max_addresses_per_token must be at least min_distinct_addresses")
+            return self
 
     config: Config
 

@@ -569,6 +569,8 @@ _SECRET_NAMES = ("password", "secret", "token", "key", "authorization")
 def _holds_a_secret(location: tuple[int | str, ...]) -> bool:
     """A setting whose value must not be echoed: a name ending like a secret's (``sasl_password``,
     ``hash_key``), or a header a forwarder sends (``Authorization: Bearer ...``)."""
+    if location[:1] == ("detectors",):
+        return False  # thresholds and counts (max_addresses_per_token): never a secret
     name = str(location[-1]).lower().replace("-", "_") if location else ""
     return "headers" in map(str, location) or any(name == n or name.endswith("_" + n) for n in _SECRET_NAMES)
 
@@ -579,12 +581,14 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
+        if message.startswith("Input "):  # pydantic's "Input should be ...": the key is the subject
+            key, message = f"{key} {message.removeprefix('Input ')}", ""
         if item["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
         elif _holds_a_secret(item["loc"]):
-            problems.append(f"{key} (its value not shown): {message}")
+            problems.append(f"{key} (its value not shown){message and ': ' + message}")
         elif isinstance(item.get("input"), (dict, list)):  # a whole section may hold secrets: name the keys only
-            problems.append(f"{key}: {message}")
+            problems.append(f"{key}{message and ': ' + message}")
         else:
-            problems.append(f"{key}: {message} (got {item.get('input')!r})")
+            problems.append(f"{key}{message and ': ' + message} (got {item.get('input')!r})")
     return "invalid config: " + "; ".join(problems)

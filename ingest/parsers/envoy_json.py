@@ -70,6 +70,8 @@ def compile_json_format(
         else:
             parents.setdefault(path[:-1], []).append((path[-1], "", _reader(compiled, path)))
             nested_leaves.setdefault(path[:-1], []).append(_leaf(compiled, path))
+    if not top and not parents:
+        raise FormatError("json_format: no command operator (such as %START_TIME%) in any value: nothing to read")
     nested = tuple((parent, tuple(children)) for parent, children in parents.items())
     plan = top_leaves + [leaf for leaves in nested_leaves.values() for leaf in leaves]
     # The line read straight into Structs; else (a key both a value and an object) from its dict.

@@ -192,6 +192,8 @@ def fuse(
                              "gateway_values": gateway_values, "GATEWAY": Dataset.GATEWAY,
                              "MIN_TS": MIN_TS, "MAX_TS": MAX_TS, "UNSET": msgspec.UNSET,
                              "fromisoformat": datetime.fromisoformat}  # fmt: skip
+    if not leaves and not runs:
+        return None  # nothing to read: the general path's dead letters say so
     absent = _Absent(dash_is_absent, empty_is_absent)
     run_fields = {leaf.field for run in runs for leaf in run.leaves}
     filled = ({leaf.field for leaf in leaves} | run_fields) - {"ts"}

@@ -37,6 +37,15 @@ def test_the_shipped_schema_matches_the_model() -> None:
         ({"detectors": {"no_such_rule": {}}}, "detectors.no_such_rule: unknown key"),
         ({"gateway": {"format": "%START_TIME%", "json_format": {"t": "%START_TIME%"}}}, "not both"),
         ({"gateway": {"xff_num_trusted_hops": -1}}, "gateway.xff_num_trusted_hops"),
+        ({"gateway": {"json_format": {"service": "billing"}}}, "json_format: no command operator"),
+        # a count that would alert on every token, or track none, or seed nothing
+        ({"detectors": {"token_replay": {"min_distinct_addresses": 1}}}, "min_distinct_addresses should be greater"),
+        ({"detectors": {"token_replay": {"max_addresses_per_token": 0}}},
+         "max_addresses_per_token should be greater than or equal to 2 (got 0)"),  # named and shown: no secret
+        ({"detectors": {"token_replay": {"min_distinct_addresses": 5, "max_addresses_per_token": 4}}},
+         "max_addresses_per_token must be at least min_distinct_addresses"),
+        ({"detectors": {"token_replay": {"max_tracked_tokens": 0}}}, "max_tracked_tokens should be greater"),
+        ({"detectors": {"behaviour_outlier": {"random_state": -1}}}, "random_state should be greater"),
         # forwarder destinations: tests/gatewatch/forward/test_forward_config.py
         ({"kafka": {"bootstrap_servers": ["kafka-0:9092", "kafka-1:90920"]}}, "kafka.bootstrap_servers.1: the port"),
     ],
