@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from ingest.addresses import forwarded_client, parse_ip
 from ingest.errors import FormatError
 from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
@@ -31,6 +33,18 @@ _DETAILS = {
     "format_mismatch": "line does not fit the format",
 }
 _Match = Callable[[str], "re.Match[str] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Absorbed:
+    """A line's values when one header held ``" "`` (:meth:`TextPattern._absorbed`), and that header's field."""
+
+    groups: tuple[str | None, ...]
+    holder: str
+
+
+AMBIGUOUS_LABEL = "gatewatch.ambiguous_quotes"
+"""The label of an event whose line had ``" "`` inside a header's value: the field of that header."""
 
 
 class TextPattern:
@@ -55,6 +69,8 @@ class TextPattern:
             re.compile(prefix + "".join(lenient), re.DOTALL).fullmatch if lenient != strict else None
         )
         self._cut_short = re.compile(prefix + _nested(cut), re.DOTALL).fullmatch
+        self._separators = sum(t.text.count(_SEPARATOR) for t in tokens if isinstance(t, Literal))
+        self._absorbers = _absorbers(tokens, self.slots)
         # A value that needs a reader is parked under a private key, then read.
         self._keys = tuple(
             f"\x00{index}" if slot.apply else slot.field for index, slot in enumerate(self.slots)
@@ -75,23 +91,20 @@ class TextPattern:
         treats alike. Raises ``InvalidValueError`` when a value cannot be read
         (an impossible date).
         """
-        match = self.strict(text)
-        if match is None and self._lenient is not None:
-            match = self._lenient(text)
-        if match is None:
+        found = self._groups(text)
+        if found is None:
             return None
+        groups, holder = (found.groups, found.holder) if isinstance(found, _Absorbed) else (found, None)
         if self._zip_only:
-            fields = dict(zip(self._keys, match.groups()))
+            fields = dict(zip(self._keys, groups))
         else:
-            fields = {
-                key: value
-                for key, value in zip(self._keys, match.groups())
-                if value is not None and value != "-"
-            }
+            fields = {key: value for key, value in zip(self._keys, groups) if value is not None and value != "-"}
         for key, field, apply in self._applied:
             value = fields.pop(key, None)
             if value is not None:
                 apply(field, value, fields)
+        if holder is not None:
+            fields[AMBIGUOUS_LABEL] = holder
         return fields
 
     def labelled_values(self, text: str) -> list[tuple[str, str]]:
@@ -101,13 +114,65 @@ class TextPattern:
         In a dead letter's raw line a header's value stands where the format puts it, with no
         name beside it: redaction judges it by the operator's name (:meth:`Redactor.redact_dead_letter`).
         """
-        text = text.rstrip()
+        groups = self._groups(text.rstrip())
+        if groups is None:
+            return []
+        if isinstance(groups, _Absorbed):
+            groups = groups.groups
+        return [(slot.field, value) for slot, value in zip(self.slots, groups) if slot.is_label and value]
+
+    def _groups(self, text: str) -> tuple[str | None, ...] | _Absorbed | None:
+        """Each operator's value in ``text`` (None: ``-``), or None if ``text`` does not fit the format."""
         match = self.strict(text)
         if match is None and self._lenient is not None:
             match = self._lenient(text)
-        if match is None:
-            return []
-        return [(slot.field, value) for slot, value in zip(self.slots, match.groups()) if slot.is_label and value]
+        if match is not None:
+            return match.groups()
+        return self._absorbed(text) if self._absorbers and _SEPARATOR in text else None
+
+    def _absorbed(self, text: str) -> _Absorbed | None:
+        """The values of a line in which one client header holds ``" "``, the separator of quoted values.
+
+        Envoy writes a header's value as the client sent it: a User-Agent of ``a" "b`` makes a
+        line with one separator too many, which no value may otherwise hold. The extra separators
+        are given to one header and the line is matched with them masked, in linear time. If no
+        single header can hold them all, the line does not fit.
+
+        Which header: X-Forwarded-For if its right-most entry is then an address (Envoy appends
+        the peer there, after whatever the client sent), else the user agent, else the others in
+        the format's order. A client can still write a line that reads two ways (separators and
+        an address in its user agent): the event is labelled ``gatewatch.ambiguous_quotes`` with
+        the header chosen, and its client address is one the client may have chosen.
+        """
+        extra = text.count(_SEPARATOR) - self._separators
+        if extra <= 0 or _MASK in text:
+            return None
+        starts = []
+        at = text.find(_SEPARATOR)
+        while at >= 0:
+            starts.append(at)
+            at = text.find(_SEPARATOR, at + len(_SEPARATOR))
+        match = self._lenient or self.strict
+        for index, before in self._absorbers:
+            inside = starts[before : before + extra]
+            pieces, last = [], 0
+            for at in inside:
+                pieces += [text[last:at], _MASK]
+                last = at + len(_SEPARATOR)
+            found = match("".join(pieces) + text[last:])
+            if found is None:
+                continue
+            groups = found.groups()
+            value = groups[index]
+            if value is None or _MASK not in value or sum(_MASK in (g or "") for g in groups) > 1:
+                continue  # the masked separators fell elsewhere: not this header's
+            value = value.replace(_MASK, _SEPARATOR)
+            field = self.slots[index].field
+            if field == "forwarded_for" and parse_ip(forwarded_client(value) or "") is None:
+                continue  # its right end, Envoy's, is no address: the separators are not its
+            return _Absorbed((*groups[:index], value, *groups[index + 1 :]), field)
+        return None
+
 
     def _fused_plan(self) -> tuple[_Match, list[Leaf], list[Run]] | None:
         """The fused reader's regex, leaves and runs (see :meth:`fused`), ``None`` if it has none."""
@@ -208,6 +273,32 @@ class TextPattern:
         return "truncated" if self._cut_short(text) else "format_mismatch"
 
 
+_SEPARATOR = '" "'
+_MASK = "\x00\x1f\x00"  # stands in for a separator inside a value while the line is matched
+
+
+def _absorbers(tokens: list[Token], slots: tuple[Slot, ...]) -> tuple[tuple[int, int], ...]:
+    """The quoted client headers that may hold ``" "`` (see :meth:`TextPattern._absorbed`), most
+    likely first: each one's operator index and the separators the format puts before it."""
+    found: list[tuple[int, int, int]] = []  # (preference, operator index, separators before)
+    separators = 0
+    index = 0
+    for position, token in enumerate(tokens):
+        if isinstance(token, Literal):
+            separators += token.text.count(_SEPARATOR)
+            continue
+        slot = slots[index]
+        client_header = slot.command.split("(")[0] in _CLIENT_HEADERS
+        if client_header and _is_quoted(tokens, position) and _quoted_value(slot, tokens, position) is not None:
+            preference = {"forwarded_for": 0, "user_agent": 1}.get(slot.field, 2)
+            found.append((preference, index, separators))
+        index += 1
+    return tuple((index, before) for _, index, before in sorted(found))
+
+
+_CLIENT_HEADERS = frozenset({"REQ", "TRAILER"})  # what the client sends; RESP comes from Billing
+
+
 def compile_text_pattern(fmt: str, *, whole_line: bool = True) -> TextPattern:
     """Compile ``fmt``; ``whole_line`` allows Ambassador's ``ACCESS`` prefix and a line ending.
 
@@ -260,12 +351,8 @@ def _pieces(
             cut.append((escaped, _prefixes(token.text[:-1])))
             continue
         slot = next(commands)
-        before = tokens[index - 1] if index > 0 else None
         after = tokens[index + 1] if index + 1 < len(tokens) else None
-        quoted = (
-            isinstance(before, Literal) and before.text.endswith('"')
-            and isinstance(after, Literal) and after.text.startswith('"')
-        )
+        quoted = _is_quoted(tokens, index)
         fragment = slot.fragment(quoted)
         if after is None:
             follows: str | None = r"\Z"
@@ -281,6 +368,14 @@ def _pieces(
         lenient.append(_capture(loose, follows) if loose else strict[-1])
         cut.append((f"(?:-|{fragment})", slot.partial))
     return strict, lenient, cut, all_absent_matched
+
+
+def _is_quoted(tokens: list[Token], index: int) -> bool:
+    """The operator at ``index`` is enclosed in double quotes."""
+    before = tokens[index - 1] if index > 0 else None
+    after = tokens[index + 1] if index + 1 < len(tokens) else None
+    return (isinstance(before, Literal) and before.text.endswith('"')
+            and isinstance(after, Literal) and after.text.startswith('"'))  # fmt: skip
 
 
 def _capture(fragment: str, follows: str | None) -> str:

@@ -46,6 +46,15 @@ def test_a_headers_value_is_redacted_by_its_operators_name(parse_format: dict, l
     assert Redactor(hash_key=b"k").redact(letter).line == letter.line  # without the format: no name, no redaction
 
 
+def test_a_header_holding_the_separator_of_quoted_values_keeps_no_secret_in_clear() -> None:
+    """`" "` in a header: the line reads with one header holding it (the first, here: which one the line
+    cannot tell), so the values at the labels' places may shift by one. Nothing is left in clear."""
+    line = TEXT_LINE.replace('"acme"', '"acme" "x"').encode("latin-1")
+    letter = _letter({"format": TEXT_FORMAT}, line)
+    redacted = Redactor(hash_key=b"k").redact_dead_letter(letter, gateway_labelled_values(TEXT_FORMAT))
+    assert b"9f8e7d" not in redacted.line and b"SeCrEt" not in redacted.line
+
+
 def test_a_line_that_fits_no_format_has_no_labelled_values() -> None:
     assert gateway_labelled_values(TEXT_FORMAT)("not an access log line") == []
     assert gateway_labelled_values(None, JSON_FORMAT)('{"broken": ') == []
