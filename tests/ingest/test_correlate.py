@@ -128,6 +128,37 @@ def test_clock_skew_of_a_few_seconds_still_joins(skew_secs: float) -> None:
     assert sum(t.kind == "app_only" for t in result.values()) == 1  # only the real bypass
 
 
+@pytest.mark.parametrize("read_chunk", [1, 3, 50])
+def test_a_request_longer_than_the_join_window_is_joined_from_its_end(read_chunk: int) -> None:
+    """Envoy dates its record by the request's start, Billing by its end: a 45 s export is one request."""
+    background = [gateway_event(float(t), request_id=f"bg{t}", status=200) for t in range(0, 400, 5)]
+    gateway = sorted([*background, gateway_event(10.0, request_id="export", status=200, duration_ms=45_000.0),
+                      gateway_event(20.0, request_id="stuck", status=200, duration_ms=10 * 86_400_000.0),
+                      gateway_event(30.0, request_id="quick", status=200, duration_ms=2.0)],
+                     key=lambda e: e.ts)  # fmt: skip
+    app = [app_event(55.0, request_id="export"), app_event(200.0, request_id="quick")]
+    result = {t.request_id: t for t in correlate({"gateway": gateway, "app": app}, read_chunk)}
+    assert result["export"].kind == "joined"
+    # a request that ended long before the app's line is no excuse to join it: its end plus the window
+    assert [t.kind for t in correlate({"gateway": gateway, "app": app}) if t.request_id == "quick"] == [
+        "gateway_only", "app_only"]  # fmt: skip
+    correlator = Correlator(WINDOW_SECS)
+    stuck = next(e for e in gateway if e.request_id == "stuck")
+    correlator.add(stuck, now=stuck.ts)
+    assert list(correlator.close_until(stuck.ts + 86_400 + WINDOW_SECS - 1)) == []  # a day at most, not ten
+    assert [t.request_id for t in correlator.close_until(stuck.ts + 86_400 + WINDOW_SECS)] == ["stuck"]
+
+
+def test_a_request_longer_than_the_allowed_lateness_is_late_and_still_joined() -> None:
+    """Envoy writes the record when the request ends: a 300 s upload's record comes 300 s after its time."""
+    upload = gateway_event(10.0, request_id="upload", status=200, duration_ms=300_000.0)
+    background = [gateway_event(float(t), request_id=f"bg{t}", status=200) for t in range(0, 600, 5)]
+    gateway = [e for e in background if e.ts <= upload.ts + 300] + [upload] + [e for e in background
+                                                                           if e.ts > upload.ts + 300]  # fmt: skip
+    result = {t.request_id: t for t in correlate({"gateway": gateway, "app": [app_event(310.0, request_id="upload")]})}
+    assert result["upload"].kind == "joined"
+
+
 def test_groups_leave_memory_when_the_window_closes() -> None:
     correlator = Correlator(WINDOW_SECS)
     for i in range(1000):
