@@ -4,7 +4,8 @@ A short-lived JWT is bound to the client that obtained it; the same ``jti``
 arriving from a second address means the token was copied. The client address
 is what the gateway saw; for an app-only transaction it is the app's peer,
 unless that peer is the gateway itself (Billing sees the gateway pod as the
-peer of every proxied request, which says nothing about the client).
+peer of every proxied request, which says nothing about the client), or no
+gateway identity or network is configured to tell.
 
 Each ``jti`` is remembered until ``exp + skew_allowance_secs`` (or
 ``default_token_lifetime_secs`` after first use when ``exp`` is unknown), plus
@@ -130,8 +131,13 @@ class TokenReplay(Detector):
         for event in txn.gateway:
             if event.source_ip:
                 return event.source_ip
+        trust = self.context.trust
+        if not trust.knows_gateway:
+            # The app's peer is then most likely a gateway replica, not a client: two replicas
+            # would make every token look replayed. A request the gateway logged has its client.
+            return None
         for event in txn.app:
-            if event.source_ip and not self.context.trust.peer_is_gateway(event):
+            if event.source_ip and not trust.peer_is_gateway(event):
                 return event.source_ip
         return None
 

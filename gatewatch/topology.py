@@ -218,7 +218,8 @@ def detector_context(config: GatewatchConfig) -> DetectorContext:
     if not trust.knows_gateway:
         _warn_once(
             "trust_unconfigured: set trust.gateway_identities or trust.gateway_networks; "
-            "until then gateway_bypass cannot tell the gateway's peers from others"
+            "until then gateway_bypass cannot tell the gateway's peers from others, and token_replay "
+            "counts only the clients the gateway logged"
         )
     revoked = shared_revocations(config.tokens.revoked) if config.tokens.revoked else NO_REVOCATIONS
     return DetectorContext(trust=trust, revoked=revoked)

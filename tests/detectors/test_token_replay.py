@@ -121,6 +121,18 @@ def test_app_only_peer_counts_unless_it_is_the_gateway_by_network() -> None:
     assert [f.details["new_address"] for f in loud] == ["10.8.0.9"]
 
 
+def test_without_trust_an_app_peer_is_no_client() -> None:
+    """With no gateway identity or network configured the app's peers are, most likely, the gateway's replicas:
+    two of them made every token whose gateway lines were missing (or dead letters) look replayed."""
+    def app_only(rid: str, ts: float, peer: str) -> Transaction:
+        return transaction(rid, app=(app_event(ts, request_id=rid, status=200, source_ip=peer, token_jti="jti-1"),))
+
+    untrusting = TokenReplay(TokenReplay.Config(), DetectorContext(trust=TrustPolicy.build()))
+    assert feed([app_only("r-1", 10, "10.0.0.10"), app_only("r-2", 20, "10.0.0.11")], untrusting) == []
+    untrusting = TokenReplay(TokenReplay.Config(), DetectorContext(trust=TrustPolicy.build()))
+    assert len(feed([use("r-1", 10, "203.0.113.7"), use("r-2", 20, "198.51.100.9")], untrusting)) == 1
+
+
 def test_joined_transaction_uses_the_gateway_client_not_the_app_peer() -> None:
     def joined(rid: str, ts: float, client: str) -> Transaction:
         return transaction(
