@@ -72,7 +72,9 @@ def parse_timestamp(value: Any) -> float:
     """Seconds since the epoch from ISO 8601 text (any fraction, ``Z`` or offset) or a number.
 
     A naive timestamp is taken as UTC, which is what Envoy and most app loggers
-    write; numbers above 1e11 are epoch milliseconds.
+    write. A number is read in the unit its size gives: seconds up to 1e11 (the
+    year 5138), then milliseconds up to 1e14, microseconds up to 1e17, nanoseconds
+    beyond (Go's ``UnixNano``, Java's ``Instant`` in µs).
     """
     if type(value) is str:  # the common case first
         return _parse_iso(value)
@@ -83,7 +85,9 @@ def parse_timestamp(value: Any) -> float:
             raise InvalidValueError(f"timestamp {value!r} is not finite") from None
         if not math.isfinite(seconds):
             raise InvalidValueError(f"timestamp {value!r} is not finite")
-        return seconds / 1000.0 if seconds > 1e11 else seconds
+        if seconds <= 1e11:
+            return seconds
+        return seconds / (1e3 if seconds <= 1e14 else 1e6 if seconds <= 1e17 else 1e9)
     if not isinstance(value, str):
         raise InvalidValueError(f"timestamp {value!r} is not text or a number")
     return _parse_iso(value)  # a str subclass

@@ -1,4 +1,4 @@
-"""parse_timestamp: ISO 8601 text (any offset or none), epoch seconds or milliseconds, and what it refuses."""
+"""parse_timestamp: ISO 8601 text (any offset or none), epoch numbers in the unit their size gives, and what it refuses."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def test_offsets_and_naive_text_still_parse(moment: datetime, hours: int) -> Non
         ("1772442000", 1772442000.0),
         ("1772442000.25", 1772442000.25),
         (1772442000250, 1772442000.25),  # epoch milliseconds
+        (1772442000250000, 1772442000.25),  # microseconds
+        ("1772442000250000", 1772442000.25),
+        (1772442000250000000, 1772442000.25),  # nanoseconds (Go's UnixNano)
+        ("1772442000250000000", 1772442000.25),
     ],
 )
 def test_forms(value: object, expected: float) -> None:
