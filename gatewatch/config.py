@@ -92,7 +92,7 @@ class GatewayConfig(_Section):
         65536, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines become dead letters (oversized)."
     )
     xff_num_trusted_hops: int = Field(
-        0, ge=0, le=64,
+        0, ge=0, le=64, strict=True,  # `true` is no count of proxies
         description="The gateway's own xff_num_trusted_hops: proxies in front of it that append to X-Forwarded-For. "
         "Without the downstream address in the line the client is read from X-Forwarded-For from the right, this "
         "many entries left of the last (the left end is whatever the client sent).",
@@ -547,7 +547,7 @@ def load_config(path: str | Path | None) -> GatewatchConfig:
     except UnicodeDecodeError as error:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
     except RecursionError:  # thousands of nested brackets
@@ -555,6 +555,28 @@ def load_config(path: str | Path | None) -> GatewatchConfig:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (gateway, app, trust, ...)")
     return parse_config(data, base_dir=path.parent)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing a key written twice in one mapping: YAML keeps the last silently,
+    so a second ``detectors:`` section would drop the first one's settings without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *defaults": its keys may be overridden, as YAML says
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader names that problem
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {str(key)[:64]!r} is written twice in one mapping", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 def load_revocations(path: Path) -> dict[str, float]:
     """Map each revoked ``jti`` to its revocation time (epoch seconds); the earliest wins."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
+        # utf-8-sig: Excel and PowerShell begin a UTF-8 file with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, skipinitialspace=True)  # "jti, revoked_at" too
+            if reader.fieldnames is not None:
+                reader.fieldnames = [name.strip() for name in reader.fieldnames]
             if reader.fieldnames is None or not {"jti", "revoked_at"} <= set(reader.fieldnames):
                 raise SourceError(f"{path}: the revocation list needs a header line 'jti,revoked_at'")
             revoked: dict[str, float] = {}

@@ -74,6 +74,25 @@ def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path: Path) -> Non
         load_config(listy)
 
 
+def test_a_key_written_twice_is_refused_not_merged(tmp_path: Path) -> None:
+    """YAML keeps the last of two keys silently: a second detectors section dropped the first one's settings."""
+    config = tmp_path / "gw.yaml"
+    config.write_text("detectors:\n  http_4xx_burst: {min_errors: 5}\ntrust: {}\ndetectors:\n  token_replay: {}\n")
+    with pytest.raises(ConfigError, match="line 4 column 1: the key 'detectors' is written twice"):
+        load_config(config)
+    config.write_text("gateway: {max_line_bytes: 100, max_line_bytes: 200}\n")
+    with pytest.raises(ConfigError, match="'max_line_bytes' is written twice"):
+        load_config(config)
+    config.write_text("x: &base {min_errors: 5, window_secs: 60}\n".replace("x", "detectors:\n  http_4xx_burst", 1)
+                      + "  http_5xx_burst: {<<: *base, min_errors: 7}\n")  # fmt: skip
+    assert load_config(config).detectors.http_5xx_burst.min_errors == 7  # a merge key's value may be overridden
+
+
+def test_a_count_of_proxies_is_no_boolean() -> None:
+    with pytest.raises(ConfigError, match="xff_num_trusted_hops should be a valid integer"):
+        parse_config({"gateway": {"xff_num_trusted_hops": True}})
+
+
 def test_instance_id_makes_each_stage_a_static_group_member() -> None:
     config = parse_config({"kafka": {"instance_id": "gatewatch-1"}})
     assert static_membership(config.kafka, "ingest") == {"group_instance_id": "gatewatch-1-ingest"}

@@ -96,6 +96,12 @@ def test_revocation_list(tmp_path: Path) -> None:
         load_revocations(worse)
 
 
+def test_a_revocation_list_saved_by_excel_or_powershell_reads(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.csv"
+    path.write_bytes("\ufeffjti, revoked_at\r\nj1, 2026-01-01T00:00:00Z\r\n".encode())  # a BOM, spaces, CRLF
+    assert load_revocations(path) == {"j1": 1_767_225_600.0}
+
+
 def test_the_revocation_list_is_read_once_a_process_until_the_file_changes(tmp_path: Path) -> None:
     """Every task serve runs makes the rules' context: one copy of a big list, not one a task."""
     path = tmp_path / "revoked.csv"
