@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -139,7 +139,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters, files),
                          forwarders) if s is not None]  # fmt: skip
     try:
-        stats = replay(config, args.gateway, args.app, sinks)
+        stats = replay(config, args.gateway, args.app, sinks, _progress_log() if args.verbose else None)
     finally:
         for sink in sinks:
             sink.close()
@@ -150,6 +150,23 @@ def _run_replay(args: argparse.Namespace) -> int:
         console.print(f"forwarder {runner.name}: {counts}" + (f" -> {runner.dead_letter_path}" if failed else ""),
                       markup=False, highlight=False)  # fmt: skip
     return 0
+
+
+def _progress_log() -> Callable[[int], None]:
+    """What ``replay -v`` logs as it goes: the records read so far, and their rate."""
+    import time
+
+    started, done = time.monotonic(), 0
+
+    def progress(records: int) -> None:
+        nonlocal done
+        done += records
+        elapsed = time.monotonic() - started
+        logging.getLogger("gatewatch.replay").info(
+            "replay_progress records=%d secs=%.1f records_per_sec=%.0f", done, elapsed, done / max(elapsed, 1e-9)
+        )
+
+    return progress
 
 
 def _run_demo(args: argparse.Namespace) -> int:

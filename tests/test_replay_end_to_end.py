@@ -99,3 +99,13 @@ def test_bad_config_is_refused_with_the_key(tmp_path: Path, capsys: pytest.Captu
     code = main(["replay", "--config", str(config), "--gateway", str(log), "--alerts-out", str(tmp_path / "a")])
     assert code == 2
     assert "detectors.http_4xx_burst.min_errors" in capsys.readouterr().err
+
+
+def test_verbose_replay_logs_its_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    files = write_demo(tmp_path / "logs", seed=3, duration_secs=600.0, requests_per_sec=20.0, attacks=False)
+    with caplog.at_level("INFO", logger="gatewatch.replay"):
+        assert main(["-v", "replay", "--config", str(files.config_yaml), "--gateway", str(files.gateway_log),
+                     "--app", str(files.app_log), "--alerts-out", str(tmp_path / "a.ndjson"), "--store", "none"]) == 0
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replay_progress")]
+    total = sum(len(path.read_bytes().splitlines()) for path in (files.gateway_log, files.app_log))
+    assert len(progress) >= 2 and progress[-1].startswith(f"replay_progress records={total} ")
