@@ -365,3 +365,20 @@ def _decompress(encoding: object, payload: bytes) -> bytes | None:
     if encoding == "raw":
         return payload
     return None
+
+
+# A checkpoint may take at most this share of the loop's time: with a big state
+# (a long allowed lateness at a high rate) the interval stretches to match.
+CHECKPOINT_MAX_TIME_SHARE = 0.05
+
+
+def checkpoint_interval_secs(configured_secs: float, previous_save_secs: float, last_save_secs: float) -> float:
+    """The interval until the next checkpoint: stretched so saving takes at most CHECKPOINT_MAX_TIME_SHARE.
+
+    Stretched on the cheaper of the last two saves: a big state makes every save
+    slow, while one slow save alone is a wait (the broker away, a load spike), not
+    the state's cost. Stretching on such a wait stopped the checkpoints, and with
+    them the detect group's commits, for minutes: a save that waited 24 s through
+    a broker restart set the next one 8 minutes later.
+    """
+    return max(configured_secs, min(previous_save_secs, last_save_secs) / CHECKPOINT_MAX_TIME_SHARE)

@@ -106,19 +106,32 @@ class BatchLog:
 
     def append(self, batches: list[LoggedBatch]) -> None:
         """Append ``batches`` and fsync: once this returns they survive a crash."""
-        frames = []
-        for batch in batches:
-            data = encode(_LOG_KIND, LOCAL_STATE_VERSION, batch)
-            frames.append(len(data).to_bytes(4, "big") + data)
         with open(self.path, "ab") as handle:
-            handle.write(b"".join(frames))
+            handle.write(_frames(batches))
             handle.flush()
             os.fsync(handle.fileno())
+
+    def keep_after(self, seq: int) -> None:
+        """Drop the batches up to ``seq`` (a checkpoint taken then covers them), atomically and durably."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(_frames(self.read(seq)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
 
     def reset(self) -> None:
         """Empty the log (a checkpoint now covers everything in it)."""
         with open(self.path, "wb") as handle:
             os.fsync(handle.fileno())
+
+
+def _frames(batches: list[LoggedBatch]) -> bytes:
+    frames = []
+    for batch in batches:
+        data = encode(_LOG_KIND, LOCAL_STATE_VERSION, batch)
+        frames.append(len(data).to_bytes(4, "big") + data)
+    return b"".join(frames)
 
 
 def save_local_state(path: Path, state: LocalState) -> int:

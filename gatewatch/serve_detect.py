@@ -54,7 +54,7 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from gatewatch.checkpoint import Checkpoint, CheckpointStore, ensure_topic
+from gatewatch.checkpoint import Checkpoint, CheckpointStore, checkpoint_interval_secs, ensure_topic
 from gatewatch.errors import SourceError, StoppedError
 from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.serve_stage import Shared, deliver, kv
@@ -72,9 +72,6 @@ from ingest.sources.revocations import refresh_shared_revocations
 
 log = logging.getLogger("gatewatch.serve")
 
-# A checkpoint may take at most this share of the loop's time: with a big state
-# (a long allowed lateness at a high rate) the interval stretches to match.
-CHECKPOINT_MAX_TIME_SHARE = 0.05
 # Messages per poll over all owned partitions, between these bounds: as many as carry about
 # STEP_RECORDS records (events, keyed items, findings) at the last step's records per message.
 # An events message holds up to 5,000 events, so a step of full messages stays near a second
@@ -100,18 +97,6 @@ def poll_messages(applied: int, records: int) -> int:
     """The next poll's size in messages, after a step that applied ``applied`` messages carrying ``records``."""
     per_message = max(1, records // applied)
     return max(DETECT_POLL_MESSAGES, min(DETECT_POLL_MESSAGES_MAX, STEP_RECORDS // per_message))
-
-
-def checkpoint_interval_secs(configured_secs: float, previous_save_secs: float, last_save_secs: float) -> float:
-    """The interval until the next checkpoint: stretched so saving takes at most CHECKPOINT_MAX_TIME_SHARE.
-
-    Stretched on the cheaper of the last two saves: a big state makes every save
-    slow, while one slow save alone is a wait (the broker away, a load spike), not
-    the state's cost. Stretching on such a wait stopped the checkpoints, and with
-    them the detect group's commits, for minutes: a save that waited 24 s through
-    a broker restart set the next one 8 minutes later.
-    """
-    return max(configured_secs, min(previous_save_secs, last_save_secs) / CHECKPOINT_MAX_TIME_SHARE)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -156,6 +141,9 @@ class DetectStage:
         self._parked: dict[TopicPartition, OwnedTask] = {}  # revoked; kept in case the group gives them back
         self._owned_before: set[TopicPartition] = set()  # owned when the rebalance being handled began
         self._last_checkpoint_at = time.monotonic()
+        # The ALERT task's checkpoint taken while forwarders still held some of its events, saved once
+        # they are all sent or dead-lettered: (checkpoint, its task, the forwarders' mark).
+        self._held: tuple[Checkpoint, OwnedTask, tuple[int, ...]] | None = None
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
         self._last_lag_at = 0.0
@@ -246,6 +234,8 @@ class DetectStage:
             return  # seen during a delivery wait: the partitions may be someone else's already
         now = time.monotonic()
         refresh_shared_revocations(now)  # a token revoked now counts from now on
+        if self._held is not None:
+            self._save_held()
         if now - self._last_checkpoint_at >= self._checkpoint_interval_secs:
             self._checkpoint()
         if now - self._last_lag_at >= LAG_INTERVAL_SECS:
@@ -409,26 +399,61 @@ class DetectStage:
         """Save every changed task's state with the offset it covers, then commit those offsets.
 
         Called right after a delivered flush: everything the tasks output up to
-        their offsets is acknowledged, so a restore from here loses nothing.
+        their offsets is acknowledged, so a restore from here loses nothing. The
+        forwarders' queues are not acknowledged yet: the ALERT task's checkpoint
+        is held until every lifecycle event queued by then is sent or dead-lettered
+        (:meth:`_save_held`), so a crash re-sends them instead of losing them.
         """
         self._last_checkpoint_at = time.monotonic()
         changed = [owned for owned in self._tasks.values() if owned.dirty or force]
-        if not changed:
+        held = None
+        forwarders = self._forwarders
+        if forwarders is not None and any(o.role == "findings" for o in changed):
+            mark = forwarders.mark()
+            if not forwarders.settled(mark):
+                held = next(o for o in changed if o.role == "findings")
+                changed.remove(held)
+        now = time.time()
+        try:
+            if held is not None and self._held is None:  # else the one held first goes first
+                self._held = (self._taken(held, now), held, mark)
+                held.dirty = False  # changed again by what it applies next
+            checkpoints = [self._taken(o, now) for o in changed]
+        except (OverflowError, TypeError) as error:  # state past what MessagePack holds
+            self.shared.metrics.record_error("checkpoint", "save")
+            log.warning(kv("checkpoint_failed", error=str(error)))
             return
+        if changed:
+            self._save(list(zip(changed, checkpoints)), clean=True)
+
+    def _taken(self, owned: OwnedTask, now: float) -> Checkpoint:
+        return Checkpoint(assignment=(owned.stream,), offsets={owned.stream: owned.next_offset},
+                          snapshot=owned.task.snapshot(), created_at=now, config_digest=self._digest)  # fmt: skip
+
+    def _save_held(self) -> None:
+        """Save the held ALERT task's checkpoint once the forwarders settled every event it covers."""
+        assert self._held is not None
+        checkpoint, owned, mark = self._held
+        if self._forwarders is not None and not self._forwarders.settled(mark):
+            return
+        self._held = None
+        if self._tasks.get(owned.tp) is owned:  # else moved away since: its next owner starts further back
+            self._save([(owned, checkpoint)], clean=False)
+
+    def _save(self, pairs: list[tuple[OwnedTask, Checkpoint]], clean: bool) -> None:
+        """Save ``pairs``' checkpoints, then commit the offsets they cover; ``clean``: they hold the tasks' state
+        as it is now (not a held one, taken before the task applied more)."""
         assert self._checkpoints is not None and self._consumer is not None
         metrics = self.shared.metrics
         started = time.monotonic()
         now = time.time()
         try:
-            checkpoints = [
-                Checkpoint(assignment=(o.stream,), offsets={o.stream: o.next_offset}, snapshot=o.task.snapshot(),
-                           created_at=now, config_digest=self._digest)
-                for o in changed
-            ]  # fmt: skip
-            written = self._checkpoints.save_many(checkpoints)
-        except (SourceError, OverflowError, TypeError) as error:  # Overflow/Type: state past what MessagePack holds
+            written = self._checkpoints.save_many([checkpoint for _, checkpoint in pairs])
+        except SourceError as error:
             metrics.record_error("checkpoint", "save")
             log.warning(kv("checkpoint_failed", error=str(error)))
+            for owned, _ in pairs:
+                owned.dirty = True
             return
         elapsed = time.monotonic() - started
         self._checkpoint_interval_secs = checkpoint_interval_secs(
@@ -439,11 +464,12 @@ class DetectStage:
         metrics.checkpoint_bytes.set(written)
         self.shared.kafka_ok_at = time.monotonic()
         metrics.checkpoint_saved.set(now)
-        for owned in changed:
-            owned.dirty = False
+        for owned, _ in pairs:
+            if clean:
+                owned.dirty = False
             metrics.task_checkpoint_saved.labels(role=owned.role, partition=str(owned.tp.partition)).set(now)
         try:
-            commit_offsets(self._consumer, {o.tp: o.next_offset for o in changed})
+            commit_offsets(self._consumer, {o.tp: checkpoint.offsets[o.stream] for o, checkpoint in pairs})
         except SourceError as error:
             metrics.record_error("kafka", "commit")
             log.warning(kv("commit_failed", stage="detect", error=str(error)))
@@ -558,6 +584,10 @@ class DetectStage:
             self._flush()
         except StoppedError:
             return
+        if self._forwarders is not None:  # their queues delivered or dead-lettered: the checkpoint covers all
+            self._forwarders.close()
+            self._forwarders = None
+        self._held = None  # taken before what the forced checkpoint covers
         self._checkpoint(force=True)
 
 

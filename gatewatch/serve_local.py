@@ -150,6 +150,7 @@ class LocalPipeline:
         self._pending: dict[str, _Submission] = {}  # queued or fed, not yet durable
         self._dirty = False  # state changed since the last checkpoint
         self._last_save_at = time.monotonic()
+        self._held: tuple[LocalState, tuple[int, ...]] | None = None  # see _checkpoint
         self._last_save_secs = 0.0
         self.store_ok = True
         self.retry_after_secs = 1.0
@@ -203,6 +204,9 @@ class LocalPipeline:
             with self._lock:
                 self.stopping = True
             self._cycle(self._take(wait_secs=0.0))
+            if self._forwarders is not None:  # queues delivered or dead-lettered: the checkpoint covers all
+                self._forwarders.close()
+            self._held, self._dirty = None, True
             self._checkpoint()
         except _Abandoned:
             self.code = 1
@@ -251,6 +255,8 @@ class LocalPipeline:
         log.info(kv("batch_log_replayed", batches=len(replay), records=len(records)))
 
     def _wait_secs(self) -> float:
+        if self._held is not None:
+            return FOLLOW_POLL_SECS  # soon again: it is saved once the forwarders settled its events
         if self._dirty:
             return max(0.0, self._checkpoint_interval() - (time.monotonic() - self._last_save_at))
         return FOLLOW_POLL_SECS
@@ -294,6 +300,8 @@ class LocalPipeline:
         self._dirty = self._dirty or bool(records) or len(batch) > 0
         if self._dirty and time.monotonic() - self._last_save_at >= self._checkpoint_interval():
             self._checkpoint()
+        elif self._held is not None:
+            self._save_held()
 
     def _records(self, submissions: list[_Submission]) -> list[RawRecord]:
         records: list[RawRecord] = []
@@ -386,7 +394,14 @@ class LocalPipeline:
         return max(MIN_CHECKPOINT_INTERVAL_SECS, self._last_save_secs / CHECKPOINT_SHARE)
 
     def _checkpoint(self) -> None:
-        """Save state, positions and batch ids; then empty the batch log and save the follow positions file."""
+        """Save state, positions and batch ids; then empty the batch log and save the follow positions file.
+
+        The forwarders' queues are in memory only: while they hold lifecycle events, the state is
+        taken now and saved once every one of those is sent or dead-lettered (:meth:`_save_held`),
+        so a crash before then re-sends them instead of losing them.
+        """
+        if self._held is not None:
+            self._save_held()
         if not self._dirty:
             return
         started = time.monotonic()
@@ -395,12 +410,33 @@ class LocalPipeline:
             batches = list(self._acknowledged)
         state = LocalState(self.pipeline.snapshot(), follower.positions() if follower else {}, batches, time.time(),
                            self._logged_seq)  # fmt: skip
+        forwarders = self._forwarders
+        if forwarders is not None and not forwarders.settled(mark := forwarders.mark()):
+            if self._held is None:  # else the one held first goes first
+                self._held, self._dirty = (state, mark), False
+            return
+        self._save(state, started, held=False)
+
+    def _save_held(self) -> None:
+        assert self._held is not None
+        state, mark = self._held
+        if self._forwarders is None or self._forwarders.settled(mark):
+            self._held = None
+            self._save(state, time.monotonic(), held=True)
+
+    def _save(self, state: LocalState, started: float, held: bool) -> None:
         size = save_local_state(self.checkpoint_path, state)
-        self._batch_log.reset()  # a crash before this: the restart skips what the checkpoint covers, by seq
-        if follower is not None:
-            follower.commit()  # the positions file too, for whoever reads it; a restart takes the checkpoint's
+        # A crash before this: the restart skips what the checkpoint covers, by seq.
+        if held:
+            self._batch_log.keep_after(state.logged_seq)  # batches logged since it was taken stay
+        else:
+            self._batch_log.reset()
+            if self._follower is not None:  # the positions file too, for whoever reads it (a restart takes the
+                self._follower.commit()  # checkpoint's)
         elapsed = time.monotonic() - started
-        self._last_save_at, self._last_save_secs, self._dirty = time.monotonic(), elapsed, False
+        self._last_save_at, self._last_save_secs = time.monotonic(), elapsed
+        if not held:
+            self._dirty = False
         metrics = self.metrics
         metrics.checkpoint_duration.observe(elapsed)
         metrics.checkpoint_bytes.set(size)

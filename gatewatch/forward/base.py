@@ -77,6 +77,10 @@ class ForwarderRunner:
         self._dead_letter_lock = threading.Lock()
         self._dead_letter_handle: IO[bytes] | None = None
         self._queue: deque[AlertEvent] = deque()
+        # Events that entered the queue, and those of them settled (sent or dead-lettered), so far:
+        # the queue is FIFO, so every event queued by a mark is settled once settled >= mark.
+        self.queued_total = 0
+        self.settled_total = 0
         self._cond = threading.Condition()
         self._closing = False
         self._abort = threading.Event()
@@ -98,6 +102,7 @@ class ForwarderRunner:
         with self._cond:
             if len(self._queue) < self.config.queue_max_events and not self._closing:
                 self._queue.append(event)
+                self.queued_total += 1
                 self._cond.notify()
                 return
         self._dead_letter(event, "queue_full", "queue_max_events reached: the receiver is slower than the alerts", 0)
@@ -118,6 +123,8 @@ class ForwarderRunner:
             left, self._queue = list(self._queue), deque()
         for event in left:
             self._dead_letter(event, "shutdown", "not delivered within drain_timeout_secs", 0)
+        with self._cond:
+            self.settled_total += len(left)
         try:
             self.forwarder.close()
         except Exception:  # noqa: BLE001 (closing a broken connection must not hide the counts)
@@ -141,6 +148,7 @@ class ForwarderRunner:
             with self._cond:
                 if self._queue and self._queue[0] is event:
                     self._queue.popleft()
+                    self.settled_total += 1
 
     def _deliver(self, event: AlertEvent) -> None:
         config = self.config
@@ -207,6 +215,7 @@ class ForwarderSet:
 
     def __init__(self, runners: Sequence[ForwarderRunner]) -> None:
         self.runners = list(runners)
+        self._closed = False
 
     def submit(self, events: Iterable[AlertEvent]) -> None:
         """Hand events to every forwarder; returns at once."""
@@ -217,7 +226,20 @@ class ForwarderSet:
     def write(self, batch: Batch) -> None:
         self.submit(batch.alert_events)
 
+    def mark(self) -> tuple[int, ...]:
+        """Where each forwarder's queue stands now: see :meth:`settled`."""
+        return tuple(runner.queued_total for runner in self.runners)
+
+    def settled(self, mark: tuple[int, ...]) -> bool:
+        """Whether every event queued by ``mark`` has been sent or dead-lettered, by every forwarder."""
+        return all(runner.settled_total >= queued for runner, queued in zip(self.runners, mark))
+
     def close(self) -> None:
+        """Close every runner (:meth:`ForwarderRunner.close`); once: a serve stage closes them before its last
+        checkpoint, then the service again on its way out."""
+        if self._closed:
+            return
+        self._closed = True
         for runner in self.runners:
             runner.close()
 

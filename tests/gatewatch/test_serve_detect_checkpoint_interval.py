@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatewatch.serve_detect import CHECKPOINT_MAX_TIME_SHARE, checkpoint_interval_secs
+from gatewatch.checkpoint import CHECKPOINT_MAX_TIME_SHARE, checkpoint_interval_secs
 
 CONFIGURED_SECS = 1.0
 

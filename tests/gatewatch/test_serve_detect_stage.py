@@ -9,7 +9,9 @@ same stage in tests/integration.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -305,3 +307,48 @@ def test_a_task_moved_away_drops_its_series_and_the_stage_stands_by_without_task
     _rebalance(stage, set())
     assert not stage.owner
     assert "gatewatch_detect_owner 0.0" in stage.shared.metrics.exposition().decode()
+
+
+def test_the_alert_tasks_checkpoint_waits_until_its_forwarded_events_are_settled(
+    stage: DetectStage, tmp_path: Path
+) -> None:
+    """kill -9 while a SIEM is slow: the lifecycle events in the forwarders' queues are in memory only. The
+    ALERT task's checkpoint is held until each of them is sent or dead-lettered, so a crash re-sends them."""
+    from gatewatch.forward.base import ForwarderRunner, ForwarderSet
+    from tests.gatewatch.forward.test_forward_runner import Gate, settings
+    from tests.gatewatch.forward.test_syslog_rsyslog import hostile_events
+
+    events = iter(hostile_events())
+    gate = Gate(wait_secs=30.0)
+    stage._forwarders = ForwarderSet([ForwarderRunner(settings(tmp_path), gate)])
+    consumer: FakeConsumer = stage._consumer  # type: ignore[assignment]
+    checkpoints: FakeCheckpoints = stage._checkpoints  # type: ignore[assignment]
+    consumer.logs[_tp("findings", 0)] = [b"f-a", b"f-b"]
+    _rebalance(stage, {_tp("findings", 0), _tp("keyed", 0)})
+    alert_task = _task(stage, "findings", 0)
+    original_apply = alert_task.apply
+
+    def apply(offset: int, value: bytes) -> None:  # each finding message makes one lifecycle event
+        original_apply(offset, value)
+        alert_task._out.batch.alert_events.append(next(events))
+
+    alert_task.apply = apply  # type: ignore[method-assign]
+    stage.step()
+    consumer.logs[_tp("keyed", 0)] = [b"k-a"]
+    stage.step()
+    stage._checkpoint()
+    assert checkpoints.events == ["save g-keyed/0@1", "commit g-keyed/0@1"]  # the other tasks as before
+    consumer.logs[_tp("findings", 0)].append(b"f-c")  # more comes while the first two wait
+    stage.step()
+    stage._checkpoint()
+    assert len(checkpoints.events) == 2
+    gate.open.set()  # the receiver is back: the first two go out, then the third
+    deadline = time.monotonic() + 10
+    while stage._forwarders.runners[0].settled_total < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stage.step()  # saves the checkpoint held since the first two were queued: it covers those only
+    assert checkpoints.events[2:] == ["save g-findings/0@2", "commit g-findings/0@2"]
+    stage._checkpoint()  # the task applied f-c since: a checkpoint of that, all settled
+    assert checkpoints.events[4:] == ["save g-findings/0@3", "commit g-findings/0@3"]
+    assert len(gate.sent) == 3
+    stage._forwarders.close()

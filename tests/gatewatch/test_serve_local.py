@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,44 @@ def test_a_restart_keeps_what_was_acknowledged_and_feeds_again_only_what_was_not
     assert future_c.result(timeout=1) is True
     assert len(second.pipeline.order) == 9 and second.pipeline.stats.redelivered == 0
     assert load_local_state(tmp_path / "cp") is not None
+
+
+def test_a_checkpoint_waits_until_the_forwarders_settled_the_alert_events_it_covers(tmp_path: Path) -> None:
+    """kill -9 while a SIEM is slow: the lifecycle events in a forwarder's queue are in memory only. The state
+    is saved once each of them is sent or dead-lettered; batches logged meanwhile stay in the batch log."""
+    from gatewatch.forward.base import ForwarderRunner, ForwarderSet
+    from tests.gatewatch.forward.test_forward_runner import Gate, settings
+    from tests.gatewatch.forward.test_syslog_rsyslog import hostile_events
+
+    gate = Gate(wait_secs=30.0)
+    forwarders = ForwarderSet([ForwarderRunner(settings(tmp_path), gate)])
+    config = _config()
+    pipeline = LocalPipeline(config, _Store(), forwarders, ServeMetrics(), tmp_path / "cp", None, threading.Event())
+    ingest = LocalHttpIngest(config, ServeMetrics(), pipeline)
+    a, b = (ingest._unpack("gateway", _body(first_n, 3), False, f"batch-{name}")
+            for name, first_n in (("a", 0), ("b", 3)))  # fmt: skip
+    assert isinstance(a, UnpackedBatch) and isinstance(b, UnpackedBatch)
+    try:
+        _offered(pipeline.offer(a))
+        pipeline._cycle(pipeline._take(0.0))
+        forwarders.submit(hostile_events()[:1])  # what this cycle alerted, queued for a receiver that is down
+        pipeline._checkpoint()
+        assert load_local_state(tmp_path / "cp") is None  # taken, held
+        _offered(pipeline.offer(b))
+        pipeline._cycle(pipeline._take(0.0))
+        gate.open.set()
+        deadline = time.monotonic() + 10
+        while forwarders.runners[0].settled_total < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pipeline._save_held()
+        state = load_local_state(tmp_path / "cp")
+        assert state is not None and state.logged_seq == 1 and state.batches == ["gateway:batch-a"]
+        assert [logged.batch_id for logged in BatchLog(tmp_path / "cp.batches").read(0)] == ["batch-b"]
+        pipeline._checkpoint()  # nothing queued now: B's state saved at once, the log emptied
+        assert load_local_state(tmp_path / "cp").logged_seq == 2  # type: ignore[union-attr]
+        assert BatchLog(tmp_path / "cp.batches").read(0) == [] and gate.sent == [hostile_events()[0].id]
+    finally:
+        forwarders.close()
 
 
 def test_a_checkpoint_that_does_not_decode_stops_the_start_with_its_name(tmp_path: Path) -> None:
