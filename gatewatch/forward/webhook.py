@@ -23,6 +23,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import orjson
 
@@ -176,6 +177,9 @@ class WebhookForwarder:
             if not tls.verify:
                 self._context.check_hostname = False
                 self._context.verify_mode = ssl.CERT_NONE
+        # No redirect is followed: urllib would turn the POST into a GET without its body (the alert
+        # lost, yet counted as sent) and take the Authorization header to whatever host it names.
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._context), _NoRedirect())
 
     def body(self, event: AlertEvent) -> bytes:
         document = ocsf_finding(event) if self.config.format == "ocsf" else ecs_document(event)
@@ -192,18 +196,27 @@ class WebhookForwarder:
         request.add_header("X-Gatewatch-Signature", signature(self._secret, timestamp, body))
         request.add_header("X-Gatewatch-Event-Id", event.id)
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_secs, context=self._context) as response:
+            with self._opener.open(request, timeout=self.config.timeout_secs) as response:
                 response.read()
         except urllib.error.HTTPError as error:
             status = error.code
             retry_after = _retry_after_secs(error.headers.get("Retry-After"))
+            location = error.headers.get("Location")
             error.close()
             retryable = status == 429 or status >= 500
-            raise DeliveryError(f"webhook answered {status}", retryable, retry_after) from None
+            moved = f" (a redirect to {location[:200]!r}, not followed: set forward url to it)" if location else ""
+            raise DeliveryError(f"webhook answered {status}{moved}", retryable, retry_after) from None
         except (urllib.error.URLError, OSError) as error:
             raise DeliveryError(f"webhook {self.config.url}: {error}") from None
 
     def close(self) -> None:
+        return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is an error like any other 4xx: final, to the dead-letter file."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

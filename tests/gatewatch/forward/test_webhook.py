@@ -31,6 +31,8 @@ class Receiver:
     url: str = ""
     unavailable: int = 0  # answer this many requests with 503 + Retry-After: 1
     reject: set[str] = field(default_factory=set)  # event ids answered with 400
+    redirect: bool = False  # answer every POST 302 to /moved (and count what comes there)
+    redirected: list[str] = field(default_factory=list)  # requests that followed it: method and headers
     attempts: list[tuple[str, int, float]] = field(default_factory=list)  # (event id, status, monotonic time)
     accepted: list[dict] = field(default_factory=list)
     bad_signatures: int = 0
@@ -59,6 +61,8 @@ def receiver() -> Iterator[Receiver]:
                     status = 503
                 elif event_id in state.reject:
                     status = 400
+                elif state.redirect:
+                    status = 302
                 else:
                     status = 200
                     state.accepted.append(orjson.loads(body))
@@ -66,6 +70,15 @@ def receiver() -> Iterator[Receiver]:
             self.send_response(status)
             if status == 503:
                 self.send_header("Retry-After", "1")
+            if status == 302:
+                self.send_header("Location", "/moved")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name): where a followed 302 would land
+            with state.lock:
+                state.redirected.append(f"GET {self.path} {self.headers.get('Authorization')}")
+            self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -122,6 +135,20 @@ def test_a_400_is_not_retried_and_becomes_a_dead_letter(
     (letter,) = [orjson.loads(line) for line in (tmp_path / "dl.ndjson").read_bytes().splitlines()]
     assert (letter["reason"], letter["attempts"], letter["error"]) == ("rejected", 1, "webhook answered 400")
     assert letter["event"]["lifecycle"]["event_id"] == "d4e5f6-1"
+
+
+def test_a_redirect_is_not_followed_and_its_events_are_dead_letters(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Followed, a 302 turned the POST into a GET without its body: no alert delivered, each counted as sent,
+    and the Authorization header taken to wherever the answer pointed."""
+    receiver.redirect = True
+    counts = run(receiver, tmp_path, monkeypatch)
+    assert counts == {"dead_letter_rejected": 3} and receiver.redirected == []
+    letters = [orjson.loads(line) for line in (tmp_path / "dl.ndjson").read_bytes().splitlines()]
+    assert {letter["error"] for letter in letters} == {
+        "webhook answered 302 (a redirect to '/moved', not followed: set forward url to it)"
+    }
 
 
 def test_ecs_document_carries_the_alert_fields(
