@@ -60,7 +60,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -78,6 +78,11 @@ _BULK_BUCKETS_SECS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 # Alert ids remembered to count each alert once however many versions it grows
 # through; an alert older than this many newer ones would be counted again.
 _SEEN_ALERT_IDS = 100_000
+DEAD_LETTER_REASONS = ("invalid_utf8", "truncated", "oversized", "format_mismatch", "invalid_json", "invalid_value",
+                       "not_an_object", "missing_timestamp", "out_of_range", "store_rejected")  # fmt: skip
+"""The dead-letter reasons of the parsers and the store, their series present from the start."""
+FORWARD_ERRORS = ("retried", "dead_letter_rejected", "dead_letter_retries_exhausted", "dead_letter_queue_full",
+                  "dead_letter_shutdown")  # fmt: skip
 
 
 class ServeMetrics:
@@ -171,7 +176,19 @@ class ServeMetrics:
             self.sent_events.labels(component="store", kind=kind)
         for error_type in ("unavailable", "rejected", "document_rejected"):
             self.errors.labels(stage="store", error_type=error_type)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=reason)
         self._seen_alerts: OrderedDict[str, None] = OrderedDict()
+
+    def start_detection(self, rules: Iterable[str], forwarders: Iterable[str]) -> None:
+        """The series of a process that detects and forwards, at 0: ``increase()`` over a series that
+        appears with its first count misses that count (a first alert, a first dead-lettered event)."""
+        for rule in rules:
+            self.alerts.labels(rule=rule)
+        for name in forwarders:
+            self.sent_events.labels(component=f"forward_{name}", kind="alert_events")
+            for outcome in FORWARD_ERRORS:
+                self.errors.labels(stage=f"forward_{name}", error_type=outcome)
 
     def record_received(self, topic: str, count: int, value_bytes: int) -> None:
         self.received_events.labels(component="kafka", topic=topic).inc(count)

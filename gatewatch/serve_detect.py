@@ -63,6 +63,7 @@ from gatewatch.serve_topics import (
 )  # fmt: skip
 from gatewatch.serve_resume import OwnedTask, Resumer
 from gatewatch.tasks.base import TaskOutput
+from gatewatch.topology import detector_configs
 from ingest.records import Dataset
 from ingest.sinks.base import Batch
 from ingest.sources.kafka import commit_offsets, consumer_settings, static_membership, stream_name
@@ -170,6 +171,7 @@ class DetectStage:
         )
         self._producer = internal_producer(kafka, "detect")
         self._forwarders = build_forwarders(self.config, self._count_forwarded)
+        self.shared.metrics.start_detection(detector_configs(self.config), (f.name for f in self.config.forward))
         group = f"{kafka.group_id}-detect"
         self._consumer = KafkaConsumer(
             group_id=group,

@@ -66,7 +66,7 @@ from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_idle import IdleInputs
 from gatewatch.serve_stage import RETRY_MAX_SECS, kv
 from gatewatch.stores import open_store
-from gatewatch.topology import Pipeline
+from gatewatch.topology import Pipeline, detector_configs
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sinks.base import Batch, Sink
 from ingest.sources.revocations import refresh_shared_revocations
@@ -538,6 +538,7 @@ class LocalService:
         pipeline: LocalPipeline | None = None
         try:
             forwarders = build_forwarders(self.config, self._count_forwarded)
+            self.metrics.start_detection(detector_configs(self.config), (f.name for f in self.config.forward))
             pipeline = self._pipeline = LocalPipeline(
                 self.config, sink, forwarders, self.metrics, self.checkpoint_path, self.follow, self._stop
             )

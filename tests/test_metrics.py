@@ -91,6 +91,19 @@ def test_counts_move() -> None:
     assert _value(text, "gatewatch_watermark_seconds") == 1772442000.0
 
 
+def test_the_series_a_dashboard_takes_increase_of_start_at_zero() -> None:
+    """A series that appears with its first count is missed by increase(): the first dead letter, alert,
+    dead-lettered event."""
+    metrics = ServeMetrics()
+    metrics.start_detection(["token_replay", "gateway_bypass"], ["siem"])
+    text = metrics.exposition().decode()
+    assert _value(text, "gatewatch_dead_letters_total", reason="format_mismatch") == 0
+    assert _value(text, "gatewatch_dead_letters_total", reason="store_rejected") == 0
+    assert _value(text, "gatewatch_alerts_total", rule="token_replay") == 0
+    assert _value(text, "component_sent_events_total", component="forward_siem", kind="alert_events") == 0
+    assert _value(text, "component_errors_total", stage="forward_siem", error_type="dead_letter_retries_exhausted") == 0
+
+
 def test_registries_are_independent() -> None:
     first, second = ServeMetrics(), ServeMetrics()
     first.record_received("t", 1, 1)
