@@ -231,6 +231,11 @@ class IngestStage:
             self._pending_assignment = rebalance.assigned
             log.info(kv("partitions_changed", stage="ingest", revoked=[stream_name(tp) for tp in rebalance.revoked],
                         assigned=[stream_name(tp) for tp in rebalance.assigned]))  # fmt: skip
+            for tp in set(rebalance.revoked) - set(rebalance.assigned):
+                try:  # its new owner reports its lag; a value left here would stay, and page, forever
+                    self.shared.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
         if self._pending_assignment is not None and time.monotonic() >= self._resume_retry_at:
             try:
                 self._resume(self._pending_assignment)

@@ -192,3 +192,19 @@ def test_a_rebalance_settles_the_writes_in_flight_before_reading_the_committed_o
     ]  # fmt: skip
     assert harness.consumer.positions[GW] == 5  # nothing read twice: the resume started after the stored poll
     assert len(harness.sink.events) == 5 and len(harness.sink.attempts) == 1
+
+
+def test_a_partition_moved_away_drops_its_lag_series(harness: Harness) -> None:
+    """Its new owner reports its lag; the value this process set last stayed and paged as a stalled ingest."""
+    harness.consumer.logs[GW] += [_line(s, f"r{s}") for s in range(5)]
+    harness.assign(GW, APP)
+    harness.stage.step()  # resumes from the committed offsets
+    harness.stage._update_lag()
+    lag = harness.shared.metrics.consumer_lag
+    assert {labels["topic"] for metric in lag.collect() for labels in (s.labels for s in metric.samples)} == {
+        GW.topic, APP.topic}  # fmt: skip
+    harness.consumer.rebalance({APP})
+    harness.stage.step()  # the rebalancing poll
+    harness.stage.step()
+    assert {labels["topic"] for metric in lag.collect() for labels in (s.labels for s in metric.samples)} == {
+        APP.topic}  # fmt: skip
