@@ -544,3 +544,21 @@ def test_kibana_setup_imports_the_ndjson_after_kibana_is_healthy() -> None:
 
 
 # -- Fluent Bit: keyed by request id ------------------------------------------------------
+
+
+def test_the_replicas_share_one_redaction_key_and_keep_their_dead_letters() -> None:
+    """Without a shared key each replica hashed a secret with a random key of its own; a forwarder's
+    dead-letter file lived in the container and went with it."""
+    config, services = _deploy_config(), _services()
+    key_file = config.redact.hash_key_file
+    assert key_file is not None
+    maker = services["redact-key"]
+    (made,) = [entry.split(":") for entry in maker["volumes"]]
+    assert f"/{made[1].strip('/')}/redact-key" in "\n".join(maker["command"]) and "token_hex(32)" in maker["command"][0]
+    for name in GATEWATCH_SERVICES:
+        service = services[name]
+        named = {target: source for source, target, *_ in (str(v).split(":") for v in service["volumes"])}
+        assert named[str(Path(key_file).parent)] == made[0], f"{name} does not mount the shared key"
+        assert service["depends_on"]["redact-key"]["condition"] == "service_completed_successfully"
+        assert named["/var/lib/gatewatch"] == f"{name}-data"  # the image's WORKDIR, where dead letters go
+    assert "WORKDIR /var/lib/gatewatch" in (REPO / "Dockerfile").read_text()
