@@ -122,11 +122,12 @@ class AlertBook:
     caller can upsert it at once. ``expire(watermark)`` forgets windows that
     ended more than a grace period (one window, at least ``MIN_GRACE_SECS``)
     before the watermark, keeping memory bounded; it remembers for a day which
-    ones it forgot. A finding for a forgotten window (its record came later
-    than that) becomes an alert of its own, with an id derived from the
-    finding, so it never overwrites the stored alert with a smaller count. A
-    finding for an old window that was never open (a rule that reports on a
-    past window, a record later than the allowed lateness) opens it as usual.
+    ones it forgot. Findings for a forgotten window (their records came later
+    than that: a shipper re-sending a backlog) fold into one late alert of that
+    window, with an id of its own, so they never overwrite the stored alert with
+    a smaller count, nor make an alert each. A finding for an old window that was
+    never open (a rule that reports on a past window, a record later than the
+    allowed lateness) opens it as usual.
     """
 
     def __init__(self, suppression_window_secs: float = 600.0, max_request_ids: int = 20) -> None:
@@ -135,6 +136,7 @@ class AlertBook:
         self.grace_secs = max(suppression_window_secs, MIN_GRACE_SECS)
         self._open: dict[tuple[str, str, str, float], _Window] = {}
         self._forgotten: dict[tuple[str, str, str, float], None] = {}  # in the order forgotten
+        self._late: dict[tuple[str, str, str, float], _Window] = {}  # forgotten windows' late alerts
         self._horizon = float("-inf")  # windows starting before this are no longer kept open
 
     def add(self, finding: Finding) -> Alert:
@@ -143,7 +145,9 @@ class AlertBook:
         window = self._open.get(key)
         if window is None:
             if key in self._forgotten:
-                window = _Window(_late_id(finding), finding)
+                window = self._late.get(key)
+                if window is None:
+                    window = self._late[key] = _Window(_late_id(finding, start), finding)
                 window.add(finding, self.max_request_ids)
                 return window.alert()
             window = self._open[key] = _Window(
@@ -164,6 +168,7 @@ class AlertBook:
         forgotten = self._forgotten
         while forgotten and (oldest := next(iter(forgotten)))[3] < watermark - DAY_SECS:
             del forgotten[oldest]
+            self._late.pop(oldest, None)
 
     def __iter__(self) -> Iterator[Alert]:
         return (window.alert() for window in self._open.values())
@@ -174,27 +179,36 @@ class AlertBook:
         open: list[_WindowState]
         forgotten: list[tuple[str, str, str, float]]  # in the order forgotten
         horizon: float
+        late: list[_WindowState] = []  # absent from a state written before late alerts folded
 
     def state(self) -> State:
         """The book, for a checkpoint; the window length and caps stay this book's own (from the config)."""
-        windows = [
-            _WindowState(key, w.id, _FindingState(*(getattr(w.first, f) for f in _FindingState.__struct_fields__)),
-                         w.last_seen, w.severity, list(w.keys), w.unkeyed, w.evidence)
-            for key, w in self._open.items()
-        ]  # fmt: skip
-        return self.State(windows, list(self._forgotten), self._horizon)
+        return self.State(_window_states(self._open), list(self._forgotten), self._horizon, _window_states(self._late))
 
     def restore_state(self, state: State) -> None:
         """Continue from a decoded :meth:`state`."""
-        self._open = {}
-        for saved in state.open:
-            first = Finding(*msgspec.structs.astuple(saved.first))
-            window = _Window(saved.id, first)
-            window.last_seen, window.severity = saved.last_seen, saved.severity
-            window.keys, window.unkeyed, window.evidence = set(saved.keys), saved.unkeyed, list(saved.evidence)
-            self._open[saved.key] = window
+        self._open = _windows(state.open)
         self._forgotten = dict.fromkeys(state.forgotten)
         self._horizon = state.horizon
+        self._late = _windows(state.late)
+
+
+def _window_states(windows: dict[tuple[str, str, str, float], _Window]) -> list[_WindowState]:
+    return [
+        _WindowState(key, w.id, _FindingState(*(getattr(w.first, f) for f in _FindingState.__struct_fields__)),
+                     w.last_seen, w.severity, list(w.keys), w.unkeyed, w.evidence)
+        for key, w in windows.items()
+    ]  # fmt: skip
+
+
+def _windows(states: list[_WindowState]) -> dict[tuple[str, str, str, float], _Window]:
+    windows = {}
+    for saved in states:
+        window = _Window(saved.id, Finding(*msgspec.structs.astuple(saved.first)))
+        window.last_seen, window.severity = saved.last_seen, saved.severity
+        window.keys, window.unkeyed, window.evidence = set(saved.keys), saved.unkeyed, list(saved.evidence)
+        windows[saved.key] = window
+    return windows
 
 
 class _FindingState(msgspec.Struct, array_like=True, gc=False):
@@ -227,5 +241,5 @@ def _precedence(finding: Finding) -> tuple[float, str, str, tuple[str, ...]]:
     return (finding.ts, finding.summary, finding.reason or "", finding.request_ids)
 
 
-def _late_id(finding: Finding) -> str:
-    return alert_id(finding.rule, finding.entity_type, finding.entity_value, f"late {finding.ts:.6f} {finding.key}")
+def _late_id(finding: Finding, start: float) -> str:
+    return alert_id(finding.rule, finding.entity_type, finding.entity_value, f"late {start:.0f}")

@@ -86,9 +86,29 @@ def test_a_finding_for_a_forgotten_window_never_overwrites_its_alert() -> None:
     stored = book.add(finding(T0 + 10, request_id="r1"))
     book.add(finding(T0 + 20, request_id="r2"))
     book.expire(T0 + 2000)
-    late = book.add(finding(T0 + 30, request_id="r3"))
+    late = book.add(finding(T0 + 30, request_id="r3", key="r3"))
     assert late.id != stored.id and late.count == 1
-    assert book.add(finding(T0 + 30, request_id="r3")).id == late.id  # still deterministic
+    # A backlog sent again: its late findings fold into that one late alert, not an alert each.
+    again = book.add(finding(T0 + 40, request_id="r4", key="r4"))
+    assert again.id == late.id and again.count == 2
+    assert book.add(finding(T0 + 40, request_id="r4", key="r4")).count == 2  # the same record, once
+    assert AlertBook(suppression_window_secs=600).add(finding(T0 + 30)).id == stored.id  # ids stay deterministic
+    next_window = book.add(finding(T0 + 630, request_id="r5"))
+    assert next_window.id not in (late.id, stored.id)
+
+
+def test_late_alerts_survive_a_checkpoint() -> None:
+    from ingest.codec import decode_state, encode_state
+
+    book = AlertBook(suppression_window_secs=600)
+    book.add(finding(T0 + 10, request_id="r1"))
+    book.expire(T0 + 2000)
+    late = book.add(finding(T0 + 30, request_id="r3", key="r3"))
+    restored = AlertBook(600)
+    restored.restore_state(decode_state(encode_state(book.state()), AlertBook.State))
+    assert restored.add(finding(T0 + 40, request_id="r4", key="r4")) == book.add(finding(T0 + 40, request_id="r4",
+                                                                                          key="r4"))  # fmt: skip
+    assert restored.add(finding(T0 + 50, key="r5")).id == late.id
 
 
 def test_a_rule_reporting_on_a_long_past_window_gets_that_windows_alert() -> None:
