@@ -23,7 +23,10 @@ others there, which would make every record after it late. Being at the
 front, an idle input no longer bounds the minimum; the busy inputs alone set
 the watermark. Its clock is never moved back: a record it delivers later is
 ordered if the watermark has not passed it yet, else counted late and
-processed at once, never dropped.
+processed at once, never dropped. Once it is quiet again it goes on from where
+it was advanced to, not from its newest record's time: a backlog of old records
+sent again to an input that had been idle for twelve minutes froze event time
+for twelve minutes (every window, every alert's lifecycle with it).
 
 An input that never delivered and has been caught up for the idle timeout (a
 partition no key hashes to) is closed instead; it opens again if it delivers.
@@ -65,11 +68,14 @@ class IdleInputs:
         last_wall: Mapping[str, float] | None = None,
         last_ts: Mapping[str, float] | None = None,
         caught_up_since: Mapping[str, float] | None = None,
+        advanced: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.idle_timeout_secs = idle_timeout_secs
         self.last_wall: dict[str, float] = dict(last_wall or {})  # stream -> wall time of its last events message
         self.last_ts: dict[str, float] = dict(last_ts or {})  # stream -> newest credible event time delivered
         self.caught_up_since: dict[str, float] = dict(caught_up_since or {})  # never-delivered stream -> wall
+        # stream -> (event time, wall time) of the last move that advanced it
+        self.advanced: dict[str, tuple[float, float]] = {s: (ts, wall) for s, (ts, wall) in (advanced or {}).items()}
 
     def delivered(self, stream: str, wall_secs: float, newest_ts: float) -> None:
         """``stream`` delivered events, the newest credible one at ``newest_ts``, in a message of ``wall_secs``."""
@@ -97,8 +103,15 @@ class IdleInputs:
             if quiet_secs >= timeout:
                 idle.append(stream)
                 reach[stream] += quiet_secs
+                moved = self.advanced.get(stream)
+                if moved is not None:  # where it was advanced to, and on at wall speed since
+                    reach[stream] = max(reach[stream], moved[0] + (wall_secs - moved[1]))
         front = _front(reach)
-        return closed + [IdleMove(stream, max(front, reach[stream])) for stream in idle]
+        moves = [IdleMove(stream, max(front, reach[stream])) for stream in idle]
+        for move in moves:
+            assert move.ts is not None
+            self.advanced[move.stream] = (move.ts, wall_secs)
+        return closed + moves
 
 
 def _front(reach: dict[str, float]) -> float:

@@ -321,6 +321,7 @@ class JoinState(msgspec.Struct, array_like=True, gc=False):
     sent_ticks: dict[str, Ts | None]  # "role/partition" -> tick of the last message sent there
     final: bool = False
     streams: list[str] = []  # the input streams it was opened with
+    advanced: dict[str, tuple[Ts, Ts]] = {}  # IdleInputs.advanced; absent from a checkpoint written before it
 
 
 class KeyedState(msgspec.Struct, array_like=True, gc=False):

@@ -313,7 +313,8 @@ class JoinTask:
     def snapshot(self) -> bytes:
         idle = self._idle
         state = JoinState(self._next_offset, msgspec.Raw(self._pipeline.snapshot()), idle.last_wall, idle.last_ts,
-                          idle.caught_up_since, self._seqs, self._sent_ticks, self._final, self._streams)  # fmt: skip
+                          idle.caught_up_since, self._seqs, self._sent_ticks, self._final, self._streams,
+                          idle.advanced)  # fmt: skip
         return encode_task_state(state)
 
     @classmethod
@@ -324,7 +325,7 @@ class JoinTask:
         task = cls(config, partition, partitions, state.streams)
         task._pipeline.restore(state.pipeline)
         task._idle = IdleInputs(config.correlate.idle_timeout_secs, state.last_wall, state.last_ts,
-                                state.caught_up_since)  # fmt: skip
+                                state.caught_up_since, state.advanced)  # fmt: skip
         task._next_offset = state.next_offset
         task._seqs, task._sent_ticks, task._final = dict(state.seqs), dict(state.sent_ticks), state.final
         return task

@@ -148,7 +148,7 @@ def test_a_restored_copy_takes_the_same_decisions() -> None:
     for cut in range(len(messages) + 1):
         first = IdleInputs(10.0)
         before = run(first, messages[:cut])
-        restored = IdleInputs(10.0, first.last_wall, first.last_ts, first.caught_up_since)
+        restored = IdleInputs(10.0, first.last_wall, first.last_ts, first.caught_up_since, first.advanced)
         assert before + run(restored, messages[cut:]) == expected
 
 
@@ -158,3 +158,19 @@ def test_an_older_record_does_not_pull_an_input_back() -> None:
     idle.delivered("gw/0", 101.0, T0 + 10)  # an older record later on the same input
     assert idle.last_ts["gw/0"] == T0 + 50
     assert idle.on_progress(120.0, {"gw/0": (2, 2)}) == [IdleMove("gw/0", T0 + 50 + 19)]
+
+
+def test_old_records_sent_again_to_idle_inputs_do_not_freeze_event_time() -> None:
+    """Every input idle for 12 minutes, event time moving at wall speed; then a backlog of old records again.
+    Once quiet, the inputs went on from their newest record's time: 12 minutes of wall time with event time
+    frozen where it had been advanced to (no window closed, no alert resolved)."""
+    idle = IdleInputs(10.0)
+    for stream in ("gw/0", "app/0"):
+        idle.delivered(stream, 100.0, T0)
+    caught_up = {"gw/0": (5, 5), "app/0": (5, 5)}
+    assert idle.on_progress(820.0, caught_up) == [IdleMove("gw/0", T0 + 720), IdleMove("app/0", T0 + 720)]
+    for stream in ("gw/0", "app/0"):
+        idle.delivered(stream, 830.0, T0 - 5)  # the same old records, sent again
+    assert idle.on_progress(835.0, {"gw/0": (10, 10), "app/0": (10, 10)}) == []  # busy: not quiet yet
+    assert idle.on_progress(840.0, {"gw/0": (10, 10), "app/0": (10, 10)}) == [
+        IdleMove("gw/0", T0 + 740), IdleMove("app/0", T0 + 740)]  # fmt: skip
