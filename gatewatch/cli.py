@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate traffic with injected attacks and detect them")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for logs, store and alerts")
-    demo.add_argument("--minutes", type=float, default=30.0, help="minutes of traffic to generate (at least 10: the attacks need them)")
+    demo.add_argument("--minutes", type=float, default=30.0,
+                      help="minutes of traffic to generate (at least 10: the attacks need them)")  # fmt: skip
     demo.add_argument("--rate", type=float, default=50.0, help="requests per second")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--format", choices=("text", "json", "json_strings", "default"), default="text", help="gateway log format")
