@@ -27,7 +27,9 @@ component_errors_total                     failures {stage, error_type}: store, 
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
                                            become dead letters, nothing is dropped
 gatewatch_dead_letters_total               dead letters {reason}; ``store_rejected``: documents the
-                                           store refused for their content
+                                           store refused for their content (the parsers' reasons
+                                           start at 0, as do the alerts and forwarders' series of
+                                           a detecting process: increase() sees a first count)
 gatewatch_late_events_total                events that arrived behind the watermark
 gatewatch_alerts_total                     distinct alerts raised {rule}
 kafka_consumer_lag                         messages behind the partition's end {topic, partition}
