@@ -37,14 +37,15 @@ _Match = Callable[[str], "re.Match[str] | None"]
 
 @dataclass(frozen=True, slots=True)
 class _Absorbed:
-    """A line's values when one header held ``" "`` (:meth:`TextPattern._absorbed`), and that header's field."""
+    """A line's values when one header held ``" "`` (:meth:`TextPattern._absorbed`), and the fields of the headers
+    that could have held it, the one taken first."""
 
     groups: tuple[str | None, ...]
     holder: str
 
 
 AMBIGUOUS_LABEL = "gatewatch.ambiguous_quotes"
-"""The label of an event whose line had ``" "`` inside a header's value: the field of that header."""
+"""The label of an event whose line had ``" "`` inside a header's value: the headers that could hold it."""
 
 
 class TextPattern:
@@ -71,6 +72,9 @@ class TextPattern:
         self._cut_short = re.compile(prefix + _nested(cut), re.DOTALL).fullmatch
         self._separators = sum(t.text.count(_SEPARATOR) for t in tokens if isinstance(t, Literal))
         self._absorbers = _absorbers(tokens, self.slots)
+        self._forwarded_for = next(  # the X-Forwarded-For operator's index, whose right end is Envoy's
+            (i for i, slot in enumerate(self.slots) if slot.field == "forwarded_for" and not slot.apply), None
+        )
         # A value that needs a reader is parked under a private key, then read.
         self._keys = tuple(
             f"\x00{index}" if slot.apply else slot.field for index, slot in enumerate(self.slots)
@@ -135,14 +139,15 @@ class TextPattern:
 
         Envoy writes a header's value as the client sent it: a User-Agent of ``a" "b`` makes a
         line with one separator too many, which no value may otherwise hold. The extra separators
-        are given to one header and the line is matched with them masked, in linear time. If no
-        single header can hold them all, the line does not fit.
+        are given to one header at a time and the line is matched with them masked, in linear
+        time; a reading of X-Forwarded-For counts only if its right-most entry (Envoy's) is then an
+        address. The user agent's reading is taken first, then the others' in the format's order.
 
-        Which header: X-Forwarded-For if its right-most entry is then an address (Envoy appends
-        the peer there, after whatever the client sent), else the user agent, else the others in
-        the format's order. A client can still write a line that reads two ways (separators and
-        an address in its user agent): the event is labelled ``gatewatch.ambiguous_quotes`` with
-        the header chosen, and its client address is one the client may have chosen.
+        The line cannot tell which header the client wrote them in: ``x, 10.0.0.5" "Mozilla`` as
+        a user agent reads as well as ``10.0.0.5`` appended to X-Forwarded-For. So when readings
+        disagree on X-Forwarded-For, the line gives no client address from it: a client must not
+        choose its own. The event is labelled ``gatewatch.ambiguous_quotes`` with every header
+        that could hold the separators, the one taken first.
         """
         extra = text.count(_SEPARATOR) - self._separators
         if extra <= 0 or _MASK in text:
@@ -153,10 +158,10 @@ class TextPattern:
             starts.append(at)
             at = text.find(_SEPARATOR, at + len(_SEPARATOR))
         match = self._lenient or self.strict
+        readings: list[tuple[str, tuple[str | None, ...]]] = []
         for index, before in self._absorbers:
-            inside = starts[before : before + extra]
             pieces, last = [], 0
-            for at in inside:
+            for at in starts[before : before + extra]:
                 pieces += [text[last:at], _MASK]
                 last = at + len(_SEPARATOR)
             found = match("".join(pieces) + text[last:])
@@ -170,9 +175,14 @@ class TextPattern:
             field = self.slots[index].field
             if field == "forwarded_for" and parse_ip(forwarded_client(value) or "") is None:
                 continue  # its right end, Envoy's, is no address: the separators are not its
-            return _Absorbed((*groups[:index], value, *groups[index + 1 :]), field)
-        return None
-
+            readings.append((field, (*groups[:index], value, *groups[index + 1 :])))
+        if not readings:
+            return None
+        holder, groups = readings[0]
+        xff = self._forwarded_for
+        if xff is not None and any(other[xff] != groups[xff] for _, other in readings[1:]):
+            groups = (*groups[:xff], None, *groups[xff + 1 :])  # the client could have chosen it
+        return _Absorbed(groups, ",".join(field for field, _ in readings))
 
     def _fused_plan(self) -> tuple[_Match, list[Leaf], list[Run]] | None:
         """The fused reader's regex, leaves and runs (see :meth:`fused`), ``None`` if it has none."""
@@ -290,7 +300,7 @@ def _absorbers(tokens: list[Token], slots: tuple[Slot, ...]) -> tuple[tuple[int,
         slot = slots[index]
         client_header = slot.command.split("(")[0] in _CLIENT_HEADERS
         if client_header and _is_quoted(tokens, position) and _quoted_value(slot, tokens, position) is not None:
-            preference = {"forwarded_for": 0, "user_agent": 1}.get(slot.field, 2)
+            preference = {"user_agent": 0, "forwarded_for": 2}.get(slot.field, 1)
             found.append((preference, index, separators))
         index += 1
     return tuple((index, before) for _, index, before in sorted(found))

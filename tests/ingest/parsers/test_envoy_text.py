@@ -449,14 +449,28 @@ def test_a_header_holding_the_separator_of_quoted_values_still_reads_the_line(de
     assert e.user_agent == 'python-requests/2.31" "x'
     assert (e.request_id, e.authority, e.upstream_host) == ("cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2", "locations",
                                                              "tcp://10.0.2.1:80")  # fmt: skip
-    assert (e.source_ip, dict(e.labels)) == ("10.0.35.28", {"gatewatch.ambiguous_quotes": "user_agent"})
-    # In X-Forwarded-For: Envoy appended the peer after what the client wrote, and that is the client.
-    e = event(default, ENVOY_DOC_LINE.replace('"10.0.35.28"', '"6.6.6.6" "curl, 10.0.35.28"'))
-    assert (e.source_ip, e.forwarded_for, e.user_agent) == ("10.0.35.28", '6.6.6.6" "curl, 10.0.35.28', "nsq2http")
-    assert dict(e.labels) == {"gatewatch.ambiguous_quotes": "forwarded_for"}
-    # A user agent whose head is no address leaves X-Forwarded-For alone.
+    assert e.source_ip == "10.0.35.28"  # X-Forwarded-For could not hold them: its right end would be no address
+    assert dict(e.labels) == {"gatewatch.ambiguous_quotes": "user_agent,request_id,authority"}
     e = event(default, ENVOY_DOC_LINE.replace('"nsq2http"', '"a" "b" "c"'))
     assert (e.forwarded_for, e.user_agent) == ("10.0.35.28", 'a" "b" "c')
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "user_agent"),
+    [
+        ('"10.0.35.28"', '"x, 6.6.6.6" "Mozilla"'),  # the user agent makes an address Envoy's right end
+        ('"6.6.6.6" "curl, 10.0.35.28"', '"nsq2http"'),  # or X-Forwarded-For holds them: the line reads alike
+    ],
+)
+def test_a_client_cannot_choose_its_address_with_the_separator(
+    default: Parser, forwarded_for: str, user_agent: str
+) -> None:
+    """Both lines read two ways: separators in the user agent, or in X-Forwarded-For with Envoy's address after
+    them. Taking either reading would let a client name 6.6.6.6 (or an internal address) as itself."""
+    e = event(default, ENVOY_DOC_LINE.replace('"10.0.35.28"', forwarded_for).replace('"nsq2http"', user_agent))
+    assert (e.source_ip, e.forwarded_for) == (None, None)
+    assert e.request_id == "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2" and e.status == 204
+    assert dict(e.labels)["gatewatch.ambiguous_quotes"].endswith(",forwarded_for")
 
 
 def test_compiled_pattern_exposes_its_slots() -> None:
