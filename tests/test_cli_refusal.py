@@ -6,6 +6,7 @@ start-up is most of its time).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ EXTRA: dict[str, list[str]] = {
     "config_name_with_escapes": ["--config", "{dir}/\x1b[31m[/x]\r\nforged.yaml"],
     "alerts_out_unwritable": ["--alerts-out", "/proc/no/such/alerts.ndjson"],
     "gateway_is_a_folder": ["--gateway", "{dir}"],
+    "gateway_is_a_pipe": ["--gateway", "{dir}/fifo"],  # read twice (its head, then its lines), it lost lines
     "store_unknown": ["--store", "bogus:x"],
     "store_unwritable": ["--store", "duckdb:/proc/no/such.duckdb"],
 }
@@ -55,6 +57,7 @@ REVOKED_MORE = {
 def _cases(tmp_path: Path) -> dict[str, list[str]]:
     log = tmp_path / "gateway.log"
     log.write_text("")
+    os.mkfifo(tmp_path / "fifo")  # nobody writes to it: opened for its lines, it would wait forever
     good = tmp_path / "good.yaml"
     good.write_text(TRUSTED)
     base = ["--gateway", str(log), "--alerts-out", str(tmp_path / "alerts.ndjson"), "--store", "none"]

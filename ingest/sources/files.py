@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import stat
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from itertools import accumulate, islice
@@ -51,6 +52,9 @@ def open_log(path: Path) -> io.BufferedIOBase:
 def stream_name(path: Path) -> str:
     """The stream of a file's records, ``file:<fingerprint>``: its content's, not its name's (ids derive from it)."""
     try:
+        if stat.S_ISFIFO(mode := path.stat().st_mode) or stat.S_ISSOCK(mode):
+            # Its head is read before its lines, and a pipe gives its bytes once: lines would be lost.
+            raise SourceError(f"{path} is a pipe, not a file: write it to a file and replay that")
         head = read_head(path)
     except OSError as error:
         raise SourceError(f"cannot open log file {path}: {error.strerror or error}") from None
