@@ -124,23 +124,24 @@ def _run_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # before the heavy imports: a broken config is refused at once
     install_log_redaction(build_redactor(config))
 
-    from gatewatch.replay import replay
+    from gatewatch.replay import file_sources, replay
     from gatewatch.report import print_summary
     from gatewatch.stores import open_store
     from gatewatch.forward import build_forwarders
     from ingest.sinks.ndjson import AlertEventFile, AlertFile, DeadLetterFile
-    from ingest.sources.files import stream_name
 
+    sources = file_sources(config, args.gateway, args.app)  # a file that does not open: refused before anything opens
     dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
     alert_events = args.alerts_out.with_name(args.alerts_out.stem + ".lifecycle.ndjson")
     forwarders = build_forwarders(config)
     store = open_store(args.store or config.store.url, config)
     alert_file = AlertFile(args.alerts_out)
-    files = {stream_name(path): str(path) for path in [*args.gateway, *args.app]}  # where a dead letter's line is
+    files = {stream: str(source.path) for stream, source in sources.items()}  # where a dead letter's line is
     sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters, files),
                          forwarders) if s is not None]  # fmt: skip
     try:
-        stats = replay(config, args.gateway, args.app, sinks, _progress_log() if args.verbose else None)
+        stats = replay(config, args.gateway, args.app, sinks, _progress_log() if args.verbose else None,
+                       sources=sources)  # fmt: skip
     finally:
         for sink in sinks:
             sink.close()

@@ -7,6 +7,7 @@ however long or unbalanced the files are.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from ingest.escape import quoted
 from ingest.records import Dataset
 from ingest.sinks.base import Sink
 from ingest.sources.base import Source
-from ingest.sources.files import FileSource
+from ingest.sources.files import FileSource, longer_copy
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,17 @@ def replay(
     app_paths: Sequence[Path],
     sinks: Sequence[Sink],
     on_progress: Callable[[int], None] | None = None,
+    *,
+    sources: dict[str, FileSource] | None = None,
 ) -> RunStats:
-    """Read every file to its end, write all outputs to ``sinks``, and return the run's counts."""
+    """Read every file to its end, write all outputs to ``sinks``, and return the run's counts.
+
+    ``sources``: :func:`file_sources` of the paths, when the caller has opened them already.
+    """
     tune_gc_for_streaming()
     pipeline = Pipeline(config)
-    sources: dict[str, FileSource] = {}
-    for dataset, paths, section in (
-        (Dataset.GATEWAY, gateway_paths, config.gateway),
-        (Dataset.APP, app_paths, config.app),
-    ):
-        for path in paths:
-            source = FileSource(path, dataset, section.max_line_bytes, section.unwrap)
-            known = sources.get(source.stream)
-            if known is not None:
-                source = _same_content(known, source)
-            sources[source.stream] = source
+    if sources is None:
+        sources = file_sources(config, gateway_paths, app_paths)
     readers: dict[str, Source[str]] = {}
     for stream, source in sources.items():
         readers[stream] = source
@@ -77,22 +74,41 @@ def replay(
     return pipeline.stats
 
 
-def _same_content(known: FileSource, other: FileSource) -> FileSource:
-    """Of two files that begin with the same line, the one to read: the longer, as the other is taken for a copy
-    of its start (a rotated file and the same file compressed; a file under two names). Warns once."""
-    sizes = [_size(source.path) for source in (known, other)]
-    keep, skip = (other, known) if sizes[1] > sizes[0] else (known, other)
-    skip.close()
-    log.warning("same_first_line read=%s skipped=%s note=%s", quoted(str(keep.path)), quoted(str(skip.path)),
-                quoted("files that begin with the same line are taken for one (their records share ids)"))  # fmt: skip
-    return keep
+def file_sources(
+    config: GatewatchConfig, gateway_paths: Sequence[Path], app_paths: Sequence[Path]
+) -> dict[str, FileSource]:
+    """A source for each file, by its records' stream (``file:<fingerprint of its first line>``).
 
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
+    Two files that begin with the same line are one file when one's content is the start of the
+    other's (a copy taken while it grew, the same file compressed, a second name): the longer is read.
+    Files that begin with the same line and then differ (a fixed banner line) are both read, the
+    later one named by its path too, and a warning says so: its ids change if it is moved.
+    """
+    sources: dict[str, FileSource] = {}
+    for dataset, paths, section in (
+        (Dataset.GATEWAY, gateway_paths, config.gateway),
+        (Dataset.APP, app_paths, config.app),
+    ):
+        for path in paths:
+            source = FileSource(path, dataset, section.max_line_bytes, section.unwrap)
+            known = sources.get(source.stream)
+            if known is None:
+                sources[source.stream] = source
+                continue
+            longer = longer_copy(known.path, path)
+            if longer is not None:
+                keep, skip = (known, source) if longer == known.path else (source, known)
+                skip.close()
+                sources[source.stream] = keep
+                log.info("same_content read=%s skipped=%s", quoted(str(keep.path)), quoted(str(skip.path)))
+                continue
+            source.close()
+            by_path = hashlib.blake2b(str(path.absolute()).encode(), digest_size=4).hexdigest()
+            source = FileSource(path, dataset, section.max_line_bytes, section.unwrap, f"{source.stream}@{by_path}")
+            sources[source.stream] = source
+            log.warning("same_first_line path=%s as=%s note=%s", quoted(str(path)), quoted(str(known.path)),
+                        quoted("it begins with the same line and then differs: named by its path as well"))  # fmt: skip
+    return sources
 
 
 def _write(pipeline: Pipeline, sinks: Sequence[Sink]) -> None:

@@ -61,3 +61,26 @@ def test_rotated_logs_replayed_day_by_day_store_each_line_once(tmp_path: Path) -
     records, transactions = stored(store)
     assert records == sum(len(days[n][0].splitlines()) + len(days[n][1].splitlines()) for n in days)
     assert transactions > monday[1]
+
+
+def test_files_beginning_with_the_same_line_are_one_only_when_one_is_the_start_of_the_other(tmp_path: Path) -> None:
+    """Named by their first line, two files of one log that both begin with a fixed banner were taken for one:
+    replay read the longer and dropped the other whole."""
+    from gatewatch.config import parse_config
+    from gatewatch.replay import file_sources
+
+    banner = b'{"msg": "billing starting"}\n'
+    lines = [b'{"ts": "2026-03-02T09:00:%02dZ", "request_id": "r%d"}\n' % (n, n) for n in range(40)]
+    (tmp_path / "pod-a.log").write_bytes(banner + b"".join(lines[:20]))
+    (tmp_path / "pod-b.log").write_bytes(banner + b"".join(lines[20:]))
+    (tmp_path / "pod-a.log.1.gz").write_bytes(gzip.compress(banner + b"".join(lines[:30])))  # a grown copy
+    config = parse_config({})
+    paths = [tmp_path / name for name in ("pod-a.log", "pod-b.log", "pod-a.log.1.gz")]
+    sources = file_sources(config, [], paths)
+    assert sorted(source.path.name for source in sources.values()) == ["pod-a.log.1.gz", "pod-b.log"]
+    b_stream = next(stream for stream, source in sources.items() if source.path.name == "pod-b.log")
+    a_stream = next(stream for stream in sources if stream != b_stream)
+    assert b_stream.startswith(a_stream + "@")  # named by its path as well
+    read = {stream: sum(len(chunk) for chunk in iter(lambda s=source: s.poll(0.0, 100), [])) for stream, source in
+            sources.items()}  # fmt: skip
+    assert read == {a_stream: 31, b_stream: 21}

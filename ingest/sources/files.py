@@ -61,6 +61,25 @@ def stream_name(path: Path) -> str:
     return f"file:{head_fingerprint(head, whole_file=True)}"
 
 
+def longer_copy(first: Path, second: Path) -> Path | None:
+    """Of two files one of whose contents (gunzipped) is the start of the other's, the longer (a file and
+    a copy of it taken while it grew, the same file compressed); None when they differ, or one does not read."""
+    try:
+        with open_log(first) as a, open_log(second) as b:
+            while True:
+                piece_a, piece_b = a.read(_BLOCK_BYTES), b.read(_BLOCK_BYTES)
+                if piece_a != piece_b:
+                    if len(piece_a) < _BLOCK_BYTES and piece_b.startswith(piece_a):
+                        return second
+                    if len(piece_b) < _BLOCK_BYTES and piece_a.startswith(piece_b):
+                        return first
+                    return None
+                if not piece_a:
+                    return first  # the same content
+    except (SourceError, OSError, *_DAMAGED):
+        return None
+
+
 def read_lines(
     path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None
 ) -> Generator[RawRecord, None, None]:
@@ -119,9 +138,12 @@ class FileSource:
     replay starts over): ``commit`` only remembers them, in :attr:`committed`.
     """
 
-    def __init__(self, path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None) -> None:
+    def __init__(
+        self, path: Path, dataset: Dataset, max_line_bytes: int, unwrap: str | None = None, stream: str | None = None
+    ) -> None:
+        """``stream``: a name other than the file's :func:`stream_name` (see ``gatewatch.replay.file_sources``)."""
         self.path = path
-        self.stream = stream_name(path)
+        self.stream = stream or stream_name(path)
         self.committed: dict[str, int] = {}
         self._blocks = read_blocks(path, dataset, max_line_bytes, unwrap, self.stream)
         self._block: list[RawRecord] = []  # the block being handed out, from _taken on
@@ -205,7 +227,7 @@ def _read_to_damage(path: Path, start: int, step: int) -> bytes:
 
 
 def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) of each line, of at most ``limit`` bytes: a longer line is cut to its head, the rest skipped."""
+    """(byte offset, line) of each line, at most ``limit`` bytes of it: a longer line is cut to its head."""
     for starts, lines in _bounded_blocks(chunks, limit):
         yield from zip(starts, lines)
 
