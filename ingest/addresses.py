@@ -23,10 +23,15 @@ def without_port(address: Any) -> str:
         host, colon, port = text.rpartition(":")
         if not colon:
             return text
-        # One colon only: a bare IPv6 address has several and no port.
-        return host if port.isdigit() and ":" not in host else canonical(text)
+        has_port = port.isdigit() and port.isascii()
+        if ":" not in host:  # one colon only: a bare IPv6 address has several and no port
+            return host if has_port else text
+        found = canonical(text)
+        if found == text and has_port and "." in host and ":" not in (mapped := canonical(host)):
+            return mapped  # ::ffff:10.0.0.7:5555, as Node.js writes an IPv4 peer with its port
+        return found
     end = text.find("]")
-    return canonical(text[1:end]) if end > 0 else text
+    return canonical(text[1:end]) if end > 1 else text
 
 
 def canonical(text: str) -> str:
@@ -38,9 +43,10 @@ def canonical(text: str) -> str:
 
 
 def parse_ip(text: str) -> IPAddress | None:
-    """The address ``text`` names (an IPv4-mapped IPv6 address as its IPv4 address); None if it names none."""
+    """The address ``text`` names (an IPv4-mapped IPv6 address as its IPv4 address, an IPv6 one without its
+    ``%zone``, which names an interface of the host that logged it); None if it names none."""
     try:
-        ip = ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text.partition("%")[0])
     except ValueError:
         return None
     mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None

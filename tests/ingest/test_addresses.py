@@ -12,7 +12,7 @@ from ingest.addresses import forwarded_client, without_port
     [
         ("10.0.0.1:443", "10.0.0.1"),
         ("[::1]:443", "::1"),
-        ("[fe80::1%eth0]:8080", "fe80::1%eth0"),
+        ("[fe80::1%eth0]:8080", "fe80::1"),  # the zone names an interface of the host that logged it
         ("::1", "::1"),
         ("2001:db8::7", "2001:db8::7"),
         ("10.0.0.1", "10.0.0.1"),
@@ -30,6 +30,12 @@ from ingest.addresses import forwarded_client, without_port
         ("::ffff:10.0.0.10", "10.0.0.10"),  # a dual-stack server's IPv4 peer (Node.js, Java)
         ("[::ffff:10.0.0.10]:5555", "10.0.0.10"),
         ("::FFFF:198.51.100.7", "198.51.100.7"),
+        ("::ffff:10.0.0.10:5555", "10.0.0.10"),  # as Node.js writes an IPv4 peer and its port
+        ("2001:db8::1:80", "2001:db8::1:80"),  # an IPv6 address: ":80" may be its last group
+        ("fe80::1%eth0", "fe80::1"),
+        ("[]", "[]"),
+        ("[]:80", "[]:80"),
+        ("10.0.0.1:\u0663", "10.0.0.1:\u0663"),  # an Arabic-Indic three is no port
     ],
 )
 def test_without_port(address: object, host: str) -> None:
