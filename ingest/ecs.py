@@ -147,7 +147,7 @@ def transaction_document(txn: Transaction) -> dict[str, Any]:
 
 
 def dead_letter_document(letter: DeadLetter, file: str | None = None) -> dict[str, Any]:
-    """A record that could not be parsed, with why and where it came from (``file``: the path its stream was read from)."""
+    """A record that could not be parsed, with why and where it came from (``file``: the path of its file)."""
     document = {
         "id": letter.id,
         "reason": letter.reason,

@@ -25,7 +25,8 @@ def replay(config: Path, out: Path, store: Path, gateway: list[Path], app: list[
 def stored(store: Path) -> tuple[int, int]:
     """Records stored (events and dead letters), transactions."""
     with duckdb.connect(str(store), read_only=True) as con:
-        (records,) = con.execute("select (select count(*) from events) + (select count(*) from dead_letters)").fetchone()  # type: ignore[misc]  # noqa: E501
+        counted = con.execute("select (select count(*) from events) + (select count(*) from dead_letters)")
+        (records,) = counted.fetchone()  # type: ignore[misc]
         (transactions,) = con.execute("select count(*) from transactions").fetchone()  # type: ignore[misc]
     return records, transactions
 

@@ -1,4 +1,4 @@
-"""parse_timestamp: ISO 8601 text (any offset or none), epoch numbers in the unit their size gives, and what it refuses."""
+"""parse_timestamp: ISO 8601 text (any offset or none), epoch numbers in their size's unit, and what it refuses."""
 
 from __future__ import annotations
 
