@@ -30,10 +30,10 @@ forged row could otherwise carry inf or NaN, which the pipeline's per-second tic
 
 
 class Origin(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """Where a record came from: a file and line number, or a topic-partition and offset.
+    """Where a record came from: a file and the byte offset of its line, or a topic-partition and offset.
 
-    ``stream`` names one ordered input (``/var/log/envoy.log`` or ``gw-gateway/3``);
-    ``offset`` is the record's position in it. Together they identify the record,
+    ``stream`` names one ordered input (``file:<fingerprint of its first line>``, see
+    :mod:`ingest.sources.fingerprint`, or ``gw-gateway/3``); ``offset`` is the record's position in it. Together they identify the record,
     so ids derived from them are stable across re-reads. Hashable: origins are dict keys.
 
     A msgspec Struct, like :class:`Event` and for its reasons: built in C (a
