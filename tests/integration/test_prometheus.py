@@ -108,7 +108,7 @@ def test_prometheus_agrees_with_the_store_and_runs_every_rule_and_panel(topics: 
     assert sent_by[("store", "events")] == stored_events
     assert sent_by[("store", "dead_letters")] == sum(stored_dead.values())
     assert stored_events + sum(stored_dead.values()) == len(lines)
-    assert {dict(k)["reason"]: v for k, v in dead_letters.items()} == stored_dead
+    assert {dict(k)["reason"]: v for k, v in dead_letters.items() if v} == stored_dead  # the others exist at 0
     assert detect_in >= stored_events  # re-deliveries are counted too, never fewer
     assert stored_rules == expected_alerts
     assert {dict(k)["error_type"]: v for k, v in store_errors.items()} == {
