@@ -9,6 +9,7 @@ a grown alert replaces its earlier version.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -19,8 +20,11 @@ import numpy as np
 import orjson
 
 from ingest.errors import StoreError
+from ingest.escape import quoted
 from ingest.records import Event, Transaction
 from ingest.sinks.base import Batch
+
+log = logging.getLogger(__name__)
 
 Frame = dict[str, np.ndarray]
 """A batch as columns: DuckDB scans a dict of numpy arrays as a table without a pandas DataFrame
@@ -134,7 +138,31 @@ class DuckDBSink:
         except duckdb.ConstraintException:
             # Some id is stored already: a file read twice, a batch delivered again after a
             # restart. Write the batch again, skipping what is there.
+            self._warn_of_other_records(frames)
             self._commit(frames, _SEEN_ROWS)
+
+    def _warn_of_other_records(self, frames: list[tuple[str, Frame]]) -> None:
+        """Warn when a stored id holds another record than the one skipped for it: that record is not stored.
+
+        A record read again has its id and its content. One with another content under a stored id
+        is a record lost: two files of a log that begin with the same fixed line, or an HTTP
+        shipper that reuses an Idempotency-Key. It cannot be stored under that id; it must be seen.
+        """
+        for table, frame in frames:
+            check = _OTHER_RECORDS.get(table)
+            if check is None:
+                continue
+            try:
+                self.connection.register("frame", frame)
+                (row,) = self.connection.execute(check).fetchall()
+            except duckdb.Error:
+                continue  # the write that follows reports a broken store
+            finally:
+                self.connection.unregister("frame")
+            if row and row[0]:
+                note = "stored ids hold other records: these were not stored (README: Replay your own logs)"
+                log.warning("ids_taken table=%s records=%d store=%s note=%s", table, row[0], quoted(str(self.path)),
+                            quoted(note))  # fmt: skip
 
     def _commit(self, frames: list[tuple[str, Frame]], conflicts: dict[str, str]) -> None:
         """Insert ``frames`` in one transaction: all of them or, when a statement fails, none."""
@@ -200,6 +228,13 @@ _SELECTS = {"events": _EVENT_SELECT, "transactions": _TXN_SELECT, "alerts": _ALE
 # first written plainly and written again with the conflict clauses only when a key clashes.
 # Alerts always replace: a grown alert keeps its id.
 _NEW_ROWS = {"events": "", "transactions": "", "alerts": "OR REPLACE", "dead_letters": ""}
+# A re-read record has the same time, request id, path and status (a dead letter, the same line).
+_OTHER_RECORDS = {
+    "events": "SELECT count(*) FROM frame f JOIN events e ON e.id = f.id WHERE e.ts <> to_timestamp(f.ts)"
+              " OR e.request_id IS DISTINCT FROM f.request_id OR e.path IS DISTINCT FROM f.path"
+              " OR e.status IS DISTINCT FROM f.status",
+    "dead_letters": "SELECT count(*) FROM frame f JOIN dead_letters d ON d.id = f.id WHERE d.line <> f.line",
+}  # fmt: skip
 _SEEN_ROWS = {"events": "OR IGNORE", "transactions": "OR IGNORE", "alerts": "OR REPLACE", "dead_letters": "OR IGNORE"}
 
 

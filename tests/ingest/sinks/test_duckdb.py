@@ -112,6 +112,30 @@ def test_a_batch_with_some_rows_already_stored_adds_only_the_new_ones(tmp_path: 
     assert con.execute("select count(*) from dead_letters").fetchone() == (1,)
 
 
+def test_a_record_that_finds_its_id_taken_by_another_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store keeps one record an id. A record read again matches it; one with another content under that
+    id (two files of a log that begin with the same fixed line) is not stored, and that must be seen."""
+    import msgspec
+
+    stored = [gateway_event(float(i), request_id=f"r{i}", status=200) for i in range(3)]
+    letter = DeadLetter(Origin(Dataset.GATEWAY, "gw.log", 99), "truncated", "no newline", b"GET /")
+    sink = DuckDBSink(tmp_path / "s.duckdb")
+    sink.write(Batch(events=stored, dead_letters=[letter]))
+    with caplog.at_level("WARNING", logger="ingest.sinks.duckdb"):
+        sink.write(Batch(events=stored, dead_letters=[letter]))  # read again: nothing to say
+        assert caplog.messages == []
+        other = msgspec.structs.replace(stored[1], request_id="another", ts=stored[1].ts + 7)
+        other_letter = DeadLetter(letter.origin, "truncated", "no newline", b"POST /")
+        sink.write(Batch(events=[other, gateway_event(9.0, request_id="r9")], dead_letters=[other_letter]))
+    sink.close()
+    assert [m.split(" store=")[0] for m in caplog.messages] == ["ids_taken table=events records=1",
+                                                                "ids_taken table=dead_letters records=1"]  # fmt: skip
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("select count(*) from events").fetchone() == (4,)  # r9 stored, "another" not
+
+
 def test_a_failed_write_leaves_nothing_of_its_batch(tmp_path: Path) -> None:
     stored = gateway_event(1.0, request_id="r1", status=200)
     sink = DuckDBSink(tmp_path / "s.duckdb")
