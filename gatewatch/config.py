@@ -39,6 +39,7 @@ from detectors.token_cross_org import TokenCrossOrg
 from detectors.token_expired_accepted import TokenExpiredAccepted
 from detectors.token_replay import TokenReplay
 from detectors.token_revoked_used import TokenRevokedUsed
+from gatewatch.config_text import describe_error, load_yaml, yaml_problem
 from gatewatch.errors import ConfigError
 from gatewatch.forward.config import ForwardSection, check_bootstrap_server
 from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
@@ -482,7 +483,7 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> G
     try:
         config = GatewatchConfig.model_validate(data or {})
     except ValidationError as error:
-        raise ConfigError(_describe(error)) from None
+        raise ConfigError(describe_error(error)) from None
     _check_durations(config)
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
@@ -531,7 +532,7 @@ def with_instance_id(config: GatewatchConfig, instance_id: str) -> GatewatchConf
     try:
         kafka = KafkaConfig.model_validate({**config.kafka.model_dump(), "instance_id": instance_id})
     except ValidationError as error:
-        raise ConfigError(f"--instance-id: {_describe(error)}") from None
+        raise ConfigError(f"--instance-id: {describe_error(error)}") from None
     return config.model_copy(update={"kafka": kafka})
 
 
@@ -547,70 +548,11 @@ def load_config(path: str | Path | None) -> GatewatchConfig:
     except UnicodeDecodeError as error:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = load_yaml(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(error)}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(error)}") from None
     except RecursionError:  # thousands of nested brackets
         raise ConfigError(f"{path} is not valid YAML: nested too deeply") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (gateway, app, trust, ...)")
     return parse_config(data, base_dir=path.parent)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load's loader, refusing a key written twice in one mapping: YAML keeps the last silently,
-    so a second ``detectors:`` section would drop the first one's settings without a word."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # "<<: *defaults": its keys may be overridden, as YAML says
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base loader names that problem
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {str(key)[:64]!r} is written twice in one mapping", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark is not None else problem
-
-
-_SECRET_NAMES = ("password", "secret", "token", "key", "authorization")
-
-
-def _holds_a_secret(location: tuple[int | str, ...]) -> bool:
-    """A setting whose value must not be echoed: a name ending like a secret's (``sasl_password``,
-    ``hash_key``), or a header a forwarder sends (``Authorization: Bearer ...``)."""
-    if location[:1] == ("detectors",):
-        return False  # thresholds and counts (max_addresses_per_token): never a secret
-    name = str(location[-1]).lower().replace("-", "_") if location else ""
-    return "headers" in map(str, location) or any(name == n or name.endswith("_" + n) for n in _SECRET_NAMES)
-
-
-def _describe(error: ValidationError) -> str:
-    # One line, however many problems: a config error is one line on the terminal.
-    problems = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if message.startswith("Input "):  # pydantic's "Input should be ...": the key is the subject
-            key, message = f"{key} {message.removeprefix('Input ')}", ""
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key (check the spelling; see schemas/config.schema.json)")
-        elif _holds_a_secret(item["loc"]):
-            problems.append(f"{key} (its value not shown){message and ': ' + message}")
-        elif isinstance(item.get("input"), (dict, list)):  # a whole section may hold secrets: name the keys only
-            problems.append(f"{key}{message and ': ' + message}")
-        else:
-            problems.append(f"{key}{message and ': ' + message} (got {item.get('input')!r})")
-    return "invalid config: " + "; ".join(problems)
