@@ -284,7 +284,7 @@ class DetectStage:
             owned.applied = False
             out = owned.task.take()
             messages += [(topics.topic(role), partition, value) for role, partition, value in out.messages]
-            _merge(batch, out.batch)
+            batch.add(out.batch)
             self._count(owned, out)
             applied += out.applied
             records += out.records
@@ -592,10 +592,3 @@ class DetectStage:
         self._held = None  # taken before what the forced checkpoint covers
         self._checkpoint(force=True)
 
-
-def _merge(into: Batch, batch: Batch) -> None:
-    into.events += batch.events
-    into.transactions += batch.transactions
-    into.alerts.update(batch.alerts)
-    into.dead_letters += batch.dead_letters
-    into.alert_events += batch.alert_events

@@ -59,10 +59,7 @@ def merge_batches(batches: list[Batch]) -> Batch:
         return batches[0]
     merged = Batch()
     for batch in batches:
-        merged.events += batch.events
-        merged.transactions += batch.transactions
-        merged.alerts.update(batch.alerts)
-        merged.dead_letters += batch.dead_letters
+        merged.add(batch)
     return merged
 
 

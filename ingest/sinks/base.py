@@ -28,6 +28,15 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     alert_events: list[AlertEvent] = field(default_factory=list)  # lifecycle transitions, in emission order
 
+    def add(self, other: Batch) -> None:
+        """Take in everything of ``other``, after what this batch holds; a later version of an alert replaces
+        an earlier one."""
+        self.events += other.events
+        self.transactions += other.transactions
+        self.alerts.update(other.alerts)
+        self.dead_letters += other.dead_letters
+        self.alert_events += other.alert_events
+
     def __len__(self) -> int:
         return (
             len(self.events) + len(self.transactions) + len(self.alerts) + len(self.dead_letters)
