@@ -56,7 +56,7 @@ from ingest.normalize import (
     parse_timestamp,
 )
 from ingest.parsers.decode import Parser
-from ingest.parsers.fused_values import FAST, FROM_DIGITS, IN_RANGE_FROM_DIGITS, TYPED
+from ingest.parsers.fused_values import FAST, FROM_DIGITS, IN_RANGE_FROM_DIGITS, TYPED, Absent
 from ingest.records import Dataset, Event, record_id
 
 Fused = Callable[..., Event | None]
@@ -194,7 +194,7 @@ def fuse(
                              "fromisoformat": datetime.fromisoformat}  # fmt: skip
     if not leaves and not runs:
         return None  # nothing to read: the general path's dead letters say so
-    absent = _Absent(dash_is_absent, empty_is_absent)
+    absent = Absent(dash_is_absent, empty_is_absent)
     run_fields = {leaf.field for run in runs for leaf in run.leaves}
     filled = ({leaf.field for leaf in leaves} | run_fields) - {"ts"}
     if not filled <= _TEXT_FIELDS | _COERCE.keys():
@@ -481,7 +481,7 @@ def _object_reader(
     key: str,
     members: Sequence[tuple[int, Leaf]],
     struct: type[msgspec.Struct],
-    absent: _Absent,
+    absent: Absent,
     names: dict[str, Any],
     attributes: dict[tuple[str | int, ...], str],
 ) -> tuple[Callable[[bytes], tuple[Any, ...] | None], Callable[[bytes], tuple[Any, ...] | None]]:
@@ -524,7 +524,7 @@ def _object_reader(
 
 
 def _leaf_lines(
-    index: int, leaf: Leaf, absent: _Absent, indent: str, names: dict[str, Any], attribute: str | None = None
+    index: int, leaf: Leaf, absent: Absent, indent: str, names: dict[str, Any], attribute: str | None = None
 ) -> list[str]:
     key = leaf.path[-1]
     field = leaf.field
@@ -583,20 +583,3 @@ def _stored_lines(leaf: Leaf, indent: str) -> list[str]:
     if leaf.field not in SHARED_TEXT_FIELDS:
         return [f"{indent}{target} = h[{leaf.path[0]}]"]
     return [f"{indent}x = h[{leaf.path[0]}]", f"{indent}{target} = intern(x) if x is not None else None"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Absent:
-    """Which values mean "not set": ``null`` always, ``"-"`` (Envoy) and ``""`` when asked."""
-
-    dash: bool
-    empty: bool
-
-    def test(self, text: bool) -> str:
-        """The condition for a value that is set; ``text``: the value is a str whenever it is not None."""
-        tests = ["x" if text and self.empty else "x is not None"]  # a str is false only when ""
-        if self.empty and not text:
-            tests.append("x != ''")
-        if self.dash:
-            tests.append("x != '-'")
-        return " and ".join(tests)

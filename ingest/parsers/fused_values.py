@@ -1,11 +1,14 @@
-"""How the fused readers (:mod:`ingest.parsers.fused`) type a number field in the code they write.
+"""How the fused readers (:mod:`ingest.parsers.fused`) test and type a value in the code they write.
 
 Each table gives, per Event field, the expressions a generated line uses instead of the field's
 coerce function (:data:`ingest.normalize._COERCE`) where the value's type and range already say
-what that function would return; anything else still takes the call.
+what that function would return; anything else still takes the call. :class:`Absent` writes the
+test for a value that is set.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ingest.normalize import MAX_DURATION_MS, MAX_INT64, MAX_TS
 
@@ -44,3 +47,20 @@ FROM_DIGITS = {
 }
 # Fields whose every value of up to ``longest`` digits is in range: no check after typing.
 IN_RANGE_FROM_DIGITS = frozenset({"bytes_received", "bytes_sent", "duration_ms", "upstream_service_time_ms"})
+
+
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """Which values mean "not set": ``null`` always, ``"-"`` (Envoy) and ``""`` when asked."""
+
+    dash: bool
+    empty: bool
+
+    def test(self, text: bool) -> str:
+        """The condition for a value that is set; ``text``: the value is a str whenever it is not None."""
+        tests = ["x" if text and self.empty else "x is not None"]  # a str is false only when ""
+        if self.empty and not text:
+            tests.append("x != ''")
+        if self.dash:
+            tests.append("x != '-'")
+        return " and ".join(tests)
