@@ -27,8 +27,8 @@ a batch already acknowledged by this process is answered 200 again without
 producing it twice.
 
 :class:`HttpIngestEndpoint` is everything up to the durable point; :class:`HttpIngest`
-produces to Kafka, and :class:`gatewatch.serve_local.LocalHttpIngest` feeds serve's own
-pipeline when no Kafka is configured (answered once stored and logged; 503 while the
+produces to Kafka, and :class:`LocalHttpIngest` feeds serve's own pipeline
+(:class:`gatewatch.serve_local.LocalPipeline`) when no Kafka is configured (answered once stored and logged; 503 while the
 store is down).
 """
 
@@ -59,10 +59,11 @@ from ingest.sources.kafka_settings import client_settings
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
+    from gatewatch.serve_local import LocalPipeline
 
 __all__ = [
-    "DecodedBatch", "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "UnpackedBatch", "add_routes", "decode_body",
-    "record_key", "request_id_paths",
+    "DecodedBatch", "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "LocalHttpIngest", "UnpackedBatch",
+    "add_routes", "decode_body", "record_key", "request_id_paths",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -454,3 +455,32 @@ def add_routes(app: Any, ingest: HttpIngestEndpoint) -> None:
     async def ingest_batch(source: str, request: Request) -> JSONResponse:
         answer = await ingest.handle(source, request.headers.get, request.stream())
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+class LocalHttpIngest(HttpIngestEndpoint):
+    """HTTP ingest into the local pipeline: answered once the batch is stored and in the batch log."""
+
+    def __init__(self, config: GatewatchConfig, metrics: Any, pipeline: LocalPipeline) -> None:
+        super().__init__(config, metrics)
+        self._pipeline = pipeline
+
+    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+        loop = asyncio.get_running_loop()
+        unpacked = await loop.run_in_executor(None, self._unpack, source, body, gzipped, batch_id)
+        if isinstance(unpacked, IngestAnswer):
+            return unpacked
+        offered = self._pipeline.offer(unpacked)
+        if isinstance(offered, IngestAnswer):
+            return offered
+        future, duplicate = offered
+        try:
+            # Shielded: a timed-out request must not cancel the batch, which its retry waits for.
+            durable = await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self.settings.produce_timeout_secs
+            )
+        except TimeoutError:
+            durable = False
+        if not durable:
+            self.metrics.record_error("http_ingest", "not_durable")
+            return IngestAnswer(503, {"error": "the batch is not stored yet: retry"}, self._pipeline.retry_after())
+        return IngestAnswer(unpacked.status, {**unpacked.answer, "duplicate": True} if duplicate else unpacked.answer)

@@ -42,7 +42,6 @@ retry waits for the same batch, never feeds it again).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import math
@@ -58,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
-from gatewatch.http_ingest import HttpIngestEndpoint, IngestAnswer, UnpackedBatch, add_routes
+from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_routes
 from gatewatch.local_checkpoint import (
     REMEMBERED_BATCHES, BatchLog, LocalState, LoggedBatch, load_local_state, save_local_state,
 )  # fmt: skip
@@ -464,35 +463,6 @@ class LocalPipeline:
 
 class _Abandoned(Exception):
     pass
-
-
-class LocalHttpIngest(HttpIngestEndpoint):
-    """HTTP ingest into the local pipeline: answered once the batch is stored and in the batch log."""
-
-    def __init__(self, config: GatewatchConfig, metrics: Any, pipeline: LocalPipeline) -> None:
-        super().__init__(config, metrics)
-        self._pipeline = pipeline
-
-    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
-        loop = asyncio.get_running_loop()
-        unpacked = await loop.run_in_executor(None, self._unpack, source, body, gzipped, batch_id)
-        if isinstance(unpacked, IngestAnswer):
-            return unpacked
-        offered = self._pipeline.offer(unpacked)
-        if isinstance(offered, IngestAnswer):
-            return offered
-        future, duplicate = offered
-        try:
-            # Shielded: a timed-out request must not cancel the batch, which its retry waits for.
-            durable = await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(future)), self.settings.produce_timeout_secs
-            )
-        except TimeoutError:
-            durable = False
-        if not durable:
-            self.metrics.record_error("http_ingest", "not_durable")
-            return IngestAnswer(503, {"error": "the batch is not stored yet: retry"}, self._pipeline.retry_after())
-        return IngestAnswer(unpacked.status, {**unpacked.answer, "duplicate": True} if duplicate else unpacked.answer)
 
 
 class LocalService:

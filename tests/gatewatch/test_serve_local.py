@@ -24,10 +24,10 @@ from fastapi import FastAPI
 from gatewatch.cli import main
 from gatewatch.config import parse_config
 from gatewatch.errors import SourceError, StoreUnavailableError
-from gatewatch.http_ingest import IngestAnswer, UnpackedBatch, add_routes
+from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_routes
 from gatewatch.local_checkpoint import BatchLog, LocalState, LoggedBatch, load_local_state, save_local_state
 from gatewatch.metrics import ServeMetrics
-from gatewatch.serve_local import LocalHttpIngest, LocalPipeline, _Abandoned, kafka_configured
+from gatewatch.serve_local import LocalPipeline, _Abandoned, kafka_configured
 from ingest.records import Dataset, Origin, record_id
 from ingest.sinks.base import Batch
 
