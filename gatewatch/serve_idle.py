@@ -75,7 +75,7 @@ class IdleInputs:
         self.last_ts: dict[str, float] = dict(last_ts or {})  # stream -> newest credible event time delivered
         self.caught_up_since: dict[str, float] = dict(caught_up_since or {})  # never-delivered stream -> wall
         # stream -> (event time, wall time) of the last move that advanced it
-        self.advanced: dict[str, tuple[float, float]] = {s: (ts, wall) for s, (ts, wall) in (advanced or {}).items()}
+        self.advanced: dict[str, tuple[float, float]] = dict(advanced or {})
 
     def delivered(self, stream: str, wall_secs: float, newest_ts: float) -> None:
         """``stream`` delivered events, the newest credible one at ``newest_ts``, in a message of ``wall_secs``."""
@@ -107,10 +107,11 @@ class IdleInputs:
                 if moved is not None:  # where it was advanced to, and on at wall speed since
                     reach[stream] = max(reach[stream], moved[0] + (wall_secs - moved[1]))
         front = _front(reach)
-        moves = [IdleMove(stream, max(front, reach[stream])) for stream in idle]
-        for move in moves:
-            assert move.ts is not None
-            self.advanced[move.stream] = (move.ts, wall_secs)
+        moves = []
+        for stream in idle:
+            ts = max(front, reach[stream])
+            self.advanced[stream] = (ts, wall_secs)
+            moves.append(IdleMove(stream, ts))
         return closed + moves
 
 

@@ -6,7 +6,7 @@ stays open until event time passes its last record by ``join_window_secs``
 the request runs, and for clock skew between hosts of a few seconds. A gateway
 record is dated by the request's start (``%START_TIME%``) and the app's line
 usually by its end, so a gateway record counts from its end (start plus its
-``duration_ms``, at most :data:`MAX_REQUEST_SECS`): a 45 s export is joined,
+``duration_ms``, at most :data:`MAX_REQUEST_MS`): a 45 s export is joined,
 not reported as two halves and a bypass. Then the
 group leaves memory as one :class:`Transaction` — joined, gateway-only or
 app-only. Closing happens at deterministic points of event time, in
@@ -30,7 +30,6 @@ from ingest.records import Dataset, Event, Transaction
 _GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
 MAX_REQUEST_MS = 86_400_000.0
 """The longest request whose gateway record waits for its end (a day): a longer duration counts as this."""
-MAX_REQUEST_SECS = MAX_REQUEST_MS / 1000
 
 
 class _Group(msgspec.Struct, gc=False):
