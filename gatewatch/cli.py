@@ -1,4 +1,4 @@
-"""The ``gatewatch`` command: replay, demo, serve, report, schema.
+"""The ``gatewatch`` command: replay, demo, serve, report, resend, schema.
 
 The command names and flags here are a contract other tools rely on.
 """
@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--config", type=Path, help="YAML config file (for store.url and store.index_prefix)")
     report.set_defaults(run=_run_report)
 
+    resend = commands.add_parser(
+        "resend", help="send the forwarders' dead-lettered alert events again, once their receivers are back"
+    )
+    resend.add_argument("--config", type=Path, required=True, help="YAML config file (its forward section)")
+    resend.add_argument("--dry-run", action="store_true", help="count what would be sent; send nothing")
+    resend.set_defaults(run=_run_resend)
+
     schema = commands.add_parser("schema", help="print the config JSON schema (schemas/config.schema.json)")
     schema.set_defaults(run=_run_schema)
     return parser
@@ -219,6 +226,24 @@ def _run_report(args: argparse.Namespace) -> int:
     path = write_report(args.store or config.store.url, args.out, config.store.index_prefix)
     console.print(f"report: {path}")
     return 0
+
+
+def _run_resend(args: argparse.Namespace) -> int:
+    from gatewatch.config import load_config
+    from gatewatch.resend import resend
+
+    config = load_config(args.config)
+    install_log_redaction(build_redactor(config))
+    results = resend(config, dry_run=args.dry_run)
+    for result in results:
+        lines = [] if result.outcomes else ["nothing to resend"]
+        lines += [f"forwarder {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                  for name, counts in result.outcomes.items()]  # fmt: skip
+        lines += [f"unreadable, left in the file: {problem}" for problem in result.problems]
+        lines += [f"stopped, {result.stopped}; run again later"] if result.stopped else []
+        for line in lines:  # names and errors quote the file: shown inert
+            console.print(visible(f"{result.path}: {line}"), markup=False, highlight=False, soft_wrap=True)
+    return 0 if args.dry_run or all(result.complete for result in results) else 1
 
 
 def _run_schema(args: argparse.Namespace) -> int:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeVar
 
-from ingest.ecs import iso
+from ingest.ecs import epoch, iso
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +110,53 @@ class AlertEvent:
         }
         object.__setattr__(self, "_document", doc)
         return doc
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> AlertEvent:
+        """The event :meth:`to_document` wrote ``doc`` from (a forwarder's dead letter, the alerts topic).
+
+        ValueError, saying which field, for a document this version would not have written: its
+        event rebuilt must give ``doc`` back exactly, or a receiver would get other content under
+        the same event id.
+        """
+        try:
+            lifecycle, entity = _typed(doc, "lifecycle", dict), _typed(doc, "entity", dict)
+            request_ids = _typed(doc, "request_ids", list)
+            if not all(isinstance(request_id, str) for request_id in request_ids):
+                raise ValueError("field 'request_ids' should hold text only")
+            reason = doc.get("reason")
+            alert = Alert(
+                id=_typed(doc, "id", str), rule=_typed(doc, "rule", str), severity=_typed(doc, "severity", str),
+                entity_type=_typed(entity, "type", str), entity_value=_typed(entity, "value", str),
+                first_seen=epoch(_typed(doc, "first_seen", str)), last_seen=epoch(_typed(doc, "last_seen", str)),
+                count=_typed(doc, "count", int), request_ids=tuple(request_ids), summary=_typed(doc, "summary", str),
+                reason=None if reason is None else _typed(doc, "reason", str), details=doc.get("details") or {},
+            )  # fmt: skip
+            sequence = _typed(lifecycle, "sequence", int)
+            event = cls(alert, AlertState(_typed(lifecycle, "state", str)), sequence,
+                        epoch(_typed(lifecycle, "at", str)),
+                        _epoch_of(_typed(lifecycle, "event_id", str), alert.id, sequence))  # fmt: skip
+        except KeyError as error:
+            raise ValueError(f"no {error.args[0]!r} field") from None
+        rebuilt = event.to_document()
+        for key in sorted(rebuilt.keys() | doc.keys()):
+            if rebuilt.get(key) != doc.get(key):
+                raise ValueError(f"field {key!r} is not as gatewatch writes it")
+        return event
+
+
+def _typed(doc: dict[str, Any], key: str, kind: type[_T]) -> _T:
+    value = doc[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"field {key!r} should be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _epoch_of(event_id: str, alert_id: str, sequence: int) -> str:
+    """The ``epoch`` part of an event id ``<alert id>[.<epoch>]-<sequence>``."""
+    if not event_id.startswith(alert_id) or not event_id.endswith(f"-{sequence}"):
+        raise ValueError(f"lifecycle.event_id {event_id!r} is not <alert id>-<sequence>")
+    middle = event_id[len(alert_id) : len(event_id) - len(f"-{sequence}")]
+    if middle and not middle.startswith("."):
+        raise ValueError(f"lifecycle.event_id {event_id!r} is not <alert id>-<sequence>")
+    return middle[1:]

@@ -78,6 +78,14 @@ def iso(ts: float) -> str:
     return f"{_iso_second(seconds)}.{fraction:03d}Z"
 
 
+def epoch(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time with an offset or ``Z`` (:func:`iso`'s inverse); ValueError if not one."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone offset")
+    return moment.timestamp()
+
+
 @lru_cache(maxsize=8192)
 def _iso_second(seconds: int) -> str:
     # Formatting dominates document building; consecutive records share their second.

@@ -23,14 +23,17 @@ if TYPE_CHECKING:  # gatewatch.config imports gatewatch.forward.config, so not a
 __all__ = ["Forwarder", "ForwarderRunner", "ForwarderSet", "build_forwarders"]
 
 
-def build_forwarders(config: GatewatchConfig, on_outcome: OutcomeHook | None = None) -> ForwarderSet | None:
-    """A runner per entry of the config's ``forward`` list (None when there is none)."""
+def build_forwarders(
+    config: GatewatchConfig, on_outcome: OutcomeHook | None = None, threaded: bool = True
+) -> ForwarderSet | None:
+    """A runner per entry of the config's ``forward`` list (None when there is none); ``threaded``: see
+    :class:`ForwarderRunner`."""
     if not config.forward:
         return None
     runners: list[ForwarderRunner] = []
     try:
         for settings in config.forward:
-            runners.append(ForwarderRunner(settings, _forwarder(settings, config), on_outcome))
+            runners.append(ForwarderRunner(settings, _forwarder(settings, config), on_outcome, threaded))
     except BaseException:
         ForwarderSet(runners).close()
         raise

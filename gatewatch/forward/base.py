@@ -63,7 +63,9 @@ class ForwarderRunner:
         config: ForwarderSettings,
         forwarder: Forwarder,
         on_outcome: OutcomeHook | None = None,
+        threaded: bool = True,
     ) -> None:
+        """``threaded=False``: no delivery thread; the caller delivers with :meth:`deliver` (``gatewatch resend``)."""
         self.config = config
         self.name: str = config.name
         self.forwarder = forwarder
@@ -85,18 +87,14 @@ class ForwarderRunner:
         self._closing = False
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"gatewatch-forward-{self.name}", daemon=True)
-        self._thread.start()
+        if threaded:
+            self._thread.start()
 
     # -- the detection side ---------------------------------------------------
 
     def submit(self, event: AlertEvent) -> None:
         """Queue ``event`` if it passes the filter; never blocks (a full queue dead-letters it)."""
-        alert = event.alert
-        if (
-            (self._rules and alert.rule not in self._rules)
-            or _SEVERITY_RANK[alert.severity] < self._min_rank
-            or event.state not in self._states
-        ):
+        if not self.wants(event):
             self._count("filtered")
             return
         with self._cond:
@@ -107,6 +105,15 @@ class ForwarderRunner:
                 return
         self._dead_letter(event, "queue_full", "queue_max_events reached: the receiver is slower than the alerts", 0)
 
+    def wants(self, event: AlertEvent) -> bool:
+        """Whether ``event`` passes this forwarder's filter (rules, min_severity, states)."""
+        alert = event.alert
+        return (
+            (not self._rules or alert.rule in self._rules)
+            and _SEVERITY_RANK[alert.severity] >= self._min_rank
+            and event.state in self._states
+        )
+
     def queued(self) -> int:
         return len(self._queue)
 
@@ -115,10 +122,11 @@ class ForwarderRunner:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join(self.config.drain_timeout_secs)
-        if self._thread.is_alive():
-            self._abort.set()
-            self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join(self.config.drain_timeout_secs)
+            if self._thread.is_alive():
+                self._abort.set()
+                self._thread.join()
         with self._cond:
             left, self._queue = list(self._queue), deque()
         for event in left:
@@ -150,7 +158,14 @@ class ForwarderRunner:
                     self._queue.popleft()
                     self.settled_total += 1
 
-    def _deliver(self, event: AlertEvent) -> None:
+    def deliver(self, event: AlertEvent) -> str:
+        """Send ``event`` now, on the calling thread, retrying as the thread would: ``sent``, or the reason of
+        its dead letter (``rejected``, ``retries_exhausted``). Only for a runner made with ``threaded=False``."""
+        if self._thread.ident is not None:
+            raise RuntimeError("deliver() is for a runner without its delivery thread")
+        return self._deliver(event)
+
+    def _deliver(self, event: AlertEvent) -> str:
         config = self.config
         backoff: float = config.retry_backoff_secs
         attempts = 0
@@ -164,13 +179,13 @@ class ForwarderRunner:
                 failure, retryable, retry_after = f"{type(error).__name__}: {error}", True, None
             else:
                 self._count("sent")
-                return
+                return "sent"
             if not retryable:
                 self._dead_letter(event, "rejected", failure, attempts)
-                return
+                return "rejected"
             if attempts >= config.max_attempts:
                 self._dead_letter(event, "retries_exhausted", failure, attempts)
-                return
+                return "retries_exhausted"
             wait = min(max(backoff, retry_after or 0.0), config.retry_max_backoff_secs)
             backoff *= 2
             self._count("retried")
@@ -179,7 +194,7 @@ class ForwarderRunner:
             )
             if self._abort.wait(wait):
                 self._dead_letter(event, "shutdown", f"drain time over after: {failure}", attempts)
-                return
+                return "shutdown"
 
     # -- outcomes ---------------------------------------------------------------
 

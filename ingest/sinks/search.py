@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ingest.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
-from ingest.ecs import dead_letter_document, event_document, iso, transaction_document
+from ingest.ecs import dead_letter_document, epoch, event_document, iso, transaction_document
 from ingest.sinks.base import Batch
 from ingest.sinks.search_clients import (
     DETAIL_MAX_CHARS,
@@ -188,10 +188,6 @@ def expired_indices(names: Iterable[str], prefix: str, retention_days: int, now:
         if day < cutoff:
             expired.append(name)
     return sorted(expired)
-
-
-def _epoch(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp).timestamp()
 
 
 def _dumps(document: Mapping[str, Any]) -> bytes:
@@ -396,7 +392,7 @@ class SearchSink:
                 doc = {"@timestamp": iso(now), **doc}
                 ts = now
             else:
-                ts = _epoch(doc["first_seen" if kind == "alerts" else "@timestamp"])
+                ts = epoch(doc["first_seen" if kind == "alerts" else "@timestamp"])
             doc_id = doc["id"] if kind in ("alerts", "deadletter") else doc["event.id"]
             actions.append(BulkAction(kind, index_name(self.prefix, kind, ts), doc_id, _dumps(doc)))
         self.store(actions, now)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import orjson
 import pytest
 
 
@@ -123,3 +128,81 @@ def _wait_until_listening(process: subprocess.Popen[bytes], server: Rsyslog, wor
             if server.size("udp"):
                 ready.add("udp")
         time.sleep(0.1)
+
+
+# -- an HTTP receiver for the webhook forwarder ---------------------------------
+
+SECRET = "s3cret-for-tests"
+
+
+@dataclass
+class Receiver:
+    """What the server saw, and how it should answer next."""
+
+    url: str = ""
+    unavailable: int = 0  # answer this many requests with 503 + Retry-After: 1
+    reject: set[str] = field(default_factory=set)  # event ids answered with 400
+    redirect: bool = False  # answer every POST 302 to /moved (and count what comes there)
+    redirected: list[str] = field(default_factory=list)  # requests that followed it: method and headers
+    attempts: list[tuple[str, int, float]] = field(default_factory=list)  # (event id, status, monotonic time)
+    accepted: list[dict] = field(default_factory=list)
+    bad_signatures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            timestamp = self.headers["X-Gatewatch-Timestamp"]
+            mac = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+            expected = "sha256=" + mac.hexdigest()
+            event_id = self.headers["X-Gatewatch-Event-Id"]
+            with state.lock:
+                if not hmac.compare_digest(expected, self.headers["X-Gatewatch-Signature"]) or abs(
+                    time.time() - int(timestamp)
+                ) > 300:
+                    state.bad_signatures += 1
+                    status = 401
+                elif state.unavailable:
+                    state.unavailable -= 1
+                    status = 503
+                elif event_id in state.reject:
+                    status = 400
+                elif state.redirect:
+                    status = 302
+                else:
+                    status = 200
+                    state.accepted.append(orjson.loads(body))
+                state.attempts.append((event_id, status, time.monotonic()))
+            self.send_response(status)
+            if status == 503:
+                self.send_header("Retry-After", "1")
+            if status == 302:
+                self.send_header("Location", "/moved")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name): where a followed 302 would land
+            with state.lock:
+                state.redirected.append(f"GET {self.path} {self.headers.get('Authorization')}")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
