@@ -8,9 +8,8 @@ uninterrupted replay of the same records.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import orjson
@@ -21,6 +20,7 @@ from kafka import KafkaConsumer
 from gatewatch.config import load_config
 from gatewatch.replay import replay
 from ingest.sinks.base import Batch
+from tests.http_receiver import serving
 from tests.integration.test_serve import Line, Topics, _kill_and_restart, build_traffic, topics  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -59,15 +59,8 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:
         def log_message(self, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}/hook", received
 
 
 def deduplicated(documents: list[dict], event_id: str = "lifecycle.event_id") -> dict[str, dict]:

@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import orjson
 import pytest
+
+from tests.http_receiver import serving
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -196,13 +198,6 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    try:
+    with serving(Handler) as port:
+        state.url = f"http://127.0.0.1:{port}/alerts"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
