@@ -35,10 +35,11 @@ lifecycle API — ILM on Elasticsearch, ISM on OpenSearch — and, if it answers
 installs a delete-after-N-days policy (counted from index *creation*) and
 attaches it to new indices. Otherwise (minimal distributions, or no
 permission) the sink itself deletes this prefix's daily indices whose *date
-suffix* is more than N days old: on connect, then at most hourly from
-``write``, or whenever :meth:`SearchSink.apply_retention` is called. Indices
-are dated by event time, so a replay of logs older than N days is deleted by
-the next pass; under ILM / ISM it lives N days from the replay instead.
+suffix* is more than N days old and that were created more than N days ago:
+on connect, then at most hourly from ``write``, or whenever
+:meth:`SearchSink.apply_retention` is called. Indices are dated by event time;
+the creation time keeps a replay of logs older than N days for N days from the
+replay, as ILM / ISM do.
 """
 
 from __future__ import annotations
@@ -167,17 +168,22 @@ def index_name(prefix: str, kind: str, ts: float) -> str:
     return f"{prefix}-{kind}-{_day_suffix(int(ts // 86400))}"
 
 
-def expired_indices(names: Iterable[str], prefix: str, retention_days: int, now: float) -> list[str]:
-    """The daily indices of ``prefix`` whose every document is older than ``retention_days``.
+def expired_indices(created: Mapping[str, float], prefix: str, retention_days: int, now: float) -> list[str]:
+    """The daily indices of ``prefix`` (``created``: name -> creation time) older than ``retention_days``
+    by both their date and their creation.
 
     An index of day D goes once D + 1 day <= now - retention_days, i.e. D is
-    before the UTC date of ``now - retention_days``. Names that are not
-    exactly ``<prefix>-<kind>-YYYY.MM.DD`` are never touched.
+    before the UTC date of ``now - retention_days``, and once it was created
+    ``retention_days`` ago: a replay of old logs lives as long from the replay
+    as under ILM / ISM. Names that are not exactly ``<prefix>-<kind>-YYYY.MM.DD``
+    are never touched.
     """
     pattern = re.compile(rf"^{re.escape(prefix)}-(?:{'|'.join(INDEX_KINDS)})-(\d{{4}})\.(\d{{2}})\.(\d{{2}})$")
     cutoff = datetime.fromtimestamp(now, tz=timezone.utc).date() - timedelta(days=retention_days)
     expired = []
-    for name in names:
+    for name, created_at in created.items():
+        if created_at > now - retention_days * 86400:
+            continue
         match = pattern.match(name)
         if match is None:
             continue
@@ -359,8 +365,8 @@ class SearchSink:
         if self.retention_policy is not None:
             return []
         with self._store_calls("apply retention"):
-            names = self.client.list_indices(f"{self.prefix}-*")
-            expired = expired_indices(names, self.prefix, self.retention_days, now)
+            created = self.client.list_indices(f"{self.prefix}-*")
+            expired = expired_indices(created, self.prefix, self.retention_days, now)
             for start in range(0, len(expired), 50):  # keep the URL short
                 self.client.delete_indices(expired[start:start + 50])
         if expired:

@@ -84,7 +84,10 @@ class SearchClient(Protocol):
     def bulk(self, body: bytes) -> Mapping[str, Any]: ...
     def put_index_template(self, name: str, body: Mapping[str, Any]) -> None: ...
     def put_retention_policy(self, name: str, days: int, patterns: list[str]) -> None: ...
-    def list_indices(self, pattern: str) -> list[str]: ...
+    def list_indices(self, pattern: str) -> dict[str, float]:
+        """Each index matching ``pattern``, with its creation time (epoch seconds)."""
+        ...
+
     def delete_indices(self, names: Sequence[str]) -> None: ...
     def refresh(self, pattern: str) -> None: ...
     def close(self) -> None: ...
@@ -137,10 +140,12 @@ class _ElasticsearchClient:
         with self._errors():
             self._es.ilm.put_lifecycle(name=name, policy={"phases": phases})
 
-    def list_indices(self, pattern: str) -> list[str]:
+    def list_indices(self, pattern: str) -> dict[str, float]:
         with self._errors():
-            rows = self._es.cat.indices(index=pattern, h="index", format="json", expand_wildcards="open,closed")
-        return [row["index"] for row in cast(list[dict[str, str]], rows.body)]
+            rows = self._es.cat.indices(
+                index=pattern, h="index,creation.date", format="json", expand_wildcards="open,closed"
+            )
+        return _created(cast(list[dict[str, str]], rows.body))
 
     def delete_indices(self, names: Sequence[str]) -> None:
         with self._errors():
@@ -221,11 +226,11 @@ class _OpenSearchClient:
         with self._errors():
             ism.put_policy(policy=name, body=policy, params=params)
 
-    def list_indices(self, pattern: str) -> list[str]:
+    def list_indices(self, pattern: str) -> dict[str, float]:
         with self._errors():
-            rows = self._os.cat.indices(index=pattern, params={"h": "index", "format": "json",
+            rows = self._os.cat.indices(index=pattern, params={"h": "index,creation.date", "format": "json",
                                                                 "expand_wildcards": "open,closed"})
-        return [row["index"] for row in rows]
+        return _created(rows)
 
     def delete_indices(self, names: Sequence[str]) -> None:
         with self._errors():
@@ -260,3 +265,8 @@ def make_client(flavor: str, url: str, timeout_secs: float = 30.0, auth: StoreAu
 
 
 # -- the sink ---------------------------------------------------------------------------------
+
+
+def _created(rows: list[dict[str, str]]) -> dict[str, float]:
+    """``_cat/indices`` rows (``index``, ``creation.date`` in epoch milliseconds) by name, in seconds."""
+    return {row["index"]: int(row["creation.date"]) / 1000 for row in rows}

@@ -209,25 +209,28 @@ def test_a_closed_port_is_store_unavailable(flavor: str) -> None:
     sink.close()
 
 
-def test_retention_deletes_old_dated_indices(node: Node) -> None:
+def test_retention_deletes_indices_old_by_date_and_by_creation(node: Node) -> None:
     sink = connect(node, retention_days=30)
     try:
         if sink.retention_policy is not None:
             pytest.skip(f"this cluster deletes indices itself ({sink.retention_policy})")
         now = time.time()
-        old = gateway_event(0, request_id="old")
-        recent = gateway_event(0, request_id="recent")
+        days = {"old": -40, "recent": -1, "ahead": 5}  # an event's date, in days from now
         noon = "%Y-%m-%dT12:00:00.000Z"
-        old_doc = {**event_document(old), "@timestamp": time.strftime(noon, time.gmtime(now - 40 * DAY))}
-        recent_doc = {**event_document(recent), "@timestamp": time.strftime(noon, time.gmtime(now - DAY))}
-        sink.write_documents("events", [old_doc, recent_doc])
+        sink.write_documents("events", [
+            {**event_document(gateway_event(0, request_id=name)),
+             "@timestamp": time.strftime(noon, time.gmtime(now + day * DAY))}
+            for name, day in days.items()
+        ])  # fmt: skip
         node.http.put(f"/{node.prefix}-notes", json={"settings": {"number_of_replicas": 0}}).raise_for_status()
-        old_index = f"{node.prefix}-events-{time.strftime('%Y.%m.%d', time.gmtime(now - 40 * DAY))}"
-        recent_index = f"{node.prefix}-events-{time.strftime('%Y.%m.%d', time.gmtime(now - DAY))}"
-        assert node.indices() == sorted([old_index, recent_index, f"{node.prefix}-notes"])
-        assert sink.apply_retention(now) == [old_index]
-        assert node.indices() == sorted([recent_index, f"{node.prefix}-notes"])
+        index = {name: f"{node.prefix}-events-{time.strftime('%Y.%m.%d', time.gmtime(now + day * DAY))}"
+                 for name, day in days.items()}  # fmt: skip
+        assert node.indices() == sorted([*index.values(), f"{node.prefix}-notes"])
+        # Logs 40 days old, replayed now: kept, as ILM / ISM would keep them, for 30 days from now.
         assert sink.apply_retention(now) == []
+        assert sink.apply_retention(now + 31 * DAY) == sorted([index["old"], index["recent"]])
+        assert node.indices() == sorted([index["ahead"], f"{node.prefix}-notes"])
+        assert sink.apply_retention(now + 31 * DAY) == []
     finally:
         sink.close()
 

@@ -212,9 +212,16 @@ def test_expired_indices_by_date_suffix() -> None:
         "gw-events-2020.01.01-restored",
         "other-events-2020.01.01",
     ]
-    assert expired_indices(names, "gw", 30, NOW) == ["gw-deadletter-2025.12.11", "gw-events-2025.12.10"]
-    assert expired_indices(names, "gw", 1, NOW) == [
+    created_long_ago = dict.fromkeys(names, NOW - 400 * 86400)
+    assert expired_indices(created_long_ago, "gw", 30, NOW) == ["gw-deadletter-2025.12.11", "gw-events-2025.12.10"]
+    assert expired_indices(created_long_ago, "gw", 1, NOW) == [
         "gw-alerts-2025.12.12", "gw-deadletter-2025.12.11", "gw-events-2025.12.10"]
+
+
+def test_an_index_of_old_logs_replayed_lately_lives_retention_days_from_its_creation() -> None:
+    # An analyst replays last quarter's logs to hunt in them: the next connect must not delete them.
+    created = {"gw-events-2025.09.01": NOW - 29.9 * 86400, "gw-alerts-2025.09.01": NOW - 30 * 86400}
+    assert expired_indices(created, "gw", 30, NOW) == ["gw-alerts-2025.09.01"]
 
 
 # -- the sink against a scripted client ----------------------------------------------------
@@ -257,8 +264,8 @@ class ScriptedClient:
         if not self.lifecycle:
             raise search.StoreRefusedError(400, "", f"no handler found for uri [/_ilm/policy/{name}] and method [PUT]")
 
-    def list_indices(self, pattern: str) -> list[str]:
-        return list(self.indices)
+    def list_indices(self, pattern: str) -> dict[str, float]:
+        return dict.fromkeys(self.indices, NOW - 400 * 86400)  # every index made long ago
 
     def delete_indices(self, names: Sequence[str]) -> None:
         self.deleted += names
