@@ -59,7 +59,13 @@ class _Tables:
 
 @dataclass
 class DuckDBStore(_Tables):
-    """A gatewatch DuckDB file, opened read-only (a running replay may hold the write lock)."""
+    """A gatewatch DuckDB file, opened read-only for each query.
+
+    DuckDB lets no other process open a file that one is writing: while a replay or
+    ``serve --store duckdb:`` runs, a query fails with a :class:`StoreError` that says so.
+    Times are UTC: a ``start``/``end`` without an offset is read as UTC, and time columns
+    come back in UTC, whatever the notebook's time zone.
+    """
 
     path: str
 
@@ -73,6 +79,9 @@ class DuckDBStore(_Tables):
         if where:
             conditions.append(f"({where})")
         time_column = _DUCKDB_TIME[kind]
+        if time_column is None and (start is not None or end is not None):
+            raise ConfigError(f"{kind} in a DuckDB store carry no time (a line that did not parse has none to "
+                              f"trust): select them with where=, e.g. where=\"reason = 'format_mismatch'\"")  # fmt: skip
         if time_column is not None:
             for bound, operator in ((start, ">="), (end, "<")):
                 if bound is not None:
@@ -88,8 +97,15 @@ class DuckDBStore(_Tables):
             sql += f" LIMIT {int(limit)}"
         try:
             with duckdb.connect(self.path, read_only=True) as connection:
+                connection.execute("SET TimeZone = 'UTC'")  # else DuckDB reads and shows times in the local zone
                 return connection.execute(sql, parameters).df()
         except duckdb.Error as error:
+            if "Could not set lock on file" in str(error):
+                raise StoreError(
+                    f"DuckDB store {self.path} is open for writing in another process (a replay or serve): DuckDB "
+                    "lets no other process read it meanwhile. Query it once that process ends, or store to "
+                    "Elasticsearch / OpenSearch to hunt while it runs"
+                ) from None
             raise StoreError(f"cannot read {kind} from DuckDB store {self.path}: {_one_line(error)}") from None
 
 

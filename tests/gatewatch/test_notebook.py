@@ -37,3 +37,61 @@ def test_unknown_store_or_kind_is_a_clear_error(tmp_path: Path) -> None:
         open_store("postgres:x")
     with pytest.raises(ConfigError, match="not one of"):
         open_store(f"duckdb:{tmp_path / 'x.duckdb'}").query("logs")
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Path:
+    from detectors.sample import T0, gateway_event
+    from ingest.sinks.base import Batch
+    from ingest.sinks.duckdb import DuckDBSink
+
+    path = tmp_path / "s.duckdb"
+    sink = DuckDBSink(path)
+    # 2026-03-29 00:00-01:00 UTC is 01:00-03:00 in Berlin (the DST change): 10 events, one every 10 minutes.
+    start = 1_774_742_400.0 - T0
+    sink.write(Batch(events=[gateway_event(start - 1800 + 600 * i, request_id=f"r{i}") for i in range(10)]))
+    sink.close()
+    return path
+
+
+def test_times_are_utc_whatever_the_notebook_time_zone(small_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        store = open_store(f"duckdb:{small_store}")
+        window = store.events(start="2026-03-29T00:00:00", end="2026-03-29T01:00:00")  # no offset: UTC
+        assert list(window["request_id"]) == ["r3", "r4", "r5", "r6", "r7", "r8"]
+        assert str(window["ts"].dt.tz) == "UTC"
+        assert window["ts"].iloc[0].isoformat() == "2026-03-29T00:00:00+00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_store_another_process_writes_is_a_clear_error(small_store: Path) -> None:
+    import subprocess
+    import sys
+
+    from gatewatch.errors import StoreError
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(small_store)!r}); print('open', flush=True); "
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "open\n"
+        with pytest.raises(StoreError, match="open for writing in another process"):
+            open_store(f"duckdb:{small_store}").alerts()
+    finally:
+        writer.kill()
+        writer.wait()
+        assert writer.stdout is not None
+        writer.stdout.close()
+    assert open_store(f"duckdb:{small_store}").alerts().empty
+
+
+def test_a_time_range_on_duckdb_dead_letters_is_refused_not_ignored(small_store: Path) -> None:
+    with pytest.raises(ConfigError, match="carry no time"):
+        open_store(f"duckdb:{small_store}").dead_letters(start="2030-01-01T00:00:00Z")
