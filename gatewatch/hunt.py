@@ -185,12 +185,16 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
     - ``token_replay``: one token presented at the gateway from two or more addresses before it expired
       (the token of a gateway line that logs none is its request's app line's, as the rule joins them);
     - ``token_expired_accepted``: Billing answered 2xx to a token expired more than the skew allowance;
-    - ``token_revoked_used``: a revoked token used after its revocation;
+    - ``token_revoked_used``: a revoked token used at or after its revocation;
     - ``token_cross_org``: Billing answered 2xx where the token's org is not the resource's org.
+
+    Entities and bounds are the rules': a token lives until ``exp`` plus the skew allowance; a token
+    is named by its jti, else its subject (cross-org: its subject, else its jti, else its org).
     """
     gateway = _with_app_tokens(events)
     gateway = gateway[gateway["token_jti"].notna()]
-    live = gateway[gateway["token_exp"].isna() | (gateway["ts"] <= gateway["token_exp"])]
+    allowance = pd.Timedelta(seconds=skew_allowance_secs)
+    live = gateway[gateway["token_exp"].isna() | (gateway["ts"] <= gateway["token_exp"] + allowance)]
     addresses = live.groupby("token_jti")["source_ip"].nunique()
     replayed = live[live["token_jti"].isin(addresses[addresses >= 2].index)]
 
@@ -201,32 +205,46 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
 
     revoked_at = events["token_jti"].map(lambda jti: revoked.get(jti) if isinstance(jti, str) else None)
     revoked_at = pd.to_datetime(revoked_at.astype("float64"), unit="s", utc=True)
-    after = (events["ts"] > revoked_at).fillna(False).astype(bool)
+    after = (events["ts"] >= revoked_at).fillna(False).astype(bool)
     revoked_use = events[revoked_at.notna() & after]
 
     cross = answered[(answered["token_org"].notna() & answered["org_id"].notna()
                       & (answered["token_org"] != answered["org_id"])).fillna(False).astype(bool)]  # fmt: skip
     parts = [
         replayed.assign(rule="token_replay", entity_type="token.jti", entity_value=replayed["token_jti"]),
-        expired.assign(rule="token_expired_accepted", entity_type="token.jti", entity_value=expired["token_jti"]),
+        _named_by(expired, ("token_jti", "token_sub")).assign(rule="token_expired_accepted"),
         revoked_use.assign(rule="token_revoked_used", entity_type="token.jti",
                            entity_value=revoked_use["token_jti"]),  # fmt: skip
-        cross.assign(rule="token_cross_org", entity_type="token.sub", entity_value=cross["token_sub"]),
+        _named_by(cross, ("token_sub", "token_jti", "token_org")).assign(rule="token_cross_org"),
     ]
     parts = [p.assign(reason=pd.NA) for p in parts if len(p)]
     return _group(pd.concat(parts)) if parts else _incident_frame([])
 
 
+def _named_by(found: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``found`` with its entity: the first of ``columns`` each row has (``token_sub`` -> ``token.sub``);
+    rows with none are dropped, as the rules drop them."""
+    entity_type = pd.Series(pd.NA, index=found.index, dtype="object")
+    entity_value = pd.Series(pd.NA, index=found.index, dtype="object")
+    for column in reversed(columns):
+        has = found[column].notna()
+        entity_type[has] = column.replace("_", ".", 1)
+        entity_value[has] = found.loc[has, column]
+    named = entity_value.notna()
+    return found[named].assign(entity_type=entity_type[named], entity_value=entity_value[named])
+
+
 def _with_app_tokens(events: pd.DataFrame) -> pd.DataFrame:
-    """The gateway's events, each missing token (``token_jti``, ``token_exp``) taken from its request's app line."""
+    """The gateway's events, each missing token (``token_jti``, ``token_sub``, ``token_exp``) taken from its
+    request's app line."""
     gateway = events[events["dataset"] == str(Dataset.GATEWAY)].copy()
     app = events[(events["dataset"] == str(Dataset.APP)) & events["token_jti"].notna() & events["request_id"].notna()]
     tokens = app.drop_duplicates("request_id").set_index("request_id")
     missing = gateway["token_jti"].isna() & gateway["request_id"].isin(tokens.index)
-    if not missing.any():  # an empty assignment would cast the datetime column to float and fail
-        return gateway
-    for column in ("token_jti", "token_exp"):
-        gateway.loc[missing, column] = gateway.loc[missing, "request_id"].map(tokens[column])
+    for column in ("token_jti", "token_sub", "token_exp"):
+        rows = missing & gateway[column].isna()
+        if rows.any():  # an empty assignment would cast the datetime column to float and fail
+            gateway.loc[rows, column] = gateway.loc[rows, "request_id"].map(tokens[column])
     return gateway
 
 
@@ -299,8 +317,9 @@ def route_rates(events: pd.DataFrame, bucket: str = "1min") -> pd.DataFrame:
 
 def top_clients(events: pd.DataFrame, limit: int = 10, by: str = "requests") -> pd.DataFrame:
     """The gateway's top client addresses by ``by`` (``requests`` or ``errors``), with their errors,
-    distinct tokens, users and paths."""
-    gateway = events[(events["dataset"] == str(Dataset.GATEWAY)) & events["source_ip"].notna()]
+    distinct tokens, users and paths (a token the gateway does not log is its request's app line's)."""
+    gateway = _with_app_tokens(events)
+    gateway = gateway[gateway["source_ip"].notna()]
     status = gateway["status"]
     frame = gateway.assign(
         errors_4xx=status.between(400, 499).fillna(False).astype("int64"),

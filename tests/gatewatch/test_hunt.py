@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from gatewatch.config import TrustConfig
-from gatewatch.hunt import EVENT_COLUMNS, _milliseconds, _typed, bypass_incidents, request_timeline, token_incidents
+from gatewatch.hunt import (
+    EVENT_COLUMNS, _milliseconds, _typed, bypass_incidents, request_timeline, token_incidents, top_clients,
+)  # fmt: skip
 from ingest.ecs import iso
 
 T0 = 1772442000.0  # 2026-03-02T09:00:00Z
@@ -90,6 +92,36 @@ def test_token_rules_and_their_benign_look_alikes() -> None:
         ("replayed", "token_replay", None), ("stale", "token_expired_accepted", None),
         ("revoked", "token_revoked_used", None), ("u-1", "token_cross_org", None),
     }  # fmt: skip
+
+
+def test_token_incidents_take_the_rules_bounds_and_entities() -> None:
+    # Each case once differed from what the detectors alert on (an analyst's second look must agree).
+    exp = T0 + 600
+    events = frame(
+        gateway(590, "a", token_jti="jA", source_ip="198.51.100.1", token_exp=exp),
+        gateway(615, "b", token_jti="jA", source_ip="198.51.100.2", token_exp=exp),  # inside the 30 s allowance
+        app(700, "c", "10.0.0.11", GATEWAY_ID, token_sub="u-5", token_exp=exp),     # expired, no jti: its subject
+        app(60, "d", "10.0.0.11", GATEWAY_ID, token_org="org-x", org_id="org-2"),   # cross-org, only an org
+        app(90, "e", "10.0.0.11", GATEWAY_ID, token_jti="revoked"),                 # at the revocation itself
+    )  # fmt: skip
+    incidents = token_incidents(events, {"revoked": T0 + 90}, skew_allowance_secs=30)
+    assert {(r.rule, r.entity_type, r.entity_value) for r in incidents.itertuples()} == {
+        ("token_replay", "token.jti", "jA"), ("token_expired_accepted", "token.sub", "u-5"),
+        ("token_cross_org", "token.org", "org-x"), ("token_revoked_used", "token.jti", "revoked"),
+    }  # fmt: skip
+    revoked = incidents[incidents["rule"] == "token_revoked_used"].iloc[0]
+    assert revoked["first_ts"] == pd.Timestamp(T0 + 90, unit="s", tz="UTC")
+
+
+def test_top_clients_count_the_tokens_only_the_app_logs() -> None:
+    events = frame(
+        gateway(10, "a", source_ip="198.51.100.9"), app(10.1, "a", "10.0.0.11", token_jti="j1", token_sub="u1"),
+        gateway(20, "b", source_ip="198.51.100.9"), app(20.1, "b", "10.0.0.11", token_jti="j2", token_sub="u1"),
+        gateway(30, "c", source_ip="198.51.100.8", token_jti="j3", token_sub="u3"),
+    )  # fmt: skip
+    clients = top_clients(events).set_index("source_ip")
+    assert clients.loc["198.51.100.9", ["requests", "tokens", "users"]].tolist() == [2, 2, 1]
+    assert clients.loc["198.51.100.8", ["requests", "tokens", "users"]].tolist() == [1, 1, 1]
 
 
 def test_a_replay_is_found_when_only_the_app_logs_the_token() -> None:
