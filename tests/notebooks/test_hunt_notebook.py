@@ -74,3 +74,16 @@ def test_hunt_notebook_finds_the_injected_incidents_from_raw_events(
     assert {"billing_charges", "billing_customers", "billing_invoices"} <= set(found["routes"])
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2  # the rates per route and the request's timeline
+
+
+def test_hunt_notebook_runs_on_an_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GATEWATCH_STORE points it at any store: one without a token replay (here, without anything) must not crash it.
+    from ingest.sinks.duckdb import DuckDBSink
+
+    store = tmp_path / "empty.duckdb"
+    DuckDBSink(store).close()
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text("store: {url: none}\n")
+    found = findings(run_notebook(tmp_path, monkeypatch, f"duckdb:{store}", config))
+    assert (found["events"], found["incidents"], found["routes"]) == (0, [], [])
+    assert found["timeline"] == {"request_id": None, "client": None, "sides": []}
