@@ -192,12 +192,18 @@ def _time(ts: float | pd.Timestamp) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _requests(gateway: pd.DataFrame) -> int:
+    """Requests the gateway logged: its lines less a retry's or re-send's second line of one request id."""
+    ids = gateway["request_id"]
+    return int(ids.nunique()) + int(ids.isna().sum())
+
+
 def _cards(data: ReportData) -> str:
     events, alerts = data.events, data.alerts
     gateway = events[events["dataset"] == str(Dataset.GATEWAY)]
     severities = Counter(alerts["severity"].dropna())
     cards = [
-        (f"{len(gateway):,}", "gateway requests"),
+        (f"{_requests(gateway):,}", "gateway requests"),
         (f"{len(events) - len(gateway):,}", "Billing log lines"),
         (f"{len(alerts):,}", "alerts: " + (", ".join(f"{severities[s]} {s}" for s in SEVERITY_ORDER if severities[s])
                                            or "none")),  # fmt: skip
@@ -295,8 +301,10 @@ def _clients(events: pd.DataFrame, alerts: pd.DataFrame) -> str:
         '<section id="clients"><h2>Top clients</h2><div class="pair">'
         f"<div><h3>by requests</h3>{_client_table(busiest, by_ip)}</div>"
         f"<div><h3>by 4xx + 5xx answers</h3>{_client_table(failing, by_ip)}</div></div>"
-        '<p class="note">Client addresses as the gateway saw them (downstream address, else the first '
-        "X-Forwarded-For hop); tokens and users are distinct JWT ids and subjects.</p></section>"
+        '<p class="note">Client addresses as the gateway saw them (downstream address, else read from the '
+        "right of X-Forwarded-For, past gateway.xff_num_trusted_hops: entries a client wrote itself do not "
+        "count); tokens and users are distinct JWT ids and subjects, from the app's line where the gateway "
+        "logs none.</p></section>"
     )
 
 
@@ -316,7 +324,7 @@ def _client_table(clients: pd.DataFrame, by_ip: Counter[str]) -> str:
 
 
 def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str]) -> str:
-    wanted = {r for ids in alerts["request_ids"] for r in ids[:EVIDENCE_REQUESTS]}
+    wanted = {r for ids in alerts["request_ids"] for r in ids}
     by_request = {rid: rows for rid, rows in events[events["request_id"].isin(wanted)].groupby("request_id")}
     cards = []
     for a in alerts.itertuples():
@@ -341,16 +349,17 @@ def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str
 
 
 def _alert_requests(alert: Any, by_request: dict[str, pd.DataFrame]) -> str:
+    """The alert's earliest evidence requests, in time order; ids with no stored record after them."""
     request_ids: tuple[str, ...] = alert.request_ids
+    stored = sorted((by_request[rid].sort_values(["ts", "id"], kind="stable") for rid in request_ids
+                     if rid in by_request), key=lambda rows: (rows["ts"].iloc[0], rows["request_id"].iloc[0]))  # fmt: skip
     groups = []
-    for rid in request_ids[:EVIDENCE_REQUESTS]:
-        rows = by_request.get(rid)
-        if rows is None:
-            groups.append(_group_row(f"request <code>{esc(rid)}</code>: no stored record"))
-            continue
-        rows = rows.sort_values(["ts", "id"], kind="stable")
+    for rows in stored[:EVIDENCE_REQUESTS]:
+        rid = rows["request_id"].iloc[0]
         sides = " + ".join(dict.fromkeys(timeline(rows)["side"]))  # in the order the sides logged
         groups.append(_group_row(f"request <code>{esc(rid)}</code> · {esc(sides)}") + _timeline_rows(rows))
+    for rid in [rid for rid in request_ids if rid not in by_request][: EVIDENCE_REQUESTS - len(groups)]:
+        groups.append(_group_row(f"request <code>{esc(rid)}</code>: no stored record"))
     hidden = len(request_ids) - EVIDENCE_REQUESTS
     more = f'<p class="note">{hidden} more evidence request ids in the store.</p>' if hidden > 0 else ""
     return _timeline_table("".join(groups)) + more

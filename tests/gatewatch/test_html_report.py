@@ -132,3 +132,27 @@ def test_a_stored_number_that_is_not_one_is_escaped_too() -> None:
     data.alerts["count"] = pd.array([None], dtype="Int64")  # a store row without its count
     text = render_report(data)
     assert "<NA>" not in text and "&lt;NA&gt;×" in text
+
+
+def test_requests_are_counted_once_and_evidence_is_shown_in_time_order() -> None:
+    ts = pd.Timestamp("2026-03-02T09:00:00Z")
+    rows = [("r-b", 30), ("r-a", 20), ("r-c", 10), ("r-c", 10.5), (None, 40), ("r-d", 50), ("r-e", 60), ("r-f", 5)]
+    n = len(rows)
+    events = pd.DataFrame({column: _typed(None, kind, n) for column, (_, kind) in EVENT_COLUMNS.items()})
+    values = {"id": [f"e{i}" for i in range(n)], "dataset": ["envoy.access"] * n,
+              "ts": [ts + pd.Timedelta(seconds=s) for _, s in rows], "request_id": [r for r, _ in rows],
+              "status": [404] * n, "source_ip": ["198.51.100.66"] * n}  # fmt: skip
+    for column, column_values in values.items():
+        events[column] = _typed(pd.Series(column_values, dtype="object"), EVENT_COLUMNS[column][1], n)
+    # The alert lists ids as its rule gave them (not in time order), one with no stored record.
+    evidence = ["r-a", "r-b", "r-c", "r-d", "r-e", "r-f", "r-gone"]
+    alerts = pd.DataFrame({
+        column: _typed(pd.Series([value], dtype="object"), kind, 1)
+        for (column, (_, kind)), value in zip(ALERT_COLUMNS.items(), [
+            "a1", "http_4xx_burst", "medium", "source.ip", "198.51.100.66", ts, ts, 7, evidence, "burst", None])
+    })  # fmt: skip
+    text = render_report(ReportData("duckdb:x", events, alerts, 0))
+    assert '<div class="n">7</div><div class="l">gateway requests' in text  # r-c's retry once; the line without an id
+    shown = re.findall(r"request <code>(r-[a-z]+)</code>", text)
+    assert shown == ["r-f", "r-c", "r-a", "r-b", "r-d"]  # the earliest five, earliest first
+    assert "2 more evidence request ids" in text
