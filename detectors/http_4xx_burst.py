@@ -11,8 +11,12 @@ capped at ``max_tracked_errors`` entries, so a flood costs bounded memory (the
 count then saturates at the cap; the decision is unchanged as long as the cap
 is at least ``min_errors``). Idle clients are dropped in ``advance``.
 
-A finding is raised on every error while the count is at or above ``min_errors``;
-the alert book folds them into one alert per client.
+When the count reaches ``min_errors``, every error in the window is a finding
+(dated by its own time), and so is each further error while the count stays at
+or above it. Each finding is keyed by its error, so the alert book folds them
+into one alert per client whose ``count`` is the burst's errors, whose
+``first_seen`` is its first, and whose request ids are its earliest; the summary
+and details are those of the moment the threshold was reached.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from itertools import islice
 from typing import Self
 
 import msgspec
@@ -50,7 +53,7 @@ class Http4xxBurst(Detector):
     class Config(DetectorConfig):
         window_secs: float = Field(60.0, gt=0)
         min_errors: int = Field(30, ge=1)
-        max_request_ids: int = Field(20, ge=0)
+        max_request_ids: int = Field(20, ge=0)  # the burst's first errors the alert names
         max_tracked_errors: int = Field(1000, ge=1)
 
         @model_validator(mode="after")
@@ -109,18 +112,19 @@ class Http4xxBurst(Detector):
         ts = event.ts
         errors, statuses = client.errors, client.statuses
         horizon = ts - cfg.window_secs
-        while errors and (errors[0][0] <= horizon or len(errors) >= cfg.max_tracked_errors):
-            old = errors.popleft()[1]
-            left = statuses[old] - 1
-            if left:
-                statuses[old] = left
-            else:
-                del statuses[old]
-        errors.append((ts, status, event.request_id))
+        while errors and errors[0][0] <= horizon:
+            _forget_oldest(client)
+        below = len(errors) < cfg.min_errors  # before this error (a full cap is not a crossing)
+        while len(errors) >= cfg.max_tracked_errors:
+            _forget_oldest(client)
+        request_id = event.request_id
+        errors.append((ts, status, request_id))
         statuses[status] = statuses.get(status, 0) + 1
         if len(errors) < cfg.min_errors:
             return ()
-        return (self._finding(key, client, ts),)
+        if below:  # the threshold is reached now: the errors that reached it are the burst's first
+            return self._findings(key, client, list(client.errors), cfg.max_request_ids)
+        return self._findings(key, client, [(ts, status, request_id)], 0)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         if watermark < self._next_sweep:
@@ -135,26 +139,28 @@ class Http4xxBurst(Detector):
         self._next_sweep = watermark + self.config.window_secs
         return ()
 
-    def _finding(self, key: tuple[str, str], client: _Client, ts: float) -> Finding:
+    def _findings(
+        self, key: tuple[str, str], client: _Client, errors: list[tuple[float, int, str | None]], named: int
+    ) -> list[Finding]:
+        """A finding for each of ``errors``, with the client's window as it stands now; the first ``named``
+        name their request (the alert's evidence: the burst's first errors)."""
         cfg = self.config
         count = len(client.errors)
         shown = f"{count}+" if count >= cfg.max_tracked_errors else str(count)
         by_count = sorted(client.statuses.items(), key=lambda item: (-item[1], item[0]))
-        recent = [e[2] for e in islice(reversed(client.errors), cfg.max_request_ids)]
-        return self.finding(
-            key[0],
-            key[1],
-            ts,
-            f"{key[1]} got {shown} client errors in {cfg.window_secs:g} s "
-            f"({', '.join(f'{s}×{n}' for s, n in by_count[:3])})",
-            recent[::-1],
-            reason=_reason(client.statuses, count),
-            details={
-                "count": count,
-                "window_secs": cfg.window_secs,
-                "statuses": {str(s): n for s, n in sorted(client.statuses.items())},
-            },
-        )
+        summary = (f"{key[1]} got {shown} client errors in {cfg.window_secs:g} s "
+                   f"({', '.join(f'{s}×{n}' for s, n in by_count[:3])})")  # fmt: skip
+        reason = _reason(client.statuses, count)
+        details = {
+            "count": count,
+            "window_secs": cfg.window_secs,
+            "statuses": {str(s): n for s, n in sorted(client.statuses.items())},
+        }
+        return [
+            self.finding(key[0], key[1], ts, summary, (request_id,) if i < named else (), reason=reason,
+                         details=details, key=f"{ts!r} {request_id}")  # fmt: skip
+            for i, (ts, _, request_id) in enumerate(errors)
+        ]
 
     @classmethod
     def examples(cls) -> Iterable[Example]:
@@ -194,3 +200,12 @@ def _reason(statuses: dict[int, int], count: int) -> str:
     if 2 * statuses.get(429, 0) >= count:
         return "rate_limited"
     return "client_errors"
+
+
+def _forget_oldest(client: _Client) -> None:
+    status = client.errors.popleft()[1]
+    left = client.statuses[status] - 1
+    if left:
+        client.statuses[status] = left
+    else:
+        del client.statuses[status]

@@ -30,27 +30,41 @@ def errors(
     ]
 
 
-def test_fires_at_exactly_min_errors_not_below() -> None:
+def test_fires_at_exactly_min_errors_not_below_with_every_error_that_reached_it() -> None:
     assert run(detector(), errors(29)) == []
     findings = run(detector(), errors(30))
-    assert len(findings) == 1
-    (finding,) = findings
-    assert (finding.entity_type, finding.entity_value, finding.ts) == ("source.ip", "203.0.113.50", T0 + 29)
-    assert finding.summary == "203.0.113.50 got 30 client errors in 60 s (401×30)"
-    assert finding.reason == "auth_failures"
-    assert finding.details == {"count": 30, "window_secs": 60.0, "statuses": {"401": 30}}
-    assert finding.request_ids == tuple(f"e-{i}" for i in range(10, 30))  # the latest 20, oldest first
+    # Each of the 30 errors is a finding at its own time, keyed by it: the alert counts the burst's errors.
+    assert [f.ts for f in findings] == [T0 + i for i in range(30)]
+    assert len({f.key for f in findings}) == 30
+    for finding in findings:
+        assert (finding.entity_type, finding.entity_value) == ("source.ip", "203.0.113.50")
+        assert finding.summary == "203.0.113.50 got 30 client errors in 60 s (401×30)"
+        assert finding.reason == "auth_failures"
+        assert finding.details == {"count": 30, "window_secs": 60.0, "statuses": {"401": 30}}
+    # the burst's first 20 errors name their requests (max_request_ids): the alert's evidence
+    assert [f.request_ids for f in findings] == [(f"e-{i}",) for i in range(20)] + [()] * 10
 
 
 def test_every_further_error_above_the_threshold_is_a_finding() -> None:
     findings = run(detector(), errors(35))
-    assert [f.details["count"] for f in findings] == [30, 31, 32, 33, 34, 35]
+    assert [f.details["count"] for f in findings] == [30] * 30 + [31, 32, 33, 34, 35]
+    assert [f.ts for f in findings[30:]] == [T0 + i for i in range(30, 35)]
+
+
+def test_the_alert_counts_the_burst_from_its_first_error() -> None:
+    # An analyst found "got 30 client errors" alerts for bursts of 35 and 150, naming requests 10-29.
+    from detectors.alerts import AlertBook
+
+    book = AlertBook()
+    alert = [book.add(finding) for finding in run(detector(), errors(35))][-1]
+    assert (alert.count, alert.first_seen, alert.last_seen) == (35, T0, T0 + 34)
+    assert alert.request_ids == tuple(f"e-{i}" for i in range(20))
 
 
 def test_window_is_half_open() -> None:
     # first and 30th error exactly window_secs apart: the first has left the window
     assert run(detector(), errors(29) + errors(1, start=60.0)) == []
-    assert len(run(detector(), errors(29) + errors(1, start=59.9))) == 1
+    assert len(run(detector(), errors(29) + errors(1, start=59.9))) == 30
 
 
 def test_errors_slide_out_of_the_window() -> None:
@@ -66,8 +80,8 @@ def test_token_subject_is_the_client_when_present() -> None:
         gateway_event(i, request_id=f"t-{i}", status=403, token_sub="user-4711", source_ip=f"192.0.2.{i}")
         for i in range(30)
     ]
-    (finding,) = run(detector(), spread)
-    assert (finding.entity_type, finding.entity_value) == ("token.sub", "user-4711")
+    findings = run(detector(), spread)
+    assert {(f.entity_type, f.entity_value) for f in findings} == {("token.sub", "user-4711")}
 
 
 def test_only_gateway_4xx_with_a_client_count() -> None:
@@ -83,18 +97,17 @@ def test_only_gateway_4xx_with_a_client_count() -> None:
 def test_reason_and_histogram_follow_the_mix() -> None:
     mixed = errors(10, status=404) + errors(10, start=0.3, status=400) + errors(10, start=0.6, status=422)
     mixed.sort(key=lambda e: e.ts)
-    (finding,) = run(detector(), mixed)
+    finding = run(detector(), mixed)[0]
     assert finding.reason == "client_errors"
     assert finding.details["statuses"] == {"400": 10, "404": 10, "422": 10}
     assert finding.summary.endswith("(400×10, 404×10, 422×10)")
-    (limited,) = run(detector(), errors(30, status=429))
-    assert limited.reason == "rate_limited"
+    assert {f.reason for f in run(detector(), errors(30, status=429))} == {"rate_limited"}
 
 
 def test_a_flood_is_capped_and_still_alerts() -> None:
     det = detector(max_tracked_errors=50)
     findings = run(det, errors(500, every_secs=0.01), end=False)
-    assert len(findings) == 471
+    assert len(findings) == 500 and len({f.key for f in findings}) == 500  # the first 30 when reached, then each
     assert len(det._clients[("source.ip", "203.0.113.50")].errors) == 50
     assert findings[-1].details["count"] == 50
     assert findings[-1].details["statuses"] == {"401": 50}
@@ -122,4 +135,4 @@ def test_same_input_twice_gives_identical_findings() -> None:
     events = errors(40, every_secs=0.5) + errors(40, every_secs=0.5, start=0.25, status=404, source_ip="198.51.100.7")
     events.sort(key=lambda e: e.ts)
     first, second = run(detector(), events), run(detector(), events)
-    assert len(first) == 22 and first == second
+    assert len(first) == 2 * 40 and first == second  # every error of both bursts
