@@ -83,25 +83,30 @@ def _resend_file(path: Path, runners: dict[str, ForwarderRunner], dry_run: bool)
         progress = _Progress(path, os.fstat(handle.fileno()).st_ino)
         seen: set[tuple[str, str]] = set()
         for offset, end, line in _lines_from(handle, progress.offset):
-            forwarder, event = _read(line, offset, result)
-            if event is not None and forwarder not in runners:
-                result.count(forwarder, "unknown_forwarder")  # left in the file, for a config that names it
-            elif event is not None and (forwarder, event.id) in seen:
-                result.count(forwarder, "repeated")
-            elif event is not None and not runners[forwarder].wants(event):
-                result.count(forwarder, "filtered")
-            elif event is not None:
-                seen.add((forwarder, event.id))
-                outcome = "pending" if dry_run else runners[forwarder].deliver(event)
+            forwarder, event = _read(line, offset, result)  # (name, None): counted unreadable
+            outcome = "" if event is None else _send(forwarder, event, runners, seen, dry_run)
+            if outcome:
                 result.count(forwarder, outcome)
-                if outcome == "retries_exhausted":
-                    result.stopped = f"forwarder {forwarder}'s receiver is still failing"
-                    if not dry_run:
-                        progress.save(end)  # the event was appended again: the next run reads it there
-                    break
             if not dry_run:
-                progress.save(end)
+                progress.save(end)  # an event that failed again was appended: the next run reads it there
+            if outcome == "retries_exhausted":
+                result.stopped = f"forwarder {forwarder}'s receiver is still failing"
+                break
     return result
+
+
+def _send(forwarder: str, event: AlertEvent, runners: dict[str, ForwarderRunner], seen: set[tuple[str, str]],
+          dry_run: bool) -> str:  # fmt: skip
+    """What became of one dead letter's event: ``sent``, a dead-letter reason, or why it was not sent."""
+    runner = runners.get(forwarder)
+    if runner is None:
+        return "unknown_forwarder"  # left in the file, for a config that names it
+    if (forwarder, event.id) in seen:
+        return "repeated"
+    if not runner.wants(event):
+        return "filtered"
+    seen.add((forwarder, event.id))
+    return "pending" if dry_run else runner.deliver(event)
 
 
 def _read(line: bytes, offset: int, result: FileResent) -> tuple[str, AlertEvent | None]:
