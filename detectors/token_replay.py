@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import T0, app_event, gateway_event, transaction
 from ingest.ecs import iso
-from ingest.records import Event, Transaction
+from ingest.records import AMBIGUOUS_CLIENTS_LABEL, Event, Transaction
 
 
 @dataclass(slots=True)
@@ -131,6 +131,11 @@ class TokenReplay(Detector):
         for event in txn.gateway:
             if event.source_ip:
                 return event.source_ip
+        for event in txn.gateway:
+            # A client that made its line read two ways has no address, and must not hide by it: it is
+            # the one client its readings' addresses name, unlike every client with an address.
+            if (clients := event.label(AMBIGUOUS_CLIENTS_LABEL)) is not None:
+                return f"ambiguous:{clients}"
         trust = self.context.trust
         if not trust.knows_gateway:
             # The app's peer is then most likely a gateway replica, not a client: two replicas

@@ -179,6 +179,18 @@ class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
     def is_gateway(self) -> bool:
         return self.dataset is Dataset.GATEWAY
 
+    def label(self, name: str) -> str | None:
+        """The value of label ``name``, if the event has it."""
+        for key, value in self.labels:
+            if key == name:
+                return value
+        return None
+
+
+AMBIGUOUS_CLIENTS_LABEL = "gatewatch.ambiguous_clients"
+"""A gateway event without a client address whose line read two ways (a client header held ``" "``): the addresses
+its readings give (:meth:`ingest.parsers.envoy_text.TextPattern._absorbed`), comma-separated."""
+
 
 @dataclass(slots=True, init=False)
 class Transaction:

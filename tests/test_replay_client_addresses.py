@@ -70,3 +70,24 @@ def test_an_app_peer_with_a_port_is_judged_by_its_address(tmp_path: Path) -> Non
     gateway = [_gateway_line(1, "192.0.2.1", status=200).replace("req-1", "req-gw")]
     bypasses = [a for a in _replay(tmp_path, gateway, app) if a["rule"] == "gateway_bypass"]
     assert [(a["reason"], a["entity"]["value"]) for a in bypasses] == [("untrusted_peer", "203.0.113.9")]
+
+
+def test_a_stolen_token_used_with_the_separator_in_the_user_agent_is_still_a_replay(tmp_path: Path) -> None:
+    # A red-team trial: `" "` in the User-Agent makes the line read two ways, so it gets no client address,
+    # and token_replay, which counts addresses, never fired for the thief.
+    fmt = ('[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% "%REQ(X-FORWARDED-FOR)%" '
+           '"%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%"\n')  # fmt: skip
+
+    def line(second: int, client: str, agent: str) -> str:
+        return (f'[2026-12-07T10:00:{second:02d}.000Z] "GET /v1/invoices HTTP/1.1" 200 "{client}" "{agent}" '
+                f'"req-{second}"\n')  # fmt: skip
+
+    app = [{"ts": f"2026-12-07T10:00:{s:02d}.100Z", "request_id": f"req-{s}", "status": 200,
+            "peer": {"ip": "10.0.0.10"}, "token": {"jti": "J-stolen", "sub": "u-1"}} for s in (1, 2, 3)]  # fmt: skip
+    victim = [line(1, "198.51.100.7", "Mozilla/5.0")]
+    thief = [line(2, "203.0.113.9", 'curl/8, 10.1.1.1" "x'), line(3, "203.0.113.9", 'curl/8, 10.1.1.1" "x')]
+    replays = [a for a in _replay(tmp_path, victim + thief, app, format=fmt) if a["rule"] == "token_replay"]
+    assert [(a["entity"]["value"], a["details"]["new_address"]) for a in replays] == [
+        ("J-stolen", "ambiguous:10.1.1.1,203.0.113.9")]
+    # the thief alone, every line the same way: one client, no replay
+    assert [a for a in _replay(tmp_path, thief, app[1:], format=fmt) if a["rule"] == "token_replay"] == []

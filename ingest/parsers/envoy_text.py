@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.addresses import forwarded_client, parse_ip
+from ingest.addresses import canonical, forwarded_client, parse_ip
 from ingest.errors import FormatError
 from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
 from ingest.parsers.envoy_operators import Apply, Converted, Kind, ScalarClaim, Slot, resolve
 from ingest.parsers.fused import Fused, Leaf, Run, Whole, fuse
-from ingest.records import DeadLetter, Event, RawRecord
+from ingest.records import AMBIGUOUS_CLIENTS_LABEL, DeadLetter, Event, RawRecord
 
 __all__ = ["ENVOY_DEFAULT_FORMAT", "TextPattern", "compile_text_format", "compile_text_pattern"]
 
@@ -37,11 +37,12 @@ _Match = Callable[[str], "re.Match[str] | None"]
 
 @dataclass(frozen=True, slots=True)
 class _Absorbed:
-    """A line's values when one header held ``" "`` (:meth:`TextPattern._absorbed`), and the fields of the headers
-    that could have held it, the one taken first."""
+    """A line's values when one header held ``" "`` (:meth:`TextPattern._absorbed`), the fields of the headers
+    that could have held it (the one taken first), and the client addresses its readings give, if they differ."""
 
     groups: tuple[str | None, ...]
     holder: str
+    clients: str | None
 
 
 AMBIGUOUS_LABEL = "gatewatch.ambiguous_quotes"
@@ -109,6 +110,8 @@ class TextPattern:
                 apply(field, value, fields)
         if holder is not None:
             fields[AMBIGUOUS_LABEL] = holder
+            if isinstance(found, _Absorbed) and found.clients:
+                fields[AMBIGUOUS_CLIENTS_LABEL] = found.clients
         return fields
 
     def labelled_values(self, text: str) -> list[tuple[str, str]]:
@@ -147,7 +150,13 @@ class TextPattern:
         a user agent reads as well as ``10.0.0.5`` appended to X-Forwarded-For. So when readings
         disagree on X-Forwarded-For, the line gives no client address from it: a client must not
         choose its own. The event is labelled ``gatewatch.ambiguous_quotes`` with every header
-        that could hold the separators, the one taken first.
+        that could hold the separators, the one taken first, and then ``gatewatch.ambiguous_clients``
+        with the addresses the readings give (``token_replay`` tells such clients apart by them).
+
+        Other values are the first reading's: a request id the readings disagree on is common
+        (``python-requests" "x`` as a user agent reads as well with ``x`` as the request id), and
+        leaving it out would make every such request a bypass. A client that writes ``" "`` in
+        its Host header can so give its line another request's id, if Envoy logs that Host.
         """
         extra = text.count(_SEPARATOR) - self._separators
         if extra <= 0 or _MASK in text:
@@ -178,11 +187,15 @@ class TextPattern:
             readings.append((field, (*groups[:index], value, *groups[index + 1 :])))
         if not readings:
             return None
-        holder, groups = readings[0]
+        groups = readings[0][1]
+        clients = None
         xff = self._forwarded_for
         if xff is not None and any(other[xff] != groups[xff] for _, other in readings[1:]):
             groups = (*groups[:xff], None, *groups[xff + 1 :])  # the client could have chosen it
-        return _Absorbed(groups, ",".join(field for field, _ in readings))
+            addresses = {canonical(client) for _, other in readings
+                         if (client := forwarded_client(other[xff] or "")) and parse_ip(client)}  # fmt: skip
+            clients = ",".join(sorted(addresses)) or None
+        return _Absorbed(groups, ",".join(field for field, _ in readings), clients)
 
     def _fused_plan(self) -> tuple[_Match, list[Leaf], list[Run]] | None:
         """The fused reader's regex, leaves and runs (see :meth:`fused`), ``None`` if it has none."""

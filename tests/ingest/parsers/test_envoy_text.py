@@ -471,6 +471,7 @@ def test_a_client_cannot_choose_its_address_with_the_separator(
     assert (e.source_ip, e.forwarded_for) == (None, None)
     assert e.request_id == "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2" and e.status == 204
     assert dict(e.labels)["gatewatch.ambiguous_quotes"].endswith(",forwarded_for")
+    assert dict(e.labels)["gatewatch.ambiguous_clients"] == "10.0.35.28,6.6.6.6"  # for token_replay to tell apart
 
 
 def test_compiled_pattern_exposes_its_slots() -> None:
