@@ -49,3 +49,19 @@ def test_replay_stores_hostile_values_as_events_or_dead_letters(tmp_path: Path, 
         assert [row[0] for row in events] == ["r2", "r3", "r5"]
         assert all(row[1] is None and row[2] is None for row in events)
         assert dead_rows == (3,)
+
+
+def test_a_lone_surrogate_in_a_billing_line_does_not_hide_its_request(tmp_path: Path) -> None:
+    # A red-team trial: one "\ud800" a client got into a logged field made the line a dead letter, so its
+    # request raised neither gateway_bypass nor token_cross_org.
+    line = (b'{"ts": "2026-03-02T09:00:00Z", "request_id": "r1", "method": "GET", "path": "/v1/invoices/7", '
+            b'"status": 200, "message": "search \\ud800", "peer": {"ip": "10.9.9.9"}, "org_id": "org-2", '
+            b'"token": {"jti": "j1", "sub": "u", "org": "org-1"}}\n')  # fmt: skip
+    (tmp_path / "app.log").write_bytes(line)
+    (tmp_path / "gatewatch.yaml").write_text("trust:\n  gateway_networks: [10.0.0.0/24]\n")
+    alerts, dead = tmp_path / "alerts.ndjson", tmp_path / "dead.ndjson"
+    assert main(["replay", "--config", str(tmp_path / "gatewatch.yaml"), "--app", str(tmp_path / "app.log"),
+                 "--alerts-out", str(alerts), "--dead-letters", str(dead), "--store", "none"]) == 0  # fmt: skip
+    assert not dead.exists() or dead.read_bytes() == b""
+    rules = {orjson.loads(a)["rule"] for a in alerts.read_bytes().splitlines()}
+    assert rules == {"gateway_bypass", "token_cross_org"}

@@ -61,7 +61,7 @@ def decode_json_object(record: RawRecord, max_line_bytes: int) -> dict[str, Any]
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        value = with_infinite_numbers(line, error)
+        value = lenient_json_value(line, error)
         if value is None:
             value = _after_access_prefix(line)
         if value is None:
@@ -76,23 +76,44 @@ def _oversized(record: RawRecord, max_line_bytes: int) -> DeadLetter:
     return DeadLetter(record.origin, "oversized", f"{size} bytes > max_line_bytes {max_line_bytes}", record.line)
 
 
-def with_infinite_numbers(line: bytes, error: orjson.JSONDecodeError) -> Any:
-    """The line's value when orjson refused it only for a number past a double's range (``1e400``).
+def lenient_json_value(line: bytes, error: orjson.JSONDecodeError) -> Any:
+    """The line's value when orjson refused it only for a value RFC 8259's grammar allows.
 
-    RFC 8259 sets no range, and the number is one value of a record that is otherwise real: read
-    as infinity, normalize drops it and flags it as it does ``1e300`` (or refuses the record when
-    the number is its time or status). The standard library's reader takes such a number;
-    it is used only then, refusing ``NaN`` and ``Infinity`` as orjson does, and its value is
-    kept only if its text encodes as UTF-8 (a lone surrogate escape, which orjson refuses,
-    stays a dead letter). ``None``: the line is not JSON after all.
+    - A number past a double's range (``1e400``): RFC 8259 sets no range, and the number is
+      one value of a record that is otherwise real. Read as infinity, normalize drops it and
+      flags it as it does ``1e300`` (or refuses the record when the number is its time or status).
+    - An escaped lone UTF-16 surrogate (``"\\ud800"``): Python's ``json.dumps`` and JavaScript's
+      ``JSON.stringify`` write one for a string cut inside a surrogate pair (an emoji), and a
+      client can put one in any field Billing logs, which would hide the whole record from the
+      rules. It is read as U+FFFD, as a byte that is not UTF-8 would be shown.
+
+    The standard library's reader takes both; it is used only then, refusing ``NaN`` and
+    ``Infinity`` as orjson does. ``None``: the line is not JSON after all.
     """
-    if not str(error).startswith("number is infinity"):
+    message = str(error)
+    surrogates = message.startswith(_SURROGATE_ERRORS)
+    if not (surrogates or message.startswith("number is infinity")):
         return None
     try:
         value = json.loads(line.decode(), parse_constant=_refuse_constant)
+        if surrogates:
+            value = _without_lone_surrogates(value)
         json.dumps(value, ensure_ascii=False).encode()
     except (ValueError, RecursionError):  # UnicodeDecodeError and UnicodeEncodeError are ValueErrors
         return None
+    return value
+
+
+_SURROGATE_ERRORS = ("no low surrogate", "invalid high surrogate", "invalid low surrogate")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(key): _without_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
     return value
 
 

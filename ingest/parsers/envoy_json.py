@@ -20,7 +20,7 @@ import orjson
 
 from ingest.errors import FormatError
 from ingest.normalize import InvalidValueError, normalize
-from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object, with_infinite_numbers
+from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_json_object, lenient_json_value
 from ingest.parsers.envoy_format import Command, tokenize
 from ingest.parsers.envoy_operators import Converted, ScalarClaim, Slot, resolve
 from ingest.parsers.envoy_text import TextPattern, compile_text_pattern
@@ -127,7 +127,7 @@ def json_labelled_values(mapping: Mapping[str, Any]) -> Callable[[str], list[tup
         try:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError as error:  # 1e400 (read as the parser reads it), else not JSON
-            obj = with_infinite_numbers(text.encode("utf-8", "surrogateescape"), error)
+            obj = lenient_json_value(text.encode("utf-8", "surrogateescape"), error)
         except ValueError:  # a line that was not UTF-8 (surrogates)
             return []
         found = []
