@@ -91,9 +91,21 @@ def test_a_json_line_given_as_a_string_is_keyed_by_its_request_id() -> None:
     assert decode_body(body, None, None).keys == [None] * 4  # text gateway format: lines are not read
 
 
-def test_a_broken_array_is_one_invalid_record() -> None:
+def test_a_broken_array_keeps_its_elements_up_to_the_break() -> None:
     batch = decode_body(b'[{"log": "a"}, {"log": ', "log", None)
-    assert batch.values == [b'[{"log": "a"}, {"log": '] and batch.invalid_lines == [1]
+    assert batch.values == [b"a", b'{"log":'] and batch.invalid_lines == [2]
+    batch = decode_body(b'[{"log": "a"}] trailing', "log", None)
+    assert batch.values == [b"a", b"trailing"] and batch.invalid_lines == [2]
+
+
+def test_one_element_orjson_refuses_costs_that_element_only() -> None:
+    # A red-team trial: one lone surrogate escape (or 1e400) in an array of 3,000 records lost all of them.
+    elements = [b'{"log": "line %d"}' % i for i in range(3)]
+    body = b"[" + b", ".join([*elements[:1], b'{"msg": "cut \\ud800", "n": 1e400}', b'{"a": NaN}', *elements[1:]]) + b"]"
+    batch = decode_body(body, "log", None)
+    assert batch.values == [b"line 0", b'{"msg": "cut \\ud800", "n": 1e400}', b'{"a": NaN}', b"line 1", b"line 2"]
+    assert batch.invalid_lines == [3]  # NaN is no JSON; the lone surrogate and 1e400 the parsers read
+    assert decode_body(b"[]", "log", None).values == []
 
 
 def test_request_id_path_of_a_json_gateway_format_and_of_configured_app_fields() -> None:
