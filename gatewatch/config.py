@@ -425,7 +425,8 @@ class HttpIngestConfig(_Section):
     )
     max_in_flight_bytes: int = Field(
         64 * 1024 * 1024, gt=0,
-        description="Bodies being read and produced at once; a request beyond it is answered 429 with Retry-After.",
+        description="Bodies being read and produced at once, and 1 KiB a record of them; a request beyond it is "
+        "answered 429 with Retry-After, a batch that alone holds more 413.",
     )  # fmt: skip
     produce_timeout_secs: float = Field(
         30.0, gt=0, description="Kafka must acknowledge a batch within this, else 503 with Retry-After."

@@ -80,6 +80,12 @@ _BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _REMEMBERED_BATCHES = 10_000
 _READ_CHUNK_BYTES = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
+RECORD_BYTES = 1024
+"""What a record holds of ``max_in_flight_bytes`` until its batch is durable, apart from the body's bytes."""
+BODY_READ_SECS = 60.0
+"""A body not read whole in this is answered 408: a client that stops sending must not hold the budget."""
+MAX_GZIP_MEMBERS = 1000
+"""More members than this in one body is refused (400): each one costs a pass, and ``cat a.gz b.gz`` needs few."""
 
 
 @dataclass(slots=True)
@@ -297,6 +303,10 @@ class _TrailingBytesError(Exception):
     """Bytes after the last gzip member that are not one (``args[0]``: how many)."""
 
 
+class _TooManyMembersError(Exception):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class UnpackedBatch:
     """A request body gunzipped and split into records, with the answer it gets once durable."""
@@ -358,19 +368,43 @@ class HttpIngestEndpoint:
         if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
             return IngestAnswer(400, {"error": "Idempotency-Key must match [A-Za-z0-9._-]{1,128}"})
         # Reserve what the body can grow to before reading it: a gunzipped body may reach the limit.
-        reserved = length if length is not None and encoding == "identity" else limit
+        declared = length is not None and headers("transfer-encoding") is None
+        reserved = length if declared and length is not None and encoding == "identity" else limit
         if not self._budget.take(reserved):
             return IngestAnswer(429, {"error": "too many bytes in flight"}, {"Retry-After": "1"})
         try:
             try:
-                body = await _read(chunks, limit)
+                body = await asyncio.wait_for(_read(chunks, length if declared and length is not None else limit),
+                                              BODY_READ_SECS)  # fmt: skip
             except _TooLargeError:
-                return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit}"})
-            return await self._deliver(source, body, encoding == "gzip", batch_id)
+                return IngestAnswer(413, {"error": f"body larger than its Content-Length or max_body_bytes {limit}"})
+            except TimeoutError:
+                return IngestAnswer(408, {"error": f"the body did not arrive within {BODY_READ_SECS:g} s"})
+            loop = asyncio.get_running_loop()
+            unpacked = await loop.run_in_executor(None, self._unpack, source, body, encoding == "gzip", batch_id)
+            del body
+            if isinstance(unpacked, IngestAnswer):
+                return unpacked
+            return await self._deliver_held(unpacked)
         finally:
             self._budget.give(reserved)
 
-    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+    async def _deliver_held(self, unpacked: UnpackedBatch) -> IngestAnswer:
+        # Records cost memory apart from the body's bytes (a 10 MiB body of 2-byte lines is five million):
+        # each one holds RECORD_BYTES of the budget until the batch is durable.
+        records = len(unpacked.batch.values)
+        held = records * RECORD_BYTES
+        if held > self._budget.limit_bytes:
+            error = f"{records} records: more than max_in_flight_bytes holds at {RECORD_BYTES} bytes a record"
+            return IngestAnswer(413, {"error": error + "; send smaller batches"})
+        if not self._budget.take(held):
+            return IngestAnswer(429, {"error": "too many records in flight"}, {"Retry-After": "1"})
+        try:
+            return await self._deliver(unpacked)
+        finally:
+            self._budget.give(held)
+
+    async def _deliver(self, unpacked: UnpackedBatch) -> IngestAnswer:
         """Make the batch durable and answer; the bytes reserved for it stay taken until this returns."""
         raise NotImplementedError
 
@@ -384,6 +418,8 @@ class HttpIngestEndpoint:
                 return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit} once gunzipped"})
             except zlib.error:
                 return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
+            except _TooManyMembersError:
+                return IngestAnswer(400, {"error": f"more than {MAX_GZIP_MEMBERS} gzip members in one body"})
             except _TrailingBytesError as error:
                 return IngestAnswer(400, {"error": f"Content-Encoding gzip, but the last {error.args[0]} bytes "
                                                    "of the body are not a gzip member"})  # fmt: skip
@@ -423,15 +459,13 @@ class HttpIngest(HttpIngestEndpoint):
         except KafkaError:
             pass
 
-    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
+    async def _deliver(self, unpacked: UnpackedBatch) -> IngestAnswer:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._ingest, source, body, gzipped, batch_id)
+        return await loop.run_in_executor(None, self._ingest, unpacked)
 
-    def _ingest(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
-        """Gunzip, decode and produce one batch; runs in a worker thread (produce waits for the broker)."""
-        unpacked = self._unpack(source, body, gzipped, batch_id)
-        if isinstance(unpacked, IngestAnswer):
-            return unpacked
+    def _ingest(self, unpacked: UnpackedBatch) -> IngestAnswer:
+        """Produce one batch; runs in a worker thread (produce waits for the broker)."""
+        source = unpacked.source
         batch, batch_id, status, answer = unpacked.batch, unpacked.batch_id, unpacked.status, unpacked.answer
         remembered = f"{source}:{batch_id}"
         with self._lock:
@@ -475,24 +509,31 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     # RFC 1952: a gzip file is one or more members (``cat a.gz b.gz``); each is inflated in turn
     # and ``limit`` caps their total. Bytes after a member that do not start another are refused
     # (as Python's gzip.decompress does), never dropped unseen: they may be a shipper's records.
+    # The body is fed in pieces, so what zlib copies past a member's end is one piece at most: fed
+    # whole, a body of many empty members cost a copy of the rest for each (minutes for 2 MiB).
     out = bytearray()
-    data = body
-    while True:
+    view = memoryview(body)
+    at = 0
+    for _ in range(MAX_GZIP_MEMBERS):
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending: bytes | memoryview = b""
         while not decompressor.eof:
+            if not pending:
+                pending = view[at : at + _READ_CHUNK_BYTES]
+                at += len(pending)
+                if not pending:
+                    raise zlib.error("truncated gzip stream")
             # In steps, so a small body that inflates to gigabytes stops at the limit.
-            chunk = decompressor.decompress(data, _READ_CHUNK_BYTES)
-            data = decompressor.unconsumed_tail
-            if not chunk and not data and not decompressor.eof:  # an empty member ends with no output
-                raise zlib.error("truncated gzip stream")
-            out += chunk
+            out += decompressor.decompress(pending, _READ_CHUNK_BYTES)
+            pending = decompressor.unconsumed_tail
             if len(out) > limit:
                 raise _TooLargeError
-        data = decompressor.unused_data
-        if not data:
+        at -= len(decompressor.unused_data)  # read past the member's end: the next one starts there
+        if at >= len(body):
             return bytes(out)
-        if data[:2] != _GZIP_MAGIC:
-            raise _TrailingBytesError(len(data))
+        if view[at : at + 2] != _GZIP_MAGIC:
+            raise _TrailingBytesError(len(body) - at)
+    raise _TooManyMembersError
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -518,11 +559,7 @@ class LocalHttpIngest(HttpIngestEndpoint):
         super().__init__(config, metrics)
         self._pipeline = pipeline
 
-    async def _deliver(self, source: str, body: bytes, gzipped: bool, batch_id: str | None) -> IngestAnswer:
-        loop = asyncio.get_running_loop()
-        unpacked = await loop.run_in_executor(None, self._unpack, source, body, gzipped, batch_id)
-        if isinstance(unpacked, IngestAnswer):
-            return unpacked
+    async def _deliver(self, unpacked: UnpackedBatch) -> IngestAnswer:
         offered = self._pipeline.offer(unpacked)
         if isinstance(offered, IngestAnswer):
             return offered

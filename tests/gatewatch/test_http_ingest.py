@@ -101,7 +101,8 @@ def test_a_broken_array_keeps_its_elements_up_to_the_break() -> None:
 def test_one_element_orjson_refuses_costs_that_element_only() -> None:
     # A red-team trial: one lone surrogate escape (or 1e400) in an array of 3,000 records lost all of them.
     elements = [b'{"log": "line %d"}' % i for i in range(3)]
-    body = b"[" + b", ".join([*elements[:1], b'{"msg": "cut \\ud800", "n": 1e400}', b'{"a": NaN}', *elements[1:]]) + b"]"
+    odd = [b'{"msg": "cut \\ud800", "n": 1e400}', b'{"a": NaN}']
+    body = b"[" + b", ".join([*elements[:1], *odd, *elements[1:]]) + b"]"
     batch = decode_body(body, "log", None)
     assert batch.values == [b"line 0", b'{"msg": "cut \\ud800", "n": 1e400}', b'{"a": NaN}', b"line 1", b"line 2"]
     assert batch.invalid_lines == [3]  # NaN is no JSON; the lone surrogate and 1e400 the parsers read
@@ -322,7 +323,8 @@ def test_bodies_beyond_the_in_flight_budget_are_answered_429_and_the_budget_come
 
     producer = Stuck()
     app = FastAPI()
-    add_routes(app, HttpIngest(_config(max_in_flight_bytes=200), ServeMetrics(), producer=producer))
+    # One batch holds its 160 bytes and 40 records of RECORD_BYTES: 41,120 of 50,000; a second one does not fit.
+    add_routes(app, HttpIngest(_config(max_in_flight_bytes=50_000), ServeMetrics(), producer=producer))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     body = b'"x"\n' * 40  # 160 bytes
 
@@ -341,3 +343,60 @@ def test_bodies_beyond_the_in_flight_budget_are_answered_429_and_the_budget_come
     first, second, retry_after, third = asyncio.run(scenario())
     assert (second, retry_after) == (429, "1")
     assert first == third == 503  # both reached the (unanswering) broker: the budget was given back
+
+
+def test_gzip_of_many_empty_members_is_refused_at_once() -> None:
+    # A red-team trial: 2 MiB of empty members took 27 s (a copy of the rest a member), six tied up every worker.
+    import time
+
+    from gatewatch.http_ingest import MAX_GZIP_MEMBERS, _TooManyMembersError
+
+    empty = gzip.compress(b"")
+    started = time.process_time()
+    with pytest.raises(_TooManyMembersError):
+        _gunzip(empty * (2 * 1024 * 1024 // len(empty)), 10_000_000)
+    assert time.process_time() - started < 1.0
+    assert _gunzip(gzip.compress(b'"a"\n') * MAX_GZIP_MEMBERS, 10_000_000) == b'"a"\n' * MAX_GZIP_MEMBERS
+
+
+def test_records_hold_the_in_flight_budget_so_tiny_lines_cannot_blow_up_memory() -> None:
+    # A red-team trial: a 10 MiB body of "0\n" lines is five million records (3.1 GB, the pipeline stalled).
+    from gatewatch.http_ingest import RECORD_BYTES
+
+    client = _Client(max_in_flight_bytes=100 * RECORD_BYTES)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answer = client.post("/v1/ingest/gateway", content=b"0\n" * 101, headers=auth)
+    assert answer.status_code == 413 and "send smaller batches" in answer.json()["error"]
+    assert client.producer.sent == 0
+    answer = client.post("/v1/ingest/gateway", content=b'"x"\n' * 90, headers=auth)
+    assert answer.status_code == 503 and client.producer.sent == 1  # it fits: on to the (unanswering) broker
+
+
+def test_a_declared_length_is_not_a_reservation_a_chunked_body_can_pass() -> None:
+    # Content-Length: 1 with Transfer-Encoding: chunked reserved 1 byte, then read the whole chunked body.
+    config = _config(max_in_flight_bytes=50_000, max_body_bytes=5_000)
+    endpoint = HttpIngest(config, ServeMetrics(), producer=_Producer())
+    reserved: list[int] = []
+    real_take = endpoint._budget.take
+    endpoint._budget.take = lambda size: reserved.append(size) or real_take(size)  # type: ignore[method-assign]
+    headers = {"authorization": f"Bearer {TOKEN}", "content-length": "1", "transfer-encoding": "chunked"}
+
+    async def chunks() -> Any:
+        yield b'"x"\n' * 10
+
+    answer = asyncio.run(endpoint.handle("gateway", headers.get, chunks()))
+    assert answer.status == 503 and reserved[0] == 5_000  # the whole max_body_bytes, not the 1 byte declared
+
+
+def test_a_body_that_stops_arriving_is_answered_408_and_gives_the_budget_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gatewatch.http_ingest
+
+    monkeypatch.setattr(gatewatch.http_ingest, "BODY_READ_SECS", 0.2)
+    endpoint = HttpIngest(_config(), ServeMetrics(), producer=_Producer())
+
+    async def stalled() -> Any:
+        yield b'"x"\n'
+        await asyncio.sleep(60)
+
+    answer = asyncio.run(endpoint.handle("gateway", {"authorization": f"Bearer {TOKEN}"}.get, stalled()))
+    assert answer.status == 408 and endpoint._budget.used_bytes == 0
