@@ -180,8 +180,9 @@ class Topics:
     def partitions(self) -> list[TopicPartition]:
         return [TopicPartition(self.names[s], p) for s in ("gateway", "app") for p in range(self.counts[s])]
 
-    def produce(self, lines: list[Line], pause_every: int = 0, pause_secs: float = 0.0) -> None:
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+    def produce(self, lines: list[Line], pause_every: int = 0, pause_secs: float = 0.0,
+                compression: str | None = None) -> None:  # fmt: skip
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, compression_type=compression)
         try:
             futures = []
             for n, line in enumerate(lines, start=1):

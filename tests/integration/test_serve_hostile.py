@@ -71,3 +71,20 @@ def test_serve_stores_hostile_records_once_and_alerts_as_replay(topics: Topics, 
     alerts = stored_alerts(store)
     assert alerts == replay_alerts(config, lines, tmp_path)
     assert any(entity == "10.9.9.9" for _, _, _, entity, *_ in alerts)
+
+
+def test_serve_reads_batches_in_every_kafka_compression(topics: Topics, tmp_path: Path) -> None:
+    # A shipper trial: a topic with compression.type=lz4 (or a Fluent Bit producer compressing) stopped all
+    # ingest, spinning on "Libraries for lz4 compression codec not found". Kafka has these four codecs.
+    lines = sorted(build_traffic(200), key=lambda line: line.ts)
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    for n, codec in enumerate(codecs):
+        topics.produce(lines[n::len(codecs)], compression=codec)
+    config = topics.config(tmp_path)
+    store = tmp_path / "store.duckdb"
+    serve = Serve(config, store, tmp_path / "serve.log")
+    wait_for(lambda: serve.metric("component_received_events_total") >= len(lines), 60, "every record", serve)
+    wait_for(topics.all_committed, 60, "every offset committed", serve)
+    assert serve.stop() == 0, serve.output()
+    assert "poll_failed" not in serve.output()
+    assert stored_origins(store) == topics.expected_origins()  # every record exactly once
