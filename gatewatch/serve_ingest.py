@@ -57,6 +57,7 @@ is down every partition is paused and the same batch is retried.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -80,6 +81,8 @@ from ingest.sinks.base import Batch
 from ingest.sources.kafka import KafkaSource, stream_name
 
 log = logging.getLogger("gatewatch.serve")
+UNWRAP_WARNING_SECS = 60.0
+"""At most one ``unwrap_missed`` warning in this (the count is in ``component_errors_total`` all along)."""
 
 EVENTS_PER_MESSAGE = 5_000
 # An events message takes the next input's rows while it is below this (an input's rows alone may pass it:
@@ -192,6 +195,7 @@ class IngestStage:
         self._assigned_at = time.monotonic()
         self._last_progress_at = 0.0
         self._last_lag_at = 0.0
+        self._unwrap_warned_at = -math.inf
         self._resume_retry_at = 0.0
         self._pending_assignment: frozenset[TopicPartition] | None = None
         self._in_flight: deque[_InFlight] = deque()
@@ -275,6 +279,13 @@ class IngestStage:
             metrics.record_received(tp.topic, info.count, info.value_bytes)
         if source.unwrap_misses:
             metrics.record_error("unwrap", "not_a_wrapped_record", source.unwrap_misses)
+            if time.monotonic() - self._unwrap_warned_at >= UNWRAP_WARNING_SECS:
+                # Each such record is parsed as it is, and its dead letter names the parse, not the key.
+                self._unwrap_warned_at = time.monotonic()
+                log.warning(kv("unwrap_missed", records=source.unwrap_misses,
+                               hint="messages not wrapped as kafka.unwrap says are parsed as they are: set "
+                                    "kafka.unwrap.<side> to where the shipper puts the line (Fluent Bit: log, "
+                                    "Fluentd: message; none: the message is the line)"))  # fmt: skip
             source.unwrap_misses = 0
         events, dead_letters = parse_records(self._parsers, records)
         assert self.topics is not None

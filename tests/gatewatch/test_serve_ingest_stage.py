@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from kafka import TopicPartition
 
@@ -208,3 +209,24 @@ def test_a_partition_moved_away_drops_its_lag_series(harness: Harness) -> None:
     harness.stage.step()
     assert {labels["topic"] for metric in lag.collect() for labels in (s.labels for s in metric.samples)} == {
         APP.topic}  # fmt: skip
+
+
+def test_messages_not_wrapped_as_configured_are_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # A shipper trial: kafka.unwrap.app log, Fluentd putting the line under "message": every record a dead letter
+    # "missing_timestamp", nothing logged, the user debugging timestamps instead of the unwrap key.
+    h = Harness()
+    config = parse_config({"kafka": {"unwrap": {"gateway": "log"}}})
+    h.stage._source = KafkaSource(config.kafka, consumer=h.consumer)  # type: ignore[arg-type]
+    h.consumer.logs[GW] += [b'{"message": ' + orjson.dumps(_line(s, f"r{s}").decode()) + b"}" for s in range(3)]
+    try:
+        h.assign(GW, APP)
+        with caplog.at_level("WARNING", logger="gatewatch.serve"):
+            h.stage.step()
+            h.consumer.logs[GW].append(_line(5, "r5"))
+            h.stage.step()
+        warnings = [r.getMessage() for r in caplog.records if "unwrap_missed" in r.getMessage()]
+        assert len(warnings) == 1 and "records=3" in warnings[0] and "kafka.unwrap.<side>" in warnings[0]
+    finally:
+        h.sink.release()
+        assert h.shared.writer is not None
+        h.shared.writer.close()
