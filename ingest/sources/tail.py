@@ -27,6 +27,7 @@ import glob
 import gzip
 import logging
 import os
+from stat import S_ISREG
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,7 @@ class Follower:
         self._positions: dict[str, int] = dict(positions) if positions is not None else self._load_positions()
         self._pending: dict[str, int] = {}  # handed out but not committed
         self._open: dict[str, _Open] = {}  # by fingerprint
+        self._skipped: set[str] = set()  # matched paths that are no regular file (warned once)
 
     def _load_positions(self) -> dict[str, int]:
         try:
@@ -154,6 +156,9 @@ class Follower:
                         stat = os.stat(path)
                     except OSError:
                         continue
+                    if not S_ISREG(stat.st_mode):
+                        self._skip_special(path)  # a FIFO blocks the open, a device never ends
+                        continue
                     known = seen_inodes.get(stat.st_ino)
                     if known is not None and not known.compressed:
                         if stat.st_size < known.offset or _fingerprint(path) not in (known.fingerprint, None):
@@ -162,6 +167,11 @@ class Follower:
                             known.path = path  # the same file, perhaps renamed: read on
                             continue
                     self._try_open(path, dataset, stat.st_ino)
+
+    def _skip_special(self, path: str) -> None:
+        if path not in self._skipped:
+            self._skipped.add(path)
+            log.warning("follow_skipped path=%s reason=not_a_regular_file", path)
 
     def _try_open(self, path: str, dataset: Dataset, inode: int) -> None:
         try:
@@ -210,11 +220,22 @@ class Follower:
             log.warning("follow_read_failed path=%s error=%r", opened.path, str(error))
             self._close(opened)
             return
-        if not chunk and not opened.buffer:
+        if not chunk:
+            # A rotated .gz does not grow; a file deleted or replaced was read to its end. Either way a
+            # last line without its newline will get none: it is handed out as it is (replay does the same).
+            if not (opened.compressed or not _exists_same(opened)):
+                return
+            if opened.buffer and not opened.skipping:
+                stream = f"file:{opened.fingerprint}"
+                records.append(RawRecord(Origin(opened.dataset, stream, opened.offset),
+                                         opened.buffer[: self.max_line_bytes + 1]))  # fmt: skip
+                opened.offset += len(opened.buffer)
+                opened.buffer = b""
+                self._pending[opened.fingerprint] = opened.offset
             if opened.compressed:
-                opened.done = True  # a rotated .gz does not grow
-            elif not _exists_same(opened):
-                self._close(opened)  # deleted or replaced, and read to its end
+                opened.done = True
+            else:
+                self._close(opened)  # its descriptor too: a deleted file's space is freed
             return
         data = opened.buffer + chunk
         start = 0

@@ -157,3 +157,28 @@ def test_a_line_longer_than_max_line_bytes_is_cut_without_being_held_whole(tmp_p
     _append(log, b"tail of it\n" + _lines(1, 1))
     got += follower.poll()
     assert [len(r.line) for r in got] == [1001, len(_lines(1, 1)) - 1]
+
+
+def test_a_fifo_matched_by_the_glob_is_skipped_not_opened(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A red-team trial: mkfifo access.log.1 blocked the pipeline thread in open(), then crashed serve on seek.
+    (tmp_path / "access.log").write_bytes(_lines(1, 3))
+    os.mkfifo(tmp_path / "access.log.1")
+    follower = _follower(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert _texts(follower.poll()) == _expected(1, 3)
+        follower.poll()
+    assert [r.getMessage() for r in caplog.records if "follow_skipped" in r.getMessage()] == [
+        f"follow_skipped path={tmp_path / 'access.log.1'} reason=not_a_regular_file"]
+
+
+def test_a_deleted_files_last_line_without_newline_is_handed_out_and_the_file_let_go(tmp_path: Path) -> None:
+    # A red-team trial: the unfinished last line of a rotated-away file was neither stored nor dead-lettered,
+    # and its descriptor stayed open (the disk space of the deleted file never freed).
+    log = tmp_path / "access.log"
+    log.write_bytes(_lines(1, 2) + b"line 000003 cut")
+    follower = _follower(tmp_path)
+    assert _texts(follower.poll()) == _expected(1, 2)
+    log.unlink()
+    assert [record.line for record in follower.poll()] == [b"line 000003 cut"]
+    assert follower._open == {}
+    assert follower.poll() == []
