@@ -4,7 +4,8 @@
 
     Authorization: Bearer TOKEN       sha256(TOKEN) hex must be in http_ingest.tokens.<source>
     Content-Encoding: gzip            optional; several members (``cat a.gz b.gz``) are one body
-    Idempotency-Key: BATCH-ID         optional, [A-Za-z0-9._-]{1,128}; default: sha256 of the gunzipped body
+    Idempotency-Key: KEY              optional, [A-Za-z0-9._-]{1,128}; the batch id is KEY.<sha256 of the
+                                      gunzipped body, 16 hex digits>, else that sha256 (32 digits)
     body                              a JSON array (Fluent Bit ``format json``, Fluentd ``out_http`` with
                                       ``json_array true``) or one JSON value a line (NDJSON, Fluent Bit
                                       ``format json_lines``); a record is an object (the shipper's record,
@@ -423,7 +424,11 @@ class HttpIngestEndpoint:
             except _TrailingBytesError as error:
                 return IngestAnswer(400, {"error": f"Content-Encoding gzip, but the last {error.args[0]} bytes "
                                                    "of the body are not a gzip member"})  # fmt: skip
-        batch_id = batch_id or hashlib.sha256(body).hexdigest()[:32]
+        # A key names the batch its client means, the digest what it holds: a key used again for other
+        # records (a shipper's counter after a restart, two shippers counting alike) is another batch,
+        # never taken for the first one (answered "duplicate", or stored under its ids) and so lost.
+        digest = hashlib.sha256(body).hexdigest()
+        batch_id = f"{batch_id}.{digest[:16]}" if batch_id else digest[:32]
         batch = decode_body(body, self._unwrap[source], self._key_paths[source])
         answer: dict[str, Any] = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
         if batch.invalid_lines:

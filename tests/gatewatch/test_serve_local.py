@@ -136,6 +136,26 @@ def test_a_batch_is_stored_once_and_a_retry_is_answered_without_feeding_it_again
     assert state is not None and state.batches == [f"gateway:{first.json()['batch_id']}"]
 
 
+def test_an_idempotency_key_sent_again_with_other_records_is_another_batch(tmp_path: Path) -> None:
+    # A red-team trial: batch B posted under A's key was answered 200 "duplicate" and never stored.
+    store = _Store()
+    local = _Local(tmp_path, store)
+    first, other = _body(0, 3), _body(10, 2)
+    keyed = {**AUTH, "Idempotency-Key": "batch-1"}
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.post("/v1/ingest/gateway", content=body, headers=keyed) for body in (first, other, first)]
+
+    try:
+        a, b, retried = local.run(scenario)
+    finally:
+        assert local.close() == 0
+    assert [r.status_code for r in (a, b, retried)] == [200, 200, 200]
+    assert "duplicate" not in b.json() and retried.json()["duplicate"] is True
+    assert a.json()["batch_id"].startswith("batch-1.") and a.json()["batch_id"] != b.json()["batch_id"]
+    assert sorted(store.ids) == sorted(_ids(a.json()["batch_id"], 3) + _ids(b.json()["batch_id"], 2))
+
+
 def test_store_down_answers_503_with_retry_after_and_the_retry_waits_for_the_batch_in_hand(tmp_path: Path) -> None:
     store = _Store()
     store.down.set()
@@ -229,8 +249,8 @@ def test_a_checkpoint_waits_until_the_forwarders_settled_the_alert_events_it_cov
             time.sleep(0.01)
         pipeline._save_held()
         state = load_local_state(tmp_path / "cp")
-        assert state is not None and state.logged_seq == 1 and state.batches == ["gateway:batch-a"]
-        assert [logged.batch_id for logged in BatchLog(tmp_path / "cp.batches").read(0)] == ["batch-b"]
+        assert state is not None and state.logged_seq == 1 and state.batches == [f"gateway:{a.batch_id}"]
+        assert [logged.batch_id for logged in BatchLog(tmp_path / "cp.batches").read(0)] == [b.batch_id]
         pipeline._checkpoint()  # nothing queued now: B's state saved at once, the log emptied
         assert load_local_state(tmp_path / "cp").logged_seq == 2  # type: ignore[union-attr]
         assert BatchLog(tmp_path / "cp.batches").read(0) == [] and gate.sent == [hostile_events()[0].id]
