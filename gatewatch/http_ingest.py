@@ -9,7 +9,8 @@
     body                              a JSON array (Fluent Bit ``format json``, Fluentd ``out_http`` with
                                       ``json_array true``) or one JSON value a line (NDJSON, Fluent Bit
                                       ``format json_lines``); a record is an object (the shipper's record,
-                                      its log line under ``http_ingest.unwrap.<source>``) or a string (the line)
+                                      its log line under ``http_ingest.unwrap.<source>``) or a string (the line;
+                                      one holding newlines is that many lines)
 
 Answers (JSON): 200 ``{accepted, batch_id}``; 400 the same plus ``invalid_lines`` (1-based line numbers,
 or element numbers of an array) whose records did not decode: they are produced too, as sent, and
@@ -216,18 +217,32 @@ def _add_record(
     batch: DecodedBatch, item: Any, raw: bytes, n: int, unwrap: str | None, key_path: tuple[str, ...] | None
 ) -> None:
     if isinstance(item, str):
-        _add(batch, item.encode(), _line_key(item, key_path), n, valid=True)
+        _add_lines(batch, item, n, key_path)
         return
     if not isinstance(item, dict):
         _add(batch, raw, None, n, valid=False)
         return
     inner = item.get(unwrap) if unwrap is not None else None
     if isinstance(inner, str):
-        _add(batch, inner.encode(), _line_key(inner, key_path), n, valid=True)
+        _add_lines(batch, inner, n, key_path)
     elif isinstance(inner, dict):
         _add(batch, orjson.dumps(inner), record_key(inner, key_path), n, valid=True)
     else:  # the record as sent: a value only the parsers' lenient reader takes (1e400) is theirs to flag
         _add(batch, raw.strip(), record_key(item, key_path), n, valid=True)
+
+
+def _add_lines(batch: DecodedBatch, text: str, n: int, key_path: tuple[str, ...] | None) -> None:
+    """A log line given as a string: each line of it a record (a runtime's trailing newline dropped).
+
+    A line holds no newline; a string with one is two lines a shipper put in one record, and read as one
+    they would mix two requests' fields (a red-team trial), the first one lost without a dead letter.
+    """
+    if "\n" not in text:
+        _add(batch, text.encode(), _line_key(text, key_path), n, valid=True)
+        return
+    for line in text.removesuffix("\n").split("\n"):
+        line = line.removesuffix("\r")
+        _add(batch, line.encode(), _line_key(line, key_path), n, valid=True)
 
 
 def _line_key(line: str, key_path: tuple[str, ...] | None) -> bytes | None:

@@ -400,3 +400,10 @@ def test_a_body_that_stops_arriving_is_answered_408_and_gives_the_budget_back(mo
 
     answer = asyncio.run(endpoint.handle("gateway", {"authorization": f"Bearer {TOKEN}"}.get, stalled()))
     assert answer.status == 408 and endpoint._budget.used_bytes == 0
+
+
+def test_a_string_holding_two_lines_is_two_records() -> None:
+    # A red-team trial: one JSON string with two access lines parsed as one event mixing both requests' fields.
+    batch = decode_body(b'[{"log": "first line\\nsecond line\\n"}, "third\\r\\nfourth", {"log": "fifth\\n"}]', "log", None)
+    assert batch.values == [b"first line", b"second line", b"third", b"fourth", b"fifth"]
+    assert batch.invalid_lines == []
