@@ -138,6 +138,15 @@ def test_event_every_text_field_and_label(redactor: Redactor) -> None:
     assert dict(out.labels)["req.x-api-key"].startswith("[REDACTED:secret h=")
 
 
+def test_a_numeric_token_id_stays_what_revocation_lists_name(redactor: Redactor) -> None:
+    # A red-team trial: jti 1798412345678901231 passes Luhn, was stored as a card number, and its revocation
+    # went unseen (the list holds the raw id). A card number elsewhere in the same record is still redacted.
+    luhn_jti = "1798412345678901231"
+    out = redactor.redact(event(request_id="r-1", token_jti=luhn_jti, message=f"charged {PAN}"))
+    assert out.token_jti == luhn_jti and PAN not in repr(out)
+    assert PAN not in repr(redactor.redact(event(request_id="r-1", token_jti=f"card {PAN}")))  # text, not an id
+
+
 def test_dead_letter_raw_line_and_detail(redactor: Redactor) -> None:
     raw = f'{{"ts": "x", "card": "{PAN}", "auth": "Bearer {TOKEN}"}}'.encode() + b"\xff"
     letter = DeadLetter(Origin(Dataset.APP, "app.log", 3), "invalid_value", f"ts: {PAN!r} is not ISO", raw)
