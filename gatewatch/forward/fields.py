@@ -12,9 +12,9 @@ in extension values, as its specification asks.)
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ingest.alerts import Alert
+from ingest.alerts import Alert, AlertEvent
 
 _NEUTRAL = {c: 0x2400 + c for c in range(0x20)} | {0x7F: 0x2421}
 _NEUTRAL |= {c: 0xFFFD for c in range(0x80, 0xA0)}
@@ -69,3 +69,27 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+SHORT_TEXT_CHARS = 1024
+SHORT_REQUEST_IDS = 10
+
+
+def shortened(event: AlertEvent) -> AlertEvent:
+    """``event`` with each text cut to :data:`SHORT_TEXT_CHARS` (and ``…``) and its first
+    :data:`SHORT_REQUEST_IDS` request ids: for a transport with a size limit (a UDP datagram),
+    where the alert as it is would not go at all. Values come from logs: a 34 KB path would
+    otherwise keep the alert from the SIEM."""
+    alert = event.alert
+    cut_details = {key: _cut(value) if isinstance(value, str) else value for key, value in alert.details.items()}
+    short = replace(
+        alert, entity_value=_cut(alert.entity_value), summary=_cut(alert.summary),
+        reason=None if alert.reason is None else _cut(alert.reason),
+        request_ids=tuple(_cut(request_id) for request_id in alert.request_ids[:SHORT_REQUEST_IDS]),
+        details=cut_details,
+    )  # fmt: skip
+    return AlertEvent(short, event.state, event.sequence, event.at, event.epoch)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHORT_TEXT_CHARS else text[:SHORT_TEXT_CHARS] + "…"

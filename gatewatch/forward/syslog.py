@@ -24,13 +24,15 @@ from detectors.base import Severity
 from gatewatch.errors import DeliveryError
 from gatewatch.forward.cef import cef_line
 from gatewatch.forward.config import SyslogForwarderConfig
-from gatewatch.forward.fields import alert_fields, neutral
+from gatewatch.forward.fields import alert_fields, neutral, shortened
 from ingest.alerts import AlertEvent
 from ingest.ecs import iso
 
 # Syslog severity (RFC 5424 6.2.1): critical 2, error 3, warning 4, notice 5.
 SYSLOG_SEVERITY: dict[str, int] = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
 BOM = "\ufeff"
+MAX_DATAGRAM_BYTES = 65_000
+"""A UDP message longer than this (IPv4's limit is 65,507) is sent with its texts cut (``fields.shortened``)."""
 
 
 def escape_param(value: str) -> str:
@@ -104,6 +106,8 @@ class SyslogForwarder:
         message = syslog_message(event, self.config, self.hostname)
         try:
             if self.config.transport == "udp":
+                if len(message) > MAX_DATAGRAM_BYTES:  # sent cut rather than not at all
+                    message = syslog_message(shortened(event), self.config, self.hostname)
                 self._send_udp(message)
                 return
             if self.config.format == "cef":
