@@ -22,7 +22,8 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from gatewatch.errors import ConfigError
-from gatewatch.http_ingest import MAX_RECORD_BYTES, record_key, request_id_paths
+from gatewatch.http_body import MAX_RECORD_BYTES, record_key
+from gatewatch.http_ingest import request_id_paths
 from ingest.records import Dataset, RawRecord
 from ingest.sources.kafka import ORIGIN_HEADER
 from ingest.sources.kafka_settings import client_settings

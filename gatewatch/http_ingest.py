@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import re
 import threading
@@ -50,14 +49,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from gatewatch.http_body import (
+    MAX_GZIP_MEMBERS, MAX_RECORD_BYTES, DecodedBatch, TooLargeError, TooManyMembersError, TrailingBytesError,
+    decode_body, gunzip,
+)  # fmt: skip
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
-from ingest.parsers.decode import lenient_json_value
 from ingest.sources.kafka import ORIGIN_HEADER
 from ingest.sources.kafka_settings import client_settings
 
@@ -66,8 +67,8 @@ if TYPE_CHECKING:
     from gatewatch.serve_local import LocalPipeline
 
 __all__ = [
-    "DecodedBatch", "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "LocalHttpIngest", "UnpackedBatch",
-    "add_routes", "decode_body", "record_key", "request_id_paths",
+    "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "LocalHttpIngest", "UnpackedBatch", "add_routes",
+    "request_id_paths",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -75,28 +76,12 @@ log = logging.getLogger(__name__)
 SOURCES = ("gateway", "app")
 # The metrics' ``source`` label of a request to a path that is no source (answered 404).
 _UNKNOWN_SOURCE = "unknown"
-# Kafka's default message limit is 1 MB: a longer record is cut (it is far past max_line_bytes,
-# so it still becomes an "oversized" dead letter, with its start kept).
-MAX_RECORD_BYTES = 512 * 1024
 _BATCH_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _REMEMBERED_BATCHES = 10_000
-_READ_CHUNK_BYTES = 64 * 1024
-_GZIP_MAGIC = b"\x1f\x8b"
 RECORD_BYTES = 1024
 """What a record holds of ``max_in_flight_bytes`` until its batch is durable, apart from the body's bytes."""
 BODY_READ_SECS = 60.0
 """A body not read whole in this is answered 408: a client that stops sending must not hold the budget."""
-MAX_GZIP_MEMBERS = 1000
-"""More members than this in one body is refused (400): each one costs a pass, and ``cat a.gz b.gz`` needs few."""
-
-
-@dataclass(slots=True)
-class DecodedBatch:
-    """A body split into records: the message value and key of each, and the numbers of those that did not decode."""
-
-    values: list[bytes] = field(default_factory=list)
-    keys: list[bytes | None] = field(default_factory=list)
-    invalid_lines: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,152 +113,6 @@ def _leaves(mapping: dict[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[
             yield from _leaves(value, (*prefix, key))
         else:
             yield (*prefix, key), value
-
-
-def decode_body(body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None) -> DecodedBatch:
-    """Split ``body`` (a JSON array, else one JSON value a line) into message values and keys.
-
-    A record that does not decode is kept as its raw bytes (downstream it becomes
-    a dead letter with its origin) and its number is listed in ``invalid_lines``.
-    A body that starts as an array but is not one is a single invalid record.
-    """
-    batch = DecodedBatch()
-    start = body.lstrip()[:1]
-    if start == b"[":
-        try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            _add_elements(batch, body, unwrap, key_path)
-            return batch
-        if isinstance(items, list):
-            for n, item in enumerate(items, start=1):
-                _add_record(batch, item, orjson.dumps(item), n, unwrap, key_path)
-            return batch
-    for n, line in enumerate(body.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        item = _json_value(line)
-        if item is _NOT_JSON:
-            _add(batch, line.rstrip(b"\r"), None, n, valid=False)
-            continue
-        _add_record(batch, item, line, n, unwrap, key_path)
-    return batch
-
-
-def _add_elements(batch: DecodedBatch, body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None) -> None:
-    """An array orjson refused, element by element: an element it refuses is that element's invalid record,
-    not the whole batch's (a red-team trial lost 2,999 records to one lone surrogate escape).
-
-    The standard library's reader finds each element's end; from an element it cannot read on, the rest
-    of the body is one invalid record, as the elements' ends cannot be told there.
-    """
-    text = body.decode("utf-8", "surrogateescape")  # bytes that are not UTF-8 stay, and fail their element
-    decoder = json.JSONDecoder()
-    at = _skip_space(text, text.index("[") + 1)
-    n = 0
-    closed = text.startswith("]", at)
-    while not closed:
-        n += 1
-        try:
-            _, end = decoder.raw_decode(text, at)
-        except (ValueError, RecursionError):
-            break
-        raw = text[at:end].encode("utf-8", "surrogateescape")
-        item = _json_value(raw)
-        if item is _NOT_JSON:
-            _add(batch, raw, None, n, valid=False)
-        else:
-            _add_record(batch, item, raw, n, unwrap, key_path)
-        at = _skip_space(text, end)
-        if not text.startswith(",", at):
-            closed = text.startswith("]", at)
-            break
-        at = _skip_space(text, at + 1)
-    rest = text[at + 1 if closed else at :].strip()
-    if rest:
-        _add(batch, rest.encode("utf-8", "surrogateescape"), None, n + 1 if closed else max(n, 1), valid=False)
-
-
-def _skip_space(text: str, at: int) -> int:
-    while at < len(text) and text[at] in " \t\r\n":
-        at += 1
-    return at
-
-
-_NOT_JSON = object()
-
-
-def _json_value(raw: bytes) -> Any:
-    """``raw``'s JSON value, also when only a value orjson refuses and the parsers read (``1e400``, a lone
-    surrogate escape: :func:`ingest.parsers.decode.lenient_json_value`) is in it; else ``_NOT_JSON``."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        value = lenient_json_value(raw, error)
-        return _NOT_JSON if value is None else value
-
-
-def _add_record(
-    batch: DecodedBatch, item: Any, raw: bytes, n: int, unwrap: str | None, key_path: tuple[str, ...] | None
-) -> None:
-    if isinstance(item, str):
-        _add_lines(batch, item, n, key_path)
-        return
-    if not isinstance(item, dict):
-        _add(batch, raw, None, n, valid=False)
-        return
-    inner = item.get(unwrap) if unwrap is not None else None
-    if isinstance(inner, str):
-        _add_lines(batch, inner, n, key_path)
-    elif isinstance(inner, dict):
-        _add(batch, orjson.dumps(inner), record_key(inner, key_path), n, valid=True)
-    else:  # the record as sent: a value only the parsers' lenient reader takes (1e400) is theirs to flag
-        _add(batch, raw.strip(), record_key(item, key_path), n, valid=True)
-
-
-def _add_lines(batch: DecodedBatch, text: str, n: int, key_path: tuple[str, ...] | None) -> None:
-    """A log line given as a string: each line of it a record (a runtime's trailing newline dropped).
-
-    A line holds no newline; a string with one is two lines a shipper put in one record, and read as one
-    they would mix two requests' fields (a red-team trial), the first one lost without a dead letter.
-    """
-    if "\n" not in text:
-        _add(batch, text.encode(), _line_key(text, key_path), n, valid=True)
-        return
-    for line in text.removesuffix("\n").split("\n"):
-        line = line.removesuffix("\r")
-        _add(batch, line.encode(), _line_key(line, key_path), n, valid=True)
-
-
-def _line_key(line: str, key_path: tuple[str, ...] | None) -> bytes | None:
-    # A line given as a string (bare, or under unwrap) may itself be a JSON record (an app line the
-    # shipper did not parse): its request id is cheap to read. Only a line that opens an object is
-    # decoded, and only for a source whose records carry a request id, so text lines cost nothing.
-    if key_path is None or line[:1] != "{":
-        return None
-    try:
-        return record_key(orjson.loads(line), key_path)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def record_key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
-    """The request id at ``path`` of a decoded JSON record, as a Kafka key (None: not there)."""
-    if path is None or not isinstance(record, dict):
-        return None
-    value: Any = record
-    for part in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value.encode() if isinstance(value, str) and value and value != "-" else None
-
-
-def _add(batch: DecodedBatch, value: bytes, key: bytes | None, n: int, valid: bool) -> None:
-    batch.values.append(value[:MAX_RECORD_BYTES])
-    batch.keys.append(key)
-    if not valid:
-        batch.invalid_lines.append(n)
 
 
 class _TokenCheck:
@@ -309,18 +148,6 @@ class _Budget:
 
     def give(self, size: int) -> None:
         self.used_bytes -= size
-
-
-class _TooLargeError(Exception):
-    pass
-
-
-class _TrailingBytesError(Exception):
-    """Bytes after the last gzip member that are not one (``args[0]``: how many)."""
-
-
-class _TooManyMembersError(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +219,7 @@ class HttpIngestEndpoint:
             try:
                 body = await asyncio.wait_for(_read(chunks, length if declared and length is not None else limit),
                                               BODY_READ_SECS)  # fmt: skip
-            except _TooLargeError:
+            except TooLargeError:
                 return IngestAnswer(413, {"error": f"body larger than its Content-Length or max_body_bytes {limit}"})
             except TimeoutError:
                 return IngestAnswer(408, {"error": f"the body did not arrive within {BODY_READ_SECS:g} s"})
@@ -429,14 +256,14 @@ class HttpIngestEndpoint:
         limit = self.settings.max_body_bytes
         if gzipped:
             try:
-                body = _gunzip(body, limit)
-            except _TooLargeError:
+                body = gunzip(body, limit)
+            except TooLargeError:
                 return IngestAnswer(413, {"error": f"body larger than max_body_bytes {limit} once gunzipped"})
             except zlib.error:
                 return IngestAnswer(400, {"error": "Content-Encoding gzip, but the body is not gzip"})
-            except _TooManyMembersError:
+            except TooManyMembersError:
                 return IngestAnswer(400, {"error": f"more than {MAX_GZIP_MEMBERS} gzip members in one body"})
-            except _TrailingBytesError as error:
+            except TrailingBytesError as error:
                 return IngestAnswer(400, {"error": f"Content-Encoding gzip, but the last {error.args[0]} bytes "
                                                    "of the body are not a gzip member"})  # fmt: skip
         # A key names the batch its client means, the digest what it holds: a key used again for other
@@ -520,40 +347,9 @@ async def _read(chunks: Any, limit: int) -> bytes:
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise _TooLargeError
+            raise TooLargeError
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    # RFC 1952: a gzip file is one or more members (``cat a.gz b.gz``); each is inflated in turn
-    # and ``limit`` caps their total. Bytes after a member that do not start another are refused
-    # (as Python's gzip.decompress does), never dropped unseen: they may be a shipper's records.
-    # The body is fed in pieces, so what zlib copies past a member's end is one piece at most: fed
-    # whole, a body of many empty members cost a copy of the rest for each (minutes for 2 MiB).
-    out = bytearray()
-    view = memoryview(body)
-    at = 0
-    for _ in range(MAX_GZIP_MEMBERS):
-        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        pending: bytes | memoryview = b""
-        while not decompressor.eof:
-            if not pending:
-                pending = view[at : at + _READ_CHUNK_BYTES]
-                at += len(pending)
-                if not pending:
-                    raise zlib.error("truncated gzip stream")
-            # In steps, so a small body that inflates to gigabytes stops at the limit.
-            out += decompressor.decompress(pending, _READ_CHUNK_BYTES)
-            pending = decompressor.unconsumed_tail
-            if len(out) > limit:
-                raise _TooLargeError
-        at -= len(decompressor.unused_data)  # read past the member's end: the next one starts there
-        if at >= len(body):
-            return bytes(out)
-        if view[at : at + 2] != _GZIP_MAGIC:
-            raise _TrailingBytesError(len(body) - at)
-    raise _TooManyMembersError
 
 
 def _int_or_none(text: str | None) -> int | None:

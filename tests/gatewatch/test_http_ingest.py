@@ -20,9 +20,8 @@ from fastapi import FastAPI
 from kafka.errors import KafkaTimeoutError
 
 from gatewatch.config import parse_config
-from gatewatch.http_ingest import (
-    HttpIngest, _gunzip, _TokenCheck, _TooLargeError, _TrailingBytesError, add_routes, decode_body,
-)  # fmt: skip
+from gatewatch.http_body import TooLargeError, TrailingBytesError, decode_body, gunzip
+from gatewatch.http_ingest import HttpIngest, _TokenCheck, add_routes
 from gatewatch.metrics import ServeMetrics
 from gatewatch.topology import build_parsers, parse_records
 from ingest.records import Dataset, Origin, RawRecord, record_id
@@ -124,25 +123,25 @@ def test_request_id_path_of_a_json_gateway_format_and_of_configured_app_fields()
 def test_gunzip_stops_at_the_limit_and_refuses_a_cut_stream() -> None:
     bomb = gzip.compress(b"\n" * 5_000_000)
     assert len(bomb) < 10_000
-    with pytest.raises(_TooLargeError):
-        _gunzip(bomb, 1_000_000)
-    assert _gunzip(bomb, 5_000_000) == b"\n" * 5_000_000
+    with pytest.raises(TooLargeError):
+        gunzip(bomb, 1_000_000)
+    assert gunzip(bomb, 5_000_000) == b"\n" * 5_000_000
     with pytest.raises(Exception, match="truncated"):
-        _gunzip(gzip.compress(b"abc" * 1000)[:-12], 1_000_000)
+        gunzip(gzip.compress(b"abc" * 1000)[:-12], 1_000_000)
 
 
 def test_gunzip_reads_every_member_under_one_limit_and_refuses_trailing_bytes() -> None:
     first, second = gzip.compress(b'"a"\n' * 100), gzip.compress(b'"b"\n' * 100)
-    assert _gunzip(first + second, 1_000_000) == b'"a"\n' * 100 + b'"b"\n' * 100
-    assert _gunzip(first + gzip.compress(b"") + second, 800) == b'"a"\n' * 100 + b'"b"\n' * 100
-    with pytest.raises(_TooLargeError):  # each member is under the limit, the two are not
-        _gunzip(first + second, 799)
-    with pytest.raises(_TrailingBytesError):
-        _gunzip(first + b'"not gzip"\n', 1_000_000)
-    with pytest.raises(_TrailingBytesError):
-        _gunzip(first + b"\0" * 8, 1_000_000)  # padding too: gzip -d only warns, Python refuses
+    assert gunzip(first + second, 1_000_000) == b'"a"\n' * 100 + b'"b"\n' * 100
+    assert gunzip(first + gzip.compress(b"") + second, 800) == b'"a"\n' * 100 + b'"b"\n' * 100
+    with pytest.raises(TooLargeError):  # each member is under the limit, the two are not
+        gunzip(first + second, 799)
+    with pytest.raises(TrailingBytesError):
+        gunzip(first + b'"not gzip"\n', 1_000_000)
+    with pytest.raises(TrailingBytesError):
+        gunzip(first + b"\0" * 8, 1_000_000)  # padding too: gzip -d only warns, Python refuses
     with pytest.raises(Exception, match="truncated"):
-        _gunzip(first + second[:-12], 1_000_000)
+        gunzip(first + second[:-12], 1_000_000)
 
 
 # -- tokens and ids ------------------------------------------------------------------------
@@ -349,14 +348,14 @@ def test_gzip_of_many_empty_members_is_refused_at_once() -> None:
     # A red-team trial: 2 MiB of empty members took 27 s (a copy of the rest a member), six tied up every worker.
     import time
 
-    from gatewatch.http_ingest import MAX_GZIP_MEMBERS, _TooManyMembersError
+    from gatewatch.http_body import MAX_GZIP_MEMBERS, TooManyMembersError
 
     empty = gzip.compress(b"")
     started = time.process_time()
-    with pytest.raises(_TooManyMembersError):
-        _gunzip(empty * (2 * 1024 * 1024 // len(empty)), 10_000_000)
+    with pytest.raises(TooManyMembersError):
+        gunzip(empty * (2 * 1024 * 1024 // len(empty)), 10_000_000)
     assert time.process_time() - started < 1.0
-    assert _gunzip(gzip.compress(b'"a"\n') * MAX_GZIP_MEMBERS, 10_000_000) == b'"a"\n' * MAX_GZIP_MEMBERS
+    assert gunzip(gzip.compress(b'"a"\n') * MAX_GZIP_MEMBERS, 10_000_000) == b'"a"\n' * MAX_GZIP_MEMBERS
 
 
 def test_records_hold_the_in_flight_budget_so_tiny_lines_cannot_blow_up_memory() -> None:
