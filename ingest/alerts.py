@@ -130,7 +130,8 @@ class AlertEvent:
                 entity_type=_typed(entity, "type", str), entity_value=_typed(entity, "value", str),
                 first_seen=epoch(_typed(doc, "first_seen", str)), last_seen=epoch(_typed(doc, "last_seen", str)),
                 count=_typed(doc, "count", int), request_ids=tuple(request_ids), summary=_typed(doc, "summary", str),
-                reason=None if reason is None else _typed(doc, "reason", str), details=doc.get("details") or {},
+                reason=None if reason is None else _typed(doc, "reason", str),
+                details=_typed(doc, "details", dict) if "details" in doc else {},
             )  # fmt: skip
             sequence = _typed(lifecycle, "sequence", int)
             event = cls(alert, AlertState(_typed(lifecycle, "state", str)), sequence,

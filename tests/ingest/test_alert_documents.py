@@ -95,6 +95,7 @@ def test_an_event_document_reads_back_into_the_same_event(epoch: str) -> None:
         (lambda d: d.update(count="2"), "'count' should be int, not str"),
         (lambda d: d.update(count=True), "'count' should be int, not bool"),
         (lambda d: d.update(entity=[]), "'entity' should be dict, not list"),
+        (lambda d: d.update(details=["n"]), "'details' should be dict, not list"),
         (lambda d: d["lifecycle"].update(state="gone"), "'gone' is not a valid AlertState"),
     ],
 )
