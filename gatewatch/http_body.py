@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,16 +33,21 @@ class DecodedBatch:
     values: list[bytes] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     invalid_lines: list[int] = field(default_factory=list)
+    max_records: int | None = None  # more raise TooManyRecordsError, before the rest is decoded
 
 
-def decode_body(body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None) -> DecodedBatch:
+def decode_body(
+    body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None, max_records: int | None = None
+) -> DecodedBatch:
     """Split ``body`` (a JSON array, else one JSON value a line) into message values and keys.
 
     A record that does not decode is kept as its raw bytes (downstream it becomes
     a dead letter with its origin) and its number is listed in ``invalid_lines``.
-    A body that starts as an array but is not one is a single invalid record.
+    An element of an array that does not decode is that element's record (see :func:`_add_elements`).
+    More than ``max_records`` records raise :class:`TooManyRecordsError` as soon as there are: a
+    10 MiB body of 2-byte lines is five million, and several at once held gigabytes.
     """
-    batch = DecodedBatch()
+    batch = DecodedBatch(max_records=max_records)
     start = body.lstrip()[:1]
     if start == b"[":
         try:
@@ -53,7 +59,7 @@ def decode_body(body: bytes, unwrap: str | None, key_path: tuple[str, ...] | Non
             for n, item in enumerate(items, start=1):
                 _add_record(batch, item, orjson.dumps(item), n, unwrap, key_path)
             return batch
-    for n, line in enumerate(body.split(b"\n"), start=1):
+    for n, line in enumerate(_lines(body), start=1):
         if not line.strip():
             continue
         item = _json_value(line)
@@ -64,12 +70,22 @@ def decode_body(body: bytes, unwrap: str | None, key_path: tuple[str, ...] | Non
     return batch
 
 
+def _lines(body: bytes) -> Iterator[bytes]:
+    """``body.split(b"\\n")``, a line at a time: a refused body stops before its millions of lines are made."""
+    start = 0
+    while (end := body.find(b"\n", start)) >= 0:
+        yield body[start:end]
+        start = end + 1
+    yield body[start:]
+
+
 def _add_elements(batch: DecodedBatch, body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None) -> None:
     """An array orjson refused, element by element: an element it refuses is that element's invalid record,
     not the whole batch's (a red-team trial lost 2,999 records to one lone surrogate escape).
 
-    The standard library's reader finds each element's end; from an element it cannot read on, the rest
-    of the body is one invalid record, as the elements' ends cannot be told there.
+    The standard library's reader finds each element's end; where it cannot read one (``{nope: 1}``),
+    the end is the next comma or bracket outside strings and brackets. Only an array cut off, whose
+    last element has no end, makes the rest of the body one invalid record.
     """
     text = body.decode("utf-8", "surrogateescape")  # bytes that are not UTF-8 stay, and fail their element
     decoder = json.JSONDecoder()
@@ -81,8 +97,11 @@ def _add_elements(batch: DecodedBatch, body: bytes, unwrap: str | None, key_path
         try:
             _, end = decoder.raw_decode(text, at)
         except (ValueError, RecursionError):
-            break
-        raw = text[at:end].encode("utf-8", "surrogateescape")
+            found = _element_end(text, at)
+            if found is None:
+                break
+            end = found
+        raw = text[at:end].rstrip().encode("utf-8", "surrogateescape")
         item = _json_value(raw)
         if item is _NOT_JSON:
             _add(batch, raw, None, n, valid=False)
@@ -96,6 +115,32 @@ def _add_elements(batch: DecodedBatch, body: bytes, unwrap: str | None, key_path
     rest = text[at + 1 if closed else at :].strip()
     if rest:
         _add(batch, rest.encode("utf-8", "surrogateescape"), None, n + 1 if closed else max(n, 1), valid=False)
+
+
+def _element_end(text: str, at: int) -> int | None:
+    """Where the array element at ``at`` ends (the ``,`` or ``]`` after it), reading it as JSON's
+    brackets and strings only; None if the text ends first."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(at, len(text)):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            if depth == 0:
+                return i if c == "]" else None
+            depth -= 1
+        elif c == "," and depth == 0:
+            return i
+    return None
 
 
 def _skip_space(text: str, at: int) -> int:
@@ -174,6 +219,8 @@ def record_key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
 
 
 def _add(batch: DecodedBatch, value: bytes, key: bytes | None, n: int, valid: bool) -> None:
+    if batch.max_records is not None and len(batch.values) >= batch.max_records:
+        raise TooManyRecordsError(batch.max_records)
     batch.values.append(value[:MAX_RECORD_BYTES])
     batch.keys.append(key)
     if not valid:
@@ -190,6 +237,10 @@ class TrailingBytesError(Exception):
 
 class TooManyMembersError(Exception):
     pass
+
+
+class TooManyRecordsError(Exception):
+    """More records than a decode was allowed (``args[0]``)."""
 
 
 def gunzip(body: bytes, limit: int) -> bytes:

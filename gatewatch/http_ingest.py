@@ -55,8 +55,8 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from gatewatch.http_body import (
-    MAX_GZIP_MEMBERS, MAX_RECORD_BYTES, DecodedBatch, TooLargeError, TooManyMembersError, TrailingBytesError,
-    decode_body, gunzip,
+    MAX_GZIP_MEMBERS, MAX_RECORD_BYTES, DecodedBatch, TooLargeError, TooManyMembersError, TooManyRecordsError,
+    TrailingBytesError, decode_body, gunzip,
 )  # fmt: skip
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
 from ingest.sources.kafka import ORIGIN_HEADER
@@ -238,8 +238,7 @@ class HttpIngestEndpoint:
         records = len(unpacked.batch.values)
         held = records * RECORD_BYTES
         if held > self._budget.limit_bytes:
-            error = f"{records} records: more than max_in_flight_bytes holds at {RECORD_BYTES} bytes a record"
-            return IngestAnswer(413, {"error": error + "; send smaller batches"})
+            return _too_many_records(str(records))
         if not self._budget.take(held):
             return IngestAnswer(429, {"error": "too many records in flight"}, {"Retry-After": "1"})
         try:
@@ -271,7 +270,11 @@ class HttpIngestEndpoint:
         # never taken for the first one (answered "duplicate", or stored under its ids) and so lost.
         digest = hashlib.sha256(body).hexdigest()
         batch_id = f"{batch_id}.{digest[:16]}" if batch_id else digest[:32]
-        batch = decode_body(body, self._unwrap[source], self._key_paths[source])
+        max_records = self._budget.limit_bytes // RECORD_BYTES
+        try:
+            batch = decode_body(body, self._unwrap[source], self._key_paths[source], max_records)
+        except TooManyRecordsError:
+            return _too_many_records(f"more than {max_records}")
         answer: dict[str, Any] = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
         if batch.invalid_lines:
             answer["invalid_lines"] = batch.invalid_lines
@@ -350,6 +353,11 @@ async def _read(chunks: Any, limit: int) -> bytes:
             raise TooLargeError
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _too_many_records(records: str) -> IngestAnswer:
+    error = f"{records} records: more than max_in_flight_bytes holds at {RECORD_BYTES} bytes a record"
+    return IngestAnswer(413, {"error": error + "; send smaller batches"})
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -105,6 +105,10 @@ def test_one_element_orjson_refuses_costs_that_element_only() -> None:
     batch = decode_body(body, "log", None)
     assert batch.values == [b"line 0", b'{"msg": "cut \\ud800", "n": 1e400}', b'{"a": NaN}', b"line 1", b"line 2"]
     assert batch.invalid_lines == [3]  # NaN is no JSON; the lone surrogate and 1e400 the parsers read
+    # An element no JSON reader takes ends at the next comma or bracket outside strings and brackets.
+    body = b'[{"log": "a"}, {nope: [1, "x,]"]}, "not \\q", {"log": "b"}]'
+    batch = decode_body(body, "log", None)
+    assert batch.values == [b"a", b'{nope: [1, "x,]"]}', b'"not \\q"', b"b"] and batch.invalid_lines == [2, 3]
     assert decode_body(b"[]", "log", None).values == []
 
 
@@ -356,6 +360,17 @@ def test_gzip_of_many_empty_members_is_refused_at_once() -> None:
         gunzip(empty * (2 * 1024 * 1024 // len(empty)), 10_000_000)
     assert time.process_time() - started < 1.0
     assert gunzip(gzip.compress(b'"a"\n') * MAX_GZIP_MEMBERS, 10_000_000) == b'"a"\n' * MAX_GZIP_MEMBERS
+
+
+def test_decoding_stops_at_the_most_records_a_batch_may_hold() -> None:
+    # A verification run: several refused bodies at once were each decoded whole first (2 GB for six).
+    from gatewatch.http_body import TooManyRecordsError
+
+    with pytest.raises(TooManyRecordsError):
+        decode_body(b"0\n" * 5_000_000, None, None, max_records=1000)
+    with pytest.raises(TooManyRecordsError):
+        decode_body(b"[" + b"0," * 2000 + b"0]", None, None, max_records=1000)
+    assert len(decode_body(b'"x"\n' * 1000, None, None, max_records=1000).values) == 1000
 
 
 def test_records_hold_the_in_flight_budget_so_tiny_lines_cannot_blow_up_memory() -> None:
