@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PRIVATE = {
     ("ingest.normalize", "InvalidValueError"),
     ("ingest.normalize", "OutOfRangeError"),
+    # a request body refused: http_ingest answers it with its HTTP status (413, 400)
+    ("gatewatch.http_body", "TooLargeError"),
+    ("gatewatch.http_body", "TrailingBytesError"),
+    ("gatewatch.http_body", "TooManyMembersError"),
+    ("gatewatch.http_body", "TooManyRecordsError"),
 }
 # Exceptions outside the tree on purpose, with the reason (none today).
 KNOWN: dict[tuple[str, str], str] = {}
