@@ -27,10 +27,10 @@ import glob
 import gzip
 import logging
 import os
-from stat import S_ISREG
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO
 
 import orjson
@@ -223,8 +223,8 @@ class Follower:
         if not chunk:
             # A rotated .gz does not grow; a file deleted or replaced was read to its end. Either way a
             # last line without its newline will get none: it is handed out as it is (replay does the same).
-            if not (opened.compressed or not _exists_same(opened)):
-                return
+            if not opened.compressed and _exists_same(opened):
+                return  # it may grow yet
             if opened.buffer and not opened.skipping:
                 stream = f"file:{opened.fingerprint}"
                 records.append(RawRecord(Origin(opened.dataset, stream, opened.offset),
