@@ -14,8 +14,10 @@
 
 Answers (JSON): 200 ``{accepted, batch_id}``; 400 the same plus ``invalid_lines`` (1-based line numbers,
 or element numbers of an array) whose records did not decode: they are produced too, as sent, and
-parsed as any line (a text line is read, else a dead letter), the rest is accepted; 400 (nothing taken) for gzip that does not decode to its end; 401
-without a valid token; 413 over ``max_body_bytes``; 415 for msgpack; 429 over ``max_in_flight_bytes``;
+parsed as any line (a text line is read, else a dead letter), the rest is accepted; 400 (nothing
+taken) for gzip that does not decode to its end; 401 without a valid token; 408 for a body not read
+in ``BODY_READ_SECS``; 413 over ``max_body_bytes`` or more records than ``max_in_flight_bytes`` holds;
+415 for msgpack; 429 over ``max_in_flight_bytes``;
 503 when Kafka does not acknowledge in ``produce_timeout_secs``. 429 and 503 carry ``Retry-After``.
 
 Every record is produced to the source's input topic with acks from all in-sync
@@ -211,14 +213,14 @@ class HttpIngestEndpoint:
         if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
             return IngestAnswer(400, {"error": "Idempotency-Key must match [A-Za-z0-9._-]{1,128}"})
         # Reserve what the body can grow to before reading it: a gunzipped body may reach the limit.
-        declared = length is not None and headers("transfer-encoding") is None
-        reserved = length if declared and length is not None and encoding == "identity" else limit
+        # A length counts only without Transfer-Encoding, which a server reads instead of it.
+        declared = length if headers("transfer-encoding") is None else None
+        reserved = declared if declared is not None and encoding == "identity" else limit
         if not self._budget.take(reserved):
             return IngestAnswer(429, {"error": "too many bytes in flight"}, {"Retry-After": "1"})
         try:
             try:
-                body = await asyncio.wait_for(_read(chunks, length if declared and length is not None else limit),
-                                              BODY_READ_SECS)  # fmt: skip
+                body = await asyncio.wait_for(_read(chunks, limit if declared is None else declared), BODY_READ_SECS)
             except TooLargeError:
                 return IngestAnswer(413, {"error": f"body larger than its Content-Length or max_body_bytes {limit}"})
             except TimeoutError:
@@ -234,11 +236,9 @@ class HttpIngestEndpoint:
 
     async def _deliver_held(self, unpacked: UnpackedBatch) -> IngestAnswer:
         # Records cost memory apart from the body's bytes (a 10 MiB body of 2-byte lines is five million):
-        # each one holds RECORD_BYTES of the budget until the batch is durable.
-        records = len(unpacked.batch.values)
-        held = records * RECORD_BYTES
-        if held > self._budget.limit_bytes:
-            return _too_many_records(str(records))
+        # each one holds RECORD_BYTES of the budget until the batch is durable (_unpack refused a batch
+        # that alone holds more).
+        held = len(unpacked.batch.values) * RECORD_BYTES
         if not self._budget.take(held):
             return IngestAnswer(429, {"error": "too many records in flight"}, {"Retry-After": "1"})
         try:
@@ -274,7 +274,8 @@ class HttpIngestEndpoint:
         try:
             batch = decode_body(body, self._unwrap[source], self._key_paths[source], max_records)
         except TooManyRecordsError:
-            return _too_many_records(f"more than {max_records}")
+            refused = f"more than {max_records} records: more than max_in_flight_bytes holds at {RECORD_BYTES} bytes"
+            return IngestAnswer(413, {"error": refused + " a record; send smaller batches"})
         answer: dict[str, Any] = {"batch_id": batch_id, "accepted": len(batch.values) - len(batch.invalid_lines)}
         if batch.invalid_lines:
             answer["invalid_lines"] = batch.invalid_lines
@@ -353,11 +354,6 @@ async def _read(chunks: Any, limit: int) -> bytes:
             raise TooLargeError
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _too_many_records(records: str) -> IngestAnswer:
-    error = f"{records} records: more than max_in_flight_bytes holds at {RECORD_BYTES} bytes a record"
-    return IngestAnswer(413, {"error": error + "; send smaller batches"})
 
 
 def _int_or_none(text: str | None) -> int | None:
