@@ -264,9 +264,6 @@ def make_client(flavor: str, url: str, timeout_secs: float = 30.0, auth: StoreAu
     raise ConfigError(f"store kind {flavor!r} is not one of {', '.join(FLAVORS)}")
 
 
-# -- the sink ---------------------------------------------------------------------------------
-
-
 def _created(rows: list[dict[str, str]]) -> dict[str, float]:
     """``_cat/indices`` rows (``index``, ``creation.date`` in epoch milliseconds) by name, in seconds."""
     return {row["index"]: int(row["creation.date"]) / 1000 for row in rows}
