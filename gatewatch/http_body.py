@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ingest.parsers.decode import lenient_json_value
+from ingest.sources.unwrap import is_ecs_log_field_set
 
 # Kafka's default message limit is 1 MB: a longer record is cut (it is far past max_line_bytes,
 # so it still becomes an "oversized" dead letter, with its start kept).
@@ -174,7 +175,7 @@ def _add_record(
     inner = item.get(unwrap) if unwrap is not None else None
     if isinstance(inner, str):
         _add_lines(batch, inner, n, key_path)
-    elif isinstance(inner, dict):
+    elif isinstance(inner, dict) and not is_ecs_log_field_set(unwrap or "", inner):
         _add(batch, orjson.dumps(inner), record_key(inner, key_path), n, valid=True)
     else:  # the record as sent: a value only the parsers' lenient reader takes (1e400) is theirs to flag
         _add(batch, raw.strip(), record_key(item, key_path), n, valid=True)

@@ -9,7 +9,10 @@ and lines shipped to Kafka often by the shipper:
 - ``cri``: containerd and CRI-O, ``<RFC 3339 time> <stream> <tag> <line>``,
   the tag ``P`` for a piece of a longer line and ``F`` for its last piece.
 - any other name: the key of a shipper's JSON record that holds the line
-  (Fluent Bit's ``log``, Fluentd's ``message``).
+  (Fluent Bit's ``log``, Fluentd's ``message``), as a string or as the map a
+  shipper's JSON decoder made of it. An object under ``log`` that holds only
+  ECS ``log.*`` fields (``level``, ``logger``, ``origin``…, as ecs-logging
+  libraries write them) is part of the record, not the line: the record is.
 - ``none`` (or null): the line itself.
 
 The runtime's time is kept (``RawRecord.created``, ECS ``event.created``).
@@ -28,10 +31,15 @@ import orjson
 from ingest.normalize import InvalidValueError, parse_timestamp
 from ingest.records import Dataset, Origin, RawRecord
 
-__all__ = ["RUNTIME_WRAPPERS", "Unwrap", "Unwrapped", "compile_unwrap", "join_pieces", "unwrap_key"]
+__all__ = [
+    "RUNTIME_WRAPPERS", "Unwrap", "Unwrapped", "compile_unwrap", "is_ecs_log_field_set", "join_pieces", "unwrap_key"
+]
 
 RUNTIME_WRAPPERS = frozenset({"docker", "cri"})
 """Wrappers that carry the time the line was written."""
+
+# The fields ECS nests under ``log`` (ECS 8.x field reference, "Log Fields").
+_ECS_LOG_FIELDS = frozenset({"level", "logger", "origin", "original", "file", "syslog"})
 
 # <time> <stream> <P|F>[:more tags] <line>; the line may be empty.
 _CRI = re.compile(rb"(\S+) (stdout|stderr) ([PF])(?::\S*)?(?: (.*))?", re.DOTALL)
@@ -66,6 +74,11 @@ def unwrap_key(value: bytes, key: str) -> bytes | None:
     """The log line under ``key`` of a shipper's JSON record, or None when ``value`` is not such a record."""
     found = _key(value, key)
     return None if found is None else found.line
+
+
+def is_ecs_log_field_set(key: str, value: dict[str, object]) -> bool:
+    """Whether an object found under a record's ``key`` is ECS's ``log.*`` field set, not a log line."""
+    return key == "log" and bool(value) and value.keys() <= _ECS_LOG_FIELDS
 
 
 def join_pieces(
@@ -154,5 +167,5 @@ def _key(value: bytes, key: str) -> Unwrapped | None:
         if type(line) is str:
             return Unwrapped(line.encode())
         if type(line) is dict:  # the shipper already parsed a JSON line into a map
-            return Unwrapped(orjson.dumps(line))
+            return Unwrapped(value if is_ecs_log_field_set(key, line) else orjson.dumps(line))
     return None

@@ -65,6 +65,16 @@ def test_json_lines_are_keyed_by_the_request_id_whether_the_shipper_parsed_the_l
     assert orjson.loads(batch.values[1]) == {"date": 1.0, **app}  # the record itself is the log record
 
 
+def test_an_ecs_log_object_under_log_leaves_the_record_whole() -> None:
+    # ecs-logging libraries nest logger and origin under "log"; taking that object for the line lost the record.
+    ecs = {"@timestamp": "2026-03-02T09:00:00Z", "log.level": "info", "http.request.id": "rid-5",
+           "log": {"logger": "billing", "origin": {"file": {"line": 12}}}}  # fmt: skip
+    batch = decode_body(orjson.dumps([ecs]), "log", ("http.request.id",))
+    assert [orjson.loads(v) for v in batch.values] == [ecs] and batch.keys == [b"rid-5"]
+    parsed = {"log": {"level": "info", "request_id": "rid-6"}}  # a line a shipper decoded: more than log.* fields
+    assert decode_body(orjson.dumps(parsed), "log", ("request_id",)).keys == [b"rid-6"]
+
+
 def test_ndjson_lines_that_do_not_decode_are_listed_and_still_produced() -> None:
     body = b'{"log": "a"}\r\nnot json\n\n"a bare line"\n[1, 2]\n{"log": "b"'
     batch = decode_body(body, "log", None)

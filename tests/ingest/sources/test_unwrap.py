@@ -107,6 +107,13 @@ def test_a_shipper_key_unwraps_files_too(tmp_path: Path) -> None:
     assert (record.line, record.created) == (ISTIO_LINE.encode(), None)
 
 
+def test_an_ecs_record_is_not_replaced_by_its_log_object(tmp_path: Path) -> None:
+    ecs = orjson.dumps({"@timestamp": "2026-03-02T09:00:00Z", "message": "paid", "log": {"logger": "billing"}})
+    decoded = orjson.dumps({"log": {"level": "info", "request_id": "r1"}, "stream": "stdout"})  # a decoded line
+    records = gateway_records(tmp_path, "log", ecs + b"\n" + decoded + b"\n")
+    assert [r.line for r in records] == [ecs, b'{"level":"info","request_id":"r1"}']
+
+
 # Envoy's json_format documentation example (no START_TIME), as Docker's json-file driver keeps it.
 ENVOY_DOC_JSON = '{"protocol": "HTTP/1.1", "duration": "123", "my_custom_header": "value_of_MY_CUSTOM_HEADER"}'
 ENVOY_DOC_JSON_FORMAT = (
