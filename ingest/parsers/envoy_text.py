@@ -340,6 +340,9 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, 
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
             return text
+        if "\n" in text:  # read as one, two lines would mix their requests' fields
+            detail = f"holds {text.count(chr(10)) + 1} lines: the shipper joined them (send one line a record)"
+            return DeadLetter(record.origin, "format_mismatch", detail, record.line)
         try:
             fields = extract(text)
         except InvalidValueError as error:

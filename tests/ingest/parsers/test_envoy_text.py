@@ -418,6 +418,7 @@ def test_build_gateway_parser_honours_max_line_bytes() -> None:
         (ENVOY_DOC_LINE.rstrip("\n") + " extra", "format_mismatch"),
         (b"\xff\xfe\xfd", "invalid_utf8"),
         ("\n", "format_mismatch"),
+        (ENVOY_DOC_LINE + ENVOY_DOC_LINE.replace("204", "500"), "format_mismatch"),  # a shipper's joined record
     ],
 )
 def test_dead_letters(default: Parser, line: str | bytes, reason: str) -> None:
