@@ -152,6 +152,24 @@ class _Budget:
         self.used_bytes -= size
 
 
+class _Held:
+    """What one request holds of the budget: its body's bytes as they arrive, then what unpacking needs."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def grow(self, size: int) -> bool:
+        if not self._budget.take(size):
+            return False
+        self.bytes += size
+        return True
+
+    def release(self) -> None:
+        self._budget.give(self.bytes)
+        self.bytes = 0
+
+
 @dataclass(frozen=True, slots=True)
 class UnpackedBatch:
     """A request body gunzipped and split into records, with the answer it gets once durable."""
@@ -212,19 +230,23 @@ class HttpIngestEndpoint:
         batch_id = headers("idempotency-key")
         if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
             return IngestAnswer(400, {"error": "Idempotency-Key must match [A-Za-z0-9._-]{1,128}"})
-        # Reserve what the body can grow to before reading it: a gunzipped body may reach the limit.
-        # A length counts only without Transfer-Encoding, which a server reads instead of it.
+        # The body holds the budget as it arrives, not what it declares: a client that stops sending holds
+        # only what it sent (six stalled 10 MiB uploads held all 64 MiB for a minute). A length counts only
+        # without Transfer-Encoding, which a server reads instead of it.
         declared = length if headers("transfer-encoding") is None else None
-        reserved = declared if declared is not None and encoding == "identity" else limit
-        if not self._budget.take(reserved):
-            return IngestAnswer(429, {"error": "too many bytes in flight"}, {"Retry-After": "1"})
+        held = _Held(self._budget)
+        too_many = IngestAnswer(429, {"error": "too many bytes in flight"}, {"Retry-After": "1"})
         try:
             try:
-                body = await asyncio.wait_for(_read(chunks, limit if declared is None else declared), BODY_READ_SECS)
+                body = await asyncio.wait_for(
+                    _read(chunks, limit if declared is None else declared, held), BODY_READ_SECS
+                )
             except TooLargeError:
                 return IngestAnswer(413, {"error": f"body larger than its Content-Length or max_body_bytes {limit}"})
             except TimeoutError:
                 return IngestAnswer(408, {"error": f"the body did not arrive within {BODY_READ_SECS:g} s"})
+            if body is None or (encoding == "gzip" and not held.grow(limit)):  # gunzipped, it may reach the limit
+                return too_many
             loop = asyncio.get_running_loop()
             unpacked = await loop.run_in_executor(None, self._unpack, source, body, encoding == "gzip", batch_id)
             del body
@@ -232,7 +254,7 @@ class HttpIngestEndpoint:
                 return unpacked
             return await self._deliver_held(unpacked)
         finally:
-            self._budget.give(reserved)
+            held.release()
 
     async def _deliver_held(self, unpacked: UnpackedBatch) -> IngestAnswer:
         # Records cost memory apart from the body's bytes (a 10 MiB body of 2-byte lines is five million):
@@ -345,13 +367,16 @@ class HttpIngest(HttpIngestEndpoint):
         return IngestAnswer(status, answer)
 
 
-async def _read(chunks: Any, limit: int) -> bytes:
+async def _read(chunks: Any, limit: int, held: _Held) -> bytes | None:
+    """The body, each chunk held in the budget as it arrives; ``None`` when the budget cannot hold the next one."""
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise TooLargeError
+        if not held.grow(len(chunk)):
+            return None
         parts.append(chunk)
     return b"".join(parts)
 

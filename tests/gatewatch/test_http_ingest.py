@@ -409,7 +409,34 @@ def test_a_declared_length_is_not_a_reservation_a_chunked_body_can_pass() -> Non
         yield b'"x"\n' * 10
 
     answer = asyncio.run(endpoint.handle("gateway", headers.get, chunks()))
-    assert answer.status == 503 and reserved[0] == 5_000  # the whole max_body_bytes, not the 1 byte declared
+    assert answer.status == 503 and reserved[0] == 40  # read whole, and held as read, not the 1 byte declared
+
+
+def test_stalled_uploads_hold_only_what_they_sent() -> None:
+    # A red-team trial: six clients declaring 10 MiB and then sending nothing held the whole budget for a minute.
+    endpoint = HttpIngest(_config(max_in_flight_bytes=50_000, max_body_bytes=20_000), ServeMetrics(), _Producer())
+    headers = {"authorization": f"Bearer {TOKEN}", "content-length": "20000"}
+    stop = asyncio.Event()
+
+    async def stalled() -> Any:
+        yield b'"x"\n' * 100
+        await stop.wait()
+
+    async def chunks() -> Any:
+        yield b'"x"\n' * 10
+
+    async def scenario() -> tuple[int, int, int]:
+        uploads = [asyncio.create_task(endpoint.handle("gateway", headers.get, stalled())) for _ in range(10)]
+        await asyncio.sleep(0.05)
+        held = endpoint._budget.used_bytes
+        answer = await endpoint.handle("gateway", {"authorization": f"Bearer {TOKEN}"}.get, chunks())
+        stop.set()
+        await asyncio.gather(*uploads)
+        return held, answer.status, endpoint._budget.used_bytes
+
+    held, status, left = asyncio.run(scenario())
+    assert held == 10 * 400 and status == 503  # not 429: on to the (unanswering) broker
+    assert left == 0
 
 
 def test_a_body_that_stops_arriving_is_answered_408_and_gives_the_budget_back(monkeypatch: pytest.MonkeyPatch) -> None:
