@@ -28,6 +28,7 @@ import gzip
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -44,6 +45,9 @@ __all__ = ["Follower", "unwrap_container_line"]
 log = logging.getLogger(__name__)
 
 _READ_BYTES = 1 << 20
+ROTATE_WAIT_SECS = 10.0
+"""How long a file renamed by rotation may keep an unfinished last line: Envoy flushes whole lines every
+second and writes on to the renamed file only until it reopens its log."""
 _CRI = re.compile(rb"^\S+ (?:stdout|stderr) ([PF])(?:\S*) ?(.*)$", re.S)
 
 
@@ -84,6 +88,8 @@ class _Open:
     partial_offset: int = -1
     skipping: bool = False  # inside an oversized line whose head was handed out
     done: bool = False  # a .gz file read to its end
+    renamed: bool = False  # rotated by rename: its writer moves on to the new file
+    idle_since: float | None = None  # when reads began to find nothing new
 
 
 class Follower:
@@ -164,6 +170,7 @@ class Follower:
                         if stat.st_size < known.offset or _fingerprint(path) not in (known.fingerprint, None):
                             self._close(known)  # truncated in place (copytruncate): the content is new
                         else:
+                            known.renamed |= known.path != path
                             known.path = path  # the same file, perhaps renamed: read on
                             continue
                     self._try_open(path, dataset, stat.st_ino)
@@ -221,9 +228,10 @@ class Follower:
             self._close(opened)
             return
         if not chunk:
-            # A rotated .gz does not grow; a file deleted or replaced was read to its end. Either way a
-            # last line without its newline will get none: it is handed out as it is (replay does the same).
-            if not opened.compressed and _exists_same(opened):
+            # A rotated .gz does not grow; a file deleted or replaced was read to its end; a renamed one
+            # idle for ROTATE_WAIT_SECS has been left by its writer. Either way a last line without its
+            # newline will get none: it is handed out as it is (replay does the same).
+            if not opened.compressed and _exists_same(opened) and not self._left_by_writer(opened):
                 return  # it may grow yet
             if opened.buffer and not opened.skipping:
                 stream = f"file:{opened.fingerprint}"
@@ -237,6 +245,7 @@ class Follower:
             else:
                 self._close(opened)  # its descriptor too: a deleted file's space is freed
             return
+        opened.idle_since = None
         data = opened.buffer + chunk
         start = 0
         stream = f"file:{opened.fingerprint}"
@@ -277,6 +286,17 @@ class Follower:
             opened.buffer, opened.skipping = b"", True
         # Only whole records count as read: a piece being joined is read again after a restart.
         self._pending[opened.fingerprint] = opened.partial_offset if opened.partial else opened.offset
+
+
+    @staticmethod
+    def _left_by_writer(opened: _Open) -> bool:
+        """A renamed file with an unfinished last line that has not grown for ROTATE_WAIT_SECS."""
+        if not (opened.renamed and opened.buffer):
+            return False
+        now = time.monotonic()
+        if opened.idle_since is None:
+            opened.idle_since = now
+        return now - opened.idle_since >= ROTATE_WAIT_SECS
 
 
 def _fingerprint(path: str) -> str | None:

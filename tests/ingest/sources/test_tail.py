@@ -182,3 +182,23 @@ def test_a_deleted_files_last_line_without_newline_is_handed_out_and_the_file_le
     assert [record.line for record in follower.poll()] == [b"line 000003 cut"]
     assert follower._open == {}
     assert follower.poll() == []
+
+
+def test_a_renamed_files_unfinished_last_line_is_handed_out_once_its_writer_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It waited for its newline as long as the rotated file existed: held back from the store for days.
+    import ingest.sources.tail
+
+    log = tmp_path / "access.log"
+    log.write_bytes(_lines(1, 2) + b"line 000003 of the")
+    follower = _follower(tmp_path)
+    assert _texts(follower.poll()) == _expected(1, 2)
+    os.rename(log, tmp_path / "access.log.1")
+    log.write_bytes(_lines(10, 10))
+    assert _texts(follower.poll()) == _expected(10, 10)  # within the wait: the writer may finish the line
+    _append(tmp_path / "access.log.1", b" access log\n" + b"line 000004 cut")
+    assert _texts(follower.poll()) == _expected(3, 3)
+    monkeypatch.setattr(ingest.sources.tail, "ROTATE_WAIT_SECS", 0.0)
+    assert [record.line for record in follower.poll()] == [b"line 000004 cut"]
+    assert follower.poll() == [] and follower.poll() == []  # reopened at its end by the glob: nothing again
