@@ -499,6 +499,8 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> G
             }
             if update:
                 config = config.model_copy(update={section: current.model_copy(update=update)})
+        if config.forward:
+            config = config.model_copy(update={"forward": [_tls_files_from(base_dir, f) for f in config.forward]})
     _check_inputs(config, check_files=base_dir is not None)
     return config
 
@@ -509,6 +511,19 @@ _RELATIVE_PATHS = {
     "store": ("username_file", "password_file", "api_key_file", "ca_certs", "client_cert", "client_key"),
     "kafka": ("sasl_username_file", "sasl_password_file"),
 }
+
+
+def _tls_files_from(base_dir: Path, forwarder: Any) -> Any:
+    """A forwarder with its TLS files (``tls.ca_file``, ``cert_file``, ``key_file``) read from ``base_dir``."""
+    tls = getattr(forwarder, "tls", None)
+    if tls is None:
+        return forwarder
+    update = {
+        name: base_dir / path
+        for name in ("ca_file", "cert_file", "key_file")
+        if (path := getattr(tls, name)) is not None and not path.is_absolute()
+    }
+    return forwarder.model_copy(update={"tls": tls.model_copy(update=update)}) if update else forwarder
 
 
 def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:

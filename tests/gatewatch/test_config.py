@@ -65,6 +65,17 @@ def test_revocation_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     assert load_config(config_file).tokens.revoked == tmp_path / "conf" / "lists" / "revoked.csv"
 
 
+def test_forwarders_tls_files_are_read_from_the_config_files_folder_like_every_other_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    config_file = tmp_path / "conf" / "gw.yaml"
+    config_file.write_text(
+        "forward:\n  - {name: siem, type: syslog, host: 127.0.0.1, port: 6514, transport: tls,\n"
+        "     tls: {ca_file: certs/ca.pem, cert_file: /etc/gw/client.pem}}\n"
+    )
+    (tls,) = [forwarder.tls for forwarder in load_config(config_file).forward]  # type: ignore[union-attr]
+    assert (tls.ca_file, tls.cert_file) == (tmp_path / "conf" / "certs" / "ca.pem", Path("/etc/gw/client.pem"))
+
+
 def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "missing.yaml")
