@@ -235,9 +235,7 @@ class _BadLines:
             line = self.render_gateway(self._gateway_record("billing-sdk-python/3.4.1"))
             return line[: len(line) * 3 // 5] + b"\n"  # the writer died mid-line
         if kind == "invalid_utf8":
-            # A Latin-1 header value, passed through byte for byte.
-            line = self.render_gateway(self._gateway_record("Mueller-Client/1.0"))
-            return line.replace(b"Mueller", b"M\xfcller")
+            return _high_bit_flipped(self.render_gateway(self._gateway_record("billing-sdk-python/3.4.1")))
         line = self.render_gateway(self._gateway_record("A" * OVERSIZED_LINE_BYTES))
         return line
 
@@ -252,10 +250,15 @@ class _BadLines:
                   "path": "/v1/invoices?limit=20&status=open", "status": 200, "latency_ms": 12.0,
                   "peer": {"ip": GATEWAY_PODS[0], "spiffe_id": GATEWAY_IDENTITY}}  # fmt: skip
         if kind == "invalid_utf8":
-            record["msg"] = "invoice retrieved for Mueller GmbH"
-            return orjson.dumps(record).replace(b"Mueller", b"M\xfcller") + b"\n"
+            return _high_bit_flipped(orjson.dumps(record) + b"\n")
         record["msg"] = "payload: " + "x" * OVERSIZED_LINE_BYTES
         return orjson.dumps(record) + b"\n"
+
+
+def _high_bit_flipped(line: bytes) -> bytes:
+    """``line`` with the high bit of its first byte set, as a failing disk or link may leave it: not UTF-8
+    where the format's structure is. (A value that is not UTF-8, a client's header, costs only its characters.)"""
+    return bytes([line[0] | 0x80]) + line[1:]
 
 
 def _open(path: Path, compress: bool) -> BinaryIO:

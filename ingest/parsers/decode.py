@@ -87,15 +87,19 @@ def lenient_json_value(line: bytes, error: orjson.JSONDecodeError) -> Any:
       client can put one in any field Billing logs, which would hide the whole record from the
       rules. It is read as U+FFFD, as a byte that is not UTF-8 would be shown.
 
-    The standard library's reader takes both; it is used only then, refusing ``NaN`` and
+    - Bytes that are not UTF-8 inside a string (a client's header as a gateway or app logged it):
+      each is read as U+FFFD, for the same reason.
+
+    The standard library's reader takes them; it is used only then, refusing ``NaN`` and
     ``Infinity`` as orjson does. ``None``: the line is not JSON after all.
     """
     message = str(error)
     surrogates = message.startswith(_SURROGATE_ERRORS)
-    if not (surrogates or message.startswith("number is infinity")):
+    not_utf8 = message.startswith("str is not valid UTF-8")
+    if not (surrogates or not_utf8 or message.startswith("number is infinity")):
         return None
     try:
-        value = json.loads(line.decode(), parse_constant=_refuse_constant)
+        value = json.loads(line.decode(errors="replace" if not_utf8 else "strict"), parse_constant=_refuse_constant)
         if surrogates:
             value = _without_lone_surrogates(value)
         json.dumps(value, ensure_ascii=False).encode()

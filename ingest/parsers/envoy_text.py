@@ -339,7 +339,16 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, 
     def parse(record: RawRecord) -> Event | DeadLetter:
         text = decode_line(record, max_line_bytes)
         if isinstance(text, DeadLetter):
-            return text
+            if text.reason != "invalid_utf8":
+                return text
+            # Envoy logs a client's header as sent, and HTTP allows bytes past ASCII in one: a single 0xFF in
+            # a User-Agent must not hide the request from every rule. Read with each such byte as U+FFFD; a
+            # line that does not fit the format even so stays the invalid_utf8 dead letter.
+            read = parse_text(record.line.decode("utf-8", "replace").rstrip(), record)
+            return read if isinstance(read, Event) else text
+        return parse_text(text, record)
+
+    def parse_text(text: str, record: RawRecord) -> Event | DeadLetter:
         if "\n" in text:  # read as one, two lines would mix their requests' fields
             detail = f"holds {text.count(chr(10)) + 1} lines: the shipper joined them (send one line a record)"
             return DeadLetter(record.origin, "format_mismatch", detail, record.line)

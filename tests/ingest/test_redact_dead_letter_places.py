@@ -30,7 +30,6 @@ JSON_LINE = orjson.dumps({"ts": "2026-12-07T10:00:00Z", "status": 999, "auth": f
 @pytest.mark.parametrize(
     ("parse_format", "line", "reason"),
     [
-        ({"format": TEXT_FORMAT}, TEXT_LINE.encode("latin-1"), "invalid_utf8"),
         ({"format": TEXT_FORMAT}, TEXT_LINE.replace(" 200 ", " 999 ").encode(), "out_of_range"),
         ({"json_format": JSON_FORMAT}, JSON_LINE, "out_of_range"),
         ({"json_format": JSON_FORMAT}, JSON_LINE.replace(b'"status":999', b'"status":1e400'), "invalid_value"),
@@ -49,7 +48,7 @@ def test_a_headers_value_is_redacted_by_its_operators_name(parse_format: dict, l
 def test_a_header_holding_the_separator_of_quoted_values_keeps_no_secret_in_clear() -> None:
     """`" "` in a header: the line reads with one header holding it (the first, here: which one the line
     cannot tell), so the values at the labels' places may shift by one. Nothing is left in clear."""
-    line = TEXT_LINE.replace('"acme"', '"acme" "x"').encode("latin-1")
+    line = TEXT_LINE.replace('"acme"', '"acme" "x"').replace(" 200 ", " 999 ").encode()
     letter = _letter({"format": TEXT_FORMAT}, line)
     redacted = Redactor(hash_key=b"k").redact_dead_letter(letter, gateway_labelled_values(TEXT_FORMAT))
     assert b"9f8e7d" not in redacted.line and b"SeCrEt" not in redacted.line

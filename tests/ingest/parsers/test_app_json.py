@@ -164,7 +164,7 @@ def test_nulls_and_empty_strings_are_absent(billing: Parser) -> None:
         (b'{"ts": "2024-03-01T11:00:00Z", "level": "info", "msg": "invoice cre', "truncated"),
         (b"2024-03-01 11:00:00 INFO invoice created", "invalid_json"),
         (b'[{"ts": 1709290800}]', "not_an_object"),
-        (b'{"ts": 1709290800, "msg": "caf\xe9"}', "invalid_utf8"),
+        (b'{"ts": 1709290800, "msg": "caf\xe9"} \xe9', "invalid_utf8"),  # outside any string: not JSON
         (b'{"level": "info", "msg": "no time"}', "missing_timestamp"),
         (b'{"ts": "last tuesday"}', "invalid_value"),
         (b'{"ts": 1709290800, "status": "created"}', "invalid_value"),

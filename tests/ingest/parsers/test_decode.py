@@ -83,7 +83,7 @@ def test_decode_json_object_tolerates_ambassadors_access_prefix() -> None:
         (b"not json at all", "invalid_json"),
         (b'{"a": 1} trailing', "invalid_json"),
         (b"{'single': 'quotes'}", "invalid_json"),
-        (b'{"a": "\xff"}', "invalid_utf8"),
+        (b'{"a": "\xff"\xff}', "invalid_utf8"),
         (b"", "format_mismatch"),
         (b'{"pad": "' + b"x" * 2000 + b'"}', "oversized"),
         # Past a double's range is read as infinity (below), but not with these beside it:
@@ -114,6 +114,14 @@ def test_a_lone_surrogate_escape_costs_only_its_character(escaped: str, read: st
     # in any field Billing logs: as a dead letter, the record was out of every rule's sight.
     line = b'{"msg": "' + escaped.encode() + b'", "a": 1e400, "request_id": "r-1"}'
     assert decode_json_object(record(line), 1024) == {"msg": read, "a": float("inf"), "request_id": "r-1"}
+
+
+def test_bytes_that_are_not_utf8_inside_a_string_cost_only_their_characters() -> None:
+    # A client's header bytes past ASCII, logged as sent: as an invalid_utf8 dead letter the record hid from the rules.
+    line = b'{"user_agent": "curl \xff\xc3", "\xfe": 1, "request_id": "r-1"}'
+    assert decode_json_object(record(line), 1024) == {"user_agent": "curl \ufffd\ufffd", "\ufffd": 1, "request_id": "r-1"}
+    letter = decode_json_object(record(b'{"a": \xff}'), 1024)  # not JSON once read either
+    assert isinstance(letter, DeadLetter) and letter.reason == "invalid_utf8"
 
 
 def test_access_prefix_before_broken_json_keeps_the_original_line() -> None:

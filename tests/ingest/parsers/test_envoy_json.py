@@ -226,7 +226,7 @@ def test_start_time_with_strftime_in_json() -> None:
         (b"[2016-04-15T20:17:00.310Z] \"GET / HTTP/1.1\" 200", "invalid_json"),
         (b"[1, 2]", "not_an_object"),
         (b'"just a string"', "not_an_object"),
-        (b'{"@timestamp": "\xff"}', "invalid_utf8"),
+        (b'{"@timestamp": \xff}', "invalid_utf8"),
         (b'{"@timestamp": "2024-03-01T11:00:00Z", "http": {"request": {"line": "GET"}}}', "format_mismatch"),
         (b'{"@timestamp": "2024-03-01T11:00:00Z", "http": {"response": {"status": "teapot"}}}', "invalid_value"),
         (b'{"@timestamp": "yesterday"}', "invalid_value"),

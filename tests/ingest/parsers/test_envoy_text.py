@@ -428,6 +428,13 @@ def test_dead_letters(default: Parser, line: str | bytes, reason: str) -> None:
     assert letter.line == (line.encode() if isinstance(line, str) else line)
 
 
+def test_a_header_byte_that_is_not_utf8_costs_only_its_character(default: Parser) -> None:
+    # A red-team trial: one 0xFF in the User-Agent made each of 40 failed logins an invalid_utf8 dead letter,
+    # and the 4xx burst went unseen. Envoy writes header bytes past ASCII (HTTP's obs-text) as sent.
+    e = event(default, ENVOY_DOC_LINE.encode().replace(b'"nsq2http"', b'"nsq2http \xff"'))
+    assert (e.user_agent, e.request_id, e.status) == ("nsq2http \ufffd", "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2", 204)
+
+
 def test_user_agent_with_quotes_falls_back_to_the_lenient_match(default: Parser) -> None:
     e = event(default, ENVOY_DOC_LINE.replace('"nsq2http"', '"Mozilla/5.0 "quoted" (compatible; x"y)"'))
     assert e.user_agent == 'Mozilla/5.0 "quoted" (compatible; x"y)'
