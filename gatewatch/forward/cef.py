@@ -23,6 +23,11 @@ from ingest.alerts import AlertEvent
 CEF_SEVERITY: dict[str, int] = {Severity.LOW: 3, Severity.MEDIUM: 5, Severity.HIGH: 8, Severity.CRITICAL: 10}
 # The header Name is shown in ArcSight's channel; its documented limit is 512 characters.
 MAX_NAME_CHARS = 512
+# The specification's longest value of each extension key that carries text from logs (characters).
+MAX_VALUE_CHARS = {
+    "msg": 1023, "request": 1023, "requestClientApplication": 1023, "suser": 1023, "requestMethod": 1023,
+    "cs1": 4000, "cs2": 4000, "cs3": 4000, "cs4": 4000, "cs5": 4000,
+}  # fmt: skip
 
 try:
     PRODUCT_VERSION = version("gatewatch")
@@ -64,7 +69,7 @@ def cef_line(event: AlertEvent) -> str:
         ("cs3Label", "reason"),
         ("cs3", alert.reason or ""),
         ("cs4Label", "requestIds"),
-        ("cs4", orjson.dumps(list(alert.request_ids)).decode()),
+        ("cs4", _request_ids(alert.request_ids, MAX_VALUE_CHARS["cs4"])),
         ("cs5Label", "eventId"),
         ("cs5", event.id),
         ("cn1Label", "sequence"),
@@ -94,7 +99,22 @@ def cef_line(event: AlertEvent) -> str:
         escape_header(alert.summary[:MAX_NAME_CHARS]),
         str(CEF_SEVERITY[alert.severity]),
     ]
-    return "|".join(header) + "|" + " ".join(f"{key}={escape_extension(value)}" for key, value in extension)
+    return "|".join(header) + "|" + " ".join(f"{key}={escape_extension(_fit(key, value))}" for key, value in extension)
+
+
+def _fit(key: str, value: str) -> str:
+    limit = MAX_VALUE_CHARS.get(key)
+    return value if limit is None or len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _request_ids(request_ids: tuple[str, ...], limit: int) -> str:
+    """The request ids as a JSON array of at most ``limit`` characters: the first ones that fit, whole."""
+    kept = list(request_ids)
+    text = orjson.dumps(kept).decode()
+    while len(text) > limit and kept:
+        kept.pop()
+        text = orjson.dumps(kept).decode()
+    return text
 
 
 def _ms(ts: float) -> str:

@@ -136,6 +136,13 @@ class SyslogForwarderConfig(ForwarderSettings):
     sd_id: str = Field(
         "gatewatch@32473", pattern=r"^[!#-<>-\[\\^-~]{1,32}$", description="SD-ID: name@<your IANA enterprise number>."
     )
+    max_message_bytes: int = Field(
+        8192,
+        ge=2048,
+        description="Longest message sent (UDP: at most 65,000); a longer one goes with its texts cut. Not above "
+        "the receiver's own limit (rsyslog's maxMessageSize, 8 KiB by default): a receiver that cuts a message "
+        "reads its rest as a message of its own.",
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
 

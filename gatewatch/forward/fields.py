@@ -71,25 +71,26 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-SHORT_TEXT_CHARS = 1024
+SHORT_TEXT_CHARS = 1023
+"""A cut text's length, ``…`` included: CEF's limit for ``msg`` and ``request``."""
 SHORT_REQUEST_IDS = 10
 
 
-def shortened(event: AlertEvent) -> AlertEvent:
-    """``event`` with each text cut to :data:`SHORT_TEXT_CHARS` (and ``…``) and its first
-    :data:`SHORT_REQUEST_IDS` request ids: for a transport with a size limit (a UDP datagram),
-    where the alert as it is would not go at all. Values come from logs: a 34 KB path would
-    otherwise keep the alert from the SIEM."""
+def shortened(event: AlertEvent, text_chars: int = SHORT_TEXT_CHARS, request_ids: int = SHORT_REQUEST_IDS) -> AlertEvent:
+    """``event`` with each text cut to ``text_chars`` (``…`` included) and its first ``request_ids``
+    request ids: for a receiver with a size limit, where the alert as it is would not go at all or
+    be cut by the receiver. Values come from logs: a 34 KB path would otherwise keep the alert from
+    the SIEM, or let its tail arrive as a message of its own."""
     alert = event.alert
-    cut_details = {key: _cut(value) if isinstance(value, str) else value for key, value in alert.details.items()}
+
+    def cut(text: str) -> str:
+        return text if len(text) <= text_chars else text[: text_chars - 1] + "…"
+
+    cut_details = {key: cut(value) if isinstance(value, str) else value for key, value in alert.details.items()}
     short = replace(
-        alert, entity_value=_cut(alert.entity_value), summary=_cut(alert.summary),
-        reason=None if alert.reason is None else _cut(alert.reason),
-        request_ids=tuple(_cut(request_id) for request_id in alert.request_ids[:SHORT_REQUEST_IDS]),
+        alert, entity_value=cut(alert.entity_value), summary=cut(alert.summary),
+        reason=None if alert.reason is None else cut(alert.reason),
+        request_ids=tuple(cut(request_id) for request_id in alert.request_ids[:request_ids]),
         details=cut_details,
     )  # fmt: skip
     return AlertEvent(short, event.state, event.sequence, event.at, event.epoch)
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= SHORT_TEXT_CHARS else text[:SHORT_TEXT_CHARS] + "…"

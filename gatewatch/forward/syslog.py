@@ -32,7 +32,9 @@ from ingest.ecs import iso
 SYSLOG_SEVERITY: dict[str, int] = {Severity.CRITICAL: 2, Severity.HIGH: 3, Severity.MEDIUM: 4, Severity.LOW: 5}
 BOM = "\ufeff"
 MAX_DATAGRAM_BYTES = 65_000
-"""A UDP message longer than this (IPv4's limit is 65,507) is sent with its texts cut (``fields.shortened``)."""
+"""The most a UDP message can be (IPv4's limit is 65,507), whatever ``max_message_bytes`` says."""
+# Texts cut to these many characters and request ids kept, in turn, until a message fits.
+_SHORTER = ((1023, 10), (256, 3), (64, 1))
 
 
 def escape_param(value: str) -> str:
@@ -93,6 +95,28 @@ def syslog_message(event: AlertEvent, config: SyslogForwarderConfig, hostname: s
     return f"{header} {structured_data(event, config.sd_id)} {BOM}{neutral(event.alert.summary)}".encode()
 
 
+def fitted_message(event: AlertEvent, config: SyslogForwarderConfig, hostname: str) -> bytes:
+    """The message, no longer than ``max_message_bytes``: its texts cut shorter in turn until it fits.
+
+    A receiver cuts a longer message and reads what is left as a message of its own (rsyslog does,
+    at its ``maxMessageSize``, 8 KiB by default): a path in a log could then forge a whole alert.
+    """
+    limit = min(config.max_message_bytes, MAX_DATAGRAM_BYTES) if config.transport == "udp" else config.max_message_bytes
+    message = syslog_message(event, config, hostname)
+    for text_chars, request_ids in _SHORTER:
+        if len(message) <= limit:
+            return message
+        message = syslog_message(shortened(event, text_chars, request_ids), config, hostname)
+    if len(message) <= limit:
+        return message
+    # Texts of 64 characters, each escape doubling them, still too long for a small limit: cut the bytes,
+    # on a character, never after a lone backslash (it would escape what the receiver reads next).
+    cut = message[:limit].decode("utf-8", "ignore").encode()
+    while (len(cut) - len(cut.rstrip(b"\\"))) % 2:
+        cut = cut[:-1]
+    return cut
+
+
 class SyslogForwarder:
     """Sends each event as one syslog message; one connection, re-opened after a failure."""
 
@@ -103,11 +127,9 @@ class SyslogForwarder:
         self._ssl: ssl.SSLContext | None = _tls_context(config) if config.transport == "tls" else None
 
     def send(self, event: AlertEvent) -> None:
-        message = syslog_message(event, self.config, self.hostname)
+        message = fitted_message(event, self.config, self.hostname)
         try:
             if self.config.transport == "udp":
-                if len(message) > MAX_DATAGRAM_BYTES:  # sent cut rather than not at all
-                    message = syslog_message(shortened(event), self.config, self.hostname)
                 self._send_udp(message)
                 return
             if self.config.format == "cef":

@@ -255,26 +255,60 @@ def test_an_unreachable_receiver_leaves_dead_letters_not_silence(tmp_path: Path)
     ]
 
 
-@pytest.mark.parametrize("fmt", ["rfc5424", "cef"])
-def test_an_alert_too_big_for_a_datagram_goes_with_its_texts_cut(rsyslog: Rsyslog, fmt: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("transport", "fmt"), [("udp", "rfc5424"), ("udp", "cef"), ("tcp", "rfc5424"), ("tcp", "cef")])
+def test_an_alert_longer_than_max_message_bytes_goes_whole_with_its_texts_cut(
+    rsyslog: Rsyslog, transport: str, fmt: str, tmp_path: Path
+) -> None:
     # A red-team trial: a 34 KB path made a CEF alert too big for UDP; it went to the dead letters only.
+    # A SIEM trial: over TCP the same path made a message past the receiver's limit; rsyslog cut it and read
+    # its rest as a message of its own, which the path had written as a forged CEF alert.
     (event, *_) = hostile_events()
-    long_path = "/v1/" + "a" * 70_000
+    forged = "CEF:0|gatewatch|gatewatch|1|token_revoked_used|FORGERY|10|"
+    long_path = "/v1/" + "a" * 70_000 + forged
     huge = AlertEvent(
         replace(event.alert, summary="GET " + long_path, details={**event.alert.details, "path": long_path},
                 request_ids=tuple(f"req-{n}-" + "r" * 4000 for n in range(20))),
         event.state, event.sequence, event.at,
     )  # fmt: skip
     dead = tmp_path / "dl.ndjson"
-    forwarder = {"name": "big", "type": "syslog", "host": "127.0.0.1", "port": rsyslog.ports["udp"],
-                 "transport": "udp", "format": fmt, "dead_letters": str(dead)}  # fmt: skip
-    offset = rsyslog.size("udp")
+    forwarder = {"name": "big", "type": "syslog", "host": "127.0.0.1", "port": rsyslog.ports[transport],
+                 "transport": transport, "format": fmt, "dead_letters": str(dead), "max_message_bytes": 4096}  # fmt: skip
+    offset = rsyslog.size(transport)
     forwarders = build_forwarders(parse_config({"forward": [forwarder]}))
     assert forwarders is not None
-    forwarders.submit([huge])
+    forwarders.submit([huge, hostile_events()[1]])
     forwarders.close()
-    assert forwarders.counts()["big"] == {"sent": 1}
-    (line,) = rsyslog.wait_for_lines("udp", offset, 1)
-    assert 10_000 < len(line) < 65_000 and "/v1/aaaa".encode() in line and "…".encode() in line
-    assert b"req-9-" in line and b"req-10-" not in line  # the first ten request ids
+    assert forwarders.counts()["big"] == {"sent": 2}
+    line, after = rsyslog.wait_for_lines(transport, offset, 2)
+    assert len(line) <= 4096 and "/v1/aaaa".encode() in line and "…".encode() in line
+    if fmt == "rfc5424":
+        assert b"req-2-" in line and b"req-3-" not in line  # texts cut to 256 characters, the first three ids
+    else:  # CEF's own limits (msg 1023 characters, cs4 4000) made it fit: no id of 4,000 characters fits cs4
+        assert b"cs4=[]" in line and b"a" * 1000 in line
+    assert b"FORGERY" not in line and b"token_replay" in after  # the next message is the next event
     assert not dead.exists()
+
+
+def test_cef_values_keep_to_the_specifications_lengths_and_a_cut_never_ends_in_a_lone_backslash() -> None:
+    from gatewatch.forward.cef import cef_line
+    from gatewatch.forward.syslog import fitted_message
+
+    (event, *_) = hostile_events()
+    slashes = "\\" * 5000
+    alert = replace(event.alert, summary=slashes, entity_value=slashes, reason=slashes, request_ids=(slashes,) * 5,
+                    details={**event.alert.details, "path": slashes, "user_agent": slashes, "method": slashes})  # fmt: skip
+    slashed = AlertEvent(alert, event.state, event.sequence, event.at)
+    extension = dict(re.findall(r"(\w+)=((?:[^\\ =]|\\.)*)", cef_line(slashed).split("|", 7)[7]))
+    assert len(extension["msg"].replace("\\\\", "\\")) == 1023 and extension["msg"].endswith("…")
+    assert len(extension["cs2"].replace("\\\\", "\\")) == 4000
+    # Four-byte characters: texts of 64 characters still make more than 2,048 bytes, so the bytes are cut, on a character.
+    for wide, fmt in (("\U0001f600" * 3000, "rfc5424"), ("\U0001f600\\" * 3000, "cef_syslog")):
+        alert = replace(alert, summary=wide, entity_value=wide, reason=wide, request_ids=(wide,),
+                        details={**alert.details, "path": wide, "user_agent": wide, "method": wide, "token_sub": wide})  # fmt: skip
+        forwarder = {"name": "s", "type": "syslog", "host": "h", "port": 1, "format": fmt, "max_message_bytes": 2048}
+        config = parse_config({"forward": [forwarder]}).forward[0]
+        message = fitted_message(AlertEvent(alert, event.state, event.sequence, event.at), config, "gw")  # type: ignore[arg-type]
+        assert len(message) <= 2048 and message.decode()
+        assert (len(message) - len(message.rstrip(b"\\"))) % 2 == 0
+        if fmt == "rfc5424":
+            assert len(message) > 2044  # cut, not rendered shorter
