@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from detectors import registry
 from detectors.alerts import Alert, AlertBook
+from ingest.alerts import AlertEvent, AlertState
 from detectors.base import DetectorContext
 from detectors.sample import T0, app_event, gateway_event, transaction
 from detectors.trust import TrustPolicy
@@ -108,7 +109,13 @@ def documents() -> dict[str, list[dict[str, Any]]]:
             transaction_document(transaction("req-2", (minimal,))),
             transaction_document(transaction("req-3", app=(full_app_event(),))),
         ],
-        "alert": [alert.to_document() for alert in example_alerts()],
+        "alert": [alert.to_document() for alert in example_alerts()] + [
+            # A lifecycle event (the lifecycle file, forwarders, the alerts topic): a SIEM trial validated them
+            # against this schema and refused every one.
+            AlertEvent(alert, state, sequence, alert.last_seen).to_document()
+            for alert in example_alerts()[:1]
+            for state, sequence in ((AlertState.OPEN, 1), (AlertState.RESOLVED, 2))
+        ],
         "dead_letter": [
             dead_letter_document(letter),
             {"@timestamp": iso(T0), **dead_letter_document(letter)},  # as the search sink stores it
