@@ -22,6 +22,12 @@ field                               accepted                           otherwise
 ``token_exp``, ``token_iat``        finite, 1970-01-01 .. 2100-01-01   dropped, flagged
 ==================================  =================================  ============================
 
+A value that cannot be read as its type at all (an object or a list where text
+goes, a time that is not one) costs the record only for ``ts`` and ``status``
+(dead letter ``invalid_value``); anywhere else it is dropped and the field named
+in the label ``gatewatch.invalid_value``. Those values come from clients: a
+token claim sent as ``["forged"]`` must not hide its request from every rule.
+
 Why the split: a record without a credible time cannot be ordered, and the
 status is what most rules read, so a record with an impossible one is not what
 it claims to be. The other numbers are details of a request that is otherwise
@@ -43,7 +49,8 @@ from ingest.records import Dataset, DeadLetter, Event, Origin, record_id
 
 
 class InvalidValueError(ValueError):
-    """A field's value cannot be read as its type; the record becomes a dead letter."""
+    """A field's value cannot be read as its type: the record becomes a dead letter (``ts``, ``status``),
+    or the value is dropped (any other field)."""
 
 
 class OutOfRangeError(InvalidValueError):
@@ -66,6 +73,8 @@ MAX_INT64 = 2**63 - 1
 MAX_DURATION_MS = 1e12  # ~31 years; in nanoseconds (ECS event.duration) still inside int64
 OUT_OF_RANGE_LABEL = "gatewatch.out_of_range"
 """The label naming the fields whose out-of-range values were dropped (comma-separated)."""
+INVALID_VALUE_LABEL = "gatewatch.invalid_value"
+"""The label naming the fields whose values could not be read as their type and were dropped."""
 
 
 def parse_timestamp(value: Any) -> float:
@@ -267,6 +276,7 @@ def normalize(
     values = fields
     dropped: list[str] = []  # keys to remove: absent values, labels, and values out of range
     out_of_range: list[str] = []
+    invalid: list[str] = []
     labels: list[tuple[str, str]] = []
     for name, value in values.items():
         if type(value) is str and name in _TEXT_FIELDS:
@@ -290,11 +300,16 @@ def normalize(
         except OutOfRangeError as error:
             return DeadLetter(origin, "out_of_range", f"{name}: {error}", raw)
         except InvalidValueError as error:
-            return DeadLetter(origin, "invalid_value", f"{name}: {error}", raw)
+            if name == "status":
+                return DeadLetter(origin, "invalid_value", f"{name}: {error}", raw)
+            invalid.append(name)
+            dropped.append(name)
     for name in dropped:
         del values[name]
     if out_of_range:
         labels.append((OUT_OF_RANGE_LABEL, ",".join(sorted(out_of_range))))
+    if invalid:
+        labels.append((INVALID_VALUE_LABEL, ",".join(sorted(invalid))))
     if created is not None:
         values["created"] = created
     if labels:
