@@ -70,10 +70,14 @@ class GatewayBypass(Detector):
             return ()
         trust = self.context.trust
         served = [e for e in txn.app if _is_served(e)]
-        if not served:
-            return ()
+        paths = {e.path for e in served if e.path is not None}
+        if not served or (paths and all(trust.is_allowlisted_path(path) for path in paths)):
+            return ()  # a health check, however many lines it logged
+        # A line on an allowlisted path does not excuse the request's other paths: a direct POST /v1/refunds
+        # sharing its request id with a /healthz call must still be seen (a red-team trial).
+        served = [e for e in served if not trust.is_allowlisted_path(e.path)]
         for event in served:
-            if trust.is_allowlisted_path(event.path) or trust.is_internal_caller(event):
+            if trust.is_internal_caller(event):
                 return ()
             if trust.knows_gateway and _peer(event) is not None and not trust.peer_is_gateway(event):
                 return ()  # reported as untrusted_peer
@@ -143,6 +147,18 @@ class GatewayBypass(Detector):
             source_ip="10.2.0.8", peer_identity="spiffe://billing.example/ns/ops/sa/reconciler",
         )  # fmt: skip
         yield Example("internal reconciler", (internal, transaction("r-4", app=(internal,))), alerts=frozenset())
+        twin = app_event(10, request_id="r-7", method="GET", path="/healthz", status=200)
+        refund = app_event(10.2, request_id="r-7", method="POST", path="/v1/refunds", status=201)
+        yield Example(
+            "a direct call sharing its request id with a health check",
+            (twin, refund, transaction("r-7", app=(twin, refund))),
+            alerts=frozenset({"billing.app"}),
+            reason="no_gateway_record",
+        )
+        probe_lines = (probe, app_event(10.1, request_id="r-3", status=200, message="request done"))
+        yield Example(
+            "a health check logged in two lines", (*probe_lines, transaction("r-3", app=probe_lines)), alerts=frozenset()
+        )
         edge = gateway_event(10, request_id="r-5", source_ip="203.0.113.7", **invoices)
         proxied = app_event(10.05, request_id="r-5", **invoices, **gw)
         yield Example(
