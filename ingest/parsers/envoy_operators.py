@@ -164,7 +164,12 @@ JWT_CLAIMS: dict[str, str] = {
 }
 """JWT claim -> field, for ``%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:<payload>[:<claim>])%``."""
 
-_HEADER_OPERATORS = frozenset({"REQ", "RESP", "TRAILER"})
+HEADER_OPERATORS = {
+    "REQ": "REQ", "RESP": "RESP", "TRAILER": "TRAILER",
+    # Envoy 1.37's full names (Cilium's Gateway default format uses them): the same operators.
+    "REQUEST_HEADER": "REQ", "RESPONSE_HEADER": "RESP", "RESPONSE_TRAILER": "TRAILER",
+}  # fmt: skip
+"""Header operator as written -> the short name fields and labels are known by."""
 _EVENT_FIELDS = frozenset(Event.__struct_fields__)
 
 
@@ -194,7 +199,8 @@ class Slot:
 def resolve(command: Command) -> Slot:
     """The slot for ``command``; raises ``ValueError`` for a malformed argument."""
     name, arg = command.name, command.arg
-    if name in _HEADER_OPERATORS:
+    if name in HEADER_OPERATORS:
+        name = HEADER_OPERATORS[name]
         header = _header(command)
         field = HEADERS.get((name, header))
         if field is None:

@@ -20,7 +20,7 @@ from ingest.errors import FormatError
 from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
-from ingest.parsers.envoy_operators import Apply, Converted, Kind, ScalarClaim, Slot, resolve
+from ingest.parsers.envoy_operators import HEADER_OPERATORS, Apply, Converted, Kind, ScalarClaim, Slot, resolve
 from ingest.parsers.fused import Fused, Leaf, Run, Whole, fuse
 from ingest.records import AMBIGUOUS_CLIENTS_LABEL, DeadLetter, Event, RawRecord
 
@@ -311,7 +311,7 @@ def _absorbers(tokens: list[Token], slots: tuple[Slot, ...]) -> tuple[tuple[int,
             separators += token.text.count(_SEPARATOR)
             continue
         slot = slots[index]
-        client_header = slot.command.split("(")[0] in _CLIENT_HEADERS
+        client_header = HEADER_OPERATORS.get(slot.command.split("(")[0]) in _CLIENT_HEADERS
         if client_header and _is_quoted(tokens, position) and _quoted_value(slot, tokens, position) is not None:
             preference = {"user_agent": 0, "forwarded_for": 2}.get(slot.field, 1)
             found.append((preference, index, separators))

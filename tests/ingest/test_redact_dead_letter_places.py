@@ -31,6 +31,8 @@ JSON_LINE = orjson.dumps({"ts": "2026-12-07T10:00:00Z", "status": 999, "auth": f
     ("parse_format", "line", "reason"),
     [
         ({"format": TEXT_FORMAT}, TEXT_LINE.replace(" 200 ", " 999 ").encode(), "out_of_range"),
+        ({"format": TEXT_FORMAT.replace("%REQ(", "%REQUEST_HEADER(")}, TEXT_LINE.replace(" 200 ", " 999 ").encode(),
+         "out_of_range"),  # Envoy 1.37's full name: the same header, the same redaction
         ({"json_format": JSON_FORMAT}, JSON_LINE, "out_of_range"),
         ({"json_format": JSON_FORMAT}, JSON_LINE.replace(b'"status":999', b'"status":1e400'), "invalid_value"),
     ],

@@ -67,6 +67,17 @@ def test_envoy_documentation_example(default: Parser) -> None:
     assert e.labels == ()
 
 
+def test_envoy_1_37_full_header_operator_names_read_as_req_and_resp(default: Parser) -> None:
+    # Envoy 1.37 documents its default format with %REQUEST_HEADER(..)% / %RESPONSE_HEADER(..)% (a red-team trial:
+    # read as labels, every request lost its id, client and path, and became a gateway bypass).
+    full_names = ENVOY_DEFAULT_FORMAT.replace("%REQ(", "%REQUEST_HEADER(").replace("%RESP(", "%RESPONSE_HEADER(")
+    assert "%REQUEST_HEADER(X-REQUEST-ID)%" in full_names
+    assert event(compile_text_format(full_names), ENVOY_DOC_LINE) == event(default, ENVOY_DOC_LINE)
+    labelled = event(compile_text_format("[%START_TIME%] %REQUEST_HEADER(X-TENANT)% %RESPONSE_TRAILER(GRPC-STATUS)%"),
+                     "[2016-04-15T20:17:00.310Z] acme 0")  # fmt: skip
+    assert labelled.labels == (("req.x-tenant", "acme"), ("trailer.grpc-status", "0"))
+
+
 def test_default_format_constant_is_envoys() -> None:
     assert ENVOY_DEFAULT_FORMAT.startswith('[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% ')
     assert ENVOY_DEFAULT_FORMAT.endswith('"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"\n')
