@@ -42,7 +42,11 @@ _GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~8
 
 
 def route_key(event: Event) -> str | None:
-    """Route name, else upstream cluster, else ``authority/first-path-segment``."""
+    """Route name, else upstream cluster, else ``host/first-path-segment``.
+
+    The last is what the client wrote: its Host is taken without port or trailing dot, so
+    ``API.example:443`` and ``api.example.`` cannot split one route's errors three ways.
+    """
     if event.route_name:
         return event.route_name
     if event.upstream_cluster:
@@ -50,7 +54,16 @@ def route_key(event: Event) -> str | None:
     if not event.authority:
         return None
     segment = (event.path or "/").split("?", 1)[0].lstrip("/").split("/", 1)[0]
-    return f"{event.authority.lower()}/{segment}"
+    return f"{_host(event.authority)}/{segment}"
+
+
+def _host(authority: str) -> str:
+    host = authority.lower()
+    if host.startswith("["):  # [2001:db8::1]:443
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
 
 
 class _Route:

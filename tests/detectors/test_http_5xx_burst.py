@@ -38,6 +38,10 @@ def test_route_key_prefers_route_name_then_cluster_then_authority_and_first_segm
     assert route_key(gateway_event(0, route_name="r", upstream_cluster="c", authority="a")) == "r"
     assert route_key(gateway_event(0, upstream_cluster="c", authority="a")) == "c"
     assert route_key(gateway_event(0, authority="API.Example.com", path="/v1/invoices/9?x=1")) == "api.example.com/v1"
+    # A red-team trial split one route's 500s by Host: ports and a trailing dot are the same route.
+    for authority in ("api.example.com:443", "api.example.com.", "API.EXAMPLE.COM.:8443"):
+        assert route_key(gateway_event(0, authority=authority, path="/v1/x")) == "api.example.com/v1"
+    assert route_key(gateway_event(0, authority="[2001:DB8::1]:443", path="/v1")) == "2001:db8::1/v1"
     assert route_key(gateway_event(0, authority="api.example.com", path="/?q")) == "api.example.com/"
     assert route_key(gateway_event(0, path="/v1")) is None
 
