@@ -13,6 +13,9 @@ Three ways to tell, each a ``reason``:
 - ``no_gateway_record`` (transaction): an app-only transaction whose peer is the
   gateway, or is not logged: the gateway never wrote a line for the request.
   One with a known non-gateway peer was already reported as ``untrusted_peer``.
+  So is an app line more than ``ATTEMPT_SLACK_SECS`` outside every span
+  (start to start + duration) the gateway logged for its request id: another
+  request under a reused id.
   Only the join can tell that no gateway line is coming, so this reason waits
   for the transaction to close; the other two go out as their line arrives.
 
@@ -66,7 +69,7 @@ class GatewayBypass(Detector):
         return (self._finding(event, peer, "untrusted_peer", event.ts, (event.request_id,)),)
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
-        if txn.gateway or not txn.app:
+        if not txn.app:
             return ()
         trust = self.context.trust
         served = [e for e in txn.app if _is_served(e)]
@@ -76,24 +79,33 @@ class GatewayBypass(Detector):
         # A line on an allowlisted path does not excuse the request's other paths: a direct POST /v1/refunds
         # sharing its request id with a /healthz call must still be seen (a red-team trial).
         served = [e for e in served if not trust.is_allowlisted_path(e.path)]
+        if txn.gateway:
+            # The gateway saw this id, but an app line far outside each of its attempts is another request
+            # under a reused id (a red-team trial kept one open for ten minutes of direct calls).
+            served = [e for e in served if not any(_during(e, attempt) for attempt in txn.gateway)]
+            if not served:
+                return ()
         for event in served:
             if trust.is_internal_caller(event):
                 return ()
             if trust.knows_gateway and _peer(event) is not None and not trust.peer_is_gateway(event):
                 return ()  # reported as untrusted_peer
         first = served[0]
-        return (self._finding(first, _peer(first), "no_gateway_record", txn.first_ts, (txn.request_id,)),)
+        ts = first.ts if txn.gateway else txn.first_ts
+        return (self._finding(first, _peer(first), "no_gateway_record", ts, (txn.request_id,), bool(txn.gateway)),)
 
     def _finding(
-        self, event: Event, peer: tuple[str, str] | None, reason: str, ts: float, request_ids: tuple[str, ...]
+        self, event: Event, peer: tuple[str, str] | None, reason: str, ts: float, request_ids: tuple[str, ...],
+        reused: bool = False,
     ) -> Finding:
         entity_type, entity = peer or ("event.dataset", str(event.dataset))
+        request = request_ids[0] if request_ids else "?"
         who = {
             "untrusted_peer": f"from peer {_describe(event)}, which is not the gateway",
             "no_request_id": f"without a request id, which Envoy sets on every request it proxies, "
             f"from peer {_describe(event)}",
             "no_gateway_record": f"from peer {_describe(event)}, but the gateway logged no record of request "
-            f"{request_ids[0] if request_ids else '?'}",
+            + (f"{request} at that time: its id was reused" if reused else request),
         }[reason]
         return self.finding(
             entity_type,
@@ -155,6 +167,21 @@ class GatewayBypass(Detector):
             alerts=frozenset({"billing.app"}),
             reason="no_gateway_record",
         )
+        seen = gateway_event(10, request_id="r-8", source_ip="203.0.113.7", duration_ms=150.0, **invoices)
+        proxied_seen = app_event(10.1, request_id="r-8", **invoices, **gw)
+        reused = app_event(200, request_id="r-8", method="POST", path="/v1/refunds", status=201)
+        yield Example(
+            "a direct call reusing a request id the gateway logged minutes before",
+            (seen, proxied_seen, reused, transaction("r-8", (seen,), (proxied_seen, reused))),
+            alerts=frozenset({"billing.app"}),
+            reason="no_gateway_record",
+        )
+        slow = gateway_event(10, request_id="r-9", source_ip="203.0.113.7", duration_ms=90_000.0, **invoices)
+        streamed = (app_event(10.1, request_id="r-9", **invoices, **gw), app_event(95, request_id="r-9", status=200, **gw))
+        yield Example(
+            "a 90-second request whose app lines span it", (slow, *streamed, transaction("r-9", (slow,), streamed)),
+            alerts=frozenset(),
+        )
         probe_lines = (probe, app_event(10.1, request_id="r-3", status=200, message="request done"))
         yield Example(
             "a health check logged in two lines", (*probe_lines, transaction("r-3", app=probe_lines)), alerts=frozenset()
@@ -167,6 +194,18 @@ class GatewayBypass(Detector):
         refused = gateway_event(10, request_id="r-6", source_ip="203.0.113.7", method="GET", path="/v1/x", status=401)
         yield Example("rejected at the gateway", (refused, transaction("r-6", (refused,))), alerts=frozenset())
         yield Example("app's own log line", (app_event(10, level="info", message="cache warmed"),), alerts=frozenset())
+
+
+ATTEMPT_SLACK_SECS = 30.0
+"""How far outside a gateway attempt's span (start to start + duration) its app lines may be: the two hosts'
+clocks, and lines an app writes after it answered."""
+
+
+def _during(event: Event, attempt: Event) -> bool:
+    if attempt.duration_ms is None:
+        return True  # a format without %DURATION%: the attempt's end is not known
+    end = attempt.ts + attempt.duration_ms / 1000
+    return attempt.ts - ATTEMPT_SLACK_SECS <= event.ts <= end + ATTEMPT_SLACK_SECS
 
 
 def _is_served(event: Event) -> bool:
