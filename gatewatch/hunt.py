@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detectors.gateway_bypass import ATTEMPT_SLACK_SECS
 from detectors.trust import is_network
 from gatewatch.config import TrustConfig
 from gatewatch.notebook import DuckDBStore, SearchStore
@@ -148,7 +149,8 @@ def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
 
     - ``no_request_id``: a peer that is not the gateway, and no request id;
     - ``untrusted_peer``: a peer that is not the gateway (mTLS identity, else network);
-    - ``no_gateway_record``: the gateway's peer, but the gateway never logged the request id.
+    - ``no_gateway_record``: the gateway's peer, but the gateway never logged the request id (or not
+      within ``ATTEMPT_SLACK_SECS`` of the line: a reused id).
 
     Health-check paths and internal callers are skipped, as the trust config says.
     """
@@ -162,11 +164,10 @@ def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
                             _in_networks(app["source_ip"], trust.gateway_networks))  # fmt: skip
     if not (trust.gateway_identities or trust.gateway_networks):
         from_gateway = np.ones(len(app), dtype=bool)  # nothing to judge a peer by: only the join can tell
-    seen_by_gateway = set(events.loc[events["dataset"] == str(Dataset.GATEWAY), "request_id"].dropna())
     has_id = app["request_id"].notna()
     reason = pd.Series(
         np.select(
-            [~from_gateway & ~has_id, ~from_gateway, has_id & ~app["request_id"].isin(seen_by_gateway)],
+            [~from_gateway & ~has_id, ~from_gateway, has_id & ~_during_gateway_attempt(app, events)],
             ["no_request_id", "untrusted_peer", "no_gateway_record"],
             default="",
         ),
@@ -246,6 +247,20 @@ def _with_app_tokens(events: pd.DataFrame) -> pd.DataFrame:
         if rows.any():  # an empty assignment would cast the datetime column to float and fail
             gateway.loc[rows, column] = gateway.loc[rows, "request_id"].map(tokens[column])
     return gateway
+
+
+def _during_gateway_attempt(app: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
+    """Per app row: a gateway line of its request id spans it (start to start + duration, give or take
+    ``ATTEMPT_SLACK_SECS``; any time when the format logs no duration), as gateway_bypass judges."""
+    gateway = events.loc[events["dataset"] == str(Dataset.GATEWAY), ["request_id", "ts", "duration_ms"]]
+    pairs = app[["request_id", "ts"]].reset_index().merge(gateway.dropna(subset=["request_id"]), on="request_id",
+                                                         suffixes=("", "_gateway"))  # fmt: skip
+    slack = pd.Timedelta(seconds=ATTEMPT_SLACK_SECS)
+    end = pairs["ts_gateway"] + pd.to_timedelta(pairs["duration_ms"].astype("float64"), unit="ms")
+    spans = pairs["duration_ms"].isna() | (
+        (pairs["ts"] >= pairs["ts_gateway"] - slack) & (pairs["ts"] <= end + slack)
+    )
+    return pd.Series(app.index.isin(pairs.loc[spans, "index"]), index=app.index)
 
 
 def _served(events: pd.DataFrame) -> pd.Series:

@@ -58,15 +58,19 @@ def test_bypass_reasons_and_what_is_trusted() -> None:
         app(5, "r-5", "10.3.0.5", "spiffe://billing.example/ns/ops/sa/reconciler"),  # internal caller
         app(6, None, "10.0.0.12", GATEWAY_ID),                                  # gateway peer, no id: a logging gap
         app(7, None, "10.9.9.7", method=None, path=None, status=None),          # "cache warmed": not served
+        gateway(8, "r-8", duration_ms=100.0), app(8.05, "r-8", "10.0.0.13", GATEWAY_ID),
+        app(300, "r-8", "10.0.0.14", GATEWAY_ID),                               # r-8 reused minutes later
+        gateway(9, "r-9"), app(400, "r-9", "10.0.0.15", GATEWAY_ID),            # no duration logged: any time
     )  # fmt: skip
     incidents = bypass_incidents(events, TRUST)
     assert found(incidents) == {("10.0.0.11", "gateway_bypass", "no_gateway_record"),
+                                ("10.0.0.14", "gateway_bypass", "no_gateway_record"),
                                 ("10.9.9.9", "gateway_bypass", "untrusted_peer"),
                                 ("10.9.9.8", "gateway_bypass", "no_request_id")}  # fmt: skip
     assert incidents.set_index("entity_value").loc["10.9.9.9", "requests"] == 1
     # With no gateway identity or network configured, every peer would look foreign: only the join tells.
     assert found(bypass_incidents(events, TrustConfig())) == {
-        (ip, "gateway_bypass", "no_gateway_record") for ip in ("10.0.0.11", "10.9.9.9", "10.3.0.5")
+        (ip, "gateway_bypass", "no_gateway_record") for ip in ("10.0.0.11", "10.9.9.9", "10.3.0.5", "10.0.0.14")
     }
 
 
