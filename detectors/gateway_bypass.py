@@ -28,7 +28,7 @@ any configured gateway identity or network the peer-based reasons stay silent
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
 from detectors.sample import app_event, gateway_event, transaction
@@ -69,22 +69,21 @@ class GatewayBypass(Detector):
         return (self._finding(event, peer, "untrusted_peer", event.ts, (event.request_id,)),)
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
-        if not txn.app:
+        app: Sequence[Event] = txn.app
+        if txn.gateway and app:
+            # The gateway saw this id, but an app line far outside each of its attempts is another request
+            # under a reused id (a red-team trial kept one open for ten minutes of direct calls).
+            app = _outside_attempts(app, txn.gateway)
+        if not app:
             return ()
         trust = self.context.trust
-        served = [e for e in txn.app if _is_served(e)]
+        served = [e for e in app if _is_served(e)]
         paths = {e.path for e in served if e.path is not None}
         if not served or (paths and all(trust.is_allowlisted_path(path) for path in paths)):
             return ()  # a health check, however many lines it logged
         # A line on an allowlisted path does not excuse the request's other paths: a direct POST /v1/refunds
         # sharing its request id with a /healthz call must still be seen (a red-team trial).
         served = [e for e in served if not trust.is_allowlisted_path(e.path)]
-        if txn.gateway:
-            # The gateway saw this id, but an app line far outside each of its attempts is another request
-            # under a reused id (a red-team trial kept one open for ten minutes of direct calls).
-            served = [e for e in served if not any(_during(e, attempt) for attempt in txn.gateway)]
-            if not served:
-                return ()
         for event in served:
             if trust.is_internal_caller(event):
                 return ()
@@ -201,11 +200,18 @@ ATTEMPT_SLACK_SECS = 30.0
 clocks, and lines an app writes after it answered."""
 
 
-def _during(event: Event, attempt: Event) -> bool:
-    if attempt.duration_ms is None:
-        return True  # a format without %DURATION%: the attempt's end is not known
-    end = attempt.ts + attempt.duration_ms / 1000
-    return attempt.ts - ATTEMPT_SLACK_SECS <= event.ts <= end + ATTEMPT_SLACK_SECS
+def _outside_attempts(app: tuple[Event, ...], attempts: tuple[Event, ...]) -> list[Event]:
+    """The app lines outside every gateway attempt's span, start to start + duration, give or take
+    ATTEMPT_SLACK_SECS (called for every joined request: written for one attempt, the common case)."""
+    spans = []
+    for attempt in attempts:
+        if attempt.duration_ms is None:
+            return []  # a format without %DURATION%: the attempt's end is not known
+        spans.append((attempt.ts - ATTEMPT_SLACK_SECS, attempt.ts + attempt.duration_ms / 1000 + ATTEMPT_SLACK_SECS))
+    if len(spans) == 1:
+        ((start, end),) = spans
+        return [e for e in app if not start <= e.ts <= end]
+    return [e for e in app if not any(start <= e.ts <= end for start, end in spans)]
 
 
 def _is_served(event: Event) -> bool:
