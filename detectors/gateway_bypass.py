@@ -200,7 +200,7 @@ ATTEMPT_SLACK_SECS = 30.0
 clocks, and lines an app writes after it answered."""
 
 
-def _outside_attempts(app: tuple[Event, ...], attempts: tuple[Event, ...]) -> list[Event]:
+def _outside_attempts(app: Sequence[Event], attempts: Sequence[Event]) -> list[Event]:
     """The app lines outside every gateway attempt's span, start to start + duration, give or take
     ATTEMPT_SLACK_SECS (called for every joined request: written for one attempt, the common case)."""
     spans = []
