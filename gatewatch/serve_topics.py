@@ -80,6 +80,20 @@ class InternalTopics:
         return [self.requests, self.keyed, self.findings]
 
 
+def _refuse_one_missing_input(kafka: KafkaConfig, counts: dict[str, int]) -> None:
+    """One input topic there and the other not is a misspelt name (or a shipper not yet set up): serve would
+    run ready with that side silent (and a broker that creates topics would make an empty one of the name)."""
+    topics = {"kafka.topics.gateway": kafka.topics.gateway, "kafka.topics.app": kafka.topics.app}
+    missing = [(key, topic) for key, topic in topics.items() if not counts.get(topic)]
+    if len(missing) == 1:
+        ((key, topic),) = missing
+        (other,) = (t for t in topics.values() if t != topic)
+        raise ConfigError(
+            f"{key}: topic {topic} does not exist, while {other} does: fix the name, or create it "
+            f"(kafka-topics.sh --create --topic {topic}) before starting serve"
+        )
+
+
 def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
     """Find P, check the internal topics that exist against it, create the missing ones.
 
@@ -90,6 +104,7 @@ def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
     try:
         names = {role: internal_topic(kafka, role) for role in ROLES}
         counts = _partition_counts(admin, [kafka.topics.gateway, kafka.topics.app, *names.values()])
+        _refuse_one_missing_input(kafka, counts)
         partitions = kafka.detect_partitions
         source = "kafka.detect_partitions"
         if partitions is None:

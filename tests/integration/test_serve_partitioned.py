@@ -132,3 +132,22 @@ def test_internal_topics_with_another_partition_count_refuse_the_start_with_one_
     refusal = [line for line in done.stderr.splitlines() if f"{topics.group}-requests has 4 partitions" in line]
     assert len(refusal) == 1 and "kafka.detect_partitions" in refusal[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_one_input_topic_missing_refuses_the_start_naming_it(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """An operator trial misspelt kafka.topics.app: serve ran ready with Billing's side silent (and the broker made
+    an empty topic of the misspelt name)."""
+    topics = Topics(kafka_bootstrap)
+    config = topics.config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["kafka"]["topics"]["app"] = f"{topics.group}-billing-misspelt"
+    config.write_text(yaml.safe_dump(data))
+    done = subprocess.run(
+        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
+         "--listen", "127.0.0.1:0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    refusal = [line for line in done.stderr.splitlines() if "kafka.topics.app: topic" in line]
+    assert len(refusal) == 1 and f"{topics.group}-billing-misspelt does not exist" in refusal[0], done.stderr
+    assert "Traceback" not in done.stderr
