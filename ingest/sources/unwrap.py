@@ -25,10 +25,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from ingest.normalize import InvalidValueError, parse_timestamp
+from ingest.parsers.decode import lenient_json_value
 from ingest.records import Dataset, Origin, RawRecord
 
 __all__ = [
@@ -125,13 +127,19 @@ def _time(value: object) -> float | None:
         return None
 
 
+def _json(value: bytes) -> Any:
+    """A wrapper record read as the parsers read a JSON line: a lone surrogate escape or a byte that is not
+    UTF-8 in the line it wraps costs that character (U+FFFD), not the unwrapping; ``None``: not JSON."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        return lenient_json_value(value, error)
+
+
 def _docker(value: bytes) -> Unwrapped | None:
     if value[:1] != b"{":
         return None
-    try:
-        record = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
+    record = _json(value)
     if type(record) is not dict or type(log := record.get("log")) is not str:
         return None
     stream = record.get("stream")
@@ -158,10 +166,7 @@ def _key(value: bytes, key: str) -> Unwrapped | None:
     # Cheap test first: a shipper's record is a JSON object.
     if value[:1] != b"{":
         return None
-    try:
-        record = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
+    record = _json(value)
     if type(record) is dict:
         line = record.get(key)
         if type(line) is str:

@@ -114,6 +114,16 @@ def test_an_ecs_record_is_not_replaced_by_its_log_object(tmp_path: Path) -> None
     assert [r.line for r in records] == [ecs, b'{"level":"info","request_id":"r1"}']
 
 
+def test_a_shipper_record_whose_line_is_not_strict_utf8_is_still_unwrapped(tmp_path: Path) -> None:
+    # An operator trial: Fluent Bit's envelope around a line with a byte that is not UTF-8 (or a lone surrogate
+    # escape, as json.dumps writes one) was taken for the line itself: a missing_timestamp dead letter, and an
+    # unwrap_missed warning pointing at the wrong setting.
+    raw = b'{"log": "GET /caf\xe9", "request_id": "x"}\n'
+    escaped = b'{"log": "GET /caf\\udcfc", "request_id": "x"}\n'
+    records = gateway_records(tmp_path, "log", raw + escaped)
+    assert [r.line for r in records] == ["GET /caf\ufffd".encode()] * 2
+
+
 # Envoy's json_format documentation example (no START_TIME), as Docker's json-file driver keeps it.
 ENVOY_DOC_JSON = '{"protocol": "HTTP/1.1", "duration": "123", "my_custom_header": "value_of_MY_CUSTOM_HEADER"}'
 ENVOY_DOC_JSON_FORMAT = (
