@@ -69,8 +69,14 @@ def error_parts(body: Any) -> tuple[str, str]:
 
 def tls_failure(error: Exception) -> str:
     """The one line for a TLS handshake the store's certificate (or ours) failed: retrying cannot help."""
+    cause: BaseException = error
+    while (inner := cause.__cause__ or cause.__context__) is not None:  # the client's "TLS error" wraps ssl's own
+        cause = inner
+    detail = str(cause) if str(error) in ("TLS error", "") else str(error)
+    if "WRONG_VERSION_NUMBER" in detail or "record layer failure" in detail:
+        return f"TLS with the store failed ({detail}): the node answers in plain HTTP; give the URL as http://"
     return (
-        f"TLS with the store failed ({error}); check store.ca_certs, store.client_cert / store.client_key "
+        f"TLS with the store failed ({detail}); check store.ca_certs, store.client_cert / store.client_key "
         "and store.verify_certs"
     )
 
