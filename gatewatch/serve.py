@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 from kafka.errors import KafkaError
 
 from gatewatch.checkpoint import config_digest
-from gatewatch.errors import FencedError, SourceError, StoppedError, StoreError, StoreUnavailableError
+from gatewatch.errors import FencedError, StoppedError, StoreError, StoreUnavailableError
 from gatewatch.follow import FollowStage
 from gatewatch.http_ingest import HttpIngest, add_routes
 from gatewatch.metrics import HealthServer, ServeMetrics
@@ -69,7 +69,7 @@ from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
 from ingest.records import Dataset
 from ingest.sinks.base import Sink
-from ingest.sources.kafka_settings import check_login
+from ingest.sources.kafka_settings import check_login, unreachable
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
@@ -186,7 +186,7 @@ class Service:
                 stage.open()
         except KafkaError as error:
             self._close()
-            raise SourceError(f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}") from None
+            raise unreachable(kafka, error) from None
         except StoppedError:
             self._close()
             log.warning(kv("stopped", reason="store_never_answered", exit_code=1))

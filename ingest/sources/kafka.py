@@ -38,7 +38,7 @@ from ingest.errors import ConfigError, FencedError, SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.kafka_client import release_parked_fetches, subscribe, unauthorized_topics
 from ingest.settings import KafkaSettings
-from ingest.sources.kafka_settings import client_settings, denied_topics, refusal
+from ingest.sources.kafka_settings import client_settings, denied_topics, refusal, unreachable
 from ingest.sources.unwrap import Unwrap, compile_unwrap, unwrap_key
 
 __all__ = ["KafkaSource", "PartitionPoll", "Rebalance", "commit_offsets", "consumer_settings", "stream_name", "subscribe"]
@@ -206,9 +206,7 @@ class KafkaSource:
             subscribe(self.consumer, [topics.gateway, topics.app], _Listener(self))
         except KafkaError as error:
             refused = refusal(error, kafka, "subscribing")
-            raise refused or SourceError(
-                f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error}"
-            ) from None
+            raise refused or unreachable(kafka, error) from None
         self._kafka = kafka
 
     # -- reading ----------------------------------------------------------------

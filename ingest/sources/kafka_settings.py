@@ -18,12 +18,12 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 
-from ingest.errors import SourceAuthError
+from ingest.errors import SourceAuthError, SourceError
 from ingest.settings import KafkaSettings
 from ingest.sinks.search_auth import read_secret
 from ingest.sources.kafka_client import BOUNDED_BACKOFF
 
-__all__ = ["check_login", "client_settings", "denied_topics", "refusal"]
+__all__ = ["check_login", "client_settings", "denied_topics", "refusal", "unreachable"]
 
 LOGIN_TIMEOUT_SECS = 30.0
 
@@ -58,6 +58,16 @@ def refusal(error: BaseException, kafka: KafkaSettings, what: str) -> SourceAuth
     if isinstance(error, AuthorizationError):
         return _refused(kafka, f"denied it ({type(error).__name__.removesuffix('Error')}: {error})", what)
     return None
+
+
+def unreachable(kafka: KafkaSettings, error: BaseException) -> SourceError:
+    """The one line for brokers gatewatch could not talk to: a wrong address, or a protocol their listener
+    does not speak (SASL or TLS against a plain listener only shows as a failed bootstrap)."""
+    protocol = dict(kafka.security).get("security_protocol", "PLAINTEXT")
+    return SourceError(
+        f"cannot connect to Kafka at {','.join(kafka.bootstrap_servers)}: {error} (check the address, and that "
+        f"the listener there speaks kafka.security.security_protocol {protocol})"
+    )
 
 
 def denied_topics(kafka: KafkaSettings, topics: set[str], what: str) -> SourceAuthError:
