@@ -96,11 +96,10 @@ def assignment_key(group_id: str, assignment: tuple[str, ...] | list[str]) -> st
 def config_digest(config: GatewatchConfig) -> str:
     """A hash of every config section the pipeline's state depends on.
 
-    A snapshot holds detectors built from their config; restoring one under a
-    different config would silently keep the old settings, so it is refused.
-    Not the revocation list (``tokens``): no state holds it, a restored task reads
-    the list as it is then, and revoking a token is routine, not a reason to drop
-    every open window and join.
+    Kept with each checkpoint, so a restore under other settings is logged
+    (``state_under_new_config``): the tasks are built from the new config and
+    take the old state. Not the revocation list (``tokens``): no state holds it,
+    and revoking a token is routine.
     """
     sections = config.model_dump(mode="json", include={"gateway", "app", "trust", "correlate", "alerts"})
     sections["detectors"] = config.detectors.model_dump(mode="json")

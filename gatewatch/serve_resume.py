@@ -5,9 +5,17 @@ assigned back and nobody committed past this process's position: its state is
 in memory), ``checkpoint`` (the latest checkpoint of the partition whose state
 decodes; ``previous_checkpoint`` when only the one before it does), else
 ``committed_offsets``: a new task, empty state, from the group's committed
-offset (logged ``state_fresh``). A checkpoint taken under another config, one
-without an offset for its partition, or one whose state does not decode is
-never half-applied: the task is used only once fully restored.
+offset (logged ``state_fresh``). A checkpoint without an offset for its
+partition, or one whose state does not decode, is never half-applied: the
+task is used only once fully restored.
+
+A checkpoint taken under other settings (a threshold, a window, the trust
+lists) is restored all the same, as ``serve`` without Kafka restores its own:
+the tasks are built from the new config and take the old state (logged
+``state_under_new_config``). Starting them empty instead lost every request
+in flight: an operator trial changed one threshold and got two and a half
+minutes of transactions never stored, and gateway_bypass alerts for requests
+whose gateway line the discarded state had read.
 """
 
 from __future__ import annotations
@@ -117,9 +125,6 @@ class Resumer:
         stream = stream_name(tp)
         reason = "no_checkpoint"
         for age, checkpoint in enumerate(found):
-            if checkpoint.config_digest != self._digest:
-                reason = "config_changed"
-                continue
             offset = checkpoint.offsets.get(stream)
             if offset is None or offset < 0:
                 reason = "malformed"
@@ -134,6 +139,9 @@ class Resumer:
                 log.warning(kv("checkpoint_unusable", task=stream, reason=reason, error=str(error)[:300],
                                which="latest" if age == 0 else "previous"))  # fmt: skip
                 continue
+            if checkpoint.config_digest != self._digest:
+                log.warning(kv("state_under_new_config", stage="detect", task=stream,
+                               note="the new settings apply from here to the state built under the old ones"))  # fmt: skip
             if age:
                 self._checkpoints.resumed_from(checkpoint)
                 log.warning(kv("checkpoint_fallback", stage="detect", task=stream,

@@ -1,4 +1,4 @@
-"""Which config changes make a checkpoint's state unusable, and which do not."""
+"""Which config changes a checkpoint records as its state being restored under new settings, and which not."""
 
 from __future__ import annotations
 

@@ -277,6 +277,23 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_and_none_starts_
     assert _task(stage, "requests", 0).seen == ["old", "next"]
 
 
+def test_a_checkpoint_taken_under_other_settings_is_restored_and_logged(
+    stage: DetectStage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator trial changed one threshold: the tasks started empty at the committed offsets, losing 2.5 min of
+    # transactions and raising gateway_bypass for requests whose gateway line the discarded state had read.
+    consumer: FakeConsumer = stage._consumer  # type: ignore[assignment]
+    checkpoints: FakeCheckpoints = stage._checkpoints  # type: ignore[assignment]
+    r0 = _tp("requests", 0)
+    older = Checkpoint(("g-requests/0",), {"g-requests/0": 5}, orjson.dumps(["requests", 0, ["open"]]), 1.0, "before")
+    checkpoints.saved[("g-requests/0",)] = [older]
+    consumer.committed_offsets[r0] = 5
+    consumer.logs[r0] = [b"-"] * 5 + [b"next"]
+    _rebalance(stage, {r0})
+    assert _task(stage, "requests", 0).seen == ["open"] and stage._tasks[r0].next_offset == 5
+    assert "state_under_new_config" in caplog.text and "state_fresh" not in caplog.text
+
+
 def test_a_produce_that_fails_is_retried_with_the_partitions_paused_and_nothing_is_lost(stage: DetectStage) -> None:
     consumer: FakeConsumer = stage._consumer  # type: ignore[assignment]
     producer: FakeProducer = stage._producer  # type: ignore[assignment]

@@ -394,3 +394,32 @@ def test_an_alert_task_started_empty_part_way_gives_its_lifecycle_events_ids_of_
     assert not {e.id for e in fresh} & {e.id for e in from_start}
     # a checkpoint of the fresh task keeps its epoch
     assert [e.id for e in events_from(start, snapshot_at=start + (len(log) - start) // 2)] == [e.id for e in fresh]
+
+
+def test_every_task_takes_a_checkpoint_written_under_other_settings() -> None:
+    """serve restores checkpoints across a config change (``state_under_new_config``): each role's task built from
+    the new settings takes the old state and goes on, and the join loses no request open at the restart."""
+    streams = split(stuffing(clients=2, seconds=400), 2, keyed=False)
+    run = LocalRun(QUICK_CONFIG, 2, seed=4)
+    run.run_events(streams)
+    changed = parse_config({
+        "correlate": {"allowed_lateness_secs": 3, "join_window_secs": 5},
+        "trust": {"gateway_networks": ["10.0.0.0/24"], "allowlist_paths": ["/healthz", "/status"]},
+        "alerts": {"suppression_window_secs": 1200},
+        "detectors": {"http_4xx_burst": {"min_errors": 10, "window_secs": 30}, "behaviour_outlier": {"min_clients": 5}},
+    })  # fmt: skip
+    joined: set[str] = set()
+    for (role, partition), log in run.logs.items():
+        task = new_task(QUICK_CONFIG, role, partition, 2, list(streams))
+        half = len(log) // 2
+        for offset in range(half):
+            task.apply(offset, log[offset])
+        before = task.take()
+        restored = restore_task(changed, role, partition, 2, task.snapshot())
+        for offset in range(half, len(log)):
+            restored.apply(offset, log[offset])
+        restored.finish()
+        after = restored.take()
+        assert after.rejected == 0
+        joined |= {txn.request_id for out in (before, after) for txn in out.batch.transactions}
+    assert joined and joined == {txn.request_id for txn in run.result.transactions.values()}
