@@ -20,6 +20,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 from test_scale_out import Indices, detect_caught_up
@@ -122,16 +123,8 @@ def test_internal_topics_with_another_partition_count_refuse_the_start_with_one_
     assert ensure_internal_topics(kafka).partitions == 4  # creates the three topics
     other = yaml.safe_load(config.read_text())
     other["kafka"]["detect_partitions"] = 6
-    config.write_text(yaml.safe_dump(other))
-    done = subprocess.run(
-        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
-         "--listen", "127.0.0.1:0"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    refusal = [line for line in done.stderr.splitlines() if f"{topics.group}-requests has 4 partitions" in line]
-    assert len(refusal) == 1 and "kafka.detect_partitions" in refusal[0], done.stderr
-    assert "Traceback" not in done.stderr
+    refusal = _refused_start(config, other, f"{topics.group}-requests has 4 partitions")
+    assert "kafka.detect_partitions" in refusal
 
 
 def test_one_input_topic_missing_refuses_the_start_naming_it(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -141,6 +134,12 @@ def test_one_input_topic_missing_refuses_the_start_naming_it(kafka_bootstrap: st
     config = topics.config(tmp_path)
     data = yaml.safe_load(config.read_text())
     data["kafka"]["topics"]["app"] = f"{topics.group}-billing-misspelt"
+    refusal = _refused_start(config, data, "kafka.topics.app: topic")
+    assert f"{topics.group}-billing-misspelt does not exist" in refusal
+
+
+def _refused_start(config: Path, data: dict[str, Any], marker: str) -> str:
+    """Start serve with ``data`` written to ``config``: it must stop with exit 2 and one line holding ``marker``."""
     config.write_text(yaml.safe_dump(data))
     done = subprocess.run(
         [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
@@ -148,6 +147,6 @@ def test_one_input_topic_missing_refuses_the_start_naming_it(kafka_bootstrap: st
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    refusal = [line for line in done.stderr.splitlines() if "kafka.topics.app: topic" in line]
-    assert len(refusal) == 1 and f"{topics.group}-billing-misspelt does not exist" in refusal[0], done.stderr
-    assert "Traceback" not in done.stderr
+    refusal = [line for line in done.stderr.splitlines() if marker in line]
+    assert len(refusal) == 1 and "Traceback" not in done.stderr, done.stderr
+    return refusal[0]
