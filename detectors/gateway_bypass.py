@@ -70,12 +70,21 @@ class GatewayBypass(Detector):
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
         app: Sequence[Event] = txn.app
-        if txn.gateway and app:
-            # The gateway saw this id, but an app line far outside each of its attempts is another request
-            # under a reused id (a red-team trial kept one open for ten minutes of direct calls).
-            app = _outside_attempts(app, txn.gateway)
         if not app:
             return ()
+        if txn.gateway:
+            # The gateway saw this id, but an app line far outside each of its attempts is another request
+            # under a reused id (a red-team trial kept one open for ten minutes of direct calls). Every joined
+            # request comes here: lines within the slack of the first attempt's start need no more.
+            start = txn.gateway[0].ts
+            for event in app:
+                if not -ATTEMPT_SLACK_SECS <= event.ts - start <= ATTEMPT_SLACK_SECS:
+                    break
+            else:
+                return ()
+            app = _outside_attempts(app, txn.gateway)
+            if not app:
+                return ()
         trust = self.context.trust
         served = [e for e in app if _is_served(e)]
         paths = {e.path for e in served if e.path is not None}
@@ -202,7 +211,7 @@ clocks, and lines an app writes after it answered."""
 
 def _outside_attempts(app: Sequence[Event], attempts: Sequence[Event]) -> list[Event]:
     """The app lines outside every gateway attempt's span, start to start + duration, give or take
-    ATTEMPT_SLACK_SECS (called for every joined request: written for one attempt, the common case)."""
+    ATTEMPT_SLACK_SECS."""
     spans = []
     for attempt in attempts:
         if attempt.duration_ms is None:
