@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gatewatch.config import GatewatchConfig
-from gatewatch.topology import Pipeline, RunStats, tune_gc_for_streaming
+from gatewatch.topology import Pipeline, RunStats, read_position, tune_gc_for_streaming
 from ingest.escape import quoted
 from ingest.records import Dataset
 from ingest.sinks.base import Sink
@@ -49,14 +50,15 @@ def replay(
         pipeline.open_stream(stream)
 
     since_drain = 0
+    positions = dict.fromkeys(readers, -math.inf)
     try:
         while readers:
-            stream = min(readers, key=pipeline.stream_clock)
+            stream = min(readers, key=positions.__getitem__)
             chunk = readers[stream].poll(0.0, CHUNK_RECORDS)
             if readers[stream].at_end:
                 readers.pop(stream).close()
                 pipeline.close_stream(stream)
-            pipeline.feed(chunk)
+            positions[stream] = read_position(pipeline.feed(chunk), positions[stream])
             pipeline.process()
             since_drain += len(chunk)
             if since_drain >= DRAIN_EVERY_RECORDS:

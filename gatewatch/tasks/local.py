@@ -18,6 +18,7 @@ the same records as ``replay`` does, for comparison. Used by tests and bench.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from detectors.alerts import Alert
 from detectors.lifecycle import AlertEvent
 from gatewatch.tasks.base import Role, Task, TaskOutput, new_task, restore_task
 from gatewatch.tasks.route import StreamClocks, progress_message, route_events
-from gatewatch.topology import Pipeline, build_parsers, parse_records
+from gatewatch.topology import Pipeline, build_parsers, parse_records, read_position
 from gatewatch.wire import encode_poll_events
 from ingest.records import DeadLetter, Event, Origin, RawRecord, Transaction
 from ingest.sinks.base import Batch
@@ -229,16 +230,18 @@ def reference(config: GatewatchConfig, inputs: dict[str, Sequence[RawRecord]] | 
     for stream, items in (inputs or events or {}).items():
         readers[stream] = iter(items)
         pipeline.open_stream(stream)
+    positions = dict.fromkeys(readers, -math.inf)
     while readers:
-        stream = min(readers, key=pipeline.stream_clock)
+        stream = min(readers, key=positions.__getitem__)
         part = list(islice(readers[stream], chunk))
         if not part:
             del readers[stream]
             pipeline.close_stream(stream)
         if inputs is not None:
-            pipeline.feed(part)
+            positions[stream] = read_position(pipeline.feed(part), positions[stream])
         else:
             pipeline.order_events(part)
+            positions[stream] = read_position(part, positions[stream])
         pipeline.process()
         result.store(pipeline.drain())
     pipeline.finish()
