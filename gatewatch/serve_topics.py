@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from gatewatch.errors import ConfigError, SourceError
 from gatewatch.tasks.base import Role
@@ -80,13 +80,17 @@ class InternalTopics:
         return [self.requests, self.keyed, self.findings]
 
 
-def _refuse_one_missing_input(kafka: KafkaConfig, counts: dict[str, int]) -> None:
+def _refuse_one_missing_input(admin: KafkaAdminClient, kafka: KafkaConfig, counts: dict[str, int]) -> None:
     """One input topic there and the other not is a misspelt name (or a shipper not yet set up): serve would
-    run ready with that side silent (and a broker that creates topics would make an empty one of the name)."""
+    run ready with that side silent (and a broker that creates topics would make an empty one of the name).
+    A topic the ACLs hide is not listed either: only one the broker says does not exist is refused here."""
     topics = {"kafka.topics.gateway": kafka.topics.gateway, "kafka.topics.app": kafka.topics.app}
     missing = [(key, topic) for key, topic in topics.items() if not counts.get(topic)]
     if len(missing) == 1:
         ((key, topic),) = missing
+        (described,) = admin.describe_topics([topic])  # never creates it: the admin's metadata requests do not
+        if described.get("error_code") != UnknownTopicOrPartitionError.errno:
+            return  # there, but denied to us: subscribing says so, naming the ACLs
         (other,) = (t for t in topics.values() if t != topic)
         raise ConfigError(
             f"{key}: topic {topic} does not exist, while {other} does: fix the name, or create it "
@@ -104,7 +108,7 @@ def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
     try:
         names = {role: internal_topic(kafka, role) for role in ROLES}
         counts = _partition_counts(admin, [kafka.topics.gateway, kafka.topics.app, *names.values()])
-        _refuse_one_missing_input(kafka, counts)
+        _refuse_one_missing_input(admin, kafka, counts)
         partitions = kafka.detect_partitions
         source = "kafka.detect_partitions"
         if partitions is None:

@@ -153,6 +153,7 @@ def _promql_metrics(expr: str) -> set[str]:
     text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
     text = re.sub(r"\{[^}]*\}", "", text)  # label matchers (and Grafana's $variables in them)
     text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors, $__rate_interval, $__range
+    text = re.sub(r"\boffset\s+-?\w+", "", text)  # offset 15m
     text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
     text = re.sub(r"(?<![\w:])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?", "", text)
     names = set()
