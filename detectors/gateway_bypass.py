@@ -217,9 +217,6 @@ def _outside_attempts(app: Sequence[Event], attempts: Sequence[Event]) -> list[E
         if attempt.duration_ms is None:
             return []  # a format without %DURATION%: the attempt's end is not known
         spans.append((attempt.ts - ATTEMPT_SLACK_SECS, attempt.ts + attempt.duration_ms / 1000 + ATTEMPT_SLACK_SECS))
-    if len(spans) == 1:
-        ((start, end),) = spans
-        return [e for e in app if not start <= e.ts <= end]
     return [e for e in app if not any(start <= e.ts <= end for start, end in spans)]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ingest.parsers.decode import lenient_json_value
+from ingest.parsers.decode import NOT_JSON, json_value
 from ingest.sources.unwrap import is_ecs_log_field_set
 
 # Kafka's default message limit is 1 MB: a longer record is cut (it is far past max_line_bytes,
@@ -63,8 +63,8 @@ def decode_body(
     for n, line in enumerate(_lines(body), start=1):
         if not line.strip():
             continue
-        item = _json_value(line)
-        if item is _NOT_JSON:
+        item = json_value(line)
+        if item is NOT_JSON:
             _add(batch, line.rstrip(b"\r"), None, n, valid=False)
             continue
         _add_record(batch, item, line, n, unwrap, key_path)
@@ -103,8 +103,8 @@ def _add_elements(batch: DecodedBatch, body: bytes, unwrap: str | None, key_path
                 break
             end = found
         raw = text[at:end].rstrip().encode("utf-8", "surrogateescape")
-        item = _json_value(raw)
-        if item is _NOT_JSON:
+        item = json_value(raw)
+        if item is NOT_JSON:
             _add(batch, raw, None, n, valid=False)
         else:
             _add_record(batch, item, raw, n, unwrap, key_path)
@@ -150,17 +150,6 @@ def _skip_space(text: str, at: int) -> int:
     return at
 
 
-_NOT_JSON = object()
-
-
-def _json_value(raw: bytes) -> Any:
-    """``raw``'s JSON value, also when only a value orjson refuses and the parsers read (``1e400``, a lone
-    surrogate escape: :func:`ingest.parsers.decode.lenient_json_value`) is in it; else ``_NOT_JSON``."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        value = lenient_json_value(raw, error)
-        return _NOT_JSON if value is None else value
 
 
 def _add_record(

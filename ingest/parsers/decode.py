@@ -76,6 +76,20 @@ def _oversized(record: RawRecord, max_line_bytes: int) -> DeadLetter:
     return DeadLetter(record.origin, "oversized", f"{size} bytes > max_line_bytes {max_line_bytes}", record.line)
 
 
+NOT_JSON = object()
+"""What :func:`json_value` returns for a line that is not JSON (``None`` is JSON's ``null``)."""
+
+
+def json_value(line: bytes) -> Any:
+    """``line``'s JSON value, also when only a value orjson refuses and the parsers read is in it
+    (:func:`lenient_json_value`); else :data:`NOT_JSON`. For a shipper's record around a line."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        value = lenient_json_value(line, error)
+        return NOT_JSON if value is None else value
+
+
 def lenient_json_value(line: bytes, error: orjson.JSONDecodeError) -> Any:
     """The line's value when orjson refused it only for a value RFC 8259's grammar allows.
 

@@ -25,12 +25,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from ingest.normalize import InvalidValueError, parse_timestamp
-from ingest.parsers.decode import lenient_json_value
+from ingest.parsers.decode import json_value
 from ingest.records import Dataset, Origin, RawRecord
 
 __all__ = [
@@ -127,19 +126,10 @@ def _time(value: object) -> float | None:
         return None
 
 
-def _json(value: bytes) -> Any:
-    """A wrapper record read as the parsers read a JSON line: a lone surrogate escape or a byte that is not
-    UTF-8 in the line it wraps costs that character (U+FFFD), not the unwrapping; ``None``: not JSON."""
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as error:
-        return lenient_json_value(value, error)
-
-
 def _docker(value: bytes) -> Unwrapped | None:
     if value[:1] != b"{":
         return None
-    record = _json(value)
+    record = json_value(value)  # as the parsers read a line: a bad character costs itself, not the unwrapping
     if type(record) is not dict or type(log := record.get("log")) is not str:
         return None
     stream = record.get("stream")
@@ -166,7 +156,7 @@ def _key(value: bytes, key: str) -> Unwrapped | None:
     # Cheap test first: a shipper's record is a JSON object.
     if value[:1] != b"{":
         return None
-    record = _json(value)
+    record = json_value(value)
     if type(record) is dict:
         line = record.get(key)
         if type(line) is str:
