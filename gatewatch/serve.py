@@ -65,6 +65,7 @@ from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
 from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, kv
+from gatewatch.serve_topics import ensure_internal_topics
 from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
 from ingest.records import Dataset
@@ -169,6 +170,8 @@ class Service:
         kafka = self.config.kafka
         check_login(kafka)  # a refused login stops here with one line, not in every client's retry loop
         try:
+            # Before the store: a misspelt topic or a P that cannot be stops here, not after templates are installed.
+            topics = ensure_internal_topics(kafka)
             tokens = self.config.http_ingest.tokens
             routes = None
             if tokens.gateway or tokens.app:
@@ -183,7 +186,7 @@ class Service:
                 threads = 2 if getattr(sink, "thread_safe", False) else 1
                 self._shared.writer = StoreWriter(sink, self.config.store.bulk_max_docs, self.metrics, threads)
             for stage in self._running:
-                stage.open()
+                stage.open(topics)
         except KafkaError as error:
             self._close()
             raise unreachable(kafka, error) from None

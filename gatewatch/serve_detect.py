@@ -59,7 +59,7 @@ from gatewatch.errors import SourceError, StoppedError
 from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.serve_topics import (
-    FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, ensure_internal_topics, internal_producer,
+    FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, internal_producer,
 )  # fmt: skip
 from gatewatch.serve_resume import OwnedTask, Resumer
 from gatewatch.tasks.base import TaskOutput
@@ -161,9 +161,9 @@ class DetectStage:
         """The streams of the owned tasks (``<topic>/<partition>``), for /readyz."""
         return sorted(owned.stream for owned in self._tasks.values())
 
-    def open(self) -> None:
+    def open(self, topics: InternalTopics) -> None:
         kafka = self.config.kafka
-        self.topics = ensure_internal_topics(kafka)
+        self.topics = topics
         self._checkpoints = CheckpointStore(kafka)
         ensure_topic(kafka, kafka.topics.alerts)  # else the first alert's send logs an error while auto-creating
         self._alerts = KafkaProducer(

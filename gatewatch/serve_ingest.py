@@ -71,7 +71,7 @@ from kafka.errors import KafkaError
 from gatewatch.errors import SourceError, WireError
 from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
-from gatewatch.serve_topics import InternalTopics, ensure_internal_topics, internal_producer
+from gatewatch.serve_topics import InternalTopics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
 from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
 from gatewatch.wire import encode_poll_events
@@ -207,9 +207,9 @@ class IngestStage:
     def streams(self) -> list[str]:
         return sorted(part.stream for part in self._parts.values())
 
-    def open(self) -> None:
+    def open(self, topics: InternalTopics) -> None:
         kafka = self.config.kafka
-        self.topics = ensure_internal_topics(kafka)
+        self.topics = topics
         self._producer = internal_producer(kafka, "ingest")
         self._source = KafkaSource(kafka)
 

@@ -15,6 +15,7 @@ process ran a share of the join tasks.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -138,11 +139,29 @@ def test_one_input_topic_missing_refuses_the_start_naming_it(kafka_bootstrap: st
     assert f"{topics.group}-billing-misspelt does not exist" in refusal
 
 
-def _refused_start(config: Path, data: dict[str, Any], marker: str) -> str:
+def test_a_misspelt_topic_is_refused_before_the_store_is_opened(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The topics are checked first: serve used to install the store's templates before refusing, and with the
+    store down it waited for the store and never said the topic was wrong."""
+    topics = Topics(kafka_bootstrap)
+    config = topics.config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["kafka"]["topics"]["gateway"] = f"{topics.group}-envoy-misspelt"
+    unreachable_store = f"elasticsearch:http://127.0.0.1:{_closed_port()}"
+    refusal = _refused_start(config, data, "kafka.topics.gateway: topic", store=unreachable_store)
+    assert f"{topics.group}-envoy-misspelt does not exist" in refusal
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # nothing listens there once the probe is closed
+
+
+def _refused_start(config: Path, data: dict[str, Any], marker: str, store: str = "none") -> str:
     """Start serve with ``data`` written to ``config``: it must stop with exit 2 and one line holding ``marker``."""
     config.write_text(yaml.safe_dump(data))
     done = subprocess.run(
-        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
+        [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", store,
          "--listen", "127.0.0.1:0"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
