@@ -90,6 +90,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from detectors.trust import TrustPolicy
+from ingest.correlate import MAX_REQUEST_MS
 from ingest.records import Dataset, Event, Transaction
 
 
@@ -241,13 +242,33 @@ NO_REVOCATIONS: Mapping[str, float] = MappingProxyType({})
 
 @dataclass(frozen=True)
 class DetectorContext:
-    """Deployment facts shared by detectors: who the gateway is, revoked tokens.
+    """Deployment facts shared by detectors: who the gateway is, revoked tokens, how requests are joined.
 
     ``revoked`` maps a token's ``jti`` to its revocation time (epoch seconds). A list that
     ``serve`` reads again while it runs changes in place, empty at first or not; only
-    :data:`NO_REVOCATIONS` says there is none to watch.
+    :data:`NO_REVOCATIONS` says there is none to watch. ``join_window_secs`` is
+    ``correlate.join_window_secs``: how far apart a request's records may be (clock skew, retries).
     """
 
     trust: TrustPolicy
     revoked: Mapping[str, float] = field(default_factory=lambda: NO_REVOCATIONS)
+    join_window_secs: float = 30.0
+
+
+def seconds(value: float) -> str:
+    """Seconds for a summary, to the millisecond and no further: 30.001 s past an allowance of 30 s is not "30"."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def request_start(event: Event) -> float:
+    """When the request behind ``event`` began, as far as its record tells.
+
+    A gateway line is dated at the request's start (``%START_TIME%``); Billing writes its line
+    when it answers, so a duration it logged (``latency_ms``) is taken off: a 60 s export begun
+    before its token expired, or was revoked, used the token in time.
+    """
+    duration = event.duration_ms
+    if duration and duration > 0 and event.dataset is Dataset.APP:
+        return event.ts - (duration if duration < MAX_REQUEST_MS else MAX_REQUEST_MS) / 1000
+    return event.ts
 

@@ -13,9 +13,9 @@ Three ways to tell, each a ``reason``:
 - ``no_gateway_record`` (transaction): an app-only transaction whose peer is the
   gateway, or is not logged: the gateway never wrote a line for the request.
   One with a known non-gateway peer was already reported as ``untrusted_peer``.
-  So is an app line more than ``ATTEMPT_SLACK_SECS`` outside every span
-  (start to start + duration) the gateway logged for its request id: another
-  request under a reused id.
+  So is an app line more than the slack (``correlate.join_window_secs``, at
+  least ``ATTEMPT_SLACK_SECS``) outside every span (start to start + duration)
+  the gateway logged for its request id: another request under a reused id.
   Only the join can tell that no gateway line is coming, so this reason waits
   for the transaction to close; the other two go out as their line arrives.
 
@@ -77,12 +77,13 @@ class GatewayBypass(Detector):
             # under a reused id (a red-team trial kept one open for ten minutes of direct calls). Every joined
             # request comes here: lines within the slack of the first attempt's start need no more.
             start = txn.gateway[0].ts
+            slack = attempt_slack_secs(self.context.join_window_secs)
             for event in app:
-                if not -ATTEMPT_SLACK_SECS <= event.ts - start <= ATTEMPT_SLACK_SECS:
+                if not -slack <= event.ts - start <= slack:
                     break
             else:
                 return ()
-            app = _outside_attempts(app, txn.gateway)
+            app = _outside_attempts(app, txn.gateway, slack)
             if not app:
                 return ()
         trust = self.context.trust
@@ -205,18 +206,23 @@ class GatewayBypass(Detector):
 
 
 ATTEMPT_SLACK_SECS = 30.0
-"""How far outside a gateway attempt's span (start to start + duration) its app lines may be: the two hosts'
-clocks, and lines an app writes after it answered."""
+"""How far outside a gateway attempt's span (start to start + duration) its app lines may be at least: the two
+hosts' clocks, and lines an app writes after it answered."""
 
 
-def _outside_attempts(app: Sequence[Event], attempts: Sequence[Event]) -> list[Event]:
-    """The app lines outside every gateway attempt's span, start to start + duration, give or take
-    ATTEMPT_SLACK_SECS."""
+def attempt_slack_secs(join_window_secs: float) -> float:
+    """The slack around a gateway attempt's span: the join window, which the README says to raise for clock
+    skew (a 45 s skew under a 90 s window is one request, not a reused id), and at least ATTEMPT_SLACK_SECS."""
+    return max(ATTEMPT_SLACK_SECS, join_window_secs)
+
+
+def _outside_attempts(app: Sequence[Event], attempts: Sequence[Event], slack: float) -> list[Event]:
+    """The app lines outside every gateway attempt's span, start to start + duration, give or take ``slack``."""
     spans = []
     for attempt in attempts:
         if attempt.duration_ms is None:
             return []  # a format without %DURATION%: the attempt's end is not known
-        spans.append((attempt.ts - ATTEMPT_SLACK_SECS, attempt.ts + attempt.duration_ms / 1000 + ATTEMPT_SLACK_SECS))
+        spans.append((attempt.ts - slack, attempt.ts + attempt.duration_ms / 1000 + slack))
     return [e for e in app if not any(start <= e.ts <= end for start, end in spans)]
 
 

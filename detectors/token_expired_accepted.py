@@ -3,22 +3,23 @@
 The gateway should refuse an expired JWT; an accepted one at the app means the
 check was skipped (a bypass, a misrouted listener, a cached session). Clocks of
 the gateway, the app and the token issuer differ a little, so only a request
-more than ``skew_allowance_secs`` past ``exp`` counts. Each line is judged as it
-arrives; a request's lines count once (``key``: its id).
+begun more than ``skew_allowance_secs`` past ``exp`` counts (Billing writes its
+line when it answers: the duration it logged is taken off). Each line is judged
+as it arrives; a request's lines count once (``key``: its id).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
+from detectors.base import Detector, DetectorConfig, Example, Finding, Severity, request_start, seconds
 from detectors.sample import T0, app_event
 from ingest.ecs import iso
 from ingest.records import Dataset, Event
 
 
 class TokenExpiredAccepted(Detector):
-    """An app event answered 2xx more than ``skew_allowance_secs`` after its token's ``exp``."""
+    """An app event answered 2xx to a request begun more than ``skew_allowance_secs`` after its token's ``exp``."""
 
     rule_id = "token_expired_accepted"
     severity = Severity.HIGH
@@ -33,7 +34,7 @@ class TokenExpiredAccepted(Detector):
         exp = event.token_exp
         if exp is None:
             return ()
-        late_secs = event.ts - exp
+        late_secs = request_start(event) - exp  # a request begun in time used the token in time
         # Nearly every token is alive: that test goes first.
         if late_secs <= self.config.skew_allowance_secs or event.dataset is Dataset.GATEWAY:
             return ()
@@ -52,8 +53,8 @@ class TokenExpiredAccepted(Detector):
                 entity,
                 event.ts,
                 f"Billing answered {event.status} to {event.method or '?'} {event.path or '?'} "
-                f"with token {entity}, {late_secs:.0f} s after it expired at {iso(exp)} "
-                f"(allowance {self.config.skew_allowance_secs:.0f} s).",
+                f"with token {entity}, {seconds(late_secs)} s after it expired at {iso(exp)} "
+                f"(allowance {seconds(self.config.skew_allowance_secs)} s).",
                 [event.request_id],
                 key=event.request_id,
                 details={

@@ -33,7 +33,7 @@ from ingest.records import AMBIGUOUS_CLIENTS_LABEL, Event, Transaction
 class _Token:
     until: float  # uses after this are outside the token's lifetime
     seq: int  # tells this entry from a replaced one in the eviction heap
-    distinct_addresses: int = 0
+    distinct_addresses: int = 0  # len(addresses); kept for the checkpoints that hold it
     # address -> (first_seen, first request id); at most max_addresses_per_token
     addresses: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -114,9 +114,12 @@ class TokenReplay(Detector):
             entry = self._track(jti, until)
         if address in entry.addresses:
             return ()
+        if len(entry.addresses) >= cfg.max_addresses_per_token:
+            # Past the cap a new address cannot be told from one seen before: counting each use would grow
+            # the alert with every reuse. The alert stands as it is, at the cap ("16+").
+            return ()
         entry.distinct_addresses += 1
-        if len(entry.addresses) < cfg.max_addresses_per_token:
-            entry.addresses[address] = (ts, txn.request_id)
+        entry.addresses[address] = (ts, txn.request_id)
         if entry.distinct_addresses < cfg.min_distinct_addresses:
             return ()
         return (self._finding(jti, address, ts, txn, entry),)
@@ -162,15 +165,15 @@ class TokenReplay(Detector):
 
     def _finding(self, jti: str, address: str, ts: float, txn: Transaction, entry: _Token) -> Finding:
         listed = sorted(entry.addresses.items(), key=lambda item: item[1])
-        truncated = entry.distinct_addresses > len(listed)
+        truncated = len(listed) >= self.config.max_addresses_per_token  # more may follow, uncounted
         sub = txn.first("token_sub")
         return self.finding(
             "token.jti",
             jti,
             ts,
             f"Token {jti}{f' (sub {sub})' if sub else ''} was presented from "
-            f"{entry.distinct_addresses} distinct client addresses within its lifetime "
-            f"({', '.join(a for a, _ in listed)}{', …' if truncated else ''}); newest: {address}.",
+            f"{entry.distinct_addresses}{'+' if truncated else ''} distinct client addresses within its lifetime "
+            f"({', '.join(a for a, _ in listed)}); newest: {address}.",
             dict.fromkeys([rid for _, (_, rid) in listed] + [txn.request_id]),
             details={
                 "distinct_addresses": entry.distinct_addresses,

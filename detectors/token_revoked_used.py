@@ -1,11 +1,12 @@
-"""token_revoked_used: a record carried a token at or after its revocation.
+"""token_revoked_used: a request carried a token at or after its revocation.
 
 JWT validation at the gateway is stateless, so a revoked but unexpired token
 still passes it; only the revocation list (``context.revoked``: jti ->
 revoked_at) tells. Any use is high: someone still holds the token. A use that
 was answered 2xx (by the gateway or by Billing) is critical: it worked.
 
-Each gateway or app line is judged as it arrives; a request's lines share its
+Each gateway or app line is judged as it arrives, by when its request began
+(Billing's line less the duration it logged); a request's lines share its
 id as ``key``, so it counts once, and the alert takes the highest severity.
 """
 
@@ -13,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from detectors.base import NO_REVOCATIONS, Detector, DetectorConfig, Example, Finding, Severity
+from detectors.base import NO_REVOCATIONS, Detector, DetectorConfig, Example, Finding, Severity, request_start, seconds
 from detectors.sample import app_event, gateway_event
 from ingest.ecs import iso
 from ingest.records import Event
 
 
 class TokenRevokedUsed(Detector):
-    """A record whose token ``jti`` was revoked at or before the record's time."""
+    """A request whose token ``jti`` was revoked at or before the request began."""
 
     rule_id = "token_revoked_used"
     severity = Severity.HIGH
@@ -40,8 +41,10 @@ class TokenRevokedUsed(Detector):
         if not revoked or not jti:
             return ()
         revoked_at = revoked.get(jti)
-        ts = event.ts
-        if revoked_at is None or ts < revoked_at:
+        if revoked_at is None:
+            return ()
+        used_at = request_start(event)  # a request begun before the revocation used the token in time
+        if used_at < revoked_at:
             return ()
         status = event.status
         accepted = status is not None and 200 <= status < 300
@@ -50,8 +53,8 @@ class TokenRevokedUsed(Detector):
             self.finding(
                 "token.jti",
                 jti,
-                ts,
-                f"Token {jti} revoked at {iso(revoked_at)} was used {ts - revoked_at:.0f} s later: "
+                event.ts,
+                f"Token {jti} revoked at {iso(revoked_at)} was used {seconds(used_at - revoked_at)} s later: "
                 f"{seen_by} saw it from {event.source_ip or 'an unknown address'} and answered "
                 f"{status if status is not None else 'with no recorded status'}.",
                 [event.request_id],

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from detectors.gateway_bypass import ATTEMPT_SLACK_SECS
+from detectors.gateway_bypass import attempt_slack_secs
 from detectors.trust import is_network
 from gatewatch.config import TrustConfig
 from gatewatch.notebook import DuckDBStore, SearchStore
 from ingest.addresses import parse_ip
+from ingest.correlate import MAX_REQUEST_MS
 from ingest.ecs import EVENT_FIELDS
 from ingest.records import Dataset
 
@@ -134,9 +135,9 @@ def _milliseconds(values: pd.Series) -> pd.Series:
 
 
 def incidents(events: pd.DataFrame, trust: TrustConfig, revoked: Mapping[str, float],
-              skew_allowance_secs: float = 30.0) -> pd.DataFrame:  # fmt: skip
+              skew_allowance_secs: float = 30.0, join_window_secs: float = 30.0) -> pd.DataFrame:  # fmt: skip
     """Bypass and token incidents found in the events, one row per (rule, entity)."""
-    frames = [bypass_incidents(events, trust), token_incidents(events, revoked, skew_allowance_secs)]
+    frames = [bypass_incidents(events, trust, join_window_secs), token_incidents(events, revoked, skew_allowance_secs)]
     frames = [f for f in frames if len(f)]
     if not frames:
         return _incident_frame([])
@@ -144,13 +145,13 @@ def incidents(events: pd.DataFrame, trust: TrustConfig, revoked: Mapping[str, fl
         .reset_index(drop=True)  # fmt: skip
 
 
-def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
+def bypass_incidents(events: pd.DataFrame, trust: TrustConfig, join_window_secs: float = 30.0) -> pd.DataFrame:
     """Requests Billing served that did not pass the gateway, per peer and reason.
 
     - ``no_request_id``: a peer that is not the gateway, and no request id;
     - ``untrusted_peer``: a peer that is not the gateway (mTLS identity, else network);
     - ``no_gateway_record``: the gateway's peer, but the gateway never logged the request id (or not
-      within ``ATTEMPT_SLACK_SECS`` of the line: a reused id).
+      within the slack of the line, ``correlate.join_window_secs`` and at least 30 s: a reused id).
 
     Health-check paths and internal callers are skipped, as the trust config says.
     """
@@ -167,7 +168,7 @@ def bypass_incidents(events: pd.DataFrame, trust: TrustConfig) -> pd.DataFrame:
     has_id = app["request_id"].notna()
     reason = pd.Series(
         np.select(
-            [~from_gateway & ~has_id, ~from_gateway, has_id & ~_during_gateway_attempt(app, events)],
+            [~from_gateway & ~has_id, ~from_gateway, has_id & ~_during_gateway_attempt(app, events, join_window_secs)],
             ["no_request_id", "untrusted_peer", "no_gateway_record"],
             default="",
         ),
@@ -185,8 +186,9 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
 
     - ``token_replay``: one token presented at the gateway from two or more addresses before it expired
       (the token of a gateway line that logs none is its request's app line's, as the rule joins them);
-    - ``token_expired_accepted``: Billing answered 2xx to a token expired more than the skew allowance;
-    - ``token_revoked_used``: a revoked token used at or after its revocation;
+    - ``token_expired_accepted``: Billing answered 2xx to a request begun more than the skew allowance
+      after its token expired;
+    - ``token_revoked_used``: a revoked token used by a request begun at or after its revocation;
     - ``token_cross_org``: Billing answered 2xx where the token's org is not the resource's org.
 
     Entities and bounds are the rules': a token lives until ``exp`` plus the skew allowance; a token
@@ -201,12 +203,12 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
 
     app = events[events["dataset"] == str(Dataset.APP)]
     answered = app[app["status"].between(200, 299).fillna(False).astype(bool)]
-    late = (answered["ts"] - answered["token_exp"]).dt.total_seconds() > skew_allowance_secs
+    late = (_request_start(answered) - answered["token_exp"]).dt.total_seconds() > skew_allowance_secs
     expired = answered[late.fillna(False).astype(bool)]
 
     revoked_at = events["token_jti"].map(lambda jti: revoked.get(jti) if isinstance(jti, str) else None)
     revoked_at = pd.to_datetime(revoked_at.astype("float64"), unit="s", utc=True)
-    after = (events["ts"] >= revoked_at).fillna(False).astype(bool)
+    after = (_request_start(events) >= revoked_at).fillna(False).astype(bool)
     revoked_use = events[revoked_at.notna() & after]
 
     cross = answered[(answered["token_org"].notna() & answered["org_id"].notna()
@@ -220,6 +222,14 @@ def token_incidents(events: pd.DataFrame, revoked: Mapping[str, float], skew_all
     ]
     parts = [p.assign(reason=pd.NA) for p in parts if len(p)]
     return _group(pd.concat(parts)) if parts else _incident_frame([])
+
+
+def _request_start(events: pd.DataFrame) -> pd.Series:
+    """When each row's request began, as the token rules judge it (:func:`detectors.base.request_start`):
+    Billing writes its line when it answers, so the duration it logged is taken off."""
+    duration = events["duration_ms"].astype("float64").clip(lower=0, upper=MAX_REQUEST_MS)
+    app = (events["dataset"] == str(Dataset.APP)) & duration.notna()
+    return events["ts"] - pd.to_timedelta(duration.where(app, 0.0), unit="ms")
 
 
 def _named_by(found: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -249,13 +259,13 @@ def _with_app_tokens(events: pd.DataFrame) -> pd.DataFrame:
     return gateway
 
 
-def _during_gateway_attempt(app: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
+def _during_gateway_attempt(app: pd.DataFrame, events: pd.DataFrame, join_window_secs: float) -> pd.Series:
     """Per app row: a gateway line of its request id spans it (start to start + duration, give or take
-    ``ATTEMPT_SLACK_SECS``; any time when the format logs no duration), as gateway_bypass judges."""
+    the slack; any time when the format logs no duration), as gateway_bypass judges."""
     gateway = events.loc[events["dataset"] == str(Dataset.GATEWAY), ["request_id", "ts", "duration_ms"]]
     pairs = app[["request_id", "ts"]].reset_index().merge(gateway.dropna(subset=["request_id"]), on="request_id",
                                                          suffixes=("", "_gateway"))  # fmt: skip
-    slack = pd.Timedelta(seconds=ATTEMPT_SLACK_SECS)
+    slack = pd.Timedelta(seconds=attempt_slack_secs(join_window_secs))
     end = pairs["ts_gateway"] + pd.to_timedelta(pairs["duration_ms"].astype("float64"), unit="ms")
     spans = pairs["duration_ms"].isna() | (
         (pairs["ts"] >= pairs["ts_gateway"] - slack) & (pairs["ts"] <= end + slack)

@@ -236,7 +236,7 @@ def detector_context(config: GatewatchConfig) -> DetectorContext:
             "counts only the clients the gateway logged"
         )
     revoked = shared_revocations(config.tokens.revoked) if config.tokens.revoked else NO_REVOCATIONS
-    return DetectorContext(trust=trust, revoked=revoked)
+    return DetectorContext(trust=trust, revoked=revoked, join_window_secs=config.correlate.join_window_secs)
 
 
 def detector_configs(config: GatewatchConfig) -> dict[str, Any]:

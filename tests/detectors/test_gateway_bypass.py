@@ -159,3 +159,15 @@ def test_a_peer_address_verdict_is_remembered_within_bounds(monkeypatch: Any) ->
             assert policy.is_internal_caller(app_event(T0, source_ip=address)) is (address == "10.9.3.4")
         assert len(policy._in_gateway_networks) <= 8 and len(policy._in_internal_networks) <= 8
     assert policy == TrustPolicy.build(gateway_networks=["10.0.0.0/24", "fd00::/64"], internal_callers=["10.9.0.0/16"])
+
+
+def test_a_join_window_raised_for_clock_skew_widens_the_reused_id_slack() -> None:
+    """A detection audit: with ``correlate.join_window_secs: 90`` (the README says the window covers clock skew), a
+    Billing line 45 s after its gateway line was joined and still raised no_gateway_record, "its id was reused"."""
+    edge = gateway_event(0, request_id="r-1", source_ip="198.51.100.5", status=200, duration_ms=20.0)
+    skewed = transaction("r-1", (edge,), (served(45, source_ip="10.0.0.10"),))
+    assert summary(feed([skewed], BY_ADDRESS)) == [("no_gateway_record", "source.ip", "10.0.0.10", ("r-1",))]
+    wide = DetectorContext(trust=BY_ADDRESS.trust, join_window_secs=90.0)
+    assert feed([skewed], wide) == []
+    reused = transaction("r-1", (edge,), (served(95, source_ip="10.0.0.10"),))  # past even that window
+    assert summary(feed([reused], wide)) == [("no_gateway_record", "source.ip", "10.0.0.10", ("r-1",))]

@@ -63,3 +63,15 @@ def test_gateway_lines_are_ignored() -> None:
 def test_deterministic() -> None:
     event = served(400)
     assert observe(event) == observe(event)
+
+
+def test_a_request_begun_before_expiry_used_the_token_in_time() -> None:
+    """A detection audit: a 60 s export begun 10 s before ``exp`` raised an alert "50 s after it expired"."""
+    assert observe(served(350, duration_ms=60_000.0)) == []
+    [finding] = observe(served(350, duration_ms=10_000.0))  # begun 40 s past exp
+    assert finding.details["seconds_past_exp"] == 40.0 and "40 s after it expired" in finding.summary
+
+
+def test_the_summary_does_not_round_a_late_use_down_to_the_allowance() -> None:
+    [finding] = observe(served(330.5))
+    assert "30.5 s after it expired" in finding.summary and "(allowance 30 s)" in finding.summary

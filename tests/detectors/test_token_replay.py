@@ -99,12 +99,17 @@ def test_max_tracked_tokens_caps_state() -> None:
     assert set(detector._tokens) == {f"jti-{i}" for i in range(15, 25)}  # the latest-expiring survive
 
 
-def test_address_list_is_capped_but_counting_goes_on() -> None:
-    detector = TokenReplay(TokenReplay.Config(max_addresses_per_token=2), EXAMPLE_CONTEXT)
-    findings = feed([use(f"r-{i}", 10 + i, f"203.0.113.{i}") for i in range(4)], detector)
-    assert [f.details["distinct_addresses"] for f in findings] == [2, 3, 4]
-    assert findings[-1].details["addresses"] == ["203.0.113.0", "203.0.113.1"]
+def test_counting_stops_at_the_address_cap_so_reuses_do_not_grow_the_alert() -> None:
+    """A detection audit: past the cap every use of an address not kept counted as a new one, so three uses from
+    the third address made count 4 (with the default cap, 17 addresses and 5 reuses made 21)."""
+    detector = TokenReplay(TokenReplay.Config(max_addresses_per_token=3), EXAMPLE_CONTEXT)
+    addresses = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.4", "203.0.113.4"]
+    findings = feed([use(f"r-{i}", 10 + i, address) for i, address in enumerate(addresses)], detector)
+    assert [f.details["distinct_addresses"] for f in findings] == [2, 3]
+    assert findings[-1].details["addresses"] == ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
     assert findings[-1].details["addresses_truncated"] is True
+    assert "3+ distinct client addresses" in findings[-1].summary
+    assert findings[0].details["addresses_truncated"] is False
 
 
 def test_app_only_peer_counts_unless_it_is_the_gateway_by_network() -> None:

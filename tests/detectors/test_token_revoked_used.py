@@ -63,3 +63,14 @@ def test_unrevoked_token_and_empty_revocation_list_are_quiet() -> None:
     assert observe(edge(150, jti="jti-fine")) == []
     assert observe(edge(150), context=DetectorContext(trust=TrustPolicy.build())) == []
     assert observe(app_event(150, request_id="r-1", status=200)) == []
+
+
+def test_a_request_begun_before_the_revocation_used_the_token_in_time() -> None:
+    """A detection audit: a 60 s export begun 10 s before the revocation was a critical alert, "used 50 s later":
+    Billing writes its line when it answers, so its logged duration is taken off."""
+    export = app_event(150, request_id="r-1", status=200, token_jti="jti-revoked", duration_ms=60_000.0)
+    assert observe(export) == []
+    begun_after = app_event(150, request_id="r-2", status=200, token_jti="jti-revoked", duration_ms=40_000.0)
+    [finding] = observe(begun_after)
+    assert finding.ts == T0 + 150 and "was used 10 s later" in finding.summary
+    assert observe(edge(90)) == []  # the gateway's line is dated at the request's start already

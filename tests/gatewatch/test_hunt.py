@@ -161,3 +161,20 @@ def test_a_request_timeline_spans_both_sides_in_order() -> None:
 def test_duckdb_times_round_to_the_millisecond_the_search_documents_carry(seconds: float) -> None:
     stored = duckdb.sql(f"SELECT to_timestamp({seconds!r}) AS ts").df()["ts"]
     assert _milliseconds(stored).iloc[0] == _milliseconds(pd.Series([iso(seconds)], dtype="object")).iloc[0]
+
+
+def test_token_and_bypass_incidents_judge_a_long_request_and_clock_skew_as_the_rules_do() -> None:
+    """The rules now take a Billing line's logged duration off its time, and widen the reused-id slack with
+    ``correlate.join_window_secs``: the analyst's second look must agree."""
+    exp = T0 + 600
+    events = frame(
+        app(650, "long", "10.0.0.11", GATEWAY_ID, token_jti="j-exp", token_exp=exp, duration_ms=60_000.0),  # begun 590
+        app(150, "export", "10.0.0.11", GATEWAY_ID, token_jti="revoked", duration_ms=60_000.0),  # begun at 90
+        app(150, "after", "10.0.0.11", GATEWAY_ID, token_jti="revoked-2", duration_ms=10_000.0),  # begun at 140
+        gateway(1000, "skewed", duration_ms=20.0), app(1045, "skewed", "10.0.0.12", GATEWAY_ID),
+    )  # fmt: skip
+    incidents = token_incidents(events, {"revoked": T0 + 100, "revoked-2": T0 + 100}, skew_allowance_secs=30)
+    assert found(incidents) == {("revoked-2", "token_revoked_used", None)}
+    skewed = events[events["request_id"] == "skewed"]
+    assert found(bypass_incidents(skewed, TRUST)) == {("10.0.0.12", "gateway_bypass", "no_gateway_record")}
+    assert found(bypass_incidents(skewed, TRUST, join_window_secs=90.0)) == set()
