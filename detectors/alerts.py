@@ -140,7 +140,8 @@ class AlertBook:
         self._horizon = float("-inf")  # windows starting before this are no longer kept open
 
     def add(self, finding: Finding) -> Alert:
-        start = finding.ts - finding.ts % self.suppression_window_secs
+        at = finding.ts if finding.window_ts is None else finding.window_ts
+        start = at - at % self.suppression_window_secs
         key = (finding.rule, finding.entity_type, finding.entity_value, start)
         window = self._open.get(key)
         if window is None:
@@ -224,6 +225,7 @@ class _FindingState(msgspec.Struct, array_like=True, gc=False):
     reason: str | None
     details: dict[str, Any]
     key: str | None
+    window_ts: float | None = None  # absent from a state written before findings named their window
 
 
 class _WindowState(msgspec.Struct, array_like=True, gc=False):

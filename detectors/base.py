@@ -107,7 +107,9 @@ class Finding:
 
     The alert book folds findings for the same (rule, entity) within a
     suppression window into one alert; findings with the same ``key`` (a
-    request's several log lines) count once in it.
+    request's several log lines) count once in it. ``window_ts`` (None: ``ts``)
+    names the window: the findings that make one burst reach its threshold fold
+    into the window of its first, not split at a window's edge into alerts below it.
     """
 
     rule: str
@@ -120,6 +122,7 @@ class Finding:
     reason: str | None = None
     details: Mapping[str, object] = field(default_factory=dict)
     key: str | None = None
+    window_ts: float | None = None
 
 
 class DetectorConfig(BaseModel):
@@ -221,6 +224,7 @@ class Detector:
         details: Mapping[str, object] | None = None,
         severity: Severity | None = None,
         key: str | None = None,
+        window_ts: float | None = None,
     ) -> Finding:
         return Finding(
             rule=self.rule_id,
@@ -233,6 +237,7 @@ class Detector:
             reason=reason,
             details=details or {},
             key=key,
+            window_ts=window_ts,
         )
 
 

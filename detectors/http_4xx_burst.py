@@ -12,11 +12,14 @@ count then saturates at the cap; the decision is unchanged as long as the cap
 is at least ``min_errors``). Idle clients are dropped in ``advance``.
 
 When the count reaches ``min_errors``, every error in the window is a finding
-(dated by its own time), and so is each further error while the count stays at
-or above it. Each finding is keyed by its error, so the alert book folds them
-into one alert per client whose ``count`` is the burst's errors, whose
-``first_seen`` is its first, and whose request ids are its earliest; the summary
-and details are those of the moment the threshold was reached.
+(dated by its own time, in the alert window of the burst's first error: a burst
+that crosses a window's edge is not split into two alerts below the threshold),
+and so is each further error while the count stays at or above it (in its own
+window: a burst that goes on is an alert per window). Each finding is keyed by
+its error and names its request, so the alert book folds them into one alert
+per client whose ``count`` is the burst's errors, whose ``first_seen`` is its
+first, and whose request ids are its earliest; the summary and details are
+those of the moment the threshold was reached.
 """
 
 from __future__ import annotations
@@ -123,8 +126,8 @@ class Http4xxBurst(Detector):
         if len(errors) < cfg.min_errors:
             return ()
         if below:  # the threshold is reached now: the errors that reached it are the burst's first
-            return self._findings(key, client, list(client.errors), cfg.max_request_ids)
-        return self._findings(key, client, [(ts, status, request_id)], 0)
+            return self._findings(key, client, list(client.errors), errors[0][0])
+        return self._findings(key, client, [(ts, status, request_id)], None)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         if watermark < self._next_sweep:
@@ -140,11 +143,13 @@ class Http4xxBurst(Detector):
         return ()
 
     def _findings(
-        self, key: tuple[str, str], client: _Client, errors: list[tuple[float, int, str | None]], named: int
+        self, key: tuple[str, str], client: _Client, errors: list[tuple[float, int, str | None]],
+        window_ts: float | None,
     ) -> list[Finding]:
-        """A finding for each of ``errors``, with the client's window as it stands now; the first ``named``
-        name their request (the alert's evidence: the burst's first errors)."""
+        """A finding for each of ``errors``, with the client's window as it stands now, in the alert window of
+        ``window_ts`` (None: each its own); the first ``max_request_ids`` name their request."""
         cfg = self.config
+        named = cfg.max_request_ids
         count = len(client.errors)
         shown = f"{count}+" if count >= cfg.max_tracked_errors else str(count)
         by_count = sorted(client.statuses.items(), key=lambda item: (-item[1], item[0]))
@@ -158,7 +163,7 @@ class Http4xxBurst(Detector):
         }
         return [
             self.finding(key[0], key[1], ts, summary, (request_id,) if i < named else (), reason=reason,
-                         details=details, key=f"{ts!r} {request_id}")  # fmt: skip
+                         details=details, key=f"{ts!r} {request_id}", window_ts=window_ts)  # fmt: skip
             for i, (ts, _, request_id) in enumerate(errors)
         ]
 
@@ -180,6 +185,12 @@ class Http4xxBurst(Detector):
                           token_sub="user-4711", source_ip=f"192.0.2.{10 + i % 2}")
             for i in range(35)
         ), frozenset({"user-4711"}), reason="auth_failures")
+        # from 15 s before an alert window's edge: one alert of the whole burst, not two below the threshold
+        yield Example("burst_across_an_alert_window_edge", tuple(
+            gateway_event(585 + i, request_id=f"we-{i}", status=401, method="POST", path="/v1/login",
+                          source_ip="203.0.113.51")
+            for i in range(32)
+        ), frozenset({"203.0.113.51"}), reason="auth_failures")
         yield Example("occasional_404s", tuple(
             gateway_event(i * 15.0, request_id=f"o-{i}", status=404, path="/favicon.ico", source_ip="192.0.2.99")
             for i in range(40)

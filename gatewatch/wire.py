@@ -50,7 +50,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from detectors.base import Severity
+from detectors.base import Finding, Severity
 from ingest.codec import EventRow, EventTable, Ts, decode, decode_versioned, encode
 from ingest.records import Dataset, Event, Origin
 
@@ -288,6 +288,14 @@ class FindingRow(msgspec.Struct, array_like=True, gc=False):
     reason: str | None = None
     details: dict[str, Any] = {}
     key: str | None = None
+    window_ts: Ts | None = None  # the time whose alert window it folds into (None: ts); absent before session 25
+
+
+def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
+    """A finding for the findings topic, with the tick whose lifecycle step first sees it."""
+    return FindingRow(None if at_tick is None else float(at_tick), finding.rule, finding.severity, finding.entity_type,
+                      finding.entity_value, finding.ts, finding.summary, finding.request_ids, finding.reason,
+                      dict(finding.details), finding.key, finding.window_ts)  # fmt: skip
 
 
 class GatheredRows(msgspec.Struct, array_like=True, gc=False):

@@ -28,10 +28,9 @@ from detectors.lifecycle import AlertLifecycle
 from detectors.runner import DetectorSet
 from gatewatch.errors import WireError
 from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, receive
-from gatewatch.tasks.keyed import finding_row
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context, lifecycle_settings
 from gatewatch.wire import (
-    AlertTaskState, FindingRow, FindingsMessage, GatheredRows, decode_findings_message, decode_task_state,
+    AlertTaskState, FindingRow, FindingsMessage, GatheredRows, decode_findings_message, decode_task_state, finding_row,
     encode_task_state,
 )  # fmt: skip
 from ingest.codec import decode_state, encode_state
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
 def _finding(row: FindingRow) -> Finding:
     return Finding(row.rule, row.severity, row.entity_type, row.entity_value, row.ts, row.summary,
-                   tuple(row.request_ids), row.reason, row.details, row.key)  # fmt: skip
+                   tuple(row.request_ids), row.reason, row.details, row.key, row.window_ts)  # fmt: skip
 
 
 class AlertTask:

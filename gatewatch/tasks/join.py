@@ -37,7 +37,7 @@ from gatewatch.topology import Pipeline, detector_configs
 from gatewatch.wire import (
     EventsMessage, FindingRow, FindingsMessage, IngestProgress, JoinState, KeyedRowsMessage, KeyedTxn,
     PollEventsMessage, decode_requests_message, decode_task_state, encode_findings, encode_keyed,
-    encode_task_state, keyed_row,
+    encode_task_state, finding_row, keyed_row,
 )  # fmt: skip
 from ingest.codec import events_from_rows
 from ingest.order import MAX_HELD_EVENTS
@@ -346,9 +346,7 @@ class JoinTask:
         # the tick whose lifecycle step first sees it in the single pipeline: the tick being advanced
         # to, else the next one (events of second T are processed after T's step)
         at_tick = None if tick is None else float(tick if pipeline.in_tick else tick + 1)
-        self._findings.append(FindingRow(at_tick, finding.rule, finding.severity, finding.entity_type,
-                                         finding.entity_value, finding.ts, finding.summary, finding.request_ids,
-                                         finding.reason, dict(finding.details), finding.key))  # fmt: skip
+        self._findings.append(finding_row(at_tick, finding))
 
     def route_processed(self, events: list[Event]) -> None:
         """Put each of ``events`` (processed, in that order) in the outbox of every keyed partition it goes to."""

@@ -38,21 +38,13 @@ from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, re
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context
 from gatewatch.wire import (
     FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedRowsMessage, KeyedState, KeyedTxn,
-    decode_keyed_message, decode_task_state, encode_findings, encode_task_state, keyed_event,
+    decode_keyed_message, decode_task_state, encode_findings, encode_task_state, finding_row, keyed_event,
 )  # fmt: skip
 from ingest.codec import decode_event_state, decode_state, encode_event_state, encode_state, unpack_events
 from ingest.records import Event, Transaction
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
-
-
-def finding_row(at_tick: float | None, finding: Finding) -> FindingRow:
-    """A finding for the findings topic, with the tick whose lifecycle step first sees it."""
-    return FindingRow(None if at_tick is None else float(at_tick), finding.rule, finding.severity, finding.entity_type,
-                      finding.entity_value, finding.ts,
-                      finding.summary, finding.request_ids, finding.reason, dict(finding.details),
-                      finding.key)  # fmt: skip
 
 
 def keyed_items(

@@ -43,6 +43,7 @@ def test_fires_at_exactly_min_errors_not_below_with_every_error_that_reached_it(
         assert finding.details == {"count": 30, "window_secs": 60.0, "statuses": {"401": 30}}
     # the burst's first 20 errors name their requests (max_request_ids): the alert's evidence
     assert [f.request_ids for f in findings] == [(f"e-{i}",) for i in range(20)] + [()] * 10
+    assert {f.window_ts for f in findings} == {T0}  # the alert window of the burst's first error
 
 
 def test_every_further_error_above_the_threshold_is_a_finding() -> None:
@@ -59,6 +60,30 @@ def test_the_alert_counts_the_burst_from_its_first_error() -> None:
     alert = [book.add(finding) for finding in run(detector(), errors(35))][-1]
     assert (alert.count, alert.first_seen, alert.last_seen) == (35, T0, T0 + 34)
     assert alert.request_ids == tuple(f"e-{i}" for i in range(20))
+
+
+def test_a_burst_across_an_alert_window_edge_is_one_alert_at_its_threshold() -> None:
+    """A detection audit: 30 errors from 15 s before a window's edge made two alerts of count 15, each below the
+    threshold (a SIEM filter on count >= 30 saw neither), and an error that went on made one with no request ids."""
+    from detectors.alerts import AlertBook
+
+    book = AlertBook(suppression_window_secs=600)
+    alerts = {}
+    for finding in run(detector(), errors(30, start=585)):
+        alert = book.add(finding)
+        alerts[alert.id] = alert
+    [alert] = alerts.values()
+    assert (alert.count, alert.first_seen, alert.last_seen) == (30, T0 + 585, T0 + 614)
+    assert alert.request_ids == tuple(f"e-{585 + i}" for i in range(20))
+
+    # Errors after the threshold are each in their own window: a burst that goes on alerts per window, with evidence.
+    book, alerts = AlertBook(suppression_window_secs=600), {}
+    for finding in run(detector(), errors(60, every_secs=0.5, start=585.5)):
+        alert = book.add(finding)
+        alerts[alert.id] = alert
+    first, then = sorted(alerts.values(), key=lambda a: a.first_seen)
+    assert (first.count, first.first_seen, first.last_seen) == (30, T0 + 585.5, T0 + 600)
+    assert (then.count, then.first_seen, len(then.request_ids)) == (30, T0 + 600.5, 20)
 
 
 def test_window_is_half_open() -> None:
