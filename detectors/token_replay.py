@@ -9,8 +9,11 @@ gateway identity or network is configured to tell.
 
 Each ``jti`` is remembered until ``exp + skew_allowance_secs`` (or
 ``default_token_lifetime_secs`` after first use when ``exp`` is unknown), plus
-``late_transaction_allowance_secs``: transactions reach detectors a join window
-after their records, so the watermark runs ahead of them.
+the join window and ``late_transaction_allowance_secs``: a transaction reaches
+the rule a join window after its request's last record, and a request that ran
+for minutes (begun while the token lived) is judged only when it ends. A request
+longer than the allowance that began just before ``exp`` is judged after the
+token was forgotten, and cannot be told from the token's first use.
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ class TokenReplay(Detector):
         min_distinct_addresses: int = Field(2, ge=2)  # one address is every token's normal use
         skew_allowance_secs: float = 30.0
         default_token_lifetime_secs: float = 3600.0
-        # must be at least the correlator's join window (how late a transaction arrives)
-        late_transaction_allowance_secs: float = 120.0
+        # beyond correlate.join_window_secs: the longest request judged against uses before it (a detection
+        # audit's 200 s export begun 10 s before exp from a second address went unseen at 120)
+        late_transaction_allowance_secs: float = Field(600.0, ge=0)
         max_addresses_per_token: int = Field(16, ge=2)
         max_tracked_tokens: int = Field(1_000_000, ge=1)
 
@@ -125,7 +129,7 @@ class TokenReplay(Detector):
         return (self._finding(jti, address, ts, txn, entry),)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
-        horizon = watermark - self.config.late_transaction_allowance_secs
+        horizon = watermark - self.config.late_transaction_allowance_secs - self.context.join_window_secs
         while self._expiry and self._expiry[0][0] < horizon:
             self._forget_oldest()
         return ()

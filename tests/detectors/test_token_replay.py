@@ -77,16 +77,32 @@ def test_transaction_arriving_after_the_watermark_passed_exp_still_counts() -> N
     assert [f.entity_value for f in findings] == ["jti-1"]
 
 
+def test_a_long_request_begun_before_exp_or_a_wide_join_window_is_still_judged() -> None:
+    """A detection audit: a 200 s export from a second address, begun 10 s before exp, closed after the token was
+    forgotten (exp + skew + 120 s); so did any use near exp under ``correlate.join_window_secs: 200``."""
+    detector = TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT)
+    assert list(detector.observe_transaction(use("r-1", 500, "203.0.113.7"))) == []
+    export = transaction("r-2", gateway=(gateway_event(590, request_id="r-2", source_ip="198.51.100.23", status=200,
+                                                       token_jti="jti-1", token_exp=EXP, duration_ms=200_000.0),))
+    assert list(detector.advance(590 + 200 + 30 + T0)) == []  # the watermark at the export's close
+    assert [f.entity_value for f in detector.observe_transaction(export)] == ["jti-1"]
+
+    wide = TokenReplay(TokenReplay.Config(), DetectorContext(trust=EXAMPLE_CONTEXT.trust, join_window_secs=200.0))
+    assert list(wide.observe_transaction(use("r-1", 500, "203.0.113.7"))) == []
+    assert list(wide.advance(EXP + 30 + 600 + 1)) == []  # past the allowance, not past the join window on top
+    assert [f.entity_value for f in wide.observe_transaction(use("r-2", 595, "198.51.100.23"))] == ["jti-1"]
+
+
 def test_eviction_after_lifetime_keeps_state_bounded() -> None:
     detector = TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT)
     for i in range(1000):
         detector.observe_transaction(use(f"r-{i}", i * 0.1, "198.51.100.1", jti=f"jti-{i}", exp=T0 + 300))
     assert len(detector._tokens) == 1000
-    # kept through exp + skew + late-transaction allowance (300 + 30 + 120) ...
-    detector.advance(T0 + 450)
+    # kept through exp + skew + join window + late-transaction allowance (300 + 30 + 30 + 600) ...
+    detector.advance(T0 + 960)
     assert len(detector._tokens) == 1000
     # ... and gone after it, heap included
-    detector.advance(T0 + 451)
+    detector.advance(T0 + 961)
     assert len(detector._tokens) == 0
     assert detector._expiry == []
 
