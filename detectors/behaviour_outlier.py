@@ -19,8 +19,12 @@ a few percent of 40-client windows and in most windows of 600+ clients), but
 those clients' most deviant feature stayed under |z| 4. Scanners and credential
 stuffers scored -0.30 to -0.39 with a top |z| of 18 or more. The z gate keeps
 the rule quiet on a homogeneous window and means the summary can always name
-what is unusual. A client odd in one feature only (just busier, or large
-responses) scores about -0.1: that is for threshold rules, not this one.
+what is unusual. A client odd in one feature only by a few times its peers
+scores about -0.1, but one far out in it alone is isolated at once: a client
+six times busier than the rest of a 40-client window, otherwise like them,
+scored -0.21 to -0.22 (z +9 to +14) and is flagged, the summary naming only its
+request count (a detection audit). A volume rule would say the same; this one
+says it relative to the window's peers.
 
 Robust z = (value - median) / scale, scale = 1.4826·MAD (1.2533·mean absolute
 deviation where MAD is 0, as for sparse features), raised to at least 10 % of

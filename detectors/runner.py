@@ -65,7 +65,7 @@ class DetectorSet:
     def detectors(self, detectors: list[Detector]) -> None:
         # Built once: each hook's bound methods, per dataset for the record hooks. A detector is
         # offered only the records it can use (the hooks it wants, the datasets it declares): most
-        # records interest two or three of the nine rules, and a call is a measurable share of a
+        # records interest two or three of the eight rules, and a call is a measurable share of a
         # record's budget.
         self._detectors = detectors
         self._arrival = {ds: _hooks(detectors, "observe_arrival", ds) for ds in Dataset}
