@@ -149,12 +149,14 @@ def plan_not_found_client(p: Plan) -> Incident:
 
 
 def plan_nat(p: Plan) -> Incident:
-    """The corporate NAT is part of the background traffic; it only needs naming."""
+    """The corporate NAT is part of the background traffic; it only needs naming.
+
+    Only for the rules whose alerts name an address: token_replay names a token, so a NAT user's
+    token alerting would be a row of its own, "UNEXPLAINED", which fails the demo as well."""
     desc = "corporate NAT: many users of one org, each with their own tokens, behind one address"
     return Incident(
         look_alikes=tuple(
-            LookAlike(rule, "source.ip", NAT_IP, p.start, p.end, desc)
-            for rule in ("http_4xx_burst", "behaviour_outlier", "token_replay")
+            LookAlike(rule, "source.ip", NAT_IP, p.start, p.end, desc) for rule in ("http_4xx_burst", "behaviour_outlier")
         )
     )
 

@@ -85,6 +85,10 @@ class _Verdict:
 def _verdict_table(plan: Scenario, alerts: list[Alert]) -> _Verdict:
     raised = [(a.rule, a.entity_type, a.entity_value) for a in alerts]
     missing = {(i.rule, i.entity_type, i.entity_value) for i in plan.missing(raised)}
+    # An injection with a reason (gateway_bypass's three) is met only by an alert with that reason.
+    reasons = {(a.rule, a.entity_type, a.entity_value, a.reason) for a in alerts}
+    missing |= {(i.rule, i.entity_type, i.entity_value) for i in plan.expected()
+                if i.reason is not None and (i.rule, i.entity_type, i.entity_value, i.reason) not in reasons}
     false_positives = {(a.rule, a.entity_type, a.entity_value) for a in plan.false_positives(raised)}
     unexplained = plan.unexpected(raised)
     table = Table(title="Injected vs detected", title_justify="left")

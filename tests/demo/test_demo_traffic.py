@@ -327,3 +327,22 @@ def test_gateway_bypass(run: Run) -> None:
     # Every other proxied app line has its gateway line.
     proxied = {r["request_id"] for r in run.app if r["peer"]["spiffe_id"] == GATEWAY_IDENTITY}
     assert proxied - gateway_ids == orphans
+
+
+def test_the_verdict_wants_each_bypass_alert_of_its_injected_reason(run: Run) -> None:
+    """A detection audit: the demo's verdict matched rule and entity only, so a bypass alert of another reason
+    counted as the injected one."""
+    from gatewatch.demo.run import _verdict_table
+    from ingest.alerts import Alert
+
+    def alert(rule: str, entity_type: str, entity_value: str, reason: str | None) -> Alert:
+        return Alert(f"{rule}:{entity_value}", rule, "high", entity_type, entity_value, 0.0, 0.0, 1, (), "", reason)
+
+    plan = run.plan
+    alerts = [alert(i.rule, i.entity_type, i.entity_value, i.reason) for i in plan.expected()]
+    assert _verdict_table(plan, alerts).ok
+    bypass = [i for i in plan.expected() if i.reason == "no_gateway_record"]
+    assert bypass
+    wrong = [alert(a.rule, a.entity_type, a.entity_value, "untrusted_peer" if a.reason == "no_gateway_record"
+                   else a.reason) for a in alerts]  # fmt: skip
+    assert not _verdict_table(plan, wrong).ok
