@@ -145,8 +145,19 @@ def test_a_request_longer_than_the_join_window_is_joined_from_its_end(read_chunk
     correlator = Correlator(WINDOW_SECS)
     stuck = next(e for e in gateway if e.request_id == "stuck")
     correlator.add(stuck, now=stuck.ts)
-    assert list(correlator.close_until(stuck.ts + 86_400 + WINDOW_SECS - 1)) == []  # a day at most, not ten
-    assert [t.request_id for t in correlator.close_until(stuck.ts + 86_400 + WINDOW_SECS)] == ["stuck"]
+    assert list(correlator.close_until(stuck.ts + 86_400 + WINDOW_SECS)) == []  # a day at most, not ten
+    assert [t.request_id for t in correlator.close_until(stuck.ts + 86_400 + WINDOW_SECS + 1)] == ["stuck"]
+
+
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_a_line_exactly_a_join_window_after_the_request_s_end_joins_whatever_the_second(start: float) -> None:
+    """A detection audit: a Billing line exactly 30 s after the request's end made a second transaction when the
+    end fell on a whole second (the close at that second's tick came before the line), and joined 0.5 s later."""
+    gateway = [gateway_event(start, request_id="r", status=200, duration_ms=1000.0)]
+    app = [app_event(start + 0.1, request_id="r"), app_event(start + 1 + WINDOW_SECS, request_id="r")]
+    assert [(t.request_id, t.kind) for t in correlate({"gateway": gateway, "app": app})] == [("r", "joined")]
+    later = [app_event(start + 0.1, request_id="r"), app_event(start + 1 + WINDOW_SECS + 1.001, request_id="r")]
+    assert [t.kind for t in correlate({"gateway": gateway, "app": later})] == ["joined", "app_only"]
 
 
 def test_a_request_longer_than_the_allowed_lateness_is_late_and_still_joined() -> None:
@@ -175,8 +186,8 @@ def test_a_late_record_of_a_closed_request_starts_a_new_group() -> None:
     now = gateway.ts + 100.0
     (first,) = correlator.close_until(now)
     correlator.add(app_event(1.0, request_id="r"), now=now)  # arrives after the window closed
-    assert list(correlator.close_until(now + WINDOW_SECS - 1)) == []
-    (second,) = correlator.close_until(now + WINDOW_SECS)
+    assert list(correlator.close_until(now + WINDOW_SECS)) == []  # a record at its deadline would still join
+    (second,) = correlator.close_until(now + WINDOW_SECS + 1)
     assert (first.kind, second.kind) == ("gateway_only", "app_only")
 
 
