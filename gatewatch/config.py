@@ -70,6 +70,12 @@ def check_unwrap(value: str | None) -> str | None:
 MAX_LINE_BYTES_LIMIT = 16 * 1024 * 1024
 """Largest ``max_line_bytes`` accepted: a line is held whole in memory, and Envoy's own limit on
 request headers (60 KiB by default, 8 MiB at most) keeps a real line far below this."""
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+"""Default ``max_line_bytes``. A client's headers are the bulk of a long line: Envoy takes 60 KiB of them by
+default, and its JSON format escapes each ``"`` as two bytes (a flood trial's 33,000-byte User-Agent of quotes made
+a 66 KB line, over the 64 KiB this once was: the request's gateway line became a dead letter, its token replay went
+unseen and Billing's line became a false bypass). A MiB holds 60 KiB of headers escaped six-fold, request and
+response both, with room to spare; Kafka's default message limit is about that."""
 MAX_DURATION_SECS = 366 * 86_400.0
 """Longest ``*_secs`` setting accepted: every window, timeout and lateness is shorter than a year.
 No ``*_secs`` may be negative either (detector sections included); most must be above 0."""
@@ -90,7 +96,7 @@ class GatewayConfig(_Section):
         description="Envoy json_format / typed_json_format mapping (key -> command operator, nesting allowed).",
     )
     max_line_bytes: int = Field(
-        65536, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines become dead letters (oversized)."
+        DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines become dead letters (oversized)."
     )
     xff_num_trusted_hops: int = Field(
         0, ge=0, le=64, strict=True,  # `true` is no count of proxies
@@ -116,7 +122,7 @@ class AppConfig(_Section):
         "defaults, which are the names themselves (token.jti is at token.jti). The fields: " + ", ".join(APP_FIELDS),
         json_schema_extra={"propertyNames": {"enum": list(APP_FIELDS)}},
     )
-    max_line_bytes: int = Field(65536, gt=0, le=MAX_LINE_BYTES_LIMIT)
+    max_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT)
     unwrap: str = Field("none", description=FILE_UNWRAP_DESCRIPTION)
 
     _unwrap = field_validator("unwrap")(check_unwrap)

@@ -73,7 +73,9 @@ def decode_json_object(record: RawRecord, max_line_bytes: int) -> dict[str, Any]
 
 def _oversized(record: RawRecord, max_line_bytes: int) -> DeadLetter:
     size = len(record.line)
-    return DeadLetter(record.origin, "oversized", f"{size} bytes > max_line_bytes {max_line_bytes}", record.line)
+    # A file's reader keeps one byte past the limit, not the whole line: its size is not known then.
+    said = f"{size} bytes, over" if size > max_line_bytes + 1 else "over"
+    return DeadLetter(record.origin, "oversized", f"{said} max_line_bytes {max_line_bytes}", record.line)
 
 
 NOT_JSON = object()

@@ -55,7 +55,7 @@ def test_max_line_bytes_counts_the_raw_record_line_ending_included() -> None:
     assert decode_line(record(b"x" * 9 + b"\n"), 10) == "x" * 9
     letter = decode_line(record(b"x" * 10 + b"\n"), 10)
     assert isinstance(letter, DeadLetter) and letter.reason == "oversized"
-    assert letter.detail == "11 bytes > max_line_bytes 10"
+    assert letter.detail == "over max_line_bytes 10"  # a file's reader keeps one byte past the limit, no more
 
 
 def test_oversized_is_checked_before_decoding() -> None:
@@ -146,3 +146,9 @@ def test_arbitrary_bytes_never_raise(line: bytes) -> None:
         assert text and not text.endswith(("\n", "\r"))
     obj = decode_json_object(record(line), 200)
     assert isinstance(obj, (dict, DeadLetter))
+
+
+def test_an_oversized_record_read_whole_says_its_size() -> None:
+    """A flood trial: a 200 KB line was "65537 bytes > max_line_bytes 65536" (a file's reader keeps limit + 1)."""
+    letter = decode_line(record(b"x" * 5000), 1024)
+    assert isinstance(letter, DeadLetter) and letter.detail == "5000 bytes, over max_line_bytes 1024"

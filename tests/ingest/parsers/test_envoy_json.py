@@ -337,3 +337,15 @@ def test_a_number_past_a_doubles_range_is_dropped_not_the_line() -> None:
     assert (e.request_id, e.bytes_sent, e.labels) == ("r1", None, (("gatewatch.out_of_range", "bytes_sent"),))
     letter = parser(record(b'{"ts": 1e400, "rid": "r2"}'))
     assert isinstance(letter, DeadLetter) and letter.reason == "invalid_value"  # no time: no event
+
+
+def test_a_header_of_quotes_escaped_by_envoy_past_64_kib_is_still_an_event_by_default() -> None:
+    """A flood trial: a 33,000-byte User-Agent of ``"`` (inside Envoy's 60 KiB header limit) made a 66 KB JSON line,
+    an oversized dead letter under the old 64 KiB default: its token replay went unseen, Billing's line a bypass."""
+    from gatewatch.config import parse_config
+
+    gateway = parse_config({"gateway": {"json_format": ISTIO_JSON_FORMAT}}).gateway
+    line = orjson.dumps({**orjson.loads(ISTIO_JSON_LINE), "user_agent": '"' * 33_000}) + b"\n"
+    assert len(line) > 66_000
+    e = event(build_gateway_parser(None, ISTIO_JSON_FORMAT, gateway.max_line_bytes), line)
+    assert e.user_agent == '"' * 33_000 and e.request_id == "84961386-6d84-929d-98bd-c5aee93b5c88"
