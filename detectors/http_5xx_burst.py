@@ -22,6 +22,14 @@ judged against ``min_baseline_rate``, so a route that is chronically failing
 when the detector starts alerts until its first buckets leave the window.
 
 Findings are rate-limited to one per route per bucket while the condition holds.
+
+Each table (routes, hosts per route, the routes' hosted sums) keeps at most
+``max_tracked_routes`` entries: under Envoy's default format a route is what the
+client wrote (Host and first path segment), and a flood trial's unique paths grew
+replay to 565 MB and serve past its soak figure by ~1.7 KB a path. Past the cap,
+each sweep drops the entries with the least traffic (decayed baseline plus
+window), oldest first: a client's one-request paths go, a real route's history
+stays. Until the cap is reached nothing is dropped that would not be idle anyway.
 """
 
 from __future__ import annotations
@@ -82,6 +90,15 @@ class _Route:
         self.recent_ids: deque[str | None] = deque(maxlen=20)  # request ids of the latest 5xx
 
 
+def _drop_least_used(table: dict[str, _Route], count: int) -> None:
+    """Drop ``count`` entries of ``table``: the least traffic first (decayed baseline plus window), then the
+    longest unseen, then by key (the same records drop the same entries)."""
+    ranked = sorted(table.items(), key=lambda item: (item[1].base_requests + item[1].win_requests, item[1].last_ts,
+                                                     item[0]))  # fmt: skip
+    for key, _ in ranked[:count]:
+        del table[key]
+
+
 class _RouteState(msgspec.Struct, array_like=True, gc=False):
     """A :class:`_Route`, field for field, for a checkpoint."""
 
@@ -134,6 +151,8 @@ class Http5xxBurst(Detector):
         route_idle_secs: float = Field(21600.0, gt=0)
         # an upstream host alerts only when its rate is also this many times its route's other hosts'
         sibling_factor: float = Field(2.0, gt=0)
+        # entries a table keeps past a sweep (~1.7 KB each): the least-used go first
+        max_tracked_routes: int = Field(10_000, ge=1)
 
     config: Config
 
@@ -263,6 +282,8 @@ class Http5xxBurst(Detector):
         for table in (self._routes, self._upstreams, self._hosted):
             for key in [k for k, route in table.items() if route.last_ts < idle_before]:
                 del table[key]
+            if len(table) > cfg.max_tracked_routes:
+                _drop_least_used(table, len(table) - cfg.max_tracked_routes)
             for route in table.values():
                 self._slide(route, start)  # quiet routes fold their old buckets too
         self._next_sweep = start + cfg.bucket_secs
