@@ -537,6 +537,12 @@ def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
     revoked = config.tokens.revoked
     if check_files and revoked is not None and not revoked.is_file():
         raise ConfigError(f"tokens.revoked: cannot read {revoked}: no such file")
+    for forwarder in config.forward if check_files else ():
+        tls = getattr(forwarder, "tls", None)
+        for name in ("ca_file", "cert_file", "key_file"):
+            if tls is not None and (path := getattr(tls, name)) is not None and not path.is_file():
+                raise ConfigError(f"forward.{forwarder.name}.tls.{name}: cannot read {path}: no such file "
+                                  "(a relative path is read from the config file's folder)")  # fmt: skip
     gateway = config.gateway
     dated_by_runtime = bool({gateway.unwrap, config.kafka.unwrap.gateway} & RUNTIME_WRAPPERS)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -66,14 +67,28 @@ def test_revocation_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
 
 
 def test_forwarders_tls_files_are_read_from_the_config_files_folder_like_every_other_file(tmp_path: Path) -> None:
-    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "certs").mkdir(parents=True)
+    (tmp_path / "conf" / "certs" / "ca.pem").write_text("")
+    (tmp_path / "client.pem").write_text("")
     config_file = tmp_path / "conf" / "gw.yaml"
     config_file.write_text(
         "forward:\n  - {name: siem, type: syslog, host: 127.0.0.1, port: 6514, transport: tls,\n"
-        "     tls: {ca_file: certs/ca.pem, cert_file: /etc/gw/client.pem}}\n"
+        f"     tls: {{ca_file: certs/ca.pem, cert_file: {tmp_path / 'client.pem'}}}}}\n"
     )
     (tls,) = [forwarder.tls for forwarder in load_config(config_file).forward]  # type: ignore[union-attr]
-    assert (tls.ca_file, tls.cert_file) == (tmp_path / "conf" / "certs" / "ca.pem", Path("/etc/gw/client.pem"))
+    assert (tls.ca_file, tls.cert_file) == (tmp_path / "conf" / "certs" / "ca.pem", tmp_path / "client.pem")
+
+
+def test_a_missing_tls_file_is_named_with_where_it_was_looked_for(tmp_path: Path) -> None:
+    """An upgrade trial: a CA path relative to the working directory, as an older release read it, failed with
+    "cannot load the certificates: [Errno 2] No such file or directory", naming no file."""
+    (tmp_path / "conf").mkdir()
+    config_file = tmp_path / "conf" / "gw.yaml"
+    config_file.write_text("forward:\n  - {name: siem, type: syslog, host: 127.0.0.1, port: 6514, transport: tls,\n"
+                           "     tls: {ca_file: certs/ca.pem}}\n")  # fmt: skip
+    expected = f"forward.siem.tls.ca_file: cannot read {tmp_path / 'conf' / 'certs' / 'ca.pem'}: no such file"
+    with pytest.raises(ConfigError, match=re.escape(expected) + r" \(a relative path is read from the config"):
+        load_config(config_file)
 
 
 def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path: Path) -> None:
