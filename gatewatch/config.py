@@ -96,7 +96,8 @@ class GatewayConfig(_Section):
         description="Envoy json_format / typed_json_format mapping (key -> command operator, nesting allowed).",
     )
     max_line_bytes: int = Field(
-        DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT, description="Longer lines become dead letters (oversized)."
+        DEFAULT_MAX_LINE_BYTES, gt=0, le=MAX_LINE_BYTES_LIMIT,
+        description="Longer lines become dead letters (oversized).",
     )
     xff_num_trusted_hops: int = Field(
         0, ge=0, le=64, strict=True,  # `true` is no count of proxies

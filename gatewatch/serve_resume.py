@@ -116,6 +116,11 @@ class Resumer:
                 role = topics.role(tp.topic)
                 assert role is not None
                 task = new_task(self.config, role, tp.partition, topics.partitions, streams)
+                if role == "findings" and int(starts[tp]) == 0:
+                    # not the first: an upgrade from a release with the single detect topic, whose ids were
+                    # <alert id>-<n>, so this task's ids must differ from them
+                    sent = holds_messages(consumer, self.config.kafka.topics.alerts)
+                    task.sent_before = sent  # type: ignore[attr-defined]
                 resumed.append((OwnedTask(task, tp, stream_name(tp), role, int(starts[tp]), dirty=True),
                                 "committed_offsets"))  # fmt: skip
         return resumed
@@ -161,3 +166,11 @@ class Resumer:
                 streams.append(stream_name(TopicPartition(topic, partition)))
         return streams
 
+
+def holds_messages(consumer: KafkaConsumer, topic: str) -> bool:
+    """``topic`` exists and holds at least one message (asked of the broker; nothing is read)."""
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not partitions:
+        return False
+    ends, starts = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+    return any(ends[tp] > starts[tp] for tp in partitions)

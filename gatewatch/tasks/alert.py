@@ -72,6 +72,7 @@ class AlertTask:
         self._final = False
         self._next_offset = 0
         self._fresh = True  # built empty, not restored: see apply()
+        self.sent_before = False  # the alerts topic already holds events (an upgrade): see apply()
         self._out = TaskOutput()
 
     # -- the contract (gatewatch.tasks.base) --------------------------------------------------
@@ -98,8 +99,9 @@ class AlertTask:
         out.applied += 1
         if self._fresh:
             self._fresh = False
-            if offset > 0:
-                # Empty state part way through the topic (state_fresh): the alerts sent before may
+            if offset > 0 or self.sent_before:
+                # Empty state part way through the topic (state_fresh), or at its start with events sent
+                # before it existed (an upgrade from the single detect topic): the alerts sent before may
                 # go on, counted from 1 again, so their events take ids of their own.
                 self._lifecycle.epoch = str(offset)
         received = receive(out, self._stream, self._upstreams, offset, value, decode_findings_message,

@@ -171,7 +171,9 @@ def _refused_start(config: Path, data: dict[str, Any], marker: str, store: str =
     return refusal[0]
 
 
-def test_the_checkpoint_topic_rolls_its_segments_so_compaction_reaches_them(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_the_checkpoint_topic_rolls_its_segments_so_compaction_reaches_them(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """A flood trial: with the broker's default 1 GiB / 7-day segments nothing was compacted, and the topic grew to
     343 MB in 18 minutes of checkpoints."""
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
@@ -188,3 +190,26 @@ def test_the_checkpoint_topic_rolls_its_segments_so_compaction_reaches_them(kafk
     finally:
         admin.close()
     assert (configs["cleanup.policy"], configs["segment.ms"]) == ("compact", str(SEGMENT_MS))
+
+
+def test_holds_messages_asks_the_broker_of_a_topic_the_consumer_does_not_read(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """What tells a fresh ALERT task that the alerts topic holds events from before it (an upgrade)."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from gatewatch.checkpoint import ensure_topic
+    from gatewatch.serve_resume import holds_messages
+
+    topic = f"gw-alerts-{uuid.uuid4().hex[:10]}"
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert not holds_messages(consumer, topic)  # not there (and not made by asking)
+        ensure_topic(load_config(Topics(kafka_bootstrap).config(tmp_path)).kafka, topic, partitions=2)
+        assert not holds_messages(consumer, topic)
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        producer.send(topic, b"{}", partition=1).get(timeout=30)
+        producer.close()
+        assert holds_messages(consumer, topic)
+    finally:
+        consumer.close()

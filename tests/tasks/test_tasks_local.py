@@ -396,6 +396,23 @@ def test_an_alert_task_started_empty_part_way_gives_its_lifecycle_events_ids_of_
     assert [e.id for e in events_from(start, snapshot_at=start + (len(log) - start) // 2)] == [e.id for e in fresh]
 
 
+def test_an_alert_task_started_empty_at_the_start_after_events_were_sent_gives_ids_of_their_own() -> None:
+    """An upgrade trial: from a release with the single detect topic, the new findings topic starts at 0, so the
+    fresh ALERT task sent ``<alert id>-1``, ``-2``... again with other contents, which a SIEM dropping seen ids
+    drops. serve tells it that the alerts topic holds events already (``sent_before``)."""
+    streams = split(stuffing(clients=2, seconds=400), 2, keyed=False)
+    run = LocalRun(QUICK_CONFIG, 2, seed=4)
+    run.run_events(streams)
+    log = run.logs[("findings", 0)]
+    task = new_task(QUICK_CONFIG, "findings", 0, 2, list(streams))
+    task.sent_before = True  # type: ignore[attr-defined]
+    for offset, value in enumerate(log):
+        task.apply(offset, value)
+    events = task.take().batch.alert_events
+    assert events and all(e.id == f"{e.alert.id}.0-{e.sequence}" for e in events)
+    assert not {e.id for e in events} & {e.id for e in run.result.alert_events}
+
+
 def test_every_task_takes_a_checkpoint_written_under_other_settings() -> None:
     """serve restores checkpoints across a config change (``state_under_new_config``): each role's task built from
     the new settings takes the old state and goes on, and the join loses no request open at the restart."""
