@@ -104,10 +104,13 @@ def config_digest(config: GatewatchConfig) -> str:
     Kept with each checkpoint, so a restore under other settings is logged
     (``state_under_new_config``): the tasks are built from the new config and
     take the old state. Not the revocation list (``tokens``): no state holds it,
-    and revoking a token is routine.
+    and revoking a token is routine. Only the values set away from their defaults: a release that adds a key
+    with a default leaves the digest of an unchanged config as it was (an upgrade trial saw every task log
+    ``state_under_new_config`` for a config nobody had touched).
     """
-    sections = config.model_dump(mode="json", include={"gateway", "app", "trust", "correlate", "alerts"})
-    sections["detectors"] = config.detectors.model_dump(mode="json")
+    sections = config.model_dump(mode="json", include={"gateway", "app", "trust", "correlate", "alerts"},
+                                 exclude_defaults=True)  # fmt: skip
+    sections["detectors"] = config.detectors.model_dump(mode="json", exclude_defaults=True)
     return hashlib.sha256(orjson.dumps(sections, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 

@@ -16,3 +16,12 @@ def test_revoking_a_token_keeps_the_state_a_new_threshold_does_not(tmp_path: Pat
     assert config_digest(parse_config({"tokens": {"revoked": str(revoked)}})) == before  # no state holds the list
     threshold = parse_config({"tokens": {"revoked": str(revoked)}, "detectors": {"http_4xx_burst": {"min_errors": 50}}})
     assert config_digest(threshold) != before  # the rule's state was built with the old one
+
+
+def test_a_value_set_to_its_default_or_left_unset_is_the_same_config() -> None:
+    """An upgrade trial: a release adding a key with a default changed the digest of an untouched config, and every
+    task logged state_under_new_config. Only values set away from their defaults count."""
+    assert config_digest(parse_config({})) == config_digest(
+        parse_config({"correlate": {"join_window_secs": 30}, "detectors": {"http_4xx_burst": {"min_errors": 30}}})
+    )
+    assert config_digest(parse_config({})) != config_digest(parse_config({"correlate": {"join_window_secs": 31}}))
