@@ -65,7 +65,10 @@ each rule by what it declares, never by a list in the engine:
   records it needs together (``"source.ip"``, ``"route"``, ``"token.jti"``);
 - ``partition_key(item)`` — for such a rule, the entity an event or a
   transaction belongs to (None: the rule would ignore it, so it is not sent).
-  Every item with the same key reaches the same partition, in event-time order;
+  Every item with the same key reaches the same partition, in event-time order.
+  A transaction may hold several (two tokens under one request id): the rule's
+  ``partition_keys(txn)`` names them all, the transaction reaches each of their
+  partitions, and there the rule judges only the entities it ``owns(key)``;
 - a rule that compares entities with each other (``behaviour_outlier``'s model
   over all clients of a window) *gathers*: it declares a ``Row`` type, its
   keyed half turns closed windows into rows (``gather(watermark)``), and one
@@ -193,6 +196,17 @@ class Detector:
         every item whose findings or state it shares with another.
         """
         return None
+
+    def partition_keys(self, txn: Transaction) -> tuple[str, ...]:
+        """Every entity ``txn`` holds, for a rule that judges each apart: the transaction goes to each one's
+        partition. By default, its one ``partition_key``."""
+        key = self.partition_key(txn)
+        return () if key is None else (key,)
+
+    def owns(self, key: str) -> bool:
+        """Whether this instance judges entity ``key``: every one in a single pipeline; in serve, a keyed task's
+        rules own the keys of its partition (set by the task)."""
+        return True
 
     def gather(self, watermark: float) -> list[Any]:
         """A gathering rule's keyed half: the rows of the windows ``watermark`` has closed (then forgotten)."""

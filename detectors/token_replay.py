@@ -90,43 +90,94 @@ class TokenReplay(Detector):
         jti = _first_jti(item)
         return jti if jti else None
 
+    def partition_keys(self, txn: Transaction) -> tuple[str, ...]:
+        # Every token the request's lines carry: under one request id (a client may set its own) each attempt is
+        # judged, and a second token must reach its own partition.
+        keys: list[str] = []
+        for event in (*txn.gateway, *txn.app):
+            if event.token_jti and event.token_jti not in keys:
+                keys.append(event.token_jti)
+        return tuple(keys)
+
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
-        # Most requests: the gateway's line carries the token and the client address; no call for them.
-        first = txn.gateway[0] if txn.gateway else None
-        jti = first.token_jti if first is not None and first.token_jti is not None else _first_jti(txn)
-        if not jti:
-            return ()
-        address = first.source_ip if first is not None and first.source_ip else self._client_address(txn)
-        if address is None:
-            return ()
+        gateway = txn.gateway
+        # Most requests: one gateway line carrying the token and the client address.
+        first = gateway[0] if len(gateway) == 1 else None
+        if first is not None and (jti := first.token_jti) and (address := first.source_ip):
+            entry = self._tokens.get(jti)
+            if entry is not None and address in entry.addresses and first.ts <= entry.until:
+                return ()  # most requests: a known client reusing its live token
+            if not self.owns(jti):
+                return ()
+            finding = self._judge(jti, address, first.ts, first.token_exp, txn, first_use=True)
+            return () if finding is None else (finding,)
+        findings = []
+        for n, (jti, address, ts, exp) in enumerate(self._uses(txn)):
+            if self.owns(jti):
+                finding = self._judge(jti, address, ts, exp, txn, first_use=n == 0)
+                if finding is not None:
+                    findings.append(finding)
+        return findings
+
+    def _uses(self, txn: Transaction) -> list[tuple[str, str, float, float | None]]:
+        """Each (token, client address) the request presented, with the time and ``exp`` of its first attempt.
+
+        Every gateway attempt counts, not only the first: a client that sets its own ``X-Request-Id`` (Envoy
+        keeps it when ``preserve_external_request_id`` is on) sent its own token, then a stolen one under the
+        same id, and the stolen one was never judged (a flood trial). An attempt without a token takes the
+        app's; one without an address, the request's (see :meth:`_client_address`).
+        """
+        uses: dict[tuple[str, str], tuple[float, float | None]] = {}
+        for attempt in txn.gateway:
+            jti = attempt.token_jti or _first_jti(txn)
+            if not jti:
+                continue
+            address = attempt.source_ip or self._client_address(txn)
+            if address is not None and (jti, address) not in uses:
+                uses[(jti, address)] = (attempt.ts, attempt.token_exp)
+        if not txn.gateway:
+            jti = _first_jti(txn)
+            address = self._client_address(txn) if jti else None
+            if jti and address is not None:
+                uses[(jti, address)] = (txn.first_ts, None)
+        return [(jti, address, ts, exp) for (jti, address), (ts, exp) in uses.items()]
+
+    def _judge(
+        self, jti: str, address: str, ts: float, exp: float | None, txn: Transaction, first_use: bool
+    ) -> Finding | None:
+        """One use of ``jti`` from ``address`` at ``ts``: a finding if it is the token's new address within its life.
+
+        The request's first use is dated by its first record (an app line may precede the gateway's by clock
+        skew); a use at or before ``until`` puts that record there too, so it is looked up only past that.
+        """
         entry = self._tokens.get(jti)
-        # Most requests are a known client reusing its live token. Any one record at or before
-        # ``until`` puts the request's first record there too, so the exact first_ts (a min over
-        # every record) is needed only for a new address or a token past its lifetime.
-        if entry is not None and address in entry.addresses and (txn.gateway or txn.app)[0].ts <= entry.until:
-            return ()
+        # Most uses are a known client reusing its live token.
+        if entry is not None and address in entry.addresses and ts <= entry.until:
+            return None
+        if first_use:
+            ts = txn.first_ts
         cfg = self.config
-        ts = txn.first_ts
         if entry is None or ts > entry.until:
-            exp = txn.first("token_exp")
+            if exp is None:
+                exp = _exp_of(txn, jti)
             if isinstance(exp, (int, float)):
                 until = exp + cfg.skew_allowance_secs
                 if ts > until:
-                    return ()  # a dead token: token_expired_accepted's business, not replay
+                    return None  # a dead token: token_expired_accepted's business, not replay
             else:
                 until = ts + cfg.default_token_lifetime_secs
             entry = self._track(jti, until)
         if address in entry.addresses:
-            return ()
+            return None
         if len(entry.addresses) >= cfg.max_addresses_per_token:
             # Past the cap a new address cannot be told from one seen before: counting each use would grow
             # the alert with every reuse. The alert stands as it is, at the cap ("16+").
-            return ()
+            return None
         entry.distinct_addresses += 1
         entry.addresses[address] = (ts, txn.request_id)
         if entry.distinct_addresses < cfg.min_distinct_addresses:
-            return ()
-        return (self._finding(jti, address, ts, txn, entry),)
+            return None
+        return self._finding(jti, address, ts, txn, entry)
 
     def advance(self, watermark: float) -> Iterable[Finding]:
         horizon = watermark - self.config.late_transaction_allowance_secs - self.context.join_window_secs
@@ -234,6 +285,33 @@ class TokenReplay(Detector):
             (used("r-1", 10, "203.0.113.7", "jti-a"), app_only("r-2", 40, gw_peer, "jti-a")),
             alerts=frozenset(),
         )
+        # A client that sets its own request id sends its own token, then a stolen one under the same id.
+        thief = {"source_ip": "192.0.2.66", "status": 200, "token_exp": exp}
+        yield Example(
+            "a stolen token behind the thief's own under one request id",
+            (
+                used("r-1", 10, "203.0.113.7", "jti-taken"),
+                transaction("r-x", gateway=(gateway_event(60, request_id="r-x", token_jti="jti-mine", **thief),
+                                            gateway_event(61, request_id="r-x", token_jti="jti-taken", **thief))),
+            ),
+            alerts=frozenset({"jti-taken"}),
+        )
+        # A line whose client address reads two ways still has a client: the one its readings name.
+        unclear = gateway_event(40, request_id="r-2", status=200, token_jti="jti-b", token_exp=exp,
+                                labels=((AMBIGUOUS_CLIENTS_LABEL, "198.51.100.9 203.0.113.5"),))
+        yield Example(
+            "a token from a client whose address reads two ways",
+            (used("r-1", 10, "203.0.113.7", "jti-b"), transaction("r-2", gateway=(unclear,))),
+            alerts=frozenset({"jti-b"}),
+        )
+
+
+def _exp_of(txn: Transaction, jti: str) -> float | None:
+    """The ``exp`` a line of ``txn`` logged with ``jti`` (or with no token: the gateway may log the claim alone)."""
+    for event in (*txn.gateway, *txn.app):
+        if event.token_exp is not None and event.token_jti in (jti, None):
+            return event.token_exp
+    return None
 
 
 def _first_jti(txn: Transaction) -> str | None:

@@ -52,7 +52,7 @@ import msgspec
 
 from detectors.base import Finding, Severity
 from ingest.codec import EventRow, EventTable, Ts, decode, decode_versioned, encode
-from ingest.records import Dataset, Event, Origin
+from ingest.records import AMBIGUOUS_CLIENTS_LABEL, Dataset, Event, Origin
 
 __all__ = [
     "AlertTaskState", "EventsMessage", "FindingRow", "FindingsMessage", "GatheredRows", "IngestProgress", "JoinState",
@@ -224,6 +224,8 @@ class KeyedRow(msgspec.Struct, array_like=True, gc=False):
     token_jti: str | None
     token_sub: str | None
     token_exp: float | None
+    # the label of a line whose client address reads two ways (token_replay's client then); absent before session 25
+    ambiguous_clients: str | None = None
 
 
 def keyed_row(event: Event, stream: int) -> tuple[object, ...]:
@@ -231,7 +233,7 @@ def keyed_row(event: Event, stream: int) -> tuple[object, ...]:
     return (event.id, event.dataset, event.ts, stream, event.origin.offset, event.request_id, event.path,
             event.status, event.bytes_sent, event.upstream_host, event.upstream_cluster, event.route_name,
             event.authority, event.source_ip, event.peer_identity, event.token_jti, event.token_sub,
-            event.token_exp)  # fmt: skip
+            event.token_exp, event.label(AMBIGUOUS_CLIENTS_LABEL) if event.labels else None)  # fmt: skip
 
 
 def keyed_event(row: KeyedRow, stream: str) -> Event:
@@ -251,7 +253,9 @@ def keyed_event(row: KeyedRow, stream: str) -> Event:
         row.source_ip, row.peer_identity,
         None, None, None, None, None, None, None,  # tls_version, user_id, org_id, action, outcome, level, message
         row.token_jti, row.token_sub,
-        None, row.token_exp, None, (), None,  # token_org, token_exp, token_iat, labels, created
+        None, row.token_exp, None,  # token_org, token_exp, token_iat
+        () if row.ambiguous_clients is None else ((AMBIGUOUS_CLIENTS_LABEL, row.ambiguous_clients),),  # labels
+        None,  # created
     )  # fmt: skip
 
 

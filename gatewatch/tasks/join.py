@@ -98,6 +98,16 @@ def _partition_masks(routes: Any, item: Any, partitions: int) -> dict[int, int]:
     return masks
 
 
+def _transaction_partition_masks(routes: Any, txn: Transaction, partitions: int) -> dict[int, int]:
+    """:func:`_partition_masks` of a transaction: each rule may name several entities (``partition_keys``)."""
+    masks: dict[int, int] = {}
+    for bit, partition_keys in routes:
+        for key in partition_keys(txn):
+            partition = entity_partition(key, partitions)
+            masks[partition] = masks.get(partition, 0) | bit
+    return masks
+
+
 class _JoinPipeline(Pipeline):
     """The single pipeline, with its processed events and closed transactions handed on."""
 
@@ -230,7 +240,7 @@ class JoinTask:
                  if _overrides(d, "observe_event") and ds in d.datasets]
             for ds in Dataset
         }  # fmt: skip
-        self._txn_routes = [(rule_mask(d.rule_id), d.partition_key) for d in keyed
+        self._txn_routes = [(rule_mask(d.rule_id), d.partition_keys) for d in keyed
                             if _overrides(d, "observe_transaction")]  # fmt: skip
 
     # -- the contract (gatewatch.tasks.base) --------------------------------------------------
@@ -364,7 +374,7 @@ class JoinTask:
         """Put each of ``txns`` (closed at ``deadlines``, in that order) in the outboxes of the partitions it goes to."""
         routes, boxes, partitions = self._txn_routes, self._boxes, self.partitions
         for txn, deadline in zip(txns, deadlines, strict=True):
-            for partition, mask in _partition_masks(routes, txn, partitions).items():
+            for partition, mask in _transaction_partition_masks(routes, txn, partitions).items():
                 box = boxes[partition]
                 box.txns.append(KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app)))
                 box.txn_events += txn.gateway

@@ -35,6 +35,7 @@ from detectors.base import Finding
 from detectors.runner import DetectorSet
 from gatewatch.errors import WireError
 from gatewatch.tasks.base import Role, TaskOutput, Upstreams, internal_topic, receive
+from gatewatch.tasks.route import entity_partition
 from gatewatch.topology import _MAX_TICKED_GAP_SECS, detector_configs, detector_context
 from gatewatch.wire import (
     FindingRow, FindingsMessage, GatheredRows, KeyedMessage, KeyedRowsMessage, KeyedState, KeyedTxn,
@@ -174,6 +175,9 @@ class KeyedTask:
         self._detectors = DetectorSet(detector_configs(config), detector_context(config), None,
                                       select=lambda cls: cls.keyed_by is not None, sink=self._on_finding,
                                       gathering=True)  # fmt: skip
+        for detector in self._detectors.detectors:
+            # A transaction holding several entities comes to each one's partition: judge only this one's.
+            detector.owns = self._owns  # type: ignore[method-assign]
         # Events by their second, transactions by the tick their deadline falls in; each taken in (ts, id)
         # and (deadline, request_id) order, then arrival: two equal keys (a record sent twice, long after
         # its request closed) must never fall through to comparing the records.
@@ -283,6 +287,9 @@ class KeyedTask:
         """Nothing of its own: a KEYED task ends when every JOIN task's final message is in."""
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _owns(self, key: str) -> bool:
+        return entity_partition(key, self.partitions) == self.partition
 
     def _on_finding(self, finding: Finding) -> None:
         self._findings.append(finding_row(self._at_tick, finding))

@@ -188,3 +188,15 @@ def test_a_known_client_is_judged_by_its_request_s_first_record_not_its_first_li
     # still the first use's window: a second address within it alerts, listing the first use
     (finding,) = detector.observe_transaction(use("r-3", end - 0.2, "198.51.100.23", exp=None))
     assert finding.details["first_seen"]["203.0.113.7"] == "2026-01-01T00:00:00.000Z"
+
+
+def test_every_attempt_under_one_request_id_is_judged() -> None:
+    """A flood trial: a client setting its own X-Request-Id sent its own token, then a stolen one under the same id
+    within the join window; only the first attempt's token was judged, so the stolen one never was."""
+    victim = use("r-1", 10, "198.51.100.7", jti="jti-stolen")
+    thief = {"request_id": "r-x", "source_ip": "192.0.2.66", "status": 200, "token_exp": EXP}
+    shared = transaction("r-x", gateway=(gateway_event(60, token_jti="jti-own", **thief),
+                                         gateway_event(61, token_jti="jti-stolen", **thief)))  # fmt: skip
+    (finding,) = feed([victim, shared])
+    assert (finding.entity_value, finding.ts, finding.details["new_address"]) == ("jti-stolen", T0 + 61, "192.0.2.66")
+    assert TokenReplay(TokenReplay.Config(), EXAMPLE_CONTEXT).partition_keys(shared) == ("jti-own", "jti-stolen")
