@@ -35,6 +35,10 @@ DEADLINE_PAST_SECS = 1e-6
 pipeline closes groups at whole seconds before it adds that second's records, so a deadline on a whole second
 closed before a record at that very time came, and one a millisecond later waited for the next second (found by a
 detection audit: a Billing line 30 s after its request's end made two transactions and a bypass alert)."""
+MAX_SIDE_RECORDS = 5_000
+"""A request's records a side (gateway attempts, app lines) before its group closes, at the next whole second: a
+client that sets its own request id can keep one open for as long as it sends (a flood trial held 29,900 attempts,
+~420 B each, in one transaction document of 800 KB). Later records of the id start a group of their own."""
 
 
 class _Group(msgspec.Struct, gc=False):
@@ -70,12 +74,13 @@ class Correlator:
         if group is None:
             group = self._groups[request_id] = _Group([], [])
         ts = event.ts
-        if event.dataset is _GATEWAY:
-            group.gateway.append(event)
-            if event.duration_ms:
-                ts += (event.duration_ms if event.duration_ms < MAX_REQUEST_MS else MAX_REQUEST_MS) / 1000
-        else:
-            group.app.append(event)
+        side = group.gateway if event.dataset is _GATEWAY else group.app
+        side.append(event)
+        if len(side) >= MAX_SIDE_RECORDS:
+            self._close_soon(group, request_id, ts if ts > now else now)
+            return
+        if event.dataset is _GATEWAY and event.duration_ms:
+            ts += (event.duration_ms if event.duration_ms < MAX_REQUEST_MS else MAX_REQUEST_MS) / 1000
         deadline = (ts if ts > now else now) + self._gap
         if deadline > group.deadline:
             second = ceil(deadline)
@@ -98,20 +103,31 @@ class Correlator:
             if group is None:
                 group = groups[request_id] = _Group([], [])
             if event.dataset is _GATEWAY:
-                group.gateway.append(event)
+                side = group.gateway
                 duration = event.duration_ms
                 if duration:  # the request's end, where the app writes its line
                     deadline = event.ts + (duration if duration < MAX_REQUEST_MS else MAX_REQUEST_MS) / 1000 + window
                 else:
                     deadline = event.ts + window
             else:
-                group.app.append(event)
+                side = group.app
                 deadline = event.ts + window
+            side.append(event)
+            if len(side) >= MAX_SIDE_RECORDS:
+                self._close_soon(group, request_id, event.ts)
+                continue
             if deadline > group.deadline:
                 second = ceil(deadline)
                 if group.deadline <= second - 1:
                     schedule(second, request_id)
                 group.deadline = deadline
+
+    def _close_soon(self, group: _Group, request_id: str, ts: float) -> None:
+        """Close a full group at the first whole second after ``ts`` (its records until then still join)."""
+        deadline = ts + DEADLINE_PAST_SECS
+        if deadline < group.deadline:
+            group.deadline = deadline
+            self._schedule(ceil(deadline), request_id)
 
     def _schedule(self, second: int, request_id: str) -> None:
         request_ids = self._deadlines.get(second)

@@ -240,3 +240,15 @@ def test_each_side_closes_in_time_then_id_order(times: list[float], data: st.Dat
         correlator.add(event, now=0.0)
     (txn,) = correlator.close_all()
     assert list(txn.app) == sorted(app, key=lambda e: (e.ts, e.id))
+
+
+def test_a_request_id_kept_open_by_its_client_is_closed_once_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood trial: a client that sets its own request id kept one group open as long as it sent (29,900 attempts
+    in one 800 KB transaction). A full side closes the group at the next whole second; later records start anew."""
+    from ingest import correlate as correlate_module
+
+    monkeypatch.setattr(correlate_module, "MAX_SIDE_RECORDS", 10)
+    gateway = [gateway_event(i * 0.5, request_id="same", status=200) for i in range(25)]
+    transactions = correlate({"gateway": gateway, "app": []})
+    assert [len(t.gateway) for t in transactions] == [10, 10, 5]  # each closed at the second after its tenth
+    assert sorted(e.id for t in transactions for e in t.gateway) == sorted(e.id for e in gateway)
