@@ -311,7 +311,7 @@ class DetectStage:
             metrics.task_records.labels(**labels).inc(records)
             if owned.role == REQUESTS:
                 metrics.detect_events.inc(records)
-        if out.late:
+        if out.late and owned.role == REQUESTS:  # a KEYED task sees the same late events again
             metrics.late_events.inc(out.late)
         for rule_id, errors in out.detector_errors.items():
             if errors:
