@@ -23,6 +23,7 @@ The old single-partition ``<group_id>-detect`` topic is no longer used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,44 +115,61 @@ def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
         if partitions is None:
             inputs = [counts[t] for t in (kafka.topics.gateway, kafka.topics.app) if counts.get(t)]
             existing = counts.get(names[REQUESTS])
-            if inputs:
-                partitions, source = max(inputs), "the input topics' partition count"
-            elif existing:
+            if existing:
+                # Fixed once it exists: partitions added to an input topic since must not stop every restart
+                # (a scale-out trial's replicas all refused after kafka-topics --alter).
                 partitions, source = existing, f"{names[REQUESTS]}'s partition count"
+            elif inputs:
+                partitions, source = max(inputs), "the input topics' partition count"
             else:
                 raise ConfigError(
                     f"kafka.detect_partitions is not set and neither {kafka.topics.gateway} nor {kafka.topics.app} "
                     "exists yet: create the input topics first or set kafka.detect_partitions"
                 )
-        for role in ROLES:
-            want = 1 if role == FINDINGS else partitions
-            have = counts.get(names[role])
-            if have is not None and have != want:
-                raise ConfigError(
-                    f"{names[role]} has {have} partitions but {source} gives {want}: the internal topics' partition "
-                    f"count cannot change (set kafka.detect_partitions: {have}, or use a new kafka.group_id)"
-                )
-        configs = {
-            "cleanup.policy": "delete",
-            "retention.ms": str(INTERNAL_RETENTION_MS),
-            "max.message.bytes": str(INTERNAL_MAX_MESSAGE_BYTES),
-            "message.timestamp.type": "CreateTime",
-        }
-        missing = {
-            names[role]: {"num_partitions": 1 if role == FINDINGS else partitions, "configs": configs}
-            for role in ROLES
-            if names[role] not in counts
-        }
-        for topic, spec in missing.items():
-            try:
-                admin.create_topics({topic: spec}, timeout_ms=_TIMEOUT_MS, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                continue  # another process of the group created it meanwhile; its count is checked next start
+        _check_counts(names, counts, partitions, source)
+        # The requests topic first, then the others with its count: two replicas started together with
+        # different settings agree on the one that made it, or the other refuses before making any more.
+        if names[REQUESTS] not in counts:
+            _create(admin, names[REQUESTS], partitions)
+            counts.update(_partition_counts(admin, [names[REQUESTS]]))
+            if kafka.detect_partitions is None:
+                partitions = counts[names[REQUESTS]]
+            _check_counts(names, counts, partitions, source)
+        for role in (KEYED, FINDINGS):
+            if names[role] not in counts:
+                _create(admin, names[role], 1 if role == FINDINGS else partitions)
+        _check_counts(names, _partition_counts(admin, list(names.values())), partitions, source)
         return InternalTopics(names[REQUESTS], names[KEYED], names[FINDINGS], partitions)
     except KafkaError as error:
         raise SourceError(f"cannot set up the internal topics: {error}") from None
     finally:
         admin.close()
+
+
+def _check_counts(names: Mapping[Role, str], counts: dict[str, int], partitions: int, source: str) -> None:
+    """Refuse (one line) an internal topic that exists with another partition count than ``partitions``."""
+    for role, topic in names.items():
+        want = 1 if role == FINDINGS else partitions
+        have = counts.get(topic)
+        if have is not None and have != want:
+            raise ConfigError(
+                f"{topic} has {have} partitions but {source} gives {want}: the internal topics' partition "
+                f"count cannot change (set kafka.detect_partitions: {have}, or use a new kafka.group_id)"
+            )
+
+
+def _create(admin: KafkaAdminClient, topic: str, partitions: int) -> None:
+    configs = {
+        "cleanup.policy": "delete",
+        "retention.ms": str(INTERNAL_RETENTION_MS),
+        "max.message.bytes": str(INTERNAL_MAX_MESSAGE_BYTES),
+        "message.timestamp.type": "CreateTime",
+    }
+    try:
+        admin.create_topics({topic: {"num_partitions": partitions, "configs": configs}}, timeout_ms=_TIMEOUT_MS,
+                            wait_for_metadata=True)  # fmt: skip
+    except TopicAlreadyExistsError:
+        pass  # another replica of the group made it meanwhile: its count is checked next
 
 
 def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:

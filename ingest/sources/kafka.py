@@ -55,6 +55,10 @@ REQUEST_TIMEOUT_MS = 30_000
 FETCH_MIN_BYTES = 64 * 1024
 FETCH_MAX_WAIT_MS = 100
 SESSION_TIMEOUT_MS = 10_000
+METADATA_MAX_AGE_MS = 5_000
+"""How often a consumer asks for the topics' metadata. A consumer subscribed to a topic notices a partition added
+to it only then: at kafka-python's default (5 minutes) a scale-out trial's new partitions sat unread for ~5 minutes
+while /readyz said ready and the lag showed none, then came in far behind the watermark (false bypass alerts)."""
 # Set by HTTP ingest and serve --follow on what they produce: the record's entry origin.
 ORIGIN_HEADER = "gatewatch-origin"
 
@@ -79,6 +83,7 @@ def consumer_settings(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         # A member killed without leaving holds its partitions this long: a restart after
         # kill -9 waits for it. 10 s is the broker's minimum-safe order (default 45 s).
         "session_timeout_ms": SESSION_TIMEOUT_MS,
+        "metadata_max_age_ms": METADATA_MAX_AGE_MS,
         **client_settings(kafka),
     }
     settings.update(overrides)

@@ -23,11 +23,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from kafka import KafkaAdminClient
 from test_scale_out import Indices, detect_caught_up
 from test_serve import REPO, Line, Serve, Topics, demo_traffic, replay_alerts, wait_for
 
 from gatewatch.config import load_config
+from gatewatch.errors import ConfigError
 from gatewatch.serve_topics import ensure_internal_topics
 
 COUNTS = {"gateway": 4, "app": 3}
@@ -176,7 +179,7 @@ def test_the_checkpoint_topic_rolls_its_segments_so_compaction_reaches_them(
 ) -> None:
     """A flood trial: with the broker's default 1 GiB / 7-day segments nothing was compacted, and the topic grew to
     343 MB in 18 minutes of checkpoints."""
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
 
     from gatewatch.checkpoint import SEGMENT_MS, CheckpointStore
 
@@ -213,3 +216,47 @@ def test_holds_messages_asks_the_broker_of_a_topic_the_consumer_does_not_read(
         assert holds_messages(consumer, topic)
     finally:
         consumer.close()
+
+
+def test_input_partitions_added_later_keep_p_and_a_replica_with_another_p_makes_no_topic(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A scale-out trial: after kafka-topics --alter on an input topic, every restart with detect_partitions unset
+    refused (the inputs' count had grown past P); and two replicas started together with different settings left
+    requests and keyed topics of different counts, after which every setting was refused."""
+    from kafka.admin import NewPartitions
+
+    topics = Topics(kafka_bootstrap)  # 4 partitions each
+    kafka = load_config(topics.config(tmp_path)).kafka
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics({f"{topics.group}-requests": {"num_partitions": 4}}, wait_for_metadata=True)
+        six = kafka.model_copy(update={"detect_partitions": 6})
+        with pytest.raises(ConfigError, match="-requests has 4 partitions but kafka.detect_partitions gives 6"):
+            ensure_internal_topics(six)
+        assert f"{topics.group}-keyed" not in admin.list_topics()  # refused before making any other
+        assert ensure_internal_topics(kafka).partitions == 4
+        admin.create_partitions({topics.names["gateway"]: NewPartitions(total_count=6)})
+        assert ensure_internal_topics(kafka).partitions == 4  # P stays what the topics have
+    finally:
+        admin.close()
+
+
+def test_a_partition_added_to_an_input_topic_is_read_within_seconds(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A scale-out trial: partitions added while serve ran sat unread for ~5 minutes (the consumer's metadata age),
+    with /readyz ready and no lag shown, then came in far behind the watermark."""
+    from kafka.admin import NewPartitions
+
+    topics = Topics(kafka_bootstrap, counts={"gateway": 2, "app": 2})
+    serve = Serve(topics.config(tmp_path), tmp_path / "store.duckdb", tmp_path / "serve.log")
+    try:
+        gateway = topics.names["gateway"]
+        wait_for(lambda: len(serve.partitions()) == 4, 60, "serve to ingest the four partitions", serve)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.create_partitions({gateway: NewPartitions(total_count=3)})
+        finally:
+            admin.close()
+        wait_for(lambda: f"{gateway}/2" in serve.partitions(), 20, "serve to ingest the new partition", serve)
+    finally:
+        serve.stop()
