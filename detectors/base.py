@@ -93,8 +93,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from detectors.trust import TrustPolicy
-from ingest.correlate import MAX_REQUEST_MS
-from ingest.records import Dataset, Event, Transaction
+from ingest.records import MAX_REQUEST_MS, Dataset, Event, Transaction
 
 
 class Severity(StrEnum):

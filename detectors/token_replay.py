@@ -298,7 +298,7 @@ class TokenReplay(Detector):
         )
         # A line whose client address reads two ways still has a client: the one its readings name.
         unclear = gateway_event(40, request_id="r-2", status=200, token_jti="jti-b", token_exp=exp,
-                                labels=((AMBIGUOUS_CLIENTS_LABEL, "198.51.100.9 203.0.113.5"),))
+                                labels=((AMBIGUOUS_CLIENTS_LABEL, "198.51.100.9,203.0.113.5"),))
         yield Example(
             "a token from a client whose address reads two ways",
             (used("r-1", 10, "203.0.113.7", "jti-b"), transaction("r-2", gateway=(unclear,))),

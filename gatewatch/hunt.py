@@ -27,9 +27,8 @@ from detectors.trust import is_network
 from gatewatch.config import TrustConfig
 from gatewatch.notebook import DuckDBStore, SearchStore
 from ingest.addresses import parse_ip
-from ingest.correlate import MAX_REQUEST_MS
 from ingest.ecs import EVENT_FIELDS
-from ingest.records import Dataset
+from ingest.records import MAX_REQUEST_MS, Dataset
 
 Store = DuckDBStore | SearchStore
 

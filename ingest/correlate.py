@@ -25,11 +25,9 @@ import msgspec
 
 from ingest.codec import decode_event_state, encode_event_state
 from ingest.errors import WireError
-from ingest.records import Dataset, Event, Transaction
+from ingest.records import MAX_REQUEST_MS, Dataset, Event, Transaction
 
 _GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
-MAX_REQUEST_MS = 86_400_000.0
-"""The longest request whose gateway record waits for its end (a day): a longer duration counts as this."""
 DEADLINE_PAST_SECS = 1e-6
 """Added to a group's deadline: a record exactly ``join_window_secs`` after the last one still joins. The
 pipeline closes groups at whole seconds before it adds that second's records, so a deadline on a whole second

@@ -187,6 +187,10 @@ class Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
         return None
 
 
+MAX_REQUEST_MS = 86_400_000.0
+"""The longest request a record's duration counts for (a day): the join waits for a gateway record's end, the
+token rules date a Billing line back by its duration, at most this."""
+
 AMBIGUOUS_CLIENTS_LABEL = "gatewatch.ambiguous_clients"
 """A gateway event without a client address whose line read two ways (a client header held ``" "``): the addresses
 its readings give (:meth:`ingest.parsers.envoy_text.TextPattern._absorbed`), comma-separated."""
