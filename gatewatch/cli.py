@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from gatewatch import installed_version
 from gatewatch.errors import GatewatchError
 from ingest.escape import visible
 from ingest.redact import build_redactor
@@ -53,6 +54,7 @@ def _print_error(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatewatch", description="Security log pipeline for Envoy/Ambassador.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("--version", action="version", version=f"gatewatch {installed_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     replay = commands.add_parser("replay", help="run the pipeline over log files (plain or .gz)")

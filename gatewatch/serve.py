@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from kafka.errors import KafkaError
 
+from gatewatch import installed_version
 from gatewatch.checkpoint import config_digest
 from gatewatch.errors import FencedError, StoppedError, StoreError, StoreUnavailableError
 from gatewatch.follow import FollowStage
@@ -198,7 +199,7 @@ class Service:
             self._close()
             raise
         log.info(
-            kv("started", bootstrap=kafka.bootstrap_servers, group=kafka.group_id, store=self.store_url.split(":")[0],
+            kv("started", version=installed_version(), bootstrap=kafka.bootstrap_servers, group=kafka.group_id, store=self.store_url.split(":")[0],
                topics=[kafka.topics.gateway, kafka.topics.app], detect_partitions=self._partitions(),
                alerts_topic=kafka.topics.alerts, listen=self.listen)
         )  # fmt: skip

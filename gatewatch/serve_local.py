@@ -55,6 +55,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gatewatch import installed_version
 from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_routes
@@ -517,7 +518,7 @@ class LocalService:
             if tokens.gateway or tokens.app:
                 routes = partial(add_routes, ingest=LocalHttpIngest(self.config, self.metrics, pipeline))
             http = HealthServer(self.listen, self.metrics, partial(self.health, pipeline), routes=routes)
-            log.info(kv("started", mode="local", store=self.store_url.split(":")[0], listen=self.listen,
+            log.info(kv("started", version=installed_version(), mode="local", store=self.store_url.split(":")[0], listen=self.listen,
                         checkpoint=self.checkpoint_path, follow=self.follow is not None))  # fmt: skip
             thread = threading.Thread(target=pipeline.run, name="gatewatch-local", daemon=True)
             thread.start()

@@ -141,3 +141,12 @@ def test_the_message_names_the_key_or_the_file(tmp_path: Path, name: str, names:
     with gatewatch.cli.console.capture() as captured:
         assert main(argv) == 2
     assert names in captured.get()
+
+
+def test_version_names_this_release() -> None:
+    """An upgrade trial: every release said 0.1.0 and none could be asked which it was."""
+    import tomllib
+
+    version = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    done = subprocess.run([sys.executable, "-m", "gatewatch.cli", "--version"], capture_output=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.decode().strip() == f"gatewatch {version}"
