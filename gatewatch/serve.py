@@ -199,7 +199,8 @@ class Service:
             self._close()
             raise
         log.info(
-            kv("started", version=installed_version(), bootstrap=kafka.bootstrap_servers, group=kafka.group_id, store=self.store_url.split(":")[0],
+            kv("started", version=installed_version(), bootstrap=kafka.bootstrap_servers, group=kafka.group_id,
+               store=self.store_url.split(":")[0],
                topics=[kafka.topics.gateway, kafka.topics.app], detect_partitions=self._partitions(),
                alerts_topic=kafka.topics.alerts, listen=self.listen)
         )  # fmt: skip

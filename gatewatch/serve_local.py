@@ -518,8 +518,8 @@ class LocalService:
             if tokens.gateway or tokens.app:
                 routes = partial(add_routes, ingest=LocalHttpIngest(self.config, self.metrics, pipeline))
             http = HealthServer(self.listen, self.metrics, partial(self.health, pipeline), routes=routes)
-            log.info(kv("started", version=installed_version(), mode="local", store=self.store_url.split(":")[0], listen=self.listen,
-                        checkpoint=self.checkpoint_path, follow=self.follow is not None))  # fmt: skip
+            log.info(kv("started", version=installed_version(), mode="local", store=self.store_url.split(":")[0],
+                        listen=self.listen, checkpoint=self.checkpoint_path, follow=self.follow is not None))  # fmt: skip
             thread = threading.Thread(target=pipeline.run, name="gatewatch-local", daemon=True)
             thread.start()
             while thread.is_alive():

@@ -156,7 +156,8 @@ def plan_nat(p: Plan) -> Incident:
     desc = "corporate NAT: many users of one org, each with their own tokens, behind one address"
     return Incident(
         look_alikes=tuple(
-            LookAlike(rule, "source.ip", NAT_IP, p.start, p.end, desc) for rule in ("http_4xx_burst", "behaviour_outlier")
+            LookAlike(rule, "source.ip", NAT_IP, p.start, p.end, desc)
+            for rule in ("http_4xx_burst", "behaviour_outlier")
         )
     )
 

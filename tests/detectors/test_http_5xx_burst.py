@@ -157,8 +157,8 @@ def test_a_flood_of_made_up_routes_is_capped_and_a_real_route_keeps_its_history(
     """A flood trial: under Envoy's default format every made-up first path segment was a route kept for 6 h, with
     no cap (200k unique paths: replay at 565 MB). Past ``max_tracked_routes`` the least-used entries go."""
     det = detector(max_tracked_routes=100)
-    scan = [gateway_event(i * 0.02, status=404, authority="api.example.com", path=f"/x{i}/", upstream_host="10.1.0.9:80")
-            for i in range(3000)]  # fmt: skip
+    scan = [gateway_event(i * 0.02, status=404, authority="api.example.com", path=f"/x{i}/",
+                          upstream_host="10.1.0.9:80") for i in range(3000)]  # fmt: skip
     records = sorted([*scan, *flow(0, 1200, 2), *flow(1200, 1230, 2, error_every=2)], key=lambda e: e.ts)
     findings, sizes = [], []
     for event in records:
