@@ -252,7 +252,7 @@ def test_kafka_broker_restarted_mid_stream(
 
 def _poison(rng: random.Random) -> list[tuple[str, str, bytes | None]]:
     """(side, kind, value): what a broken shipper or an attacker with produce rights can put on an input topic."""
-    depth = 30_000  # the bombs stay under max_line_bytes (64 KiB), so the parsers meet them
+    depth = 30_000  # the bombs stay under max_line_bytes (1 MiB), so the parsers meet them
     out: list[tuple[str, str, bytes | None]] = []
     for side in ("gateway", "app"):
         out += [
@@ -267,7 +267,8 @@ def _poison(rng: random.Random) -> list[tuple[str, str, bytes | None]]:
             (side, "empty", b""),
             (side, "tombstone", None),
         ]
-    out.append(("app", "huge_json", b'{"ts": "2026-03-02T09:00:00Z", "msg": "' + b"x" * 900_000 + b'"}'))
+    # Valid JSON past max_line_bytes (1 MiB): more than a broker takes uncompressed, so sent gzipped.
+    out.append(("app", "huge_json", b'{"ts": "2026-03-02T09:00:00Z", "msg": "' + b"x" * 1_100_000 + b'"}'))
     out.append(("gateway", "control_chars", b'[2026-03-02T09:00:00.000Z] "GET /\x1b[31m\r\n HTTP/1.1" 200'))
     rng.shuffle(out)
     return out
@@ -286,7 +287,8 @@ def test_poison_on_the_input_topics_is_dead_lettered_with_its_origin(
         halves = split_halves(lines)
         topics.produce(halves[0])
         # The poison arrives mid-stream, spread over the partitions, between the halves.
-        producer = KafkaProducer(bootstrap_servers=topics.bootstrap, max_request_size=2_000_000)
+        producer = KafkaProducer(bootstrap_servers=topics.bootstrap, max_request_size=2_000_000,
+                                 compression_type="gzip")  # fmt: skip
         poisoned: dict[tuple[str, int], str] = {}
         try:
             for n, (side, kind, value) in enumerate(poison):

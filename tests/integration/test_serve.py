@@ -128,7 +128,7 @@ def demo_traffic(directory: Path, duration_secs: float = 600.0, rate: float = 15
     files = write_demo(directory / "demo", duration_secs=duration_secs, requests_per_sec=rate)
     lines: list[Line] = []
     # The demo's oversized lines (2 MiB) exceed Kafka's default 1 MB message limit, as a shipper's would:
-    # cut them to what a broker takes (still far past max_line_bytes, so still "oversized").
+    # cut them to what a broker takes (cut short, they are dead letters still).
     for raw in (line[:900_000] for line in files.gateway_log.read_bytes().splitlines()):
         quoted = raw.split(b'"')[1::2]  # request line, forwarded-for, user agent, request id, ...
         rid = quoted[3] if len(quoted) > 3 and quoted[3] != b"-" else None
