@@ -36,8 +36,8 @@ from ingest.records import AMBIGUOUS_CLIENTS_LABEL, Event, Transaction
 class _Token:
     until: float  # uses after this are outside the token's lifetime
     seq: int  # tells this entry from a replaced one in the eviction heap
-    distinct_addresses: int = 0  # len(addresses); kept for the checkpoints that hold it
-    # address -> (first_seen, first request id); at most max_addresses_per_token
+    distinct_addresses: int = 0  # addresses counted; past the cap, more than it keeps
+    # address -> (first_seen, first request id); the newest max_addresses_per_token
     addresses: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
@@ -170,9 +170,11 @@ class TokenReplay(Detector):
         if address in entry.addresses:
             return None
         if len(entry.addresses) >= cfg.max_addresses_per_token:
-            # Past the cap a new address cannot be told from one seen before: counting each use would grow
-            # the alert with every reuse. The alert stands as it is, at the cap ("16+").
-            return None
+            # Past the cap the oldest address makes room. Counting every use of an address not kept grew the
+            # alert with each reuse (a detection audit); refusing new ones kept a later wave of new addresses,
+            # in a later alert window, from alerting at all (the check of that fix). Now the newest addresses
+            # are known, and an address comes back as new only after as many others came after it.
+            del entry.addresses[next(iter(entry.addresses))]
         entry.distinct_addresses += 1
         entry.addresses[address] = (ts, txn.request_id)
         if entry.distinct_addresses < cfg.min_distinct_addresses:
@@ -220,15 +222,15 @@ class TokenReplay(Detector):
 
     def _finding(self, jti: str, address: str, ts: float, txn: Transaction, entry: _Token) -> Finding:
         listed = sorted(entry.addresses.items(), key=lambda item: item[1])
-        truncated = len(listed) >= self.config.max_addresses_per_token  # more may follow, uncounted
+        truncated = entry.distinct_addresses > len(listed)  # the oldest made room for newer ones
         sub = txn.first("token_sub")
         return self.finding(
             "token.jti",
             jti,
             ts,
             f"Token {jti}{f' (sub {sub})' if sub else ''} was presented from "
-            f"{entry.distinct_addresses}{'+' if truncated else ''} distinct client addresses within its lifetime "
-            f"({', '.join(a for a, _ in listed)}); newest: {address}.",
+            f"{entry.distinct_addresses} distinct client addresses within its lifetime "
+            f"({'…, ' if truncated else ''}{', '.join(a for a, _ in listed)}); newest: {address}.",
             dict.fromkeys([rid for _, (_, rid) in listed] + [txn.request_id]),
             details={
                 "distinct_addresses": entry.distinct_addresses,

@@ -115,17 +115,22 @@ def test_max_tracked_tokens_caps_state() -> None:
     assert set(detector._tokens) == {f"jti-{i}" for i in range(15, 25)}  # the latest-expiring survive
 
 
-def test_counting_stops_at_the_address_cap_so_reuses_do_not_grow_the_alert() -> None:
-    """A detection audit: past the cap every use of an address not kept counted as a new one, so three uses from
-    the third address made count 4 (with the default cap, 17 addresses and 5 reuses made 21)."""
+def test_past_the_address_cap_reuses_do_not_grow_the_alert_and_new_addresses_still_count() -> None:
+    """A detection audit: past the cap every use of an address not kept counted as a new one (17 addresses and 5
+    reuses made count 21). The first fix refused every new address past the cap, so a later wave of new addresses,
+    in a later alert window, raised nothing. The oldest address now makes room for the newest."""
     detector = TokenReplay(TokenReplay.Config(max_addresses_per_token=3), EXAMPLE_CONTEXT)
     addresses = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.4", "203.0.113.4"]
     findings = feed([use(f"r-{i}", 10 + i, address) for i, address in enumerate(addresses)], detector)
-    assert [f.details["distinct_addresses"] for f in findings] == [2, 3]
-    assert findings[-1].details["addresses"] == ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
-    assert findings[-1].details["addresses_truncated"] is True
-    assert "3+ distinct client addresses" in findings[-1].summary
-    assert findings[0].details["addresses_truncated"] is False
+    assert [f.details["distinct_addresses"] for f in findings] == [2, 3, 4]
+    assert [f.details["addresses_truncated"] for f in findings] == [False, False, True]  # at the cap, none dropped
+    assert findings[-1].details["addresses"] == ["203.0.113.2", "203.0.113.3", "203.0.113.4"]
+    assert "4 distinct client addresses within its lifetime (…, 203.0.113.2" in findings[-1].summary
+    exp = T0 + 3000
+    later_wave = [use(f"w-{i}", 700 + i, f"198.51.100.{i}", exp=exp) for i in range(5)]  # the next alert window
+    findings = feed([*(use(f"r-{i}", 10 + i, a, exp=exp) for i, a in enumerate(addresses)), *later_wave],
+                    TokenReplay(TokenReplay.Config(max_addresses_per_token=3), EXAMPLE_CONTEXT))  # fmt: skip
+    assert [f.ts for f in findings][3:] == [T0 + 700 + i for i in range(5)]
 
 
 def test_app_only_peer_counts_unless_it_is_the_gateway_by_network() -> None:
