@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 import msgspec
 from pydantic import Field, model_validator
@@ -93,11 +93,7 @@ class TokenReplay(Detector):
     def partition_keys(self, txn: Transaction) -> tuple[str, ...]:
         # Every token the request's lines carry: under one request id (a client may set its own) each attempt is
         # judged, and a second token must reach its own partition.
-        keys: list[str] = []
-        for event in (*txn.gateway, *txn.app):
-            if event.token_jti and event.token_jti not in keys:
-                keys.append(event.token_jti)
-        return tuple(keys)
+        return tuple(dict.fromkeys(event.token_jti for event in (*txn.gateway, *txn.app) if event.token_jti))
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
         gateway = txn.gateway
@@ -128,11 +124,21 @@ class TokenReplay(Detector):
         app's; one without an address, the request's (see :meth:`_client_address`).
         """
         uses: dict[tuple[str, str], tuple[float, float | None]] = {}
+        # The request's own token and address, looked up once: a request id held open has thousands of attempts.
+        request_jti = request_address = _UNKNOWN
         for attempt in txn.gateway:
-            jti = attempt.token_jti or _first_jti(txn)
+            jti = attempt.token_jti
             if not jti:
-                continue
-            address = attempt.source_ip or self._client_address(txn)
+                if request_jti is _UNKNOWN:
+                    request_jti = _first_jti(txn)
+                jti = request_jti
+                if not jti:
+                    continue
+            address = attempt.source_ip
+            if not address:
+                if request_address is _UNKNOWN:
+                    request_address = self._client_address(txn)
+                address = request_address
             if address is not None and (jti, address) not in uses:
                 uses[(jti, address)] = (attempt.ts, attempt.token_exp)
         if not txn.gateway:
@@ -306,6 +312,9 @@ class TokenReplay(Detector):
             (used("r-1", 10, "203.0.113.7", "jti-b"), transaction("r-2", gateway=(unclear,))),
             alerts=frozenset({"jti-b"}),
         )
+
+
+_UNKNOWN: Any = object()  # not looked up yet (None is a lookup's answer)
 
 
 def _exp_of(txn: Transaction, jti: str) -> float | None:
