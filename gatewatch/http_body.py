@@ -150,8 +150,6 @@ def _skip_space(text: str, at: int) -> int:
     return at
 
 
-
-
 def _add_record(
     batch: DecodedBatch, item: Any, raw: bytes, n: int, unwrap: str | None, key_path: tuple[str, ...] | None
 ) -> None:
