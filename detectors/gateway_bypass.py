@@ -28,6 +28,7 @@ any configured gateway identity or network the peer-based reasons stay silent
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 
 from detectors.base import Detector, DetectorConfig, Example, Finding, Severity
@@ -223,7 +224,17 @@ def _outside_attempts(app: Sequence[Event], attempts: Sequence[Event], slack: fl
         if attempt.duration_ms is None:
             return []  # a format without %DURATION%: the attempt's end is not known
         spans.append((attempt.ts - slack, attempt.ts + attempt.duration_ms / 1000 + slack))
-    return [e for e in app if not any(start <= e.ts <= end for start, end in spans)]
+    # The spans merged and searched, not each line against each span: a request id held open has thousands of
+    # attempts and lines (5,000 of each took 1.6 s of CPU).
+    starts: list[float] = []
+    ends: list[float] = []
+    for start, end in sorted(spans):
+        if ends and start <= ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return [e for e in app if (i := bisect.bisect_right(starts, e.ts) - 1) < 0 or e.ts > ends[i]]
 
 
 def _is_served(event: Event) -> bool:

@@ -171,3 +171,21 @@ def test_a_join_window_raised_for_clock_skew_widens_the_reused_id_slack() -> Non
     assert feed([skewed], wide) == []
     reused = transaction("r-1", (edge,), (served(95, source_ip="10.0.0.10"),))  # past even that window
     assert summary(feed([reused], wide)) == [("no_gateway_record", "source.ip", "10.0.0.10", ("r-1",))]
+
+
+def test_the_merged_spans_find_the_lines_each_span_would() -> None:
+    """The spans are merged and searched (a request id held open has thousands of attempts): the same lines come out
+    as checking each line against each span, edges included."""
+    import random
+
+    from detectors.gateway_bypass import _outside_attempts
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        attempts = [gateway_event(rng.choice([0, 10, 30, rng.uniform(0, 300)]), request_id="r",
+                                  duration_ms=rng.choice([0.0, 5.0, 40_000.0])) for _ in range(rng.randint(1, 6))]
+        app = [app_event(rng.choice([-30, 40, 60, rng.uniform(-100, 400)]), request_id="r")
+               for _ in range(rng.randint(1, 6))]  # fmt: skip
+        slack = rng.choice([30.0, 90.0])
+        spans = [(a.ts - slack, a.ts + a.duration_ms / 1000 + slack) for a in attempts]  # type: ignore[operator]
+        assert _outside_attempts(app, attempts, slack) == [e for e in app if not any(s <= e.ts <= t for s, t in spans)]
