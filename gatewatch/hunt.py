@@ -261,15 +261,30 @@ def _with_app_tokens(events: pd.DataFrame) -> pd.DataFrame:
 def _during_gateway_attempt(app: pd.DataFrame, events: pd.DataFrame, join_window_secs: float) -> pd.Series:
     """Per app row: a gateway line of its request id spans it (start to start + duration, give or take
     the slack; any time when the format logs no duration), as gateway_bypass judges."""
-    gateway = events.loc[events["dataset"] == str(Dataset.GATEWAY), ["request_id", "ts", "duration_ms"]]
-    pairs = app[["request_id", "ts"]].reset_index().merge(gateway.dropna(subset=["request_id"]), on="request_id",
-                                                         suffixes=("", "_gateway"))  # fmt: skip
+    gateway = events.loc[(events["dataset"] == str(Dataset.GATEWAY)) & events["request_id"].notna(),
+                         ["request_id", "ts", "duration_ms"]]  # fmt: skip
+    anytime = app["request_id"].isin(set(gateway.loc[gateway["duration_ms"].isna(), "request_id"]))
+    timed = gateway[gateway["duration_ms"].notna()]
+    if timed.empty:
+        return anytime
+    # Each request's spans merged, then each app row matched to the last merged span starting at or before it:
+    # not every app row against every gateway row, which a request id held open (5,000 of each) made 25M pairs.
     slack = pd.Timedelta(seconds=attempt_slack_secs(join_window_secs))
-    end = pairs["ts_gateway"] + pd.to_timedelta(pairs["duration_ms"].astype("float64"), unit="ms")
-    spans = pairs["duration_ms"].isna() | (
-        (pairs["ts"] >= pairs["ts_gateway"] - slack) & (pairs["ts"] <= end + slack)
-    )
-    return pd.Series(app.index.isin(pairs.loc[spans, "index"]), index=app.index)
+    spans = pd.DataFrame({
+        "request_id": timed["request_id"],
+        "start": timed["ts"] - slack,
+        "end": timed["ts"] + pd.to_timedelta(timed["duration_ms"].astype("float64"), unit="ms") + slack,
+    }).sort_values(["request_id", "start"], kind="stable", ignore_index=True)  # fmt: skip
+    reach = spans.groupby("request_id", sort=False)["end"].cummax()  # the end of the spans so far
+    before = reach.groupby(spans["request_id"], sort=False).shift()
+    merged = spans.groupby((before.isna() | (spans["start"] > before)).cumsum()).agg(
+        request_id=("request_id", "first"), start=("start", "min"), end=("end", "max"))
+    rows = app.loc[app["request_id"].notna(), ["request_id", "ts"]].reset_index().sort_values("ts", kind="stable")
+    rows["ts"] = rows["ts"].astype(spans["start"].dtype)  # the spans' unit (a slack or a duration may be finer)
+    found = pd.merge_asof(rows, merged.sort_values("start", kind="stable"), left_on="ts", right_on="start",
+                          by="request_id", direction="backward")  # fmt: skip
+    inside = found.loc[found["end"].notna() & (found["ts"] <= found["end"]), "index"]
+    return anytime | pd.Series(app.index.isin(inside), index=app.index)
 
 
 def _served(events: pd.DataFrame) -> pd.Series:

@@ -178,3 +178,33 @@ def test_token_and_bypass_incidents_judge_a_long_request_and_clock_skew_as_the_r
     skewed = events[events["request_id"] == "skewed"]
     assert found(bypass_incidents(skewed, TRUST)) == {("10.0.0.12", "gateway_bypass", "no_gateway_record")}
     assert found(bypass_incidents(skewed, TRUST, join_window_secs=90.0)) == set()
+
+
+def test_bypass_incidents_match_each_app_row_against_every_span_of_its_request() -> None:
+    """The spans are merged per request and matched once a row (a request id held open made 5,000 x 5,000 pairs):
+    the rows found are those a check of every (app row, gateway row) pair finds, edges and unlogged durations
+    included."""
+    import random
+
+    from gatewatch.hunt import _during_gateway_attempt
+
+    rng = random.Random(5)
+    for _ in range(60):
+        rows = []
+        for rid in ("a", "b", "c"):
+            for _ in range(rng.randint(0, 4)):
+                rows.append(gateway(rng.choice([0, 10, rng.uniform(0, 300)]), rid,
+                                    duration_ms=rng.choice([None, 0.0, 5.0, 40_000.0])))  # fmt: skip
+            for _ in range(rng.randint(1, 4)):
+                rows.append(app(rng.choice([-30, 40, 60, rng.uniform(-100, 400)]), rid, "10.0.0.11", GATEWAY_ID))
+        events = frame(*rows)
+        app_rows = events[events["dataset"] == "billing.app"]
+        gateway_rows = events[events["dataset"] == "envoy.access"]
+        slack = pd.Timedelta(seconds=30)
+        expected = [
+            any(pd.isna(g.duration_ms)
+                or g.ts - slack <= a.ts <= g.ts + pd.Timedelta(milliseconds=g.duration_ms) + slack
+                for g in gateway_rows.itertuples() if g.request_id == a.request_id)
+            for a in app_rows.itertuples()
+        ]  # fmt: skip
+        assert _during_gateway_attempt(app_rows, events, 30.0).tolist() == expected
