@@ -197,10 +197,51 @@ def expired_indices(created: Mapping[str, float], prefix: str, retention_days: i
 
 
 def _dumps(document: Mapping[str, Any]) -> bytes:
+    body = _serialize(document)
+    if len(body) > FLATTENED_LEAF_CHARS and any(_long_leaf(document.get(name)) for name in FLATTENED_FIELDS):
+        body = _serialize({**document, **{name: _cut_leaves(document[name]) for name in FLATTENED_FIELDS
+                                          if name in document}})  # fmt: skip
+    return body
+
+
+def _serialize(document: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(document, default=str)
     except TypeError:  # a detail dict with non-string keys: rare, and slower to serialize
         return orjson.dumps(document, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+FLATTENED_FIELDS = ("labels", "details")
+"""The documents' fields mapped ``flattened`` / ``flat_object`` (an event's labels, an alert's details)."""
+
+FLATTENED_LEAF_CHARS = 4096
+"""Longest string a flattened field's leaf is stored with. Each leaf is one indexed term, and Lucene refuses
+a term over 32,766 bytes with the whole document: a Billing request for a 40 KB path from a foreign peer
+left its gateway_bypass alert out of the alerts index (``store_rejected``), where reports and Kibana look.
+4,096 characters of up to 4 UTF-8 bytes, with their key, stay below it; the alerts file keeps the whole value."""
+
+
+def _long_leaf(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) > FLATTENED_LEAF_CHARS
+    if isinstance(value, Mapping):
+        return any(_long_leaf(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_long_leaf(item) for item in value)
+    return False
+
+
+def _cut_leaves(value: Any) -> Any:
+    """``value`` with every string over :data:`FLATTENED_LEAF_CHARS` cut, saying how much was left out."""
+    if isinstance(value, str):
+        if len(value) <= FLATTENED_LEAF_CHARS:
+            return value
+        return f"{value[:FLATTENED_LEAF_CHARS]}... [{len(value) - FLATTENED_LEAF_CHARS} more characters]"
+    if isinstance(value, Mapping):
+        return {key: _cut_leaves(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_cut_leaves(item) for item in value]
+    return value
 
 
 def rejection_dead_letter(rejection: Rejection, now: float) -> dict[str, Any]:

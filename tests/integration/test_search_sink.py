@@ -190,6 +190,24 @@ def test_a_document_the_mapping_refuses_is_dead_lettered(node: Node, sink: Searc
     assert node.count("deadletter") == 1
 
 
+def test_a_flattened_value_over_the_term_limit_is_cut_not_the_document_refused(node: Node, sink: SearchSink) -> None:
+    # Lucene refuses a term over 32,766 bytes, and with it the whole document: an alert for a request with a
+    # 40 KB path was a store_rejected dead letter, missing from the alerts index reports and Kibana read.
+    path = "/v1/" + "a" * 40_000
+    finding = Finding("gateway_bypass", Severity.HIGH, "source.ip", "10.9.9.9", T0, "untrusted peer", ("r1",),
+                      reason="untrusted_peer", details={"path": path, "peer": {"ua": "\U0001f600" * 9000}})  # fmt: skip
+    alert = AlertBook().add(finding)
+    event = gateway_event(1, request_id="r1", labels={"req.referer": "x" * 40_000, "req.via": "short"})
+    sink.write(Batch(events=[event], alerts={alert.id: alert}))
+    sink.refresh()
+    assert counts(node) == {"events": 1, "transactions": 0, "alerts": 1, "deadletter": 0}
+    details = node.source("alerts", alert.id)["details"]
+    assert details["path"].startswith(path[:4096]) and details["path"].endswith("... [35908 more characters]")
+    assert details["peer"]["ua"] == "\U0001f600" * 4096 + "... [4904 more characters]"
+    labels = node.source("events", event.id)["labels"]
+    assert labels["req.via"] == "short" and len(labels["req.referer"]) == 4096 + len("... [35904 more characters]")
+
+
 def closed_port_url() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
