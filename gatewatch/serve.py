@@ -67,6 +67,7 @@ from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
 from gatewatch.serve_stage import RETRY_MAX_SECS, Shared, kv
 from gatewatch.serve_topics import ensure_internal_topics
+from gatewatch.stop_signals import stop_on_signals
 from gatewatch.store_writer import StoreWriter
 from gatewatch.stores import open_store
 from ingest.records import Dataset
@@ -104,19 +105,14 @@ def serve(
     """
     _default_log_level()
     service = Service(config, store_url, listen, stages=stages, stop=stop, follow=follow)
-    restore: list[tuple[signal.Signals, Any]] = []
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            restore.append((signum, signal.signal(signum, service.request_stop)))
     switch_interval = sys.getswitchinterval()
     if stages == "all":
         sys.setswitchinterval(SWITCH_INTERVAL_SECS)
     try:
-        return service.run()
+        with stop_on_signals(service.request_stop):
+            return service.run()
     finally:
         sys.setswitchinterval(switch_interval)
-        for signum, handler in restore:
-            signal.signal(signum, handler)
 
 
 def _default_log_level() -> None:

@@ -65,6 +65,7 @@ from gatewatch.local_checkpoint import (
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_idle import IdleInputs
 from gatewatch.serve_stage import RETRY_MAX_SECS, kv
+from gatewatch.stop_signals import stop_on_signals
 from gatewatch.stores import open_store
 from gatewatch.topology import Pipeline, detector_configs
 from ingest.records import Dataset, Origin, RawRecord
@@ -574,12 +575,5 @@ def serve_local(
 ) -> int:
     """Run a serve without Kafka until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
     service = LocalService(config, store_url, listen, checkpoint_path, follow, stop)
-    restore: list[tuple[signal.Signals, Any]] = []
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            restore.append((signum, signal.signal(signum, service.request_stop)))
-    try:
+    with stop_on_signals(service.request_stop):
         return service.run()
-    finally:
-        for signum, handler in restore:
-            signal.signal(signum, handler)
