@@ -139,6 +139,8 @@ class ServeMetrics:
         self.backpressure = Gauge(
             "gatewatch_backpressure", "1 while Kafka partitions are paused for the store.", registry=r
         )
+        self._paused_stages: set[str] = set()
+        self._paused_lock = threading.Lock()
         self.detect_events = Counter(
             "gatewatch_detect_events_total", "Events read by this process's join tasks (re-deliveries included).", registry=r
         )
@@ -219,6 +221,12 @@ class ServeMetrics:
         for topic, (records, keyed) in list(self._keying.items()):
             cases[topic] = "keyed_by_request_id" if keyed == records else "not_keyed" if keyed == 0 else "mixed"
         return cases
+
+    def set_backpressure(self, stage: str, paused: bool) -> None:
+        """``gatewatch_backpressure`` is 1 while any stage of this process is paused, not only the last to say."""
+        with self._paused_lock:
+            (self._paused_stages.add if paused else self._paused_stages.discard)(stage)
+            self.backpressure.set(1 if self._paused_stages else 0)
 
     def record_stored(self, batch: Batch, component: str = "store") -> None:
         """Count a batch the store acknowledged, and the alerts it raised for the first time."""

@@ -382,7 +382,7 @@ class DetectStage:
             (consumer.pause if paused else consumer.resume)(*owned)
         log.log(logging.WARNING if paused else logging.INFO,
                 kv("backpressure_on" if paused else "backpressure_off", stage="detect"))  # fmt: skip
-        self.shared.metrics.backpressure.set(1 if paused else 0)
+        self.shared.metrics.set_backpressure("detect", paused)
 
     def _idle_poll(self, timeout_secs: float) -> None:
         # Paused: nothing is fetched, the group sees a live member. A rebalance seen here

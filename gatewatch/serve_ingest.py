@@ -453,7 +453,7 @@ class IngestStage:
             log.warning(kv("backpressure_on", stage="ingest", partitions=len(self._parts)))
         else:
             log.info(kv("backpressure_off", stage="ingest", partitions=len(self._parts)))
-        self.shared.metrics.backpressure.set(1 if paused else 0)
+        self.shared.metrics.set_backpressure("ingest", paused)
 
     def _apply_pauses(self) -> None:
         source = self._source

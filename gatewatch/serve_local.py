@@ -363,7 +363,7 @@ class LocalPipeline:
                 delay = min(max(error.retry_after_secs, 0.5), RETRY_MAX_SECS)
                 with self._lock:
                     if self.store_ok:
-                        self.metrics.backpressure.set(1)
+                        self.metrics.set_backpressure("local", True)
                         log.warning(kv("backpressure_on", stage="local", error=str(error)))
                     self.store_ok, self.retry_after_secs = False, delay
                 log.warning(kv("delivery_retry", retry_after_secs=delay, error=str(error)))
@@ -378,7 +378,7 @@ class LocalPipeline:
         if not self.store_ok:
             with self._lock:
                 self.store_ok = True
-            self.metrics.backpressure.set(0)
+            self.metrics.set_backpressure("local", False)
             log.info(kv("backpressure_off", stage="local"))
         self._count_rejected()
         self.metrics.record_stored(batch)

@@ -108,3 +108,19 @@ def test_registries_are_independent() -> None:
     first, second = ServeMetrics(), ServeMetrics()
     first.record_received("t", 1, 1)
     assert _value(second.exposition().decode(), "component_received_events_total", topic="t") is None
+
+
+def test_backpressure_stays_1_while_any_stage_is_paused() -> None:
+    # A fault trial: with both stages in one process, ingest resuming set the gauge to 0 while detect was
+    # still paused for the store.
+    metrics = ServeMetrics()
+
+    def paused() -> float | None:
+        return _value(metrics.exposition().decode(), "gatewatch_backpressure")
+
+    metrics.set_backpressure("detect", True)
+    metrics.set_backpressure("ingest", True)
+    metrics.set_backpressure("ingest", False)
+    assert paused() == 1.0
+    metrics.set_backpressure("detect", False)
+    assert paused() == 0.0
