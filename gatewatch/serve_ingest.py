@@ -68,7 +68,7 @@ import msgspec
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from gatewatch.errors import SourceError, WireError
+from gatewatch.errors import SourceError, StoreUnavailableError, WireError
 from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
 from gatewatch.serve_topics import InternalTopics, internal_producer
@@ -341,16 +341,25 @@ class IngestStage:
             self._commit(offsets)
 
     def _stored_once(self, item: _InFlight) -> Callable[[], None]:
-        """A ``deliver`` attempt: the first waits for the queued write, the next ones write again."""
+        """A ``deliver`` attempt: the first waits for the queued write, and writes again at once if it failed.
+
+        A queued write that failed for an unavailable store may have failed long ago, with the writes
+        before it (one merged bulk): a fault trial's twelve batches in flight during a store block each
+        waited the store's retry delay (5 s) after the block lifted, with a stale warning each. Only a
+        failure now counts.
+        """
         pending = item.pending
 
         def attempt() -> None:
             nonlocal pending
-            if pending is None:
-                self.shared.write(item.batch)
-            else:
+            if pending is not None:
                 queued, pending = pending, None
-                queued.result()
+                try:
+                    queued.result()
+                    return
+                except StoreUnavailableError:
+                    self.shared.metrics.record_error("store", "unavailable")
+            self.shared.write(item.batch)
 
         return attempt
 

@@ -176,6 +176,29 @@ def test_a_store_outage_pauses_every_partition_and_retries_the_same_batch(harnes
     assert 'component_errors_total{error_type="unavailable",stage="store"} 2.0' in text
 
 
+def test_writes_that_failed_in_an_outage_now_over_are_written_again_without_a_pause(harness: Harness) -> None:
+    # A fault trial: after a store block lifted, each of twelve batches that had failed with it waited the
+    # store's retry delay, one after the other, paused each time, with a stale warning each.
+    harness.consumer.logs[GW] += [_line(s, f"r{s}") for s in range(4)]
+    harness.assign(GW, APP)
+    harness.sink.hold()
+    harness.consumer.logs[GW] += [_line(s, f"a{s}") for s in range(4, 6)]
+    harness.stage.step()  # in the writer, held
+    harness.consumer.logs[GW] += [_line(s, f"b{s}") for s in range(6, 8)]
+    harness.stage.step()  # queued behind it
+    harness.sink.fail_next(*[StoreUnavailableError("store down", 0.0)] * 2)  # one for each write, merged or not
+    harness.sink.release()
+    harness.wait_for_writes()
+    assert [item.pending._error is not None for item in harness.stage._in_flight if item.pending] == [True, True]
+    harness.sink._failures.clear()  # one write may have taken both batches: the outage is over either way
+    paused: list[bool] = []
+    harness.stage._set_backpressure = paused.append  # type: ignore[method-assign]
+    harness.stage.shutdown()  # the store is back
+    assert paused == []
+    assert len(harness.sink.events) == 8
+    assert sorted(e for e in harness.consumer.journal if e.startswith("commit ")) == ["commit gatewatch-gateway/0@8"]
+
+
 def test_a_rebalance_settles_the_writes_in_flight_before_reading_the_committed_offsets(harness: Harness) -> None:
     harness.consumer.logs[GW] += [_line(s, f"r{s}") for s in range(5)]
     harness.assign(GW, APP)
