@@ -25,8 +25,10 @@ a configured header (``Authorization``, ``Cookie``…)   ``Authorization: Bearer
 
 A name matches a configured one when, case-insensitive and with ``-`` read as
 ``_``, it ends with it: ``api_key`` covers ``x-api-key``, ``token`` covers
-``access_token``. Markers are never redacted again, so a second pass (a log
-line quoting a stored value) leaves them as they are.
+``access_token``; a separator may be left out (``apiKey``). A list or an object as a
+secret's value (a header list, ``{"password": {"old": …}}``) becomes one marker. Markers
+are never redacted again, so a second pass (a log line quoting a stored value) leaves
+them as they are.
 
 Cost: clean records must pay almost nothing. Each text of an event (a field,
 a flag, a label) is folded once and checked with a few substring searches, one
@@ -59,7 +61,7 @@ import msgspec
 
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import resolve_hash_key
-from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, sub_at
+from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import jwt_claims, luhn_valid
 from ingest.settings import HasRedact, RedactSettings
 
@@ -156,17 +158,26 @@ def remember_clean(memory: set[Any], found: Collection[Any], cap: int, *always: 
 
 
 def _name_pattern(names: Iterable[str]) -> str:
-    # "api_key" must match api_key, api-key, API-KEY: '-' and '_' are one character here.
-    parts = sorted({re.escape(n.lower().replace("-", "_")).replace("_", "[_-]") for n in names if n}, key=len)
+    # "api_key" must match api_key, api-key, API-KEY, apiKey: '-' and '_' are one character here, or none.
+    parts = sorted({re.escape(n.lower().replace("-", "_")).replace("_", "[_-]?") for n in names if n}, key=len)
     return "|".join(reversed(parts)) or r"(?!x)x"
+
+
+# A list or an object (two levels deep) as a secret's value: {"password": {"old": ..., "new": ...}},
+# {"api_key": ["..."]}, Go's map[Cookie:[sid=...]]. It becomes one marker.
+_CONTAINER = (
+    r"(?P<{0}_cv>\[(?:[^\[\]\n]++|\[[^\[\]\n]*+\])*+\]"
+    r"|\{{(?:[^{{}}\n]++|\{{[^{{}}\n]*+\}})*+\}})"
+)
 
 
 def _quoted_value(group: str) -> str:
     # A quoted value runs to its closing quote (JSON escapes honoured, and JSON quoted
-    # inside a JSON string: \"...\"); an unquoted one to a delimiter.
+    # inside a JSON string: \"...\"); an unquoted one to a delimiter. Possessive: giving characters
+    # back never helps, and re would keep a backtracking point for every character otherwise.
     return (
-        rf'"(?P<{group}_qv>(?:[^"\\\n]|\\.)*)"'
-        rf'|\\"(?P<{group}_ev>(?:(?!\\")[^\n])*)\\"'
+        rf'"(?P<{group}_qv>(?:[^"\\\n]++|\\.)*+)"'
+        rf'|\\"(?P<{group}_ev>(?:(?!\\")[^\n])*+)\\"'
         rf"|'(?P<{group}_sv>[^'\n]*)'"
     )
 
@@ -201,7 +212,7 @@ class Redactor:
         # Pre-check needles, in the folded form _suspect compares: any of them sends a value
         # through the full patterns. A needle containing another one is redundant.
         needles = {"@", "eyj", "cv", *_PAN_NEEDLES, *_MIXED_PAN_NEEDLES}
-        needles.update(_fold(n) for n in (*query_params, *json_keys, *headers))
+        needles.update(spelling for n in (*query_params, *json_keys, *headers) for spelling in name_spellings(_fold(n)))
         self._needles = tuple(
             sorted(n for n in needles if not any(o != n and o in n for o in needles))
         )
@@ -233,18 +244,21 @@ class Redactor:
         )
         not_marker = r"(?!\s*\[REDACTED:)"
         unquoted = r"[^\s,;&#}\]\"'{\[]+"
-        header_unquoted = rf"(?:(?P<h_scheme>(?i:{'|'.join(_SCHEMES)})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;]+)"
+        # A header's value stops at "]" and "\\" too: Go prints http.Header as map[Authorization:[Bearer x]],
+        # and a "\\" starts JSON's escaped quote, which belongs to the line around the value.
+        header_unquoted = rf"(?:(?P<h_scheme>(?i:{'|'.join(_SCHEMES)})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;\]\\]+)"
         cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
         auth_headers = _name_pattern(n for n in headers if _header_kind(n) == "authorization")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
             rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
-            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_quoted_value('h')}|{header_unquoted})"
+            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>\[\s*)?(?:{_quoted_value('h')}|{header_unquoted})"
             rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{_name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
-            rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_quoted_value('c')}|{cookie_unquoted})"
-            rf"|(?P<q_name>(?i:{_name_pattern(query_params)}))=(?![=\s]){not_marker}(?P<q_v>[^\s&#\"';,]+)"
+            rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_CONTAINER.format('c')}|{_quoted_value('c')}|{cookie_unquoted})"
+            rf"|(?P<q_name>(?i:{_name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"
+            rf"(?:{_quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
             rf"|(?P<j_name>(?i:{_name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
-            rf"(?:{_quoted_value('j')}|(?P<j_uv>{unquoted}))"
+            rf"(?:{_CONTAINER.format('j')}|{_quoted_value('j')}|(?P<j_uv>{unquoted}))"
             rf"|(?P<cvv_name>(?i:cvv2?|cvc2?))(?P<cvv_sep>\\?[\"']?\s*[:=]?\s*\\?[\"']?)(?P<cvv>[0-9]{{3,4}})(?![0-9])"
             r"|(?P<jwt>eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"
             rf"|{_PAN}"
@@ -424,8 +438,9 @@ class Redactor:
     def _labelled(self, name: str, value: str) -> str:
         # A label named like a secret (a header operator, a JSON key) is a secret whatever it holds.
         norm = _norm(name.rsplit(".", 1)[-1])
+        squashed = norm.replace("_", "")
         for configured, kind in self._names.items():
-            if norm == configured or norm.endswith("_" + configured):
+            if norm == configured or norm.endswith("_" + configured) or squashed.endswith(configured.replace("_", "")):
                 if value.startswith(MARKER_PREFIX):
                     return value
                 if kind == "authorization":
@@ -475,13 +490,17 @@ class Redactor:
             return self._jwt(match["jwt"])
         if match["cvv"] is not None:
             return f"{match['cvv_name']}{match['cvv_sep']}{self._marker('cvv', match['cvv'])}"
-        if match["q_name"] is not None:
-            return f"{match['q_name']}={self._marker('secret', match['q_v'])}"
-        for prefix, name_kind in (("h", "authorization"), ("c", "cookie"), ("j", "secret")):
+        for prefix, name_kind in (("h", "authorization"), ("c", "cookie"), ("q", "secret"), ("j", "secret")):
             name = match[f"{prefix}_name"]
             if name is None:
                 continue
-            head = f"{name}{match[f'{prefix}_sep']}"
+            sep = match[f"{prefix}_sep"]
+            head = f"{name}{sep}"
+            if prefix in "cj" and (container := match[f"{prefix}_cv"]) is not None:
+                quote = sep[:2] if sep.startswith('\\"') else sep[:1] if sep[:1] in "\"'" else ""
+                return f"{head}{quote}{self._marker(name_kind, container)}{quote}"
+            if prefix == "h" and match["h_open"]:
+                head += match["h_open"]
             for quote, group in (('"', "qv"), ('\\"', "ev"), ("'", "sv")):
                 if (value := match[f"{prefix}_{group}"]) is not None:
                     return f"{head}{quote}{self._value(name_kind, value)}{quote}"

@@ -33,6 +33,15 @@ _PAN_RUN = re.compile(r"[0-9](?:[ -]?[0-9]){12,}+")
 CASE_TWINS = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k"))
 
 
+def name_spellings(name: str) -> set[str]:
+    """Every spelling of a configured ``name`` the patterns match, "_" read as "-" (the folded form):
+    each separator as "-" or left out (``api_key``: ``api-key``, ``apikey``, as in ``apiKey``)."""
+    spellings = {""}
+    for index, part in enumerate(re.split("[_-]", name)):
+        spellings = {f"{s}{joint}{part}" for s in spellings for joint in (("-", "") if index else ("",))}
+    return spellings
+
+
 @dataclass(frozen=True, slots=True)
 class MatchStarts:
     """The needles a match of the patterns starts with, in :func:`fold_case`'s form."""
@@ -47,7 +56,7 @@ class MatchStarts:
         names = [n for n in names if n]
         if not all(n.isascii() for n in names):
             return None
-        starts = {n.lower().replace("_", "-") for n in names} | {"[redacted:", "cv", "eyj"}
+        starts = {spelling for n in names for spelling in name_spellings(n.lower())} | {"[redacted:", "cv", "eyj"}
         return cls(tuple(sorted(n for n in starts if not any(o != n and n.startswith(o) for o in starts))))
 
     def find(self, text: str, max_starts: int) -> set[int] | None:

@@ -65,6 +65,21 @@ def hashes(text: str) -> list[str]:
         ('{"client_secret":42}', "42", '"client_secret":"[REDACTED:secret h='),
         ('msg={\\"token\\":\\"t 0k\\"}', "t 0k", '\\"token\\":\\"[REDACTED:secret h='),
         ("https://elastic:changeme@es.local:9200/", "changeme", "https://elastic:[REDACTED:secret h="),
+        # Shapes services log that a security trial found left whole: header lists (Go's http.Header as
+        # JSON or %v, Python's repr), lists and objects under a secret's name, logfmt, spaces, apiKey.
+        ('{"Authorization": ["Basic dXNlcjpodW50ZXIy"]}', "dXNlcjpodW50ZXIy",
+         '{"Authorization": ["Basic [REDACTED:authorization h='),
+        ("{'authorization': ['Bearer opaque123']}", "opaque123", "['Bearer [REDACTED:authorization h="),
+        ("headers: map[Authorization:[Bearer opaque123]]", "opaque123", ":[Bearer [REDACTED:authorization h="),
+        ('"cookie": ["sid=abc"]', "abc", '"cookie": "[REDACTED:cookie h='),
+        ('{"api_key": ["ak_live_2", "ak_live_3"]}', "ak_live", '{"api_key": "[REDACTED:secret h='),
+        ('{"password": {"old": "hunter1", "new": {"v": "hunter3"}}}', "hunter", '{"password": "[REDACTED:secret h='),
+        ('{\\"password\\": {\\"old\\": \\"hunter1\\"}}', "hunter1", '{\\"password\\": \\"[REDACTED:secret h='),
+        ('level=info password="hunter2" api_key="ak_live_3"', "hunter2", 'password="[REDACTED:secret h='),
+        ('level=info password="hunter2" api_key="ak_live_3"', "ak_live_3", 'api_key="[REDACTED:secret h='),
+        ("password = hunter2", "hunter2", "password = [REDACTED:secret h="),
+        ("/v1?apiKey=ak_live_4&b=1", "ak_live_4", "apiKey=[REDACTED:secret h="),
+        ('{"apikey": "ak_live_5"}', "ak_live_5", '{"apikey": "[REDACTED:secret h='),
     ],
 )
 def test_secret_is_replaced_by_its_marker(redactor: Redactor, text: str, secret: str, kept: str) -> None:
@@ -90,6 +105,19 @@ def test_secret_is_replaced_by_its_marker(redactor: Redactor, text: str, secret:
 )
 def test_look_alikes_stay_untouched(redactor: Redactor, text: str) -> None:
     assert redactor.redact(text) == text
+
+
+def test_a_dead_letter_line_of_json_stays_json_with_its_secrets_replaced(redactor: Redactor) -> None:
+    # A header list's "[" and the "\\" of an escaped quote were taken as the value: the marker then broke the JSON.
+    line = {"ts": "not a time", "headers": {"Authorization": ["Basic dXNlcjpodW50ZXIy"], "Cookie": ["sid=abc"]},
+            "msg": '{"token": ["t1"], "password": {"old": "p1"}}'}  # fmt: skip
+    letter = DeadLetter(Origin(Dataset.APP, "s", 0), "invalid_value", "ts", json.dumps(line).encode())
+    out = redactor.redact(letter).line.decode()
+    for secret in ("dXNlcjpodW50ZXIy", "abc", "t1", "p1"):
+        assert secret not in out
+    parsed = json.loads(out)
+    assert parsed["headers"]["Authorization"][0].startswith("Basic [REDACTED:authorization h=")
+    assert json.loads(parsed["msg"])["password"].startswith("[REDACTED:secret h=")
 
 
 def test_same_secret_same_hash_other_secret_other_hash(redactor: Redactor) -> None:
