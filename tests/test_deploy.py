@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gatewatch.config import load_config
+from gatewatch.config import DEFAULT_MAX_LINE_BYTES, load_config
 from gatewatch.metrics import ServeMetrics
 from ingest.parsers import build_app_parser, build_gateway_parser
 from ingest.sources.revocations import load_revocations
@@ -359,6 +359,14 @@ def test_deploy_config_validates_and_points_at_the_compose_services() -> None:
         revoked_in_container = str(config_dir / config.tokens.revoked.relative_to(GATEWATCH_CONFIG.parent))
         assert (REPO / mounts[revoked_in_container]).resolve() == config.tokens.revoked.resolve()
     assert load_revocations(config.tokens.revoked) == {}
+
+
+def test_deploy_config_keeps_the_line_limit_the_code_documents() -> None:
+    """A 64 KiB limit here undid the raise to 1 MiB: a 33,000-byte User-Agent of quotes, escaped by Envoy's JSON
+    format, made a 66 KB gateway line, a dead letter, a token replay unseen and a false gateway_bypass."""
+    config = _deploy_config()
+    assert config.gateway.max_line_bytes >= DEFAULT_MAX_LINE_BYTES
+    assert config.app.max_line_bytes >= DEFAULT_MAX_LINE_BYTES
 
 
 def test_deploy_config_builds_its_parsers() -> None:
