@@ -392,16 +392,32 @@ def _check_network(network: str) -> None:
 
 
 def _check_durations(model: BaseModel, path: str = "") -> None:
+    """Every ``*_secs`` value from 0 to :data:`MAX_DURATION_SECS`: those of each section, of each forwarder in
+    ``forward`` and of a mapping such as ``alerts.resolve_after_secs`` (per rule) alike.
+
+    Checked over the loaded model rather than declared on each field, so a detector's ``Config`` (in
+    ``detectors/``) is held to it too. A value left past the limit fails far from the config: a resolve time of
+    1e12 s ended a replay with "year 33714 is out of range", a forwarder's drain time in an OverflowError.
+    """
     for name in type(model).model_fields:
-        value = getattr(model, name)
-        key = f"{path}{name}"
-        if isinstance(value, BaseModel):
-            _check_durations(value, f"{key}.")
-        elif name.endswith("_secs") and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_SECS):
-                raise ConfigError(
-                    f"invalid config: {key}: must be a duration from 0 to {MAX_DURATION_SECS:.0f} s (got {value!r})"
-                )
+        _check_duration_value(getattr(model, name), f"{path}{name}", name.endswith("_secs"))
+
+
+def _check_duration_value(value: object, key: str, is_duration: bool) -> None:
+    """``value`` at ``key``; ``is_duration``: it is, or is held in, a ``*_secs`` setting."""
+    if isinstance(value, BaseModel):
+        _check_durations(value, f"{key}.")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_duration_value(item, f"{key}.{index}", is_duration)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_duration_value(item, f"{key}.{name}", is_duration)
+    elif is_duration and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_SECS):
+            raise ConfigError(
+                f"invalid config: {key}: must be a duration from 0 to {MAX_DURATION_SECS:.0f} s (got {value!r})"
+            )
 
 
 TokenSha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

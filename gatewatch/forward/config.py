@@ -14,7 +14,8 @@ from ingest.alerts import AlertState
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf or nan: a timeout of .inf made every delivery fail, and a wait of .inf never ends.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # A destination is checked when the config loads: a bad one would otherwise pass, and serve would

@@ -57,6 +57,30 @@ def test_invalid_values_name_the_dotted_key(data: dict, message: str) -> None:
     assert message in str(caught.value)
 
 
+WEBHOOK = {"name": "soar", "type": "webhook", "url": "http://soar.example/hook", "secret_env": "GW_TEST_SECRET"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # A trial: accepted, then replay ended in "ValueError: year 33714 is out of range" when the alert resolved.
+        ({"alerts": {"resolve_after_secs": {"http_4xx_burst": 1e12}}},
+         "alerts.resolve_after_secs.http_4xx_burst: must be a duration from 0 to 31622400 s (got 1000000000000.0)"),
+        # Accepted, then an OverflowError traceback at shutdown, or every delivery dead-lettered.
+        ({"forward": [{**WEBHOOK, "drain_timeout_secs": 1e12}]}, "forward.0.drain_timeout_secs: must be a duration"),
+        ({"forward": [{**WEBHOOK, "timeout_secs": 1e300}]}, "forward.0.timeout_secs: must be a duration"),
+        ({"forward": [{**WEBHOOK, "timeout_secs": float("inf")}]},
+         "forward.0.webhook.timeout_secs should be a finite number (got inf)"),
+        ({"forward": [{**WEBHOOK, "retry_backoff_secs": float("inf")}]}, "retry_backoff_secs should be a finite"),
+        ({"forward": [{**WEBHOOK, "retry_max_backoff_secs": float("nan")}]}, "retry_max_backoff_secs should be"),
+    ],
+)  # fmt: skip
+def test_every_duration_is_finite_and_at_most_366_days_in_lists_and_mappings_too(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert message in str(caught.value) and str(caught.value).startswith("invalid config: ")
+
+
 def test_revocation_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     config_file = tmp_path / "conf" / "gw.yaml"
