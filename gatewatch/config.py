@@ -20,6 +20,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -39,6 +40,7 @@ from detectors.token_cross_org import TokenCrossOrg
 from detectors.token_expired_accepted import TokenExpiredAccepted
 from detectors.token_replay import TokenReplay
 from detectors.token_revoked_used import TokenRevokedUsed
+from gatewatch.config_kafka import KafkaSecurity, check_security_keys
 from gatewatch.config_text import describe_error, load_yaml, yaml_problem
 from gatewatch.errors import ConfigError
 from gatewatch.forward.config import ForwardSection, check_bootstrap_server
@@ -317,9 +319,9 @@ class KafkaConfig(_Section):
     group_id: str = "gatewatch"
     topics: KafkaTopics = Field(default_factory=KafkaTopics)
     unwrap: KafkaUnwrap = Field(default_factory=KafkaUnwrap)
-    security: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Passed to kafka-python as is: security_protocol, sasl_mechanism, ssl_cafile, ... "
+    security: Annotated[KafkaSecurity, BeforeValidator(check_security_keys)] = Field(
+        default_factory=lambda: KafkaSecurity(),
+        description="kafka-python's security settings, passed to every Kafka client gatewatch builds "
         "(not the SASL user or password: kafka.sasl_username / kafka.sasl_password).",
     )
     sasl_username: str | None = Field(None, description="SASL user. Or sasl_username_env / sasl_username_file.")
@@ -354,16 +356,14 @@ class KafkaConfig(_Section):
 
     @model_validator(mode="after")
     def _sasl_credentials(self) -> KafkaConfig:
-        # One way to give each: a password under kafka.security would skip the _env/_file keys and
-        # sit in a dict that is passed around (and printed) as is.
-        for key, name in (("sasl_plain_username", "sasl_username"), ("sasl_plain_password", "sasl_password")):
-            if key in self.security:
-                raise ValueError(f"kafka.security.{key} is not read: use kafka.{name}, {name}_env or {name}_file")
+        # One way to give each (kafka.security refuses sasl_plain_username and sasl_plain_password).
         for name in ("sasl_username", "sasl_password"):
             given = [key for key in (name, f"{name}_env", f"{name}_file") if getattr(self, key) is not None]
             if len(given) > 1:
                 raise ValueError(f"give kafka.{name} one way, not {' and '.join(given)}")
-        has_user = any(getattr(self, k) is not None for k in ("sasl_username", "sasl_username_env", "sasl_username_file"))
+        has_user = any(
+            getattr(self, k) is not None for k in ("sasl_username", "sasl_username_env", "sasl_username_file")
+        )
         has_password = any(
             getattr(self, k) is not None for k in ("sasl_password", "sasl_password_env", "sasl_password_file")
         )

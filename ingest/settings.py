@@ -10,6 +10,7 @@ Every member is read-only, as the config is frozen.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ class KafkaSettings(Protocol):
     @property
     def instance_id(self) -> str | None: ...
     @property
-    def security(self) -> dict[str, Any]: ...
+    def security(self) -> Mapping[str, Any]: ...
     @property
     def topics(self) -> KafkaTopicNames: ...
     @property

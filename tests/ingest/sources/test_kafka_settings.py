@@ -53,8 +53,8 @@ def test_unset_variable_names_the_key_not_the_value(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("kafka", "message"),
     [
-        ({"security": {"sasl_plain_password": "hunter2"}}, "kafka.security.sasl_plain_password is not read: use kafka"),
-        ({"security": {"sasl_plain_username": "u"}}, "kafka.security.sasl_plain_username is not read"),
+        ({"security": {"sasl_plain_password": "hunter2"}}, "kafka.security: sasl_plain_password is not read: use"),
+        ({"security": {"sasl_plain_username": "u"}}, "kafka.security: sasl_plain_username is not read"),
         ({"sasl_username": "u", "sasl_password": "p", "sasl_password_env": "X"}, "give kafka.sasl_password one way"),
         ({"sasl_password_env": "X"}, "go together"),
         ({"sasl_username": "u"}, "go together"),

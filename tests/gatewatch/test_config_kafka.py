@@ -1,0 +1,58 @@
+"""``kafka.security``: only kafka-python's security settings, each with its type, checked when the config loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatewatch.cli import main
+from gatewatch.config import parse_config
+from gatewatch.errors import ConfigError
+from ingest.sources.kafka_settings import client_settings
+
+EVERY_KEY = {
+    "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256", "ssl_cafile": "/etc/ca.pem",
+    "ssl_certfile": "/etc/client.pem", "ssl_keyfile": "/etc/client-key.pem", "ssl_password": "pem-pass",
+    "ssl_crlfile": "/etc/crl.pem", "ssl_check_hostname": False, "sasl_kerberos_service_name": "kafka",
+    "sasl_kerberos_domain_name": "example.org",
+}  # fmt: skip
+
+
+def test_every_documented_key_loads_and_reaches_the_clients() -> None:
+    settings = client_settings(parse_config({"kafka": {"security": EVERY_KEY}}).kafka)
+    assert {key: settings[key] for key in EVERY_KEY} == EVERY_KEY
+
+
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        # A trial: replay loaded this, and serve failed at connect blaming the address and protocol.
+        ({"security_protcol": "SSL"},
+         "kafka.security: unknown key 'security_protcol' (did you mean security_protocol?)"),
+        # A key gatewatch sets itself: serve ended in "TypeError: ... got multiple values for keyword 'client_id'".
+        ({"client_id": "foo"}, "kafka.security: unknown key 'client_id': it takes security_protocol, sasl_mechanism"),
+        ({"retries": 3}, "gatewatch sets every other client setting itself"),  # a producer's, refused by consumers
+        ({"security_protocol": "TLS"}, "kafka.security.security_protocol should be 'PLAINTEXT', 'SSL', 'SASL_PL"),
+        ({"sasl_mechanism": "OAUTHBEARER"}, "kafka.security.sasl_mechanism should be 'PLAIN'"),  # needs an object
+        ({"ssl_check_hostname": "no"}, "kafka.security.ssl_check_hostname should be a valid boolean"),
+        ({"ssl_cafile": ["a.pem"]}, "kafka.security.ssl_cafile should be a valid string"),
+        ({"sasl_plain_password": "hunter2"}, "kafka.security: sasl_plain_password is not read: use kafka.sasl_pass"),
+    ],
+)
+def test_a_key_or_value_kafka_python_would_refuse_is_refused_at_load(security: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"kafka": {"security": security}})
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_replay_stops_at_a_misspelt_key_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text("kafka:\n  security: {security_protcol: SSL}\n")
+    log = tmp_path / "envoy.log"
+    log.write_text("")
+    code = main(["replay", "--config", str(config), "--gateway", str(log), "--alerts-out", str(tmp_path / "a.ndjson"),
+                 "--store", "none"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "kafka.security: unknown key 'security_protcol'" in err, err
