@@ -40,7 +40,7 @@ from detectors.token_cross_org import TokenCrossOrg
 from detectors.token_expired_accepted import TokenExpiredAccepted
 from detectors.token_replay import TokenReplay
 from detectors.token_revoked_used import TokenRevokedUsed
-from gatewatch.config_kafka import KafkaSecurity, check_security_keys
+from gatewatch.config_kafka import KafkaSecurity, check_security_files, check_security_keys, security_files_from
 from gatewatch.config_text import describe_error, load_yaml, yaml_problem
 from gatewatch.errors import ConfigError
 from gatewatch.forward.config import ForwardSection, check_bootstrap_server
@@ -524,6 +524,9 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> G
                 config = config.model_copy(update={section: current.model_copy(update=update)})
         if config.forward:
             config = config.model_copy(update={"forward": [_tls_files_from(base_dir, f) for f in config.forward]})
+        kafka = config.kafka
+        config = config.model_copy(update={"kafka": kafka.model_copy(
+            update={"security": security_files_from(base_dir, kafka.security)})})  # fmt: skip
     _check_inputs(config, check_files=base_dir is not None)
     return config
 
@@ -554,6 +557,8 @@ def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
     revoked = config.tokens.revoked
     if check_files and revoked is not None and not revoked.is_file():
         raise ConfigError(f"tokens.revoked: cannot read {revoked}: no such file")
+    if check_files:
+        check_security_files(config.kafka.security)
     for forwarder in config.forward if check_files else ():
         tls = getattr(forwarder, "tls", None)
         for name in ("ca_file", "cert_file", "key_file"):

@@ -3,16 +3,22 @@
 A free mapping once took any key: a misspelt one (``security_protcol``) loaded, and serve
 failed only at connect, blaming the address; ``client_id``, which gatewatch sets itself, ended
 serve in a TypeError traceback; a producer's ``retries`` was refused by the consumer in words of
-its own. Only the security settings below are taken, each with its type.
+its own. Only the security settings below are taken, each with its type, and a relative file
+is read from the config file's folder like every other file the config names.
 """
 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StrictBool, with_config
 from typing_extensions import TypedDict  # pydantic reads a TypedDict from typing only on Python 3.12+
+
+from gatewatch.errors import ConfigError
+
+_FILE = "relative to the config file's folder"
 
 
 @with_config(ConfigDict(extra="forbid", allow_inf_nan=False))
@@ -28,17 +34,19 @@ class KafkaSecurity(TypedDict, total=False):
         Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "AWS_MSK_IAM"],
         Field(description="SASL mechanism, with security_protocol SASL_PLAINTEXT or SASL_SSL."),
     ]
-    ssl_cafile: Annotated[str, Field(description="PEM file of the CA(s) of the brokers' certificates.")]
-    ssl_certfile: Annotated[str, Field(description="PEM client certificate, for mutual TLS.")]
-    ssl_keyfile: Annotated[str, Field(description="PEM private key of ssl_certfile.")]
+    ssl_cafile: Annotated[str, Field(description=f"PEM file of the CA(s) of the brokers' certificates ({_FILE}).")]
+    ssl_certfile: Annotated[str, Field(description=f"PEM client certificate, for mutual TLS ({_FILE}).")]
+    ssl_keyfile: Annotated[str, Field(description=f"PEM private key of ssl_certfile ({_FILE}).")]
     ssl_password: Annotated[str, Field(description="Password of ssl_keyfile, if it is encrypted.")]
-    ssl_crlfile: Annotated[str, Field(description="PEM certificate revocation list.")]
+    ssl_crlfile: Annotated[str, Field(description=f"PEM certificate revocation list ({_FILE}).")]
     ssl_check_hostname: Annotated[StrictBool, Field(description="Match the broker's name in its certificate.")]
     sasl_kerberos_service_name: Annotated[str, Field(description="GSSAPI: the brokers' service name (default kafka).")]
     sasl_kerberos_domain_name: Annotated[str, Field(description="GSSAPI: their domain (default: the broker's host).")]
 
 
 SECURITY_KEYS: tuple[str, ...] = tuple(KafkaSecurity.__annotations__)
+_FileKey = Literal["ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile"]
+SECURITY_FILE_KEYS: tuple[_FileKey, ...] = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")
 # Given their own keys, so the secret is read from the environment or a file, never kept in this mapping.
 _CREDENTIAL_KEYS = {"sasl_plain_username": "sasl_username", "sasl_plain_password": "sasl_password"}
 
@@ -63,3 +71,22 @@ def check_security_keys(security: object) -> object:
                 "gatewatch sets every other client setting itself"
             )
     return security
+
+
+def security_files_from(base_dir: Path, security: KafkaSecurity) -> KafkaSecurity:
+    """``security`` with its relative files (:data:`SECURITY_FILE_KEYS`) read from ``base_dir``."""
+    resolved = security.copy()
+    for name in SECURITY_FILE_KEYS:
+        path = security.get(name)
+        if path is not None and not Path(path).is_absolute():
+            resolved[name] = str(base_dir / path)
+    return resolved
+
+
+def check_security_files(security: KafkaSecurity) -> None:
+    """A :class:`ConfigError` naming the first file of ``security`` that is not there, and where it was looked for."""
+    for name in SECURITY_FILE_KEYS:
+        path = security.get(name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"kafka.security.{name}: cannot read {path}: no such file "
+                              "(a relative path is read from the config file's folder)")  # fmt: skip

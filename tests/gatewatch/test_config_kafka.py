@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gatewatch.cli import main
-from gatewatch.config import parse_config
+from gatewatch.config import load_config, parse_config
 from gatewatch.errors import ConfigError
 from ingest.sources.kafka_settings import client_settings
 
@@ -56,3 +56,32 @@ def test_replay_stops_at_a_misspelt_key_with_one_line(tmp_path: Path, capsys: py
                  "--store", "none"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "kafka.security: unknown key 'security_protcol'" in err, err
+
+
+def test_tls_files_are_read_from_the_config_files_folder(tmp_path: Path) -> None:
+    """A trial: ssl_cafile: ca.pem, next to the config, was looked for in the working directory."""
+    (tmp_path / "conf" / "certs").mkdir(parents=True)
+    for name in ("ca.pem", "client.pem", "client-key.pem", "crl.pem"):
+        (tmp_path / "conf" / "certs" / name).write_text("")
+    (tmp_path / "elsewhere.pem").write_text("")
+    config = tmp_path / "conf" / "gatewatch.yaml"
+    config.write_text("kafka:\n  security: {security_protocol: SSL, ssl_cafile: certs/ca.pem, ssl_certfile: "
+                      "certs/client.pem, ssl_keyfile: certs/client-key.pem, "
+                      f"ssl_crlfile: {tmp_path / 'elsewhere.pem'}}}\n")  # fmt: skip
+    settings = client_settings(load_config(config).kafka)
+    certs = tmp_path / "conf" / "certs"
+    assert [settings[key] for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")] == [
+        str(certs / "ca.pem"), str(certs / "client.pem"), str(certs / "client-key.pem"), str(tmp_path / "elsewhere.pem")
+    ]
+    assert settings["security_protocol"] == "SSL"
+
+
+@pytest.mark.parametrize("key", ["ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile"])
+def test_a_missing_tls_file_is_refused_at_load_with_where_it_was_looked_for(tmp_path: Path, key: str) -> None:
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "gatewatch.yaml"
+    config.write_text(f"kafka:\n  security: {{security_protocol: SSL, {key}: missing.pem}}\n")
+    expected = f"kafka.security.{key}: cannot read {tmp_path / 'conf' / 'missing.pem'}: no such file (a relative path"
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value).startswith(expected)
