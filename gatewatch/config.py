@@ -43,7 +43,7 @@ from detectors.token_revoked_used import TokenRevokedUsed
 from gatewatch.config_kafka import KafkaSecurity, check_security_files, check_security_keys, security_files_from
 from gatewatch.config_text import describe_error, load_yaml, yaml_problem
 from gatewatch.errors import ConfigError
-from gatewatch.forward.config import ForwardSection, check_bootstrap_server
+from gatewatch.forward.config import ForwardSection, check_bootstrap_server, check_tls_files, tls_files_from
 from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
 from ingest.parsers.check import check_gateway_format
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
@@ -523,7 +523,7 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> G
             if update:
                 config = config.model_copy(update={section: current.model_copy(update=update)})
         if config.forward:
-            config = config.model_copy(update={"forward": [_tls_files_from(base_dir, f) for f in config.forward]})
+            config = config.model_copy(update={"forward": [tls_files_from(base_dir, f) for f in config.forward]})
         kafka = config.kafka
         config = config.model_copy(update={"kafka": kafka.model_copy(
             update={"security": security_files_from(base_dir, kafka.security)})})  # fmt: skip
@@ -539,19 +539,6 @@ _RELATIVE_PATHS = {
 }
 
 
-def _tls_files_from(base_dir: Path, forwarder: Any) -> Any:
-    """A forwarder with its TLS files (``tls.ca_file``, ``cert_file``, ``key_file``) read from ``base_dir``."""
-    tls = getattr(forwarder, "tls", None)
-    if tls is None:
-        return forwarder
-    update = {
-        name: base_dir / path
-        for name in ("ca_file", "cert_file", "key_file")
-        if (path := getattr(tls, name)) is not None and not path.is_absolute()
-    }
-    return forwarder.model_copy(update={"tls": tls.model_copy(update=update)}) if update else forwarder
-
-
 def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
     """What the model cannot see alone: formats that cannot work, files that are not there."""
     revoked = config.tokens.revoked
@@ -560,11 +547,7 @@ def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
     if check_files:
         check_security_files(config.kafka.security)
     for forwarder in config.forward if check_files else ():
-        tls = getattr(forwarder, "tls", None)
-        for name in ("ca_file", "cert_file", "key_file"):
-            if tls is not None and (path := getattr(tls, name)) is not None and not path.is_file():
-                raise ConfigError(f"forward.{forwarder.name}.tls.{name}: cannot read {path}: no such file "
-                                  "(a relative path is read from the config file's folder)")  # fmt: skip
+        check_tls_files(forwarder)
     gateway = config.gateway
     dated_by_runtime = bool({gateway.unwrap, config.kafka.unwrap.gateway} & RUNTIME_WRAPPERS)
     try:

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from detectors import registry
 from detectors.base import Severity
+from gatewatch.errors import ConfigError
 from ingest.alerts import AlertState
 
 
@@ -185,3 +186,30 @@ def _unique_names(forwarders: list[ForwarderConfig]) -> list[ForwarderConfig]:
 
 
 ForwardSection = Annotated[list[ForwarderConfig], AfterValidator(_unique_names)]
+
+
+_TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def tls_files_from(base_dir: Path, forwarder: ForwarderConfig) -> ForwarderConfig:
+    """``forwarder`` with its relative TLS files (``tls.ca_file``, ``cert_file``, ``key_file``) read from
+    ``base_dir``, the config file's folder."""
+    tls = getattr(forwarder, "tls", None)
+    if tls is None:
+        return forwarder
+    update = {
+        name: base_dir / path
+        for name in _TLS_FILES
+        if (path := getattr(tls, name)) is not None and not path.is_absolute()
+    }
+    return forwarder.model_copy(update={"tls": tls.model_copy(update=update)}) if update else forwarder
+
+
+def check_tls_files(forwarder: ForwarderConfig) -> None:
+    """A :class:`ConfigError` naming the first TLS file of ``forwarder`` that is not there, and where it was looked
+    for (an older release read a relative path from the working directory)."""
+    tls = getattr(forwarder, "tls", None)
+    for name in _TLS_FILES if tls is not None else ():
+        if (path := getattr(tls, name)) is not None and not path.is_file():
+            raise ConfigError(f"forward.{forwarder.name}.tls.{name}: cannot read {path}: no such file "
+                              "(a relative path is read from the config file's folder)")  # fmt: skip
