@@ -285,10 +285,11 @@ class RedactConfig(_Section):
         None, description="HMAC key of the hash in each marker. Prefer hash_key_file or the hash_key_env variable."
     )
     hash_key_file: Path | None = Field(None, description="File holding the HMAC key (relative to the config file).")
-    hash_key_env: str = Field(
-        "GATEWATCH_REDACT_KEY",
-        description="Environment variable holding the HMAC key when neither hash_key nor hash_key_file is set. "
-        "With no key at all, a random one per process: hashes then match within one process only.",
+    hash_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the HMAC key when neither hash_key nor hash_key_file is set; "
+        "unset or empty, the start stops. Not given: GATEWATCH_REDACT_KEY if set, else a random key per process "
+        "(hashes then match within one process only).",
     )
     hash_hex_chars: int = Field(12, ge=8, le=64, description="Hex characters of the HMAC-SHA256 kept in a marker.")
 

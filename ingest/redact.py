@@ -60,7 +60,7 @@ from typing import Any, overload
 import msgspec
 
 from ingest.records import DeadLetter, Event, RawRecord
-from ingest.redact_key import resolve_hash_key
+from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import jwt_claims, luhn_valid
 from ingest.settings import HasRedact, RedactSettings
@@ -610,6 +610,6 @@ def build_redactor(config: HasRedact, *, warn_unkeyed: bool = False) -> Redactor
         log.warning(
             "redact_hash_key_unset: set redact.hash_key_file or $%s so a secret hashes the same "
             "in every process and run; using a random key for this process",
-            config.redact.hash_key_env,
+            config.redact.hash_key_env or DEFAULT_HASH_KEY_ENV,
         )
     return redactor

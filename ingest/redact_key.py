@@ -8,9 +8,18 @@ from pathlib import Path
 from ingest.errors import ConfigError
 from ingest.settings import RedactSettings
 
+DEFAULT_HASH_KEY_ENV = "GATEWATCH_REDACT_KEY"
+"""Read when the config names no key: set, every process started with it hashes alike."""
+
 
 def resolve_hash_key(config: RedactSettings) -> bytes | None:
-    """The HMAC key from ``hash_key``, ``hash_key_file`` or the ``hash_key_env`` variable; None if unset."""
+    """The HMAC key from ``hash_key``, ``hash_key_file``, the ``hash_key_env`` variable or else
+    :data:`DEFAULT_HASH_KEY_ENV`; None if none is set (the caller then uses a random key per process).
+
+    Raises :class:`ConfigError` for a key the config asks for and does not get: a file unreadable or
+    empty, or ``hash_key_env`` naming a variable unset or empty, as ``store.password_env`` does. Falling
+    back to a random key there would hash one secret differently in every process, without a word.
+    """
     if config.hash_key is not None:
         secret: str = config.hash_key.get_secret_value()
         return secret.encode()
@@ -22,6 +31,11 @@ def resolve_hash_key(config: RedactSettings) -> bytes | None:
         if not key:
             raise ConfigError(f"redact.hash_key_file: {config.hash_key_file} is empty")
         return key
-    if config.hash_key_env and (value := os.environ.get(config.hash_key_env)):
+    if config.hash_key_env is not None:
+        value = os.environ.get(config.hash_key_env)
+        if not value:
+            name = config.hash_key_env
+            raise ConfigError(f"redact.hash_key_env: the environment variable {name} is not set or empty")
         return value.encode()
-    return None
+    value = os.environ.get(DEFAULT_HASH_KEY_ENV)
+    return value.encode() if value else None

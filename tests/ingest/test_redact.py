@@ -122,7 +122,7 @@ def test_a_dead_letter_line_of_json_stays_json_with_its_secrets_replaced(redacto
 
 def test_same_secret_same_hash_other_secret_other_hash(redactor: Redactor) -> None:
     first = redactor.redact(f"card {PAN} and password=hunter2")
-    again = redactor.redact(f"4111 1111 1111 1111 in a message, /p?password=hunter2")
+    again = redactor.redact("4111 1111 1111 1111 in a message, /p?password=hunter2")
     other = redactor.redact("5555555555554444 password=hunter3")
     assert hashes(first) == hashes(again)
     assert set(hashes(first)).isdisjoint(hashes(other))
@@ -232,6 +232,38 @@ def test_hash_key_from_file_env_or_random(tmp_path: Path, monkeypatch: pytest.Mo
         parse_config({"redact": {"bogus": 1}})
     env = Redactor.from_config(parse_config({"redact": {"hash_key_env": "GW_TEST_REDACT_KEY"}}).redact)
     assert hashes(env.redact(PAN)) == hashes(Redactor(hash_key=b"env-key").redact(PAN))
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_named_key_variable_unset_or_empty_stops_the_start_as_a_store_password_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str | None
+) -> None:
+    """A trial: hash_key_env naming a variable nobody set fell back to a random key without a word, so one secret
+    hashed differently in every run and replica; store.password_env in the same case stops with exit 2."""
+    from gatewatch.cli import main
+
+    if value is None:
+        monkeypatch.delenv("GW_REDACT_KEY_TYPO", raising=False)
+    else:
+        monkeypatch.setenv("GW_REDACT_KEY_TYPO", value)
+    monkeypatch.setenv("GATEWATCH_REDACT_KEY", "the-default-variable-is-not-asked-for")
+    (tmp_path / "gatewatch.yaml").write_text("redact:\n  hash_key_env: GW_REDACT_KEY_TYPO\n")
+    (tmp_path / "app.log").write_text("")
+    code = main(["replay", "--config", str(tmp_path / "gatewatch.yaml"), "--app", str(tmp_path / "app.log"),
+                 "--alerts-out", str(tmp_path / "a.ndjson"), "--store", "none"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "redact.hash_key_env: the environment variable GW_REDACT_KEY_TYPO is not set or empty" in err
+
+
+def test_without_a_named_variable_the_default_one_is_read_or_a_random_key_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewatch.config import parse_config
+    from ingest.redact import resolve_hash_key
+
+    monkeypatch.setenv("GATEWATCH_REDACT_KEY", "default-env-key")
+    assert resolve_hash_key(parse_config({}).redact) == b"default-env-key"
+    monkeypatch.setenv("GATEWATCH_REDACT_KEY", "")
+    assert resolve_hash_key(parse_config({}).redact) is None  # nothing asked for: a random key, serve warns
 
 
 @given(
