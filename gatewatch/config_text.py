@@ -1,11 +1,12 @@
 """How a config file's text is read, and how what is wrong with it is said.
 
 YAML without a key written twice, and one error line that names each bad key and never
-shows a secret's value.
+shows a secret's value, nor a URL's credentials or query.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -57,6 +58,21 @@ def _holds_a_secret(location: tuple[int | str, ...]) -> bool:
     return "headers" in map(str, location) or any(name == n or name.endswith("_" + n) for n in _SECRET_NAMES)
 
 
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def printable_url(url: str) -> str:
+    """``url`` as an error or a log line may show it: ``scheme://host:port/path``, without a ``user:password@``
+    or a query (``?token=...``), either of which may hold a secret; ``?…`` says a query was left out."""
+    shown = _USERINFO.sub("", url, count=1)
+    end = min((i for i in (shown.find("?"), shown.find("#")) if i >= 0), default=len(shown))
+    return shown[:end] + (shown[end] + "…" if end < len(shown) else "")
+
+
+def _shown(value: object) -> object:
+    return printable_url(value) if isinstance(value, str) and "://" in value else value
+
+
 def describe_error(error: ValidationError) -> str:
     """One line, however many problems: a config error is one line on the terminal, with no secret in it."""
     problems = []
@@ -72,5 +88,5 @@ def describe_error(error: ValidationError) -> str:
         elif isinstance(item.get("input"), (dict, list)):  # a whole section may hold secrets: name the keys only
             problems.append(f"{key}{message and ': ' + message}")
         else:
-            problems.append(f"{key}{message and ': ' + message} (got {item.get('input')!r})")
+            problems.append(f"{key}{message and ': ' + message} (got {_shown(item.get('input'))!r})")
     return "invalid config: " + "; ".join(problems)

@@ -45,6 +45,10 @@ def _check_url(url: str) -> str:
         raise ValueError(f"not a URL: {error}") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError("needs scheme http or https")
+    # urllib sends no user:password@ as Basic auth: it reads it as part of the host, so no event would
+    # ever be delivered, and the password would be printed with every failure.
+    if "@" in parts.netloc:
+        raise ValueError("no user:password@ in a webhook URL: give credentials in headers (e.g. Authorization)")
     if not parts.hostname:
         raise ValueError("needs a host: http(s)://HOST[:PORT]/PATH")
     try:

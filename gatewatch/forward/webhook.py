@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from detectors.base import Severity
+from gatewatch.config_text import printable_url
 from gatewatch.errors import ConfigError, DeliveryError
 from gatewatch.forward.cef import PRODUCT_VERSION
 from gatewatch.forward.config import WebhookForwarderConfig
@@ -204,10 +205,13 @@ class WebhookForwarder:
             location = error.headers.get("Location")
             error.close()
             retryable = status == 429 or status >= 500
-            moved = f" (a redirect to {location[:200]!r}, not followed: set forward url to it)" if location else ""
+            moved = ""
+            if location:  # shown as the forward url is, without credentials or a query
+                moved = f" (a redirect to {printable_url(location)[:200]!r}, not followed: set forward url to it)"
             raise DeliveryError(f"webhook answered {status}{moved}", retryable, retry_after) from None
         except (urllib.error.URLError, OSError) as error:
-            raise DeliveryError(f"webhook {self.config.url}: {error}") from None
+            # The URL as logged and dead-lettered: its query may hold a token.
+            raise DeliveryError(f"webhook {printable_url(self.config.url)}: {error}") from None
 
     def close(self) -> None:
         return None

@@ -64,6 +64,27 @@ def test_reachable_destinations_load(forwarder: dict[str, Any]) -> None:
     assert parse_config({"forward": [forwarder]}).forward[0].name == forwarder["name"]
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # A trial: loaded, then never delivered (urllib takes user:password@ for part of the host), and the
+        # password written in clear into the dead-letter file.
+        ("http://svcuser:SuperSecretURLPW@soar.example/hook?token=SuperSecretQueryTok",
+         "forward.0.webhook.url: no user:password@ in a webhook URL: give credentials in headers (e.g. Authorization)"),
+        ("https://svcuser@soar.example/hook", "forward.0.webhook.url: no user:password@ in a webhook URL"),
+        ("ftp://svcuser:SuperSecretURLPW@soar.example/x?token=SuperSecretQueryTok",
+         "(got 'ftp://soar.example/x?…')"),  # whatever is wrong, the line shows no credentials
+        ("http://soar.example:99999/x?token=SuperSecretQueryTok", "the port must be 1-65535 (got 'http://soar"),
+    ],
+)  # fmt: skip
+def test_a_webhook_url_is_never_shown_with_its_credentials_or_query(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"forward": [{**WEBHOOK, "url": url}]})
+    line = str(caught.value)
+    assert message in line and "SuperSecret" not in line and "svcuser" not in line, line
+
+
+
 def test_a_bad_destination_stops_the_start_with_one_line_and_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

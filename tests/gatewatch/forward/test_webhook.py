@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import orjson
@@ -118,3 +119,26 @@ def test_a_missing_secret_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> 
                                         "secret_env": "GW_TEST_UNSET_SECRET"}]})  # fmt: skip
     with pytest.raises(ConfigError, match="GW_TEST_UNSET_SECRET is not set"):
         build_forwarders(config)
+
+
+def test_a_failed_delivery_shows_the_url_without_its_query_in_dead_letters_and_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial: the URL's ?token= (and user:password@) was written in clear into the dead-letter file and
+    into serve's forward_retry log lines."""
+    monkeypatch.setenv("GW_TEST_WEBHOOK_SECRET", SECRET)
+    config = parse_config({"forward": [{
+        "name": "soar", "type": "webhook", "url": "http://127.0.0.1:9/hook?token=SuperSecretQueryTok#frag",
+        "secret_env": "GW_TEST_WEBHOOK_SECRET", "max_attempts": 2, "retry_backoff_secs": 0.01,
+        "dead_letters": str(tmp_path / "dl.ndjson"),
+    }]})  # fmt: skip
+    forwarders = build_forwarders(config)
+    assert forwarders is not None
+    with caplog.at_level(logging.INFO, logger="gatewatch.forward"):
+        forwarders.submit(hostile_events()[:1])
+        forwarders.close()
+    (letter,) = [orjson.loads(line) for line in (tmp_path / "dl.ndjson").read_bytes().splitlines()]
+    assert letter["reason"] == "retries_exhausted"
+    assert letter["error"].startswith("webhook http://127.0.0.1:9/hook?…: "), letter["error"]
+    assert "forward_retry forwarder=soar" in caplog.text
+    assert "SuperSecretQueryTok" not in caplog.text + letter["error"] and "frag" not in letter["error"]
