@@ -218,14 +218,18 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _run_report(args: argparse.Namespace) -> int:
     from gatewatch.config import load_config
-    from gatewatch.html_report import write_report
+    from gatewatch.html_report import load_report_data, write_report
 
     if not args.verbose:
         # The clients log each failed attempt with a traceback; the error is reported once, in one line.
         for name in ("elastic_transport", "opensearch"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     config = load_config(args.config)
-    path = write_report(args.store or config.store.url, args.out, config.store.index_prefix)
+    data = load_report_data(args.store or config.store.url, config.store.index_prefix)
+    path = write_report(data, args.out)
+    if data.is_empty():
+        console.print(visible(f"report: no events, alerts or dead letters in {data.source}: check --store and "
+                              "store.index_prefix"), markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     console.print(f"report: {path}")
     return 0
 

@@ -60,17 +60,27 @@ class ReportData:
     alerts: pd.DataFrame
     dead_letters: int
 
+    def is_empty(self) -> bool:
+        return not len(self.events) and not len(self.alerts) and not self.dead_letters
+
 
 def load_report_data(url: str, index_prefix: str = "gatewatch") -> ReportData:
     """Read everything the report needs from the store at ``url`` (``duckdb:``, ``elasticsearch:``, ``opensearch:``)."""
     store = open_store(url, index_prefix)
     dead_letters = len(store.dead_letters(limit=None, columns=["id"]))
-    return ReportData(_without_credentials(url), load_events(store), load_alerts(store), dead_letters)
+    return ReportData(searched(url, index_prefix), load_events(store), load_alerts(store), dead_letters)
 
 
-def write_report(url: str, out: Path, index_prefix: str = "gatewatch") -> Path:
-    """Render the report of the store at ``url`` into ``out``; returns ``out``."""
-    page = render_report(load_report_data(url, index_prefix))
+def searched(url: str, index_prefix: str) -> str:
+    """The store at ``url`` as the page names it, without credentials; for a search store with the indices read,
+    so a misspelt ``store.index_prefix`` shows on an empty page instead of a bare "no records"."""
+    shown = _without_credentials(url)
+    return shown if url.startswith("duckdb:") else f"{shown} (indices {index_prefix}-*)"
+
+
+def write_report(data: ReportData, out: Path) -> Path:
+    """Render the report of ``data`` (:func:`load_report_data`) into ``out``; returns ``out``."""
+    page = render_report(data)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")

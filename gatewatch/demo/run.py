@@ -12,7 +12,7 @@ from detectors.alerts import Alert
 from gatewatch.config import load_config
 from gatewatch.demo.files import GatewayFormat, write_demo
 from gatewatch.demo.scenario import Scenario
-from gatewatch.html_report import write_report
+from gatewatch.html_report import load_report_data, write_report
 from gatewatch.replay import replay
 from gatewatch.report import alerts_table, cell, shown
 from ingest.sinks.base import Sink
@@ -68,7 +68,7 @@ def run_demo(
         f"store: {shown(store_path)} (tables events, transactions, alerts, dead_letters); alerts: {shown(alert_file.path)}"
     )
     with console.status("writing the HTML report"):
-        report_path = write_report(f"duckdb:{store_path}", out / "report.html")
+        report_path = write_report(load_report_data(f"duckdb:{store_path}"), out / "report.html")
     if verdict.ok:
         console.print("[green]every injected attack alerted; no benign look-alike did[/green]")
     else:

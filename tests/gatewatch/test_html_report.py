@@ -14,7 +14,7 @@ import pytest
 
 from gatewatch.cli import main
 from gatewatch.hunt import ALERT_COLUMNS, EVENT_COLUMNS, _typed
-from gatewatch.html_report import ReportData, render_report
+from gatewatch.html_report import ReportData, render_report, searched
 
 
 class Page(HTMLParser):
@@ -113,6 +113,25 @@ def test_report_command_writes_the_page(demo_out: Path, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "report.html"
     assert main(["report", "--store", f"duckdb:{demo_out / 'gatewatch.duckdb'}", "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == (demo_out / "report.html").read_text(encoding="utf-8")
+
+
+def test_an_empty_report_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trial: a misspelt store.index_prefix wrote a "no records" page, exit 0, naming no index."""
+    (tmp_path / "empty.log").write_text("")
+    store = f"duckdb:{tmp_path / 'empty.duckdb'}"
+    assert main(["replay", "--gateway", str(tmp_path / "empty.log"), "--alerts-out", str(tmp_path / "a.ndjson"),
+                 "--store", store]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["report", "--store", store, "--out", str(tmp_path / "r.html")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"report: no events, alerts or dead letters in {store}: check --store" in err, err
+
+
+def test_a_search_store_is_named_with_the_indices_read() -> None:
+    assert searched("elasticsearch:https://u:pw@es.internal:9200", "gw-nonexist") == (
+        "elasticsearch:https://es.internal:9200 (indices gw-nonexist-*)"
+    )
+    assert searched("duckdb:/var/lib/gatewatch.duckdb", "gatewatch") == "duckdb:/var/lib/gatewatch.duckdb"
 
 
 # ESC, a bidi override, the line separator, NEL (C1) and LF, between two markers.
