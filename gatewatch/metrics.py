@@ -21,7 +21,8 @@ component_sent_events_total                outputs the store acknowledged {kind:
 component_errors_total                     failures {stage, error_type}: store, alerts, checkpoint,
                                            kafka, unwrap, detect (a rule's exception, by rule; a
                                            rejected internal-topic message, by reason);
-                                           forward_<name> {retried, dead_letter_<reason>}; store
+                                           forward_<name> {retried, dead_letter_<reason>,
+                                           dead_letter_failed: its file could not be written}; store
                                            errors start at 0 {error_type: unavailable, rejected,
                                            document_rejected}
 component_discarded_events_total           records dropped {intentional}; stays 0 — bad records
@@ -84,7 +85,7 @@ DEAD_LETTER_REASONS = ("invalid_utf8", "truncated", "oversized", "format_mismatc
                        "not_an_object", "missing_timestamp", "out_of_range", "store_rejected")  # fmt: skip
 """The dead-letter reasons of the parsers and the store, their series present from the start."""
 FORWARD_ERRORS = ("retried", "dead_letter_rejected", "dead_letter_retries_exhausted", "dead_letter_queue_full",
-                  "dead_letter_shutdown")  # fmt: skip
+                  "dead_letter_shutdown", "dead_letter_failed")  # fmt: skip
 
 
 class ServeMetrics:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(Severity)}
 # The event in flight when the drain time runs out is retried no more; this caps its wait.
 _ABORT_POLL_SECS = 0.05
+UNSETTLED = "unsettled"
+""":meth:`ForwarderRunner._deliver`'s outcome for an event neither sent nor written to the dead-letter file
+(aborted while the file could not be written): it stays queued."""
 
 OutcomeHook = Callable[[str, str, int], None]  # (forwarder name, outcome, count)
 
@@ -103,7 +106,12 @@ class ForwarderRunner:
                 self.queued_total += 1
                 self._cond.notify()
                 return
-        self._dead_letter(event, "queue_full", "queue_max_events reached: the receiver is slower than the alerts", 0)
+        if self._dead_letter(event, "queue_full", "queue_max_events reached: the receiver is slower than the alerts", 0):
+            return
+        with self._cond:  # not written down either: queued past the cap rather than lost
+            self._queue.append(event)
+            self.queued_total += 1
+            self._cond.notify()
 
     def wants(self, event: AlertEvent) -> bool:
         """Whether ``event`` passes this forwarder's filter (rules, min_severity, states)."""
@@ -129,18 +137,21 @@ class ForwarderRunner:
                 self._thread.join()
         with self._cond:
             left, self._queue = list(self._queue), deque()
+        written = 0  # settled in queue order: marks count them (see queued_total)
         for event in left:
-            self._dead_letter(event, "shutdown", "not delivered within drain_timeout_secs", 0)
+            if not self._dead_letter(event, "shutdown", "not delivered within drain_timeout_secs", 0):
+                log.error("forward_events_unsettled forwarder=%s count=%d: neither sent nor written to %s; serve "
+                          "sends them again after a restart", self.name, len(left) - written, self.dead_letter_path)
+                break
+            written += 1
         with self._cond:
-            self.settled_total += len(left)
+            self.settled_total += written
         try:
             self.forwarder.close()
         except Exception:  # noqa: BLE001 (closing a broken connection must not hide the counts)
             log.warning("forward_close_failed forwarder=%s", self.name, exc_info=True)
         with self._dead_letter_lock:
-            if self._dead_letter_handle is not None:
-                self._dead_letter_handle.close()
-                self._dead_letter_handle = None
+            self._close_dead_letters()
 
     # -- the delivery thread --------------------------------------------------
 
@@ -152,7 +163,8 @@ class ForwarderRunner:
                 if not self._queue or self._abort.is_set():
                     return
                 event = self._queue[0]
-            self._deliver(event)
+            if self._deliver(event) == UNSETTLED:
+                continue  # only when aborted: close() tries its dead letter once more
             with self._cond:
                 if self._queue and self._queue[0] is event:
                     self._queue.popleft()
@@ -180,25 +192,31 @@ class ForwarderRunner:
             else:
                 self._count("sent")
                 return "sent"
-            if not retryable:
-                self._dead_letter(event, "rejected", failure, attempts)
-                return "rejected"
-            if attempts >= config.max_attempts:
-                self._dead_letter(event, "retries_exhausted", failure, attempts)
-                return "retries_exhausted"
-            wait = min(max(backoff, retry_after or 0.0), config.retry_max_backoff_secs)
-            backoff *= 2
-            self._count("retried")
-            log.info(
-                "forward_retry forwarder=%s attempt=%d wait_secs=%.2f error=%r", self.name, attempts, wait, failure
-            )
+            if not retryable or attempts >= config.max_attempts:
+                reason = "retries_exhausted" if retryable else "rejected"
+                if self._dead_letter(event, reason, failure, attempts):
+                    return reason
+                # Neither sent nor written down: kept, and both tried again after the longest backoff.
+                wait = config.retry_max_backoff_secs
+            else:
+                wait = min(max(backoff, retry_after or 0.0), config.retry_max_backoff_secs)
+                backoff *= 2
+                self._count("retried")
+                log.info(
+                    "forward_retry forwarder=%s attempt=%d wait_secs=%.2f error=%r", self.name, attempts, wait, failure
+                )
             if self._abort.wait(wait):
-                self._dead_letter(event, "shutdown", f"drain time over after: {failure}", attempts)
-                return "shutdown"
+                written = self._dead_letter(event, "shutdown", f"drain time over after: {failure}", attempts)
+                return "shutdown" if written else UNSETTLED
 
     # -- outcomes ---------------------------------------------------------------
 
-    def _dead_letter(self, event: AlertEvent, reason: str, error: str, attempts: int) -> None:
+    def _dead_letter(self, event: AlertEvent, reason: str, error: str, attempts: int) -> bool:
+        """Append ``event`` to the dead-letter file; False (logged, counted) if the file cannot be written.
+
+        A fault trial: with the folder unwritable, the first dead letter's error ended the delivery thread
+        silently, and the forwarder never sent again, nor settled, so the detect stage's checkpoint stopped.
+        """
         record = {
             "reason": reason,
             "error": error,
@@ -209,14 +227,30 @@ class ForwarderRunner:
         }
         line = orjson.dumps(record) + b"\n"
         with self._dead_letter_lock:
-            if self._dead_letter_handle is None:
-                self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-                self._dead_letter_handle = self.dead_letter_path.open("ab")
-            handle = self._dead_letter_handle
-            handle.write(line)
-            handle.flush()
+            try:
+                if self._dead_letter_handle is None:
+                    self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+                    self._dead_letter_handle = self.dead_letter_path.open("ab")
+                self._dead_letter_handle.write(line)
+                self._dead_letter_handle.flush()
+            except OSError as failure:
+                self._close_dead_letters()  # opened again next time: the folder may be fixed by then
+                log.error("forward_dead_letter_failed forwarder=%s reason=%s event=%s error=%r: the event is kept "
+                          "and tried again; make %s writable", self.name, reason, event.id, str(failure),
+                          self.dead_letter_path.parent)  # fmt: skip
+                self._count("dead_letter_failed")
+                return False
         log.warning("forward_dead_letter forwarder=%s reason=%s event=%s", self.name, reason, event.id)
         self._count(f"dead_letter_{reason}")
+        return True
+
+    def _close_dead_letters(self) -> None:
+        handle, self._dead_letter_handle = self._dead_letter_handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass  # what it could not flush is reported by the write that failed
 
     def _count(self, outcome: str, n: int = 1) -> None:
         with self._counts_lock:

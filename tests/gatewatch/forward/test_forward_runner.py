@@ -83,3 +83,58 @@ def test_what_cannot_be_delivered_before_the_drain_timeout_is_a_dead_letter(tmp_
     assert sorted(letters(tmp_path)) == sorted(
         [("shutdown", "a1b2c3-1"), ("shutdown", "d4e5f6-1"), ("shutdown", "a1b2c3-2")]
     )
+
+
+class Refusing:
+    """A receiver that refuses every event (a 400) until ``accept`` is set."""
+
+    def __init__(self) -> None:
+        self.accept = threading.Event()
+        self.sent: list[str] = []
+
+    def send(self, event: AlertEvent) -> None:
+        if not self.accept.is_set():
+            raise DeliveryError("400 bad request", retryable=False)
+        self.sent.append(event.id)
+
+    def close(self) -> None:
+        pass
+
+
+def wait_until(condition: object, secs: float = 10.0) -> None:
+    deadline = time.monotonic() + secs
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_dead_letter_file_that_cannot_be_written_keeps_the_event_and_the_thread(tmp_path: Path) -> None:
+    # A fault trial: the first dead letter's PermissionError ended the delivery thread silently; the forwarder
+    # never sent or settled again, so the detect stage's checkpoint stopped, and /readyz said ready.
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the dead letters' folder should be")
+    receiver = Refusing()
+    config = settings(tmp_path, dead_letters=str(blocker / "dl.ndjson"), retry_max_backoff_secs=0.05)
+    runner = ForwarderRunner(config, receiver)
+    events = hostile_events()
+    for event in events:
+        runner.submit(event)
+    wait_until(lambda: runner.counts["dead_letter_failed"] >= 2)
+    assert runner.settled_total == 0 and runner.queued() == 3  # kept: neither sent nor written down
+    blocker.unlink()
+    receiver.accept.set()
+    wait_until(lambda: runner.settled_total == 3)
+    runner.close()
+    assert receiver.sent == [event.id for event in events]
+
+
+def test_events_that_cannot_be_dead_lettered_at_shutdown_are_not_counted_settled(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocked"
+    blocker.write_text("")
+    runner = ForwarderRunner(settings(tmp_path, dead_letters=str(blocker / "dl.ndjson"), drain_timeout_secs=0.1),
+                             Gate(wait_secs=0.05))  # fmt: skip
+    for event in hostile_events():
+        runner.submit(event)
+    runner.close()
+    assert runner.queued_total == 3 and runner.settled_total == 0  # a checkpoint must not cover them
+    assert not runner._thread.is_alive()
