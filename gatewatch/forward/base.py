@@ -106,7 +106,8 @@ class ForwarderRunner:
                 self.queued_total += 1
                 self._cond.notify()
                 return
-        if self._dead_letter(event, "queue_full", "queue_max_events reached: the receiver is slower than the alerts", 0):
+        full = "queue_max_events reached: the receiver is slower than the alerts"
+        if self._dead_letter(event, "queue_full", full, 0):
             return
         with self._cond:  # not written down either: queued past the cap rather than lost
             self._queue.append(event)
