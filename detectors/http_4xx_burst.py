@@ -71,15 +71,18 @@ class Http4xxBurst(Detector):
         super().__init__(config, context)
         self._clients: dict[tuple[str, str], _Client] = {}
         self._next_sweep = -math.inf
+        # Clients whose window reached min_errors only because it was lowered across a restart: never reported.
+        self._unreported: set[tuple[str, str]] = set()
 
     class State(msgspec.Struct, array_like=True, gc=False):
         # per client: (key kind, key value, its errors as (ts, status, request id)); statuses are recounted
         clients: list[tuple[str, str, list[tuple[float, int, str | None]]]]
         next_sweep: float
+        min_errors: int | None = None  # the threshold they were judged by (None: an older checkpoint)
 
     def state(self) -> State:
         return self.State([(kind, value, list(c.errors)) for (kind, value), c in self._clients.items()],
-                          self._next_sweep)  # fmt: skip
+                          self._next_sweep, self.config.min_errors)  # fmt: skip
 
     def restore_state(self, state: State) -> None:
         self._clients = {}
@@ -89,6 +92,12 @@ class Http4xxBurst(Detector):
             for _, status, _ in errors:
                 client.statuses[status] = client.statuses.get(status, 0) + 1
         self._next_sweep = state.next_sweep
+        # min_errors lowered across the restart: a window between the two thresholds was never reported, and
+        # its next error is the crossing (the README: a new threshold applies to the windows already open).
+        lowered_from, now = state.min_errors, self.config.min_errors
+        self._unreported = set()
+        if lowered_from is not None and lowered_from > now:
+            self._unreported = {key for key, c in self._clients.items() if now <= len(c.errors) < lowered_from}
 
     def partition_key(self, item: Event | Transaction) -> str | None:
         if type(item) is not Event or item.dataset is not Dataset.GATEWAY:
@@ -118,6 +127,9 @@ class Http4xxBurst(Detector):
         while errors and errors[0][0] <= horizon:
             _forget_oldest(client)
         below = len(errors) < cfg.min_errors  # before this error (a full cap is not a crossing)
+        if self._unreported and key in self._unreported:
+            below = True
+            self._unreported.discard(key)
         while len(errors) >= cfg.max_tracked_errors:
             _forget_oldest(client)
         request_id = event.request_id

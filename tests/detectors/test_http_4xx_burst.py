@@ -161,3 +161,24 @@ def test_same_input_twice_gives_identical_findings() -> None:
     events.sort(key=lambda e: e.ts)
     first, second = run(detector(), events), run(detector(), events)
     assert len(first) == 2 * 40 and first == second  # every error of both bursts
+
+
+def test_a_threshold_lowered_across_a_restart_reports_the_open_window_from_its_first_error() -> None:
+    # A config trial: 12 errors under min_errors 30, a restart with min_errors 10, one more error: the alert
+    # counted 1 from the 13th error, where replay with 10 from the start counts 13 from the first.
+    before = detector()
+    assert run(before, errors(12), end=False) == []
+    after = detector(min_errors=10)
+    after.restore_state(before.state())
+    findings = run(after, errors(1, start=12), end=False)
+    assert len(findings) == 13 and {f.window_ts for f in findings} == {T0}
+    assert findings[0].details["count"] == 13 and findings[0].request_ids == ("e-0",)
+    assert run(after, errors(1, start=13))[0].details["count"] == 14  # then one finding an error, as ever
+
+
+def test_a_restart_with_the_same_threshold_does_not_report_a_burst_twice() -> None:
+    before = detector(min_errors=10)
+    assert len(run(before, errors(12), end=False)) == 12  # the 10 that reached it, then one an error
+    after = detector(min_errors=10)
+    after.restore_state(before.state())
+    assert [f.details["count"] for f in run(after, errors(1, start=12))] == [13]
