@@ -66,9 +66,9 @@ each rule by what it declares, never by a list in the engine:
 - ``partition_key(item)`` — for such a rule, the entity an event or a
   transaction belongs to (None: the rule would ignore it, so it is not sent).
   Every item with the same key reaches the same partition, in event-time order.
-  A transaction may hold several (two tokens under one request id): the rule's
-  ``partition_keys(txn)`` names them all, the transaction reaches each of their
-  partitions, and there the rule judges only the entities it ``owns(key)``;
+  A transaction may hold several (two tokens under one request id), an event too (a line
+  whose client reads two ways): the rule's ``partition_keys(item)`` names them all, the item
+  reaches each of their partitions, and there the rule judges only the entities it ``owns(key)``;
 - a rule that compares entities with each other (``behaviour_outlier``'s model
   over all clients of a window) *gathers*: it declares a ``Row`` type, its
   keyed half turns closed windows into rows (``gather(watermark)``), and one
@@ -196,10 +196,10 @@ class Detector:
         """
         return None
 
-    def partition_keys(self, txn: Transaction) -> tuple[str, ...]:
-        """Every entity ``txn`` holds, for a rule that judges each apart: the transaction goes to each one's
-        partition. By default, its one ``partition_key``."""
-        key = self.partition_key(txn)
+    def partition_keys(self, item: Event | Transaction) -> tuple[str, ...]:
+        """Every entity ``item`` holds, for a rule that judges each apart: it goes to each one's partition
+        (an event only where the rule overrides this). By default, its one ``partition_key``."""
+        key = self.partition_key(item)
         return () if key is None else (key,)
 
     def owns(self, key: str) -> bool:

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
-from ingest.records import Dataset, Event, Transaction
+from ingest.records import AMBIGUOUS_CLIENTS_LABEL, Dataset, Event, Transaction
 
 
 class _Client:
@@ -105,18 +105,39 @@ class Http4xxBurst(Detector):
         if item.status is None or not 400 <= item.status <= 499:
             return None
         # the client's key as observe_event makes it, so one client's errors meet in one partition
-        return f"token.sub={item.token_sub}" if item.token_sub else (f"source.ip={item.source_ip}" if item.source_ip else None)
+        if item.token_sub:
+            return f"token.sub={item.token_sub}"
+        return f"source.ip={item.source_ip}" if item.source_ip else None
+
+    def partition_keys(self, item: Event | Transaction) -> tuple[str, ...]:
+        """Its one key, or each address a line whose client reads two ways may be from (see :meth:`observe_event`)."""
+        if (key := self.partition_key(item)) is not None:
+            return (key,)
+        if type(item) is not Event or item.status is None or not 400 <= item.status <= 499:
+            return ()
+        clients = item.label(AMBIGUOUS_CLIENTS_LABEL) if item.labels else None
+        return tuple(f"source.ip={client}" for client in clients.split(",")) if clients else ()
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
         if status is None or status < 400 or status > 499 or event.dataset is not Dataset.GATEWAY:
             return ()
         if event.token_sub:
-            key = ("token.sub", event.token_sub)
-        elif event.source_ip:
-            key = ("source.ip", event.source_ip)
-        else:
-            return ()
+            return self._count(("token.sub", event.token_sub), event, status)
+        if event.source_ip:
+            return self._count(("source.ip", event.source_ip), event, status)
+        # A client that writes '" "' in a header makes its line read two ways, with X-Forwarded-For's
+        # right end, its address, differing: the line has none, and naming none let a client hide a
+        # burst behind the trick. It counts for every address it may be from: the sender's own is one.
+        clients = event.label(AMBIGUOUS_CLIENTS_LABEL) if event.labels else None
+        findings: list[Finding] = []
+        for client in clients.split(",") if clients else ():
+            if self.owns(f"source.ip={client}"):
+                findings += self._count(("source.ip", client), event, status)
+        return findings
+
+    def _count(self, key: tuple[str, str], event: Event, status: int) -> list[Finding] | tuple[()]:
+        """Count ``event``'s error for client ``key``: the findings if its window holds ``min_errors`` now."""
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = _Client()
@@ -203,6 +224,14 @@ class Http4xxBurst(Detector):
                           source_ip="203.0.113.51")
             for i in range(32)
         ), frozenset({"203.0.113.51"}), reason="auth_failures")
+        # '" "' in the user agent: each line reads two ways, the client's own address and one it chose,
+        # a new one each time; the sender's address still counts every error
+        yield Example("credential_stuffing_behind_a_quoted_user_agent", tuple(
+            gateway_event(i * 0.8, request_id=f"cq-{i}", status=401, method="POST", path="/v1/login",
+                          labels=(("gatewatch.ambiguous_quotes", "user_agent,forwarded_for"),
+                                  (AMBIGUOUS_CLIENTS_LABEL, f"203.0.113.52,6.6.6.{i}")))
+            for i in range(40)
+        ), frozenset({"203.0.113.52"}), reason="auth_failures")
         yield Example("occasional_404s", tuple(
             gateway_event(i * 15.0, request_id=f"o-{i}", status=404, path="/favicon.ico", source_ip="192.0.2.99")
             for i in range(40)

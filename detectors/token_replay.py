@@ -90,10 +90,12 @@ class TokenReplay(Detector):
         jti = _first_jti(item)
         return jti if jti else None
 
-    def partition_keys(self, txn: Transaction) -> tuple[str, ...]:
+    def partition_keys(self, item: Event | Transaction) -> tuple[str, ...]:
         # Every token the request's lines carry: under one request id (a client may set its own) each attempt is
         # judged, and a second token must reach its own partition.
-        return tuple(dict.fromkeys(event.token_jti for event in (*txn.gateway, *txn.app) if event.token_jti))
+        if type(item) is not Transaction:
+            return super().partition_keys(item)
+        return tuple(dict.fromkeys(event.token_jti for event in (*item.gateway, *item.app) if event.token_jti))
 
     def observe_transaction(self, txn: Transaction) -> Iterable[Finding]:
         gateway = txn.gateway

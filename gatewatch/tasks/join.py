@@ -98,11 +98,13 @@ def _partition_masks(routes: Any, item: Any, partitions: int) -> dict[int, int]:
     return masks
 
 
-def _transaction_partition_masks(routes: Any, txn: Transaction, partitions: int) -> dict[int, int]:
-    """:func:`_partition_masks` of a transaction: each rule may name several entities (``partition_keys``)."""
-    masks: dict[int, int] = {}
+def _multi_partition_masks(
+    routes: Any, item: Event | Transaction, partitions: int, masks: dict[int, int] | None = None
+) -> dict[int, int]:
+    """:func:`_partition_masks` where each rule may name several entities (``partition_keys``), added to ``masks``."""
+    masks = {} if masks is None else masks
     for bit, partition_keys in routes:
-        for key in partition_keys(txn):
+        for key in partition_keys(item):
             partition = entity_partition(key, partitions)
             masks[partition] = masks.get(partition, 0) | bit
     return masks
@@ -235,9 +237,16 @@ class JoinTask:
         configs = detector_configs(config)
         keyed = [cls(configs[rule_id], context) for rule_id, cls in registry().items()
                  if cls.keyed_by is not None and configs[rule_id].enabled]  # fmt: skip
+        by_event = [d for d in keyed if _overrides(d, "observe_event")]
         self._event_routes = {
-            ds: [(rule_mask(d.rule_id), d.partition_key) for d in keyed
-                 if _overrides(d, "observe_event") and ds in d.datasets]
+            ds: [(rule_mask(d.rule_id), d.partition_key) for d in by_event
+                 if ds in d.datasets and not _overrides(d, "partition_keys")]
+            for ds in Dataset
+        }  # fmt: skip
+        # Rules for which an event may hold several entities (http_4xx_burst: a client that reads two ways).
+        self._event_multi_routes = {
+            ds: [(rule_mask(d.rule_id), d.partition_keys) for d in by_event
+                 if ds in d.datasets and _overrides(d, "partition_keys")]
             for ds in Dataset
         }  # fmt: skip
         self._txn_routes = [(rule_mask(d.rule_id), d.partition_keys) for d in keyed
@@ -360,12 +369,16 @@ class JoinTask:
 
     def route_processed(self, events: list[Event]) -> None:
         """Put each of ``events`` (processed, in that order) in the outbox of every keyed partition it goes to."""
-        event_routes, boxes, partitions = self._event_routes, self._boxes, self.partitions
+        event_routes, multi_routes = self._event_routes, self._event_multi_routes
+        boxes, partitions = self._boxes, self.partitions
         for event in events:
-            routes = event_routes[event.dataset]
-            if not routes:
+            routes, multi = event_routes[event.dataset], multi_routes[event.dataset]
+            if not routes and not multi:
                 continue
-            for partition, mask in _partition_masks(routes, event, partitions).items():
+            masks = _partition_masks(routes, event, partitions)
+            if multi:
+                _multi_partition_masks(multi, event, partitions, masks)
+            for partition, mask in masks.items():
                 box = boxes[partition]
                 box.events.append(event)
                 box.masks.append(mask)
@@ -374,7 +387,7 @@ class JoinTask:
         """Put each of ``txns`` (closed at ``deadlines``, in that order) in the outboxes of the partitions it goes to."""
         routes, boxes, partitions = self._txn_routes, self._boxes, self.partitions
         for txn, deadline in zip(txns, deadlines, strict=True):
-            for partition, mask in _transaction_partition_masks(routes, txn, partitions).items():
+            for partition, mask in _multi_partition_masks(routes, txn, partitions).items():
                 box = boxes[partition]
                 box.txns.append(KeyedTxn(txn.request_id, deadline, mask, len(txn.gateway), len(txn.app)))
                 box.txn_events += txn.gateway
