@@ -526,8 +526,9 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> G
         if config.forward:
             config = config.model_copy(update={"forward": [tls_files_from(base_dir, f) for f in config.forward]})
         kafka = config.kafka
-        config = config.model_copy(update={"kafka": kafka.model_copy(
-            update={"security": security_files_from(base_dir, kafka.security)})})  # fmt: skip
+        security = security_files_from(base_dir, kafka.security)
+        if security != kafka.security:  # a copy marks the section as set: serve would then want Kafka
+            config = config.model_copy(update={"kafka": kafka.model_copy(update={"security": security})})
     _check_inputs(config, check_files=base_dir is not None)
     return config
 
