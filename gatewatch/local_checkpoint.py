@@ -25,12 +25,16 @@ Data only, as every checkpoint of gatewatch: a :class:`LocalState` msgspec
 Struct in an :mod:`ingest.codec` envelope, never pickle. A file that does not
 decode stops the start with one line naming it (it is never silently replaced:
 that would lose the windows and re-read or skip lines).
+
+Both files are created readable by their owner only (0600): the batch log holds
+the bodies as posted, before redaction (secrets in URLs and headers).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -106,7 +110,7 @@ class BatchLog:
 
     def append(self, batches: list[LoggedBatch]) -> None:
         """Append ``batches`` and fsync: once this returns they survive a crash."""
-        with open(self.path, "ab") as handle:
+        with _open_private(self.path, os.O_APPEND) as handle:
             handle.write(_frames(batches))
             handle.flush()
             os.fsync(handle.fileno())
@@ -114,7 +118,7 @@ class BatchLog:
     def keep_after(self, seq: int) -> None:
         """Drop the batches up to ``seq`` (a checkpoint taken then covers them), atomically and durably."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as handle:
+        with _open_private(tmp, os.O_TRUNC) as handle:
             handle.write(_frames(self.read(seq)))
             handle.flush()
             os.fsync(handle.fileno())
@@ -122,8 +126,19 @@ class BatchLog:
 
     def reset(self) -> None:
         """Empty the log (a checkpoint now covers everything in it)."""
-        with open(self.path, "wb") as handle:
+        with _open_private(self.path, os.O_TRUNC) as handle:
             os.fsync(handle.fileno())
+
+
+def _open_private(path: Path, flags: int) -> BinaryIO:
+    """``path`` opened for writing, readable by its owner only, also when an earlier release made it 0644."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
 
 
 def _frames(batches: list[LoggedBatch]) -> bytes:
@@ -138,7 +153,7 @@ def save_local_state(path: Path, state: LocalState) -> int:
     """Write ``state`` to ``path`` atomically and durably; return its size in bytes."""
     data = encode(_KIND, LOCAL_STATE_VERSION, state)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with _open_private(tmp, os.O_TRUNC) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -280,6 +281,29 @@ def test_the_batch_log_ignores_a_last_entry_cut_short_and_skips_what_the_checkpo
     log.path.write_bytes((5).to_bytes(4, "big") + b"junk!" + (1).to_bytes(4, "big") + b"x")
     with pytest.raises(SourceError, match="batch log"):
         log.read(after_seq=0)
+
+
+def test_the_batch_log_and_the_checkpoint_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    # The batch log holds posted bodies as sent, before redaction (passwords in query strings, tokens).
+    old_umask = os.umask(0o022)
+    try:
+        log = BatchLog(tmp_path / "cp.batches")
+        log.append([LoggedBatch(1, "gateway", "a", [b"GET /login?password=hunter2"])])
+        assert _mode(log.path) == 0o600
+        log.keep_after(0)
+        assert _mode(log.path) == 0o600
+        save_local_state(tmp_path / "cp", LocalState(b"", {}, ["gateway:a"], 0.0, 1))
+        assert _mode(tmp_path / "cp") == 0o600
+        # A log an earlier release made 0644 is closed at its next reset.
+        log.path.chmod(0o644)
+        log.reset()
+        assert _mode(log.path) == 0o600
+    finally:
+        os.umask(old_umask)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 @pytest.mark.parametrize(
