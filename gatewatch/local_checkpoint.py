@@ -32,6 +32,7 @@ the bodies as posted, before redaction (secrets in URLs and headers).
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -42,8 +43,8 @@ from gatewatch.errors import SourceError, WireError
 from ingest.codec import decode, encode
 
 __all__ = [
-    "LOCAL_STATE_VERSION", "REMEMBERED_BATCHES", "BatchLog", "LocalState", "LoggedBatch", "load_local_state",
-    "save_local_state",
+    "LOCAL_STATE_VERSION", "REMEMBERED_BATCHES", "BatchLog", "LocalState", "LoggedBatch", "check_writable",
+    "load_local_state", "save_local_state",
 ]  # fmt: skip
 
 LOCAL_STATE_VERSION = 1
@@ -147,6 +148,19 @@ def _frames(batches: list[LoggedBatch]) -> bytes:
         data = encode(_LOG_KIND, LOCAL_STATE_VERSION, batch)
         frames.append(len(data).to_bytes(4, "big") + data)
     return b"".join(frames)
+
+
+def check_writable(path: Path) -> None:
+    """SourceError now when the checkpoint cannot be written there, not at its first save after start."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        with _open_private(tmp, os.O_TRUNC):
+            pass
+        tmp.unlink()
+    except OSError as error:
+        raise SourceError(f"cannot write the checkpoint {path}: {error.strerror}") from None
 
 
 def save_local_state(path: Path, state: LocalState) -> int:

@@ -60,7 +60,7 @@ from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_routes
 from gatewatch.local_checkpoint import (
-    REMEMBERED_BATCHES, BatchLog, LocalState, LoggedBatch, load_local_state, save_local_state,
+    REMEMBERED_BATCHES, BatchLog, LocalState, LoggedBatch, check_writable, load_local_state, save_local_state,
 )  # fmt: skip
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_idle import IdleInputs
@@ -71,7 +71,7 @@ from gatewatch.topology import Pipeline, detector_configs
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sinks.base import Batch, Sink
 from ingest.sources.revocations import refresh_shared_revocations
-from ingest.sources.tail import Follower
+from ingest.sources.tail import Follower, check_positions_path
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
@@ -485,6 +485,10 @@ class LocalService:
                 "serve without Kafka needs an input: --follow SIDE=GLOB, or http_ingest.tokens "
                 "(or a kafka section naming the brokers)"
             )
+        # Before the store opens: a file that cannot be written fails the start with one line, not a thread later.
+        check_writable(checkpoint_path)
+        if follow is not None:
+            check_positions_path(follow[1])
         self.config = config
         self.store_url = store_url
         self.listen = listen

@@ -23,6 +23,7 @@ json-file (``{"log": "...\\n", ...}``, pieces without the final newline joined).
 
 from __future__ import annotations
 
+import errno
 import glob
 import gzip
 import logging
@@ -40,7 +41,7 @@ from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.fingerprint import FINGERPRINT_BYTES, GZIP_MAGIC, head_fingerprint, read_head
 
-__all__ = ["Follower", "unwrap_container_line"]
+__all__ = ["Follower", "check_positions_path", "unwrap_container_line"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,19 @@ def unwrap_container_line(line: bytes) -> tuple[bytes, bool]:
     if match is not None:
         return match.group(2), match.group(1) == b"F"
     return line, True
+
+
+def check_positions_path(path: Path) -> None:
+    """SourceError now when the positions file cannot be written there, not at the first commit after start."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        with open(tmp, "wb"):
+            pass
+        tmp.unlink()
+    except OSError as error:
+        raise SourceError(f"cannot write the follow positions {path}: {error.strerror}") from None
 
 
 @dataclass(slots=True)
@@ -106,6 +120,7 @@ class Follower:
         self.patterns = patterns
         self.positions_path = positions_path
         self.max_line_bytes = max_line_bytes
+        check_positions_path(positions_path)
         self._positions: dict[str, int] = dict(positions) if positions is not None else self._load_positions()
         self._pending: dict[str, int] = {}  # handed out but not committed
         self._open: dict[str, _Open] = {}  # by fingerprint

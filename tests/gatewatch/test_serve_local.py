@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -306,6 +308,9 @@ def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+_TOKENS = {"http_ingest": {"tokens": {"gateway": ["0" * 64]}}}
+
+
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [
@@ -327,3 +332,26 @@ def test_serve_without_kafka_refuses_what_it_cannot_do_in_one_line(
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error:") and message in last and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--local-checkpoint", "{tmp}/no/such/dir/cp"],
+     ["--follow", "gateway={tmp}/*.log", "--follow-positions", "{tmp}/no/such/dir/p.json"]],
+    ids=["checkpoint", "follow-positions"],
+)
+def test_a_state_file_in_a_folder_that_does_not_exist_is_refused_at_start(tmp_path: Path, args: list[str]) -> None:
+    # As an operator runs it: the positions file used to fail only at the first checkpoint, after start-up,
+    # and both in a thread, with a traceback and exit code 1.
+    import yaml
+
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text(yaml.safe_dump(_TOKENS))
+    argv = [sys.executable, "-m", "gatewatch.cli", "serve", "--config", str(config), "--store", "none",
+            "--listen", "127.0.0.1:0", "--local-checkpoint", str(tmp_path / "cp"),
+            *(arg.format(tmp=tmp_path) for arg in args)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and f"{tmp_path}/no/such/dir/" in last, done.stderr
+    assert "Traceback" not in done.stderr
