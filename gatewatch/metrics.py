@@ -55,11 +55,13 @@ gatewatch_http_ingest_duration_seconds     one HTTP ingest request, until answer
 gatewatch_input_unkeyed_records_total      input records whose Kafka key is not their request id {topic}
 =========================================  ==========================================================
 
-:class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``.
+:class:`HealthServer` serves them on ``--listen`` with ``/healthz`` and ``/readyz``, within the limits of
+:mod:`gatewatch.http_limits` (a header deadline, a connection cap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -73,6 +75,7 @@ from gatewatch.errors import ConfigError
 from ingest.sinks.base import Batch
 
 if TYPE_CHECKING:
+    from gatewatch.http_limits import HttpLimits
     from gatewatch.topology import RunStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "HealthServer", "ServeMetrics"]
@@ -291,14 +294,18 @@ class HealthServer:
         health: Callable[[], tuple[bool, bool, dict[str, Any]]],
         start_timeout_secs: float = 10.0,
         routes: Callable[[Any], None] | None = None,
+        limits: HttpLimits | None = None,
     ) -> None:
         """Serve on ``listen`` (HOST:PORT); ``health()`` -> (alive, ready, details) is called per request.
 
-        ``routes(app)`` mounts more endpoints on the FastAPI app (HTTP ingest).
+        ``routes(app)`` mounts more endpoints on the FastAPI app (HTTP ingest). ``limits``: the header
+        deadline and connection cap of :mod:`gatewatch.http_limits` (default: for this process's open-file limit).
         """
         import uvicorn
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse, Response
+
+        from gatewatch.http_limits import ConnectionGuard, HttpLimits
 
         host, port = _parse_listen(listen)
         app = FastAPI(title="gatewatch serve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -321,16 +328,31 @@ class HealthServer:
         if routes is not None:
             routes(app)
 
+        self.guard = ConnectionGuard(limits or HttpLimits.for_this_process())
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                           http=self.guard.protocol_class(), backlog=self.guard.limits.backlog)  # fmt: skip
         )
-        self._thread = threading.Thread(target=self._server.run, name="gatewatch-http", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="gatewatch-http", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + start_timeout_secs
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ConfigError(f"--listen {listen}: cannot serve HTTP there (address in use or not local?)")
             time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the OS chose for ``--listen HOST:0``)."""
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    def _run(self) -> None:
+        # Our own asyncio loop (not uvicorn's choice of one), so the guard sees its accept failures.
+        async def serve() -> None:
+            asyncio.get_running_loop().set_exception_handler(self.guard.loop_exception)
+            await self._server.serve()
+
+        asyncio.run(serve())
 
     def close(self) -> None:
         self._server.should_exit = True
