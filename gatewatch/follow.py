@@ -22,10 +22,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from gatewatch.errors import ConfigError
-from gatewatch.http_body import MAX_RECORD_BYTES, record_key
-from gatewatch.http_ingest import request_id_paths
+from gatewatch.http_body import record_key
+from gatewatch.http_ingest import InputMessage, input_producer_settings, produce_all, request_id_paths
 from ingest.records import Dataset, RawRecord
-from ingest.sources.kafka import ORIGIN_HEADER
 from ingest.sources.kafka_settings import client_settings
 from ingest.sources.tail import Follower
 
@@ -38,6 +37,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_SECS = 0.25
 RETRY_SECS = 1.0
+PRODUCE_TIMEOUT_SECS = 60.0
 _SIDES = {"gateway": Dataset.GATEWAY, "app": Dataset.APP}
 
 
@@ -69,7 +69,7 @@ class FollowStage:
             acks="all",
             linger_ms=5,
             batch_size=1024 * 1024,
-            max_request_size=2 * MAX_RECORD_BYTES,
+            **input_producer_settings(config),
             **client_settings(kafka),
         )
         self._thread = threading.Thread(target=self._run, name="gatewatch-follow", daemon=True)
@@ -102,18 +102,15 @@ class FollowStage:
             self._follower.commit()
 
     def _produce(self, records: list[RawRecord]) -> bool:
+        # The Follower hands out at most max_line_bytes + 1 of a line: longer is an "oversized" dead letter.
+        messages = [
+            InputMessage(self._topics[record.origin.dataset], record.line, self._key(record),
+                         f"{record.origin.stream}:{record.origin.offset}".encode())  # fmt: skip
+            for record in records
+        ]
         try:
-            futures = [
-                self._producer.send(
-                    self._topics[record.origin.dataset],
-                    value=record.line[:MAX_RECORD_BYTES],
-                    key=self._key(record),
-                    headers=[(ORIGIN_HEADER, f"{record.origin.stream}:{record.origin.offset}".encode())],
-                )
-                for record in records
-            ]
-            for future in futures:
-                future.get(timeout=60)
+            if produce_all(self._producer, messages, time.monotonic() + PRODUCE_TIMEOUT_SECS):
+                self.metrics.record_error("follow", "record_too_large")
         except KafkaError as error:
             self.metrics.record_error("follow", "kafka")
             log.warning("follow_produce_failed records=%d error=%r retry_in_secs=%s", len(records), str(error),

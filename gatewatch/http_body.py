@@ -14,12 +14,8 @@ from typing import Any
 
 import orjson
 
-from ingest.parsers.decode import NOT_JSON, json_value
+from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, NOT_JSON, json_value
 from ingest.sources.unwrap import is_ecs_log_field_set
-
-# Kafka's default message limit is 1 MB: a longer record is cut (it is far past max_line_bytes,
-# so it still becomes an "oversized" dead letter, with its start kept).
-MAX_RECORD_BYTES = 512 * 1024
 
 _READ_CHUNK_BYTES = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -35,10 +31,15 @@ class DecodedBatch:
     keys: list[bytes | None] = field(default_factory=list)
     invalid_lines: list[int] = field(default_factory=list)
     max_records: int | None = None  # more raise TooManyRecordsError, before the rest is decoded
+    max_record_bytes: int = DEFAULT_MAX_LINE_BYTES + 1  # a longer record is cut to this
 
 
 def decode_body(
-    body: bytes, unwrap: str | None, key_path: tuple[str, ...] | None, max_records: int | None = None
+    body: bytes,
+    unwrap: str | None,
+    key_path: tuple[str, ...] | None,
+    max_records: int | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> DecodedBatch:
     """Split ``body`` (a JSON array, else one JSON value a line) into message values and keys.
 
@@ -47,8 +48,11 @@ def decode_body(
     An element of an array that does not decode is that element's record (see :func:`_add_elements`).
     More than ``max_records`` records raise :class:`TooManyRecordsError` as soon as there are: a
     10 MiB body of 2-byte lines is five million, and several at once held gigabytes.
+    A record longer than ``max_line_bytes`` (the source's) is cut one byte past it, as replay's
+    reader cuts a line: the parser makes it the same ``oversized`` dead letter, and a record up
+    to it is taken whole.
     """
-    batch = DecodedBatch(max_records=max_records)
+    batch = DecodedBatch(max_records=max_records, max_record_bytes=max_line_bytes + 1)
     start = body.lstrip()[:1]
     if start == b"[":
         try:
@@ -209,7 +213,7 @@ def record_key(record: Any, path: tuple[str, ...] | None) -> bytes | None:
 def _add(batch: DecodedBatch, value: bytes, key: bytes | None, n: int, valid: bool) -> None:
     if batch.max_records is not None and len(batch.values) >= batch.max_records:
         raise TooManyRecordsError(batch.max_records)
-    batch.values.append(value[:MAX_RECORD_BYTES])
+    batch.values.append(value[: batch.max_record_bytes])
     batch.keys.append(key)
     if not valid:
         batch.invalid_lines.append(n)

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from gatewatch.http_body import (
-    MAX_GZIP_MEMBERS, MAX_RECORD_BYTES, DecodedBatch, TooLargeError, TooManyMembersError, TooManyRecordsError,
-    TrailingBytesError, decode_body, gunzip,
+    MAX_GZIP_MEMBERS, DecodedBatch, TooLargeError, TooManyMembersError, TooManyRecordsError, TrailingBytesError,
+    decode_body, gunzip,
 )  # fmt: skip
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
 from ingest.sources.kafka import ORIGIN_HEADER
@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from gatewatch.serve_local import LocalPipeline
 
 __all__ = [
-    "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "LocalHttpIngest", "UnpackedBatch", "add_routes",
-    "request_id_paths",
+    "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "InputMessage", "LocalHttpIngest", "UnpackedBatch",
+    "add_routes", "input_producer_settings", "produce_all", "request_id_paths",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ RECORD_BYTES = 1024
 """What a record holds of ``max_in_flight_bytes`` until its batch is durable, apart from the body's bytes."""
 BODY_READ_SECS = 60.0
 """A body not read whole in this is answered 408: a client that stops sending must not hold the budget."""
+TOPIC_SAFE_RECORD_BYTES = 512 * 1024
+"""What an input topic takes whatever its ``max.message.bytes`` (Kafka's default: 1 MB, compressed)."""
+_RECORD_OVERHEAD_BYTES = 64 * 1024  # a record's key, headers and framing, beside its value
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,52 @@ def request_id_paths(config: GatewatchConfig, source: str) -> tuple[str, ...] | 
         if isinstance(operator, str) and operator.strip().upper() == "%REQ(X-REQUEST-ID)%":
             return path
     return None
+
+
+def input_producer_settings(config: GatewatchConfig) -> dict[str, Any]:
+    """What a producer to the input topics needs to carry a record of ``max_line_bytes`` whole (plus the byte
+    that makes a longer one ``oversized``): a request that size, and lz4 so that it fits a topic's default
+    1 MB ``max.message.bytes`` (log lines compress several times; lz4 costs little CPU)."""
+    longest = max(config.gateway.max_line_bytes, config.app.max_line_bytes) + 1
+    return {"max_request_size": longest + _RECORD_OVERHEAD_BYTES, "compression_type": "lz4"}
+
+
+@dataclass(frozen=True, slots=True)
+class InputMessage:
+    """One record for an input topic: its value, key and ``gatewatch-origin`` header."""
+
+    topic: str
+    value: bytes
+    key: bytes | None
+    origin: bytes
+
+
+def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline: float) -> int:
+    """Produce ``messages`` and wait for every acknowledgement until ``deadline`` (monotonic); KafkaError if one fails.
+
+    A record the broker refuses for its size (the topic's ``max.message.bytes`` is below it, even
+    compressed) is produced again cut to :data:`TOPIC_SAFE_RECORD_BYTES`: downstream a dead letter with
+    its start and origin, where it used to fail its whole batch on every retry. Returns how many were cut.
+    """
+    futures = [_send(producer, message) for message in messages]
+    refused: list[InputMessage] = []
+    for message, future in zip(messages, futures, strict=True):
+        try:
+            future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except MessageSizeTooLargeError:
+            refused.append(message)
+    cut = [InputMessage(m.topic, m.value[:TOPIC_SAFE_RECORD_BYTES], m.key, m.origin) for m in refused]
+    for future in [_send(producer, message) for message in cut]:
+        future.get(timeout=max(0.0, deadline - time.monotonic()))
+    for message in refused:
+        log.warning("input_record_cut topic=%s bytes=%d kept=%d hint=\"the topic's max.message.bytes is below this "
+                    "record: raise it to max_line_bytes\"", message.topic, len(message.value),
+                    TOPIC_SAFE_RECORD_BYTES)  # fmt: skip
+    return len(refused)
+
+
+def _send(producer: KafkaProducer, message: InputMessage) -> Any:
+    return producer.send(message.topic, value=message.value, key=message.key, headers=[(ORIGIN_HEADER, message.origin)])
 
 
 def _leaves(mapping: dict[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -195,6 +244,7 @@ class HttpIngestEndpoint:
         self.settings = settings
         self.metrics = metrics
         self._unwrap = {source: getattr(settings.unwrap, source) for source in SOURCES}
+        self._max_line_bytes = {"gateway": config.gateway.max_line_bytes, "app": config.app.max_line_bytes}
         self._key_paths = {source: request_id_paths(config, source) for source in SOURCES}
         self._tokens = _TokenCheck(settings.tokens)
         self._budget = _Budget(settings.max_in_flight_bytes)
@@ -294,7 +344,9 @@ class HttpIngestEndpoint:
         batch_id = f"{batch_id}.{digest[:16]}" if batch_id else digest[:32]
         max_records = self._budget.limit_bytes // RECORD_BYTES
         try:
-            batch = decode_body(body, self._unwrap[source], self._key_paths[source], max_records)
+            batch = decode_body(
+                body, self._unwrap[source], self._key_paths[source], max_records, self._max_line_bytes[source]
+            )
         except TooManyRecordsError:
             refused = f"more than {max_records} records: more than max_in_flight_bytes holds at {RECORD_BYTES} bytes"
             return IngestAnswer(413, {"error": refused + " a record; send smaller batches"})
@@ -321,8 +373,8 @@ class HttpIngest(HttpIngestEndpoint):
             acks="all",
             linger_ms=2,
             batch_size=1024 * 1024,  # a 1,000-record batch leaves in a few produce requests, not dozens
-            max_request_size=2 * MAX_RECORD_BYTES,
             max_block_ms=int(self.settings.produce_timeout_secs * 1000),
+            **input_producer_settings(config),
             **client_settings(kafka),
         )
 
@@ -347,13 +399,13 @@ class HttpIngest(HttpIngestEndpoint):
         topic = self.topics[source]
         prefix = f"http:{source}:{batch_id}:"
         deadline = time.monotonic() + self.settings.produce_timeout_secs
+        messages = [
+            InputMessage(topic, value, key, f"{prefix}{n}".encode())
+            for n, (value, key) in enumerate(zip(batch.values, batch.keys, strict=True), start=1)
+        ]
         try:
-            futures = [
-                self._producer.send(topic, value=value, key=key, headers=[(ORIGIN_HEADER, f"{prefix}{n}".encode())])
-                for n, (value, key) in enumerate(zip(batch.values, batch.keys, strict=True), start=1)
-            ]
-            for future in futures:
-                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            if produce_all(self._producer, messages, deadline):
+                self.metrics.record_error("http_ingest", "record_too_large")
         except KafkaError as error:
             self.metrics.record_error("http_ingest", "kafka")
             log.warning("http_ingest_failed source=%s batch_id=%s records=%d error=%r", source, batch_id,

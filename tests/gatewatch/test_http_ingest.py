@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import os
 import threading
 from typing import Any
 
@@ -17,11 +18,11 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from gatewatch.config import parse_config
 from gatewatch.http_body import TooLargeError, TrailingBytesError, decode_body, gunzip
-from gatewatch.http_ingest import HttpIngest, _TokenCheck, add_routes
+from gatewatch.http_ingest import TOPIC_SAFE_RECORD_BYTES, HttpIngest, _TokenCheck, add_routes
 from gatewatch.metrics import ServeMetrics
 from gatewatch.topology import build_parsers, parse_records
 from ingest.records import Dataset, Origin, RawRecord, record_id
@@ -458,3 +459,55 @@ def test_a_string_holding_two_lines_is_two_records() -> None:
     batch = decode_body(b'[{"log": "first line\\nsecond line\\n"}, "third\\r\\nfourth", {"log": "fifth\\n"}]', "log", None)
     assert batch.values == [b"first line", b"second line", b"third", b"fourth", b"fifth"]
     assert batch.invalid_lines == []
+
+
+def _post_gateway(config: Any, producer: _Acknowledging, body: bytes) -> httpx.Response:
+    app = FastAPI()
+    add_routes(app, HttpIngest(config, ServeMetrics(), producer=producer))
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gatewatch") as client:
+            return await client.post("/v1/ingest/gateway", content=body, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    return asyncio.run(post())
+
+
+def test_a_record_up_to_max_line_bytes_is_produced_whole_and_a_longer_one_is_oversized_as_in_replay() -> None:
+    # A 600 KB line (a User-Agent of 300,000 quotes, JSON-escaped) was cut at 512 KiB: a "truncated" dead letter
+    # in serve where replay read it, and the stolen token's second use it carried went unseen.
+    config = _config()
+    limit = config.gateway.max_line_bytes  # 1 MiB by default
+    long_line = GATEWAY_LINE.replace("curl/8.5.0", "q" * 600_000)
+    too_long = GATEWAY_LINE.replace("curl/8.5.0", "q" * limit)
+    producer = _Acknowledging()
+    body = orjson.dumps({"log": long_line}) + b"\n" + orjson.dumps({"log": too_long})
+    answer = _post_gateway(_config(unwrap={"gateway": "log", "app": "log"}), producer, body)
+    assert answer.status_code == 200, answer.text
+    assert producer.values[0] == long_line.encode()
+    assert len(producer.values[1]) == limit + 1  # what replay's reader keeps of a longer line
+    parsers = build_parsers(config)
+    records = [RawRecord(Origin(Dataset.GATEWAY, "http:gateway", n), value) for n, value in enumerate(producer.values)]
+    events, dead_letters = parse_records(parsers, records)
+    assert len(events) == 1 and [letter.reason for letter in dead_letters] == ["oversized"]
+
+
+def test_a_record_the_topic_refuses_for_its_size_is_produced_again_cut_instead_of_failing_its_batch() -> None:
+    class SmallTopic(_Acknowledging):
+        """A topic whose max.message.bytes is below the record (lz4 could not make it fit)."""
+
+        def send(self, topic: str, **kwargs: Any) -> Any:
+            if len(kwargs["value"]) > 600_000:
+                self.sent += 1
+                return _Refused()
+            return super().send(topic, **kwargs)
+
+    class _Refused:
+        def get(self, timeout: float | None = None) -> None:
+            raise MessageSizeTooLargeError("the broker refused it")
+
+    producer = SmallTopic()
+    incompressible = orjson.dumps({"log": GATEWAY_LINE.replace("curl/8.5.0", os.urandom(350_000).hex())})
+    answer = _post_gateway(_config(unwrap={"gateway": "log", "app": "log"}), producer, incompressible + b'\n"next"')
+    assert answer.status_code == 200, answer.text  # not 503 on every retry, for ever
+    assert [len(value) for value in producer.values] == [4, TOPIC_SAFE_RECORD_BYTES]
+    assert producer.values[1].startswith(b"[2026-03-02T09:00:00.000Z]")  # its start, for the dead letter

@@ -165,3 +165,26 @@ def test_a_fluent_bit_client_gets_every_record_stored_once_and_alerted(topics: T
     wait_for(topics.all_committed, 60, "the retried batches to be ingested", second)
     assert second.stop() == 0, second.output()
     assert _stored_ids(store) == expected_ids
+
+
+def test_a_record_up_to_max_line_bytes_reaches_the_topic_whole_and_a_longer_one_cut_one_byte_past_it(
+    topics: Topics, tmp_path: Path
+) -> None:
+    # A topic's default max.message.bytes is 1 MB: records were cut at 512 KiB, so a 600 KB line replay reads was a
+    # "truncated" dead letter in serve. lz4 makes a line of max_line_bytes fit; one byte more makes "oversized".
+    config = _config(topics, tmp_path)
+    limit = 1024 * 1024  # max_line_bytes' default
+    whole = orjson.dumps({"ts": "2026-03-02T09:00:00Z", "request_id": "big-1", "ua": '"' * (limit // 2 - 100)})
+    longer = orjson.dumps({"ts": "2026-03-02T09:00:01Z", "request_id": "big-2", "ua": "x" * (limit + 50_000)})
+    assert len(whole) <= limit < len(longer)
+    serve = Serve(config, tmp_path / "store.duckdb", tmp_path / "serve.log")
+    answer = _post(serve, "app", whole + b"\n" + longer, {"Authorization": f"Bearer {TOKENS['app']}"})
+    assert answer.status_code == 200, answer.text
+    assert serve.stop() == 0, serve.output()
+    consumer = KafkaConsumer(topics.names["app"], bootstrap_servers=topics.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000, max_partition_fetch_bytes=8 << 20)  # fmt: skip
+    try:
+        values = sorted((message.value for message in consumer), key=len)
+    finally:
+        consumer.close()
+    assert values == [whole, longer[: limit + 1]]
