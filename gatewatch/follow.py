@@ -62,7 +62,8 @@ class FollowStage:
         self._topics = {Dataset.GATEWAY: kafka.topics.gateway, Dataset.APP: kafka.topics.app}
         self._key_paths = {dataset: request_id_paths(config, side) for side, dataset in _SIDES.items()}
         self._follower = Follower(
-            patterns, positions_path, max(config.gateway.max_line_bytes, config.app.max_line_bytes)
+            patterns, positions_path, max(config.gateway.max_line_bytes, config.app.max_line_bytes),
+            unwraps={Dataset.GATEWAY: config.gateway.unwrap, Dataset.APP: config.app.unwrap},
         )
         self._producer = KafkaProducer(
             client_id=f"gatewatch-{kafka.group_id}-follow",

@@ -140,7 +140,8 @@ class LocalPipeline:
         if follow is not None:
             patterns, positions_path = follow
             max_line = max(config.gateway.max_line_bytes, config.app.max_line_bytes)
-            self._follower = Follower(patterns, positions_path, max_line, positions=positions)
+            unwraps = {Dataset.GATEWAY: config.gateway.unwrap, Dataset.APP: config.app.unwrap}
+            self._follower = Follower(patterns, positions_path, max_line, positions=positions, unwraps=unwraps)
         self._idle = IdleInputs(config.correlate.idle_timeout_secs)
         # Inputs are numbered past what the (restored) state has seen: a record is never taken for a re-delivery.
         self._next_offset = {stream: offset + 1 for stream, offset in self.pipeline.stream_offsets.items()}

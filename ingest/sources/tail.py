@@ -16,9 +16,13 @@ records handed out so far are durable: a restart then neither re-reads nor skips
 a line. A record's origin is ``file:<fingerprint>`` and the byte offset of its
 line, so ids stay the same whatever the file is called now.
 
-Container runtimes' wrappers are removed line by line: CRI (``<time> <stream>
-P|F <text>``, partial ``P`` pieces joined up to their ``F``) and Docker's
-json-file (``{"log": "...\\n", ...}``, pieces without the final newline joined).
+Wrappers are taken off as ``gateway.unwrap`` / ``app.unwrap`` say, with replay's
+unwrappers (:func:`ingest.sources.unwrap.compile_unwrap`: ``docker``, ``cri``, or
+the JSON key of a shipper's record), split pieces joined. With ``none`` (the
+default) container runtimes' wrappers are still removed where a line has one:
+CRI (``<time> <stream> P|F <text>``, partial ``P`` pieces joined up to their
+``F``) and Docker's json-file (``{"log": "...\\n", ...}``, pieces without the
+final newline joined).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -40,8 +45,9 @@ import orjson
 from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.fingerprint import FINGERPRINT_BYTES, GZIP_MAGIC, head_fingerprint, read_head
+from ingest.sources.unwrap import compile_unwrap
 
-__all__ = ["Follower", "check_positions_path", "unwrap_container_line"]
+__all__ = ["Follower", "LineUnwrap", "check_positions_path", "line_unwrap", "unwrap_container_line"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,35 @@ ROTATE_WAIT_SECS = 10.0
 """How long a file renamed by rotation may keep an unfinished last line: Envoy flushes whole lines every
 second and writes on to the renamed file only until it reopens its log."""
 _CRI = re.compile(rb"^\S+ (?:stdout|stderr) ([PF])(?:\S*) ?(.*)$", re.S)
+_WRAPPER_BYTES = 4096  # as replay's reader (ingest.sources.files): JSON escaping can double a line, plus its wrapper
+
+LineUnwrap = Callable[[bytes], tuple[bytes, bool, float | None]]
+"""One line of a followed file in; its text, whether it is complete (not a piece), and the runtime's time out."""
+
+
+def line_unwrap(mode: str | None) -> LineUnwrap:
+    """How the lines of a followed file are unwrapped, for an ``unwrap`` setting.
+
+    ``none``: container runtimes' wrappers where a line has one (:func:`unwrap_container_line`).
+    Any other: as replay applies it; a line not wrapped so is handed over as it is, for the parser
+    to make a dead letter that shows it.
+    """
+    unwrap = compile_unwrap(mode)
+    if unwrap is None:
+        return _detected_container
+
+    def configured(line: bytes) -> tuple[bytes, bool, float | None]:
+        found = unwrap(line)
+        if found is None:
+            return line, True, None
+        return found.line, not found.partial, found.created
+
+    return configured
+
+
+def _detected_container(line: bytes) -> tuple[bytes, bool, float | None]:
+    text, complete = unwrap_container_line(line)
+    return text, complete, None
 
 
 def unwrap_container_line(line: bytes) -> tuple[bytes, bool]:
@@ -97,9 +132,12 @@ class _Open:
     handle: BinaryIO
     offset: int  # bytes consumed (complete lines handed out)
     compressed: bool
+    unwrap: LineUnwrap
+    raw_limit: int  # the most of one wrapped line kept: longer, its head is handed out (oversized)
     buffer: bytes = b""  # read after ``offset`` but not a complete line yet
     partial: list[bytes] = field(default_factory=list)
     partial_offset: int = -1
+    partial_created: float | None = None
     skipping: bool = False  # inside an oversized line whose head was handed out
     done: bool = False  # a .gz file read to its end
     renamed: bool = False  # rotated by rename: its writer moves on to the new file
@@ -115,11 +153,21 @@ class Follower:
         positions_path: Path,
         max_line_bytes: int = 65536,
         positions: dict[str, int] | None = None,
+        unwraps: Mapping[Dataset, str | None] | None = None,
     ) -> None:
-        """``positions``: start from these instead of the file's (serve without Kafka keeps them in its checkpoint)."""
+        """``positions``: start from these instead of the file's (serve without Kafka keeps them in its checkpoint).
+
+        ``unwraps``: each dataset's ``unwrap`` setting (``gateway.unwrap``, ``app.unwrap``; default ``none``).
+        """
         self.patterns = patterns
         self.positions_path = positions_path
         self.max_line_bytes = max_line_bytes
+        modes = unwraps or {}
+        self._unwraps = {dataset: line_unwrap(modes.get(dataset)) for dataset in patterns}
+        self._raw_limits = {
+            dataset: max_line_bytes + 1 if modes.get(dataset) in (None, "none") else 2 * max_line_bytes + _WRAPPER_BYTES
+            for dataset in patterns
+        }
         check_positions_path(positions_path)
         self._positions: dict[str, int] = dict(positions) if positions is not None else self._load_positions()
         self._pending: dict[str, int] = {}  # handed out but not committed
@@ -226,7 +274,8 @@ class Follower:
         except (OSError, EOFError):
             handle.close()
             return
-        self._open[fingerprint] = _Open(path, dataset, fingerprint, inode, handle, offset, compressed)
+        self._open[fingerprint] = _Open(path, dataset, fingerprint, inode, handle, offset, compressed,
+                                        self._unwraps[dataset], self._raw_limits[dataset])  # fmt: skip
         log.info("follow_opened path=%s fingerprint=%s offset=%d compressed=%s", path, fingerprint, offset, compressed)
 
     def _close(self, opened: _Open) -> None:
@@ -250,8 +299,9 @@ class Follower:
                 return  # it may grow yet
             if opened.buffer and not opened.skipping:
                 stream = f"file:{opened.fingerprint}"
+                text, _, created = opened.unwrap(opened.buffer.rstrip(b"\r"))
                 records.append(RawRecord(Origin(opened.dataset, stream, opened.offset),
-                                         opened.buffer[: self.max_line_bytes + 1]))  # fmt: skip
+                                         text[: opened.raw_limit], created))  # fmt: skip
                 opened.offset += len(opened.buffer)
                 opened.buffer = b""
                 self._pending[opened.fingerprint] = opened.offset
@@ -265,6 +315,7 @@ class Follower:
         start = 0
         stream = f"file:{opened.fingerprint}"
         limit = self.max_line_bytes + 1
+        raw_limit = opened.raw_limit
         if opened.skipping:  # the rest of an oversized line, already handed out cut
             end = data.find(b"\n")
             if end < 0:
@@ -282,21 +333,23 @@ class Follower:
             line_offset = opened.offset
             opened.offset += end + 1 - start
             start = end + 1
-            text, complete = unwrap_container_line(raw.rstrip(b"\r"))
+            text, complete, created = opened.unwrap(raw.rstrip(b"\r"))
             if opened.partial or not complete:
                 if not opened.partial:
-                    opened.partial_offset = line_offset
+                    opened.partial_offset, opened.partial_created = line_offset, created
                 opened.partial.append(text)
                 if not complete and sum(len(p) for p in opened.partial) < limit:
                     continue
-                text, line_offset = b"".join(opened.partial), opened.partial_offset
+                text, line_offset, created = b"".join(opened.partial), opened.partial_offset, opened.partial_created
                 opened.partial = []
-            records.append(RawRecord(Origin(opened.dataset, stream, line_offset), text[:limit]))
+            # Unwrapped, a line is at most its wrapper's length: replay hands it to the parser so (oversized
+            # past max_line_bytes, with its size).
+            records.append(RawRecord(Origin(opened.dataset, stream, line_offset), text[:raw_limit], created))
         opened.buffer = data[start:]
-        if len(opened.buffer) >= limit and len(records) < max_records:
-            # A line longer than max_line_bytes with no end yet: hand out its head (an "oversized"
-            # dead letter), skip the rest up to its newline, never hold it all in memory.
-            records.append(RawRecord(Origin(opened.dataset, stream, opened.offset), opened.buffer[:limit]))
+        if len(opened.buffer) >= raw_limit and len(records) < max_records:
+            # A line longer than max_line_bytes (with its wrapper) and no end yet: hand out its head (an
+            # "oversized" dead letter), skip the rest up to its newline, never hold it all in memory.
+            records.append(RawRecord(Origin(opened.dataset, stream, opened.offset), opened.buffer[:raw_limit]))
             opened.offset += len(opened.buffer)
             opened.buffer, opened.skipping = b"", True
         # Only whole records count as read: a piece being joined is read again after a restart.

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,37 @@ def test_a_checkpoint_waits_until_the_forwarders_settled_the_alert_events_it_cov
         assert BatchLog(tmp_path / "cp.batches").read(0) == [] and gate.sent == [hostile_events()[0].id]
     finally:
         forwarders.close()
+
+
+def test_follow_unwraps_lines_as_the_config_says_as_replay_does(tmp_path: Path) -> None:
+    # gateway.unwrap: message was ignored by --follow: every gateway line a format_mismatch dead letter, no warning.
+    class Reasons(_Store):
+        def __init__(self) -> None:
+            super().__init__()
+            self.events, self.reasons = 0, Counter[str]()
+
+        def write(self, batch: Batch) -> None:
+            self.events += len(batch.events)
+            self.reasons.update(letter.reason for letter in batch.dead_letters)
+
+    log = tmp_path / "gateway.log"
+    log.write_bytes(b"".join(orjson.dumps({"message": _line(n, f"rid-{n}"), "host": "edge-1"}) + b"\n"
+                             for n in range(20)))  # fmt: skip
+    store, stop = Reasons(), threading.Event()
+    config = parse_config({"gateway": {"unwrap": "message"}})
+    follow = ({Dataset.GATEWAY: [str(log)]}, tmp_path / "positions.json")
+    pipeline = LocalPipeline(config, store, None, ServeMetrics(), tmp_path / "cp", follow, stop)
+    thread = threading.Thread(target=pipeline.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while store.events + sum(store.reasons.values()) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        pipeline.close()
+    assert (store.events, dict(store.reasons)) == (20, {})
 
 
 def test_a_checkpoint_that_does_not_decode_stops_the_start_with_its_name(tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ingest.records import Dataset, RawRecord
+from ingest.sources.files import read_lines
 from ingest.sources.tail import Follower, unwrap_container_line
 
 
@@ -145,6 +147,33 @@ def test_container_runtime_wrappers_are_removed_and_partial_lines_joined(tmp_pat
     assert [r.line for r in got] == [b"whole line", b"first half, second half", b"docker line",
                                      b"docker piece, the rest", b"a plain line"]  # fmt: skip
     assert unwrap_container_line(b"2026-03-02T09:00:00Z stderr P x") == (b"x", False)
+
+
+@pytest.mark.parametrize("unwrap", ["message", "log", "docker", "cri"])
+def test_the_configured_unwrap_is_applied_as_replay_applies_it(tmp_path: Path, unwrap: str) -> None:
+    # gateway.unwrap: message was ignored: every line went to the parser in its shipper's record, a dead letter,
+    # and each app line became a gateway_bypass alert.
+    inner = [b'[2026-03-02T09:00:00.000Z] "GET /v1/invoices HTTP/1.1" 200 - 0 1 2 1 "198.51.100.1" "curl/8" "rid-1"',
+             b'{"ts": "2026-03-02T09:00:01Z", "request_id": "rid-2", "note": "\\"quoted\\""}', b"x" * 3000]
+    log = tmp_path / "shipped.log"
+    log.write_bytes(b"".join(_wrapped(unwrap, line) + b"\n" for line in inner) + b"not wrapped at all\n")
+    follower = Follower({Dataset.GATEWAY: [str(log)]}, tmp_path / "positions.json", 1000,
+                        unwraps={Dataset.GATEWAY: unwrap})  # fmt: skip
+    _OPEN.append(follower)
+    got = follower.poll()
+    replayed = list(read_lines(log, Dataset.GATEWAY, 1000, unwrap))
+    assert [r.line for r in got] == [r.line for r in replayed]
+    assert [r.line for r in got][:2] == inner[:2]
+    assert len(got[2].line) > 1000  # oversized, as replay hands it to the parser
+    assert [r.created for r in got] == [r.created for r in replayed]  # the runtime's time, with docker and cri
+
+
+def _wrapped(unwrap: str, line: bytes) -> bytes:
+    if unwrap == "cri":
+        return b"2026-03-02T09:00:00.000000001Z stdout F " + line
+    if unwrap == "docker":
+        return orjson.dumps({"log": line.decode() + "\n", "stream": "stdout", "time": "2026-03-02T09:00:00Z"})
+    return orjson.dumps({"host": "edge-1", unwrap: line.decode(), "source_type": "file"})
 
 
 def test_a_line_longer_than_max_line_bytes_is_cut_without_being_held_whole(tmp_path: Path) -> None:
