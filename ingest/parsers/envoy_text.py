@@ -372,6 +372,10 @@ def _pieces(
 
     The last item tells whether every operator's ``-`` is matched outside its
     capturing group, which needs the character that follows it to be known.
+
+    Every value that :func:`_bounded` can bound is matched atomically: one way only, so a line
+    costs time linear in its length whatever the format, and a line that fits no reading is
+    refused as fast as one that fits (see :func:`_bounded` for why that is safe).
     """
     strict: list[str] = []
     lenient: list[str] = []
@@ -388,20 +392,22 @@ def _pieces(
         slot = next(commands)
         after = tokens[index + 1] if index + 1 < len(tokens) else None
         quoted = _is_quoted(tokens, index)
-        fragment = slot.fragment(quoted)
         if after is None:
             follows: str | None = r"\Z"
-            next_char: str | None = None
         elif isinstance(after, Literal):
             follows = re.escape(after.text[0])
-            next_char = after.text[0]
         else:  # two operators back to back: "-" is captured and filtered per line
-            follows = next_char = None
+            follows = None
             all_absent_matched = False
-        strict.append(_capture(_possessive(fragment, next_char, after is None), follows))
+        bounded = _bounded(slot, quoted, after)
+        fragment = slot.fragment(quoted) if bounded is None else bounded[0]
+        atomic = bounded is not None
+        strict.append(_capture(fragment, follows, atomic))
         loose = _quoted_value(slot, tokens, index) if quoted else None
-        lenient.append(_capture(loose, follows) if loose else strict[-1])
-        cut.append((f"(?:-|{fragment})", slot.partial))
+        lenient.append(_capture(loose, follows, atomic=True) if loose else strict[-1])
+        full = f"(?>{fragment}|-)" if atomic else f"(?:-|{fragment})"
+        partial = bounded[1] if bounded is not None else slot.partial
+        cut.append((full, partial))
     return strict, lenient, cut, all_absent_matched
 
 
@@ -413,29 +419,55 @@ def _is_quoted(tokens: list[Token], index: int) -> bool:
             and isinstance(after, Literal) and after.text.startswith('"'))  # fmt: skip
 
 
-def _capture(fragment: str, follows: str | None) -> str:
-    # "-" followed by what follows the operator is "not set": matched, not captured.
-    return f"(?:-(?={follows})|({fragment}))" if follows else f"(-|{fragment})"
+def _capture(fragment: str, follows: str | None, atomic: bool = False) -> str:
+    # "-" followed by what follows the operator is "not set": matched, not captured. Atomic when the
+    # value is bounded: "-" read as "not set" or as a value ends in the same place, so trying both on
+    # a line that fits neither would double the work at each "-".
+    if not follows:
+        return f"(-|{fragment})"
+    return f"(?>-(?={follows})|({fragment}))" if atomic else f"(?:-(?={follows})|({fragment}))"
 
 
-# A fragment that is one repeated character class, its possessive form, and
-# that class: possessive is safe (and twice as fast) when the next character
-# cannot belong to the value, so giving characters back could never help.
-_POSSESSIVE = {
-    r"\d+": (r"\d++", re.compile(r"\d")),
-    r"\S+": (r"\S++", re.compile(r"\S")),
-    '[^"]*': ('[^"]*+', re.compile('[^"]')),
-}
+def _bounded(slot: Slot, quoted: bool, after: Token | None) -> tuple[str, str] | None:
+    """The value's regex and its cut-short regex, matching one way only (possessive), or ``None``
+    where the kind's own fragments must stay (a START_TIME pattern, two operators back to back).
+
+    A value ends where what follows it starts: a quoted one at its quote; an unquoted one at a
+    space when a space follows, else at the first character ``c`` of the following literal
+    (``|``, ``,``, a tab): ``[^c]``, which lets a value hold spaces (a browser's User-Agent in a
+    tab-separated format), and a ``c`` not followed by the rest of a longer literal (one ``|``
+    of a ``||``-separated value). Giving characters back can then never help, so none are: a
+    ``\\S+`` that also matched the separator once made the regex try every split of the line
+    (MOSN's 38-field ``||`` format never finished a line). The price: in a format separated by
+    one character, a value cannot hold it (``a,b`` is two fields of a comma-separated format).
+    """
+    if slot.pattern is not None or (after is not None and not isinstance(after, Literal)):
+        return None
+    if slot.kind is Kind.NUMBER:
+        digit_follows = after is not None and after.text[0].isdecimal()
+        return None if digit_follows else (r"\d++", r"\d*")
+    if slot.kind not in (Kind.TEXT, Kind.JSON):
+        return None
+    if quoted:
+        text, partial = '[^"]*+', '[^"]*'
+    elif after is None or after.text[0] == " ":
+        text, partial = r"\S++", r"\S*"
+    else:
+        char, rest = re.escape(after.text[0]), re.escape(after.text[1:])
+        text = f"[^{char}]++" if not rest else f"(?:[^{char}]|{char}(?!{rest}))++"
+        partial = f"[^{char}]*" if not rest else f"(?:[^{char}]|{char}(?!{rest}))*"
+    if slot.kind is Kind.JSON:
+        ends = r"\Z" if after is None else re.escape(after.text)
+        return f"{_json_object(ends)}|{text}", ".*"
+    return text, partial
 
 
-def _possessive(fragment: str, next_char: str | None, at_end: bool) -> str:
-    known = _POSSESSIVE.get(fragment)
-    if known is None:
-        return fragment
-    possessive, char_class = known
-    if at_end or (next_char is not None and not char_class.fullmatch(next_char)):
-        return possessive
-    return fragment
+def _json_object(ends: str) -> str:
+    """A JSON object (dynamic metadata) that ends at a ``}`` followed by ``ends``, what the format
+    writes after it; a ``}`` inside one of its strings does not end it. Possessive, so a line full
+    of ``} {`` costs one scan, where ``\\{.*?\\}`` tried every ``}`` for every value."""
+    string = r'"(?:[^"\\]++|\\.)*+"'
+    return rf'\{{(?:[^"}}]++|{string}|\}}(?!{ends}))*+\}}(?={ends})'
 
 
 def _quoted_value(slot: Slot, tokens: list[Token], index: int) -> str | None:
@@ -462,7 +494,10 @@ def _quoted_value(slot: Slot, tokens: list[Token], index: int) -> str | None:
     # so the last field cannot swallow the fields before it either.
     stops = "|".join(sorted({follow, r'\ "'}))
     value = f'(?:[^"]++|"(?!{stops}))*+'
-    return rf"\{{.*?\}}|{value}" if slot.kind is Kind.JSON else value
+    if slot.kind is not Kind.JSON:
+        return value
+    closing_quote = '"' + follow
+    return f"{_json_object(closing_quote)}|{value}"
 
 
 def _prefixes(text: str) -> str:

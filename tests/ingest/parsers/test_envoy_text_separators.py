@@ -1,0 +1,128 @@
+"""Envoy text formats whose fields are separated by something other than a space (``||``, ``,``, tab).
+
+Such formats once cost exponential time (a text value's ``\\S+`` also matched the separator,
+so the regex tried every split) and refused any value holding a space. Each line here must
+be read, or refused, in linear time: the slow cases run in a child process with a deadline,
+so a regression fails the test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ingest.parsers import compile_text_format
+from ingest.records import Dataset, Origin
+from tests.ingest.parsers.lines import line_helpers
+
+ORIGIN = Origin(Dataset.GATEWAY, "/var/log/envoy/access.log", 7)
+record, event, dead = line_helpers(ORIGIN)
+
+# MOSN-on-Envoy's documented access log format: 38 fields separated by "||", headers unquoted.
+MOSN_FORMAT = "||".join([
+    "%START_TIME%", "%REQ(SOFA-TRACEID?TRI-TRACE-TRACEID)%", "%REQ(SOFA-RPCID?TRI-TRACE-RPCID)%", "%REQ(:METHOD)%",
+    "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "%PROTOCOL%", "%DOWNSTREAM_REMOTE_ADDRESS%", "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "%REQ(HOST)%", "%DOWNSTREAM_TLS_VERSION%", "%DOWNSTREAM_TLS_CIPHER%", "%RESPONSE_CODE%", "%RESPONSE_FLAGS%",
+    "%RESP(GRPC-STATUS)%", "%UPSTREAM_TRANSPORT_FAILURE_REASON%", "%BYTES_RECEIVED%", "%BYTES_SENT%", "%DURATION%",
+    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", "%REQ(X-FORWARDED-FOR)%", "%REQ(USER-AGENT)%", "%REQ(X-REQUEST-ID)%",
+    "%REQ(:AUTHORITY)%", "%UPSTREAM_HOST%", "%ROUTE_NAME%", "%UPSTREAM_CLUSTER%", "%UPSTREAM_LOCAL_ADDRESS%",
+    "%DYNAMIC_METADATA(envoy.lb:idc)%", "%CONNECTION_ID%", "%REQUEST_DURATION%", "%RESPONSE_DURATION%",
+    "%RESPONSE_TX_DURATION%", "%RESPONSE_CODE_DETAILS%", "%CONNECTION_TERMINATION_DETAILS%", "%REQ(req-start-time)%",
+    "%DYNAMIC_METADATA(golang.extention:cost_total)%", "%DYNAMIC_METADATA(golang.extention:cost_decode)%",
+    "%DYNAMIC_METADATA(golang.extention:cost_encode)%",
+]) + "||\n"  # fmt: skip
+MOSN_LINE = (
+    "2024-06-02T13:24:58.930Z||-||-||GET||/status.taobao||HTTP/1.1||10.0.0.7:51234||10.0.0.2:2990||"
+    "localhost:2990||-||-||200||-||-||-||0||17||1||-||-||Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 "
+    "Firefox/126.0||r2||localhost:2990||-||status||-||-||-||12||0||1||0||direct_response||-||-||-||-||-||"
+)
+
+# Thirty unquoted headers separated by commas: each once doubled the time of a line.
+CSV_FORMAT = "%START_TIME%," + ",".join(f"%REQ(X-H{i})%" for i in range(30)) + ",%RESPONSE_CODE%"
+CSV_LINE = "2024-06-02T13:24:57.930Z," + ",".join(f"v{i}" for i in range(30)) + ",200"
+CSV_DASHES = "2024-06-02T13:24:57.930Z," + ",".join("-" for _ in range(30)) + ",200"
+
+# Six unquoted dynamic metadata objects whose values hold "} {": a line cut short once took minutes.
+METADATA_FORMAT = (
+    "[%START_TIME%] %RESPONSE_CODE% "
+    + " ".join(f"%DYNAMIC_METADATA(filter{i})%" for i in range(6))
+    + ' "%REQ(X-REQUEST-ID)%"'
+)
+METADATA_LINE = (
+    "[2024-06-02T13:24:57.930Z] 200 "
+    + " ".join('{"name":"' + "} {" * 20 + '"}' for _ in range(6))
+    + ' "r1"'
+)
+
+_CHILD = """
+import json, sys
+from ingest.parsers import compile_text_format
+from ingest.records import Dataset, Event, Origin, RawRecord
+origin = Origin(Dataset.GATEWAY, "x", 1)
+for fmt, line in json.load(sys.stdin):
+    read = compile_text_format(fmt)(RawRecord(origin, line.encode()))
+    print(json.dumps(read.request_id if isinstance(read, Event) else read.reason))
+"""
+
+
+def _read_within(seconds: float, cases: list[tuple[str, str]]) -> list[str | None]:
+    """Each line's request id (an event) or dead-letter reason, read in a child process that must
+    finish within ``seconds``: a regex that backtracks exponentially cannot be interrupted in-process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD], input=json.dumps(cases), capture_output=True, text=True, timeout=seconds
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_lines_of_formats_with_non_space_separators_are_read_in_linear_time() -> None:
+    # Before: MOSN's line never finished; CSV ~150 s; the cut metadata line minutes. Now: milliseconds each.
+    cases = [
+        (MOSN_FORMAT, MOSN_LINE),
+        (MOSN_FORMAT, MOSN_LINE[:-1]),
+        (MOSN_FORMAT, MOSN_LINE.replace("||200||", "||2x0||")),
+        (CSV_FORMAT, CSV_LINE),
+        (CSV_FORMAT, CSV_DASHES),
+        (CSV_FORMAT, CSV_LINE + ","),
+        (METADATA_FORMAT, METADATA_LINE),
+        (METADATA_FORMAT, METADATA_LINE[:-1]),
+    ]
+    assert _read_within(20, cases) == [
+        "r2", "truncated", "format_mismatch", None, None, "format_mismatch", "r1", "truncated"
+    ]  # fmt: skip
+
+
+def test_a_format_separated_by_bars_reads_each_field() -> None:
+    e = event(compile_text_format(MOSN_FORMAT), MOSN_LINE)
+    assert (e.method, e.path, e.protocol, e.status, e.request_id) == ("GET", "/status.taobao", "HTTP/1.1", 200, "r2")
+    assert e.user_agent == "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
+    assert (e.source_ip, e.authority, e.route_name, e.bytes_sent) == ("10.0.0.7", "localhost:2990", "status", 17)
+
+
+def test_a_single_bar_inside_a_value_of_a_double_bar_format_stays_in_the_value() -> None:
+    e = event(compile_text_format(MOSN_FORMAT), MOSN_LINE.replace("Firefox/126.0", "Firefox/126.0 |x| y"))
+    assert e.user_agent is not None and e.user_agent.endswith("Firefox/126.0 |x| y")
+    assert e.request_id == "r2"
+
+
+TAB_FORMAT = (
+    "[%START_TIME%]\t%REQ(:METHOD)%\t%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\t%RESPONSE_CODE%\t%REQ(X-FORWARDED-FOR)%\t"
+    "%REQ(USER-AGENT)%\t%REQ(X-REQUEST-ID)%\t%REQ(:AUTHORITY)%\n"
+)
+
+
+def test_a_tab_separated_format_reads_values_holding_spaces() -> None:
+    parser = compile_text_format(TAB_FORMAT)
+    browser = "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
+    e = event(parser, f"[2024-06-02T13:24:58.930Z]\tGET\t/v1/invoices\t200\t203.0.113.7\t{browser}\tr2\tbilling")
+    assert (e.user_agent, e.request_id, e.authority) == (browser, "r2", "billing")
+    e = event(parser, "[2024-06-02T13:24:59.930Z]\tGET\t/v1\t200\t198.51.100.1, 203.0.113.7\tcurl/8.7.1\tr3\tbilling")
+    assert (e.forwarded_for, e.source_ip, e.request_id) == ("198.51.100.1, 203.0.113.7", "203.0.113.7", "r3")
+
+
+def test_a_comma_separated_value_cannot_hold_a_comma() -> None:
+    # A one-character separator ends the value: "a,b" in a comma-separated format reads as two fields.
+    parser = compile_text_format("%START_TIME%,%REQ(X-REQUEST-ID)%,%RESPONSE_CODE%")
+    assert event(parser, "2024-06-02T13:24:57.930Z,r1,200").request_id == "r1"
+    assert dead(parser, "2024-06-02T13:24:57.930Z,r1,x,200").reason == "format_mismatch"
