@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ingest.addresses import canonical, without_port
+from ingest.addresses import client_address
 from ingest.errors import FormatError
 from ingest.parsers.envoy_format import Command
 from ingest.parsers.envoy_time import DEFAULT_START_TIME, compile_start_time
@@ -72,7 +72,9 @@ class Converted:
         self.convert = convert
 
     def __call__(self, field: str, value: Any, fields: dict[str, Any]) -> None:
-        fields[field] = self.convert(value)
+        converted = self.convert(value)
+        if converted is not None:  # None: no value (a path as a client address), as the fused readers skip it
+            fields[field] = converted
 
 
 # Envoy's long response flag names (RESPONSE_FLAGS_LONG), stored as the short
@@ -130,8 +132,9 @@ OPERATORS: dict[str, Operator] = {
     # The cluster's own name, never alt_stat_name: what Istio's default formats log.
     "UPSTREAM_CLUSTER_RAW": Operator("upstream_cluster"),
     "ROUTE_NAME": Operator("route_name"),
-    "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=Converted(without_port)),
-    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip", apply=Converted(canonical)),
+    # A unix socket's path or a pipe is no client address: the client is then read from X-Forwarded-For.
+    "DOWNSTREAM_REMOTE_ADDRESS": Operator("source_ip", apply=Converted(client_address)),
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": Operator("source_ip", apply=Converted(client_address)),
     # The TCP peer, not the client: Envoy may have taken the remote address from XFF.
     "DOWNSTREAM_DIRECT_REMOTE_ADDRESS": Operator(None),
     "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": Operator(None),

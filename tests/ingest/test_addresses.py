@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.addresses import forwarded_client, without_port
+from ingest.addresses import client_address, forwarded_client, without_port
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,29 @@ def test_without_port(address: object, host: str) -> None:
         ("198.51.100.66, ", 0, "198.51.100.66"),  # an empty entry is no address
         (" , ", 0, None),
         ("", 0, None),
+        # An entry that names no address (a proxy that hides its peer) names no client: not the one left of it.
+        ("unknown", 0, None),
+        ("10.9.9.9, unknown", 0, None),
+        ("10.9.9.9, _hidden", 0, None),
+        ("198.51.100.66, unknown", 1, "198.51.100.66"),
     ],
 )
 def test_forwarded_client_reads_from_the_right(forwarded_for: str, trusted_hops: int, client: str | None) -> None:
     assert forwarded_client(forwarded_for, trusted_hops) == client
+
+
+@pytest.mark.parametrize(
+    ("address", "client"),
+    [
+        ("10.0.0.7:51234", "10.0.0.7"),
+        ("[2001:DB8::7]:443", "2001:db8::7"),
+        ("10.0.0.7", "10.0.0.7"),
+        # Envoy behind a proxy on a unix socket, a pipe, an internal listener: no client address in the line.
+        ("/var/run/envoy/ingress.sock", None),
+        ("pipe:/run/front.sock", None),
+        ("envoy://internal_client_address/", None),
+        ("unknown", None),
+    ],
+)
+def test_client_address_is_an_ip_or_none(address: str, client: str | None) -> None:
+    assert client_address(address) == client

@@ -349,3 +349,11 @@ def test_a_header_of_quotes_escaped_by_envoy_past_64_kib_is_still_an_event_by_de
     assert len(line) > 66_000
     e = event(build_gateway_parser(None, ISTIO_JSON_FORMAT, gateway.max_line_bytes), line)
     assert e.user_agent == '"' * 33_000 and e.request_id == "84961386-6d84-929d-98bd-c5aee93b5c88"
+
+
+def test_a_downstream_address_that_is_no_ip_leaves_the_client_to_x_forwarded_for() -> None:
+    mapping = {"t": "%START_TIME%", "peer": "%DOWNSTREAM_REMOTE_ADDRESS%", "xff": "%REQ(X-FORWARDED-FOR)%"}
+    parser = compile_json_format(mapping)
+    line = {"t": "2025-03-08T02:20:32.588Z", "peer": "/var/run/envoy/ingress.sock", "xff": "10.9.9.9, 203.0.113.7"}
+    assert event(parser, orjson.dumps(line)).source_ip == "203.0.113.7"
+    assert event(parser, orjson.dumps({**line, "peer": "10.1.0.4:5123"})).source_ip == "10.1.0.4"

@@ -267,10 +267,10 @@ def test_security_format_without_a_token(security: Parser) -> None:
         ("10.44.1.23:46520", "10.44.1.23"),
         ("[::1]:443", "::1"),
         ("[2001:db8::7]:51234", "2001:db8::7"),
-        ("/var/run/envoy.sock", "/var/run/envoy.sock"),  # a pipe address has no port
+        ("/var/run/envoy.sock", None),  # a pipe names no client: X-Forwarded-For would (none here)
     ],
 )
-def test_downstream_remote_address_loses_its_port(address: str, source_ip: str) -> None:
+def test_downstream_remote_address_loses_its_port(address: str, source_ip: str | None) -> None:
     parser = compile_text_format("[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%")
     e = event(parser, f"[2016-04-15T20:17:00.310Z] {address} 10.0.0.9:1234")
     assert e.source_ip == source_ip
@@ -535,3 +535,13 @@ def test_the_client_is_read_from_the_right_of_x_forwarded_for(hops: int, client:
     e = event(build_gateway_parser(xff_num_trusted_hops=hops), line)
     assert (e.forwarded_for, e.source_ip) == (_CHAIN.strip('"'), client)
     assert (e.bytes_received is None) is general_path
+
+
+def test_a_downstream_address_that_is_no_ip_leaves_the_client_to_x_forwarded_for() -> None:
+    # Envoy behind a proxy on a unix socket logs the socket's path: every client would be that one "address".
+    fmt = '[%START_TIME%] "%REQ(X-FORWARDED-FOR)%" "%REQ(X-REQUEST-ID)%" %DOWNSTREAM_REMOTE_ADDRESS%'
+    parser = compile_text_format(fmt)
+    e = event(parser, '[2025-03-08T02:20:32.588Z] "10.9.9.9, 203.0.113.7" "r1" /var/run/envoy/ingress.sock')
+    assert e.source_ip == "203.0.113.7"
+    assert event(parser, '[2025-03-08T02:20:32.588Z] "unknown" "r1" pipe:/run/front.sock').source_ip is None
+    assert event(parser, '[2025-03-08T02:20:32.588Z] "203.0.113.7" "r1" 10.1.0.4:5123').source_ip == "10.1.0.4"
