@@ -112,6 +112,34 @@ LONG_FLAGS: dict[str, str] = {
 }
 
 
+FORWARDED_FOR_TRUNCATED_LABEL = "gatewatch.forwarded_for_truncated"
+"""The label holding an X-Forwarded-For that reached its format's length limit, as logged
+(see :class:`CutForwardedFor`)."""
+
+
+class CutForwardedFor:
+    """An :data:`Apply` for ``%REQ(X-FORWARDED-FOR):N%``: a value as long as ``N`` bytes may have been cut.
+
+    Envoy cuts a value's end, and the end of X-Forwarded-For is where the entries proxies
+    appended sit; what is left is what the client wrote, so a client that pads the header
+    would choose its own address. Such a value is kept only as the label
+    :data:`FORWARDED_FOR_TRUNCATED_LABEL`: the event names no client from it. A shorter value
+    is the whole header, read as usual.
+    """
+
+    __slots__ = ("max_length",)
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def __call__(self, field: str, value: Any, fields: dict[str, Any]) -> None:
+        text = value if isinstance(value, str) else str(value)
+        if len(text.encode("utf-8", "replace")) >= self.max_length:  # Envoy counts bytes
+            fields[FORWARDED_FOR_TRUNCATED_LABEL] = text
+        else:
+            fields[field] = value
+
+
 def short_flags(value: Any) -> str:
     """``UpstreamConnectionFailure,UpstreamRetryLimitExceeded`` -> ``UF,URX``."""
     return ",".join(LONG_FLAGS.get(flag, flag) for flag in str(value).split(","))
@@ -208,6 +236,8 @@ def resolve(command: Command) -> Slot:
         field = HEADERS.get((name, header))
         if field is None:
             return Slot(command.text, _label(f"{name.lower()}.{header}"), Kind.TEXT, is_label=True)
+        if field == "forwarded_for" and command.max_length is not None:
+            return Slot(command.text, field, Kind.TEXT, CutForwardedFor(command.max_length))
         return Slot(command.text, field, Kind.TEXT)
     if name == "DYNAMIC_METADATA":
         return _metadata(command, _required(command))

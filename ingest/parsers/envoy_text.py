@@ -20,7 +20,9 @@ from ingest.errors import FormatError
 from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
-from ingest.parsers.envoy_operators import HEADER_OPERATORS, Apply, Converted, Kind, ScalarClaim, Slot, resolve
+from ingest.parsers.envoy_operators import (
+    HEADER_OPERATORS, Apply, Converted, CutForwardedFor, Kind, ScalarClaim, Slot, resolve
+)
 from ingest.parsers.fused import Fused, Leaf, Run, Whole, fuse
 from ingest.records import AMBIGUOUS_CLIENTS_LABEL, DeadLetter, Event, RawRecord
 
@@ -74,8 +76,9 @@ class TextPattern:
         self._separators = sum(t.text.count(_SEPARATOR) for t in tokens if isinstance(t, Literal))
         self._absorbers = _absorbers(tokens, self.slots)
         self._forwarded_for = next(  # the X-Forwarded-For operator's index, whose right end is Envoy's
-            (i for i, slot in enumerate(self.slots) if slot.field == "forwarded_for" and not slot.apply), None
-        )
+            (i for i, slot in enumerate(self.slots)
+             if slot.field == "forwarded_for" and (not slot.apply or isinstance(slot.apply, CutForwardedFor))), None
+        )  # fmt: skip
         # A value that needs a reader is parked under a private key, then read.
         self._keys = tuple(
             f"\x00{index}" if slot.apply else slot.field for index, slot in enumerate(self.slots)
