@@ -109,6 +109,7 @@ LONG_FLAGS: dict[str, str] = {
     "DnsResolutionFailed": "DF",
     "DropOverload": "DO",
     "DownstreamRemoteReset": "DR",
+    "UnconditionalDropOverload": "UDO",
 }
 
 
@@ -173,11 +174,16 @@ OPERATORS: dict[str, Operator] = {
 
 HEADERS: dict[tuple[str, str], str] = {
     ("REQ", ":method"): "method",
+    # The path as the client sent it, before a rewrite, with the alternatives either way round. (The
+    # original path alone, "-" unless rewritten, stays a label beside a format's %REQ(:PATH)%.)
     ("REQ", "x-envoy-original-path?:path"): "path",
+    ("REQ", ":path?x-envoy-original-path"): "path",
     ("REQ", ":path"): "path",
     ("REQ", "x-request-id"): "request_id",
     ("REQ", ":authority"): "authority",
     ("REQ", "host"): "authority",  # Envoy serves Host from :authority
+    ("REQ", ":authority?host"): "authority",
+    ("REQ", "host?:authority"): "authority",
     ("REQ", "user-agent"): "user_agent",
     ("REQ", "x-forwarded-for"): "forwarded_for",
     ("RESP", "x-envoy-upstream-service-time"): "upstream_service_time_ms",
@@ -239,6 +245,8 @@ def resolve(command: Command) -> Slot:
         if field == "forwarded_for" and command.max_length is not None:
             return Slot(command.text, field, Kind.TEXT, CutForwardedFor(command.max_length))
         return Slot(command.text, field, Kind.TEXT)
+    if name in ("PATH", "REQ_WITHOUT_QUERY"):
+        return _path(command)
     if name == "DYNAMIC_METADATA":
         return _metadata(command, _required(command))
     if name == "METADATA" and (arg or "").startswith("DYNAMIC:"):
@@ -305,6 +313,25 @@ class ScalarClaim:
             fields[self.label] = orjson.dumps(value).decode()
         else:
             fields[field] = value
+
+
+_PATH_OPTIONS = (frozenset({"", "WQ", "NQ"}), frozenset({"", "ORIG", "PATH", "ORIG_OR_PATH"}))
+"""``%PATH(X:Y)%``'s options as Envoy accepts them: with or without the query; original path, :path, or either."""
+
+
+def _path(command: Command) -> Slot:
+    """``%PATH(X:Y)%`` (Envoy >= 1.33) and ``%REQ_WITHOUT_QUERY(H?A)%``: the path, with or without its
+    query string; without it, it is still the path rules read. Options Envoy would refuse, or
+    REQ_WITHOUT_QUERY of another header, keep the value as a label."""
+    if command.name == "REQ_WITHOUT_QUERY":
+        header = _header(command)
+        if HEADERS.get(("REQ", header)) == "path":
+            return Slot(command.text, "path", Kind.TEXT)
+        return Slot(command.text, _label(f"req_without_query.{header}"), Kind.TEXT, is_label=True)
+    query, _, source = (command.arg or "").partition(":")
+    if query in _PATH_OPTIONS[0] and source in _PATH_OPTIONS[1]:
+        return Slot(command.text, "path", Kind.TEXT)
+    return Slot(command.text, _label(f"path.{(command.arg or '').lower()}"), Kind.TEXT, is_label=True)
 
 
 def _metadata(command: Command, arg: str) -> Slot:
