@@ -112,7 +112,7 @@ def read_blocks(
                 lines = _bounded_lines(chunks, 2 * max_line_bytes + _WRAPPER_BYTES)
                 yield from _batched(join_pieces(lines, unwrapper, dataset, stream, max_line_bytes), POLL_RECORDS)
                 return
-            for starts, block in _bounded_blocks(chunks, max_line_bytes + 1):
+            for starts, block in _without_bom(_bounded_blocks(chunks, max_line_bytes + 1)):
                 yield [RawRecord(Origin(dataset, stream, start), line) for start, line in zip(starts, block)]
         except OSError as error:
             raise SourceError(f"error reading {path}: {error}") from None
@@ -228,8 +228,26 @@ def _read_to_damage(path: Path, start: int, step: int) -> bytes:
 
 def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes]]:
     """(byte offset, line) of each line, at most ``limit`` bytes of it: a longer line is cut to its head."""
-    for starts, lines in _bounded_blocks(chunks, limit):
+    for starts, lines in _without_bom(_bounded_blocks(chunks, limit)):
         yield from zip(starts, lines)
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(line: bytes, offset: int) -> bytes:
+    """``line`` without the UTF-8 byte order mark that starts the file it begins (``offset`` 0).
+
+    Windows editors and PowerShell's ``Out-File -Encoding utf8`` write one; left in, it made the
+    first line of such a file a dead letter. A BOM anywhere else is the line's own bytes.
+    """
+    return line[len(UTF8_BOM):] if offset == 0 and line.startswith(UTF8_BOM) else line
+
+
+def _without_bom(blocks: Iterator[tuple[list[int], list[bytes]]]) -> Iterator[tuple[list[int], list[bytes]]]:
+    for starts, lines in blocks:
+        lines[0] = without_bom(lines[0], starts[0])
+        yield starts, lines
 
 
 _PLUS_ONE = (1).__add__  # a line's length and its newline, in C

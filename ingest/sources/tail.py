@@ -45,6 +45,7 @@ import orjson
 from ingest.errors import SourceError
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sources.fingerprint import FINGERPRINT_BYTES, GZIP_MAGIC, head_fingerprint, read_head
+from ingest.sources.files import without_bom
 from ingest.sources.unwrap import compile_unwrap
 
 __all__ = ["Follower", "LineUnwrap", "check_positions_path", "line_unwrap", "unwrap_container_line"]
@@ -299,7 +300,8 @@ class Follower:
                 return  # it may grow yet
             if opened.buffer and not opened.skipping:
                 stream = f"file:{opened.fingerprint}"
-                text, _, created = opened.unwrap(opened.buffer.rstrip(b"\r"))
+                line = without_bom(opened.buffer, opened.offset)
+                text, _, created = opened.unwrap(line.rstrip(b"\r"))
                 records.append(RawRecord(Origin(opened.dataset, stream, opened.offset),
                                          text[: opened.raw_limit], created))  # fmt: skip
                 opened.offset += len(opened.buffer)
@@ -329,8 +331,8 @@ class Follower:
             end = data.find(b"\n", start)
             if end < 0:
                 break
-            raw = data[start:end]
             line_offset = opened.offset
+            raw = without_bom(data[start:end], line_offset)
             opened.offset += end + 1 - start
             start = end + 1
             text, complete, created = opened.unwrap(raw.rstrip(b"\r"))

@@ -143,3 +143,29 @@ def test_block_reading_matches_line_splitting(data: list[bytes], block: int, lim
         assert [start for start, _ in got] == [sum(len(line) + 1 for line in data[:n]) for n in range(len(got))]
     finally:
         files._BLOCK_BYTES = original
+
+
+@pytest.mark.parametrize("unwrap", [None, "cri"])
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_utf8_bom_at_the_start_of_a_file_is_not_part_of_its_first_line(
+    tmp_path: Path, compress: bool, unwrap: str | None
+) -> None:
+    # Editors on Windows and PowerShell's Out-File write one: the first line must still parse.
+    lines = [b"first", b"second \xef\xbb\xbf"]  # a BOM elsewhere is the line's own bytes
+    if unwrap == "cri":
+        lines = [b"2026-03-02T09:00:00.000000000Z stdout F " + line for line in lines]
+    data = b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n"
+    path = tmp_path / "a.log"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    records = list(read_lines(path, Dataset.APP, max_line_bytes=100, unwrap=unwrap))
+    assert [r.line for r in records] == [b"first", b"second \xef\xbb\xbf"]
+
+
+def test_a_followed_file_starting_with_a_bom_gives_its_first_line_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_bytes(b"\xef\xbb\xbffirst\nsecond\n")
+    follower = Follower({Dataset.APP: [str(path)]}, tmp_path / "positions.json", 100)
+    try:
+        assert [r.line for r in follower.poll()] == [b"first", b"second"]
+    finally:
+        follower.close()
