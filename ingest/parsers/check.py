@@ -3,8 +3,9 @@
 Compiling tells a broken format. What compiles can still never yield an
 event: a format without a date to place a record in time, or a format copied
 from a page that shows it as a Go or JSON string (``\\"`` and a literal
-``\\n``), which then matches no line. Both are cheaper to say once at load
-than as every line's dead letter.
+``\\n``), which then matches no line. Or it yields events that can never be
+joined: a format without the request id. All are cheaper to say once at load
+than as every line's dead letter or every request's false alert.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from ingest.errors import FormatError
 from ingest.parsers import build_gateway_parser
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, tokenize
+from ingest.parsers.envoy_operators import resolve
 from ingest.parsers.envoy_time import start_time_has_date
 
 __all__ = ["check_gateway_format", "format_time"]
@@ -67,6 +69,12 @@ def check_gateway_format(
             f"{key} has no %START_TIME%: every line will be a missing_timestamp dead letter; add "
             "%START_TIME% to the format, or read container logs with gateway.unwrap: docker or cri"
         )
+    if not _logs_request_id(format, json_format):
+        warnings.append(
+            f"{_key(format, json_format, ())} has no %REQ(X-REQUEST-ID)%: no gateway line can be joined with the "
+            "app's by request id, so every request the app logs will be a gateway_bypass alert; add "
+            "%REQ(X-REQUEST-ID)% to the format"
+        )
     for path, text in _strings(format, json_format):
         if '\\"' in text or "\\n" in text:
             warnings.append(
@@ -74,6 +82,19 @@ def check_gateway_format(
                 'it (Istio\'s docs do): paste it with " for \\" and without the \\n, or no line will match'
             )
     return warnings
+
+
+def _logs_request_id(format: str | None, json_format: Mapping[str, Any] | None) -> bool:  # noqa: A002
+    """Some operator of the format fills ``request_id``, the key the join and gateway_bypass read."""
+    for _, text in _strings(format, json_format):
+        try:
+            tokens = tokenize(text)
+        except ValueError:
+            continue  # compiling reports it
+        for token in tokens:
+            if isinstance(token, Command) and resolve(token).field == "request_id":
+                return True
+    return False
 
 
 def _located(message: str) -> str:
