@@ -162,21 +162,12 @@ class TextPattern:
         its Host header can so give its line another request's id, if Envoy logs that Host.
         """
         extra = text.count(_SEPARATOR) - self._separators
-        if extra <= 0 or _MASK in text:
+        if extra <= 0 or "\x00" in text:  # no NUL: a mask in the text is one this method put there
             return None
-        starts = []
-        at = text.find(_SEPARATOR)
-        while at >= 0:
-            starts.append(at)
-            at = text.find(_SEPARATOR, at + len(_SEPARATOR))
         match = self._lenient or self.strict
         readings: list[tuple[str, tuple[str | None, ...]]] = []
         for index, before in self._absorbers:
-            pieces, last = [], 0
-            for at in starts[before : before + extra]:
-                pieces += [text[last:at], _MASK]
-                last = at + len(_SEPARATOR)
-            found = match("".join(pieces) + text[last:])
+            found = match(_masked(text, before, extra))
             if found is None:
                 continue
             groups = found.groups()
@@ -301,6 +292,14 @@ class TextPattern:
 
 _SEPARATOR = '" "'
 _MASK = "\x00\x1f\x00"  # stands in for a separator inside a value while the line is matched
+
+
+def _masked(text: str, before: int, extra: int) -> str:
+    """``text`` with its separators ``before`` .. ``before + extra - 1`` (counted from 0, left to right)
+    replaced by the mask: two replaces in C, where a Python step per separator made a line of 300,000
+    of them cost seconds of CPU. ``text`` holds no mask of its own (no NUL), so the second replace,
+    which puts the first ``before`` back, finds exactly the masks the first one wrote, in order."""
+    return text.replace(_SEPARATOR, _MASK, before + extra).replace(_MASK, _SEPARATOR, before)
 
 
 def _absorbers(tokens: list[Token], slots: tuple[Slot, ...]) -> tuple[tuple[int, int], ...]:
