@@ -66,7 +66,8 @@ class TextPattern:
             raise FormatError(f"format: no command operator in {fmt!r}")
         prefix = _LINE_PREFIX if whole_line else ""
         strict, lenient, cut, all_absent_matched = _pieces(tokens, self.slots)
-        self._tokens, self._prefix, self._strict_pieces = tokens, prefix, strict
+        self._tokens, self._prefix, self._strict_pieces, self._lenient_pieces = tokens, prefix, strict, lenient
+        self._starts: dict[int, _Match] = {}  # the first n tokens' lenient regex, compiled when a line needs it
         self.strict: _Match = re.compile(prefix + "".join(strict), re.DOTALL).fullmatch
         """The format's match of a whole text, each operator's value a group (``None``: ``-``, not set)."""
         self._lenient: _Match | None = (
@@ -289,6 +290,44 @@ class TextPattern:
         """Why ``text`` did not fit: ``truncated`` if it is the start of a line that would."""
         return "truncated" if self._cut_short(text) else "format_mismatch"
 
+    def mismatch_detail(self, text: str) -> str:
+        """Where ``text`` stops fitting the format: the token (operator or text) that the longest start
+        of the format it fits is followed by, and the offset (in characters) where that start ends.
+
+        A line of another format (Istio's default read as Envoy's) then names what to fix instead of
+        only saying it does not fit. Only a line that failed pays: a binary search over the format's
+        starts (a start that fits means every shorter one fits), a handful of linear matches.
+        """
+        fits, fails = 0, len(self._tokens) + 1
+        end = 0
+        while fails - fits > 1:
+            middle = (fits + fails) // 2
+            found = self._start(middle)(text)
+            if found is None:
+                fails = middle
+            else:
+                fits, end = middle, found.end()
+        if fits == len(self._tokens):
+            return f"{_DETAILS['format_mismatch']}: the line goes on after the format ends, at offset {end}"
+        token = self._tokens[fits]
+        if not isinstance(token, Literal):
+            return f"{_DETAILS['format_mismatch']}: %{token.text}% does not match at offset {end}"
+        before = self._tokens[fits - 1] if fits else None
+        if isinstance(before, Command):  # "2x4" for a status reads as "2", then no " ": name the operator
+            found = self._start(fits - 1)(text)
+            start = found.end() if found is not None else 0
+            return (f"{_DETAILS['format_mismatch']}: %{before.text}% at offset {start} is not followed by "
+                    f"{token.text!r} (offset {end})")  # fmt: skip
+        return f"{_DETAILS['format_mismatch']}: expected {token.text!r} at offset {end}"
+
+    def _start(self, tokens: int) -> _Match:
+        """The match of the format's first ``tokens`` tokens at the start of a text (lenient, as a line is read)."""
+        found = self._starts.get(tokens)
+        if found is None:
+            regex = self._prefix + "".join(self._lenient_pieces[:tokens])
+            found = self._starts[tokens] = re.compile(regex, re.DOTALL).match
+        return found
+
 
 _SEPARATOR = '" "'
 _MASK = "\x00\x1f\x00"  # stands in for a separator inside a value while the line is matched
@@ -360,7 +399,8 @@ def compile_text_format(fmt: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, 
             return DeadLetter(record.origin, "invalid_value", str(error), record.line)
         if fields is None:
             reason = pattern.diagnose(text)
-            return DeadLetter(record.origin, reason, _DETAILS[reason], record.line)
+            detail = _DETAILS[reason] if reason == "truncated" else pattern.mismatch_detail(text)
+            return DeadLetter(record.origin, reason, detail, record.line)
         return normalize(fields, record.origin, record.line, record.created, trusted_hops)
 
     # The common line is read by the fused reader, which hands the others to parse().
