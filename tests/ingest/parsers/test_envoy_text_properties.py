@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 import string
 from typing import Any
 
@@ -63,10 +64,9 @@ def default_values(draw: st.DrawFn) -> dict[str, str]:
 
 
 def _render(fmt: str, values: dict[str, Any]) -> str:
-    for operator, value in values.items():
-        if operator.startswith("%"):
-            fmt = fmt.replace(operator, value)
-    return fmt
+    # One pass: a value that spells an operator ("/%BYTES_SENT%" as a path) stays as it is.
+    operators = re.compile("|".join(re.escape(operator) for operator in values if operator.startswith("%")))
+    return operators.sub(lambda found: values[found.group()], fmt)
 
 
 def _int(value: str) -> int | None:
