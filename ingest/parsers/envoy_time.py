@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from ingest.errors import FormatError
-from ingest.normalize import InvalidValueError
+from ingest.normalize import InvalidValueError, shown
 
 DEFAULT_START_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
 """Envoy's default START_TIME (``2016-12-21T20:37:38.123Z``) and ISO 8601 look-alikes."""
@@ -97,7 +97,7 @@ def compile_start_time(strftime: str) -> tuple[str, Callable[[str], float] | Non
     def read(value: object) -> float:
         found = reader(value if isinstance(value, str) else str(value))
         if found is None:
-            raise InvalidValueError(f"START_TIME {value!r} does not match ({strftime})")
+            raise InvalidValueError(f"START_TIME {shown(value)} does not match ({strftime})")
         return _epoch(found.groupdict())
 
     return "".join(outer), read

@@ -102,3 +102,12 @@ def test_an_app_line_from_the_issue_parses_to_one_event_or_one_dead_letter() -> 
     assert [r.reason if isinstance(r, DeadLetter) else "event" for r in results] == [
         "out_of_range", "event", "out_of_range", "event",
     ]
+
+
+@pytest.mark.parametrize("field", ["ts", "status"])
+def test_a_dead_letters_detail_quotes_a_long_value_cut(field: str) -> None:
+    # A 900 KB timestamp of card-like digits was quoted whole: stored twice and redacted twice, 2.2 s a line.
+    value = "4111 " * 200_000
+    result = normalize({"ts": GOOD_TS, field: value}, Origin(Dataset.APP, "s", 0), b"raw")
+    assert isinstance(result, DeadLetter) and result.reason == "invalid_value"
+    assert len(result.detail) < 300 and "(1000002 characters)" in result.detail, result.detail
