@@ -28,16 +28,11 @@ _JSON_ERROR = re.compile(r"json_format (?P<key>[^:]*): (?:format: )?(?P<message>
 def format_time(format: str | None, json_format: Mapping[str, Any] | None) -> tuple[str, str]:  # noqa: A002
     """``(state, key)``: ``dated``, ``undated`` (a START_TIME without a date) or ``absent``, and where."""
     state, where = "absent", _key(format, json_format, ())
-    for path, text in _strings(format, json_format):
-        try:
-            tokens = tokenize(text)
-        except ValueError:
-            continue  # compiling reports it
-        for token in tokens:
-            if isinstance(token, Command) and token.name == "START_TIME":
-                if token.arg is None or start_time_has_date(token.arg):
-                    return "dated", _key(format, json_format, path)
-                state, where = "undated", _key(format, json_format, path)
+    for path, command in _commands(format, json_format):
+        if command.name == "START_TIME":
+            if command.arg is None or start_time_has_date(command.arg):
+                return "dated", _key(format, json_format, path)
+            state, where = "undated", _key(format, json_format, path)
     return state, where
 
 
@@ -86,15 +81,19 @@ def check_gateway_format(
 
 def _logs_request_id(format: str | None, json_format: Mapping[str, Any] | None) -> bool:  # noqa: A002
     """Some operator of the format fills ``request_id``, the key the join and gateway_bypass read."""
-    for _, text in _strings(format, json_format):
+    return any(resolve(command).field == "request_id" for _, command in _commands(format, json_format))
+
+
+def _commands(
+    format: str | None, json_format: Mapping[str, Any] | None  # noqa: A002
+) -> Iterator[tuple[tuple[str, ...], Command]]:
+    """Each operator of the format, with the path of its ``json_format`` key (``()`` for a text format)."""
+    for path, text in _strings(format, json_format):
         try:
             tokens = tokenize(text)
         except ValueError:
             continue  # compiling reports it
-        for token in tokens:
-            if isinstance(token, Command) and resolve(token).field == "request_id":
-                return True
-    return False
+        yield from ((path, token) for token in tokens if isinstance(token, Command))
 
 
 def _located(message: str) -> str:
