@@ -67,6 +67,10 @@ from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
 
+MAX_MARKERS_PER_TEXT = 1000
+"""Secrets replaced one by one in a text; past them its rest is one marker (``withheld=<characters>``).
+A line of 80,000 ``password=x`` or card-like digit groups cost ~1 us a character (a second of CPU a
+900 KB line) in markers: a client's headers must not buy that much of the pipeline."""
 DEFAULT_QUERY_PARAMS = ("password", "token", "secret", "api_key")
 DEFAULT_JSON_KEYS = ("password", "token", "secret", "api_key")
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
@@ -237,7 +241,7 @@ class Redactor:
         # then (an odd config) texts are never judged one by one.
         self._judge_texts_alone = not any("\x1f" in n for n in self._needles)
         marker = (
-            r"\[REDACTED:(?:" + "|".join(_KINDS) + r")(?: last4=[0-9]{4})?"
+            r"\[REDACTED:(?:" + "|".join(_KINDS) + r")(?: last4=[0-9]{4})?(?: withheld=[0-9]{1,9})?"
             r"(?: jti=(?!(?:[^ \]]*?[0-9]){13})(?![^ \]]*eyJ)[A-Za-z0-9._@+-]{1,64})?"
             r"(?: sub=(?!(?:[^ \]]*?[0-9]){13})(?![^ \]]*eyJ)[A-Za-z0-9._@+-]{1,64})?"
             r" h=[0-9a-f]{8,64}\]"
@@ -471,14 +475,17 @@ class Redactor:
         )
 
     def _text(self, text: str) -> str:
-        if len(text) < LONG_TEXT_CHARS or self._starts is None:
+        if len(text) < LONG_TEXT_CHARS:
             text = self._pattern.sub(self._replace, text)
         else:
-            starts = self._starts.find(text, len(text) // CHARS_PER_MATCH_START)
-            text = sub_at(self._pattern, self._replace, text, starts)
+            starts = None if self._starts is None else self._starts.find(text, len(text) // CHARS_PER_MATCH_START)
+            text = sub_at(self._pattern, self._replace, text, starts, MAX_MARKERS_PER_TEXT, self._withheld)
         if "://" in text:
             text = _USERINFO.sub(lambda m: f"://{m[1]}:{self._marker('secret', m[2])}@", text)
         return text
+
+    def _withheld(self, rest: str) -> str:
+        return self._marker("secret", rest, f" withheld={len(rest)}")
 
     def _replace(self, match: re.Match[str]) -> str:
         kind = match.lastgroup

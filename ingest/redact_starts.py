@@ -13,7 +13,7 @@ at each in turn, as ``pattern.sub`` would: the same output
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 # Texts this long or longer take the full patterns only where a match can start: measured,
@@ -86,23 +86,41 @@ class MatchStarts:
 
 
 def sub_at(
-    pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str], text: str, starts: Iterable[int] | None
+    pattern: re.Pattern[str],
+    replace: Callable[[re.Match[str]], str],
+    text: str,
+    starts: Iterable[int] | None,
+    limit: int | None = None,
+    withhold: Callable[[str], str] | None = None,
 ) -> str:
     """``pattern.sub(replace, text)``, the pattern tried only at ``starts`` (every place a match
-    can start); ``None``: at every character, by ``pattern.sub`` itself."""
-    if starts is None:
-        return pattern.sub(replace, text)
-    match = pattern.match
+    can start); ``None``: at every character. Past ``limit`` replaced matches, the rest of ``text``
+    is ``withhold(rest)``: a text holding that many secrets is hostile, and each costs a marker."""
+    matches = pattern.finditer(text) if starts is None else _matches_at(pattern, text, starts)
     pieces: list[str] = []
-    done = 0
-    for start in sorted(starts):
-        if start >= done and (found := match(text, start)) is not None:
-            pieces += (text[done:start], replace(found))
-            done = found.end()
+    done = replaced = 0
+    for found in matches:
+        new = replace(found)
+        if new != found[0]:  # a marker already there is kept, and not counted
+            if replaced == limit and withhold is not None:
+                pieces += (text[done : found.start()], withhold(text[found.start() :]))
+                return "".join(pieces)
+            replaced += 1
+        pieces += (text[done : found.start()], new)
+        done = found.end()
     if not pieces:
         return text
     pieces.append(text[done:])
     return "".join(pieces)
+
+
+def _matches_at(pattern: re.Pattern[str], text: str, starts: Iterable[int]) -> Iterator[re.Match[str]]:
+    match = pattern.match
+    done = 0
+    for start in sorted(starts):
+        if start >= done and (found := match(text, start)) is not None:
+            yield found
+            done = found.end()
 
 
 def fold_case(text: str) -> str:
