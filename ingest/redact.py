@@ -67,10 +67,11 @@ from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
 
-MAX_MARKERS_PER_TEXT = 1000
-"""Secrets replaced one by one in a text; past them its rest is one marker (``withheld=<characters>``).
-A line of 80,000 ``password=x`` or card-like digit groups cost ~1 us a character (a second of CPU a
-900 KB line) in markers: a client's headers must not buy that much of the pipeline."""
+MAX_MATCHES_PER_TEXT = 1000
+"""Candidates (a secret, or digit groups that may be a card) judged one by one in a text; past them
+its rest is one marker (``withheld=<characters>``). 900 KB of ``password=x`` or of card-like digit
+groups cost ~1 us a character (a second of CPU a line) in markers and Luhn checks: a client's
+headers must not buy that much of the pipeline."""
 DEFAULT_QUERY_PARAMS = ("password", "token", "secret", "api_key")
 DEFAULT_JSON_KEYS = ("password", "token", "secret", "api_key")
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
@@ -479,7 +480,7 @@ class Redactor:
             text = self._pattern.sub(self._replace, text)
         else:
             starts = None if self._starts is None else self._starts.find(text, len(text) // CHARS_PER_MATCH_START)
-            text = sub_at(self._pattern, self._replace, text, starts, MAX_MARKERS_PER_TEXT, self._withheld)
+            text = sub_at(self._pattern, self._replace, text, starts, MAX_MATCHES_PER_TEXT, self._withheld, "marker")
         if "://" in text:
             text = _USERINFO.sub(lambda m: f"://{m[1]}:{self._marker('secret', m[2])}@", text)
         return text

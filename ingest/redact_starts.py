@@ -92,21 +92,22 @@ def sub_at(
     starts: Iterable[int] | None,
     limit: int | None = None,
     withhold: Callable[[str], str] | None = None,
+    uncounted: str | None = None,
 ) -> str:
     """``pattern.sub(replace, text)``, the pattern tried only at ``starts`` (every place a match
-    can start); ``None``: at every character. Past ``limit`` replaced matches, the rest of ``text``
-    is ``withhold(rest)``: a text holding that many secrets is hostile, and each costs a marker."""
+    can start); ``None``: at every character. Past ``limit`` matches (but those of group
+    ``uncounted``: markers already there), the rest of ``text`` is ``withhold(rest)``: a text
+    holding that many candidates is hostile, and each costs a check or a marker."""
     matches = pattern.finditer(text) if starts is None else _matches_at(pattern, text, starts)
     pieces: list[str] = []
-    done = replaced = 0
+    done = counted = 0
     for found in matches:
-        new = replace(found)
-        if new != found[0]:  # a marker already there is kept, and not counted
-            if replaced == limit and withhold is not None:
+        if found.lastgroup != uncounted:
+            if counted == limit and withhold is not None:
                 pieces += (text[done : found.start()], withhold(text[found.start() :]))
                 return "".join(pieces)
-            replaced += 1
-        pieces += (text[done : found.start()], new)
+            counted += 1
+        pieces += (text[done : found.start()], replace(found))
         done = found.end()
     if not pieces:
         return text
