@@ -22,6 +22,7 @@ import yaml
 
 from gatewatch.cli import main
 from gatewatch.config import load_config
+from gatewatch.html_report import searched
 from gatewatch.hunt import incidents, load_alerts, load_events, request_timeline, route_rates, top_clients
 from gatewatch.notebook import open_store
 from gatewatch.svg_charts import esc
@@ -103,8 +104,9 @@ def test_the_report_over_a_search_store_is_the_duckdb_report(copy: SearchCopy, d
     assert main(["report", "--config", str(copy.config), "--store", copy.store_url, "--out", str(out)]) == 0
     duck_page = (demo_out / "report.html").read_text(encoding="utf-8")
     search_page = out.read_text(encoding="utf-8")
-    assert search_page.replace(esc(copy.store_url), "STORE") == \
+    assert search_page.replace(esc(searched(copy.store_url, copy.prefix)), "STORE") == \
         duck_page.replace(esc(f"duckdb:{demo_out / 'gatewatch.duckdb'}"), "STORE")  # fmt: skip
+    assert f"(indices {copy.prefix}-*)" in search_page  # where it looked, for a misspelt prefix
 
 
 def test_the_notebook_over_a_search_store(
