@@ -170,9 +170,11 @@ def _name_pattern(names: Iterable[str]) -> str:
 
 # A list or an object (two levels deep) as a secret's value: {"password": {"old": ..., "new": ...}},
 # {"api_key": ["..."]}, Go's map[Cookie:[sid=...]]. It becomes one marker.
+# A "]" or "}" inside one of its strings does not end it; an escaped quote (JSON inside a JSON string) opens none.
+_ITEM = r'\\.|"(?:[^"\\\n]++|\\.)*+"'
 _CONTAINER = (
-    r"(?P<{0}_cv>\[(?:[^\[\]\n]++|\[[^\[\]\n]*+\])*+\]"
-    r"|\{{(?:[^{{}}\n]++|\{{[^{{}}\n]*+\}})*+\}})"
+    rf"(?P<{{0}}_cv>\[(?:[^\[\]\n\"\\]++|{_ITEM}|\[(?:[^\[\]\n\"\\]++|{_ITEM})*+\])*+\]"
+    rf"|\{{{{(?:[^{{{{}}}}\n\"\\]++|{_ITEM}|\{{{{(?:[^{{{{}}}}\n\"\\]++|{_ITEM})*+\}}}})*+\}}}})"
 )
 
 

@@ -275,3 +275,10 @@ def test_without_a_named_variable_the_default_one_is_read_or_a_random_key_used(m
 def test_a_secret_between_any_text_never_survives(before: str, after: str, secret: str) -> None:
     out = Redactor(hash_key=KEY).redact(f"{before} {secret} {after}")
     assert secret not in out and "[REDACTED:" in out
+
+
+def test_a_bracket_inside_a_string_does_not_end_a_redacted_container(redactor: Redactor) -> None:
+    # Re-verification: the object's marker ended at the "}" inside "p}1", leaving the new password in clear.
+    for text in ('{"password":{"old":"p}1","new":"N3wPassw0rdLEAK"}}', '{"api_key": ["a]b", "ak_live_DLLEAK"]}'):
+        out = redactor.redact(text)
+        assert "LEAK" not in out and json.loads(out), out
