@@ -423,6 +423,8 @@ def _pieces(
     lenient: list[str] = []
     cut: list[tuple[str, str]] = []
     all_absent_matched = True
+    separators = "".join(sorted({t.text[0] for t in tokens
+                                 if isinstance(t, Literal) and t.text[:1] in _SEPARATOR_CHARS}))  # fmt: skip
     commands = iter(slots)
     for index, token in enumerate(tokens):
         if isinstance(token, Literal):
@@ -441,7 +443,7 @@ def _pieces(
         else:  # two operators back to back: "-" is captured and filtered per line
             follows = None
             all_absent_matched = False
-        bounded = _bounded(slot, quoted, after)
+        bounded = _bounded(slot, quoted, after, separators)
         fragment = slot.fragment(quoted) if bounded is None else bounded[0]
         atomic = bounded is not None
         strict.append(_capture(fragment, follows, atomic))
@@ -470,7 +472,11 @@ def _capture(fragment: str, follows: str | None, atomic: bool = False) -> str:
     return f"(?>-(?={follows})|({fragment}))" if atomic else f"(?:-(?={follows})|({fragment}))"
 
 
-def _bounded(slot: Slot, quoted: bool, after: Token | None) -> tuple[str, str] | None:
+_SEPARATOR_CHARS = "|,;"
+"""Characters a format may separate its values with besides spaces (a tab is a space to ``\\s``)."""
+
+
+def _bounded(slot: Slot, quoted: bool, after: Token | None, separators: str = "") -> tuple[str, str] | None:
     """The value's regex and its cut-short regex, matching one way only (possessive), or ``None``
     where the kind's own fragments must stay (a START_TIME pattern, two operators back to back).
 
@@ -482,6 +488,10 @@ def _bounded(slot: Slot, quoted: bool, after: Token | None) -> tuple[str, str] |
     ``\\S+`` that also matched the separator once made the regex try every split of the line
     (MOSN's 38-field ``||`` format never finished a line). The price: in a format separated by
     one character, a value cannot hold it (``a,b`` is two fields of a comma-separated format).
+    ``separators``: those of the format's literals (``|``, ``,``, ``;``); the last value and one
+    followed by a space hold none, so a separator a client writes into a header makes its line
+    fit no reading (a dead letter) instead of shifting the values after it: a User-Agent of
+    ``x|6.6.6.6:1`` gave the line a client address of the client's choosing.
     """
     if slot.pattern is not None or (after is not None and not isinstance(after, Literal)):
         return None
@@ -493,7 +503,8 @@ def _bounded(slot: Slot, quoted: bool, after: Token | None) -> tuple[str, str] |
     if quoted:
         text, partial = '[^"]*+', '[^"]*'
     elif after is None or after.text[0] == " ":
-        text, partial = r"\S++", r"\S*"
+        text, partial = (rf"[^\s{re.escape(separators)}]++", rf"[^\s{re.escape(separators)}]*") if separators \
+            else (r"\S++", r"\S*")
     else:
         char, rest = re.escape(after.text[0]), re.escape(after.text[1:])
         text = f"[^{char}]++" if not rest else f"(?:[^{char}]|{char}(?!{rest}))++"

@@ -15,7 +15,7 @@ import time
 
 from gatewatch.demo.render import DEMO_TEXT_FORMAT
 from ingest.parsers import compile_text_format
-from ingest.records import Dataset, Origin
+from ingest.records import Dataset, DeadLetter, Event, Origin, RawRecord
 from tests.ingest.parsers.lines import line_helpers
 from tests.ingest.test_hostile_line_memory import DEMO_LINE
 
@@ -142,3 +142,15 @@ def test_a_header_holding_600_000_quoted_separators_is_read_in_milliseconds() ->
     started = time.process_time()  # a line no reading fits: every header's reading tried, then the diagnosis
     assert dead(parser, DEMO_LINE.replace('"curl/8.5.0"', f'"{agent}"').replace(" 200 ", " 2x0 ")).reason
     assert time.process_time() - started < 0.25
+
+
+def test_a_separator_a_client_writes_into_a_header_cannot_shift_the_values_after_it() -> None:
+    # Re-verification: a User-Agent of 'x|6.6.6.6:1' made 6.6.6.6 the client address (the last value took
+    # the rest of the line); such a line fits no reading now and is a dead letter.
+    fmt = ("%START_TIME%|%REQ(:METHOD)%|%RESPONSE_CODE%|%REQ(USER-AGENT)%|%DOWNSTREAM_REMOTE_ADDRESS%|"
+           "%REQ(X-REQUEST-ID)%")
+    parse = compile_text_format(fmt)
+    good = parse(RawRecord(Origin(Dataset.GATEWAY, "t", 0), b"2026-03-02T09:00:00Z|GET|401|curl/8|203.0.113.50:44|r1"))
+    assert isinstance(good, Event) and good.source_ip == "203.0.113.50"
+    forged = b"2026-03-02T09:00:00Z|GET|401|x|6.6.6.6:1|203.0.113.50:4444|r1"
+    assert isinstance(parse(RawRecord(Origin(Dataset.GATEWAY, "t", 0), forged)), DeadLetter)
