@@ -160,6 +160,12 @@ def _run_replay(args: argparse.Namespace) -> int:
         failed = any(k.startswith("dead_letter_") for k in runner.counts)
         console.print(f"forwarder {runner.name}: {counts}" + (f" -> {runner.dead_letter_path}" if failed else ""),
                       markup=False, highlight=False)  # fmt: skip
+    lost = {r.name: r.queued_total - r.settled_total for r in (forwarders.runners if forwarders else ())}
+    if any(lost.values()):  # neither sent nor written down (the dead-letter file could not be written)
+        console.print(visible("error: " + ", ".join(f"forwarder {name}: {n} alert events neither sent nor written to "
+                                                    "its dead-letter file" for name, n in lost.items() if n)
+                              + "; replay again once that file is writable"), markup=False, highlight=False)  # fmt: skip
+        return 2
     return 0
 
 

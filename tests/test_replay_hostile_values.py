@@ -65,3 +65,25 @@ def test_a_lone_surrogate_in_a_billing_line_does_not_hide_its_request(tmp_path: 
     assert not dead.exists() or dead.read_bytes() == b""
     rules = {orjson.loads(a)["rule"] for a in alerts.read_bytes().splitlines()}
     assert rules == {"gateway_bypass", "token_cross_org"}
+
+
+def test_replay_exits_2_when_alert_events_were_neither_sent_nor_dead_lettered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Re-verification: receiver down and the dead-letter folder unwritable, replay said the events were
+    # left for "serve after a restart" and exited 0.
+    app = tmp_path / "app.log"
+    app.write_bytes(orjson.dumps(LINES[1]) + b"\n")  # Billing served a peer that is not the gateway
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the dead letters' folder should be")
+    monkeypatch.setenv("GW_T_SECRET", "s3cret")
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text(
+        "trust:\n  gateway_networks: [10.0.0.0/24]\n"
+        "forward:\n  - {name: soc, type: webhook, url: 'http://127.0.0.1:9/hook', max_attempts: 1,\n"
+        "     secret_env: GW_T_SECRET,\n"
+        f"     drain_timeout_secs: 0.5, retry_max_backoff_secs: 0.1, dead_letters: '{blocker / 'dl.ndjson'}'}}\n"
+    )
+    code = main(["replay", "--config", str(config), "--app", str(app), "--alerts-out", str(tmp_path / "a.ndjson"),
+                 "--store", "none"])  # fmt: skip
+    assert code == 2

@@ -142,7 +142,8 @@ class ForwarderRunner:
         for event in left:
             if not self._dead_letter(event, "shutdown", "not delivered within drain_timeout_secs", 0):
                 log.error("forward_events_unsettled forwarder=%s count=%d: neither sent nor written to %s; serve "
-                          "sends them again after a restart", self.name, len(left) - written, self.dead_letter_path)
+                          "sends them again after a restart, replay exits 2", self.name, len(left) - written,
+                          self.dead_letter_path)  # fmt: skip
                 break
             written += 1
         with self._cond:
