@@ -488,6 +488,8 @@ def _bounded(slot: Slot, quoted: bool, after: Token | None, separators: str = ""
     ``\\S+`` that also matched the separator once made the regex try every split of the line
     (MOSN's 38-field ``||`` format never finished a line). The price: in a format separated by
     one character, a value cannot hold it (``a,b`` is two fields of a comma-separated format).
+    Only separators bound values so (:data:`_SEPARATOR_CHARS` and a tab): before another literal
+    (``:`` between an IPv6 address and its port) the kind's own fragment stays, backtracking.
     ``separators``: those of the format's literals (``|``, ``,``, ``;``); the last value and one
     followed by a space hold none, so a separator a client writes into a header makes its line
     fit no reading (a dead letter) instead of shifting the values after it: a User-Agent of
@@ -505,6 +507,8 @@ def _bounded(slot: Slot, quoted: bool, after: Token | None, separators: str = ""
     elif after is None or after.text[0] == " ":
         text, partial = (rf"[^\s{re.escape(separators)}]++", rf"[^\s{re.escape(separators)}]*") if separators \
             else (r"\S++", r"\S*")
+    elif after.text[0] not in _SEPARATOR_CHARS + "\t":
+        return None  # ":" after an IPv6 address, "->", "=": a value may hold it, and few such literals follow
     else:
         char, rest = re.escape(after.text[0]), re.escape(after.text[1:])
         text = f"[^{char}]++" if not rest else f"(?:[^{char}]|{char}(?!{rest}))++"

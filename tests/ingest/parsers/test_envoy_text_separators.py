@@ -154,3 +154,12 @@ def test_a_separator_a_client_writes_into_a_header_cannot_shift_the_values_after
     assert isinstance(good, Event) and good.source_ip == "203.0.113.50"
     forged = b"2026-03-02T09:00:00Z|GET|401|x|6.6.6.6:1|203.0.113.50:4444|r1"
     assert isinstance(parse(RawRecord(Origin(Dataset.GATEWAY, "t", 0), forged)), DeadLetter)
+
+
+def test_an_ipv6_address_before_a_colon_and_its_port_is_read_whole() -> None:
+    # Re-verification: values bounded at any literal's first character cut '2001:db8::7' at its first ':'.
+    fmt = ("[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%:%DOWNSTREAM_REMOTE_PORT% %RESPONSE_CODE% "
+           "%REQ(X-REQUEST-ID)%")
+    parse = compile_text_format(fmt)
+    event = parse(RawRecord(Origin(Dataset.GATEWAY, "t", 0), b"[2026-03-02T09:00:00Z] 2001:db8::7:51234 200 r1"))
+    assert isinstance(event, Event) and event.source_ip == "2001:db8::7" and event.request_id == "r1"
