@@ -61,6 +61,7 @@ import msgspec
 
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
+from ingest.redact_patterns import CONTAINER, name_pattern, quoted_value
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import jwt_claims, luhn_valid
 from ingest.settings import HasRedact, RedactSettings
@@ -162,33 +163,6 @@ def remember_clean(memory: set[Any], found: Collection[Any], cap: int, *always: 
         memory.update(found)
 
 
-def _name_pattern(names: Iterable[str]) -> str:
-    # "api_key" must match api_key, api-key, API-KEY, apiKey: '-' and '_' are one character here, or none.
-    parts = sorted({re.escape(n.lower().replace("-", "_")).replace("_", "[_-]?") for n in names if n}, key=len)
-    return "|".join(reversed(parts)) or r"(?!x)x"
-
-
-# A list or an object (two levels deep) as a secret's value: {"password": {"old": ..., "new": ...}},
-# {"api_key": ["..."]}, Go's map[Cookie:[sid=...]]. It becomes one marker.
-# A "]" or "}" inside one of its strings does not end it; an escaped quote (JSON inside a JSON string) opens none.
-_ITEM = r'\\.|"(?:[^"\\\n]++|\\.)*+"'
-_CONTAINER = (
-    rf"(?P<{{0}}_cv>\[(?:[^\[\]\n\"\\]++|{_ITEM}|\[(?:[^\[\]\n\"\\]++|{_ITEM})*+\])*+\]"
-    rf"|\{{{{(?:[^{{{{}}}}\n\"\\]++|{_ITEM}|\{{{{(?:[^{{{{}}}}\n\"\\]++|{_ITEM})*+\}}}})*+\}}}})"
-)
-
-
-def _quoted_value(group: str) -> str:
-    # A quoted value runs to its closing quote (JSON escapes honoured, and JSON quoted
-    # inside a JSON string: \"...\"); an unquoted one to a delimiter. Possessive: giving characters
-    # back never helps, and re would keep a backtracking point for every character otherwise.
-    return (
-        rf'"(?P<{group}_qv>(?:[^"\\\n]++|\\.)*+)"'
-        rf'|\\"(?P<{group}_ev>(?:(?!\\")[^\n])*+)\\"'
-        rf"|'(?P<{group}_sv>[^'\n]*)'"
-    )
-
-
 class Redactor:
     """Replaces secrets in records and text by markers; see the module docstring for what and how.
 
@@ -255,17 +229,17 @@ class Redactor:
         # and a "\\" starts JSON's escaped quote, which belongs to the line around the value.
         header_unquoted = rf"(?:(?P<h_scheme>(?i:{'|'.join(_SCHEMES)})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;\]\\]+)"
         cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
-        auth_headers = _name_pattern(n for n in headers if _header_kind(n) == "authorization")
+        auth_headers = name_pattern(n for n in headers if _header_kind(n) == "authorization")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
             rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
-            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>\[\s*)?(?:{_quoted_value('h')}|{header_unquoted})"
-            rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{_name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
-            rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{_CONTAINER.format('c')}|{_quoted_value('c')}|{cookie_unquoted})"
-            rf"|(?P<q_name>(?i:{_name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"
-            rf"(?:{_quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
-            rf"|(?P<j_name>(?i:{_name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
-            rf"(?:{_CONTAINER.format('j')}|{_quoted_value('j')}|(?P<j_uv>{unquoted}))"
+            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>\[\s*)?(?:{quoted_value('h')}|{header_unquoted})"
+            rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
+            rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted})"
+            rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"
+            rf"(?:{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
+            rf"|(?P<j_name>(?i:{name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
+            rf"(?:{CONTAINER.format('j')}|{quoted_value('j')}|(?P<j_uv>{unquoted}))"
             rf"|(?P<cvv_name>(?i:cvv2?|cvc2?))(?P<cvv_sep>\\?[\"']?\s*[:=]?\s*\\?[\"']?)(?P<cvv>[0-9]{{3,4}})(?![0-9])"
             r"|(?P<jwt>eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"
             rf"|{_PAN}"
