@@ -115,8 +115,7 @@ class Http4xxBurst(Detector):
             return (key,)
         if type(item) is not Event or item.status is None or not 400 <= item.status <= 499:
             return ()
-        clients = item.label(AMBIGUOUS_CLIENTS_LABEL) if item.labels else None
-        return tuple(f"source.ip={client}" for client in clients.split(",")) if clients else ()
+        return tuple(f"source.ip={client}" for client in _ambiguous_clients(item))
 
     def observe_event(self, event: Event) -> Iterable[Finding]:
         status = event.status
@@ -129,9 +128,8 @@ class Http4xxBurst(Detector):
         # A client that writes '" "' in a header makes its line read two ways, with X-Forwarded-For's
         # right end, its address, differing: the line has none, and naming none let a client hide a
         # burst behind the trick. It counts for every address it may be from: the sender's own is one.
-        clients = event.label(AMBIGUOUS_CLIENTS_LABEL) if event.labels else None
         findings: list[Finding] = []
-        for client in clients.split(",") if clients else ():
+        for client in _ambiguous_clients(event):
             if self.owns(f"source.ip={client}"):
                 findings += self._count(("source.ip", client), event, status)
         return findings
@@ -241,6 +239,12 @@ class Http4xxBurst(Detector):
                           source_ip=f"198.51.100.{100 + i % 60}")
             for i in range(180)
         ), frozenset())
+
+
+def _ambiguous_clients(event: Event) -> list[str]:
+    """The addresses a line whose client reads two ways may be from (``gatewatch.ambiguous_clients``)."""
+    clients = event.label(AMBIGUOUS_CLIENTS_LABEL) if event.labels else None
+    return clients.split(",") if clients else []
 
 
 def _reason(statuses: dict[int, int], count: int) -> str:
