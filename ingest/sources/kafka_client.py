@@ -20,6 +20,9 @@ workaround                              kafka-python internals it relies on
 :class:`TopicStickyAssignor`            ``StickyPartitionAssignor``'s member metadata (the previous
                                         assignment and generation in its user data, read by
                                         ``parse_member_metadata``) and its ``on_assignment``
+:func:`finish_joins_in_flight`         ``ConsumerCoordinator.need_rejoin`` and ``BaseCoordinator._join_task``
+                                        (the join ``join_group_async`` leaves in flight when a poll's
+                                        time is up)
 :data:`BOUNDED_BACKOFF`                 ``ClusterMetadata.ttl`` waits out the manager's backoff of the
                                         pseudo-node ``"metadata"`` (``KafkaNetManager.update_backoff``),
                                         which grows to ``reconnect_backoff_max_ms``
@@ -49,12 +52,13 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.coordinator.assignors.abstract import ConsumerProtocolAssignment
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from kafka.coordinator.consumer import ConsumerCoordinator
 
 from ingest.sources import kafka_frames, kafka_records
 
 __all__ = [
     "BOUNDED_BACKOFF", "STICKY_ASSIGNMENT", "TOPIC_STICKY_ASSIGNMENT", "TopicStickyAssignor",
-    "release_parked_fetches", "subscribe", "unauthorized_topics",
+    "finish_joins_in_flight", "release_parked_fetches", "subscribe", "unauthorized_topics",
 ]  # fmt: skip
 
 # Sticky first: a member joining the group leaves a partition with its owner, which keeps
@@ -148,8 +152,9 @@ def subscribe(consumer: KafkaConsumer, topics: list[str], listener: ConsumerReba
     join is still in flight, so the consumer never finishes it. It then polls
     in a busy loop without heartbeats until the group drops it (measured: 1
     start of 5 with two replicas, 3-5 s of CPU lost and the detect group
-    rebalanced once more). ``topics()`` always asks the broker, and the
-    coordinator takes its snapshot from that answer.
+    rebalanced once more; :func:`finish_joins_in_flight` now finishes such a
+    join, and this spares the second rebalance). ``topics()`` always asks the
+    broker, and the coordinator takes its snapshot from that answer.
     """
     consumer.subscribe(topics, listener=listener)
     consumer.topics()
@@ -186,5 +191,34 @@ def unauthorized_topics(consumer: KafkaConsumer) -> set[str]:
     return set(getattr(cluster, "unauthorized_topics", None) or ())
 
 
+def finish_joins_in_flight() -> None:
+    """Work around kafka-python 3.0.12 abandoning a group join that is still in flight; applied on import.
+
+    A poll whose time is up mid-join leaves the join task running, for the
+    next poll to await. But the next poll awaits it only while ``need_rejoin``
+    holds, and a group leader's own assignment makes that false: rejoining on
+    new metadata (a partition added to an input topic), the leader records
+    the metadata it assigns from before the SyncGroup answer arrives. The
+    assignment is then never applied: the consumer goes on reading its old
+    partitions with heartbeats off and never reads the new one (CI, under
+    load: a partition added while serve ran stayed unread). Here a join in
+    flight keeps ``need_rejoin`` true, so the next poll finishes it (or, if
+    it has finished unawaited, joins again, as the library does for a
+    follower).
+    """
+    library_need_rejoin = ConsumerCoordinator.__dict__["need_rejoin"]
+    if getattr(library_need_rejoin, "library_need_rejoin", None) is not None:
+        return
+
+    def need_rejoin(coordinator: ConsumerCoordinator) -> bool:
+        if library_need_rejoin(coordinator):
+            return True
+        return coordinator._join_task is not None and coordinator._subscription.partitions_auto_assigned()
+
+    need_rejoin.library_need_rejoin = library_need_rejoin  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin
+
+
 kafka_frames.install()
 kafka_records.install()
+finish_joins_in_flight()

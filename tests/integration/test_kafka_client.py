@@ -12,6 +12,12 @@ metadata then triggers a second rebalance that the consumer never finishes
 (it spins without heartbeats until the group drops it). ``subscribe``
 fetches metadata right after subscribing.
 
+Rejoining on new metadata: a poll whose time runs out mid-join leaves the join
+in flight, and the next poll awaits it only while ``need_rejoin`` holds; a
+leader's own assignment makes that false before the SyncGroup answer arrives,
+so the assignment with the new partition is never applied.
+``finish_joins_in_flight`` keeps ``need_rejoin`` true while a join is in flight.
+
 After a broker outage: each metadata refresh that found no reachable broker
 doubled a backoff capped by ``reconnect_backoff_max_ms`` (30 s by default), and
 the refresh loop waits it out even when asked for metadata, so a client stays
@@ -29,12 +35,13 @@ import time
 import uuid
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient, NewPartitions, NewTopic
 from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 
 from ingest.sources.kafka_client import (
     BOUNDED_BACKOFF, STICKY_ASSIGNMENT, release_parked_fetches, subscribe,
 )  # fmt: skip
+from kafka.coordinator.consumer import ConsumerCoordinator
 
 
 class _Quiet(ConsumerRebalanceListener):
@@ -67,6 +74,43 @@ def test_subscribe_leaves_the_coordinator_a_snapshot_with_every_partition(kafka_
             consumer.poll(timeout_ms=200)
         assert len(consumer.assignment()) == 3
         assert not consumer._coordinator.need_rejoin()  # no second rebalance pending
+    finally:
+        consumer.close()
+
+
+def test_a_join_left_in_flight_by_a_poll_is_finished_by_the_next_one(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, 1)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"gw-join-{uuid.uuid4().hex[:8]}",
+                             metadata_max_age_ms=300)  # fmt: skip
+    try:
+        subscribe(consumer, [topic], _Quiet())
+        deadline = time.monotonic() + 10.0
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        assert consumer.assignment() == {TopicPartition(topic, 0)}
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=2)})
+        finally:
+            admin.close()
+        coordinator = consumer._coordinator
+        deadline = time.monotonic() + 10.0
+        while coordinator._metadata_snapshot.get(topic) != {0, 1} and time.monotonic() < deadline:
+            time.sleep(0.05)  # metadata is refreshed on the client's own thread
+        assert coordinator._metadata_snapshot[topic] == {0, 1}
+        consumer.poll(timeout_ms=0)  # starts the rejoin; its time is up at once
+        assert coordinator._join_task is not None, "the poll finished the join: nothing was left in flight"
+        deadline = time.monotonic() + 5.0
+        while coordinator._assignment_snapshot != coordinator._metadata_snapshot and time.monotonic() < deadline:
+            time.sleep(0.05)  # the leader assigns on the client's thread
+        library_need_rejoin = ConsumerCoordinator.need_rejoin.library_need_rejoin  # type: ignore[attr-defined]
+        assert not library_need_rejoin(coordinator), (
+            "kafka-python now awaits a join in flight by itself: finish_joins_in_flight can go"
+        )
+        deadline = time.monotonic() + 10.0
+        while len(consumer.assignment()) < 2 and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+        assert consumer.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
     finally:
         consumer.close()
 
