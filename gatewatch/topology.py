@@ -69,12 +69,16 @@ class RunStats:
     ts_from_runtime: int = 0  # events dated by the container runtime's timestamp: their format had no date
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     detector_errors: dict[str, int] = field(default_factory=dict)
+    # A dataset whose every record is a dead letter is a format that does not fit: the summary says so.
+    dead_letters_by_dataset: dict[str, int] = field(default_factory=dict)
+    datasets_read: set[str] = field(default_factory=set)  # datasets with at least one event
 
     def since(self, earlier: RunStats) -> RunStats:
         """What was counted after ``earlier`` (a copy of these totals taken before)."""
         counts = RunStats(
             dead_letter_reasons=_grown(self.dead_letter_reasons, earlier.dead_letter_reasons),
             detector_errors=_grown(self.detector_errors, earlier.detector_errors),
+            dead_letters_by_dataset=_grown(self.dead_letters_by_dataset, earlier.dead_letters_by_dataset),
         )
         for name in _RUN_COUNTS:
             setattr(counts, name, getattr(self, name) - getattr(earlier, name))
@@ -82,7 +86,9 @@ class RunStats:
 
     def copy(self) -> RunStats:
         return replace(self, dead_letter_reasons=dict(self.dead_letter_reasons),
-                       detector_errors=dict(self.detector_errors))  # fmt: skip
+                       detector_errors=dict(self.detector_errors),
+                       dead_letters_by_dataset=dict(self.dead_letters_by_dataset),
+                       datasets_read=set(self.datasets_read))  # fmt: skip
 
 
 _RUN_COUNTS = tuple(f.name for f in fields(RunStats) if f.type == "int")
@@ -327,6 +333,10 @@ class Pipeline:
             stats.ts_from_runtime += sum(1 for e in events if e.created is not None and e.ts == e.created)
         for letter in dead_letters:
             stats.dead_letter_reasons[letter.reason] = stats.dead_letter_reasons.get(letter.reason, 0) + 1
+            dataset = letter.origin.dataset
+            stats.dead_letters_by_dataset[dataset] = stats.dead_letters_by_dataset.get(dataset, 0) + 1
+        if len(stats.datasets_read) < 2 and events:  # scans a batch only until both datasets are seen
+            stats.datasets_read.update({event.dataset for event in events})
         self._batch.events.extend(events)
         self._batch.dead_letters.extend(dead_letters)
         self.order_events(events)
