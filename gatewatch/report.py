@@ -17,7 +17,6 @@ from rich.text import Text
 
 from detectors.alerts import Alert
 from gatewatch.topology import RunStats
-from gatewatch.unread import unread_inputs, unread_message
 from ingest.escape import visible
 
 
@@ -61,9 +60,8 @@ def print_summary(console: Console, stats: RunStats, alerts: Iterable[Alert], de
     if stats.dead_letters:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(stats.dead_letter_reasons.items()))
         console.print(f"dead letters {stats.dead_letters} ({shown(reasons)}) -> {shown(dead_letter_path)}")
-    for dataset in unread_inputs(stats):
-        message = unread_message(dataset, stats.dead_letters_by_dataset[dataset], "{side}.unwrap")
-        console.print(f"[yellow]warning[/yellow]: {shown(message)}")
+    for note in stats.input_notes:
+        console.print(f"[yellow]warning[/yellow]: {shown(note.message)}")
     if stats.detector_errors:
         errors = ", ".join(f"{rule} {n}" for rule, n in sorted(stats.detector_errors.items()))
         console.print(f"[yellow]detector errors[/yellow] {shown(errors)} (see the log)")

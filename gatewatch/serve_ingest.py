@@ -73,7 +73,7 @@ from gatewatch.serve_stage import Shared, deliver, kv
 from gatewatch.store_writer import PendingWrite
 from gatewatch.serve_topics import InternalTopics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
-from gatewatch.unread import UnreadWatch, unread_message
+from gatewatch.unread import InputWatch
 from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
 from gatewatch.wire import encode_poll_events
 from ingest.codec import encode_event_list, split_unencodable
@@ -197,7 +197,7 @@ class IngestStage:
         self._last_progress_at = 0.0
         self._last_lag_at = 0.0
         self._unwrap_warned_at = -math.inf
-        self._unread = UnreadWatch()
+        self._inputs = InputWatch(self.config, early=True, unwrap_key="kafka.unwrap.{side}")
         self._resume_retry_at = 0.0
         self._pending_assignment: frozenset[TopicPartition] | None = None
         self._in_flight: deque[_InFlight] = deque()
@@ -304,9 +304,9 @@ class IngestStage:
         pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
-        for dataset, count in self._unread.observe(events, dead_letters):
-            log.warning(kv("input_unread", dataset=dataset, dead_letters=count,
-                           hint=unread_message(dataset, count, "kafka.unwrap.{side}")))  # fmt: skip
+        for note in self._inputs.observe(events, dead_letters):
+            log.warning(kv("field_unread" if note.field else "input_unread", dataset=note.dataset,
+                           field=note.field or "-", hint=note.message))  # fmt: skip
         wall = time.time()
         for stream, stream_events in by_stream.items():
             self._clocks.observe(stream, stream_events, wall)

@@ -68,7 +68,7 @@ from gatewatch.serve_stage import RETRY_MAX_SECS, kv
 from gatewatch.stop_signals import stop_on_signals
 from gatewatch.stores import open_store
 from gatewatch.topology import Pipeline, detector_configs
-from gatewatch.unread import UnreadWatch, unread_message
+from gatewatch.unread import InputWatch
 from ingest.records import Dataset, Origin, RawRecord
 from ingest.sinks.base import Batch, Sink
 from ingest.sources.revocations import refresh_shared_revocations
@@ -144,7 +144,7 @@ class LocalPipeline:
             unwraps = {Dataset.GATEWAY: config.gateway.unwrap, Dataset.APP: config.app.unwrap}
             self._follower = Follower(patterns, positions_path, max_line, positions=positions, unwraps=unwraps)
         self._idle = IdleInputs(config.correlate.idle_timeout_secs)
-        self._unread = UnreadWatch()
+        self._inputs = InputWatch(config, early=True)
         # Inputs are numbered past what the (restored) state has seen: a record is never taken for a re-delivery.
         self._next_offset = {stream: offset + 1 for stream, offset in self.pipeline.stream_offsets.items()}
         self._rejected_seen = 0
@@ -460,9 +460,9 @@ class LocalPipeline:
             )
         if batch.dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in batch.dead_letters))
-        for dataset, count in self._unread.observe(batch.events, batch.dead_letters):
-            log.warning(kv("input_unread", dataset=dataset, dead_letters=count,
-                           hint=unread_message(dataset, count, "{side}.unwrap")))  # fmt: skip
+        for note in self._inputs.observe(batch.events, batch.dead_letters):
+            log.warning(kv("field_unread" if note.field else "input_unread", dataset=note.dataset,
+                           field=note.field or "-", hint=note.message))  # fmt: skip
         metrics.record_pipeline_counts(self.pipeline.take_counts())
         watermark = self.pipeline.watermark
         if math.isfinite(watermark):

@@ -43,6 +43,7 @@ from ingest.redact_batch import redact_events
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import shared_revocations
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
+from gatewatch.unread import InputNote, InputWatch
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
@@ -69,16 +70,13 @@ class RunStats:
     ts_from_runtime: int = 0  # events dated by the container runtime's timestamp: their format had no date
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     detector_errors: dict[str, int] = field(default_factory=dict)
-    # A dataset whose every record is a dead letter is a format that does not fit: the summary says so.
-    dead_letters_by_dataset: dict[str, int] = field(default_factory=dict)
-    datasets_read: set[str] = field(default_factory=set)  # datasets with at least one event
+    input_notes: list[InputNote] = field(default_factory=list)  # an input or a field no line gave (unread.py)
 
     def since(self, earlier: RunStats) -> RunStats:
         """What was counted after ``earlier`` (a copy of these totals taken before)."""
         counts = RunStats(
             dead_letter_reasons=_grown(self.dead_letter_reasons, earlier.dead_letter_reasons),
             detector_errors=_grown(self.detector_errors, earlier.detector_errors),
-            dead_letters_by_dataset=_grown(self.dead_letters_by_dataset, earlier.dead_letters_by_dataset),
         )
         for name in _RUN_COUNTS:
             setattr(counts, name, getattr(self, name) - getattr(earlier, name))
@@ -86,9 +84,7 @@ class RunStats:
 
     def copy(self) -> RunStats:
         return replace(self, dead_letter_reasons=dict(self.dead_letter_reasons),
-                       detector_errors=dict(self.detector_errors),
-                       dead_letters_by_dataset=dict(self.dead_letters_by_dataset),
-                       datasets_read=set(self.datasets_read))  # fmt: skip
+                       detector_errors=dict(self.detector_errors), input_notes=list(self.input_notes))  # fmt: skip
 
 
 _RUN_COUNTS = tuple(f.name for f in fields(RunStats) if f.type == "int")
@@ -279,6 +275,7 @@ class Pipeline:
         )
         self.order = EventOrder(config.correlate.allowed_lateness_secs, config.correlate.max_future_secs)
         self.correlator = Correlator(config.correlate.join_window_secs)
+        self.inputs = InputWatch(config)
         self.stats = RunStats()  # running totals: the one count; others take what is new (take_counts)
         self._reported = RunStats()
         self._runtime_dated = bool(
@@ -333,10 +330,9 @@ class Pipeline:
             stats.ts_from_runtime += sum(1 for e in events if e.created is not None and e.ts == e.created)
         for letter in dead_letters:
             stats.dead_letter_reasons[letter.reason] = stats.dead_letter_reasons.get(letter.reason, 0) + 1
-            dataset = letter.origin.dataset
-            stats.dead_letters_by_dataset[dataset] = stats.dead_letters_by_dataset.get(dataset, 0) + 1
-        if len(stats.datasets_read) < 2 and events:  # scans a batch only until both datasets are seen
-            stats.datasets_read.update({event.dataset for event in events})
+        notes = self.inputs.observe(events, dead_letters)
+        if notes:
+            stats.input_notes += notes
         self._batch.events.extend(events)
         self._batch.dead_letters.extend(dead_letters)
         self.order_events(events)
@@ -433,6 +429,7 @@ class Pipeline:
         lifecycle = self.detectors.lifecycle
         if lifecycle is not None and self._tick is not None:
             self._batch.alert_events.extend(lifecycle.finish(self._tick))
+        self.stats.input_notes += self.inputs.finish()
 
     def drain(self) -> Batch:
         batch, self._batch = self._batch, Batch()

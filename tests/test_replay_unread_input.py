@@ -1,8 +1,10 @@
-"""A replay that read not one line of an input says so, and exits 1.
+"""A replay that read not one line of an input says so, and exits 1; one whose JSON key no line has names it.
 
 A gateway format that does not fit the files made every gateway line a dead
 letter, so every request the app served raised ``gateway_bypass``; the run
 exited 0 with the alerts on top and the cause one count among the dead letters.
+A json_format key named wrong made no dead letter at all: the rules needing
+that field silently saw nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import yaml
 import gatewatch.cli
 from gatewatch.cli import main
 from gatewatch.demo.files import DemoFiles, write_demo
-from gatewatch.unread import UNREAD_WARNING_AFTER, UnreadWatch
-from ingest.records import Dataset, DeadLetter, Origin
+from gatewatch.config import GatewatchConfig
+from gatewatch.unread import SAMPLE, InputWatch
+from ingest.records import Dataset, DeadLetter, Event, Origin
 
 SMALL_RUN = {"seed": 5, "duration_secs": 600.0, "requests_per_sec": 3.0}
 
@@ -24,6 +27,11 @@ SMALL_RUN = {"seed": 5, "duration_secs": 600.0, "requests_per_sec": 3.0}
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoFiles:
     return write_demo(tmp_path_factory.mktemp("logs"), **SMALL_RUN)
+
+
+@pytest.fixture(scope="module")
+def demo_json(tmp_path_factory: pytest.TempPathFactory) -> DemoFiles:
+    return write_demo(tmp_path_factory.mktemp("logs"), gateway_format="json", **SMALL_RUN)
 
 
 def _replay(files: DemoFiles, out: Path, config: Path, gateway: Path, app: Path) -> tuple[int, str]:
@@ -58,7 +66,7 @@ def test_app_lines_that_are_not_the_apps_are_named(demo: DemoFiles, tmp_path: Pa
     app.write_bytes(b"".join(demo.gateway_log.read_bytes().splitlines(keepends=True)[1:]))
     code, printed = _replay(demo, tmp_path, demo.config_yaml, demo.gateway_log, app)
     assert code == 1
-    assert "not one app line was read" in printed and "app.fields (its ts above all) and app.unwrap" in printed
+    assert "not one app line was read" in printed and "app.fields (its ts) and app.unwrap" in printed
     assert "not one gateway line" not in printed
 
 
@@ -70,28 +78,47 @@ def test_some_dead_letters_among_read_lines_are_no_warning(demo: DemoFiles, tmp_
     assert "format_mismatch" in printed and "not one" not in printed
 
 
+def test_a_json_key_named_wrong_is_named_with_the_rules_it_blinds(demo_json: DemoFiles, tmp_path: Path) -> None:
+    """``code`` where the gateway writes ``status``: no dead letter, and both burst rules saw nothing."""
+    data = yaml.safe_load(demo_json.config_yaml.read_text())
+    data["gateway"]["json_format"]["http"]["code"] = data["gateway"]["json_format"]["http"].pop("status")
+    data["tokens"]["revoked"] = str(demo_json.config_yaml.parent / data["tokens"]["revoked"])
+    config = tmp_path / "gatewatch.yaml"
+    config.write_text(yaml.safe_dump(data))
+    code, printed = _replay(demo_json, tmp_path, config, demo_json.gateway_log, demo_json.app_log)
+    assert code == 0  # the lines were read
+    assert ("gateway.json_format.http.code is in none of the first 1000 gateway lines read: check the key against "
+            "a line of the input; until then http_4xx_burst and http_5xx_burst see no gateway status") in printed
+    assert "request_id" not in printed.split("Alerts")[0]
+    code, printed = _replay(demo_json, tmp_path, demo_json.config_yaml, demo_json.gateway_log, demo_json.app_log)
+    assert code == 0 and "is in none of" not in printed
+
+
 def _letters(dataset: Dataset, n: int) -> list[DeadLetter]:
     return [DeadLetter(Origin(dataset, "s", i), "format_mismatch", "", b"x") for i in range(n)]
 
 
-def test_serve_warns_once_per_input_and_only_while_none_of_it_was_read() -> None:
-    watch = UnreadWatch()
-    assert watch.observe([], _letters(Dataset.GATEWAY, UNREAD_WARNING_AFTER - 1)) == []
-    assert watch.observe([], _letters(Dataset.GATEWAY, 1) + _letters(Dataset.APP, 5)) == [
-        (Dataset.GATEWAY, UNREAD_WARNING_AFTER)
-    ]
-    assert watch.observe([], _letters(Dataset.GATEWAY, UNREAD_WARNING_AFTER)) == []  # said once
-    assert watch.observe([], _letters(Dataset.INTERNAL, 2 * UNREAD_WARNING_AFTER)) == []  # not an input
+def _app_events(n: int, **fields: object) -> list[Event]:
+    return [Event(f"e{i}", Dataset.APP, 0.0, Origin(Dataset.APP, "s", i), **fields) for i in range(n)]  # type: ignore[arg-type]
 
 
-def test_serve_says_nothing_of_an_input_that_was_read() -> None:
-    from gatewatch.config import GatewatchConfig
-    from gatewatch.topology import build_parsers, parse_records
-    from ingest.records import RawRecord
+def test_serve_says_an_input_unread_once_and_only_while_none_of_it_was_read() -> None:
+    watch = InputWatch(GatewatchConfig(), early=True)
+    assert watch.observe([], _letters(Dataset.GATEWAY, SAMPLE - 1)) == []
+    notes = watch.observe([], _letters(Dataset.GATEWAY, 1) + _letters(Dataset.APP, 5))
+    assert [(n.dataset, n.field) for n in notes] == [(Dataset.GATEWAY, "")]
+    assert f"not one of the first {SAMPLE} gateway lines was read: all were dead letters" in notes[0].message
+    assert watch.observe([], _letters(Dataset.GATEWAY, SAMPLE)) == []  # said once
+    assert watch.observe([], _letters(Dataset.INTERNAL, 2 * SAMPLE)) == []  # not an input
+    assert watch.observe(_app_events(1, request_id="r", status=200), _letters(Dataset.APP, 2 * SAMPLE)) == []
 
-    line = (b'{"ts": "2026-03-02T09:00:00Z", "request_id": "r1", "method": "GET", "path": "/", "status": 200}')
-    events, _ = parse_records(build_parsers(GatewatchConfig()), [RawRecord(Origin(Dataset.APP, "s", 0), line)])
-    assert len(events) == 1
-    watch = UnreadWatch()
-    assert watch.observe(events, []) == []
-    assert watch.observe([], _letters(Dataset.APP, 2 * UNREAD_WARNING_AFTER)) == []
+
+def test_a_field_is_missing_only_if_no_event_of_the_sample_had_it() -> None:
+    watch = InputWatch(GatewatchConfig(), early=True)
+    assert watch.observe(_app_events(SAMPLE - 1, request_id="r"), []) == []
+    notes = watch.observe(_app_events(1, request_id="r"), [])
+    assert [(n.dataset, n.field) for n in notes] == [(Dataset.APP, "status")]
+    assert "app.fields.status (key 'status')" in notes[0].message
+    later = InputWatch(GatewatchConfig(), early=True)
+    assert later.observe(_app_events(SAMPLE - 1) + _app_events(1, request_id="r", status=500), []) == []
+    assert later.finish() == []
