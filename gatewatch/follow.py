@@ -23,8 +23,9 @@ from kafka.errors import KafkaError
 
 from gatewatch.errors import ConfigError
 from gatewatch.http_body import record_key
-from gatewatch.http_ingest import InputMessage, input_producer_settings, produce_all, request_id_paths
+from gatewatch.http_ingest import InputMessage, input_producer_settings, produce_all, request_id_paths, sealed
 from ingest.records import Dataset, RawRecord
+from ingest.redact_key import origin_key
 from ingest.sources.kafka_settings import client_settings
 from ingest.sources.tail import Follower
 
@@ -60,6 +61,7 @@ class FollowStage:
         self.metrics = metrics
         self._stop = threading.Event()
         self._topics = {Dataset.GATEWAY: kafka.topics.gateway, Dataset.APP: kafka.topics.app}
+        self._origin_key = origin_key(config.redact)
         self._key_paths = {dataset: request_id_paths(config, side) for side, dataset in _SIDES.items()}
         self._follower = Follower(
             patterns, positions_path, max(config.gateway.max_line_bytes, config.app.max_line_bytes),
@@ -104,11 +106,12 @@ class FollowStage:
 
     def _produce(self, records: list[RawRecord]) -> bool:
         # The Follower hands out at most max_line_bytes + 1 of a line: longer is an "oversized" dead letter.
-        messages = [
-            InputMessage(self._topics[record.origin.dataset], record.line, self._key(record),
-                         f"{record.origin.stream}:{record.origin.offset}".encode())  # fmt: skip
-            for record in records
-        ]
+        messages = []
+        for record in records:
+            topic = self._topics[record.origin.dataset]
+            origin = f"{record.origin.stream}:{record.origin.offset}".encode()
+            messages.append(InputMessage(topic, record.line, self._key(record), origin,
+                                         sealed(self._origin_key, topic, origin)))  # fmt: skip
         try:
             if produce_all(self._producer, messages, time.monotonic() + PRODUCE_TIMEOUT_SECS):
                 self.metrics.record_error("follow", "record_too_large")

@@ -24,7 +24,8 @@ Every record is produced to the source's input topic with acks from all in-sync
 replicas, keyed by its request id when the record is a JSON object that has it
 (app records, JSON gateway formats, also when the line comes as a string; text
 access-log lines go unkeyed). The
-header ``gatewatch-origin: http:<source>:<batch id>:<n>`` gives it its id
+header ``gatewatch-origin: http:<source>:<batch id>:<n>`` (sealed with the redaction key when
+there is one, ``gatewatch-origin-seal``) gives it its id
 downstream (:func:`ingest.sources.kafka.header_origin`), so a batch posted again
 (a shipper's retry) overwrites itself in the store instead of being stored twice;
 a batch already acknowledged by this process is answered 200 again without
@@ -61,7 +62,8 @@ from gatewatch.http_body import (
     decode_body, gunzip,
 )  # fmt: skip
 from ingest.parsers.app_json import DEFAULT_APP_FIELDS
-from ingest.sources.kafka import ORIGIN_HEADER
+from ingest.redact_key import origin_key
+from ingest.sources.kafka import ORIGIN_HEADER, ORIGIN_SEAL_HEADER, origin_seal
 from ingest.sources.kafka_settings import client_settings
 
 if TYPE_CHECKING:
@@ -122,12 +124,13 @@ def input_producer_settings(config: GatewatchConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class InputMessage:
-    """One record for an input topic: its value, key and ``gatewatch-origin`` header."""
+    """One record for an input topic: its value, key and ``gatewatch-origin`` header, and that header's seal."""
 
     topic: str
     value: bytes
     key: bytes | None
     origin: bytes
+    seal: bytes | None  # origin_seal(origin_key(config.redact), topic, origin); None without a key
 
 
 def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline: float) -> int:
@@ -144,7 +147,7 @@ def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline:
             future.get(timeout=max(0.0, deadline - time.monotonic()))
         except MessageSizeTooLargeError:
             refused.append(message)
-    cut = [InputMessage(m.topic, m.value[:TOPIC_SAFE_RECORD_BYTES], m.key, m.origin) for m in refused]
+    cut = [InputMessage(m.topic, m.value[:TOPIC_SAFE_RECORD_BYTES], m.key, m.origin, m.seal) for m in refused]
     for future in [_send(producer, message) for message in cut]:
         future.get(timeout=max(0.0, deadline - time.monotonic()))
     for message in refused:
@@ -154,8 +157,16 @@ def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline:
     return len(refused)
 
 
+def sealed(key: bytes | None, topic: str, origin: bytes) -> bytes | None:
+    """The seal of ``origin`` (:func:`ingest.sources.kafka.origin_seal`), or None without a key."""
+    return None if key is None else origin_seal(key, topic, origin)
+
+
 def _send(producer: KafkaProducer, message: InputMessage) -> Any:
-    return producer.send(message.topic, value=message.value, key=message.key, headers=[(ORIGIN_HEADER, message.origin)])
+    headers = [(ORIGIN_HEADER, message.origin)]
+    if message.seal is not None:
+        headers.append((ORIGIN_SEAL_HEADER, message.seal))
+    return producer.send(message.topic, value=message.value, key=message.key, headers=headers)
 
 
 def _leaves(mapping: dict[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -365,6 +376,7 @@ class HttpIngest(HttpIngestEndpoint):
     def __init__(self, config: GatewatchConfig, metrics: Any, producer: KafkaProducer | None = None) -> None:
         super().__init__(config, metrics)
         self.topics = {"gateway": config.kafka.topics.gateway, "app": config.kafka.topics.app}
+        self._origin_key = origin_key(config.redact)
         self._acknowledged: OrderedDict[str, None] = OrderedDict()  # source:batch id, oldest first
         self._lock = threading.Lock()
         kafka = config.kafka
@@ -399,9 +411,10 @@ class HttpIngest(HttpIngestEndpoint):
         topic = self.topics[source]
         prefix = f"http:{source}:{batch_id}:"
         deadline = time.monotonic() + self.settings.produce_timeout_secs
+        origins = [f"{prefix}{n}".encode() for n in range(1, len(batch.values) + 1)]
         messages = [
-            InputMessage(topic, value, key, f"{prefix}{n}".encode())
-            for n, (value, key) in enumerate(zip(batch.values, batch.keys, strict=True), start=1)
+            InputMessage(topic, value, key, origin, sealed(self._origin_key, topic, origin))
+            for value, key, origin in zip(batch.values, batch.keys, origins, strict=True)
         ]
         try:
             if produce_all(self._producer, messages, deadline):

@@ -74,6 +74,7 @@ from gatewatch.store_writer import PendingWrite
 from gatewatch.serve_topics import InternalTopics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
 from gatewatch.unread import InputWatch
+from ingest.redact_key import origin_key
 from gatewatch.tasks.route import StreamClocks, progress_message, requests_partition
 from gatewatch.wire import encode_poll_events
 from ingest.codec import encode_event_list, split_unencodable
@@ -197,6 +198,7 @@ class IngestStage:
         self._last_progress_at = 0.0
         self._last_lag_at = 0.0
         self._unwrap_warned_at = -math.inf
+        self._unsealed_warned_at = -math.inf
         self._inputs = InputWatch(self.config, early=True, unwrap_key="kafka.unwrap.{side}")
         self._resume_retry_at = 0.0
         self._pending_assignment: frozenset[TopicPartition] | None = None
@@ -213,7 +215,7 @@ class IngestStage:
         kafka = self.config.kafka
         self.topics = topics
         self._producer = internal_producer(kafka, "ingest")
-        self._source = KafkaSource(kafka)
+        self._source = KafkaSource(kafka, origin_key=origin_key(self.config.redact))
 
     def close(self) -> None:
         if self._source is not None:
@@ -289,6 +291,16 @@ class IngestStage:
                                     "kafka.unwrap.<side> to where the shipper puts the line (Fluent Bit: log, "
                                     "Fluentd: message; none: the message is the line)"))  # fmt: skip
             source.unwrap_misses = 0
+        if source.unsealed_origins:
+            metrics.record_error("kafka", "origin_unsealed", source.unsealed_origins)
+            if time.monotonic() - self._unsealed_warned_at >= UNWRAP_WARNING_SECS:
+                self._unsealed_warned_at = time.monotonic()
+                log.warning(kv("origin_unsealed", records=source.unsealed_origins,
+                               hint="a gatewatch-origin header without a valid seal: its record keeps its Kafka "
+                                    "origin and id. Give every gatewatch process the same redact key (redact."
+                                    "hash_key_file or $GATEWATCH_REDACT_KEY); else a producer other than gatewatch "
+                                    "sets that header"))  # fmt: skip
+            source.unsealed_origins = 0
         events, dead_letters = parse_records(self._parsers, records)
         assert self.topics is not None
         encoded, rejected = _encode_chunks(_by_partition(events, self.topics.partitions))

@@ -11,7 +11,6 @@ from ingest.settings import RedactSettings
 DEFAULT_HASH_KEY_ENV = "GATEWATCH_REDACT_KEY"
 """Read when the config names no key: set, every process started with it hashes alike."""
 
-
 def resolve_hash_key(config: RedactSettings) -> bytes | None:
     """The HMAC key from ``hash_key``, ``hash_key_file``, the ``hash_key_env`` variable or else
     :data:`DEFAULT_HASH_KEY_ENV`; None if none is set (the caller then uses a random key per process).
@@ -39,3 +38,13 @@ def resolve_hash_key(config: RedactSettings) -> bytes | None:
         return value.encode()
     value = os.environ.get(DEFAULT_HASH_KEY_ENV)
     return value.encode() if value else None
+
+
+def origin_key(config: RedactSettings) -> bytes | None:
+    """The key that seals the ``gatewatch-origin`` header of what gatewatch produces to an input topic
+    (:func:`ingest.sources.kafka.origin_seal`): the redaction hash key. None when none is configured:
+    a random key of the process would not match after a restart, and records produced before a crash
+    would lose their ids (stored twice when produced again), so headers then go unsealed and are taken
+    unsealed, as before seals.
+    """
+    return resolve_hash_key(config)

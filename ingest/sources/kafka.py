@@ -25,10 +25,12 @@ where to resume them) and records what happened; the loop picks that up with
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import FencedInstanceIdError, KafkaError
@@ -59,8 +61,9 @@ METADATA_MAX_AGE_MS = 5_000
 """How often a consumer asks for the topics' metadata. A consumer subscribed to a topic notices a partition added
 to it only then: at kafka-python's default (5 minutes) a scale-out trial's new partitions sat unread for ~5 minutes
 while /readyz said ready and the lag showed none, then came in far behind the watermark (false bypass alerts)."""
-# Set by HTTP ingest and serve --follow on what they produce: the record's entry origin.
+# Set by HTTP ingest and serve --follow on what they produce: the record's entry origin, and its seal.
 ORIGIN_HEADER = "gatewatch-origin"
+ORIGIN_SEAL_HEADER = "gatewatch-origin-seal"
 
 
 def stream_name(partition: TopicPartition) -> str:
@@ -154,19 +157,41 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pytho
             self._source._note_rebalance(set())
 
 
-def header_origin(headers: Iterable[tuple[str, bytes | None]], dataset: Dataset) -> Origin | None:
-    """Where a message's record entered gatewatch, from the ``gatewatch-origin`` header HTTP ingest sets.
+def origin_seal(key: bytes, topic: str, origin: bytes) -> bytes:
+    """What vouches that gatewatch set ``origin`` as the ``gatewatch-origin`` of a message of ``topic``.
+
+    The origin names the record's id. Any other producer to the topic that could set it would choose
+    ids: one taking a genuine record's id before that record arrives has it skipped by detection as a
+    re-sent duplicate, and stored over. An HMAC-SHA256 with the redaction hash key
+    (:func:`ingest.redact_key.origin_key`), cut to 128 bits.
+    """
+    return hmac.new(key, b"gatewatch-origin\0" + topic.encode() + b"\0" + origin, hashlib.sha256).hexdigest()[:32].encode()
+
+
+def header_origin(
+    headers: Iterable[tuple[str, bytes | None]], dataset: Dataset, topic: str, key: bytes | None
+) -> Origin | None | Literal[False]:
+    """Where a message's record entered gatewatch, from the ``gatewatch-origin`` header HTTP ingest
+    and ``serve --follow`` set; False when the header is there without a valid seal.
 
     Only ``http:<source>:<batch id>:<n>`` (HTTP ingest) and ``file:<fingerprint>:<byte offset>``
-    (``serve --follow``) are taken; any other value is ignored (the record then gets its Kafka
-    origin, as any shipper's message does).
+    (``serve --follow``) are taken, sealed by :func:`origin_seal` for ``topic`` when there is a
+    ``key`` (:func:`ingest.redact_key.origin_key`); with any other value or none the record gets its
+    Kafka origin, as any shipper's message does.
     """
-    for name, value in headers:
-        if name != ORIGIN_HEADER or not value or len(value) > 300:
-            continue
-        stream, _, number = value.decode("utf-8", "replace").rpartition(":")
-        if stream.startswith(("http:", "file:")) and number.isascii() and number.isdigit():
-            return Origin(dataset, stream, int(number))
+    value = seal = None
+    for name, header in headers:
+        if name == ORIGIN_HEADER:
+            value = header
+        elif name == ORIGIN_SEAL_HEADER:
+            seal = header
+    if not value or len(value) > 300:
+        return None
+    if key is not None and (not seal or not hmac.compare_digest(seal, origin_seal(key, topic, value))):
+        return False
+    stream, _, number = value.decode("utf-8", "replace").rpartition(":")
+    if stream.startswith(("http:", "file:")) and number.isascii() and number.isdigit():
+        return Origin(dataset, stream, int(number))
     return None
 
 
@@ -188,7 +213,10 @@ class KafkaSource:
     Beyond the contract: seeking, pausing and rebalance hand-over for serve.
     """
 
-    def __init__(self, kafka: KafkaSettings, consumer: KafkaConsumer | None = None) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, consumer: KafkaConsumer | None = None, origin_key: bytes | None = None
+    ) -> None:
+        """``origin_key``: what checks the seal of a ``gatewatch-origin`` header (:func:`origin_seal`); None: none."""
         topics = kafka.topics
         if topics.gateway == topics.app:
             raise ConfigError(f"kafka.topics.gateway and kafka.topics.app are both {topics.gateway!r}: use two topics")
@@ -201,6 +229,8 @@ class KafkaSource:
         self._pending = False
         self._positions: dict[TopicPartition, int] = {}
         self.unwrap_misses = 0  # messages passed through because they were not the configured JSON record
+        self.unsealed_origins = 0  # gatewatch-origin headers without a valid seal: their messages keep the Kafka origin
+        self._origin_key = origin_key
         self.last_poll: dict[TopicPartition, PartitionPoll] = {}
         try:
             self.consumer = consumer or KafkaConsumer(
@@ -277,9 +307,11 @@ class KafkaSource:
 
     def _with_headers(self, m: Any, dataset: Dataset, stream: str, value: bytes, unwrap: Unwrap | None) -> RawRecord:
         origin = Origin(dataset, stream, m.offset)
-        entry = header_origin(m.headers, dataset)
-        if entry is not None:  # HTTP ingest produced the bare log line
+        entry = header_origin(m.headers, dataset, m.topic, self._origin_key)
+        if entry:  # HTTP ingest or serve --follow produced the bare log line
             return RawRecord(origin, value, id_origin=entry)
+        if entry is False:
+            self.unsealed_origins += 1
         return RawRecord(origin, value) if unwrap is None else self._unwrapped(origin, value, unwrap)
 
     def _unwrapped(self, origin: Origin, value: bytes, unwrap: Unwrap) -> RawRecord:

@@ -26,7 +26,7 @@ from gatewatch.http_ingest import TOPIC_SAFE_RECORD_BYTES, HttpIngest, _TokenChe
 from gatewatch.metrics import ServeMetrics
 from gatewatch.topology import build_parsers, parse_records
 from ingest.records import Dataset, Origin, RawRecord, record_id
-from ingest.sources.kafka import ORIGIN_HEADER, header_origin
+from ingest.sources.kafka import ORIGIN_HEADER, ORIGIN_SEAL_HEADER, header_origin, origin_seal
 
 TOKEN = "s3cret-gateway-token"
 APP_TOKEN = "another-one-for-the-app"
@@ -182,12 +182,17 @@ def test_a_configured_token_that_is_not_a_sha256_digest_is_refused() -> None:
         parse_config({"http_ingest": {"max_body": 1}})
 
 
+def _sealed(origin: bytes, topic: str = "gw-app", key: bytes = b"k") -> list[tuple[str, bytes | None]]:
+    return [("other", b"x"), (ORIGIN_HEADER, origin), (ORIGIN_SEAL_HEADER, origin_seal(key, topic, origin))]
+
+
 def test_the_origin_header_gives_the_id_and_the_kafka_origin_stays() -> None:
-    header = [("other", b"x"), (ORIGIN_HEADER, b"http:app:0123abcd:7")]
-    entry = header_origin(header, Dataset.APP)
+    entry = header_origin(_sealed(b"http:app:0123abcd:7"), Dataset.APP, "gw-app", b"k")
     assert entry == Origin(Dataset.APP, "http:app:0123abcd", 7)
-    assert header_origin([(ORIGIN_HEADER, b"gw-app/0:7")], Dataset.APP) is None  # only http origins are taken
-    assert header_origin([(ORIGIN_HEADER, b"http:app:x:-1")], Dataset.APP) is None
+    assert header_origin(_sealed(b"file:00ff:120"), Dataset.APP, "gw-app", b"k") == Origin(Dataset.APP, "file:00ff", 120)
+    assert header_origin(_sealed(b"gw-app/0:7"), Dataset.APP, "gw-app", b"k") is None  # only http/file origins
+    assert header_origin(_sealed(b"http:app:x:-1"), Dataset.APP, "gw-app", b"k") is None
+    assert header_origin([("other", b"x")], Dataset.APP, "gw-app", b"k") is None  # a shipper's message
 
     kafka_origin = Origin(Dataset.APP, "gw-app/2", 41)
     good = b'{"ts": "2026-03-02T09:00:00Z", "request_id": "r1", "status": 200}'
@@ -198,6 +203,21 @@ def test_the_origin_header_gives_the_id_and_the_kafka_origin_stays() -> None:
     )
     assert events[0].id == record_id(entry) and events[0].origin == kafka_origin
     assert dead[0].origin == Origin(Dataset.APP, "http:app:b", 2) and dead[0].reason == "truncated"
+
+
+def test_an_origin_header_gatewatch_did_not_seal_is_not_taken() -> None:
+    """Any producer to an input topic could set the header, and so choose the ids of its records."""
+    forged = b"file:00ff:999999999999"
+    for headers in (
+        [(ORIGIN_HEADER, forged)],  # no seal
+        _sealed(forged, key=b"not gatewatch's key"),
+        _sealed(forged, topic="gw-gateway"),  # a seal of another topic's message
+        [(ORIGIN_HEADER, forged), (ORIGIN_SEAL_HEADER, origin_seal(b"k", "gw-app", b"file:00ff:1"))],
+    ):
+        assert header_origin(headers, Dataset.APP, "gw-app", b"k") is False
+    # With no redaction key configured nothing is sealed (a random key would not survive a restart): taken as is.
+    assert header_origin([(ORIGIN_HEADER, forged)], Dataset.APP, "gw-app", None) == Origin(Dataset.APP, "file:00ff",
+                                                                                             999999999999)  # fmt: skip
 
 
 # -- answers before Kafka ------------------------------------------------------------------

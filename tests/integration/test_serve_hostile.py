@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import orjson
+import pytest
+from kafka import KafkaProducer
 from test_serve import (  # noqa: F401 (topics is a fixture)
     T0,
     Line,
@@ -23,7 +26,8 @@ from test_serve import (  # noqa: F401 (topics is a fixture)
 
 from gatewatch.config import load_config
 from gatewatch.topology import build_parsers, parse_records
-from ingest.records import Dataset, Origin, RawRecord
+from ingest.records import Dataset, Origin, RawRecord, record_id
+from ingest.sources.kafka import ORIGIN_HEADER, ORIGIN_SEAL_HEADER, origin_seal
 
 
 def _hostile(at: float, rid: str, **changes: object) -> Line:
@@ -88,3 +92,45 @@ def test_serve_reads_batches_in_every_kafka_compression(topics: Topics, tmp_path
     assert serve.stop() == 0, serve.output()
     assert "poll_failed" not in serve.output()
     assert stored_origins(store) == topics.expected_origins()  # every record exactly once
+
+
+def test_a_gatewatch_origin_header_another_producer_set_cannot_take_a_records_id(
+    topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any producer to an input topic can set ``gatewatch-origin``. Taken as it was, a benign-looking record
+    claiming a followed file's next line took that line's id: the store then kept one of the two (DuckDB the
+    first, a search node the last), and the evidence of the bypass from 10.9.9.8 was gone. Only a header
+    gatewatch sealed is taken."""
+    key = b"shared-redact-key"
+    monkeypatch.setenv("GATEWATCH_REDACT_KEY", key.decode())
+    lines = sorted(build_traffic(200), key=lambda line: line.ts)
+    topics.produce(lines)
+    app_topic = topics.names["app"]
+    origin = b"file:00ab:5"
+    at = lines[-1].ts + 1.0
+    decoy = _hostile(at, "r-decoy", path="/healthz")  # from the gateway's peer, allowlisted: no alert
+    genuine = _hostile(at + 0.5, "r-bypass", peer={"ip": "10.9.9.8"})
+    producer = KafkaProducer(bootstrap_servers=topics.bootstrap)
+    try:
+        for line, headers in (
+            (decoy, [(ORIGIN_HEADER, origin)]),
+            (genuine, [(ORIGIN_HEADER, origin), (ORIGIN_SEAL_HEADER, origin_seal(key, app_topic, origin))]),
+        ):
+            producer.send(app_topic, value=line.value, key=line.key, headers=headers, partition=0).get(timeout=10)
+    finally:
+        producer.close()
+    config = topics.config(tmp_path)
+    store = tmp_path / "store.duckdb"
+    serve = Serve(config, store, tmp_path / "serve.log")
+    total = len(lines) + 2
+    wait_for(lambda: serve.metric("component_received_events_total") >= total, 60, "every record", serve)
+    wait_for(topics.all_committed, 60, "every offset committed", serve)
+    events = _events_in(config, lines) + 2
+    wait_for(lambda: serve.metric("gatewatch_detect_events_total") >= events, 60, "detection to see every event", serve)
+    assert serve.stop() == 0, serve.output()
+    with duckdb.connect(str(store), read_only=True) as con:
+        rows = con.execute("SELECT id, request_id FROM events WHERE request_id LIKE 'r-%'").fetchall()
+    assert dict(rows)[record_id(Origin(Dataset.APP, "file:00ab", 5))] == "r-bypass"
+    assert len(rows) == 2  # the decoy too, under its Kafka origin's id
+    assert "10.9.9.8" in {alert[3] for alert in stored_alerts(store)}
+    assert "event=origin_unsealed records=1" in serve.output()
