@@ -38,11 +38,13 @@ from ingest.records import AMBIGUOUS_CLIENTS_LABEL, Dataset, Event, Transaction
 
 
 class _Client:
-    __slots__ = ("errors", "statuses")
+    __slots__ = ("ambiguous", "errors", "statuses")
 
     def __init__(self) -> None:
         self.errors: deque[tuple[float, int, str | None]] = deque()  # (ts, status, request_id)
         self.statuses: dict[int, int] = {}  # status -> count over ``errors``
+        # times of the errors counted from lines whose client reads two ways (this address may be one a client wrote)
+        self.ambiguous: deque[float] = deque()
 
 
 class Http4xxBurst(Detector):
@@ -79,10 +81,13 @@ class Http4xxBurst(Detector):
         clients: list[tuple[str, str, list[tuple[float, int, str | None]]]]
         next_sweep: float
         min_errors: int | None = None  # the threshold they were judged by (None: an older checkpoint)
+        ambiguous: list[tuple[str, str, list[float]]] = []  # per client, its ambiguous errors' times
 
     def state(self) -> State:
         return self.State([(kind, value, list(c.errors)) for (kind, value), c in self._clients.items()],
-                          self._next_sweep, self.config.min_errors)  # fmt: skip
+                          self._next_sweep, self.config.min_errors,
+                          [(kind, value, list(c.ambiguous)) for (kind, value), c in self._clients.items()
+                           if c.ambiguous])  # fmt: skip
 
     def restore_state(self, state: State) -> None:
         self._clients = {}
@@ -91,6 +96,9 @@ class Http4xxBurst(Detector):
             client.errors.extend(errors)
             for _, status, _ in errors:
                 client.statuses[status] = client.statuses.get(status, 0) + 1
+        for kind, value, times in state.ambiguous:
+            if (kind, value) in self._clients:
+                self._clients[(kind, value)].ambiguous.extend(times)
         self._next_sweep = state.next_sweep
         # min_errors lowered across the restart: a window between the two thresholds was never reported, and
         # its next error is the crossing (the README: a new threshold applies to the windows already open).
@@ -131,10 +139,12 @@ class Http4xxBurst(Detector):
         findings: list[Finding] = []
         for client in _ambiguous_clients(event):
             if self.owns(f"source.ip={client}"):
-                findings += self._count(("source.ip", client), event, status)
+                findings += self._count(("source.ip", client), event, status, ambiguous=True)
         return findings
 
-    def _count(self, key: tuple[str, str], event: Event, status: int) -> list[Finding] | tuple[()]:
+    def _count(
+        self, key: tuple[str, str], event: Event, status: int, ambiguous: bool = False
+    ) -> list[Finding] | tuple[()]:
         """Count ``event``'s error for client ``key``: the findings if its window holds ``min_errors`` now."""
         client = self._clients.get(key)
         if client is None:
@@ -145,6 +155,10 @@ class Http4xxBurst(Detector):
         horizon = ts - cfg.window_secs
         while errors and errors[0][0] <= horizon:
             _forget_oldest(client)
+        while client.ambiguous and client.ambiguous[0] <= horizon:
+            client.ambiguous.popleft()
+        if ambiguous:
+            client.ambiguous.append(ts)
         below = len(errors) < cfg.min_errors  # before this error (a full cap is not a crossing)
         if self._unreported and key in self._unreported:
             below = True
@@ -187,11 +201,18 @@ class Http4xxBurst(Detector):
         summary = (f"{key[1]} got {shown} client errors in {cfg.window_secs:g} s "
                    f"({', '.join(f'{s}×{n}' for s, n in by_count[:3])})")  # fmt: skip
         reason = _reason(client.statuses, count)
-        details = {
+        details: dict[str, object] = {
             "count": count,
             "window_secs": cfg.window_secs,
             "statuses": {str(s): n for s, n in sorted(client.statuses.items())},
         }
+        ambiguous = min(len(client.ambiguous), count)
+        if ambiguous:
+            # Such a line counts under each address it may be from, and the client wrote all but one of them:
+            # an address all of whose errors came so may be someone else's, named to have it blocked.
+            details["ambiguous_errors"] = ambiguous
+            summary += (f"; {'all' if ambiguous == count else ambiguous} from lines whose client address reads "
+                        f"two ways: this address may be one the client wrote")  # fmt: skip
         return [
             self.finding(key[0], key[1], ts, summary, (request_id,) if i < named else (), reason=reason,
                          details=details, key=f"{ts!r} {request_id}", window_ts=window_ts)  # fmt: skip

@@ -182,3 +182,40 @@ def test_a_restart_with_the_same_threshold_does_not_report_a_burst_twice() -> No
     after = detector(min_errors=10)
     after.restore_state(before.state())
     assert [f.details["count"] for f in run(after, errors(1, start=12))] == [13]
+
+
+def _ambiguous(count: int, clients: str, start: float = 0.0) -> list[Event]:
+    """Errors from lines whose client reads two ways ('" "' in a header): no source_ip, the addresses labelled."""
+    from ingest.records import AMBIGUOUS_CLIENTS_LABEL
+
+    return errors(count, start=start, source_ip=None,
+                  labels=(("gatewatch.ambiguous_quotes", "user_agent,forwarded_for"),
+                          (AMBIGUOUS_CLIENTS_LABEL, clients)))  # fmt: skip
+
+
+def test_an_address_named_only_by_ambiguous_lines_says_it_may_be_one_the_client_wrote() -> None:
+    """A client can write a victim's address into X-Forwarded-For behind '" "': the victim's address then
+    counts the errors too, and a SOAR blocking the alert's entity would block the victim."""
+    findings = run(detector(), _ambiguous(30, "203.0.113.52,198.51.100.99"))
+    by_entity = {f.entity_value: f for f in findings}
+    assert set(by_entity) == {"203.0.113.52", "198.51.100.99"}
+    for finding in by_entity.values():
+        assert finding.details["ambiguous_errors"] == 30
+        assert finding.summary.endswith("; all from lines whose client address reads two ways: this address "
+                                        "may be one the client wrote")  # fmt: skip
+    mixed = run(detector(), sorted(errors(20, source_ip="203.0.113.52") +
+                                   _ambiguous(10, "203.0.113.52,198.51.100.99", start=0.5), key=lambda e: e.ts))
+    assert {f.details["ambiguous_errors"] for f in mixed if f.entity_value == "203.0.113.52"} == {10}
+    assert "; 10 from lines whose" in mixed[0].summary
+    assert "ambiguous_errors" not in run(detector(), errors(30))[0].details
+
+
+def test_ambiguous_errors_survive_a_restart_and_slide_out_with_their_window() -> None:
+    before = detector()
+    assert run(before, _ambiguous(20, "203.0.113.52,198.51.100.99"), end=False) == []
+    after = detector()
+    after.restore_state(before.state())
+    findings = run(after, errors(10, start=20, source_ip="198.51.100.99"), end=False)
+    assert findings[0].details["ambiguous_errors"] == 20
+    later = run(after, errors(30, start=200, source_ip="198.51.100.99"))
+    assert "ambiguous_errors" not in later[-1].details  # the ambiguous ones left the window long ago
