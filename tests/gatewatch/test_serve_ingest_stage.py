@@ -253,3 +253,18 @@ def test_messages_not_wrapped_as_configured_are_named_in_a_warning(caplog: pytes
         h.sink.release()
         assert h.shared.writer is not None
         h.shared.writer.close()
+
+
+def test_an_input_of_which_not_one_line_is_read_is_logged_once(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.consumer.logs[GW] += [b'{"not": "the configured format"}'] * 1200
+    harness.consumer.logs[APP] += [orjson.dumps({"ts": "2026-03-02T09:00:01Z", "request_id": "r1", "status": 200})]
+    harness.assign(GW, APP)
+    with caplog.at_level("WARNING", logger="gatewatch.serve"):
+        for _ in range(10):
+            harness.stage.step()
+    said = [r.getMessage() for r in caplog.records if "input_unread" in r.getMessage()]
+    assert len(said) == 1 and "dataset=envoy.access" in said[0]
+    assert "not one of the first 1200 gateway lines was read" in said[0] and "kafka.unwrap.gateway" in said[0]
+    assert not [r for r in caplog.records if "field_unread" in r.getMessage()]  # too few app lines to judge
