@@ -197,8 +197,7 @@ class IngestStage:
         self._assigned_at = time.monotonic()
         self._last_progress_at = 0.0
         self._last_lag_at = 0.0
-        self._unwrap_warned_at = -math.inf
-        self._unsealed_warned_at = -math.inf
+        self._warned_at: dict[str, float] = {}  # by log event: when last said (_passed_through)
         self._inputs = InputWatch(self.config, early=True, unwrap_key="kafka.unwrap.{side}")
         self._resume_retry_at = 0.0
         self._pending_assignment: frozenset[TopicPartition] | None = None
@@ -274,6 +273,14 @@ class IngestStage:
         if now - self._last_lag_at >= LAG_INTERVAL_SECS:
             self._update_lag()
 
+    def _passed_through(self, stage: str, error_type: str, event: str, records: int, hint: str) -> None:
+        """Count records read otherwise than their message asked; say so at most once a minute per kind."""
+        self.shared.metrics.record_error(stage, error_type, records)
+        now = time.monotonic()
+        if now - self._warned_at.get(event, -math.inf) >= UNWRAP_WARNING_SECS:
+            self._warned_at[event] = now
+            log.warning(kv(event, records=records, hint=hint))
+
     def _handle(self, records: list[Any]) -> None:
         source = self._source
         assert source is not None and self._producer is not None
@@ -282,24 +289,18 @@ class IngestStage:
         for tp, info in polled.items():
             metrics.record_received(tp.topic, info.count, info.value_bytes)
         if source.unwrap_misses:
-            metrics.record_error("unwrap", "not_a_wrapped_record", source.unwrap_misses)
-            if time.monotonic() - self._unwrap_warned_at >= UNWRAP_WARNING_SECS:
-                # Each such record is parsed as it is, and its dead letter names the parse, not the key.
-                self._unwrap_warned_at = time.monotonic()
-                log.warning(kv("unwrap_missed", records=source.unwrap_misses,
-                               hint="messages not wrapped as kafka.unwrap says are parsed as they are: set "
-                                    "kafka.unwrap.<side> to where the shipper puts the line (Fluent Bit: log, "
-                                    "Fluentd: message; none: the message is the line)"))  # fmt: skip
+            # Each such record is parsed as it is, and its dead letter names the parse, not the key.
+            self._passed_through("unwrap", "not_a_wrapped_record", "unwrap_missed", source.unwrap_misses,
+                                 "messages not wrapped as kafka.unwrap says are parsed as they are: set "
+                                 "kafka.unwrap.<side> to where the shipper puts the line (Fluent Bit: log, "
+                                 "Fluentd: message; none: the message is the line)")  # fmt: skip
             source.unwrap_misses = 0
         if source.unsealed_origins:
-            metrics.record_error("kafka", "origin_unsealed", source.unsealed_origins)
-            if time.monotonic() - self._unsealed_warned_at >= UNWRAP_WARNING_SECS:
-                self._unsealed_warned_at = time.monotonic()
-                log.warning(kv("origin_unsealed", records=source.unsealed_origins,
-                               hint="a gatewatch-origin header without a valid seal: its record keeps its Kafka "
-                                    "origin and id. Give every gatewatch process the same redact key (redact."
-                                    "hash_key_file or $GATEWATCH_REDACT_KEY); else a producer other than gatewatch "
-                                    "sets that header"))  # fmt: skip
+            self._passed_through("kafka", "origin_unsealed", "origin_unsealed", source.unsealed_origins,
+                                 "a gatewatch-origin header without a valid seal: its record keeps its Kafka "
+                                 "origin and id. Give every gatewatch process the same redact key (redact."
+                                 "hash_key_file or $GATEWATCH_REDACT_KEY); else a producer other than gatewatch "
+                                 "sets that header")  # fmt: skip
             source.unsealed_origins = 0
         events, dead_letters = parse_records(self._parsers, records)
         assert self.topics is not None
