@@ -21,7 +21,7 @@ from ingest.normalize import SHARED_TEXT_FIELDS, InvalidValueError, normalize
 from ingest.parsers.decode import DEFAULT_MAX_LINE_BYTES, Parser, decode_line
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, Literal, Token, tokenize
 from ingest.parsers.envoy_operators import (
-    HEADER_OPERATORS, Apply, Converted, CutForwardedFor, Kind, ScalarClaim, Slot, resolve
+    HEADER_OPERATORS, LONG_FLAGS, Apply, Converted, CutForwardedFor, Kind, ScalarClaim, Slot, resolve
 )
 from ingest.parsers.fused import Fused, Leaf, Run, Whole, fuse
 from ingest.records import AMBIGUOUS_CLIENTS_LABEL, DeadLetter, Event, RawRecord
@@ -516,7 +516,14 @@ def _bounded(slot: Slot, quoted: bool, after: Token | None, separators: str = ""
     if slot.kind is Kind.JSON:
         ends = r"\Z" if after is None else re.escape(after.text)
         return f"{_json_object(ends)}|{text}", ".*"
+    if slot.field == "response_flags" and "," in separators and not quoted:
+        # Envoy joins several flags with commas (503 "UF,URX"): in a comma-separated format the
+        # flags after the first are known names, each followed by what ends a value.
+        text = rf"{text}(?:,(?:{_FLAG_NAMES})(?![^\s{re.escape(separators)}]))*+"
     return text, partial
+
+
+_FLAG_NAMES = "|".join(sorted({*LONG_FLAGS, *LONG_FLAGS.values()}, key=lambda name: (-len(name), name)))
 
 
 def _json_object(ends: str) -> str:

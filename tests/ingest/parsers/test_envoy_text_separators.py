@@ -131,6 +131,22 @@ def test_a_comma_separated_value_cannot_hold_a_comma() -> None:
     assert dead(parser, "2024-06-02T13:24:57.930Z,r1,x,200").reason == "format_mismatch"
 
 
+def test_several_response_flags_in_a_comma_separated_format_are_read() -> None:
+    # A parser trial: Envoy joins flags with commas (503 "UF,URX", the lines a 5xx burst is made of): in a
+    # comma-separated format each such line was a dead letter ("the line goes on after the format ends").
+    fmt = "%START_TIME%,%RESPONSE_CODE%,%RESPONSE_FLAGS%,%REQ(X-REQUEST-ID)%,%DOWNSTREAM_REMOTE_ADDRESS%"
+    parser = compile_text_format(fmt)
+    e = event(parser, "2026-03-02T09:00:00Z,503,UF,URX,r1,10.0.0.1:5555")
+    assert (e.status, e.response_flags, e.request_id, e.source_ip) == (503, ("UF", "URX"), "r1", "10.0.0.1")
+    assert event(parser, "2026-03-02T09:00:00Z,503,UF,r2,10.0.0.1:5555").response_flags == ("UF",)
+    assert event(parser, "2026-03-02T09:00:00Z,200,-,r3,10.0.0.1:5555").response_flags == ()
+    # a request id that is not a flag name is never taken for one
+    assert event(parser, "2026-03-02T09:00:00Z,503,UF,URXa,10.0.0.1:5555").request_id == "URXa"
+    last = compile_text_format("%START_TIME%,%RESPONSE_CODE%,%RESPONSE_FLAGS_LONG%")
+    assert event(last, "2026-03-02T09:00:00Z,503,UpstreamConnectionFailure,UpstreamRetryLimitExceeded"
+                 ).response_flags == ("UF", "URX")  # fmt: skip
+
+
 def test_a_header_holding_600_000_quoted_separators_is_read_in_milliseconds() -> None:
     # Each extra '" "' once cost a Python step per reading: a 2.4 MB line of them took seconds of CPU.
     parser = compile_text_format(DEMO_TEXT_FORMAT, max_line_bytes=1 << 22)
