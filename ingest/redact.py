@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import operator
 import re
@@ -61,9 +62,11 @@ import msgspec
 
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
-from ingest.redact_patterns import CONTAINER, name_pattern, quoted_value
+from ingest.redact_patterns import (
+    CONTAINER, MAX_LIST_CREDENTIALS, MORE_CREDENTIALS, QUOTED, QUOTED_ITEMS, SCHEMES, name_pattern, quoted_value,
+)
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
-from ingest.redact_values import jwt_claims, luhn_valid
+from ingest.redact_values import card_numbers, jwt_claims
 from ingest.settings import HasRedact, RedactSettings
 
 log = logging.getLogger(__name__)
@@ -79,8 +82,6 @@ DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie
 MARKER_PREFIX = "[REDACTED:"
 _KINDS = ("pan", "jwt", "cvv", "secret", "authorization", "cookie")
 _CVV_WORDS = ("cvv", "cvc")
-# Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
-_SCHEMES = ("basic", "bearer", "digest", "dpop", "hoba", "mutual", "negotiate", "ntlm", "token", "apikey")
 # Claims are kept in a marker only when they cannot smuggle a secret back in.
 # One key per process when none is configured: hashes then match within this process only.
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -114,8 +115,6 @@ _PAN = (
     r"(?<![0-9A-Za-z_])(?<![0-9A-Za-z_]-)(?P<pan>[0-9](?:[ -]?[0-9]){12,47})(?![0-9A-Za-z_])(?!-[0-9A-Za-z_])"
 )
 _PAN_ALONE = re.compile(_PAN)
-_GROUP = re.compile(r"[0-9]+")
-_UUID_DIGITS = re.compile(r"[0-9]{8}-[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{12}")
 _USERINFO = re.compile(r"://([^\s/@:\[\]]+):(?!\[REDACTED:)([^\s/@\[\]]+)@")
 
 # Text fields of an Event, fetched in one C call on the hot path.
@@ -227,17 +226,21 @@ class Redactor:
         unquoted = r"[^\s,;&#}\]\"'{\[]+"
         # A header's value stops at "]" and "\\" too: Go prints http.Header as map[Authorization:[Bearer x]],
         # and a "\\" starts JSON's escaped quote, which belongs to the line around the value.
-        header_unquoted = rf"(?:(?P<h_scheme>(?i:{'|'.join(_SCHEMES)})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;\]\\]+)"
+        schemes = "|".join(SCHEMES)
+        # Credentials after the first (a header sent twice: "Basic x, Bearer y"; in Go's list, [Bearer x Basic y]).
+        header_unquoted = (rf"(?:(?P<h_scheme>(?i:{schemes})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;\]\\]+)"
+                           rf"(?P<h_more>(?:(?(h_open)(?:, *| +)|, *)(?i:{schemes}) +[^\s\"',;\]\\]+)*+)")
         cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
         auth_headers = name_pattern(n for n in headers if _header_kind(n) == "authorization")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
             rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
             rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>\[\s*)?(?:{quoted_value('h')}|{header_unquoted})"
+            rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}))*+))"
             rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
             rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted})"
             rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"
-            rf"(?:{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
+            rf"(?:{CONTAINER.format('q')}|{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
             rf"|(?P<j_name>(?i:{name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
             rf"(?:{CONTAINER.format('j')}|{quoted_value('j')}|(?P<j_uv>{unquoted}))"
             rf"|(?P<cvv_name>(?i:cvv2?|cvc2?))(?P<cvv_sep>\\?[\"']?\s*[:=]?\s*\\?[\"']?)(?P<cvv>[0-9]{{3,4}})(?![0-9])"
@@ -480,21 +483,36 @@ class Redactor:
                 continue
             sep = match[f"{prefix}_sep"]
             head = f"{name}{sep}"
-            if prefix in "cj" and (container := match[f"{prefix}_cv"]) is not None:
+            if prefix in "cjq" and (container := match[f"{prefix}_cv"]) is not None:
                 quote = sep[:2] if sep.startswith('\\"') else sep[:1] if sep[:1] in "\"'" else ""
                 return f"{head}{quote}{self._marker(name_kind, container)}{quote}"
             if prefix == "h" and match["h_open"]:
                 head += match["h_open"]
             for quote, group in (('"', "qv"), ('\\"', "ev"), ("'", "sv")):
                 if (value := match[f"{prefix}_{group}"]) is not None:
-                    return f"{head}{quote}{self._value(name_kind, value)}{quote}"
+                    more = match["h_qmore"] if prefix == "h" else None  # the list's other values
+                    more = self._more_credentials(QUOTED_ITEMS, more,
+                                                  lambda m: f"{m[1]}{self._credential(m[2])}{m[1]}")  # fmt: skip
+                    return f"{head}{quote}{self._value(name_kind, value)}{quote}{more}"
             if prefix == "h":
                 scheme = match["h_scheme"]
-                return head + (f"{scheme} " if scheme else "") + self._value("authorization", match["h_uv"])
+                more = self._more_credentials(MORE_CREDENTIALS, match["h_more"],
+                                              lambda m: m[1] + self._credential(m[2]))  # fmt: skip
+                return head + (f"{scheme} " if scheme else "") + self._value("authorization", match["h_uv"]) + more
             value = self._value(name_kind, match[f"{prefix}_uv"])
             # "token": 5 stays JSON: the marker is text.
             return head + (f'"{value}"' if head.endswith('"') or '":' in head else value)
         raise AssertionError(f"unhandled match group {kind}")  # pragma: no cover
+
+    def _more_credentials(self, item: re.Pattern[str], more: str | None, redact: Callable[[re.Match[str]], str]) -> str:
+        """A header's further values (``more``), each redacted; past :data:`MAX_LIST_CREDENTIALS`, one marker."""
+        if not more:
+            return ""
+        found = list(itertools.islice(item.finditer(more), MAX_LIST_CREDENTIALS + 1))
+        if len(found) <= MAX_LIST_CREDENTIALS:
+            return item.sub(redact, more)
+        cut = found[-1].start()  # a list of hundreds of values would cost a marker each: the rest is one
+        return item.sub(redact, more[:cut]) + self._withheld(more[cut:])
 
     def _value(self, kind: str, value: str) -> str:
         if kind == "authorization":
@@ -506,7 +524,7 @@ class Redactor:
     def _credential(self, value: str) -> str:
         # Keep the scheme ("Bearer", "Basic"): it tells the analyst what was presented.
         scheme, space, credential = value.strip().partition(" ")
-        if not space or scheme.lower() not in _SCHEMES:
+        if not space or scheme.lower() not in SCHEMES:
             scheme, space, credential = "", "", value.strip()
         if credential.startswith(MARKER_PREFIX) or not credential:
             return value
@@ -522,40 +540,12 @@ class Redactor:
         return self._marker("jwt", token, extra)
 
     def _pans(self, span: str) -> str:
-        # The pattern took the whole run of digits and separators; card numbers are runs
-        # of whole groups inside it (a date or an amount may sit next to one). A printed
-        # card starts with a group of 4 and goes on in groups of 3-6 (4-4-4-4, 4-6-5,
-        # 4-4-4-4-3): that also keeps a hostile "111 111 111 ..." from costing a Luhn
-        # check per window.
-        if _UUID_DIGITS.fullmatch(span):
-            return span
-        groups = [(m.start(), m.end()) for m in _GROUP.finditer(span)]
         pieces: list[str] = []
-        done = i = 0
-        while i < len(groups):
-            found = None
-            digits = ""
-            for j in range(i, len(groups)):
-                start, end = groups[j]
-                if j > i and (j == i + 1 and groups[i][1] - groups[i][0] != 4 or end - start < 3):
-                    break
-                digits += span[start:end]
-                if len(digits) > 19:
-                    break
-                if len(digits) >= 13 and luhn_valid(digits):
-                    found = (j, digits)
-            if found is None:
-                i += 1
-                continue
-            j, number = found
-            pieces.append(span[done : groups[i][0]])
-            pieces.append(self._marker("pan", number, f" last4={number[-4:]}"))
-            done = groups[j][1]
-            i = j + 1
-        if not pieces:
-            return span
-        pieces.append(span[done:])
-        return "".join(pieces)
+        done = 0
+        for start, end, number in card_numbers(span):
+            pieces += (span[done:start], self._marker("pan", number, f" last4={number[-4:]}"))
+            done = end
+        return "".join(pieces) + span[done:] if pieces else span
 
     def _marker(self, kind: str, secret: str, extra: str = "") -> str:
         digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()

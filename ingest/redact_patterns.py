@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["CONTAINER", "name_pattern", "quoted_value"]
+__all__ = [
+    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "name_pattern",
+    "quoted_value",
+]  # fmt: skip
+
+# Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
+SCHEMES = ("basic", "bearer", "digest", "dpop", "hoba", "mutual", "negotiate", "ntlm", "token", "apikey")
 
 
 def name_pattern(names: Iterable[str]) -> str:
@@ -14,14 +20,24 @@ def name_pattern(names: Iterable[str]) -> str:
     return "|".join(reversed(parts)) or r"(?!x)x"
 
 
-# A list or an object (two levels deep) as a secret's value: {"password": {"old": ..., "new": ...}},
-# {"api_key": ["..."]}, Go's map[Cookie:[sid=...]]. It becomes one marker.
-# A "]" or "}" inside one of its strings does not end it; an escaped quote (JSON inside a JSON string) opens none.
+# A list or an object as a secret's value: {"password": {"old": ..., "new": ...}}, {"api_key": ["..."]},
+# Go's map[Cookie:[sid=...]]. It becomes one marker. A "]" or "}" inside one of its strings does not end
+# it; an escaped quote (JSON inside a JSON string) opens none. Nested up to CONTAINER_DEPTH levels (the
+# pattern doubles with each level); one nested deeper, or never closed, takes the rest of its line:
+# a secret three levels down was kept in the clear when two were the most a container could hold.
+CONTAINER_DEPTH = 6
 _ITEM = r'\\.|"(?:[^"\\\n]++|\\.)*+"'
-CONTAINER = (
-    rf"(?P<{{0}}_cv>\[(?:[^\[\]\n\"\\]++|{_ITEM}|\[(?:[^\[\]\n\"\\]++|{_ITEM})*+\])*+\]"
-    rf"|\{{{{(?:[^{{{{}}}}\n\"\\]++|{_ITEM}|\{{{{(?:[^{{{{}}}}\n\"\\]++|{_ITEM})*+\}}}})*+\}}}})"
-)
+
+
+def _container(depth: int) -> str:
+    nested = ""
+    for _ in range(depth):
+        parts = rf'[^\[\]{{}}\n"\\]++|{_ITEM}' + (f"|{nested}" if nested else "")
+        nested = rf"\[(?:{parts})*+\]|\{{(?:{parts})*+\}}"
+    return nested
+
+
+CONTAINER = "(?P<{0}_cv>" + _container(CONTAINER_DEPTH).replace("{", "{{").replace("}", "}}") + r"|[\[{{][^\n]*+)"
 
 
 def quoted_value(group: str) -> str:
@@ -33,3 +49,11 @@ def quoted_value(group: str) -> str:
         rf'|\\"(?P<{group}_ev>(?:(?!\\")[^\n])*+)\\"'
         rf"|'(?P<{group}_sv>[^'\n]*)'"
     )
+
+
+# The values after the first of a header's list: JSON's ["Basic x", "Bearer y"], Python's ['Basic x', 'Bearer y'].
+QUOTED = r'"(?:[^"\\\n]++|\\.)*+"|\'[^\'\n]*+\''
+QUOTED_ITEMS = re.compile(r'(["\'])((?:[^"\'\\\n]++|\\.|(?!\1)["\'])*+)\1')
+MAX_LIST_CREDENTIALS = 16
+"""A header's values redacted one by one (a header sent many times); the rest of the list is one marker."""
+MORE_CREDENTIALS = re.compile(rf"(, *| +)((?i:{'|'.join(SCHEMES)}) +\S+?)(?=,| |$)")

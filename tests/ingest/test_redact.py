@@ -282,3 +282,45 @@ def test_a_bracket_inside_a_string_does_not_end_a_redacted_container(redactor: R
     for text in ('{"password":{"old":"p}1","new":"N3wPassw0rdLEAK"}}', '{"api_key": ["a]b", "ak_live_DLLEAK"]}'):
         out = redactor.redact(text)
         assert "LEAK" not in out and json.loads(out), out
+
+
+def test_a_secret_nested_deep_in_a_container_never_survives(redactor: Redactor) -> None:
+    # A trial: {"password": {"a": {"b": {"c": "..."}}}} kept its value in the clear, one level past the two a
+    # container could hold; so did password={...} in a logfmt line, whose value was cut at its first quote.
+    for text in ('{"password": {"a": {"b": {"c": "hunter2LEAK"}}}, "user": "bob"}',
+                 '{"api_key": [{"k": [{"v": "hunter2LEAK"}]}], "user": "bob"}',
+                 'login password={"a": {"b": {"c": "hunter2LEAK"}}} user=bob'):  # fmt: skip
+        out = redactor.redact(text)
+        assert "LEAK" not in out and "bob" in out, out
+        assert redactor.redact(out) == out  # a second pass changes nothing
+    assert json.loads(redactor.redact('{"password": {"a": {"b": {"c": "x"}}}, "user": "bob"}'))["user"] == "bob"
+    deeper = '{"token": ' + "[" * 8 + '"hunter2LEAK"' + "]" * 8 + ', "user": "bob"}'
+    assert "LEAK" not in redactor.redact(deeper)  # past the levels a container holds: the rest of the line
+
+
+def test_every_value_of_an_authorization_header_list_is_redacted(redactor: Redactor) -> None:
+    # A trial: the second credential of a header sent twice stayed in the clear.
+    for text in ('{"Authorization": ["Basic dXNlcjpwYXNz", "Bearer opaqueLEAK"], "user": "bob"}',
+                 "{'Authorization': ['Basic dXNlcjpwYXNz', 'Bearer opaqueLEAK'], 'user': 'bob'}",
+                 "map[Authorization:[Bearer abc.def.ghi Basic opaqueLEAK] User-Agent:[curl]]",
+                 "Authorization: Basic dXNlcjpwYXNz, Bearer opaqueLEAK"):  # fmt: skip
+        out = redactor.redact(text)
+        assert "LEAK" not in out and "dXNlcjpwYXNz" not in out, out
+        assert redactor.redact(out) == out
+    assert "Basic [REDACTED:authorization" in redactor.redact("Authorization: Bearer x, Basic y")  # scheme kept
+    # Outside a list, a word after the credential is text: "token" is a scheme, "is" no credential.
+    assert redactor.redact("Authorization: Bearer abc token is fine").endswith(" token is fine")
+
+
+def test_a_header_list_of_many_values_costs_one_marker_past_the_first_few() -> None:
+    import time
+
+    from ingest.redact_patterns import MAX_LIST_CREDENTIALS
+
+    redactor = Redactor(hash_key=KEY)
+    text = 'Authorization: ["Bearer a", ' + '"Bearer opaqueLEAK", ' * 100_000 + '"x"]'
+    started = time.process_time()
+    out = redactor.redact(text)
+    assert time.process_time() - started < 0.5  # a marker (an HMAC) each cost 0.5 s for these
+    assert "LEAK" not in out and out.count("[REDACTED:authorization") == MAX_LIST_CREDENTIALS + 1
+    assert " withheld=" in out
