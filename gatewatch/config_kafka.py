@@ -37,7 +37,10 @@ class KafkaSecurity(TypedDict, total=False):
     ssl_cafile: Annotated[str, Field(description=f"PEM file of the CA(s) of the brokers' certificates ({_FILE}).")]
     ssl_certfile: Annotated[str, Field(description=f"PEM client certificate, for mutual TLS ({_FILE}).")]
     ssl_keyfile: Annotated[str, Field(description=f"PEM private key of ssl_certfile ({_FILE}).")]
-    ssl_password: Annotated[str, Field(description="Password of ssl_keyfile, if it is encrypted.")]
+    ssl_password: Annotated[str, Field(description="Password of ssl_keyfile, if it is encrypted. Prefer "
+                                                   "ssl_password_env or ssl_password_file: a config file is read by many.")]
+    ssl_password_env: Annotated[str, Field(description="Environment variable holding ssl_password.")]
+    ssl_password_file: Annotated[str, Field(description=f"File holding ssl_password ({_FILE}).")]
     ssl_crlfile: Annotated[str, Field(description=f"PEM certificate revocation list ({_FILE}).")]
     ssl_check_hostname: Annotated[StrictBool, Field(description="Match the broker's name in its certificate.")]
     sasl_kerberos_service_name: Annotated[str, Field(description="GSSAPI: the brokers' service name (default kafka).")]
@@ -45,8 +48,11 @@ class KafkaSecurity(TypedDict, total=False):
 
 
 SECURITY_KEYS: tuple[str, ...] = tuple(KafkaSecurity.__annotations__)
-_FileKey = Literal["ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile"]
-SECURITY_FILE_KEYS: tuple[_FileKey, ...] = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")
+_FileKey = Literal["ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile", "ssl_password_file"]
+SECURITY_FILE_KEYS: tuple[_FileKey, ...] = (
+    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile", "ssl_password_file",
+)  # fmt: skip
+SSL_PASSWORD_KEYS = ("ssl_password", "ssl_password_env", "ssl_password_file")
 # Given their own keys, so the secret is read from the environment or a file, never kept in this mapping.
 _CREDENTIAL_KEYS = {"sasl_plain_username": "sasl_username", "sasl_plain_password": "sasl_password"}
 
@@ -70,6 +76,8 @@ def check_security_keys(security: object) -> object:
                 f"unknown key {str(key)[:64]!r}{hint}: it takes {', '.join(SECURITY_KEYS)}; "
                 "gatewatch sets every other client setting itself"
             )
+    if sum(key in security for key in SSL_PASSWORD_KEYS) > 1:
+        raise ValueError(f"give one of {', '.join(SSL_PASSWORD_KEYS)}")
     return security
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from kafka import KafkaAdminClient
@@ -39,6 +40,10 @@ def client_settings(kafka: KafkaSettings, servers: list[str] | None = None) -> d
         **BOUNDED_BACKOFF,  # back within ~1 s of a restarted broker, not up to 36 s (see kafka_client)
         **dict(kafka.security),
     }
+    env, file = settings.pop("ssl_password_env", None), settings.pop("ssl_password_file", None)
+    if env is not None or file is not None:  # kafka-python takes the password itself
+        where = SimpleNamespace(ssl_password=None, ssl_password_env=env, ssl_password_file=file)
+        settings["ssl_password"] = read_secret(where, "ssl_password", "kafka.security")
     username = read_secret(kafka, "sasl_username", "kafka")
     if username is not None:
         settings["sasl_plain_username"] = username

@@ -85,3 +85,22 @@ def test_a_missing_tls_file_is_refused_at_load_with_where_it_was_looked_for(tmp_
     with pytest.raises(ConfigError) as caught:
         load_config(config)
     assert str(caught.value).startswith(expected)
+
+
+def test_the_key_password_is_read_from_a_variable_or_a_file_never_kept_in_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "pem-pass").write_text("from-a-file\n")
+    config = tmp_path / "conf" / "gatewatch.yaml"
+    config.write_text("kafka:\n  security: {ssl_password_file: pem-pass}\n")  # next to the config, as other files
+    settings = client_settings(load_config(config).kafka)
+    assert settings["ssl_password"] == "from-a-file" and "ssl_password_file" not in settings
+    monkeypatch.setenv("GW_PEM_PASS", "from-the-environment")
+    settings = client_settings(parse_config({"kafka": {"security": {"ssl_password_env": "GW_PEM_PASS"}}}).kafka)
+    assert settings["ssl_password"] == "from-the-environment" and "ssl_password_env" not in settings
+    monkeypatch.delenv("GW_PEM_PASS")
+    with pytest.raises(ConfigError, match="kafka.security.ssl_password_env: the environment variable GW_PEM_PASS"):
+        client_settings(parse_config({"kafka": {"security": {"ssl_password_env": "GW_PEM_PASS"}}}).kafka)
+    with pytest.raises(ConfigError, match="give one of ssl_password, ssl_password_env, ssl_password_file"):
+        parse_config({"kafka": {"security": {"ssl_password": "x", "ssl_password_env": "GW_PEM_PASS"}}})
