@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from gatewatch.errors import ConfigError
 from gatewatch.http_body import record_key
-from gatewatch.http_ingest import InputMessage, input_producer_settings, produce_all, request_id_paths, sealed
+from gatewatch.http_ingest import InputMessage, input_producer_settings, produce_all, request_id_paths
 from ingest.records import Dataset, RawRecord
 from ingest.redact_key import origin_key
 from ingest.sources.kafka_settings import client_settings
@@ -106,12 +106,11 @@ class FollowStage:
 
     def _produce(self, records: list[RawRecord]) -> bool:
         # The Follower hands out at most max_line_bytes + 1 of a line: longer is an "oversized" dead letter.
-        messages = []
-        for record in records:
-            topic = self._topics[record.origin.dataset]
-            origin = f"{record.origin.stream}:{record.origin.offset}".encode()
-            messages.append(InputMessage(topic, record.line, self._key(record), origin,
-                                         sealed(self._origin_key, topic, origin)))  # fmt: skip
+        messages = [
+            InputMessage(self._topics[record.origin.dataset], record.line, self._key(record),
+                         f"{record.origin.stream}:{record.origin.offset}".encode(), self._origin_key)  # fmt: skip
+            for record in records
+        ]
         try:
             if produce_all(self._producer, messages, time.monotonic() + PRODUCE_TIMEOUT_SECS):
                 self.metrics.record_error("follow", "record_too_large")

@@ -124,13 +124,13 @@ def input_producer_settings(config: GatewatchConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class InputMessage:
-    """One record for an input topic: its value, key and ``gatewatch-origin`` header, and that header's seal."""
+    """One record for an input topic: its value, key and ``gatewatch-origin`` header, and the key of its seal."""
 
     topic: str
     value: bytes
     key: bytes | None
     origin: bytes
-    seal: bytes | None  # origin_seal(origin_key(config.redact), topic, origin); None without a key
+    origin_key: bytes | None  # seals the origin (origin_key(config.redact)); None: no seal
 
 
 def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline: float) -> int:
@@ -147,7 +147,7 @@ def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline:
             future.get(timeout=max(0.0, deadline - time.monotonic()))
         except MessageSizeTooLargeError:
             refused.append(message)
-    cut = [InputMessage(m.topic, m.value[:TOPIC_SAFE_RECORD_BYTES], m.key, m.origin, m.seal) for m in refused]
+    cut = [InputMessage(m.topic, m.value[:TOPIC_SAFE_RECORD_BYTES], m.key, m.origin, m.origin_key) for m in refused]
     for future in [_send(producer, message) for message in cut]:
         future.get(timeout=max(0.0, deadline - time.monotonic()))
     for message in refused:
@@ -157,15 +157,11 @@ def produce_all(producer: KafkaProducer, messages: list[InputMessage], deadline:
     return len(refused)
 
 
-def sealed(key: bytes | None, topic: str, origin: bytes) -> bytes | None:
-    """The seal of ``origin`` (:func:`ingest.sources.kafka.origin_seal`), or None without a key."""
-    return None if key is None else origin_seal(key, topic, origin)
-
-
 def _send(producer: KafkaProducer, message: InputMessage) -> Any:
     headers = [(ORIGIN_HEADER, message.origin)]
-    if message.seal is not None:
-        headers.append((ORIGIN_SEAL_HEADER, message.seal))
+    if message.origin_key is not None:
+        seal = origin_seal(message.origin_key, message.topic, message.origin, message.value)
+        headers.append((ORIGIN_SEAL_HEADER, seal))
     return producer.send(message.topic, value=message.value, key=message.key, headers=headers)
 
 
@@ -411,10 +407,9 @@ class HttpIngest(HttpIngestEndpoint):
         topic = self.topics[source]
         prefix = f"http:{source}:{batch_id}:"
         deadline = time.monotonic() + self.settings.produce_timeout_secs
-        origins = [f"{prefix}{n}".encode() for n in range(1, len(batch.values) + 1)]
         messages = [
-            InputMessage(topic, value, key, origin, sealed(self._origin_key, topic, origin))
-            for value, key, origin in zip(batch.values, batch.keys, origins, strict=True)
+            InputMessage(topic, value, key, f"{prefix}{n}".encode(), self._origin_key)
+            for n, (value, key) in enumerate(zip(batch.values, batch.keys, strict=True), start=1)
         ]
         try:
             if produce_all(self._producer, messages, deadline):

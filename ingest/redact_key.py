@@ -11,6 +11,7 @@ from ingest.settings import RedactSettings
 DEFAULT_HASH_KEY_ENV = "GATEWATCH_REDACT_KEY"
 """Read when the config names no key: set, every process started with it hashes alike."""
 
+
 def resolve_hash_key(config: RedactSettings) -> bytes | None:
     """The HMAC key from ``hash_key``, ``hash_key_file``, the ``hash_key_env`` variable or else
     :data:`DEFAULT_HASH_KEY_ENV`; None if none is set (the caller then uses a random key per process).

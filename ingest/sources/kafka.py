@@ -157,39 +157,42 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pytho
             self._source._note_rebalance(set())
 
 
-def origin_seal(key: bytes, topic: str, origin: bytes) -> bytes:
-    """What vouches that gatewatch set ``origin`` as the ``gatewatch-origin`` of a message of ``topic``.
+def origin_seal(key: bytes, topic: str, origin: bytes, value: bytes) -> bytes:
+    """What vouches that gatewatch set ``origin`` as the ``gatewatch-origin`` of ``value`` in ``topic``.
 
     The origin names the record's id. Any other producer to the topic that could set it would choose
     ids: one taking a genuine record's id before that record arrives has it skipped by detection as a
     re-sent duplicate, and stored over. An HMAC-SHA256 with the redaction hash key
-    (:func:`ingest.redact_key.origin_key`), cut to 128 bits.
+    (:func:`ingest.redact_key.origin_key`), cut to 128 bits, of the topic, the origin and the record
+    itself: a header copied from a genuine message onto another record does not fit it.
     """
-    return hmac.new(key, b"gatewatch-origin\0" + topic.encode() + b"\0" + origin, hashlib.sha256).hexdigest()[:32].encode()
+    mac = hmac.new(key, b"gatewatch-origin\0" + topic.encode() + b"\0" + origin + b"\0", hashlib.sha256)
+    mac.update(value)
+    return mac.hexdigest()[:32].encode()
 
 
 def header_origin(
-    headers: Iterable[tuple[str, bytes | None]], dataset: Dataset, topic: str, key: bytes | None
+    headers: Iterable[tuple[str, bytes | None]], dataset: Dataset, topic: str, value: bytes, key: bytes | None
 ) -> Origin | None | Literal[False]:
     """Where a message's record entered gatewatch, from the ``gatewatch-origin`` header HTTP ingest
     and ``serve --follow`` set; False when the header is there without a valid seal.
 
     Only ``http:<source>:<batch id>:<n>`` (HTTP ingest) and ``file:<fingerprint>:<byte offset>``
-    (``serve --follow``) are taken, sealed by :func:`origin_seal` for ``topic`` when there is a
-    ``key`` (:func:`ingest.redact_key.origin_key`); with any other value or none the record gets its
-    Kafka origin, as any shipper's message does.
+    (``serve --follow``) are taken, sealed by :func:`origin_seal` for ``topic`` and ``value`` (the
+    message's) when there is a ``key`` (:func:`ingest.redact_key.origin_key`); with any other header
+    or none the record gets its Kafka origin, as any shipper's message does.
     """
-    value = seal = None
+    origin = seal = None
     for name, header in headers:
         if name == ORIGIN_HEADER:
-            value = header
+            origin = header
         elif name == ORIGIN_SEAL_HEADER:
             seal = header
-    if not value or len(value) > 300:
+    if not origin or len(origin) > 300:
         return None
-    if key is not None and (not seal or not hmac.compare_digest(seal, origin_seal(key, topic, value))):
+    if key is not None and (not seal or not hmac.compare_digest(seal, origin_seal(key, topic, origin, value))):
         return False
-    stream, _, number = value.decode("utf-8", "replace").rpartition(":")
+    stream, _, number = origin.decode("utf-8", "replace").rpartition(":")
     if stream.startswith(("http:", "file:")) and number.isascii() and number.isdigit():
         return Origin(dataset, stream, int(number))
     return None
@@ -307,7 +310,7 @@ class KafkaSource:
 
     def _with_headers(self, m: Any, dataset: Dataset, stream: str, value: bytes, unwrap: Unwrap | None) -> RawRecord:
         origin = Origin(dataset, stream, m.offset)
-        entry = header_origin(m.headers, dataset, m.topic, self._origin_key)
+        entry = header_origin(m.headers, dataset, m.topic, value, self._origin_key)
         if entry:  # HTTP ingest or serve --follow produced the bare log line
             return RawRecord(origin, value, id_origin=entry)
         if entry is False:

@@ -182,17 +182,26 @@ def test_a_configured_token_that_is_not_a_sha256_digest_is_refused() -> None:
         parse_config({"http_ingest": {"max_body": 1}})
 
 
-def _sealed(origin: bytes, topic: str = "gw-app", key: bytes = b"k") -> list[tuple[str, bytes | None]]:
-    return [("other", b"x"), (ORIGIN_HEADER, origin), (ORIGIN_SEAL_HEADER, origin_seal(key, topic, origin))]
+LINE = b'{"ts": "2026-03-02T09:00:00Z", "request_id": "r1", "status": 200}'
+
+
+def _sealed(
+    origin: bytes, topic: str = "gw-app", key: bytes = b"k", value: bytes = LINE
+) -> list[tuple[str, bytes | None]]:
+    return [("other", b"x"), (ORIGIN_HEADER, origin), (ORIGIN_SEAL_HEADER, origin_seal(key, topic, origin, value))]
+
+
+def _origin(headers: list[tuple[str, bytes | None]], key: bytes | None = b"k") -> object:
+    return header_origin(headers, Dataset.APP, "gw-app", LINE, key)
 
 
 def test_the_origin_header_gives_the_id_and_the_kafka_origin_stays() -> None:
-    entry = header_origin(_sealed(b"http:app:0123abcd:7"), Dataset.APP, "gw-app", b"k")
+    entry = _origin(_sealed(b"http:app:0123abcd:7"))
     assert entry == Origin(Dataset.APP, "http:app:0123abcd", 7)
-    assert header_origin(_sealed(b"file:00ff:120"), Dataset.APP, "gw-app", b"k") == Origin(Dataset.APP, "file:00ff", 120)
-    assert header_origin(_sealed(b"gw-app/0:7"), Dataset.APP, "gw-app", b"k") is None  # only http/file origins
-    assert header_origin(_sealed(b"http:app:x:-1"), Dataset.APP, "gw-app", b"k") is None
-    assert header_origin([("other", b"x")], Dataset.APP, "gw-app", b"k") is None  # a shipper's message
+    assert _origin(_sealed(b"file:00ff:120")) == Origin(Dataset.APP, "file:00ff", 120)
+    assert _origin(_sealed(b"gw-app/0:7")) is None  # only http/file origins
+    assert _origin(_sealed(b"http:app:x:-1")) is None
+    assert _origin([("other", b"x")]) is None  # a shipper's message
 
     kafka_origin = Origin(Dataset.APP, "gw-app/2", 41)
     good = b'{"ts": "2026-03-02T09:00:00Z", "request_id": "r1", "status": 200}'
@@ -207,17 +216,17 @@ def test_the_origin_header_gives_the_id_and_the_kafka_origin_stays() -> None:
 
 def test_an_origin_header_gatewatch_did_not_seal_is_not_taken() -> None:
     """Any producer to an input topic could set the header, and so choose the ids of its records."""
-    forged = b"file:00ff:999999999999"
+    forged = b"file:00ff:12"
     for headers in (
         [(ORIGIN_HEADER, forged)],  # no seal
         _sealed(forged, key=b"not gatewatch's key"),
         _sealed(forged, topic="gw-gateway"),  # a seal of another topic's message
-        [(ORIGIN_HEADER, forged), (ORIGIN_SEAL_HEADER, origin_seal(b"k", "gw-app", b"file:00ff:1"))],
+        [(ORIGIN_HEADER, forged), (ORIGIN_SEAL_HEADER, origin_seal(b"k", "gw-app", b"file:00ff:1", LINE))],
+        _sealed(forged, value=b"the genuine record's line"),  # a genuine header and seal copied onto another record
     ):
-        assert header_origin(headers, Dataset.APP, "gw-app", b"k") is False
+        assert _origin(headers) is False
     # With no redaction key configured nothing is sealed (a random key would not survive a restart): taken as is.
-    assert header_origin([(ORIGIN_HEADER, forged)], Dataset.APP, "gw-app", None) == Origin(Dataset.APP, "file:00ff",
-                                                                                             999999999999)  # fmt: skip
+    assert _origin([(ORIGIN_HEADER, forged)], key=None) == Origin(Dataset.APP, "file:00ff", 12)
 
 
 # -- answers before Kafka ------------------------------------------------------------------

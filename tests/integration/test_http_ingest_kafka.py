@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import orjson
+import pytest
 import yaml
 from kafka import KafkaConsumer
 from test_serve import (  # noqa: F401 (topics: a fixture)
@@ -94,7 +95,11 @@ def _stored_ids(store: Path) -> Counter[str]:
     return Counter(row[0] for row in rows)
 
 
-def test_a_fluent_bit_client_gets_every_record_stored_once_and_alerted(topics: Topics, tmp_path: Path) -> None:
+def test_a_fluent_bit_client_gets_every_record_stored_once_and_alerted(
+    topics: Topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A redaction key, as README advises for serve: record origins are sealed with it (test_follow goes without).
+    monkeypatch.setenv("GATEWATCH_REDACT_KEY", "a key every gatewatch process has")
     lines = _traffic()
     config = _config(topics, tmp_path)
     (tmp_path / "replay").mkdir()
@@ -165,6 +170,7 @@ def test_a_fluent_bit_client_gets_every_record_stored_once_and_alerted(topics: T
     wait_for(topics.all_committed, 60, "the retried batches to be ingested", second)
     assert second.stop() == 0, second.output()
     assert _stored_ids(store) == expected_ids
+    assert "origin_unsealed" not in serve.output() + second.output()
 
 
 def test_a_record_up_to_max_line_bytes_reaches_the_topic_whole_and_a_longer_one_cut_one_byte_past_it(

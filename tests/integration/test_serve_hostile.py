@@ -114,7 +114,8 @@ def test_a_gatewatch_origin_header_another_producer_set_cannot_take_a_records_id
     try:
         for line, headers in (
             (decoy, [(ORIGIN_HEADER, origin)]),
-            (genuine, [(ORIGIN_HEADER, origin), (ORIGIN_SEAL_HEADER, origin_seal(key, app_topic, origin))]),
+            (genuine, [(ORIGIN_HEADER, origin),
+                       (ORIGIN_SEAL_HEADER, origin_seal(key, app_topic, origin, genuine.value))]),
         ):
             producer.send(app_topic, value=line.value, key=line.key, headers=headers, partition=0).get(timeout=10)
     finally:
