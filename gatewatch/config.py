@@ -297,6 +297,9 @@ class RedactConfig(_Section):
     def _one_key(self) -> RedactConfig:
         if self.hash_key is not None and self.hash_key_file is not None:
             raise ValueError("set either redact.hash_key or redact.hash_key_file, not both")
+        if self.hash_key is not None and not self.hash_key.get_secret_value().strip():
+            # An empty template value: each process would hash with a random key of its own, without a word.
+            raise ValueError("redact.hash_key is empty: give the key, or hash_key_file / hash_key_env instead")
         return self
 
 
@@ -421,7 +424,14 @@ def _check_duration_value(value: object, key: str, is_duration: bool) -> None:
             )
 
 
-TokenSha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+def _token_sha256(value: object) -> object:
+    """A token's sha256 hex digest, any case; else a message that says what to give (never the value)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    raise ValueError("must be the sha256 hex digest of a token, not the token: printf %s TOKEN | sha256sum")
+
+
+TokenSha256 = Annotated[str, BeforeValidator(_token_sha256)]
 
 
 class HttpIngestTokens(_Section):

@@ -54,6 +54,8 @@ def _holds_a_secret(location: tuple[int | str, ...]) -> bool:
     ``hash_key``), or a header a forwarder sends (``Authorization: Bearer ...``)."""
     if location[:1] == ("detectors",):
         return False  # thresholds and counts (max_addresses_per_token): never a secret
+    if location[:2] == ("http_ingest", "tokens"):
+        return True  # a digest, or the token itself pasted by mistake
     name = str(location[-1]).lower().replace("-", "_") if location else ""
     return "headers" in map(str, location) or any(name == n or name.endswith("_" + n) for n in _SECRET_NAMES)
 

@@ -57,7 +57,8 @@ def watched_fields(config: GatewatchConfig) -> dict[Dataset, tuple[_Field, ...]]
                                                       "app served is a gateway_bypass"))  # fmt: skip
     app: list[_Field] = []
     for name, consequence in (
-        ("request_id", "no app line joins its gateway record: each one served is a gateway_bypass"),
+        ("request_id", "no app line joins its gateway record: gateway_bypass cannot see a request the gateway "
+                       "never logged (no_gateway_record)"),
         ("status", "the rules that need Billing's answer (token_expired_accepted, token_cross_org, "
                    "token_revoked_used) see none"),
     ):  # fmt: skip

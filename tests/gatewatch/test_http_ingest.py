@@ -173,6 +173,18 @@ def test_tokens_are_per_source_and_bearer_only() -> None:
     assert not check.allows("gateway", "Bearer ")
 
 
+def test_a_token_pasted_where_its_digest_goes_is_refused_without_being_shown() -> None:
+    # A newcomer's trial: the error echoed the bearer token itself, and did not say what to give instead.
+    from gatewatch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"http_ingest": {"tokens": {"gateway": ["gwT0ken-7f3c-secret"]}}})
+    assert "gwT0ken" not in str(caught.value) and "(its value not shown)" in str(caught.value)
+    assert "printf %s TOKEN | sha256sum" in str(caught.value)
+    upper = hashlib.sha256(b"t").hexdigest().upper()  # sha256sum writes lower case; others may not
+    assert parse_config({"http_ingest": {"tokens": {"app": [upper]}}}).http_ingest.tokens.app == [upper.lower()]
+
+
 def test_a_configured_token_that_is_not_a_sha256_digest_is_refused() -> None:
     from gatewatch.errors import ConfigError
 

@@ -324,3 +324,12 @@ def test_a_header_list_of_many_values_costs_one_marker_past_the_first_few() -> N
     assert time.process_time() - started < 0.5  # a marker (an HMAC) each cost 0.5 s for these
     assert "LEAK" not in out and out.count("[REDACTED:authorization") == MAX_LIST_CREDENTIALS + 1
     assert " withheld=" in out
+
+
+def test_an_empty_hash_key_is_refused_not_replaced_by_a_random_one() -> None:
+    # A newcomer's trial: hash_key: "" (an empty template value) loaded, and each process hashed with its own key.
+    from gatewatch.config import parse_config
+    from gatewatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="redact.hash_key is empty"):
+        parse_config({"redact": {"hash_key": ""}})
