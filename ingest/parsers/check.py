@@ -10,6 +10,7 @@ than as every line's dead letter or every request's false alert.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from ingest.errors import FormatError
 from ingest.parsers import build_gateway_parser
 from ingest.parsers.envoy_format import ENVOY_DEFAULT_FORMAT, Command, tokenize
-from ingest.parsers.envoy_operators import resolve
+from ingest.parsers.envoy_operators import HEADER_OPERATORS, OPERATORS, resolve
 from ingest.parsers.envoy_time import start_time_has_date
 
 __all__ = ["check_gateway_format", "format_time"]
@@ -70,6 +71,12 @@ def check_gateway_format(
             "app's by request id, so every request the app logs will be a gateway_bypass alert; add "
             "%REQ(X-REQUEST-ID)% to the format"
         )
+    if not _logs_status(format, json_format):
+        warnings.append(
+            f"{_key(format, json_format, ())} has no %RESPONSE_CODE%: no gateway line has a status, so "
+            "http_4xx_burst and http_5xx_burst never fire; add %RESPONSE_CODE% to the format"
+        )
+    warnings += _near_misses(format, json_format)
     for path, text in _strings(format, json_format):
         if '\\"' in text or "\\n" in text:
             warnings.append(
@@ -82,6 +89,53 @@ def check_gateway_format(
 def _logs_request_id(format: str | None, json_format: Mapping[str, Any] | None) -> bool:  # noqa: A002
     """Some operator of the format fills ``request_id``, the key the join and gateway_bypass read."""
     return any(resolve(command).field == "request_id" for _, command in _commands(format, json_format))
+
+
+def _logs_status(format: str | None, json_format: Mapping[str, Any] | None) -> bool:  # noqa: A002
+    """Some operator of the format fills ``status``, what both burst rules count."""
+    return any(resolve(command).field == "status" for _, command in _commands(format, json_format))
+
+
+# Envoy's other command operators (kept as labels): a name close to one gatewatch reads is no typo.
+_ENVOY_OPERATORS = frozenset("""
+    START_TIME_LOCAL REQUEST_HEADERS_BYTES BYTES_RETRANSMITTED PACKETS_RETRANSMITTED UPSTREAM_PROTOCOL
+    CONNECTION_TERMINATION_DETAILS RESPONSE_HEADERS_BYTES RESPONSE_TRAILERS_BYTES UPSTREAM_WIRE_BYTES_SENT
+    UPSTREAM_WIRE_BYTES_RECEIVED UPSTREAM_HEADER_BYTES_SENT UPSTREAM_HEADER_BYTES_RECEIVED
+    DOWNSTREAM_WIRE_BYTES_SENT DOWNSTREAM_WIRE_BYTES_RECEIVED DOWNSTREAM_HEADER_BYTES_SENT
+    DOWNSTREAM_HEADER_BYTES_RECEIVED REQUEST_DURATION REQUEST_TX_DURATION RESPONSE_DURATION RESPONSE_TX_DURATION
+    DOWNSTREAM_HANDSHAKE_DURATION ROUNDTRIP_DURATION COMMON_DURATION UPSTREAM_HOST_NAME
+    UPSTREAM_HOST_NAME_WITHOUT_PORT UPSTREAM_LOCAL_ADDRESS UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT UPSTREAM_LOCAL_PORT
+    UPSTREAM_REMOTE_ADDRESS UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT UPSTREAM_REMOTE_PORT UPSTREAM_REQUEST_ATTEMPT_COUNT
+    UPSTREAM_TLS_CIPHER UPSTREAM_TLS_VERSION UPSTREAM_TLS_SESSION_ID UPSTREAM_PEER_ISSUER UPSTREAM_PEER_CERT
+    UPSTREAM_PEER_SUBJECT UPSTREAM_PEER_URI_SAN UPSTREAM_PEER_DNS_SAN UPSTREAM_PEER_IP_SAN UPSTREAM_LOCAL_URI_SAN
+    UPSTREAM_LOCAL_DNS_SAN UPSTREAM_LOCAL_IP_SAN UPSTREAM_TRANSPORT_FAILURE_REASON UPSTREAM_CONNECTION_ID
+    UPSTREAM_FILTER_STATE DOWNSTREAM_LOCAL_ADDRESS DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT DOWNSTREAM_LOCAL_PORT
+    DOWNSTREAM_REMOTE_PORT DOWNSTREAM_DIRECT_REMOTE_PORT DOWNSTREAM_CONNECTION_ID DOWNSTREAM_LOCAL_URI_SAN
+    DOWNSTREAM_LOCAL_DNS_SAN DOWNSTREAM_PEER_DNS_SAN DOWNSTREAM_LOCAL_IP_SAN DOWNSTREAM_PEER_IP_SAN
+    DOWNSTREAM_LOCAL_SUBJECT DOWNSTREAM_PEER_SUBJECT DOWNSTREAM_PEER_ISSUER DOWNSTREAM_TLS_SESSION_ID
+    DOWNSTREAM_TLS_CIPHER DOWNSTREAM_PEER_FINGERPRINT_256 DOWNSTREAM_PEER_FINGERPRINT_1 DOWNSTREAM_PEER_SERIAL
+    DOWNSTREAM_PEER_CERT DOWNSTREAM_PEER_CERT_V_START DOWNSTREAM_PEER_CERT_V_END DOWNSTREAM_TRANSPORT_FAILURE_REASON
+    HOSTNAME LOCAL_REPLY_BODY FILTER_CHAIN_NAME VIRTUAL_CLUSTER_NAME REQUESTED_SERVER_NAME FILTER_STATE CONNECTION_ID
+    STREAM_ID GRPC_STATUS GRPC_STATUS_NUMBER CLUSTER_METADATA UPSTREAM_METADATA METADATA CEL ENVIRONMENT TRACE_ID
+    UNIQUE_ID ACCESS_LOG_TYPE CUSTOM_FLAGS QUERY_PARAM
+""".split())
+_READ_OPERATORS = (*OPERATORS, *HEADER_OPERATORS, "PATH", "REQ_WITHOUT_QUERY", "DYNAMIC_METADATA")
+
+
+def _near_misses(format: str | None, json_format: Mapping[str, Any] | None) -> list[str]:  # noqa: A002
+    """An operator gatewatch does not know, spelt like one it reads: a typo that silently empties a field."""
+    warnings = []
+    for path, command in _commands(format, json_format):
+        name = command.name
+        if name in _READ_OPERATORS or name in _ENVOY_OPERATORS or name == "START_TIME":
+            continue
+        close = difflib.get_close_matches(name, _READ_OPERATORS, n=1, cutoff=0.85)
+        if close:
+            warnings.append(
+                f"{_key(format, json_format, path)}: %{name}% is no operator gatewatch knows (did you mean "
+                f"%{close[0]}%?): its value is kept only as a label"
+            )
+    return warnings
 
 
 def _commands(
