@@ -144,6 +144,13 @@ class LocalPipeline:
             unwraps = {Dataset.GATEWAY: config.gateway.unwrap, Dataset.APP: config.app.unwrap}
             self._follower = Follower(patterns, positions_path, max_line, positions=positions, unwraps=unwraps)
         self._idle = IdleInputs(config.correlate.idle_timeout_secs)
+        # The restored inputs count as delivered now: once quiet they are advanced with the wall clock, as
+        # in the Kafka stage. Closed as never delivering, they left nothing to move event time after a
+        # restart without new traffic, and open windows waited for the next record.
+        restarted = time.time()
+        for stream in self.pipeline.stream_offsets:
+            if math.isfinite(clock := self.pipeline.stream_clock(stream)):
+                self._idle.delivered(stream, restarted, clock)
         self._inputs = InputWatch(config, early=True)
         # Inputs are numbered past what the (restored) state has seen: a record is never taken for a re-delivery.
         self._next_offset = {stream: offset + 1 for stream, offset in self.pipeline.stream_offsets.items()}
@@ -287,7 +294,7 @@ class LocalPipeline:
         with self._lock:
             caught_up = not self._queue
         if caught_up:
-            # Local inputs are always caught up; a stream of the restored state that never delivers again is closed.
+            # Local inputs are always caught up: a quiet one is advanced with the wall clock (see __init__).
             streams = set(self._idle.last_wall) | set(pipeline.stream_offsets)
             for move in self._idle.on_progress(wall, dict.fromkeys(streams, (0, 0))):
                 if move.ts is None:

@@ -224,6 +224,34 @@ def test_a_restart_keeps_what_was_acknowledged_and_feeds_again_only_what_was_not
     assert load_local_state(tmp_path / "cp") is not None
 
 
+def test_after_a_restart_without_new_traffic_event_time_moves_on_with_the_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer's trial: restarted with nothing new to read, serve closed its restored inputs as never
+    delivering, and nothing moved event time: open windows (a behaviour_outlier's 5 minutes) waited for
+    the next record, where the run that was never stopped alerted on time."""
+    import gatewatch.serve_local as serve_local
+
+    config = _config()
+    first = LocalPipeline(config, _Store(), None, ServeMetrics(), tmp_path / "cp", None, threading.Event())
+    batch = LocalHttpIngest(config, ServeMetrics(), first)._unpack("gateway", _body(0, 4), False, None)
+    assert isinstance(batch, UnpackedBatch)
+    _offered(first.offer(batch))
+    first._cycle(first._take(0.0))
+    first._checkpoint()
+    last_event = first.pipeline.order.clock
+    wall = time.time()
+    monkeypatch.setattr(serve_local.time, "time", lambda: wall)
+    second = LocalPipeline(config, _Store(), None, ServeMetrics(), tmp_path / "cp", None, threading.Event())
+    for quiet_secs in (config.correlate.idle_timeout_secs + 1, 300.0, 600.0):
+        monkeypatch.setattr(serve_local.time, "time", lambda: wall + quiet_secs)  # noqa: B023
+        second._cycle([])
+    # Event time went on at wall speed (less the allowed lateness), with no record read. Closed, the inputs left
+    # an infinite watermark and a clock stopped at the last record: windows past it never closed.
+    watermark = second.pipeline.watermark
+    assert watermark != float("inf") and watermark >= last_event + 600 - config.correlate.allowed_lateness_secs - 5
+
+
 def test_a_checkpoint_waits_until_the_forwarders_settled_the_alert_events_it_covers(tmp_path: Path) -> None:
     """kill -9 while a SIEM is slow: the lifecycle events in a forwarder's queue are in memory only. The state
     is saved once each of them is sent or dead-lettered; batches logged meanwhile stay in the batch log."""
