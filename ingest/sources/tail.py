@@ -31,6 +31,7 @@ import errno
 import glob
 import gzip
 import logging
+import math
 import os
 import re
 import time
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _READ_BYTES = 1 << 20
 ROTATE_WAIT_SECS = 10.0
+NO_FILE_WARNING_SECS = 3600.0
 """How long a file renamed by rotation may keep an unfinished last line: Envoy flushes whole lines every
 second and writes on to the renamed file only until it reopens its log."""
 _CRI = re.compile(rb"^\S+ (?:stdout|stderr) ([PF])(?:\S*) ?(.*)$", re.S)
@@ -174,6 +176,7 @@ class Follower:
         self._pending: dict[str, int] = {}  # handed out but not committed
         self._open: dict[str, _Open] = {}  # by fingerprint
         self._skipped: set[str] = set()  # matched paths that are no regular file (warned once)
+        self._unmatched: dict[str, float] = {}  # pattern -> when it was last said to match no file
 
     def _load_positions(self) -> dict[str, int]:
         try:
@@ -221,7 +224,10 @@ class Follower:
         seen_inodes = {o.inode: o for o in self._open.values()}
         for dataset, patterns in self.patterns.items():
             for pattern in patterns:
-                for path in sorted(glob.glob(pattern)):
+                paths = sorted(glob.glob(pattern))
+                if not paths:
+                    self._no_file(dataset, pattern)
+                for path in paths:
                     try:
                         stat = os.stat(path)
                     except OSError:
@@ -238,6 +244,15 @@ class Follower:
                             known.path = path  # the same file, perhaps renamed: read on
                             continue
                     self._try_open(path, dataset, stat.st_ino)
+
+    def _no_file(self, dataset: Dataset, pattern: str) -> None:
+        # A misspelt glob read nothing, without a word, while serve said it was ready. Said at the first
+        # look and then hourly: a log file may also just not be there yet.
+        now = time.monotonic()
+        if now - self._unmatched.get(pattern, -math.inf) >= NO_FILE_WARNING_SECS:
+            self._unmatched[pattern] = now
+            log.warning("follow_no_file dataset=%s pattern=%r hint=\"no file matches it (yet): check the path; a "
+                        "relative one is read from serve's working directory\"", dataset.value, pattern)
 
     def _skip_special(self, path: str) -> None:
         if path not in self._skipped:

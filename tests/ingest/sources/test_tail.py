@@ -231,3 +231,16 @@ def test_a_renamed_files_unfinished_last_line_is_handed_out_once_its_writer_left
     monkeypatch.setattr(ingest.sources.tail, "ROTATE_WAIT_SECS", 0.0)
     assert [record.line for record in follower.poll()] == [b"line 000004 cut"]
     assert follower.poll() == [] and follower.poll() == []  # reopened at its end by the glob: nothing again
+
+
+def test_a_glob_that_matches_no_file_is_said_once_not_at_every_poll(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A newcomer's trial: --follow 'gateway=logs/acess.log*' read nothing, said nothing, and serve was ready.
+    follower = _follower(tmp_path, pattern="acess.log*")
+    _append(tmp_path / "access.log", _lines(0, 3))
+    with caplog.at_level("WARNING", logger="ingest.sources.tail"):
+        for _ in range(3):
+            assert follower.poll() == []
+    said = [r.getMessage() for r in caplog.records if "follow_no_file" in r.getMessage()]
+    assert len(said) == 1 and "acess.log*" in said[0] and "dataset=envoy.access" in said[0]
