@@ -560,6 +560,12 @@ def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
         check_security_files(config.kafka.security)
     for forwarder in config.forward if check_files else ():
         check_tls_files(forwarder)
+    for n, forwarder in enumerate(config.forward):
+        kafka_named = "kafka" in config.model_fields_set and config.kafka.bootstrap_servers
+        if forwarder.type == "kafka" and not getattr(forwarder, "bootstrap_servers", None) and not kafka_named:
+            # It would dead-letter every alert, "Unable to bootstrap from ['127.0.0.1:9092']", the default's.
+            raise ConfigError(f"forward.{n} ({forwarder.name}): a kafka forwarder needs brokers: give its "
+                              "bootstrap_servers, or a kafka section's")  # fmt: skip
     gateway = config.gateway
     dated_by_runtime = bool({gateway.unwrap, config.kafka.unwrap.gateway} & RUNTIME_WRAPPERS)
     try:

@@ -56,12 +56,19 @@ def test_an_unreachable_destination_is_refused_naming_its_key(forwarder: dict[st
         {**SYSLOG, "host": "siem.example"},
         {**SYSLOG, "host": "10.0.5.20"},
         {**SYSLOG, "host": "2001:db8::7"},
-        {**KAFKA},
         {**KAFKA, "bootstrap_servers": ["b1:9092", "b2", "[2001:db8::7]:9093", "2001:db8::8"]},
     ],
 )
 def test_reachable_destinations_load(forwarder: dict[str, Any]) -> None:
     assert parse_config({"forward": [forwarder]}).forward[0].name == forwarder["name"]
+
+
+def test_a_kafka_forwarder_takes_the_kafka_sections_brokers_and_needs_some() -> None:
+    # A newcomer's trial: with neither, it took the default 127.0.0.1:9092 and dead-lettered every alert.
+    assert parse_config({"kafka": {"bootstrap_servers": ["b1:9092"]}, "forward": [KAFKA]}).forward[0].name == "k"
+    with pytest.raises(ConfigError, match=r"forward.0 \(k\): a kafka forwarder needs brokers: give its "
+                                          "bootstrap_servers, or a kafka section's"):  # fmt: skip
+        parse_config({"forward": [KAFKA]})
 
 
 @pytest.mark.parametrize(
