@@ -57,7 +57,7 @@ from kafka.errors import KafkaError
 from gatewatch.checkpoint import Checkpoint, CheckpointStore, checkpoint_interval_secs, ensure_topic
 from gatewatch.errors import SourceError, StoppedError
 from gatewatch.forward import ForwarderSet, build_forwarders
-from gatewatch.serve_stage import Shared, deliver, kv
+from gatewatch.serve_stage import LateNotice, Shared, deliver, kv
 from gatewatch.serve_topics import (
     FINDINGS, INTERNAL_MAX_MESSAGE_BYTES, REQUESTS, InternalTopics, internal_producer,
 )  # fmt: skip
@@ -148,6 +148,7 @@ class DetectStage:
         self._checkpoint_interval_secs = self.config.kafka.checkpoint_interval_secs
         self._last_save_secs = 0.0  # how long the last checkpoint took (0: none yet)
         self._last_lag_at = 0.0
+        self._late = LateNotice()
         self._poll_messages = DETECT_POLL_MESSAGES  # the next poll's size (see STEP_RECORDS)
         self.loop_at = time.monotonic()
 
@@ -313,6 +314,7 @@ class DetectStage:
                 metrics.detect_events.inc(records)
         if out.late and owned.role == REQUESTS:  # a KEYED task sees the same late events again
             metrics.late_events.inc(out.late)
+            self._late.add(out.late)
         for rule_id, errors in out.detector_errors.items():
             if errors:
                 metrics.record_error("detect", rule_id, errors)

@@ -64,7 +64,7 @@ from gatewatch.local_checkpoint import (
 )  # fmt: skip
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_idle import IdleInputs
-from gatewatch.serve_stage import RETRY_MAX_SECS, kv
+from gatewatch.serve_stage import RETRY_MAX_SECS, LateNotice, kv
 from gatewatch.stop_signals import stop_on_signals
 from gatewatch.stores import open_store
 from gatewatch.topology import Pipeline, detector_configs
@@ -152,6 +152,7 @@ class LocalPipeline:
             if math.isfinite(clock := self.pipeline.stream_clock(stream)):
                 self._idle.delivered(stream, restarted, clock)
         self._inputs = InputWatch(config, early=True)
+        self._late = LateNotice()
         # Inputs are numbered past what the (restored) state has seen: a record is never taken for a re-delivery.
         self._next_offset = {stream: offset + 1 for stream, offset in self.pipeline.stream_offsets.items()}
         self._rejected_seen = 0
@@ -470,7 +471,9 @@ class LocalPipeline:
         for note in self._inputs.observe(batch.events, batch.dead_letters):
             log.warning(kv("field_unread" if note.field else "input_unread", dataset=note.dataset,
                            field=note.field or "-", hint=note.message))  # fmt: skip
-        metrics.record_pipeline_counts(self.pipeline.take_counts())
+        counts = self.pipeline.take_counts()
+        metrics.record_pipeline_counts(counts)
+        self._late.add(counts.late_events)
         watermark = self.pipeline.watermark
         if math.isfinite(watermark):
             metrics.watermark.set(watermark)

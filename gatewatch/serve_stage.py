@@ -9,6 +9,8 @@ that lets the ingest stage parse while the store indexes.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,9 @@ from ingest.sinks.base import Batch
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
 
-__all__ = ["RETRY_MAX_SECS", "Shared", "deliver", "kv"]
+__all__ = ["RETRY_MAX_SECS", "LateNotice", "Shared", "deliver", "kv"]
+
+log = logging.getLogger("gatewatch.serve")
 
 RETRY_MAX_SECS = 30.0
 SHUTDOWN_DELIVERY_TIMEOUT_SECS = 60.0
@@ -44,6 +48,32 @@ def kv(event: str, **fields: Any) -> str:
         parts.append(f"{key}={quoted(text)}")
     return " ".join(parts)
 
+
+LATE_WARNING_SECS = 60.0
+
+
+class LateNotice:
+    """Says in the log, at most once a minute, that records arrived behind the watermark, and what to check.
+
+    Only the metric told: a shipper of one side far behind the other (an HTTP backfill of the gateway's
+    logs, then the app's) made tens of thousands of records late and a bypass alert per gateway pod, while
+    serve's log said nothing.
+    """
+
+    def __init__(self) -> None:
+        self._said_at = -math.inf
+        self._unsaid = 0
+
+    def add(self, late: int) -> None:
+        self._unsaid += late
+        now = time.monotonic()
+        if self._unsaid and now - self._said_at >= LATE_WARNING_SECS:
+            log.warning(kv("late_events", records=self._unsaid,
+                           hint="records arrived after the watermark had passed them: processed at once, but a "
+                                "request whose other side was judged without them may show as app_only or a "
+                                "gateway_bypass; one input is more than correlate.allowed_lateness_secs behind "
+                                "another (a shipper backlogged, or a backfill of one side first)"))  # fmt: skip
+            self._said_at, self._unsaid = now, 0
 
 
 class Shared:

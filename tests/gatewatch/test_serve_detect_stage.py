@@ -383,3 +383,24 @@ def test_the_alert_tasks_checkpoint_waits_until_its_forwarded_events_are_settled
     assert checkpoints.events[4:] == ["save g-findings/0@3", "commit g-findings/0@3"]
     assert len(gate.sent) == 3
     stage._forwarders.close()
+
+
+def test_late_records_are_said_in_the_log_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newcomer's trial: a backfill of one side, then the other, made 34,684 records late and three false
+    # bypass alerts; only a metric counted them, serve's log said nothing.
+    import gatewatch.serve_stage as serve_stage
+
+    now = [1000.0]
+    monkeypatch.setattr(serve_stage.time, "monotonic", lambda: now[0])
+    notice = serve_stage.LateNotice()
+    with caplog.at_level("WARNING", logger="gatewatch.serve"):
+        notice.add(0)
+        notice.add(5)
+        notice.add(3)  # within the minute: counted for the next line
+        now[0] += 61
+        notice.add(1)
+    said = [r.getMessage() for r in caplog.records if "late_events" in r.getMessage()]
+    assert [line.split(" hint=")[0] for line in said] == ["event=late_events records=5", "event=late_events records=4"]
+    assert "correlate.allowed_lateness_secs" in said[0]

@@ -268,3 +268,4 @@ def test_an_input_of_which_not_one_line_is_read_is_logged_once(
     assert len(said) == 1 and "dataset=envoy.access" in said[0]
     assert "not one of the first 1200 gateway lines was read" in said[0] and "kafka.unwrap.gateway" in said[0]
     assert not [r for r in caplog.records if "field_unread" in r.getMessage()]  # too few app lines to judge
+
