@@ -445,7 +445,7 @@ def _pieces(
             all_absent_matched = False
         bounded = _bounded(slot, quoted, after, separators)
         fragment = slot.fragment(quoted) if bounded is None else bounded[0]
-        atomic = bounded is not None
+        atomic = bounded is not None and not _joins_flags(slot, quoted, separators)
         strict.append(_capture(fragment, follows, atomic))
         loose = _quoted_value(slot, tokens, index) if quoted else None
         lenient.append(_capture(loose, follows, atomic=True) if loose else strict[-1])
@@ -516,11 +516,19 @@ def _bounded(slot: Slot, quoted: bool, after: Token | None, separators: str = ""
     if slot.kind is Kind.JSON:
         ends = r"\Z" if after is None else re.escape(after.text)
         return f"{_json_object(ends)}|{text}", ".*"
-    if slot.field == "response_flags" and "," in separators and not quoted:
-        # Envoy joins several flags with commas (503 "UF,URX"): in a comma-separated format the
-        # flags after the first are known names, each followed by what ends a value.
-        text = rf"{text}(?:,(?:{_FLAG_NAMES})(?![^\s{re.escape(separators)}]))*+"
+    if _joins_flags(slot, quoted, separators):
+        # Envoy joins several flags with commas (503 "UF,URX"): in a comma-separated format the flags
+        # after the first are known names, each followed by what ends a value. Given back one by one
+        # (not atomic) when the line does not fit otherwise: a User-Agent of "DC" after "UAEX" is the
+        # next field, not a flag, or a client could make its lines dead letters. At most 8 of them, so
+        # a hostile line costs at most 9 tries of the rest of the format.
+        text = rf"{text}(?:,(?:{_FLAG_NAMES})(?![^\s{re.escape(separators)}])){{0,8}}"
     return text, partial
+
+
+def _joins_flags(slot: Slot, quoted: bool, separators: str) -> bool:
+    """%RESPONSE_FLAGS% in a comma-separated format, unquoted: its value may hold the separator."""
+    return slot.field == "response_flags" and "," in separators and not quoted and slot.pattern is None
 
 
 _FLAG_NAMES = "|".join(sorted({*LONG_FLAGS, *LONG_FLAGS.values()}, key=lambda name: (-len(name), name)))

@@ -142,6 +142,16 @@ def test_several_response_flags_in_a_comma_separated_format_are_read() -> None:
     assert event(parser, "2026-03-02T09:00:00Z,200,-,r3,10.0.0.1:5555").response_flags == ()
     # a request id that is not a flag name is never taken for one
     assert event(parser, "2026-03-02T09:00:00Z,503,UF,URXa,10.0.0.1:5555").request_id == "URXa"
+    # A review: read possessively, a next field that spells a flag name was taken for one, and the line
+    # became a dead letter: a client with the User-Agent "DC" hid its 403 UAEX burst from http_4xx_burst.
+    client = compile_text_format("%START_TIME%,%RESPONSE_CODE%,%RESPONSE_FLAGS%,%REQ(USER-AGENT)%,%REQ(X-REQUEST-ID)%")
+    e = event(client, "2026-03-02T09:00:00Z,403,UAEX,DC,r4")
+    assert (e.response_flags, e.user_agent, e.request_id) == (("UAEX",), "DC", "r4")
+    e = event(client, "2026-03-02T09:00:00Z,503,UF,URX,RL,r5")
+    assert (e.response_flags, e.user_agent, e.request_id) == (("UF", "URX"), "RL", "r5")
+    started = time.process_time()  # given back one flag at a time, at most 8: a hostile line stays cheap
+    assert dead(client, "2026-03-02T09:00:00Z,503," + ",".join(["UF"] * 300_000) + ",x,r6").reason
+    assert time.process_time() - started < 0.25
     last = compile_text_format("%START_TIME%,%RESPONSE_CODE%,%RESPONSE_FLAGS_LONG%")
     assert event(last, "2026-03-02T09:00:00Z,503,UpstreamConnectionFailure,UpstreamRetryLimitExceeded"
                  ).response_flags == ("UF", "URX")  # fmt: skip
