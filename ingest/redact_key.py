@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -43,9 +45,12 @@ def resolve_hash_key(config: RedactSettings) -> bytes | None:
 
 def origin_key(config: RedactSettings) -> bytes | None:
     """The key that seals the ``gatewatch-origin`` header of what gatewatch produces to an input topic
-    (:func:`ingest.sources.kafka.origin_seal`): the redaction hash key. None when none is configured:
-    a random key of the process would not match after a restart, and records produced before a crash
+    (:func:`ingest.sources.kafka.origin_seal`), derived from the redaction hash key. Derived, not the
+    key itself: a redaction marker is an HMAC of text a client writes, so with ``hash_hex_chars`` of 32
+    or more a client could have gatewatch compute a seal for it. None when no key is configured: a
+    random key of the process would not match after a restart, and records produced before a crash
     would lose their ids (stored twice when produced again), so headers then go unsealed and are taken
     unsealed, as before seals.
     """
-    return resolve_hash_key(config)
+    key = resolve_hash_key(config)
+    return None if key is None else hmac.new(key, b"gatewatch-origin-seal key", hashlib.sha256).digest()

@@ -333,3 +333,14 @@ def test_an_empty_hash_key_is_refused_not_replaced_by_a_random_one() -> None:
 
     with pytest.raises(ConfigError, match="redact.hash_key is empty"):
         parse_config({"redact": {"hash_key": ""}})
+
+
+def test_a_marker_never_gives_away_the_seal_of_a_record_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A review: the seal's key was the hash key itself; with hash_hex_chars 32 a client writing
+    # password=<the sealed text> had gatewatch print the seal of an origin of its choosing.
+    from gatewatch.config import parse_config
+    from ingest.redact_key import origin_key, resolve_hash_key
+
+    monkeypatch.setenv("GATEWATCH_REDACT_KEY", "k")
+    redact = parse_config({}).redact
+    assert resolve_hash_key(redact) == b"k" and origin_key(redact) not in (None, b"k")

@@ -27,6 +27,7 @@ from test_serve import (  # noqa: F401 (topics is a fixture)
 from gatewatch.config import load_config
 from gatewatch.topology import build_parsers, parse_records
 from ingest.records import Dataset, Origin, RawRecord, record_id
+from ingest.redact_key import origin_key
 from ingest.sources.kafka import ORIGIN_HEADER, ORIGIN_SEAL_HEADER, origin_seal
 
 
@@ -103,6 +104,8 @@ def test_a_gatewatch_origin_header_another_producer_set_cannot_take_a_records_id
     gatewatch sealed is taken."""
     key = b"shared-redact-key"
     monkeypatch.setenv("GATEWATCH_REDACT_KEY", key.decode())
+    sealing = origin_key(load_config(None).redact)  # what serve seals with: derived from the redaction key
+    assert sealing is not None and sealing != key
     lines = sorted(build_traffic(200), key=lambda line: line.ts)
     topics.produce(lines)
     app_topic = topics.names["app"]
@@ -115,7 +118,7 @@ def test_a_gatewatch_origin_header_another_producer_set_cannot_take_a_records_id
         for line, headers in (
             (decoy, [(ORIGIN_HEADER, origin)]),
             (genuine, [(ORIGIN_HEADER, origin),
-                       (ORIGIN_SEAL_HEADER, origin_seal(key, app_topic, origin, genuine.value))]),
+                       (ORIGIN_SEAL_HEADER, origin_seal(sealing, app_topic, origin, genuine.value))]),
         ):
             producer.send(app_topic, value=line.value, key=line.key, headers=headers, partition=0).get(timeout=10)
     finally:
