@@ -98,7 +98,8 @@ class Http4xxBurst(Detector):
                 client.statuses[status] = client.statuses.get(status, 0) + 1
         for kind, value, times in state.ambiguous:
             if (kind, value) in self._clients:
-                self._clients[(kind, value)].ambiguous.extend(times)
+                client = self._clients[(kind, value)]
+                client.ambiguous.extend(times[-len(client.errors) :])
         self._next_sweep = state.next_sweep
         # min_errors lowered across the restart: a window between the two thresholds was never reported, and
         # its next error is the crossing (the README: a new threshold applies to the windows already open).
@@ -155,10 +156,6 @@ class Http4xxBurst(Detector):
         horizon = ts - cfg.window_secs
         while errors and errors[0][0] <= horizon:
             _forget_oldest(client)
-        while client.ambiguous and client.ambiguous[0] <= horizon:
-            client.ambiguous.popleft()
-        if ambiguous:
-            client.ambiguous.append(ts)
         below = len(errors) < cfg.min_errors  # before this error (a full cap is not a crossing)
         if self._unreported and key in self._unreported:
             below = True
@@ -167,6 +164,8 @@ class Http4xxBurst(Detector):
             _forget_oldest(client)
         request_id = event.request_id
         errors.append((ts, status, request_id))
+        if ambiguous:
+            client.ambiguous.append(ts)
         statuses[status] = statuses.get(status, 0) + 1
         if len(errors) < cfg.min_errors:
             return ()
@@ -206,7 +205,7 @@ class Http4xxBurst(Detector):
             "window_secs": cfg.window_secs,
             "statuses": {str(s): n for s, n in sorted(client.statuses.items())},
         }
-        ambiguous = min(len(client.ambiguous), count)
+        ambiguous = len(client.ambiguous)
         if ambiguous:
             # Such a line counts under each address it may be from, and the client wrote all but one of them:
             # an address all of whose errors came so may be someone else's, named to have it blocked.
@@ -280,7 +279,10 @@ def _reason(statuses: dict[int, int], count: int) -> str:
 
 
 def _forget_oldest(client: _Client) -> None:
-    status = client.errors.popleft()[1]
+    ts, status, _ = client.errors.popleft()
+    # The ambiguous errors leave with theirs (by the window or by the cap), oldest first: never more than the errors.
+    if client.ambiguous and client.ambiguous[0] <= ts:
+        client.ambiguous.popleft()
     left = client.statuses[status] - 1
     if left:
         client.statuses[status] = left

@@ -219,3 +219,17 @@ def test_ambiguous_errors_survive_a_restart_and_slide_out_with_their_window() ->
     assert findings[0].details["ambiguous_errors"] == 20
     later = run(after, errors(30, start=200, source_ip="198.51.100.99"))
     assert "ambiguous_errors" not in later[-1].details  # the ambiguous ones left the window long ago
+
+
+def test_ambiguous_errors_leave_with_the_errors_the_cap_drops() -> None:
+    # A review: trimmed by time only, the count said "all" of a window the cap had refilled with the
+    # address's own errors, and grew without bound under a flood (100,000 times for 1,000 errors kept).
+    findings = run(detector(min_errors=20, max_tracked_errors=30),
+                   sorted(_ambiguous(30, "203.0.113.52,198.51.100.99") +
+                          errors(30, every_secs=0.5, start=30.2, source_ip="198.51.100.99"), key=lambda e: e.ts),
+                   end=False)  # fmt: skip
+    last = [f for f in findings if f.entity_value == "198.51.100.99"][-1]
+    assert "ambiguous_errors" not in last.details and "reads two ways" not in last.summary
+    flooded = detector(max_tracked_errors=100)
+    run(flooded, _ambiguous(5000, "203.0.113.52,198.51.100.99"), end=False)
+    assert all(len(c.ambiguous) <= len(c.errors) <= 100 for c in flooded._clients.values())
