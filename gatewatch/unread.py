@@ -96,18 +96,19 @@ class InputWatch:
         counts = self._events
         missing = self._missing
         sampled = self._sampled
-        # A batch is mostly of one input: past the sample of both, or of its own, it costs nothing per event.
-        if sampled and events and (events[0].dataset in sampled or events[-1].dataset in sampled):
+        if sampled:  # past the sample of both inputs, nothing per event
             for event in events:
                 dataset = event.dataset
-                seen = counts.get(dataset, 0)
-                if seen >= SAMPLE:
-                    sampled.discard(dataset)
+                if dataset not in sampled:
                     continue
-                counts[dataset] = seen + 1
+                seen = counts[dataset] = counts.get(dataset, 0) + 1
                 names = missing.get(dataset)
                 if names:
                     names.difference_update([n for n in names if getattr(event, n) is not None])
+                if seen >= SAMPLE:
+                    sampled.discard(dataset)
+                    if not sampled:
+                        break
         for letter in dead_letters:
             dataset = letter.origin.dataset
             if dataset in _INPUTS and not counts.get(dataset):

@@ -122,3 +122,14 @@ def test_a_field_is_missing_only_if_no_event_of_the_sample_had_it() -> None:
     later = InputWatch(GatewatchConfig(), early=True)
     assert later.observe(_app_events(SAMPLE - 1) + _app_events(1, request_id="r", status=500), []) == []
     assert later.finish() == []
+
+
+def test_app_events_amid_gateway_events_are_counted() -> None:
+    # A review: a batch whose first and last events were of an input already sampled was skipped whole, so app
+    # events polled between gateway ones went uncounted and serve would say no app line was read.
+    watch = InputWatch(GatewatchConfig(), early=True)
+    gateway = [Event(f"g{i}", Dataset.GATEWAY, 0.0, Origin(Dataset.GATEWAY, "g", i), status=200, request_id="r")
+               for i in range(SAMPLE)]  # fmt: skip
+    assert watch.observe(gateway, []) == []
+    mixed = gateway[:1] + _app_events(5, request_id="r", status=200) + gateway[:1]
+    assert watch.observe(mixed, _letters(Dataset.APP, 2 * SAMPLE)) == []
