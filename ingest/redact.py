@@ -63,7 +63,8 @@ import msgspec
 from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
 from ingest.redact_patterns import (
-    CONTAINER, MAX_LIST_CREDENTIALS, MORE_CREDENTIALS, QUOTED, QUOTED_ITEMS, SCHEMES, name_pattern, quoted_value,
+    CONTAINER, MAX_LIST_CREDENTIALS, MORE_CREDENTIALS, QUOTED, QUOTED_ITEMS, SCHEMES, header_value, name_pattern,
+    quoted_value,
 )
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import card_numbers, jwt_claims
@@ -225,18 +226,16 @@ class Redactor:
         not_marker = r"(?!\s*\[REDACTED:)"
         unquoted = r"[^\s,;&#}\]\"'{\[]+"
         # A header's value stops at "]" and "\\" too: Go prints http.Header as map[Authorization:[Bearer x]],
-        # and a "\\" starts JSON's escaped quote, which belongs to the line around the value.
-        schemes = "|".join(SCHEMES)
-        # Credentials after the first (a header sent twice: "Basic x, Bearer y"; in Go's list, [Bearer x Basic y]).
-        header_unquoted = (rf"(?:(?P<h_scheme>(?i:{schemes})) +(?=[^\s\"']))?(?P<h_uv>[^\s\"',;\]\\]+)"
-                           rf"(?P<h_more>(?:(?(h_open)(?:, *| +)|, *)(?i:{schemes}) +[^\s\"',;\]\\]+)*+)")
+        # and a "\\" starts JSON's escaped quote, which belongs to the line around the value. Credentials
+        # after the first: a header sent twice ("Basic x, Bearer y"), Go's list ([Bearer x Basic y]).
+        header_unquoted = header_value("h_open", "h")
         cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
         auth_headers = name_pattern(n for n in headers if _header_kind(n) == "authorization")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
             rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
-            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>\[\s*)?(?:{quoted_value('h')}|{header_unquoted})"
-            rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}))*+))"
+            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)(?:{quoted_value('h')}|{header_unquoted})"
+            rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}|[^\s,\]\"']+))*+))"
             rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
             rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted})"
             rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"

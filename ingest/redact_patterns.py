@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
-    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "name_pattern",
-    "quoted_value",
+    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value",
+    "name_pattern", "quoted_value",
 ]  # fmt: skip
 
 # Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
@@ -26,13 +26,15 @@ def name_pattern(names: Iterable[str]) -> str:
 # pattern doubles with each level); one nested deeper, or never closed, takes the rest of its line:
 # a secret three levels down was kept in the clear when two were the most a container could hold.
 CONTAINER_DEPTH = 6
-_ITEM = r'\\.|"(?:[^"\\\n]++|\\.)*+"'
+# A string of a container: JSON's, JSON's inside a JSON string (\"...\"), Python's ('...'); an escape; a
+# quote no string closes (an apostrophe in text).
+_ITEM = r'\\"(?:(?!\\")[^\n])*+\\"|\\.|"(?:[^"\\\n]++|\\.)*+"|\'(?:[^\'\\\n]++|\\.)*+\'|\''
 
 
 def _container(depth: int) -> str:
     nested = ""
     for _ in range(depth):
-        parts = rf'[^\[\]{{}}\n"\\]++|{_ITEM}' + (f"|{nested}" if nested else "")
+        parts = rf'[^\[\]{{}}\n"\'\\]++|{_ITEM}' + (f"|{nested}" if nested else "")
         nested = rf"\[(?:{parts})*+\]|\{{(?:{parts})*+\}}"
     return nested
 
@@ -56,4 +58,22 @@ QUOTED = r'"(?:[^"\\\n]++|\\.)*+"|\'[^\'\n]*+\''
 QUOTED_ITEMS = re.compile(r'(["\'])((?:[^"\'\\\n]++|\\.|(?!\1)["\'])*+)\1')
 MAX_LIST_CREDENTIALS = 16
 """A header's values redacted one by one (a header sent many times); the rest of the list is one marker."""
-MORE_CREDENTIALS = re.compile(rf"(, *| +)((?i:{'|'.join(SCHEMES)}) +\S+?)(?=,| |$)")
+# An Authorization value's credential: a token, or a parameter (Digest's response="...", AWS's Signature=...).
+_TOKEN = r'(?!\[)(?:[\w-]+="[^"\n]*"|[\w-]+=[^\s"\',\]\\]+|[^\s"\',;\]\\]+)'  # "[": a marker
+_PARAM = r'[\w-]+=(?:"[^"\n]*"|[^\s"\',\]\\]+)'  # AWS's SignedHeaders=host;x-amz-date holds ";"
+_SCHEME = rf"(?i:{'|'.join(SCHEMES)})"
+
+
+def header_value(open_group: str, group: str) -> str:
+    """An unquoted Authorization value: its known scheme (``<group>_scheme``), its first credential
+    (``<group>_uv``; without a known scheme in free text, the next word too: "SSWS 00abc", "Splunk 1f2e"),
+    and the others (``<group>_more``: in a list any value, else a known scheme's credential or a
+    parameter after a comma)."""
+    return (rf"(?:(?P<{group}_scheme>{_SCHEME}) +(?=[^\s\"']))?"
+            rf"(?![^\s\"',;\]\\]+ +\[REDACTED:)"  # "Bearer [REDACTED:...]": done
+            rf"(?P<{group}_uv>{_TOKEN}(?({group}_scheme)|(?({open_group})|(?: +{_TOKEN})?)))"
+            rf"(?P<{group}_more>(?:(?({open_group})(?: +|, *)(?:{_SCHEME} +)?(?:{_TOKEN})"
+            rf"|, *(?:{_SCHEME} +(?:{_TOKEN})|{_PARAM})))*+)")  # fmt: skip
+
+
+MORE_CREDENTIALS = re.compile(rf"(, *| +)((?:{_SCHEME} +)?(?:{_TOKEN}))")

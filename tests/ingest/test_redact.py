@@ -199,7 +199,7 @@ def test_disabled_redactor_changes_nothing() -> None:
 
 def test_configured_names_extend_the_defaults() -> None:
     redactor = Redactor(query_params=("sig",), json_keys=("ssn",), headers=("x-session",), hash_key=KEY)
-    out = redactor.redact('/p?sig=abc {"ssn": "123-45-6789"} X-Session: s1 password=still')
+    out = redactor.redact('/p?sig=abc {"ssn": "123-45-6789"} X-Session: s1; password=still')
     assert "abc" not in out and "123-45-6789" not in out and "s1" not in out
     assert "password=still" in out  # the lists replace the defaults
 
@@ -344,3 +344,26 @@ def test_a_marker_never_gives_away_the_seal_of_a_record_origin(monkeypatch: pyte
     monkeypatch.setenv("GATEWATCH_REDACT_KEY", "k")
     redact = parse_config({}).redact
     assert resolve_hash_key(redact) == b"k" and origin_key(redact) not in (None, b"k")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A review: a scheme outside the built-in list was taken for the credential, and the token kept.
+        "Authorization: SSWS 00SECRETokta",
+        "Authorization: Splunk SECRET9-abcd",
+        "Authorization: GenieKey SECRET15",
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIASECRET/2026/s3, SignedHeaders=host;x-amz-date, Signature=SECRET10",
+        'Authorization: Digest username="bob", realm="x", response="SECRET13"',
+        # ... and values of lists and containers the patterns stopped short of.
+        "map[Authorization:[SECRET8 SECRET9]]",
+        '{"Authorization":[["Bearer SECRET39"]]}',
+        '{"Authorization": ["Bearer a", 123, "Bearer SECRET38"]}',
+        "{'password': {'a': '}', 'b': 'SECRET64'}, 'u': 1}",
+        '{\\"password\\": {\\"a\\": \\"}\\", \\"b\\": \\"SECRET62\\"}}',
+    ],
+)
+def test_credentials_in_every_authorization_shape_are_redacted(redactor: Redactor, text: str) -> None:
+    out = redactor.redact(text)
+    assert "SECRET" not in out, out
+    assert redactor.redact(out) == out
