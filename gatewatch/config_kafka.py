@@ -38,7 +38,8 @@ class KafkaSecurity(TypedDict, total=False):
     ssl_certfile: Annotated[str, Field(description=f"PEM client certificate, for mutual TLS ({_FILE}).")]
     ssl_keyfile: Annotated[str, Field(description=f"PEM private key of ssl_certfile ({_FILE}).")]
     ssl_password: Annotated[str, Field(description="Password of ssl_keyfile, if it is encrypted. Prefer "
-                                                   "ssl_password_env or ssl_password_file: a config file is read by many.")]
+                                                   "ssl_password_env or ssl_password_file: a config file is read "
+                                                   "by many.")]
     ssl_password_env: Annotated[str, Field(description="Environment variable holding ssl_password.")]
     ssl_password_file: Annotated[str, Field(description=f"File holding ssl_password ({_FILE}).")]
     ssl_crlfile: Annotated[str, Field(description=f"PEM certificate revocation list ({_FILE}).")]

@@ -234,7 +234,8 @@ class Redactor:
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
             rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
-            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)(?:{quoted_value('h')}|{header_unquoted})"
+            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)"
+            rf"(?:{quoted_value('h')}|{header_unquoted})"
             rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}|[^\s,\]\"']+))*+))"
             rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
             rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted})"

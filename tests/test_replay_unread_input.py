@@ -99,7 +99,8 @@ def _letters(dataset: Dataset, n: int) -> list[DeadLetter]:
 
 
 def _app_events(n: int, **fields: object) -> list[Event]:
-    return [Event(f"e{i}", Dataset.APP, 0.0, Origin(Dataset.APP, "s", i), **fields) for i in range(n)]  # type: ignore[arg-type]
+    origin = Origin(Dataset.APP, "s", 0)
+    return [Event(f"e{i}", Dataset.APP, 0.0, origin, **fields) for i in range(n)]  # type: ignore[arg-type]
 
 
 def test_serve_says_an_input_unread_once_and_only_while_none_of_it_was_read() -> None:

@@ -353,7 +353,8 @@ def test_a_marker_never_gives_away_the_seal_of_a_record_origin(monkeypatch: pyte
         "Authorization: SSWS 00SECRETokta",
         "Authorization: Splunk SECRET9-abcd",
         "Authorization: GenieKey SECRET15",
-        "Authorization: AWS4-HMAC-SHA256 Credential=AKIASECRET/2026/s3, SignedHeaders=host;x-amz-date, Signature=SECRET10",
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIASECRET/2026/s3, SignedHeaders=host;x-amz-date, "
+        "Signature=SECRET10",
         'Authorization: Digest username="bob", realm="x", response="SECRET13"',
         # ... and values of lists and containers the patterns stopped short of.
         "map[Authorization:[SECRET8 SECRET9]]",
