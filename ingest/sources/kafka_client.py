@@ -20,7 +20,7 @@ workaround                              kafka-python internals it relies on
 :class:`TopicStickyAssignor`            ``StickyPartitionAssignor``'s member metadata (the previous
                                         assignment and generation in its user data, read by
                                         ``parse_member_metadata``) and its ``on_assignment``
-:func:`finish_joins_in_flight`         ``ConsumerCoordinator.need_rejoin`` and ``BaseCoordinator._join_task``
+:func:`finish_joins_in_flight`          ``ConsumerCoordinator.need_rejoin`` and ``BaseCoordinator._join_task``
                                         (the join ``join_group_async`` leaves in flight when a poll's
                                         time is up)
 :data:`BOUNDED_BACKOFF`                 ``ClusterMetadata.ttl`` waits out the manager's backoff of the
