@@ -247,6 +247,11 @@ class StoreConfig(_Section):
     client_cert: Path | None = Field(None, description="PEM client certificate, for stores that require one.")
     client_key: Path | None = Field(None, description="PEM private key of client_cert.")
     verify_certs: bool = Field(True, description="Check the store's TLS certificate; false only for tests.")
+    duckdb_memory_limit: str = Field(
+        "512MB", pattern=r"^[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="Memory the DuckDB store may use (DuckDB's own default, 80% of RAM, it fills with cached "
+        "blocks as the store grows). E.g. 256MB, 2GiB.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_source_each(self) -> StoreConfig:

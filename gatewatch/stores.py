@@ -24,7 +24,7 @@ def open_store(url: str, config: GatewatchConfig) -> Sink | None:
     if kind == "duckdb":
         from ingest.sinks.duckdb import DuckDBSink
 
-        return DuckDBSink(Path(target))
+        return DuckDBSink(Path(target), config.store.duckdb_memory_limit)
     from ingest.sinks.search import SearchSink
 
     return SearchSink.connect(kind, target, config.store)
