@@ -150,3 +150,18 @@ def test_version_names_this_release() -> None:
     version = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
     done = subprocess.run([sys.executable, "-m", "gatewatch.cli", "--version"], capture_output=True, timeout=60)
     assert done.returncode == 0 and done.stdout.decode().strip() == f"gatewatch {version}"
+
+
+def test_kafka_pythons_slow_task_warnings_stay_out_of_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # A soak: "Task <kafka.net.selector.Task object at 0x...> ran for 0.209s ... Other pollers will time out."
+    # whenever its thread waited for a core; not key=value, and nothing about gatewatch.
+    import logging
+
+    from gatewatch.cli import main
+
+    main(["schema"])
+    selector = logging.getLogger("kafka.net.selector")
+    with caplog.at_level("WARNING"):
+        selector.warning("Task %r ran for 0.209s (>0.100s threshold). It is blocking the event loop -- likely", 1)
+        selector.warning("Wakeup socket returned empty. Rebuilding.")
+    assert [r.getMessage() for r in caplog.records] == ["Wakeup socket returned empty. Rebuilding."]
