@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,10 +39,13 @@ from detectors.token_cross_org import TokenCrossOrg
 from detectors.token_expired_accepted import TokenExpiredAccepted
 from detectors.token_replay import TokenReplay
 from detectors.token_revoked_used import TokenRevokedUsed
+from gatewatch.config_durations import check_durations
 from gatewatch.config_kafka import KafkaSecurity, check_security_files, check_security_keys, security_files_from
 from gatewatch.config_text import describe_error, load_yaml, yaml_problem
 from gatewatch.errors import ConfigError
-from gatewatch.forward.config import ForwardSection, check_bootstrap_server, check_tls_files, tls_files_from
+from gatewatch.forward.config import (
+    ForwardSection, check_bootstrap_server, check_forwarder_brokers, check_tls_files, tls_files_from,
+)
 from ingest.parsers.app_json import APP_FIELDS, canonical_app_fields
 from ingest.parsers.check import check_gateway_format
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
@@ -78,11 +80,6 @@ default, and its JSON format escapes each ``"`` as two bytes (a flood trial's 33
 a 66 KB line, over the 64 KiB this once was: the request's gateway line became a dead letter, its token replay went
 unseen and Billing's line became a false bypass). A MiB holds 60 KiB of headers escaped six-fold, request and
 response both, with room to spare; Kafka's default message limit is about that."""
-MAX_DURATION_SECS = 366 * 86_400.0
-"""Longest ``*_secs`` setting accepted: every window, timeout and lateness is shorter than a year.
-No ``*_secs`` may be negative either (detector sections included); most must be above 0."""
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -400,35 +397,6 @@ def _check_network(network: str) -> None:
         raise ValueError(f"{network!r} is not a CIDR such as 10.0.0.0/24") from None
 
 
-def _check_durations(model: BaseModel, path: str = "") -> None:
-    """Every ``*_secs`` value from 0 to :data:`MAX_DURATION_SECS`: those of each section, of each forwarder in
-    ``forward`` and of a mapping such as ``alerts.resolve_after_secs`` (per rule) alike.
-
-    Checked over the loaded model rather than declared on each field, so a detector's ``Config`` (in
-    ``detectors/``) is held to it too. A value left past the limit fails far from the config: a resolve time of
-    1e12 s ended a replay with "year 33714 is out of range", a forwarder's drain time in an OverflowError.
-    """
-    for name in type(model).model_fields:
-        _check_duration_value(getattr(model, name), f"{path}{name}", name.endswith("_secs"))
-
-
-def _check_duration_value(value: object, key: str, is_duration: bool) -> None:
-    """``value`` at ``key``; ``is_duration``: it is, or is held in, a ``*_secs`` setting."""
-    if isinstance(value, BaseModel):
-        _check_durations(value, f"{key}.")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_duration_value(item, f"{key}.{index}", is_duration)
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            _check_duration_value(item, f"{key}.{name}", is_duration)
-    elif is_duration and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_SECS):
-            raise ConfigError(
-                f"invalid config: {key}: must be a duration from 0 to {MAX_DURATION_SECS:.0f} s (got {value!r})"
-            )
-
-
 def _token_sha256(value: object) -> object:
     """A token's sha256 hex digest, any case; else a message that says what to give (never the value)."""
     if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value):
@@ -524,7 +492,7 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None) -> G
         config = GatewatchConfig.model_validate(data or {})
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
-    _check_durations(config)
+    check_durations(config)
     revoked = config.tokens.revoked
     if revoked is not None and base_dir is not None and not revoked.is_absolute():
         config = config.model_copy(update={"tokens": TokensConfig(revoked=base_dir / revoked)})
@@ -556,6 +524,11 @@ _RELATIVE_PATHS = {
 }
 
 
+def kafka_configured(config: GatewatchConfig) -> bool:
+    """Whether the config has a ``kafka`` section naming at least one broker (``serve`` then reads Kafka)."""
+    return "kafka" in config.model_fields_set and bool(config.kafka.bootstrap_servers)
+
+
 def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
     """What the model cannot see alone: formats that cannot work, files that are not there."""
     revoked = config.tokens.revoked
@@ -565,12 +538,7 @@ def _check_inputs(config: GatewatchConfig, check_files: bool) -> None:
         check_security_files(config.kafka.security)
     for forwarder in config.forward if check_files else ():
         check_tls_files(forwarder)
-    for n, forwarder in enumerate(config.forward):
-        kafka_named = "kafka" in config.model_fields_set and config.kafka.bootstrap_servers
-        if forwarder.type == "kafka" and not getattr(forwarder, "bootstrap_servers", None) and not kafka_named:
-            # It would dead-letter every alert, "Unable to bootstrap from ['127.0.0.1:9092']", the default's.
-            raise ConfigError(f"forward.{n} ({forwarder.name}): a kafka forwarder needs brokers: give its "
-                              "bootstrap_servers, or a kafka section's")  # fmt: skip
+    check_forwarder_brokers(config.forward, kafka_configured(config))
     gateway = config.gateway
     dated_by_runtime = bool({gateway.unwrap, config.kafka.unwrap.gateway} & RUNTIME_WRAPPERS)
     try:

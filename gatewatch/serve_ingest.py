@@ -69,7 +69,7 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from gatewatch.errors import SourceError, StoreUnavailableError, WireError
-from gatewatch.serve_stage import Shared, deliver, kv
+from gatewatch.serve_stage import Shared, deliver, kv, log_input_notes
 from gatewatch.store_writer import PendingWrite
 from gatewatch.serve_topics import InternalTopics, internal_producer
 from gatewatch.topology import build_parsers, parse_records
@@ -317,9 +317,7 @@ class IngestStage:
         pending = self.shared.submit(batch)  # stored by the writer thread while this one goes on
         if dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in dead_letters))
-        for note in self._inputs.observe(events, dead_letters):
-            log.warning(kv("field_unread" if note.field else "input_unread", dataset=note.dataset,
-                           field=note.field or "-", hint=note.message))  # fmt: skip
+        log_input_notes(self._inputs.observe(events, dead_letters))
         wall = time.time()
         for stream, stream_events in by_stream.items():
             self._clocks.observe(stream, stream_events, wall)

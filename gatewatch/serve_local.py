@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewatch import installed_version
+from gatewatch.config import kafka_configured
 from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
 from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_routes
@@ -64,7 +65,7 @@ from gatewatch.local_checkpoint import (
 )  # fmt: skip
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_idle import IdleInputs
-from gatewatch.serve_stage import RETRY_MAX_SECS, LateNotice, kv
+from gatewatch.serve_stage import RETRY_MAX_SECS, LateNotice, kv, log_input_notes
 from gatewatch.stop_signals import stop_on_signals
 from gatewatch.stores import open_store
 from gatewatch.topology import Pipeline, detector_configs
@@ -88,11 +89,6 @@ FOLLOW_POLL_SECS = 0.25
 SHUTDOWN_DELIVERY_TIMEOUT_SECS = 60.0
 _DATASETS = {"gateway": Dataset.GATEWAY, "app": Dataset.APP}
 _SIDES = {dataset: side for side, dataset in _DATASETS.items()}
-
-
-def kafka_configured(config: GatewatchConfig) -> bool:
-    """Whether ``serve`` reads Kafka: the config has a ``kafka`` section naming at least one broker."""
-    return "kafka" in config.model_fields_set and bool(config.kafka.bootstrap_servers)
 
 
 @dataclass(slots=True)
@@ -468,9 +464,7 @@ class LocalPipeline:
             )
         if batch.dead_letters:
             metrics.record_dead_letters(Counter(letter.reason for letter in batch.dead_letters))
-        for note in self._inputs.observe(batch.events, batch.dead_letters):
-            log.warning(kv("field_unread" if note.field else "input_unread", dataset=note.dataset,
-                           field=note.field or "-", hint=note.message))  # fmt: skip
+        log_input_notes(self._inputs.observe(batch.events, batch.dead_letters))
         counts = self.pipeline.take_counts()
         metrics.record_pipeline_counts(counts)
         self._late.add(counts.late_events)

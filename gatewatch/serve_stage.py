@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from kafka.errors import KafkaError
@@ -26,8 +26,9 @@ from ingest.sinks.base import Batch
 
 if TYPE_CHECKING:
     from gatewatch.config import GatewatchConfig
+    from gatewatch.unread import InputNote
 
-__all__ = ["RETRY_MAX_SECS", "LateNotice", "Shared", "deliver", "kv"]
+__all__ = ["RETRY_MAX_SECS", "LateNotice", "Shared", "deliver", "kv", "log_input_notes"]
 
 log = logging.getLogger("gatewatch.serve")
 
@@ -47,6 +48,13 @@ def kv(event: str, **fields: Any) -> str:
             text = str(value)
         parts.append(f"{key}={quoted(text)}")
     return " ".join(parts)
+
+
+def log_input_notes(notes: Iterable[InputNote]) -> None:
+    """Say what :class:`~gatewatch.unread.InputWatch` found: an input not read at all, or a field no line had."""
+    for note in notes:
+        log.warning(kv("field_unread" if note.field else "input_unread", dataset=note.dataset,
+                       field=note.field or "-", hint=note.message))  # fmt: skip
 
 
 LATE_WARNING_SECS = 60.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -217,3 +218,13 @@ def check_tls_files(forwarder: ForwarderConfig) -> None:
         if (path := getattr(tls, name)) is not None and not path.is_file():
             raise ConfigError(f"forward.{forwarder.name}.tls.{name}: cannot read {path}: no such file "
                               "(a relative path is read from the config file's folder)")  # fmt: skip
+
+
+def check_forwarder_brokers(forwarders: Sequence[ForwarderConfig], kafka_named: bool) -> None:
+    """A :class:`ConfigError` for a ``kafka`` forwarder with no brokers: neither its own ``bootstrap_servers`` nor,
+    ``kafka_named`` false, a kafka section naming some. It would dead-letter every alert, "Unable to bootstrap
+    from ['127.0.0.1:9092']", the default's."""
+    for n, forwarder in enumerate(forwarders):
+        if forwarder.type == "kafka" and not getattr(forwarder, "bootstrap_servers", None) and not kafka_named:
+            raise ConfigError(f"forward.{n} ({forwarder.name}): a kafka forwarder needs brokers: give its "
+                              "bootstrap_servers, or a kafka section's")  # fmt: skip

@@ -65,13 +65,13 @@ def check_gateway_format(
             f"{key} has no %START_TIME%: every line will be a missing_timestamp dead letter; add "
             "%START_TIME% to the format, or read container logs with gateway.unwrap: docker or cri"
         )
-    if not _logs_request_id(format, json_format):
+    if not _fills(format, json_format, "request_id"):  # what the join and gateway_bypass read
         warnings.append(
             f"{_key(format, json_format, ())} has no %REQ(X-REQUEST-ID)%: no gateway line can be joined with the "
             "app's by request id, so every request the app logs will be a gateway_bypass alert; add "
             "%REQ(X-REQUEST-ID)% to the format"
         )
-    if not _logs_status(format, json_format):
+    if not _fills(format, json_format, "status"):  # what both burst rules count
         warnings.append(
             f"{_key(format, json_format, ())} has no %RESPONSE_CODE%: no gateway line has a status, so "
             "http_4xx_burst and http_5xx_burst never fire; add %RESPONSE_CODE% to the format"
@@ -86,14 +86,9 @@ def check_gateway_format(
     return warnings
 
 
-def _logs_request_id(format: str | None, json_format: Mapping[str, Any] | None) -> bool:  # noqa: A002
-    """Some operator of the format fills ``request_id``, the key the join and gateway_bypass read."""
-    return any(resolve(command).field == "request_id" for _, command in _commands(format, json_format))
-
-
-def _logs_status(format: str | None, json_format: Mapping[str, Any] | None) -> bool:  # noqa: A002
-    """Some operator of the format fills ``status``, what both burst rules count."""
-    return any(resolve(command).field == "status" for _, command in _commands(format, json_format))
+def _fills(format: str | None, json_format: Mapping[str, Any] | None, field: str) -> bool:  # noqa: A002
+    """Some operator of the format fills ``field``."""
+    return any(resolve(command).field == field for _, command in _commands(format, json_format))
 
 
 # Envoy's other command operators (kept as labels): a name close to one gatewatch reads is no typo.
