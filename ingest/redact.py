@@ -64,7 +64,7 @@ from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
 from ingest.redact_patterns import (
     CONTAINER, MAX_LIST_CREDENTIALS, MORE_CREDENTIALS, QUOTED, QUOTED_ITEMS, SCHEMES, header_value, name_pattern,
-    quoted_value,
+    pair_closes, pair_opens, quoted_value, separator,
 )
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import card_numbers, jwt_claims
@@ -233,12 +233,12 @@ class Redactor:
         auth_headers = name_pattern(n for n in headers if _header_kind(n) == "authorization")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
-            rf"|(?<![A-Za-z0-9_-])(?P<h_name>(?i:{auth_headers}))"
-            rf"(?P<h_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)"
-            rf"(?:{quoted_value('h')}|{header_unquoted})"
+            rf"|(?<![A-Za-z0-9_-]){pair_opens('h')}(?P<h_name>(?i:{auth_headers}))"
+            rf"{separator('h')}{not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)"
+            rf"(?:{quoted_value('h')}|{header_unquoted}){pair_closes('h')}"
             rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}|[^\s,\]\"']+))*+))"
-            rf"|(?<![A-Za-z0-9_-])(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
-            rf"(?P<c_sep>\\?[\"']?\s*[:=]\s*){not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted})"
+            rf"|(?<![A-Za-z0-9_-]){pair_opens('c')}(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
+            rf"{separator('c')}{not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted}){pair_closes('c')}"
             rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"
             rf"(?:{CONTAINER.format('q')}|{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
             rf"|(?P<j_name>(?i:{name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value",
-    "name_pattern", "quoted_value",
+    "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
 ]  # fmt: skip
 
 # Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
@@ -18,6 +18,28 @@ def name_pattern(names: Iterable[str]) -> str:
     # "api_key" must match api_key, api-key, API-KEY, apiKey: '-' and '_' are one character here, or none.
     parts = sorted({re.escape(n.lower().replace("-", "_")).replace("_", "[_-]?") for n in names if n}, key=len)
     return "|".join(reversed(parts)) or r"(?!x)x"
+
+
+# A header as a (name, value) pair: Python's [('Authorization', 'Bearer x')], ASGI's (b'authorization', b'...'),
+# JSON's [["cookie", "sid=..."]], and JSON's inside a JSON string. The name must open a pair ("(" or "[" and a quote before it) and its quoted
+# value close it, so a list of words that merely holds "authorization" keeps its next word.
+_PAIR_OPENERS = [f"{opener}{space}{prefix}{quote}" for opener in "([" for space in ("", " ")
+                 for prefix in ("", "b") for quote in ('"', "'", '\\"')]  # fmt: skip
+
+
+def pair_opens(group: str) -> str:
+    """Empty; sets ``<group>_pair`` when the name after it opens a pair (lookbehinds must be of one width each)."""
+    return f"(?:(?P<{group}_pair>{'|'.join(f'(?<={re.escape(o)})' for o in _PAIR_OPENERS)})|)"
+
+
+def separator(group: str) -> str:
+    """Between a name and its value: ``:`` or ``=``, or in a pair the name's closing quote and a comma."""
+    return rf"(?P<{group}_sep>\\?[\"']?\s*[:=]\s*|(?({group}_pair)\\?[\"']\s*,\s*b?(?=\\?[\"'])|(?!)))"
+
+
+def pair_closes(group: str) -> str:
+    """After a pair's value: the pair's end."""
+    return rf"(?({group}_pair)(?=\s*[)\]]))"
 
 
 # A list or an object as a secret's value: {"password": {"old": ..., "new": ...}}, {"api_key": ["..."]},

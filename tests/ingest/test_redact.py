@@ -312,6 +312,24 @@ def test_every_value_of_an_authorization_header_list_is_redacted(redactor: Redac
     assert redactor.redact("Authorization: Bearer abc token is fine").endswith(" token is fine")
 
 
+def test_a_header_logged_as_a_name_value_pair_is_redacted(redactor: Redactor) -> None:
+    # Session 27 left these in the clear: Python's list of header tuples, ASGI's scope["headers"], JSON's pairs.
+    for text in ("headers=[('Authorization', 'Bearer opaqueLEAK'), ('Host', 'billing')]",
+                 "scope={'headers': [(b'authorization', b'Basic LEAKdXNlcjpwYXNz')]}",
+                 '{"headers": [["authorization", "Bearer opaqueLEAK"], ["accept", "*/*"]]}',
+                 '{"msg": "[[\\"Proxy-Authorization\\", \\"Bearer opaqueLEAK\\"]]"}',
+                 "[('Cookie', 'sid=LEAK42'), ('Set-Cookie', 'sid=LEAK43; HttpOnly')]",
+                 '[( "Authorization" , "Bearer opaqueLEAK" )]'):  # fmt: skip
+        out = redactor.redact(text)
+        assert "LEAK" not in out, out
+        assert redactor.redact(out) == out
+    assert "('Host', 'billing')" in redactor.redact("[('Authorization', 'Bearer x'), ('Host', 'billing')]")
+    # Only a pair: a list of words or a JSON value that merely says "authorization" keeps its next word.
+    for text in ('["authentication", "authorization", "accounting"]', '{"event": "authorization", "result": "denied"}',
+                 '("authorization", "denied", 3)'):  # fmt: skip
+        assert redactor.redact(text) == text
+
+
 def test_a_header_list_of_many_values_costs_one_marker_past_the_first_few() -> None:
     import time
 
