@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HttpIngest", "HttpIngestEndpoint", "IngestAnswer", "InputMessage", "LocalHttpIngest", "UnpackedBatch",
-    "add_routes", "input_producer_settings", "produce_all", "request_id_paths",
+    "add_ingest_off_route", "add_routes", "input_producer_settings", "produce_all", "request_id_paths",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,9 @@ class _TokenCheck:
     def __init__(self, tokens: Any) -> None:
         self._digests = {source: [bytes.fromhex(d) for d in getattr(tokens, source)] for source in SOURCES}
 
+    def configured(self, source: str) -> bool:
+        return bool(self._digests.get(source))
+
     def allows(self, source: str, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -272,6 +275,8 @@ class HttpIngestEndpoint:
     async def _handle(self, source: str, headers: Callable[[str], str | None], chunks: Any) -> IngestAnswer:
         if source not in SOURCES:
             return IngestAnswer(404, {"error": f"unknown source {source!r}: gateway or app"})
+        if not self._tokens.configured(source):
+            return IngestAnswer(404, {"error": ingest_off(source)})
         if not self._tokens.allows(source, headers("authorization")):
             return IngestAnswer(401, {"error": "missing or unknown bearer token"}, {"WWW-Authenticate": "Bearer"})
         content_type = (headers("content-type") or "").split(";")[0].strip().lower()
@@ -446,6 +451,21 @@ def _int_or_none(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+def ingest_off(source: str) -> str:
+    return (f"HTTP ingest of {source} records is off on this serve: set http_ingest.tokens.{source} "
+            "(sha256 digests of bearer tokens; README: HTTP ingest)")  # fmt: skip
+
+
+def add_ingest_off_route(app: Any) -> None:
+    """Mount ``POST /v1/ingest/{source}`` answering 404 with what to configure, for a serve without HTTP ingest:
+    a shipper pointed at it is told why, not given FastAPI's bare "Not Found"."""
+
+    @app.post("/v1/ingest/{source}")
+    async def ingest_is_off(source: str) -> JSONResponse:
+        message = ingest_off(source) if source in SOURCES else f"unknown source {source!r}: gateway or app"
+        return JSONResponse({"error": message}, status_code=404)
 
 
 def add_routes(app: Any, ingest: HttpIngestEndpoint) -> None:

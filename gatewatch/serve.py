@@ -61,7 +61,7 @@ from gatewatch import installed_version
 from gatewatch.checkpoint import config_digest
 from gatewatch.errors import FencedError, StoppedError, StoreError, StoreUnavailableError
 from gatewatch.follow import FollowStage
-from gatewatch.http_ingest import HttpIngest, add_routes
+from gatewatch.http_ingest import HttpIngest, add_ingest_off_route, add_routes
 from gatewatch.metrics import HealthServer, ServeMetrics
 from gatewatch.serve_detect import DetectStage
 from gatewatch.serve_ingest import IngestStage
@@ -75,6 +75,8 @@ from ingest.sinks.base import Sink
 from ingest.sources.kafka_settings import check_login, unreachable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gatewatch.config import GatewatchConfig
 
 log = logging.getLogger(__name__)
@@ -170,7 +172,7 @@ class Service:
             # Before the store: a misspelt topic or a P that cannot be stops here, not after templates are installed.
             topics = ensure_internal_topics(kafka)
             tokens = self.config.http_ingest.tokens
-            routes = None
+            routes: Callable[[Any], None] = add_ingest_off_route
             if tokens.gateway or tokens.app:
                 self._http_ingest = HttpIngest(self.config, self.metrics)
                 routes = partial(add_routes, ingest=self._http_ingest)

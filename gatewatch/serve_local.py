@@ -59,7 +59,7 @@ from gatewatch import installed_version
 from gatewatch.config import kafka_configured
 from gatewatch.errors import ConfigError, StoreError, StoreUnavailableError
 from gatewatch.forward import ForwarderSet, build_forwarders
-from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_routes
+from gatewatch.http_ingest import IngestAnswer, LocalHttpIngest, UnpackedBatch, add_ingest_off_route, add_routes
 from gatewatch.local_checkpoint import (
     REMEMBERED_BATCHES, BatchLog, LocalState, LoggedBatch, check_writable, load_local_state, save_local_state,
 )  # fmt: skip
@@ -529,7 +529,7 @@ class LocalService:
                 self.config, sink, forwarders, self.metrics, self.checkpoint_path, self.follow, self._stop
             )
             tokens = self.config.http_ingest.tokens
-            routes: Callable[[Any], None] | None = None
+            routes: Callable[[Any], None] = add_ingest_off_route
             if tokens.gateway or tokens.app:
                 routes = partial(add_routes, ingest=LocalHttpIngest(self.config, self.metrics, pipeline))
             http = HealthServer(self.listen, self.metrics, partial(self.health, pipeline), routes=routes)

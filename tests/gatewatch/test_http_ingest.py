@@ -300,6 +300,22 @@ def test_answers_that_need_no_broker() -> None:
     ) == 2  # fmt: skip
 
 
+def test_a_source_without_tokens_is_answered_with_what_to_configure() -> None:
+    # A trial: a shipper pointed at a serve without http_ingest.tokens got FastAPI's bare 404 "Not Found".
+    from gatewatch.http_ingest import add_ingest_off_route
+
+    client = _Client(tokens={"gateway": [_sha(TOKEN)]})
+    answer = client.post("/v1/ingest/app", content=b'"x"', headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 404 and "set http_ingest.tokens.app" in answer.json()["error"]
+    assert client.post("/v1/ingest/gateway", content=b'"x"').status_code == 401  # its tokens are still asked for
+    client.app = FastAPI()
+    add_ingest_off_route(client.app)  # serve mounts this when no source has tokens
+    for source in ("gateway", "app"):
+        answer = client.post(f"/v1/ingest/{source}", content=b'"x"')
+        assert answer.status_code == 404 and f"set http_ingest.tokens.{source}" in answer.json()["error"]
+    assert "unknown source" in client.post("/v1/ingest/x", content=b'"x"').json()["error"]
+
+
 def test_requests_to_unknown_sources_share_one_metric_label() -> None:
     client = _Client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
