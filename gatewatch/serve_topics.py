@@ -23,6 +23,7 @@ The old single-partition ``<group_id>-detect`` topic is no longer used.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from gatewatch.errors import ConfigError, SourceError
+from gatewatch.serve_stage import kv
 from gatewatch.tasks.base import Role
 from ingest.sources.kafka_settings import client_settings
 
@@ -49,6 +51,8 @@ ROLES = (REQUESTS, KEYED, FINDINGS)
 INTERNAL_RETENTION_MS = 7 * 24 * 3600 * 1000
 INTERNAL_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _TIMEOUT_MS = 30_000
+
+log = logging.getLogger(__name__)
 
 
 def internal_topic(kafka: KafkaConfig, role: str) -> str:
@@ -126,6 +130,10 @@ def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
                     f"kafka.detect_partitions is not set and neither {kafka.topics.gateway} nor {kafka.topics.app} "
                     "exists yet: create the input topics first or set kafka.detect_partitions"
                 )
+        elif not any(counts.get(t) for t in (kafka.topics.gateway, kafka.topics.app)):
+            log.warning(kv("input_topics_missing", gateway=kafka.topics.gateway, app=kafka.topics.app,
+                           note="neither input topic exists yet: serve reads them once the shippers create them "
+                                "(check kafka.topics if they should be there already)"))  # fmt: skip
         _check_counts(names, counts, partitions, source)
         # The requests topic first, then the others with its count: two replicas started together with
         # different settings agree on the one that made it, or the other refuses before making any more.

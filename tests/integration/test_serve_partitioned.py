@@ -15,6 +15,7 @@ process ran a share of the join tasks.
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from kafka import KafkaAdminClient
 from test_scale_out import Indices, detect_caught_up
 from test_serve import REPO, Line, Serve, Topics, demo_traffic, replay_alerts, wait_for
 
-from gatewatch.config import load_config
+from gatewatch.config import load_config, parse_config
 from gatewatch.errors import ConfigError
 from gatewatch.serve_topics import ensure_internal_topics
 
@@ -240,6 +241,20 @@ def test_input_partitions_added_later_keep_p_and_a_replica_with_another_p_makes_
         assert ensure_internal_topics(kafka).partitions == 4  # P stays what the topics have
     finally:
         admin.close()
+
+
+def test_input_topics_that_do_not_exist_yet_are_named_once_at_start(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Session 27 left it: with detect_partitions set and neither input topic there, serve started with only
+    kafka-python's raw "not found" lines to tell."""
+    group = f"missing-{uuid.uuid4().hex[:8]}"
+    config = {"kafka": {"bootstrap_servers": [kafka_bootstrap], "group_id": group, "detect_partitions": 2,
+                        "topics": {"gateway": f"{group}-gw", "app": f"{group}-app"}}}  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="gatewatch.serve_topics"):
+        assert ensure_internal_topics(parse_config(config).kafka).partitions == 2
+    (line,) = [r.getMessage() for r in caplog.records if "input_topics_missing" in r.getMessage()]
+    assert f"gateway={group}-gw" in line and f"app={group}-app" in line and "check kafka.topics" in line
 
 
 def test_a_partition_added_to_an_input_topic_is_read_within_seconds(kafka_bootstrap: str, tmp_path: Path) -> None:
