@@ -58,7 +58,7 @@ def resend(config: GatewatchConfig, dry_run: bool = False) -> list[FileResent]:
 
     ``dry_run``: read and count (outcome ``pending``), send nothing, save nothing.
     """
-    forwarders = build_forwarders(config, threaded=False)
+    forwarders = build_forwarders(config, threaded=False, sending=not dry_run)
     if forwarders is None:
         raise GatewatchError("nothing to resend: the config has no forward section")
     runners = {runner.name: runner for runner in forwarders.runners}

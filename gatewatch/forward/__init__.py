@@ -18,22 +18,25 @@ from gatewatch.forward.base import Forwarder, ForwarderRunner, ForwarderSet, Out
 
 if TYPE_CHECKING:  # gatewatch.config imports gatewatch.forward.config, so not at run time
     from gatewatch.config import GatewatchConfig
+    from ingest.alerts import AlertEvent
     from gatewatch.forward.config import ForwarderConfig
 
 __all__ = ["Forwarder", "ForwarderRunner", "ForwarderSet", "build_forwarders"]
 
 
 def build_forwarders(
-    config: GatewatchConfig, on_outcome: OutcomeHook | None = None, threaded: bool = True
+    config: GatewatchConfig, on_outcome: OutcomeHook | None = None, threaded: bool = True, sending: bool = True
 ) -> ForwarderSet | None:
     """A runner per entry of the config's ``forward`` list (None when there is none); ``threaded``: see
-    :class:`ForwarderRunner`."""
+    :class:`ForwarderRunner`. Not ``sending`` (``resend --dry-run``): runners that only filter and count,
+    opening no connection and reading no secret."""
     if not config.forward:
         return None
     runners: list[ForwarderRunner] = []
     try:
         for settings in config.forward:
-            runners.append(ForwarderRunner(settings, _forwarder(settings, config), on_outcome, threaded))
+            forwarder = _forwarder(settings, config) if sending else _NotSending()
+            runners.append(ForwarderRunner(settings, forwarder, on_outcome, threaded))
     except BaseException:
         ForwarderSet(runners).close()
         raise
@@ -55,3 +58,13 @@ def _forwarder(settings: ForwarderConfig, config: GatewatchConfig) -> Forwarder:
         return KafkaForwarder(settings, config.kafka)
     except (OSError, ssl.SSLError) as error:
         raise ConfigError(f"forward.{settings.name}.tls: cannot load the certificates: {error}") from None
+
+
+class _NotSending:
+    """A forwarder for runners that must never send."""
+
+    def send(self, event: AlertEvent) -> None:
+        raise AssertionError(f"a dry run sent alert event {event.id}")
+
+    def close(self) -> None:
+        pass
