@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, help="YAML config file (default: all defaults)")
     replay.add_argument("--gateway", type=Path, nargs="+", default=[], metavar="PATH", help="gateway access logs")
     replay.add_argument("--app", type=Path, nargs="+", default=[], metavar="PATH", help="Billing app logs")
-    replay.add_argument("--alerts-out", type=Path, required=True, metavar="FILE", help="alerts as NDJSON")
+    replay.add_argument("--alerts-out", type=Path, required=True, metavar="FILE",
+                        help="alerts as NDJSON; - for stdout (the summary goes to stderr)")  # fmt: skip
     replay.add_argument(
         "--dead-letters",
         type=Path,
@@ -138,11 +139,13 @@ def _run_replay(args: argparse.Namespace) -> int:
     from gatewatch.report import print_summary
     from gatewatch.stores import open_store
     from gatewatch.forward import build_forwarders
-    from ingest.sinks.ndjson import AlertEventFile, AlertFile, DeadLetterFile
+    from ingest.sinks.ndjson import STDOUT, AlertEventFile, AlertFile, DeadLetterFile
 
     sources = file_sources(config, args.gateway, args.app)  # a file that does not open: refused before anything opens
-    dead_letters = args.dead_letters or args.alerts_out.with_name(args.alerts_out.stem + ".dead-letters.ndjson")
-    alert_events = args.alerts_out.with_name(args.alerts_out.stem + ".lifecycle.ndjson")
+    # Alerts on stdout: the files that go next to them are named as for --alerts-out alerts.ndjson.
+    beside = Path("alerts.ndjson") if args.alerts_out == STDOUT else args.alerts_out
+    dead_letters = args.dead_letters or beside.with_name(beside.stem + ".dead-letters.ndjson")
+    alert_events = beside.with_name(beside.stem + ".lifecycle.ndjson")
     forwarders = build_forwarders(config)
     store = open_store(args.store or config.store.url, config)
     alert_file = AlertFile(args.alerts_out)

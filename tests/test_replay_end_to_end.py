@@ -101,6 +101,24 @@ def test_bad_config_is_refused_with_the_key(tmp_path: Path, capsys: pytest.Captu
     assert "detectors.http_4xx_burst.min_errors" in capsys.readouterr().err
 
 
+def test_alerts_out_dash_writes_the_alerts_to_stdout_and_the_rest_beside_them_in_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A trial: --alerts-out - made a file named "-" (and "-.dead-letters.ndjson"), and stdout stayed empty.
+    files = write_demo(tmp_path / "logs", **SMALL_RUN)
+    expected = run_replay(files, tmp_path, "none")
+    capfd.readouterr()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["replay", "--config", str(files.config_yaml), "--gateway", str(files.gateway_log),
+                 "--app", str(files.app_log), "--alerts-out", "-", "--store", "none"]) == 0  # fmt: skip
+    out, err = capfd.readouterr()
+    assert [orjson.loads(line) for line in out.splitlines()] == expected  # only the alerts: the summary is on stderr
+    assert "dead letters 6" in err and not (tmp_path / "cwd" / "-").exists()
+    assert (tmp_path / "cwd" / "alerts.dead-letters.ndjson").read_bytes().count(b"\n") == 6
+    assert (tmp_path / "cwd" / "alerts.lifecycle.ndjson").stat().st_size > 0
+
+
 def test_verbose_replay_logs_its_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = write_demo(tmp_path / "logs", seed=3, duration_secs=600.0, requests_per_sec=20.0, attacks=False)
     with caplog.at_level("INFO", logger="gatewatch.replay"):

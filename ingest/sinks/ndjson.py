@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import orjson
 from ingest.alerts import Alert
 from ingest.ecs import dead_letter_document
 from ingest.sinks.base import Batch
+
+STDOUT = Path("-")
+"""The path that names standard output, as in most Unix tools."""
 
 
 class AlertFile:
@@ -28,10 +32,13 @@ class AlertFile:
 
     def close(self) -> None:
         ordered = sorted(self.alerts.values(), key=lambda a: (a.first_seen, a.rule, a.entity_type, a.entity_value))
+        lines = b"".join(orjson.dumps(alert.to_document()) + b"\n" for alert in ordered)
+        if self.path == STDOUT:
+            sys.stdout.buffer.write(lines)
+            sys.stdout.buffer.flush()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("wb") as handle:
-            for alert in ordered:
-                handle.write(orjson.dumps(alert.to_document()) + b"\n")
+        self.path.write_bytes(lines)
 
 
 class AlertEventFile:
