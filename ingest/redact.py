@@ -64,7 +64,7 @@ from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
 from ingest.redact_patterns import (
     CONTAINER, MAX_LIST_CREDENTIALS, MORE_CREDENTIALS, QUOTED, QUOTED_ITEMS, SCHEMES, header_value, name_pattern,
-    pair_closes, pair_opens, quoted_value, separator,
+    PLACEHOLDER, pair_closes, pair_opens, quoted_value, separator,
 )
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import card_numbers, jwt_claims
@@ -239,7 +239,7 @@ class Redactor:
             rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}|[^\s,\]\"']+))*+))"
             rf"|(?<![A-Za-z0-9_-]){pair_opens('c')}(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
             rf"{separator('c')}{not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted}){pair_closes('c')}"
-            rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}"
+            rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}(?!{PLACEHOLDER})"
             rf"(?:{CONTAINER.format('q')}|{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
             rf"|(?P<j_name>(?i:{name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
             rf"(?:{CONTAINER.format('j')}|{quoted_value('j')}|(?P<j_uv>{unquoted}))"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
-    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value",
+    "CONTAINER", "MAX_LIST_CREDENTIALS", "PLACEHOLDER", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value",
     "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
 ]  # fmt: skip
 
@@ -19,6 +19,11 @@ def name_pattern(names: Iterable[str]) -> str:
     parts = sorted({re.escape(n.lower().replace("-", "_")).replace("_", "[_-]?") for n in names if n}, key=len)
     return "|".join(reversed(parts)) or r"(?!x)x"
 
+
+# A query's parameter standing where a secret's value goes ("where token = $1", "password = ?", "= %(pw)s",
+# SQLAlchemy's "token = :token_1"): no secret, and a marker there reads as one logged. ":name" only after a
+# space, as SQL writes it: "password=:hunter2" in a query string may well be a password.
+PLACEHOLDER = r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):[A-Za-z_]\w{0,63})(?![^\s&#\"';,)])"
 
 # A header as a (name, value) pair: Python's [('Authorization', 'Bearer x')], ASGI's (b'authorization', b'...'),
 # JSON's [["cookie", "sid=..."]], and JSON's inside a JSON string. The name must open a pair ("(" or "[" and a quote before it) and its quoted
