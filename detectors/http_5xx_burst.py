@@ -45,33 +45,14 @@ from pydantic import Field
 from detectors.base import Detector, DetectorConfig, DetectorContext, Example, Finding, Severity
 from detectors.sample import gateway_event
 from ingest.records import Dataset, Event, Transaction
+from ingest.routes import route_of
 
 _GATEWAY = Dataset.GATEWAY  # a module global: reading an enum's member costs ~80 ns on Python 3.11
 
 
 def route_key(event: Event) -> str | None:
-    """Route name, else upstream cluster, else ``host/first-path-segment``.
-
-    The last is what the client wrote: its Host is taken without port or trailing dot, so
-    ``API.example:443`` and ``api.example.`` cannot split one route's errors three ways.
-    """
-    if event.route_name:
-        return event.route_name
-    if event.upstream_cluster:
-        return event.upstream_cluster
-    if not event.authority:
-        return None
-    segment = (event.path or "/").split("?", 1)[0].lstrip("/").split("/", 1)[0]
-    return f"{_host(event.authority)}/{segment}"
-
-
-def _host(authority: str) -> str:
-    host = authority.lower()
-    if host.startswith("["):  # [2001:db8::1]:443
-        host = host[1:].split("]", 1)[0]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")
+    """Route name, else upstream cluster, else ``host/first-path-segment`` (:func:`ingest.routes.route_of`)."""
+    return route_of(event.route_name, event.upstream_cluster, event.authority, event.path)
 
 
 class _Route:

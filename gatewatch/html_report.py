@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from gatewatch.errors import GatewatchError
-from gatewatch.hunt import NO_ROUTE, load_alerts, load_events, route_rates, timeline, top_clients
+from gatewatch.hunt import NO_ROUTE, event_routes, load_alerts, load_events, route_rates, timeline, top_clients
 from gatewatch.notebook import open_store
 from gatewatch.svg_charts import (
     COLOR_4XX,
@@ -261,8 +261,10 @@ def _route_rates(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, 
     if not len(rates):
         return '<section id="routes"><h2>4xx / 5xx rates per route</h2><p class="note">No gateway records.</p></section>'
     totals = rates.groupby("route")[["requests", "errors_4xx", "errors_5xx"]].sum()
-    routes = list(totals.sort_values("requests", ascending=False, kind="stable").index[:MAX_ROUTES])
     markers = _route_markers(events, alerts, anchors)
+    # The routes an alert points at first (a quiet route's burst must not be left out), then the busiest.
+    busiest = list(totals.sort_values("requests", ascending=False, kind="stable").index)
+    routes = sorted(busiest, key=lambda route: route not in markers)[:MAX_ROUTES]
     charts = []
     for route in routes:
         own = rates[rates["route"] == route]
@@ -276,7 +278,9 @@ def _route_rates(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, 
             f"{rate_chart(buckets, markers.get(route, []), start, end, BUCKET_SECS)}</div>"
         )
     hidden = len(totals) - len(routes)
-    more = f'<p class="note">{hidden} quieter routes not shown.</p>' if hidden > 0 else ""
+    alerted = sum(1 for route in markers if route in totals.index and route not in routes)
+    with_alerts = f", {alerted} of them with alerts" if alerted else ""
+    more = f'<p class="note">{hidden} quieter routes not shown{with_alerts}.</p>' if hidden > 0 else ""
     key = (f'<div class="legend"><span><i style="background:{COLOR_4XX}"></i>4xx rate</span>'
            f'<span><i style="background:{COLOR_5XX}"></i>5xx rate</span>'
            '<span><i style="background:#cbd5e1"></i>requests per minute (right scale)</span>'
@@ -288,7 +292,7 @@ def _route_rates(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, 
 def _route_markers(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str]) -> dict[str, list[Marker]]:
     """Each alert on the routes of its evidence (at least a third of it), or on its own route entity."""
     gateway = events[(events["dataset"] == str(Dataset.GATEWAY)) & events["request_id"].notna()]
-    route_of = dict(zip(gateway["request_id"], gateway["route_name"].fillna(NO_ROUTE)))
+    route_of = dict(zip(gateway["request_id"], event_routes(gateway).fillna(NO_ROUTE)))
     markers: dict[str, list[Marker]] = defaultdict(list)
     for a in alerts.itertuples():
         routes = Counter(route_of[r] for r in a.request_ids if r in route_of)
@@ -378,12 +382,13 @@ def _alert_requests(alert: Any, by_request: dict[str, pd.DataFrame]) -> str:
 def _entity_records(alert: Any, events: pd.DataFrame) -> str:
     """Evidence of an alert without request ids (e.g. requests that carried none): the entity's records."""
     a = alert
-    column = {"source.ip": "source_ip", "token.jti": "token_jti", "token.sub": "token_sub", "route": "route_name",
+    column = {"source.ip": "source_ip", "token.jti": "token_jti", "token.sub": "token_sub", "route": "route",
               "peer.identity": "peer_identity"}.get(a.entity_type)  # fmt: skip
     if column is None:
         return '<p class="note">No request-level evidence for this alert.</p>'
     within = events["ts"].between(a.first_seen, a.last_seen)
-    rows = events[within & (events[column] == a.entity_value).fillna(False).astype(bool)]
+    values = event_routes(events) if column == "route" else events[column]
+    rows = events[within & (values == a.entity_value).fillna(False).astype(bool)]
     if not len(rows):
         return '<p class="note">No stored record of this entity in the alert\'s time span.</p>'
     header = _group_row(f"no request ids: the entity's {len(rows)} records between first and last seen")
@@ -417,7 +422,7 @@ def _timeline_rows(rows: pd.DataFrame) -> str:
             f'<tr><td class="mono">{esc(r.ts.strftime("%H:%M:%S.%f")[:-3])}</td>'
             f'<td class="num">+{r.offset_ms:,.0f} ms</td><td><span class="side {esc(r.side)}">{esc(r.side)}</span></td>'
             f'<td class="mono">{peer}</td><td class="mono">{esc(_text(r.method))} {esc(_text(r.path))}</td>'
-            f'<td class="num {css}">{status}</td><td class="mono">{esc(_text(r.route_name))}</td>'
+            f'<td class="num {css}">{status}</td><td class="mono">{esc(_text(r.route))}</td>'
             f"<td>{esc(_text(r.message))}</td></tr>"
         )
     return "".join(lines)

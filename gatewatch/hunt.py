@@ -29,6 +29,7 @@ from gatewatch.notebook import DuckDBStore, SearchStore
 from ingest.addresses import parse_ip
 from ingest.ecs import EVENT_FIELDS
 from ingest.records import MAX_REQUEST_MS, Dataset
+from ingest.routes import route_of
 
 Store = DuckDBStore | SearchStore
 
@@ -41,7 +42,8 @@ EVENT_COLUMNS: dict[str, tuple[str, str]] = {
         name: (EVENT_FIELDS[name], kind)
         for name, kind in (
             ("request_id", "str"), ("method", "str"), ("path", "str"), ("status", "int"),
-            ("route_name", "str"), ("authority", "str"), ("source_ip", "str"), ("peer_identity", "str"),
+            ("route_name", "str"), ("upstream_cluster", "str"), ("authority", "str"), ("source_ip", "str"),
+            ("peer_identity", "str"),
             ("user_agent", "str"), ("user_id", "str"), ("org_id", "str"), ("message", "str"),
             ("duration_ms", "float"), ("token_jti", "str"), ("token_sub", "str"), ("token_org", "str"),
         )
@@ -63,13 +65,24 @@ ALERT_COLUMNS: dict[str, tuple[str, str]] = {
 }
 INCIDENT_COLUMNS = ["rule", "entity_type", "entity_value", "reason", "requests", "first_ts", "last_ts", "request_ids"]
 TIMELINE_COLUMNS = ["ts", "offset_ms", "side", "source_ip", "peer_identity", "method", "path", "status",
-                    "route_name", "duration_ms", "message", "id"]  # fmt: skip
+                    "route", "duration_ms", "message", "id"]  # fmt: skip
 NO_ROUTE = "(no route)"
 
 
 def load_events(store: Store, start: str | None = None, end: str | None = None) -> pd.DataFrame:
-    """Every event of ``store`` (in ``[start, end)``) as the canonical frame."""
-    return _load(store, "events", EVENT_COLUMNS, start, end, "ts")
+    """Every event of ``store`` (in ``[start, end)``) as the canonical frame, with its ``route`` as the rules
+    key it (:func:`ingest.routes.route_of`: under Envoy's default format, which logs no route name, Host and
+    first path segment) beside the stored columns."""
+    frame = _load(store, "events", EVENT_COLUMNS, start, end, "ts")
+    frame["route"] = event_routes(frame)
+    return frame
+
+
+def event_routes(events: pd.DataFrame) -> pd.Series:
+    """Each event's route as the rules key it (:func:`ingest.routes.route_of`)."""
+    fields = (events[c].astype("object").where(events[c].notna(), None)
+              for c in ("route_name", "upstream_cluster", "authority", "path"))  # fmt: skip
+    return pd.Series(list(map(route_of, *fields)), index=events.index, dtype="object").astype("string")
 
 
 def load_alerts(store: Store) -> pd.DataFrame:
@@ -343,7 +356,7 @@ def route_rates(events: pd.DataFrame, bucket: str = "1min") -> pd.DataFrame:
     status = gateway["status"]
     frame = pd.DataFrame({
         "bucket": gateway["ts"].dt.floor(bucket),
-        "route": gateway["route_name"].fillna(NO_ROUTE),
+        "route": event_routes(gateway).fillna(NO_ROUTE),
         "requests": 1,
         "errors_4xx": status.between(400, 499).fillna(False).astype("int64"),
         "errors_5xx": status.between(500, 599).fillna(False).astype("int64"),
@@ -384,5 +397,5 @@ def timeline(rows: pd.DataFrame) -> pd.DataFrame:
     """Records as timeline rows: side, offset from the first and what each side saw."""
     side = np.where(rows["dataset"] == str(Dataset.GATEWAY), "gateway", "billing")
     offset = (rows["ts"] - rows["ts"].min()).dt.total_seconds() * 1000 if len(rows) else rows["ts"]
-    out = rows.assign(side=side, offset_ms=offset)
+    out = rows.assign(side=side, offset_ms=offset, route=event_routes(rows))
     return out[TIMELINE_COLUMNS].reset_index(drop=True)

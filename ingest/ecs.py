@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from ingest.records import DeadLetter, Event, Transaction
+from ingest.routes import route_of
 
 TIMESTAMP = "@timestamp"
 EVENT_ID = "event.id"
@@ -38,6 +39,7 @@ ORG_ID = "organization.id"
 LOG_LEVEL = "log.level"
 MESSAGE = "message"
 LABELS = "labels"
+ROUTE = "gatewatch.route"  # :func:`ingest.routes.route_of`, for the dashboards (Envoy's default format logs no route name)
 
 # Event attribute -> document field, for attributes copied as they are.
 EVENT_FIELDS: dict[str, str] = {
@@ -106,6 +108,8 @@ def event_document(event: Event) -> dict[str, Any]:
         value = getattr(event, attribute)
         if value is not None:
             doc[name] = value
+    if (route := route_of(event.route_name, event.upstream_cluster, event.authority, event.path)) is not None:
+        doc[ROUTE] = route
     if event.protocol is not None:
         doc[HTTP_VERSION] = event.protocol.removeprefix("HTTP/")
     if event.duration_ms is not None:

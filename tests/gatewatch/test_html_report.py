@@ -175,3 +175,27 @@ def test_requests_are_counted_once_and_evidence_is_shown_in_time_order() -> None
     shown = re.findall(r"request <code>(r-[a-z]+)</code>", text)
     assert shown == ["r-f", "r-c", "r-a", "r-b", "r-d"]  # the earliest five, earliest first
     assert "2 more evidence request ids" in text
+
+
+def test_a_route_an_alert_points_at_is_charted_however_quiet_it_is() -> None:
+    # An analyst's trial: the report charted the 8 busiest routes, and a burst on the 9th, quietest one had no chart.
+    from gatewatch.html_report import MAX_ROUTES
+
+    ts = pd.Timestamp("2026-03-02T09:00:00Z")
+    routes = [f"busy_{i}" for i in range(MAX_ROUTES) for _ in range(3)] + ["admin_quiet"]
+    n = len(routes)
+    events = pd.DataFrame({column: _typed(None, kind, n) for column, (_, kind) in EVENT_COLUMNS.items()})
+    values = {"id": [f"e{i}" for i in range(n)], "dataset": ["envoy.access"] * n, "route_name": routes,
+              "ts": [ts + pd.Timedelta(seconds=i) for i in range(n)], "request_id": [f"r{i}" for i in range(n)],
+              "status": [200] * (n - 1) + [503]}  # fmt: skip
+    for column, column_values in values.items():
+        events[column] = _typed(pd.Series(column_values, dtype="object"), EVENT_COLUMNS[column][1], n)
+    alerts = pd.DataFrame({
+        column: _typed(pd.Series([value], dtype="object"), kind, 1)
+        for (column, (_, kind)), value in zip(ALERT_COLUMNS.items(), [
+            "a1", "http_5xx_burst", "high", "route", "admin_quiet", ts, ts, 1, [f"r{n - 1}"], "burst", None])
+    })  # fmt: skip
+    text = render_report(ReportData("duckdb:x", events, alerts, 0))
+    charted = re.findall(r'<div class="route"><h3><code>([^<]+)</code>', text)
+    assert charted[0] == "admin_quiet" and len(charted) == MAX_ROUTES
+    assert "1 quieter routes not shown." in text

@@ -208,3 +208,23 @@ def test_bypass_incidents_match_each_app_row_against_every_span_of_its_request()
             for a in app_rows.itertuples()
         ]  # fmt: skip
         assert _during_gateway_attempt(app_rows, events, 30.0).tolist() == expected
+
+
+def test_routes_are_keyed_as_the_rules_key_them_when_the_format_logs_no_route_name() -> None:
+    # An analyst's trial: under Envoy's default format every per-route view read "(no route)", while
+    # http_5xx_burst alerted on api.billing.example/v1.
+    from gatewatch.hunt import event_routes, route_rates
+
+    events = frame(
+        gateway(0, "r1", authority="API.billing.example:443", path="/v1/invoices/7?x=1", status=503),
+        gateway(1, "r2", authority="api.billing.example", path="/v1/customers", status=200),
+        gateway(2, "r3", route_name="charges", authority="api.billing.example", status=200),
+        gateway(3, "r4", upstream_cluster="billing_v2", status=502),
+        gateway(4, "r5", path="/v1/x"),  # no Host at all
+    )
+    assert list(event_routes(events).fillna("-")) == [
+        "api.billing.example/v1", "api.billing.example/v1", "charges", "billing_v2", "-"]
+    totals = route_rates(events, "1h").set_index("route")
+    assert totals.loc["api.billing.example/v1", ["requests", "errors_5xx"]].tolist() == [2, 1]
+    assert totals.loc["(no route)", "requests"] == 1
+    assert list(request_timeline(events, "r4")["route"]) == ["billing_v2"]
