@@ -13,13 +13,15 @@ documents (dotted columns such as ``http.response.status_code``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from gatewatch.errors import ConfigError, StoreError
+from schemas import load_schema
 
 KINDS = ("events", "transactions", "alerts", "dead_letters")
 _DUCKDB_TIME = {"events": "ts", "transactions": "first_ts", "alerts": "first_seen", "dead_letters": None}
@@ -83,10 +85,14 @@ class DuckDBStore(_Tables):
             raise ConfigError(f"{kind} in a DuckDB store carry no time (a line that did not parse has none to "
                               f"trust): select them with where=, e.g. where=\"reason = 'format_mismatch'\"")  # fmt: skip
         if time_column is not None:
-            for bound, operator in ((start, ">="), (end, "<")):
+            # On the time rounded to the millisecond as the search documents carry it, so both kinds of store
+            # cut a range at the same record; the plain comparison beside it lets DuckDB skip row groups.
+            rounded = f"round_even(epoch_us({time_column}) / 1e6 * 1000, 0)"
+            for bound, operator, slack in ((start, ">=", "-"), (end, "<", "+")):
                 if bound is not None:
-                    conditions.append(f"{time_column} {operator} ?::TIMESTAMPTZ")
-                    parameters.append(bound)
+                    conditions.append(f"{time_column} {operator} ?::TIMESTAMPTZ {slack} INTERVAL 1 millisecond")
+                    conditions.append(f"{rounded} {operator} epoch_ms(?::TIMESTAMPTZ)")
+                    parameters += [time_bound(bound)] * 2
         selected = ", ".join(f'"{column}"' for column in columns) if columns else "*"
         sql = f"SELECT {selected} FROM {kind}"
         if conditions:
@@ -140,7 +146,7 @@ class SearchStore(_Tables):
         _check(kind)
         filters: list[dict[str, Any]] = [query] if query else []
         if start is not None or end is not None:
-            bounds = {key: value for key, value in (("gte", start), ("lt", end)) if value is not None}
+            bounds = {key: time_bound(value) for key, value in (("gte", start), ("lt", end)) if value is not None}
             filters.append({"range": {"@timestamp": bounds}})
         body: dict[str, Any] = {
             "query": {"bool": {"filter": filters}} if filters else {"match_all": {}},
@@ -166,7 +172,12 @@ class SearchStore(_Tables):
                 body["search_after"] = hits[-1]["sort"]
         finally:
             self._close_pit(pit_id)
-        return pd.json_normalize(documents) if documents else pd.DataFrame()
+        if not documents:
+            return pd.DataFrame()
+        frame = pd.json_normalize(documents)
+        for column in _DATE_FIELDS[kind] & set(frame.columns):  # ISO text in the documents: times, as DuckDB's are
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ms, UTC]")
+        return frame
 
     def _open_pit(self, index: str) -> str | None:
         """A point in time over ``index``, or None when no index matches it."""
@@ -193,6 +204,28 @@ class SearchStore(_Tables):
             return request()
         except Exception as error:  # noqa: BLE001 - either client's transport or API error, reported in one line
             raise StoreError(f"{self.flavor} at {self.url}: {type(error).__name__}: {_one_line(error)}"[:500]) from None
+
+
+def time_bound(value: Any) -> str:
+    """A ``start`` / ``end`` as ISO 8601 UTC text at whole milliseconds (a finer one rounded up: stored times
+    are milliseconds), for either store. Text without an offset, a naive datetime: UTC."""
+    if isinstance(value, (int, float)) or not isinstance(value, (str, datetime, pd.Timestamp)):
+        raise ConfigError(f"start/end {value!r}: give a time as ISO 8601 text, a datetime or a pd.Timestamp")
+    try:
+        moment = pd.Timestamp(value)
+    except ValueError as error:
+        raise ConfigError(f"start/end {value!r} is not a time: {error}") from None
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    return moment.ceil("ms").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _date_fields(schema: str) -> frozenset[str]:
+    properties = load_schema(schema)["properties"]
+    return frozenset(name for name, spec in properties.items() if spec.get("format") == "date-time")
+
+
+_DATE_FIELDS = {kind: _date_fields(schema) for kind, schema in (
+    ("events", "event"), ("transactions", "transaction"), ("alerts", "alert"), ("dead_letters", "dead_letter"))}
 
 
 def _check(kind: str) -> None:

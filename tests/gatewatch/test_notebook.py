@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from gatewatch.cli import main
@@ -95,3 +96,19 @@ def test_a_store_another_process_writes_is_a_clear_error(small_store: Path) -> N
 def test_a_time_range_on_duckdb_dead_letters_is_refused_not_ignored(small_store: Path) -> None:
     with pytest.raises(ConfigError, match="carry no time"):
         open_store(f"duckdb:{small_store}").dead_letters(start="2030-01-01T00:00:00Z")
+
+
+def test_a_time_bound_is_read_the_same_way_for_every_store() -> None:
+    # An analyst's trial: an integer start was refused by DuckDB and read as epoch milliseconds (1970) by
+    # Elasticsearch, and "2026-03-02 09:00:00" (a space) was answered 400 by the search stores only.
+    from datetime import datetime
+
+    from gatewatch.notebook import time_bound
+
+    same = ["2026-03-02T09:00:00Z", "2026-03-02 09:00:00", "2026-03-02T04:00:00-05:00", datetime(2026, 3, 2, 9),
+            pd.Timestamp("2026-03-02T10:00:00+01:00")]  # fmt: skip
+    assert {time_bound(value) for value in same} == {"2026-03-02T09:00:00.000Z"}
+    assert time_bound("2026-03-02T09:00:00.0004Z") == "2026-03-02T09:00:00.001Z"  # stored times are milliseconds
+    for wrong in (1772442000, 1772442000.0, "yesterday-ish"):
+        with pytest.raises(ConfigError, match="start/end"):
+            time_bound(wrong)

@@ -90,6 +90,24 @@ def test_hunting_frames_equal_duckdb(copy: SearchCopy, demo_out: Path) -> None:
         pd.testing.assert_frame_equal(request_timeline(search_events, request_id), request_timeline(events, request_id))
 
 
+def test_a_time_range_cuts_every_store_at_the_same_record(copy: SearchCopy, demo_out: Path) -> None:
+    """An analyst's trial: DuckDB cut on microseconds and the search stores on the rounded milliseconds, so an
+    event at 09:08:59.999655 (stored 09:09:00.000 there) fell in another minute: 7,592 rows against 7,591."""
+    duck = open_store(f"duckdb:{demo_out / 'gatewatch.duckdb'}")
+    search = open_store(copy.store_url, copy.prefix)
+    raw = duck.events(limit=None, columns=["id", "ts"])
+    edge = raw[raw["ts"].dt.microsecond % 1000 >= 500].iloc[0]  # stored just before the millisecond it rounds to
+    bound = edge.ts.ceil("ms")
+    for start, end in ((bound, bound + pd.Timedelta(minutes=1)), (bound - pd.Timedelta(minutes=1), bound),
+                       ("2026-03-02 09:09:00", "2026-03-02T04:10:00-05:00")):  # fmt: skip
+        pd.testing.assert_frame_equal(load_events(search, start, end), load_events(duck, start, end))
+    assert edge.id in set(load_events(duck, bound, bound + pd.Timedelta(minutes=1))["id"])
+    # Times come back as times from either store, not as the documents' text.
+    found = search.events(start="2026-03-02 09:00:00", limit=10)
+    assert str(found["@timestamp"].dtype) == "datetime64[ms, UTC]"
+    assert str(search.alerts()["first_seen"].dtype) == "datetime64[ms, UTC]"
+
+
 def test_small_pages_lose_and_repeat_nothing(copy: SearchCopy, demo_out: Path) -> None:
     search = open_store(copy.store_url, copy.prefix)
     paged = search.events(limit=None, page_size=333, columns=["@timestamp", "event.id"])
