@@ -5,6 +5,7 @@ subclasses :class:`Detector` with:
 
 - ``rule_id`` — the rule's name, also the module's name;
 - ``severity`` — its default severity;
+- ``counts`` — what its alerts' ``count`` counts ("errors", "requests", "windows", ...);
 - ``Config`` — a frozen pydantic model: every threshold with a default, units in names;
 - ``examples()`` — must-alert and must-not-alert cases, run by one shared test.
 
@@ -154,6 +155,8 @@ class Detector:
 
     rule_id: ClassVar[str]
     severity: ClassVar[Severity]
+    counts: ClassVar[str]
+    """What one unit of its alerts' ``count`` is ("errors", "requests", ...): a finding with its own key."""
     Config: ClassVar[type[DetectorConfig]] = DetectorConfig
     State: ClassVar[type[Any] | None] = None  # a stateless rule
     datasets: ClassVar[frozenset[Dataset]] = frozenset(Dataset)

@@ -125,6 +125,7 @@ class BehaviourOutlier(Detector):
     """A client whose window of traffic an isolation forest isolates from its peers'."""
 
     rule_id = "behaviour_outlier"
+    counts = "windows"
     severity = Severity.LOW
     datasets = frozenset({Dataset.GATEWAY})
     keyed_by = "source.ip"

@@ -40,6 +40,7 @@ class GatewayBypass(Detector):
     """A request served by the app without passing the gateway."""
 
     rule_id = "gateway_bypass"
+    counts = "requests"
     severity = Severity.HIGH
     datasets = frozenset({Dataset.APP})
 

@@ -51,6 +51,7 @@ class Http4xxBurst(Detector):
     """≥ ``min_errors`` responses 400–499 to one client within ``window_secs``."""
 
     rule_id = "http_4xx_burst"
+    counts = "errors"
     severity = Severity.MEDIUM
     datasets = frozenset({Dataset.GATEWAY})
     keyed_by = "client"  # the token's subject, else the address: the alert's entity

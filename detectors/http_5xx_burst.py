@@ -117,6 +117,7 @@ class Http5xxBurst(Detector):
     """≥ ``min_errors`` 5xx on a route in ``window_secs``, at ≥ ``rate_factor`` × its baseline rate."""
 
     rule_id = "http_5xx_burst"
+    counts = "buckets"
     severity = Severity.MEDIUM
     datasets = frozenset({Dataset.GATEWAY})
     keyed_by = "route"  # a host is judged per route it serves: its state lives with the route's

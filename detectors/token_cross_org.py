@@ -19,6 +19,7 @@ class TokenCrossOrg(Detector):
     """An app event answered 2xx for a resource of an org other than the token's."""
 
     rule_id = "token_cross_org"
+    counts = "requests"
     severity = Severity.CRITICAL
     datasets = frozenset({Dataset.APP})
 

@@ -22,6 +22,7 @@ class TokenExpiredAccepted(Detector):
     """An app event answered 2xx to a request begun more than ``skew_allowance_secs`` after its token's ``exp``."""
 
     rule_id = "token_expired_accepted"
+    counts = "requests"
     severity = Severity.HIGH
     datasets = frozenset({Dataset.APP})
 

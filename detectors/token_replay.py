@@ -45,6 +45,7 @@ class TokenReplay(Detector):
     """One ``jti`` from ``min_distinct_addresses`` or more client addresses within its lifetime."""
 
     rule_id = "token_replay"
+    counts = "new addresses"
     severity = Severity.HIGH
     keyed_by = "token.jti"
 

@@ -24,6 +24,7 @@ class TokenRevokedUsed(Detector):
     """A request whose token ``jti`` was revoked at or before the request began."""
 
     rule_id = "token_revoked_used"
+    counts = "requests"
     severity = Severity.HIGH
 
     class Config(DetectorConfig):

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from detectors import registry
 from gatewatch.errors import GatewatchError
 from gatewatch.hunt import NO_ROUTE, event_routes, load_alerts, load_events, route_rates, timeline, top_clients
 from gatewatch.notebook import open_store
@@ -237,7 +238,7 @@ def _alerts_over_time(alerts: pd.DataFrame, anchors: dict[str, str], start: floa
     lanes = sorted(alerts["rule"].unique())
     spans = [
         Span(a.rule, a.first_seen.timestamp(), a.last_seen.timestamp(), a.severity,
-             f"{a.rule} · {a.severity} · {a.entity_type}={a.entity_value} · {a.count}× · "
+             f"{a.rule} · {a.severity} · {a.entity_type}={a.entity_value} · {a.count} {_counted(a.rule)} · "
              f"{_time(a.first_seen)} – {_time(a.last_seen)}", anchors[a.id])
         for a in alerts.itertuples()
     ]  # fmt: skip
@@ -337,6 +338,12 @@ def _client_table(clients: pd.DataFrame, by_ip: Counter[str]) -> str:
     )
 
 
+def _counted(rule: str) -> str:
+    """What an alert's count counts, by its rule: a 4xx burst's errors are no 5xx burst's buckets."""
+    detector = registry().get(rule)
+    return getattr(detector, "counts", "findings")
+
+
 def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str]) -> str:
     wanted = {r for ids in alerts["request_ids"] for r in ids}
     by_request = {rid: rows for rid, rows in events[events["request_id"].isin(wanted)].groupby("request_id")}
@@ -351,7 +358,7 @@ def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str
             f'<span class="sev" style="background:{color}">{esc(a.severity)}</span> '
             f'<span class="what"><code>{esc(a.rule)}</code> · {esc(a.entity_type)} = '
             f'<span class="mono">{esc(a.entity_value)}</span></span> '
-            f'<span class="when">· {esc(a.count)}× · {esc(_time(a.first_seen))} → {esc(_time(a.last_seen))} UTC '
+            f'<span class="when">· {esc(a.count)} {esc(_counted(a.rule))} · {esc(_time(a.first_seen))} → {esc(_time(a.last_seen))} UTC '
             f"({esc(minutes((a.last_seen - a.first_seen).total_seconds()))}){reason}</span>"
             f"<div>{esc(a.summary)}</div></summary>{body}</details>"
         )

@@ -62,6 +62,7 @@ def test_every_rule_has_an_alerting_and_a_benign_example() -> None:
         examples = list(cls.examples())
         assert any(e.alerts for e in examples), f"{rule_id} has no must-alert example"
         assert any(not e.alerts for e in examples), f"{rule_id} has no benign look-alike"
+        assert getattr(cls, "counts", ""), f"{rule_id} does not say what its alerts' count counts (counts = ...)"
 
 
 @pytest.mark.parametrize(("cls", "example"), CASES)

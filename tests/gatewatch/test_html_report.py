@@ -55,6 +55,16 @@ def test_the_demo_report_shows_every_injected_incident(demo_out: Path) -> None:
     assert len(page.cards) == len(alerts)
 
 
+def test_each_alert_count_is_shown_in_its_rules_unit(demo_out: Path) -> None:
+    # An analyst's trial: "150×" was a 4xx burst's errors and "19×" a 5xx burst's buckets, shown alike.
+    text = (demo_out / "report.html").read_text(encoding="utf-8")
+    alerts = [orjson.loads(line) for line in (demo_out / "alerts.ndjson").read_bytes().splitlines()]
+    units = {"http_4xx_burst": "errors", "http_5xx_burst": "buckets", "gateway_bypass": "requests"}
+    for alert in alerts:
+        if alert["rule"] in units:
+            assert f'<span class="when">· {alert["count"]} {units[alert["rule"]]} · ' in text
+
+
 def test_the_page_fetches_nothing_and_runs_only_its_own_script(demo_out: Path) -> None:
     text = (demo_out / "report.html").read_text(encoding="utf-8")
     page = Page(text)
@@ -150,7 +160,7 @@ def test_a_stored_number_that_is_not_one_is_escaped_too() -> None:
     data = hostile_data()
     data.alerts["count"] = pd.array([None], dtype="Int64")  # a store row without its count
     text = render_report(data)
-    assert "<NA>" not in text and "&lt;NA&gt;×" in text
+    assert "<NA>" not in text and "&lt;NA&gt; requests" in text
 
 
 def test_requests_are_counted_once_and_evidence_is_shown_in_time_order() -> None:
