@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from gatewatch.errors import ConfigError, StoreError
+from ingest.escape import visible
 from schemas import load_schema
 
 KINDS = ("events", "transactions", "alerts", "dead_letters")
@@ -204,6 +205,21 @@ class SearchStore(_Tables):
             return request()
         except Exception as error:  # noqa: BLE001 - either client's transport or API error, reported in one line
             raise StoreError(f"{self.flavor} at {self.url}: {type(error).__name__}: {_one_line(error)}"[:500]) from None
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` to display, its log text drawn as the report and the terminal draw it: control and
+    bidi characters as escapes (``\\x1b``, ``\\u202e``: a client's U+202E would reverse the text after it
+    on screen). Query ``frame`` itself: the copy's text is no longer the stored text."""
+    shown = frame.copy()
+    for column, dtype in frame.dtypes.items():
+        if dtype == object or pd.api.types.is_string_dtype(dtype):
+            shown[column] = frame[column].map(_shown, na_action="ignore").astype(dtype)
+    return shown.rename(index=_shown, columns=_shown)
+
+
+def _shown(value: Any) -> Any:
+    return visible(value) if isinstance(value, str) else value
 
 
 def time_bound(value: Any) -> str:

@@ -112,3 +112,17 @@ def test_a_time_bound_is_read_the_same_way_for_every_store() -> None:
     for wrong in (1772442000, 1772442000.0, "yesterday-ish"):
         with pytest.raises(ConfigError, match="start/end"):
             time_bound(wrong)
+
+
+def test_readable_shows_control_and_bidi_characters_as_escapes_and_leaves_the_frame_alone() -> None:
+    # An analyst's trial: the notebook's tables drew a client's U+202E (text after it reversed) and ESC raw.
+    from gatewatch.notebook import readable
+
+    frame = pd.DataFrame({"entity_value": ["x\u202eevil", "<b>", None], "requests": [1, 2, 3]},
+                         index=["ip\x1b[31m", "b", "c"])  # fmt: skip
+    frame["entity_value"] = frame["entity_value"].astype("string")
+    shown = readable(frame)
+    assert list(shown["entity_value"].fillna("-")) == ["x\\u202eevil", "<b>", "-"]
+    assert list(shown.index) == ["ip\\x1b[31m", "b", "c"] and shown["entity_value"].dtype == "string"
+    assert "\u202e" not in shown.to_html() and "&lt;b&gt;" in shown.to_html()
+    assert frame.loc["ip\x1b[31m", "entity_value"] == "x\u202eevil"  # the queried frame keeps the stored text
