@@ -43,6 +43,7 @@ from ingest.redact_batch import redact_events
 from ingest.sinks.base import Batch
 from ingest.sources.revocations import shared_revocations
 from ingest.sources.unwrap import RUNTIME_WRAPPERS
+from gatewatch.config import DEFAULT_MAX_LINE_BYTES
 from gatewatch.unread import InputNote, InputWatch
 
 if TYPE_CHECKING:
@@ -130,6 +131,14 @@ class RecordParsers:
 
 def build_parsers(config: GatewatchConfig) -> RecordParsers:
     """The gateway and app parsers the config describes, compiled once, with its redactor."""
+    if config.gateway.max_line_bytes < DEFAULT_MAX_LINE_BYTES:
+        # An earlier release's deploy config set 65536: an upgrade kept it without a word.
+        _warn_once(
+            f"gateway_line_limit_low: gateway.max_line_bytes {config.gateway.max_line_bytes} is below the 1 MiB "
+            "default: a client whose headers (up to Envoy's 60 KiB) pass it once Envoy escapes them makes its "
+            "request's gateway line a dead letter, so its token goes unseen and Billing's line is a false "
+            "gateway_bypass; remove the key unless your lines are bounded below it"
+        )
     return RecordParsers(
         {
             Dataset.GATEWAY: build_gateway_parser(

@@ -150,3 +150,16 @@ def test_an_unconfigured_trust_is_warned_of_once_a_process(caplog: pytest.LogCap
     for _ in range(2):
         Pipeline(config)
     assert [r.getMessage()[:18] for r in caplog.records] == ["trust_unconfigured"]
+
+
+def test_a_gateway_line_limit_below_the_default_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    # An upgrade trial: an earlier release's deploy config set gateway.max_line_bytes 65536, which an
+    # escaped 33 KB header passes (a dead letter, a false bypass); the upgraded config kept it without a word.
+    from gatewatch.topology import build_parsers
+
+    _warn_once.cache_clear()
+    build_parsers(parse_config({}))
+    assert not caplog.records
+    build_parsers(parse_config({"gateway": {"max_line_bytes": 65536}}))
+    (record,) = caplog.records
+    assert record.getMessage().startswith("gateway_line_limit_low: gateway.max_line_bytes 65536 is below")
