@@ -147,9 +147,9 @@ def _run_replay(args: argparse.Namespace) -> int:
     dead_letters = args.dead_letters or beside.with_name(beside.stem + ".dead-letters.ndjson")
     alert_events = beside.with_name(beside.stem + ".lifecycle.ndjson")
     forwarders = build_forwarders(config)
-    store = open_store(args.store or config.store.url, config)
-    alert_file = AlertFile(args.alerts_out)
     files = {stream: str(source.path) for stream, source in sources.items()}  # where a dead letter's line is
+    store = open_store(args.store or config.store.url, config, files)
+    alert_file = AlertFile(args.alerts_out)
     sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters, files),
                          forwarders) if s is not None]  # fmt: skip
     try:

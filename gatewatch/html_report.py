@@ -358,7 +358,8 @@ def _evidence(events: pd.DataFrame, alerts: pd.DataFrame, anchors: dict[str, str
             f'<span class="sev" style="background:{color}">{esc(a.severity)}</span> '
             f'<span class="what"><code>{esc(a.rule)}</code> · {esc(a.entity_type)} = '
             f'<span class="mono">{esc(a.entity_value)}</span></span> '
-            f'<span class="when">· {esc(a.count)} {esc(_counted(a.rule))} · {esc(_time(a.first_seen))} → {esc(_time(a.last_seen))} UTC '
+            f'<span class="when">· {esc(a.count)} {esc(_counted(a.rule))} · {esc(_time(a.first_seen))} → '
+            f'{esc(_time(a.last_seen))} UTC '
             f"({esc(minutes((a.last_seen - a.first_seen).total_seconds()))}){reason}</span>"
             f"<div>{esc(a.summary)}</div></summary>{body}</details>"
         )

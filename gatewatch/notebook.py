@@ -213,7 +213,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     on screen). Query ``frame`` itself: the copy's text is no longer the stored text."""
     shown = frame.copy()
     for column, dtype in frame.dtypes.items():
-        if dtype == object or pd.api.types.is_string_dtype(dtype):
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
             shown[column] = frame[column].map(_shown, na_action="ignore").astype(dtype)
     return shown.rename(index=_shown, columns=_shown)
 

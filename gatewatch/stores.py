@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 from gatewatch.config import GatewatchConfig
 from gatewatch.errors import ConfigError
 from ingest.sinks.base import Sink
 from ingest.sinks.search_auth import redact_url
 
+if TYPE_CHECKING:
+    from ingest.sinks.duckdb import DuckDBSink
+    from ingest.sinks.search import SearchSink
+
 STORE_KINDS = ("duckdb", "elasticsearch", "opensearch", "none")
 
 
-def open_store(url: str, config: GatewatchConfig) -> Sink | None:
-    """The sink for ``url``, or None for ``none``."""
+def open_store(url: str, config: GatewatchConfig, files: Mapping[str, str] | None = None) -> Sink | None:
+    """The sink for ``url``, or None for ``none``; ``files`` (stream -> path) names a dead letter's file."""
     kind, _, target = url.partition(":")
     if kind == "none" and not target:
         return None
@@ -24,7 +31,10 @@ def open_store(url: str, config: GatewatchConfig) -> Sink | None:
     if kind == "duckdb":
         from ingest.sinks.duckdb import DuckDBSink
 
-        return DuckDBSink(Path(target), config.store.duckdb_memory_limit)
-    from ingest.sinks.search import SearchSink
+        sink: DuckDBSink | SearchSink = DuckDBSink(Path(target), config.store.duckdb_memory_limit)
+    else:
+        from ingest.sinks.search import SearchSink
 
-    return SearchSink.connect(kind, target, config.store)
+        sink = SearchSink.connect(kind, target, config.store)
+    sink.files = dict(files or {})
+    return sink

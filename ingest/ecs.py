@@ -39,7 +39,7 @@ ORG_ID = "organization.id"
 LOG_LEVEL = "log.level"
 MESSAGE = "message"
 LABELS = "labels"
-ROUTE = "gatewatch.route"  # :func:`ingest.routes.route_of`, for the dashboards (Envoy's default format logs no route name)
+ROUTE = "gatewatch.route"  # ingest.routes.route_of: a route under Envoy's default format too (no route name)
 
 # Event attribute -> document field, for attributes copied as they are.
 EVENT_FIELDS: dict[str, str] = {

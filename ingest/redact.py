@@ -231,13 +231,14 @@ class Redactor:
         header_unquoted = header_value("h_open", "h")
         cookie_unquoted = r"(?P<c_uv>[^\r\n\"']+)"
         auth_headers = name_pattern(n for n in headers if _header_kind(n) == "authorization")
+        cookie_headers = name_pattern(n for n in headers if _header_kind(n) == "cookie")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
             rf"|(?<![A-Za-z0-9_-]){pair_opens('h')}(?P<h_name>(?i:{auth_headers}))"
             rf"{separator('h')}{not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)"
             rf"(?:{quoted_value('h')}|{header_unquoted}){pair_closes('h')}"
             rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}|[^\s,\]\"']+))*+))"
-            rf"|(?<![A-Za-z0-9_-]){pair_opens('c')}(?P<c_name>(?i:{name_pattern(n for n in headers if _header_kind(n) == 'cookie')}))"
+            rf"|(?<![A-Za-z0-9_-]){pair_opens('c')}(?P<c_name>(?i:{cookie_headers}))"
             rf"{separator('c')}{not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted}){pair_closes('c')}"
             rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}(?!{PLACEHOLDER})"
             rf"(?:{CONTAINER.format('q')}|{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"

@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
-    "CONTAINER", "MAX_LIST_CREDENTIALS", "PLACEHOLDER", "MORE_CREDENTIALS", "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value",
-    "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
+    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "PLACEHOLDER", "QUOTED", "QUOTED_ITEMS", "SCHEMES",
+    "header_value", "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
 ]  # fmt: skip
 
 # Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
@@ -26,8 +26,9 @@ def name_pattern(names: Iterable[str]) -> str:
 PLACEHOLDER = r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):[A-Za-z_]\w{0,63})(?![^\s&#\"';,)])"
 
 # A header as a (name, value) pair: Python's [('Authorization', 'Bearer x')], ASGI's (b'authorization', b'...'),
-# JSON's [["cookie", "sid=..."]], and JSON's inside a JSON string. The name must open a pair ("(" or "[" and a quote before it) and its quoted
-# value close it, so a list of words that merely holds "authorization" keeps its next word.
+# JSON's [["cookie", "sid=..."]], and JSON's inside a JSON string. The name must open a pair ("(" or "[" and a
+# quote before it) and its quoted value close it, so a list of words that merely holds "authorization" keeps
+# its next word.
 _PAIR_OPENERS = [f"{opener}{space}{prefix}{quote}" for opener in "([" for space in ("", " ")
                  for prefix in ("", "b") for quote in ('"', "'", '\\"')]  # fmt: skip
 

@@ -10,7 +10,9 @@ three ways.
 from __future__ import annotations
 
 
-def route_of(route_name: str | None, upstream_cluster: str | None, authority: str | None, path: str | None) -> str | None:
+def route_of(
+    route_name: str | None, upstream_cluster: str | None, authority: str | None, path: str | None
+) -> str | None:
     """Route name, else upstream cluster, else ``host/first-path-segment``; None without any of them."""
     if route_name:
         return route_name

@@ -54,7 +54,10 @@ def test_replay_stores_everything_once_and_dead_letters_bad_lines(tmp_path: Path
     events = con.execute("select count(*), count(distinct id) from events").fetchone()
     dead = con.execute("select reason, count(*) from dead_letters group by reason order by reason").fetchall()
     stored_alerts = con.execute("select id, rule, count from alerts order by id").fetchall()
+    dead_files = {row[0] for row in con.execute("select distinct file from dead_letters").fetchall()}
     con.close()
+    # An upgrade trial: the stored dead letters named a file:<fingerprint> stream only, not the file to look in.
+    assert dead_files == {str(files.gateway_log), str(files.app_log)}
     assert events[0] == events[1]
     assert events[0] + sum(n for _, n in dead) == lines
     assert dict(dead) == {"invalid_json": 1, "invalid_utf8": 2, "oversized": 2, "truncated": 1}
@@ -127,3 +130,19 @@ def test_verbose_replay_logs_its_progress(tmp_path: Path, caplog: pytest.LogCapt
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replay_progress")]
     total = sum(len(path.read_bytes().splitlines()) for path in (files.gateway_log, files.app_log))
     assert len(progress) >= 2 and progress[-1].startswith(f"replay_progress records={total} ")
+
+
+def test_a_store_written_before_dead_letters_named_their_file_gains_the_column(tmp_path: Path) -> None:
+    store = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(store))
+    con.execute("CREATE TABLE dead_letters (id VARCHAR PRIMARY KEY, reason VARCHAR, detail VARCHAR, dataset VARCHAR, "
+                "stream VARCHAR, stream_offset BIGINT, line VARCHAR)")  # fmt: skip
+    con.execute("INSERT INTO dead_letters VALUES ('old-1', 'truncated', 'x', 'envoy.access', 'gateway.log', 3, 'l')")
+    con.close()
+    files = write_demo(tmp_path / "logs", **SMALL_RUN)
+    run_replay(files, tmp_path, f"duckdb:{store}")
+    con = duckdb.connect(str(store), read_only=True)
+    rows = dict(con.execute("select id, file from dead_letters").fetchall())
+    con.close()
+    assert rows.pop("old-1") is None and len(rows) == 6 and set(rows.values()) == {str(files.gateway_log),
+                                                                                    str(files.app_log)}

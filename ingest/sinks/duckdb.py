@@ -10,7 +10,7 @@ a grown alert replaces its earlier version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     reason VARCHAR, details JSON);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id VARCHAR PRIMARY KEY, reason VARCHAR, detail VARCHAR, dataset VARCHAR, stream VARCHAR,
-    stream_offset BIGINT, line VARCHAR);
+    stream_offset BIGINT, line VARCHAR, file VARCHAR);
+-- A store written before dead letters named their file gains the column (last, as in a new store).
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS file VARCHAR;
 """
 
 
@@ -137,9 +139,10 @@ class DuckDBSink:
         except (OSError, duckdb.Error) as error:
             raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
         self.path = path
+        self.files: Mapping[str, str] = {}  # stream -> the path of the file it was read from (replay's files)
 
     def write(self, batch: Batch) -> None:
-        frames = _frames(batch)
+        frames = _frames(batch, self.files)
         try:
             self._commit(frames, _NEW_ROWS)
         except duckdb.ConstraintException:
@@ -245,7 +248,7 @@ _OTHER_RECORDS = {
 _SEEN_ROWS = {"events": "OR IGNORE", "transactions": "OR IGNORE", "alerts": "OR REPLACE", "dead_letters": "OR IGNORE"}
 
 
-def _frames(batch: Batch) -> list[tuple[str, Frame]]:
+def _frames(batch: Batch, files: Mapping[str, str]) -> list[tuple[str, Frame]]:
     """Each table's rows of ``batch`` as a frame, for the tables it has rows for."""
     frames = []
     if batch.events:
@@ -255,7 +258,7 @@ def _frames(batch: Batch) -> list[tuple[str, Frame]]:
     if batch.alerts:
         frames.append(("alerts", _alert_frame(batch)))
     if batch.dead_letters:
-        frames.append(("dead_letters", _dead_letter_frame(batch)))
+        frames.append(("dead_letters", _dead_letter_frame(batch, files)))
     return frames
 
 
@@ -409,7 +412,7 @@ def _alert_frame(batch: Batch) -> Frame:
     })  # fmt: skip
 
 
-def _dead_letter_frame(batch: Batch) -> Frame:
+def _dead_letter_frame(batch: Batch, files: Mapping[str, str]) -> Frame:
     letters = batch.dead_letters
     return _frame({
         "id": [d.id for d in letters],
@@ -419,4 +422,5 @@ def _dead_letter_frame(batch: Batch) -> Frame:
         "stream": [d.origin.stream for d in letters],
         "stream_offset": [d.origin.offset for d in letters],
         "line": [d.line.decode("utf-8", errors="backslashreplace") for d in letters],
+        "file": [files.get(d.origin.stream) for d in letters],
     })  # fmt: skip

@@ -334,6 +334,7 @@ class SearchSink:
                 "(lowercase letters, digits, '-', '_', '.'; e.g. gatewatch)"
             )
         self.client = client
+        self.files: Mapping[str, str] = {}  # stream -> the path of the file it was read from (replay's files)
         self.prefix = index_prefix
         self.retention_days = retention_days
         self.bulk_max_docs = bulk_max_docs
@@ -470,7 +471,8 @@ class SearchSink:
         )
         ingested, dead_index = iso(now), index_name(p, "deadletter", now)
         actions += (
-            BulkAction("deadletter", dead_index, d.id, _dumps({"@timestamp": ingested, **dead_letter_document(d)}))
+            BulkAction("deadletter", dead_index, d.id,
+                       _dumps({"@timestamp": ingested, **dead_letter_document(d, self.files.get(d.origin.stream))}))
             for d in batch.dead_letters
         )
         return actions

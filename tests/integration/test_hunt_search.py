@@ -108,6 +108,13 @@ def test_a_time_range_cuts_every_store_at_the_same_record(copy: SearchCopy, demo
     assert str(search.alerts()["first_seen"].dtype) == "datetime64[ms, UTC]"
 
 
+def test_a_stored_dead_letter_names_its_file(copy: SearchCopy, demo_out: Path) -> None:
+    """An upgrade trial: the index template maps ``file``, but replay's dead letters reached the search stores
+    with their file:<fingerprint> stream only (the NDJSON file named the path)."""
+    letters = open_store(copy.store_url, copy.prefix).dead_letters(limit=None)
+    assert len(letters) and set(letters["file"]) <= {str(demo_out / "gateway.log"), str(demo_out / "app.log")}
+
+
 def test_small_pages_lose_and_repeat_nothing(copy: SearchCopy, demo_out: Path) -> None:
     search = open_store(copy.store_url, copy.prefix)
     paged = search.events(limit=None, page_size=333, columns=["@timestamp", "event.id"])
