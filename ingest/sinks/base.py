@@ -11,11 +11,28 @@ earlier version under the same id.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ingest.alerts import Alert, AlertEvent
+from ingest.escape import quoted
 from ingest.records import DeadLetter, Event, Transaction
+
+CURRENT_STREAMS = r"(file:|http:).*|[A-Za-z0-9._\-]+/[0-9]+"  # "\-": Lucene reads "_-]" as a range
+"""Every ``origin.stream`` this release writes: a file's ``file:<fingerprint>``, an HTTP batch's ``http:...``, a
+Kafka partition's ``<topic>/<partition>`` (a topic name has no "/")."""
+
+
+def warn_of_older_streams(store: str, stream: str) -> None:
+    """A store holding a stream this release does not write: a release before fd8857a named a file's records by
+    its path, so the same file replayed now is stored again beside them, under new ids (an upgrade trial:
+    every event and transaction twice, and no word of it)."""
+    logging.getLogger(__name__).warning(
+        "store_written_by_older_release store=%s stream=%s note=%s", quoted(store), quoted(stream),
+        quoted("records of files an earlier release stored are stored again if replayed: replay into a new store "
+               "or store.index_prefix (README: What changed for stored data)"),
+    )  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ import orjson
 from ingest.errors import StoreError
 from ingest.escape import quoted
 from ingest.records import Event, Transaction
-from ingest.sinks.base import Batch
+from ingest.sinks.base import CURRENT_STREAMS, Batch, warn_of_older_streams
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,11 @@ class DuckDBSink:
         except (OSError, duckdb.Error) as error:
             raise StoreError(f"cannot open DuckDB store {path}: {error}") from None
         self.path = path
+        (older,) = self.connection.execute(
+            "SELECT any_value(stream) FROM events WHERE NOT regexp_full_match(stream, ?)", [CURRENT_STREAMS]
+        ).fetchone() or (None,)
+        if older is not None:
+            warn_of_older_streams(str(path), older)
         self.files: Mapping[str, str] = {}  # stream -> the path of the file it was read from (replay's files)
 
     def write(self, batch: Batch) -> None:

@@ -60,7 +60,7 @@ import orjson
 
 from ingest.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailableError
 from ingest.ecs import dead_letter_document, epoch, event_document, iso, transaction_document
-from ingest.sinks.base import Batch
+from ingest.sinks.base import CURRENT_STREAMS, Batch, warn_of_older_streams
 from ingest.sinks.search_clients import (
     DETAIL_MAX_CHARS,
     SearchClient,
@@ -372,6 +372,7 @@ class SearchSink:
                 _log.warning("search_cluster_red url=%s cluster=%s", url, health.get("cluster_name"))
             sink.install()
             sink.apply_retention()
+            sink.check_streams()
         except BaseException:
             client.close()
             raise
@@ -396,6 +397,22 @@ class SearchSink:
                 self.client.put_index_template(template_name(kind, self.prefix), body)
         _log.info("search_templates_installed prefix=%s retention=%s days=%d",
                   self.prefix, self.retention_policy or "sink_deletes", self.retention_days)
+
+    def check_streams(self) -> None:
+        """Warn once when the events indices hold a stream this release does not write (an earlier release's)."""
+        stream = "gatewatch.origin.stream"
+        query = {"bool": {"filter": [{"exists": {"field": stream}}],
+                          "must_not": [{"regexp": {stream: {"value": CURRENT_STREAMS}}}]}}  # fmt: skip
+        try:
+            found = self.client.first_match(f"{self.prefix}-events-*", query)
+        except StoreRefusedError as error:
+            if error.status not in (401, 403):  # README's least privileges grant no read: nothing to look at then
+                _log.warning("search_streams_unchecked error=%r", str(error)[:300])
+            return
+        except StoreUnreachableError:
+            return  # the first write says so
+        if found is not None:
+            warn_of_older_streams(f"{self.where} ({self.prefix}-events-*)", str(found.get(stream)))
 
     def apply_retention(self, now: float | None = None) -> list[str]:
         """Delete this prefix's daily indices older than ``retention_days``; returns their names.

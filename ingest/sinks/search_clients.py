@@ -96,6 +96,10 @@ class SearchClient(Protocol):
 
     def delete_indices(self, names: Sequence[str]) -> None: ...
     def refresh(self, pattern: str) -> None: ...
+    def first_match(self, pattern: str, query: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The source of one document of the indices matching ``pattern`` that matches ``query``, or None."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -160,6 +164,12 @@ class _ElasticsearchClient:
     def refresh(self, pattern: str) -> None:
         with self._errors():
             self._es.indices.refresh(index=pattern)
+
+    def first_match(self, pattern: str, query: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        with self._errors():
+            hits = self._es.search(index=pattern, query=dict(query), size=1, ignore_unavailable=True,
+                                   allow_no_indices=True).body["hits"]["hits"]  # fmt: skip
+        return cast(Mapping[str, Any], hits[0]["_source"]) if hits else None
 
     def close(self) -> None:
         self._es.close()
@@ -245,6 +255,12 @@ class _OpenSearchClient:
     def refresh(self, pattern: str) -> None:
         with self._errors():
             self._os.indices.refresh(index=pattern)
+
+    def first_match(self, pattern: str, query: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        with self._errors():
+            hits = self._os.search(index=pattern, body={"query": dict(query), "size": 1},
+                                   params={"ignore_unavailable": "true", "allow_no_indices": "true"})["hits"]["hits"]
+        return cast(Mapping[str, Any], hits[0]["_source"]) if hits else None
 
     def close(self) -> None:
         self._os.close()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 import pytest
 
@@ -24,7 +25,7 @@ from detectors.sample import T0, app_event, gateway_event, transaction
 from gatewatch.config import StoreConfig
 from gatewatch.errors import StoreUnavailableError
 from ingest.ecs import dead_letter_document, event_document, transaction_document
-from ingest.records import Dataset, DeadLetter, Origin
+from ingest.records import Dataset, DeadLetter, Event, Origin, record_id
 from ingest.sinks.base import Batch
 from ingest.sinks.search import SearchSink, make_client
 from schemas.templates import INDEX_KINDS
@@ -282,3 +283,34 @@ def test_an_analyst_reads_the_indices_as_dataframes(node: Node, sink: SearchSink
     assert store.transactions(start="2027-01-01T00:00:00Z").empty
     paged = store.query("events", page_size=1)
     assert len(paged) == 2
+
+
+def test_a_store_an_earlier_release_wrote_is_named_at_connect(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade trial: files replayed into indices an earlier release wrote (records named by their path) were
+    stored again beside them under new ids, and nothing said so."""
+
+    def read_from(stream: str, ts: float) -> Event:
+        origin = Origin(Dataset.GATEWAY, stream, 7)
+        return msgspec.structs.replace(gateway_event(ts), origin=origin, id=record_id(origin))
+
+    first = connect(node)
+    first.write(Batch(events=[read_from(s, n) for n, s in enumerate(("gw-gateway/0", "file:0123456789abcdef",
+                                                                       "http:batch-1"))]))  # fmt: skip
+    first.close()
+    node.http.post(f"/{node.prefix}-*/_refresh").raise_for_status()
+    with caplog.at_level("WARNING", logger="ingest.sinks.base"):
+        connect(node).close()
+    assert not ours(caplog)  # Kafka partitions, files and HTTP batches as this release names them
+    sink = connect(node)
+    sink.write(Batch(events=[read_from("/var/log/envoy/access.log", 4)]))
+    sink.close()
+    node.http.post(f"/{node.prefix}-*/_refresh").raise_for_status()  # as an earlier release's store long since is
+    with caplog.at_level("WARNING", logger="ingest.sinks.base"):
+        connect(node).close()
+    (message,) = ours(caplog)
+    assert "store_written_by_older_release" in message and "/var/log/envoy/access.log" in message
+
+
+def ours(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What gatewatch logged (the OpenSearch client logs its own warnings)."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith(("ingest", "gatewatch"))]
