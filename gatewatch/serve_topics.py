@@ -112,7 +112,11 @@ def ensure_internal_topics(kafka: KafkaConfig) -> InternalTopics:
     admin = KafkaAdminClient(client_id=f"gatewatch-{kafka.group_id}-admin", **client_settings(kafka))
     try:
         names = {role: internal_topic(kafka, role) for role in ROLES}
-        counts = _partition_counts(admin, [kafka.topics.gateway, kafka.topics.app, *names.values()])
+        obsolete = f"{kafka.group_id}-detect"
+        counts = _partition_counts(admin, [kafka.topics.gateway, kafka.topics.app, *names.values(), obsolete])
+        if counts.get(obsolete):
+            log.warning(kv("obsolete_topic", topic=obsolete, note="no longer read (the single detect topic of an "
+                           "earlier release): delete it once every old replica has stopped"))  # fmt: skip
         _refuse_one_missing_input(admin, kafka, counts)
         partitions = kafka.detect_partitions
         source = "kafka.detect_partitions"

@@ -255,6 +255,24 @@ def test_input_topics_that_do_not_exist_yet_are_named_once_at_start(
         assert ensure_internal_topics(parse_config(config).kafka).partitions == 2
     (line,) = [r.getMessage() for r in caplog.records if "input_topics_missing" in r.getMessage()]
     assert f"gateway={group}-gw" in line and f"app={group}-app" in line and "check kafka.topics" in line
+    assert not [r for r in caplog.records if "obsolete_topic" in r.getMessage()]
+
+
+def test_the_detect_topic_of_an_earlier_release_is_named_at_start(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade trial: the single <group_id>-detect topic stayed after the upgrade and nothing said so."""
+    topics = Topics(kafka_bootstrap)
+    kafka = load_config(topics.config(tmp_path)).kafka
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics({f"{topics.group}-detect": {"num_partitions": 1}}, wait_for_metadata=True)
+    finally:
+        admin.close()
+    with caplog.at_level(logging.WARNING, logger="gatewatch.serve_topics"):
+        ensure_internal_topics(kafka)
+    (line,) = [r.getMessage() for r in caplog.records if "obsolete_topic" in r.getMessage()]
+    assert f"topic={topics.group}-detect" in line and "delete it" in line
 
 
 def test_a_partition_added_to_an_input_topic_is_read_within_seconds(kafka_bootstrap: str, tmp_path: Path) -> None:
