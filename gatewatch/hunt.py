@@ -74,12 +74,14 @@ def load_events(store: Store, start: str | None = None, end: str | None = None) 
     key it (:func:`ingest.routes.route_of`: under Envoy's default format, which logs no route name, Host and
     first path segment) beside the stored columns."""
     frame = _load(store, "events", EVENT_COLUMNS, start, end, "ts")
-    frame["route"] = event_routes(frame)
-    return frame
+    return frame.assign(route=event_routes(frame))
 
 
 def event_routes(events: pd.DataFrame) -> pd.Series:
-    """Each event's route as the rules key it (:func:`ingest.routes.route_of`)."""
+    """Each event's route as the rules key it (:func:`ingest.routes.route_of`); a frame of :func:`load_events`
+    has it already."""
+    if "route" in events:
+        return events["route"]
     fields = (events[c].astype("object").where(events[c].notna(), None)
               for c in ("route_name", "upstream_cluster", "authority", "path"))  # fmt: skip
     return pd.Series(list(map(route_of, *fields)), index=events.index, dtype="object").astype("string")

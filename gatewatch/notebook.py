@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -225,7 +225,7 @@ def _shown(value: Any) -> Any:
 def time_bound(value: Any) -> str:
     """A ``start`` / ``end`` as ISO 8601 UTC text at whole milliseconds (a finer one rounded up: stored times
     are milliseconds), for either store. Text without an offset, a naive datetime: UTC."""
-    if isinstance(value, (int, float)) or not isinstance(value, (str, datetime, pd.Timestamp)):
+    if not isinstance(value, (str, date)):  # a number would be epoch milliseconds to one store, refused by another
         raise ConfigError(f"start/end {value!r}: give a time as ISO 8601 text, a datetime or a pd.Timestamp")
     try:
         moment = pd.Timestamp(value)
