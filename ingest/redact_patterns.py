@@ -22,30 +22,35 @@ def name_pattern(names: Iterable[str]) -> str:
 
 # A query's parameter standing where a secret's value goes ("where token = $1", "password = ?", "= %(pw)s",
 # SQLAlchemy's "token = :token_1"): no secret, and a marker there reads as one logged. ":name" only after a
-# space, as SQL writes it: "password=:hunter2" in a query string may well be a password.
-PLACEHOLDER = r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):[A-Za-z_]\w{0,63})(?![^\s&#\"';,)])"
+# space, as SQL writes it: "password=:hunter2" in a query string may well be a password. Only the whole value:
+# "?)LEAK" is a value, "$1)" at the end of a clause is not.
+PLACEHOLDER = r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):[A-Za-z_]\w{0,63})\)*(?![^\s&#\"';,])"
 
-# A header as a (name, value) pair: Python's [('Authorization', 'Bearer x')], ASGI's (b'authorization', b'...'),
-# JSON's [["cookie", "sid=..."]], and JSON's inside a JSON string. The name must open a pair ("(" or "[" and a
-# quote before it) and its quoted value close it, so a list of words that merely holds "authorization" keeps
-# its next word.
-_PAIR_OPENERS = [f"{opener}{space}{prefix}{quote}" for opener in "([" for space in ("", " ")
-                 for prefix in ("", "b") for quote in ('"', "'", '\\"')]  # fmt: skip
+# A header as a list element after its quoted name: Python's [('Authorization', 'Bearer x')], ASGI's
+# (b'authorization', b'...'), JSON's [["cookie", "sid=..."]] (pretty-printed, or inside a JSON string), Node's
+# rawHeaders ['Host', 'h', 'Authorization', 'Bearer x'], a HAR entry {"name": "Authorization", "value": "..."}.
+# The value is quoted (or a list) and followed by the next element or the end of its list, tuple or object:
+# in a JSON object, "authorization", "result": ... is a key. A list of words holding "authorization" loses
+# the word after it (README: Limits).
 
 
 def pair_opens(group: str) -> str:
-    """Empty; sets ``<group>_pair`` when the name after it opens a pair (lookbehinds must be of one width each)."""
-    return f"(?:(?P<{group}_pair>{'|'.join(f'(?<={re.escape(o)})' for o in _PAIR_OPENERS)})|)"
+    """Empty; sets ``<group>_pair`` when the name after it is quoted, so a pair's separator may follow it."""
+    return f"(?:(?P<{group}_pair>(?<=[\"']))|)"
 
 
 def separator(group: str) -> str:
-    """Between a name and its value: ``:`` or ``=``, or in a pair the name's closing quote and a comma."""
-    return rf"(?P<{group}_sep>\\?[\"']?\s*[:=]\s*|(?({group}_pair)\\?[\"']\s*,\s*b?(?=\\?[\"'])|(?!)))"
+    """Between a name and its value: ``:`` or ``=``, or (``<group>_psep``) in a pair the name's closing quote,
+    a comma and a HAR entry's ``"value":``."""
+    return (rf"(?P<{group}_sep>\\?[\"']?\s*[:=]\s*|(?({group}_pair)(?P<{group}_psep>\\?[\"']\s*,\s*"
+            rf"(?:\\?[\"']value\\?[\"']\s*:\s*)?b?(?=\\?[\"']|\[))|(?!)))")
 
 
 def pair_closes(group: str) -> str:
-    """After a pair's value: the pair's end."""
-    return rf"(?({group}_pair)(?=\s*[)\]]))"
+    """After a pair's value: the next element, the end of the pair's list, tuple or object, or the end of the
+    line (a container never closed takes the rest of its line: needing more after it, each of a hostile line's
+    thousands of names scanned to its end again)."""
+    return rf"(?({group}_psep)(?=\s*[,)\]}}]|(?![^\n])))"
 
 
 # A list or an object as a secret's value: {"password": {"old": ..., "new": ...}}, {"api_key": ["..."]},

@@ -315,29 +315,37 @@ def test_every_value_of_an_authorization_header_list_is_redacted(redactor: Redac
 def test_a_query_placeholder_where_a_secret_goes_is_left_as_it_is(redactor: Redactor) -> None:
     # An earlier round's note: "where token = $1" became a marker, which reads as a secret logged.
     for text in ("select * from sessions where token = $1 and user_id = $2", "UPDATE users SET password = ? WHERE id = ?",
-                 "where api_key = %s", "password=%(pw)s", "where token = :token_1)", "token=?&page=2"):  # fmt: skip
+                 "where api_key = %s", "password=%(pw)s", "where token = :token_1)", "token=?&page=2",
+                 "WHERE (token = $1)"):  # fmt: skip
         assert redactor.redact(text) == text
     # A value that merely begins like one is a value; ":name" right after "=" may be a password in a query string.
-    for text in ("password=?abc", "token=$1abc", "password=:hunter2x", "token=%s3cr3t"):
+    for text in ("password=?abc", "token=$1abc", "password=:hunter2x", "token=%s3cr3t", "password=?)LEAK&x=1",
+                 "password=$1)LEAK", "token=%s)LEAK"):  # fmt: skip
         assert "[REDACTED:secret" in redactor.redact(text), text
 
 
 def test_a_header_logged_as_a_name_value_pair_is_redacted(redactor: Redactor) -> None:
-    # Session 27 left these in the clear: Python's list of header tuples, ASGI's scope["headers"], JSON's pairs.
+    # Session 27 left these in the clear: Python's list of header tuples, ASGI's scope["headers"], JSON's pairs;
+    # a review of the first fix found the pretty-printed, spaced, trailing-comma, list, rawHeaders and HAR shapes.
     for text in ("headers=[('Authorization', 'Bearer opaqueLEAK'), ('Host', 'billing')]",
                  "scope={'headers': [(b'authorization', b'Basic LEAKdXNlcjpwYXNz')]}",
                  '{"headers": [["authorization", "Bearer opaqueLEAK"], ["accept", "*/*"]]}',
                  '{"msg": "[[\\"Proxy-Authorization\\", \\"Bearer opaqueLEAK\\"]]"}',
                  "[('Cookie', 'sid=LEAK42'), ('Set-Cookie', 'sid=LEAK43; HttpOnly')]",
-                 '[( "Authorization" , "Bearer opaqueLEAK" )]'):  # fmt: skip
+                 '[( "Authorization" , "Bearer opaqueLEAK" )]',
+                 '[\n  [\n    "authorization",\n    "Bearer opaqueLEAK"\n  ]\n]',
+                 "[(\t'Authorization', 'Bearer opaqueLEAK',)]",
+                 '[["authorization", ["Bearer opaqueLEAK", "Basic LEAK2"]]]', '[["cookie", ["sid=LEAK"]]]',
+                 "[ 'Host', 'billing', 'Authorization', 'Bearer opaqueLEAK', 'Accept', '*/*' ]",
+                 '{"name": "Authorization", "value": "Bearer opaqueLEAK"}'):  # fmt: skip
         out = redactor.redact(text)
         assert "LEAK" not in out, out
         assert redactor.redact(out) == out
     assert "('Host', 'billing')" in redactor.redact("[('Authorization', 'Bearer x'), ('Host', 'billing')]")
-    # Only a pair: a list of words or a JSON value that merely says "authorization" keeps its next word.
-    for text in ('["authentication", "authorization", "accounting"]', '{"event": "authorization", "result": "denied"}',
-                 '("authorization", "denied", 3)'):  # fmt: skip
+    # A JSON object's key after the name is no pair; a quoted header line is redacted as before.
+    for text in ('{"event": "authorization", "result": "denied"}', '{"name": "authorization", "type": "header"}'):
         assert redactor.redact(text) == text
+    assert "LEAK" not in redactor.redact('log("Authorization: Bearer opaqueLEAK")')
 
 
 def test_a_header_list_of_many_values_costs_one_marker_past_the_first_few() -> None:
