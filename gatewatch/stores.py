@@ -36,5 +36,6 @@ def open_store(url: str, config: GatewatchConfig, files: Mapping[str, str] | Non
         from ingest.sinks.search import SearchSink
 
         sink = SearchSink.connect(kind, target, config.store)
-    sink.files = dict(files or {})
+    if files:
+        sink.name_files(files)
     return sink

@@ -54,7 +54,8 @@ def test_replay_stores_everything_once_and_dead_letters_bad_lines(tmp_path: Path
     events = con.execute("select count(*), count(distinct id) from events").fetchone()
     dead = con.execute("select reason, count(*) from dead_letters group by reason order by reason").fetchall()
     stored_alerts = con.execute("select id, rule, count from alerts order by id").fetchall()
-    dead_files = {row[0] for row in con.execute("select distinct file from dead_letters").fetchall()}
+    dead_files = {row[0] for row in con.execute("select distinct path from dead_letters join files using (stream)")
+                  .fetchall()}  # fmt: skip
     con.close()
     # An upgrade trial: the stored dead letters named a file:<fingerprint> stream only, not the file to look in.
     assert dead_files == {str(files.gateway_log), str(files.app_log)}
@@ -132,17 +133,14 @@ def test_verbose_replay_logs_its_progress(tmp_path: Path, caplog: pytest.LogCapt
     assert len(progress) >= 2 and progress[-1].startswith(f"replay_progress records={total} ")
 
 
-def test_a_store_written_before_dead_letters_named_their_file_gains_the_column(tmp_path: Path) -> None:
-    store = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(store))
-    con.execute("CREATE TABLE dead_letters (id VARCHAR PRIMARY KEY, reason VARCHAR, detail VARCHAR, dataset VARCHAR, "
-                "stream VARCHAR, stream_offset BIGINT, line VARCHAR)")  # fmt: skip
-    con.execute("INSERT INTO dead_letters VALUES ('old-1', 'truncated', 'x', 'envoy.access', 'gateway.log', 3, 'l')")
-    con.close()
+def test_a_store_this_release_wrote_still_takes_an_earlier_releases_dead_letters(tmp_path: Path) -> None:
+    # A review: a file column added to dead_letters broke every dead-letter write of a rolled-back release
+    # (it inserts by position: "table has 8 columns but 7 values were supplied"). Files have a table of their own.
+    store = tmp_path / "store.duckdb"
     files = write_demo(tmp_path / "logs", **SMALL_RUN)
     run_replay(files, tmp_path, f"duckdb:{store}")
-    con = duckdb.connect(str(store), read_only=True)
-    rows = dict(con.execute("select id, file from dead_letters").fetchall())
+    con = duckdb.connect(str(store))
+    con.execute("INSERT INTO dead_letters SELECT 'old-1', 'truncated', 'x', 'envoy.access', 'gateway.log', 3, 'l'")
+    paths = dict(con.execute("select stream, path from files").fetchall())
     con.close()
-    assert rows.pop("old-1") is None and len(rows) == 6 and set(rows.values()) == {str(files.gateway_log),
-                                                                                    str(files.app_log)}
+    assert set(paths.values()) == {str(files.gateway_log), str(files.app_log)}

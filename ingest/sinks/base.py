@@ -19,9 +19,9 @@ from ingest.alerts import Alert, AlertEvent
 from ingest.escape import quoted
 from ingest.records import DeadLetter, Event, Transaction
 
-CURRENT_STREAMS = r"(file:|http:).*|[A-Za-z0-9._\-]+/[0-9]+"  # "\-": Lucene reads "_-]" as a range
-"""Every ``origin.stream`` this release writes: a file's ``file:<fingerprint>``, an HTTP batch's ``http:...``, a
-Kafka partition's ``<topic>/<partition>`` (a topic name has no "/")."""
+CURRENT_STREAMS = r"(file:|http:|follow:).*|[A-Za-z0-9._\-]+/[0-9]+"  # "\-": Lucene reads "_-]" as a range
+"""Every ``origin.stream`` this release writes: a file's ``file:<fingerprint>``, an HTTP batch's ``http:...``,
+serve's ``follow:<side>`` without Kafka, a Kafka partition's ``<topic>/<partition>`` (a topic name has no "/")."""
 
 
 def warn_of_older_streams(store: str, stream: str) -> None:

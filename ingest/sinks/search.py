@@ -372,7 +372,6 @@ class SearchSink:
                 _log.warning("search_cluster_red url=%s cluster=%s", url, health.get("cluster_name"))
             sink.install()
             sink.apply_retention()
-            sink.check_streams()
         except BaseException:
             client.close()
             raise
@@ -398,8 +397,10 @@ class SearchSink:
         _log.info("search_templates_installed prefix=%s retention=%s days=%d",
                   self.prefix, self.retention_policy or "sink_deletes", self.retention_days)
 
-    def check_streams(self) -> None:
-        """Warn once when the events indices hold a stream this release does not write (an earlier release's)."""
+    def name_files(self, files: Mapping[str, str]) -> None:
+        """Name each dead letter's file by its stream (a replay's files), and warn when the events indices hold
+        records an earlier release named by their file's path."""
+        self.files = dict(files)
         stream = "gatewatch.origin.stream"
         query = {"bool": {"filter": [{"exists": {"field": stream}}],
                           "must_not": [{"regexp": {stream: {"value": CURRENT_STREAMS}}}]}}  # fmt: skip

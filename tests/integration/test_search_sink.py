@@ -285,7 +285,9 @@ def test_an_analyst_reads_the_indices_as_dataframes(node: Node, sink: SearchSink
     assert len(paged) == 2
 
 
-def test_a_store_an_earlier_release_wrote_is_named_at_connect(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_store_an_earlier_release_wrote_is_named_when_a_replay_opens_it(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
     """An upgrade trial: files replayed into indices an earlier release wrote (records named by their path) were
     stored again beside them under new ids, and nothing said so."""
 
@@ -293,20 +295,22 @@ def test_a_store_an_earlier_release_wrote_is_named_at_connect(node: Node, caplog
         origin = Origin(Dataset.GATEWAY, stream, 7)
         return msgspec.structs.replace(gateway_event(ts), origin=origin, id=record_id(origin))
 
-    first = connect(node)
-    first.write(Batch(events=[read_from(s, n) for n, s in enumerate(("gw-gateway/0", "file:0123456789abcdef",
-                                                                       "http:batch-1"))]))  # fmt: skip
-    first.close()
+    sink = connect(node)
+    sink.write(Batch(events=[read_from(s, n) for n, s in enumerate(("gw-gateway/0", "file:0123456789abcdef",
+                                                                      "http:batch-1", "follow:app"))]))  # fmt: skip
+    sink.close()
     node.http.post(f"/{node.prefix}-*/_refresh").raise_for_status()
     with caplog.at_level("WARNING", logger="ingest.sinks.base"):
-        connect(node).close()
-    assert not ours(caplog)  # Kafka partitions, files and HTTP batches as this release names them
+        connect(node).name_files({"file:0123456789abcdef": "/logs/a.log"})
+    assert not ours(caplog)  # Kafka partitions, files, HTTP batches and serve's follow as this release names them
     sink = connect(node)
     sink.write(Batch(events=[read_from("/var/log/envoy/access.log", 4)]))
     sink.close()
     node.http.post(f"/{node.prefix}-*/_refresh").raise_for_status()  # as an earlier release's store long since is
     with caplog.at_level("WARNING", logger="ingest.sinks.base"):
-        connect(node).close()
+        connect(node).close()  # serve, which reads no files, does not look
+        assert not ours(caplog)
+        connect(node).name_files({})
     (message,) = ours(caplog)
     assert "store_written_by_older_release" in message and "/var/log/envoy/access.log" in message
 
