@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dead-letters",
         type=Path,
         metavar="FILE",
-        help="unparseable records as NDJSON (default: next to --alerts-out, *.dead-letters.ndjson)",
+        help="unparseable records as NDJSON; - for stdout (default: next to --alerts-out, *.dead-letters.ndjson)",
     )
     replay.add_argument("--store", help="duckdb:PATH, elasticsearch:URL, opensearch:URL or none (default: config)")
     replay.set_defaults(run=_run_replay)
@@ -141,6 +142,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     from gatewatch.forward import build_forwarders
     from ingest.sinks.ndjson import STDOUT, AlertEventFile, AlertFile, DeadLetterFile
 
+    if args.alerts_out == STDOUT and args.dead_letters == STDOUT:
+        raise GatewatchError("--alerts-out - and --dead-letters - would share stdout: send one of them to a file")
     sources = file_sources(config, args.gateway, args.app)  # a file that does not open: refused before anything opens
     # Alerts on stdout: the files that go next to them are named as for --alerts-out alerts.ndjson.
     beside = Path("alerts.ndjson") if args.alerts_out == STDOUT else args.alerts_out
@@ -156,9 +159,13 @@ def _run_replay(args: argparse.Namespace) -> int:
         stats = replay(config, args.gateway, args.app, sinks, _progress_log() if args.verbose else None,
                        sources=sources)  # fmt: skip
     finally:
-        for sink in sinks:
-            sink.close()
+        stdout_closed = _close_all(sinks)
     print_summary(console, stats, alert_file.alerts.values(), dead_letters)
+    if stdout_closed:
+        console.print("error: stdout was closed (its reader ended) before everything sent there was written; the "
+                      "lifecycle file, and the store and forwarders if any, have every alert", markup=False,
+                      highlight=False)  # fmt: skip
+        return 1
     for runner in forwarders.runners if forwarders is not None else ():
         counts = ", ".join(f"{k}={v}" for k, v in sorted(runner.counts.items())) or "nothing to send"
         failed = any(k.startswith("dead_letter_") for k in runner.counts)
@@ -171,6 +178,23 @@ def _run_replay(args: argparse.Namespace) -> int:
                               + "; replay again once that file is writable"), markup=False, highlight=False)  # fmt: skip
         return 2
     return 1 if any(not note.field for note in stats.input_notes) else 0  # an input not read at all
+
+
+def _close_all(sinks: list[Any]) -> bool:
+    """Close every sink, each even when another fails (the forwarders must still drain); whether stdout was closed
+    under one (``replay --alerts-out - | head -1``). Another error is raised once all are closed."""
+    stdout_closed, failure = False, None
+    for sink in sinks:
+        try:
+            sink.close()
+        except BrokenPipeError:
+            stdout_closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        except Exception as error:  # noqa: BLE001 - raised below, once the others are closed
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    return stdout_closed
 
 
 def _not_a_slow_task(record: logging.LogRecord) -> bool:

@@ -144,3 +144,55 @@ def test_a_store_this_release_wrote_still_takes_an_earlier_releases_dead_letters
     paths = dict(con.execute("select stream, path from files").fetchall())
     con.close()
     assert set(paths.values()) == {str(files.gateway_log), str(files.app_log)}
+
+
+def test_stdout_closed_under_alerts_out_dash_still_closes_the_forwarders(tmp_path: Path) -> None:
+    # A review: "replay --alerts-out - | true" raised BrokenPipeError at the first sink closed, so the forwarders
+    # were never closed: 43 of 48 lifecycle events neither sent nor dead-lettered, and no summary.
+    import subprocess
+    import sys
+
+    from gatewatch.cli import _close_all
+
+    closed: list[str] = []
+
+    class Sink:
+        def __init__(self, name: str, error: BaseException | None = None) -> None:
+            self.name, self.error = name, error
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.error is not None:
+                raise self.error
+
+    assert _close_all([Sink("store"), Sink("forwarders")]) is False
+    closed.clear()
+    with pytest.raises(ValueError):
+        _close_all([Sink("alerts", ValueError("disk full")), Sink("forwarders")])
+    assert closed == ["alerts", "forwarders"]
+    files = write_demo(tmp_path / "logs", **SMALL_RUN)
+    command = [sys.executable, "-c", "from gatewatch.cli import main; raise SystemExit(main())", "replay",
+               "--config", str(files.config_yaml), "--gateway", str(files.gateway_log), "--app", str(files.app_log),
+               "--alerts-out", "-", "--store", "none"]  # fmt: skip
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()  # the pipe's reader is gone before replay writes
+    assert reader.stdin is not None
+    with reader.stdin:
+        run = subprocess.run(command, stdout=reader.stdin, stderr=subprocess.PIPE, cwd=tmp_path, timeout=120)
+    assert run.returncode == 1
+    assert b"stdout was closed" in run.stderr and b"dead letters 6" in run.stderr
+    assert b"Traceback" not in run.stderr and b"Exception ignored" not in run.stderr
+    assert (tmp_path / "alerts.lifecycle.ndjson").stat().st_size > 0
+
+
+def test_dead_letters_dash_writes_them_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # A review: --dead-letters - made a file named "-", as --alerts-out - once did.
+    files = write_demo(tmp_path / "logs", **SMALL_RUN)
+    common = ["replay", "--config", str(files.config_yaml), "--gateway", str(files.gateway_log), "--app",
+              str(files.app_log), "--store", "none"]  # fmt: skip
+    assert main([*common, "--alerts-out", str(tmp_path / "a.ndjson"), "--dead-letters", "-"]) == 0
+    out, _ = capfd.readouterr()
+    assert sorted(orjson.loads(line)["reason"] for line in out.splitlines()) == [
+        "invalid_json", "invalid_utf8", "invalid_utf8", "oversized", "oversized", "truncated"]
+    assert main([*common, "--alerts-out", "-", "--dead-letters", "-"]) == 2
+    assert "would share stdout" in capfd.readouterr().err

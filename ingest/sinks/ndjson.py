@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -64,10 +65,13 @@ class DeadLetterFile:
     """
 
     def __init__(self, path: Path, files: Mapping[str, str] | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.files = files or {}
-        self._handle = path.open("wb")
+        if path == STDOUT:
+            self._handle: IO[bytes] = sys.stdout.buffer
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = path.open("wb")
 
     def write(self, batch: Batch) -> None:
         for letter in batch.dead_letters:
@@ -75,4 +79,7 @@ class DeadLetterFile:
             self._handle.write(orjson.dumps(document) + b"\n")
 
     def close(self) -> None:
-        self._handle.close()
+        if self.path == STDOUT:
+            self._handle.flush()
+        else:
+            self._handle.close()
