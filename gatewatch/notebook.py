@@ -13,11 +13,13 @@ documents (dotted columns such as ``http.response.status_code``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gatewatch.errors import ConfigError, StoreError
@@ -222,17 +224,35 @@ def _shown(value: Any) -> Any:
     return visible(value) if isinstance(value, str) else value
 
 
+_NOW = re.compile(r"now(?:([+-])([0-9]{1,9})([smhdw]))?")  # Elasticsearch's date math, its common part
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
 def time_bound(value: Any) -> str:
     """A ``start`` / ``end`` as ISO 8601 UTC text at whole milliseconds (a finer one rounded up: stored times
-    are milliseconds), for either store. Text without an offset, a naive datetime: UTC."""
+    are milliseconds), for either store: text (``now``, ``now-1h``, ``today`` too), a date, a datetime, a
+    ``pd.Timestamp`` or a ``numpy.datetime64``; without an offset, UTC."""
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
     if not isinstance(value, (str, date)):  # a number would be epoch milliseconds to one store, refused by another
         raise ConfigError(f"start/end {value!r}: give a time as ISO 8601 text, a datetime or a pd.Timestamp")
+    text = value.strip().lower() if isinstance(value, str) else ""
     try:
-        moment = pd.Timestamp(value)
-    except ValueError as error:
+        if (now := _NOW.fullmatch(text)) is not None:
+            sign, count, unit = now.groups()
+            shift = pd.Timedelta(**{_UNITS[unit]: int(count) * (-1 if sign == "-" else 1)}) if unit else pd.Timedelta(0)
+            moment = pd.Timestamp.now(tz="UTC") + shift
+        elif text == "today":
+            moment = pd.Timestamp.now(tz="UTC").normalize()
+        else:
+            moment = pd.Timestamp(value)
+    except (ValueError, OverflowError) as error:
         raise ConfigError(f"start/end {value!r} is not a time: {error}") from None
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-    return moment.ceil("ms").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    rounded = moment.ceil("ms")
+    if rounded.year > 9999:  # the last instant there is: up to it, as it was asked
+        rounded = moment.floor("ms")
+    return rounded.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _date_fields(schema: str) -> frozenset[str]:

@@ -109,6 +109,19 @@ def test_a_time_bound_is_read_the_same_way_for_every_store() -> None:
             pd.Timestamp("2026-03-02T10:00:00+01:00")]  # fmt: skip
     assert {time_bound(value) for value in same} == {"2026-03-02T09:00:00.000Z"}
     assert time_bound("2026-03-02T09:00:00.0004Z") == "2026-03-02T09:00:00.001Z"  # stored times are milliseconds
+    # A review: these worked before (on one store or both) and were refused or misread.
+    from datetime import date
+
+    import numpy as np
+
+    assert time_bound(date(2026, 3, 2)) == "2026-03-02T00:00:00.000Z"
+    assert time_bound(np.datetime64("2026-03-02T09:00:00.123456")) == "2026-03-02T09:00:00.124Z"
+    assert time_bound("0001-01-01") == "0001-01-01T00:00:00.000Z"  # padded: "1-01-01" was a 400 on a search store
+    assert time_bound(datetime.max) == "9999-12-31T23:59:59.999Z"
+    now = pd.Timestamp.now(tz="UTC")
+    assert abs(pd.Timestamp(time_bound("now")) - now) < pd.Timedelta(seconds=5)  # UTC, whatever the local zone
+    assert abs(pd.Timestamp(time_bound("now-1h")) - (now - pd.Timedelta(hours=1))) < pd.Timedelta(seconds=5)
+    assert time_bound("today") == now.normalize().isoformat(timespec="milliseconds").replace("+00:00", "Z")
     for wrong in (1772442000, 1772442000.0, "yesterday-ish"):
         with pytest.raises(ConfigError, match="start/end"):
             time_bound(wrong)
