@@ -148,6 +148,8 @@ def transaction_document(txn: Transaction) -> dict[str, Any]:
         USER_ID: txn.first("user_id"),
         ORG_ID: txn.first("org_id"),
         "gatewatch.envoy.route_name": txn.first("route_name"),
+        ROUTE: route_of(txn.first("route_name"), txn.first("upstream_cluster"), txn.first("authority"),
+                        txn.first("path")),
         "gatewatch.token.jti": txn.first("token_jti"),
         "gatewatch.token.sub": txn.first("token_sub"),
         "gatewatch.transaction.gateway_status": txn.gateway_status,

@@ -174,5 +174,10 @@ def test_the_dashboards_route_field_is_the_route_the_rules_alert_on(
         alerted = {a["entity"]["value"] for a in map(orjson.loads, (tmp_path / "alerts.ndjson").read_bytes().splitlines())
                    if a["rule"] == "http_5xx_burst" and a["entity"]["type"] == "route"}  # fmt: skip
         assert alerted and alerted <= set(buckets)
+        # A review: transactions carried route_name only, so under this format none had a route.
+        routeless = copy.http.post(f"/{copy.prefix}-transactions-*/_count", json={"query": {"bool": {
+            "filter": [{"range": {"gatewatch.transaction.gateway_attempts": {"gte": 1}}}],
+            "must_not": [{"exists": {"field": "gatewatch.route"}}]}}})  # fmt: skip
+        assert routeless.json()["count"] == 0
     finally:
         copy.cleanup()
