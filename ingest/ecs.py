@@ -148,8 +148,7 @@ def transaction_document(txn: Transaction) -> dict[str, Any]:
         USER_ID: txn.first("user_id"),
         ORG_ID: txn.first("org_id"),
         "gatewatch.envoy.route_name": txn.first("route_name"),
-        ROUTE: route_of(txn.first("route_name"), txn.first("upstream_cluster"), txn.first("authority"),
-                        txn.first("path")),
+        ROUTE: route_of(*(_text(txn.first(name)) for name in ("route_name", "upstream_cluster", "authority", "path"))),
         "gatewatch.token.jti": txn.first("token_jti"),
         "gatewatch.token.sub": txn.first("token_sub"),
         "gatewatch.transaction.gateway_status": txn.gateway_status,
@@ -158,6 +157,10 @@ def transaction_document(txn: Transaction) -> dict[str, Any]:
     }
     doc.update((k, v) for k, v in optional.items() if v is not None)
     return doc
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def dead_letter_document(letter: DeadLetter, file: str | None = None) -> dict[str, Any]:
