@@ -144,6 +144,8 @@ def _run_replay(args: argparse.Namespace) -> int:
 
     if args.alerts_out == STDOUT and args.dead_letters == STDOUT:
         raise GatewatchError("--alerts-out - and --dead-letters - would share stdout: send one of them to a file")
+    if STDOUT in (args.alerts_out, args.dead_letters) and sys.stdout is None:
+        raise GatewatchError("stdout is closed (>&-): give --alerts-out / --dead-letters a file")
     sources = file_sources(config, args.gateway, args.app)  # a file that does not open: refused before anything opens
     # Alerts on stdout: the files that go next to them are named as for --alerts-out alerts.ndjson.
     beside = Path("alerts.ndjson") if args.alerts_out == STDOUT else args.alerts_out
@@ -152,16 +154,16 @@ def _run_replay(args: argparse.Namespace) -> int:
     forwarders = build_forwarders(config)
     files = {stream: str(source.path) for stream, source in sources.items()}  # where a dead letter's line is
     store = open_store(args.store or config.store.url, config, files)
-    alert_file = AlertFile(args.alerts_out)
-    sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), DeadLetterFile(dead_letters, files),
-                         forwarders) if s is not None]  # fmt: skip
+    alert_file, dead_letter_file = AlertFile(args.alerts_out), DeadLetterFile(dead_letters, files)
+    sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), dead_letter_file, forwarders)
+             if s is not None]  # fmt: skip
     try:
         stats = replay(config, args.gateway, args.app, sinks, _progress_log() if args.verbose else None,
                        sources=sources)  # fmt: skip
     finally:
-        stdout_closed = _close_all(sinks)
+        _close_all(sinks)
     print_summary(console, stats, alert_file.alerts.values(), dead_letters)
-    if stdout_closed:
+    if alert_file.stdout_closed or dead_letter_file.stdout_closed:
         console.print("error: stdout was closed (its reader ended) before everything sent there was written; the "
                       "lifecycle file, and the store and forwarders if any, have every alert", markup=False,
                       highlight=False)  # fmt: skip
@@ -180,21 +182,17 @@ def _run_replay(args: argparse.Namespace) -> int:
     return 1 if any(not note.field for note in stats.input_notes) else 0  # an input not read at all
 
 
-def _close_all(sinks: list[Any]) -> bool:
-    """Close every sink, each even when another fails (the forwarders must still drain); whether stdout was closed
-    under one (``replay --alerts-out - | head -1``). Another error is raised once all are closed."""
-    stdout_closed, failure = False, None
+def _close_all(sinks: list[Any]) -> None:
+    """Close every sink, each even when another fails (the forwarders must still drain); the first error is
+    raised once all are closed."""
+    failure = None
     for sink in sinks:
         try:
             sink.close()
-        except BrokenPipeError:
-            stdout_closed = True
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         except Exception as error:  # noqa: BLE001 - raised below, once the others are closed
             failure = failure or error
     if failure is not None:
         raise failure
-    return stdout_closed
 
 
 def _not_a_slow_task(record: logging.LogRecord) -> bool:

@@ -165,7 +165,7 @@ def test_stdout_closed_under_alerts_out_dash_still_closes_the_forwarders(tmp_pat
             if self.error is not None:
                 raise self.error
 
-    assert _close_all([Sink("store"), Sink("forwarders")]) is False
+    _close_all([Sink("store"), Sink("forwarders")])
     closed.clear()
     with pytest.raises(ValueError):
         _close_all([Sink("alerts", ValueError("disk full")), Sink("forwarders")])
@@ -173,16 +173,25 @@ def test_stdout_closed_under_alerts_out_dash_still_closes_the_forwarders(tmp_pat
     files = write_demo(tmp_path / "logs", **SMALL_RUN)
     command = [sys.executable, "-c", "from gatewatch.cli import main; raise SystemExit(main())", "replay",
                "--config", str(files.config_yaml), "--gateway", str(files.gateway_log), "--app", str(files.app_log),
-               "--alerts-out", "-", "--store", "none"]  # fmt: skip
-    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
-    reader.wait()  # the pipe's reader is gone before replay writes
-    assert reader.stdin is not None
-    with reader.stdin:
-        run = subprocess.run(command, stdout=reader.stdin, stderr=subprocess.PIPE, cwd=tmp_path, timeout=120)
-    assert run.returncode == 1
-    assert b"stdout was closed" in run.stderr and b"dead letters 6" in run.stderr
-    assert b"Traceback" not in run.stderr and b"Exception ignored" not in run.stderr
-    assert (tmp_path / "alerts.lifecycle.ndjson").stat().st_size > 0
+               ]  # fmt: skip
+    lines = len(files.gateway_log.read_bytes().splitlines()) + len(files.app_log.read_bytes().splitlines())
+    # A second review: dead letters go to stdout batch by batch, so their broken pipe stopped the replay midway.
+    for name, to_stdout in (("alerts", ["--alerts-out", "-"]), ("a", ["--alerts-out", "a.ndjson", "--dead-letters", "-"])):
+        store = tmp_path / f"{name}.duckdb"
+        reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+        reader.wait()  # the pipe's reader is gone before replay writes
+        assert reader.stdin is not None
+        with reader.stdin:
+            run = subprocess.run([*command, *to_stdout, "--store", f"duckdb:{store}"], stdout=reader.stdin,
+                                 stderr=subprocess.PIPE, cwd=tmp_path, timeout=120)  # fmt: skip
+        assert run.returncode == 1, run.stderr
+        assert b"stdout was closed" in run.stderr and b"dead letters 6" in run.stderr
+        assert b"Traceback" not in run.stderr and b"Exception ignored" not in run.stderr
+        assert (tmp_path / f"{name}.lifecycle.ndjson").stat().st_size > 0
+        con = duckdb.connect(str(store), read_only=True)
+        stored = con.execute("select (select count(*) from events) + (select count(*) from dead_letters)").fetchone()
+        con.close()
+        assert stored == (lines,)  # the whole replay was stored
 
 
 def test_dead_letters_dash_writes_them_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

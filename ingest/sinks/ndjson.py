@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,18 @@ STDOUT = Path("-")
 """The path that names standard output, as in most Unix tools."""
 
 
+def write_stdout(data: bytes) -> bool:
+    """Write ``data`` to stdout; False when its reader is gone (``| head -1``): stdout then goes to /dev/null,
+    so nothing raises again, at the next write or at exit."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
+
+
 class AlertFile:
     """Collects the latest version of every alert and writes them on close, oldest first.
 
@@ -27,6 +40,7 @@ class AlertFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.alerts: dict[str, Alert] = {}
+        self.stdout_closed = False
 
     def write(self, batch: Batch) -> None:
         self.alerts.update(batch.alerts)
@@ -35,8 +49,7 @@ class AlertFile:
         ordered = sorted(self.alerts.values(), key=lambda a: (a.first_seen, a.rule, a.entity_type, a.entity_value))
         lines = b"".join(orjson.dumps(alert.to_document()) + b"\n" for alert in ordered)
         if self.path == STDOUT:
-            sys.stdout.buffer.write(lines)
-            sys.stdout.buffer.flush()
+            self.stdout_closed = not write_stdout(lines)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_bytes(lines)
@@ -67,19 +80,20 @@ class DeadLetterFile:
     def __init__(self, path: Path, files: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.files = files or {}
-        if path == STDOUT:
-            self._handle: IO[bytes] = sys.stdout.buffer
-        else:
+        self.stdout_closed = False  # its reader ended: the rest are not written (replay says so)
+        self._handle: IO[bytes] | None = None
+        if path != STDOUT:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = path.open("wb")
 
     def write(self, batch: Batch) -> None:
-        for letter in batch.dead_letters:
-            document = dead_letter_document(letter, self.files.get(letter.origin.stream))
-            self._handle.write(orjson.dumps(document) + b"\n")
+        lines = b"".join(orjson.dumps(dead_letter_document(letter, self.files.get(letter.origin.stream))) + b"\n"
+                         for letter in batch.dead_letters)  # fmt: skip
+        if self._handle is not None:
+            self._handle.write(lines)
+        elif lines and not self.stdout_closed:
+            self.stdout_closed = not write_stdout(lines)
 
     def close(self) -> None:
-        if self.path == STDOUT:
-            self._handle.flush()
-        else:
+        if self._handle is not None:
             self._handle.close()
