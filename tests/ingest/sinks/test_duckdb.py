@@ -315,3 +315,19 @@ def test_a_store_an_earlier_release_wrote_is_named_when_a_replay_opens_it(
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("select * from files").fetchall() == [("file:0123456789abcdef", "/var/log/envoy/access.log")]
     con.close()
+
+
+def test_dead_letters_are_written_by_name_into_a_table_with_a_column_more(tmp_path: Path) -> None:
+    # A second review: builds of this round added dead_letters.file at each open; by position, 7 values met 8
+    # columns and every dead letter (replay or serve) failed the batch.
+    path = tmp_path / "store.duckdb"
+    DuckDBSink(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE dead_letters ADD COLUMN file VARCHAR")
+    con.close()
+    sink = DuckDBSink(path)
+    sink.write(Batch(dead_letters=[DeadLetter(Origin(Dataset.GATEWAY, "file:00", 0), "truncated", "cut", b"GET /")]))
+    sink.close()
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("select reason, file from dead_letters").fetchall() == [("truncated", None)]
+    con.close()
