@@ -64,7 +64,7 @@ from ingest.records import DeadLetter, Event, RawRecord
 from ingest.redact_key import DEFAULT_HASH_KEY_ENV, resolve_hash_key
 from ingest.redact_patterns import (
     CONTAINER, MAX_LIST_CREDENTIALS, MORE_CREDENTIALS, QUOTED, QUOTED_ITEMS, SCHEMES, header_value, name_pattern,
-    PLACEHOLDER, pair_closes, pair_opens, quoted_value, separator,
+    PAIR_COOKIE, PAIR_CREDENTIAL, PLACEHOLDER, pair_closes, pair_opens, quoted_value, separator,
 )
 from ingest.redact_starts import CHARS_PER_MATCH_START, LONG_TEXT_CHARS, MatchStarts, name_spellings, sub_at
 from ingest.redact_values import card_numbers, jwt_claims
@@ -163,6 +163,10 @@ def remember_clean(memory: set[Any], found: Collection[Any], cap: int, *always: 
         memory.update(found)
 
 
+# A header's name starts a word, or follows WSGI's "HTTP_" (request.META["HTTP_AUTHORIZATION"]).
+_HEADER_START = r"(?:(?<=HTTP_)|(?<=http_)|(?<![A-Za-z0-9_-]))"
+
+
 class Redactor:
     """Replaces secrets in records and text by markers; see the module docstring for what and how.
 
@@ -234,15 +238,15 @@ class Redactor:
         cookie_headers = name_pattern(n for n in headers if _header_kind(n) == "cookie")
         self._pattern = re.compile(
             rf"(?P<marker>{marker})"
-            rf"|(?<![A-Za-z0-9_-]){pair_opens('h')}(?P<h_name>(?i:{auth_headers}))"
-            rf"{separator('h')}{not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)"
+            rf"|{_HEADER_START}{pair_opens('h')}(?P<h_name>(?i:{auth_headers}))"
+            rf"{separator('h', PAIR_CREDENTIAL)}{not_marker}(?P<h_open>(?:\[(?!REDACTED:)\s*)+)?{not_marker}(?!\[)"
             rf"(?:{quoted_value('h')}|{header_unquoted}){pair_closes('h')}"
             rf"(?(h_open)(?P<h_qmore>(?:\s*,\s*(?:{QUOTED}|[^\s,\]\"']+))*+))"
-            rf"|(?<![A-Za-z0-9_-]){pair_opens('c')}(?P<c_name>(?i:{cookie_headers}))"
-            rf"{separator('c')}{not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted}){pair_closes('c')}"
+            rf"|{_HEADER_START}{pair_opens('c')}(?P<c_name>(?i:{cookie_headers}))"
+            rf"{separator('c', PAIR_COOKIE)}{not_marker}(?:{CONTAINER.format('c')}|{quoted_value('c')}|{cookie_unquoted}){pair_closes('c')}"
             rf"|(?P<q_name>(?i:{name_pattern(query_params)}))(?P<q_sep> ?= ?)(?![=\s]){not_marker}(?!{PLACEHOLDER})"
             rf"(?:{CONTAINER.format('q')}|{quoted_value('q')}|(?P<q_uv>[^\s&#\"';,]+))"
-            rf"|(?P<j_name>(?i:{name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*:\s*){not_marker}"
+            rf"|(?P<j_name>(?i:{name_pattern(json_keys)}))(?P<j_sep>\\?[\"']?\s*(?:=>|:)\s*){not_marker}"
             rf"(?:{CONTAINER.format('j')}|{quoted_value('j')}|(?P<j_uv>{unquoted}))"
             rf"|(?P<cvv_name>(?i:cvv2?|cvc2?))(?P<cvv_sep>\\?[\"']?\s*[:=]?\s*\\?[\"']?)(?P<cvv>[0-9]{{3,4}})(?![0-9])"
             r"|(?P<jwt>eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"

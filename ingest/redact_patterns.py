@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
-    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "PLACEHOLDER", "QUOTED", "QUOTED_ITEMS", "SCHEMES",
-    "header_value", "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
+    "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "PAIR_COOKIE", "PAIR_CREDENTIAL", "PLACEHOLDER",
+    "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value", "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
 ]  # fmt: skip
 
 # Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
@@ -21,10 +21,11 @@ def name_pattern(names: Iterable[str]) -> str:
 
 
 # A query's parameter standing where a secret's value goes ("where token = $1", "password = ?", "= %(pw)s",
-# SQLAlchemy's "token = :token_1"): no secret, and a marker there reads as one logged. ":name" only after a
-# space, as SQL writes it: "password=:hunter2" in a query string may well be a password. Only the whole value:
-# "?)LEAK" is a value, "$1)" at the end of a clause is not.
-PLACEHOLDER = r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):[A-Za-z_]\w{0,63})\)*(?![^\s&#\"';,])"
+# SQLAlchemy's "token = :token_1", "password = :password"): no secret, and a marker there reads as one logged.
+# ":name" only after a space, as SQL writes it, and numbered or the parameter's own name: "password = :hunter2"
+# may well be a password. Only the whole value: "?)LEAK" is a value, "$1)" at the end of a clause is not.
+PLACEHOLDER = (r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):(?:[A-Za-z_]\w{0,62}_[0-9]{1,4}|(?i:(?P=q_name))))"
+               r"\)*(?![^\s&#\"';,.])")
 
 # A header as a list element after its quoted name: Python's [('Authorization', 'Bearer x')], ASGI's
 # (b'authorization', b'...'), JSON's [["cookie", "sid=..."]] (pretty-printed, or inside a JSON string), Node's
@@ -39,11 +40,18 @@ def pair_opens(group: str) -> str:
     return f"(?:(?P<{group}_pair>(?<=[\"']))|)"
 
 
-def separator(group: str) -> str:
-    """Between a name and its value: ``:`` or ``=``, or (``<group>_psep``) in a pair the name's closing quote,
-    a comma and a HAR entry's ``"value":``."""
-    return (rf"(?P<{group}_sep>\\?[\"']?\s*[:=]\s*|(?({group}_pair)(?P<{group}_psep>\\?[\"']\s*,\s*"
-            rf"(?:\\?[\"']value\\?[\"']\s*:\s*)?b?(?=\\?[\"']|\[))|(?!)))")
+def separator(group: str, pair_value: str) -> str:
+    """Between a name and its value: ``:``, ``=`` or Ruby's ``=>`` (and a bytes repr's ``b``), or (``<group>_psep``)
+    in a pair the name's closing quote, a comma and a HAR entry's ``"value":``, before a ``pair_value``: one
+    that looks like the header's (a payments log's ``("authorization", "declined")`` is no header)."""
+    return (rf"(?P<{group}_sep>\\?[\"']?\s*(?:=>|[:=])\s*(?:b(?=[\"']))?|(?({group}_pair)(?P<{group}_psep>"
+            rf"\\?[\"']\s*,\s*(?:\\?[\"']value\\?[\"']\s*:\s*)?b?(?=\[|\\?[\"']{pair_value}))|(?!)))")
+
+
+PAIR_CREDENTIAL = rf"(?:(?i:{'|'.join(SCHEMES)}) |eyJ|[^\s\"'\\]{{16}})"
+"""An Authorization pair's value: a known scheme and a credential, a JWT, or a token of 16 characters or more."""
+PAIR_COOKIE = r"[^\"'\n\\]*="
+"""A cookie pair's value: ``name=value``."""
 
 
 def pair_closes(group: str) -> str:
@@ -56,8 +64,9 @@ def pair_closes(group: str) -> str:
 # A list or an object as a secret's value: {"password": {"old": ..., "new": ...}}, {"api_key": ["..."]},
 # Go's map[Cookie:[sid=...]]. It becomes one marker. A "]" or "}" inside one of its strings does not end
 # it; an escaped quote (JSON inside a JSON string) opens none. Nested up to CONTAINER_DEPTH levels (the
-# pattern doubles with each level); one nested deeper, or never closed, takes the rest of its line:
-# a secret three levels down was kept in the clear when two were the most a container could hold.
+# pattern doubles with each level); one nested deeper, or not closed on its line, takes the rest of the text:
+# a secret three levels down was kept in the clear when two were the most a container could hold, and a
+# pretty-printed one (json.dumps(..., indent=2): "{" alone on the key's line) when the rest of the line was.
 CONTAINER_DEPTH = 6
 # A string of a container: JSON's, JSON's inside a JSON string (\"...\"), Python's ('...'); an escape; a
 # quote no string closes (an apostrophe in text).
@@ -72,7 +81,7 @@ def _container(depth: int) -> str:
     return nested
 
 
-CONTAINER = "(?P<{0}_cv>" + _container(CONTAINER_DEPTH).replace("{", "{{").replace("}", "}}") + r"|[\[{{][^\n]*+)"
+CONTAINER = "(?P<{0}_cv>" + _container(CONTAINER_DEPTH).replace("{", "{{").replace("}", "}}") + r"|[\[{{](?s:.)*+)"
 
 
 def quoted_value(group: str) -> str:

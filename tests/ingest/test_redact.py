@@ -316,11 +316,11 @@ def test_a_query_placeholder_where_a_secret_goes_is_left_as_it_is(redactor: Reda
     # An earlier round's note: "where token = $1" became a marker, which reads as a secret logged.
     for text in ("select * from sessions where token = $1 and user_id = $2", "UPDATE users SET password = ? WHERE id = ?",
                  "where api_key = %s", "password=%(pw)s", "where token = :token_1)", "token=?&page=2",
-                 "WHERE (token = $1)"):  # fmt: skip
+                 "WHERE (token = $1)", "password = :password", "f(token=$1)."):  # fmt: skip
         assert redactor.redact(text) == text
     # A value that merely begins like one is a value; ":name" right after "=" may be a password in a query string.
     for text in ("password=?abc", "token=$1abc", "password=:hunter2x", "token=%s3cr3t", "password=?)LEAK&x=1",
-                 "password=$1)LEAK", "token=%s)LEAK"):  # fmt: skip
+                 "password=$1)LEAK", "token=%s)LEAK", "password = :hunter2"):  # fmt: skip
         assert "[REDACTED:secret" in redactor.redact(text), text
 
 
@@ -337,13 +337,21 @@ def test_a_header_logged_as_a_name_value_pair_is_redacted(redactor: Redactor) ->
                  "[(\t'Authorization', 'Bearer opaqueLEAK',)]",
                  '[["authorization", ["Bearer opaqueLEAK", "Basic LEAK2"]]]', '[["cookie", ["sid=LEAK"]]]',
                  "[ 'Host', 'billing', 'Authorization', 'Bearer opaqueLEAK', 'Accept', '*/*' ]",
-                 '{"name": "Authorization", "value": "Bearer opaqueLEAK"}'):  # fmt: skip
+                 '{"name": "Authorization", "value": "Bearer opaqueLEAK"}',
+                 # a second review: a bytes-keyed dict, WSGI's environ, Ruby's hash, an opaque 16-character token
+                 "{b'authorization': b'Bearer opaqueLEAK'}", "{'HTTP_AUTHORIZATION': 'Bearer opaqueLEAK'}",
+                 "{'HTTP_COOKIE': 'sid=LEAK'}", '{"Authorization"=>"Bearer opaqueLEAK"}', '{"password"=>"LEAK"}',
+                 "('authorization', 'abcdefghijklmnopLEAK')"):  # fmt: skip
         out = redactor.redact(text)
         assert "LEAK" not in out, out
         assert redactor.redact(out) == out
     assert "('Host', 'billing')" in redactor.redact("[('Authorization', 'Bearer x'), ('Host', 'billing')]")
-    # A JSON object's key after the name is no pair; a quoted header line is redacted as before.
-    for text in ('{"event": "authorization", "result": "denied"}', '{"name": "authorization", "type": "header"}'):
+    # A JSON object's key after the name is no pair, nor a value that does not look like a credential (a
+    # payments log's card authorization: the second review found "declined" hidden); a quoted header line is
+    # redacted as before.
+    for text in ('{"event": "authorization", "result": "denied"}', '{"name": "authorization", "type": "header"}',
+                 "result=('authorization', 'declined')", "WHERE kind IN ('authorization', 'capture')",
+                 'expected one of: "authorization", "capture"', '["cookie", "policy"]'):  # fmt: skip
         assert redactor.redact(text) == text
     assert "LEAK" not in redactor.redact('log("Authorization: Bearer opaqueLEAK")')
 
@@ -404,3 +412,11 @@ def test_credentials_in_every_authorization_shape_are_redacted(redactor: Redacto
     out = redactor.redact(text)
     assert "SECRET" not in out, out
     assert redactor.redact(out) == out
+
+
+def test_a_secret_container_pretty_printed_over_several_lines_is_redacted(redactor: Redactor) -> None:
+    # A second review: json.dumps(..., indent=2) leaves "{" or "[" alone on the key's line, and only it was taken.
+    for value in ({"Cookie": ["sid=LEAK1"]}, {"password": {"old": "LEAK2", "new": "LEAK3"}}, [["cookie", ["sid=LEAK4"]]]):
+        out = redactor.redact(json.dumps(value, indent=2))
+        assert "LEAK" not in out, out
+        assert redactor.redact(out) == out
