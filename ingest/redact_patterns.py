@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 __all__ = [
     "CONTAINER", "MAX_LIST_CREDENTIALS", "MORE_CREDENTIALS", "PAIR_COOKIE", "PAIR_CREDENTIAL", "PLACEHOLDER",
-    "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value", "name_pattern", "pair_closes", "pair_opens", "quoted_value", "separator",
+    "QUOTED", "QUOTED_ITEMS", "SCHEMES", "header_value", "name_pattern", "pair_closes", "pair_opens", "quoted_value",
+    "separator",
 ]  # fmt: skip
 
 # Authorization schemes kept in front of a marker (IANA registry, plus the common ApiKey/Token).
@@ -24,8 +25,8 @@ def name_pattern(names: Iterable[str]) -> str:
 # SQLAlchemy's "token = :token_1", "password = :password"): no secret, and a marker there reads as one logged.
 # ":name" only after a space, as SQL writes it, and numbered or the parameter's own name: "password = :hunter2"
 # may well be a password. Only the whole value: "?)LEAK" is a value, "$1)" at the end of a clause is not.
-PLACEHOLDER = (r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s|(?<= ):(?:[A-Za-z_]\w{0,62}_[0-9]{1,4}|(?i:(?P=q_name))))"
-               r"\)*(?![^\s&#\"';,.])")
+PLACEHOLDER = (r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s"
+               r"|(?<= ):(?:[A-Za-z_]\w{0,62}_[0-9]{1,4}|(?i:(?P=q_name))))\)*(?![^\s&#\"';,.])")
 
 # A header as a list element after its quoted name: Python's [('Authorization', 'Bearer x')], ASGI's
 # (b'authorization', b'...'), JSON's [["cookie", "sid=..."]] (pretty-printed, or inside a JSON string), Node's

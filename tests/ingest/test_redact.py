@@ -314,8 +314,9 @@ def test_every_value_of_an_authorization_header_list_is_redacted(redactor: Redac
 
 def test_a_query_placeholder_where_a_secret_goes_is_left_as_it_is(redactor: Redactor) -> None:
     # An earlier round's note: "where token = $1" became a marker, which reads as a secret logged.
-    for text in ("select * from sessions where token = $1 and user_id = $2", "UPDATE users SET password = ? WHERE id = ?",
-                 "where api_key = %s", "password=%(pw)s", "where token = :token_1)", "token=?&page=2",
+    for text in ("select * from sessions where token = $1 and user_id = $2",
+                 "UPDATE users SET password = ? WHERE id = ?", "where api_key = %s", "password=%(pw)s",
+                 "where token = :token_1)", "token=?&page=2",
                  "WHERE (token = $1)", "password = :password", "f(token=$1)."):  # fmt: skip
         assert redactor.redact(text) == text
     # A value that merely begins like one is a value; ":name" right after "=" may be a password in a query string.
@@ -416,7 +417,8 @@ def test_credentials_in_every_authorization_shape_are_redacted(redactor: Redacto
 
 def test_a_secret_container_pretty_printed_over_several_lines_is_redacted(redactor: Redactor) -> None:
     # A second review: json.dumps(..., indent=2) leaves "{" or "[" alone on the key's line, and only it was taken.
-    for value in ({"Cookie": ["sid=LEAK1"]}, {"password": {"old": "LEAK2", "new": "LEAK3"}}, [["cookie", ["sid=LEAK4"]]]):
+    values = ({"Cookie": ["sid=LEAK1"]}, {"password": {"old": "LEAK2", "new": "LEAK3"}}, [["cookie", ["sid=LEAK4"]]])
+    for value in values:
         out = redactor.redact(json.dumps(value, indent=2))
         assert "LEAK" not in out, out
         assert redactor.redact(out) == out
