@@ -236,22 +236,30 @@ def time_bound(value: Any) -> str:
         value = pd.Timestamp(value)
     if not isinstance(value, (str, date)):  # a number would be epoch milliseconds to one store, refused by another
         raise ConfigError(f"start/end {value!r}: give a time as ISO 8601 text, a datetime or a pd.Timestamp")
-    text = value.strip().lower() if isinstance(value, str) else ""
+    text = value.strip() if isinstance(value, str) else ""
+    if text.startswith("now") and not _NOW.fullmatch(text):  # "now-1M" is a month to a search store, not a minute
+        raise ConfigError(f"start/end {value!r}: date math here is now, now-N or now+N with s, m, h, d or w (a month: "
+                          "pd.Timestamp.now(tz='UTC') - pd.DateOffset(months=1))")  # fmt: skip
     try:
         if (now := _NOW.fullmatch(text)) is not None:
             sign, count, unit = now.groups()
             shift = pd.Timedelta(**{_UNITS[unit]: int(count) * (-1 if sign == "-" else 1)}) if unit else pd.Timedelta(0)
             moment = pd.Timestamp.now(tz="UTC") + shift
-        elif text == "today":
+        elif text.lower() == "today":
             moment = pd.Timestamp.now(tz="UTC").normalize()
         else:
             moment = pd.Timestamp(value)
     except (ValueError, OverflowError) as error:
         raise ConfigError(f"start/end {value!r} is not a time: {error}") from None
+    if pd.isna(moment):
+        raise ConfigError(f"start/end {value!r} is not a time")
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-    rounded = moment.ceil("ms")
-    if rounded.year > 9999:  # the last instant there is: up to it, as it was asked
+    try:
+        rounded = moment.ceil("ms")
+    except (OverflowError, ValueError):  # pd.Timestamp.max: no whole millisecond above it
         rounded = moment.floor("ms")
+    if rounded.year > 9999:  # past what the search stores read: the last instant they do, which DuckDB reads alike
+        return "9999-12-31T23:59:59.999Z"
     return rounded.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -122,7 +122,10 @@ def test_a_time_bound_is_read_the_same_way_for_every_store() -> None:
     assert abs(pd.Timestamp(time_bound("now")) - now) < pd.Timedelta(seconds=5)  # UTC, whatever the local zone
     assert abs(pd.Timestamp(time_bound("now-1h")) - (now - pd.Timedelta(hours=1))) < pd.Timedelta(seconds=5)
     assert time_bound("today") == now.normalize().isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    for wrong in (1772442000, 1772442000.0, "yesterday-ish"):
+    assert time_bound("9999-12-31T23:59:59.999999-01:00") == "9999-12-31T23:59:59.999Z"  # past 9999 in UTC
+    assert time_bound(np.datetime64("20000-01-01")) == "9999-12-31T23:59:59.999Z"
+    assert time_bound(pd.Timestamp.max) == "2262-04-11T23:47:16.854Z"
+    for wrong in (1772442000, 1772442000.0, "yesterday-ish", "now-1M", "now/d", "now-1y", "", pd.NaT):
         with pytest.raises(ConfigError, match="start/end"):
             time_bound(wrong)
 
