@@ -152,7 +152,8 @@ def _run_replay(args: argparse.Namespace) -> int:
     dead_letters = args.dead_letters or beside.with_name(beside.stem + ".dead-letters.ndjson")
     alert_events = beside.with_name(beside.stem + ".lifecycle.ndjson")
     forwarders = build_forwarders(config)
-    files = {stream: str(source.path) for stream, source in sources.items()}  # where a dead letter's line is
+    # Where a dead letter's line is: absolute, so a notebook in another folder finds it.
+    files = {stream: str(source.path.absolute()) for stream, source in sources.items()}
     store = open_store(args.store or config.store.url, config, files)
     alert_file, dead_letter_file = AlertFile(args.alerts_out), DeadLetterFile(dead_letters, files)
     sinks = [s for s in (store, alert_file, AlertEventFile(alert_events), dead_letter_file, forwarders)

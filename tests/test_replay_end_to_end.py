@@ -205,3 +205,16 @@ def test_dead_letters_dash_writes_them_to_stdout(tmp_path: Path, capfd: pytest.C
         "invalid_json", "invalid_utf8", "invalid_utf8", "oversized", "oversized", "truncated"]
     assert main([*common, "--alerts-out", "-", "--dead-letters", "-"]) == 2
     assert "would share stdout" in capfd.readouterr().err
+
+
+def test_a_replayed_file_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second review: the files table kept paths as typed ("app.log"), which a notebook elsewhere cannot find.
+    files = write_demo(tmp_path / "logs", **SMALL_RUN)
+    monkeypatch.chdir(files.gateway_log.parent)
+    assert main(["replay", "--config", str(files.config_yaml), "--gateway", files.gateway_log.name,
+                 "--alerts-out", "a.ndjson", "--store", f"duckdb:{tmp_path / 'store.duckdb'}"]) == 0  # fmt: skip
+    con = duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True)
+    assert con.execute("select path from files").fetchall() == [(str(files.gateway_log),)]
+    con.close()
+    letters = [orjson.loads(line) for line in Path("a.dead-letters.ndjson").read_bytes().splitlines()]
+    assert {letter["file"] for letter in letters} == {str(files.gateway_log)}
