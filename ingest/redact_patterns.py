@@ -31,9 +31,8 @@ PLACEHOLDER = (r"(?:\$[0-9]{1,5}|\?|%s|%\([A-Za-z_]\w{0,63}\)s"
 # A header as a list element after its quoted name: Python's [('Authorization', 'Bearer x')], ASGI's
 # (b'authorization', b'...'), JSON's [["cookie", "sid=..."]] (pretty-printed, or inside a JSON string), Node's
 # rawHeaders ['Host', 'h', 'Authorization', 'Bearer x'], a HAR entry {"name": "Authorization", "value": "..."}.
-# The value is quoted (or a list) and followed by the next element or the end of its list, tuple or object:
-# in a JSON object, "authorization", "result": ... is a key. A list of words holding "authorization" loses
-# the word after it (README: Limits).
+# The value is quoted (or a list), looks like the header's (see separator) and is followed by the next element
+# or the end of its list, tuple or object: in a JSON object, "authorization", "result": ... is a key.
 
 
 def pair_opens(group: str) -> str:
@@ -56,9 +55,9 @@ PAIR_COOKIE = r"[^\"'\n\\]*="
 
 
 def pair_closes(group: str) -> str:
-    """After a pair's value: the next element, the end of the pair's list, tuple or object, or the end of the
-    line (a container never closed takes the rest of its line: needing more after it, each of a hostile line's
-    thousands of names scanned to its end again)."""
+    """After a pair's value: the next element, the end of the pair's list, tuple or object, or the end of a line
+    (a container not closed on its line takes the rest of the text: needing more after it, each of a hostile
+    line's thousands of names scanned to its end again)."""
     return rf"(?({group}_psep)(?=\s*[,)\]}}]|(?![^\n])))"
 
 
