@@ -164,11 +164,6 @@ def _run_replay(args: argparse.Namespace) -> int:
     finally:
         _close_all(sinks)
     print_summary(console, stats, alert_file.alerts.values(), dead_letters)
-    if alert_file.stdout_closed or dead_letter_file.stdout_closed:
-        console.print("error: stdout was closed (its reader ended) before everything sent there was written; the "
-                      "lifecycle file, and the store and forwarders if any, have every alert", markup=False,
-                      highlight=False)  # fmt: skip
-        return 1
     for runner in forwarders.runners if forwarders is not None else ():
         counts = ", ".join(f"{k}={v}" for k, v in sorted(runner.counts.items())) or "nothing to send"
         failed = any(k.startswith("dead_letter_") for k in runner.counts)
@@ -180,6 +175,11 @@ def _run_replay(args: argparse.Namespace) -> int:
                                                     "its dead-letter file" for name, n in lost.items() if n)
                               + "; replay again once that file is writable"), markup=False, highlight=False)  # fmt: skip
         return 2
+    if alert_file.stdout_closed or dead_letter_file.stdout_closed:
+        console.print("error: stdout was closed (its reader ended) before everything sent there was written; the "
+                      "lifecycle file, and the store and forwarders if any, have every alert", markup=False,
+                      highlight=False)  # fmt: skip
+        return 1
     return 1 if any(not note.field for note in stats.input_notes) else 0  # an input not read at all
 
 
